@@ -1,0 +1,167 @@
+"""PePR: performance per resource unit, scored within experiment cells.
+
+For each run ``i`` in one cell (the ``by`` group) and each resource column ``r``::
+
+    r_norm_i = (r_i - min r) / (max r - min r)     over the cell's runs
+    pepr_r_i = P_i / (1 + r_norm_i)
+
+``P`` is a performance in [0, 1]. The cheapest run of a cell scores exactly ``P``, the most
+expensive ``P / 2``. A cell whose resource is constant (``max == min``, e.g. a single run) gets
+``r_norm = 0`` for every run, so each of its runs scores its own performance.
+
+This module imports pandas and numpy only: scoring must stay light and never pull in torch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from pepr.errors import PeprInputError
+
+__all__ = ["score", "norm_column", "pepr_column", "validate_score_inputs"]
+
+#: How many offending row labels an error message lists before it summarises the rest.
+_MAX_ROWS_IN_MESSAGE = 10
+
+
+def norm_column(resource: str) -> str:
+    """Name of the normalised-resource column added for ``resource``."""
+    return f"{resource}_norm"
+
+
+def pepr_column(resource: str) -> str:
+    """Name of the PePR score column added for ``resource``."""
+    return f"pepr_{resource}"
+
+
+def _describe_rows(index: pd.Index) -> str:
+    labels = [str(label) for label in index[:_MAX_ROWS_IN_MESSAGE]]
+    more = len(index) - len(labels)
+    text = ", ".join(labels)
+    return f"{text} (and {more} more)" if more > 0 else text
+
+
+def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
+    series = df[column]
+    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+        converted = pd.to_numeric(series, errors="coerce")
+        bad = series.index[converted.isna() & series.notna()]
+        if len(bad):
+            raise PeprInputError(
+                f"{role} column '{column}' must be numeric, but rows {_describe_rows(bad)} hold "
+                f"non-numeric values (e.g. {series.loc[bad[0]]!r}); fix or remove those rows"
+            )
+        series = converted
+    missing = series.index[series.isna()]
+    if len(missing):
+        raise PeprInputError(
+            f"{role} column '{column}' has missing/NaN values in rows {_describe_rows(missing)}; "
+            "fill them or drop those rows before scoring"
+        )
+    infinite = series.index[~np.isfinite(series.to_numpy(dtype=float))]
+    if len(infinite):
+        raise PeprInputError(
+            f"{role} column '{column}' has infinite values in rows {_describe_rows(infinite)}"
+        )
+    return series.astype(float)
+
+
+def validate_score_inputs(
+    df: pd.DataFrame,
+    performance: str,
+    resources: Sequence[str],
+    by: Sequence[str] = (),
+) -> None:
+    """Check a table before scoring; raise :class:`PeprInputError` naming what is wrong.
+
+    Checks: a non-empty table, at least one resource, every named column present, performance
+    numeric and within [0, 1], resources numeric and non-negative, no missing values in any named
+    column (group columns included, so no run silently drops out of its cell).
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise PeprInputError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if isinstance(resources, str):
+        resources = [resources]
+    if not resources:
+        raise PeprInputError("no resource column given: name at least one (e.g. --resource energy_kwh)")
+    if len(df) == 0:
+        raise PeprInputError("the table has no rows: there is nothing to score")
+    named = [performance, *resources, *by]
+    unknown = [c for c in dict.fromkeys(named) if c not in df.columns]
+    if unknown:
+        raise PeprInputError(
+            f"unknown column(s) {', '.join(repr(c) for c in unknown)}; "
+            f"available columns: {', '.join(map(str, df.columns))}"
+        )
+    duplicated = sorted({r for r in resources if list(resources).count(r) > 1})
+    if duplicated:
+        raise PeprInputError(f"resource column(s) given more than once: {', '.join(duplicated)}")
+    if performance in resources:
+        raise PeprInputError(f"column '{performance}' is given both as performance and as a resource")
+    perf = _numeric(df, performance, "performance")
+    outside = perf.index[(perf < 0) | (perf > 1)]
+    if len(outside):
+        raise PeprInputError(
+            f"performance column '{performance}' must lie in [0, 1], but rows "
+            f"{_describe_rows(outside)} do not (e.g. {perf.loc[outside[0]]!r}); "
+            "use a fraction, not a percentage"
+        )
+    for resource in resources:
+        values = _numeric(df, resource, "resource")
+        negative = values.index[values < 0]
+        if len(negative):
+            raise PeprInputError(
+                f"resource column '{resource}' must be non-negative, but rows "
+                f"{_describe_rows(negative)} are negative (e.g. {values.loc[negative[0]]!r})"
+            )
+    for column in by:
+        missing = df.index[df[column].isna()]
+        if len(missing):
+            raise PeprInputError(
+                f"group column '{column}' has missing values in rows {_describe_rows(missing)}; "
+                "every run must belong to a cell"
+            )
+
+
+def score(
+    df: pd.DataFrame,
+    performance: str = "test_accuracy",
+    resources: Sequence[str] = ("energy_kwh",),
+    by: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Return ``df`` plus, per resource ``X``, the columns ``X_norm`` and ``pepr_X``.
+
+    Rows and existing columns are kept unchanged and in order; the new columns are appended in
+    the order of ``resources`` (``X_norm`` then ``pepr_X`` for each). Normalisation is min-max
+    within each group of ``by`` (the whole table when ``by`` is empty or None); a group whose
+    resource is constant gets ``X_norm = 0``.
+
+    Raises :class:`PeprInputError` for bad input (see :func:`validate_score_inputs`).
+    """
+    if isinstance(resources, str):
+        resources = [resources]
+    resources = list(resources)
+    by = [by] if isinstance(by, str) else list(by or [])
+    validate_score_inputs(df, performance, resources, by)
+
+    out = df.copy()
+    perf = _numeric(df, performance, "performance").to_numpy()
+    for resource in resources:
+        values = _numeric(df, resource, "resource")
+        if by:
+            grouped = values.groupby([df[c] for c in by], sort=False, dropna=False)
+            low = grouped.transform("min").to_numpy()
+            high = grouped.transform("max").to_numpy()
+        else:
+            low = np.full(len(values), values.min())
+            high = np.full(len(values), values.max())
+        span = high - low
+        # A constant cell has no spread to normalise by: every run counts as the cheapest.
+        safe_span = np.where(span > 0, span, 1.0)
+        normalised = np.where(span > 0, (values.to_numpy() - low) / safe_span, 0.0)
+        out[norm_column(resource)] = normalised
+        out[pepr_column(resource)] = perf / (1.0 + normalised)
+    return out
