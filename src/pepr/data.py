@@ -1,0 +1,394 @@
+"""Datasets for ``pepr train``: MedMNIST 2D flags, any MedMNIST-layout ``.npz``, and a synthetic set.
+
+Dataset spec grammar (the ``--dataset`` value and the workflow's ``datasets`` entries):
+
+``FLAG`` or ``FLAG@SIZE``
+    A MedMNIST 2D flag (``medmnist.INFO``), e.g. ``pneumoniamnist``; ``@SIZE`` picks a MedMNIST+
+    size (28, 64, 128 or 224; default 28). The file is ``DATA_DIR/FLAG.npz`` at 28 px and
+    ``DATA_DIR/FLAG_SIZE.npz`` otherwise (MedMNIST's own names); ``DATA_DIR`` is ``--data-dir`` or,
+    when not given, the ``medmnist`` package's default root (``~/.medmnist``). 3D flags and the
+    multi-label ``chestmnist`` are rejected: ``pepr train`` does single-label classification.
+``npz:PATH``
+    Any file in the MedMNIST npz layout: ``train_images``, ``train_labels``, ``val_images``,
+    ``val_labels``, ``test_images``, ``test_labels``; images ``(N, H, W)`` or ``(N, H, W, C)`` with
+    C in {1, 3}, uint8 (0-255) or float (taken as they are); labels ``(N,)`` or ``(N, 1)``
+    integers in ``0..K-1``. A relative PATH is relative to the current working directory.
+``synthetic`` or ``synthetic:KEY=VALUE,...``
+    A procedurally generated image-classification set (see :func:`make_synthetic`); NOT medical
+    data, only shaped like it, for offline demos and tests. Keys and defaults are
+    :data:`SYNTHETIC_DEFAULTS`.
+
+Everything in the "spec" part of this module is cheap (numpy only, header reads) so the workflow
+can validate a whole config before launching anything.
+"""
+
+from __future__ import annotations
+
+import re
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pepr.errors import PeprInputError
+
+#: Image sizes MedMNIST (v2 at 28 px, MedMNIST+ above) is published at.
+MEDMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
+
+#: The npz keys of the MedMNIST layout, split by split.
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+#: Options of the ``synthetic`` dataset and their defaults. ``imbalance`` is the ratio of the
+#: largest class's sample count to the smallest's (class 0 largest, geometric in between);
+#: ``noise`` is the standard deviation of the pixel noise on images in [0, 1]; ``seed`` makes a
+#: different (but equally hard) draw of the same dataset.
+SYNTHETIC_DEFAULTS: dict[str, int | float] = {
+    "classes": 2,
+    "size": 28,
+    "channels": 1,
+    "n_train": 1000,
+    "n_val": 250,
+    "n_test": 500,
+    "imbalance": 2.0,
+    "noise": 0.12,
+    "seed": 0,
+}
+_SYNTHETIC_INT_KEYS = frozenset({"classes", "size", "channels", "n_train", "n_val", "n_test", "seed"})
+_SYNTHETIC_LIMITS: dict[str, tuple[float, float]] = {
+    "classes": (2, 20),
+    "size": (8, 512),
+    "channels": (1, 3),
+    "n_train": (1, 1_000_000),
+    "n_val": (1, 1_000_000),
+    "n_test": (1, 1_000_000),
+    "imbalance": (1.0, 100.0),
+    "noise": (0.0, 1.0),
+    "seed": (0, 2**31 - 1),
+}
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A parsed ``--dataset`` value.
+
+    ``kind`` is ``"medmnist"``, ``"npz"`` or ``"synthetic"``; ``flag`` is set for MedMNIST,
+    ``path`` for npz, ``options`` (sorted ``(key, value)`` pairs, every key of
+    :data:`SYNTHETIC_DEFAULTS` resolved) for synthetic. ``size`` is the stored image size
+    (``None`` for npz: read from the file). ``spec`` is the original string.
+    """
+
+    kind: str
+    spec: str
+    flag: str | None = None
+    path: Path | None = None
+    options: tuple[tuple[str, int | float], ...] = ()
+    size: int | None = None
+    #: synthetic options the user wrote explicitly (with non-default values), for the name
+    explicit_options: tuple[tuple[str, int | float], ...] = field(default=(), compare=False)
+
+    def option(self, key: str) -> int | float:
+        """Value of a synthetic option (defaults resolved)."""
+        return dict(self.options)[key]
+
+
+def _medmnist_info() -> dict:
+    import medmnist  # light (numpy + metadata); creates ~/.medmnist on import
+
+    return medmnist.INFO
+
+
+def _parse_number(key: str, text: str, spec: str) -> int | float:
+    try:
+        value: int | float = int(text) if key in _SYNTHETIC_INT_KEYS else float(text)
+    except ValueError:
+        kind = "an integer" if key in _SYNTHETIC_INT_KEYS else "a number"
+        raise PeprInputError(
+            f"dataset spec {spec!r}: option {key}={text!r} must be {kind}"
+        ) from None
+    low, high = _SYNTHETIC_LIMITS[key]
+    if not (low <= value <= high) or value != value:  # value != value catches NaN
+        raise PeprInputError(
+            f"dataset spec {spec!r}: option {key}={text} is out of range; use {low:g} <= {key} <= {high:g}"
+        )
+    return value
+
+
+def parse_dataset_spec(spec: str) -> DatasetSpec:
+    """Parse a dataset spec string (grammar in the module docstring).
+
+    Raises :class:`PeprInputError` for a malformed spec, an unknown or 3D MedMNIST flag, an
+    unsupported MedMNIST size, or an unknown/out-of-range synthetic option. Does not touch files.
+    """
+    if not isinstance(spec, str) or not spec.strip():
+        raise PeprInputError(
+            "dataset spec is empty; use a MedMNIST flag (e.g. 'pneumoniamnist' or "
+            "'pneumoniamnist@64'), 'npz:PATH' or 'synthetic[:key=value,...]'"
+        )
+    spec = spec.strip()
+    if spec.startswith("npz:"):
+        path_text = spec[4:]
+        if not path_text:
+            raise PeprInputError(f"dataset spec {spec!r}: give the file after 'npz:', e.g. npz:data/mine.npz")
+        path = Path(path_text).expanduser()
+        if path.suffix != ".npz":
+            raise PeprInputError(f"dataset spec {spec!r}: the file must be a .npz in the MedMNIST layout")
+        return DatasetSpec(kind="npz", spec=spec, path=path)
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        return _parse_synthetic(spec)
+    return _parse_medmnist(spec)
+
+
+def _parse_synthetic(spec: str) -> DatasetSpec:
+    explicit: dict[str, int | float] = {}
+    body = spec[len("synthetic:") :] if spec.startswith("synthetic:") else ""
+    if spec.startswith("synthetic:") and not body:
+        raise PeprInputError(f"dataset spec {spec!r}: nothing after 'synthetic:'; use plain 'synthetic' or key=value pairs")
+    for item in filter(None, (part.strip() for part in body.split(","))):
+        key, sep, value = item.partition("=")
+        key = key.strip()
+        if not sep or not value.strip():
+            raise PeprInputError(f"dataset spec {spec!r}: {item!r} is not key=value")
+        if key not in SYNTHETIC_DEFAULTS:
+            known = ", ".join(SYNTHETIC_DEFAULTS)
+            raise PeprInputError(f"dataset spec {spec!r}: unknown synthetic option {key!r}; known options: {known}")
+        if key in explicit:
+            raise PeprInputError(f"dataset spec {spec!r}: option {key!r} given twice")
+        explicit[key] = _parse_number(key, value.strip(), spec)
+    options = {**SYNTHETIC_DEFAULTS, **explicit}
+    if options["channels"] == 2:
+        raise PeprInputError(f"dataset spec {spec!r}: channels must be 1 (grey) or 3 (colour)")
+    non_default = tuple(sorted((k, v) for k, v in explicit.items() if v != SYNTHETIC_DEFAULTS[k]))
+    return DatasetSpec(
+        kind="synthetic",
+        spec=spec,
+        options=tuple(sorted(options.items())),
+        size=int(options["size"]),
+        explicit_options=non_default,
+    )
+
+
+def _parse_medmnist(spec: str) -> DatasetSpec:
+    flag, sep, size_text = spec.partition("@")
+    flag = flag.strip().lower()
+    size = 28
+    if sep:
+        try:
+            size = int(size_text)
+        except ValueError:
+            raise PeprInputError(f"dataset spec {spec!r}: size after '@' must be one of {MEDMNIST_SIZES}") from None
+        if size not in MEDMNIST_SIZES:
+            raise PeprInputError(f"dataset spec {spec!r}: MedMNIST is published at sizes {MEDMNIST_SIZES}, not {size}")
+    info = _medmnist_info()
+    if flag not in info:
+        hint = ""
+        match = re.fullmatch(r"([a-z0-9]+)_(\d+)", flag)
+        if match and match.group(1) in info:
+            hint = f" (did you mean '{match.group(1)}@{match.group(2)}'?)"
+        flags_2d = ", ".join(k for k in info if not k.endswith("3d"))
+        raise PeprInputError(
+            f"dataset spec {spec!r}: unknown dataset{hint}. Use a MedMNIST 2D flag ({flags_2d}), "
+            "'npz:PATH' for your own file, or 'synthetic'"
+        )
+    if flag.endswith("3d"):
+        raise PeprInputError(
+            f"dataset spec {spec!r}: {flag} is a 3D MedMNIST dataset; pepr trains 2D image classifiers only"
+        )
+    if "multi-label" in info[flag]["task"]:
+        raise PeprInputError(
+            f"dataset spec {spec!r}: {flag} is a multi-label task ({info[flag]['task']}); pepr trains "
+            "single-label classifiers (cross-entropy) only"
+        )
+    return DatasetSpec(kind="medmnist", spec=spec, flag=flag, size=size)
+
+
+def dataset_name(spec: str) -> str:
+    """Short, filesystem-safe, deterministic name of a dataset spec (a path component).
+
+    ``pneumoniamnist`` -> ``pneumoniamnist``; ``pneumoniamnist@64`` -> ``pneumoniamnist_64``;
+    ``npz:/x/my data.npz`` -> ``my_data``; ``synthetic`` -> ``synthetic``;
+    ``synthetic:size=32,classes=3`` -> ``synthetic-classes3-size32`` (keys sorted; options equal
+    to their default are left out, so equivalent specs share a name).
+    """
+    parsed = parse_dataset_spec(spec)
+    if parsed.kind == "medmnist":
+        return parsed.flag if parsed.size == 28 else f"{parsed.flag}_{parsed.size}"
+    if parsed.kind == "npz":
+        assert parsed.path is not None
+        name = _SAFE_NAME.sub("_", parsed.path.stem).strip("._") or "npz"
+        return name
+    parts = ["synthetic"] + [f"{key}{value:g}" for key, value in parsed.explicit_options]
+    return "-".join(parts)
+
+
+def medmnist_filename(flag: str, size: int) -> str:
+    """MedMNIST's own file name for a flag at a size (``pneumoniamnist.npz``, ``pneumoniamnist_64.npz``)."""
+    return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
+
+
+def default_data_dir() -> Path:
+    """Where MedMNIST files are looked for when no ``--data-dir`` is given (medmnist's default root)."""
+    from medmnist.info import DEFAULT_ROOT
+
+    return Path(DEFAULT_ROOT)
+
+
+def dataset_file(spec: DatasetSpec, data_dir: Path | None) -> Path | None:
+    """The file a spec reads (``None`` for synthetic data)."""
+    if spec.kind == "npz":
+        return spec.path
+    if spec.kind == "medmnist":
+        assert spec.flag is not None and spec.size is not None
+        root = Path(data_dir) if data_dir is not None else default_data_dir()
+        return root / medmnist_filename(spec.flag, spec.size)
+    return None
+
+
+def download_hint(spec: DatasetSpec, data_dir: Path | None) -> str:
+    """A sentence saying where to put a missing MedMNIST file and how to fetch it."""
+    assert spec.kind == "medmnist" and spec.flag is not None and spec.size is not None
+    path = dataset_file(spec, data_dir)
+    info = _medmnist_info()[spec.flag]
+    url = info["url"] if spec.size == 28 else info[f"url_{spec.size}"]
+    return (
+        f"put {path.name} in {path.parent} (download it from {url}, or run "
+        f"`python -c \"import medmnist; medmnist.{info['python_class']}(split='test', download=True, "
+        f"size={spec.size}, root='{path.parent}')\"` on a machine with internet and copy the file over)"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Validation without loading images (header reads only)
+# --------------------------------------------------------------------------------------------
+
+
+def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of every array in an .npz, from the .npy headers (no array data read)."""
+    headers: dict[str, tuple[tuple[int, ...], np.dtype]] = {}
+    with zipfile.ZipFile(path) as archive:
+        for member in archive.namelist():
+            if not member.endswith(".npy"):
+                continue
+            with archive.open(member) as handle:
+                version = np.lib.format.read_magic(handle)
+                if version == (1, 0):
+                    shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                else:
+                    shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            headers[member[: -len(".npy")]] = (tuple(shape), np.dtype(dtype))
+    return headers
+
+
+def npz_problems(path: Path, expected_classes: int | None = None, expected_channels: int | None = None) -> list[str]:
+    """Every problem with a MedMNIST-layout npz file (empty list: it is usable).
+
+    Checks presence of all six arrays, image rank/channels/size consistency, dtypes, row counts,
+    and labels (integer, single-label, in ``0..K-1``, every class present in train). Reads only
+    the array headers and the labels, so it is fast even for 224 px files.
+    """
+    path = Path(path)
+    where = f"{path}"
+    if not path.exists():
+        return [f"{where}: file not found"]
+    try:
+        headers = _npz_headers(path)
+    except (zipfile.BadZipFile, ValueError, OSError) as exc:
+        return [f"{where}: not a readable .npz file ({exc})"]
+    problems: list[str] = []
+    needed = [f"{split}_{what}" for split in SPLITS for what in ("images", "labels")]
+    missing = [key for key in needed if key not in headers]
+    if missing:
+        problems.append(
+            f"{where}: missing arrays {', '.join(missing)} (the MedMNIST layout needs {', '.join(needed)})"
+        )
+    image_geometry: set[tuple[int, ...]] = set()
+    for split in SPLITS:
+        key = f"{split}_images"
+        if key not in headers:
+            continue
+        shape, dtype = headers[key]
+        if len(shape) not in (3, 4):
+            problems.append(f"{where}: {key} has shape {shape}; expected (N, H, W) or (N, H, W, C)")
+            continue
+        if len(shape) == 4 and shape[3] not in (1, 3):
+            problems.append(f"{where}: {key} has {shape[3]} channels in its last axis; expected 1 or 3 (N, H, W, C)")
+        if shape[0] == 0:
+            problems.append(f"{where}: {key} is empty")
+        if min(shape[1:3]) < 1:
+            problems.append(f"{where}: {key} has an empty image size {shape[1:3]}")
+        if not (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+            problems.append(f"{where}: {key} has dtype {dtype}; expected uint8 (0-255) or a float type")
+        image_geometry.add(tuple(shape[1:]) if len(shape) == 4 else tuple(shape[1:]) + (1,))
+        labels_key = f"{split}_labels"
+        if labels_key in headers:
+            label_shape, label_dtype = headers[labels_key]
+            if len(label_shape) not in (1, 2) or (len(label_shape) == 2 and label_shape[1] != 1):
+                problems.append(
+                    f"{where}: {labels_key} has shape {label_shape}; expected (N,) or (N, 1) "
+                    "(one class index per image; multi-label data is not supported)"
+                )
+            if label_shape and label_shape[0] != shape[0]:
+                problems.append(f"{where}: {key} has {shape[0]} rows but {labels_key} has {label_shape[0]}")
+            if not (np.issubdtype(label_dtype, np.integer) or np.issubdtype(label_dtype, np.floating)):
+                problems.append(f"{where}: {labels_key} has dtype {label_dtype}; expected integers")
+    if len(image_geometry) > 1:
+        problems.append(f"{where}: the splits have different image shapes (H, W, C): {sorted(image_geometry)}")
+    if len(image_geometry) == 1 and expected_channels is not None:
+        (geometry,) = image_geometry
+        if geometry[2] != expected_channels:
+            problems.append(f"{where}: images have {geometry[2]} channels; this dataset has {expected_channels}")
+    if problems:
+        return problems
+    # Labels are small: read them to check their values.
+    with np.load(path, allow_pickle=False) as archive:
+        labels = {split: np.asarray(archive[f"{split}_labels"]).reshape(-1) for split in SPLITS}
+    for split, values in labels.items():
+        if np.issubdtype(values.dtype, np.floating) and not np.all(np.isfinite(values) & (values == np.round(values))):
+            problems.append(f"{where}: {split}_labels has non-integer values; expected class indices 0..K-1")
+    if problems:
+        return problems
+    all_labels = np.concatenate(list(labels.values())).astype(np.int64)
+    if all_labels.min() < 0:
+        problems.append(f"{where}: labels must be >= 0 (found {all_labels.min()})")
+    n_classes = expected_classes if expected_classes is not None else int(all_labels.max()) + 1
+    if expected_classes is not None and all_labels.max() >= expected_classes:
+        problems.append(
+            f"{where}: labels go up to {all_labels.max()} but this dataset has {expected_classes} classes (0..{expected_classes - 1})"
+        )
+    elif n_classes < 2:
+        problems.append(f"{where}: all labels are {all_labels.max()}; classification needs at least 2 classes")
+    if not problems:
+        absent = sorted(set(range(n_classes)) - set(np.unique(labels["train"]).tolist()))
+        if absent:
+            problems.append(f"{where}: classes {absent} have no sample in train_labels (labels must be 0..K-1 with every class in train)")
+    return problems
+
+
+def dataset_problems(spec: str, data_dir: Path | None, allow_download: bool = False) -> list[str]:
+    """Every problem with a dataset spec that can be found without training (empty list: OK).
+
+    Malformed spec, missing file (with where to put it and how to fetch it; not a problem when
+    ``allow_download`` and the spec is a MedMNIST flag, since ``pepr train`` downloads it), and
+    bad file contents (:func:`npz_problems`). Fast: reads array headers and labels only.
+    """
+    try:
+        parsed = parse_dataset_spec(spec)
+    except PeprInputError as exc:
+        return [str(exc)]
+    if parsed.kind == "synthetic":
+        return []
+    path = dataset_file(parsed, data_dir)
+    assert path is not None
+    if parsed.kind == "medmnist":
+        if not path.exists():
+            if allow_download:
+                return []
+            return [f"dataset {spec!r}: {path} not found; {download_hint(parsed, data_dir)}"]
+        info = _medmnist_info()[parsed.flag]
+        problems = npz_problems(path, expected_classes=len(info["label"]), expected_channels=info["n_channels"])
+        return [f"dataset {spec!r}: {problem}" for problem in problems]
+    if not path.exists():
+        return [f"dataset {spec!r}: {path} not found (npz: paths are relative to the working directory {Path.cwd()})"]
+    return [f"dataset {spec!r}: {problem}" for problem in npz_problems(path)]
