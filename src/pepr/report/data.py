@@ -1,0 +1,279 @@
+"""Loading and checking the report's inputs: ``pepr.csv``, per-run histories, model metadata.
+
+Everything here is pandas/numpy only (the report never imports torch). Bad input raises
+:class:`~pepr.errors.PeprInputError` naming the file and what is wrong, before any figure is drawn.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from importlib import resources as importlib_resources
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from pepr.errors import PeprInputError
+from pepr.report.config import STANDARD_RESOURCES, ReportConfig
+from pepr.tableio import read_table
+
+#: The columns naming a run's experiment cell (the PePR normalisation group).
+CELL = ["dataset", "init", "fraction"]
+#: The columns naming one run.
+RUN = [*CELL, "model", "seed"]
+#: Columns every pepr.csv must have for the report.
+REQUIRED = [*RUN, "status", "reason", "params", "energy_method"]
+#: Packaged copy of the paper's model table (written by the workflow stage when present).
+PACKAGED_METADATA = "paper_models.csv"
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One PePR variant present in the table: resource column, score column, label."""
+
+    resource: str
+    column: str
+    label: str
+
+
+def cell_label(key: tuple) -> str:
+    """Human label of a cell key ``(dataset, init, fraction)``."""
+    dataset, init, fraction = key
+    return f"{dataset} / {init} / {fraction_label(fraction)}"
+
+
+def fraction_label(fraction: str) -> str:
+    """``'0.1'`` -> ``'10% data'``."""
+    try:
+        return f"{float(fraction) * 100:g}% data"
+    except ValueError:
+        return str(fraction)
+
+
+def load_results(path: str | os.PathLike, cfg: ReportConfig) -> pd.DataFrame:
+    """Read ``pepr.csv`` and check it carries what the report needs.
+
+    The cell columns are read as text so that they match the run folders' names exactly
+    (``fraction`` ``1.0`` stays ``"1.0"``); ``fraction_value`` holds the number for ordering.
+    Adds ``ok`` (status == "ok").
+    """
+    table = read_table(path)
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise PeprInputError(
+            f"'{path}' lacks column(s) {', '.join(missing)} that the report needs; "
+            "it must be the results/pepr.csv written by the workflow's scoring step"
+        )
+    return prepare_results(table, cfg, source=str(path))
+
+
+def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the results table") -> pd.DataFrame:
+    """Normalise types of a pepr.csv-like table and validate it (see :func:`load_results`)."""
+    if len(table) == 0:
+        raise PeprInputError(f"{source} has no rows: there is no run to report on")
+    missing = [c for c in REQUIRED if c not in table.columns]
+    if missing:
+        raise PeprInputError(f"{source} lacks column(s) {', '.join(missing)} that the report needs")
+    df = table.copy()
+    for column in ["dataset", "init", "model"]:
+        df[column] = df[column].astype(str)
+    df["fraction"] = [_fraction_text(v) for v in df["fraction"]]
+    try:
+        df["fraction_value"] = df["fraction"].astype(float)
+    except ValueError:
+        raise PeprInputError(f"{source}: column 'fraction' must hold numbers such as 1.0 or 0.1") from None
+    seeds = pd.to_numeric(df["seed"], errors="coerce")
+    if seeds.isna().any() or (seeds != seeds.round()).any():
+        raise PeprInputError(f"{source}: column 'seed' must hold integers")
+    df["seed"] = seeds.astype(int)
+    statuses = set(df["status"].astype(str))
+    if not statuses <= {"ok", "failed"}:
+        raise PeprInputError(
+            f"{source}: column 'status' holds {sorted(statuses - {'ok', 'failed'})}; only 'ok' and 'failed' are valid"
+        )
+    df["ok"] = df["status"].astype(str) == "ok"
+    df["reason"] = df["reason"].fillna("").astype(str)
+    df["energy_method"] = df["energy_method"].fillna("").astype(str)
+    duplicated = df[df.duplicated(RUN, keep=False)]
+    if len(duplicated):
+        first = duplicated.iloc[0]
+        raise PeprInputError(
+            f"{source}: run {tuple(first[c] for c in RUN)} appears {len(duplicated)} times; "
+            "each (dataset, init, fraction, model, seed) must be one row"
+        )
+    needed = [cfg.performance, cfg.resource, f"pepr_{cfg.resource}", f"{cfg.resource}_norm"]
+    absent = [c for c in needed if c not in df.columns]
+    if absent:
+        raise PeprInputError(
+            f"{source} lacks column(s) {', '.join(absent)}; the report's performance is "
+            f"'{cfg.performance}' and headline resource '{cfg.resource}' (report.performance / report.resource)"
+        )
+    numeric = ["params", *[c for c in df.columns if c.startswith("pepr_") or c.endswith("_norm")]]
+    numeric += [cfg.performance, *[c for c in STANDARD_RESOURCES if c in df.columns]]
+    for column in dict.fromkeys(numeric):
+        df[column] = pd.to_numeric(df[column], errors="coerce")
+    # Optional columns (e.g. amortised scores of transfer runs only) may be empty; these may not.
+    for column in dict.fromkeys(["params", *needed]):
+        holes = df[df["ok"] & df[column].isna()]
+        if len(holes):
+            bad = holes.iloc[0]
+            raise PeprInputError(
+                f"{source}: successful run {tuple(bad[c] for c in RUN)} has no value in column '{column}'"
+            )
+    perf = df.loc[df["ok"], cfg.performance]
+    if ((perf < 0) | (perf > 1)).any():
+        raise PeprInputError(f"{source}: column '{cfg.performance}' must lie in [0, 1] for successful runs")
+    return df.sort_values(["dataset", "init", "fraction_value", "model", "seed"], ascending=[True, True, False, True, True]).reset_index(drop=True)
+
+
+def _fraction_text(value: object) -> str:
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))
+    return str(value)
+
+
+def variants(df: pd.DataFrame) -> list[Variant]:
+    """PePR variants present in ``df``: the standard four first, then any other ``pepr_*`` column.
+
+    Extra ``pepr_*`` columns are, e.g., scores with the pretraining cost amortised; they are
+    shown beside the standard ones, never instead of them.
+    """
+    found = []
+    for resource, label in STANDARD_RESOURCES.items():
+        if f"pepr_{resource}" in df.columns:
+            found.append(Variant(resource, f"pepr_{resource}", label))
+    standard = {v.column for v in found}
+    for column in df.columns:
+        if column.startswith("pepr_") and column not in standard:
+            resource = column[len("pepr_"):]
+            found.append(Variant(resource, column, f"PePR({resource})"))
+    return found
+
+
+def cells(df: pd.DataFrame) -> list[tuple]:
+    """Cell keys ``(dataset, init, fraction)`` in display order (larger fraction first)."""
+    keys = df[[*CELL, "fraction_value"]].drop_duplicates()
+    keys = keys.sort_values(["dataset", "init", "fraction_value"], ascending=[True, True, False])
+    return [tuple(row) for row in keys[CELL].itertuples(index=False)]
+
+
+def energy_methods(df: pd.DataFrame) -> str:
+    """One sentence saying how energy was obtained for the successful runs of ``df``."""
+    methods = sorted({m for m in df.loc[df["ok"], "energy_method"] if m})
+    if not methods:
+        return "Energy method: not recorded for these runs (treat energy/CO2 as unknown quality)."
+    counts = df.loc[df["ok"], "energy_method"].value_counts()
+    parts = [f"{m} ({counts.get(m, 0)} runs)" for m in methods]
+    return "Energy method: " + "; ".join(parts) + "."
+
+
+def model_family(model: str) -> str:
+    """Architecture family derived from a timm model name (``resnet18`` -> ``resnet``).
+
+    Used for colouring models that the paper's table does not list; the rule is purely
+    lexical: the name's first underscore-separated token, with a trailing size number removed
+    (a ``v<number>`` version suffix is kept: ``mobilenetv3`` stays ``mobilenetv3``).
+    """
+    token = model.split(".")[0].split("_")[0].lower()
+    if re.fullmatch(r"[a-z]+v\d+", token):
+        return token
+    stripped = re.sub(r"\d+[a-z]*$", "", token)
+    return stripped or token
+
+
+def load_model_metadata(path: str | os.PathLike | None) -> pd.DataFrame | None:
+    """Read the paper's model table (model, type, efficient); None when none is available.
+
+    ``path`` None means the copy shipped in the package (``pepr/data/paper_models.csv``), if
+    present. An explicit path that does not exist or lacks the columns is an error.
+    """
+    if path is None:
+        packaged = importlib_resources.files("pepr").joinpath("data", PACKAGED_METADATA)
+        if not packaged.is_file():
+            return None
+        with importlib_resources.as_file(packaged) as local:
+            return _read_metadata(Path(local))
+    return _read_metadata(Path(path))
+
+
+def _read_metadata(path: Path) -> pd.DataFrame:
+    table = read_table(path)
+    missing = [c for c in ("model", "type", "efficient") if c not in table.columns]
+    if missing:
+        raise PeprInputError(
+            f"model metadata '{path}' lacks column(s) {', '.join(missing)}; expected the paper's "
+            "model table with columns model, num_param, type, efficient"
+        )
+    table = table.drop_duplicates("model").copy()
+    table["model"] = table["model"].astype(str)
+    return table[["model", "type", "efficient"]]
+
+
+def annotate_models(df: pd.DataFrame, metadata: pd.DataFrame | None) -> pd.DataFrame:
+    """Add ``family`` (from the name), ``efficiency`` (paper's flag or "not in paper table")
+    and ``in_paper_table`` to ``df``."""
+    out = df.copy()
+    out["family"] = [model_family(m) for m in out["model"]]
+    if metadata is None:
+        out["in_paper_table"] = False
+        out["efficiency"] = "not in paper table"
+        return out
+    flags = dict(zip(metadata["model"], metadata["efficient"]))
+    out["in_paper_table"] = out["model"].isin(flags)
+    out["efficiency"] = [
+        ("efficient (paper)" if int(flags[m]) == 1 else "not efficient (paper)") if m in flags else "not in paper table"
+        for m in out["model"]
+    ]
+    return out
+
+
+def size_split(df: pd.DataFrame) -> float:
+    """Median parameter count over the sweep's distinct models (with a known count).
+
+    A model is *small* when its count is at or below this median, *large* above it.
+    """
+    per_model = df.dropna(subset=["params"]).groupby("model")["params"].first()
+    if per_model.empty:
+        raise PeprInputError("no run has a parameter count ('params'): cannot split small from large models")
+    return float(per_model.median())
+
+
+def history_path(runs_root: str | os.PathLike, row: pd.Series) -> Path:
+    """``runs_root/{dataset}/{init}/{fraction}/{model}/seed{seed}/history.csv`` of one run."""
+    return Path(runs_root) / row["dataset"] / row["init"] / row["fraction"] / row["model"] / f"seed{int(row['seed'])}" / "history.csv"
+
+
+def load_histories(runs_root: str | os.PathLike, df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """Concatenate the ``history.csv`` of every successful run, tagged with its run columns.
+
+    A successful run without a history file, or a history lacking the configured columns, is
+    an error: the epoch curves would otherwise silently leave runs out.
+    """
+    frames = []
+    needed = ["epoch", cfg.history_performance, cfg.history_resource]
+    for _, row in df[df["ok"]].iterrows():
+        path = history_path(runs_root, row)
+        if not path.is_file():
+            raise PeprInputError(
+                f"successful run {tuple(row[c] for c in RUN)} has no history file '{path}'; "
+                "re-run its training job (snakemake reruns it when the file is deleted) or remove the run"
+            )
+        history = read_table(path)
+        absent = [c for c in needed if c not in history.columns]
+        if absent:
+            raise PeprInputError(
+                f"history '{path}' lacks column(s) {', '.join(absent)} (report.history_performance / "
+                "report.history_resource name the columns used)"
+            )
+        if len(history) == 0:
+            raise PeprInputError(f"history '{path}' has no epochs")
+        history = history.copy()
+        for column in RUN:
+            history[column] = row[column]
+        history["params"] = row["params"]
+        frames.append(history)
+    if not frames:
+        return pd.DataFrame(columns=[*RUN, *needed])
+    return pd.concat(frames, ignore_index=True)
