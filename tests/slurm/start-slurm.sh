@@ -78,15 +78,22 @@ daemon_pid() {
   return 0
 }
 
-stop_daemon() {
-  local name=$1 pid i
-  pid=$(daemon_pid "$name")
-  [ -n "$pid" ] || return 0
-  log "stopping $name (pid $pid)"
-  kill -TERM "$pid" 2>/dev/null || true
-  for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
-  if kill -0 "$pid" 2>/dev/null; then log "$name did not stop, SIGKILL"; kill -KILL "$pid" || true; fi
-  rm -f "${PIDFILE[$name]}"
+stop_daemon() {  # stop_daemon <name>...: SIGTERM all of them at once, then wait for each
+  local name pid i
+  local -A pids=()
+  for name in "$@"; do
+    pid=$(daemon_pid "$name")
+    [ -n "$pid" ] || continue
+    log "stopping $name (pid $pid)"
+    kill -TERM "$pid" 2>/dev/null || true
+    pids[$name]=$pid
+  done
+  for name in "${!pids[@]}"; do
+    pid=${pids[$name]}
+    for i in $(seq 1 150); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+    if kill -0 "$pid" 2>/dev/null; then log "$name did not stop, SIGKILL"; kill -KILL "$pid" || true; fi
+    rm -f "${PIDFILE[$name]}"
+  done
 }
 
 wait_for() {  # wait_for <description> <command...>
@@ -103,7 +110,9 @@ do_stop() {
     squeue -h -o %A 2>/dev/null | xargs -r scancel 2>/dev/null || true
     sleep 1
   fi
-  for d in slurmd slurmctld slurmdbd mariadbd munged; do stop_daemon "$d"; done
+  # SLURM daemons first (they may still talk to the database and use munge), then the rest
+  stop_daemon slurmd slurmctld slurmdbd
+  stop_daemon mariadbd munged
   log "all daemons stopped"
 }
 
@@ -299,7 +308,7 @@ if [ "$ACCOUNTING" = 1 ]; then
 fi
 
 # ---------------------------------------------------------------- 5. slurmctld + slurmd
-if [ "$CHANGED" = 1 ]; then stop_daemon slurmd; stop_daemon slurmctld; fi
+if [ "$CHANGED" = 1 ]; then stop_daemon slurmd slurmctld; fi
 if [ -z "$(daemon_pid slurmctld)" ]; then
   log "starting slurmctld"
   /usr/sbin/slurmctld
