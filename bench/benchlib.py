@@ -1,0 +1,111 @@
+"""Shared helpers for the benchmarks in ``bench/``: side-by-side timing and result printing.
+
+The machine these run on is shared and noisy, so every benchmark measures its candidates
+interleaved in one run (A, B, A, B, ...) and reports the median of each plus their ratio;
+absolute times are printed for context only. Each script is run directly
+(``python bench/NAME.py``); this module sits beside them on ``sys.path``.
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: Repository root (bench/ lives directly under it).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+
+def venv_bin(name: str) -> str:
+    """Path of an executable installed beside the running Python (the project's venv)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+@dataclass
+class Timing:
+    """Wall times (seconds) of repeated runs of one candidate, plus its CPU share."""
+
+    label: str
+    wall_s: list[float] = field(default_factory=list)
+    cpu_s: list[float] = field(default_factory=list)
+
+    @property
+    def median(self) -> float:
+        """Median wall time in seconds."""
+        return statistics.median(self.wall_s)
+
+    @property
+    def spread(self) -> str:
+        """min-max of the wall times, for the printed table."""
+        return f"{min(self.wall_s):.2f}-{max(self.wall_s):.2f}"
+
+
+def run_command(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> tuple[float, float, str]:
+    """Run ``cmd`` to completion; return (wall seconds, child CPU seconds, combined output).
+
+    Raises RuntimeError with the command's output when it fails, so a broken benchmark never
+    reports a time for a command that did not do its work.
+    """
+    before = os.times()
+    start = time.perf_counter()
+    proc = subprocess.run(
+        list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    wall = time.perf_counter() - start
+    after = os.times()
+    cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"command failed with exit code {proc.returncode}: {' '.join(cmd)} (in {cwd})\n"
+            f"{proc.stdout[-4000:]}"
+        )
+    return wall, cpu, proc.stdout
+
+
+def interleave(candidates: dict[str, Callable[[], float | tuple[float, float]]], repeats: int) -> dict[str, Timing]:
+    """Call each candidate ``repeats`` times, alternating between them (A B A B ...).
+
+    A candidate returns its wall time, or (wall, cpu) seconds. Interleaving spreads the
+    machine's background load evenly over the candidates, which makes their ratio trustworthy
+    even when the absolute times are not.
+    """
+    timings = {label: Timing(label) for label in candidates}
+    for _ in range(repeats):
+        for label, call in candidates.items():
+            result = call()
+            wall, cpu = result if isinstance(result, tuple) else (result, float("nan"))
+            timings[label].wall_s.append(wall)
+            timings[label].cpu_s.append(cpu)
+    return timings
+
+
+def cpu_share(timing: Timing) -> float:
+    """CPU seconds per wall second of a single-threaded candidate (~1.0 on a quiet machine)."""
+    pairs = [(w, c) for w, c in zip(timing.wall_s, timing.cpu_s) if c == c and w > 0]
+    if not pairs:
+        return float("nan")
+    return sum(c for _, c in pairs) / sum(w for w, _ in pairs)
+
+
+def print_table(title: str, rows: list[tuple[str, ...]], header: tuple[str, ...]) -> None:
+    """Print a Markdown table (pasted as is into BENCHMARKS.md)."""
+    print(f"\n### {title}\n")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+
+
+def machine_line() -> str:
+    """One line describing the machine: cores, load average, Python."""
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    return (
+        f"machine: {os.cpu_count()} cores, load average {load[0]:.2f}/{load[1]:.2f}/{load[2]:.2f}, "
+        f"Python {sys.version.split()[0]}, {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+    )

@@ -1,0 +1,922 @@
+"""``pepr estimate``: what a sweep will cost (device-hours, kWh, kg CO2) before it is launched.
+
+Three steps, each usable on its own:
+
+1. **Calibration** (:func:`calibrate_models`): on the current device, each model runs a few
+   timed training steps (forward, backward, optimizer step) and evaluation batches at the sweep's
+   image size and batch size, after warm-up, on random tensors. The device's power during those
+   timed batches is measured with CodeCarbon's offline tracker (one task per model), or given by
+   the user (``power_w``). A model that cannot run (kernel larger than the image, out of memory,
+   unknown to timm) is recorded as failed with the reason; it is never dropped.
+2. **Arithmetic** (:func:`estimate_jobs`): every job of the grid (dataset x init x fraction x
+   model x seed) costs ``epochs x (train batches x train s/batch + eval batches x eval s/batch)
+   + job overhead`` seconds; energy = time x power; CO2 = energy x the country's carbon
+   intensity (CodeCarbon's table). Pure arithmetic on :class:`Job` and :class:`Calibration`.
+3. **Comparison** (:func:`compare_estimate`): after the sweep, estimate vs measurement per model,
+   from ``results/estimate.csv`` and ``results/runs.csv``.
+
+torch, timm and codecarbon are imported inside the functions that need them, so that the
+arithmetic and the comparison stay light.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import pandas as pd
+
+from pepr.errors import PeprInputError
+
+__all__ = [
+    "Job",
+    "CalibrationSpec",
+    "Calibration",
+    "EstimateAssumptions",
+    "carbon_intensity_g_per_kwh",
+    "calibration_specs",
+    "calibrate_models",
+    "estimate_jobs",
+    "summarise_by_model",
+    "totals",
+    "format_report",
+    "compare_estimate",
+    "plot_comparison",
+    "JOB_KEYS",
+    "DatasetFacts",
+    "dataset_facts",
+    "GridJobs",
+    "jobs_from_config",
+]
+
+#: Columns identifying one job, named as in ``results/runs.csv``.
+JOB_KEYS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
+
+_SECONDS_PER_HOUR = 3600.0
+_JOULES_PER_KWH = 3.6e6
+
+
+@dataclass(frozen=True)
+class Job:
+    """One training job of a grid, with what its cost depends on.
+
+    ``dataset``/``init``/``fraction``/``model``/``seed`` name the job as ``runs.csv`` does.
+    ``n_train`` is the number of training images after the data fraction; ``n_eval`` the images
+    evaluated after each epoch (validation + test). ``in_chans``/``num_classes`` shape the model.
+    """
+
+    dataset: str
+    init: str
+    fraction: float
+    model: str
+    seed: int
+    epochs: int
+    image_size: int
+    batch_size: int
+    n_train: int
+    n_eval: int
+    in_chans: int
+    num_classes: int
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "image_size", "batch_size", "in_chans", "num_classes"):
+            if getattr(self, name) < 1:
+                raise PeprInputError(f"job {self.model}/{self.dataset}: {name} must be >= 1, got {getattr(self, name)}")
+        if self.n_train < 1 or self.n_eval < 0:
+            raise PeprInputError(
+                f"job {self.model}/{self.dataset}: needs n_train >= 1 and n_eval >= 0, got {self.n_train}, {self.n_eval}"
+            )
+
+
+@dataclass(frozen=True, order=True)
+class CalibrationSpec:
+    """What one calibration measures: a model at one input shape and batch size.
+
+    Jobs sharing a spec share a calibration. The number of classes only sizes the last layer
+    (negligible cost), so it is part of the model built but not of the cost figures.
+    """
+
+    model: str
+    image_size: int
+    batch_size: int
+    in_chans: int
+    num_classes: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured cost of one :class:`CalibrationSpec` on one device.
+
+    ``status`` is ``"ok"`` or ``"failed"`` (then ``reason`` says why and the timings are NaN).
+    ``train_s_per_batch``: one training step (forward + backward + optimizer step) on a full
+    batch; ``eval_s_per_batch``: one no-grad forward pass. ``power_w``: mean power of the
+    whole machine as measured (or given) while the timed batches ran; ``power_method`` says how.
+    """
+
+    model: str
+    image_size: int
+    batch_size: int
+    in_chans: int
+    num_classes: int
+    device: str
+    status: str
+    reason: str = ""
+    params: int | None = None
+    train_s_per_batch: float = math.nan
+    eval_s_per_batch: float = math.nan
+    train_batches_timed: int = 0
+    eval_batches_timed: int = 0
+    power_w: float = math.nan
+    power_method: str = ""
+    peak_memory_mb: float = math.nan
+    calibration_wall_s: float = math.nan
+
+    @property
+    def spec(self) -> CalibrationSpec:
+        """The spec this calibration answers."""
+        return CalibrationSpec(self.model, self.image_size, self.batch_size, self.in_chans, self.num_classes)
+
+    @property
+    def ok(self) -> bool:
+        """True when the model ran and has timings."""
+        return self.status == "ok"
+
+
+@dataclass(frozen=True)
+class EstimateAssumptions:
+    """Settings of the arithmetic that are not measured, printed with every estimate.
+
+    ``job_overhead_s`` is added once per job (process start, imports, data loading, model
+    creation; not in the calibration). ``pue`` multiplies energy (1.0 = the device alone, as
+    CodeCarbon reports by default). ``carbon_intensity_g_per_kwh`` and ``country`` set CO2.
+    """
+
+    country: str
+    carbon_intensity_g_per_kwh: float
+    job_overhead_s: float = 0.0
+    pue: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not (self.job_overhead_s >= 0 and math.isfinite(self.job_overhead_s)):
+            raise PeprInputError(f"job overhead must be a non-negative number of seconds, got {self.job_overhead_s}")
+        if not (self.pue >= 1.0 and math.isfinite(self.pue)):
+            raise PeprInputError(f"PUE must be a number >= 1.0, got {self.pue}")
+        if not (self.carbon_intensity_g_per_kwh >= 0 and math.isfinite(self.carbon_intensity_g_per_kwh)):
+            raise PeprInputError(f"carbon intensity must be >= 0 g/kWh, got {self.carbon_intensity_g_per_kwh}")
+
+
+# --------------------------------------------------------------------------------------------
+# From a workflow config to jobs
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a job's cost depends on in a dataset: split sizes, class counts, image geometry.
+
+    ``train_class_counts`` is None when only the split sizes are known (a MedMNIST file not
+    downloaded yet: MedMNIST's published sizes are used and ``source`` says so).
+    """
+
+    spec: str
+    name: str
+    n_train: int
+    n_val: int
+    n_test: int
+    channels: int
+    num_classes: int
+    stored_size: int
+    train_class_counts: tuple[int, ...] | None
+    source: str
+
+    def train_size(self, fraction: float, seed: int = 0) -> int:
+        """Training images after the workflow's stratified ``fraction`` (pepr.data's rule)."""
+        if self.train_class_counts is None:
+            return max(1, int(math.floor(fraction * self.n_train + 0.5)))
+        import numpy as np
+
+        from pepr.data import stratified_subset
+
+        labels = np.repeat(np.arange(len(self.train_class_counts)), self.train_class_counts)
+        return int(len(stratified_subset(labels, fraction, seed)))
+
+
+def dataset_facts(spec: str, data_dir: Path | None) -> DatasetFacts:
+    """Split sizes, classes and geometry of a dataset spec, reading labels and headers only.
+
+    MedMNIST flags whose file is not present use MedMNIST's published split sizes (stated in
+    ``source``); npz files and present MedMNIST files are read (labels only); synthetic sets are
+    computed from their options, as :func:`pepr.data.make_synthetic` would draw them.
+    """
+    import numpy as np
+
+    from pepr import data
+
+    parsed = data.parse_dataset_spec(spec)
+    name = data.dataset_name(spec)
+    if parsed.kind == "synthetic":
+        options = dict(parsed.options)
+        classes = int(options["classes"])
+        counts = data._class_counts(int(options["n_train"]), classes, float(options["imbalance"]))
+        return DatasetFacts(
+            spec, name, int(options["n_train"]), int(options["n_val"]), int(options["n_test"]),
+            int(options["channels"]), classes, int(options["size"]), tuple(int(c) for c in counts),
+            "synthetic options",
+        )
+    path = data.dataset_file(parsed, data_dir)
+    assert path is not None
+    if parsed.kind == "medmnist":
+        info = data._medmnist_info()[parsed.flag]
+        if not path.exists():
+            sizes = info["n_samples"]
+            return DatasetFacts(
+                spec, name, int(sizes["train"]), int(sizes["val"]), int(sizes["test"]), int(info["n_channels"]),
+                len(info["label"]), int(parsed.size), None,
+                f"MedMNIST's published split sizes ({path} not present yet)",
+            )
+    problems = data.dataset_problems(spec, data_dir)
+    if problems:
+        raise PeprInputError("; ".join(problems))
+    headers = data._npz_headers(path)
+    shape = headers["train_images"][0]
+    channels = int(shape[3]) if len(shape) == 4 else 1
+    with np.load(path, allow_pickle=False) as archive:  # labels only: images are not read
+        train_labels = np.asarray(archive["train_labels"]).reshape(-1).astype(np.int64)
+        n_val = int(np.asarray(archive["val_labels"]).reshape(-1).shape[0])
+        n_test = int(np.asarray(archive["test_labels"]).reshape(-1).shape[0])
+    if parsed.kind == "medmnist":
+        num_classes = len(data._medmnist_info()[parsed.flag]["label"])
+    else:
+        num_classes = int(train_labels.max()) + 1
+    counts = np.bincount(train_labels, minlength=num_classes)
+    return DatasetFacts(
+        spec, name, int(len(train_labels)), n_val, n_test, channels, num_classes, int(shape[1]),
+        tuple(int(c) for c in counts), f"labels read from {path}",
+    )
+
+
+@dataclass
+class GridJobs:
+    """The jobs of a workflow config as the estimate sees them, and what was left out."""
+
+    jobs: list[Job]
+    grid_models: list[str]
+    grid_jobs: int
+    datasets: dict[str, DatasetFacts]
+    config: dict
+    notes: list[str] = field(default_factory=list)
+
+
+def jobs_from_config(
+    config_files: Sequence[str | Path],
+    schema_path: str | Path,
+    *,
+    models: Sequence[str] | None = None,
+    max_models: int | None = None,
+    cache_dir: str | Path | None = None,
+) -> GridJobs:
+    """Validate a workflow config (pepr.grid) and turn its grid into :class:`Job` objects.
+
+    Pretraining jobs of the ``transfer`` strategy are included (init ``pretrain``, dataset = the
+    source's short name). ``models`` keeps only those models (each must be in the grid);
+    ``max_models`` keeps the first N models of the grid in config order. Raises PeprInputError
+    for a bad config, an unknown model in ``models``, or ``max_models < 1``.
+    """
+    from pepr import grid as grid_mod
+
+    config = grid_mod.load_config(list(config_files))
+    schema_path = Path(schema_path)
+    if not schema_path.is_file():
+        raise PeprInputError(
+            f"workflow config schema '{schema_path}' not found; run from the project root or pass --schema PATH"
+        )
+    source = ", ".join(str(f) for f in config_files)
+    grid = grid_mod.prepare_grid(config, schema_path, cache_dir, validate=True, source=source)
+    grid_models = list(dict.fromkeys(cell.model for cell in grid.cells))
+    all_job_count = len(grid.cells) + len(grid.pretrain_jobs)
+    keep = grid_models
+    if models:
+        unknown = [m for m in models if m not in grid_models]
+        if unknown:
+            raise PeprInputError(
+                f"--models: {', '.join(unknown)} not in the grid of {source} "
+                f"(its {len(grid_models)} models start with {', '.join(grid_models[:5])})"
+            )
+        keep = [m for m in grid_models if m in set(models)]
+    if max_models is not None:
+        if max_models < 1:
+            raise PeprInputError(f"--max-models must be at least 1, got {max_models}")
+        keep = keep[:max_models]
+    keep_set = set(keep)
+    data_dir = Path(config["data_dir"]) if config.get("data_dir") else None
+    specs = [cell.dataset for cell in grid.cells] + [job.source for job in grid.pretrain_jobs]
+    facts = {spec: dataset_facts(spec, data_dir) for spec in dict.fromkeys(specs)}
+    jobs: list[Job] = []
+
+    def make(model: str, spec: str, init: str, fraction: float, seed: int, epochs: int) -> Job:
+        fact = facts[spec]
+        image_size = int(config["image_size"]) if config.get("image_size") else fact.stored_size
+        return Job(
+            dataset=fact.name, init=init, fraction=float(fraction), model=model, seed=int(seed), epochs=int(epochs),
+            image_size=image_size, batch_size=int(config["batch_size"]), n_train=fact.train_size(float(fraction), int(seed)),
+            n_eval=fact.n_val + fact.n_test, in_chans=fact.channels, num_classes=fact.num_classes,
+        )
+
+    for job in grid.pretrain_jobs:
+        if job.model in keep_set:
+            jobs.append(make(job.model, job.source, "pretrain", job.fraction, job.seed, job.epochs))
+    for cell in grid.cells:
+        if cell.model in keep_set:
+            jobs.append(make(cell.model, cell.dataset, cell.init, cell.fraction, cell.seed, config["epochs"]))
+    notes = [f"dataset {fact.name}: {fact.n_train}/{fact.n_val}/{fact.n_test} train/val/test images, "
+             f"{fact.channels} channel(s), {fact.num_classes} classes ({fact.source})" for fact in facts.values()]
+    if grid.pretrain_jobs:
+        notes.append("jobs include the transfer strategy's pretraining runs (init 'pretrain').")
+    return GridJobs(jobs=jobs, grid_models=grid_models, grid_jobs=all_job_count, datasets=facts, config=config, notes=notes)
+
+
+# --------------------------------------------------------------------------------------------
+# Carbon intensity
+# --------------------------------------------------------------------------------------------
+
+
+def carbon_intensity_g_per_kwh(country_iso_code: str) -> float:
+    """Average grid carbon intensity (g CO2eq per kWh) of a country, from CodeCarbon's table.
+
+    ``country_iso_code`` is a 3-letter ISO code (e.g. ``DNK``), the same value CodeCarbon's
+    offline tracker takes. Raises :class:`PeprInputError` for a code CodeCarbon does not know.
+    """
+    from codecarbon.input import DataSource
+
+    code = str(country_iso_code).strip().upper()
+    mix = DataSource().get_global_energy_mix_data()
+    if code not in mix or "carbon_intensity" not in mix[code]:
+        raise PeprInputError(
+            f"country {country_iso_code!r} is not in CodeCarbon's energy-mix table; use a 3-letter ISO "
+            f"code such as DNK, DEU, USA, GBR, FRA ({len(mix)} countries known)"
+        )
+    return float(mix[code]["carbon_intensity"])
+
+
+# --------------------------------------------------------------------------------------------
+# Calibration
+# --------------------------------------------------------------------------------------------
+
+
+def calibration_specs(jobs: Iterable[Job]) -> list[CalibrationSpec]:
+    """The distinct calibrations a list of jobs needs, in first-seen order."""
+    seen: dict[CalibrationSpec, None] = {}
+    for job in jobs:
+        seen.setdefault(
+            CalibrationSpec(job.model, job.image_size, job.batch_size, job.in_chans, job.num_classes), None
+        )
+    return list(seen)
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed_loop(step: Callable[[], None], device, min_batches: int, min_seconds: float, max_batches: int) -> tuple[float, int]:
+    """Run ``step`` at least ``min_batches`` times and for at least ``min_seconds`` (up to
+    ``max_batches``); return (seconds per step, steps timed)."""
+    _synchronize(device)
+    start = time.perf_counter()
+    count = 0
+    while count < min_batches or (time.perf_counter() - start < min_seconds and count < max_batches):
+        step()
+        count += 1
+    _synchronize(device)
+    return (time.perf_counter() - start) / count, count
+
+
+def _describe_failure(exc: BaseException, spec: CalibrationSpec, stage: str) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > 300:
+        text = text[:297] + "..."
+    if "out of memory" in text.lower():
+        return f"out of memory while {stage} at {spec.image_size} px, batch {spec.batch_size}: {text}"
+    return f"cannot run while {stage} at {spec.image_size} px, batch {spec.batch_size}: {type(exc).__name__}: {text}"
+
+
+def calibrate_one(
+    spec: CalibrationSpec,
+    device_name: str,
+    build_model: Callable[[CalibrationSpec], object],
+    *,
+    batches: int = 5,
+    warmup: int = 2,
+    min_seconds: float = 1.0,
+    lr: float = 1e-3,
+    power: Callable[[str], object] | None = None,
+) -> Calibration:
+    """Calibrate one spec on ``device_name`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+
+    ``build_model(spec)`` returns the torch module exactly as training builds it (random
+    weights: the initialisation does not change the cost). ``power`` (optional) is a context
+    factory ``power(task_name)`` whose context object has, after exit, ``power_w`` and
+    ``method``; it wraps only the timed batches. Any exception while building or running the
+    model makes a ``failed`` calibration with the reason; the sweep's other models go on.
+    """
+    import torch
+
+    if batches < 1 or warmup < 0 or min_seconds < 0:
+        raise PeprInputError(f"calibration needs batches >= 1, warmup >= 0, min_seconds >= 0 (got {batches}, {warmup}, {min_seconds})")
+    device = torch.device(device_name)
+    common = dict(asdict(spec), device=device_name)
+    started = time.perf_counter()
+    stage = "building the model"
+    model = optimizer = None
+    try:
+        model = build_model(spec)
+        params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
+        stage = "moving the model to the device"
+        model = model.to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        generator = torch.Generator().manual_seed(0)
+        images = torch.randn(spec.batch_size, spec.in_chans, spec.image_size, spec.image_size, generator=generator).to(device)
+        labels = torch.randint(0, spec.num_classes, (spec.batch_size,), generator=generator).to(device)
+        loss_fn = torch.nn.CrossEntropyLoss()
+
+        def train_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(images), labels)
+            loss.backward()
+            optimizer.step()
+
+        def eval_step() -> None:
+            with torch.no_grad():
+                model(images)
+
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        stage = "warming up (training step)"
+        model.train()
+        for _ in range(warmup):
+            train_step()
+        model.eval()
+        stage = "warming up (evaluation)"
+        for _ in range(max(1, warmup // 2)):
+            eval_step()
+        max_batches = max(batches * 20, batches)
+        power_context = power(spec.model) if power is not None else None
+        if power_context is not None:
+            power_context.__enter__()
+        try:
+            stage = "timing training steps"
+            model.train()
+            train_s, n_train = _timed_loop(train_step, device, batches, min_seconds, max_batches)
+            stage = "timing evaluation"
+            model.eval()
+            eval_s, n_eval = _timed_loop(eval_step, device, batches, min_seconds / 2, max_batches)
+        finally:
+            if power_context is not None:
+                power_context.__exit__(None, None, None)
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
+        return Calibration(
+            **common,
+            status="ok",
+            params=params,
+            train_s_per_batch=train_s,
+            eval_s_per_batch=eval_s,
+            train_batches_timed=n_train,
+            eval_batches_timed=n_eval,
+            power_w=power_context.power_w if power_context is not None else math.nan,
+            power_method=power_context.method if power_context is not None else "",
+            peak_memory_mb=peak,
+            calibration_wall_s=time.perf_counter() - started,
+        )
+    except KeyboardInterrupt:
+        raise
+    except Exception as exc:  # recorded as the model's failure, never swallowed silently
+        return Calibration(
+            **common,
+            status="failed",
+            reason=_describe_failure(exc, spec, stage),
+            calibration_wall_s=time.perf_counter() - started,
+        )
+    finally:
+        del model, optimizer
+        gc.collect()
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+class _CodeCarbonPower:
+    """One CodeCarbon offline tracker shared by all calibrations; one task per model."""
+
+    def __init__(self, country: str, output_dir: Path | None) -> None:
+        import logging
+
+        from codecarbon import OfflineEmissionsTracker
+
+        # CodeCarbon logs its start-up at INFO before applying log_level; the estimate's own
+        # output says which power method was used.
+        logging.getLogger("codecarbon").setLevel(logging.ERROR)
+        kwargs = dict(country_iso_code=country, log_level="error", save_to_file=False, project_name="pepr-estimate")
+        if output_dir is not None:
+            kwargs["output_dir"] = str(output_dir)
+        self.tracker = OfflineEmissionsTracker(**kwargs)
+        self.tracker.start()
+        self.method = _codecarbon_method(self.tracker)
+
+    def __call__(self, task_name: str) -> "_PowerTask":
+        return _PowerTask(self, task_name)
+
+    def stop(self) -> None:
+        self.tracker.stop()
+
+
+class _PowerTask:
+    """Context measuring the mean power over one CodeCarbon task."""
+
+    def __init__(self, owner: _CodeCarbonPower, name: str) -> None:
+        self.owner, self.name = owner, f"calibrate:{name}"
+        self.power_w, self.method = math.nan, owner.method
+
+    def __enter__(self) -> "_PowerTask":
+        self.owner.tracker.start_task(self.name)
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        data = self.owner.tracker.stop_task(self.name)
+        if data is not None and data.duration > 0:
+            self.power_w = float(data.energy_consumed) * _JOULES_PER_KWH / float(data.duration)
+
+
+def _codecarbon_method(tracker) -> str:
+    """Say how CodeCarbon gets its power figures on this machine: measured or modelled, per part.
+
+    CodeCarbon keeps its hardware list private (``_hardware``); it is read defensively since it
+    only labels the figures and an unknown layout just gives a vaguer label.
+    """
+    measured_cpu_modes = {"intel_rapl", "intel_power_gadget", "apple_powermetrics"}
+    parts = []
+    for hardware in getattr(tracker, "_hardware", None) or []:
+        name = type(hardware).__name__
+        mode = getattr(hardware, "_mode", None)
+        if name == "CPU":
+            tdp = getattr(hardware, "_tdp", None)
+            if mode in measured_cpu_modes:
+                parts.append(f"CPU measured ({mode})")
+            else:
+                parts.append(f"CPU modelled ({mode}" + (f", TDP {tdp} W" if tdp else "") + ")")
+        elif name == "GPU":
+            parts.append("GPU measured (NVML)")
+        elif name == "RAM":
+            parts.append("RAM modelled (CodeCarbon's constant estimate)")
+        else:
+            parts.append(name)
+    hardware_text = ", ".join(parts) if parts else "hardware not reported"
+    return f"CodeCarbon {_codecarbon_version()} offline tracker during calibration: {hardware_text}"
+
+
+def _codecarbon_version() -> str:
+    try:
+        from importlib.metadata import version
+
+        return version("codecarbon")
+    except Exception:  # metadata missing in odd installs: the version is informative only
+        return "?"
+
+
+def calibrate_models(
+    specs: Sequence[CalibrationSpec],
+    device_name: str,
+    build_model: Callable[[CalibrationSpec], object],
+    *,
+    batches: int = 5,
+    warmup: int = 2,
+    min_seconds: float = 1.0,
+    lr: float = 1e-3,
+    power_w: float | None = None,
+    country: str = "DNK",
+    codecarbon_dir: Path | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Calibration]:
+    """Calibrate every spec on one device; return one :class:`Calibration` per spec, in order.
+
+    Power: ``power_w`` given -> that figure for every model (method "given"); otherwise one
+    CodeCarbon offline tracker measures each model's timed batches (method says whether
+    CodeCarbon measured it, e.g. NVML/RAPL, or modelled it, e.g. cpu_load x TDP).
+    """
+    power_source: _CodeCarbonPower | None = None
+    if power_w is None:
+        power_source = _CodeCarbonPower(country, codecarbon_dir)
+    results: list[Calibration] = []
+    try:
+        for index, spec in enumerate(specs, 1):
+            result = calibrate_one(
+                spec, device_name, build_model, batches=batches, warmup=warmup, min_seconds=min_seconds,
+                lr=lr, power=power_source,
+            )
+            if power_w is not None and result.ok:
+                result = _replace(result, power_w=float(power_w), power_method=f"given: {power_w:g} W (--power-w)")
+            results.append(result)
+            if progress is not None:
+                what = (
+                    f"{result.train_s_per_batch * 1000:.1f} ms/train batch, {result.eval_s_per_batch * 1000:.1f} ms/eval batch, "
+                    f"{result.power_w:.0f} W"
+                    if result.ok
+                    else f"FAILED: {result.reason}"
+                )
+                progress(f"[{index}/{len(specs)}] {spec.model} @{spec.image_size}px x{spec.in_chans}ch: {what}")
+    finally:
+        if power_source is not None:
+            power_source.stop()
+    return results
+
+
+def _replace(calibration: Calibration, **changes) -> Calibration:
+    values = {f.name: getattr(calibration, f.name) for f in fields(calibration)}
+    values.update(changes)
+    return Calibration(**values)
+
+
+# --------------------------------------------------------------------------------------------
+# Arithmetic
+# --------------------------------------------------------------------------------------------
+
+
+def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assumptions: EstimateAssumptions) -> pd.DataFrame:
+    """One row per job: the job's columns, its calibration, and the estimated cost.
+
+    Per job: ``train_batches = ceil(n_train / batch_size)`` and ``eval_batches =
+    ceil(n_eval / batch_size)`` per epoch (a partial last batch is counted as a full one);
+    ``est_time_s = epochs x (train_batches x train_s_per_batch + eval_batches x
+    eval_s_per_batch) + job_overhead_s``; ``est_energy_kwh = est_time_s x power_w x pue / 3.6e6``;
+    ``est_co2_kg = est_energy_kwh x carbon intensity / 1000``. Jobs whose model failed
+    calibration keep their row with ``status = failed``, the reason, and empty estimates.
+    Raises PeprInputError when a job has no calibration.
+    """
+    by_spec = {c.spec: c for c in calibrations}
+    rows = []
+    for job in jobs:
+        spec = CalibrationSpec(job.model, job.image_size, job.batch_size, job.in_chans, job.num_classes)
+        if spec not in by_spec:
+            raise PeprInputError(f"no calibration for {spec}; calibrate every model of the grid first")
+        cal = by_spec[spec]
+        train_batches = math.ceil(job.n_train / job.batch_size)
+        eval_batches = math.ceil(job.n_eval / job.batch_size)
+        row = asdict(job)
+        row.update(
+            status=cal.status,
+            reason=cal.reason,
+            device=cal.device,
+            params=cal.params,
+            train_batches_per_epoch=train_batches,
+            eval_batches_per_epoch=eval_batches,
+            train_s_per_batch=cal.train_s_per_batch,
+            eval_s_per_batch=cal.eval_s_per_batch,
+            power_w=cal.power_w,
+            power_method=cal.power_method,
+            peak_memory_mb=cal.peak_memory_mb,
+        )
+        if cal.ok:
+            seconds = job.epochs * (train_batches * cal.train_s_per_batch + eval_batches * cal.eval_s_per_batch)
+            seconds += assumptions.job_overhead_s
+            energy = seconds * cal.power_w * assumptions.pue / _JOULES_PER_KWH
+            row.update(
+                est_time_s=seconds,
+                est_device_hours=seconds / _SECONDS_PER_HOUR,
+                est_energy_kwh=energy,
+                est_co2_kg=energy * assumptions.carbon_intensity_g_per_kwh / 1000.0,
+            )
+        else:
+            row.update(est_time_s=math.nan, est_device_hours=math.nan, est_energy_kwh=math.nan, est_co2_kg=math.nan)
+        row.update(country=assumptions.country, carbon_intensity_g_per_kwh=assumptions.carbon_intensity_g_per_kwh,
+                   job_overhead_s=assumptions.job_overhead_s, pue=assumptions.pue)
+        rows.append(row)
+    columns = [f.name for f in fields(Job)]
+    return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+_SUM_COLUMNS = ("est_time_s", "est_device_hours", "est_energy_kwh", "est_co2_kg")
+
+
+def summarise_by_model(estimate: pd.DataFrame) -> pd.DataFrame:
+    """Per model: jobs, status (failure reason kept), calibration figures and summed estimates."""
+    if estimate.empty:
+        return pd.DataFrame(columns=["model", "status", "jobs", *_SUM_COLUMNS])
+    grouped = estimate.groupby("model", sort=False)
+    summary = grouped.agg(
+        status=("status", "first"),
+        reason=("reason", "first"),
+        jobs=("model", "size"),
+        params=("params", "first"),
+        train_s_per_batch=("train_s_per_batch", "mean"),
+        eval_s_per_batch=("eval_s_per_batch", "mean"),
+        power_w=("power_w", "mean"),
+        **{column: (column, lambda s: s.sum(min_count=1)) for column in _SUM_COLUMNS},
+    ).reset_index()
+    # A model failing at one input shape but not another is reported as partly failed.
+    mixed = grouped["status"].nunique() > 1
+    summary.loc[summary["model"].isin(mixed[mixed].index), "status"] = "partly failed"
+    return summary
+
+
+def totals(estimate: pd.DataFrame) -> dict[str, float]:
+    """Grid totals over jobs that calibrated (failed jobs counted separately)."""
+    ok = estimate[estimate["status"] == "ok"] if not estimate.empty else estimate
+    result = {column: float(ok[column].sum()) if not ok.empty else 0.0 for column in _SUM_COLUMNS}
+    result["jobs"] = int(len(estimate))
+    result["jobs_estimated"] = int(len(ok))
+    result["jobs_failed"] = int(len(estimate) - len(ok))
+    result["models"] = int(estimate["model"].nunique()) if not estimate.empty else 0
+    result["models_failed"] = (
+        int(estimate.loc[estimate["status"] != "ok", "model"].nunique()) if not estimate.empty else 0
+    )
+    return result
+
+
+def _num(value: float) -> str:
+    """A figure with 3 significant digits (thousands separated), for the printed report."""
+    if value != value:
+        return "n/a"
+    if value == 0:
+        return "0"
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.3g}"
+
+
+def format_report(
+    estimate: pd.DataFrame,
+    assumptions: EstimateAssumptions,
+    *,
+    device_label: str,
+    grid_models: int | None = None,
+    grid_jobs: int | None = None,
+    notes: Sequence[str] = (),
+) -> str:
+    """Human-readable estimate: per-model table, totals, and every assumption behind them.
+
+    ``grid_models``/``grid_jobs``: size of the whole grid when only a subset of its models was
+    calibrated; the report then says that the total covers the subset only, and adds a
+    clearly labelled per-job extrapolation to the whole grid.
+    """
+    summary = summarise_by_model(estimate)
+    total = totals(estimate)
+    hours_label = "GPU-h" if device_label.startswith("cuda") else "device-h"
+    lines = [f"pepr estimate: {total['jobs']} jobs, {total['models']} models, calibrated on {device_label}", ""]
+    header = f"{'model':<34} {'jobs':>5} {'s/train batch':>13} {'power W':>8} {hours_label:>10} {'kWh':>10} {'kg CO2':>9}"
+    lines += [header, "-" * len(header)]
+    for row in summary.itertuples(index=False):
+        if row.status == "failed":
+            lines.append(f"{row.model:<34} {row.jobs:>5}  FAILED: {row.reason}")
+            continue
+        flag = " (partly failed)" if row.status == "partly failed" else ""
+        lines.append(
+            f"{row.model:<34} {row.jobs:>5} {row.train_s_per_batch:>13.4f} {row.power_w:>8.1f} "
+            f"{_num(row.est_device_hours):>10} {_num(row.est_energy_kwh):>10} {_num(row.est_co2_kg):>9}{flag}"
+        )
+    lines.append("-" * len(header))
+    lines.append(
+        f"{'TOTAL (' + str(total['jobs_estimated']) + ' jobs estimated)':<34} {total['jobs']:>5} {'':>13} {'':>8} "
+        f"{_num(total['est_device_hours']):>10} {_num(total['est_energy_kwh']):>10} {_num(total['est_co2_kg']):>9}"
+    )
+    if total["jobs_failed"]:
+        lines.append(
+            f"NOT INCLUDED: {total['jobs_failed']} jobs of {total['models_failed']} model(s) that failed calibration "
+            "(they cannot run at this size on this device; the sweep records them as failed runs)."
+        )
+    if grid_models is not None and grid_jobs is not None and grid_jobs > total["jobs"]:
+        lines.append(
+            f"SUBSET: the total covers {total['models']} of the grid's {grid_models} models "
+            f"({total['jobs']} of {grid_jobs} jobs); the other models were not calibrated."
+        )
+        if total["jobs_estimated"]:
+            scale = grid_jobs / total["jobs_estimated"] * (1 - total["jobs_failed"] / max(total["jobs"], 1))
+            lines.append(
+                f"  Rough extrapolation (assumes the uncalibrated models cost, per job, the mean of the calibrated "
+                f"ones and fail as often): ~{_num(total['est_device_hours'] * scale)} {hours_label}, "
+                f"~{_num(total['est_energy_kwh'] * scale)} kWh, ~{_num(total['est_co2_kg'] * scale)} kg CO2 for the whole grid."
+            )
+    methods = sorted({m for m in estimate.get("power_method", pd.Series(dtype=str)).dropna() if m})
+    lines += ["", "Assumptions:"]
+    lines.append(
+        "  time per job = epochs x (ceil(n_train/batch) x s per training step + ceil(n_val+n_test / batch) x "
+        "s per eval batch) + job overhead; training steps timed after warm-up on random images at the "
+        "configured image size and batch size (Adam), evaluation = no-grad forward on val + test after every epoch."
+    )
+    lines.append(
+        f"  job overhead: {assumptions.job_overhead_s:g} s per job (process start, imports, data loading; "
+        "set with --job-overhead-s)."
+    )
+    lines.append(f"  power: {'; '.join(methods) if methods else 'n/a'}; PUE {assumptions.pue:g}.")
+    lines.append(
+        f"  CO2: {assumptions.carbon_intensity_g_per_kwh:g} g/kWh, the average grid intensity of {assumptions.country} "
+        "in CodeCarbon's energy-mix table."
+    )
+    lines.append(f"  device: timings are for {device_label}; another GPU/CPU type needs its own calibration.")
+    lines += [f"  {note}" for note in notes]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Estimate vs measurement
+# --------------------------------------------------------------------------------------------
+
+#: (estimate column, measured runs.csv column, label)
+COMPARED = (
+    ("est_time_s", "train_time_s", "time_s"),
+    ("est_energy_kwh", "energy_kwh", "energy_kwh"),
+    ("est_co2_kg", "co2_kg", "co2_kg"),
+)
+
+
+def _normalise_keys(df: pd.DataFrame, where: str) -> pd.DataFrame:
+    missing = [k for k in JOB_KEYS if k not in df.columns]
+    if missing:
+        raise PeprInputError(f"{where} lacks the column(s) {', '.join(missing)} that identify a run ({', '.join(JOB_KEYS)})")
+    out = df.copy()
+    for key in ("dataset", "init", "model"):
+        out[key] = out[key].astype(str)
+    try:
+        out["fraction"] = pd.to_numeric(out["fraction"]).astype(float).round(9)
+        out["seed"] = pd.to_numeric(out["seed"]).astype(int)
+    except (ValueError, TypeError) as exc:
+        raise PeprInputError(f"{where}: 'fraction' and 'seed' must be numbers ({exc})") from None
+    return out
+
+
+def compare_estimate(estimate: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Per model: estimated vs measured time, energy and CO2 over the runs both tables have.
+
+    Only successful runs that the estimate covered (and estimated) are compared, matched on
+    ``dataset, init, fraction, model, seed``. Columns: ``model, runs_compared, est_X,
+    measured_X, ratio_X`` (estimate / measurement) for X in time_s, energy_kwh, co2_kg, plus
+    ``est_status`` and ``runs_not_estimated`` (measured runs without an estimate).
+    """
+    est = _normalise_keys(estimate, "the estimate table")
+    measured = _normalise_keys(runs, "the runs table")
+    needed = [m for _, m, _ in COMPARED] + ["status"]
+    missing = [c for c in needed if c not in measured.columns]
+    if missing:
+        raise PeprInputError(f"the runs table lacks the measured column(s) {', '.join(missing)}")
+    measured = measured[measured["status"] == "ok"]
+    est_ok = est[est["status"] == "ok"]
+    merged = measured.merge(
+        est_ok[list(JOB_KEYS) + [e for e, _, _ in COMPARED]], on=list(JOB_KEYS), how="left", validate="one_to_one"
+    )
+    merged["_estimated"] = merged["est_time_s"].notna()
+    rows = []
+    models = list(dict.fromkeys(list(est["model"]) + list(measured["model"])))
+    for model in models:
+        part = merged[merged["model"] == model]
+        matched = part[part["_estimated"]]
+        est_status = est.loc[est["model"] == model, "status"]
+        row = {
+            "model": model,
+            "est_status": est_status.iloc[0] if len(est_status) else "not estimated",
+            "runs_compared": int(len(matched)),
+            "runs_not_estimated": int(len(part) - len(matched)),
+        }
+        for est_col, meas_col, label in COMPARED:
+            est_sum = float(matched[est_col].sum()) if len(matched) else math.nan
+            meas_sum = float(pd.to_numeric(matched[meas_col]).sum()) if len(matched) else math.nan
+            row[f"est_{label}"] = est_sum
+            row[f"measured_{label}"] = meas_sum
+            row[f"ratio_{label}"] = est_sum / meas_sum if len(matched) and meas_sum > 0 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def plot_comparison(comparison: pd.DataFrame, path: Path) -> None:
+    """Scatter of estimated vs measured training time per model (log-log, y = x line)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = comparison[(comparison["runs_compared"] > 0)]
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    if data.empty:
+        ax.text(0.5, 0.5, "no run has both an estimate and a measurement", ha="center", va="center", transform=ax.transAxes)
+        ax.set_axis_off()
+    else:
+        x = data["measured_time_s"] / 3600
+        y = data["est_time_s"] / 3600
+        ax.scatter(x, y, s=18)
+        for model, xi, yi in zip(data["model"], x, y):
+            ax.annotate(model, (xi, yi), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
+        low = float(min(x.min(), y.min())) * 0.8
+        high = float(max(x.max(), y.max())) * 1.25
+        ax.plot([low, high], [low, high], color="grey", linestyle="--", linewidth=1, label="estimate = measured")
+        if low > 0:
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+        ax.set_xlabel("measured training time (h, summed over runs)")
+        ax.set_ylabel("estimated time (h, pepr estimate)")
+        ax.set_title("pepr estimate vs measurement, per model")
+        ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=150)
+    plt.close(fig)

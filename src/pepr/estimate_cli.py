@@ -1,0 +1,227 @@
+"""``pepr estimate``: device-hours, kWh and kg CO2 of a sweep, calibrated on this device."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+
+HELP = "estimate a sweep's device-hours, energy and CO2 before launching it"
+
+DESCRIPTION = """\
+Estimate what a sweep (a workflow config) will cost before it is launched: device-hours
+(GPU-hours on a GPU), kWh and kg CO2, per model and in total.
+
+Each model of the grid is calibrated on this device: a few timed training steps (forward,
+backward, Adam step) and evaluation batches at the configured image size and batch size, after
+warm-up, on random images. Every job then costs
+
+    epochs x (ceil(n_train / batch) x s per training step
+              + ceil((n_val + n_test) / batch) x s per eval batch) + job overhead
+
+with n_train the training images after the job's data fraction. Energy = time x power, the power
+being measured with CodeCarbon's offline tracker during the calibration (or given with
+--power-w); CO2 = energy x the country's grid carbon intensity from CodeCarbon's table.
+Models that cannot run at this size are listed as FAILED, not dropped. The assumptions are
+printed with the estimate.
+
+On a slow device, calibrate a subset (--models or --max-models): the total then covers only
+those models, and a clearly labelled rough extrapolation to the whole grid is printed.
+
+examples:
+  pepr estimate --configfile config/config.yaml
+  pepr estimate --configfile config/paper.yaml --max-models 10 -o results/estimate.csv
+  pepr estimate --configfile config/paper.yaml --models resnet18 efficientnet_b0 --device cuda
+"""
+
+DEFAULT_SCHEMA = "workflow/schemas/config.schema.yaml"
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (value >= 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``pepr estimate``'s arguments."""
+    parser.add_argument(
+        "--configfile", metavar="FILE", action="append", required=True,
+        help="workflow config (YAML); repeat to merge several, later ones overriding earlier ones",
+    )
+    parser.add_argument(
+        "--schema", metavar="PATH", default=DEFAULT_SCHEMA,
+        help=f"the workflow's config schema (default: {DEFAULT_SCHEMA}, relative to the working directory)",
+    )
+    parser.add_argument("--models", metavar="MODEL", nargs="+", default=None,
+                        help="calibrate and estimate only these models of the grid")
+    parser.add_argument("--max-models", metavar="N", type=_positive_int, default=None,
+                        help="calibrate and estimate only the grid's first N models (config order)")
+    parser.add_argument(
+        "--device", default=None,
+        help="device to calibrate on: auto (cuda when available, else cpu), cpu, cuda, cuda:N "
+        "(default: the config's device)",
+    )
+    parser.add_argument("--batches", metavar="N", type=_positive_int, default=5,
+                        help="timed training steps and eval batches per model, after warm-up (default: 5)")
+    parser.add_argument("--warmup", metavar="N", type=_non_negative_int, default=2,
+                        help="untimed warm-up training steps per model (default: 2)")
+    parser.add_argument(
+        "--min-seconds", metavar="S", type=_non_negative_float, default=1.0,
+        help="time training steps for at least S seconds (more than --batches if needed) so that the "
+        "power reading covers a few samples (default: 1.0)",
+    )
+    parser.add_argument(
+        "--threads", metavar="N", type=_positive_int, default=None,
+        help="CPU threads for calibration on cpu (default: the config's resources.train.cpus, as the jobs use)",
+    )
+    parser.add_argument(
+        "--power-w", metavar="W", type=_positive_float, default=None,
+        help="use this power draw (watts, whole device: e.g. the GPU's TDP) instead of measuring it with CodeCarbon",
+    )
+    parser.add_argument("--country", metavar="ISO3", default=None,
+                        help="country whose grid carbon intensity sets CO2 (default: the config's country)")
+    parser.add_argument(
+        "--job-overhead-s", metavar="S", type=_non_negative_float, default=0.0,
+        help="seconds added per job for process start, imports, data loading and model creation (default: 0)",
+    )
+    parser.add_argument("--pue", metavar="X", type=float, default=1.0,
+                        help="data-centre power usage effectiveness multiplying energy (default: 1.0 = device only)")
+    parser.add_argument("-o", "--output", metavar="OUT", default=None,
+                        help="write one row per job here (.csv or .parquet), e.g. results/estimate.csv")
+    parser.add_argument("--by-model", metavar="OUT", default=None,
+                        help="also write the per-model summary here (.csv or .parquet)")
+
+
+def _resolve_device(requested: str) -> str:
+    """``auto`` -> cuda when available else cpu; PeprInputError for an unusable device."""
+    import torch
+
+    from pepr.errors import PeprInputError
+
+    text = requested.strip().lower()
+    if text == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if text == "cpu":
+        return "cpu"
+    if text == "cuda" or text.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise PeprInputError(f"device {requested!r} requested but CUDA is not available here; use --device cpu or auto")
+        index = text.partition(":")[2]
+        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+            raise PeprInputError(f"device {requested!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        return text
+    raise PeprInputError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N")
+
+
+def _device_label(device: str, threads: int | None) -> str:
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    import platform
+
+    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread(s))"
+
+
+def run(args: argparse.Namespace) -> int:
+    """Calibrate, estimate, print the report and write the tables; PeprInputError on bad input."""
+    from pathlib import Path
+
+    from pepr.errors import PeprInputError
+    from pepr.tableio import table_format
+
+    # Cheap checks first: nothing is calibrated when a flag is wrong.
+    for path in (args.output, args.by_model):
+        if path is not None:
+            table_format(path)
+    if not (math.isfinite(args.pue) and args.pue >= 1.0):
+        raise PeprInputError(f"--pue must be a number >= 1.0, got {args.pue}")
+    if args.device is not None and args.device.strip().lower() not in ("auto", "cpu", "cuda") and not args.device.strip().lower().startswith("cuda:"):
+        raise PeprInputError(f"unknown --device {args.device!r}; use auto, cpu, cuda or cuda:N")
+
+    from pepr import estimate as est
+    from pepr.tableio import write_table
+
+    grid_jobs = est.jobs_from_config(
+        args.configfile, args.schema, models=args.models, max_models=args.max_models,
+        cache_dir=Path(".snakemake") / "pepr-cache" if Path(".snakemake").is_dir() else None,
+    )
+    config = grid_jobs.config
+    country = (args.country or config["country"]).strip().upper()
+    intensity = est.carbon_intensity_g_per_kwh(country)
+    assumptions = est.EstimateAssumptions(
+        country=country, carbon_intensity_g_per_kwh=intensity, job_overhead_s=args.job_overhead_s, pue=args.pue
+    )
+    device = _resolve_device(args.device or config["device"])
+    threads = None
+    import torch
+
+    if device == "cpu":
+        threads = args.threads or int(config["resources"]["train"]["cpus"])
+        torch.set_num_threads(threads)
+    specs = est.calibration_specs(grid_jobs.jobs)
+    print(f"pepr estimate: calibrating {len(specs)} model/input combination(s) on {device} ...", file=sys.stderr)
+    calibrations = est.calibrate_models(
+        specs, device, _build_model, batches=args.batches, warmup=args.warmup, min_seconds=args.min_seconds,
+        lr=float(config["lr"]), power_w=args.power_w, country=country,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    table = est.estimate_jobs(grid_jobs.jobs, calibrations, assumptions)
+    notes = list(grid_jobs.notes)
+    if threads is not None:
+        notes.append(f"CPU calibration used {threads} torch thread(s), as each training job does (resources.train.cpus).")
+    subset = len({job.model for job in grid_jobs.jobs}) < len(grid_jobs.grid_models)
+    print(
+        est.format_report(
+            table, assumptions, device_label=_device_label(device, threads),
+            grid_models=len(grid_jobs.grid_models) if subset else None,
+            grid_jobs=grid_jobs.grid_jobs if subset else None, notes=notes,
+        )
+    )
+    if args.output is not None:
+        write_table(table, args.output)
+        print(f"wrote {len(table)} job rows to {args.output}", file=sys.stderr)
+    if args.by_model is not None:
+        write_table(est.summarise_by_model(table), args.by_model)
+        print(f"wrote the per-model summary to {args.by_model}", file=sys.stderr)
+    return 0
+
+
+def _build_model(spec):
+    """Build a model exactly as training does (pepr.models), with random weights."""
+    from pepr.models import create_model
+
+    model, _ = create_model(spec.model, "scratch", spec.num_classes, spec.in_chans, spec.image_size)
+    return model
