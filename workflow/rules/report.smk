@@ -1,3 +1,117 @@
-# Report stage (owned by the report work; placeholder until it lands).
+# Report stage: results/pepr.csv + every run's history.csv -> figures, tables, summary.md.
 # Contract: defines REPORT_TARGETS, the list of report outputs `rule all` requests.
-REPORT_TARGETS = []
+# Settings: config["report"] (pepr.report.config.ReportConfig; defaults in code). The
+# performance is config["pepr"]["performance"], the one pepr.csv was scored with.
+# All three rules depend on pepr.csv and on every run's history.csv, so they rebuild whenever a
+# run changes; they are light (seconds) and run on the submitting machine.
+from pepr.report.config import FIGURES, TABLES, ReportConfig
+from pepr.grid import RUNS_DIR, format_fraction
+
+
+report: "../report/workflow.rst"
+
+
+def _report_config():
+    settings = dict(config.get("report") or {})
+    if "performance" in settings:
+        raise PeprInputError(
+            "report.performance is not a setting: the report uses pepr.performance, the column "
+            "results/pepr.csv was scored with; set that instead"
+        )
+    return ReportConfig.from_mapping({**settings, "performance": config["pepr"]["performance"]})
+
+
+try:
+    REPORT_CONFIG = _report_config()
+except PeprInputError as exc:
+    print(f"pepr: bad config ({CONFIG_SOURCE}): {exc}", file=sys.stderr)
+    raise SystemExit(1)
+
+REPORT_SETTINGS = {
+    **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__},
+    "figure_formats": list(REPORT_CONFIG.figure_formats),
+}
+REPORT_INPUTS = {
+    "pepr": "results/pepr.csv",
+    "histories": [f"{cell.directory}/history.csv" for cell in GRID.cells],
+}
+# The planned runs, so runs that never reached pepr.csv are listed as missing in the report.
+REPORT_EXPECTED = [
+    [cell.dataset_name, cell.init, format_fraction(cell.fraction), cell.model, cell.seed] for cell in GRID.cells
+]
+REPORT_TABLES = {name: f"results/tables/{file}" for name, file in TABLES.items()}
+REPORT_FIGURES = {
+    name: {fmt: f"results/figures/{stem}.{fmt}" for fmt in REPORT_CONFIG.figure_formats}
+    for name, stem in FIGURES.items()
+}
+# The HTML report shows one raster image per figure (PNG when configured), the others are files.
+REPORT_SHOWN_FORMAT = "png" if "png" in REPORT_CONFIG.figure_formats else REPORT_CONFIG.figure_formats[0]
+
+localrules:
+    report_tables,
+    report_figures,
+    report_summary,
+
+
+rule report_tables:
+    input:
+        **REPORT_INPUTS,
+    output:
+        **{
+            name: report(path, caption="../report/tables.rst", category="Tables", labels={"table": TABLES[name]})
+            for name, path in REPORT_TABLES.items()
+        },
+    params:
+        settings=REPORT_SETTINGS,
+        runs_root=RUNS_DIR,
+        expected=REPORT_EXPECTED,
+        out_dir="results/tables",
+    log:
+        "results/logs/report_tables.log",
+    script:
+        "../../scripts/report_tables.py"
+
+
+rule report_figures:
+    input:
+        **REPORT_INPUTS,
+    output:
+        **{
+            f"{name}_{fmt}": (
+                report(path, caption=f"../report/{FIGURES[name]}.rst", category="Figures", labels={"figure": FIGURES[name]})
+                if fmt == REPORT_SHOWN_FORMAT
+                else path
+            )
+            for name, paths in REPORT_FIGURES.items()
+            for fmt, path in paths.items()
+        },
+    params:
+        settings=REPORT_SETTINGS,
+        runs_root=RUNS_DIR,
+        out_dir="results/figures",
+    log:
+        "results/logs/report_figures.log",
+    script:
+        "../../scripts/report_figures.py"
+
+
+rule report_summary:
+    input:
+        **REPORT_INPUTS,
+    output:
+        summary=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
+    params:
+        settings=REPORT_SETTINGS,
+        runs_root=RUNS_DIR,
+        expected=REPORT_EXPECTED,
+    log:
+        "results/logs/report_summary.log",
+    script:
+        "../../scripts/report_summary.py"
+
+
+REPORT_TARGETS = [
+    *REPORT_TABLES.values(),
+    *[path for paths in REPORT_FIGURES.values() for path in paths.values()],
+    "results/summary.md",
+]

@@ -2,10 +2,10 @@
 
 pandas / seaborn / scipy only: the report never imports torch. Entry points for the workflow's
 rule scripts are in :mod:`pepr.report.build` (``load`` then ``write_tables``,
-``write_figures``, ``write_summary``).
+``write_figures``, ``write_summary``). Importing this package itself is light (file layout and
+settings only), so the workflow can list the report's targets without loading matplotlib.
 """
 
-from pepr.report.build import FIGURES, TABLES, ReportData, load, write_figures, write_summary, write_tables
-from pepr.report.config import ReportConfig
+from pepr.report.config import FIGURES, TABLES, ReportConfig
 
-__all__ = ["FIGURES", "TABLES", "ReportConfig", "ReportData", "load", "write_figures", "write_summary", "write_tables"]
+__all__ = ["FIGURES", "TABLES", "ReportConfig"]

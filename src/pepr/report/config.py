@@ -26,6 +26,32 @@ STANDARD_RESOURCES: dict[str, str] = {
 PERFORMANCE_COLUMNS = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1")
 
 
+#: Table name -> file name under the tables folder (``results/tables``).
+TABLES: dict[str, str] = {
+    "top_k": "top_k.csv",
+    "small_vs_large": "small_vs_large.csv",
+    "paired_init": "paired_init.csv",
+    "paired_fraction": "paired_fraction.csv",
+    "seeds": "seed_ci.csv",
+    "rank_ci": "rank_ci.csv",
+    "peaks": "peak_epochs.csv",
+    "failed": "failed_runs.csv",
+    "missing": "missing.csv",
+    "energy_methods": "energy_methods.csv",
+}
+
+#: Figure name -> file stem under the figures folder (one file per configured format).
+FIGURES: dict[str, str] = {
+    "pepr_profile": "1_pepr_profile",
+    "performance_vs_params": "2_performance_vs_params",
+    "pepr_vs_params": "3_pepr_vs_params",
+    "init_comparison": "4_pretrained_vs_scratch",
+    "fraction_comparison": "5_data_fraction",
+    "performance_vs_resource": "6_performance_vs_energy",
+    "epoch_pepr": "7_epoch_pepr",
+}
+
+
 @dataclass(frozen=True)
 class ReportConfig:
     """What the report computes and how.

@@ -137,8 +137,9 @@ def _fraction_text(value: object) -> str:
 def variants(df: pd.DataFrame) -> list[Variant]:
     """PePR variants present in ``df``: the standard four first, then any other ``pepr_*`` column.
 
-    Extra ``pepr_*`` columns are, e.g., scores with the pretraining cost amortised; they are
-    shown beside the standard ones, never instead of them.
+    Extra ``pepr_*`` columns are, e.g., ``pepr_energy_kwh_amortised`` (transfer runs charged a
+    share of their pretraining cost); they are shown beside the standard ones, never instead of
+    them, and left out when they equal the plain score everywhere (a sweep without transfer).
     """
     found = []
     for resource, label in STANDARD_RESOURCES.items():
@@ -146,9 +147,18 @@ def variants(df: pd.DataFrame) -> list[Variant]:
             found.append(Variant(resource, f"pepr_{resource}", label))
     standard = {v.column for v in found}
     for column in df.columns:
-        if column.startswith("pepr_") and column not in standard:
-            resource = column[len("pepr_"):]
-            found.append(Variant(resource, column, f"PePR({resource})"))
+        if not column.startswith("pepr_") or column in standard:
+            continue
+        resource = column[len("pepr_"):]
+        base = resource.removesuffix("_amortised")
+        if resource.endswith("_amortised") and f"pepr_{base}" in df.columns:
+            # Without transfer runs the amortised score equals the plain one: nothing to show.
+            if np.allclose(df[column].fillna(-1), df[f"pepr_{base}"].fillna(-1)):
+                continue
+            label = f"{STANDARD_RESOURCES.get(base, f'PePR({base})')} amortised"
+        else:
+            label = f"PePR({resource})"
+        found.append(Variant(resource, column, label))
     return found
 
 

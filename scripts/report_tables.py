@@ -1,0 +1,18 @@
+"""Rule script of report_tables: pepr.csv + histories -> results/tables/*.csv."""
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")  # headless: never look for a display
+
+import pandas as pd
+
+from pepr.report.build import load, write_tables
+from pepr.report.config import ReportConfig
+from pepr.report.data import RUN
+
+cfg = ReportConfig.from_mapping(snakemake.params.settings)
+expected = pd.DataFrame(snakemake.params.expected, columns=RUN)
+data = load(snakemake.input.pepr, snakemake.params.runs_root, cfg, expected)
+paths = write_tables(data, snakemake.params.out_dir)
+with open(snakemake.log[0], "w", encoding="utf-8") as log:
+    print(f"wrote {len(paths)} tables from {len(data.results)} runs: " + ", ".join(map(str, paths)), file=log)
