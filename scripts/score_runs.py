@@ -1,0 +1,8 @@
+"""Rule script of score_runs: results/runs.csv -> results/pepr.csv (PePR within each cell)."""
+
+from pepr.aggregate import score_to_csv
+
+scored = score_to_csv(snakemake.input[0], snakemake.output[0], performance=snakemake.params.performance)
+with open(snakemake.log[0], "w", encoding="utf-8") as log:
+    print(f"scored {int((scored['status'] == 'ok').sum())} successful of {len(scored)} runs "
+          f"by {snakemake.params.performance} -> {snakemake.output[0]}", file=log)

@@ -1,0 +1,262 @@
+"""Per-run ``metrics.json`` files -> ``results/runs.csv`` -> ``results/pepr.csv``.
+
+``runs.csv`` has one tidy row per run of the grid, failed runs included (``status``,
+``reason``). Its ``dataset``, ``init``, ``fraction``, ``model`` and ``seed`` columns are the cell's
+names in the workflow, read from the run's folder
+``results/runs/{dataset}/{init}/{fraction}/{model}/seed{seed}/``; what the run itself recorded
+as ``dataset`` and ``init`` (the ``pepr train`` arguments, e.g. ``checkpoint:PATH``) is kept as
+``dataset_spec`` and ``init_spec``. Every other top-level scalar of metrics.json becomes a column.
+
+Transfer runs (init ``transfer``) start from a checkpoint pretrained once per model on a source
+dataset. Each such row carries the pretraining run's cost (``pretrain_energy_kwh``,
+``pretrain_co2_kg``, ``pretrain_train_time_s``, ``pretrain_peak_memory_mb``), the number of
+fine-tune runs sharing that checkpoint (``pretrain_uses``), and, for the additive resources
+(energy, CO2, time), ``X_amortised = X + pretrain_X / pretrain_uses``. Other rows get
+``X_amortised = X`` (ImageNet pretraining was paid by others and is not counted).
+
+``pepr.csv`` adds ``X_norm`` and ``pepr_X`` for every resource and amortised resource, scored
+with :func:`pepr.scoring.score` within each dataset x init x fraction cell over its successful
+runs; failed runs get empty scores.
+
+This module uses json + pandas only (never torch) and builds each frame once, so 24,000 runs
+aggregate in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pepr.errors import PeprInputError
+from pepr.scoring import norm_column, pepr_column, score
+
+__all__ = [
+    "CELL_COLUMNS",
+    "GROUP_COLUMNS",
+    "RESOURCES",
+    "AMORTISED_RESOURCES",
+    "read_metrics",
+    "collect_runs",
+    "score_runs",
+    "aggregate_to_csv",
+    "score_to_csv",
+]
+
+#: Columns naming a run, in the order they lead runs.csv.
+CELL_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
+#: The experiment cell within which resources are normalised.
+GROUP_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction")
+#: Resource columns scored in pepr.csv (PePR-E, -C, -T, -M).
+RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
+#: Resources that add up over runs, so a pretraining cost can be shared out (memory does not).
+AMORTISED_RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s")
+#: Pretraining columns copied onto each transfer run.
+PRETRAIN_COLUMNS: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
+
+_SCALARS = (str, int, float, bool)
+
+
+def amortised_column(resource: str) -> str:
+    """Name of the resource column with the pretraining cost shared out (``energy_kwh_amortised``)."""
+    return f"{resource}_amortised"
+
+
+def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
+    """The top-level scalars of one metrics.json (nested objects are left in the file).
+
+    Raises PeprInputError naming the file when it is missing, not JSON, or not an object.
+    """
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except FileNotFoundError:
+        raise PeprInputError(f"metrics file '{path}' does not exist; re-run its training job") from None
+    except (OSError, ValueError) as exc:
+        raise PeprInputError(
+            f"metrics file '{path}' is not readable JSON ({exc}); delete it and re-run its training job"
+        ) from None
+    if not isinstance(data, dict):
+        raise PeprInputError(f"metrics file '{path}' must hold a JSON object, not {type(data).__name__}")
+    return {key: value for key, value in data.items() if value is None or isinstance(value, _SCALARS)}
+
+
+def _cell_from_path(path: str, runs_root: str) -> dict[str, Any]:
+    """Cell columns from ``{runs_root}/{dataset}/{init}/{fraction}/{model}/seed{seed}/metrics.json``."""
+    relative = os.path.relpath(path, runs_root).replace(os.sep, "/")
+    parts = relative.split("/")
+    if len(parts) != 6 or not parts[4].startswith("seed") or parts[0] == "..":
+        raise PeprInputError(
+            f"'{path}' is not laid out as {runs_root}/DATASET/INIT/FRACTION/MODEL/seedSEED/metrics.json"
+        )
+    dataset, init, fraction, model, seed_part, _ = parts
+    try:
+        return {
+            "dataset": dataset,
+            "init": init,
+            "fraction": float(fraction),
+            "model": model,
+            "seed": int(seed_part[len("seed"):]),
+        }
+    except ValueError:
+        raise PeprInputError(f"'{path}': the fraction '{fraction}' or seed '{seed_part}' in its path is not a number") from None
+
+
+def collect_runs(
+    metrics_files: Iterable[str | os.PathLike],
+    pretrain_files: Iterable[str | os.PathLike] = (),
+    runs_root: str | os.PathLike = "results/runs",
+) -> pd.DataFrame:
+    """Build the runs table from metrics.json files (one row each, sorted by cell).
+
+    ``pretrain_files`` are the pretraining runs' metrics.json
+    (``results/pretrain/{source}/{model}/metrics.json``); every ``transfer`` row is joined with
+    the one of its model. Raises PeprInputError when a file is unreadable, a path is not laid out
+    as a run folder, a run folder disagrees with the model/seed its metrics.json recorded, or a
+    transfer run has no pretraining record.
+    """
+    root = os.fspath(runs_root)
+    records = []
+    mismatched = []
+    for path in metrics_files:
+        path = os.fspath(path)
+        cell = _cell_from_path(path, root)
+        metrics = read_metrics(path)
+        recorded_model, recorded_seed = metrics.get("model"), metrics.get("seed")
+        if (recorded_model is not None and recorded_model != cell["model"]) or (
+            recorded_seed is not None and recorded_seed != cell["seed"]
+        ):
+            mismatched.append(f"{path} (records model={recorded_model!r}, seed={recorded_seed!r})")
+        metrics["dataset_spec"] = metrics.pop("dataset", None)
+        metrics["init_spec"] = metrics.pop("init", None)
+        metrics.pop("model", None)
+        metrics.pop("seed", None)
+        metrics.pop("fraction", None)
+        records.append({**cell, **metrics})
+    if mismatched:
+        raise PeprInputError(
+            "run folders disagree with the metrics.json inside them (moved or copied by hand?): "
+            + "; ".join(mismatched[:10])
+        )
+    if not records:
+        raise PeprInputError("no metrics.json files given: the grid has no runs to aggregate")
+    frame = pd.DataFrame.from_records(records)
+    if "status" not in frame.columns:
+        raise PeprInputError("no metrics.json has a 'status' key; these are not pepr train outputs")
+    frame["status"] = frame["status"].fillna("failed")
+    if "reason" not in frame.columns:
+        frame["reason"] = ""
+    frame["reason"] = frame["reason"].fillna("")
+    frame = frame.sort_values(list(CELL_COLUMNS), kind="stable").reset_index(drop=True)
+    frame = _add_pretrain_costs(frame, [os.fspath(p) for p in pretrain_files])
+    leading = [*CELL_COLUMNS, "status", "reason"]
+    return frame[leading + [c for c in frame.columns if c not in leading]]
+
+
+def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str]) -> pd.DataFrame:
+    by_model: dict[str, tuple[str, dict[str, Any]]] = {}
+    for path in pretrain_files:
+        model = Path(path).parent.name
+        if model in by_model:
+            raise PeprInputError(
+                f"two pretraining runs for model {model!r}: {by_model[model][0]} and {path}; "
+                "one sweep pretrains each model once"
+            )
+        by_model[model] = (path, read_metrics(path))
+    transfer = frame["init"] == "transfer"
+    missing = sorted(set(frame.loc[transfer, "model"]) - set(by_model))
+    if missing:
+        raise PeprInputError(
+            f"transfer runs of {', '.join(missing)} have no pretraining metrics among the inputs "
+            "(results/pretrain/SOURCE/MODEL/metrics.json)"
+        )
+    uses = frame.loc[transfer, "model"].value_counts()
+    columns: dict[str, Any] = {
+        "pretrain_source": pd.Series(pd.NA, index=frame.index, dtype="object"),
+        "pretrain_status": pd.Series(pd.NA, index=frame.index, dtype="object"),
+    }
+    for resource in PRETRAIN_COLUMNS:
+        columns[f"pretrain_{resource}"] = pd.Series(np.nan, index=frame.index)
+    columns["pretrain_uses"] = pd.Series(np.nan, index=frame.index)
+    for model, (path, metrics) in by_model.items():
+        rows = transfer & (frame["model"] == model)
+        if not rows.any():
+            continue
+        columns["pretrain_source"][rows] = Path(path).parent.parent.name
+        columns["pretrain_status"][rows] = metrics.get("status", "failed")
+        for resource in PRETRAIN_COLUMNS:
+            value = metrics.get(resource)
+            columns[f"pretrain_{resource}"][rows] = float(value) if isinstance(value, (int, float)) else np.nan
+        columns["pretrain_uses"][rows] = int(uses[model])
+    out = frame.assign(**columns)
+    for resource in AMORTISED_RESOURCES:
+        base = pd.to_numeric(out[resource], errors="coerce") if resource in out.columns else pd.Series(np.nan, index=out.index)
+        share = out[f"pretrain_{resource}"] / out["pretrain_uses"]
+        out[amortised_column(resource)] = np.where(transfer, base + share, base)
+    return out
+
+
+def score_runs(
+    runs: pd.DataFrame,
+    performance: str = "test_accuracy",
+    resources: Sequence[str] = RESOURCES,
+    amortised: Sequence[str] = AMORTISED_RESOURCES,
+    by: Sequence[str] = GROUP_COLUMNS,
+) -> pd.DataFrame:
+    """The runs table plus ``X_norm`` and ``pepr_X`` for each resource and amortised resource.
+
+    Scored within each ``by`` cell over the runs whose status is "ok"; other runs keep empty
+    scores. Rows and existing columns are unchanged. Amortised columns are scored only when
+    present (tables built by :func:`collect_runs` always have them). Raises PeprInputError when a
+    successful run lacks the performance or a resource (naming the run).
+    """
+    resource_columns = list(resources) + [amortised_column(r) for r in amortised if amortised_column(r) in runs.columns]
+    ok = runs["status"] == "ok"
+    out = runs.copy()
+    for resource in resource_columns:
+        out[norm_column(resource)] = np.nan
+        out[pepr_column(resource)] = np.nan
+    if ok.any():
+        successful = runs.loc[ok]
+        labelled = successful.set_index(
+            successful[list(CELL_COLUMNS)].astype(str).agg("/".join, axis=1).rename("run")
+        )
+        scored = score(labelled, performance=performance, resources=resource_columns, by=list(by))
+        for resource in resource_columns:
+            for column in (norm_column(resource), pepr_column(resource)):
+                out.loc[ok, column] = scored[column].to_numpy()
+    return out
+
+
+def aggregate_to_csv(
+    metrics_files: Iterable[str | os.PathLike],
+    output: str | os.PathLike,
+    pretrain_files: Iterable[str | os.PathLike] = (),
+    runs_root: str | os.PathLike = "results/runs",
+) -> pd.DataFrame:
+    """:func:`collect_runs` written atomically to ``output`` (CSV or Parquet by extension)."""
+    from pepr.tableio import write_table
+
+    frame = collect_runs(metrics_files, pretrain_files, runs_root)
+    write_table(frame, output)
+    return frame
+
+
+def score_to_csv(
+    runs_table: str | os.PathLike,
+    output: str | os.PathLike,
+    performance: str = "test_accuracy",
+    settings: Mapping[str, Any] | None = None,
+) -> pd.DataFrame:
+    """Read runs.csv, :func:`score_runs` it, write pepr.csv atomically."""
+    from pepr.tableio import read_table, write_table
+
+    runs = read_table(runs_table)
+    scored = score_runs(runs, performance=performance, **dict(settings or {}))
+    write_table(scored, output)
+    return scored
