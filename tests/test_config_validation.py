@@ -1,0 +1,209 @@
+"""Config validation: every kind of bad config is reported, all at once, before anything runs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pepr.grid as grid
+from pepr.errors import PeprInputError
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
+
+#: A stand-in for timm's catalogue (no timm import in most tests).
+CATALOGUE = {
+    "models": ["resnet18", "resnet50", "mobilenetv3_small_050", "mobilenetv2_035", "convnext_atto"],
+    "pretrained": ["resnet18", "resnet50", "mobilenetv3_small_050", "convnext_atto"],
+}
+
+
+@pytest.fixture(scope="module")
+def schema() -> dict:
+    return grid.load_schema(SCHEMA_PATH)
+
+
+def problems_of(schema: dict, catalogue=CATALOGUE, **config) -> list[str]:
+    config.setdefault("models", ["resnet18"])
+    config.setdefault("datasets", ["synthetic"])
+    grid.apply_defaults(config, schema)
+    return grid.config_problems(config, schema, catalogue=catalogue)
+
+
+def only_problem(problems: list[str]) -> str:
+    assert len(problems) == 1, problems
+    return problems[0]
+
+
+def test_a_good_config_has_no_problems(schema):
+    assert problems_of(schema, inits=["scratch", "imagenet", "transfer"], fractions=[1.0, 0.1], seeds=[0, 1]) == []
+
+
+@pytest.mark.parametrize(
+    "bad, expected",
+    [
+        ({"bogus": 1}, "'bogus' was unexpected"),
+        ({"models": []}, "config key 'models'"),
+        ({"models": "resnet18"}, "config key 'models'"),
+        ({"datasets": [3]}, "config key 'datasets.0'"),
+        ({"epochs": 0}, "config key 'epochs'"),
+        ({"epochs": "ten"}, "config key 'epochs'"),
+        ({"lr": 0}, "config key 'lr'"),
+        ({"seeds": [-1]}, "config key 'seeds.0'"),
+        ({"seeds": [1, 1]}, "config key 'seeds'"),
+        ({"inits": ["warmstart"]}, "'warmstart' is not one of"),
+        ({"device": "tpu"}, "config key 'device'"),
+        ({"country": "Denmark"}, "config key 'country'"),
+        ({"pepr": {"performance": "loss"}}, "config key 'pepr.performance'"),
+        ({"resources": {"train": {"gpus": 1}}}, "'gpus' was unexpected"),
+        ({"resources": {"train": {"mem_mb": 0}}}, "config key 'resources.train.mem_mb'"),
+        ({"include": [{"modle": "resnet18"}]}, "'modle' was unexpected"),
+        ({"exclude": [{}]}, "config key 'exclude.0'"),
+    ],
+)
+def test_schema_violations_name_the_key(schema, bad, expected):
+    assert expected in only_problem(problems_of(schema, **bad))
+
+
+@pytest.mark.parametrize("fraction", [0, -0.5, 1.5])
+def test_fractions_must_lie_in_zero_one(schema, fraction):
+    assert f"{fraction!r} is outside (0, 1]" in only_problem(problems_of(schema, fractions=[fraction, 1.0]))
+
+
+@pytest.mark.parametrize(
+    "name", ["resnet18; rm -rf ~", "$(reboot)", "resnet18 && curl x", "../../etc", "a/b", "`id`", "-rf", ""]
+)
+def test_shell_or_path_characters_in_model_names_are_rejected(schema, name):
+    problems = problems_of(schema, models=[name])
+    assert len(problems) == 1, problems
+    if name:
+        assert f"{name!r} is not a valid model name" in problems[0]
+    # rejected even with no catalogue at hand (it is not a timm question)
+    assert problems_of(schema, catalogue=None, models=[name or "x y"])
+
+
+def test_unknown_model_names_get_suggestions(schema):
+    problem = only_problem(problems_of(schema, models=["resnet19"]))
+    assert "'resnet19' is not a timm model name" in problem and "resnet18" in problem
+
+
+def test_imagenet_init_needs_pretrained_weights(schema):
+    problem = only_problem(problems_of(schema, models=["mobilenetv2_035"], inits=["scratch", "imagenet"]))
+    assert "no pretrained ImageNet weights" in problem and "exclude" in problem
+    # excluding those cells makes the config valid
+    assert problems_of(
+        schema,
+        models=["mobilenetv2_035", "resnet18"],
+        inits=["scratch", "imagenet"],
+        exclude=[{"model": "mobilenetv2_035", "init": "imagenet"}],
+    ) == []
+
+
+def test_dataset_problems(schema, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    problems = problems_of(
+        schema,
+        datasets=["synthetic", "nosuchmnist", "npz:missing.npz", "synthetic:classes=1", "organmnist3d"],
+    )
+    assert len(problems) == 4, problems
+    text = "\n".join(problems)
+    assert "'nosuchmnist'" in text and "missing.npz not found" in text and "classes=1" in text
+    assert "organmnist3d" in text
+
+
+def test_bad_npz_file_is_reported(schema, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    np.savez(tmp_path / "broken.npz", train_images=np.zeros((4, 8, 8), np.uint8), train_labels=np.zeros(4, np.int64))
+    problem = only_problem(problems_of(schema, datasets=["npz:broken.npz"]))
+    assert "missing arrays" in problem
+
+
+def test_missing_medmnist_file_is_fine_because_download_data_fetches_it(schema, tmp_path):
+    assert problems_of(schema, datasets=["breastmnist"], data_dir=str(tmp_path / "empty")) == []
+
+
+def test_datasets_sharing_a_results_folder_name(schema, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    problem = only_problem(problems_of(schema, datasets=["synthetic", "synthetic:classes=2"]))
+    assert "results folder name 'synthetic'" in problem
+
+
+def test_transfer_source_must_differ_from_targets(schema):
+    problem = only_problem(problems_of(schema, inits=["transfer"], transfer={"source": "synthetic"}))
+    assert "also a target dataset" in problem
+    problem = only_problem(problems_of(schema, inits=["transfer"], transfer={"source": "synthetic:classes=99"}))
+    assert problem.startswith("transfer.source:") and "classes=99" in problem
+    problem = only_problem(problems_of(schema, inits=["transfer"], transfer={"source": "synthetic:seed=5", "fraction": 2.0}))
+    assert problem.startswith("transfer.fraction:")
+    # without the transfer init, the transfer settings are not used and not checked
+    assert problems_of(schema, transfer={"source": "synthetic:classes=99"}) == []
+
+
+def test_patterns_matching_no_cell_and_empty_grid(schema):
+    problem = only_problem(problems_of(schema, include=[{"model": "resnet50"}]))
+    assert "matches no cell" in problem
+    problem = only_problem(problems_of(schema, exclude=[{"model": "resnet18"}]))
+    assert "the grid is empty" in problem
+
+
+def test_all_problems_are_reported_at_once(schema, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = {
+        "models": ["resnet18; rm -rf ~", "resnet19", "mobilenetv2_035"],
+        "datasets": ["synthetic", "npz:missing.npz"],
+        "inits": ["scratch", "imagenet"],
+        "fractions": [0, 0.5],
+        "epochs": 0,
+        "bogus": True,
+    }
+    grid.apply_defaults(config, schema)
+    with pytest.raises(PeprInputError) as info:
+        grid.check_config(config, schema, catalogue=CATALOGUE, source="my.yaml")
+    message = str(info.value)
+    assert message.startswith("my.yaml has 7 problem(s); nothing was run:")
+    for part in ("bogus", "epochs", "0 is outside", "rm -rf", "resnet19", "mobilenetv2_035", "missing.npz"):
+        assert part in message, part
+
+
+@pytest.fixture(scope="module")
+def real_catalogue(tmp_path_factory):
+    """timm's catalogue (imports timm once, ~3-8 s)."""
+    return grid.timm_catalogue(tmp_path_factory.mktemp("timm-cache"))
+
+
+@pytest.mark.parametrize("config_file", ["config/config.yaml", "config/paper.yaml", ".test/config.yaml"])
+def test_shipped_configs_are_valid(schema, real_catalogue, config_file, monkeypatch):
+    path = REPO / config_file
+    if not path.exists():
+        pytest.skip(f"{config_file} not written yet")
+    monkeypatch.chdir(REPO)
+    config = grid.apply_defaults(grid.load_config(path), schema)
+    assert grid.config_problems(config, schema, catalogue=real_catalogue) == []
+    assert grid.build_grid(config).cells
+
+
+def test_real_catalogue_knows_deprecated_aliases_and_pretrained_weights(real_catalogue):
+    models, pretrained = set(real_catalogue["models"]), set(real_catalogue["pretrained"])
+    assert {"resnet18", "convnext_atto", "gluon_resnet34_v1b"} <= models
+    assert "gluon_xception65" not in models
+    assert "resnet18" in pretrained and "gluon_resnet34_v1b" in pretrained
+    assert "mobilenetv2_035" in models and "mobilenetv2_035" not in pretrained
+
+
+@pytest.mark.slow
+def test_snakemake_refuses_a_bad_config_before_scheduling(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('models: ["resnet18; rm -rf ~", resnet19]\ndatasets: [synthetic]\nfractions: [2]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(REPO / "Snakefile"),
+         "--directory", str(tmp_path), "--configfile", str(bad)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode != 0
+    assert "has 3 problem(s); nothing was run" in result.stderr
+    assert "'resnet18; rm -rf ~' is not a valid model name" in result.stderr
+    assert not (tmp_path / "results").exists()
