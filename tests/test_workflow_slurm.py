@@ -43,13 +43,14 @@ class SlurmRun:
     output: str  # stdout and stderr, interleaved
     run_id: str  # the SLURM job name the plugin gave every job of this run
 
-    def sacct_states(self) -> dict[str, str]:
-        """SLURM's own record of this run's jobs: job id -> state (e.g. COMPLETED, FAILED)."""
+    def sacct(self, field: str = "State") -> dict[str, str]:
+        """SLURM's own record of this run's jobs: job id -> ``field`` (State: COMPLETED, FAILED...)."""
         out = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "--name", self.run_id, "-o", "JobID,State"],
+            ["sacct", "-X", "-n", "-P", "--starttime", "2020-01-01", "--name", self.run_id,
+             "-o", f"JobID,{field}"],
             capture_output=True, text=True, check=True, timeout=30,
         ).stdout
-        return dict(line.split("|", 1) for line in out.split())
+        return dict(line.split("|", 1) for line in out.splitlines() if line)
 
 
 def _slurmctld_running() -> bool:
@@ -165,7 +166,7 @@ def test_toy_workflow_runs_jobs_on_slurm_and_reports_the_failed_one(slurm_cluste
     failed_id = failed[0][0]
     assert "Error in rule write_broken" in run.output, run.output
     # SLURM itself agrees: three jobs of this run, only the broken one failed
-    states = run.sacct_states()
+    states = run.sacct()
     assert len(states) == 3 and states[failed_id] == "FAILED", states
     assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states
     # the other jobs ran inside SLURM and kept their outputs; the failed one left none
@@ -177,3 +178,109 @@ def test_toy_workflow_runs_jobs_on_slurm_and_reports_the_failed_one(slurm_cluste
     assert [p.stem for p in broken_logs] == [failed_id]
     assert "deliberate failure of write_broken" in broken_logs[0].read_text()
     assert len(slurm_logs(tmp_path, "write_cpu")) == 1 and len(slurm_logs(tmp_path, "write_gpu")) == 1
+
+
+# ------------------------------------------------------------------------------------------------
+# The pepr workflow itself on SLURM
+# ------------------------------------------------------------------------------------------------
+
+#: A cut-down .test/config.yaml (same models, tiny synthetic data, 1 epoch): three train_model jobs.
+#: * mobilenetv3_small_050 on synthetic data: trains -> status "ok".
+#: * convnext_atto on synthetic data: its job SUCCEEDS, with a metrics.json of status "failed"
+#:   (the model cannot run at 28 px: a result of the sweep, not a job failure).
+#: * mobilenetv3_small_050 on scans.npz: the job really FAILS. The file passes the workflow's
+#:   up-front validation (it reads array headers and labels only, to stay fast on 224 px data),
+#:   but its pixels contain NaN, which training finds when it loads the images and raises
+#:   PeprInputError: a corrupt data file, the way a real sweep meets one.
+#: resources.train.gpu: 1 as on a GPU cluster; the CI profile maps it to the cluster's fake GRES.
+SWEEP_CONFIG = """\
+models: [mobilenetv3_small_050, convnext_atto]
+datasets: ["synthetic:n_train=64,n_val=32,n_test=32", "npz:scans.npz"]
+inits: [scratch]
+fractions: [1.0]
+seeds: [0]
+epochs: 1
+batch_size: 32
+device: auto
+exclude:
+  - {model: convnext_atto, dataset: scans}
+resources:
+  train: {cpus: 1, gpu: 1, mem_mb: 2000, runtime: 10}
+  pretrain: {cpus: 1, gpu: 1, mem_mb: 2000, runtime: 10}
+  default: {cpus: 1, gpu: 0, mem_mb: 1000, runtime: 5}
+"""
+SYNTHETIC = "synthetic-n_test32-n_train64-n_val32"  # pepr.data.dataset_name of the synthetic spec
+OK_CELL = f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed0"
+UNFIT_CELL = f"results/runs/{SYNTHETIC}/scratch/1.0/convnext_atto/seed0"
+SCANS_CELL = "results/runs/scans/scratch/1.0/mobilenetv3_small_050/seed0"
+
+
+def write_scans(path: Path, corrupt: bool) -> None:
+    """A small 2-class npz in the MedMNIST layout (float pixels); ``corrupt`` puts NaN in them."""
+    np = pytest.importorskip("numpy")
+    rng = np.random.default_rng(0)
+    arrays = {}
+    for split, n in (("train", 40), ("val", 20), ("test", 20)):
+        labels = np.arange(n) % 2
+        images = rng.random((n, 28, 28), dtype=np.float32) * 0.5 + labels[:, None, None] * 0.5
+        if corrupt:
+            images[:, 3, 3] = np.nan
+        arrays[f"{split}_images"] = images
+        arrays[f"{split}_labels"] = labels.reshape(-1, 1).astype(np.uint8)
+    np.savez(path, **arrays)
+
+
+def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_cluster, tmp_path):
+    pd = pytest.importorskip("pandas")
+    (tmp_path / "config.yaml").write_text(SWEEP_CONFIG)
+    write_scans(tmp_path / "scans.npz", corrupt=True)
+    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "3",
+            "results/pepr.csv")
+
+    # 1. three training jobs on SLURM; the one on the corrupt file fails
+    first = run_snakemake_on_slurm(tmp_path, *args, timeout_s=420)
+
+    assert first.returncode != 0, first.output
+    failed = FAILED_JOB_RE.findall(first.output)
+    assert len(failed) == 1 and failed[0][1] == "FAILED", first.output
+    failed_id = failed[0][0]
+    error_block = first.output[first.output.index("Error in rule train_model"):]
+    assert f"external_jobid: {failed_id}" in error_block and SCANS_CELL in error_block, first.output
+    states = first.sacct()
+    assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states
+    assert states[failed_id] == "FAILED"
+    # every training job got its GPU from SLURM (config gpu: 1 -> --gpus=fake:1)
+    assert all("gres/gpu=1" in tres for tres in first.sacct("AllocTRES").values()), first.sacct("AllocTRES")
+    # the failed job's SLURM log says why; the other jobs' outputs are kept
+    scans_logs = slurm_logs(tmp_path, "train_model")
+    failed_log = [p for p in scans_logs if p.stem == failed_id]
+    assert len(failed_log) == 1 and len(scans_logs) == 3, scans_logs
+    assert "NaN or infinite values" in failed_log[0].read_text()
+    assert not (tmp_path / SCANS_CELL / "metrics.json").exists()
+    assert not (tmp_path / "results" / "runs.csv").exists()
+    kept = {cell: (tmp_path / cell / "metrics.json").stat().st_mtime_ns for cell in (OK_CELL, UNFIT_CELL)}
+
+    # 2. fix the data file and rerun the same command: only the failed cell goes to SLURM again
+    write_scans(tmp_path / "scans.npz", corrupt=False)
+    second = run_snakemake_on_slurm(tmp_path, *args, timeout_s=420)
+
+    assert second.returncode == 0, second.output
+    assert list(second.sacct().values()) == ["COMPLETED"], second.output
+    assert {cell: (tmp_path / cell / "metrics.json").stat().st_mtime_ns for cell in kept} == kept
+
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv").set_index(["dataset", "model"]).sort_index()
+    assert list(runs.index) == [("scans", "mobilenetv3_small_050"), (SYNTHETIC, "convnext_atto"),
+                                (SYNTHETIC, "mobilenetv3_small_050")]
+    assert (runs["init"] == "scratch").all() and (runs["fraction"] == 1.0).all() and (runs["seed"] == 0).all()
+    ok = runs[runs["status"] == "ok"]
+    assert list(ok.index.get_level_values("model")) == ["mobilenetv3_small_050"] * 2
+    assert ok["test_accuracy"].between(0, 1).all() and (ok["energy_kwh"] > 0).all()
+    assert (ok["train_time_s"] > 0).all() and (ok["epochs"] == 1).all()
+    # the fake GPU is only a scheduling token: training fell back to the CPU
+    assert (ok["device"] == "cpu").all()
+    unfit = runs.loc[(SYNTHETIC, "convnext_atto")]
+    assert unfit["status"] == "failed" and "cannot run" in unfit["reason"]
+    scored = pd.read_csv(tmp_path / "results" / "pepr.csv")
+    assert len(scored) == 3
+    assert scored.loc[scored["status"] == "ok", "pepr_energy_kwh"].notna().all()
+    assert scored.loc[scored["status"] == "failed", "pepr_energy_kwh"].isna().all()
