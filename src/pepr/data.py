@@ -24,10 +24,13 @@ can validate a whole config before launching anything.
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -94,10 +97,27 @@ class DatasetSpec:
         return dict(self.options)[key]
 
 
-def _medmnist_info() -> dict:
-    import medmnist  # light (numpy + metadata); creates ~/.medmnist on import
+@functools.lru_cache(maxsize=1)
+def _medmnist_info_module() -> ModuleType:
+    """``medmnist/info.py`` loaded on its own.
 
-    return medmnist.INFO
+    ``import medmnist`` imports torch (~5 s); its ``info`` module needs only the standard
+    library, so it is loaded straight from the installed package's folder to keep spec
+    validation instant.
+    """
+    package = importlib.util.find_spec("medmnist")
+    if package is None or not package.submodule_search_locations:
+        raise PeprInputError("the 'medmnist' package is not installed; install pepr-bench's dependencies")
+    info_path = Path(next(iter(package.submodule_search_locations))) / "info.py"
+    module_spec = importlib.util.spec_from_file_location("_pepr_medmnist_info", info_path)
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    return module
+
+
+def _medmnist_info() -> dict:
+    return _medmnist_info_module().INFO
 
 
 def _parse_number(key: str, text: str, spec: str) -> int | float:
@@ -230,9 +250,7 @@ def medmnist_filename(flag: str, size: int) -> str:
 
 def default_data_dir() -> Path:
     """Where MedMNIST files are looked for when no ``--data-dir`` is given (medmnist's default root)."""
-    from medmnist.info import DEFAULT_ROOT
-
-    return Path(DEFAULT_ROOT)
+    return Path(_medmnist_info_module().DEFAULT_ROOT)
 
 
 def dataset_file(spec: DatasetSpec, data_dir: Path | None) -> Path | None:
@@ -392,3 +410,271 @@ def dataset_problems(spec: str, data_dir: Path | None, allow_download: bool = Fa
     if not path.exists():
         return [f"dataset {spec!r}: {path} not found (npz: paths are relative to the working directory {Path.cwd()})"]
     return [f"dataset {spec!r}: {problem}" for problem in npz_problems(path)]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ImageData:
+    """The three splits of a dataset as numpy arrays, images ``(N, C, H, W)`` (uint8 or float32).
+
+    Images stay in their stored dtype (uint8 for MedMNIST: 4x less memory); the training code
+    moves them to the device once and scales/normalises them there.
+    """
+
+    name: str
+    train_x: np.ndarray
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    test_x: np.ndarray
+    test_y: np.ndarray
+    num_classes: int
+    class_names: tuple[str, ...]
+    description: str
+
+    @property
+    def channels(self) -> int:
+        """Number of image channels."""
+        return int(self.train_x.shape[1])
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """Stored (height, width)."""
+        return int(self.train_x.shape[2]), int(self.train_x.shape[3])
+
+    def with_train_subset(self, indices: np.ndarray) -> "ImageData":
+        """A copy whose train split holds only ``indices`` (val/test untouched)."""
+        return ImageData(
+            name=self.name,
+            train_x=self.train_x[indices],
+            train_y=self.train_y[indices],
+            val_x=self.val_x,
+            val_y=self.val_y,
+            test_x=self.test_x,
+            test_y=self.test_y,
+            num_classes=self.num_classes,
+            class_names=self.class_names,
+            description=self.description,
+        )
+
+
+def _to_nchw(images: np.ndarray) -> np.ndarray:
+    """MedMNIST stores (N, H, W) or (N, H, W, C); models want (N, C, H, W)."""
+    if images.ndim == 3:
+        images = images[:, None, :, :]
+    else:
+        images = images.transpose(0, 3, 1, 2)
+    images = np.ascontiguousarray(images)
+    if images.dtype != np.uint8:
+        images = images.astype(np.float32)
+        if not np.all(np.isfinite(images)):
+            raise PeprInputError("the images contain NaN or infinite values; fix the data file")
+    return images
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as archive:
+        arrays = {}
+        for split in SPLITS:
+            arrays[f"{split}_x"] = _to_nchw(archive[f"{split}_images"])
+            arrays[f"{split}_y"] = np.asarray(archive[f"{split}_labels"]).reshape(-1).astype(np.int64)
+    return arrays
+
+
+def _download_medmnist(spec: DatasetSpec, data_dir: Path | None) -> None:
+    """Fetch a MedMNIST file through the ``medmnist`` package; PeprInputError when that fails."""
+    path = dataset_file(spec, data_dir)
+    assert path is not None and spec.flag is not None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    import medmnist  # imports torch: only at training time
+
+    dataset_class = getattr(medmnist, _medmnist_info()[spec.flag]["python_class"])
+    try:
+        dataset_class(split="test", download=True, root=str(path.parent), size=spec.size)
+    except Exception as exc:  # the package raises RuntimeError for any network failure
+        raise PeprInputError(
+            f"dataset {spec.spec!r}: {path} not found and downloading it failed "
+            f"({str(exc).strip().splitlines()[0]}); {download_hint(spec, data_dir)}"
+        ) from exc
+    if not path.exists():
+        raise PeprInputError(f"dataset {spec.spec!r}: the download did not produce {path}; {download_hint(spec, data_dir)}")
+
+
+def load_dataset(spec: str, data_dir: Path | None = None, allow_download: bool = True) -> ImageData:
+    """Load all three splits of a dataset spec.
+
+    A missing MedMNIST file is downloaded through the ``medmnist`` package when
+    ``allow_download`` (and the network) allows; otherwise, and for every bad file, raises
+    :class:`PeprInputError` listing all problems found.
+    """
+    parsed = parse_dataset_spec(spec)
+    name = dataset_name(spec)
+    if parsed.kind == "synthetic":
+        return make_synthetic(dict(parsed.options), name=name)
+    path = dataset_file(parsed, data_dir)
+    assert path is not None
+    if parsed.kind == "medmnist" and not path.exists() and allow_download:
+        _download_medmnist(parsed, data_dir)
+    problems = dataset_problems(spec, data_dir, allow_download=False)
+    if problems:
+        raise PeprInputError("; ".join(problems))
+    arrays = _read_npz(path)
+    if parsed.kind == "medmnist":
+        info = _medmnist_info()[parsed.flag]
+        class_names = tuple(info["label"][str(i)] for i in range(len(info["label"])))
+        description = f"MedMNIST {parsed.flag} ({info['task']}) at {parsed.size} px from {path}"
+    else:
+        n_classes = int(max(arrays[f"{split}_y"].max() for split in SPLITS)) + 1
+        class_names = tuple(str(i) for i in range(n_classes))
+        description = f"npz file {path}"
+    return ImageData(name=name, num_classes=len(class_names), class_names=class_names, description=description, **arrays)
+
+
+def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Indices of a seeded, stratified ``fraction`` of ``labels`` (sorted).
+
+    Each class keeps ``round(fraction * count)`` samples (half rounds up), drawn from a seeded
+    per-class permutation, so for one seed a smaller fraction's subset is contained in a larger
+    one's. Raises :class:`PeprInputError` when ``fraction`` is outside (0, 1] or a class would
+    get no sample.
+    """
+    if not (0.0 < fraction <= 1.0):
+        raise PeprInputError(f"fraction must be in (0, 1], got {fraction}")
+    labels = np.asarray(labels).reshape(-1)
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    rng = np.random.default_rng(seed)
+    chosen: list[np.ndarray] = []
+    for cls in np.unique(labels):
+        members = np.flatnonzero(labels == cls)
+        keep = int(np.floor(fraction * len(members) + 0.5))
+        if keep == 0:
+            raise PeprInputError(
+                f"fraction {fraction} leaves class {cls} ({len(members)} training samples) with no sample; "
+                f"use fraction >= {1.5 / len(members):.3g} or drop this cell"
+            )
+        chosen.append(members[rng.permutation(len(members))[:keep]])
+    return np.sort(np.concatenate(chosen))
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic data
+# --------------------------------------------------------------------------------------------
+
+
+def _class_counts(n: int, classes: int, imbalance: float) -> np.ndarray:
+    """Per-class counts summing to n, geometric from largest (class 0) to smallest (ratio ``imbalance``)."""
+    weights = imbalance ** (-np.arange(classes) / max(classes - 1, 1))
+    raw = n * weights / weights.sum()
+    counts = np.floor(raw).astype(int)
+    # largest remainders get the leftover samples, so counts sum to n exactly
+    counts[np.argsort(raw - counts)[::-1][: n - counts.sum()]] += 1
+    return counts
+
+
+def _smooth_noise(rng: np.random.Generator, n: int, size: int, scale: float) -> np.ndarray:
+    """Zero-mean, unit-std random fields with correlation length ~``scale`` pixels (FFT low-pass)."""
+    white = rng.standard_normal((n, size, size))
+    freq = np.fft.fftfreq(size)
+    radius2 = freq[:, None] ** 2 + freq[None, :] ** 2
+    kernel = np.exp(-2 * (np.pi * scale) ** 2 * radius2)
+    field_ = np.fft.ifft2(np.fft.fft2(white) * kernel).real
+    field_ -= field_.mean(axis=(1, 2), keepdims=True)
+    field_ /= field_.std(axis=(1, 2), keepdims=True) + 1e-8
+    return field_
+
+
+def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict, chunk: int = 2048) -> np.ndarray:
+    """Images (N, C, S, S) uint8 of lesion-like blobs whose shape/texture drift with the class.
+
+    Each image gets a latent "severity" ``s = class/(K-1) + N(0, 0.3/(K-1))`` so neighbouring
+    classes overlap (the best possible accuracy is well below 100%). Severity makes the blob more
+    elongated, its border more irregular and its centre more hollow (ring-like); size, position,
+    orientation, contrast, background texture, a class-independent distractor blob and pixel noise
+    are nuisances. Rendered in chunks to bound memory at large sizes.
+    """
+    size = int(options["size"])
+    classes = int(options["classes"])
+    channels = int(options["channels"])
+    noise = float(options["noise"])
+    coords = np.linspace(-1.0, 1.0, size)
+    grid_y, grid_x = np.meshgrid(coords, coords, indexing="ij")
+    out = np.empty((len(labels), channels, size, size), dtype=np.uint8)
+    for start in range(0, len(labels), chunk):
+        y = labels[start : start + chunk]
+        n = len(y)
+        severity = y / (classes - 1) + rng.normal(0.0, 0.3 / (classes - 1), n)
+        severity = np.clip(severity, -0.3, 1.3)[:, None, None]
+
+        def blob(centre_range: float, radius: tuple[float, float], sev: np.ndarray) -> np.ndarray:
+            cx, cy = (rng.uniform(-centre_range, centre_range, (2, n, 1, 1)))
+            a = rng.uniform(*radius, (n, 1, 1))
+            b = a / (1.0 + 0.9 * np.clip(sev, 0, None) + np.abs(rng.normal(0, 0.1, (n, 1, 1))))
+            theta = rng.uniform(0, np.pi, (n, 1, 1))
+            u = (grid_x - cx) * np.cos(theta) + (grid_y - cy) * np.sin(theta)
+            v = -(grid_x - cx) * np.sin(theta) + (grid_y - cy) * np.cos(theta)
+            rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
+            phi = np.arctan2(v / b, u / a)
+            lobes = rng.integers(3, 7, (n, 1, 1))
+            border = 1.0 + 0.22 * np.clip(sev, 0, None) * np.sin(lobes * phi + rng.uniform(0, 2 * np.pi, (n, 1, 1)))
+            mask = 1.0 / (1.0 + np.exp(-(border - rho) / 0.08))
+            hollow = 1.0 - 0.55 * np.clip(sev, 0, 1) * np.exp(-((rho / 0.45) ** 2))
+            return mask * hollow
+
+        background = 0.35 - 0.12 * (grid_x**2 + grid_y**2) + 0.07 * _smooth_noise(rng, n, size, size / 6)
+        background = background + 0.03 * _smooth_noise(rng, n, size, size / 20)
+        contrast = rng.uniform(0.25, 0.5, (n, 1, 1))
+        image = background + contrast * blob(0.35, (0.25, 0.42), severity)
+        # a smaller distractor blob of random severity in half the images: shape cues are noisy
+        has_distractor = rng.random((n, 1, 1)) < 0.5
+        distractor_severity = rng.uniform(-0.2, 1.2, (n, 1, 1))
+        image = image + has_distractor * 0.6 * contrast * blob(0.6, (0.1, 0.18), distractor_severity)
+        image = image + rng.normal(0.0, noise, image.shape)
+        if channels == 3:
+            # stain-like tint: lesion and background take slightly different colours per image
+            gains = np.array([1.0, 0.78, 0.9])[None, :, None, None] + rng.normal(0, 0.05, (n, 3, 1, 1))
+            image = image[:, None] * gains
+        else:
+            image = image[:, None]
+        out[start : start + n] = np.clip(np.round(image * 255), 0, 255).astype(np.uint8)
+    return out
+
+
+def make_synthetic(options: dict, name: str = "synthetic") -> ImageData:
+    """Generate the deterministic synthetic dataset (see :func:`_render_lesions`).
+
+    This is NOT medical data: it imitates the look of small medical images (a lesion-like blob
+    on textured tissue-like background) so that the workflow can be demonstrated and tested
+    offline, with a task that is learnable but not trivially solved. ``options`` as in
+    :data:`SYNTHETIC_DEFAULTS`; the same options always give the same arrays.
+    """
+    resolved = {**SYNTHETIC_DEFAULTS, **options}
+    classes = int(resolved["classes"])
+    seed = int(resolved["seed"])
+    arrays: dict[str, np.ndarray] = {}
+    for index, split in enumerate(SPLITS):
+        rng = np.random.default_rng([seed, index, 20240318])
+        counts = _class_counts(int(resolved[f"n_{split}"]), classes, float(resolved["imbalance"]))
+        labels = rng.permutation(np.repeat(np.arange(classes), counts))
+        arrays[f"{split}_x"] = _render_lesions(rng, labels, resolved)
+        arrays[f"{split}_y"] = labels.astype(np.int64)
+    if np.any(np.bincount(arrays["train_y"], minlength=classes) == 0):
+        raise PeprInputError(
+            f"synthetic dataset: n_train={resolved['n_train']} is too small for {classes} classes "
+            f"with imbalance {resolved['imbalance']:g}; every class needs a training sample"
+        )
+    description = (
+        f"synthetic lesion-like blobs (NOT medical data): {classes} classes, {resolved['size']} px, "
+        f"{resolved['channels']} channel(s), imbalance {resolved['imbalance']:g}, seed {seed}"
+    )
+    return ImageData(
+        name=name,
+        num_classes=classes,
+        class_names=tuple(f"class{i}" for i in range(classes)),
+        description=description,
+        **arrays,
+    )

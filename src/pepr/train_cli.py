@@ -1,0 +1,104 @@
+"""``pepr train``: train, evaluate and measure one timm model on one dataset (one grid cell).
+
+Light at import (argparse only): torch, timm and codecarbon load inside :func:`run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+HELP = "train, evaluate and measure one timm model on one dataset (one grid cell)"
+
+DESCRIPTION = """\
+Train one timm model on one dataset and write OUT/metrics.json (performance, energy, CO2, time,
+memory; status "ok", or "failed" with the reason when the model cannot run on this input) and
+OUT/history.csv (one row per epoch). Defaults follow the PePR paper: Adam, lr 5e-4, batch 32,
+10 epochs, cross-entropy; the final performance is the last epoch's on the full test set.
+
+Datasets (--dataset):
+  pneumoniamnist, dermamnist@64, ...   a MedMNIST 2D flag [@ size 28/64/128/224], read from
+                                      --data-dir (downloaded there when missing and online)
+  npz:PATH                            a file in the MedMNIST npz layout
+  synthetic[:key=value,...]           generated lesion-like blobs (NOT medical data), keys:
+                                      classes, size, channels, n_train, n_val, n_test,
+                                      imbalance, noise, seed
+Init (--init): scratch | imagenet (timm weights from the Hugging Face cache) |
+  checkpoint:PATH (a state dict from --save-model; other class count/channels are adapted).
+
+Energy is measured with CodeCarbon's offline tracker (no network); the method it used
+(hardware counters or TDP-based estimate) is recorded as energy_method. An interrupted run
+resumes from OUT/resume.pt when re-run with the same flags.
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not (0.0 < value <= 1.0):
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not (value > 0.0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``pepr train`` flags to ``parser``."""
+    parser.add_argument("--model", required=True, help="timm model name, e.g. resnet18")
+    parser.add_argument("--dataset", required=True, metavar="SPEC", help="dataset spec (see above)")
+    parser.add_argument("--init", default="scratch", metavar="STRATEGY", help="scratch | imagenet | checkpoint:PATH (default: scratch)")
+    parser.add_argument("--fraction", type=_fraction, default=1.0, help="stratified fraction of the train split, in (0, 1] (default: 1)")
+    parser.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default: 10)")
+    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed for the subset, init and batch order (default: 0)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder for metrics.json and history.csv")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="D", help="folder with MedMNIST .npz files (default: ~/.medmnist)")
+    parser.add_argument("--image-size", type=_positive_int, default=None, metavar="PX", help="train at this size (resized on the device; default: the stored size)")
+    parser.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default: 32)")
+    parser.add_argument("--lr", type=_positive_float, default=5e-4, help="Adam learning rate (default: 5e-4)")
+    parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto = cuda if available)")
+    parser.add_argument("--country", default="DNK", metavar="ISO3", help="country for the CO2 intensity, ISO 3166-1 alpha-3 (default: DNK)")
+    parser.add_argument("--save-model", type=Path, default=None, metavar="PATH", help="save the final weights (.pt/.pth/.safetensors), e.g. for --init checkpoint:PATH")
+    parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="torch CPU threads (default: all cores this process may use)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Build a :class:`pepr.train.TrainConfig` from the flags and run it; exit 0 for ok and failed runs."""
+    from pepr.train import TrainConfig, run_training
+
+    cfg = TrainConfig(
+        model=args.model,
+        dataset=args.dataset,
+        init=args.init,
+        fraction=args.fraction,
+        epochs=args.epochs,
+        seed=args.seed,
+        out_dir=args.out,
+        data_dir=args.data_dir,
+        image_size=args.image_size,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        country=args.country,
+        save_model=args.save_model,
+        threads=args.threads,
+    )
+    run_training(cfg)
+    return 0
