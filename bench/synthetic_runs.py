@@ -108,11 +108,33 @@ def _history_csv(payload: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class SyntheticRuns:
+    """Paths written by :func:`write_synthetic_runs`."""
+
+    metrics: list[Path]
+    pretrain_metrics: list[Path]
+    runs_root: Path
+
+
 def write_synthetic_runs(results_dir: Path, grid: SyntheticGrid = SyntheticGrid(), *, seed: int = 0,
-                         with_history: bool = False) -> list[Path]:
-    """Write one metrics.json per run of ``grid`` under ``results_dir/runs``; return their paths."""
+                         with_history: bool = False, pretrain_source: str = "synthetic-classes4-seed1") -> SyntheticRuns:
+    """Write one metrics.json per run of ``grid`` under ``results_dir/runs``.
+
+    When the grid has the ``transfer`` init, one pretraining run per model is written too
+    (``results_dir/pretrain/{pretrain_source}/{model}/metrics.json``), as the workflow does.
+    """
     rng = random.Random(seed)
     paths: list[Path] = []
+    pretrain_paths: list[Path] = []
+    if "transfer" in grid.inits:
+        for index, model in enumerate(grid.models):
+            run_dir = results_dir / "pretrain" / pretrain_source / model
+            run_dir.mkdir(parents=True, exist_ok=True)
+            payload = synthetic_metrics(pretrain_source, "scratch", 1.0, model, 0, index * FAILED_EVERY, rng)
+            path = run_dir / "metrics.json"
+            path.write_text(json.dumps(payload))
+            pretrain_paths.append(path)
     axes = product(grid.datasets, grid.inits, grid.fractions, grid.models, grid.seeds)
     for index, (dataset, init, fraction, model, run_seed) in enumerate(axes):
         run_dir = results_dir / "runs" / dataset / init / str(fraction) / model / f"seed{run_seed}"
@@ -123,4 +145,4 @@ def write_synthetic_runs(results_dir: Path, grid: SyntheticGrid = SyntheticGrid(
         if with_history:
             (run_dir / "history.csv").write_text(_history_csv(payload))
         paths.append(path)
-    return paths
+    return SyntheticRuns(metrics=paths, pretrain_metrics=pretrain_paths, runs_root=results_dir / "runs")

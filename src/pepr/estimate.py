@@ -46,11 +46,19 @@ __all__ = [
     "format_report",
     "compare_estimate",
     "plot_comparison",
+    "compare_files",
     "JOB_KEYS",
     "DatasetFacts",
     "dataset_facts",
     "GridJobs",
     "jobs_from_config",
+    "EstimateSettings",
+    "EstimateResult",
+    "run_estimate",
+    "build_training_model",
+    "train_batches",
+    "eval_batches",
+    "eval_batch_size",
 ]
 
 #: Columns identifying one job, named as in ``results/runs.csv``.
@@ -65,8 +73,9 @@ class Job:
     """One training job of a grid, with what its cost depends on.
 
     ``dataset``/``init``/``fraction``/``model``/``seed`` name the job as ``runs.csv`` does.
-    ``n_train`` is the number of training images after the data fraction; ``n_eval`` the images
-    evaluated after each epoch (validation + test). ``in_chans``/``num_classes`` shape the model.
+    ``n_train`` is the number of training images after the data fraction; ``n_val``/``n_test``
+    the images evaluated after every epoch, in batches of ``eval_batch_size`` (pepr.train uses
+    ``max(batch_size, 256)``). ``in_chans``/``num_classes`` shape the model.
     """
 
     dataset: str
@@ -77,32 +86,55 @@ class Job:
     epochs: int
     image_size: int
     batch_size: int
+    eval_batch_size: int
     n_train: int
-    n_eval: int
+    n_val: int
+    n_test: int
     in_chans: int
     num_classes: int
 
     def __post_init__(self) -> None:
-        for name in ("epochs", "image_size", "batch_size", "in_chans", "num_classes"):
+        for name in ("epochs", "image_size", "batch_size", "eval_batch_size", "in_chans", "num_classes", "n_train"):
             if getattr(self, name) < 1:
                 raise PeprInputError(f"job {self.model}/{self.dataset}: {name} must be >= 1, got {getattr(self, name)}")
-        if self.n_train < 1 or self.n_eval < 0:
-            raise PeprInputError(
-                f"job {self.model}/{self.dataset}: needs n_train >= 1 and n_eval >= 0, got {self.n_train}, {self.n_eval}"
-            )
+        if self.n_val < 0 or self.n_test < 0:
+            raise PeprInputError(f"job {self.model}/{self.dataset}: n_val and n_test must be >= 0")
+
+    @property
+    def spec(self) -> "CalibrationSpec":
+        """The calibration this job's cost is computed from."""
+        return CalibrationSpec(self.model, self.image_size, self.batch_size, self.eval_batch_size, self.in_chans, self.num_classes)
+
+
+def train_batches(n_train: int, batch_size: int) -> int:
+    """Training steps per epoch, as :func:`pepr.train.batch_order` makes them.
+
+    ``ceil(n / batch)``, except that a last batch of a single image is merged into the previous
+    one (BatchNorm cannot train on one sample).
+    """
+    batches = math.ceil(n_train / batch_size)
+    if batches > 1 and n_train % batch_size == 1:
+        batches -= 1
+    return batches
+
+
+def eval_batches(n_val: int, n_test: int, eval_batch_size: int) -> int:
+    """Evaluation batches per epoch: val and test are predicted separately, each in full."""
+    return math.ceil(n_val / eval_batch_size) + math.ceil(n_test / eval_batch_size)
 
 
 @dataclass(frozen=True, order=True)
 class CalibrationSpec:
-    """What one calibration measures: a model at one input shape and batch size.
+    """What one calibration measures: a model at one input shape and batch sizes.
 
-    Jobs sharing a spec share a calibration. The number of classes only sizes the last layer
-    (negligible cost), so it is part of the model built but not of the cost figures.
+    Jobs sharing a spec share a calibration. The number of classes only sizes the last layer;
+    it is part of the model built, and of the key, for exactness.
     """
 
     model: str
     image_size: int
     batch_size: int
+    eval_batch_size: int
     in_chans: int
     num_classes: int
 
@@ -112,14 +144,16 @@ class Calibration:
     """Measured cost of one :class:`CalibrationSpec` on one device.
 
     ``status`` is ``"ok"`` or ``"failed"`` (then ``reason`` says why and the timings are NaN).
-    ``train_s_per_batch``: one training step (forward + backward + optimizer step) on a full
-    batch; ``eval_s_per_batch``: one no-grad forward pass. ``power_w``: mean power of the
+    ``train_s_per_batch``: one training step (forward + backward + Adam step) on a full batch
+    of ``batch_size``; ``eval_s_per_batch``: one inference forward pass on ``eval_batch_size``
+    images. Both are measured with pepr.train's own loops (same precision and memory layout). ``power_w``: mean power of the
     whole machine as measured (or given) while the timed batches ran; ``power_method`` says how.
     """
 
     model: str
     image_size: int
     batch_size: int
+    eval_batch_size: int
     in_chans: int
     num_classes: int
     device: str
@@ -138,7 +172,9 @@ class Calibration:
     @property
     def spec(self) -> CalibrationSpec:
         """The spec this calibration answers."""
-        return CalibrationSpec(self.model, self.image_size, self.batch_size, self.in_chans, self.num_classes)
+        return CalibrationSpec(
+            self.model, self.image_size, self.batch_size, self.eval_batch_size, self.in_chans, self.num_classes
+        )
 
     @property
     def ok(self) -> bool:
@@ -272,15 +308,17 @@ class GridJobs:
 
 
 def jobs_from_config(
-    config_files: Sequence[str | Path],
+    config: dict,
     schema_path: str | Path,
     *,
+    source: str = "config",
     models: Sequence[str] | None = None,
     max_models: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> GridJobs:
     """Validate a workflow config (pepr.grid) and turn its grid into :class:`Job` objects.
 
+    ``config`` is the loaded YAML mapping (defaults are filled in, in place, by pepr.grid).
     Pretraining jobs of the ``transfer`` strategy are included (init ``pretrain``, dataset = the
     source's short name). ``models`` keeps only those models (each must be in the grid);
     ``max_models`` keeps the first N models of the grid in config order. Raises PeprInputError
@@ -288,13 +326,13 @@ def jobs_from_config(
     """
     from pepr import grid as grid_mod
 
-    config = grid_mod.load_config(list(config_files))
     schema_path = Path(schema_path)
     if not schema_path.is_file():
         raise PeprInputError(
             f"workflow config schema '{schema_path}' not found; run from the project root or pass --schema PATH"
         )
-    source = ", ".join(str(f) for f in config_files)
+    if max_models is not None and max_models < 1:
+        raise PeprInputError(f"--max-models must be at least 1, got {max_models}")
     grid = grid_mod.prepare_grid(config, schema_path, cache_dir, validate=True, source=source)
     grid_models = list(dict.fromkeys(cell.model for cell in grid.cells))
     all_job_count = len(grid.cells) + len(grid.pretrain_jobs)
@@ -308,8 +346,6 @@ def jobs_from_config(
             )
         keep = [m for m in grid_models if m in set(models)]
     if max_models is not None:
-        if max_models < 1:
-            raise PeprInputError(f"--max-models must be at least 1, got {max_models}")
         keep = keep[:max_models]
     keep_set = set(keep)
     data_dir = Path(config["data_dir"]) if config.get("data_dir") else None
@@ -322,8 +358,10 @@ def jobs_from_config(
         image_size = int(config["image_size"]) if config.get("image_size") else fact.stored_size
         return Job(
             dataset=fact.name, init=init, fraction=float(fraction), model=model, seed=int(seed), epochs=int(epochs),
-            image_size=image_size, batch_size=int(config["batch_size"]), n_train=fact.train_size(float(fraction), int(seed)),
-            n_eval=fact.n_val + fact.n_test, in_chans=fact.channels, num_classes=fact.num_classes,
+            image_size=image_size, batch_size=int(config["batch_size"]),
+            eval_batch_size=eval_batch_size(int(config["batch_size"])),
+            n_train=fact.train_size(float(fraction), int(seed)), n_val=fact.n_val, n_test=fact.n_test,
+            in_chans=fact.channels, num_classes=fact.num_classes,
         )
 
     for job in grid.pretrain_jobs:
@@ -369,32 +407,12 @@ def carbon_intensity_g_per_kwh(country_iso_code: str) -> float:
 
 def calibration_specs(jobs: Iterable[Job]) -> list[CalibrationSpec]:
     """The distinct calibrations a list of jobs needs, in first-seen order."""
-    seen: dict[CalibrationSpec, None] = {}
-    for job in jobs:
-        seen.setdefault(
-            CalibrationSpec(job.model, job.image_size, job.batch_size, job.in_chans, job.num_classes), None
-        )
-    return list(seen)
+    return list(dict.fromkeys(job.spec for job in jobs))
 
 
-def _synchronize(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed_loop(step: Callable[[], None], device, min_batches: int, min_seconds: float, max_batches: int) -> tuple[float, int]:
-    """Run ``step`` at least ``min_batches`` times and for at least ``min_seconds`` (up to
-    ``max_batches``); return (seconds per step, steps timed)."""
-    _synchronize(device)
-    start = time.perf_counter()
-    count = 0
-    while count < min_batches or (time.perf_counter() - start < min_seconds and count < max_batches):
-        step()
-        count += 1
-    _synchronize(device)
-    return (time.perf_counter() - start) / count, count
+def eval_batch_size(batch_size: int) -> int:
+    """Batch size of pepr.train's evaluation passes (``max(batch_size, 256)``)."""
+    return max(batch_size, 256)
 
 
 def _describe_failure(exc: BaseException, spec: CalibrationSpec, stage: str) -> str:
@@ -404,6 +422,29 @@ def _describe_failure(exc: BaseException, spec: CalibrationSpec, stage: str) -> 
     if "out of memory" in text.lower():
         return f"out of memory while {stage} at {spec.image_size} px, batch {spec.batch_size}: {text}"
     return f"cannot run while {stage} at {spec.image_size} px, batch {spec.batch_size}: {type(exc).__name__}: {text}"
+
+
+def _random_splits(spec: CalibrationSpec, device, n_train: int, n_eval: int):
+    """pepr.train.DeviceSplits of random uint8 images (content does not change the cost)."""
+    import torch
+
+    from pepr.train import DeviceSplits
+
+    generator = torch.Generator().manual_seed(0)
+
+    def images(n: int):
+        return torch.randint(0, 256, (n, spec.in_chans, spec.image_size, spec.image_size), generator=generator,
+                             dtype=torch.uint8).to(device)
+
+    def labels(n: int):
+        return torch.randint(0, spec.num_classes, (n,), generator=generator).to(device)
+
+    eval_x = images(n_eval)
+    return DeviceSplits(
+        train_x=images(n_train), train_y=labels(n_train), val_x=eval_x, val_y=labels(n_eval), test_x=eval_x,
+        test_y=labels(n_eval), mean=torch.full((1, spec.in_chans, 1, 1), 0.5, device=device),
+        std=torch.full((1, spec.in_chans, 1, 1), 0.25, device=device), scale=1.0 / 255.0,
+    )
 
 
 def calibrate_one(
@@ -417,15 +458,21 @@ def calibrate_one(
     lr: float = 1e-3,
     power: Callable[[str], object] | None = None,
 ) -> Calibration:
-    """Calibrate one spec on ``device_name`` (``cpu``, ``cuda``, ``cuda:1``, ``mps``).
+    """Calibrate one spec on ``device_name`` (``cpu``, ``cuda``, ``cuda:1``).
 
-    ``build_model(spec)`` returns the torch module exactly as training builds it (random
-    weights: the initialisation does not change the cost). ``power`` (optional) is a context
-    factory ``power(task_name)`` whose context object has, after exit, ``power_w`` and
-    ``method``; it wraps only the timed batches. Any exception while building or running the
-    model makes a ``failed`` calibration with the reason; the sweep's other models go on.
+    Runs pepr.train's own loops (:func:`pepr.train.train_epoch`, :func:`pepr.train.predict`) with
+    its precision policy (bf16 autocast + channels_last on CUDA) on random images: ``warmup``
+    untimed training steps and one untimed evaluation batch, then ``batches`` timed training steps
+    (repeated until ``min_seconds`` have passed) and ``max(1, batches // 2)`` timed evaluation
+    batches of ``spec.eval_batch_size``. ``build_model(spec)`` returns the torch module as
+    training builds it (random weights: initialisation does not change the cost). ``power``
+    (optional) is a factory ``power(task_name)`` of a context manager that has ``power_w`` and
+    ``method`` after exit; it spans the timed batches only. Any exception while building or
+    running the model gives a ``failed`` calibration with the reason (the others go on).
     """
     import torch
+
+    from pepr import train
 
     if batches < 1 or warmup < 0 or min_seconds < 0:
         raise PeprInputError(f"calibration needs batches >= 1, warmup >= 0, min_seconds >= 0 (got {batches}, {warmup}, {min_seconds})")
@@ -433,61 +480,60 @@ def calibrate_one(
     common = dict(asdict(spec), device=device_name)
     started = time.perf_counter()
     stage = "building the model"
-    model = optimizer = None
+    model = optimizer = splits = None
     try:
         model = build_model(spec)
         params = int(sum(p.numel() for p in model.parameters() if p.requires_grad))
         stage = "moving the model to the device"
+        cuda = device.type == "cuda"
+        precision = train.select_precision(device.type, bool(cuda and torch.cuda.is_bf16_supported()))
         model = model.to(device)
+        if precision.channels_last:
+            model = model.to(memory_format=torch.channels_last)
         optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+        n_eval_batches = max(1, batches // 2)
+        stage = "creating the calibration batches"
+        splits = _random_splits(spec, device, batches * spec.batch_size, n_eval_batches * spec.eval_batch_size)
+        warm = train.DeviceSplits(**{**vars(splits), "train_x": splits.train_x[: max(warmup, 1) * spec.batch_size],
+                                     "train_y": splits.train_y[: max(warmup, 1) * spec.batch_size]})
         generator = torch.Generator().manual_seed(0)
-        images = torch.randn(spec.batch_size, spec.in_chans, spec.image_size, spec.image_size, generator=generator).to(device)
-        labels = torch.randint(0, spec.num_classes, (spec.batch_size,), generator=generator).to(device)
-        loss_fn = torch.nn.CrossEntropyLoss()
-
-        def train_step() -> None:
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(images), labels)
-            loss.backward()
-            optimizer.step()
-
-        def eval_step() -> None:
-            with torch.no_grad():
-                model(images)
-
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.reset_peak_memory_stats(device)
         stage = "warming up (training step)"
-        model.train()
-        for _ in range(warmup):
-            train_step()
-        model.eval()
+        if warmup:
+            train.train_epoch(model, optimizer, warm, spec.batch_size, generator, precision)
         stage = "warming up (evaluation)"
-        for _ in range(max(1, warmup // 2)):
-            eval_step()
-        max_batches = max(batches * 20, batches)
+        train.predict(model, splits.val_x[: spec.eval_batch_size], splits, precision, spec.eval_batch_size)
+        _synchronize(device)
         power_context = power(spec.model) if power is not None else None
         if power_context is not None:
             power_context.__enter__()
         try:
             stage = "timing training steps"
-            model.train()
-            train_s, n_train = _timed_loop(train_step, device, batches, min_seconds, max_batches)
+            steps = 0
+            loop_start = time.perf_counter()
+            while steps == 0 or (time.perf_counter() - loop_start < min_seconds and steps < 20 * batches):
+                train.train_epoch(model, optimizer, splits, spec.batch_size, generator, precision)
+                _synchronize(device)
+                steps += batches
+            train_s = (time.perf_counter() - loop_start) / steps
             stage = "timing evaluation"
-            model.eval()
-            eval_s, n_eval = _timed_loop(eval_step, device, batches, min_seconds / 2, max_batches)
+            eval_start = time.perf_counter()
+            train.predict(model, splits.val_x, splits, precision, spec.eval_batch_size)
+            _synchronize(device)
+            eval_s = (time.perf_counter() - eval_start) / n_eval_batches
         finally:
             if power_context is not None:
                 power_context.__exit__(None, None, None)
-        peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else math.nan
+        peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else math.nan
         return Calibration(
             **common,
             status="ok",
             params=params,
             train_s_per_batch=train_s,
             eval_s_per_batch=eval_s,
-            train_batches_timed=n_train,
-            eval_batches_timed=n_eval,
+            train_batches_timed=steps,
+            eval_batches_timed=n_eval_batches,
             power_w=power_context.power_w if power_context is not None else math.nan,
             power_method=power_context.method if power_context is not None else "",
             peak_memory_mb=peak,
@@ -495,7 +541,7 @@ def calibrate_one(
         )
     except KeyboardInterrupt:
         raise
-    except Exception as exc:  # recorded as the model's failure, never swallowed silently
+    except Exception as exc:  # recorded as the model's failure (status + reason), never swallowed
         return Calibration(
             **common,
             status="failed",
@@ -503,10 +549,17 @@ def calibrate_one(
             calibration_wall_s=time.perf_counter() - started,
         )
     finally:
-        del model, optimizer
+        del model, optimizer, splits
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+
+
+def _synchronize(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class _CodeCarbonPower:
@@ -648,9 +701,9 @@ def _replace(calibration: Calibration, **changes) -> Calibration:
 def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assumptions: EstimateAssumptions) -> pd.DataFrame:
     """One row per job: the job's columns, its calibration, and the estimated cost.
 
-    Per job: ``train_batches = ceil(n_train / batch_size)`` and ``eval_batches =
-    ceil(n_eval / batch_size)`` per epoch (a partial last batch is counted as a full one);
-    ``est_time_s = epochs x (train_batches x train_s_per_batch + eval_batches x
+    Per job and epoch: :func:`train_batches` training steps and :func:`eval_batches` evaluation
+    batches (val + test after every epoch, as pepr.train does; a partial last batch counts as a
+    full one). ``est_time_s = epochs x (train batches x train_s_per_batch + eval batches x
     eval_s_per_batch) + job_overhead_s``; ``est_energy_kwh = est_time_s x power_w x pue / 3.6e6``;
     ``est_co2_kg = est_energy_kwh x carbon intensity / 1000``. Jobs whose model failed
     calibration keep their row with ``status = failed``, the reason, and empty estimates.
@@ -659,20 +712,19 @@ def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assu
     by_spec = {c.spec: c for c in calibrations}
     rows = []
     for job in jobs:
-        spec = CalibrationSpec(job.model, job.image_size, job.batch_size, job.in_chans, job.num_classes)
-        if spec not in by_spec:
-            raise PeprInputError(f"no calibration for {spec}; calibrate every model of the grid first")
-        cal = by_spec[spec]
-        train_batches = math.ceil(job.n_train / job.batch_size)
-        eval_batches = math.ceil(job.n_eval / job.batch_size)
+        if job.spec not in by_spec:
+            raise PeprInputError(f"no calibration for {job.spec}; calibrate every model of the grid first")
+        cal = by_spec[job.spec]
+        n_train_batches = train_batches(job.n_train, job.batch_size)
+        n_eval_batches = eval_batches(job.n_val, job.n_test, job.eval_batch_size)
         row = asdict(job)
         row.update(
             status=cal.status,
             reason=cal.reason,
             device=cal.device,
             params=cal.params,
-            train_batches_per_epoch=train_batches,
-            eval_batches_per_epoch=eval_batches,
+            train_batches_per_epoch=n_train_batches,
+            eval_batches_per_epoch=n_eval_batches,
             train_s_per_batch=cal.train_s_per_batch,
             eval_s_per_batch=cal.eval_s_per_batch,
             power_w=cal.power_w,
@@ -680,7 +732,7 @@ def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assu
             peak_memory_mb=cal.peak_memory_mb,
         )
         if cal.ok:
-            seconds = job.epochs * (train_batches * cal.train_s_per_batch + eval_batches * cal.eval_s_per_batch)
+            seconds = job.epochs * (n_train_batches * cal.train_s_per_batch + n_eval_batches * cal.eval_s_per_batch)
             seconds += assumptions.job_overhead_s
             energy = seconds * cal.power_w * assumptions.pue / _JOULES_PER_KWH
             row.update(
@@ -800,9 +852,10 @@ def format_report(
     methods = sorted({m for m in estimate.get("power_method", pd.Series(dtype=str)).dropna() if m})
     lines += ["", "Assumptions:"]
     lines.append(
-        "  time per job = epochs x (ceil(n_train/batch) x s per training step + ceil(n_val+n_test / batch) x "
-        "s per eval batch) + job overhead; training steps timed after warm-up on random images at the "
-        "configured image size and batch size (Adam), evaluation = no-grad forward on val + test after every epoch."
+        "  time per job = epochs x (ceil(n_train / batch) x s per training step + (ceil(n_val / eval batch) + "
+        "ceil(n_test / eval batch)) x s per eval batch) + job overhead, as pepr.train runs a job (val and test "
+        "evaluated after every epoch, eval batch = max(batch, 256)); steps timed with pepr.train's own loops "
+        "(same precision and memory layout) after warm-up, on random images at the configured image size and batch size."
     )
     lines.append(
         f"  job overhead: {assumptions.job_overhead_s:g} s per job (process start, imports, data loading; "
@@ -816,6 +869,142 @@ def format_report(
     lines.append(f"  device: timings are for {device_label}; another GPU/CPU type needs its own calibration.")
     lines += [f"  {note}" for note in notes]
     return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# The whole estimate (CLI and workflow rule)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class EstimateSettings:
+    """Options of one estimate; ``None`` means "as the workflow config says".
+
+    ``device``: auto, cpu, cuda, cuda:N. ``threads``: torch threads on CPU (the config's
+    ``resources.train.cpus`` by default, as every training job uses). ``power_w``: a given power
+    instead of CodeCarbon's measurement. See :func:`calibrate_one` for batches/warmup/min_seconds.
+    """
+
+    models: tuple[str, ...] | None = None
+    max_models: int | None = None
+    device: str | None = None
+    batches: int = 5
+    warmup: int = 2
+    min_seconds: float = 1.0
+    threads: int | None = None
+    power_w: float | None = None
+    country: str | None = None
+    job_overhead_s: float = 0.0
+    pue: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.batches < 1 or self.warmup < 0 or not (self.min_seconds >= 0):
+            raise PeprInputError("batches must be >= 1, warmup >= 0 and min_seconds >= 0")
+        if self.threads is not None and self.threads < 1:
+            raise PeprInputError(f"threads must be >= 1, got {self.threads}")
+        if self.power_w is not None and not (self.power_w > 0 and math.isfinite(self.power_w)):
+            raise PeprInputError(f"power must be a positive number of watts, got {self.power_w}")
+        if self.max_models is not None and self.max_models < 1:
+            raise PeprInputError(f"max_models must be at least 1, got {self.max_models}")
+        if self.device is not None:
+            from pepr.train import parse_device
+
+            parse_device(self.device)
+
+
+@dataclass
+class EstimateResult:
+    """Per-job table, per-model summary and the printed report of one estimate."""
+
+    table: pd.DataFrame
+    by_model: pd.DataFrame
+    report: str
+    calibrations: list[Calibration]
+
+
+def device_label(device: str, threads: int | None) -> str:
+    """A readable name of the calibration device (GPU model, or CPU model and threads)."""
+    import platform
+
+    import torch
+
+    if device.startswith("cuda"):
+        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass  # not Linux: platform's answer is used
+    return f"cpu ({cpu}, {threads} thread(s))"
+
+
+def run_estimate(
+    config: dict,
+    schema_path: str | Path,
+    settings: EstimateSettings,
+    *,
+    source: str = "config",
+    cache_dir: str | Path | None = None,
+    progress: Callable[[str], None] | None = None,
+    build_model: Callable[[CalibrationSpec], object] | None = None,
+) -> EstimateResult:
+    """Validate the config, calibrate its models on this device, estimate every job.
+
+    Everything that can be wrong with the input (config, country, device, model subset) is
+    raised as PeprInputError before the first calibration starts.
+    """
+    grid_jobs = jobs_from_config(
+        config, schema_path, source=source, models=settings.models, max_models=settings.max_models, cache_dir=cache_dir
+    )
+    config = grid_jobs.config
+    country = (settings.country or config["country"]).strip().upper()
+    assumptions = EstimateAssumptions(
+        country=country, carbon_intensity_g_per_kwh=carbon_intensity_g_per_kwh(country),
+        job_overhead_s=settings.job_overhead_s, pue=settings.pue,
+    )
+    import torch
+
+    from pepr.train import resolve_device
+
+    cuda = torch.cuda.is_available()
+    device = resolve_device(settings.device or config["device"], cuda, torch.cuda.device_count() if cuda else 0)
+    if device == "mps":
+        raise PeprInputError("calibration on 'mps' is not supported; use cpu (or a CUDA machine)")
+    threads = None
+    if device == "cpu":
+        threads = settings.threads or int(config["resources"]["train"]["cpus"])
+        torch.set_num_threads(threads)
+    specs = calibration_specs(grid_jobs.jobs)
+    if progress is not None:
+        progress(f"calibrating {len(specs)} model/input combination(s) on {device} ...")
+    calibrations = calibrate_models(
+        specs, device, build_model or build_training_model, batches=settings.batches, warmup=settings.warmup,
+        min_seconds=settings.min_seconds, lr=float(config["lr"]), power_w=settings.power_w, country=country,
+        progress=progress,
+    )
+    table = estimate_jobs(grid_jobs.jobs, calibrations, assumptions)
+    notes = list(grid_jobs.notes)
+    if threads is not None:
+        notes.append(f"CPU calibration used {threads} torch thread(s), as each training job does (resources.train.cpus).")
+    subset = len({job.model for job in grid_jobs.jobs}) < len(grid_jobs.grid_models)
+    report = format_report(
+        table, assumptions, device_label=device_label(device, threads),
+        grid_models=len(grid_jobs.grid_models) if subset else None,
+        grid_jobs=grid_jobs.grid_jobs if subset else None, notes=notes,
+    )
+    return EstimateResult(table=table, by_model=summarise_by_model(table), report=report, calibrations=calibrations)
+
+
+def build_training_model(spec: CalibrationSpec):
+    """Build a model exactly as pepr.train does (:func:`pepr.models.create_model`), randomly initialised."""
+    from pepr.models import create_model
+
+    model, _ = create_model(spec.model, "scratch", spec.num_classes, spec.in_chans, spec.image_size)
+    return model
 
 
 # --------------------------------------------------------------------------------------------
@@ -920,3 +1109,18 @@ def plot_comparison(comparison: pd.DataFrame, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=150)
     plt.close(fig)
+
+
+def compare_files(
+    estimate_path: str | Path, runs_path: str | Path, output: str | Path, figure: str | Path | None = None
+) -> pd.DataFrame:
+    """Read ``results/estimate.csv`` and ``results/runs.csv``, write the per-model comparison
+    (:func:`compare_estimate`) to ``output`` and, when given, its figure; return the table."""
+    from pepr.tableio import read_table, table_format, write_table
+
+    table_format(output)
+    comparison = compare_estimate(read_table(estimate_path), read_table(runs_path))
+    write_table(comparison, output)
+    if figure is not None:
+        plot_comparison(comparison, Path(figure))
+    return comparison

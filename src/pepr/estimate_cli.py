@@ -124,104 +124,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the per-model summary here (.csv or .parquet)")
 
 
-def _resolve_device(requested: str) -> str:
-    """``auto`` -> cuda when available else cpu; PeprInputError for an unusable device."""
-    import torch
-
-    from pepr.errors import PeprInputError
-
-    text = requested.strip().lower()
-    if text == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if text == "cpu":
-        return "cpu"
-    if text == "cuda" or text.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise PeprInputError(f"device {requested!r} requested but CUDA is not available here; use --device cpu or auto")
-        index = text.partition(":")[2]
-        if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-            raise PeprInputError(f"device {requested!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-        return text
-    raise PeprInputError(f"unknown device {requested!r}; use auto, cpu, cuda or cuda:N")
-
-
-def _device_label(device: str, threads: int | None) -> str:
-    import torch
-
-    if device.startswith("cuda"):
-        return f"{device} ({torch.cuda.get_device_name(torch.device(device))})"
-    import platform
-
-    return f"cpu ({platform.processor() or platform.machine()}, {threads} thread(s))"
-
-
 def run(args: argparse.Namespace) -> int:
     """Calibrate, estimate, print the report and write the tables; PeprInputError on bad input."""
-    from pathlib import Path
-
     from pepr.errors import PeprInputError
     from pepr.tableio import table_format
 
-    # Cheap checks first: nothing is calibrated when a flag is wrong.
+    # Cheap checks first: nothing is loaded or calibrated when a flag is wrong.
     for path in (args.output, args.by_model):
         if path is not None:
             table_format(path)
     if not (math.isfinite(args.pue) and args.pue >= 1.0):
         raise PeprInputError(f"--pue must be a number >= 1.0, got {args.pue}")
-    if args.device is not None and args.device.strip().lower() not in ("auto", "cpu", "cuda") and not args.device.strip().lower().startswith("cuda:"):
-        raise PeprInputError(f"unknown --device {args.device!r}; use auto, cpu, cuda or cuda:N")
 
     from pepr import estimate as est
+    from pepr.grid import load_config
     from pepr.tableio import write_table
 
-    grid_jobs = est.jobs_from_config(
-        args.configfile, args.schema, models=args.models, max_models=args.max_models,
-        cache_dir=Path(".snakemake") / "pepr-cache" if Path(".snakemake").is_dir() else None,
+    settings = est.EstimateSettings(
+        models=tuple(args.models) if args.models else None, max_models=args.max_models, device=args.device,
+        batches=args.batches, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads,
+        power_w=args.power_w, country=args.country, job_overhead_s=args.job_overhead_s, pue=args.pue,
     )
-    config = grid_jobs.config
-    country = (args.country or config["country"]).strip().upper()
-    intensity = est.carbon_intensity_g_per_kwh(country)
-    assumptions = est.EstimateAssumptions(
-        country=country, carbon_intensity_g_per_kwh=intensity, job_overhead_s=args.job_overhead_s, pue=args.pue
+    config = load_config(args.configfile)
+    result = est.run_estimate(
+        config, args.schema, settings, source=", ".join(args.configfile),
+        progress=lambda line: print(f"pepr estimate: {line}", file=sys.stderr, flush=True),
     )
-    device = _resolve_device(args.device or config["device"])
-    threads = None
-    import torch
-
-    if device == "cpu":
-        threads = args.threads or int(config["resources"]["train"]["cpus"])
-        torch.set_num_threads(threads)
-    specs = est.calibration_specs(grid_jobs.jobs)
-    print(f"pepr estimate: calibrating {len(specs)} model/input combination(s) on {device} ...", file=sys.stderr)
-    calibrations = est.calibrate_models(
-        specs, device, _build_model, batches=args.batches, warmup=args.warmup, min_seconds=args.min_seconds,
-        lr=float(config["lr"]), power_w=args.power_w, country=country,
-        progress=lambda line: print(line, file=sys.stderr, flush=True),
-    )
-    table = est.estimate_jobs(grid_jobs.jobs, calibrations, assumptions)
-    notes = list(grid_jobs.notes)
-    if threads is not None:
-        notes.append(f"CPU calibration used {threads} torch thread(s), as each training job does (resources.train.cpus).")
-    subset = len({job.model for job in grid_jobs.jobs}) < len(grid_jobs.grid_models)
-    print(
-        est.format_report(
-            table, assumptions, device_label=_device_label(device, threads),
-            grid_models=len(grid_jobs.grid_models) if subset else None,
-            grid_jobs=grid_jobs.grid_jobs if subset else None, notes=notes,
-        )
-    )
+    print(result.report, flush=True)
     if args.output is not None:
-        write_table(table, args.output)
-        print(f"wrote {len(table)} job rows to {args.output}", file=sys.stderr)
+        write_table(result.table, args.output)
+        print(f"pepr estimate: wrote {len(result.table)} job rows to {args.output}", file=sys.stderr)
     if args.by_model is not None:
-        write_table(est.summarise_by_model(table), args.by_model)
-        print(f"wrote the per-model summary to {args.by_model}", file=sys.stderr)
+        write_table(result.by_model, args.by_model)
+        print(f"pepr estimate: wrote the per-model summary to {args.by_model}", file=sys.stderr)
     return 0
-
-
-def _build_model(spec):
-    """Build a model exactly as training does (pepr.models), with random weights."""
-    from pepr.models import create_model
-
-    model, _ = create_model(spec.model, "scratch", spec.num_classes, spec.in_chans, spec.image_size)
-    return model
