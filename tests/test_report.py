@@ -235,7 +235,7 @@ def test_summary_states_energy_method_tests_and_claims(data, tables, tmp_path, s
     assert format_p(expected_p) in text
     # The best PePR-E model of each cell is mobilenetv3_small_050 (cheapest, accurate enough).
     assert text.count("PePR-E: **mobilenetv3_small_050**") == 4
-    assert "*The best PePR-E model is a small one*: **holds** in all 4 cells." in text
+    assert "*The best PePR-E model is a small one*: **holds** in all 4 cells with small and large models." in text
     # Best small vs best large by accuracy, in one cell, recomputed here.
     cell = ok.query("init == 'scratch' and fraction == '1.0'").groupby("model").agg(
         params=("params", "first"), acc=("test_accuracy", "mean"), energy=("energy_kwh", "mean"))

@@ -39,6 +39,12 @@ def _panels(n: int, ncols: int | None = None, size: tuple[float, float] = PANEL)
     return fig, list(axes[:n])
 
 
+def _panel_title(key: tuple) -> str:
+    """A cell's panel title; a long dataset name gets its own line so titles do not collide."""
+    label = cell_label(key)
+    return label if len(label) <= 45 else label.replace(" / ", "\n", 1)
+
+
 def _cell_frame(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
     return df[(df[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
 
@@ -90,7 +96,7 @@ def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[P
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=130, bbox_inches="tight")
+        fig.savefig(path, dpi=110, bbox_inches="tight")
         paths.append(path)
     return paths
 
@@ -110,7 +116,7 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         ax.annotate(best["model"], (best[f"{cfg.resource}_norm"], best[cfg.performance]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
         ax.set(xlim=(-0.02, 1.02), ylim=(max(0.0, frame[cfg.performance].min() - 0.1), 1.0),
-               xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=cell_label(key))
+               xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key))
         ax.title.set_fontsize(9)
     if keys:
         fig.colorbar(contours, ax=axes, label=f"{cfg.resource_label} = P / (1 + R)", shrink=0.8)
@@ -133,7 +139,7 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
         ax.axvline(split, color="0.5", linestyle="--", linewidth=0.8)
         ax.text(split, 1.0, " median", transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="0.4")
         _scatter_models(ax, frame, "log10_params", column, palette, legend=True)
-        ax.set(xlabel="log10(trainable parameters)", ylabel=label, title=cell_label(key))
+        ax.set(xlabel="log10(trainable parameters)", ylabel=label, title=_panel_title(key))
         ax.set_xlim(left=low)
         ax.title.set_fontsize(9)
     _legend_outside(fig, axes)
@@ -221,7 +227,7 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         _scatter_models(ax, frame, cfg.resource, cfg.performance, palette, legend=True)
         for _, run in frame[front].drop_duplicates("model").iterrows():
             ax.annotate(run["model"], (run[cfg.resource], run[cfg.performance]), fontsize=6, xytext=(3, -8), textcoords="offset points")
-        ax.set(xlabel=cfg.resource, ylabel=cfg.performance, title=cell_label(key),
+        ax.set(xlabel=cfg.resource, ylabel=cfg.performance, title=_panel_title(key),
                ylim=(bottom, 1.01))
         ax.title.set_fontsize(9)
     _legend_outside(fig, axes)
@@ -248,7 +254,7 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
         total = cell_peaks["resource_at_last"].sum()
         share = saved / total if total > 0 else 0.0
         ax.set(xlabel="epoch", ylabel=f"epoch PePR ({cfg.history_resource})",
-               title=f"{cell_label(key)}\nstopping at peaks saves {saved:.3g} ({share:.0%}); "
+               title=f"{_panel_title(key)}\nstopping at peaks saves {saved:.3g} ({share:.0%}); "
                      f"mean {cfg.history_performance} cost {cell_peaks['performance_cost'].mean():+.3f}")
         ax.title.set_fontsize(8)
     handles = [Line2D([], [], color=colour, label=name) for name, colour in palette.items()]

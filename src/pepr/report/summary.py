@@ -78,7 +78,9 @@ def small_vs_large_lines(data: "ReportData", tables: dict[str, pd.DataFrame]) ->
         significant_large = None
         if not np.isnan(row["p_performance"]):
             significant_large = bool(row["p_performance"] < cfg.alpha and row["large_mean_performance"] > row["small_mean_performance"])
-        facts[key] = {"best_is_small": bool(best_pepr["params"] <= data.median_params), "large_better": significant_large}
+        # With only small (or only large) models in the cell, "the best is small" says nothing.
+        best_is_small = bool(best_pepr["params"] <= data.median_params) if len(small) and len(large) else None
+        facts[key] = {"best_is_small": best_is_small, "large_better": significant_large}
         if small.empty or large.empty:
             lines.append(f"- {cell_label(key)}: only {'small' if large.empty else 'large'} models succeeded; no comparison.")
             continue
@@ -123,14 +125,16 @@ def claims(data: "ReportData", tables: dict[str, pd.DataFrame], facts: dict) -> 
     hold / cannot tell, and why."""
     cfg, df = data.cfg, data.results
     lines = []
-    not_small = [cell_label(k) for k, f in facts.items() if not f["best_is_small"]]
-    if not facts:
-        lines.append("- Best-PePR model is small: cannot tell (no successful run).")
+    decided = {k: f["best_is_small"] for k, f in facts.items() if f["best_is_small"] is not None}
+    not_small = [cell_label(k) for k, small in decided.items() if not small]
+    claim = f"*The best {cfg.resource_label} model is a small one*"
+    if not decided:
+        lines.append(f"- {claim}: **cannot tell** (no cell has successful small and large models).")
     elif not_small:
-        lines.append(f"- *The best {cfg.resource_label} model is a small one*: **does not hold** in {len(not_small)} of "
-                     f"{len(facts)} cells ({'; '.join(not_small)}).")
+        lines.append(f"- {claim}: **does not hold** in {len(not_small)} of {len(decided)} cells with small and large "
+                     f"models ({'; '.join(not_small)}).")
     else:
-        lines.append(f"- *The best {cfg.resource_label} model is a small one*: **holds** in all {len(facts)} cells.")
+        lines.append(f"- {claim}: **holds** in all {len(decided)} cells with small and large models.")
     tested = {k: f["large_better"] for k, f in facts.items() if f["large_better"] is not None}
     if not tested:
         lines.append(f"- *Small models perform on par with large ones*: **cannot tell** (too few models per group for a test; "
@@ -179,7 +183,7 @@ def _data_claim(df: pd.DataFrame, cfg) -> str:
         joined = pd.concat(drops, axis=1, join="inner").dropna()
         result = paired_test(joined[pretrained].to_numpy(), joined["scratch"].to_numpy(), cfg.min_pairs)
         if not result.tested:
-            lines.append(f"- *{pretrained} loses less {cfg.performance} than scratch with less data*: **cannot tell** ({describe(result)}).")
+            lines.append(f"- *{pretrained} loses less {cfg.performance} than scratch with less data*: **cannot tell** ({result.note}, n = {result.n}).")
             continue
         holds = joined[pretrained].mean() < joined["scratch"].mean() and result.p < cfg.alpha
         lines.append(
