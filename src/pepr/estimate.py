@@ -101,9 +101,13 @@ class Job:
             raise PeprInputError(f"job {self.model}/{self.dataset}: n_val and n_test must be >= 0")
 
     @property
-    def spec(self) -> "CalibrationSpec":
-        """The calibration this job's cost is computed from."""
-        return CalibrationSpec(self.model, self.image_size, self.batch_size, self.eval_batch_size, self.in_chans, self.num_classes)
+    def cost_key(self) -> tuple[str, int, int, int, int]:
+        """What the job's per-batch cost depends on: model, image size, batch sizes, channels.
+
+        The number of classes only sizes the classifier's last layer, so jobs differing only in
+        it share one calibration (built with the largest number of classes among them).
+        """
+        return (self.model, self.image_size, self.batch_size, self.eval_batch_size, self.in_chans)
 
 
 def train_batches(n_train: int, batch_size: int) -> int:
@@ -127,8 +131,8 @@ def eval_batches(n_val: int, n_test: int, eval_batch_size: int) -> int:
 class CalibrationSpec:
     """What one calibration measures: a model at one input shape and batch sizes.
 
-    Jobs sharing a spec share a calibration. The number of classes only sizes the last layer;
-    it is part of the model built, and of the key, for exactness.
+    Jobs with the same :attr:`cost_key` share a calibration; ``num_classes`` is the largest
+    among them (it only sizes the classifier).
     """
 
     model: str
@@ -137,6 +141,11 @@ class CalibrationSpec:
     eval_batch_size: int
     in_chans: int
     num_classes: int
+
+    @property
+    def cost_key(self) -> tuple[str, int, int, int, int]:
+        """The key jobs are matched on (see :attr:`Job.cost_key`)."""
+        return (self.model, self.image_size, self.batch_size, self.eval_batch_size, self.in_chans)
 
 
 @dataclass(frozen=True)
@@ -168,6 +177,11 @@ class Calibration:
     power_method: str = ""
     peak_memory_mb: float = math.nan
     calibration_wall_s: float = math.nan
+
+    @property
+    def cost_key(self) -> tuple[str, int, int, int, int]:
+        """The key jobs are matched on (see :attr:`Job.cost_key`)."""
+        return (self.model, self.image_size, self.batch_size, self.eval_batch_size, self.in_chans)
 
     @property
     def spec(self) -> CalibrationSpec:
@@ -406,8 +420,12 @@ def carbon_intensity_g_per_kwh(country_iso_code: str) -> float:
 
 
 def calibration_specs(jobs: Iterable[Job]) -> list[CalibrationSpec]:
-    """The distinct calibrations a list of jobs needs, in first-seen order."""
-    return list(dict.fromkeys(job.spec for job in jobs))
+    """The distinct calibrations a list of jobs needs, in first-seen order (one per cost key,
+    with the largest number of classes among its jobs)."""
+    classes: dict[tuple, int] = {}
+    for job in jobs:
+        classes[job.cost_key] = max(classes.get(job.cost_key, 0), job.num_classes)
+    return [CalibrationSpec(*key, num_classes=n) for key, n in classes.items()]
 
 
 def eval_batch_size(batch_size: int) -> int:
@@ -505,7 +523,9 @@ def calibrate_one(
         stage = "warming up (evaluation)"
         train.predict(model, splits.val_x[: spec.eval_batch_size], splits, precision, spec.eval_batch_size)
         _synchronize(device)
-        power_context = power(spec.model) if power is not None else None
+        # CodeCarbon task names must be unique: specs are, so their fields make the name.
+        task = f"{spec.model}/{spec.image_size}px/{spec.batch_size}b/{spec.eval_batch_size}e/{spec.in_chans}c/{spec.num_classes}k"
+        power_context = power(task) if power is not None else None
         if power_context is not None:
             power_context.__enter__()
         try:
@@ -562,82 +582,42 @@ def _synchronize(device) -> None:
         torch.cuda.synchronize(device)
 
 
-class _CodeCarbonPower:
-    """One CodeCarbon offline tracker shared by all calibrations; one task per model."""
+class _MeasuredPower:
+    """Mean power over each model's timed batches, from pepr.measure's CodeCarbon meter.
 
-    def __init__(self, country: str, output_dir: Path | None) -> None:
-        import logging
+    One :class:`pepr.measure.EnergyMeter` (CodeCarbon's offline tracker, as training uses) is
+    shared by all calibrations, one span per model.
+    """
 
-        from codecarbon import OfflineEmissionsTracker
+    def __init__(self, country: str) -> None:
+        from pepr.measure import EnergyMeter
 
-        # CodeCarbon logs its start-up at INFO before applying log_level; the estimate's own
-        # output says which power method was used.
-        logging.getLogger("codecarbon").setLevel(logging.ERROR)
-        kwargs = dict(country_iso_code=country, log_level="error", save_to_file=False, project_name="pepr-estimate")
-        if output_dir is not None:
-            kwargs["output_dir"] = str(output_dir)
-        self.tracker = OfflineEmissionsTracker(**kwargs)
-        self.tracker.start()
-        self.method = _codecarbon_method(self.tracker)
+        self.meter = EnergyMeter(country)
+        self.meter.start()
+        self.method = f"measured by CodeCarbon during calibration ({self.meter.method()})"
 
-    def __call__(self, task_name: str) -> "_PowerTask":
-        return _PowerTask(self, task_name)
+    def __call__(self, task_name: str) -> "_PowerSpan":
+        return _PowerSpan(self, task_name)
 
     def stop(self) -> None:
-        self.tracker.stop()
+        self.meter.close()
 
 
-class _PowerTask:
-    """Context measuring the mean power over one CodeCarbon task."""
+class _PowerSpan:
+    """Context measuring the mean power over one span of the shared meter."""
 
-    def __init__(self, owner: _CodeCarbonPower, name: str) -> None:
+    def __init__(self, owner: _MeasuredPower, name: str) -> None:
         self.owner, self.name = owner, f"calibrate:{name}"
         self.power_w, self.method = math.nan, owner.method
 
-    def __enter__(self) -> "_PowerTask":
-        self.owner.tracker.start_task(self.name)
+    def __enter__(self) -> "_PowerSpan":
+        self.owner.meter.begin(self.name)
         return self
 
     def __exit__(self, *exc_info) -> None:
-        data = self.owner.tracker.stop_task(self.name)
-        if data is not None and data.duration > 0:
-            self.power_w = float(data.energy_consumed) * _JOULES_PER_KWH / float(data.duration)
-
-
-def _codecarbon_method(tracker) -> str:
-    """Say how CodeCarbon gets its power figures on this machine: measured or modelled, per part.
-
-    CodeCarbon keeps its hardware list private (``_hardware``); it is read defensively since it
-    only labels the figures and an unknown layout just gives a vaguer label.
-    """
-    measured_cpu_modes = {"intel_rapl", "intel_power_gadget", "apple_powermetrics"}
-    parts = []
-    for hardware in getattr(tracker, "_hardware", None) or []:
-        name = type(hardware).__name__
-        mode = getattr(hardware, "_mode", None)
-        if name == "CPU":
-            tdp = getattr(hardware, "_tdp", None)
-            if mode in measured_cpu_modes:
-                parts.append(f"CPU measured ({mode})")
-            else:
-                parts.append(f"CPU modelled ({mode}" + (f", TDP {tdp} W" if tdp else "") + ")")
-        elif name == "GPU":
-            parts.append("GPU measured (NVML)")
-        elif name == "RAM":
-            parts.append("RAM modelled (CodeCarbon's constant estimate)")
-        else:
-            parts.append(name)
-    hardware_text = ", ".join(parts) if parts else "hardware not reported"
-    return f"CodeCarbon {_codecarbon_version()} offline tracker during calibration: {hardware_text}"
-
-
-def _codecarbon_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("codecarbon")
-    except Exception:  # metadata missing in odd installs: the version is informative only
-        return "?"
+        sample = self.owner.meter.end(self.name)
+        if sample.duration_s > 0:
+            self.power_w = sample.energy_kwh * _JOULES_PER_KWH / sample.duration_s
 
 
 def calibrate_models(
@@ -651,7 +631,6 @@ def calibrate_models(
     lr: float = 1e-3,
     power_w: float | None = None,
     country: str = "DNK",
-    codecarbon_dir: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> list[Calibration]:
     """Calibrate every spec on one device; return one :class:`Calibration` per spec, in order.
@@ -660,9 +639,9 @@ def calibrate_models(
     CodeCarbon offline tracker measures each model's timed batches (method says whether
     CodeCarbon measured it, e.g. NVML/RAPL, or modelled it, e.g. cpu_load x TDP).
     """
-    power_source: _CodeCarbonPower | None = None
+    power_source: _MeasuredPower | None = None
     if power_w is None:
-        power_source = _CodeCarbonPower(country, codecarbon_dir)
+        power_source = _MeasuredPower(country)
     results: list[Calibration] = []
     try:
         for index, spec in enumerate(specs, 1):
@@ -709,12 +688,15 @@ def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assu
     calibration keep their row with ``status = failed``, the reason, and empty estimates.
     Raises PeprInputError when a job has no calibration.
     """
-    by_spec = {c.spec: c for c in calibrations}
+    by_key = {c.cost_key: c for c in calibrations}
     rows = []
     for job in jobs:
-        if job.spec not in by_spec:
-            raise PeprInputError(f"no calibration for {job.spec}; calibrate every model of the grid first")
-        cal = by_spec[job.spec]
+        if job.cost_key not in by_key:
+            raise PeprInputError(
+                f"no calibration for model {job.model} at {job.image_size} px, batch {job.batch_size}, "
+                f"{job.in_chans} channel(s); calibrate every model of the grid first"
+            )
+        cal = by_key[job.cost_key]
         n_train_batches = train_batches(job.n_train, job.batch_size)
         n_eval_batches = eval_batches(job.n_val, job.n_test, job.eval_batch_size)
         row = asdict(job)
