@@ -352,3 +352,11 @@ def test_cli_module_imports_no_torch():
     code = "import sys, pepr.estimate_cli, pepr.estimate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_report_warns_when_calibration_ran_on_a_busy_cpu():
+    job = make_job()
+    busy = est.estimate_jobs([job], [make_calibration(job, device="cpu", cpu_share=0.3)], ASSUMPTIONS)
+    assert "WARNING: the CPU was busy" in est.format_report(busy, ASSUMPTIONS, device_label="cpu")
+    quiet = est.estimate_jobs([job], [make_calibration(job, device="cpu", cpu_share=0.97)], ASSUMPTIONS)
+    assert "WARNING" not in est.format_report(quiet, ASSUMPTIONS, device_label="cpu")

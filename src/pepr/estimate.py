@@ -64,6 +64,9 @@ __all__ = [
 #: Columns identifying one job, named as in ``results/runs.csv``.
 JOB_KEYS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
 
+#: Below this CPU share the calibration's machine was busy and the report warns.
+BUSY_CPU_SHARE = 0.8
+
 _SECONDS_PER_HOUR = 3600.0
 _JOULES_PER_KWH = 3.6e6
 
@@ -176,6 +179,7 @@ class Calibration:
     power_w: float = math.nan
     power_method: str = ""
     peak_memory_mb: float = math.nan
+    cpu_share: float = math.nan
     calibration_wall_s: float = math.nan
 
     @property
@@ -531,6 +535,7 @@ def calibrate_one(
         try:
             stage = "timing training steps"
             steps = 0
+            cpu_start = time.process_time()
             loop_start = time.perf_counter()
             while steps == 0 or (time.perf_counter() - loop_start < min_seconds and steps < 20 * batches):
                 train.train_epoch(model, optimizer, splits, spec.batch_size, generator, precision)
@@ -542,6 +547,9 @@ def calibrate_one(
             train.predict(model, splits.val_x, splits, precision, spec.eval_batch_size)
             _synchronize(device)
             eval_s = (time.perf_counter() - eval_start) / n_eval_batches
+            # Share of the threads' time this process got (about 1.0 on a quiet machine; much
+            # lower means other work competed for the cores and inflated the timings).
+            busy = (time.process_time() - cpu_start) / ((time.perf_counter() - loop_start) * torch.get_num_threads())
         finally:
             if power_context is not None:
                 power_context.__exit__(None, None, None)
@@ -557,6 +565,7 @@ def calibrate_one(
             power_w=power_context.power_w if power_context is not None else math.nan,
             power_method=power_context.method if power_context is not None else "",
             peak_memory_mb=peak,
+            cpu_share=busy if not cuda else math.nan,
             calibration_wall_s=time.perf_counter() - started,
         )
     except KeyboardInterrupt:
@@ -655,7 +664,7 @@ def calibrate_models(
             if progress is not None:
                 what = (
                     f"{result.train_s_per_batch * 1000:.1f} ms/train batch, {result.eval_s_per_batch * 1000:.1f} ms/eval batch, "
-                    f"{result.power_w:.0f} W"
+                    f"{result.power_w:.0f} W" + (f", CPU share {result.cpu_share:.0%}" if result.cpu_share == result.cpu_share else "")
                     if result.ok
                     else f"FAILED: {result.reason}"
                 )
@@ -712,6 +721,7 @@ def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assu
             power_w=cal.power_w,
             power_method=cal.power_method,
             peak_memory_mb=cal.peak_memory_mb,
+            calibration_cpu_share=cal.cpu_share,
         )
         if cal.ok:
             seconds = job.epochs * (n_train_batches * cal.train_s_per_batch + n_eval_batches * cal.eval_s_per_batch)
@@ -831,6 +841,12 @@ def format_report(
                 f"ones and fail as often): ~{_num(total['est_device_hours'] * scale)} {hours_label}, "
                 f"~{_num(total['est_energy_kwh'] * scale)} kWh, ~{_num(total['est_co2_kg'] * scale)} kg CO2 for the whole grid."
             )
+    shares = pd.to_numeric(estimate.get("calibration_cpu_share", pd.Series(dtype=float)), errors="coerce").dropna()
+    if len(shares) and shares.min() < BUSY_CPU_SHARE:
+        lines.append(
+            f"WARNING: the CPU was busy during calibration (this process got {shares.min():.0%}-{shares.max():.0%} of its "
+            "threads' time; about 100% on a quiet machine), so the times above are inflated. Re-run on a quiet machine."
+        )
     methods = sorted({m for m in estimate.get("power_method", pd.Series(dtype=str)).dropna() if m})
     lines += ["", "Assumptions:"]
     lines.append(
