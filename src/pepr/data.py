@@ -54,7 +54,7 @@ SYNTHETIC_DEFAULTS: dict[str, int | float] = {
     "n_val": 250,
     "n_test": 500,
     "imbalance": 2.0,
-    "noise": 0.12,
+    "noise": 0.08,
     "seed": 0,
 }
 _SYNTHETIC_INT_KEYS = frozenset({"classes", "size", "channels", "n_train", "n_val", "n_test", "seed"})
@@ -591,10 +591,10 @@ def _smooth_noise(rng: np.random.Generator, n: int, size: int, scale: float) -> 
 def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict, chunk: int = 2048) -> np.ndarray:
     """Images (N, C, S, S) uint8 of lesion-like blobs whose shape/texture drift with the class.
 
-    Each image gets a latent "severity" ``s = class/(K-1) + N(0, 0.3/(K-1))`` so neighbouring
+    Each image gets a latent "severity" ``s = class/(K-1) + N(0, 0.22/(K-1))`` so neighbouring
     classes overlap (the best possible accuracy is well below 100%). Severity makes the blob more
     elongated, its border more irregular and its centre more hollow (ring-like); size, position,
-    orientation, contrast, background texture, a class-independent distractor blob and pixel noise
+    orientation, contrast, background texture, a class-independent distractor blob (30% of images) and pixel noise
     are nuisances. Rendered in chunks to bound memory at large sizes.
     """
     size = int(options["size"])
@@ -607,22 +607,22 @@ def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict,
     for start in range(0, len(labels), chunk):
         y = labels[start : start + chunk]
         n = len(y)
-        severity = y / (classes - 1) + rng.normal(0.0, 0.3 / (classes - 1), n)
+        severity = y / (classes - 1) + rng.normal(0.0, 0.22 / (classes - 1), n)
         severity = np.clip(severity, -0.3, 1.3)[:, None, None]
 
         def blob(centre_range: float, radius: tuple[float, float], sev: np.ndarray) -> np.ndarray:
             cx, cy = (rng.uniform(-centre_range, centre_range, (2, n, 1, 1)))
             a = rng.uniform(*radius, (n, 1, 1))
-            b = a / (1.0 + 0.9 * np.clip(sev, 0, None) + np.abs(rng.normal(0, 0.1, (n, 1, 1))))
+            b = a / (1.0 + 1.5 * np.clip(sev, 0, None) + np.abs(rng.normal(0, 0.1, (n, 1, 1))))
             theta = rng.uniform(0, np.pi, (n, 1, 1))
             u = (grid_x - cx) * np.cos(theta) + (grid_y - cy) * np.sin(theta)
             v = -(grid_x - cx) * np.sin(theta) + (grid_y - cy) * np.cos(theta)
             rho = np.sqrt((u / a) ** 2 + (v / b) ** 2)
             phi = np.arctan2(v / b, u / a)
             lobes = rng.integers(3, 7, (n, 1, 1))
-            border = 1.0 + 0.22 * np.clip(sev, 0, None) * np.sin(lobes * phi + rng.uniform(0, 2 * np.pi, (n, 1, 1)))
+            border = 1.0 + 0.3 * np.clip(sev, 0, None) * np.sin(lobes * phi + rng.uniform(0, 2 * np.pi, (n, 1, 1)))
             mask = 1.0 / (1.0 + np.exp(-(border - rho) / 0.08))
-            hollow = 1.0 - 0.55 * np.clip(sev, 0, 1) * np.exp(-((rho / 0.45) ** 2))
+            hollow = 1.0 - 0.85 * np.clip(sev, 0, 1) * np.exp(-((rho / 0.5) ** 2))
             return mask * hollow
 
         background = 0.35 - 0.12 * (grid_x**2 + grid_y**2) + 0.07 * _smooth_noise(rng, n, size, size / 6)
@@ -630,9 +630,9 @@ def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict,
         contrast = rng.uniform(0.25, 0.5, (n, 1, 1))
         image = background + contrast * blob(0.35, (0.25, 0.42), severity)
         # a smaller distractor blob of random severity in half the images: shape cues are noisy
-        has_distractor = rng.random((n, 1, 1)) < 0.5
+        has_distractor = rng.random((n, 1, 1)) < 0.3
         distractor_severity = rng.uniform(-0.2, 1.2, (n, 1, 1))
-        image = image + has_distractor * 0.6 * contrast * blob(0.6, (0.1, 0.18), distractor_severity)
+        image = image + has_distractor * 0.4 * contrast * blob(0.6, (0.1, 0.18), distractor_severity)
         image = image + rng.normal(0.0, noise, image.shape)
         if channels == 3:
             # stain-like tint: lesion and background take slightly different colours per image

@@ -84,7 +84,7 @@ class EnergyMeter:
 
         self._tracker = OfflineEmissionsTracker(
             country_iso_code=self.country,
-            save_to_file=False,
+            output_methods=[],  # no emissions.csv, API or logger output: pepr records the numbers
             allow_multiple_runs=True,
             log_level="info" if self.verbose else "error",
         )

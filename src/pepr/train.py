@@ -370,7 +370,8 @@ def batch_order(n: int, batch_size: int, generator: "torch.Generator") -> list["
     order = torch.randperm(n, generator=generator)
     batches = list(order.split(batch_size))
     if len(batches) > 1 and len(batches[-1]) == 1:
-        batches[-2] = torch.cat([batches[-2], batches.pop()])
+        single = batches.pop()
+        batches[-1] = torch.cat([batches[-1], single])
     return batches
 
 
@@ -587,6 +588,8 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         if precision.channels_last:
             model = model.to(memory_format=torch.channels_last)
         _probe(model, splits, precision, cfg.batch_size)
+    except PeprInputError:  # the user's input (e.g. weights unavailable offline): exit 2, not a "failed" run
+        raise
     except models.ModelInputError as exc:
         return _fail(cfg, record, str(exc), log)
     except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
