@@ -53,6 +53,14 @@ class SlurmRun:
         return dict(line.split("|", 1) for line in out.splitlines() if line)
 
 
+#: Held shared by every test session using the cluster; the one that can take it exclusively at the
+#: end is the last user and may stop the daemons.
+USERS_LOCK = Path("/run/pepr-slurm-tests.lock")
+#: Exists while the cluster runs because a test session started it (a cluster someone started by
+#: hand is never stopped by the tests).
+STARTED_BY_TESTS = Path("/run/pepr-slurm-tests.started")
+
+
 def _slurmctld_running() -> bool:
     """Whether a slurmctld started from /run/slurmctld.pid (start-slurm.sh's pid file) is alive."""
     try:
@@ -77,26 +85,38 @@ def _cancel_jobs(name_prefix: str) -> None:
 
 @pytest.fixture(scope="module")
 def slurm_cluster() -> Iterator[None]:
-    """A running single-node SLURM cluster; stopped again afterwards unless it was already up."""
+    """A running single-node SLURM cluster; stopped afterwards if the tests started it and no
+    other test session still uses it."""
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip("SLURM tests need root on Linux: tests/slurm/start-slurm.sh installs Debian "
                     "packages and starts slurmctld/slurmd/munged/slurmdbd")
-    was_running = _slurmctld_running()
-    start = subprocess.run(["bash", str(START_SCRIPT), "start"], capture_output=True, text=True,
-                           timeout=START_TIMEOUT_S)
-    if start.returncode == EXIT_NO_PACKAGES:
-        pytest.skip("cannot install the SLURM Debian packages (munge, slurmctld, slurmd, slurm-client, "
-                    f"slurmdbd, mariadb-server) on this machine:\n{start.stderr[-2000:]}")
-    try:
-        if start.returncode != 0:
-            pytest.fail(f"start-slurm.sh failed (rc {start.returncode}):\n{start.stdout}\n"
-                        f"{start.stderr[-4000:]}\n{_daemon_logs()}")
-        yield
-    finally:
-        # Leave a developer's already running cluster alone; CI's own cluster is stopped.
-        if not was_running:
-            subprocess.run(["bash", str(START_SCRIPT), "stop"], capture_output=True, text=True,
-                           timeout=120)
+    import fcntl
+
+    with open(USERS_LOCK, "a") as users:
+        fcntl.flock(users, fcntl.LOCK_SH)
+        try:
+            if not _slurmctld_running():
+                STARTED_BY_TESTS.touch()
+            start = subprocess.run(["bash", str(START_SCRIPT), "start"], capture_output=True,
+                                   text=True, timeout=START_TIMEOUT_S)
+            if start.returncode == EXIT_NO_PACKAGES:
+                pytest.skip("cannot install the SLURM Debian packages (munge, slurmctld, slurmd, "
+                            "slurm-client, slurmdbd, mariadb-server) on this machine:\n"
+                            f"{start.stderr[-2000:]}")
+            if start.returncode != 0:
+                pytest.fail(f"start-slurm.sh failed (rc {start.returncode}):\n{start.stdout}\n"
+                            f"{start.stderr[-4000:]}\n{_daemon_logs()}")
+            yield
+        finally:
+            try:
+                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last user of the cluster
+            except BlockingIOError:
+                pass
+            else:
+                if STARTED_BY_TESTS.exists():
+                    subprocess.run(["bash", str(START_SCRIPT), "stop"], capture_output=True,
+                                   text=True, timeout=120)
+                    STARTED_BY_TESTS.unlink()
 
 
 def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240) -> SlurmRun:

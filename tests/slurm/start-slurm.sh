@@ -132,6 +132,13 @@ do_logs() {
   done
 }
 
+# One start/stop at a time (two test sessions on one machine must not race). The daemons are
+# started with fd 9 closed (`9>&-`), or they would hold this lock for as long as they run.
+if [ "$ACTION" = start ] || [ "$ACTION" = stop ]; then
+  exec 9>/run/start-slurm.lock
+  flock -w 300 9 || die "another start-slurm.sh held /run/start-slurm.lock for 300 s"
+fi
+
 case "$ACTION" in
   stop) do_stop; exit 0 ;;
   status) do_status; exit 0 ;;
@@ -278,7 +285,7 @@ chown munge:munge /etc/munge/munge.key; chmod 0400 /etc/munge/munge.key
 install -d -o munge -g munge -m 0755 /run/munge
 if [ -z "$(daemon_pid munged)" ]; then
   log "starting munged"
-  runuser -u munge -- /usr/sbin/munged
+  runuser -u munge -- /usr/sbin/munged 9>&-
 fi
 wait_for "munge round-trip" bash -c 'munge -n | unmunge'
 
@@ -294,7 +301,7 @@ if [ "$ACCOUNTING" = 1 ]; then
     setsid -f /usr/sbin/mariadbd --user=mysql --datadir=/var/lib/mysql \
       --socket="$DB_SOCK" --pid-file="${PIDFILE[mariadbd]}" --skip-networking \
       --innodb-buffer-pool-size=256M --innodb-lock-wait-timeout=900 \
-      --log-error=/var/log/mysql-slurm.err </dev/null >/dev/null 2>&1
+      --log-error=/var/log/mysql-slurm.err </dev/null >/dev/null 2>&1 9>&-
   fi
   wait_for "mariadb" mariadb-admin --socket="$DB_SOCK" ping
   mariadb --socket="$DB_SOCK" -e "CREATE USER IF NOT EXISTS 'slurm'@'localhost' IDENTIFIED BY '${DB_PASS}';
@@ -302,7 +309,7 @@ if [ "$ACCOUNTING" = 1 ]; then
   if [ "$CHANGED" = 1 ]; then stop_daemon slurmdbd; fi
   if [ -z "$(daemon_pid slurmdbd)" ]; then
     log "starting slurmdbd"
-    /usr/sbin/slurmdbd
+    /usr/sbin/slurmdbd 9>&-
   fi
   wait_for "slurmdbd" sacctmgr -n -P list cluster
 fi
@@ -311,12 +318,12 @@ fi
 if [ "$CHANGED" = 1 ]; then stop_daemon slurmd slurmctld; fi
 if [ -z "$(daemon_pid slurmctld)" ]; then
   log "starting slurmctld"
-  /usr/sbin/slurmctld
+  /usr/sbin/slurmctld 9>&-
 fi
 wait_for "slurmctld" scontrol ping
 if [ -z "$(daemon_pid slurmd)" ]; then
   log "starting slurmd"
-  /usr/sbin/slurmd -N "$NODE"
+  /usr/sbin/slurmd -N "$NODE" 9>&-
 fi
 
 node_ready() {
