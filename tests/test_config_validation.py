@@ -101,6 +101,13 @@ def test_imagenet_init_needs_pretrained_weights(schema):
         inits=["scratch", "imagenet"],
         exclude=[{"model": "mobilenetv2_035", "init": "imagenet"}],
     ) == []
+    # ... and so does an include that keeps only its scratch cells
+    assert problems_of(
+        schema,
+        models=["mobilenetv2_035", "resnet18"],
+        inits=["scratch", "imagenet"],
+        include=[{"model": "resnet18"}, {"model": "mobilenetv2_035", "init": "scratch"}],
+    ) == []
 
 
 def test_dataset_problems(schema, tmp_path, monkeypatch):

@@ -25,7 +25,7 @@ import json
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -431,7 +431,8 @@ def config_problems(
     them); two datasets sharing a short name; include/exclude patterns that match no cell; an
     empty grid. Returns readable lines (empty list: the config is usable).
     """
-    problems = schema_problems(config, schema)
+    in_schema = schema_problems(config, schema)
+    problems = list(in_schema)
     models = [m for m in config.get("models", []) if isinstance(m, str)] if isinstance(config.get("models"), list) else []
     datasets = [d for d in config.get("datasets", []) if isinstance(d, str)] if isinstance(config.get("datasets"), list) else []
     inits = [i for i in config.get("inits", []) if i in INIT_STRATEGIES] if isinstance(config.get("inits"), list) else []
@@ -455,6 +456,7 @@ def config_problems(
             )
         else:
             safe_models.append(model)
+    without_weights: list[str] = []  # known models that an imagenet cell would need weights for
     if catalogue is not None:
         known = set(catalogue["models"])
         pretrained = set(catalogue["pretrained"])
@@ -464,12 +466,8 @@ def config_problems(
                 close = _close_names(base, known)
                 hint = f" (did you mean {', '.join(close)}?)" if close else ""
                 problems.append(f"models: {model!r} is not a timm model name{hint}; see `timm.list_models()`")
-            elif "imagenet" in inits and base not in pretrained and not _excluded_everywhere(config, model, "imagenet", datasets):
-                problems.append(
-                    f"models: {model!r} has no pretrained ImageNet weights in timm, so init 'imagenet' "
-                    f"cannot run for it; exclude those cells (exclude: [{{model: {model}, init: imagenet}}]) "
-                    "or drop 'imagenet' from inits"
-                )
+            elif "imagenet" in inits and base not in pretrained:
+                without_weights.append(model)
 
     names = _dataset_names(datasets, problems)
     by_name: dict[str, list[str]] = {}
@@ -505,23 +503,25 @@ def config_problems(
                     problems.append(f"{label}: {problem}")
 
     # Cell-level checks need a schema-valid config whose datasets all have names.
-    if not schema_problems(config, schema) and len(names) == len(datasets):
+    cells = None
+    if not in_schema and len(names) == len(datasets):
         try:
             problems.extend(_grid_problems(config, names))
+            cells = _expand(config, names, apply_filters=True)
         except PeprInputError:
             pass  # a malformed transfer.source, already reported above
+    if cells is not None:  # exactly the models that keep an imagenet cell after include/exclude
+        needing = {cell.model for cell in cells if cell.init == "imagenet"}
+        without_weights = [model for model in without_weights if model in needing]
+    for model in without_weights:
+        problems.append(
+            f"models: {model!r} has no pretrained ImageNet weights in timm, so init 'imagenet' "
+            f"cannot run for it; exclude those cells (exclude: [{{model: {model}, init: imagenet}}]) "
+            "or drop 'imagenet' from inits"
+        )
     return problems
 
 
-def _excluded_everywhere(config: Mapping[str, Any], model: str, init: str, datasets: Sequence[str]) -> bool:
-    """True when the exclude patterns drop every (model, init) cell, whatever dataset/fraction/seed."""
-    for pattern in config.get("exclude", []) or []:
-        if not isinstance(pattern, dict):
-            continue
-        keys = set(pattern)
-        if keys <= {"model", "init"} and model in _as_list(pattern.get("model", model)) and init in _as_list(pattern.get("init", init)):
-            return True
-    return False
 
 
 def _close_names(name: str, known: Iterable[str]) -> list[str]:
@@ -747,24 +747,6 @@ def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> dict[
     else:
         common.update(dataset=cell.dataset, init=cell.init_arg, fraction=cell.fraction, seed=cell.seed)
     return common
-
-
-def describe(grid: Grid) -> dict[str, Any]:
-    """Counts for logs: cells, pretraining jobs, models, datasets."""
-    return {
-        "cells": len(grid.cells),
-        "pretrain_jobs": len(grid.pretrain_jobs),
-        "models": len({c.model for c in grid.cells}),
-        "datasets": len({c.dataset for c in grid.cells}),
-    }
-
-
-def cell_record(cell: Cell) -> dict[str, Any]:
-    """The cell as a plain dict (for tables and JSON)."""
-    record = asdict(cell)
-    record.pop("pretrain")
-    record["key"] = cell.key
-    return record
 
 
 # --------------------------------------------------------------------------------------------

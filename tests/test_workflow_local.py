@@ -1,0 +1,191 @@
+"""The Snakemake workflow end to end on the tiny .test/config.yaml, with the local executor.
+
+One sweep (module fixture) is checked for outputs and tables, then re-planned with changed
+configs (adding a model, changing report/scoring settings) to check what Snakemake would redo.
+A second sweep is killed with SIGKILL mid-way, unlocked and resumed; its runs.csv must equal the
+uninterrupted one (measurement columns aside) and no finished cell may be trained again.
+Each sweep trains 8 one-epoch runs + 2 pretraining runs on tiny synthetic data (~1-2 min).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+TEST_CONFIG = REPO / ".test" / "config.yaml"
+OK_MODEL, FAILING_MODEL = "mobilenetv3_small_050", "convnext_atto"  # convnext_atto cannot take 28 px
+
+
+def snakemake_command(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> list[str]:
+    return [
+        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+        "--configfile", str(configfile), *args,
+    ]
+
+
+def snakemake(workdir: Path, *args: str, configfile: Path = TEST_CONFIG, timeout: int = 600) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        snakemake_command(workdir, *args, configfile=configfile), cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
+    return result
+
+
+def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
+    return result
+
+
+def planned_jobs(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> dict[str, int]:
+    """Job counts per rule that `snakemake -n` plans (empty when there is nothing to do)."""
+    result = check(snakemake(workdir, "-n", "--cores", "2", *args, configfile=configfile))
+    text = result.stdout + result.stderr
+    if "Nothing to be done" in text:
+        return {}
+    table = text.split("Job stats:", 1)[1]
+    counts = {}
+    for line in table.splitlines()[3:]:
+        match = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not match:
+            break
+        counts[match.group(1)] = int(match.group(2))
+    counts.pop("total", None)
+    return counts
+
+
+def variant_config(tmp_path: Path, name: str, **changes) -> Path:
+    config = yaml.safe_load(TEST_CONFIG.read_text())
+    config.update(changes)
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+#: Columns that measure the machine rather than the result (they differ between two sweeps).
+MEASUREMENT = re.compile(r"time|energy|co2|memory|rss|cpu_share|inference|segments|power|host")
+
+
+def comparable(runs: pd.DataFrame) -> pd.DataFrame:
+    return runs[[c for c in runs.columns if not MEASUREMENT.search(c)]]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory) -> Path:
+    """The uninterrupted sweep of .test/config.yaml (default target: tables and report)."""
+    workdir = tmp_path_factory.mktemp("sweep")
+    check(snakemake(workdir, "--cores", "2"))
+    return workdir
+
+
+def test_sweep_writes_every_run_and_both_tables(sweep):
+    runs = pd.read_csv(sweep / "results" / "runs.csv")
+    pepr = pd.read_csv(sweep / "results" / "pepr.csv")
+    assert len(runs) == len(pepr) == 8  # 2 models x 2 inits x 2 fractions
+    assert set(runs["model"]) == {OK_MODEL, FAILING_MODEL}
+    assert set(runs["init"]) == {"scratch", "transfer"}
+    assert sorted(set(runs["fraction"])) == [0.5, 1.0]
+    dataset = runs["dataset"].iloc[0]
+    assert dataset == "synthetic-n_test60-n_train120-n_val60"
+    for row in runs.itertuples():
+        run_dir = sweep / "results" / "runs" / row.dataset / row.init / repr(row.fraction) / row.model / f"seed{row.seed}"
+        assert (run_dir / "metrics.json").is_file() and (run_dir / "history.csv").is_file()
+    # the failing model is listed, with its reason, and the sweep went on
+    failed = runs[runs["model"] == FAILING_MODEL]
+    assert (failed["status"] == "failed").all() and len(failed) == 4
+    assert failed["reason"].str.len().gt(0).all()
+    assert failed.loc[failed["init"] == "transfer", "reason"].str.contains("pretraining").all()
+    ok = pepr[pepr["status"] == "ok"]
+    assert len(ok) == 4 and (ok["model"] == OK_MODEL).all()
+    # PePR columns: for each resource, in [P/2, P] on successful runs, empty on failed ones
+    for resource in ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb", "energy_kwh_amortised"):
+        assert ok[f"{resource}_norm"].between(0, 1).all()
+        assert (ok[f"pepr_{resource}"] <= ok["test_accuracy"] + 1e-12).all()
+        assert (ok[f"pepr_{resource}"] >= ok["test_accuracy"] / 2 - 1e-12).all()
+        assert pepr.loc[pepr["status"] == "failed", f"pepr_{resource}"].isna().all()
+    # one model succeeds per cell, so it is its cell's cheapest: PePR = P
+    assert (ok["pepr_energy_kwh"] == ok["test_accuracy"]).all()
+    # transfer runs carry the pretraining cost, shared by the model's 2 transfer runs
+    transfer = ok[ok["init"] == "transfer"]
+    assert (transfer["pretrain_uses"] == 2).all() and (transfer["pretrain_energy_kwh"] > 0).all()
+    assert (transfer["energy_kwh_amortised"] > transfer["energy_kwh"]).all()
+    pretrain_dir = sweep / "results" / "pretrain" / "synthetic-classes3-n_test30-n_train90-n_val30-seed1"
+    assert (pretrain_dir / OK_MODEL / "model.pt").is_file()
+    assert (pretrain_dir / FAILING_MODEL / "metrics.json").is_file()
+
+
+def test_finished_sweep_has_nothing_left_to_do(sweep):
+    assert planned_jobs(sweep) == {}
+
+
+def test_adding_a_model_trains_only_its_cells(sweep, tmp_path):
+    config = variant_config(tmp_path, "more.yaml", models=[OK_MODEL, FAILING_MODEL, "regnetx_002"])
+    jobs = planned_jobs(sweep, configfile=config)
+    assert jobs.get("train_model") == 4  # regnetx_002 x 2 inits x 2 fractions
+    assert jobs.get("pretrain_source") == 1
+    assert jobs.get("aggregate_runs") == 1 and jobs.get("score_runs") == 1
+    assert "all" in jobs
+
+
+def test_report_and_scoring_settings_retrain_nothing(sweep, tmp_path):
+    report_only = variant_config(tmp_path, "report.yaml", report={"top_k": 2})
+    jobs = planned_jobs(sweep, configfile=report_only)
+    assert "train_model" not in jobs and "pretrain_source" not in jobs and "aggregate_runs" not in jobs
+    scoring = variant_config(tmp_path, "scoring.yaml", pepr={"performance": "test_balanced_accuracy"})
+    jobs = planned_jobs(sweep, configfile=scoring)
+    assert jobs.get("score_runs") == 1
+    assert "train_model" not in jobs and "pretrain_source" not in jobs and "aggregate_runs" not in jobs
+
+
+def test_kill_9_then_unlock_and_resume_gives_the_same_table(sweep, tmp_path):
+    workdir = tmp_path / "killed"
+    workdir.mkdir()
+    runs_dir = workdir / "results" / "runs"
+    driver = subprocess.Popen(
+        snakemake_command(workdir, "--cores", "2", "results/runs.csv"),
+        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 400
+        while time.monotonic() < deadline and driver.poll() is None:
+            if len(list(runs_dir.rglob("metrics.json"))) >= 3:
+                break
+            time.sleep(0.2)
+        assert driver.poll() is None, "the sweep ended before it could be killed"
+    finally:
+        # kill -9 the driver and the jobs it started (a crashed machine or a killed session)
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    assert not (workdir / "results" / "runs.csv").exists()
+    finished_before = {p: p.stat().st_mtime_ns for p in runs_dir.rglob("metrics.json")}
+
+    # a killed driver leaves its lock behind: `--unlock` is part of the documented resume
+    locks = workdir / ".snakemake" / "locks"
+    assert any(locks.iterdir()), "no lock left behind by the killed driver"
+    check(snakemake(workdir, "--unlock"))
+    assert not locks.exists() or not any(locks.iterdir())
+    plan = check(snakemake(workdir, "-n", "--cores", "2", "--rerun-incomplete", "results/runs.csv"))
+    replanned = {
+        workdir / path
+        for path in re.findall(r"^\s+output: (results/runs/\S+/metrics\.json)", plan.stdout + plan.stderr, re.MULTILINE)
+    }
+    assert replanned, "nothing left to train after the kill"
+    check(snakemake(workdir, "--cores", "2", "--rerun-incomplete", "results/runs.csv"))
+
+    kept = [p for p in finished_before if p not in replanned]
+    assert kept, "every finished run was trained again"
+    for path in kept:
+        assert path.stat().st_mtime_ns == finished_before[path], f"{path} was trained again"
+    resumed = pd.read_csv(workdir / "results" / "runs.csv")
+    reference = pd.read_csv(sweep / "results" / "runs.csv")
+    pd.testing.assert_frame_equal(comparable(resumed), comparable(reference))
