@@ -212,7 +212,8 @@ def test_toy_workflow_runs_jobs_on_slurm_and_reports_the_failed_one(slurm_cluste
 #:   up-front validation (it reads array headers and labels only, to stay fast on 224 px data),
 #:   but its pixels contain NaN, which training finds when it loads the images and raises
 #:   PeprInputError: a corrupt data file, the way a real sweep meets one.
-#: resources.train.gpu: 1 as on a GPU cluster; the CI profile maps it to the cluster's fake GRES.
+#: The CI profile asks one GPU per training job (like profiles/slurm on a real cluster) from the CI
+#: cluster's fake GRES, and scales CPUs/memory/runtime down to the node.
 SWEEP_CONFIG = """\
 models: [mobilenetv3_small_050, convnext_atto]
 datasets: ["synthetic:n_train=64,n_val=32,n_test=32", "npz:scans.npz"]
@@ -224,10 +225,6 @@ batch_size: 32
 device: auto
 exclude:
   - {model: convnext_atto, dataset: scans}
-resources:
-  train: {cpus: 1, gpu: 1, mem_mb: 2000, runtime: 10}
-  pretrain: {cpus: 1, gpu: 1, mem_mb: 2000, runtime: 10}
-  default: {cpus: 1, gpu: 0, mem_mb: 1000, runtime: 5}
 """
 SYNTHETIC = "synthetic-n_test32-n_train64-n_val32"  # pepr.data.dataset_name of the synthetic spec
 OK_CELL = f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed0"
@@ -269,7 +266,7 @@ def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_c
     states = first.sacct()
     assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states
     assert states[failed_id] == "FAILED"
-    # every training job got its GPU from SLURM (config gpu: 1 -> --gpus=fake:1)
+    # every training job got its GPU from SLURM (profile gpu: 1, gpu_model: fake -> --gpus=fake:1)
     assert all("gres/gpu=1" in tres for tres in first.sacct("AllocTRES").values()), first.sacct("AllocTRES")
     # the failed job's SLURM log says why; the other jobs' outputs are kept
     scans_logs = slurm_logs(tmp_path, "train_model")
