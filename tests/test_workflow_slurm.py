@@ -1,7 +1,8 @@
 """Snakemake on a REAL single-node SLURM cluster (slurmctld + slurmd + munge + slurmdbd).
 
 The module fixture starts the cluster with ``tests/slurm/start-slurm.sh`` (installs the Debian
-packages when missing, so it needs root and apt) and stops it afterwards; every snakemake run goes
+packages when missing, so it needs root and apt) and stops it afterwards (unless it was already
+running before, or another test session still uses it); every snakemake run goes
 through ``--executor slurm`` (snakemake-executor-plugin-slurm) with the CI profile
 ``tests/slurm/profile``, i.e. real ``sbatch``/``srun``/``sacct``.
 
