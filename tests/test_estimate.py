@@ -64,7 +64,8 @@ def test_job_cost_is_exact_for_hand_made_calibration():
 
 @pytest.mark.parametrize(
     "n, batch, expected",
-    [(1, 32, 1), (32, 32, 1), (33, 32, 1), (34, 32, 2), (64, 32, 2), (65, 32, 2), (66, 32, 3), (97, 32, 3), (100, 32, 4)],
+    [(1, 32, 1), (32, 32, 1), (33, 32, 1), (34, 32, 2), (64, 32, 2), (65, 32, 2), (66, 32, 3), (97, 32, 3),
+     (100, 32, 4), (1, 1, 1), (2, 1, 1), (5, 1, 4)],
 )
 def test_train_batches_follow_the_single_sample_merge_rule(n, batch, expected):
     assert est.train_batches(n, batch) == expected
@@ -75,12 +76,8 @@ def test_train_batches_match_pepr_train_batch_order():
     from pepr.train import batch_order
 
     generator = torch.Generator().manual_seed(0)
-    for batch in (2, 7, 32):
+    for batch in (1, 2, 7, 32):
         for n in range(1, 80):
-            if n == batch + 1:
-                # pepr.train.batch_order raises IndexError when the merge leaves one batch
-                # (reported to its owner); the count rule is checked for those n above.
-                continue
             assert est.train_batches(n, batch) == len(batch_order(n, batch, generator)), (n, batch)
 
 

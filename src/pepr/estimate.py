@@ -120,7 +120,8 @@ def train_batches(n_train: int, batch_size: int) -> int:
     one (BatchNorm cannot train on one sample).
     """
     batches = math.ceil(n_train / batch_size)
-    if batches > 1 and n_train % batch_size == 1:
+    last = n_train - (batches - 1) * batch_size
+    if batches > 1 and last == 1:
         batches -= 1
     return batches
 
