@@ -591,7 +591,7 @@ def _smooth_noise(rng: np.random.Generator, n: int, size: int, scale: float) -> 
 def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict, chunk: int = 2048) -> np.ndarray:
     """Images (N, C, S, S) uint8 of lesion-like blobs whose shape/texture drift with the class.
 
-    Each image gets a latent "severity" ``s = class/(K-1) + N(0, 0.22/(K-1))`` so neighbouring
+    Each image gets a latent "severity" ``s = class/(K-1) + N(0, 0.15/(K-1))`` so neighbouring
     classes overlap (the best possible accuracy is well below 100%). Severity makes the blob more
     elongated, its border more irregular and its centre more hollow (ring-like); size, position,
     orientation, contrast, background texture, a class-independent distractor blob (30% of images) and pixel noise
@@ -607,7 +607,7 @@ def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict,
     for start in range(0, len(labels), chunk):
         y = labels[start : start + chunk]
         n = len(y)
-        severity = y / (classes - 1) + rng.normal(0.0, 0.22 / (classes - 1), n)
+        severity = y / (classes - 1) + rng.normal(0.0, 0.15 / (classes - 1), n)
         severity = np.clip(severity, -0.3, 1.3)[:, None, None]
 
         def blob(centre_range: float, radius: tuple[float, float], sev: np.ndarray) -> np.ndarray:
@@ -625,10 +625,10 @@ def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict,
             hollow = 1.0 - 0.85 * np.clip(sev, 0, 1) * np.exp(-((rho / 0.5) ** 2))
             return mask * hollow
 
-        background = 0.35 - 0.12 * (grid_x**2 + grid_y**2) + 0.07 * _smooth_noise(rng, n, size, size / 6)
+        background = 0.35 - 0.12 * (grid_x**2 + grid_y**2) + 0.05 * _smooth_noise(rng, n, size, size / 6)
         background = background + 0.03 * _smooth_noise(rng, n, size, size / 20)
-        contrast = rng.uniform(0.25, 0.5, (n, 1, 1))
-        image = background + contrast * blob(0.35, (0.25, 0.42), severity)
+        contrast = rng.uniform(0.35, 0.6, (n, 1, 1))
+        image = background + contrast * blob(0.3, (0.3, 0.45), severity)
         # a smaller distractor blob of random severity in half the images: shape cues are noisy
         has_distractor = rng.random((n, 1, 1)) < 0.3
         distractor_severity = rng.uniform(-0.2, 1.2, (n, 1, 1))

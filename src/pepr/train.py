@@ -578,6 +578,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
     )
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+        torch.backends.cudnn.benchmark = True  # fixed batch shapes: let cuDNN pick the fastest kernels
         record["device_name"] = torch.cuda.get_device_name(device)
 
     splits = to_device(dataset, device, image_size)
