@@ -988,7 +988,14 @@ def run_estimate(
     table = estimate_jobs(grid_jobs.jobs, calibrations, assumptions)
     notes = list(grid_jobs.notes)
     if threads is not None:
-        notes.append(f"CPU calibration used {threads} torch thread(s), as each training job does (resources.train.cpus).")
+        job_threads = int(config["resources"]["train"]["cpus"])
+        if threads == job_threads:
+            notes.append(f"CPU calibration used {threads} torch thread(s), as each training job does (resources.train.cpus).")
+        else:
+            notes.append(
+                f"CPU calibration used {threads} torch thread(s) (--threads), but the training jobs are configured "
+                f"with {job_threads} (resources.train.cpus): their times will differ."
+            )
     subset = len({job.model for job in grid_jobs.jobs}) < len(grid_jobs.grid_models)
     report = format_report(
         table, assumptions, device_label=device_label(device, threads),
