@@ -16,14 +16,25 @@ Each model of the grid is calibrated on this device: a few timed training steps 
 backward, Adam step) and evaluation batches at the configured image size and batch size, after
 warm-up, on random images. Every job then costs
 
-    epochs x (ceil(n_train / batch) x s per training step
-              + ceil((n_val + n_test) / batch) x s per eval batch) + job overhead
+    epochs x (train steps x s per training step
+              + (ceil(n_val / eval batch) + ceil(n_test / eval batch)) x s per eval batch)
+    + job overhead
 
-with n_train the training images after the job's data fraction. Energy = time x power, the power
-being measured with CodeCarbon's offline tracker during the calibration (or given with
---power-w); CO2 = energy x the country's grid carbon intensity from CodeCarbon's table.
+with train steps = ceil(n_train / batch) (a last batch of one image merged into the previous),
+n_train the training images after the job's data fraction, and eval batch = max(batch, 256),
+exactly as `pepr train` runs a job (val and test evaluated after every epoch). The steps are
+timed with pepr train's own loops (bf16 autocast + channels_last on CUDA, as in training).
+The job overhead (process start, imports, data loading) is 0 unless --job-overhead-s is given.
+
+Energy = time x power, the power being measured with CodeCarbon's offline tracker during the
+calibration (or given with --power-w); CO2 = energy x the country's grid carbon intensity from CodeCarbon's table.
 Models that cannot run at this size are listed as FAILED, not dropped. The assumptions are
-printed with the estimate.
+printed with the estimate, and a WARNING when the CPU was busy during calibration.
+
+Output: the report on stdout; -o writes one row per job (the cell columns dataset, init,
+fraction, model, seed as in results/runs.csv, the calibration and est_time_s,
+est_device_hours, est_energy_kwh, est_co2_kg); --by-model the per-model summary. After the
+sweep, `snakemake compare_estimate` compares results/estimate.csv with results/runs.csv.
 
 On a slow device, calibrate a subset (--models or --max-models): the total then covers only
 those models, and a clearly labelled rough extrapolation to the whole grid is printed.
