@@ -75,12 +75,17 @@ class EnergyMeter:
         self.country = country
         self.verbose = verbose
         self._tracker: Any = None
+        # CodeCarbon renames a reused task name (name_<uuid>) and then stop_task(name) closes the
+        # wrong task, so every span gets a unique task name here.
+        self._spans = 0
+        self._active: tuple[str, str] | None = None  # (caller's name, CodeCarbon task name)
 
     def start(self) -> None:
         """Create the tracker and probe the hardware (outside any measured span)."""
-        if not self.verbose:
-            logging.getLogger("codecarbon").setLevel(logging.ERROR)
         from codecarbon import OfflineEmissionsTracker
+
+        if not self.verbose:  # after the import, which sets codecarbon's logger to INFO
+            logging.getLogger("codecarbon").setLevel(logging.ERROR)
 
         self._tracker = OfflineEmissionsTracker(
             country_iso_code=self.country,
@@ -95,11 +100,18 @@ class EnergyMeter:
         """Start measuring the span ``name``."""
         if self._tracker is None:
             raise RuntimeError("EnergyMeter.begin() before start()")
-        self._tracker.start_task(name)
+        if self._active is not None:
+            raise RuntimeError(f"EnergyMeter.begin({name!r}) while span {self._active[0]!r} is open")
+        self._spans += 1
+        self._active = (name, f"{name}#{self._spans}")
+        self._tracker.start_task(self._active[1])
 
     def end(self, name: str) -> EnergySample:
         """Stop measuring ``name`` and return its energy; a tracker failure is an error, never 0."""
-        data = self._tracker.stop_task(name)
+        if self._active is None or self._active[0] != name:
+            raise RuntimeError(f"EnergyMeter.end({name!r}) without a matching begin()")
+        data = self._tracker.stop_task(self._active[1])
+        self._active = None
         if data is None or data.energy_consumed is None:
             raise RuntimeError(f"CodeCarbon returned no measurement for span {name!r}")
         return EnergySample(
