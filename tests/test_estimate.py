@@ -182,7 +182,8 @@ def test_jobs_from_config_match_the_training_data(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     config = load_config(write_config(tmp_path / "c.yaml", TINY_CONFIG))
-    grid_jobs = est.jobs_from_config(config, SCHEMA)
+    cache = tmp_path / "cache"  # the timm model list is read once, not three times
+    grid_jobs = est.jobs_from_config(config, SCHEMA, cache_dir=cache)
     jobs = grid_jobs.jobs
     # 2 models x 2 inits x 2 fractions + 2 pretraining jobs
     assert len(jobs) == 10 and grid_jobs.grid_jobs == 10
@@ -195,12 +196,12 @@ def test_jobs_from_config_match_the_training_data(tmp_path, monkeypatch):
     assert (half.n_val, half.n_test, half.epochs, half.batch_size, half.eval_batch_size) == (60, 40, 2, 16, 256)
     assert half.image_size == 28 and half.in_chans == 1 and half.num_classes == 2
 
-    only = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, models=["resnet18"])
+    only = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, models=["resnet18"], cache_dir=cache)
     assert {j.model for j in only.jobs} == {"resnet18"} and len(only.jobs) == 5
-    first = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, max_models=1)
+    first = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, max_models=1, cache_dir=cache)
     assert {j.model for j in first.jobs} == {"mobilenetv3_small_050"}
     with pytest.raises(PeprInputError, match="not in the grid"):
-        est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, models=["resnet1800"])
+        est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, models=["resnet1800"], cache_dir=cache)
 
 
 def test_medmnist_without_file_uses_published_sizes(tmp_path):
@@ -292,6 +293,19 @@ def test_compare_files_writes_table_and_figure(tmp_path):
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="module")
+def _cli_dir(tmp_path_factory):
+    # One working directory for the CLI error tests, so that the timm model list cached in
+    # .snakemake/pepr by the first test serves the others (importing timm costs seconds).
+    return tmp_path_factory.mktemp("estimate-cli")
+
+
+@pytest.fixture
+def shared_cwd(_cli_dir, monkeypatch):
+    monkeypatch.chdir(_cli_dir)
+    return _cli_dir
+
+
 @pytest.mark.parametrize(
     "extra, message",
     [
@@ -307,15 +321,14 @@ def test_compare_files_writes_table_and_figure(tmp_path):
         (["--schema", "nowhere.yaml"], "schema 'nowhere.yaml' not found"),
     ],
 )
-def test_cli_bad_flags_exit_2(tmp_path, monkeypatch, capsys, extra, message):
-    monkeypatch.chdir(tmp_path)
+def test_cli_bad_flags_exit_2(shared_cwd, tmp_path, capsys, extra, message):
     config = write_config(tmp_path / "c.yaml", TINY_CONFIG)
     args = ["estimate", "--configfile", str(config), "--schema", str(SCHEMA), "-o", "out.csv", *extra]
     with pytest.raises(SystemExit) as exit_info:
         raise SystemExit(main(args))
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "out.csv").exists() and not (tmp_path / "estimate.txt").exists()
+    assert not (shared_cwd / "out.csv").exists() and not (shared_cwd / "estimate.txt").exists()
 
 
 @pytest.mark.parametrize(
@@ -327,13 +340,12 @@ def test_cli_bad_flags_exit_2(tmp_path, monkeypatch, capsys, extra, message):
         ("- just\n- a list\n", "mapping"),
     ],
 )
-def test_cli_bad_config_exits_2(tmp_path, monkeypatch, capsys, text, message):
-    monkeypatch.chdir(tmp_path)
+def test_cli_bad_config_exits_2(shared_cwd, tmp_path, capsys, text, message):
     config = write_config(tmp_path / "bad.yaml", text)
     code = main(["estimate", "--configfile", str(config), "--schema", str(SCHEMA), "-o", "out.csv"])
     assert code == 2
     assert message in capsys.readouterr().err
-    assert not (tmp_path / "out.csv").exists()
+    assert not (shared_cwd / "out.csv").exists()
 
 
 def test_cli_missing_config_exits_2(tmp_path, capsys):

@@ -1097,8 +1097,10 @@ def plot_comparison(comparison: pd.DataFrame, path: Path) -> None:
         ax.text(0.5, 0.5, "no run has both an estimate and a measurement", ha="center", va="center", transform=ax.transAxes)
         ax.set_axis_off()
     else:
-        x = data["measured_time_s"] / 3600
-        y = data["est_time_s"] / 3600
+        # hours for real sweeps, seconds for small ones (so the tick labels stay readable)
+        unit, scale = ("h", 3600.0) if max(data["measured_time_s"].max(), data["est_time_s"].max()) >= 3600 else ("s", 1.0)
+        x = data["measured_time_s"] / scale
+        y = data["est_time_s"] / scale
         ax.scatter(x, y, s=18)
         for model, xi, yi in zip(data["model"], x, y):
             ax.annotate(model, (xi, yi), fontsize=6, alpha=0.7, xytext=(2, 2), textcoords="offset points")
@@ -1108,8 +1110,8 @@ def plot_comparison(comparison: pd.DataFrame, path: Path) -> None:
         if low > 0:
             ax.set_xscale("log")
             ax.set_yscale("log")
-        ax.set_xlabel("measured training time (h, summed over runs)")
-        ax.set_ylabel("estimated time (h, pepr estimate)")
+        ax.set_xlabel(f"measured training time ({unit}, summed over the model's runs)")
+        ax.set_ylabel(f"estimated time ({unit}, pepr estimate)")
         ax.set_title("pepr estimate vs measurement, per model")
         ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

@@ -147,6 +147,8 @@ def run(args: argparse.Namespace) -> int:
     if not (math.isfinite(args.pue) and args.pue >= 1.0):
         raise PeprInputError(f"--pue must be a number >= 1.0, got {args.pue}")
 
+    from pathlib import Path
+
     from pepr import estimate as est
     from pepr.grid import load_config
     from pepr.tableio import write_table
@@ -159,6 +161,9 @@ def run(args: argparse.Namespace) -> int:
     config = load_config(args.configfile)
     result = est.run_estimate(
         config, args.schema, settings, source=", ".join(args.configfile),
+        # the workflow's own cache of validated configs and timm's model list (common.smk), so
+        # the CLI and `snakemake -n` validate a config only once between them
+        cache_dir=Path(".snakemake") / "pepr",
         progress=lambda line: print(f"pepr estimate: {line}", file=sys.stderr, flush=True),
     )
     print(result.report, flush=True)
