@@ -15,6 +15,9 @@ rule aggregate_runs:
         report("results/runs.csv", category="Tables", labels={"table": "runs.csv (one row per run)"}),
     params:
         runs_root="results/runs",
+    threads: rule_threads("default")
+    resources:
+        **rule_resources("default"),
     log:
         "results/logs/aggregate_runs.log",
     script:
@@ -28,6 +31,9 @@ rule score_runs:
         report("results/pepr.csv", category="Tables", labels={"table": "pepr.csv (runs + PePR scores)"}),
     params:
         performance=config["pepr"]["performance"],
+    threads: rule_threads("default")
+    resources:
+        **rule_resources("default"),
     log:
         "results/logs/score_runs.log",
     script:
