@@ -621,7 +621,7 @@ def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict,
             phi = np.arctan2(v / b, u / a)
             lobes = rng.integers(3, 7, (n, 1, 1))
             border = 1.0 + 0.3 * np.clip(sev, 0, None) * np.sin(lobes * phi + rng.uniform(0, 2 * np.pi, (n, 1, 1)))
-            mask = 1.0 / (1.0 + np.exp(-(border - rho) / 0.08))
+            mask = 0.5 * (1.0 + np.tanh((border - rho) / 0.16))  # sigmoid((border - rho) / 0.08), overflow-free
             hollow = 1.0 - 0.85 * np.clip(sev, 0, 1) * np.exp(-((rho / 0.5) ** 2))
             return mask * hollow
 
