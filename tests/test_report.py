@@ -73,6 +73,7 @@ def test_pretrained_vs_scratch_p_value_is_scipy_on_the_pairs(sweep, tables):
     energy = ok.pivot_table(index=["dataset", "fraction", "model", "seed"], columns="init", values="energy_kwh").xs("0.1", level="fraction")
     assert row["p"] == pytest.approx(stats.wilcoxon(energy["imagenet"], energy["scratch"]).pvalue, rel=1e-12)
     assert row["n_pairs"] == len(one)
+    assert set(tables["paired_init"]["energy_method"]) == {METHOD}  # energy numbers carry their method
 
 
 def test_fraction_comparison_pairs_smaller_fraction_with_the_full_one(sweep, tables):

@@ -7,6 +7,7 @@ plot, and every figure that colours models says where the colouring comes from.
 
 from __future__ import annotations
 
+import itertools
 import math
 import os
 import textwrap
@@ -132,7 +133,8 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
     palette = _palette(df)
     split = math.log10(median_params)
     low = ok["log10_params"].min() - 0.1
-    for index, ((column, label), key) in enumerate(itertools_product(columns, keys)):
+    # Row-major: one figure row per plotted column (PePR variant), one panel column per cell.
+    for index, ((column, label), key) in enumerate(itertools.product(columns, keys)):
         ax = axes[index]
         frame = _cell_frame(ok, key).dropna(subset=[column])
         ax.axvspan(low, split, color="0.9", zorder=0)
@@ -146,11 +148,6 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
     _footnote(fig, [f"Shaded: small models (parameters <= the sweep's median, {median_params:,.0f}).",
                     energy_methods(df), _colouring_note(df)])
     return fig
-
-
-def itertools_product(columns: list, keys: list) -> list:
-    """Row-major (variant, cell) pairs: one figure row per variant."""
-    return [(c, k) for c in columns for k in keys]
 
 
 def performance_vs_params(df: pd.DataFrame, cfg: ReportConfig, median_params: float) -> Figure:

@@ -87,8 +87,19 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig, median_params: flo
             result = unpaired_test(small[column].to_numpy(), large[column].to_numpy(), cfg.min_group)
             row[f"p_{name}"] = result.p
             row[f"test_{name}"] = describe(result)
+        row["energy_method"] = _methods(_cell_rows(df, key).loc[lambda d: d["ok"], "energy_method"])
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _cell_rows(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
+    return df[(df[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+
+
+def _methods(*columns: pd.Series) -> str:
+    """The distinct energy methods behind some runs, so no energy number travels without it."""
+    methods = sorted({m for column in columns for m in column if m})
+    return "; ".join(methods) if methods else "not recorded"
 
 
 def _ordered_inits(values: list[str]) -> list[str]:
@@ -151,10 +162,11 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
                         "statistic": result.statistic,
                         "p": result.p,
                         "note": result.note,
+                        "energy_method": _methods(group["energy_method_a"], group["energy_method_b"]),
                     }
                 )
     columns = ["factor", "treatment", "baseline", "context", "metric", "n_pairs", "mean_treatment",
-               "mean_baseline", "mean_diff", "median_diff", "test", "statistic", "p", "note"]
+               "mean_baseline", "mean_diff", "median_diff", "test", "statistic", "p", "note", "energy_method"]
     return pd.DataFrame(rows, columns=columns)
 
 
