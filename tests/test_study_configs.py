@@ -18,7 +18,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pepr.grid import apply_defaults, build_grid, config_problems, load_config, load_schema, timm_catalogue
+from pepr.grid import (
+    apply_defaults,
+    build_grid,
+    config_problems,
+    format_fraction,
+    load_config,
+    load_schema,
+    timm_catalogue,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -59,15 +67,15 @@ def fake_lidc(path: Path, size: int = 16) -> Path:
 
 def checked_grid(config_file: Path, cache_dir: Path):
     """Validate a shipped config like the workflow does (schema, timm names, data) and expand it."""
-    config = apply_defaults(load_config(config_file), load_schema(SCHEMA))
-    problems = config_problems(config, load_schema(SCHEMA), catalogue=timm_catalogue(cache_dir))
+    schema = load_schema(SCHEMA)
+    config = apply_defaults(load_config(config_file), schema)
+    problems = config_problems(config, schema, catalogue=timm_catalogue(cache_dir))
     assert problems == []
     return config, build_grid(config)
 
 
 def cells_by_experiment(cells) -> dict[tuple[str, str, str], list[str]]:
-    from pepr.grid import format_fraction
-
+    """(dataset name, init, fraction) -> the models of that cell, in grid order."""
     grouped: dict[tuple[str, str, str], list[str]] = {}
     for cell in cells:
         grouped.setdefault((cell.dataset_name, cell.init, format_fraction(cell.fraction)), []).append(cell.model)
