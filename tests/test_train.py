@@ -258,7 +258,11 @@ def test_smoke_run_writes_the_contract(smoke):
     assert metrics["energy_kwh"] > 0 and metrics["co2_kg"] > 0 and metrics["train_time_s"] > 0
     assert metrics["energy_kwh"] == pytest.approx(metrics["cpu_energy_kwh"] + metrics["gpu_energy_kwh"] + metrics["ram_energy_kwh"])
     assert metrics["energy_method"].startswith(("measured", "estimated"))
-    assert metrics["peak_memory_mb"] > 100 and metrics["flops_per_image"] > 0 and metrics["inference_ms_per_image"] > 0
+    # peak_memory_mb is the training's working set (not libraries and data): far below the process RSS
+    assert 0 < metrics["peak_memory_mb"] < metrics["process_peak_rss_mb"] and metrics["process_peak_rss_mb"] > 100
+    assert metrics["precision"] == "fp32" and metrics["memory_reserved_epoch2_mb"] is None
+    assert metrics["carbon_intensity_source"] == "CodeCarbon country DNK" and 0 < metrics["cpu_share_of_node"] <= 1
+    assert metrics["flops_per_image"] > 0 and metrics["inference_ms_per_image"] > 0
     assert 0 < metrics["cpu_share"] <= 1.5
     assert metrics["n_train"] == 60  # stratified half of 120
     assert metrics["params"] > 0 and metrics["device"] == "cpu"
@@ -271,7 +275,10 @@ def test_smoke_run_writes_the_contract(smoke):
     assert float(history[-1]["cumulative_time_s"]) == pytest.approx(metrics["train_time_s"])
     assert float(history[-1]["cumulative_energy_kwh"]) == pytest.approx(metrics["energy_kwh"])
     # nothing else in the run folder: no resume checkpoint left, no CodeCarbon files
-    assert sorted(p.name for p in cfg.out_dir.iterdir()) == ["history.csv", "metrics.json"]
+    # (the lock file and the previous/<stamp>/ archive of this result are part of the run contract)
+    assert sorted(p.name for p in cfg.out_dir.iterdir()) == [".pepr-train.lock", "history.csv", "metrics.json", "previous"]
+    (archived,) = (cfg.out_dir / "previous").iterdir()
+    assert (archived / "metrics.json").read_text() == (cfg.out_dir / "metrics.json").read_text()
     assert cfg.save_model.is_file()
 
 
@@ -316,7 +323,7 @@ def test_model_that_cannot_take_28px_is_a_failed_record(tmp_path):
     assert metrics["status"] == "failed"
     assert "Kernel size can't be greater than actual input size" in metrics["reason"]
     assert metrics["params"] > 0
-    assert all(metrics[key] is None for key in RESULT_KEYS)
+    assert all(metrics[key] is None for key in RESULT_KEYS if key != "params")  # params: known before the probe
     assert read_history(out) == [] and (out / "history.csv").read_text().startswith("epoch,")
     # a model that cannot even be built for this size (ViT patch 16 on 28 px) is recorded too
     metrics = run_training(TrainConfig(model="test_vit", dataset=TINY, epochs=1, out_dir=tmp_path / "vit", threads=2), log=QUIET)
@@ -369,11 +376,14 @@ def test_stale_resume_checkpoint_of_other_settings_is_discarded(tmp_path):
 
     out = tmp_path / "run"
     out.mkdir()
-    torch.save({"fingerprint": {"model": "other"}}, out / "resume.pt")
+    other = json.dumps({"model": "other"})
+    payload = {"fingerprint": other, "model": {}, "optimizer": {}, "generator": torch.get_rng_state(), "torch_rng": torch.get_rng_state(), "state": {}}
+    torch.save(payload, out / "resume.pt")
     logs: list[str] = []
     metrics = run_training(TrainConfig(model="test_resnet", dataset=TINY, epochs=1, out_dir=out, threads=2), log=logs.append)
     assert metrics["segments"] == 1
     assert any("saved with other settings" in line for line in logs)
+    assert not list(out.glob("resume.pt*"))
 
 
 @pytest.mark.slow

@@ -15,6 +15,7 @@ import logging
 import resource
 import sys
 from dataclasses import dataclass
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from pepr.errors import PeprInputError
@@ -215,3 +216,236 @@ def cpu_share(process_seconds: float, wall_seconds: float, threads: int) -> floa
     if wall_seconds <= 0 or threads <= 0:
         return float("nan")
     return process_seconds / (wall_seconds * threads)
+
+
+# --------------------------------------------------------------------------------------------
+# Time-varying carbon intensity (--carbon-intensity CSV)
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class IntensitySeries:
+    """A grid carbon-intensity series: sorted UTC times (epoch seconds) and gCO2/kWh values.
+
+    Value ``i`` holds from ``times[i]`` until ``times[i + 1]``; the last one for one typical
+    step (the median spacing) after its time.
+    """
+
+    source: str
+    times: tuple[float, ...]
+    values: tuple[float, ...]
+    step_s: float
+
+    def at(self, when: float) -> float:
+        """gCO2/kWh at ``when`` (UTC epoch seconds); outside the series by more than one step is an error."""
+        import bisect
+
+        first, last = self.times[0], self.times[-1]
+        if when < first - self.step_s or when > last + self.step_s:
+            raise PeprInputError(
+                f"carbon intensity series {self.source} covers {_iso(first)} .. {_iso(last)} but the training "
+                f"ran at {_iso(when)} (more than one step of {self.step_s:.0f} s outside); extend the series"
+            )
+        index = bisect.bisect_right(self.times, when) - 1
+        return self.values[max(index, 0)]
+
+
+def _iso(seconds: float) -> str:
+    from datetime import datetime, timezone
+
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+
+
+def read_carbon_intensity(path: "str | Path") -> IntensitySeries:
+    """Read and check a carbon-intensity CSV: columns ``timestamp`` (ISO 8601, with a time zone
+    or UTC) and ``gco2_per_kwh`` (>= 0), at least two rows, strictly increasing times.
+
+    Raises :class:`PeprInputError` naming the file, row and problem. No pandas needed.
+    """
+    import csv
+    import statistics
+    from datetime import datetime, timezone
+    from pathlib import Path
+
+    path = Path(path)
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = list(csv.DictReader(handle))
+            header = rows[0].keys() if rows else []
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise PeprInputError(f"carbon intensity file {path} cannot be read: {exc}") from None
+    if not {"timestamp", "gco2_per_kwh"} <= set(header):
+        raise PeprInputError(f"carbon intensity file {path} needs the columns timestamp,gco2_per_kwh (found {', '.join(header) or 'none'})")
+    times: list[float] = []
+    values: list[float] = []
+    for number, row in enumerate(rows, start=2):
+        text = (row.get("timestamp") or "").strip()
+        try:
+            stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            raise PeprInputError(f"{path} line {number}: timestamp {text!r} is not ISO 8601 (e.g. 2024-03-01T12:00:00+01:00)") from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=timezone.utc)  # documented: no zone means UTC
+        try:
+            value = float(row.get("gco2_per_kwh") or "")
+        except ValueError:
+            value = float("nan")
+        if not (value >= 0.0 and value < float("inf")):
+            raise PeprInputError(f"{path} line {number}: gco2_per_kwh {row.get('gco2_per_kwh')!r} must be a number >= 0")
+        if times and stamp.timestamp() <= times[-1]:
+            raise PeprInputError(f"{path} line {number}: timestamp {text} is not after the previous row; sort the series by time")
+        times.append(stamp.timestamp())
+        values.append(value)
+    if len(times) < 2:
+        raise PeprInputError(f"carbon intensity file {path} needs at least two rows (has {len(times)})")
+    step = statistics.median(b - a for a, b in zip(times, times[1:]))
+    return IntensitySeries(source=f"series: {path}", times=tuple(times), values=tuple(values), step_s=step)
+
+
+def epoch_co2_kg(energy_kwh: float, started: float, finished: float, series: IntensitySeries) -> tuple[float, float]:
+    """CO2 (kg) of an epoch from its energy and the intensity at its wall-clock midpoint; also the intensity."""
+    intensity = series.at((started + finished) / 2)
+    return energy_kwh * intensity / 1000.0, intensity
+
+
+# --------------------------------------------------------------------------------------------
+# Shared nodes: charge a job its share of the node's CPU and RAM energy
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class NodeShare:
+    """The job's share of the node CodeCarbon measures (CPU/RAM are whole-node figures)."""
+
+    cpu: float
+    ram: float
+    description: str
+
+
+def node_share(
+    environ: "Mapping[str, str]",
+    allowed_cores: int | None,
+    node_cores: int,
+    cgroup_memory_max: str | None,
+    node_ram_bytes: int | None,
+) -> NodeShare:
+    """Pure attribution: CPU share = job cores / node cores, RAM share = job memory / node RAM.
+
+    Job cores: SLURM_CPUS_PER_TASK, else the process's CPU affinity (cgroup cpuset); job
+    memory: SLURM_MEM_PER_NODE (MiB), else the cgroup ``memory.max`` text. Unknown -> share 1
+    (the whole node is charged, as CodeCarbon does), and the description says so.
+    """
+    cores = None
+    slurm_cpus = environ.get("SLURM_CPUS_PER_TASK", "").strip()
+    if slurm_cpus.isdigit() and int(slurm_cpus) > 0:
+        cores = int(slurm_cpus)
+    elif allowed_cores:
+        cores = allowed_cores
+    cpu = min(1.0, cores / node_cores) if cores and node_cores > 0 else 1.0
+    limit = None
+    slurm_mem = environ.get("SLURM_MEM_PER_NODE", "").strip()
+    if slurm_mem.isdigit() and int(slurm_mem) > 0:
+        limit = int(slurm_mem) * 2**20
+    elif cgroup_memory_max and cgroup_memory_max.strip().isdigit():
+        limit = int(cgroup_memory_max.strip())
+    ram = min(1.0, limit / node_ram_bytes) if limit and node_ram_bytes else 1.0
+    parts = []
+    if cpu < 1.0:
+        parts.append(f"CPU at {cpu:.3g} of the node ({cores} of {node_cores} cores)")
+    if ram < 1.0:
+        parts.append(f"RAM at {ram:.3g} of the node ({limit / 2**30:.1f} of {node_ram_bytes / 2**30:.1f} GiB)")
+    description = "; ".join(parts) if parts else "CPU/RAM charged for the whole node (job uses all of it or its share is unknown)"
+    return NodeShare(cpu=cpu, ram=ram, description=description)
+
+
+def this_node_share() -> NodeShare:
+    """:func:`node_share` of this process, read from the environment, affinity, cgroup and /proc."""
+    import os
+
+    try:
+        allowed = len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        allowed = None
+    cgroup_max = None
+    try:
+        with open("/sys/fs/cgroup/memory.max", encoding="ascii") as handle:
+            cgroup_max = handle.read()
+    except OSError:
+        pass
+    try:
+        node_ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        node_ram = None
+    return node_share(os.environ, allowed, os.cpu_count() or 1, cgroup_max, node_ram)
+
+
+# --------------------------------------------------------------------------------------------
+# Working-set memory of the training (not the process's libraries and data)
+# --------------------------------------------------------------------------------------------
+
+
+def current_rss_mb() -> float:
+    """Current resident set size of this process, MiB (/proc; the peak where /proc is missing)."""
+    try:
+        with open("/proc/self/statm", encoding="ascii") as handle:
+            pages = int(handle.read().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):  # pragma: no cover - not Linux
+        return peak_rss_mb()
+
+
+class WorkingSetMeter:
+    """Peak memory of the training itself: peak during training minus what was resident before
+    the model was built (data, libraries). CUDA: allocator statistics (peak stats are reset once
+    the data are on the device); CPU: RSS sampled by a light background thread every 20 ms.
+    """
+
+    def __init__(self, device: "torch.device", interval_s: float = 0.02) -> None:
+        import threading
+
+        import torch
+
+        self.device = device
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: Any = None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            self.baseline_mb = torch.cuda.memory_allocated(device) / 2**20
+        else:
+            self.baseline_mb = current_rss_mb()
+        self.peak_mb = self.baseline_mb
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.peak_mb = max(self.peak_mb, current_rss_mb())
+
+    def start(self) -> None:
+        """Begin sampling (CPU); CUDA needs no thread."""
+        import threading
+
+        if self.device.type != "cuda" and self._thread is None:
+            self._thread = threading.Thread(target=self._sample, name="pepr-rss", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the sampler thread."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def read(self) -> dict[str, float]:
+        """``peak_memory_mb`` (working set), ``process_peak_rss_mb`` and, on CUDA, reserved peaks."""
+        import torch
+
+        if self.device.type == "cuda":
+            self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated(self.device) / 2**20)
+            extra = {"peak_memory_reserved_mb": torch.cuda.max_memory_reserved(self.device) / 2**20}
+        else:
+            self.peak_mb = max(self.peak_mb, current_rss_mb())
+            extra = {}
+        return {"peak_memory_mb": max(self.peak_mb - self.baseline_mb, 0.0), "process_peak_rss_mb": peak_rss_mb(), **extra}

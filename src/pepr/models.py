@@ -95,8 +95,12 @@ def _load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
             state = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise PeprInputError(f"cannot read checkpoint {path}: {exc}") from exc
+    except Exception as exc:  # truncated, not a torch file, or a pickle with code (refused by weights_only)
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise PeprInputError(
+            f"cannot read checkpoint {path} ({type(exc).__name__}: {first}); it must be a plain state dict of "
+            "tensors (.safetensors, or .pt/.pth loadable with torch.load(weights_only=True), e.g. from --save-model)"
+        ) from None
     for key in ("state_dict", "model", "state_dict_ema"):
         if isinstance(state, dict) and key in state and isinstance(state[key], dict):
             state = state[key]

@@ -1,0 +1,127 @@
+"""Resume state of a training run (``out_dir/resume.pt``), saved after every finished epoch.
+
+The file is read with ``torch.load(weights_only=True)``: it holds only tensors and plain Python
+values (the settings fingerprint as JSON text, RNG states as ByteTensors), so a resume.pt planted
+by anyone who can write the run folder cannot run code as the sweep's owner. A file that cannot
+be read (truncated by a kill mid-write on a file system without atomic rename, a foreign or
+malicious pickle, a structure of an older pepr) is renamed aside as ``resume.pt.corrupt-<UTC
+time>`` with one log line, and the run restarts from epoch 1: nothing is lost that could be used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Settings a resume checkpoint must match (not threads/device/output paths).
+FINGERPRINT_KEYS: tuple[str, ...] = (
+    "model", "dataset", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision",
+)
+
+
+@dataclass
+class RunState:
+    """What survives preemption: finished epochs, their history rows and the measured peaks."""
+
+    epochs_done: int = 0
+    segments: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    peak: dict[str, float] = field(default_factory=dict)
+    process_seconds: float = 0.0
+
+
+def fingerprint(settings: Mapping[str, Any]) -> str:
+    """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only)."""
+    values = {key: settings.get(key) for key in FINGERPRINT_KEYS}
+    data_dir = settings.get("data_dir")
+    values["data_dir"] = str(data_dir) if data_dir else None
+    return json.dumps(values, sort_keys=True, default=str)
+
+
+def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: Any, generator: Any, state: RunState) -> None:
+    """Atomically save everything needed to continue after the finished epochs."""
+    import torch
+
+    payload = {
+        "fingerprint": fingerprint(settings),
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": generator.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "state": dataclasses.asdict(state),
+    }
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
+class _Unusable(Exception):
+    """The resume file cannot be used; the message says why (one line)."""
+
+
+def _read_payload(path: Path) -> dict[str, Any]:
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # truncated, not a torch file, or a pickle with code in it
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise _Unusable(f"unreadable ({type(exc).__name__}: {first_line[:200]})") from None
+    if not isinstance(payload, dict):
+        raise _Unusable(f"not a pepr resume file (holds a {type(payload).__name__})")
+    missing = [key for key in ("fingerprint", "model", "optimizer", "generator", "torch_rng", "state") if key not in payload]
+    if missing:
+        raise _Unusable(f"not a pepr resume file (missing {', '.join(missing)})")
+    return payload
+
+
+def _check_model_state(model: Any, saved: Any) -> None:
+    """Keys and shapes must match before anything is loaded, so a failure leaves the model untouched."""
+    target = model.state_dict()
+    if not isinstance(saved, Mapping) or set(saved) != set(target):
+        raise _Unusable("its model weights do not match this model")
+    for key, tensor in target.items():
+        if getattr(saved[key], "shape", None) != tensor.shape:
+            raise _Unusable(f"its weight {key} has shape {tuple(getattr(saved[key], 'shape', ()))}, the model {tuple(tensor.shape)}")
+
+
+def load_resume(
+    path: Path, settings: Mapping[str, Any], model: Any, optimizer: Any, generator: Any, log: Callable[[str], None]
+) -> RunState:
+    """Restore model, optimizer, RNGs and run state from ``path``, or start afresh.
+
+    A checkpoint of other settings is deleted (it belongs to a run that no longer exists); an
+    unusable file is renamed aside (kept for inspection) with one log line. Either way the run
+    restarts from epoch 1 with a fresh :class:`RunState`.
+    """
+    import torch
+
+    try:
+        payload = _read_payload(path)
+        if payload["fingerprint"] != fingerprint(settings):
+            log(f"{path} was saved with other settings ({payload['fingerprint']}); starting from epoch 1")
+            path.unlink()
+            return RunState()
+        _check_model_state(model, payload["model"])
+        state = RunState(**payload["state"])
+        generator.set_state(payload["generator"])  # a local generator: reseeded on a restart anyway
+        optimizer.load_state_dict(payload["optimizer"])  # checks the groups before changing anything
+        model.load_state_dict(payload["model"])
+        torch.set_rng_state(payload["torch_rng"])
+        if payload.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(payload["cuda_rng"])
+    except (_Unusable, TypeError, ValueError, KeyError, RuntimeError) as exc:
+        aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}")
+        os.replace(path, aside)
+        generator.manual_seed(int(settings["seed"]))  # as a fresh run, whatever was restored
+        log(f"{path} cannot be used ({exc}); moved to {aside.name}, starting from epoch 1")
+        return RunState()
+    log(f"resuming from {path}: {state.epochs_done} epoch(s) done in {state.segments} earlier segment(s)")
+    return state
