@@ -187,6 +187,12 @@ def test_bad_data_file_fails_before_training(tmp_path):
         (["--country", "Denmark"], "country 'Denmark'"),
         (["--device", "gpu0"], "unknown device 'gpu0'"),
         (["--dataset", "pneumoniamnist_64"], "did you mean 'pneumoniamnist@64'"),
+        (["--seed", str(2**32)], "--seed: must be in 0..4294967295"),
+        (["--precision", "fp16"], "invalid choice: 'fp16'"),
+        (["--save-model", "w.bin"], "use a .pt, .pth or .safetensors file name"),
+        (["--save-model", "/dev/null/w.pt"], "/dev/null is not a writable folder"),
+        (["--carbon-intensity", "missing.csv"], "carbon intensity file missing.csv cannot be read"),
+        (["--pretrain-metrics", "missing.json"], "--pretrain-metrics missing.json cannot be read"),
     ],
 )
 def test_cli_bad_flags_exit_2(tmp_path, flags, words):
@@ -414,3 +420,48 @@ def test_imagenet_init_offline_without_cache_is_a_clear_error(tmp_path):
     assert "ImageNet weights for 'resnet18' are not available offline" in result.stderr
     assert "--init scratch" in result.stderr and "Traceback" not in result.stderr
     assert not (tmp_path / "o" / "metrics.json").exists()
+
+
+def test_second_training_on_the_same_folder_exits_2(tmp_path):
+    """The run lock: while one process trains a folder, a second `pepr train` on it stops at once."""
+    from pepr.runs import run_lock
+
+    out = tmp_path / "run"
+    with run_lock(out):  # held as a training in another process would hold it
+        code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--out", str(out))
+    assert code == 2 and "is being trained by" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+    assert not (out / "metrics.json").exists()
+
+
+def test_failed_pretraining_is_recorded_without_training(tmp_path):
+    source = tmp_path / "pretrain" / "metrics.json"
+    source.parent.mkdir()
+    source.write_text(json.dumps({"status": "failed", "reason": "out of memory"}))
+    out = tmp_path / "cell"
+    missing_checkpoint = tmp_path / "pretrain" / "model.pt"  # never written: the pretraining failed
+    code, err = run_cli(
+        "train", "--model", "test_resnet", "--dataset", TINY, "--init", f"checkpoint:{missing_checkpoint}",
+        "--out", str(out), "--pretrain-metrics", str(source),
+    )
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "failed"
+    assert metrics["reason"] == f"pretraining on the transfer source failed (out of memory); see {source}"
+    assert all(metrics[key] is None for key in RESULT_KEYS)
+    assert (out / "history.csv").read_text().strip() == ",".join(HISTORY_COLUMNS)
+
+
+@pytest.mark.slow
+def test_ok_pretraining_trains_and_saves_the_model_after_the_metrics(tmp_path):
+    source = tmp_path / "metrics.json"
+    source.write_text(json.dumps({"status": "ok", "reason": ""}))
+    out, weights = tmp_path / "cell", tmp_path / "new" / "folder" / "w.pt"
+    code, err = run_cli(
+        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "2",
+        "--out", str(out), "--pretrain-metrics", str(source), "--save-model", str(weights),
+    )
+    assert code == 0, err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["saved_model"] == str(weights)
+    assert weights.stat().st_mtime_ns >= (out / "metrics.json").stat().st_mtime_ns

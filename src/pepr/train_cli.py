@@ -53,6 +53,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _seed(text: str) -> int:
+    value = _non_negative_int(text)
+    if value > 2**32 - 1:
+        raise argparse.ArgumentTypeError(f"must be in 0..{2**32 - 1} (numpy's seed range), got {text}")
+    return value
+
+
 def _fraction(text: str) -> float:
     value = _number(text, float)
     if not (0.0 < value <= 1.0):
@@ -74,7 +81,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", default="scratch", metavar="STRATEGY", help="scratch | imagenet | checkpoint:PATH (default: scratch)")
     parser.add_argument("--fraction", type=_fraction, default=1.0, help="stratified fraction of the train split, in (0, 1] (default: 1)")
     parser.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default: 10)")
-    parser.add_argument("--seed", type=_non_negative_int, default=0, help="seed for the subset, init and batch order (default: 0)")
+    parser.add_argument("--seed", type=_seed, default=0, help="seed for the subset, init and batch order (default: 0)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder for metrics.json and history.csv")
     parser.add_argument("--data-dir", type=Path, default=None, metavar="D", help="folder with MedMNIST .npz files (default: ~/.medmnist)")
     parser.add_argument("--image-size", type=_positive_int, default=None, metavar="PX", help="train at this size (resized on the device; default: the stored size)")
@@ -83,6 +90,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N | mps (default: auto = cuda if available)")
     parser.add_argument("--country", default="DNK", metavar="ISO3", help="country for the CO2 intensity, ISO 3166-1 alpha-3 (default: DNK)")
     parser.add_argument("--save-model", type=Path, default=None, metavar="PATH", help="save the final weights (.pt/.pth/.safetensors), e.g. for --init checkpoint:PATH")
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="training numerics: fp32 (the paper's protocol, default) or bf16 autocast (CUDA only; CPU always trains in fp32)")
+    parser.add_argument("--carbon-intensity", type=Path, default=None, metavar="CSV", help="time-varying grid intensity, columns timestamp (ISO 8601),gco2_per_kwh: each epoch's CO2 uses the value at its midpoint (default: CodeCarbon's country average)")
+    parser.add_argument("--pretrain-metrics", type=Path, default=None, metavar="PATH", help="metrics.json of the transfer source's pretraining: when its status is not ok, record this cell as failed (exit 0) without training")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="torch CPU threads (default: all cores this process may use)")
 
 
@@ -106,6 +116,9 @@ def run(args: argparse.Namespace) -> int:
         country=args.country,
         save_model=args.save_model,
         threads=args.threads,
+        precision=args.precision,
+        carbon_intensity=args.carbon_intensity,
+        pretrain_metrics=args.pretrain_metrics,
     )
     run_training(cfg)
     return 0
