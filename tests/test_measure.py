@@ -1,0 +1,108 @@
+"""Measurement: time-varying carbon intensity, the job's share of a shared node, and the
+training's working-set memory (independent of the data size, dependent on the model)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from pepr.errors import PeprInputError
+from pepr.measure import epoch_co2_kg, node_share, read_carbon_intensity
+from pepr.train import TrainConfig, run_training
+
+QUIET = lambda message: None  # noqa: E731
+
+
+def _utc(text: str) -> float:
+    return datetime.fromisoformat(text).replace(tzinfo=timezone.utc).timestamp()
+
+
+def test_carbon_series_lookup_by_epoch_midpoint(tmp_path):
+    path = tmp_path / "grid.csv"
+    path.write_text(
+        "timestamp,gco2_per_kwh\n"
+        "2024-03-01T12:00:00Z,100\n"
+        "2024-03-01T13:00:00+01:00,300\n"  # 13:00 in UTC+1 is 12:00 UTC: the same time
+    )
+    with pytest.raises(PeprInputError, match="line 3: timestamp .* is not after the previous row"):
+        read_carbon_intensity(path)
+    path.write_text("timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,100\n2024-03-01T14:00:00+01:00,300\n2024-03-01T14:00:00,50\n")
+    series = read_carbon_intensity(path)
+    assert series.step_s == 3600 and series.source == f"series: {path}"
+    # an epoch from 12:50 to 13:20 UTC has its midpoint at 13:05: the 13:00 value (300 g/kWh)
+    co2, intensity = epoch_co2_kg(2.0, _utc("2024-03-01T12:50:00"), _utc("2024-03-01T13:20:00"), series)
+    assert intensity == 300 and co2 == pytest.approx(2.0 * 300 / 1000)
+    co2, intensity = epoch_co2_kg(0.5, _utc("2024-03-01T12:00:00"), _utc("2024-03-01T12:10:00"), series)
+    assert intensity == 100 and co2 == pytest.approx(0.05)
+    assert series.at(_utc("2024-03-01T14:59:00")) == 50  # within one step after the last row
+    with pytest.raises(PeprInputError, match="covers 2024-03-01T12:00:00\\+00:00 .. 2024-03-01T14:00:00\\+00:00 but the training ran at"):
+        series.at(_utc("2024-03-01T15:30:00"))
+
+
+@pytest.mark.parametrize(
+    "text, words",
+    [
+        ("time,value\n", "needs the columns timestamp,gco2_per_kwh"),
+        ("timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,100\n", "needs at least two rows"),
+        ("timestamp,gco2_per_kwh\nyesterday,1\n2024-03-01T12:00:00Z,100\n", "line 2: timestamp 'yesterday' is not ISO 8601"),
+        ("timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,-1\n2024-03-01T13:00:00Z,100\n", "line 2: gco2_per_kwh '-1' must be a number >= 0"),
+    ],
+)
+def test_carbon_series_errors(tmp_path, text, words):
+    path = tmp_path / "grid.csv"
+    path.write_text(text)
+    with pytest.raises(PeprInputError, match=words):
+        read_carbon_intensity(path)
+
+
+def test_node_share_from_fake_environments():
+    gib = 2**30
+    slurm = node_share({"SLURM_CPUS_PER_TASK": "2", "SLURM_MEM_PER_NODE": "16384"}, 16, 16, None, 128 * gib)
+    assert slurm.cpu == pytest.approx(2 / 16) and slurm.ram == pytest.approx(16 / 128)
+    assert "CPU at 0.125 of the node (2 of 16 cores)" in slurm.description
+    assert "RAM at 0.125 of the node (16.0 of 128.0 GiB)" in slurm.description
+    cgroup = node_share({}, 4, 32, f"{8 * gib}\n", 64 * gib)  # affinity (cpuset) and memory.max
+    assert cgroup.cpu == pytest.approx(4 / 32) and cgroup.ram == pytest.approx(8 / 64)
+    whole = node_share({}, 8, 8, "max\n", 64 * gib)  # no limit: the whole node, said so
+    assert whole.cpu == 1.0 and whole.ram == 1.0 and "whole node" in whole.description
+    unknown = node_share({"SLURM_CPUS_PER_TASK": "junk"}, None, 8, None, None)
+    assert unknown.cpu == 1.0 and unknown.ram == 1.0
+
+
+@pytest.mark.slow
+def test_carbon_series_sets_each_epochs_co2(tmp_path):
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    path = tmp_path / "grid.csv"
+    path.write_text(f"timestamp,gco2_per_kwh\n{now.replace(year=now.year - 1).isoformat()},1000\n{now.replace(minute=0, second=0).isoformat()},250\n")
+    cfg = TrainConfig(model="test_resnet", dataset="synthetic:n_train=64,n_val=16,n_test=16", epochs=2, out_dir=tmp_path / "run", threads=2, carbon_intensity=path)
+    metrics = run_training(cfg, log=QUIET)
+    assert metrics["carbon_intensity_source"] == f"series: {path}"
+    assert metrics["co2_kg"] == pytest.approx(metrics["energy_kwh"] * 250 / 1000)
+    assert metrics["carbon_intensity_g_per_kwh"] == pytest.approx(250)
+    assert json.loads((cfg.out_dir / "metrics.json").read_text())["config"]["carbon_intensity"] == str(path)
+
+
+def _working_set(tmp_path, model: str, fraction: float) -> float:
+    """One training per process, as the workflow runs them (a process's allocator keeps freed
+    pages, so a second training in the same process would look smaller)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / f"{model}-{fraction}"
+    argv = [
+        sys.executable, "-m", "pepr.cli", "train", "--model", model, "--dataset", "synthetic:size=64,n_train=640,n_val=32,n_test=32",
+        "--fraction", str(fraction), "--epochs", "1", "--threads", "2", "--out", str(out),
+    ]
+    result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    return json.loads((out / "metrics.json").read_text())["peak_memory_mb"]
+
+
+@pytest.mark.slow
+def test_working_set_memory_ignores_data_size_and_sees_model_size(tmp_path):
+    full, tenth = _working_set(tmp_path, "resnet18", 1.0), _working_set(tmp_path, "resnet18", 0.1)
+    assert tenth == pytest.approx(full, rel=0.10), (full, tenth)
+    small = _working_set(tmp_path, "mobilenetv3_small_050", 1.0)
+    assert small < 0.6 * full, (small, full)
