@@ -81,6 +81,10 @@ def test_select_precision():
     assert select_precision("cuda", bf16_supported=True) == Precision("bfloat16", True)
     assert select_precision("cuda", bf16_supported=False) == Precision(None, True)
     assert select_precision("cpu", bf16_supported=True) == Precision(None, False)
+    # the training's --precision: fp32 (the paper's protocol) unless bf16 is asked for and possible
+    assert select_precision("cuda", True, "fp32") == Precision(None, True)
+    assert select_precision("cuda", True, "bf16") == Precision("bfloat16", True)
+    assert select_precision("cpu", True, "bf16") == Precision(None, False)
 
 
 def test_classification_metrics_against_hand_computed():
