@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.measure import epoch_co2_kg, node_share, read_carbon_intensity
+from pepr.measure import epoch_co2_kg, node_share, own_gpu_ids, read_carbon_intensity
 from pepr.train import TrainConfig, run_training
 
 QUIET = lambda message: None  # noqa: E731
@@ -67,6 +67,9 @@ def test_node_share_from_fake_environments():
     assert cgroup.cpu == pytest.approx(4 / 32) and cgroup.ram == pytest.approx(8 / 64)
     whole = node_share({}, 8, 8, "max\n", 64 * gib)  # no limit: the whole node, said so
     assert whole.cpu == 1.0 and whole.ram == 1.0 and "whole node" in whole.description
+    # GPU energy: the training's own device only (CodeCarbon honours CUDA_VISIBLE_DEVICES itself)
+    assert own_gpu_ids("cuda", 1, {}) == [1] and own_gpu_ids("cuda", None, {}) == [0]
+    assert own_gpu_ids("cuda", 0, {"CUDA_VISIBLE_DEVICES": "3"}) is None and own_gpu_ids("cpu", None, {}) is None
     unknown = node_share({"SLURM_CPUS_PER_TASK": "junk"}, None, 8, None, None)
     assert unknown.cpu == 1.0 and unknown.ram == 1.0
 

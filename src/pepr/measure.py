@@ -72,9 +72,11 @@ class EnergyMeter:
     hardware probing; :meth:`start` absorbs it in a throw-away span so epoch 1 is not inflated.
     """
 
-    def __init__(self, country: str, verbose: bool = False) -> None:
+    def __init__(self, country: str, verbose: bool = False, gpu_ids: list[int] | None = None) -> None:
         self.country = country
         self.verbose = verbose
+        # GPUs to count; None = CodeCarbon's choice (CUDA_VISIBLE_DEVICES, as SLURM sets it, else all)
+        self.gpu_ids = gpu_ids
         self._tracker: Any = None
         # CodeCarbon renames a reused task name (name_<uuid>) and then stop_task(name) closes the
         # wrong task, so every span gets a unique task name here.
@@ -92,6 +94,7 @@ class EnergyMeter:
             country_iso_code=self.country,
             output_methods=[],  # no emissions.csv, API or logger output: pepr records the numbers
             allow_multiple_runs=True,
+            gpu_ids=self.gpu_ids,
             log_level="info" if self.verbose else "error",
         )
         self._tracker.start_task("pepr-probe")
@@ -449,3 +452,15 @@ class WorkingSetMeter:
             self.peak_mb = max(self.peak_mb, current_rss_mb())
             extra = {}
         return {"peak_memory_mb": max(self.peak_mb - self.baseline_mb, 0.0), "process_peak_rss_mb": peak_rss_mb(), **extra}
+
+
+def own_gpu_ids(device_type: str, device_index: int | None, environ: "Mapping[str, str]") -> list[int] | None:
+    """The GPU(s) a job's energy should count: only the training's own device.
+
+    With CUDA_VISIBLE_DEVICES set (SLURM sets it to the allocation) CodeCarbon already restricts
+    itself to those, so None is returned; otherwise the training's device index, so other jobs'
+    GPUs on the node are not charged to this one. No GPU: None.
+    """
+    if device_type != "cuda" or environ.get("CUDA_VISIBLE_DEVICES", "").strip():
+        return None
+    return [device_index or 0]

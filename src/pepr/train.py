@@ -1,23 +1,30 @@
 """Train, evaluate and measure one timm model on one dataset: one cell of a PePR grid.
 
-``run_training(TrainConfig(...))`` does the whole job and writes ``out_dir/metrics.json`` (the
-contract in ARCHITECTURE.md) and ``out_dir/history.csv`` (one row per epoch):
+``run_training(TrainConfig(...))`` does the whole job and writes ``out_dir/metrics.json`` and
+``out_dir/history.csv`` (the contract in :mod:`pepr.runs` and ARCHITECTURE.md):
 
-1. validate everything cheap (:func:`validate_train_config`), then load the data, take the
-   stratified train fraction and move all splits to the device once (resized there if asked);
-2. build the model (:mod:`pepr.models`) and probe it with one forward/backward pass: a model that
-   cannot run on this input is recorded with status ``"failed"`` (the sweep goes on);
-3. train with Adam + cross-entropy, evaluating on val and the full test set after every epoch,
-   measuring each epoch's wall time and energy (CodeCarbon task per epoch);
-4. after each epoch save ``out_dir/resume.pt``, so a re-run after preemption resumes from the last
-   finished epoch and sums times/energy over the segments; it is removed on success.
+1. a transfer cell whose pretraining failed (``pretrain_metrics``) is recorded as failed at once;
+   otherwise everything cheap is validated (:func:`validate_train_config`) and the run folder is
+   locked (:func:`pepr.runs.run_lock`: one training per folder);
+2. the data are loaded, the stratified train fraction taken and all splits moved to the device
+   once (:mod:`pepr.loop`); the model is built (:mod:`pepr.models`) and probed with one
+   forward/backward pass: a model that cannot run on this input is a ``"failed"`` record;
+3. Adam + cross-entropy epochs, evaluating val and the full test set after each, measuring time,
+   energy (a CodeCarbon task per epoch, CPU/RAM charged at the job's share of the node), CO2
+   (country average or a time series) and the training's working-set memory (:mod:`pepr.measure`);
+4. after each epoch ``out_dir/resume.pt`` (:mod:`pepr.resume`) lets a re-run continue from the last
+   finished epoch; at the end metrics.json + history.csv are written, then the optional model
+   file, and the result is archived to ``previous/`` (:func:`pepr.runs.archive_finished`).
 
 Time and energy cover the same span: every epoch's training loop plus its val/test evaluation
 (``train_loop_time_s`` and ``eval_time_s`` split it). Final performance is the last epoch's, as
 in the PePR paper; the best-val epoch is recorded too.
 
 torch/timm/codecarbon are imported inside functions: ``pepr.train_cli`` imports this module only
-when a training actually runs.
+when a training actually runs. The loop, metric and resume names other modules import from here
+(``DeviceSplits``, ``batch_order``, ``train_epoch``, ``evaluate``, ``predict``, ``to_device``,
+``select_precision``, ``Precision``, ``classification_metrics``, ``HISTORY_COLUMNS``,
+``RESULT_KEYS``) are re-exported.
 """
 
 from __future__ import annotations
@@ -430,7 +437,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
     segment = state.segments - 1
-    meter = measure.EnergyMeter(cfg.country)
+    meter = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(setup.device.type, setup.device.index, os.environ))
     meter.start()
     setup.memory.start()
     cpu_start = time.process_time()
