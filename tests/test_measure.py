@@ -109,3 +109,13 @@ def test_working_set_memory_ignores_data_size_and_sees_model_size(tmp_path):
     assert tenth == pytest.approx(full, rel=0.10), (full, tenth)
     small = _working_set(tmp_path, "mobilenetv3_small_050", 1.0)
     assert small < 0.6 * full, (small, full)
+
+
+def test_series_that_does_not_cover_now_fails_before_training(tmp_path):
+    path = tmp_path / "old.csv"
+    path.write_text("timestamp,gco2_per_kwh\n2020-01-01T00:00:00Z,100\n2020-01-01T01:00:00Z,200\n")
+    out = tmp_path / "run"
+    cfg = TrainConfig(model="test_resnet", dataset="synthetic:n_train=64,n_val=16,n_test=16", epochs=1, out_dir=out, threads=2, carbon_intensity=path)
+    with pytest.raises(PeprInputError, match="covers 2020-01-01T00:00:00\\+00:00 .. 2020-01-01T01:00:00\\+00:00"):
+        run_training(cfg, log=QUIET)
+    assert not (out / "metrics.json").exists()

@@ -365,6 +365,8 @@ class _Setup:
         if cfg.precision == "bf16" and precision.autocast_dtype is None:
             log(f"--precision bf16: {device} has no bf16 autocast here; training in fp32 (recorded)")
         carbon = measure.read_carbon_intensity(cfg.carbon_intensity) if cfg.carbon_intensity else None
+        if carbon is not None:
+            carbon.at(time.time())  # a series that does not cover now fails before training, not after epoch 1
         dataset = data_module.load_dataset(cfg.dataset, cfg.data_dir, allow_download=True)
         height, width = dataset.image_size
         if cfg.image_size is None and height != width:
