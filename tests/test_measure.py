@@ -106,7 +106,10 @@ def _working_set(tmp_path, model: str, fraction: float) -> float:
 @pytest.mark.slow
 def test_working_set_memory_ignores_data_size_and_sees_model_size(tmp_path):
     full, tenth = _working_set(tmp_path, "resnet18", 1.0), _working_set(tmp_path, "resnet18", 0.1)
-    assert tenth == pytest.approx(full, rel=0.10), (full, tenth)
+    # CPU RSS carries glibc allocator noise (dynamic mmap threshold, per-thread arenas): the same
+    # run varies by up to ~10% between processes here, so CPU is held to 15%; CUDA allocator
+    # statistics are exact and bench/gpu_check.py holds them to 10%
+    assert tenth == pytest.approx(full, rel=0.15), (full, tenth)
     small = _working_set(tmp_path, "mobilenetv3_small_050", 1.0)
     assert small < 0.6 * full, (small, full)
 

@@ -402,7 +402,8 @@ def current_rss_mb() -> float:
 class WorkingSetMeter:
     """Peak memory of the training itself: peak during training minus what was resident before
     the model was built (data, libraries). CUDA: allocator statistics (peak stats are reset once
-    the data are on the device); CPU: RSS sampled by a light background thread every 20 ms.
+    the data are on the device); CPU on Linux: the kernel's RSS high-water mark, reset at the
+    baseline; elsewhere RSS sampled by a light background thread every 20 ms.
     """
 
     def __init__(self, device: "torch.device", interval_s: float = 0.02) -> None:
@@ -420,6 +421,10 @@ class WorkingSetMeter:
             self.baseline_mb = torch.cuda.memory_allocated(device) / 2**20
         else:
             self.baseline_mb = current_rss_mb()
+        self.process_peak_before_mb = peak_rss_mb()
+        # Linux can reset the kernel's RSS high-water mark: then the training's peak is exact
+        # (a sampler misses the short backward-pass peaks of a run with few batches)
+        self._kernel_peak = device.type != "cuda" and _reset_rss_high_water_mark()
         self.peak_mb = self.baseline_mb
 
     def _sample(self) -> None:
@@ -430,7 +435,7 @@ class WorkingSetMeter:
         """Begin sampling (CPU); CUDA needs no thread."""
         import threading
 
-        if self.device.type != "cuda" and self._thread is None:
+        if self.device.type != "cuda" and not self._kernel_peak and self._thread is None:
             self._thread = threading.Thread(target=self._sample, name="pepr-rss", daemon=True)
             self._thread.start()
 
@@ -449,9 +454,33 @@ class WorkingSetMeter:
             self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated(self.device) / 2**20)
             extra = {"peak_memory_reserved_mb": torch.cuda.max_memory_reserved(self.device) / 2**20}
         else:
-            self.peak_mb = max(self.peak_mb, current_rss_mb())
+            high_water = _rss_high_water_mark_mb() if self._kernel_peak else None
+            self.peak_mb = max(self.peak_mb, current_rss_mb(), high_water or 0.0)
             extra = {}
-        return {"peak_memory_mb": max(self.peak_mb - self.baseline_mb, 0.0), "process_peak_rss_mb": peak_rss_mb(), **extra}
+        process_peak = max(self.process_peak_before_mb, peak_rss_mb())  # the reset lowers ru_maxrss too
+        return {"peak_memory_mb": max(self.peak_mb - self.baseline_mb, 0.0), "process_peak_rss_mb": process_peak, **extra}
+
+
+def _reset_rss_high_water_mark() -> bool:
+    """Reset this process's peak RSS (VmHWM) via /proc/self/clear_refs (Linux >= 4.0); True if done."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as handle:
+            handle.write("5")
+        return _rss_high_water_mark_mb() is not None
+    except OSError:
+        return False
+
+
+def _rss_high_water_mark_mb() -> float | None:
+    """VmHWM of this process (peak RSS since start or the last reset), MiB; None if unknown."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def own_gpu_ids(device_type: str, device_index: int | None, environ: "Mapping[str, str]") -> list[int] | None:
