@@ -214,3 +214,82 @@ def test_snakemake_refuses_a_bad_config_before_scheduling(tmp_path):
     assert "has 3 problem(s); nothing was run" in result.stderr
     assert "'resnet18; rm -rf ~' is not a valid model name" in result.stderr
     assert not (tmp_path / "results").exists()
+
+
+# --- pepr.config.training_problems: the checks `pepr train` and the workflow share ---
+from pepr.config import training_problems  # noqa: E402
+
+TP_CATALOGUE = {
+    "models": ["resnet18", "mobilenetv3_small_050", "tiny_vit"],
+    "pretrained": ["resnet18"],
+    "pretrained_tags": ["resnet18.a1_in1k", "resnet18.tv_in1k"],
+}
+TP_GOOD = {
+    "model": "resnet18", "dataset": "pneumoniamnist", "out_dir": "results/x", "init": "scratch",
+    "fraction": 1.0, "epochs": 1, "seed": 0, "data_dir": None, "image_size": 28, "batch_size": 8,
+    "lr": 1e-3, "device": "cpu", "country": "DNK", "save_model": None, "threads": None,
+    "precision": "fp32", "carbon_intensity": None,
+}
+
+
+def test_good_settings_have_no_problems():
+    assert training_problems(TP_GOOD, TP_CATALOGUE, check_data=False) == []
+    assert training_problems({**TP_GOOD, "model": "resnet18.a1_in1k", "init": "imagenet"}, TP_CATALOGUE, check_data=False) == []
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"country": "DEN"}, "country 'DEN'"),
+        ({"batch_size": 1}, "batch size"),
+        ({"lr": float("inf")}, "learning rate"),
+        ({"lr": 0.0}, "learning rate"),
+        ({"image_size": 100000}, "image size"),
+        ({"seed": 2**32}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"device": "cuda:x"}, "unknown device"),
+        ({"device": "gpu"}, "unknown device"),
+        ({"model": "resnet18.bogus_tag"}, "unknown pretrained tag"),
+        ({"model": "resnet1800"}, "unknown timm model"),
+        ({"model": "tiny_vit", "init": "imagenet"}, "no pretrained weights"),
+        ({"init": "checkpoint:/nonexistent/x.pt"}, "checkpoint file"),
+        ({"init": "warm"}, "init must be"),
+        ({"data_dir": "data/{x}"}, "data_dir"),
+        ({"dataset": "scans/{a}.npz"}, "dataset"),
+        ({"precision": "fp16"}, "precision"),
+        ({"epochs": 0}, "epochs"),
+        ({"fraction": 1.5}, "fraction"),
+        ({"save_model": "model.bin"}, "save_model"),
+        ({"carbon_intensity": "/nonexistent/ci.csv"}, "/nonexistent/ci.csv"),
+    ],
+)
+def test_each_bad_setting_is_named(change, expected):
+    problems = training_problems({**TP_GOOD, **change}, TP_CATALOGUE, check_data=False)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+
+
+def test_all_problems_at_once_and_checkpoint_check_optional():
+    bad = {**TP_GOOD, "country": "DEN", "batch_size": 1, "lr": float("nan")}
+    assert len(training_problems(bad, TP_CATALOGUE, check_data=False)) == 3
+    later = {**TP_GOOD, "init": "checkpoint:/not/yet/written.pt"}
+    assert training_problems(later, TP_CATALOGUE, check_data=False, check_checkpoint=False) == []
+
+
+def test_carbon_intensity_csv_checked(tmp_path):
+    good = tmp_path / "ci.csv"
+    good.write_text("timestamp,gco2_per_kwh\n2026-01-01T00:00:00Z,120\n2026-01-01T01:00:00Z,130\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("time,value\n1,2\n")
+    assert training_problems({**TP_GOOD, "carbon_intensity": str(good)}, TP_CATALOGUE, check_data=False) == []
+    assert training_problems({**TP_GOOD, "carbon_intensity": str(bad)}, TP_CATALOGUE, check_data=False)
+
+
+def test_dataset_checked_when_asked(tmp_path):
+    problems = training_problems({**TP_GOOD, "dataset": str(tmp_path / "missing.npz")}, TP_CATALOGUE)
+    assert problems and "missing.npz" in " ".join(problems)
+
+
+def test_module_does_not_import_torch():
+    code = "import sys, pepr.config; assert 'torch' not in sys.modules and 'timm' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)
