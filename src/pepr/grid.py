@@ -331,8 +331,8 @@ def _timm_version() -> str:
 def timm_catalogue(cache_dir: str | os.PathLike | None = None) -> dict[str, list[str]]:
     """timm's model names and which of them have ImageNet weights.
 
-    Returns ``{"models": [...], "pretrained": [...]}`` (architecture names, deprecated aliases
-    such as ``gluon_resnet34_v1b`` included). Cached in ``cache_dir/timm-VERSION.json`` when a
+    Returns ``{"models": [...], "pretrained": [...], "pretrained_tags": [...]}`` (architecture
+    names, deprecated aliases such as ``gluon_resnet34_v1b`` included; tags as ``arch.tag``). Cached in ``cache_dir/timm-VERSION.json`` when a
     cache folder is given, so only the first call per timm version imports timm (~3 s).
     """
     cache_file = Path(cache_dir) / f"timm-{_timm_version()}.json" if cache_dir is not None else None
@@ -340,7 +340,8 @@ def timm_catalogue(cache_dir: str | os.PathLike | None = None) -> dict[str, list
         try:
             with open(cache_file, encoding="utf-8") as handle:
                 cached = json.load(handle)
-            if isinstance(cached.get("models"), list) and isinstance(cached.get("pretrained"), list):
+            # A cache without the tags predates them: rebuild it so tagged names are checked.
+            if all(isinstance(cached.get(key), list) for key in ("models", "pretrained", "pretrained_tags")):
                 return cached
         except (OSError, ValueError):
             pass  # a damaged cache is rebuilt below
@@ -359,7 +360,7 @@ def timm_catalogue(cache_dir: str | os.PathLike | None = None) -> dict[str, list
             # An alias points at a tagged weight set (resnet34.gluon_in1k) or a plain architecture.
             if target and (target in pretrained_tags or ("." not in target and target in pretrained)):
                 pretrained.add(alias)
-    catalogue = {"models": sorted(models), "pretrained": sorted(pretrained)}
+    catalogue = {"models": sorted(models), "pretrained": sorted(pretrained), "pretrained_tags": sorted(pretrained_tags)}
     if cache_file is not None:
         _write_json_atomic(cache_file, catalogue)
     return catalogue
