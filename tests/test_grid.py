@@ -197,5 +197,10 @@ def test_prepare_grid_validates_once_then_uses_its_cache(tmp_path, monkeypatch):
 
 def test_timm_catalogue_cache_is_used(tmp_path, monkeypatch):
     version = grid._timm_version()
+    cached = {"models": ["only_this"], "pretrained": [], "pretrained_tags": []}
+    (tmp_path / f"timm-{version}.json").write_text(json.dumps(cached))
+    assert grid.timm_catalogue(tmp_path) == cached
+    # a cache written before the tags were stored is rebuilt with them
     (tmp_path / f"timm-{version}.json").write_text(json.dumps({"models": ["only_this"], "pretrained": []}))
-    assert grid.timm_catalogue(tmp_path) == {"models": ["only_this"], "pretrained": []}
+    rebuilt = grid.timm_catalogue(tmp_path)
+    assert "resnet18" in rebuilt["models"] and "resnet18.a1_in1k" in rebuilt["pretrained_tags"]
