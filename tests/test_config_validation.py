@@ -293,3 +293,23 @@ def test_dataset_checked_when_asked(tmp_path):
 def test_module_does_not_import_torch():
     code = "import sys, pepr.config; assert 'torch' not in sys.modules and 'timm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"country": "DEN"}, "country 'DEN'"),
+        ({"batch_size": 1}, "batch size"),
+        ({"image_size": 100000}, "image size"),
+        ({"models": ["resnet18.bogus_tag"]}, "unknown pretrained tag"),
+    ],
+)
+def test_workflow_planning_runs_the_training_checks(tmp_path, monkeypatch, change, expected):
+    """prepare_grid (what the Snakefile calls) rejects values pepr train would reject, once, up front."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(grid, "timm_catalogue", lambda cache_dir=None: TP_CATALOGUE)
+    config = {"models": ["resnet18"], "datasets": ["synthetic"], "device": "cpu", **change}
+    with pytest.raises(PeprInputError, match="nothing was run") as info:
+        grid.prepare_grid(config, REPO / "workflow" / "schemas" / "config.schema.yaml", tmp_path / "cache")
+    assert expected in str(info.value)
+    assert not list((tmp_path / "cache").glob("validated-*.json"))  # a bad config is never cached as valid

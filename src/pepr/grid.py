@@ -703,9 +703,40 @@ def prepare_grid(
     except PeprInputError as exc:
         raise PeprInputError(f"{source}: {exc}") from None
     grid = build_grid(config, datasets=info)
+    if validate:
+        check_jobs(grid, config, catalogue, source=source)
     if validate and cache_file is not None:
         _write_json_atomic(cache_file, {"datasets": info})
     return grid
+
+
+def check_jobs(grid: Grid, config: Mapping[str, Any], catalogue: Mapping[str, Any] | None, source: str = "config") -> None:
+    """Run ``pepr train``'s own checks (:func:`pepr.config.training_problems`) on every job.
+
+    Each distinct job's settings are checked once (a sweep's thousands of cells share a handful
+    of settings once seed/fraction/dataset are factored out), so a value ``pepr train`` would
+    reject (country DEN, batch 1, lr inf, an unknown timm tag, ...) stops planning here, before a
+    finished cell is scheduled again. Data files were checked by :func:`config_problems`;
+    checkpoints are written by pretraining jobs later, so neither is checked here.
+    """
+    from pepr.config import training_problems
+
+    seen: dict[str, list[str]] = {}
+    jobs: list[Cell | PretrainJob] = [*grid.cells, *grid.pretrain_jobs]
+    for job in jobs:
+        settings = train_settings(job, config)
+        # seed and fraction differ per cell but are checked identically: one check per shape
+        key = json.dumps({k: v for k, v in settings.items() if k not in ("seed", "fraction")}, sort_keys=True, default=str)
+        if key in seen:
+            continue
+        seen[key] = training_problems(settings, catalogue, check_data=False, check_checkpoint=False)
+    for seed in dict.fromkeys(config.get("seeds", [])):
+        if isinstance(seed, int) and not isinstance(seed, bool) and not 0 <= seed <= 2**32 - 1:
+            seen[f"seed {seed}"] = [f"seeds: {seed} is outside 0..{2**32 - 1}"]
+    problems = list(dict.fromkeys(problem for found in seen.values() for problem in found))
+    if problems:
+        listing = "\n".join(f"  - {problem}" for problem in problems)
+        raise PeprInputError(f"{source} has {len(problems)} problem(s); nothing was run:\n{listing}")
 
 
 def dataset_info(specs: Iterable[str], data_dir: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
@@ -747,6 +778,11 @@ def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> dict[
         )
     else:
         common.update(dataset=cell.dataset, init=cell.init_arg, fraction=cell.fraction, seed=cell.seed)
+    # Passed through only when set, so a finished sweep's params (the rerun trigger) stay the same.
+    if config.get("precision", "fp32") != "fp32":
+        common["precision"] = config["precision"]
+    if config.get("carbon_intensity") is not None:
+        common["carbon_intensity"] = config["carbon_intensity"]
     return common
 
 
