@@ -189,3 +189,31 @@ def test_kill_9_then_unlock_and_resume_gives_the_same_table(sweep, tmp_path):
     resumed = pd.read_csv(workdir / "results" / "runs.csv")
     reference = pd.read_csv(sweep / "results" / "runs.csv")
     pd.testing.assert_frame_equal(comparable(resumed), comparable(reference))
+
+
+def test_touching_code_retrains_nothing(sweep):
+    """Issue 9 case 1: newer scripts/rule files never re-plan finished cells (profiles/default)."""
+    code = [*REPO.glob("scripts/*.py"), *REPO.glob("workflow/rules/*.smk"), REPO / "Snakefile"]
+    stamps = {path: path.stat() for path in code}
+    try:
+        future = time.time() + 60
+        for path in code:
+            os.utime(path, (future, future))
+        counts = planned_jobs(sweep)
+        assert not {"train_model", "pretrain_source"} & set(counts), counts
+        # without the workflow profile Snakemake's default triggers would retrain: the profile is what fixes it
+        assert planned_jobs(sweep, "--workflow-profile", "none").get("train_model", 0) > 0
+    finally:
+        for path, stat in stamps.items():
+            os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_bad_training_setting_stops_planning_and_keeps_results(sweep, tmp_path):
+    """Issue 9 case 3: a value pepr train rejects fails `snakemake -n` with results untouched."""
+    before = {path: path.stat().st_mtime_ns for path in (sweep / "results").rglob("metrics.json")}
+    config = variant_config(tmp_path, "bad.yaml", country="DEN", batch_size=1)
+    result = snakemake(sweep, "-n", "--cores", "2", configfile=config)
+    assert result.returncode != 0
+    text = result.stdout + result.stderr
+    assert "country 'DEN'" in text and "batch size must be" in text
+    assert before and before == {path: path.stat().st_mtime_ns for path in (sweep / "results").rglob("metrics.json")}
