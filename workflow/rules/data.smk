@@ -1,6 +1,7 @@
 # Prefetch stage: everything a training job needs from the network is fetched here, by LOCAL
 # rules that run on the machine driving the sweep (cluster compute nodes often have no
 # internet). Offline, these rules fail with a message naming what to put where.
+import os
 import re
 
 
@@ -14,7 +15,10 @@ def _alternatives(values):
     return "|".join(re.escape(v) for v in values) or "(?!)"
 
 
-_MEDMNIST_FILES = GRID.medmnist_files  # file -> spec
+# Only MISSING files get a producing rule: a file the user placed (or one downloaded earlier) is
+# a plain input, so no timestamp, code or metadata change can make Snakemake delete and re-fetch
+# it (offline that would lose the data). Paths are relative to the working directory, as here.
+_MEDMNIST_FILES = {path: spec for path, spec in GRID.medmnist_files.items() if not os.path.exists(path)}
 
 
 rule download_data:
