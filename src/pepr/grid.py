@@ -833,6 +833,9 @@ def train_job(
             # An empty history (header only) keeps the declared outputs complete.
             (out_dir / "history.csv").write_text("epoch,train_loss,val_accuracy,test_accuracy,epoch_time_s,cumulative_time_s,cumulative_energy_kwh\n")
             _write_json_atomic(out_dir / "metrics.json", record)
+            from pepr.runs import archive_finished
+
+            archive_finished(out_dir)  # a later rerun that fails cannot take this record with it
             return record
     from pepr.train import TrainConfig, run_training
 
