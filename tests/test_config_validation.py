@@ -182,14 +182,24 @@ def real_catalogue(tmp_path_factory):
     return grid.timm_catalogue(tmp_path_factory.mktemp("timm-cache"))
 
 
-@pytest.mark.parametrize("config_file", ["config/config.yaml", "config/paper.yaml", ".test/config.yaml"])
+#: Data files a shipped config needs that a clone cannot have: the LIDC-IDRI export is the user's
+#: own (config/README.md says how to build data/lidc.npz); tests/test_study_configs.py dry-runs
+#: config/paper.yaml with a stand-in file.
+USER_DATA_PROBLEM = "datasets: dataset 'npz:data/lidc.npz': data/lidc.npz not found"
+
+
+@pytest.mark.parametrize("config_file", ["config/config.yaml", "config/paper.yaml",
+                                         "config/paper-crossed.yaml", "config/cpu-small.yaml",
+                                         ".test/config.yaml"])
 def test_shipped_configs_are_valid(schema, real_catalogue, config_file, monkeypatch):
     path = REPO / config_file
-    if not path.exists():
-        pytest.skip(f"{config_file} not written yet")
     monkeypatch.chdir(REPO)
     config = grid.apply_defaults(grid.load_config(path), schema)
-    assert grid.config_problems(config, schema, catalogue=real_catalogue) == []
+    problems = grid.config_problems(config, schema, catalogue=real_catalogue)
+    if not (REPO / "data" / "lidc.npz").exists():
+        # the only accepted problem: the user's own LIDC file is absent, and it is named clearly
+        problems = [p for p in problems if not p.startswith(USER_DATA_PROBLEM)]
+    assert problems == []
     assert grid.build_grid(config).cells
 
 
