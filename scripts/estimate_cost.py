@@ -1,6 +1,7 @@
 """Rule script of estimate_cost: calibrate the sweep's models here, estimate every job (pepr.estimate)."""
 
 from pepr.estimate import EstimateSettings, run_estimate
+from pepr.runs import atomic_write_text
 from pepr.tableio import write_table
 
 with open(snakemake.log[0], "w", encoding="utf-8") as log:
@@ -14,5 +15,4 @@ with open(snakemake.log[0], "w", encoding="utf-8") as log:
     print(result.report, file=log)
 write_table(result.table, snakemake.output.jobs)
 write_table(result.by_model, snakemake.output.by_model)
-with open(snakemake.output.report, "w", encoding="utf-8") as handle:
-    handle.write(result.report + "\n")
+atomic_write_text(snakemake.output.report, result.report + "\n")

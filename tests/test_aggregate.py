@@ -232,3 +232,23 @@ def test_csv_round_trip(tmp_path, monkeypatch):
 def test_aggregation_never_imports_torch(tmp_path):
     code = "import sys, pepr.aggregate; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_tables_are_readable_per_the_umask(tmp_path, monkeypatch, umask, mode):
+    """runs.csv / pepr.csv get 0666 minus the umask (not mkstemp's 0600): teammates can read them."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    make_runs(tmp_path)
+    files = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / ROOT).rglob("metrics.json"))
+    pretrain = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "results/pretrain").rglob("metrics.json"))
+    old = os.umask(umask)
+    try:
+        aggregate_to_csv(files, "results/runs.csv", pretrain, runs_root=ROOT)
+        score_to_csv("results/runs.csv", "results/pepr.parquet")
+    finally:
+        os.umask(old)
+    for name in ("runs.csv", "pepr.parquet"):
+        assert (tmp_path / "results" / name).stat().st_mode & 0o777 == mode, name
+    assert not list((tmp_path / "results").glob(".*.tmp")), "temporary file left behind"

@@ -7,7 +7,7 @@ write never leaves a partial table behind.
 from __future__ import annotations
 
 import os
-import tempfile
+import uuid
 from pathlib import Path
 
 import pandas as pd
@@ -51,13 +51,28 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise PeprInputError(f"cannot read {fmt} table '{path}': {exc}") from None
 
 
+def _temporary_sibling(path: Path) -> Path:
+    """A new, empty file beside ``path`` created with ``open(..., "x")``.
+
+    Unlike ``tempfile.mkstemp`` (always 0600), ``open`` applies the user's umask, so after the
+    rename the table is as readable as any file the user creates (0644 under umask 022):
+    teammates on a shared cluster file system must be able to read runs.csv and pepr.csv.
+    """
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    with open(tmp, "x"):
+        pass
+    return tmp
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write ``df`` atomically as CSV or Parquet (by extension), creating parent folders."""
+    """Write ``df`` atomically as CSV or Parquet (by extension), creating parent folders.
+
+    The file's permissions follow the umask (0666 minus umask), like any file the user writes.
+    """
     path = Path(path)
     fmt = table_format(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _temporary_sibling(path)
     try:
         if fmt == "csv":
             df.to_csv(tmp, index=False)
@@ -65,5 +80,5 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
             df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
