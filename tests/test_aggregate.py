@@ -252,3 +252,27 @@ def test_tables_are_readable_per_the_umask(tmp_path, monkeypatch, umask, mode):
     for name in ("runs.csv", "pepr.parquet"):
         assert (tmp_path / "results" / name).stat().st_mode & 0o777 == mode, name
     assert not list((tmp_path / "results").glob(".*.tmp")), "temporary file left behind"
+
+
+def test_status_spelling_is_normalised_never_dropped(tmp_path, monkeypatch):
+    """Documented rule (normalise_status): case and spaces are ignored, so "OK" is scored."""
+    monkeypatch.chdir(tmp_path)
+    files = [write_run(tmp_path, "d", "scratch", "1.0", "a", 0, status="OK", energy_kwh=1.0),
+             write_run(tmp_path, "d", "scratch", "1.0", "b", 0, status=" ok ", energy_kwh=3.0),
+             write_run(tmp_path, "d", "scratch", "1.0", "c", 0, status="FAILED", reason="oom")]
+    runs = collect_runs(files, runs_root=ROOT)
+    assert runs["status"].tolist() == ["ok", "ok", "failed"]
+    # a hand-edited runs table gets the same rule when scored
+    scored = score_runs(runs.assign(status=["Ok", "OK", "Failed"]))
+    assert scored["pepr_energy_kwh"].notna().tolist() == [True, True, False]
+    np.testing.assert_allclose(scored["pepr_energy_kwh"].iloc[:2], [0.8, 0.4])
+
+
+def test_unknown_status_is_an_error_naming_the_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    files = [write_run(tmp_path, "d", "scratch", "1.0", "a", 0, status="running")]
+    with pytest.raises(PeprInputError, match=r"seed0/metrics.json \('running'\).*'ok' or 'failed'"):
+        collect_runs(files, runs_root=ROOT)
+    runs = collect_runs([write_run(tmp_path, "d", "scratch", "1.0", "b", 0)], runs_root=ROOT)
+    with pytest.raises(PeprInputError, match=r"d/scratch/1.0/b/0 \('done'\)"):
+        score_runs(runs.assign(status="done"))

@@ -369,3 +369,76 @@ def test_report_warns_when_calibration_ran_on_a_busy_cpu():
     assert "WARNING: the CPU was busy" in est.format_report(busy, ASSUMPTIONS, device_label="cpu")
     quiet = est.estimate_jobs([job], [make_calibration(job, device="cpu", cpu_share=0.97)], ASSUMPTIONS)
     assert "WARNING" not in est.format_report(quiet, ASSUMPTIONS, device_label="cpu")
+
+
+# --------------------------------------------------------------------------------------------
+# CLI: outputs checked before calibrating; a write failing after it keeps the estimate
+# --------------------------------------------------------------------------------------------
+
+
+def _fake_estimate(calls, before_return=None):
+    def run_estimate(config, schema, settings, **kwargs):
+        calls.append(settings)
+        if before_return is not None:
+            before_return()
+        job = make_job()
+        table = est.estimate_jobs([job], [make_calibration(job)], ASSUMPTIONS)
+        return est.EstimateResult(table=table, by_model=est.summarise_by_model(table), report="REPORT",
+                                  calibrations=[])
+    return run_estimate
+
+
+@pytest.mark.parametrize("output, message", [
+    ("folder.csv", "is a folder"),
+    ("afile.csv/estimate.csv", "is a file, not a folder"),
+    ("new.csv/", "is a folder"),
+])
+def test_cli_unwritable_output_exits_2_before_calibrating(tmp_path, monkeypatch, capsys, output, message):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder.csv").mkdir()
+    (tmp_path / "afile.csv").write_text("x")
+    calls = []
+    monkeypatch.setattr(est, "run_estimate", _fake_estimate(calls))
+    config = write_config(tmp_path / "c.yaml", TINY_CONFIG)
+    code = main(["estimate", "--configfile", str(config), "--schema", str(SCHEMA), "--by-model", output])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "--by-model" in err
+    assert len(err.strip().splitlines()) == 1
+    assert calls == [], "calibration must not start when the output cannot be written"
+
+
+def test_cli_same_file_for_both_outputs_exits_2(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    calls = []
+    monkeypatch.setattr(est, "run_estimate", _fake_estimate(calls))
+    code = main(["estimate", "--configfile", "c.yaml", "-o", "e.csv", "--by-model", "./e.csv"])
+    assert code == 2 and "same file" in capsys.readouterr().err and calls == []
+
+
+def test_cli_write_failing_after_calibration_saves_the_tables(tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    monkeypatch.chdir(tmp_path)
+    rescue_dir = tmp_path / "tmp"
+    rescue_dir.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(rescue_dir))
+    (tmp_path / "out").mkdir()
+
+    def output_folder_goes_away():  # what a full or vanished output disk looks like to the writer
+        (tmp_path / "out").rmdir()
+        (tmp_path / "out").write_text("not a folder any more")
+
+    calls = []
+    monkeypatch.setattr(est, "run_estimate", _fake_estimate(calls, output_folder_goes_away))
+    config = write_config(tmp_path / "c.yaml", TINY_CONFIG)
+    code = main(["estimate", "--configfile", str(config), "--schema", str(SCHEMA),
+                 "-o", "out/estimate.csv", "--by-model", "by_model.csv"])
+    captured = capsys.readouterr()
+    assert code == 2 and len(calls) == 1
+    assert "REPORT" in captured.out
+    assert "the estimate is not lost" in captured.err and "Traceback" not in captured.err
+    rescued = list(rescue_dir.glob("pepr-estimate-*-estimate.csv"))
+    assert len(rescued) == 1
+    # 3 epochs x (4 train batches x 0.5 s + 3 eval batches x 0.25 s) + 10 s overhead
+    assert pd.read_csv(rescued[0])["est_time_s"].tolist() == pytest.approx([18.25])
+    assert (tmp_path / "by_model.csv").exists()  # the writable one is written as usual

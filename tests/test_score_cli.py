@@ -172,3 +172,136 @@ def test_console_script_help_explains_formula_and_stays_light():
          "import pepr.scoring, pepr.tableio; print('torch' in sys.modules)"],
         capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "False"
+
+
+# --- issue 9 #7: every bad input and output exits 2 with one line ---------------------------
+
+def write_parquet(tmp_path, df, name="bad.parquet"):
+    path = tmp_path / name
+    df.to_parquet(path, index=False)
+    return path
+
+
+def one_line_exit_2(code, err):
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("column", ["kwh_norm", "pepr_kwh"])
+def test_input_column_colliding_with_a_generated_name_is_refused(table, tmp_path, column):
+    bad = write(tmp_path, pd.read_csv(table).assign(**{column: 1.0}))
+    out_path = tmp_path / "out.csv"
+    code, _, err = run_cli("score", str(bad), "--performance", "acc", "--resource", "kwh", "-o", str(out_path))
+    one_line_exit_2(code, err)
+    assert f"'{column}'" in err and "rename it" in err
+    assert not out_path.exists()
+
+
+def test_duplicate_column_names_are_refused_not_renamed(tmp_path):
+    bad = tmp_path / "dup.csv"
+    bad.write_text("acc,kwh,kwh\n0.9,1,2\n0.8,2,3\n")
+    code, _, err = run_cli("score", str(bad), "--performance", "acc", "--resource", "kwh")
+    one_line_exit_2(code, err)
+    assert "two columns named 'kwh'" in err and "columns 2 and 3" in err
+
+
+def test_duplicate_column_names_in_a_dataframe_are_refused():
+    from pepr.errors import PeprInputError
+    from pepr.scoring import score
+
+    df = pd.DataFrame([[0.9, 1.0, 2.0]], columns=["acc", "kwh", "kwh"])
+    with pytest.raises(PeprInputError, match="more than one column named 'kwh'"):
+        score(df, "acc", ["kwh"])
+
+
+def test_boolean_performance_is_refused(table, tmp_path):
+    bad = write(tmp_path, pd.read_csv(table).assign(acc=[True, False, True, True]))
+    code, _, err = run_cli("score", str(bad), "--performance", "acc", "--resource", "kwh")
+    one_line_exit_2(code, err)
+    assert "performance column 'acc' holds booleans" in err
+
+
+@pytest.mark.parametrize("values, word", [
+    (pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]), "dates"),
+    (pd.to_timedelta([1, 2, 3, 4], unit="s"), "durations"),
+    ([True, False, True, False], "booleans"),
+])
+def test_date_duration_and_boolean_resources_are_refused(table, tmp_path, values, word):
+    bad = write_parquet(tmp_path, pd.read_csv(table).assign(kwh=values))
+    code, _, err = run_cli("score", str(bad), "--performance", "acc", "--resource", "kwh")
+    one_line_exit_2(code, err)
+    assert "resource column 'kwh' holds" in err and word in err
+
+
+def test_list_column_as_by_is_refused(table, tmp_path):
+    bad = write_parquet(tmp_path, pd.read_csv(table).assign(tags=[[1, 2], [1], [3], [3]]))
+    code, _, err = run_cli("score", str(bad), "--performance", "acc", "--resource", "kwh", "--by", "tags")
+    one_line_exit_2(code, err)
+    assert "group column 'tags' holds lists" in err and "--by" in err
+
+
+def test_output_that_is_a_folder_is_refused_before_reading(tmp_path):
+    folder = tmp_path / "scored.csv"
+    folder.mkdir()
+    code, _, err = run_cli("score", str(tmp_path / "absent.csv"), "--performance", "acc", "--resource", "kwh",
+                           "-o", str(folder))
+    one_line_exit_2(code, err)
+    assert "is a folder" in err  # checked before the (absent) input is read
+
+
+def test_output_below_a_file_is_refused(table, tmp_path):
+    code, _, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
+                           "-o", str(table / "scored.csv"))
+    one_line_exit_2(code, err)
+    assert "is a file, not a folder" in err
+
+
+def test_output_with_trailing_slash_is_a_folder(table, tmp_path):
+    code, _, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
+                           "-o", str(tmp_path / "new.csv") + "/")
+    one_line_exit_2(code, err)
+    assert "is a folder" in err and not (tmp_path / "new.csv").exists()
+
+
+@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+                    reason="root writes into read-only folders")
+def test_read_only_output_folder_is_refused(table, tmp_path):
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o500)
+    try:
+        code, _, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
+                               "-o", str(folder / "out.csv"))
+    finally:
+        folder.chmod(0o700)
+    one_line_exit_2(code, err)
+    assert "cannot be written" in err
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pepr.cli import main
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a full disk: writes past 64 bytes fail (EFBIG)
+resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_full_disk_exits_2_and_keeps_the_old_table(table, tmp_path):
+    out_path = tmp_path / "pepr.csv"
+    out_path.write_text("precious\n")
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, "score", str(table), "--performance", "acc",
+                           "--resource", "kwh", "-o", str(out_path)], capture_output=True, text=True, timeout=120)
+    one_line_exit_2(proc.returncode, proc.stderr)
+    assert "cannot write table" in proc.stderr
+    assert out_path.read_text() == "precious\n"
+    assert not list(tmp_path.glob(".pepr.csv.*")), "no temp file left behind"
+
+
+def test_full_stdout_exits_2(table):
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "pepr.cli", "score", str(table), "--performance", "acc",
+                               "--resource", "kwh"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+    one_line_exit_2(proc.returncode, proc.stderr)
+    assert "standard output" in proc.stderr

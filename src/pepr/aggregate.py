@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,7 @@ __all__ = [
     "RESOURCES",
     "AMORTISED_RESOURCES",
     "read_metrics",
+    "normalise_status",
     "collect_runs",
     "score_runs",
     "aggregate_to_csv",
@@ -84,6 +85,36 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     return {key: value for key, value in data.items() if not isinstance(value, (dict, list))}
 
 
+#: The run statuses of the metrics.json contract.
+STATUSES: tuple[str, ...] = ("ok", "failed")
+
+
+def normalise_status(
+    status: pd.Series,
+    labels: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    where: str = "the runs table",
+) -> pd.Series:
+    """Statuses as the contract spells them: "ok" or "failed".
+
+    Rule: case and surrounding spaces are ignored ("OK", " Ok " count as "ok"; "FAILED" as
+    "failed"), so a hand-edited or foreign record is never dropped for its spelling; a missing
+    status counts as "failed" (the run did not finish). Any other value (e.g. "running") raises
+    PeprInputError naming the runs (``labels``, one per row, or a function returning them, only
+    called then; else the row numbers) and values.
+    """
+    canonical = status.astype("object").where(status.notna(), "failed").map(lambda value: str(value).strip().lower())
+    unknown = ~canonical.isin(STATUSES)
+    if unknown.any():
+        names = list(labels() if callable(labels) else labels) if labels is not None else [f"row {i}" for i in range(len(status))]
+        bad = [f"{names[i]} ({status.iloc[i]!r})" for i in range(len(status)) if unknown.iloc[i]]
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise PeprInputError(
+            f"{where}: unknown run status in {', '.join(bad[:5])}{more}; a status must be "
+            "'ok' or 'failed' (any case)"
+        )
+    return canonical
+
+
 def _cell_from_path(path: str, runs_root: str) -> dict[str, Any]:
     """Cell columns from ``{runs_root}/{dataset}/{init}/{fraction}/{model}/seed{seed}/metrics.json``."""
     prefix = runs_root.rstrip("/") + "/"
@@ -123,8 +154,10 @@ def collect_runs(
     root = os.fspath(runs_root)
     records = []
     mismatched = []
+    sources = []
     for path in metrics_files:
         path = os.fspath(path)
+        sources.append(path)
         cell = _cell_from_path(path, root)
         metrics = read_metrics(path)
         recorded_model, recorded_seed = metrics.get("model"), metrics.get("seed")
@@ -148,7 +181,7 @@ def collect_runs(
     frame = pd.DataFrame.from_records(records)
     if "status" not in frame.columns:
         raise PeprInputError("no metrics.json has a 'status' key; these are not pepr train outputs")
-    frame["status"] = frame["status"].fillna("failed")
+    frame["status"] = normalise_status(frame["status"], sources, "metrics.json")
     if "reason" not in frame.columns:
         frame["reason"] = ""
     frame["reason"] = frame["reason"].fillna("")
@@ -188,7 +221,7 @@ def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str]) -> p
         if not rows.any():
             continue
         columns["pretrain_source"][rows] = Path(path).parent.parent.name
-        columns["pretrain_status"][rows] = metrics.get("status", "failed")
+        columns["pretrain_status"][rows] = str(metrics.get("status") or "failed").strip().lower()
         for resource in PRETRAIN_COLUMNS:
             value = metrics.get(resource)
             columns[f"pretrain_{resource}"][rows] = float(value) if isinstance(value, (int, float)) else np.nan
@@ -216,7 +249,10 @@ def score_runs(
     successful run lacks the performance or a resource (naming the run).
     """
     resource_columns = list(resources) + [amortised_column(r) for r in amortised if amortised_column(r) in runs.columns]
-    ok = runs["status"] == "ok"
+    if "status" not in runs.columns:
+        raise PeprInputError("the runs table has no 'status' column; build it with pepr's aggregate_runs rule")
+    # See normalise_status: "OK" is a successful run, never silently dropped from the scores.
+    ok = normalise_status(runs["status"], lambda: _run_labels(runs)) == "ok"
     out = runs.copy()
     for resource in resource_columns:
         out[norm_column(resource)] = np.nan
@@ -224,15 +260,20 @@ def score_runs(
     if ok.any():
         successful = runs.loc[ok]
         # Label rows by their run so that an error message names the runs at fault.
-        labels = pd.Index(
-            ["/".join(map(str, cell)) for cell in zip(*(successful[c] for c in CELL_COLUMNS))], name="run"
-        )
+        labels = pd.Index(_run_labels(successful), name="run")
         labelled = successful.set_axis(labels, axis=0)
         scored = score(labelled, performance=performance, resources=resource_columns, by=list(by))
         for resource in resource_columns:
             for column in (norm_column(resource), pepr_column(resource)):
                 out.loc[ok, column] = scored[column].to_numpy()
     return out
+
+
+def _run_labels(runs: pd.DataFrame) -> list[str]:
+    """``dataset/init/fraction/model/seed`` of every row (row numbers when a cell column is absent)."""
+    if not all(c in runs.columns for c in CELL_COLUMNS):
+        return [f"row {i}" for i in range(len(runs))]
+    return ["/".join(map(str, cell)) for cell in zip(*(runs[c] for c in CELL_COLUMNS))]
 
 
 def aggregate_to_csv(

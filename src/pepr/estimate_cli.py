@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import sys
+from pathlib import Path
 
 HELP = "estimate a sweep's device-hours, energy and CO2 before launching it"
 
@@ -35,6 +36,11 @@ Output: the report on stdout; -o writes one row per job (the cell columns datase
 fraction, model, seed as in results/runs.csv, the calibration and est_time_s,
 est_device_hours, est_energy_kwh, est_co2_kg); --by-model the per-model summary. After the
 sweep, `snakemake compare_estimate` compares results/estimate.csv with results/runs.csv.
+
+The output paths are checked before calibrating (a folder, a path below a file or a read-only
+folder exits 2 at once). When writing fails after calibrating (e.g. the disk filled up), the
+tables are saved to the temporary folder instead and the message says where: the calibration is
+not lost.
 
 On a slow device, calibrate a subset (--models or --max-models): the total then covers only
 those models, and a clearly labelled rough extrapolation to the whole grid is printed.
@@ -138,20 +144,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Calibrate, estimate, print the report and write the tables; PeprInputError on bad input."""
     from pepr.errors import PeprInputError
-    from pepr.tableio import table_format
+    from pepr.tableio import check_writable
 
-    # Cheap checks first: nothing is loaded or calibrated when a flag is wrong.
-    for path in (args.output, args.by_model):
-        if path is not None:
-            table_format(path)
+    # Cheap checks first: nothing is loaded or calibrated when a flag is wrong, and an output
+    # that cannot be written is reported now, not after minutes of calibration.
+    outputs = [(flag, path) for flag, path in (("--output", args.output), ("--by-model", args.by_model)) if path]
+    for flag, path in outputs:
+        check_writable(path, flag)
+    if len(outputs) == 2 and Path(args.output).resolve() == Path(args.by_model).resolve():
+        raise PeprInputError(f"--output and --by-model name the same file '{args.output}'; give two different files")
     if not (math.isfinite(args.pue) and args.pue >= 1.0):
         raise PeprInputError(f"--pue must be a number >= 1.0, got {args.pue}")
 
-    from pathlib import Path
-
     from pepr import estimate as est
     from pepr.grid import load_config
-    from pepr.tableio import write_table
 
     settings = est.EstimateSettings(
         models=tuple(args.models) if args.models else None, max_models=args.max_models, device=args.device,
@@ -167,10 +173,37 @@ def run(args: argparse.Namespace) -> int:
         progress=lambda line: print(f"pepr estimate: {line}", file=sys.stderr, flush=True),
     )
     print(result.report, flush=True)
-    if args.output is not None:
-        write_table(result.table, args.output)
-        print(f"pepr estimate: wrote {len(result.table)} job rows to {args.output}", file=sys.stderr)
-    if args.by_model is not None:
-        write_table(result.by_model, args.by_model)
-        print(f"pepr estimate: wrote the per-model summary to {args.by_model}", file=sys.stderr)
+    failures = []
+    for table, path, what in ((result.table, args.output, f"{len(result.table)} job rows"),
+                              (result.by_model, args.by_model, "the per-model summary")):
+        if path is not None:
+            failure = _write_keeping_calibration(table, path)
+            if failure:
+                failures.append(failure)
+            else:
+                print(f"pepr estimate: wrote {what} to {path}", file=sys.stderr)
+    if failures:
+        raise PeprInputError("; ".join(failures))
     return 0
+
+
+def _write_keeping_calibration(table, path: str) -> str:
+    """Write ``table`` to ``path``; on failure (e.g. the disk filled up during calibration)
+    save it to the temporary folder instead, so minutes of calibration are not lost, and
+    return the one-line message saying so (empty on success)."""
+    import os
+    import tempfile
+
+    from pepr.errors import PeprInputError
+    from pepr.tableio import write_table
+
+    try:
+        write_table(table, path)
+        return ""
+    except PeprInputError as exc:
+        rescue = Path(tempfile.gettempdir()) / f"pepr-estimate-{os.getpid()}-{Path(path).name}"
+        try:
+            write_table(table, rescue)
+        except PeprInputError as again:
+            return f"{exc}; saving it to {rescue} failed too ({again}); the report above has the per-model figures"
+        return f"{exc}; the estimate is not lost: it was saved to {rescue}, copy it from there"

@@ -20,9 +20,11 @@ columns X_norm and pepr_X for each resource. The cheapest run of a cell scores e
 most expensive P/2. A cell whose resource is constant (all equal, or a single run) gets
 X_norm = 0 for all its runs. Without --by the whole table is one cell.
 
-Bad input (unknown column, missing values, performance outside [0, 1], negative or non-numeric
-resources, an empty or unreadable table) is reported on stderr with exit code 2; no output file
-is written then.
+Bad input is reported on stderr in one line with exit code 2, and no output file is written
+then: an unknown, repeated or list-valued column, missing values, performance outside [0, 1]
+or boolean, negative, non-numeric, boolean or date resources, an input column that a generated
+column would overwrite (e.g. energy_kwh_norm), an empty or unreadable table, an output that is a
+folder, in a read-only folder or on a full disk (checked before the table is read).
 
 example:
   pepr score results/runs.csv --performance test_accuracy \\
@@ -70,16 +72,23 @@ def run(args: argparse.Namespace) -> int:
     """Score the table named on the command line; raise PeprInputError on bad input."""
     from pepr.errors import PeprInputError
     from pepr.scoring import score
-    from pepr.tableio import read_table, table_format, write_table
+    from pepr.tableio import check_writable, read_table, write_table
 
     if not args.resource:
         raise PeprInputError("no --resource given: name at least one resource column, e.g. --resource energy_kwh")
     if args.output is not None:
-        table_format(args.output)  # reject a bad output extension before any work
+        check_writable(args.output, "--output")  # a wrong or read-only output fails before any work
     table = read_table(args.table)
     scored = score(table, performance=args.performance, resources=args.resource, by=args.by)
     if args.output is None:
-        scored.to_csv(sys.stdout, index=False)
+        try:
+            scored.to_csv(sys.stdout, index=False)
+            sys.stdout.flush()
+        except OSError as exc:
+            raise PeprInputError(
+                f"cannot write the scored table to standard output ({exc.strerror or exc}); "
+                "free some space or write to a file with -o OUT"
+            ) from None
     else:
         write_table(scored, args.output)
     return 0

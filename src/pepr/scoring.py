@@ -44,9 +44,38 @@ def _describe_rows(index: pd.Index) -> str:
     return f"{text} (and {more} more)" if more > 0 else text
 
 
+def _first_of_type(series: pd.Series, types: tuple[type, ...]) -> object | None:
+    """Row label of the first value of ``series`` that is an instance of ``types`` (object columns)."""
+    if series.dtype != object:
+        return None
+    hits = series.map(lambda value: isinstance(value, types))
+    return hits.idxmax() if hits.any() else None
+
+
 def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
     series = df[column]
-    if pd.api.types.is_bool_dtype(series) or not pd.api.types.is_numeric_dtype(series):
+    # True/False, dates and durations would silently become 0/1 or nanoseconds: refuse them and
+    # let the user convert on purpose (e.g. a pass/fail flag is not an accuracy).
+    if pd.api.types.is_bool_dtype(series) or _first_of_type(series, (bool, np.bool_)) is not None:
+        raise PeprInputError(
+            f"{role} column '{column}' holds booleans (True/False), not numbers; PePR needs "
+            + ("a performance in [0, 1] such as an accuracy" if role == "performance" else "a measured amount such as kWh or seconds")
+            + ": convert it to numbers first if that is really meant"
+        )
+    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series) or (
+        _first_of_type(series, (pd.Timestamp, pd.Timedelta, np.datetime64, np.timedelta64)) is not None
+    ):
+        raise PeprInputError(
+            f"{role} column '{column}' holds dates or durations, not numbers; convert it to a number "
+            "first (e.g. a duration to seconds)"
+        )
+    listed = _first_of_type(series, (list, tuple, dict, set, np.ndarray))
+    if listed is not None:
+        raise PeprInputError(
+            f"{role} column '{column}' holds lists or mappings (e.g. row {listed}: {series.loc[listed]!r}); "
+            "it needs one number per row"
+        )
+    if not pd.api.types.is_numeric_dtype(series):
         converted = pd.to_numeric(series, errors="coerce")
         bad = series.index[converted.isna() & series.notna()]
         if len(bad):
@@ -77,9 +106,12 @@ def validate_score_inputs(
 ) -> None:
     """Check a table before scoring; raise :class:`PeprInputError` naming what is wrong.
 
-    Checks: a non-empty table, at least one resource, every named column present, performance
-    numeric and within [0, 1], resources numeric and non-negative, no missing values in any named
-    column (group columns included, so no run silently drops out of its cell).
+    Checks: a non-empty table, at least one resource, every column named once in the table and
+    every named column present, no input column that a score column would overwrite
+    (``X_norm``, ``pepr_X``), performance numeric (not boolean, date or list) and within [0, 1],
+    resources numeric (not boolean, date, duration or list) and non-negative, group columns
+    holding one value per row (no lists), no missing values in any named column (group columns
+    included, so no run silently drops out of its cell).
     """
     if not isinstance(df, pd.DataFrame):
         raise PeprInputError(f"expected a pandas DataFrame, got {type(df).__name__}")
@@ -89,6 +121,12 @@ def validate_score_inputs(
         raise PeprInputError("no resource column given: name at least one (e.g. --resource energy_kwh)")
     if len(df) == 0:
         raise PeprInputError("the table has no rows: there is nothing to score")
+    duplicated_names = sorted({str(c) for c in df.columns[df.columns.duplicated()]})
+    if duplicated_names:
+        raise PeprInputError(
+            f"the table has more than one column named {', '.join(repr(c) for c in duplicated_names)}; "
+            "rename or drop the extra ones so every column is named once"
+        )
     named = [performance, *resources, *by]
     unknown = [c for c in dict.fromkeys(named) if c not in df.columns]
     if unknown:
@@ -101,6 +139,13 @@ def validate_score_inputs(
         raise PeprInputError(f"resource column(s) given more than once: {', '.join(duplicated)}")
     if performance in resources:
         raise PeprInputError(f"column '{performance}' is given both as performance and as a resource")
+    for resource in resources:
+        for generated in (norm_column(resource), pepr_column(resource)):
+            if generated in df.columns:
+                raise PeprInputError(
+                    f"the input already has a column '{generated}', which scoring resource '{resource}' "
+                    f"would overwrite; rename it (e.g. to '{generated}_input') or drop it before scoring"
+                )
     perf = _numeric(df, performance, "performance")
     outside = perf.index[(perf < 0) | (perf > 1)]
     if len(outside):
@@ -118,6 +163,12 @@ def validate_score_inputs(
                 f"{_describe_rows(negative)} are negative (e.g. {values.loc[negative[0]]!r})"
             )
     for column in by:
+        listed = _first_of_type(df[column], (list, tuple, dict, set, np.ndarray))
+        if listed is not None:
+            raise PeprInputError(
+                f"group column '{column}' holds lists or mappings (e.g. row {listed}: {df[column].loc[listed]!r}); "
+                "a cell needs one value per row (a name or number): choose another --by column"
+            )
         missing = df.index[df[column].isna()]
         if len(missing):
             raise PeprInputError(

@@ -41,8 +41,13 @@ def read_table(path: str | os.PathLike) -> pd.DataFrame:
         raise PeprInputError(f"table '{path}' is a directory, not a file")
     try:
         if fmt == "csv":
+            _refuse_duplicate_names(_csv_header(path), path)
             return pd.read_csv(path)
-        return pd.read_parquet(path)
+        table = pd.read_parquet(path)
+        _refuse_duplicate_names([str(c) for c in table.columns], path)
+        return table
+    except PeprInputError:
+        raise
     except pd.errors.EmptyDataError:
         raise PeprInputError(f"table '{path}' is empty (no header, no rows)") from None
     except (OSError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
@@ -64,21 +69,89 @@ def _temporary_sibling(path: Path) -> Path:
     return tmp
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's first line, exactly as written (no renaming)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _refuse_duplicate_names(names: list[str], path: str | os.PathLike) -> None:
+    # pandas silently renames a repeated CSV header to "x.1": the user would then score or
+    # report a column they never named, so a repeated name is refused instead.
+    seen: dict[str, int] = {}
+    for position, name in enumerate(names, start=1):
+        if name in seen:
+            raise PeprInputError(
+                f"table '{path}' has two columns named {name!r} (columns {seen[name]} and {position}); "
+                "rename or drop one of them"
+            )
+        seen[name] = position
+
+
+def check_writable(path: str | os.PathLike, flag: str = "output") -> None:
+    """Raise PeprInputError now when a table cannot be written at ``path``.
+
+    Called before expensive work (reading, scoring, calibrating) so that a wrong ``--output`` or
+    a read-only folder is reported before anything is computed. Checks the extension, that
+    ``path`` is not a folder, that no parent is a file, and that a file can be created in its
+    folder (which it creates, as the write would). A disk that fills up later is caught by
+    :func:`write_table`.
+    """
+    _check_output_path(path, flag)
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _temporary_sibling(path).unlink()
+    except OSError as exc:
+        raise PeprInputError(
+            f"{flag} '{os.fspath(path)}' cannot be written ({exc.strerror or exc}); choose a writable folder"
+        ) from None
+
+
+def _check_output_path(path: str | os.PathLike, flag: str) -> None:
+    """Extension known, ``path`` not a folder, no parent a file (no file system changes)."""
+    text = os.fspath(path)
+    table_format(path)
+    path = Path(path)
+    if text.endswith(("/", os.sep)) or path.is_dir():
+        raise PeprInputError(
+            f"{flag} '{text}' is a folder; give a file name inside it, e.g. '{path / ('table' + path.suffix)}'"
+        )
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise PeprInputError(f"{flag} '{text}': '{parent}' is a file, not a folder; choose another path")
+            break
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` atomically as CSV or Parquet (by extension), creating parent folders.
 
     The file's permissions follow the umask (0666 minus umask), like any file the user writes.
+    A failed write (full disk, read-only folder, ``path`` a folder) raises PeprInputError
+    naming the path; an existing table at ``path`` is then left as it was.
     """
+    _check_output_path(path, "output")
     path = Path(path)
     fmt = table_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _temporary_sibling(path)
         if fmt == "csv":
             df.to_csv(tmp, index=False)
         else:
             df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
+    except OSError as exc:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        raise PeprInputError(
+            f"cannot write table '{path}' ({exc.strerror or exc}); free some space or choose another output path"
+        ) from None
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
         raise
