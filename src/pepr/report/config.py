@@ -49,7 +49,11 @@ FIGURES: dict[str, str] = {
     "fraction_comparison": "5_data_fraction",
     "performance_vs_resource": "6_performance_vs_energy",
     "epoch_pepr": "7_epoch_pepr",
+    "model_space": "8_energy_vs_params",
 }
+
+#: The gathered per-epoch histories of every run (one table, written by gather_histories).
+HISTORIES_TABLE = "histories.csv"
 
 
 @dataclass(frozen=True)
@@ -63,8 +67,12 @@ class ReportConfig:
         top_k: how many models each top-k table lists per cell and variant.
         bootstrap_resamples: bootstrap resamples for the rank confidence intervals.
         alpha: significance level of the tests; confidence intervals are (1 - alpha).
-        min_pairs: fewest pairs a paired (Wilcoxon) test is run on; fewer -> "n too small".
-        min_group: fewest runs per group a Mann-Whitney test is run on.
+        equivalence_margin: the difference in performance (same units, e.g. 0.02 = 2
+            accuracy points) below which two groups count as "on par"; the TOST equivalence
+            test checks it, so "on par" is never concluded from a non-significant test.
+        min_pairs: fewest models a paired t test is run on (one seed-mean per model and
+            context); fewer -> "n too small".
+        min_group: fewest models per group a Welch t test (small vs large) is run on.
         seed: seed of the bootstrap's random generator (the report is reproducible).
         history_performance: column of ``history.csv`` used as performance in the epoch curves.
         history_resource: cumulative resource column of ``history.csv`` for the epoch curves.
@@ -77,8 +85,9 @@ class ReportConfig:
     top_k: int = 5
     bootstrap_resamples: int = 2000
     alpha: float = 0.05
-    min_pairs: int = 6
-    min_group: int = 3
+    equivalence_margin: float = 0.02
+    min_pairs: int = 3
+    min_group: int = 2
     seed: int = 0
     history_performance: str = "test_accuracy"
     history_resource: str = "cumulative_energy_kwh"
@@ -101,11 +110,16 @@ class ReportConfig:
             )
         if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 0.5:
             problems.append(f"report.alpha = {self.alpha!r}; use a number in (0, 0.5), e.g. 0.05")
-        # Below 6 pairs the exact two-sided Wilcoxon test cannot reach p < 0.05 at all.
+        if (isinstance(self.equivalence_margin, bool) or not isinstance(self.equivalence_margin, (int, float))
+                or not 0 < self.equivalence_margin < 1):
+            problems.append(
+                f"report.equivalence_margin = {self.equivalence_margin!r}; use a performance difference in (0, 1), e.g. 0.02"
+            )
+        # A t test needs at least 2 values (one degree of freedom) to estimate a spread.
         if not isinstance(self.min_pairs, int) or self.min_pairs < 2:
             problems.append(f"report.min_pairs = {self.min_pairs!r}; use an integer >= 2")
-        if not isinstance(self.min_group, int) or self.min_group < 1:
-            problems.append(f"report.min_group = {self.min_group!r}; use an integer >= 1")
+        if not isinstance(self.min_group, int) or self.min_group < 2:
+            problems.append(f"report.min_group = {self.min_group!r}; use an integer >= 2")
         if not isinstance(self.seed, int):
             problems.append(f"report.seed = {self.seed!r}; use an integer")
         bad_formats = [f for f in self.figure_formats if f not in ("png", "pdf", "svg")]

@@ -6,6 +6,7 @@ Everything here is pandas/numpy only (the report never imports torch). Bad input
 
 from __future__ import annotations
 
+import csv
 import os
 import re
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ import pandas as pd
 
 from pepr.errors import PeprInputError
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
+from pepr.runs import format_fraction, parse_run_path
 from pepr.tableio import read_table
 
 #: The columns naming a run's experiment cell (the PePR normalisation group).
@@ -239,51 +241,153 @@ def annotate_models(df: pd.DataFrame, metadata: pd.DataFrame | None) -> pd.DataF
     return out
 
 
-def size_split(df: pd.DataFrame) -> float:
-    """Median parameter count over the sweep's distinct models (with a known count).
+def size_split(df: pd.DataFrame) -> pd.DataFrame:
+    """Per cell: the median parameter count over that cell's distinct models (with a count).
 
-    A model is *small* when its count is at or below this median, *large* above it.
+    The split is per cell because a model's count depends on the cell (classifier head, input
+    channels): one sweep-wide count per model would misfile models near the median. A model is
+    *small* in a cell when its count there is at or below the cell's median, *large* above it.
+    Returns columns dataset, init, fraction, median_params.
     """
-    per_model = df.dropna(subset=["params"]).groupby("model")["params"].first()
-    if per_model.empty:
+    known = df.dropna(subset=["params"])
+    if known.empty:
         raise PeprInputError("no run has a parameter count ('params'): cannot split small from large models")
-    return float(per_model.median())
+    per_model = known.groupby([*CELL, "model"], sort=False)["params"].first()
+    return per_model.groupby(level=CELL, sort=False).median().rename("median_params").reset_index()
 
 
-def history_path(runs_root: str | os.PathLike, row: pd.Series) -> Path:
-    """``runs_root/{dataset}/{init}/{fraction}/{model}/seed{seed}/history.csv`` of one run."""
-    return Path(runs_root) / row["dataset"] / row["init"] / row["fraction"] / row["model"] / f"seed{int(row['seed'])}" / "history.csv"
+def mark_sizes(df: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with ``median_params`` (its cell's) and ``small`` (params <= that median)."""
+    out = df.drop(columns=["median_params", "small"], errors="ignore").merge(split, on=CELL, how="left")
+    out["small"] = out["params"] <= out["median_params"]
+    return out
 
 
-def load_histories(runs_root: str | os.PathLike, df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
-    """Concatenate the ``history.csv`` of every successful run, tagged with its run columns.
+def co2_is_scaled_energy(df: pd.DataFrame) -> bool:
+    """Whether every successful run's CO2 is its energy times one constant per cell.
 
-    A successful run without a history file, or a history lacking the configured columns, is
-    an error: the epoch curves would otherwise silently leave runs out.
+    Then min-max normalised CO2 equals normalised energy in every cell and PePR-C ranks
+    exactly as PePR-E. True unless some run used a carbon-intensity time series (column
+    ``carbon_intensity_source`` starting with "series") and the ratio actually varies.
     """
-    frames = []
+    ok = df[df["ok"]]
+    if "co2_kg" not in ok.columns or "energy_kwh" not in ok.columns or ok.empty:
+        return False
+    sources = ok["carbon_intensity_source"].astype(str) if "carbon_intensity_source" in ok.columns else pd.Series(dtype=str)
+    if sources.str.startswith("series").any():
+        return False
+    ratio = (ok["co2_kg"] / ok["energy_kwh"].where(ok["energy_kwh"] > 0)).groupby([ok[c] for c in CELL]).agg(["min", "max"])
+    return bool(np.allclose(ratio["min"], ratio["max"], rtol=1e-6, equal_nan=True))
+
+
+def report_variants(df: pd.DataFrame) -> list[Variant]:
+    """The variants the report presents: :func:`variants`, less PePR-C (and its amortised
+    form) when CO2 is energy times a constant (:func:`co2_is_scaled_energy`): then it repeats
+    PePR-E and the report says so once instead of showing it as a finding of its own."""
+    found = variants(df)
+    if co2_is_scaled_energy(df):
+        found = [v for v in found if v.resource.removesuffix("_amortised") != "co2_kg"]
+    return found
+
+
+def co2_note(df: pd.DataFrame) -> str:
+    """One sentence on whether PePR-C carries information beyond PePR-E ("" when it does)."""
+    if not co2_is_scaled_energy(df):
+        return ""
+    sources = sorted({str(s) for s in df.loc[df["ok"], "carbon_intensity_source"].dropna()}) \
+        if "carbon_intensity_source" in df.columns else []
+    origin = f" ({'; '.join(sources)})" if sources else ""
+    return (
+        f"No carbon-intensity time series was used: CO2 is energy times a constant intensity{origin}, "
+        "so PePR-C ranks exactly as PePR-E and is not shown separately. Give the workflow a "
+        "`carbon_intensity` CSV to make CO2 depend on when each epoch ran."
+    )
+
+
+@dataclass
+class ReportData:
+    """Everything the report is computed from, loaded and checked once.
+
+    ``results``: pepr.csv with ``ok``, ``family``, ``efficiency``, ``median_params`` and
+    ``small`` added; ``histories`` / ``peaks``: per-epoch rows and peak epochs (empty for
+    the summary, which reads the peaks table instead); ``expected``: the planned runs or None.
+    """
+
+    results: pd.DataFrame
+    histories: pd.DataFrame
+    peaks: pd.DataFrame
+    cfg: ReportConfig
+    expected: pd.DataFrame | None = None
+
+
+def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLike) -> pd.DataFrame:
+    """One table of every run's ``history.csv``, tagged with the run (dataset, init, fraction,
+    model, seed) read from its path under ``runs_root``.
+
+    Header-only files (failed runs) add no rows. The files are parsed with the csv module and
+    built column-wise, so tens of thousands of small files cost no per-file DataFrame.
+    """
+    columns: dict[str, list] = {c: [] for c in RUN}
+    rows_so_far = 0
+    for path in paths:
+        key = parse_run_path(path, runs_root)
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None:
+                raise PeprInputError(f"history '{path}' is empty (not even a header); re-run its training job")
+            rows = [row for row in reader if row]
+        if not rows:
+            continue
+        for name in header:
+            if name not in columns:
+                columns[name] = [""] * rows_so_far  # a column this file adds: empty for earlier runs
+        for name, values in columns.items():
+            if name in RUN:
+                continue
+            if name in header:
+                index = header.index(name)
+                values.extend(row[index] if index < len(row) else "" for row in rows)
+            else:
+                values.extend([""] * len(rows))
+        for name, value in zip(RUN, [key.dataset, key.init, format_fraction(key.fraction), key.model, key.seed]):
+            columns[name].extend([value] * len(rows))
+        rows_so_far += len(rows)
+    table = pd.DataFrame(columns)
+    for name in table.columns:
+        if name not in RUN:
+            table[name] = pd.to_numeric(table[name].replace("", np.nan), errors="coerce")
+    return table
+
+
+def load_histories(path: str | os.PathLike | None, df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """The gathered histories (:func:`gather_histories`) of the successful runs of ``df``,
+    with their ``params``; ``path`` None -> an empty table (the summary needs none).
+
+    A successful run without history rows, or a table lacking the configured columns, is an
+    error: the epoch curves would otherwise silently leave runs out.
+    """
     needed = ["epoch", cfg.history_performance, cfg.history_resource]
-    for _, row in df[df["ok"]].iterrows():
-        path = history_path(runs_root, row)
-        if not path.is_file():
-            raise PeprInputError(
-                f"successful run {tuple(row[c] for c in RUN)} has no history file '{path}'; "
-                "re-run its training job (snakemake reruns it when the file is deleted) or remove the run"
-            )
-        history = read_table(path)
-        absent = [c for c in needed if c not in history.columns]
-        if absent:
-            raise PeprInputError(
-                f"history '{path}' lacks column(s) {', '.join(absent)} (report.history_performance / "
-                "report.history_resource name the columns used)"
-            )
-        if len(history) == 0:
-            raise PeprInputError(f"history '{path}' has no epochs")
-        history = history.copy()
-        for column in RUN:
-            history[column] = row[column]
-        history["params"] = row["params"]
-        frames.append(history)
-    if not frames:
+    if path is None:
         return pd.DataFrame(columns=[*RUN, *needed])
-    return pd.concat(frames, ignore_index=True)
+    table = read_table(path)
+    absent = [c for c in [*RUN, *needed] if c not in table.columns]
+    if absent:
+        raise PeprInputError(
+            f"histories table '{path}' lacks column(s) {', '.join(absent)} (report.history_performance / "
+            "report.history_resource name the columns used; the table is written by the gather_histories rule)"
+        )
+    for column in ["dataset", "init", "model"]:
+        table[column] = table[column].astype(str)
+    table["fraction"] = [_fraction_text(v) for v in table["fraction"]]
+    table["seed"] = table["seed"].astype(int)
+    ok = df.loc[df["ok"], [*RUN, "params"]]
+    tagged = table.merge(ok, on=RUN, how="inner")
+    have = set(map(tuple, tagged[RUN].drop_duplicates().itertuples(index=False)))
+    lacking = [run for run in map(tuple, ok[RUN].itertuples(index=False)) if run not in have]
+    if lacking:
+        raise PeprInputError(
+            f"successful run {lacking[0]} has no epochs in '{path}' ({len(lacking)} such run(s)); "
+            "re-run its training job (snakemake reruns it when its history.csv is deleted) or remove the run"
+        )
+    return tagged.sort_values([*RUN, "epoch"]).reset_index(drop=True)

@@ -12,6 +12,7 @@ import math
 import os
 import textwrap
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,15 +20,29 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.ticker import LogLocator, MaxNLocator
 
 from pepr.report.config import ReportConfig
-from pepr.report.data import CELL, Variant, cell_label, cells, energy_methods, fraction_label, variants
-from pepr.report.stats import describe, epoch_curves, paired_test, pareto_front
-from pepr.report.tables import comparisons
+from pepr.report.data import CELL, cells, co2_note, energy_methods, fraction_label, report_variants
+from pepr.report.stats import epoch_curves, format_p, pareto_front
 
-#: Marker per efficiency flag (the paper's ``efficient`` column).
-MARKERS = {"efficient (paper)": "o", "not efficient (paper)": "s", "not in paper table": "X"}
+#: Markers and line styles given to the models of one family in turn (colour = family), so two
+#: models of a family differ in marker (scatter) and line style (curves) as well as in shade.
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*"]
+LINESTYLES = ["-", "--", ":", "-.", (0, (5, 1, 1, 1)), (0, (1, 2))]
 PANEL = (4.2, 3.4)
+
+
+@dataclass(frozen=True)
+class ModelStyle:
+    """How one model is drawn: colour (family hue, shaded per model), marker, line style, and
+    whether its marker is filled (filled: efficient in the paper's table or not in it)."""
+
+    colour: tuple
+    marker: str
+    linestyle: object
+    filled: bool
+    label: str
 
 
 def _panels(n: int, ncols: int | None = None, size: tuple[float, float] = PANEL) -> tuple[Figure, list]:
@@ -40,10 +55,15 @@ def _panels(n: int, ncols: int | None = None, size: tuple[float, float] = PANEL)
     return fig, list(axes[:n])
 
 
-def _panel_title(key: tuple) -> str:
-    """A cell's panel title; a long dataset name gets its own line so titles do not collide."""
-    label = cell_label(key)
-    return label if len(label) <= 45 else label.replace(" / ", "\n", 1)
+def _panel_title(key: tuple, extra: str = "") -> str:
+    """A cell's panel title on two short lines (dataset; init / fraction), wrapped to the
+    panel's width so that neighbouring titles never run into each other at 3 columns."""
+    dataset, init, fraction = key
+    lines = textwrap.wrap(str(dataset), 34) or [""]
+    lines.append(f"{init} / {fraction_label(fraction)}")
+    if extra:
+        lines += textwrap.wrap(extra, 44)
+    return "\n".join(lines)
 
 
 def _cell_frame(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
@@ -56,38 +76,56 @@ def _footnote(fig: Figure, lines: Sequence[str]) -> None:
         fig.supxlabel(text, fontsize=7, ha="left", x=0.01)
 
 
-def _palette(df: pd.DataFrame) -> dict[str, tuple]:
-    families = sorted(set(df.loc[df["ok"], "family"]))
-    colours = sns.color_palette("tab10" if len(families) <= 10 else "husl", len(families))
-    return dict(zip(families, colours))
+def _shade(colour: tuple, k: int, n: int) -> tuple:
+    """The k-th of n shades of ``colour``: from darker to lighter, the family hue kept."""
+    base = np.asarray(colour[:3], dtype=float)
+    if n <= 1:
+        return tuple(base)
+    t = -0.35 + 0.7 * k / (n - 1)
+    return tuple(base * (1 + t) if t < 0 else base + (1 - base) * t)
 
 
-def _colouring_note(df: pd.DataFrame) -> str:
-    outside = sorted(set(df.loc[~df["in_paper_table"], "model"]))
-    note = "Colour: model family (from the timm name); marker: the paper's efficiency flag."
-    if outside:
-        note += f" Not in the paper's model table (marker X, family from the name only): {', '.join(outside)}."
-    return note
+def model_styles(df: pd.DataFrame) -> dict[str, ModelStyle]:
+    """A style per model: colour by family (tab10, husl beyond 10 families), and within a
+    family, models (by parameter count) get their own shade, marker and line style."""
+    models = df.dropna(subset=["model"]).groupby("model").agg(family=("family", "first"), params=("params", "median"),
+                                                             efficiency=("efficiency", "first"))
+    families = sorted(set(models["family"]))
+    colours = dict(zip(families, sns.color_palette("tab10" if len(families) <= 10 else "husl", len(families))))
+    styles = {}
+    for family in families:
+        members = models[models["family"] == family].sort_values(["params", "model"], na_position="last")
+        for k, (model, row) in enumerate(members.iterrows()):
+            label = model if row["efficiency"] != "not in paper table" else f"{model} (not in paper table)"
+            styles[model] = ModelStyle(
+                colour=_shade(colours[family], k, len(members)), marker=MARKERS[k % len(MARKERS)],
+                linestyle=LINESTYLES[k % len(LINESTYLES)], filled=row["efficiency"] != "not efficient (paper)", label=label,
+            )
+    return styles
 
 
-def _scatter_models(ax, frame: pd.DataFrame, x: str, y: str, palette: dict, legend: bool) -> None:
-    sns.scatterplot(
-        data=frame, x=x, y=y, hue="family", style="efficiency", markers=MARKERS, palette=palette,
-        hue_order=list(palette), style_order=[m for m in MARKERS if m in set(frame["efficiency"])] or None,
-        s=45, alpha=0.85, ax=ax, legend=legend,
-    )
+def _styling_note(df: pd.DataFrame) -> str:
+    return ("Colour: model family (from the timm name); models of one family differ in shade, marker and line style. "
+            "Hollow markers: not efficient in the paper's model table.")
 
 
-def _legend_outside(fig: Figure, axes: list) -> None:
-    handles, labels = [], []
-    for ax in axes:
-        legend = ax.get_legend()
-        if legend is not None:
-            h, l = ax.get_legend_handles_labels()
-            handles, labels = h, l
-            legend.remove()
+def _scatter_models(ax, frame: pd.DataFrame, x: str, y: str, styles: dict[str, ModelStyle]) -> None:
+    for model, points in frame.groupby("model", sort=True):
+        style = styles[model]
+        ax.scatter(points[x], points[y], s=40, marker=style.marker, alpha=0.9, linewidths=1.0,
+                   facecolors=style.colour if style.filled else "white", edgecolors=style.colour, label=style.label)
+
+
+def _model_legend(fig: Figure, styles: dict[str, ModelStyle], shown: set[str], lines: bool = False) -> None:
+    """One figure-level legend of the models drawn (grouped by family), outside the panels."""
+    handles = [
+        Line2D([], [], color=s.colour, marker=None if lines else s.marker, linestyle=s.linestyle if lines else "",
+               markerfacecolor=s.colour if s.filled else "white", markeredgecolor=s.colour, label=s.label)
+        for model, s in styles.items() if model in shown
+    ]
     if handles:
-        fig.legend(handles, labels, loc="outside right upper", fontsize=7, frameon=False)
+        fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False,
+                   ncols=max(1, math.ceil(len(handles) / 40)))
 
 
 def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
@@ -107,12 +145,13 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     keys = cells(df[df["ok"]])
     fig, axes = _panels(max(len(keys), 1))
     grid_r, grid_p = np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201))
-    palette = _palette(df)
+    styles = model_styles(df)
+    ok = df[df["ok"]]
     for ax, key in zip(axes, keys):
         contours = ax.contourf(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0, 1, 11), cmap="YlGn", alpha=0.7)
         ax.contour(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0.1, 0.9, 9), colors="grey", linewidths=0.4)
-        frame = _cell_frame(df[df["ok"]], key)
-        _scatter_models(ax, frame, f"{cfg.resource}_norm", cfg.performance, palette, legend=True)
+        frame = _cell_frame(ok, key)
+        _scatter_models(ax, frame, f"{cfg.resource}_norm", cfg.performance, styles)
         best = frame.loc[frame[f"pepr_{cfg.resource}"].idxmax()]
         ax.annotate(best["model"], (best[f"{cfg.resource}_norm"], best[cfg.performance]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
@@ -121,81 +160,118 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         ax.title.set_fontsize(9)
     if keys:
         fig.colorbar(contours, ax=axes, label=f"{cfg.resource_label} = P / (1 + R)", shrink=0.8)
-    _legend_outside(fig, axes)
-    _footnote(fig, [energy_methods(df), _colouring_note(df)])
+    _model_legend(fig, styles, set(ok["model"]))
+    _footnote(fig, [energy_methods(df), _styling_note(df)])
     return fig
 
 
-def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str, str]], median_params: float) -> Figure:
+def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str, str]]) -> Figure:
+    """Panels of ``columns`` vs log10 parameters: one panel per cell and column; with several
+    columns, one figure row per cell (so 12 cells stay 12 readable rows, not 12 columns)."""
     keys = cells(df[df["ok"]])
     ok = df[df["ok"]].assign(log10_params=lambda d: np.log10(d["params"]))
-    fig, axes = _panels(max(len(keys) * len(columns), 1), ncols=max(len(keys), 1) if len(columns) > 1 else None)
-    palette = _palette(df)
-    split = math.log10(median_params)
+    ncols = len(columns) if len(columns) > 1 else None
+    fig, axes = _panels(max(len(keys) * len(columns), 1), ncols=ncols)
+    styles = model_styles(df)
     low = ok["log10_params"].min() - 0.1
-    # Row-major: one figure row per plotted column (PePR variant), one panel column per cell.
-    for index, ((column, label), key) in enumerate(itertools.product(columns, keys)):
+    for index, (key, (column, label)) in enumerate(itertools.product(keys, columns)):
         ax = axes[index]
         frame = _cell_frame(ok, key).dropna(subset=[column])
+        # Each cell's own split: a model's parameter count depends on the cell (head, channels).
+        split = math.log10(float(_cell_frame(df, key)["median_params"].iloc[0]))
         ax.axvspan(low, split, color="0.9", zorder=0)
         ax.axvline(split, color="0.5", linestyle="--", linewidth=0.8)
         ax.text(split, 1.0, " median", transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="0.4")
-        _scatter_models(ax, frame, "log10_params", column, palette, legend=True)
+        _scatter_models(ax, frame, "log10_params", column, styles)
         ax.set(xlabel="log10(trainable parameters)", ylabel=label, title=_panel_title(key))
         ax.set_xlim(left=low)
         ax.title.set_fontsize(9)
-    _legend_outside(fig, axes)
-    _footnote(fig, [f"Shaded: small models (parameters <= the sweep's median, {median_params:,.0f}).",
-                    energy_methods(df), _colouring_note(df)])
+    _model_legend(fig, styles, set(ok["model"]))
+    _footnote(fig, ["Shaded: small models (parameters <= the median of the cell's models; dashed line).",
+                    co2_note(df) if len(columns) > 1 else "", energy_methods(df), _styling_note(df)])
     return fig
 
 
-def performance_vs_params(df: pd.DataFrame, cfg: ReportConfig, median_params: float) -> Figure:
+def performance_vs_params(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 2: test performance vs log10 parameters per cell, small models shaded."""
-    return _params_panels(df, cfg, [(cfg.performance, cfg.performance)], median_params)
+    return _params_panels(df, cfg, [(cfg.performance, cfg.performance)])
 
 
-def pepr_vs_params(df: pd.DataFrame, cfg: ReportConfig, median_params: float) -> Figure:
-    """Figure 3: every PePR variant (rows) vs log10 parameters per cell (columns)."""
-    return _params_panels(df, cfg, [(v.column, v.label) for v in variants(df)], median_params)
+def pepr_vs_params(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
+    """Figure 3: every PePR variant shown (columns) vs log10 parameters, one row per cell."""
+    return _params_panels(df, cfg, [(v.column, v.label) for v in report_variants(df)])
 
 
-def paired_comparison(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> Figure:
-    """Figures 4 and 5: each level of ``factor`` against its baseline, pairs joined by lines,
-    with the Wilcoxon signed-rank test computed on the pairs (pooled over contexts)."""
+def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, factor: str) -> Figure:
+    """Figures 4 and 5: each level of ``factor`` against its baseline, per context, on raw
+    performance (difference) and the raw headline resource (ratio): one point per model (its
+    seed means), the mean with its t CI, and the Holm-adjusted p / TOST verdict of
+    ``table`` (the paired table). PePR is not shown: it is normalised within each cell.
+    """
+    from pepr.report.tables import model_pairs, comparisons  # tables imports nothing from figures
+
     pairs_list = comparisons(df, factor)
-    metrics = [(cfg.performance, cfg.performance), (f"pepr_{cfg.resource}", cfg.resource_label)]
-    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics))
+    metrics = [(cfg.performance, f"{cfg.performance}: treatment - baseline", "diff"),
+               (cfg.resource, f"{cfg.resource}: treatment / baseline", "ratio")]
+    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(5.2, 3.6))
     context = [c for c in CELL if c != factor]
-    ok = df[df["ok"]]
+    label = fraction_label if factor == "fraction" else str
+    styles = model_styles(df)
     if not pairs_list:
         only = sorted(set(df[factor]))
         for ax in axes:
             ax.axis("off")
         axes[0].text(0, 0.5, f"Only one {factor} level in this sweep ({', '.join(only)}): nothing to compare.",
                      fontsize=10, transform=axes[0].transAxes)
-    label = fraction_label if factor == "fraction" else str
+    shown = set()
     for row, (treatment, baseline) in enumerate(pairs_list):
-        merged = ok[ok[factor] == treatment].merge(ok[ok[factor] == baseline], on=[*context, "model", "seed"], suffixes=("_a", "_b"))
-        for col, (metric, metric_label) in enumerate(metrics):
+        pairs = model_pairs(df, cfg, factor, treatment, baseline)
+        contexts = sorted(set(pairs[context].astype(str).agg(" / ".join, axis=1))) if len(pairs) else []
+        pairs = pairs.assign(context=pairs[context].astype(str).agg(" / ".join, axis=1)) if len(pairs) else pairs
+        for col, (metric, ylabel, kind) in enumerate(metrics):
             ax = axes[row * len(metrics) + col]
-            long = pd.DataFrame({
-                "level": [label(baseline)] * len(merged) + [label(treatment)] * len(merged),
-                "value": np.concatenate([merged[f"{metric}_b"], merged[f"{metric}_a"]]),
-            })
-            if len(merged):
-                sns.violinplot(data=long, x="level", y="value", ax=ax, inner=None, color="0.85", cut=0, linewidth=0.6)
-                for _, pair in merged.iterrows():
-                    ax.plot([0, 1], [pair[f"{metric}_b"], pair[f"{metric}_a"]], color="0.5", linewidth=0.5, alpha=0.6)
-                sns.stripplot(data=long, x="level", y="value", ax=ax, size=3, jitter=False, color="tab:blue")
-            result = paired_test(merged[f"{metric}_a"].to_numpy(), merged[f"{metric}_b"].to_numpy(), cfg.min_pairs)
-            ax.set(xlabel="", ylabel=metric_label, title=f"{label(treatment)} vs {label(baseline)}\n{describe(result)}")
+            rows = table[(table["treatment"] == treatment) & (table["baseline"] == baseline) & (table["metric"] == metric)]
+            for x, name in enumerate(contexts):
+                group = pairs[pairs["context"] == name]
+                values = group[f"{metric}_a"] - group[f"{metric}_b"] if kind == "diff" else group[f"{metric}_a"] / group[f"{metric}_b"]
+                jitter = np.linspace(-0.15, 0.15, len(group)) if len(group) > 1 else np.zeros(len(group))
+                for offset, (model, value) in zip(jitter, zip(group["model"], values)):
+                    style = styles[model]
+                    shown.add(model)
+                    ax.scatter(x + offset, value, marker=style.marker, s=30, facecolors=style.colour if style.filled else "white",
+                               edgecolors=style.colour, linewidths=1.0, zorder=3)
+                stat = rows[rows["context"] == name]
+                if len(stat):
+                    r = stat.iloc[0]
+                    if kind == "diff":
+                        centre, low, high = r["mean_diff"], r["ci_low"], r["ci_high"]
+                        text = f"{r['verdict']}\nHolm {format_p(r['p_holm'])}"
+                    else:
+                        centre, low, high = r["ratio"], np.nan, np.nan
+                        text = f"x{r['ratio']:.3g}\nHolm {format_p(r['p_holm'])}"
+                    if not np.isnan(low):
+                        ax.errorbar(x + 0.3, centre, yerr=[[centre - low], [high - centre]], fmt="_", color="black", capsize=3, zorder=4)
+                    else:
+                        ax.plot(x + 0.3, centre, "_", color="black", markersize=10, zorder=4)
+                    ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), fontsize=6, ha="center", va="top")
+            if kind == "diff":
+                ax.axhline(0, color="0.5", linewidth=0.8)
+                ax.axhspan(-cfg.equivalence_margin, cfg.equivalence_margin, color="tab:green", alpha=0.12, zorder=0)
+            else:
+                ax.axhline(1, color="0.5", linewidth=0.8)
+                ax.set_yscale("log")
+            ax.set_xticks(range(len(contexts)), [textwrap.fill(c, 18) for c in contexts], fontsize=7)
+            ax.set_xlim(-0.6, max(len(contexts), 1) - 0.4)
+            ax.margins(y=0.25)
+            ax.set(ylabel=ylabel, title=f"{label(treatment)} vs {label(baseline)}")
             ax.title.set_fontsize(9)
+    _model_legend(fig, styles, shown)
     _footnote(fig, [
-        f"Pairs: the same model and seed (and the same {' and '.join(context)}) under both levels, successful under both; "
-        "pooled over all contexts. Two-sided Wilcoxon signed-rank test computed on these pairs.",
-        f"{cfg.resource_label} is normalised within each cell, so across levels it compares ranks within cells, not raw cost.",
-        energy_methods(df),
+        f"One point per model: its seed mean under both levels, within the same {' and '.join(context)} (the x axis); "
+        "successful under both. Bar: mean difference with its t CI; text: verdict of the paired t test and TOST "
+        f"(green band: equivalence margin +/-{cfg.equivalence_margin:g}), Holm-adjusted over the contexts; "
+        "resources: ratio of means. PePR is not compared across levels: it is normalised within each cell.",
+        energy_methods(df), _styling_note(df),
     ])
     return fig
 
@@ -204,9 +280,10 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 6: performance vs the headline resource per cell, Pareto front and PePR iso-lines."""
     keys = cells(df[df["ok"]])
     fig, axes = _panels(max(len(keys), 1))
-    palette = _palette(df)
+    styles = model_styles(df)
+    ok = df[df["ok"]]
     for ax, key in zip(axes, keys):
-        frame = _cell_frame(df[df["ok"]], key)
+        frame = _cell_frame(ok, key)
         r, p = frame[cfg.resource].to_numpy(), frame[cfg.performance].to_numpy()
         low, high = r.min(), r.max()
         span = high - low if high > low else 1.0
@@ -220,17 +297,16 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
                 ax.text(xs[visible[-1]], ys[visible[-1]], f"{level:g}", fontsize=6, color="0.55", clip_on=True)
         front = pareto_front(p, r)
         order = np.argsort(r[front])
-        ax.step(r[front][order], p[front][order], where="post", color="tab:red", linewidth=1.2, label="Pareto front")
-        _scatter_models(ax, frame, cfg.resource, cfg.performance, palette, legend=True)
+        ax.step(r[front][order], p[front][order], where="post", color="tab:red", linewidth=1.2)
+        _scatter_models(ax, frame, cfg.resource, cfg.performance, styles)
         for _, run in frame[front].drop_duplicates("model").iterrows():
             ax.annotate(run["model"], (run[cfg.resource], run[cfg.performance]), fontsize=6, xytext=(3, -8), textcoords="offset points")
-        ax.set(xlabel=cfg.resource, ylabel=cfg.performance, title=_panel_title(key),
-               ylim=(bottom, 1.01))
+        ax.set(xlabel=cfg.resource, ylabel=cfg.performance, title=_panel_title(key), ylim=(bottom, 1.01))
         ax.title.set_fontsize(9)
-    _legend_outside(fig, axes)
+    _model_legend(fig, styles, set(ok["model"]))
     _footnote(fig, [f"Grey lines: {cfg.resource_label} iso-lines P / (1 + R) = const (value printed at the end), "
                     "R min-max normalised within the cell. Red: Pareto front (no run has higher performance at lower cost).",
-                    energy_methods(df), _colouring_note(df)])
+                    energy_methods(df), _styling_note(df)])
     return fig
 
 
@@ -238,28 +314,54 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
     """Figure 7: PePR per epoch (scored over all runs and epochs of the cell), peaks marked."""
     keys = cells(df[df["ok"]])
     fig, axes = _panels(max(len(keys), 1))
-    palette = _palette(df)
-    family = dict(zip(df["model"], df["family"]))
+    styles = model_styles(df)
     curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, CELL) if len(history) else history
     for ax, key in zip(axes, keys):
         frame = _cell_frame(curves, key)
         cell_peaks = _cell_frame(peaks, key)
         for (model, seed), run in frame.sort_values("epoch").groupby(["model", "seed"]):
-            ax.plot(run["epoch"], run["epoch_pepr"], color=palette[family[model]], linewidth=0.8, alpha=0.8)
-        ax.scatter(cell_peaks["peak_epoch"], cell_peaks["peak_pepr"], marker="*", s=60, color="black", zorder=3, label="peak epoch")
+            style = styles[model]
+            ax.plot(run["epoch"], run["epoch_pepr"], color=style.colour, linestyle=style.linestyle, linewidth=0.9, alpha=0.85)
+        ax.scatter(cell_peaks["peak_epoch"], cell_peaks["peak_pepr"], marker="*", s=60, color="black", zorder=3)
         saved = cell_peaks["resource_saved"].sum()
         total = cell_peaks["resource_at_last"].sum()
         share = saved / total if total > 0 else 0.0
+        cost = cell_peaks["performance_cost"].mean() if len(cell_peaks) else 0.0
         ax.set(xlabel="epoch", ylabel=f"epoch PePR ({cfg.history_resource})",
-               title=f"{_panel_title(key)}\nstopping at peaks saves {saved:.3g} ({share:.0%}); "
-                     f"mean {cfg.history_performance} cost {cell_peaks['performance_cost'].mean():+.3f}")
+               title=_panel_title(key, f"stopping at peaks saves {saved:.3g} ({share:.0%}), mean cost {cost:+.3f}"))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.title.set_fontsize(8)
-    handles = [Line2D([], [], color=colour, label=name) for name, colour in palette.items()]
-    handles.append(Line2D([], [], marker="*", color="black", linestyle="", markersize=9, label="peak epoch"))
-    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False, title="family", title_fontsize=7)
+    shown = set(curves["model"]) if len(curves) else set()
+    _model_legend(fig, styles, shown, lines=True)
     _footnote(fig, [
         f"At each epoch: P = {cfg.history_performance} at that epoch, R = {cfg.history_resource} up to it, "
-        "min-max normalised over all runs and epochs of the cell; star: the run's peak (diminishing returns beyond).",
-        "Colour: model family. " + energy_methods(df),
+        "min-max normalised over all runs and epochs of the cell; black star: each run's peak (diminishing returns beyond).",
+        energy_methods(df), _styling_note(df),
     ])
+    return fig
+
+
+def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
+    """Figure 8 (the paper's model-space figure): training energy vs trainable parameters, both
+    on log axes, one point per model (seed mean) and cell, small models shaded per cell."""
+    from pepr.report.tables import model_means  # tables imports nothing from figures
+
+    keys = cells(df[df["ok"]])
+    fig, axes = _panels(max(len(keys), 1))
+    styles = model_styles(df)
+    means = model_means(df, cfg)
+    for ax, key in zip(axes, keys):
+        frame = _cell_frame(means, key)
+        frame = frame[(frame["params"] > 0) & (frame["energy_kwh"] > 0)] if "energy_kwh" in frame else frame.iloc[:0]
+        _scatter_models(ax, frame, "params", "energy_kwh", styles)
+        median = float(_cell_frame(df, key)["median_params"].iloc[0])
+        ax.axvline(median, color="0.5", linestyle="--", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.xaxis.set_major_locator(LogLocator(base=10))
+        ax.set(xlabel="trainable parameters (log)", ylabel="training energy, kWh (log)", title=_panel_title(key))
+        ax.title.set_fontsize(9)
+    _model_legend(fig, styles, set(means["model"]))
+    _footnote(fig, ["One point per model: its seed mean in the cell. Dashed: the cell's median parameter count (small models left of it).",
+                    energy_methods(df), _styling_note(df)])
     return fig

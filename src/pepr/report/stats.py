@@ -1,5 +1,10 @@
-"""Statistics of the report: paired and unpaired tests, confidence intervals, rank bootstrap,
-Pareto fronts and the per-epoch PePR curve.
+"""Statistics of the report: paired and unpaired t tests with confidence intervals, Holm
+correction, TOST equivalence tests, rank bootstrap, Pareto fronts and the per-epoch PePR curve.
+
+The unit of every comparison is one value per model (its seed mean) within one context, so a
+model's seeds are never counted as independent pairs (no pseudo-replication). Tests over several
+cells are Holm-corrected (:func:`holm`). "On par" is decided by an equivalence test (TOST) with
+a margin, never by a non-significant difference (:func:`verdict`).
 
 Tests never invent a p-value: when there are too few observations the result carries
 ``p = NaN`` and a ``note`` saying why ("n too small for a test", "all pairs equal").
@@ -16,22 +21,6 @@ from scipy import stats
 from pepr.scoring import score
 
 
-@dataclass(frozen=True)
-class TestResult:
-    """Outcome of one statistical test; ``p`` is NaN when no test was run (see ``note``)."""
-
-    test: str
-    n: int
-    statistic: float
-    p: float
-    note: str
-
-    @property
-    def tested(self) -> bool:
-        """Whether a test was actually run."""
-        return not np.isnan(self.p)
-
-
 def format_p(p: float) -> str:
     """``p = 0.012`` style text; ``p < 0.001`` below a thousandth (computed, not asserted)."""
     if np.isnan(p):
@@ -41,46 +30,124 @@ def format_p(p: float) -> str:
     return f"p = {p:.3f}"
 
 
-def describe(result: TestResult) -> str:
-    """One-phrase description of a test result for captions and the summary."""
-    if not result.tested:
-        return f"{result.note} (n = {result.n})"
-    return f"{result.test}, n = {result.n}, {format_p(result.p)}"
+@dataclass(frozen=True)
+class Effect:
+    """A difference with its (1 - alpha) t confidence interval, test and equivalence test.
 
-
-def paired_test(a: np.ndarray, b: np.ndarray, min_pairs: int) -> TestResult:
-    """Two-sided Wilcoxon signed-rank test of paired samples ``a`` and ``b``.
-
-    Pairs with a missing value are dropped first. Fewer than ``min_pairs`` pairs, or pairs
-    that are all equal, give no test.
+    ``estimate`` is mean(a - b) for paired data, mean(a) - mean(b) for two groups. ``p`` is the
+    two-sided t test of no difference; ``p_tost`` the TOST p-value of |difference| < margin
+    (NaN when no margin was given). Both NaN, with ``note`` saying why, when no test was run.
     """
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+
+    test: str
+    n: int
+    estimate: float
+    ci_low: float
+    ci_high: float
+    statistic: float
+    p: float
+    p_tost: float
+    note: str
+
+    @property
+    def tested(self) -> bool:
+        """Whether a test was actually run."""
+        return not np.isnan(self.p)
+
+
+def _no_test(test: str, n: int, estimate: float, note: str) -> Effect:
+    return Effect(test, n, estimate, np.nan, np.nan, np.nan, np.nan, np.nan, note)
+
+
+def paired_effect(a: np.ndarray, b: np.ndarray, alpha: float, min_pairs: int, margin: float | None = None) -> Effect:
+    """Paired t test of ``a`` vs ``b`` (pairs with a NaN dropped): mean difference a - b, its
+    Student-t (1 - alpha) CI, the two-sided p-value (``scipy.stats.ttest_rel``) and, when
+    ``margin`` is given, the TOST p-value: the larger of the one-sided tests of
+    mean(a - b) > -margin and mean(a - b) < +margin.
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     keep = ~(np.isnan(a) | np.isnan(b))
-    a, b = a[keep], b[keep]
-    n = int(len(a))
+    diff = a[keep] - b[keep]
+    n = int(len(diff))
+    estimate = float(diff.mean()) if n else np.nan
+    test = "paired t"
     if n < min_pairs:
-        return TestResult("Wilcoxon signed-rank", n, np.nan, np.nan, f"n too small for a test (need {min_pairs} pairs)")
-    if np.all(a == b):
-        return TestResult("Wilcoxon signed-rank", n, np.nan, np.nan, "all pairs equal: no test")
-    result = stats.wilcoxon(a, b, alternative="two-sided")
-    return TestResult("Wilcoxon signed-rank", n, float(result.statistic), float(result.pvalue), "")
+        return _no_test(test, n, estimate, f"n too small for a test (need {min_pairs} pairs)")
+    if np.ptp(diff) == 0:
+        # No spread: the t statistic is undefined (0/0 or x/0); claiming p = 0 would be invented.
+        note = "all pairs equal: no test" if estimate == 0 else "identical difference in every pair: no test"
+        return _no_test(test, n, estimate, note)
+    result = stats.ttest_rel(a[keep], b[keep])
+    ci = result.confidence_interval(1 - alpha)
+    p_tost = np.nan
+    if margin is not None:
+        lower = stats.ttest_1samp(diff, -margin, alternative="greater").pvalue
+        upper = stats.ttest_1samp(diff, margin, alternative="less").pvalue
+        p_tost = float(max(lower, upper))
+    return Effect(test, n, estimate, float(ci.low), float(ci.high), float(result.statistic), float(result.pvalue), p_tost, "")
 
 
-def unpaired_test(a: np.ndarray, b: np.ndarray, min_group: int) -> TestResult:
-    """Two-sided Mann-Whitney U test of two independent samples (NaNs dropped)."""
-    a = np.asarray(a, dtype=float)
-    b = np.asarray(b, dtype=float)
+def welch_effect(a: np.ndarray, b: np.ndarray, alpha: float, min_group: int, margin: float | None = None) -> Effect:
+    """Welch t test of two independent groups (NaNs dropped): mean(a) - mean(b), its Welch
+    (1 - alpha) CI, the two-sided p-value (``scipy.stats.ttest_ind(equal_var=False)``) and,
+    when ``margin`` is given, the TOST p-value from the two one-sided Welch tests of
+    mean(a) - mean(b) > -margin and < +margin (shifting a group leaves its variance unchanged).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     n = int(len(a) + len(b))
+    estimate = float(a.mean() - b.mean()) if len(a) and len(b) else np.nan
+    test = "Welch t"
     if min(len(a), len(b)) < min_group:
-        return TestResult(
-            "Mann-Whitney U", n, np.nan, np.nan, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})"
-        )
-    if np.ptp(np.concatenate([a, b])) == 0:
-        return TestResult("Mann-Whitney U", n, np.nan, np.nan, "all values equal: no test")
-    result = stats.mannwhitneyu(a, b, alternative="two-sided")
-    return TestResult("Mann-Whitney U", n, float(result.statistic), float(result.pvalue), "")
+        return _no_test(test, n, estimate, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})")
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return _no_test(test, n, estimate, "no spread within either group: no test")
+    result = stats.ttest_ind(a, b, equal_var=False)
+    ci = result.confidence_interval(1 - alpha)
+    p_tost = np.nan
+    if margin is not None:
+        lower = stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
+        upper = stats.ttest_ind(a - margin, b, equal_var=False, alternative="less").pvalue
+        p_tost = float(max(lower, upper))
+    return Effect(test, n, estimate, float(ci.low), float(ci.high), float(result.statistic), float(result.pvalue), p_tost, "")
+
+
+def holm(p: np.ndarray) -> np.ndarray:
+    """Holm-Bonferroni adjusted p-values of one family of tests; NaN (no test) stays NaN and
+    does not count towards the family's size.
+
+    Sorted ascending, the i-th smallest of m p-values becomes max over j <= i of
+    min(1, (m - j + 1) * p_(j)), so the adjusted values keep the order of the raw ones.
+    """
+    p = np.asarray(p, dtype=float)
+    out = np.full(p.shape, np.nan)
+    tested = np.flatnonzero(~np.isnan(p))
+    m = len(tested)
+    if m == 0:
+        return out
+    order = tested[np.argsort(p[tested], kind="stable")]
+    adjusted = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adjusted)
+    return out
+
+
+#: The three answers to "are the two the same, within the margin?".
+EQUIVALENT, DIFFERENT, CANNOT_TELL = "equivalent", "different", "cannot tell"
+
+
+def verdict(p_difference: float, p_tost: float, alpha: float) -> str:
+    """Equivalent when TOST rejects a difference of at least the margin; different when the
+    t test rejects no difference; "cannot tell" when neither (or no test was run).
+
+    Equivalence comes first: a difference that is significant yet smaller than the margin is
+    practically equivalent (the margin is the size the user called negligible). Pass the
+    Holm-adjusted p-values when the test is one of a family.
+    """
+    if not np.isnan(p_tost) and p_tost < alpha:
+        return EQUIVALENT
+    if not np.isnan(p_difference) and p_difference < alpha:
+        return DIFFERENT
+    return CANNOT_TELL
 
 
 def mean_ci(values: np.ndarray, alpha: float) -> tuple[float, float, float]:
