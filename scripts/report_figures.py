@@ -1,4 +1,4 @@
-"""Rule script of report_figures: pepr.csv + histories -> results/figures/* (PNG/PDF/SVG)."""
+"""Rule script of report_figures: pepr.csv + gathered histories -> results/figures/* (PNG/PDF/SVG)."""
 
 import os
 
@@ -8,7 +8,7 @@ from pepr.report.build import load, write_figures
 from pepr.report.config import ReportConfig
 
 cfg = ReportConfig.from_mapping(snakemake.params.settings)
-data = load(snakemake.input.pepr, snakemake.params.runs_root, cfg)
+data = load(snakemake.input.pepr, snakemake.input.histories, cfg)
 paths = write_figures(data, snakemake.params.out_dir)
 with open(snakemake.log[0], "w", encoding="utf-8") as log:
     print(f"wrote {len(paths)} figure files from {len(data.results)} runs: " + ", ".join(map(str, paths)), file=log)

@@ -1,4 +1,4 @@
-"""Rule script of report_tables: pepr.csv + histories -> results/tables/*.csv."""
+"""Rule script of report_tables: pepr.csv + gathered histories -> results/tables/*.csv."""
 
 import os
 
@@ -12,7 +12,7 @@ from pepr.report.data import RUN
 
 cfg = ReportConfig.from_mapping(snakemake.params.settings)
 expected = pd.DataFrame(snakemake.params.expected, columns=RUN)
-data = load(snakemake.input.pepr, snakemake.params.runs_root, cfg, expected)
+data = load(snakemake.input.pepr, snakemake.input.histories, cfg, expected)
 paths = write_tables(data, snakemake.params.out_dir)
 with open(snakemake.log[0], "w", encoding="utf-8") as log:
     print(f"wrote {len(paths)} tables from {len(data.results)} runs: " + ", ".join(map(str, paths)), file=log)

@@ -2,9 +2,11 @@
 # Contract: defines REPORT_TARGETS, the list of report outputs `rule all` requests.
 # Settings: config["report"] (pepr.report.config.ReportConfig; defaults in code). The
 # performance is config["pepr"]["performance"], the one pepr.csv was scored with.
-# All three rules depend on pepr.csv and on every run's history.csv, so they rebuild whenever a
-# run changes; they are light (seconds) and run on the submitting machine.
-from pepr.report.config import FIGURES, TABLES, ReportConfig
+# gather_histories alone depends on every run's history.csv and writes one table of them, so the
+# other rules take two or three inputs each, not thousands. report_tables and report_figures read
+# pepr.csv + that table; report_summary reads pepr.csv + the tables (nothing is computed twice).
+# All rules are light (seconds) and run on the submitting machine.
+from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLES, ReportConfig
 from pepr.grid import RUNS_DIR, format_fraction
 
 
@@ -31,9 +33,10 @@ REPORT_SETTINGS = {
     **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__},
     "figure_formats": list(REPORT_CONFIG.figure_formats),
 }
+REPORT_HISTORIES = f"results/{HISTORIES_TABLE}"
 REPORT_INPUTS = {
     "pepr": "results/pepr.csv",
-    "histories": [f"{cell.directory}/history.csv" for cell in GRID.cells],
+    "histories": REPORT_HISTORIES,
 }
 # The planned runs, so runs that never reached pepr.csv are listed as missing in the report.
 REPORT_EXPECTED = [
@@ -48,9 +51,23 @@ REPORT_FIGURES = {
 REPORT_SHOWN_FORMAT = "png" if "png" in REPORT_CONFIG.figure_formats else REPORT_CONFIG.figure_formats[0]
 
 localrules:
+    gather_histories,
     report_tables,
     report_figures,
     report_summary,
+
+
+rule gather_histories:
+    input:
+        histories=[f"{cell.directory}/history.csv" for cell in GRID.cells],
+    output:
+        histories=REPORT_HISTORIES,
+    params:
+        runs_root=RUNS_DIR,
+    log:
+        "results/logs/gather_histories.log",
+    script:
+        "../../scripts/report_gather_histories.py"
 
 
 rule report_tables:
@@ -63,7 +80,6 @@ rule report_tables:
         },
     params:
         settings=REPORT_SETTINGS,
-        runs_root=RUNS_DIR,
         expected=REPORT_EXPECTED,
         out_dir="results/tables",
     log:
@@ -87,7 +103,6 @@ rule report_figures:
         },
     params:
         settings=REPORT_SETTINGS,
-        runs_root=RUNS_DIR,
         out_dir="results/figures",
     log:
         "results/logs/report_figures.log",
@@ -97,12 +112,13 @@ rule report_figures:
 
 rule report_summary:
     input:
-        **REPORT_INPUTS,
+        pepr="results/pepr.csv",
+        tables=list(REPORT_TABLES.values()),
     output:
         summary=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
     params:
         settings=REPORT_SETTINGS,
-        runs_root=RUNS_DIR,
+        tables_dir="results/tables",
         expected=REPORT_EXPECTED,
     log:
         "results/logs/report_summary.log",

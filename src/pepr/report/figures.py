@@ -91,12 +91,14 @@ def model_styles(df: pd.DataFrame) -> dict[str, ModelStyle]:
     models = df.dropna(subset=["model"]).groupby("model").agg(family=("family", "first"), params=("params", "median"),
                                                              efficiency=("efficiency", "first"))
     families = sorted(set(models["family"]))
+    # Without the paper's model table every model is "not in paper table": saying so per model is noise.
+    any_known = bool((models["efficiency"] != "not in paper table").any())
     colours = dict(zip(families, sns.color_palette("tab10" if len(families) <= 10 else "husl", len(families))))
     styles = {}
     for family in families:
         members = models[models["family"] == family].sort_values(["params", "model"], na_position="last")
         for k, (model, row) in enumerate(members.iterrows()):
-            label = model if row["efficiency"] != "not in paper table" else f"{model} (not in paper table)"
+            label = f"{model} (not in paper table)" if any_known and row["efficiency"] == "not in paper table" else model
             styles[model] = ModelStyle(
                 colour=_shade(colours[family], k, len(members)), marker=MARKERS[k % len(MARKERS)],
                 linestyle=LINESTYLES[k % len(LINESTYLES)], filled=row["efficiency"] != "not efficient (paper)", label=label,
@@ -259,7 +261,10 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
                 ax.axhspan(-cfg.equivalence_margin, cfg.equivalence_margin, color="tab:green", alpha=0.12, zorder=0)
             else:
                 ax.axhline(1, color="0.5", linewidth=0.8)
-                ax.set_yscale("log")
+                ratios = (pairs[f"{metric}_a"] / pairs[f"{metric}_b"]).to_numpy() if len(pairs) else np.array([1.0])
+                ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+                if len(ratios) and ratios.max() / ratios.min() > 10:  # log only when ratios span decades
+                    ax.set_yscale("log")
             ax.set_xticks(range(len(contexts)), [textwrap.fill(c, 18) for c in contexts], fontsize=7)
             ax.set_xlim(-0.6, max(len(contexts), 1) - 0.4)
             ax.margins(y=0.25)

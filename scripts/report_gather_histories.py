@@ -1,0 +1,7 @@
+"""Rule script of gather_histories: every run's history.csv -> results/histories.csv (one table)."""
+
+from pepr.report.build import write_histories
+
+table = write_histories(list(snakemake.input.histories), snakemake.params.runs_root, snakemake.output.histories)
+with open(snakemake.log[0], "w", encoding="utf-8") as log:
+    print(f"gathered {len(table)} epoch rows from {len(snakemake.input.histories)} history files", file=log)
