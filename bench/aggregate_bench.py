@@ -2,13 +2,19 @@
 
 Side by side in one run, interleaved:
 
-* ``pepr``: :func:`pepr.aggregate.aggregate_to_csv` (runs.csv) then
-  :func:`pepr.aggregate.score_to_csv` (pepr.csv), exactly what the workflow's rules call;
+* ``new``: :func:`pepr.aggregate.aggregate_to_csv` (runs.csv) then
+  :func:`pepr.aggregate.score_to_csv` (pepr.csv), exactly what the workflow's rules call, with
+  tableio's pyarrow CSV writer;
+* ``old``: the same calls with tableio's CSV writer swapped back to pandas' ``DataFrame.to_csv``
+  (the writer before issue 11; everything else identical);
 * ``floor``: the unavoidable part, ``json.load`` of every file into one DataFrame written as CSV.
 
-Prints both medians and their ratio. Target (issue 6): pepr <= 10 s for 24,000 runs here.
+Prints the medians, the new/old ratio, each candidate's CPU share (CPU s / wall s: ~1.0 when it
+had a core to itself) and the machine's CPU use during the runs (/proc/stat, all cores, so
+other work on the machine shows). Checks that both writers' pepr.csv read back to the same
+values. Target (issue 11): new <= 4 s for 24,000 runs.
 
-    .venv/bin/python bench/aggregate_bench.py [--runs-per-model-cell 8] [--repeats 3] [--profile]
+    .venv/bin/python bench/aggregate_bench.py [--seeds 8] [--repeats 3] [--profile]
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ import pickle
 import time
 from pathlib import Path
 
-from benchlib import interleave, machine_line, mark_ready, print_table, work_dir
+from benchlib import cpu_share, interleave, machine_line, mark_ready, print_table, work_dir
 from synthetic_runs import SyntheticGrid, write_synthetic_runs
 
 
@@ -58,7 +64,7 @@ def pepr_stages(files: list[Path], pretrain: list[Path], runs_root: Path, out_di
     stages.append(("collect_runs (read + parse metrics.json)", time.perf_counter() - start))
     start = time.perf_counter()
     write_table(frame, out_dir / "runs.csv")
-    stages.append(("write runs.csv (tableio.write_table)", time.perf_counter() - start))
+    stages.append(("write runs.csv (tableio.write_table, pyarrow)", time.perf_counter() - start))
     start = time.perf_counter()
     runs = read_table(out_dir / "runs.csv")
     stages.append(("read runs.csv", time.perf_counter() - start))
@@ -67,36 +73,36 @@ def pepr_stages(files: list[Path], pretrain: list[Path], runs_root: Path, out_di
     stages.append(("score_runs", time.perf_counter() - start))
     start = time.perf_counter()
     write_table(scored, out_dir / "pepr.csv")
-    stages.append(("write pepr.csv (tableio.write_table)", time.perf_counter() - start))
+    stages.append(("write pepr.csv (tableio.write_table, pyarrow)", time.perf_counter() - start))
     return stages
 
 
-def pyarrow_write_table(df, path) -> None:
-    """What-if: tableio.write_table with pyarrow's CSV writer (same atomic write, same values)."""
-    import os
-    import tempfile
-
-    import pyarrow as pa
-    import pyarrow.csv as pa_csv
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    pa_csv.write_csv(pa.Table.from_pandas(df, preserve_index=False), tmp)
-    os.replace(tmp, path)
+def pandas_write_csv(df, path) -> None:
+    """The CSV writer tableio used before (pandas ``DataFrame.to_csv``), for the side-by-side run."""
+    df.to_csv(path, index=False)
 
 
-def with_pyarrow_writer(call):
-    """Run ``call`` with pepr.tableio.write_table swapped for :func:`pyarrow_write_table`."""
+def with_writer(writer, call):
+    """Run ``call`` with pepr.tableio's CSV writer swapped for ``writer`` (same atomic write, checks, layout)."""
     import pepr.tableio
 
-    original = pepr.tableio.write_table
-    pepr.tableio.write_table = pyarrow_write_table
+    original = pepr.tableio.write_csv
+    pepr.tableio.write_csv = writer
     try:
         call()
     finally:
-        pepr.tableio.write_table = original
+        pepr.tableio.write_csv = original
+
+
+def cpu_times() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores, from /proc/stat."""
+    import os
+
+    with open("/proc/stat", encoding="ascii") as handle:
+        fields = [float(v) for v in handle.readline().split()[1:]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0.0)  # idle + iowait
+    return (sum(fields) - idle) / ticks, sum(fields) / ticks
 
 
 def main() -> int:
@@ -104,8 +110,7 @@ def main() -> int:
     parser.add_argument("--seeds", type=int, default=8, help="seeds per cell x model (8 -> 24,000 runs)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the top functions of one pepr aggregation")
-    parser.add_argument("--what-if-pyarrow", action="store_true",
-                        help="also time pepr with tableio.write_table using pyarrow's CSV writer (a proposed fix)")
+    parser.add_argument("--target-s", type=float, default=4.0, help="target wall seconds for new (default 4)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="where the synthetic runs are kept for reuse (default: $TMPDIR/pepr-bench)")
     args = parser.parse_args()
@@ -139,33 +144,40 @@ def main() -> int:
             return time.perf_counter() - wall0, time.process_time() - cpu0
         return run
 
+    old_dir = out / "old"
+    old_dir.mkdir(exist_ok=True)
     candidates = {
-        "pepr": timed(lambda: pepr_aggregate(runs.metrics, runs.pretrain_metrics, runs.runs_root, out)),
-        "floor": timed(lambda: floor_aggregate(runs.metrics, out / "floor.csv")),
+        "new (pyarrow CSV writer)": timed(lambda: pepr_aggregate(runs.metrics, runs.pretrain_metrics, runs.runs_root, out)),
+        "old (pandas to_csv writer)": timed(lambda: with_writer(pandas_write_csv, lambda: pepr_aggregate(
+            runs.metrics, runs.pretrain_metrics, runs.runs_root, old_dir))),
+        "floor (json.load + to_csv)": timed(lambda: floor_aggregate(runs.metrics, out / "floor.csv")),
     }
-    if args.what_if_pyarrow:
-        what_if = out / "what-if"
-        what_if.mkdir(exist_ok=True)
-        candidates["pepr, pyarrow CSV writer"] = timed(lambda: with_pyarrow_writer(
-            lambda: pepr_aggregate(runs.metrics, runs.pretrain_metrics, runs.runs_root, what_if)))
+    busy0, total0 = cpu_times()
     timings = interleave(candidates, args.repeats)
+    busy1, total1 = cpu_times()
+    import os
+
     import pandas as pd
 
-    n_rows = len(pd.read_csv(out / "pepr.csv"))
-    pepr_t, floor_t = timings["pepr"], timings["floor"]
+    new_csv, old_csv = pd.read_csv(out / "pepr.csv"), pd.read_csv(old_dir / "pepr.csv")
+    pd.testing.assert_frame_equal(new_csv, old_csv)  # same values on re-read, whichever writer
+    pd.testing.assert_frame_equal(pd.read_csv(out / "runs.csv"), pd.read_csv(old_dir / "runs.csv"))
+    new_t, old_t = timings["new (pyarrow CSV writer)"], timings["old (pandas to_csv writer)"]
     print_table(
-        f"Aggregation of {len(runs.metrics):,} runs ({args.repeats} interleaved repeats, median)",
+        f"Aggregation of {len(runs.metrics):,} runs -> runs.csv + pepr.csv ({args.repeats} interleaved repeats, median)",
         [
-            (label, f"{t.median:.2f}", t.spread, f"{statistics.median(t.cpu_s):.2f}", f"{t.median / pepr_t.median:.2f}")
+            (label, f"{t.median:.2f}", t.spread, f"{statistics.median(t.cpu_s):.2f}", f"{cpu_share(t):.0%}",
+             f"{t.median / old_t.median:.2f}")
             for label, t in timings.items()
         ],
-        ("candidate", "median wall s", "min-max s", "median CPU s", "wall vs pepr"),
+        ("candidate", "median wall s", "min-max s", "median CPU s", "CPU share", "wall vs old"),
     )
-    ratio = pepr_t.median / floor_t.median
-    pepr_cpu = statistics.median(pepr_t.cpu_s)
-    print(f"\npepr / floor = {ratio:.2f}x; pepr.csv rows: {n_rows}; target pepr <= 10 s: wall "
-          f"{'MET' if pepr_t.median <= 10 else 'MISSED'} ({pepr_t.median:.2f} s), CPU "
-          f"{'MET' if pepr_cpu <= 10 else 'MISSED'} ({pepr_cpu:.2f} s)")
+    machine_busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
+    print(f"\nmachine CPU use during the runs: {machine_busy:.0%} of {os.cpu_count()} cores "
+          f"(this benchmark alone would be ~{1 / os.cpu_count():.0%}); {machine_line()}")
+    print(f"new / old = {new_t.median / old_t.median:.2f}x; runs.csv and pepr.csv: {len(new_csv)} rows, identical values from "
+          f"both writers; target new <= {args.target_s:g} s: {'MET' if new_t.median <= args.target_s else 'MISSED'} "
+          f"({new_t.median:.2f} s wall, {statistics.median(new_t.cpu_s):.2f} s CPU)")
     stages = pepr_stages(runs.metrics, runs.pretrain_metrics, runs.runs_root, out)
     total = sum(t for _, t in stages)
     print_table("Where pepr's aggregation time goes (one extra run)",

@@ -276,3 +276,37 @@ def test_unknown_status_is_an_error_naming_the_run(tmp_path, monkeypatch):
     runs = collect_runs([write_run(tmp_path, "d", "scratch", "1.0", "b", 0)], runs_root=ROOT)
     with pytest.raises(PeprInputError, match=r"d/scratch/1.0/b/0 \('done'\)"):
         score_runs(runs.assign(status="done"))
+
+
+def test_csv_writer_round_trip_gives_the_same_values_as_pandas(tmp_path):
+    """tableio's pyarrow CSV writer reads back to exactly what pandas' to_csv would, and to the
+    original values: whole-number floats stay floats, text with commas/quotes/newlines survives."""
+    from pepr.tableio import read_table, write_table
+
+    rng = np.random.default_rng(1)
+    n = 12
+    table = pd.DataFrame({
+        "dataset": ["d"] * n,
+        "fraction": [1.0] * n,  # all whole numbers: arrow alone would write "1" and read back int
+        "seed": np.arange(n),
+        "test_accuracy": rng.random(n),
+        "co2_kg": rng.random(n) * 1e-9,
+        "pretrain_uses": np.where(np.arange(n) % 3 == 0, np.nan, 4.0),
+        "status": ["ok"] * (n - 1) + ["failed"],
+        "reason": [""] * (n - 1) + ['kernel, "7x7"\nlarger than image'],
+        "flag": np.arange(n) % 2 == 0,
+        "pretrain_source": pd.Series([None] * (n - 2) + ["src", "src"], dtype=object),
+    })
+    write_table(table, tmp_path / "arrow.csv")
+    table.to_csv(tmp_path / "pandas.csv", index=False)
+    back = read_table(tmp_path / "arrow.csv")
+    pd.testing.assert_frame_equal(back, pd.read_csv(tmp_path / "pandas.csv"))
+    assert back["fraction"].dtype == float and back["seed"].dtype == np.int64
+    np.testing.assert_array_equal(back["test_accuracy"].to_numpy(), table["test_accuracy"].to_numpy())
+    np.testing.assert_array_equal(back["co2_kg"].to_numpy(), table["co2_kg"].to_numpy())
+    assert back["reason"].iloc[-1] == table["reason"].iloc[-1]
+    # a column arrow cannot convert (numbers mixed with text) goes through pandas, same result
+    mixed = table.assign(host=pd.Series([1, "node-a"] * (n // 2), dtype=object))
+    write_table(mixed, tmp_path / "mixed.csv")
+    mixed.to_csv(tmp_path / "mixed_pandas.csv", index=False)
+    pd.testing.assert_frame_equal(read_table(tmp_path / "mixed.csv"), pd.read_csv(tmp_path / "mixed_pandas.csv"))

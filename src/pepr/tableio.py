@@ -1,7 +1,10 @@
 """Read and write result tables as CSV or Parquet, chosen by file extension.
 
 Writes are atomic (temp file in the same folder, then rename) so an interrupted or failed
-write never leaves a partial table behind.
+write never leaves a partial table behind; the file gets the user's umask (0644 under umask
+022), never ``mkstemp``'s 0600. CSV is written with pyarrow's writer (:func:`write_csv`), read
+back to the same values as pandas' writer. Reads refuse a repeated column name instead of
+pandas' silent ``x.1`` renaming. Every failure is a :class:`PeprInputError` naming the path.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import os
 import uuid
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprInputError
@@ -126,6 +130,48 @@ def _check_output_path(path: str | os.PathLike, flag: str) -> None:
             break
 
 
+#: Column kinds pyarrow's CSV writer renders as pandas would read them back (bool, int, unsigned,
+#: float, object, string); dates, durations, categories, complex numbers go through pandas.
+_ARROW_CSV_KINDS = frozenset("biufOUT")
+
+
+def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
+    """Write ``df`` as CSV (no index) to ``path``, reading back with ``pd.read_csv`` to the same values.
+
+    Uses pyarrow's CSV writer, about 3x faster than ``DataFrame.to_csv`` on a 24,000-run
+    pepr.csv (see bench/aggregate_bench.py). Where the two writers' text would read back
+    differently, this keeps pandas' reading: a float column whose values are all whole numbers
+    is written as ``1.0`` (arrow writes ``1``, which reads back as an integer column). Columns
+    arrow cannot convert (mixed-type objects, dates, categories) fall back to pandas' writer.
+    """
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    kinds = {getattr(dtype, "kind", "O") for dtype in df.dtypes}
+    if not kinds <= _ARROW_CSV_KINDS or isinstance(df.columns, pd.MultiIndex):
+        df.to_csv(path, index=False)
+        return
+    whole = {}
+    for position, (name, column) in enumerate(df.items()):
+        if column.dtype.kind == "f":
+            values = column.to_numpy()
+            finite = values[np.isfinite(values)]
+            # A NaN makes pandas read the column as float anyway; otherwise keep the ".0".
+            if len(values) and not np.isnan(values).any() and np.array_equal(finite, np.floor(finite)):
+                whole[position] = [repr(float(v)) for v in values]
+    frame = df
+    if whole:
+        frame = df.copy(deep=False)
+        for position, text in whole.items():
+            frame.isetitem(position, text)
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        df.to_csv(path, index=False)  # e.g. an object column mixing numbers and text
+        return
+    pa_csv.write_csv(table, path)
+
+
 def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write ``df`` atomically as CSV or Parquet (by extension), creating parent folders.
 
@@ -141,7 +187,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = _temporary_sibling(path)
         if fmt == "csv":
-            df.to_csv(tmp, index=False)
+            write_csv(df, tmp)
         else:
             df.to_parquet(tmp, index=False)
         os.replace(tmp, path)
