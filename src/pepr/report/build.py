@@ -134,8 +134,10 @@ def read_tables(tables_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
             out[name] = pd.read_csv(path, dtype=TEXT_COLUMNS, keep_default_na=True)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise PeprInputError(f"cannot read report table '{path}': {exc}; rebuild it (rule report_tables)") from None
-        for column in out[name].columns.intersection(["note", "reason", "detail", "kind", "model", "context"]):
-            out[name][column] = out[name][column].fillna("")
+        # Free-text columns: an empty note is "" (no caveat), not NaN, whatever pandas inferred.
+        text = [c for c in out[name].columns if c.startswith("note") or c in ("reason", "detail", "kind", "model", "context")]
+        for column in text:
+            out[name][column] = out[name][column].astype(object).where(out[name][column].notna(), "")
     return out
 
 
