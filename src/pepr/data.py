@@ -120,6 +120,15 @@ def _medmnist_info() -> dict:
     return _medmnist_info_module().INFO
 
 
+def medmnist_info(flag: str) -> dict:
+    """MedMNIST's metadata of one dataset flag (``n_samples`` per split, ``n_channels``,
+    ``label`` names), read without importing torch; PeprInputError for an unknown flag."""
+    info = _medmnist_info()
+    if flag not in info:
+        raise PeprInputError(f"unknown MedMNIST flag {flag!r}; known flags: {', '.join(sorted(info))}")
+    return info[flag]
+
+
 def _parse_number(key: str, text: str, spec: str) -> int | float:
     try:
         value: int | float = int(text) if key in _SYNTHETIC_INT_KEYS else float(text)
@@ -280,6 +289,12 @@ def download_hint(spec: DatasetSpec, data_dir: Path | None) -> str:
 # --------------------------------------------------------------------------------------------
 # Validation without loading images (header reads only)
 # --------------------------------------------------------------------------------------------
+
+
+def npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+    """Shapes and dtypes of every array in an .npz (name without ``.npy``), from the .npy
+    headers only: no array data is read, so it is instant even for large image files."""
+    return _npz_headers(path)
 
 
 def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
@@ -551,19 +566,44 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
     chosen: list[np.ndarray] = []
     for cls in np.unique(labels):
         members = np.flatnonzero(labels == cls)
-        keep = int(np.floor(fraction * len(members) + 0.5))
-        if keep == 0:
-            raise PeprInputError(
-                f"fraction {fraction} leaves class {cls} ({len(members)} training samples) with no sample; "
-                f"use fraction >= {1.5 / len(members):.3g} or drop this cell"
-            )
+        keep = stratified_keep(len(members), fraction, cls)
         chosen.append(members[rng.permutation(len(members))[:keep]])
     return np.sort(np.concatenate(chosen))
+
+
+def stratified_keep(count: int, fraction: float, cls: object = "?") -> int:
+    """Samples a class of ``count`` keeps in :func:`stratified_subset`: ``round(fraction * count)``,
+    half rounding up. Raises :class:`PeprInputError` when that is 0 (``cls`` names the class)."""
+    keep = int(np.floor(fraction * count + 0.5))
+    if keep == 0:
+        raise PeprInputError(
+            f"fraction {fraction} leaves class {cls} ({count} training samples) with no sample; "
+            f"use fraction >= {1.5 / count:.3g} or drop this cell"
+        )
+    return keep
+
+
+def stratified_subset_size(class_counts: "np.ndarray | list[int] | tuple[int, ...]", fraction: float) -> int:
+    """Size of :func:`stratified_subset` for a training split with these per-class counts
+    (classes with no sample ignored), without drawing it: the same rule, any seed."""
+    if not (0.0 < fraction <= 1.0):
+        raise PeprInputError(f"fraction must be in (0, 1], got {fraction}")
+    counts = [int(c) for c in class_counts]
+    if fraction == 1.0:
+        return sum(counts)
+    return sum(stratified_keep(count, fraction, cls) for cls, count in enumerate(counts) if count > 0)
 
 
 # --------------------------------------------------------------------------------------------
 # Synthetic data
 # --------------------------------------------------------------------------------------------
+
+
+def synthetic_class_counts(n: int, classes: int, imbalance: float) -> np.ndarray:
+    """Per-class sample counts of a synthetic split of ``n`` images, as :func:`make_synthetic`
+    draws them: summing to ``n``, geometric from class 0 (largest) to the last (``imbalance``
+    times smaller)."""
+    return _class_counts(n, classes, imbalance)
 
 
 def _class_counts(n: int, classes: int, imbalance: float) -> np.ndarray:

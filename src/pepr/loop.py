@@ -130,6 +130,30 @@ def autocast(device: "torch.device", precision: Precision):
     return torch.autocast(device_type=device.type, dtype=getattr(torch, precision.autocast_dtype))
 
 
+#: Evaluation runs in batches of at least this many images (inference needs no small batches).
+MIN_EVAL_BATCH = 256
+
+
+def eval_batch_size(batch_size: int) -> int:
+    """Batch size of the evaluation passes (val, test, inference timing): ``max(batch_size, 256)``."""
+    return max(int(batch_size), MIN_EVAL_BATCH)
+
+
+def train_batch_count(n: int, batch_size: int) -> int:
+    """Training steps per epoch over ``n`` samples, as :func:`batch_order` makes them:
+    ``ceil(n / batch_size)``, less one when the last batch would hold a single sample (merged
+    into the previous one)."""
+    batches = -(-int(n) // int(batch_size))
+    if batches > 1 and n - (batches - 1) * batch_size == 1:
+        batches -= 1
+    return batches
+
+
+def eval_batch_count(n: int, batch_size: int) -> int:
+    """Forward passes :func:`predict` makes over ``n`` images: ``ceil(n / batch_size)``."""
+    return -(-int(n) // int(batch_size))
+
+
 def batch_order(n: int, batch_size: int, generator: "torch.Generator") -> list["torch.Tensor"]:
     """Shuffled index batches covering all ``n`` samples (the last batch may be smaller).
 
