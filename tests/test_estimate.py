@@ -442,3 +442,92 @@ def test_cli_write_failing_after_calibration_saves_the_tables(tmp_path, monkeypa
     # 3 epochs x (4 train batches x 0.5 s + 3 eval batches x 0.25 s) + 10 s overhead
     assert pd.read_csv(rescued[0])["est_time_s"].tolist() == pytest.approx([18.25])
     assert (tmp_path / "by_model.csv").exists()  # the writable one is written as usual
+
+
+# --------------------------------------------------------------------------------------------
+# The package uses data/loop's public rules; carbon series; K (cells per SLURM allocation)
+# --------------------------------------------------------------------------------------------
+
+
+def test_estimate_counts_with_the_public_rules_of_data_and_loop():
+    import numpy as np
+
+    from pepr import data, loop
+
+    for n, batch in [(1, 16), (17, 16), (33, 16), (100, 32), (65, 64)]:
+        assert est.train_batches(n, batch) == loop.train_batch_count(n, batch)
+    assert est.eval_batch_size(32) == loop.eval_batch_size(32) == 256
+    assert est.eval_batch_size(512) == 512
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        counts = rng.integers(10, 60, size=rng.integers(2, 6))
+        labels = np.repeat(np.arange(len(counts)), counts)
+        fraction = float(rng.choice([0.1, 0.25, 0.5, 0.75, 1.0]))
+        assert data.stratified_subset_size(counts, fraction) == len(data.stratified_subset(labels, fraction, 3))
+    with pytest.raises(PeprInputError, match="leaves class 1"):
+        data.stratified_subset_size([40, 2], 0.1)
+
+
+def test_carbon_intensity_series_gives_its_time_weighted_mean(tmp_path):
+    from pepr.estimate.cost import carbon_intensity_from_series, series_mean_g_per_kwh
+
+    # 100 g for 1 h, 400 g for 2 h, then 200 g for one (median) step of 1 h: (100 + 800 + 200) / 4 = 275
+    assert series_mean_g_per_kwh([0.0, 3600.0, 10800.0], [100.0, 400.0, 200.0], 3600.0) == pytest.approx(275.0)
+    csv = tmp_path / "ci.csv"
+    csv.write_text("timestamp,gco2_per_kwh\n2024-01-01T00:00:00Z,100\n2024-01-01T01:00:00Z,300\n")
+    value, text = carbon_intensity_from_series(str(csv))
+    assert value == pytest.approx(200.0) and str(csv) in text
+    job = make_job()
+    assumptions = est.EstimateAssumptions(country="DNK", carbon_intensity_g_per_kwh=value, carbon_source=text)
+    report = est.format_report(est.estimate_jobs([job], [make_calibration(job)], assumptions), assumptions,
+                               device_label="cuda:0 (test)")
+    assert f"CO2: 200 g/kWh, the time-weighted mean of the carbon intensity series {csv}" in report
+    csv.write_text("timestamp,gco2_per_kwh\n2024-01-01T00:00:00Z,-5\n2024-01-01T01:00:00Z,300\n")
+    with pytest.raises(PeprInputError, match="must be a number >= 0"):
+        carbon_intensity_from_series(str(csv))
+
+
+def _jobs_with_times(seconds: list[float], failed: int = 0) -> pd.DataFrame:
+    """An estimate table whose jobs take these times (epochs=1, one train batch, no eval)."""
+    jobs, cals = [], []
+    for index, secs in enumerate(seconds + [1.0] * failed):
+        job = make_job(model=f"m{index}", epochs=1, n_train=10, batch_size=32, n_val=0, n_test=0)
+        jobs.append(job)
+        status = "failed" if index >= len(seconds) else "ok"
+        cals.append(make_calibration(job, train_s_per_batch=secs, eval_s_per_batch=0.0, status=status,
+                                     reason="oom" if status == "failed" else ""))
+    assumptions = est.EstimateAssumptions(country="XYZ", carbon_intensity_g_per_kwh=100.0)
+    return est.estimate_jobs(jobs, cals, assumptions)
+
+
+@pytest.mark.parametrize("seconds, minutes, k", [
+    ([240.0, 360.0], 30, 6),     # mean 300 s: 1800 / 300 = 6 cells per 30-min allocation
+    ([250.0, 350.0, 400.0], 30, 5),  # mean 333.3 s: floor(5.4) = 5
+    ([3000.0], 30, 1),           # a cell longer than the allocation: still 1
+    ([10.0], 60, 360),
+])
+def test_k_fills_an_allocation_of_the_target_length(seconds, minutes, k):
+    from pepr.estimate.cost import recommend_cells_per_allocation
+
+    advice = recommend_cells_per_allocation(_jobs_with_times(seconds, failed=2), minutes)
+    assert advice.k == k
+    assert advice.mean_cell_s == pytest.approx(sum(seconds) / len(seconds))  # failed jobs left out
+    assert advice.jobs == len(seconds)
+    assert advice.allocation_s <= minutes * 60 or k == 1
+
+
+def test_report_prints_k_with_its_formula_and_warns_on_long_cells():
+    table = _jobs_with_times([240.0, 360.0])
+    assumptions = est.EstimateAssumptions(country="XYZ", carbon_intensity_g_per_kwh=100.0, allocation_minutes=30)
+    report = est.format_report(table, assumptions, device_label="cuda:0 (test)")
+    assert "Cells per SLURM allocation: K = 6" in report
+    assert "K = max(1, floor(cluster.allocation_minutes x 60 / mean time per cell)) = max(1, floor(1800 s / 300.0 s)) = 6" in report
+    assert "lasts about 30.0 min" in report and "NOTE" not in report
+    short = est.EstimateAssumptions(country="XYZ", carbon_intensity_g_per_kwh=100.0, allocation_minutes=5)
+    report = est.format_report(table, short, device_label="cuda:0 (test)")
+    assert "K = 1" in report and "NOTE: the longest cell alone takes ~6.0 min, more than 5 min" in report
+    # nothing calibrated: no K, no crash
+    failed = _jobs_with_times([], failed=2)
+    assert "K =" not in est.format_report(failed, assumptions, device_label="cpu")
+    with pytest.raises(PeprInputError, match="allocation_minutes"):
+        est.EstimateAssumptions(country="XYZ", carbon_intensity_g_per_kwh=1.0, allocation_minutes=0)

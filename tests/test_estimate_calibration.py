@@ -55,6 +55,8 @@ seeds: [0, 1]
 epochs: 2
 batch_size: 16
 device: cpu
+cluster:
+  allocation_minutes: 0.5
 """
 
 
@@ -78,6 +80,11 @@ def test_cli_end_to_end_on_a_tiny_config(tmp_path, monkeypatch, capsys):
     report = captured.out
     assert "TOTAL (4 jobs estimated)" in report and "FAILED" in report
     assert "151.65 g/kWh" in report and "job overhead: 5 s per job" in report
+    # K from the calibration and the config's cluster.allocation_minutes (30 s here)
+    mean = ok["est_time_s"].mean()
+    k = max(1, math.floor(30.0 / mean))
+    assert f"Cells per SLURM allocation: K = {k}" in report
+    assert f"floor(30 s / {mean:.1f} s)) = {k}" in report
     # a comparison against a fake "measured" table with the same keys
     runs = ok[list(est.JOB_KEYS)].assign(status="ok", train_time_s=ok["est_time_s"] * 2,
                                          energy_kwh=ok["est_energy_kwh"], co2_kg=ok["est_co2_kg"])

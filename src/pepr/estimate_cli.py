@@ -24,11 +24,21 @@ warm-up, on random images. Every job then costs
 with train steps = ceil(n_train / batch) (a last batch of one image merged into the previous),
 n_train the training images after the job's data fraction, and eval batch = max(batch, 256),
 exactly as `pepr train` runs a job (val and test evaluated after every epoch). The steps are
-timed with pepr train's own loops (bf16 autocast + channels_last on CUDA, as in training).
+timed with pepr train's own loops at the config's precision (fp32 or bf16; channels_last on CUDA),
+as in training.
 The job overhead (process start, imports, data loading) is 0 unless --job-overhead-s is given.
 
 Energy = time x power, the power being measured with CodeCarbon's offline tracker during the
-calibration (or given with --power-w); CO2 = energy x the country's grid carbon intensity from CodeCarbon's table.
+calibration (or given with --power-w); CO2 = energy x carbon intensity: the time-weighted mean
+of the config's carbon_intensity series when it has one (training charges each epoch the value
+at its time), else the country's average from CodeCarbon's table (--country overrides both).
+
+The report recommends K, the cells to pack into one SLURM allocation:
+
+    K = max(1, floor(cluster.allocation_minutes x 60 / mean estimated time per cell))
+
+so that one allocation of K cells lasts about cluster.allocation_minutes (default 30); it
+warns when a single cell takes longer than that.
 Models that cannot run at this size are listed as FAILED, not dropped. The assumptions are
 printed with the estimate, and a WARNING when the CPU was busy during calibration.
 
