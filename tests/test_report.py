@@ -181,8 +181,10 @@ def test_pretrained_vs_scratch_is_tested_per_context_on_model_means(sweep, table
     assert set(rows["verdict"]) == {"different"}  # +6 to +9 accuracy points, far beyond the margin
     energy = table[(table["metric"] == "energy_kwh") & (table["fraction"] == "0.1")].iloc[0]
     e = model_means(raw(sweep), "energy_kwh").query("fraction == '0.1'").pivot(index="model", columns="init", values="energy_kwh")
-    assert energy["p"] == pytest.approx(stats.ttest_rel(e["imagenet"], e["scratch"]).pvalue, rel=1e-12)
-    assert energy["ratio"] == pytest.approx(e["imagenet"].mean() / e["scratch"].mean())
+    # Resources are tested on the log scale: ratio = geometric mean of the per-model ratios.
+    assert energy["p"] == pytest.approx(stats.ttest_rel(np.log(e["imagenet"]), np.log(e["scratch"])).pvalue, rel=1e-12)
+    assert energy["ratio"] == pytest.approx(stats.gmean(e["imagenet"] / e["scratch"]), rel=1e-12)
+    assert energy["mean_diff"] == pytest.approx((e["imagenet"] - e["scratch"]).mean(), rel=1e-12)
     assert set(table["energy_method"]) == {METHOD}  # energy numbers carry their method
 
 

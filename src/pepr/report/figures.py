@@ -215,7 +215,10 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     pairs_list = comparisons(df, factor)
     metrics = [(cfg.performance, f"{cfg.performance}: treatment - baseline", "diff"),
                (cfg.resource, f"{cfg.resource}: treatment / baseline", "ratio")]
-    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(5.2, 3.6))
+    context = [c for c in CELL if c != factor]
+    n_contexts = df[context].drop_duplicates().shape[0]
+    # Panels widen with the contexts on their x axis, so the context labels never overlap.
+    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(max(5.2, 1.5 * n_contexts), 3.8))
     context = [c for c in CELL if c != factor]
     label = fraction_label if factor == "fraction" else str
     styles = model_styles(df)
@@ -247,9 +250,10 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
                     r = stat.iloc[0]
                     if kind == "diff":
                         centre, low, high = r["mean_diff"], r["ci_low"], r["ci_high"]
-                        text = f"{r['verdict']}\nHolm {format_p(r['p_holm'])}"
+                        shown_p = f"TOST Holm {format_p(r['p_tost_holm'])}" if r["verdict"] == "equivalent" else f"Holm {format_p(r['p_holm'])}"
+                        text = f"{r['verdict']}\n{shown_p}"
                     else:
-                        centre, low, high = r["ratio"], np.nan, np.nan
+                        centre, low, high = r["ratio"], r["ratio_ci_low"], r["ratio_ci_high"]
                         text = f"x{r['ratio']:.3g}\nHolm {format_p(r['p_holm'])}"
                     if not np.isnan(low):
                         ax.errorbar(x + 0.3, centre, yerr=[[centre - low], [high - centre]], fmt="_", color="black", capsize=3, zorder=4)
@@ -265,7 +269,8 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
                 ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
                 if len(ratios) and ratios.max() / ratios.min() > 10:  # log only when ratios span decades
                     ax.set_yscale("log")
-            ax.set_xticks(range(len(contexts)), [textwrap.fill(c, 18) for c in contexts], fontsize=7)
+            ax.set_xticks(range(len(contexts)), ["\n".join(textwrap.fill(part, 16) for part in c.split(" / ")) for c in contexts],
+                          fontsize=7)
             ax.set_xlim(-0.6, max(len(contexts), 1) - 0.4)
             ax.margins(y=0.25)
             ax.set(ylabel=ylabel, title=f"{label(treatment)} vs {label(baseline)}")
@@ -275,7 +280,7 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
         f"One point per model: its seed mean under both levels, within the same {' and '.join(context)} (the x axis); "
         "successful under both. Bar: mean difference with its t CI; text: verdict of the paired t test and TOST "
         f"(green band: equivalence margin +/-{cfg.equivalence_margin:g}), Holm-adjusted over the contexts; "
-        "resources: ratio of means. PePR is not compared across levels: it is normalised within each cell.",
+        "resources: geometric-mean ratio with its CI, tested on the log scale. PePR is not compared across levels: it is normalised within each cell.",
         energy_methods(df), _styling_note(df),
     ])
     return fig

@@ -131,7 +131,7 @@ def paired_lines(table: pd.DataFrame, cfg, label=str) -> list[str]:
                          f"TOST (margin {perf['margin']:g}) Holm {format_p(perf['p_tost_holm'])}: **{perf['verdict']}**")
             if len(resource):
                 r = resource.iloc[0]
-                test = r["note"] if r["note"] else f"Holm {format_p(r['p_holm'])}"
+                test = r["note"] if r["note"] else f"CI [x{_num(r['ratio_ci_low'])}, x{_num(r['ratio_ci_high'])}], Holm {format_p(r['p_holm'])}"
                 text += f"; {cfg.resource} x{_num(r['ratio'])} ({test})"
             lines.append(text + ".")
     return lines

@@ -163,7 +163,7 @@ def comparisons(df: pd.DataFrame, factor: str) -> list[tuple[str, str]]:
 
 
 PAIRED_COLUMNS = ["factor", "treatment", "baseline", "context", "metric", "n_models", "mean_treatment", "mean_baseline",
-                  "mean_diff", "ci_low", "ci_high", "ratio", "test", "statistic", "p", "p_holm", "margin", "p_tost",
+                  "mean_diff", "ci_low", "ci_high", "ratio", "ratio_ci_low", "ratio_ci_high", "test", "statistic", "p", "p_holm", "margin", "p_tost",
                   "p_tost_holm", "verdict", "note", "energy_method"]
 
 
@@ -183,9 +183,11 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
     A pair is one model's seed mean under the two levels within one context (same dataset and
     other cell column); only models successful under both count, so n = models, not runs.
     Metrics: the performance and the raw resources (never PePR, which is normalised within each
-    cell). Paired t test with the mean difference (treatment - baseline) and its t CI; ``ratio``
-    = mean treatment / mean baseline. Holm adjustment over the contexts of one comparison and
-    metric; performance also gets TOST with ``report.equivalence_margin`` and a verdict.
+    cell). Performance: paired t test of the mean difference (treatment - baseline) with its t
+    CI, and TOST with ``report.equivalence_margin``. Resources: paired t test on the log scale,
+    ``ratio`` = geometric mean of the per-model ratios treatment / baseline with its CI (the
+    raw mean difference is given too). Holm adjustment over the contexts of one comparison and
+    metric; verdict equivalent (performance only) / different / cannot tell.
     """
     context = [c for c in CELL if c != factor]
     metrics = [cfg.performance, *_resources(df)]
@@ -195,18 +197,26 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
         for key, group in pairs.groupby(context, sort=True):
             key = key if isinstance(key, tuple) else (key,)
             for metric in metrics:
-                margin = cfg.equivalence_margin if metric == cfg.performance else None
+                performance = metric == cfg.performance
+                margin = cfg.equivalence_margin if performance else None
                 a, b = group[f"{metric}_a"].to_numpy(), group[f"{metric}_b"].to_numpy()
                 effect = paired_effect(a, b, cfg.alpha, cfg.min_pairs, margin)
-                mean_b = float(np.nanmean(b)) if len(b) else np.nan
+                # Resources differ between models by orders of magnitude and change by a factor, so
+                # they are tested on the log scale: the ratio is the geometric mean of the
+                # per-model ratios, with its CI, and p tests ratio = 1.
+                with np.errstate(divide="ignore", invalid="ignore"):
+                    ratio = paired_effect(np.log(a), np.log(b), cfg.alpha, cfg.min_pairs)
+                tested = effect if performance else ratio
                 rows.append({
                     "factor": factor, "treatment": treatment, "baseline": baseline,
                     **dict(zip(context, key)), "context": " / ".join(map(str, key)), "metric": metric,
                     "n_models": effect.n, "mean_treatment": float(np.nanmean(a)) if len(a) else np.nan,
-                    "mean_baseline": mean_b, "mean_diff": effect.estimate, "ci_low": effect.ci_low,
-                    "ci_high": effect.ci_high, "ratio": float(np.nanmean(a)) / mean_b if mean_b else np.nan,
-                    "test": "paired t on model means", "statistic": effect.statistic, "p": effect.p,
-                    "margin": margin if margin is not None else np.nan, "p_tost": effect.p_tost, "note": effect.note,
+                    "mean_baseline": float(np.nanmean(b)) if len(b) else np.nan, "mean_diff": effect.estimate,
+                    "ci_low": effect.ci_low, "ci_high": effect.ci_high, "ratio": float(np.exp(ratio.estimate)),
+                    "ratio_ci_low": float(np.exp(ratio.ci_low)), "ratio_ci_high": float(np.exp(ratio.ci_high)),
+                    "test": "paired t on model means" if performance else "paired t on log model means (ratio)",
+                    "statistic": tested.statistic, "p": tested.p,
+                    "margin": margin if margin is not None else np.nan, "p_tost": effect.p_tost, "note": tested.note,
                     "energy_method": _methods(group["energy_method_a"], group["energy_method_b"]),
                 })
     table = pd.DataFrame(rows, columns=[*PAIRED_COLUMNS[:3], *context, *PAIRED_COLUMNS[3:]])
