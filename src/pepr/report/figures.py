@@ -250,11 +250,11 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
                     r = stat.iloc[0]
                     if kind == "diff":
                         centre, low, high = r["mean_diff"], r["ci_low"], r["ci_high"]
-                        shown_p = f"TOST Holm {format_p(r['p_tost_holm'])}" if r["verdict"] == "equivalent" else f"Holm {format_p(r['p_holm'])}"
+                        shown_p = f"TOST {format_p(r['p_tost_holm'])}" if r["verdict"] == "equivalent" else format_p(r["p_holm"])
                         text = f"{r['verdict']}\n{shown_p}"
                     else:
                         centre, low, high = r["ratio"], r["ratio_ci_low"], r["ratio_ci_high"]
-                        text = f"x{r['ratio']:.3g}\nHolm {format_p(r['p_holm'])}"
+                        text = f"x{r['ratio']:.3g}\n{format_p(r['p_holm'])}"
                     if not np.isnan(low):
                         ax.errorbar(x + 0.3, centre, yerr=[[centre - low], [high - centre]], fmt="_", color="black", capsize=3, zorder=4)
                     else:
@@ -279,7 +279,7 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     _footnote(fig, [
         f"One point per model: its seed mean under both levels, within the same {' and '.join(context)} (the x axis); "
         "successful under both. Bar: mean difference with its t CI; text: verdict of the paired t test and TOST "
-        f"(green band: equivalence margin +/-{cfg.equivalence_margin:g}), Holm-adjusted over the contexts; "
+        f"(green band: equivalence margin +/-{cfg.equivalence_margin:g}), every p Holm-adjusted over the contexts; "
         "resources: geometric-mean ratio with its CI, tested on the log scale. PePR is not compared across levels: it is normalised within each cell.",
         energy_methods(df), _styling_note(df),
     ])

@@ -123,7 +123,8 @@ def paired_lines(table: pd.DataFrame, cfg, label=str) -> list[str]:
         for context, rows in group.groupby("context", sort=False):
             perf = rows[rows["metric"] == cfg.performance].iloc[0]
             resource = rows[rows["metric"] == cfg.resource]
-            text = f"- {label(treatment)} vs {label(baseline)} ({context}, {int(perf['n_models'])} models): {cfg.performance} "
+            n = int(perf["n_models"])
+            text = f"- {label(treatment)} vs {label(baseline)} ({context}, {n} model{'' if n == 1 else 's'}): {cfg.performance} "
             if perf["note"]:
                 text += f"{_num(perf['mean_treatment'])} vs {_num(perf['mean_baseline'])}; {perf['note']}: **{CANNOT_TELL}**"
             else:
