@@ -161,7 +161,8 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
                xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key))
         ax.title.set_fontsize(9)
     if keys:
-        fig.colorbar(contours, ax=axes, label=f"{cfg.resource_label} = P / (1 + R)", shrink=0.8)
+        # A short bar when the panels span several rows: it need not run the full height.
+        fig.colorbar(contours, ax=axes, label=f"{cfg.resource_label} = P / (1 + R)", shrink=0.8 if len(keys) <= 3 else 0.35)
     _model_legend(fig, styles, set(ok["model"]))
     _footnote(fig, [energy_methods(df), _styling_note(df)])
     return fig
