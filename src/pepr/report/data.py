@@ -368,7 +368,7 @@ def load_histories(path: str | os.PathLike | None, df: pd.DataFrame, cfg: Report
     error: the epoch curves would otherwise silently leave runs out.
     """
     needed = ["epoch", cfg.history_performance, cfg.history_resource]
-    if path is None:
+    if path is None or not df["ok"].any():  # no successful run: nothing to draw curves of
         return pd.DataFrame(columns=[*RUN, *needed])
     table = read_table(path)
     absent = [c for c in [*RUN, *needed] if c not in table.columns]
