@@ -25,6 +25,7 @@ from matplotlib.ticker import LogLocator, MaxNLocator
 from pepr.report.config import ReportConfig
 from pepr.report.data import CELL, cells, co2_note, energy_methods, fraction_label, report_variants
 from pepr.report.stats import epoch_curves, format_p, pareto_front
+from pepr.report.tables import comparisons, model_means, model_pairs
 
 #: Markers and line styles given to the models of one family in turn (colour = family), so two
 #: models of a family differ in marker (scatter) and line style (curves) as well as in shade.
@@ -211,8 +212,6 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     seed means), the mean with its t CI, and the Holm-adjusted p / TOST verdict of
     ``table`` (the paired table). PePR is not shown: it is normalised within each cell.
     """
-    from pepr.report.tables import model_pairs, comparisons  # tables imports nothing from figures
-
     pairs_list = comparisons(df, factor)
     metrics = [(cfg.performance, f"{cfg.performance}: treatment - baseline", "diff"),
                (cfg.resource, f"{cfg.resource}: treatment / baseline", "ratio")]
@@ -355,8 +354,6 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
 def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 8 (the paper's model-space figure): training energy vs trainable parameters, both
     on log axes, one point per model (seed mean) and cell, small models shaded per cell."""
-    from pepr.report.tables import model_means  # tables imports nothing from figures
-
     keys = cells(df[df["ok"]])
     fig, axes = _panels(max(len(keys), 1))
     styles = model_styles(df)
