@@ -204,8 +204,10 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
                 # Resources differ between models by orders of magnitude and change by a factor, so
                 # they are tested on the log scale: the ratio is the geometric mean of the
                 # per-model ratios, with its CI, and p tests ratio = 1.
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    ratio = paired_effect(np.log(a), np.log(b), cfg.alpha, cfg.min_pairs)
+                # A zero or missing resource has no logarithm: that model drops out of the ratio.
+                positive = lambda v: np.log(np.where(v > 0, v, np.nan))  # noqa: E731
+                with np.errstate(invalid="ignore"):
+                    ratio = paired_effect(positive(a), positive(b), cfg.alpha, cfg.min_pairs)
                 tested = effect if performance else ratio
                 rows.append({
                     "factor": factor, "treatment": treatment, "baseline": baseline,
