@@ -529,3 +529,32 @@ def test_gather_histories_tags_runs_and_skips_header_only_files(tmp_path):
     assert set(one["fraction"]) == {"1.0"} and set(one["seed"]) == {0}
     with pytest.raises(PeprInputError, match="not laid out"):
         write_histories([str(tmp_path / "elsewhere" / "history.csv")], tmp_path / "runs", tmp_path / "h.csv")
+
+
+def test_figures_readable_at_12_cells_integer_epochs_and_distinct_family_members(tmp_path):
+    import shutil
+
+    from pepr.report import figures
+
+    make_sweep(tmp_path, seeds=(0,), fractions=("1.0", "0.5", "0.1"))
+    df = raw(tmp_path)
+    long = "synthetic-classes3-n_test300-n_train1000-n_val250-seed7"  # long names once overlapped
+    shutil.copytree(tmp_path / "runs" / "pneumoniamnist", tmp_path / "runs" / long)
+    pd.concat([df, df.assign(dataset=long)]).to_csv(tmp_path / "pepr.csv", index=False)
+    data = load_sweep(tmp_path, ReportConfig(figure_formats=("png",)))
+    assert data.results[CELL].drop_duplicates().shape[0] == 12
+    styles = figures.model_styles(data.results)
+    # resnet18 and resnet50 are one family: same hue family, yet marker, line style and shade differ.
+    a, b = styles["resnet18"], styles["resnet50"]
+    assert a.marker != b.marker and a.linestyle != b.linestyle and a.colour != b.colour
+    for fig in [figures.epoch_pepr(data.histories, data.peaks, data.results, data.cfg),
+                figures.pepr_profile(data.results, data.cfg)]:
+        fig.canvas.draw()
+        axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
+        assert len(axes) == 12
+        boxes = [ax.title.get_window_extent() for ax in axes]
+        for i, box in enumerate(boxes):  # no two panel titles overlap (3 columns)
+            assert not any(box.overlaps(other) for other in boxes[i + 1:])
+        if fig.axes[0].get_xlabel() == "epoch":
+            ticks = [t for t in axes[0].get_xticks() if axes[0].get_xlim()[0] <= t <= axes[0].get_xlim()[1]]
+            assert ticks and all(float(t).is_integer() for t in ticks)
