@@ -263,13 +263,13 @@ def test_good_settings_have_no_problems():
         ({"model": "resnet1800"}, "unknown timm model"),
         ({"model": "tiny_vit", "init": "imagenet"}, "no pretrained weights"),
         ({"init": "checkpoint:/nonexistent/x.pt"}, "checkpoint file"),
-        ({"init": "warm"}, "init must be"),
+        ({"init": "warm"}, "unknown init"),
         ({"data_dir": "data/{x}"}, "data_dir"),
         ({"dataset": "scans/{a}.npz"}, "dataset"),
         ({"precision": "fp16"}, "precision"),
         ({"epochs": 0}, "epochs"),
         ({"fraction": 1.5}, "fraction"),
-        ({"save_model": "model.bin"}, "save_model"),
+        ({"save_model": "model.bin"}, "--save-model"),
         ({"carbon_intensity": "/nonexistent/ci.csv"}, "/nonexistent/ci.csv"),
     ],
 )
@@ -323,3 +323,41 @@ def test_workflow_planning_runs_the_training_checks(tmp_path, monkeypatch, chang
         grid.prepare_grid(config, REPO / "workflow" / "schemas" / "config.schema.yaml", tmp_path / "cache")
     assert expected in str(info.value)
     assert not list((tmp_path / "cache").glob("validated-*.json"))  # a bad config is never cached as valid
+
+
+@pytest.mark.parametrize(
+    "change, expected",
+    [
+        ({"seeds": [0, 2**32]}, "seeds: 4294967296 is outside 0..4294967295"),
+        ({"report": {"figure_formats": 5}}, "report.figure_formats = 5; give a list"),
+        ({"report": {"figure_formats": ["gif"]}}, "report.figure_formats = ['gif']"),
+        ({"report": {"top_k": 0}}, "report.top_k = 0"),
+        ({"report": {"performance": "test_auc"}}, "report.performance is not a setting"),
+    ],
+)
+def test_seed_range_and_report_settings_are_config_problems(schema, change, expected):
+    """Issue 9 case 3/7: values a job or a report rule would reject are found while planning."""
+    assert expected in only_problem(problems_of(schema, **change))
+
+
+def test_config_and_job_problems_come_in_one_message(schema):
+    """Config-level, report and per-job (pepr train) problems share the one all-at-once error."""
+    config = {"models": ["resnet18"], "datasets": ["synthetic"], "country": "DEN", "report": {"figure_formats": 5}}
+    grid.apply_defaults(config, schema)
+    with pytest.raises(PeprInputError, match="my.yaml has 2 problem") as info:
+        grid.check_config(config, schema, catalogue=TP_CATALOGUE, source="my.yaml")
+    assert "country 'DEN'" in str(info.value) and "report.figure_formats" in str(info.value)
+
+
+def test_an_unknown_model_is_reported_once(schema):
+    """The config check names an unknown model; the per-job check does not repeat it."""
+    problem = only_problem(problems_of(schema, models=["resnet18", "resnet19x"]))
+    assert "'resnet19x' is not a timm model name" in problem
+
+
+def test_validation_names_stay_importable_from_grid():
+    """pepr.config owns validation; code written against pepr.grid keeps working."""
+    import pepr.config as config_module
+
+    for name in ("load_config", "load_schema", "apply_defaults", "schema_problems", "config_problems", "check_config", "timm_catalogue"):
+        assert getattr(grid, name) is getattr(config_module, name), name

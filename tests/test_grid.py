@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+import pepr.config as pepr_config
 import pepr.grid as grid
 from pepr.errors import PeprInputError
 
@@ -25,9 +26,9 @@ def completed(schema: dict, **config) -> dict:
 
 def test_every_schema_key_has_a_description_and_a_default(schema):
     def walk(node: dict, where: str) -> None:
-        node = grid._resolve_ref(node, schema)
+        node = pepr_config._resolve_ref(node, schema)
         for key, sub in node.get("properties", {}).items():
-            sub = grid._resolve_ref(sub, schema)
+            sub = pepr_config._resolve_ref(sub, schema)
             assert sub.get("description"), f"{where}{key} has no description"
             assert "default" in sub, f"{where}{key} has no default"
             if sub.get("type") == "object":

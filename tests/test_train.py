@@ -150,7 +150,7 @@ def test_validate_lists_every_problem(tmp_path):
         "fraction must be in (0, 1]",
         "epochs must be an integer >= 1",
         "batch size must be",
-        "learning rate must be > 0",
+        "learning rate must be a finite number > 0",
         "unknown device 'tpu'",
         "country 'XYZ'",
         "unknown timm model 'no_such_net'",

@@ -211,9 +211,12 @@ def test_touching_code_retrains_nothing(sweep):
 def test_bad_training_setting_stops_planning_and_keeps_results(sweep, tmp_path):
     """Issue 9 case 3: a value pepr train rejects fails `snakemake -n` with results untouched."""
     before = {path: path.stat().st_mtime_ns for path in (sweep / "results").rglob("metrics.json")}
-    config = variant_config(tmp_path, "bad.yaml", country="DEN", batch_size=1)
+    config = variant_config(tmp_path, "bad.yaml", country="DEN", batch_size=1, report={"figure_formats": 5})
     result = snakemake(sweep, "-n", "--cores", "2", configfile=config)
     assert result.returncode != 0
     text = result.stdout + result.stderr
-    assert "country 'DEN'" in text and "batch size must be" in text
+    # one message lists the job settings pepr train would reject and the bad report setting
+    assert "bad.yaml has 3 problem(s); nothing was run" in text
+    assert "country 'DEN'" in text and "batch size must be" in text and "report.figure_formats = 5" in text
+    assert "Traceback" not in text
     assert before and before == {path: path.stat().st_mtime_ns for path in (sweep / "results").rglob("metrics.json")}

@@ -64,10 +64,7 @@ from pepr.resume import RunState, load_resume, save_resume
 from pepr.train_metrics import classification_metrics  # noqa: F401 - re-exported
 from pepr.runs import HISTORY_COLUMNS, RESULT_KEYS, RESUME_FILE, failed_record, json_safe  # noqa: F401 - re-exported
 
-#: Training numerics a user may ask for (``--precision``); fp32 is the PePR paper's protocol.
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16")
-#: numpy's seed range: larger seeds fail inside np.random.seed after the data are loaded.
-MAX_SEED = 2**32 - 1
+from pepr.config import MAX_SEED, PRECISIONS  # noqa: F401 - re-exported (the one definition is pepr.config's)
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -116,76 +113,20 @@ class TrainConfig:
 def validate_train_config(cfg: TrainConfig) -> None:
     """Raise :class:`PeprInputError` listing every problem with ``cfg`` found without training.
 
-    Checks numbers and ranges, init syntax and checkpoint file, the timm model name (imports
-    timm, ~3 s), ImageNet weights availability in timm's registry, the country, the device
-    string, and the dataset (:func:`pepr.data.dataset_problems`, a MedMNIST file may be
-    downloaded later so its absence is not an error here).
+    The checks are :func:`pepr.config.training_problems`, the same ones ``snakemake -n`` runs on
+    every job of a sweep: numbers and ranges, device, country, init and checkpoint file, braces
+    in paths, the dataset (a MedMNIST file may be downloaded later, so its absence is fine), the
+    ``--save-model`` path, the carbon-intensity file, and the timm model name and pretrained tag
+    (against timm's catalogue: imports timm, ~3 s).
     """
-    from pepr.measure import check_country
-    from pepr.models import model_problems
+    from pepr.config import timm_catalogue, training_problems
 
-    problems: list[str] = []
-
-    def check(condition: bool, message: str) -> None:
-        if not condition:
-            problems.append(message)
-
-    check(isinstance(cfg.model, str) and bool(cfg.model.strip()), "model name is empty")
-    check(_is_number(cfg.fraction) and 0.0 < cfg.fraction <= 1.0, f"fraction must be in (0, 1], got {cfg.fraction!r}")
-    check(_is_int(cfg.epochs) and cfg.epochs >= 1, f"epochs must be an integer >= 1, got {cfg.epochs!r}")
-    check(_is_int(cfg.seed) and 0 <= cfg.seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED}, got {cfg.seed!r}")
-    check(cfg.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
-    check(_is_int(cfg.batch_size) and cfg.batch_size >= 2, f"batch size must be an integer >= 2 (BatchNorm needs 2 samples), got {cfg.batch_size!r}")
-    check(_is_number(cfg.lr) and cfg.lr > 0 and np.isfinite(cfg.lr), f"learning rate must be > 0, got {cfg.lr!r}")
-    check(
-        cfg.image_size is None or (_is_int(cfg.image_size) and 8 <= cfg.image_size <= 1024),
-        f"image size must be an integer in 8..1024 pixels, got {cfg.image_size!r}",
-    )
-    check(cfg.threads is None or (_is_int(cfg.threads) and cfg.threads >= 1), f"threads must be >= 1, got {cfg.threads!r}")
-    try:
-        parse_device(cfg.device)
-    except PeprInputError as exc:
-        problems.append(str(exc))
-    try:
-        check_country(cfg.country)
-    except PeprInputError as exc:
-        problems.append(str(exc))
-    if isinstance(cfg.model, str) and cfg.model.strip():
-        problems.extend(model_problems(cfg.model, cfg.init))
-    problems.extend(data_module.dataset_problems(cfg.dataset, cfg.data_dir, allow_download=True))
-    if cfg.save_model is not None:
-        problems.extend(save_model_problems(cfg.save_model))
-    if cfg.carbon_intensity is not None:
-        from pepr.measure import read_carbon_intensity
-
-        try:
-            read_carbon_intensity(cfg.carbon_intensity)
-        except PeprInputError as exc:
-            problems.append(str(exc))
+    settings = {field.name: getattr(cfg, field.name) for field in dataclasses.fields(cfg)}
+    named = isinstance(cfg.model, str) and bool(cfg.model.strip())
+    catalogue = timm_catalogue(None) if named else None  # no name: nothing to look up
+    problems = training_problems(settings, catalogue, check_data=True, check_checkpoint=True)
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
-
-
-def save_model_problems(path: Path) -> list[str]:
-    """Problems with a ``--save-model`` path, found before training (not after hours of it)."""
-    if path.suffix not in (".pt", ".pth", ".safetensors"):
-        return [f"--save-model {path}: use a .pt, .pth or .safetensors file name"]
-    if path.is_dir():
-        return [f"--save-model {path} is a folder; give a file name"]
-    parent = path.parent.absolute()
-    while not parent.exists():  # the nearest existing ancestor decides whether it can be created
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        return [f"--save-model {path}: {parent} is not a writable folder; choose another path"]
-    return []
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def parse_device(requested: str) -> str:
