@@ -19,6 +19,7 @@ here imports torch; timm is imported only to build :func:`timm_catalogue`'s cach
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import math
 import numbers
@@ -62,13 +63,22 @@ def device_problems(device: Any) -> list[str]:
 
 def country_problems(country: Any) -> list[str]:
     """Problems with a country code: it must be an ISO 3166-1 alpha-3 code CodeCarbon knows."""
+    if isinstance(country, str):
+        return list(_country_problems(country))
+    return list(_country_problems.__wrapped__(country))
+
+
+@functools.lru_cache(maxsize=64)
+def _country_problems(country: Any) -> tuple[str, ...]:
+    # cached: CodeCarbon's country table is a JSON file read per check, and planning checks
+    # every distinct job (hundreds) with the same country
     from pepr.measure import check_country
 
     try:
         check_country(country)
     except PeprInputError as exc:
-        return [str(exc)]
-    return []
+        return (str(exc),)
+    return ()
 
 
 def carbon_intensity_problems(path: str | os.PathLike) -> list[str]:

@@ -487,20 +487,3 @@ class TrainSettings(dict):
 
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)
-
-
-def train_job(
-    settings: Mapping[str, Any],
-    out_dir: str | os.PathLike,
-    threads: int | None = None,
-    pretrain_metrics: str | os.PathLike | None = None,
-) -> dict[str, Any]:
-    """Train one cell or pretraining job: ``pepr.train.run_training`` with these settings.
-
-    ``settings`` comes from :func:`train_settings`; a transfer cell whose pretraining record
-    (``pretrain_metrics``) is not "ok" is recorded as failed by ``run_training`` itself.
-    """
-    from pepr.train import TrainConfig, run_training
-
-    fields = dict(settings)
-    return run_training(TrainConfig(out_dir=Path(out_dir), threads=threads, pretrain_metrics=pretrain_metrics, **fields))

@@ -6,7 +6,11 @@ Light at import (argparse only): torch, timm and codecarbon load inside :func:`r
 from __future__ import annotations
 
 import argparse
+import sys
+import traceback
 from pathlib import Path
+
+from pepr.errors import PeprInputError
 
 HELP = "train, evaluate and measure one timm model on one dataset (one grid cell)"
 
@@ -120,5 +124,32 @@ def run(args: argparse.Namespace) -> int:
         carbon_intensity=args.carbon_intensity,
         pretrain_metrics=args.pretrain_metrics,
     )
-    run_training(cfg)
+    try:
+        run_training(cfg)
+    except PeprInputError as exc:
+        note = previous_result_note(cfg.out_dir)
+        raise PeprInputError(f"{exc}; {note}" if note else str(exc)) from None
+    except Exception:
+        # A crash mid-training: the traceback, then where the last finished result is (a
+        # workflow rerun has deleted metrics.json/history.csv before this job started).
+        traceback.print_exc()
+        note = previous_result_note(cfg.out_dir)
+        if note:
+            print(f"pepr train: {note}", file=sys.stderr)
+        return 1
     return 0
+
+
+def previous_result_note(out_dir: Path) -> str | None:
+    """Where the last finished result of ``out_dir`` is kept (``previous/<stamp>/``), or None.
+
+    ``pepr.runs.archive_finished`` keeps every finished result there, so a rerun that fails
+    (after Snakemake deleted the outputs it re-makes) loses nothing; the message tells the user.
+    """
+    from pepr.runs import METRICS_FILE, PREVIOUS_DIR
+
+    kept = sorted(Path(out_dir).glob(f"{PREVIOUS_DIR}/*/{METRICS_FILE}"))
+    if not kept:
+        return None
+    folder = kept[-1].parent  # stamps are UTC times: the last name is the newest
+    return f"the last finished result of this run is kept in {folder}/ (copy its files back into {out_dir}/ to restore it)"

@@ -1,9 +1,27 @@
 # Training stage: one train_model job per cell of the grid; one pretrain_source job per model
-# with the `transfer` init. Both run `pepr.train.run_training` through scripts/train_model.py.
-# Only metrics.json and history.csv are declared: the per-epoch resume checkpoint and the saved
-# model (model.pt, for transfer) live beside them, so Snakemake's clean-up of incomplete outputs
-# never deletes what a resumed job continues from. params hold training settings only, so
-# changing report or scoring settings retrains nothing.
+# with the `transfer` init. Both are `shell:` rules running `pepr train` with the job's validated
+# settings (a shell: job is the cheapest for Snakemake to plan and to start; `script:` re-reads
+# and checks the script for every job). Only metrics.json and history.csv are declared: the
+# per-epoch resume checkpoint and the saved model (model.pt, for transfer) live beside them, so
+# Snakemake's clean-up of incomplete outputs never deletes what a resumed job continues from.
+#
+# params hold training settings only (pepr.grid.train_settings), so changing report or scoring
+# settings retrains nothing; they are the very values sweeps finished with the earlier script:
+# rules recorded (a rerun trigger), and `{params.train}` is their `pepr train` flags
+# (pepr.grid.TrainSettings). Progress and any error of `pepr train` go to the rule's log.
+import shlex
+import sys
+
+# The interpreter running Snakemake has pepr installed (also on a SLURM node, where Snakemake
+# re-runs itself with the same interpreter); `pepr` on PATH might be another installation.
+PEPR_TRAIN = f"{shlex.quote(sys.executable)} -m pepr.cli train"
+
+# Weights were prefetched by the local rule fetch_weights: jobs never reach for the network
+# (unless the user set HF_HUB_OFFLINE). Appending keeps a resumed job's earlier segments.
+TRAIN_COMMAND = (
+    "HF_HUB_OFFLINE=${{HF_HUB_OFFLINE:-1}} {PEPR_TRAIN} {params.train} "
+    "--out \"$(dirname {output.metrics:q})\" --threads {threads} >> {log:q} 2>&1"
+)
 
 
 def pretrain_inputs(wildcards):
@@ -26,8 +44,8 @@ rule pretrain_source:
         **rule_resources("pretrain"),
     log:
         "results/logs/pretrain_source/{source}/{model}.log",
-    script:
-        "../../scripts/train_model.py"
+    shell:
+        TRAIN_COMMAND
 
 
 def cell_of(wildcards):
@@ -38,7 +56,7 @@ def train_inputs(wildcards):
     cell = cell_of(wildcards)
     inputs = data_inputs(cell.dataset)
     if cell.init == "transfer":
-        inputs["pretrain"] = cell.pretrain.metrics
+        inputs["pretrain"] = cell.pretrain.metrics  # also passed as --pretrain-metrics
     elif cell.init == "imagenet":
         inputs["weights"] = f"results/weights/{cell.model}.json"
     return inputs
@@ -61,5 +79,5 @@ rule train_model:
         **rule_resources("train"),
     log:
         "results/logs/train_model/{dataset}/{init}/{fraction}/{model}/seed{seed}.log",
-    script:
-        "../../scripts/train_model.py"
+    shell:
+        TRAIN_COMMAND
