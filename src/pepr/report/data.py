@@ -242,14 +242,19 @@ def annotate_models(df: pd.DataFrame, metadata: pd.DataFrame | None) -> pd.DataF
 
 
 def size_split(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: the median parameter count over that cell's distinct models (with a count).
+    """Per cell: the median parameter count over that cell's successful models.
 
     The split is per cell because a model's count depends on the cell (classifier head, input
-    channels): one sweep-wide count per model would misfile models near the median. A model is
+    channels): one sweep-wide count per model would misfile models near the median. Only
+    successful runs count: a failed run may carry no count (a failed pretraining) or one of a
+    model that never ran, and the split is between the models being compared. A model is
     *small* in a cell when its count there is at or below the cell's median, *large* above it.
-    Returns columns dataset, init, fraction, median_params.
+    Returns columns dataset, init, fraction, median_params (cells without a successful run
+    get none, and their models are neither small nor large).
     """
-    known = df.dropna(subset=["params"])
+    known = df[df["ok"]].dropna(subset=["params"])
+    if known.empty:
+        known = df.dropna(subset=["params"])  # nothing succeeded: the split is only for display
     if known.empty:
         raise PeprInputError("no run has a parameter count ('params'): cannot split small from large models")
     per_model = known.groupby([*CELL, "model"], sort=False)["params"].first()
