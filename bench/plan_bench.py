@@ -1,7 +1,8 @@
 """Planning benchmark: ``snakemake -n`` on pepr's workflow vs a bare workflow with as many jobs.
 
-For each grid (the paper config, ~1,700 jobs; and a generated ~25,000-job variant of it with 4
-data fractions x 8 seeds), in one run:
+For each grid (the paper config, ~1,200 jobs with its 1,040 training cells; and a generated
+~25,000-job variant of it: every dataset x init crossed with 4 data fractions x 8 seeds), in one
+run:
 
 1. a cold dry run of pepr's workflow in a fresh working directory (config validation, timm
    catalogue, dataset checks: what the first ``snakemake -n`` of a new sweep pays);
@@ -10,9 +11,16 @@ data fractions x 8 seeds), in one run:
 
 Both are run as ``snakemake -n --quiet rules -c1`` in their own working directory; wall and CPU
 seconds (user + sys of the child) are recorded. CPU time is the steadier figure on a shared
-machine. Target (issue 6): pepr <= 1.3x bare; the paper grid plans in a few seconds.
+machine; the CPU share (CPU s per wall s of the candidates) and the load average at that moment
+are printed with the ratios. Target (issue 11): pepr <= 1.15x bare at both sizes.
 
-    .venv/bin/python bench/plan_bench.py [--grids paper 25k] [--repeats 3] [--profile]
+    .venv/bin/python bench/plan_bench.py [--grids paper 25k] [--repeats 3] [--profile] [--before REV]
+
+``--before REV`` adds a third candidate: pepr's workflow with the train rules of git revision
+REV (e.g. the ``script:`` rules before issue 11), same config, same working directory state, so
+a change of the rules is measured side by side with the current ones. The paper config reads
+``npz:data/lidc.npz`` (not redistributable): a small stand-in file is written in the working
+directory, as ``tests/test_study_configs.py`` does.
 
 ``--profile`` additionally runs one warm pepr dry run under cProfile and prints the top
 functions (where Snakemake spends the time).
@@ -21,6 +29,7 @@ functions (where Snakemake spends the time).
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 import time
@@ -29,8 +38,10 @@ from pathlib import Path
 import yaml
 
 from bare_workflow import write_bare_workflow
-from benchlib import REPO_ROOT, interleave, machine_line, print_table, run_command, venv_bin, work_dir
+from benchlib import REPO_ROOT, cpu_share, interleave, machine_line, print_table, run_command, venv_bin, work_dir
 
+#: Issue 11's target: pepr plans at most this many times bare Snakemake's CPU time.
+TARGET = 1.15
 _TOTAL = re.compile(r"^total\s+(\d+)\s*$", re.MULTILINE)
 
 
@@ -43,17 +54,62 @@ def job_count(output: str) -> int:
 
 
 def scaled_config(paper_config: Path, fractions: list[float], seeds: list[int], out: Path) -> Path:
-    """The paper config with other fractions and seeds: a bigger grid of the same models."""
+    """The paper config with other fractions and seeds, every cell crossed (no include/exclude):
+    a bigger grid of the same models."""
     config = yaml.safe_load(paper_config.read_text())
     config["fractions"] = fractions
     config["seeds"] = seeds
+    config.pop("include", None)
+    config.pop("exclude", None)
     out.write_text(yaml.safe_dump(config, sort_keys=False))
     return out
 
 
-def pepr_dry_run(config: Path, workdir: Path) -> tuple[float, float, str]:
-    """One ``snakemake -n`` of pepr's workflow on ``config`` in ``workdir``."""
-    cmd = [venv_bin("snakemake"), "-s", str(REPO_ROOT / "Snakefile"), "-d", str(workdir),
+def write_stand_in_npz(workdir: Path, config: Path) -> None:
+    """A tiny MedMNIST-layout file for every ``npz:`` dataset of ``config`` (relative paths are
+    read from the working directory); planning only reads its header."""
+    import numpy as np
+
+    specs = yaml.safe_load(config.read_text()).get("datasets", [])
+    for spec in specs:
+        if not str(spec).startswith("npz:"):
+            continue
+        path = workdir / spec[len("npz:"):]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        arrays = {}
+        for split, count in (("train", 40), ("val", 20), ("test", 20)):
+            arrays[f"{split}_images"] = rng.integers(0, 256, (count, 64, 64), dtype=np.uint8)
+            arrays[f"{split}_labels"] = (np.arange(count) % 2).reshape(count, 1).astype(np.uint8)
+        np.savez(path, **arrays)
+
+
+def workflow_at(revision: str, out: Path) -> Path:
+    """A copy of the workflow whose train rules (and their script, if any) are those of git
+    ``revision``; everything else is the current tree. Returns its Snakefile."""
+    import shutil
+    import subprocess
+
+    def show(path: str) -> str | None:
+        proc = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True)
+        return proc.stdout if proc.returncode == 0 else None
+
+    for name in ("workflow", "profiles", "config", "scripts"):
+        shutil.copytree(REPO_ROOT / name, out / name)
+    shutil.copy(REPO_ROOT / "Snakefile", out / "Snakefile")
+    rules = show("workflow/rules/train.smk")
+    if rules is None:
+        raise SystemExit(f"--before {revision}: git cannot show workflow/rules/train.smk at that revision")
+    (out / "workflow" / "rules" / "train.smk").write_text(rules)
+    script = show("scripts/train_model.py")
+    if script is not None:
+        (out / "scripts" / "train_model.py").write_text(script)
+    return out / "Snakefile"
+
+
+def pepr_dry_run(config: Path, workdir: Path, snakefile: Path = REPO_ROOT / "Snakefile") -> tuple[float, float, str]:
+    """One ``snakemake -n`` of pepr's workflow (``snakefile``) on ``config`` in ``workdir``."""
+    cmd = [venv_bin("snakemake"), "-s", str(snakefile), "-d", str(workdir),
            "--configfile", str(config), "-n", "--quiet", "rules", "-c1"]
     return run_command(cmd, cwd=workdir)
 
@@ -74,6 +130,8 @@ def main() -> int:
         help="also time bare workflows with pepr's Snakemake features (script:, then 2 outputs + log + "
         "input/params functions), to attribute pepr's extra time to Snakemake features or to pepr's code",
     )
+    parser.add_argument("--before", metavar="REV", default=None,
+                        help="also time pepr's workflow with the train rules of this git revision")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="scratch folder (default: $TMPDIR/pepr-bench)")
     args = parser.parse_args()
@@ -89,6 +147,7 @@ def main() -> int:
             config = scaled_config(args.paper_config, [1.0, 0.5, 0.25, 0.1], list(range(8)), base / "config-25k.yaml")
         pepr_dir = base / "pepr"
         pepr_dir.mkdir()
+        write_stand_in_npz(pepr_dir, config)
         cold_wall, cold_cpu, output = pepr_dry_run(config, pepr_dir)
         jobs = job_count(output)
         bare_dir = base / "bare"
@@ -97,14 +156,22 @@ def main() -> int:
         if job_count(bare_output) != jobs:
             raise RuntimeError(f"bare workflow plans {job_count(bare_output)} jobs, pepr {jobs}")
         candidates = {"pepr": lambda: pepr_dry_run(config, pepr_dir)[:2], "bare": lambda: bare_dry_run(bare_dir)[:2]}
+        if args.before:
+            # same working directory (validated-config cache shared), only the train rules differ
+            old_snakefile = workflow_at(args.before, base / f"workflow-{args.before}")
+            if job_count(pepr_dry_run(config, pepr_dir, old_snakefile)[2]) != jobs:
+                raise RuntimeError(f"the workflow at {args.before} plans another number of jobs")
+            candidates[f"pepr@{args.before}"] = lambda: pepr_dry_run(config, pepr_dir, old_snakefile)[:2]
         if args.ladder:
             for label, features in (("bare+script", dict(script=True)), ("bare+script+rich", dict(script=True, rich=True))):
                 directory = base / label
                 write_bare_workflow(directory, jobs - 2, **features)
                 candidates[label] = (lambda d: lambda: bare_dry_run(d)[:2])(directory)
+        load_before = os.getloadavg()[0]
         timings = interleave(candidates, args.repeats)
+        load_after = os.getloadavg()[0]
         pepr_t, bare_t = timings["pepr"], timings["bare"]
-        for label in list(candidates)[2:]:
+        for label in [name for name in candidates if name.startswith("bare+")]:
             ladder_t = timings[label]
             ladder_rows.append((
                 grid, label, f"{ladder_t.median:.1f} / {_median(ladder_t.cpu_s):.1f}",
@@ -113,19 +180,26 @@ def main() -> int:
             ))
         cpu_ratio = _median(pepr_t.cpu_s) / _median(bare_t.cpu_s)
         wall_ratio = pepr_t.median / bare_t.median
+        share = cpu_share(pepr_t), cpu_share(bare_t)
         rows.append((
             grid, f"{jobs:,}", f"{cold_wall:.1f} / {cold_cpu:.1f}",
             f"{pepr_t.median:.1f} / {_median(pepr_t.cpu_s):.1f}", f"{bare_t.median:.1f} / {_median(bare_t.cpu_s):.1f}",
-            f"{wall_ratio:.2f}", f"{cpu_ratio:.2f}",
+            f"{wall_ratio:.2f}", f"{cpu_ratio:.2f}", f"{share[0]:.2f} / {share[1]:.2f}",
+            f"{load_before:.2f} -> {load_after:.2f}",
         ))
         summary.append(f"{grid}: pepr / bare = {cpu_ratio:.2f}x CPU, {wall_ratio:.2f}x wall "
-                       f"(target <= 1.3x: {'MET' if cpu_ratio <= 1.3 else 'MISSED'})")
+                       f"(target <= {TARGET}x: {'MET' if cpu_ratio <= TARGET else 'MISSED'}); CPU share "
+                       f"pepr {share[0]:.2f}, bare {share[1]:.2f}; load average {load_before:.2f} -> {load_after:.2f}")
+        for label in [name for name in candidates if name.startswith("pepr@")]:
+            before_cpu = _median(timings[label].cpu_s)
+            summary.append(f"{grid}: {label} / bare = {before_cpu / _median(bare_t.cpu_s):.2f}x CPU; "
+                           f"pepr / {label} = {_median(pepr_t.cpu_s) / before_cpu:.2f}x CPU")
         if args.profile:
             _profile(config, pepr_dir)
     print_table(
         f"snakemake -n ({args.repeats} interleaved repeats, median; wall s / CPU s)",
         rows,
-        ("grid", "jobs", "pepr cold", "pepr warm", "bare", "ratio wall", "ratio CPU"),
+        ("grid", "jobs", "pepr cold", "pepr warm", "bare", "ratio wall", "ratio CPU", "CPU share pepr / bare", "load avg"),
     )
     if ladder_rows:
         print_table(
