@@ -16,6 +16,8 @@ import os
 import re
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -120,7 +122,8 @@ def slurm_cluster() -> Iterator[None]:
                     STARTED_BY_TESTS.unlink()
 
 
-def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240) -> SlurmRun:
+def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240,
+                           profile: Path = CI_PROFILE) -> SlurmRun:
     """Run snakemake with the CI SLURM profile in ``workdir``; cancel leftover jobs afterwards.
 
     ``timeout -s INT``: on SIGINT snakemake scancels its jobs and exits, whereas SIGTERM waits for
@@ -128,7 +131,7 @@ def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240) -> S
     """
     prefix = f"pepr_ci_{uuid.uuid4().hex[:12]}"
     cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout_s),
-           sys.executable, "-m", "snakemake", "--profile", str(CI_PROFILE),
+           sys.executable, "-m", "snakemake", "--profile", str(profile),
            "--slurm-jobname-prefix", prefix, *args]
     try:
         proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -302,3 +305,125 @@ def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_c
     assert len(scored) == 3
     assert scored.loc[scored["status"] == "ok", "pepr_energy_kwh"].notna().all()
     assert scored.loc[scored["status"] == "failed", "pepr_energy_kwh"].isna().all()
+
+
+# ------------------------------------------------------------------------------------------------
+# Packed allocations (profiles/slurm: K training cells per allocation, one after another)
+# ------------------------------------------------------------------------------------------------
+
+USER_PROFILE = REPO / "profiles" / "slurm"
+#: 8 cells of one tiny model (seeds 0-7), 1 epoch each: two allocations of K=4 cells.
+PACKED_CONFIG = """\
+models: [mobilenetv3_small_050]
+datasets: ["synthetic:n_train=64,n_val=32,n_test=32"]
+inits: [scratch]
+fractions: [1.0]
+seeds: [0, 1, 2, 3, 4, 5, 6, 7]
+epochs: 1
+batch_size: 32
+device: auto
+"""
+#: The shipped user profile, with only its cluster-specific values ("EDIT" lines) replaced for the
+#: CI node: partition/account, the fake GPU type, 1 CPU per training job (and so `cores: 1`, which
+#: the profile requires to equal the training threads), short runtimes, 1 s status polls.
+PACKED_OVERRIDES = (
+    "--default-resources", "slurm_partition=debug", "slurm_account=root", "runtime=10", "mem_mb=2000",
+    "--set-resources", "train_model:gpu=1", "train_model:gpu_model=fake", "train_model:mem_mb=1500",
+    "train_model:runtime=5",
+    "--set-threads", "train_model=1", "pretrain_source=1",
+    "--cores", "1", "--jobs", "2", "--latency-wait", "10",
+    "--slurm-init-seconds-before-status-checks", "1",
+)
+PACKED_CELL_RE = re.compile(rf"results/runs/{SYNTHETIC}/scratch/1\.0/mobilenetv3_small_050/seed(\d)/metrics\.json")
+
+
+def _group_logs(workdir: Path) -> dict[str, str]:
+    """SLURM job id -> text of the plugin's log of each packed allocation (group job)."""
+    logs = (workdir / ".snakemake" / "slurm_logs").glob("group_train*/*.log")
+    return {p.stem: p.read_text(errors="replace") for p in logs}
+
+
+def _cells_started(log: str) -> int:
+    """How many cells an allocation has started: the job-side Snakemake prints one 'localrule
+    train_model:' block per cell it runs (through srun)."""
+    return log.count("localrule train_model:")
+
+
+def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_only_unfinished_cells(
+        slurm_cluster, tmp_path):
+    """profiles/slurm packs K=4 cells into one allocation with ONE GPU, run one after another.
+
+    Run 1: two allocations of 4 cells start; as soon as one of them has finished a cell and started
+    the next, it is scancel'ed. The other allocation completes; the cancelled one keeps the cells
+    it finished (keep-incomplete). Run 2, the same command: only the unfinished cells are submitted
+    (one allocation), the finished cells' metrics.json are untouched, and the sweep completes.
+    """
+    pd = pytest.importorskip("pandas")
+    (tmp_path / "config.yaml").write_text(PACKED_CONFIG)
+    all_seeds = set(range(8))
+    metrics = {seed: tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json"
+               for seed in all_seeds}
+    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", *PACKED_OVERRIDES,
+            "results/runs.csv")
+    prefix = f"pepr_ci_{uuid.uuid4().hex[:12]}"
+    cmd = ["timeout", "-s", "INT", "-k", "30", "300", sys.executable, "-m", "snakemake",
+           "--profile", str(USER_PROFILE), "--slurm-jobname-prefix", prefix, *args]
+
+    # 1. start the sweep; cancel one allocation mid-way (one cell done, the next one in flight)
+    killed = None
+    with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 280
+            while killed is None and proc.poll() is None and time.monotonic() < deadline:
+                for job_id, log in _group_logs(tmp_path).items():
+                    if _cells_started(log) >= 2:
+                        killed = job_id
+                        subprocess.run(["scancel", job_id], check=True, timeout=30)
+                        break
+                time.sleep(0.3)
+            proc.wait(timeout=360)
+        finally:
+            _cancel_jobs(prefix)
+        reader.join(timeout=30)
+    output = "".join(chunks)
+    assert killed is not None, f"no allocation reached its second cell:\n{output[-6000:]}"
+    assert proc.returncode not in (0, 124, 137), output[-6000:]
+    match = re.search(rf"SLURM run ID: ({prefix}_[0-9a-f-]+)", output)
+    assert match, output[-6000:]
+    first = SlurmRun(proc.returncode, output, match.group(1))
+
+    # two allocations of 4 cells, each with ONE GPU and one CPU and 4 x the cell runtime (5 min)
+    states = first.sacct()
+    # sacct says "CANCELLED by <uid>" (which plugin 2.8.0 takes for "running": hence the profile's
+    # slurm-status-command squeue, which says "CANCELLED"; this run ending at all tests that)
+    assert len(states) == 2 and states[killed].startswith("CANCELLED"), states
+    assert [s for j, s in states.items() if j != killed] == ["COMPLETED"], states
+    for job_id, tres in first.sacct("AllocTRES").items():
+        assert "gres/gpu=1" in tres and "cpu=1," in tres, (job_id, tres)
+    assert set(first.sacct("Timelimit").values()) == {"00:20:00"}, first.sacct("Timelimit")
+    # the completed allocation trained its 4 cells one after another (the job-side snakemake runs
+    # --jobs 1): 4 srun'ed cells in its log
+    completed_log = _group_logs(tmp_path)[next(j for j in states if j != killed)]
+    assert _cells_started(completed_log) == 4, completed_log[-4000:]
+    done = {seed for seed, path in metrics.items() if path.exists()}
+    # the completed allocation's 4 cells + at least the one the cancelled allocation finished
+    assert 5 <= len(done) <= 7, (done, output[-6000:])
+    kept = {seed: metrics[seed].stat().st_mtime_ns for seed in done}
+
+    # 2. the same command again: only the unfinished cells go to SLURM, in one allocation
+    second = run_snakemake_on_slurm(tmp_path, *args, timeout_s=300, profile=USER_PROFILE)
+
+    assert second.returncode == 0, second.output[-6000:]
+    assert list(second.sacct().values()) == ["COMPLETED"], second.output[-6000:]
+    # (only "output:" lines: aggregate_runs' "input:" line names every cell)
+    resubmitted = {int(seed) for line in second.output.splitlines() if line.strip().startswith("output:")
+                   for seed in PACKED_CELL_RE.findall(line)}
+    assert resubmitted == all_seeds - done, (resubmitted, done)
+    assert {seed: metrics[seed].stat().st_mtime_ns for seed in done} == kept
+    assert all(path.exists() for path in metrics.values())
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert sorted(runs["seed"]) == sorted(all_seeds) and (runs["status"] == "ok").all(), runs
