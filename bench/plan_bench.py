@@ -127,8 +127,9 @@ def main() -> int:
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
         "--ladder", action="store_true",
-        help="also time bare workflows with pepr's Snakemake features (script:, then 2 outputs + log + "
-        "input/params functions), to attribute pepr's extra time to Snakemake features or to pepr's code",
+        help="also time bare workflows with pepr's Snakemake features (2 outputs + log + input/params "
+        "functions + resources on a shell: rule, then the same with script:), to attribute pepr's extra "
+        "time to Snakemake features or to pepr's code",
     )
     parser.add_argument("--before", metavar="REV", default=None,
                         help="also time pepr's workflow with the train rules of this git revision")
@@ -163,7 +164,9 @@ def main() -> int:
                 raise RuntimeError(f"the workflow at {args.before} plans another number of jobs")
             candidates[f"pepr@{args.before}"] = lambda: pepr_dry_run(config, pepr_dir, old_snakefile)[:2]
         if args.ladder:
-            for label, features in (("bare+script", dict(script=True)), ("bare+script+rich", dict(script=True, rich=True))):
+            # bare+rich: pepr's train rule features (2 outputs, log, input/params functions,
+            # resources) on a shell: rule, as pepr's train rules are; +script: as they were
+            for label, features in (("bare+rich", dict(rich=True)), ("bare+script+rich", dict(script=True, rich=True))):
                 directory = base / label
                 write_bare_workflow(directory, jobs - 2, **features)
                 candidates[label] = (lambda d: lambda: bare_dry_run(d)[:2])(directory)

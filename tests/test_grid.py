@@ -142,7 +142,7 @@ def test_train_settings_hold_training_settings_only(schema):
     assert pre["dataset"] == config["transfer"]["source"]
     assert pre["init"] == "scratch" and pre["epochs"] == config["transfer"]["epochs"]
     assert pre["save_model"] == cell.pretrain.checkpoint
-    # the settings are the TrainConfig fields (minus out_dir/threads), so the rule script's call works
+    # the settings are the TrainConfig fields (minus out_dir/threads), so every one has a flag
     import dataclasses
 
     train = pytest.importorskip("pepr.train")
@@ -205,3 +205,28 @@ def test_timm_catalogue_cache_is_used(tmp_path, monkeypatch):
     (tmp_path / f"timm-{version}.json").write_text(json.dumps({"models": ["only_this"], "pretrained": []}))
     rebuilt = grid.timm_catalogue(tmp_path)
     assert "resnet18" in rebuilt["models"] and "resnet18.a1_in1k" in rebuilt["pretrained_tags"]
+
+
+def test_train_settings_text_is_the_pepr_train_command(schema, tmp_path):
+    """The shell: train rules write `pepr train {params.train}`: the text parses back to the very
+    settings, while Snakemake's params record (the repr) stays that of a plain dict."""
+    import shlex
+
+    from pepr.cli import build_parser
+
+    config = completed(
+        schema, models=["m1"], datasets=["synthetic:n_train=10,classes=3"], inits=["transfer"],
+        data_dir=str(tmp_path / "my data"), lr=0.1, image_size=32, precision="bf16",
+    )
+    g = grid.build_grid(config)
+    cell = g.cells[0]
+    for job in (cell, cell.pretrain):
+        settings = grid.train_settings(job, config)
+        assert repr(settings) == repr(dict(settings))  # what a finished sweep recorded
+        args = build_parser().parse_args(["train", *shlex.split(f"{settings}"), "--out", "x"])
+        for key, value in settings.items():
+            parsed = getattr(args, key)
+            assert (str(parsed) if key in ("data_dir", "save_model") else parsed) == value, key
+    assert "--pretrain-metrics " + cell.pretrain.metrics in str(grid.train_settings(cell, config))
+    assert "--pretrain-metrics" not in str(grid.train_settings(cell.pretrain, config))
+    assert f"--data-dir '{tmp_path}/my data'" in str(grid.train_settings(cell, config))
