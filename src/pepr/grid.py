@@ -64,6 +64,11 @@ __all__ = [
     "cell_key",
 ]
 
+#: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
+#: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
+#: seed range and pepr train's checks on every job joined the config check.
+VALIDATION_VERSION = 2
+
 #: Init strategies of the workflow (``transfer`` becomes ``--init checkpoint:PATH`` per job).
 INIT_STRATEGIES: tuple[str, ...] = ("scratch", "imagenet", "transfer")
 
@@ -324,6 +329,7 @@ def _validation_key(config: Mapping[str, Any], schema: Mapping[str, Any]) -> str
     except PackageNotFoundError:
         pepr_version = "unknown"
     payload = {
+        "checks": VALIDATION_VERSION,
         "config": config,
         "schema": schema,
         "timm": _timm_version(),
