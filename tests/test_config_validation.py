@@ -361,3 +361,15 @@ def test_validation_names_stay_importable_from_grid():
 
     for name in ("load_config", "load_schema", "apply_defaults", "schema_problems", "config_problems", "check_config", "timm_catalogue"):
         assert getattr(grid, name) is getattr(config_module, name), name
+
+
+@pytest.mark.parametrize(
+    "model", ["resnet18", "resnet18.a1_in1k", "resnet18.bogus_tag", "gluon_resnet34_v1b", "no_such_net", "botnet26t_256"]
+)
+def test_pepr_trains_one_model_catalogue_agrees_with_the_full_one(real_catalogue, model):
+    """pepr train asks timm about its one model (fast); the verdict is the workflow's."""
+    from pepr.config import model_catalogue, training_problems
+
+    settings = {"model": model, "dataset": "synthetic", "init": "imagenet", "device": "cpu"}
+    expected = training_problems(settings, real_catalogue, check_data=False)
+    assert training_problems(settings, model_catalogue(model), check_data=False) == expected

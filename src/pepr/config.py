@@ -384,6 +384,27 @@ def timm_catalogue(cache_dir: str | os.PathLike | None = None) -> dict[str, list
     return catalogue
 
 
+
+def model_catalogue(model: str) -> dict[str, list[str]]:
+    """The part of :func:`timm_catalogue` that checking ``model`` needs (imports timm).
+
+    ``pepr train`` checks one model: asking timm about that architecture is instant, while
+    listing every model costs ~0.3 s per job. An unknown name (or a deprecated alias, which
+    timm's registry lists elsewhere) gets the full catalogue, for the alias and the hint.
+    """
+    import timm
+
+    import timm.models
+
+    arch = model.partition(".")[0]
+    if not timm.is_model(arch) or arch in timm.models.get_deprecated_models():
+        return timm_catalogue(None)
+    return {
+        "models": [arch],
+        "pretrained": [arch] if timm.models.is_model_pretrained(arch) else [],
+        "pretrained_tags": timm.list_pretrained(f"{arch}.*"),
+    }
+
 # --------------------------------------------------------------------------------------------
 # Workflow config checks
 # --------------------------------------------------------------------------------------------

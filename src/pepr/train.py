@@ -119,11 +119,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
     ``--save-model`` path, the carbon-intensity file, and the timm model name and pretrained tag
     (against timm's catalogue: imports timm, ~3 s).
     """
-    from pepr.config import timm_catalogue, training_problems
+    from pepr.config import model_catalogue, training_problems
 
     settings = {field.name: getattr(cfg, field.name) for field in dataclasses.fields(cfg)}
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
-    catalogue = timm_catalogue(None) if named else None  # no name: nothing to look up
+    catalogue = model_catalogue(cfg.model) if named else None  # no name: nothing to look up
     problems = training_problems(settings, catalogue, check_data=True, check_checkpoint=True)
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
