@@ -223,7 +223,8 @@ def test_train_settings_text_is_the_pepr_train_command(schema, tmp_path):
     for job in (cell, cell.pretrain):
         settings = grid.train_settings(job, config)
         assert repr(settings) == repr(dict(settings))  # what a finished sweep recorded
-        args = build_parser().parse_args(["train", *shlex.split(f"{settings}"), "--out", "x"])
+        args = build_parser().parse_args(["train", *shlex.split(f"{settings}")])
+        assert str(args.out) == job.directory
         for key, value in settings.items():
             parsed = getattr(args, key)
             assert (str(parsed) if key in ("data_dir", "save_model") else parsed) == value, key

@@ -434,7 +434,7 @@ def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> "Trai
         common["precision"] = config["precision"]
     if config.get("carbon_intensity") is not None:
         common["carbon_intensity"] = config["carbon_intensity"]
-    return TrainSettings(common, pretrain_metrics=pretrain_metrics)
+    return TrainSettings(common, out_dir=cell.directory, pretrain_metrics=pretrain_metrics)
 
 
 class TrainSettings(dict):
@@ -445,8 +445,10 @@ class TrainSettings(dict):
     rules became ``shell:`` rules recorded it: Snakemake records a dict param as its ``repr``,
     which a dict subclass does not change, so an old finished sweep plans no retrain. The
     ``shell:`` command writes ``{params.train}``, and Snakemake formats a value with ``str``: the
-    flags below. ``pretrain_metrics`` (a transfer cell's pretraining record) becomes
-    ``--pretrain-metrics`` without being a setting: it is the rule's input, not a param.
+    flags below. ``out_dir`` (the job's run folder, ``--out``) and ``pretrain_metrics`` (a
+    transfer cell's pretraining record, ``--pretrain-metrics``) are flags without being
+    settings: the rule's output folder and input, not params. (One field instead of several
+    also keeps Snakemake's formatting of the command cheap: it formats it for every job.)
     """
 
     #: Setting -> ``pepr train`` flag (every TrainConfig field a job sets; out_dir and threads
@@ -469,11 +471,12 @@ class TrainSettings(dict):
         "carbon_intensity": "--carbon-intensity",
     }
 
-    def __init__(self, settings: Mapping[str, Any], pretrain_metrics: str | None = None) -> None:
+    def __init__(self, settings: Mapping[str, Any], out_dir: str | None = None, pretrain_metrics: str | None = None) -> None:
         super().__init__(settings)
         unknown = sorted(set(self) - set(self.FLAGS))
         if unknown:  # a programming error: every setting must reach pepr train
             raise ValueError(f"training settings without a pepr train flag: {', '.join(unknown)}")
+        self.out_dir = out_dir
         self.pretrain_metrics = pretrain_metrics
 
     def arguments(self) -> list[str]:
@@ -484,6 +487,8 @@ class TrainSettings(dict):
                 continue
             # repr keeps every digit of a float (0.1 stays 0.1, 5e-4 stays 0.0005)
             args += [self.FLAGS[key], repr(value) if isinstance(value, float) else str(value)]
+        if self.out_dir is not None:
+            args += ["--out", str(self.out_dir)]
         if self.pretrain_metrics is not None:
             args += ["--pretrain-metrics", str(self.pretrain_metrics)]
         return args

@@ -18,10 +18,10 @@ PEPR_TRAIN = f"{shlex.quote(sys.executable)} -m pepr.cli train"
 
 # Weights were prefetched by the local rule fetch_weights: jobs never reach for the network
 # (unless the user set HF_HUB_OFFLINE). Appending keeps a resumed job's earlier segments.
-TRAIN_COMMAND = (
-    "HF_HUB_OFFLINE=${{HF_HUB_OFFLINE:-1}} {PEPR_TRAIN} {params.train} "
-    "--out \"$(dirname {output.metrics:q})\" --threads {threads} >> {log:q} 2>&1"
-)
+# `{params.train}` also holds --out (the output folder) and, for transfer, --pretrain-metrics;
+# few fields keep Snakemake's formatting of the command (for every job, at planning) cheap.
+_PEPR_TRAIN_LITERAL = PEPR_TRAIN.replace("{", "{{").replace("}", "}}")  # a brace in a path is no field
+TRAIN_COMMAND = f"HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}} --threads {{threads}} >> {{log:q}} 2>&1"
 
 
 def pretrain_inputs(wildcards):
