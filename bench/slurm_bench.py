@@ -86,12 +86,12 @@ def epoch(stamp: str) -> float:
     return datetime.fromisoformat(stamp).timestamp()
 
 
-def run_mode(mode: str, cells: int, sleep: float, k: int, root: Path) -> dict[str, float | str]:
+def run_mode(mode: str, cells: int, sleep: float, k: int, root: Path, array_limit: int) -> dict[str, float | str]:
     """Run the toy sweep once in ``mode``; return its measurements."""
     workdir = root / mode
     workdir.mkdir()
     (workdir / "Snakefile").write_text(TOY_SNAKEFILE.format(cells=cells, sleep=sleep))
-    extra = {"per-cell": [], "array": ["--slurm-array-jobs", "cell"],
+    extra = {"per-cell": [], "array": ["--slurm-array-jobs", "cell", "--slurm-array-limit", str(array_limit)],
              "packed": ["--groups", "cell=train", "--group-components", f"train={k}", "--cores", "1",
                         "--keep-incomplete"]}[mode]
     # as many allocations in flight as there are cells: SLURM queues what the 2 slots cannot run
@@ -101,8 +101,12 @@ def run_mode(mode: str, cells: int, sleep: float, k: int, root: Path) -> dict[st
     t0 = time.time()
     wall, cpu, output = run_command(cmd, cwd=workdir)
     busy1, total1 = machine_busy()
-    if "SLURM run ID: " not in output or not all((workdir / "out" / f"{i}.json").exists() for i in range(cells)):
-        raise RuntimeError(f"{mode}: the sweep did not complete:\n{output[-4000:]}")
+    missing = sum(not (workdir / "out" / f"{i}.json").exists() for i in range(cells))
+    if "SLURM run ID: " not in output or missing:
+        # reported, not raised: the other modes still run (plugin 2.8.0's big arrays fail here)
+        print(f"{mode}: the sweep did not complete ({missing} of {cells} cells missing, "
+              f"{wall:.0f} s):\n{output[-1500:]}", flush=True)
+        return {}
     run_id = output.split("SLURM run ID: ", 1)[1].split()[0]
     jobs = sacct_jobs(run_id)
     records = [json.loads((workdir / "out" / f"{i}.json").read_text()) for i in range(cells)]
@@ -186,6 +190,9 @@ def main() -> int:
     parser.add_argument("--k", type=int, default=8, help="cells per packed allocation")
     parser.add_argument("--modes", nargs="+", default=["per-cell", "array", "packed"],
                         choices=["per-cell", "array", "packed"])
+    parser.add_argument("--array-limit", type=int, default=20,
+                        help="--slurm-array-limit: tasks per sbatch (plugin 2.8.0 runs ONE cell in every "
+                        "task of a 100-task array: its /dev/stdin fallback for long sbatch lines is broken)")
     parser.add_argument("--startup", action="store_true", help="also time the job start-up vs grid size")
     parser.add_argument("--no-scheduling", action="store_true", help="skip the SLURM part")
     parser.add_argument("--repeats", type=int, default=3)
@@ -196,9 +203,10 @@ def main() -> int:
         if not args.no_scheduling:
             results = []
             for mode in args.modes:
-                res = run_mode(mode, args.cells, args.sleep, args.k, root)
+                res = run_mode(mode, args.cells, args.sleep, args.k, root, args.array_limit)
                 print(json.dumps(res), flush=True)
-                results.append(res)
+                if res:
+                    results.append(res)
             base = results[0]["wall_s"]
             rows = [(r["mode"], f"{r['wall_s']:.0f}", f"{r['wall_s'] / base:.2f}x", str(r["submissions"]),
                      f"{r['cells_per_min_submitted']:.0f}", f"{r['queue_wait_s']:.1f}",
