@@ -469,3 +469,20 @@ def test_ok_pretraining_trains_and_saves_the_model_after_the_metrics(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["saved_model"] == str(weights)
     assert weights.stat().st_mtime_ns >= (out / "metrics.json").stat().st_mtime_ns
+
+
+def test_failing_rerun_names_the_kept_previous_result(tmp_path, capsys):
+    """A run folder whose finished result was archived (previous/<stamp>/) and whose rerun stops
+    on bad input: the one-line error (exit 2) says where the finished result is."""
+    from pepr.cli import main
+
+    out = tmp_path / "run"
+    kept = out / "previous" / "20260101T000000Z"
+    kept.mkdir(parents=True)
+    (kept / "metrics.json").write_text('{"status": "ok"}')
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, train_images=np.zeros((4, 8, 8), np.uint8))
+    code = main(["train", "--model", "test_resnet", "--dataset", f"npz:{bad}", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert "missing arrays" in err and f"the last finished result of this run is kept in {kept}/" in err
