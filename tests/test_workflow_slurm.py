@@ -427,3 +427,48 @@ def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_
     assert all(path.exists() for path in metrics.values())
     runs = pd.read_csv(tmp_path / "results" / "runs.csv")
     assert sorted(runs["seed"]) == sorted(all_seeds) and (runs["status"] == "ok").all(), runs
+
+
+# ------------------------------------------------------------------------------------------------
+# Job arrays (--slurm-array-jobs): an alternative to packing, never combined with it
+# ------------------------------------------------------------------------------------------------
+
+#: 4 cells (seeds 0-3) of the packed sweep's tiny model.
+ARRAY_CONFIG = PACKED_CONFIG.replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7]", "seeds: [0, 1, 2, 3]")
+
+
+def test_array_sweep_submits_the_cells_as_one_slurm_array(slurm_cluster, tmp_path):
+    """One job per cell (the CI profile) + --slurm-array-jobs train_model: the 4 training cells go
+    to SLURM as ONE array (one sbatch, tasks JOBID_1..JOBID_4), each with its own GPU."""
+    pd = pytest.importorskip("pandas")
+    (tmp_path / "config.yaml").write_text(ARRAY_CONFIG)
+    run = run_snakemake_on_slurm(
+        tmp_path, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "4",
+        "--slurm-array-jobs", "train_model", "results/runs.csv", timeout_s=300)
+
+    assert run.returncode == 0, run.output[-6000:]
+    states = run.sacct()
+    array_ids = {job_id.split("_")[0] for job_id in states}
+    assert len(states) == 4 and len(array_ids) == 1, states
+    assert sorted(job_id.split("_")[1] for job_id in states) == ["1", "2", "3", "4"], states
+    assert set(states.values()) == {"COMPLETED"}, states
+    assert all("gres/gpu=1" in tres for tres in run.sacct("AllocTRES").values())
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert sorted(runs["seed"]) == [0, 1, 2, 3] and (runs["status"] == "ok").all(), runs
+
+
+def test_arrays_and_packing_do_not_combine_packing_wins(slurm_cluster, tmp_path):
+    """profiles/slurm (packing, K=4) + --slurm-array-jobs train_model: the plugin submits group
+    jobs as plain allocations (silently: it warns only for --slurm-array-jobs all, as a group job's
+    name is the group's), so the 4 cells run packed in ONE allocation, not as an array."""
+    (tmp_path / "config.yaml").write_text(ARRAY_CONFIG)
+    run = run_snakemake_on_slurm(
+        tmp_path, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml",
+        *PACKED_OVERRIDES, "--slurm-array-jobs", "train_model", "results/runs.csv",
+        timeout_s=300, profile=USER_PROFILE)
+
+    assert run.returncode == 0, run.output[-6000:]
+    states = run.sacct()
+    assert list(states.values()) == ["COMPLETED"] and "_" not in next(iter(states)), states
+    assert all((tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json")
+               .exists() for seed in range(4))
