@@ -272,11 +272,13 @@ def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_c
     assert states[failed_id] == "FAILED"
     # every training job got its GPU from SLURM (profile gpu: 1, gpu_model: fake -> --gpus=fake:1)
     assert all("gres/gpu=1" in tres for tres in first.sacct("AllocTRES").values()), first.sacct("AllocTRES")
-    # the failed job's SLURM log says why; the other jobs' outputs are kept
+    # the failed job has its SLURM log; the rule's log (train_model's `shell:` sends pepr train's
+    # output there) says why; the other jobs' outputs are kept
     scans_logs = slurm_logs(tmp_path, "train_model")
     failed_log = [p for p in scans_logs if p.stem == failed_id]
     assert len(failed_log) == 1 and len(scans_logs) == 3, scans_logs
-    assert "NaN or infinite values" in failed_log[0].read_text()
+    rule_log = tmp_path / SCANS_CELL.replace("results/runs/", "results/logs/train_model/").replace("/seed0", "/seed0.log")
+    assert "NaN or infinite values" in rule_log.read_text() + failed_log[0].read_text()
     assert not (tmp_path / SCANS_CELL / "metrics.json").exists()
     assert not (tmp_path / "results" / "runs.csv").exists()
     kept = {cell: (tmp_path / cell / "metrics.json").stat().st_mtime_ns for cell in (OK_CELL, UNFIT_CELL)}
