@@ -181,6 +181,25 @@ def test_not_a_zip_and_missing_file(tmp_path):
     assert "not found" in dataset_problems(f"npz:{tmp_path / 'nope.npz'}", None)[0]
 
 
+def test_damaged_array_header_is_one_clear_problem(tmp_path):
+    # a zip whose .npy member has a mangled header (numpy parses it with ast.literal_eval and
+    # would raise SyntaxError): reported as an unreadable file, and loading stops with PeprInputError
+    import zipfile
+
+    path = write_npz(tmp_path / "good.npz")
+    damaged = tmp_path / "damaged.npz"
+    with zipfile.ZipFile(path) as source, zipfile.ZipFile(damaged, "w") as target:
+        for member in source.namelist():
+            payload = source.read(member)
+            if member == "train_images.npy":
+                payload = payload.replace(b"'descr'", b"'descr'((", 1)
+            target.writestr(member, payload)
+    problems = dataset_problems(f"npz:{damaged}", None)
+    assert len(problems) == 1 and "not a readable .npz" in problems[0] and "train_images.npy" in problems[0], problems
+    with pytest.raises(PeprInputError, match="npz"):
+        load_dataset(f"npz:{damaged}")
+
+
 def test_medmnist_checks_against_info(tmp_path):
     # breastmnist: 2 classes, 1 channel; a file with label 2 or colour images is wrong for it
     write_npz(tmp_path / "breastmnist.npz")  # labels 0..2

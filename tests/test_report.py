@@ -472,6 +472,10 @@ def test_bad_inputs_raise_clear_errors(sweep, tmp_path):
     with pytest.raises(PeprInputError, match="unknown report setting"):
         ReportConfig.from_mapping({"topk": 3})
     assert ReportConfig.from_mapping({"figure_formats": ["png"], "alpha": 0.01}).figure_formats == ("png",)
+    # the report rules call from_mapping directly: a bad type is a clear input error, not a TypeError
+    with pytest.raises(PeprInputError, match=r"report.figure_formats = 5; give a list"):
+        ReportConfig.from_mapping({"figure_formats": 5})
+    assert ReportConfig.from_mapping({"figure_formats": "svg"}).figure_formats == ("svg",)
 
 
 def test_model_family_from_timm_names():

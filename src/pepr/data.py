@@ -304,12 +304,18 @@ def _npz_headers(path: Path) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
         for member in archive.namelist():
             if not member.endswith(".npy"):
                 continue
-            with archive.open(member) as handle:
-                version = np.lib.format.read_magic(handle)
-                if version == (1, 0):
-                    shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
-                else:
-                    shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            try:
+                with archive.open(member) as handle:
+                    version = np.lib.format.read_magic(handle)
+                    if version == (1, 0):
+                        shape, _, dtype = np.lib.format.read_array_header_1_0(handle)
+                    else:
+                        shape, _, dtype = np.lib.format.read_array_header_2_0(handle)
+            # numpy parses the header text with ast.literal_eval: a damaged header raises
+            # SyntaxError, tokenize.TokenError, RecursionError... rather than ValueError. Any
+            # failure to parse these untrusted bytes is reported as one unreadable member.
+            except Exception as exc:  # noqa: BLE001 - re-raised as ValueError with the member named
+                raise ValueError(f"array {member!r} has a damaged .npy header ({type(exc).__name__}: {exc})") from exc
             headers[member[: -len(".npy")]] = (tuple(shape), np.dtype(dtype))
     return headers
 

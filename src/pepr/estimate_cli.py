@@ -167,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
         raise PeprInputError(f"--pue must be a number >= 1.0, got {args.pue}")
 
     from pepr import estimate as est
-    from pepr.grid import load_config
+    from pepr.config import load_config
 
     settings = est.EstimateSettings(
         models=tuple(args.models) if args.models else None, max_models=args.max_models, device=args.device,

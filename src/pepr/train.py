@@ -51,6 +51,7 @@ from pepr.loop import (  # noqa: F401 - re-exported: estimate, grid, bench and t
     DeviceSplits,
     Precision,
     batch_order,
+    eval_batch_size,
     evaluate,
     normalise,
     predict,
@@ -417,7 +418,7 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> di
     from pepr import measure
 
     splits, device = setup.splits, setup.device
-    eval_batch = max(cfg.batch_size, 256)
+    eval_batch = eval_batch_size(cfg.batch_size)
     sync(device)  # inference time per image: one timed pass over the full test set, after training
     started = time.perf_counter()
     predict(model, splits.test_x, splits, setup.precision, eval_batch)
@@ -507,7 +508,7 @@ def _run_epoch(
     from pepr import measure
 
     splits, precision, device = setup.splits, setup.precision, setup.device
-    eval_batch = max(batch_size, 256)
+    eval_batch = eval_batch_size(batch_size)
     name = f"epoch{epoch}"
     meter.begin(name)
     clock_start, started = time.time(), time.perf_counter()

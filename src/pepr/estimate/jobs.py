@@ -185,9 +185,9 @@ def jobs_from_config(
     max_models: int | None = None,
     cache_dir: str | Path | None = None,
 ) -> GridJobs:
-    """Validate a workflow config (pepr.grid) and turn its grid into :class:`Job` objects.
+    """Validate a workflow config (pepr.config) and turn its grid into :class:`Job` objects.
 
-    ``config`` is the loaded YAML mapping (defaults are filled in, in place, by pepr.grid).
+    ``config`` is the loaded YAML mapping (defaults are filled in, in place, by pepr.config).
     Pretraining jobs of the ``transfer`` strategy are included (init ``pretrain``, dataset = the
     source's short name). ``models`` keeps only those models (each must be in the grid);
     ``max_models`` keeps the first N models of the grid in config order. Raises PeprInputError

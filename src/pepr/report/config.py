@@ -152,5 +152,10 @@ class ReportConfig:
             )
         values = dict(mapping)
         if "figure_formats" in values:
-            values["figure_formats"] = tuple(values["figure_formats"])
+            formats = values["figure_formats"]
+            if isinstance(formats, str):  # one format written without a list: figure_formats: svg
+                formats = [formats]
+            if not isinstance(formats, (list, tuple)):
+                raise PeprInputError(f"report.figure_formats = {formats!r}; give a list, e.g. [png, pdf]")
+            values["figure_formats"] = tuple(formats)
         return cls(**values)
