@@ -329,6 +329,7 @@ def test_workflow_planning_runs_the_training_checks(tmp_path, monkeypatch, chang
     "change, expected",
     [
         ({"seeds": [0, 2**32]}, "seeds: 4294967296 is outside 0..4294967295"),
+        ({"device": "cuda:99", "resources": {"train": {"gpu": 1}}}, "device: 'cuda:99' but each train job is given 1 GPU(s)"),
         ({"report": {"figure_formats": 5}}, "report.figure_formats = 5; give a list"),
         ({"report": {"figure_formats": ["gif"]}}, "report.figure_formats = ['gif']"),
         ({"report": {"top_k": 0}}, "report.top_k = 0"),
@@ -373,3 +374,11 @@ def test_pepr_trains_one_model_catalogue_agrees_with_the_full_one(real_catalogue
     settings = {"model": model, "dataset": "synthetic", "init": "imagenet", "device": "cpu"}
     expected = training_problems(settings, real_catalogue, check_data=False)
     assert training_problems(settings, model_catalogue(model), check_data=False) == expected
+
+
+def test_device_index_is_checked_against_the_gpus_a_job_gets(schema):
+    """cuda:N must exist among the GPUs the scheduler gives each job; local runs (gpu: 0) are not
+    known while planning and are left to pepr train's own device check."""
+    assert problems_of(schema, device="cuda:1", resources={"train": {"gpu": 2}}) == []
+    assert problems_of(schema, device="cuda:3") == []  # gpu: 0 by default: a local machine's GPU
+    assert "cuda:0..cuda:0" in only_problem(problems_of(schema, device="cuda:1", resources={"train": {"gpu": 1}}))

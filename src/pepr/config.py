@@ -455,6 +455,7 @@ def config_problems(
     for seed in config.get("seeds", []) if isinstance(config.get("seeds"), list) else []:
         if _is_int(seed) and seed > MAX_SEED:
             problems.append(f"seeds: {seed} is outside 0..{MAX_SEED} (numpy's seed range)")
+    problems.extend(_device_index_problems(config))
     transfer = config.get("transfer") if isinstance(config.get("transfer"), dict) else {}
     if _is_int(transfer.get("seed")) and transfer["seed"] > MAX_SEED:
         problems.append(f"transfer.seed: {transfer['seed']} is outside 0..{MAX_SEED} (numpy's seed range)")
@@ -545,6 +546,33 @@ def config_problems(
         if catalogue is not None:
             reported |= {m for m in safe_models if m.split(".")[0] not in set(catalogue["models"])}
         problems.extend(job_problems(config, [cell for cell in cells if cell.model not in reported], catalogue))
+    return problems
+
+
+def _device_index_problems(config: Mapping[str, Any]) -> list[str]:
+    """``device: cuda:N`` against the GPUs each job is given.
+
+    A job that asks the scheduler for G GPUs (``resources.train.gpu`` / ``pretrain.gpu``) sees
+    exactly those, numbered ``cuda:0`` .. ``cuda:G-1`` (SLURM sets CUDA_VISIBLE_DEVICES), so
+    ``cuda:N`` with N >= G would fail in every job. With ``gpu: 0`` (a local run) the GPUs are
+    the machine's own and are not known while planning: not checked.
+    """
+    device = config.get("device")
+    text = device.strip() if isinstance(device, str) else ""
+    if not (text.startswith("cuda:") and text[5:].isdigit()):
+        return []
+    index = int(text[5:])
+    resources = config.get("resources") if isinstance(config.get("resources"), Mapping) else {}
+    problems = []
+    for kind in ("train", "pretrain"):
+        spec = resources.get(kind) if isinstance(resources.get(kind), Mapping) else {}
+        gpus = spec.get("gpu")
+        if _is_int(gpus) and gpus >= 1 and index >= gpus:
+            problems.append(
+                f"device: {text!r} but each {kind} job is given {gpus} GPU(s) (resources.{kind}.gpu), "
+                f"visible to it as cuda:0..cuda:{gpus - 1}; use device: cuda (or auto)"
+            )
+            break
     return problems
 
 
