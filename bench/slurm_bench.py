@@ -24,10 +24,12 @@ Needs the local test cluster (``bash tests/slurm/start-slurm.sh``; root). Two pa
    re-parse of pepr's whole workflow for ONE target job. Timed as ``snakemake --target-jobs
    train_model:<one cell> --allowed-rules train_model --mode remote -n`` (what the job-side
    Snakemake does before it runs the cell, minus the run) on the paper-crossed config and on a
-   generated 25k-cell config, against a tiny config; wall and CPU seconds.
+   generated 25k-cell config, against a tiny config; wall and CPU seconds. ``--before REV``
+   times the workflow of git revision REV beside it, interleaved (e.g. before the big input
+   lists became input functions).
 
     .venv/bin/python bench/slurm_bench.py [--cells 200] [--k 8] [--modes per-cell array packed]
-                                          [--startup] [--no-scheduling]
+                                          [--startup [--before REV]] [--no-scheduling]
 """
 
 from __future__ import annotations
@@ -140,9 +142,9 @@ def run_mode(mode: str, cells: int, sleep: float, k: int, root: Path, array_limi
     }
 
 
-def startup_run(config: Path, workdir: Path, target: str) -> tuple[float, float]:
+def startup_run(config: Path, workdir: Path, target: str, snakefile: Path = REPO_ROOT / "Snakefile") -> tuple[float, float]:
     """Wall and CPU seconds of the job-side Snakemake start-up for one train_model job."""
-    cmd = [venv_bin("snakemake"), "-s", str(REPO_ROOT / "Snakefile"), "-d", str(workdir),
+    cmd = [venv_bin("snakemake"), "-s", str(snakefile), "-d", str(workdir),
            "--configfile", str(config), "--target-jobs", target, "--allowed-rules", "train_model",
            "--nolock", "--ignore-incomplete", "--mode", "remote", "-n", "--quiet", "rules", "-c1"]
     wall, cpu, output = run_command(cmd, cwd=workdir)
@@ -164,23 +166,48 @@ def first_cell_target(config: Path, workdir: Path) -> tuple[str, int]:
     raise RuntimeError(f"no train_model job in the dry run:\n{output[-3000:]}")
 
 
-def startup_part(root: Path, repeats: int) -> None:
+def workflow_at(revision: str, out: Path) -> Path:
+    """The workflow files (Snakefile, workflow/, scripts/, config/, profiles/) of git revision
+    ``revision``, extracted into ``out``; returns its Snakefile. The package is this checkout's."""
+    out.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision, "Snakefile", "workflow", "scripts", "config", "profiles"],
+                             cwd=REPO_ROOT, capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--before {revision}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    return out / "Snakefile"
+
+
+def startup_part(root: Path, repeats: int, before: str | None = None) -> None:
     tiny = root / "config-tiny.yaml"
     tiny.write_text("models: [mobilenetv3_small_050]\ndatasets: ['synthetic:n_train=64,n_val=32,n_test=32']\n"
                     "inits: [scratch]\nfractions: [1.0]\nseeds: [0]\nepochs: 1\n")
     paper = REPO_ROOT / "config" / "paper-crossed.yaml"
     big = scaled_config(paper, [1.0, 0.5, 0.25, 0.1], list(range(8)), root / "config-25k.yaml")
+    candidates = {"pepr": REPO_ROOT / "Snakefile"}
+    if before:
+        candidates[f"pepr@{before}"] = workflow_at(before, root / f"workflow-{before}")
     rows = []
     for name, config in (("tiny", tiny), ("paper-crossed", paper), ("25k", big)):
         workdir = root / f"startup-{name}"
         workdir.mkdir()
         write_stand_in_npz(workdir, config)
         target, jobs = first_cell_target(config, workdir)  # also fills the validated-config cache
-        walls, cpus = zip(*(startup_run(config, workdir, target) for _ in range(repeats)))
-        rows.append((name, f"{jobs:,}", f"{statistics.median(walls):.2f}", f"{statistics.median(cpus):.2f}"))
+        busy_before = machine_busy()
+        timings: dict[str, list[tuple[float, float]]] = {label: [] for label in candidates}
+        for _ in range(repeats):  # interleaved, so load changes hit every candidate alike
+            for label, snakefile in candidates.items():
+                timings[label].append(startup_run(config, workdir, target, snakefile))
+        busy_after = machine_busy()
+        share = (busy_after[0] - busy_before[0]) / max(busy_after[1] - busy_before[1], 1)
+        base_cpu = statistics.median(cpu for _, cpu in timings["pepr"])
+        for label, runs in timings.items():
+            wall = statistics.median(w for w, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            rows.append((name, label, f"{jobs:,}", f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / base_cpu:.2f}x", f"{share:.2f}"))
     print_table("Job-side Snakemake start-up for ONE train_model job (median of "
                 f"{repeats}; `--target-jobs ... --mode remote -n`)", rows,
-                ("grid", "jobs in the workflow", "wall s", "CPU s"))
+                ("grid", "workflow", "jobs in the workflow", "wall s", "CPU s", "CPU vs pepr", "machine busy"))
 
 
 def main() -> int:
@@ -196,6 +223,8 @@ def main() -> int:
     parser.add_argument("--startup", action="store_true", help="also time the job start-up vs grid size")
     parser.add_argument("--no-scheduling", action="store_true", help="skip the SLURM part")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--before", metavar="REV", default=None,
+                        help="with --startup: also time the workflow of git revision REV, side by side")
     args = parser.parse_args()
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="pepr-slurm-bench-") as tmp:
@@ -217,7 +246,7 @@ def main() -> int:
                          "queue wait s (median)", "alloc start -> 1st cell s", "cell end -> next cell s",
                          "slot s per cell", "machine busy"))
         if args.startup:
-            startup_part(root, args.repeats)
+            startup_part(root, args.repeats, args.before)
     return 0
 
 
