@@ -8,9 +8,12 @@ localrules:
 
 
 rule aggregate_runs:
+    # Input functions, not lists: a job re-parses this file (on SLURM, in every allocation), and
+    # Snakemake turns a list into file objects right away, a function only when the rule is
+    # planned; so a training job never pays for the 25,000 paths of a large grid.
     input:
-        runs=GRID.metrics_files,
-        pretrain=GRID.pretrain_metrics_files,
+        runs=lambda wildcards: GRID.metrics_files,
+        pretrain=lambda wildcards: GRID.pretrain_metrics_files,
     output:
         report("results/runs.csv", category="Tables", labels={"table": "runs.csv (one row per run)"}),
     params:

@@ -59,7 +59,8 @@ localrules:
 
 rule gather_histories:
     input:
-        histories=[f"{cell.directory}/history.csv" for cell in GRID.cells],
+        # a function: evaluated only when this rule is planned (see aggregate_runs)
+        histories=lambda wildcards: [f"{cell.directory}/history.csv" for cell in GRID.cells],
     output:
         histories=REPORT_HISTORIES,
     params:
