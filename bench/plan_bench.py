@@ -16,9 +16,9 @@ are printed with the ratios. Target (issue 11): pepr <= 1.15x bare at both sizes
 
     .venv/bin/python bench/plan_bench.py [--grids paper 25k] [--repeats 3] [--profile] [--before REV]
 
-``--before REV`` adds a third candidate: pepr's workflow with the train rules of git revision
-REV (e.g. the ``script:`` rules before issue 11), same config, same working directory state, so
-a change of the rules is measured side by side with the current ones. The paper config reads
+``--before REV`` adds a third candidate: pepr's workflow (Snakefile, rules, scripts) of git
+revision REV, same config, same working directory state, so a change of the workflow is
+measured side by side with the current one. The paper config reads
 ``npz:data/lidc.npz`` (not redistributable): a small stand-in file is written in the working
 directory, as ``tests/test_study_configs.py`` does.
 
@@ -85,25 +85,19 @@ def write_stand_in_npz(workdir: Path, config: Path) -> None:
 
 
 def workflow_at(revision: str, out: Path) -> Path:
-    """A copy of the workflow whose train rules (and their script, if any) are those of git
-    ``revision``; everything else is the current tree. Returns its Snakefile."""
+    """The workflow (Snakefile, workflow/, scripts/) of git ``revision`` in ``out``, with the
+    current config/ and profiles/ (the package is this checkout's). Returns its Snakefile."""
     import shutil
     import subprocess
 
-    def show(path: str) -> str | None:
-        proc = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=REPO_ROOT, capture_output=True, text=True)
-        return proc.stdout if proc.returncode == 0 else None
-
-    for name in ("workflow", "profiles", "config", "scripts"):
+    out.mkdir(parents=True)
+    archive = subprocess.run(["git", "archive", revision, "Snakefile", "workflow", "scripts"],
+                             cwd=REPO_ROOT, capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"--before {revision}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    for name in ("profiles", "config"):
         shutil.copytree(REPO_ROOT / name, out / name)
-    shutil.copy(REPO_ROOT / "Snakefile", out / "Snakefile")
-    rules = show("workflow/rules/train.smk")
-    if rules is None:
-        raise SystemExit(f"--before {revision}: git cannot show workflow/rules/train.smk at that revision")
-    (out / "workflow" / "rules" / "train.smk").write_text(rules)
-    script = show("scripts/train_model.py")
-    if script is not None:
-        (out / "scripts" / "train_model.py").write_text(script)
     return out / "Snakefile"
 
 
