@@ -45,7 +45,7 @@ from datetime import datetime
 from pathlib import Path
 
 from benchlib import REPO_ROOT, machine_line, print_table, run_command, venv_bin
-from plan_bench import scaled_config, write_stand_in_npz
+from plan_bench import scaled_config, workflow_at, write_stand_in_npz
 
 CI_PROFILE = REPO_ROOT / "tests" / "slurm" / "profile"
 
@@ -164,18 +164,6 @@ def first_cell_target(config: Path, workdir: Path) -> tuple[str, int]:
         total = int(output.rsplit("total", 1)[1].split()[0])
         return f"train_model:{spec}", total
     raise RuntimeError(f"no train_model job in the dry run:\n{output[-3000:]}")
-
-
-def workflow_at(revision: str, out: Path) -> Path:
-    """The workflow files (Snakefile, workflow/, scripts/, config/, profiles/) of git revision
-    ``revision``, extracted into ``out``; returns its Snakefile. The package is this checkout's."""
-    out.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", revision, "Snakefile", "workflow", "scripts", "config", "profiles"],
-                             cwd=REPO_ROOT, capture_output=True, check=False)
-    if archive.returncode != 0:
-        raise SystemExit(f"--before {revision}: git archive failed: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    return out / "Snakefile"
 
 
 def startup_part(root: Path, repeats: int, before: str | None = None) -> None:
