@@ -105,11 +105,13 @@ def _working_set(tmp_path, model: str, fraction: float) -> float:
 
 @pytest.mark.slow
 def test_working_set_memory_ignores_data_size_and_sees_model_size(tmp_path):
-    full, tenth = _working_set(tmp_path, "resnet18", 1.0), _working_set(tmp_path, "resnet18", 0.1)
-    # CPU RSS carries glibc allocator noise (dynamic mmap threshold, per-thread arenas): the same
-    # run varies by up to ~10% between processes here, so CPU is held to 15%; CUDA allocator
-    # statistics are exact and bench/gpu_check.py holds them to 10%
-    assert tenth == pytest.approx(full, rel=0.15), (full, tenth)
+    # CPU RSS carries glibc allocator noise (dynamic mmap threshold, per-thread arenas): one run
+    # now and then reads ~12% high (measured: 314/312, 315/312, 347/310 MiB at 1.0/0.1), always
+    # upwards. The smaller of two processes per fraction removes that noise, so the data size
+    # is held to the 10%; CUDA allocator statistics are exact (bench/gpu_check.py, 10%).
+    full = min(_working_set(tmp_path / f"a{i}", "resnet18", 1.0) for i in range(2))
+    tenth = min(_working_set(tmp_path / f"b{i}", "resnet18", 0.1) for i in range(2))
+    assert tenth == pytest.approx(full, rel=0.10), (full, tenth)
     small = _working_set(tmp_path, "mobilenetv3_small_050", 1.0)
     assert small < 0.6 * full, (small, full)
 
