@@ -137,9 +137,13 @@ def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240,
         proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                               text=True, timeout=timeout_s + 60)
     finally:
+        # what held the cluster's 2 slots at the end: a timeout with another session's jobs in
+        # the queue (names not starting with this run's prefix) is contention, not a pepr bug
+        queue = subprocess.run(["squeue", "-o", "%A %j %T %M %R"], capture_output=True, text=True).stdout
         _cancel_jobs(prefix)
     assert proc.returncode not in (124, 137), (
-        f"snakemake on SLURM timed out after {timeout_s}s:\n{proc.stdout[-6000:]}\n{_daemon_logs()}")
+        f"snakemake on SLURM timed out after {timeout_s}s:\n{proc.stdout[-6000:]}\n"
+        f"SLURM queue at the timeout (this run's jobs are named {prefix}*):\n{queue}\n{_daemon_logs()}")
     match = re.search(rf"SLURM run ID: ({prefix}_[0-9a-f-]+)", proc.stdout)
     assert match, f"the slurm executor did not start:\n{proc.stdout[-6000:]}"
     return SlurmRun(proc.returncode, proc.stdout, match.group(1))
