@@ -245,7 +245,8 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
         f"{df['model'].nunique()} models and {df['seed'].nunique()} seed(s). Performance: `{cfg.performance}`; "
         f"headline variant {cfg.resource_label} (`{cfg.resource}`). Small models: at most the median parameter "
         "count of their cell's models. Comparisons use one seed mean per model, p-values are Holm-adjusted over "
-        f"cells, and \"on par\" means the TOST equivalence test with margin {cfg.equivalence_margin:g} rejects a larger "
+        f"cells (the {1 - cfg.alpha:.0%} confidence intervals are per cell, not adjusted: read the p-value for "
+        f"significance), and \"on par\" means the TOST equivalence test with margin {cfg.equivalence_margin:g} rejects a larger "
         "difference. PePR is compared only within a cell; across init strategies and data fractions the summary "
         "compares raw performance and resources."
     )
