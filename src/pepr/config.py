@@ -595,10 +595,6 @@ def report_problems(config: Mapping[str, Any]) -> list[str]:
     values = dict(settings)
     if "performance" in scoring:
         values["performance"] = scoring["performance"]
-    formats = values.get("figure_formats")
-    if formats is not None and not isinstance(formats, (list, tuple)):
-        # ReportConfig turns the value into a tuple; a bare number or word would fail in there
-        return [f"report.figure_formats = {formats!r}; give a list, e.g. [png, pdf]"]
     try:
         ReportConfig.from_mapping(values)
     except PeprInputError as exc:
