@@ -61,6 +61,7 @@ from pepr.loop import (  # noqa: F401 - re-exported: estimate, grid, bench and t
     train_epoch,
 )
 from pepr.loop import autocast as _autocast
+from pepr.loop import loss as loss_function
 from pepr.resume import RunState, load_resume, save_resume
 from pepr.train_metrics import classification_metrics  # noqa: F401 - re-exported
 from pepr.runs import HISTORY_COLUMNS, RESULT_KEYS, RESUME_FILE, failed_record, json_safe  # noqa: F401 - re-exported
@@ -309,7 +310,7 @@ class _Setup:
         carbon = measure.read_carbon_intensity(cfg.carbon_intensity) if cfg.carbon_intensity else None
         if carbon is not None:
             carbon.at(time.time())  # a series that does not cover now fails before training, not after epoch 1
-        dataset = data_module.load_dataset(cfg.dataset, cfg.data_dir, allow_download=True)
+        dataset = data_module.load_dataset(cfg.dataset, cfg.data_dir, allow_download=True, workers=threads, log=log)
         height, width = dataset.image_size
         if cfg.image_size is None and height != width:
             raise PeprInputError(f"dataset {cfg.dataset!r} has {height}x{width} images; pass --image-size to train on square images")
@@ -326,6 +327,11 @@ class _Setup:
             "channels": dataset.channels,
             "precision": "bf16" if precision.autocast_dtype == "bfloat16" else "fp32",
             "dataset_description": dataset.description,
+            "task": "multi-label" if dataset.multi_label else "single-label",
+            # class names in label order (runs.csv and the report show them); folder/csv datasets
+            # also record their counts per split, split rule and converted file (dataset_info)
+            "class_names": "; ".join(dataset.class_names),
+            **({"dataset_info": dataset.details} if dataset.details else {}),
         }
         log(
             f"pepr train: {cfg.model} on {dataset.description}, init {cfg.init}, fraction {cfg.fraction} "
@@ -474,14 +480,13 @@ def _probe(model: "torch.nn.Module", splits: DeviceSplits, precision: Precision,
     starts. BatchNorm statistics touched by the probe are restored so it does not change results.
     """
     import torch
-    import torch.nn.functional as F
 
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     n = min(batch_size, splits.train_x.shape[0])
     x = normalise(splits.train_x[:n], splits, precision)
     model.train()
     with _autocast(x.device, precision):
-        loss = F.cross_entropy(model(x), splits.train_y[:n])
+        loss = loss_function(model(x), splits.train_y[:n], splits.multi_label)
     loss.backward()
     model.zero_grad(set_to_none=True)
     predict(model, splits.test_x[:2], splits, precision, 2)
