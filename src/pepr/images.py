@@ -948,6 +948,8 @@ def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=No
         listing = checked.listing
         arrays: dict[str, np.ndarray] = {}
         counts: dict[str, int] = {}
+        files: dict[str, list[str]] = {}
+        source = parsed.path.absolute() if parsed.kind == "folder" else parsed.path.absolute().parent
         for split in SPLIT_NAMES:
             members = [i for i, s in enumerate(checked.splits) if s == split]
             split_images = images[members]
@@ -957,6 +959,7 @@ def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=No
             arrays[f"{split}_images"] = split_images
             arrays[f"{split}_labels"] = labels.reshape(len(members), -1)
             counts[split] = len(members)
+            files[split] = [_relative(listing.files[i], source) for i in members]
         record = {
             "spec": spec,
             "content_key": checked.key,
@@ -970,8 +973,10 @@ def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=No
             "channels": checked.channels,
             "split_from": "listed" if all(s is not None for s in listing.splits) else f"seeded stratified split val={parsed.val:g}, test={parsed.test:g}, seed={parsed.seed}",
             "source": str(parsed.path.absolute()),
-            "files": len(listing.files),
+            "n_files": len(listing.files),
             "ignored_files": listing.ignored,
+            # row order of each split's arrays: which file each image came from
+            "files": files,
         }
         _atomic_savez(target, arrays)
         from pepr.runs import atomic_write_json
@@ -980,6 +985,13 @@ def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=No
         if log is not None:
             log(f"converted {len(listing.files)} images of {spec} into {target} ({checked.size} px, {checked.channels} channel(s))")
         return target
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.absolute().relative_to(base))
+    except ValueError:
+        return str(path.absolute())
 
 
 def _class_counts(listing: Listing, splits: list[str]) -> dict[str, dict[str, int]]:

@@ -24,6 +24,13 @@ Datasets (--dataset):
   pneumoniamnist, dermamnist@64, ...   a MedMNIST 2D flag [@ size 28/64/128/224], read from
                                       --data-dir (downloaded there when missing and online)
   npz:PATH                            a file in the MedMNIST npz layout
+  folder:PATH[,val=0.1,test=0.2,size=N,channels=1|3,seed=S]
+                                      your images: PATH/{train,val,test}/CLASS/* or PATH/CLASS/*
+                                      (then a seeded stratified split); PNG, JPEG, TIFF, BMP,
+                                      DICOM (pip install 'pepr-bench[dicom]'), 8/16-bit
+  csv:FILE[,...same options]          a manifest path,label[,split] (or labels a;b, or one 0/1
+                                      column per label: multi-label); both are converted once
+                                      into --data-dir/images/ and then read as npz:
   synthetic[:key=value,...]           generated lesion-like blobs (NOT medical data), keys:
                                       classes, size, channels, n_train, n_val, n_test,
                                       imbalance, noise, seed
@@ -87,7 +94,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--epochs", type=_positive_int, default=10, help="training epochs (default: 10)")
     parser.add_argument("--seed", type=_seed, default=0, help="seed for the subset, init and batch order (default: 0)")
     parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="output folder for metrics.json and history.csv")
-    parser.add_argument("--data-dir", type=Path, default=None, metavar="D", help="folder with MedMNIST .npz files (default: ~/.medmnist)")
+    parser.add_argument("--data-dir", type=Path, default=None, metavar="D", help="folder with MedMNIST .npz files; folder:/csv: datasets are converted into D/images/ (default: ~/.medmnist)")
     parser.add_argument("--image-size", type=_positive_int, default=None, metavar="PX", help="train at this size (resized on the device; default: the stored size)")
     parser.add_argument("--batch-size", type=_positive_int, default=32, help="batch size (default: 32)")
     parser.add_argument("--lr", type=_positive_float, default=5e-4, help="Adam learning rate (default: 5e-4)")

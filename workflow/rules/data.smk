@@ -9,6 +9,8 @@ localrules:
     download_data,
     fetch_weights,
 
+import pepr.images as pepr_images
+
 
 def _alternatives(values):
     """A wildcard constraint matching exactly these values (nothing when there are none)."""
@@ -33,6 +35,34 @@ rule download_data:
         "results/logs/download_data/{medmnist_file}.log",
     script:
         "../../scripts/download_data.py"
+
+
+# The user's own images (folder:/csv: specs) are converted once into DATA_DIR/images/<name>-<hash
+# of the spec's settings>.npz (pepr.images.cache_path: a deterministic path, so the train rules
+# name it as their input while planning). params.content_key (the file list, sizes and mtimes;
+# a listing, no image is read) reruns the conversion when an image changes; pepr.images.prepare
+# rebuilds only when that key differs from the one recorded beside the cache.
+_IMAGE_CACHES = {
+    item["file"]: spec for spec, item in GRID.datasets.items() if item["kind"] in pepr_images.KINDS
+}
+
+
+rule prepare_images:
+    output:
+        "{image_cache}",
+    wildcard_constraints:
+        image_cache=_alternatives(_IMAGE_CACHES),
+    params:
+        spec=lambda wildcards: _IMAGE_CACHES[wildcards.image_cache],
+        data_dir=config["data_dir"],
+        content_key=lambda wildcards: pepr_images.content_key(_IMAGE_CACHES[wildcards.image_cache], config["data_dir"]),
+    threads: rule_threads("train")
+    resources:
+        **rule_resources("train"),
+    log:
+        "results/logs/prepare_images/{image_cache}.log",
+    script:
+        "../../scripts/prepare_images.py"
 
 
 rule fetch_weights:
