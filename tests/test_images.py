@@ -328,7 +328,7 @@ def test_unreadable_and_truncated_images_listed_first_20_then_count(tmp_path):
     for i in range(25):
         (root / "b" / f"cut{i:02d}.png").write_bytes(good[: len(good) // 2])  # truncated
     (root / "a" / "junk.png").write_bytes(b"not an image at all")  # unreadable
-    (problem,) = [p for p in dataset_problems(f"folder:{root}", tmp_path / "data") if "unreadable" in p]
+    (problem,) = [p for p in dataset_problems(f"folder:{root}", tmp_path / "data") if "unreadable, damaged" in p]
     assert "26 unreadable, damaged or truncated images" in problem
     assert sum(".png: " in line for line in problem.splitlines()) == 20  # the first 20 files, then a count
     assert "and 6 more files (the first 20 are listed)" in problem
