@@ -449,3 +449,72 @@ def test_pepr_train_on_a_folder_of_real_xrays_and_dicom(tmp_path, xrays):
     assert saved["dataset_info"]["class_names"] == list(CLASSES)
     assert 0 <= saved["test_accuracy"] <= 1 and saved["n_train"] == 56
     assert snapshot(root) == before
+
+
+# ------------------------------------------------------------------ through the workflow (slow)
+
+
+def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), *args]
+    return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
+
+
+@pytest.mark.slow
+def test_workflow_sweeps_folder_multilabel_csv_and_chestmnist(tmp_path, xrays):
+    """One small .test-style sweep: real X-ray PNG folder, a multi-label CSV and a
+    chestmnist-layout npz -> prepare_images -> train_model -> runs.csv and pepr.csv rows."""
+    import pandas as pd
+    import yaml
+
+    from test_multilabel import write_multilabel_csv, write_multilabel_npz
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    xray_root = tmp_path / "xrays"
+    write_folder(xray_root, xrays)
+    before = snapshot(xray_root)
+    manifest = write_multilabel_csv(tmp_path / "findings")
+    write_multilabel_npz(work / "data" / "chestmnist.npz", labels=14)
+    config = {
+        "models": ["test_resnet"],
+        "datasets": [f"folder:{xray_root}", f"csv:{manifest}", "chestmnist"],
+        "inits": ["scratch"], "fractions": [1.0], "seeds": [0], "epochs": 1, "batch_size": 16,
+        "device": "cpu", "data_dir": "data",
+        "resources": {kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")},
+    }
+    config_file = tmp_path / "images.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    result = _snakemake(work, config_file, "--cores", "2", "results/pepr.csv")
+    assert result.returncode == 0, result.stderr[-5000:]
+    runs = pd.read_csv(work / "results" / "runs.csv")
+    assert sorted(runs["dataset"]) == ["chestmnist", "findings", "xrays"]
+    assert (runs["status"] == "ok").all(), runs[["dataset", "reason"]]
+    by_name = runs.set_index("dataset")
+    assert by_name.loc["xrays", "class_names"] == "normal; pneumonia"
+    assert by_name.loc["findings", "task"] == "multi-label" and by_name.loc["chestmnist", "task"] == "multi-label"
+    scored = pd.read_csv(work / "results" / "pepr.csv")
+    assert scored["pepr_energy_kwh"].notna().all() and len(scored) == 3
+    caches = sorted((work / "data" / "images").glob("*.npz"))
+    assert [p.name.split("-")[0] for p in caches] == ["findings", "xrays"]
+    assert snapshot(xray_root) == before
+
+    # nothing changed: nothing to do; touching one image re-converts that dataset (and its cells)
+    dry = _snakemake(work, config_file, "-n", "--cores", "2", "results/pepr.csv")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+    stamp = caches[1].stat().st_mtime_ns
+    touched = next(xray_root.rglob("*.png"))
+    os.utime(touched, ns=(touched.stat().st_atime_ns, touched.stat().st_mtime_ns + 10**9))
+    dry = _snakemake(work, config_file, "-n", "--cores", "2", "results/pepr.csv")
+    assert dry.returncode == 0 and "prepare_images" in dry.stdout + dry.stderr
+    assert caches[1].stat().st_mtime_ns == stamp  # a dry run converts nothing
+
+    # a bad image stops planning with the same message pepr train gives, results kept
+    (xray_root / "normal" / "cut.png").write_bytes(touched.read_bytes()[:40])
+    dry = _snakemake(work, config_file, "-n", "--cores", "2", "results/pepr.csv")
+    assert dry.returncode != 0
+    assert "cut.png: not a readable image" in dry.stderr and "replace or remove it" in dry.stderr, dry.stderr[-3000:]
+    with pytest.raises(PeprInputError) as info:  # the same message from pepr train's own check
+        load_dataset(f"folder:{xray_root}", work / "data")
+    assert "cut.png: not a readable image" in str(info.value)
+    print(dry.stderr[-3000:])
+    assert (work / "results" / "runs" / "xrays").is_dir()

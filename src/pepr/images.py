@@ -514,7 +514,7 @@ def read_header(path: Path) -> tuple[int, int, int]:
             ds = pydicom.dcmread(str(path), stop_before_pixels=True)
             return int(ds.Rows), int(ds.Columns), int(getattr(ds, "SamplesPerPixel", 1))
         except Exception as exc:  # noqa: BLE001 - any failure on untrusted bytes is "unreadable"
-            raise ImageReadError(f"not a readable DICOM file ({type(exc).__name__}: {exc})") from None
+            raise ImageReadError(f"not a readable DICOM file ({type(exc).__name__}: {exc}); replace or remove it") from None
     from PIL import Image
 
     try:
@@ -522,7 +522,7 @@ def read_header(path: Path) -> tuple[int, int, int]:
             width, height = image.size
             return height, width, _mode_channels(image.mode)
     except Exception as exc:  # noqa: BLE001
-        raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc})") from None
+        raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc}); the file is damaged or not an image, replace or remove it") from None
 
 
 def _mode_channels(mode: str) -> int:
