@@ -666,11 +666,16 @@ def _header_chunk(paths: Sequence[str]) -> list[tuple[int, int, int] | str]:
 
 @contextlib.contextmanager
 def _pool(workers: int):
-    """A process pool (spawned: safe after torch started threads), or None for one worker."""
+    """A process pool, or None for one worker. Forked (instant) unless torch is loaded: torch's
+    thread pools do not survive a fork, so then the workers are spawned (they import numpy,
+    Pillow and pepr, ~1-2 s)."""
     if workers <= 1:
         yield None
         return
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    import sys
+
+    method = "spawn" if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods() else "fork"
+    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
         yield pool
 
 
