@@ -756,12 +756,16 @@ class Checked:
     key: str
 
 
-def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True) -> tuple[Checked, np.ndarray | None, list[str]]:
-    """Every problem of an image spec, and (when ``decode`` and there are none) its pixels.
+def check(
+    spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True, keep: bool = True
+) -> tuple[Checked, dict[str, np.ndarray] | None, list[str]]:
+    """Every problem of an image spec, and (when ``decode``, ``keep`` and there are none) its pixels.
 
     One pass over the files: scan (structure, labels, splits, CSV paths), headers (unreadable,
     under 8 px, channels, sizes), then decode every file (truncated/damaged, identical files in
-    two splits) and convert it. Returns ``(checked, images or None, hashes)``.
+    two splits) and convert it. Returns ``(checked, {split: uint8 (N, S, S, C)} or None,
+    hashes)``; without ``keep`` the pixels are dropped chunk by chunk (a check needs no memory
+    for the whole dataset).
     """
     parsed = parse_image_spec(spec)
     listing = scan(parsed, data_dir)
@@ -822,7 +826,13 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
             ok = sorted(shapes)
             decode_size = size or 8
             decode_channels = channels or 1
-            images = np.zeros((len(texts), decode_size, decode_size, decode_channels), dtype=np.uint8)
+            rows: dict[int, tuple[str, int]] = {}
+            if keep:
+                images = {}
+                for split in SPLIT_NAMES:
+                    members = [i for i, s in enumerate(splits) if s == split]
+                    images[split] = np.zeros((len(members), decode_size, decode_size, decode_channels), dtype=np.uint8)
+                    rows.update({i: (split, row) for row, i in enumerate(members)})
             chunk_index = _chunks(ok, workers * 4) if ok else []
             results = _map(pool, _read_chunk, [[texts[i] for i in part] for part in chunk_index], decode_channels, decode_size)
             for part, (pixels, errors, part_hashes) in zip(chunk_index, results):
@@ -830,8 +840,9 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
                     hashes[i] = part_hashes[j] if j < len(part_hashes) else ""
                     if errors[j] is not None:
                         file_problems.setdefault("unreadable", []).append(f"{listing.files[i]}: {errors[j]}")
-                    else:
-                        images[i] = pixels[j]
+                    elif keep:
+                        split, row = rows[i]
+                        images[split][row] = pixels[j]
             _duplicate_problems(listing, splits, hashes, file_problems)
     checked.problems = problems + _file_problem_lines(file_problems)
     return checked, images if not checked.problems else None, hashes
@@ -909,7 +920,7 @@ def spec_problems(spec: str, data_dir: Path | None, workers: int | None = None) 
     try:
         if is_current(spec, data_dir):
             return []
-        checked, _, _ = check(spec, data_dir, workers=workers or default_workers(), decode=True)
+        checked, _, _ = check(spec, data_dir, workers=workers or default_workers(), decode=True, keep=False)
     except PeprInputError as exc:
         return [str(exc)]
     return group_problems(parsed.spec, checked.problems)
@@ -941,15 +952,35 @@ def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=No
     checked and decoded (``workers`` processes, default: this process's cores) and the npz and
     its JSON record are written atomically. Raises PeprInputError listing every problem (the
     first 20 files of each kind, then a count) before anything is written."""
+    path, problems = convert(spec, data_dir, workers=workers, log=log)
+    if problems:
+        raise PeprInputError(_format(spec, problems))
+    return path
+
+
+def prepare_problems(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> list[str]:
+    """:func:`prepare` for a check that lists problems with others (``pepr train``'s validation):
+    converts when the spec is usable (so the training reads the cache without decoding twice) and
+    returns the problems as :func:`spec_problems` words them ([] when converted or current)."""
+    try:
+        _, problems = convert(spec, data_dir, workers=workers, log=log)
+    except PeprInputError as exc:
+        return [str(exc)]
+    return group_problems(spec.strip(), problems)
+
+
+def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> tuple[Path, list[str]]:
+    """The conversion behind :func:`prepare`: ``(cache path, problem lines)``; nothing is written
+    when there are problems."""
     parsed = parse_image_spec(spec)
     target = cache_path(parsed, data_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _cache_lock(target):
         if is_current(spec, data_dir):
-            return target
+            return target, []
         checked, images, _ = check(spec, data_dir, workers=workers or default_workers(), decode=True)
         if checked.problems or images is None:
-            raise PeprInputError(_format(spec, checked.problems))
+            return target, checked.problems
         listing = checked.listing
         arrays: dict[str, np.ndarray] = {}
         counts: dict[str, int] = {}
@@ -957,7 +988,7 @@ def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=No
         source = parsed.path.absolute() if parsed.kind == "folder" else parsed.path.absolute().parent
         for split in SPLIT_NAMES:
             members = [i for i, s in enumerate(checked.splits) if s == split]
-            split_images = images[members]
+            split_images = images[split]
             if checked.channels == 1:
                 split_images = split_images[..., 0]  # (N, H, W), as MedMNIST stores grey images
             labels = np.asarray([listing.labels[i] for i in members], dtype=np.int64)
@@ -989,7 +1020,7 @@ def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=No
         atomic_write_json(info_path(target), record)
         if log is not None:
             log(f"converted {len(listing.files)} images of {spec} into {target} ({checked.size} px, {checked.channels} channel(s))")
-        return target
+        return target, []
 
 
 def _relative(path: Path, base: Path) -> str:

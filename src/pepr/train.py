@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pepr import data as data_module
-from pepr import runs
+from pepr import images, runs
 from pepr.errors import PeprInputError
 from pepr.loop import (  # noqa: F401 - re-exported: estimate, grid, bench and tests import them from here
     DeviceSplits,
@@ -126,7 +126,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
     settings = {field.name: getattr(cfg, field.name) for field in dataclasses.fields(cfg)}
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
     catalogue = model_catalogue(cfg.model) if named else None  # no name: nothing to look up
-    problems = training_problems(settings, catalogue, check_data=True, check_checkpoint=True)
+    # folder:/csv: images are checked by converting them (one decode of every file, not two)
+    own_images = images.is_image_spec(cfg.dataset)
+    problems = training_problems(settings, catalogue, check_data=not own_images, check_checkpoint=True)
+    if own_images:
+        problems += images.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
 
