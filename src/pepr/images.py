@@ -93,7 +93,8 @@ class ImageSpec:
         return {
             "format": CACHE_FORMAT,
             "kind": self.kind,
-            "path": str(self.path.expanduser().absolute()),
+            # as written (normalised), not absolute: moving the project folder keeps the cache's name
+            "path": os.path.normpath(str(self.path.expanduser())),
             "val": self.val,
             "test": self.test,
             "size": self.size,
@@ -1048,10 +1049,17 @@ def _class_counts(listing: Listing, splits: list[str]) -> dict[str, dict[str, in
 
 
 def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` (uncompressed) with fixed member dates: the same arrays give the same bytes,
+    so a rebuild after a mere touch leaves a content fingerprint of the file unchanged."""
+    import zipfile
+
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(tmp, "wb") as handle:
-            np.savez(handle, **arrays)
+        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for name, array in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(info, "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
