@@ -520,3 +520,14 @@ def test_workflow_sweeps_folder_multilabel_csv_and_chestmnist(tmp_path, xrays):
     assert "cut.png: not a readable image" in str(info.value)
     print(dry.stderr[-3000:])
     assert (work / "results" / "runs" / "xrays").is_dir()
+
+
+def test_estimate_reads_folder_facts_without_converting(tmp_path):
+    from pepr.estimate.jobs import dataset_facts
+
+    root = tmp_path / "imgs"
+    write_classes(root, per_class=10)
+    facts = dataset_facts(f"folder:{root}", tmp_path / "data")
+    assert (facts.n_train, facts.n_val, facts.n_test) == (14, 2, 4)
+    assert (facts.channels, facts.num_classes, facts.stored_size, facts.train_class_counts) == (1, 2, 16, (7, 7))
+    assert not (tmp_path / "data" / "images").exists() or not any((tmp_path / "data" / "images").glob("*.npz"))

@@ -900,7 +900,11 @@ def _duplicate_problems(listing: Listing, splits: list[str], hashes: list[str], 
             by_hash[digest].append(i)
     for members in by_hash.values():
         if len({splits[i] for i in members}) > 1:
-            where = ", ".join(f"{listing.files[i]} ({splits[i]})" for i in members)
+            # one per split is enough to act on; the rest are counted
+            shown = list({splits[i]: i for i in reversed(members)}.values())
+            where = ", ".join(f"{listing.files[i]} ({splits[i]})" for i in shown)
+            if len(members) > len(shown):
+                where += f" and {len(members) - len(shown)} more copies"
             file_problems.setdefault("duplicate", []).append(f"identical files in more than one split: {where}; keep each image in one split only")
 
 
@@ -1077,6 +1081,32 @@ def _cache_lock(target: Path):
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def dataset_facts(spec: str, data_dir: Path | None) -> dict[str, Any]:
+    """Split sizes, channels, size, classes and train class counts of a spec without converting
+    it (``pepr estimate``): from the cache's record when current, else a listing and a header
+    pass (no image decoded). PeprInputError when the spec has problems found that way."""
+    parsed = parse_image_spec(spec)
+    record = read_info(cache_path(parsed, data_dir)) if is_current(spec, data_dir) else None
+    if record is None:
+        checked, _, _ = check(spec, data_dir, workers=1, decode=False)
+        if checked.problems:
+            raise PeprInputError(_format(spec, checked.problems))
+        listing = checked.listing
+        counts = {split: sum(s == split for s in checked.splits) for split in SPLIT_NAMES}
+        class_counts = _class_counts(listing, checked.splits)
+        record = {"counts": counts, "class_counts": class_counts, "channels": checked.channels, "size": checked.size,
+                  "class_names": listing.class_names, "task": "multi-label" if listing.multi_label else "single-label"}
+    train_counts = record["class_counts"]["train"]
+    return {
+        "counts": record["counts"],
+        "channels": int(record["channels"]),
+        "size": int(record["size"]),
+        "num_classes": len(record["class_names"]),
+        # a multi-label fraction is stratified by first positive label, not by these counts
+        "train_class_counts": None if record["task"] == "multi-label" else tuple(int(train_counts[n]) for n in record["class_names"]),
+    }
 
 
 def fingerprint(spec: str, data_dir: Path | None) -> list[Any]:
