@@ -889,7 +889,7 @@ def _split_problems(listing: Listing, splits: list[str], parsed: ImageSpec, prob
         if split == "train" and not listing.multi_label:
             counts = collections.Counter(listing.labels[i] for i in members)
             absent = [listing.class_names[c] for c in range(n_classes) if counts[c] == 0]
-            if absent:
+            if absent and not listing.problems:  # an empty class folder is reported already
                 problems.append(f"{parsed.path}: classes {', '.join(absent)} have no training image; add some or drop the class")
 
 

@@ -131,6 +131,8 @@ def validate_train_config(cfg: TrainConfig) -> None:
     problems = training_problems(settings, catalogue, check_data=not own_images, check_checkpoint=True)
     if own_images:
         problems += images.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
+    if problems and any("\n" in problem for problem in problems):  # file lists (folder:/csv:): one per line
+        raise PeprInputError("invalid training configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
 
