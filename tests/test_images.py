@@ -434,7 +434,7 @@ def test_pepr_train_exits_2_before_training_and_leaves_no_run_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_pepr_train_on_a_folder_of_real_xrays_and_dicom(tmp_path, xrays):
+def test_pepr_train_on_real_xrays_as_png_16_bit_png_and_dicom(tmp_path, xrays):
     from pepr.train import TrainConfig, run_training
 
     root = tmp_path / "xrays"
@@ -451,6 +451,26 @@ def test_pepr_train_on_a_folder_of_real_xrays_and_dicom(tmp_path, xrays):
     assert saved["dataset_info"]["class_names"] == list(CLASSES)
     assert 0 <= saved["test_accuracy"] <= 1 and saved["n_train"] == 56
     assert snapshot(root) == before
+
+    # the same X-rays as 16-bit PNGs and as DICOM (HU = 4 r - 1000, a stored window): both train
+    x, y = xrays
+    deep, ct = tmp_path / "deep", tmp_path / "ct"
+    for i, (image, label) in enumerate(zip(x, y)):
+        for folder in (deep / CLASSES[label], ct / CLASSES[label]):
+            folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image.astype(np.uint16) * 257).save(deep / CLASSES[label] / f"{i}.png")
+        write_dicom(ct / CLASSES[label] / f"{i}.dcm", image.astype(np.uint16) * 4, slope=4.0, intercept=-1000.0, center=3000, width=4000)
+    for folder in (deep, ct):
+        before = snapshot(folder)
+        metrics = run_training(
+            TrainConfig(model="test_resnet", dataset=f"folder:{folder}", out_dir=tmp_path / f"run-{folder.name}", epochs=1, batch_size=16,
+                        data_dir=tmp_path / "data", threads=1),
+            log=lambda message: None,
+        )
+        assert metrics["status"] == "ok" and metrics["n_train"] == 56 and metrics["channels"] == 1, folder
+        assert snapshot(folder) == before
+    with np.load(images.cache_path(f"folder:{deep}", tmp_path / "data")) as archive:
+        assert archive["train_images"].dtype == np.uint8 and archive["train_images"].max() > 200  # 16-bit range mapped to 0..255
 
 
 # ------------------------------------------------------------------ through the workflow (slow)

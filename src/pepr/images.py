@@ -925,7 +925,7 @@ def spec_problems(spec: str, data_dir: Path | None, workers: int | None = None) 
     try:
         if is_current(spec, data_dir):
             return []
-        checked, _, _ = check(spec, data_dir, workers=workers or default_workers(), decode=True, keep=False)
+        checked, _, _ = check(spec, data_dir, workers=workers or min(default_workers(), 8), decode=True, keep=False)
     except PeprInputError as exc:
         return [str(exc)]
     return group_problems(parsed.spec, checked.problems)
