@@ -74,10 +74,10 @@ def synthetic_images(n: int, size: int = 16, seed: int = 0, channels: int = 1) -
     return rng.integers(0, 256, shape, dtype=np.uint8)
 
 
-def write_classes(root: Path, per_class: int = 6, size: int = 16, classes=("a", "b")) -> None:
+def write_classes(root: Path, per_class: int = 6, size: int = 16, classes=("a", "b"), seed: int = 0) -> None:
     for c, name in enumerate(classes):
         (root / name).mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(synthetic_images(per_class, size, seed=c)):
+        for i, image in enumerate(synthetic_images(per_class, size, seed=100 * seed + c)):
             Image.fromarray(image).save(root / name / f"{i}.png")
 
 
@@ -224,6 +224,33 @@ def test_conversion_in_worker_processes_matches_one_process(tmp_path):
 
 
 # ------------------------------------------------------------------ formats, channels, size
+
+
+def test_png_jpeg_tiff_bmp_in_one_folder(tmp_path):
+    root = tmp_path / "formats"
+    pixels = synthetic_images(16, 12)
+    for i, image in enumerate(pixels):
+        folder = root / ("a", "b")[i % 2]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(folder / f"{i}.{('png', 'jpg', 'tif', 'bmp')[i % 4]}")
+    (root / "a" / "notes.txt").write_text("not an image: ignored")
+    path = images.prepare(f"folder:{root},val=0.25,test=0.25", tmp_path / "data", workers=1)
+    info = images.read_info(path)
+    assert info["n_files"] == 16 and info["ignored_files"] == 1
+    with np.load(path) as archive:
+        for split, files in info["files"].items():
+            for row, relative in enumerate(files):
+                index = int(Path(relative).stem)
+                if not relative.endswith(".jpg"):  # lossless formats: exact pixels
+                    np.testing.assert_array_equal(archive[f"{split}_images"][row], pixels[index])
+
+
+def test_train_and_test_folders_only_carve_val_from_train(tmp_path):
+    root = tmp_path / "tt"
+    write_classes(root / "train", per_class=10)
+    write_classes(root / "test", per_class=3, seed=1)  # other images (identical ones would be a leak)
+    info = images.read_info(images.prepare(f"folder:{root},val=0.2", tmp_path / "data", workers=1))
+    assert info["counts"] == {"train": 16, "val": 4, "test": 6}
 
 
 def test_16_bit_png_is_mapped_linearly(tmp_path):
