@@ -18,7 +18,7 @@ DESCRIPTION = """\
 Train one timm model on one dataset and write OUT/metrics.json (performance, energy, CO2, time,
 memory; status "ok", or "failed" with the reason when the model cannot run on this input) and
 OUT/history.csv (one row per epoch). Defaults follow the PePR paper: Adam, lr 5e-4, batch 32,
-10 epochs, cross-entropy; the final performance is the last epoch's on the full test set.
+10 epochs, cross-entropy (multi-label tasks: BCE-with-logits); the final performance is the last epoch's on the full test set.
 
 Datasets (--dataset):
   pneumoniamnist, dermamnist@64, ...   a MedMNIST 2D flag [@ size 28/64/128/224], read from
