@@ -1,4 +1,4 @@
-# Config -> validated grid of cells (pepr.grid), shared by every stage.
+# Config -> validated grid of cells (pepr.plan.prepare_grid), shared by every stage.
 import copy
 import os
 import sys
@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pepr.errors import PeprInputError
 import pepr.grid as pepr_grid
+import pepr.plan as pepr_plan
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
 # default merge would leak demo keys, e.g. an `include:` list, into a test or paper config).
@@ -20,7 +21,7 @@ CONFIG_SOURCE = ", ".join(str(p) for p in workflow.config_settings.configfiles) 
 _IN_JOB = workflow.remote_exec or workflow.subprocess_exec
 
 try:
-    GRID = pepr_grid.prepare_grid(
+    GRID = pepr_plan.prepare_grid(
         config,
         schema_path=Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
         cache_dir=Path(".snakemake") / "pepr",
