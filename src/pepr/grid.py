@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from pepr.errors import PeprInputError
-from pepr.runs import PRETRAIN_DIR, RUNS_DIR, cell_key, format_fraction
+from pepr.runs import METRICS_FILE, cell_key, format_fraction, pretrain_folder, pretrain_key, run_folder
 from pepr.settings import flag_of, workflow_fields
 
 __all__ = [
@@ -64,7 +64,7 @@ class PretrainJob:
     @property
     def directory(self) -> str:
         """Folder of this pretraining run (relative to the working directory)."""
-        return f"{PRETRAIN_DIR}/{self.source_name}/{self.model}"
+        return pretrain_folder(self.source_name, self.model)
 
     @property
     def checkpoint(self) -> str:
@@ -74,7 +74,7 @@ class PretrainJob:
     @property
     def metrics(self) -> str:
         """Declared output of the pretraining job."""
-        return f"{self.directory}/metrics.json"
+        return f"{self.directory}/{METRICS_FILE}"
 
 
 @dataclass(frozen=True)
@@ -97,12 +97,12 @@ class Cell:
     @property
     def directory(self) -> str:
         """Folder of this run (relative to the working directory)."""
-        return f"{RUNS_DIR}/{self.key}"
+        return run_folder(self.key)
 
     @property
     def metrics(self) -> str:
         """Declared output: the run's metrics.json."""
-        return f"{self.directory}/metrics.json"
+        return f"{self.directory}/{METRICS_FILE}"
 
     @property
     def init_arg(self) -> str:
@@ -127,7 +127,7 @@ class Grid:
 
     def __post_init__(self) -> None:
         self.by_key = {cell.key: cell for cell in self.cells}
-        self.pretrain_by_key = {f"{job.source_name}/{job.model}": job for job in self.pretrain_jobs}
+        self.pretrain_by_key = {pretrain_key(job.source_name, job.model): job for job in self.pretrain_jobs}
 
     def cell(self, dataset: str, init: str, fraction: str, model: str, seed: str | int) -> Cell:
         """The cell behind a set of wildcard values; PeprInputError when the sweep has no such cell."""
@@ -136,17 +136,17 @@ class Grid:
             return self.by_key[key]
         except KeyError:
             raise PeprInputError(
-                f"results/runs/{key} is not a cell of this sweep's config; add its model/dataset/"
+                f"{run_folder(key)} is not a cell of this sweep's config; add its model/dataset/"
                 "init/fraction/seed to the config (or request only targets of the configured grid)"
             ) from None
 
     def pretrain_job(self, source_name: str, model: str) -> PretrainJob:
         """The pretraining job behind wildcard values; PeprInputError when not in the sweep."""
         try:
-            return self.pretrain_by_key[f"{source_name}/{model}"]
+            return self.pretrain_by_key[pretrain_key(source_name, model)]
         except KeyError:
             raise PeprInputError(
-                f"{PRETRAIN_DIR}/{source_name}/{model} is not a pretraining job of this config "
+                f"{pretrain_folder(source_name, model)} is not a pretraining job of this config "
                 "(only models with the `transfer` init under transfer.source are pretrained)"
             ) from None
 

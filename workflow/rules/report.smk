@@ -7,7 +7,7 @@
 # pepr.csv + that table; report_summary reads pepr.csv + the tables (nothing is computed twice).
 # All rules are light (seconds) and run on the submitting machine.
 from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLES, ReportConfig
-from pepr.grid import RUNS_DIR, format_fraction
+from pepr.runs import RUNS_DIR, format_fraction
 
 
 report: "../report/workflow.rst"

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pepr import loop
 from pepr.errors import PeprInputError
+from pepr.runs import IDENTITY_COLUMNS
 
 #: Columns identifying one job, named as in ``results/runs.csv``.
-JOB_KEYS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
+JOB_KEYS: tuple[str, ...] = IDENTITY_COLUMNS
 
 
 @dataclass(frozen=True)
