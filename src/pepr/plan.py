@@ -39,6 +39,7 @@ from pepr.config import (
 )
 from pepr.errors import PeprInputError
 from pepr.grid import INIT_STRATEGIES, Grid, build_grid, dataset_info, expand_cells, pattern_matches, train_settings
+from pepr.report_settings import report_config_from
 from pepr.runs import atomic_write_json
 
 #: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
@@ -203,26 +204,10 @@ def _device_index_problems(config: Mapping[str, Any]) -> list[str]:
 
 
 def report_problems(config: Mapping[str, Any]) -> list[str]:
-    """Problems of the ``report:`` settings, found by the report's own
-    :meth:`pepr.report.config.ReportConfig.from_mapping` (the same call report.smk makes)."""
-    from pepr.report_settings import ReportConfig
-
-    settings = config.get("report")
-    if settings is None:
-        return []
-    if not isinstance(settings, Mapping):
-        return [f"report: must be a mapping of settings, got {type(settings).__name__}"]
-    if "performance" in settings:
-        return [
-            "report.performance is not a setting: the report uses pepr.performance, the column "
-            "results/pepr.csv was scored with; set that instead"
-        ]
-    scoring = config.get("pepr") if isinstance(config.get("pepr"), Mapping) else {}
-    values = dict(settings)
-    if "performance" in scoring:
-        values["performance"] = scoring["performance"]
+    """Problems of the ``report:`` settings, found by the very call report.smk makes
+    (:func:`pepr.report_settings.report_config_from`; planning never imports the report)."""
     try:
-        ReportConfig.from_mapping(values)
+        report_config_from(config)
     except PeprInputError as exc:
         return [str(exc)]
     except (TypeError, ValueError) as exc:  # a value of a type the dataclass cannot take

@@ -133,3 +133,24 @@ class ReportConfig:
                 raise PeprInputError(f"report.figure_formats = {formats!r}; give a list, e.g. [png, pdf]")
             values["figure_formats"] = tuple(formats)
         return cls(**values)
+
+
+def report_config_from(config: Mapping[str, Any]) -> ReportConfig:
+    """The :class:`ReportConfig` of a workflow config: its ``report:`` section, with P taken from
+    ``pepr.performance`` (the column ``results/pepr.csv`` was scored with). What report.smk
+    builds and planning (:func:`pepr.plan.report_problems`) checks: PeprInputError when bad."""
+    settings = config.get("report")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise PeprInputError(f"report: must be a mapping of settings, got {type(settings).__name__}")
+    if "performance" in settings:
+        raise PeprInputError(
+            "report.performance is not a setting: the report uses pepr.performance, the column "
+            "results/pepr.csv was scored with; set that instead"
+        )
+    scoring = config.get("pepr") if isinstance(config.get("pepr"), Mapping) else {}
+    values = dict(settings)
+    if "performance" in scoring:
+        values["performance"] = scoring["performance"]
+    return ReportConfig.from_mapping(values)
