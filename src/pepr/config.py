@@ -1,19 +1,17 @@
-"""Workflow config validation and the checks on one training run's settings.
+"""Config loading, schema defaults and the checks on one training run's settings.
 
-One validation source for the workflow and ``pepr train`` (issue 9):
-
-* :func:`load_config`, :func:`load_schema`, :func:`apply_defaults`: read a YAML config and give
-  every schema key its default;
+* :func:`load_config`, :func:`load_schema`, :func:`apply_defaults`, :func:`schema_problems`: read
+  a YAML config, give every schema key its default, list its schema violations;
 * :func:`training_problems`: the single list of what makes one training run fail before it
-  starts (unknown country, batch of 1, infinite learning rate, unknown timm tag, ...); ``pepr
-  train`` runs it on its flags (:func:`pepr.train.validate_train_config`);
-* :func:`config_problems` / :func:`check_config`: every problem of a workflow config at once:
-  schema, names, data files, ``report:`` settings, and :func:`training_problems` on every
-  distinct job's settings, so ``snakemake -n`` rejects whatever a job would reject, before a
-  finished cell is scheduled again.
+  starts (unknown country, batch of 1, infinite learning rate, unknown timm tag, ...), with
+  :class:`pepr.settings.TrainConfig`'s defaults for missing keys; ``pepr train`` runs it on its
+  flags (:func:`pepr.train.validate_train_config`) and planning on every job
+  (:func:`pepr.plan.job_problems`);
+* :func:`model_problems`: the one model-name check (safe characters, timm name, tag, weights);
+* :func:`timm_catalogue` / :func:`model_catalogue`: what timm knows (cached).
 
-Grid expansion lives in :mod:`pepr.grid` (imported lazily here: it imports this module). Nothing
-here imports torch; timm is imported only to build :func:`timm_catalogue`'s cache.
+The checks of a whole workflow config are :mod:`pepr.plan`'s (it imports this module, never
+the reverse). Nothing here imports torch; timm is imported only to build the catalogue.
 """
 
 from __future__ import annotations

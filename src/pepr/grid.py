@@ -326,7 +326,7 @@ _COERCE = {"int": int, "float": float, int: int, float: float}
 
 
 class TrainSettings(dict):
-    """A job's training settings (``pepr.train.TrainConfig`` fields) whose text is the job's
+    """A job's training settings (``pepr.settings.TrainConfig`` fields) whose text is the job's
     ``pepr train`` flags, each value shell-quoted.
 
     The train rules keep ``params: train=<these settings>`` exactly as sweeps finished before the

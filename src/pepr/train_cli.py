@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build a :class:`pepr.train.TrainConfig` from the flags and run it; exit 0 for ok and failed runs."""
+    """Build a :class:`pepr.settings.TrainConfig` from the flags and run it; exit 0 for ok and failed runs."""
     from pepr.train import run_training
 
     cfg = TrainConfig(**{item.name: getattr(args, flag_of(item)[2:].replace("-", "_")) for item in train_fields()})
