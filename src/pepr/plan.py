@@ -26,26 +26,28 @@ from pathlib import Path
 from typing import Any
 
 from pepr.config import (
-    MAX_SEED,
     _is_int,
     _is_number,
     _timm_version,
     apply_defaults,
-        load_schema,
+    load_schema,
     model_problems,
     schema_problems,
     timm_catalogue,
     training_problems,
 )
+from pepr.devices import cuda_index, device_problems
 from pepr.errors import PeprInputError
 from pepr.grid import INIT_STRATEGIES, Grid, build_grid, dataset_info, expand_cells, pattern_matches, train_settings
 from pepr.report_settings import report_config_from
 from pepr.runs import atomic_write_json
+from pepr.settings import MAX_SEED
 
 #: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
 #: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
-#: seed range and pepr train's checks on every job joined the config check.
-VALIDATION_VERSION = 2
+#: seed range and pepr train's checks on every job joined the config check. 3: one model-name
+#: check (pretrained tags too), report settings checked without a report: section (issue 18).
+VALIDATION_VERSION = 3
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,10 +187,11 @@ def _device_index_problems(config: Mapping[str, Any]) -> list[str]:
     the machine's own and are not known while planning: not checked.
     """
     device = config.get("device")
-    text = device.strip() if isinstance(device, str) else ""
-    if not (text.startswith("cuda:") and text[5:].isdigit()):
+    if device_problems(device):
+        return []  # a malformed device is reported by the schema and training_problems
+    text, index = device.strip(), cuda_index(device)
+    if index is None:
         return []
-    index = int(text[5:])
     resources = config.get("resources") if isinstance(config.get("resources"), Mapping) else {}
     problems = []
     for kind in ("train", "pretrain"):
