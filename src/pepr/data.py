@@ -28,18 +28,17 @@ can validate a whole config before launching anything.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
 from pepr import images
 from pepr.errors import PeprInputError
+from pepr.medmnist_info import default_data_dir  # noqa: F401 - part of this module's API
+from pepr.medmnist_info import medmnist_info_module as _medmnist_info_module
 
 #: Image sizes MedMNIST (v2 at 28 px, MedMNIST+ above) is published at.
 MEDMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
@@ -100,25 +99,6 @@ class DatasetSpec:
     def option(self, key: str) -> int | float:
         """Value of a synthetic option (defaults resolved)."""
         return dict(self.options)[key]
-
-
-@functools.lru_cache(maxsize=1)
-def _medmnist_info_module() -> ModuleType:
-    """``medmnist/info.py`` loaded on its own.
-
-    ``import medmnist`` imports torch (~5 s); its ``info`` module needs only the standard
-    library, so it is loaded straight from the installed package's folder to keep spec
-    validation instant.
-    """
-    package = importlib.util.find_spec("medmnist")
-    if package is None or not package.submodule_search_locations:
-        raise PeprInputError("the 'medmnist' package is not installed; install pepr-bench's dependencies")
-    info_path = Path(next(iter(package.submodule_search_locations))) / "info.py"
-    module_spec = importlib.util.spec_from_file_location("_pepr_medmnist_info", info_path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def _medmnist_info() -> dict:
@@ -260,11 +240,6 @@ def dataset_name(spec: str) -> str:
 def medmnist_filename(flag: str, size: int) -> str:
     """MedMNIST's own file name for a flag at a size (``pneumoniamnist.npz``, ``pneumoniamnist_64.npz``)."""
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
-
-
-def default_data_dir() -> Path:
-    """Where MedMNIST files are looked for when no ``--data-dir`` is given (medmnist's default root)."""
-    return Path(_medmnist_info_module().DEFAULT_ROOT)
 
 
 def dataset_file(spec: DatasetSpec, data_dir: Path | None) -> Path | None:

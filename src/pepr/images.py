@@ -171,7 +171,7 @@ def image_dataset_name(parsed: ImageSpec) -> str:
 def cache_root(data_dir: Path | None) -> Path:
     """Folder of the converted files: ``DATA_DIR/images`` (``data_dir`` None: medmnist's default root)."""
     if data_dir is None:
-        from pepr.data import default_data_dir
+        from pepr.medmnist_info import default_data_dir
 
         data_dir = default_data_dir()
     return Path(data_dir) / "images"
