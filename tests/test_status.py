@@ -136,7 +136,7 @@ def test_half_finished_killed_sweep(tmp_path):
     (tmp_path / "results" / cut / ".pepr-train.lock").write_text(f"pid {os.getpid()} on {socket.gethostname()}\n")
     code, out, err = status(tmp_path, "--parallel", "2")
     assert "finished 3   failed 0   running 1   pending 6" in out
-    assert "running:\n  " + cut in out
+    assert "running (1):\n  " + cut in out
     assert "ETA: about 7 min 00 s for 7 job(s) left at 2 in parallel" not in out  # 7 x 60 s / 2
     assert "ETA: about 3 min 30 s for 7 job(s) left at 2 in parallel" in out
 
@@ -156,7 +156,10 @@ def test_failed_sweep_names_each_reason(tmp_path):
     assert code == 0, err
     assert "finished 0   failed 5   running 0   pending 5" in out
     assert "crashed: RuntimeError: CUDA error: an illegal memory access" in out
-    assert "... and 2 more" in out
+    assert "failed (5):\n  runs/" in out  # the crash first
+    assert "  4 jobs: Kernel size can't be greater than actual input size\n    models: convnext_atto" in out
+    code, out, err = status(tmp_path, "--max-listed", "1")
+    assert "... and 4 more" in out
     assert "ETA: unknown until a job has finished (5 left)" in out
 
 

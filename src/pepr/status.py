@@ -401,18 +401,36 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
         "  Snakemake: " + ("a run holds this folder (.snakemake/locks; after a kill -9 the lock is stale: "
                             "`snakemake --unlock`)" if status.snakemake_running else "no run holds this folder")
     )
-    for state, title in (("failed", "failed"), ("running", "running")):
-        listed = [c for c in status.cells if c.state == state]
-        # crashed jobs first: they need the user (a model that cannot run is a finished result)
-        listed.sort(key=lambda c: not c.reason.startswith("crashed"))
-        if not listed:
-            continue
-        lines.append(f"{title}:")
-        for cell in listed[:max_listed]:
+    failed = [c for c in status.cells if c.state == "failed"]
+    if failed:
+        # grouped by reason (a model that cannot run fails the same way in all its cells);
+        # crashed jobs first: they need the user (a failed record is a finished result)
+        by_reason: dict[str, list[CellState]] = {}
+        for cell in failed:
+            by_reason.setdefault(cell.reason if cell.reason.startswith("crashed") else cell.reason, []).append(cell)
+        order = sorted(by_reason.items(), key=lambda item: (not item[0].startswith("crashed"), -len(item[1])))
+        lines.append(f"failed ({len(failed)}):")
+        shown = 0
+        for reason, cells in order:
+            if shown >= max_listed:
+                lines.append(f"  ... and {len(failed) - shown} more (pepr status -o status.csv lists every job)")
+                break
+            if len(cells) == 1:
+                lines.append(f"  {cells[0].key}: {reason}")
+                shown += 1
+                continue
+            models = sorted({c.model for c in cells})
+            lines.append(f"  {len(cells)} jobs: {reason}")
+            lines.append(f"    models: {', '.join(models[:8])}" + (f" and {len(models) - 8} more" if len(models) > 8 else ""))
+            shown += 1
+    running = [c for c in status.cells if c.state == "running"]
+    if running:
+        lines.append(f"running ({len(running)}):")
+        for cell in running[:max_listed]:
             detail = cell.reason or (f"SLURM job {cell.slurm_job}" if cell.slurm_job else "")
             lines.append(f"  {cell.key}" + (f": {detail}" if detail else ""))
-        if len(listed) > max_listed:
-            lines.append(f"  ... and {len(listed) - max_listed} more (pepr status -o status.csv lists every job)")
+        if len(running) > max_listed:
+            lines.append(f"  ... and {len(running) - max_listed} more (pepr status -o status.csv lists every job)")
     spent = status.spent()
     lines.append("spent so far (jobs with a metrics.json):")
     estimate = status.estimate
