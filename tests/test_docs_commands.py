@@ -265,15 +265,14 @@ def test_python_example_scores(scratch_repo):
 def test_status_command_on_the_finished_sweep(scratch_repo):
     done = _shell(_doc_command(".venv/bin/pepr status"), scratch_repo)
     assert done.returncode == 0, done.stderr
-    assert "finished 21   failed 4   running 0   pending 0" in done.stdout
+    assert "finished 20   failed 5   running 0   pending 0" in done.stdout
 
 
+@pytest.mark.slow  # timm's model list is built once (~20 s on 2 busy cores)
 def test_estimate_command_needs_no_data_files(scratch_repo, monkeypatch, capsys):
     """Run in-process so the calibration (minutes of CPU time at 224 px) can be replaced by
     fixed timings; everything else (flags, config, dataset sizes without files, a model outside
     the grid, the report) runs as written."""
-    import math
-
     from pepr.cli import main
     from pepr.estimate import run as estimate_run
     from pepr.estimate.calibrate import Calibration
@@ -292,7 +291,6 @@ def test_estimate_command_needs_no_data_files(scratch_repo, monkeypatch, capsys)
     out = capsys.readouterr().out
     assert "TOTAL (16 jobs estimated)" in out and "resnet18 not in the models" in out
     assert not (scratch_repo / "data").exists()
-    assert not math.isnan(0.0)
 
 
 @pytest.mark.slow
