@@ -173,15 +173,20 @@ def test_slurm_job_states_from_squeue(tmp_path, monkeypatch):
     mark_incomplete(tmp_path, keys[0], jobid="101")
     mark_incomplete(tmp_path, keys[1], jobid="102")
     mark_incomplete(tmp_path, keys[2], jobid="103")
+    mark_incomplete(tmp_path, keys[3], jobid="104")  # kept incomplete (keep-incomplete), crashed
+    log = tmp_path / "results" / "logs" / "train_model" / (keys[3].split("/", 1)[1] + ".log")
+    log.parent.mkdir(parents=True)
+    log.write_text("Traceback (most recent call last):\n  ...\ntorch.OutOfMemoryError: CUDA out of memory.\n")
     monkeypatch.setattr(status_module, "squeue_jobs", lambda timeout_s=5.0: {"101": "RUNNING", "102": "PENDING"})
     out, err = io.StringIO(), io.StringIO()
     monkeypatch.chdir(tmp_path)
     with redirect_stdout(out), redirect_stderr(err):
         code = main(["status", "--configfile", str(CONFIG), "-o", "s.csv"])
     assert code == 0, err.getvalue()
-    assert "running 1   pending 9" in out.getvalue()
+    assert "finished 0   failed 1   running 1   pending 8" in out.getvalue()
     rows = (tmp_path / "s.csv").read_text()
     assert "SLURM job 102 is PENDING" in rows and "SLURM job 103 is no longer in the queue" in rows
+    assert "crashed: torch.OutOfMemoryError: CUDA out of memory." in rows
 
 
 def test_no_results_folder_is_a_clear_error(tmp_path):

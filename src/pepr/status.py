@@ -59,6 +59,17 @@ class CellState:
     train_time_s: float | None = None
     finished_at: float | None = None  # metrics.json's modification time
     slurm_job: str | None = None
+    log: Path | None = field(default=None, repr=False)  # the job's log (results/logs/<rule>/...)
+
+
+def _mark_crashed(cell: CellState) -> bool:
+    """Set ``cell`` failed ("crashed: <last traceback line>") when its log ends in a traceback
+    (a job Snakemake kept as incomplete, e.g. with keep-incomplete on SLURM); True if so."""
+    reason = crash_reason(cell.log) if cell.log is not None else None
+    if reason is None:
+        return False
+    cell.state, cell.reason = "failed", f"crashed: {reason} (log: {cell.log})"
+    return True
 
 
 @dataclass
@@ -323,6 +334,8 @@ def collect_status(
             ))
             continue
         cell = CellState(key, kind, model, "pending")
+        log = results / "logs" / ("train_model" if kind == "cell" else "pretrain_source") / f"{key.split('/', 1)[1]}.log"
+        cell.log = log
         if output in markers:
             cell.slurm_job = markers[output]
             if _training_process_alive(run_dir):
@@ -333,12 +346,11 @@ def collect_status(
             elif locked:
                 cell.state = "running"
                 cell.reason = "started by the Snakemake run holding .snakemake/locks"
-            else:
+            elif not _mark_crashed(cell):
                 cell.reason = "interrupted: no Snakemake run holds the folder; rerun with --rerun-incomplete" + (
                     " (it resumes from its last finished epoch)" if (run_dir / RESUME_FILE).is_file() else ""
                 )
         else:
-            log = results / "logs" / ("train_model" if kind == "cell" else "pretrain_source") / f"{key.split('/', 1)[1]}.log"
             reason = crash_reason(log)
             if reason is not None:
                 cell.state = "failed"
@@ -354,7 +366,8 @@ def collect_status(
             for cell in needs_squeue:
                 state = queue.get(str(cell.slurm_job))
                 if state is None:
-                    cell.state, cell.reason = "pending", f"SLURM job {cell.slurm_job} is no longer in the queue"
+                    if not _mark_crashed(cell):
+                        cell.state, cell.reason = "pending", f"SLURM job {cell.slurm_job} is no longer in the queue"
                 elif state != "RUNNING":
                     cell.state, cell.reason = "pending", f"SLURM job {cell.slurm_job} is {state}"
     if unreadable:
