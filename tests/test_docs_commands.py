@@ -268,6 +268,30 @@ def test_status_command_on_the_finished_sweep(scratch_repo):
     assert "finished 20   failed 5   running 0   pending 0" in done.stdout
 
 
+def fixed_timings(specs, device, build_model, **kwargs):
+    """Stand-in for pepr.estimate.calibrate.calibrate_models: fixed timings, no torch work."""
+    from pepr.estimate.calibrate import Calibration
+
+    return [Calibration(model=s.model, image_size=s.image_size, batch_size=s.batch_size,
+                        eval_batch_size=s.eval_batch_size, in_chans=s.in_chans, num_classes=s.num_classes,
+                        device=device, status="ok", params=1000, train_s_per_batch=0.1, eval_s_per_batch=0.2,
+                        train_batches_timed=1, eval_batches_timed=1, power_w=100.0, power_method="given",
+                        peak_memory_mb=10.0, cpu_share=1.0, calibration_wall_s=1.0) for s in specs]
+
+
+@pytest.mark.slow  # timm's model list is built once (~20 s on 2 busy cores)
+def test_estimate_runs_from_another_folder_and_writes_nothing_there(tmp_path, monkeypatch, capsys):
+    from pepr.cli import main
+    from pepr.estimate import run as estimate_run
+
+    monkeypatch.setattr(estimate_run, "calibrate_models", fixed_timings)
+    monkeypatch.chdir(tmp_path)
+    code = main(["estimate", "--configfile", str(REPO / "config" / "paper.yaml"), "--models", "efficientnet_b0",
+                 "--dataset-size", "lidc=600,200,200,64", "-o", "est.csv"])
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["est.csv"]
+
+
 @pytest.mark.slow  # timm's model list is built once (~20 s on 2 busy cores)
 def test_estimate_command_needs_no_data_files(scratch_repo, monkeypatch, capsys):
     """Run in-process so the calibration (minutes of CPU time at 224 px) can be replaced by
@@ -275,14 +299,6 @@ def test_estimate_command_needs_no_data_files(scratch_repo, monkeypatch, capsys)
     the grid, the report) runs as written."""
     from pepr.cli import main
     from pepr.estimate import run as estimate_run
-    from pepr.estimate.calibrate import Calibration
-
-    def fixed_timings(specs, device, build_model, **kwargs):
-        return [Calibration(model=s.model, image_size=s.image_size, batch_size=s.batch_size,
-                            eval_batch_size=s.eval_batch_size, in_chans=s.in_chans, num_classes=s.num_classes,
-                            device=device, status="ok", params=1000, train_s_per_batch=0.1, eval_s_per_batch=0.2,
-                            train_batches_timed=1, eval_batches_timed=1, power_w=100.0, power_method="given",
-                            peak_memory_mb=10.0, cpu_share=1.0, calibration_wall_s=1.0) for s in specs]
 
     monkeypatch.setattr(estimate_run, "calibrate_models", fixed_timings)
     command = _doc_command(".venv/bin/pepr estimate")
