@@ -56,12 +56,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def sweep_jobs(config: dict, schema: Path) -> list[tuple[str, str, str, str]]:
     """(kind, key below the results folder, model, metrics.json as the workflow names it) per job.
 
-    The grid is expanded as the workflow expands it, without validation (no timm, no data).
+    The grid is expanded as the workflow expands it (defaults from the schema, then
+    :func:`pepr.grid.build_grid`), without validating anything: no timm catalogue, no data file
+    read, and none of planning's checks (status only reads what the sweep left behind).
     """
-    from pepr.grid import prepare_grid
+    from pepr.config import apply_defaults, load_schema
+    from pepr.grid import build_grid, dataset_info
     from pepr.runs import METRICS_FILE
 
-    grid = prepare_grid(config, schema, None, validate=False, source="config")
+    apply_defaults(config, load_schema(schema))
+    specs = list(config["datasets"])
+    if "transfer" in config["inits"]:
+        specs.append(config["transfer"]["source"])
+    grid = build_grid(config, datasets=dataset_info(dict.fromkeys(specs), config["data_dir"]))
     jobs = []
     for job in grid.pretrain_jobs:
         jobs.append(("pretrain", job.directory.split("/", 1)[1], job.model, job.metrics))
