@@ -211,3 +211,23 @@ def test_version_does_not_import_pandas():
     code = "import sys\nfrom pepr.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass\nprint('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'torch', 'numpy'}))\n"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
+
+
+def test_eta_uses_the_estimates_per_job_times_scaled_by_what_was_measured(tmp_path):
+    """A model 10x slower than the finished ones counts 10x in the ETA (not the plain mean)."""
+    keys = cell_keys()
+    for key in keys[:2]:  # the two pretraining jobs: 30 s measured each, 15 s estimated
+        write_json(tmp_path / "results" / key / "metrics.json", ok_metrics("mobilenetv3_small_050", seconds=30.0))
+    rows = ["dataset,init,fraction,model,seed,est_time_s,est_device_hours,est_energy_kwh,est_co2_kg"]
+    for key in keys:
+        parts = key.split("/")
+        if parts[0] == "pretrain":
+            rows.append(f"{parts[1]},pretrain,1.0,{parts[2]},0,15,0.004,0.001,0.0001")
+        else:  # 8 cells left: 4 of 10 s, 4 of 100 s estimated
+            seconds = 100 if parts[4] == "convnext_atto" else 10
+            rows.append(f"{parts[1]},{parts[2]},{parts[3]},{parts[4]},0,{seconds},0.01,0.001,0.0001")
+    (tmp_path / "results" / "estimate.csv").write_text("\n".join(rows) + "\n")
+    code, out, err = status(tmp_path)
+    assert code == 0, err
+    # (4 x 10 + 4 x 100) x (60 / 30) = 880 s; the mean would give 8 x 30 = 240 s
+    assert "ETA: about 14 min 40 s for 8 job(s) left at 1 in parallel (the estimate's time per job left x 2.00" in out

@@ -80,6 +80,7 @@ class SweepStatus:
     results_dir: str
     snakemake_running: bool  # Snakemake's locks are present (a run holds the folder, or a stale lock)
     estimate: dict[str, float] | None = None  # est_energy_kwh, est_co2_kg, est_device_hours totals
+    estimated_times: dict[str, float] = field(default_factory=dict)  # job key -> est_time_s
     estimate_source: str = ""
     parallel: int = 1
     notes: list[str] = field(default_factory=list)
@@ -103,18 +104,32 @@ class SweepStatus:
             totals["device_hours"] += (cell.train_time_s or 0.0) / 3600.0
         return totals
 
-    def eta_seconds(self) -> float | None:
-        """Remaining time: mean training time of the finished jobs x jobs left / parallel jobs.
+    def eta(self) -> tuple[float, str] | None:
+        """Remaining time and how it was reckoned, or None (nothing finished yet, or nothing left).
 
-        None when nothing has finished yet (no time to extrapolate from) or nothing is left.
+        With the estimate's per-job times (results/estimate.csv): the estimated times of the jobs
+        left, scaled by measured / estimated time of the finished jobs that have both (so a model
+        that is 10x slower still counts 10x); otherwise the mean training time of the finished
+        jobs x the jobs left. Either divided by the jobs in parallel.
         """
-        times = [c.train_time_s for c in self.cells if c.state == "finished" and c.train_time_s]
-        left = self.count("running") + self.count("pending")
-        if not times or not left:
+        finished = [c for c in self.cells if c.state == "finished" and c.train_time_s]
+        left = [c for c in self.cells if c.state in ("running", "pending")]
+        if not finished or not left:
             return None
-        running = [c for c in self.cells if c.state == "running"]
-        parallel = max(self.parallel, len(running), 1)
-        return sum(times) / len(times) * left / parallel
+        parallel = max(self.parallel, self.count("running"), 1)
+        mean = sum(c.train_time_s for c in finished) / len(finished)
+        paired = [(c.train_time_s, self.estimated_times[c.key]) for c in finished if self.estimated_times.get(c.key)]
+        if paired and all(c.key in self.estimated_times for c in left):
+            scale = sum(m for m, _ in paired) / sum(e for _, e in paired)
+            total = sum(self.estimated_times[c.key] for c in left) * scale
+            return total / parallel, (f"the estimate's time per job left x {scale:.2f} (measured / estimated "
+                                      f"over {len(paired)} finished jobs)")
+        return mean * len(left) / parallel, "mean training time of the finished jobs"
+
+    def eta_seconds(self) -> float | None:
+        """Remaining seconds (see :meth:`eta`), or None."""
+        found = self.eta()
+        return None if found is None else found[0]
 
 
 # --------------------------------------------------------------------------------------------
@@ -268,22 +283,49 @@ def _save_cache(path: Path | None, cells: Mapping[str, Any]) -> None:
 def read_estimate_totals(path: str | os.PathLike) -> dict[str, float] | None:
     """Totals of ``est_energy_kwh``, ``est_co2_kg``, ``est_device_hours`` of an estimate table
     (``pepr estimate -o``), read with the csv module; None when the file is absent or unusable."""
+    found = read_estimate(path)
+    return None if found is None else found[0]
+
+
+def read_estimate(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, float]] | None:
+    """(totals, job key -> est_time_s) of an estimate table, or None when absent or unusable.
+
+    Job keys as :func:`collect_status` names jobs: ``runs/{dataset}/{init}/{fraction}/{model}/seed{seed}``,
+    and ``pretrain/{source}/{model}`` for the estimate's init ``pretrain`` rows.
+    """
+    from pepr.runs import format_fraction
+
     wanted = ("est_energy_kwh", "est_co2_kg", "est_device_hours")
     totals = dict.fromkeys(wanted, 0.0)
+    times: dict[str, float] = {}
     try:
         with open(path, newline="", encoding="utf-8") as handle:
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not set(wanted) <= set(reader.fieldnames):
                 return None
+            keyed = {"dataset", "init", "fraction", "model", "seed", "est_time_s"} <= set(reader.fieldnames)
             for row in reader:
                 for key in wanted:
                     try:
                         totals[key] += float(row[key])
                     except (TypeError, ValueError):
                         pass
+                if not keyed:
+                    continue
+                try:
+                    seconds = float(row["est_time_s"])
+                    if row["init"] == "pretrain":
+                        job = f"pretrain/{row['dataset']}/{row['model']}"
+                    else:
+                        job = (f"runs/{row['dataset']}/{row['init']}/{format_fraction(float(row['fraction']))}/"
+                               f"{row['model']}/seed{int(float(row['seed']))}")
+                except (TypeError, ValueError):
+                    continue
+                if seconds == seconds and seconds > 0:  # not NaN (a model that could not calibrate)
+                    times[job] = seconds
     except (OSError, UnicodeDecodeError, csv.Error):
         return None
-    return totals
+    return totals, times
 
 
 def collect_status(
@@ -384,10 +426,11 @@ def collect_status(
         notes.append(f"{unreadable} metrics.json file(s) could not be read")
     if cache_path is not None and new_cache != cache:
         _save_cache(cache_path, new_cache)
-    estimate = read_estimate_totals(estimate_csv) if estimate_csv is not None else None
+    found = read_estimate(estimate_csv) if estimate_csv is not None else None
     return SweepStatus(
-        cells=cells, results_dir=str(results), snakemake_running=locked, estimate=estimate,
-        estimate_source=str(estimate_csv) if estimate is not None else "", parallel=parallel, notes=notes,
+        cells=cells, results_dir=str(results), snakemake_running=locked, estimate=found[0] if found else None,
+        estimated_times=found[1] if found else {},
+        estimate_source=str(estimate_csv) if found is not None else "", parallel=parallel, notes=notes,
     )
 
 
@@ -467,14 +510,13 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
         lines.append("  (no estimate to compare with: `pepr estimate --configfile ... -o results/estimate.csv` writes one)")
     else:
         lines.append(f"  estimate: {status.estimate_source}")
-    eta = status.eta_seconds()
+    eta = status.eta()
     left = status.count("running") + status.count("pending")
     if eta is not None:
-        running = status.count("running")
-        parallel = max(status.parallel, running, 1)
+        parallel = max(status.parallel, status.count("running"), 1)
         lines.append(
-            f"ETA: about {_duration(eta)} for {left} job(s) left at {parallel} in parallel "
-            f"(mean training time of the finished jobs; start-up and queue waits not included)"
+            f"ETA: about {_duration(eta[0])} for {left} job(s) left at {parallel} in parallel "
+            f"({eta[1]}; start-up and queue waits not included)"
         )
     elif left:
         lines.append(f"ETA: unknown until a job has finished ({left} left)")

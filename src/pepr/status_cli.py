@@ -16,7 +16,9 @@ Show where a sweep stands, read-only and in seconds (no torch, no timm, no data 
   * the energy (kWh), CO2 (kg) and device-hours spent so far, against the estimate in
     results/estimate.csv when there is one (`pepr estimate ... -o results/estimate.csv` or
     `snakemake estimate_cost`);
-  * an ETA: the mean training time of the finished jobs x the jobs left / jobs in parallel.
+  * an ETA: the estimate's time of each job left x (measured / estimated time of the finished
+    jobs), or, without an estimate, the mean training time of the finished jobs x the jobs
+    left; divided by the jobs in parallel (--parallel, default the jobs running now).
 
 It reads each job's metrics.json, Snakemake's markers in .snakemake/ (incomplete/ and locks/),
 the run folders' training locks, and, for jobs Snakemake submitted to SLURM, one `squeue` call
