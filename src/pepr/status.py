@@ -2,7 +2,7 @@
 
 Read-only and light (standard library only; no pandas, no torch): it reads
 
-* the grid of the config (:func:`pepr.grid.prepare_grid` without validation: no timm, no data),
+* the grid of the config (:func:`pepr.grid.build_grid` without validation: no timm, no data),
 * each cell's ``metrics.json`` (a finished cell: status ok, or failed with the reason),
 * Snakemake's own state in ``.snakemake/``: ``incomplete/`` markers (a job started and did not
   finish; they hold the SLURM job id) and ``locks/`` (a Snakemake process holds the folder),

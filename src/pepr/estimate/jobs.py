@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pepr import loop
 from pepr.errors import PeprInputError
+from pepr.runs import IDENTITY_COLUMNS
 
 #: Columns identifying one job, named as in ``results/runs.csv``.
-JOB_KEYS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
+JOB_KEYS: tuple[str, ...] = IDENTITY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -246,8 +247,8 @@ def jobs_from_config(
     """
     import copy
 
-    from pepr import grid as grid_mod
-    from pepr.config import apply_defaults, check_config, load_schema, timm_catalogue
+    from pepr import plan
+    from pepr.config import apply_defaults, load_schema, timm_catalogue
 
     schema_path = Path(schema_path)
     if not schema_path.is_file():
@@ -264,8 +265,9 @@ def jobs_from_config(
     if extra:
         planned = copy.deepcopy(config)
         planned["models"] = config_models + extra
-    check_config(planned, schema, catalogue=timm_catalogue(cache_dir), check_data=False, source=source)
-    grid = grid_mod.prepare_grid(planned, schema_path, None, validate=False, source=source)
+    # as `snakemake -n` checks it, but data files need not exist yet (check_data=False)
+    plan.check_config(planned, schema, catalogue=timm_catalogue(cache_dir), check_data=False, source=source)
+    grid = plan.prepare_grid(planned, schema_path, None, validate=False, source=source)
     config_set = set(config_models)
     grid_models = list(dict.fromkeys(cell.model for cell in grid.cells if cell.model in config_set))
     all_job_count = sum(c.model in config_set for c in grid.cells) + sum(j.model in config_set for j in grid.pretrain_jobs)
