@@ -132,3 +132,27 @@ REPORT_TARGETS = [
     *[path for paths in REPORT_FIGURES.values() for path in paths.values()],
     "results/summary.md",
 ]
+
+
+# The answer first: one self-contained page (decision table and the sweep's totals on top, then
+# the summary, interactive plots, figures and every table), rendered from the files above by
+# pepr.report.html.write_report_page and shown inline in Snakemake's report (category first).
+rule write_report_page:
+    input:
+        pepr="results/pepr.csv",
+        tables=list(REPORT_TABLES.values()),
+        figures=[path for paths in REPORT_FIGURES.values() for path in paths.values()],
+        summary="results/summary.md",
+    output:
+        page=report("results/report.html", caption="../report/report_page.rst", category="0 The answer (start here)"),
+    params:
+        settings=REPORT_SETTINGS,
+        out_dir="results",
+    log:
+        "results/logs/write_report_page.log",
+    localrule: True
+    script:
+        "../../scripts/report_page.py"
+
+
+REPORT_TARGETS.append("results/report.html")
