@@ -199,13 +199,15 @@ def _log_axis(axis, values) -> None:
 
 
 def _set_log_axes(ax, x, y) -> None:
-    """Logarithmic x and/or y where the values span more than a decade (:func:`needs_log`)."""
-    if needs_log(x):
-        ax.set_xscale("log")
-        _log_axis(ax.xaxis, x)
-    if needs_log(y):
-        ax.set_yscale("log")
-        _log_axis(ax.yaxis, y)
+    """Logarithmic x and/or y where the values span more than a decade (:func:`needs_log`);
+    a linear axis of given values gets at most 5 short labels (1.5M, 0.0035), never an offset."""
+    for axis, values, set_scale in ((ax.xaxis, x, ax.set_xscale), (ax.yaxis, y, ax.set_yscale)):
+        if needs_log(values):
+            set_scale("log")
+            _log_axis(axis, values)
+        elif len(values):
+            axis.set_major_locator(MaxNLocator(nbins=5))
+            axis.set_major_formatter(FuncFormatter(short_number))
 
 
 def trend(x: np.ndarray, y: np.ndarray, log_x: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -448,12 +450,10 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     label = fraction_label if factor == "fraction" else str
     classes = model_classes(df, cfg)
     colours = class_colours(classes)
-    if not pairs_list:
+    if not pairs_list:  # a short note, not a page of empty panels
         only = sorted(set(df[factor]))
-        for ax in axes:
-            ax.axis("off")
-        axes[0].text(0, 0.5, f"Only one {factor} level in this sweep ({', '.join(only)}): nothing to compare.",
-                     fontsize=10, transform=axes[0].transAxes)
+        return _note_figure(f"{factor} comparison: not drawn",
+                            f"Only one {factor} level in this sweep ({', '.join(only)}): nothing to compare.")
     shown = set()
     for row, (treatment, baseline) in enumerate(pairs_list):
         pairs = model_pairs(df, cfg, factor, treatment, baseline)

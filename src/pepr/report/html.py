@@ -131,6 +131,15 @@ def table_html(table: pd.DataFrame, css_class: str = "sortable", max_rows: int =
             f'<tbody>{"".join(rows)}</tbody></table></div>{more}')
 
 
+def _sentences_first(table: pd.DataFrame) -> pd.DataFrame:
+    """The decision table with its sentence columns (long text, e.g. "94% of the best accuracy
+    at 8% of its energy") right after the group keys, where a reader looks first."""
+    keys = [c for c in table.columns if c in KEY_COLUMNS and c not in ("model", "seed")]
+    long = [c for c in table.columns if c not in keys and table[c].dtype == object
+            and table[c].dropna().astype(str).str.len().median() > 30]
+    return table[keys + long + [c for c in table.columns if c not in keys and c not in long]]
+
+
 def _missing(what: str, how: str) -> str:
     return f'<p class="missing">{html.escape(what)} {html.escape(how)}</p>'
 
@@ -215,7 +224,7 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     footprint = _read_csv(tables_dir / FOOTPRINT_TABLE)
     answer = [
         "<h2 id='decision'>Decision: which model, per group</h2>",
-        table_html(decision, "decision") if decision is not None else
+        table_html(_sentences_first(decision), "decision") if decision is not None else
         _missing(f"No tables/{DECISION_TABLE}.", "Build the report tables first (pepr report / rule report_tables)."),
         "<h3 id='footprint'>What this sweep cost</h3>",
         _totals(footprint) if footprint is not None else
