@@ -1,4 +1,5 @@
-"""Rule script of write_report_page: results/{pepr.csv,summary.md,tables,figures} -> results/report.html."""
+"""Rule script of write_report_page: results/{pepr.csv,summary.md,tables,figures} -> the full
+page (results/pepr_report.html) and its compact variant for Snakemake's report (results/answer.html)."""
 
 import os
 
@@ -8,6 +9,8 @@ from pepr.report.config import ReportConfig
 from pepr.report.html import write_report_page
 
 cfg = ReportConfig.from_mapping(snakemake.params.settings)
-path = write_report_page(snakemake.params.out_dir, cfg)
+page = write_report_page(snakemake.params.out_dir, cfg, snakemake.output.page)
+answer = write_report_page(snakemake.params.out_dir, cfg, snakemake.output.answer, light=True)
 with open(snakemake.log[0], "w", encoding="utf-8") as log:
-    print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB) from {snakemake.params.out_dir}", file=log)
+    for path in (page, answer):
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB) from {snakemake.params.out_dir}", file=log)

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
@@ -581,8 +582,13 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
     for ax, key in zip(axes, keys):
         frame = _cell_frame(curves, key)
         cell_peaks = _cell_frame(peaks, key)
+        # One LineCollection per panel: thousands of runs cost one artist, not one Line2D each.
+        segments, run_colours = [], []
         for (model, seed), run in frame.sort_values("epoch").groupby(["model", "seed"]):
-            ax.plot(run["epoch"], run["epoch_pepr"], color=colours[classes.get(model, NOT_IN_TABLE)], linewidth=width, alpha=alpha)
+            segments.append(run[["epoch", "epoch_pepr"]].to_numpy(dtype=float))
+            run_colours.append(colours[classes.get(model, NOT_IN_TABLE)])
+        ax.add_collection(LineCollection(segments, colors=run_colours, linewidths=width, alpha=alpha))
+        ax.autoscale_view()
         ax.scatter(cell_peaks["peak_epoch"], cell_peaks["peak_pepr"], marker="*", s=30, color="black", zorder=3)
         saved = cell_peaks["resource_saved"].sum()
         total = cell_peaks["resource_at_last"].sum()

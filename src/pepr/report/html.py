@@ -37,6 +37,10 @@ DECISION_TABLE = "decision.csv"
 FOOTPRINT_TABLE = "footprint.csv"
 #: Most rows of one table shown on the page (the CSV file beside it has them all).
 MAX_TABLE_ROWS = 2000
+#: ... and on the light page registered in Snakemake's single-file report.
+LIGHT_TABLE_ROWS = 200
+#: The most bytes Chromium accepts in a data: URL (Snakemake's report embeds results as such).
+DATA_URL_LIMIT = 2 * 1024 * 1024
 #: Headline totals of the footprint table: column -> (label, unit).
 TOTALS = {"energy_kwh": ("Energy", "kWh"), "co2_kg": ("CO2", "kg"), "device_hours": ("Device-hours", "h")}
 #: Short titles of the static figures (file stem -> title).
@@ -215,16 +219,23 @@ def _interactive(out_dir: Path, cfg: ReportConfig) -> tuple[str, bool]:
     return note + "".join(parts), bool(parts)
 
 
-def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None) -> str:
-    """The report page of ``out_dir`` as one HTML string (see the module docstring)."""
+def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None, *, light: bool = False) -> str:
+    """The report page of ``out_dir`` as one HTML string (see the module docstring).
+
+    ``light``: the answer page for Snakemake's single-file report: no interactive plots and
+    no figures (Snakemake's report shows those itself), tables cut to
+    :data:`LIGHT_TABLE_ROWS` rows, so the page stays under the 2 MB Chromium allows a
+    ``data:`` URL in an iframe (Snakemake embeds each result as one).
+    """
     out_dir = Path(out_dir)
+    max_rows = LIGHT_TABLE_ROWS if light else MAX_TABLE_ROWS
     cfg = cfg or ReportConfig()
     tables_dir = out_dir / "tables"
     decision = _read_csv(tables_dir / DECISION_TABLE)
     footprint = _read_csv(tables_dir / FOOTPRINT_TABLE)
     answer = [
         "<h2 id='decision'>Decision: which model, per group</h2>",
-        table_html(_sentences_first(decision), "decision") if decision is not None else
+        table_html(_sentences_first(decision), "decision", max_rows=max_rows) if decision is not None else
         _missing(f"No tables/{DECISION_TABLE}.", "Build the report tables first (pepr report / rule report_tables)."),
         "<h3 id='footprint'>What this sweep cost</h3>",
         _totals(footprint) if footprint is not None else
@@ -236,13 +247,19 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
         summary = f'<div class="summary">{markdown.render(summary_path.read_text(encoding="utf-8"))}</div>'
     else:
         summary = _missing("No summary.md.", "Build the summary first (pepr report / rule report_summary).")
-    plots, has_plots = _interactive(out_dir, cfg)
+    if light:
+        plots, has_plots = ('<p class="note">Not in this compact page: open the full page (pepr_report.html in the '
+                            "results folder, or the report's \"Interactive plots\" entry) for the interactive plots.</p>"), False
+        figures_html = '<p class="note">In the Snakemake report: see the Figures category.</p>'
+    else:
+        plots, has_plots = _interactive(out_dir, cfg)
+        figures_html = _figures(out_dir / "figures")
     table_files = sorted(tables_dir.glob("*.csv")) if tables_dir.is_dir() else []
     table_files.sort(key=lambda p: (p.name != DECISION_TABLE, p.name != FOOTPRINT_TABLE, p.name))
     table_parts = []
     for path in table_files:
         table = _read_csv(path)
-        body = table_html(table) if table is not None else _missing(f"{path.name} could not be read.", "Rebuild it.")
+        body = table_html(table, max_rows=max_rows) if table is not None else _missing(f"{path.name} could not be read.", "Rebuild it.")
         rows = f"{len(table)} rows" if table is not None else "unreadable"
         table_parts.append(f"<details><summary>{html.escape(path.name)} ({rows})</summary>{body}</details>")
     if not table_parts:
@@ -271,7 +288,7 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
         *answer,
         "<h2 id='summary'>Summary</h2>", summary,
         "<h2 id='interactive'>Interactive plots</h2>", plots,
-        "<h2 id='figures'>Figures</h2>", _figures(out_dir / "figures"),
+        "<h2 id='figures'>Figures</h2>", figures_html,
         "<h2 id='tables'>Tables</h2>", '<p class="note">Click a column header to sort.</p>', *table_parts,
         "</main>",
         f"<script>{SORT_SCRIPT}</script>",
@@ -279,14 +296,17 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     ])
 
 
-def write_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None) -> Path:
-    """Write ``out_dir/report.html`` (atomically) from the files in ``out_dir``; returns its path.
+def write_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None,
+                      path: str | os.PathLike | None = None, *, light: bool = False) -> Path:
+    """Write ``out_dir/report.html`` (or ``path``) atomically from the files in ``out_dir``;
+    returns its path.
 
     ``cfg``: the report settings (performance, headline resource, model metadata) used by the
-    interactive plots; None: the defaults. Missing tables, summary, figures or pepr.csv leave a
-    note on the page instead of failing.
+    interactive plots; None: the defaults. ``light``: the compact answer page (see
+    :func:`render_report_page`). Missing tables, summary, figures or pepr.csv leave a note on
+    the page instead of failing.
     """
     out_dir = Path(out_dir)
-    path = out_dir / "report.html"
-    atomic_write_text(path, render_report_page(out_dir, cfg))
+    path = Path(path) if path is not None else out_dir / "report.html"
+    atomic_write_text(path, render_report_page(out_dir, cfg, light=light))
     return path
