@@ -51,7 +51,7 @@ MAX_COLUMNS = 4
 #: Size of one panel in inches (width, height), whatever the number of groups.
 PANEL = (4.0, 3.2)
 #: Extra width beside a panel for its key of labelled models.
-KEY_WIDTH = 1.9
+KEY_WIDTH = 2.15
 #: Parameter-size bins (upper bounds) used for colouring when the paper's table knows no model.
 SIZE_BINS = [(1e6, "< 1M params"), (1e7, "1M-10M params"), (1e8, "10M-100M params"), (math.inf, ">= 100M params")]
 NOT_IN_TABLE = "not in paper table"
@@ -115,18 +115,41 @@ def _class_note(classes: dict[str, str]) -> str:
 SIZE_BINS_LABELS = {label for _, label in SIZE_BINS}
 
 
+#: Fixed margins in inches. The layout is computed, not solved (no constrained layout): panels
+#: keep their size at any grid, and 36 panels cost no layout passes.
+_LEFT, _GAP_X, _BOTTOM, _TITLE_LINE, _LEGEND, _XLABEL = 0.85, 0.85, 0.2, 0.16, 0.55, 0.62
+_FOOT_LINE = 0.12
+
+
 def _panels(n: int, ncols: int | None = None, size: tuple[float, float] = PANEL,
-            key: bool = False) -> tuple[Figure, list]:
-    """A figure of ``n`` panels of constant ``size`` (plus the key's width when ``key``),
-    ``ncols`` per row (default: up to :data:`MAX_COLUMNS`): the figure grows with n."""
+            key: bool = False, title_lines: int = 2, colorbar: bool = False) -> tuple[Figure, list]:
+    """A figure of ``n`` panels of constant ``size``, ``ncols`` per row (default: up to
+    :data:`MAX_COLUMNS`): the figure grows with n, never the panels shrink. ``key`` leaves
+    :data:`KEY_WIDTH` beside each panel for its key; ``title_lines`` the lines of the panel
+    titles; ``colorbar`` room on the right for one. The footnote (:func:`_footnote`) grows the
+    figure downwards."""
     ncols = ncols or min(n, MAX_COLUMNS)
     nrows = math.ceil(n / ncols)
-    width = size[0] + (KEY_WIDTH if key else 0.0)
-    fig = Figure(figsize=(width * ncols, size[1] * nrows + 1.4), layout="constrained")
+    beside = KEY_WIDTH if key else 0.3
+    gap_x = _GAP_X + beside
+    gap_y = _XLABEL + _TITLE_LINE * title_lines + 0.1
+    top = _LEGEND + _TITLE_LINE * title_lines + 0.1
+    right = beside + (1.1 if colorbar else 0.0)
+    width = _LEFT + ncols * size[0] + (ncols - 1) * gap_x + right
+    height = top + nrows * size[1] + (nrows - 1) * gap_y + _XLABEL + _BOTTOM
+    fig = Figure(figsize=(width, height))
+    margins = {"left": _LEFT, "right": right, "top": top, "bottom": _XLABEL + _BOTTOM}
+    fig.subplots_adjust(left=_LEFT / width, right=1 - right / width, top=1 - top / height,
+                        bottom=margins["bottom"] / height, wspace=gap_x / size[0], hspace=gap_y / size[1])
+    fig.pepr_margins = margins  # read by _footnote, which grows the figure downwards
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax in axes[n:]:
         ax.set_visible(False)
     return fig, list(axes[:n])
+
+
+def _title_lines(titles: Sequence[str]) -> int:
+    return max((t.count("\n") + 1 for t in titles), default=1)
 
 
 def _panel_title(key: tuple, extra: str = "") -> str:
@@ -148,10 +171,22 @@ def _cell_frame(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
 
 
 def _footnote(fig: Figure, lines: Sequence[str]) -> None:
-    width = max(100, int(fig.get_figwidth() * 15))
+    """The notes under the panels; the figure grows downwards by their height (panels keep
+    their size and the legend stays on top)."""
+    width = max(100, int(fig.get_figwidth() * 17))
     text = "\n".join(textwrap.fill(line, width) for line in lines if line)
-    if text:
-        fig.supxlabel(text, fontsize=7, ha="left", x=0.01)
+    if not text:
+        return
+    extra = _FOOT_LINE * (text.count("\n") + 1) + 0.1
+    margins = getattr(fig, "pepr_margins", None)
+    w, h = fig.get_size_inches()
+    if margins is not None:
+        fig.set_size_inches(w, h + extra)
+        fig.subplots_adjust(bottom=(margins["bottom"] + extra) / (h + extra), top=1 - margins["top"] / (h + extra))
+        for legend in fig.legends:
+            legend.set_bbox_to_anchor((0.5, 1 - 0.05 / (h + extra)), transform=fig.transFigure)
+        h += extra
+    fig.text(0.01, 0.08 / h, text, fontsize=7, ha="left", va="bottom")
 
 
 def _legend(fig: Figure, classes: dict[str, str], shown: set[str], extra: Sequence[Line2D] = (),
@@ -164,7 +199,9 @@ def _legend(fig: Figure, classes: dict[str, str], shown: set[str], extra: Sequen
                       markersize=6, label=c) for c in present]
     handles = (handles + list(extra))[:MAX_LEGEND]
     if handles:
-        fig.legend(handles=handles, loc="outside upper center", fontsize=8, frameon=False, ncols=min(len(handles), 6))
+        h = fig.get_figheight()
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.05 / h), bbox_transform=fig.transFigure,
+                   fontsize=8, frameon=False, ncols=min(len(handles), 6))
 
 
 def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
@@ -300,7 +337,7 @@ def _label_panel(ax, means: pd.DataFrame, x: str, y: str, labels: list[tuple[str
         px, py = float(position.at[model, x]), float(position.at[model, y])
         ax.scatter([px], [py], s=42, facecolors="none", edgecolors="black", linewidths=0.9, zorder=5)
         pending.append((ax, number, px, py))
-    key = "\n".join(textwrap.shorten(f"{n:>2} {model} ({why})", 44, placeholder="...")
+    key = "\n".join(textwrap.shorten(f"{n:>2} {model} ({why})", 40, placeholder="...")
                     for n, (model, why) in enumerate(labels, start=1))
     ax.text(1.03, 1.0, key, transform=ax.transAxes, fontsize=6.3, va="top", ha="left", family="monospace")
     return pending
@@ -315,15 +352,13 @@ _OFFSETS = [(r * math.cos(a), r * math.sin(a)) for r in (11, 19, 28, 38, 50)
 def _place_labels(fig: Figure, pending: list[tuple]) -> None:
     """Place the numbered labels so that none overprints another.
 
-    The layout is computed once and then frozen, so the positions measured here are the ones
-    saved. Each label takes the first free offset around its point inside its panel (greedy,
+    The layout is fixed (:func:`_panels`), so the positions measured here are the ones saved. Each label takes the first free offset around its point inside its panel (greedy,
     most important label first); when none is free inside the panel, the first free one
     outside it; when none at all, the one overlapping least. One pass over the figure, not one
     redraw per panel, so 36 panels cost one layout."""
     if not pending:
         return
-    fig.draw_without_rendering()
-    fig.set_layout_engine("none")
+    # The layout is fixed (see _panels): the data transforms are final once the limits are.
     points = fig.dpi / 72
     placed: dict[int, list] = {}
     for ax, number, px, py in pending:
@@ -363,7 +398,7 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 1: contours of P / (1 + R) over (R, P), each group's runs as points on them,
     the top models numbered."""
     keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1), key=True)
+    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k) for k in keys]), colorbar=True)
     pending: list[tuple] = []
     grid_r, grid_p = np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201))
     classes = model_classes(df, cfg)
@@ -381,7 +416,10 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
                xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key))
         ax.title.set_fontsize(9)
     if contours is not None:
-        fig.colorbar(contours, ax=axes, label=f"{cfg.resource_label} = P / (1 + R)", shrink=0.8 if len(keys) <= MAX_COLUMNS else 0.4)
+        # Beside the first row's last panel, past its key: it moves with the panels.
+        corner = axes[min(len(axes), MAX_COLUMNS) - 1]
+        cax = corner.inset_axes([1.0 + (KEY_WIDTH + 0.25) / PANEL[0], 0.0, 0.14 / PANEL[0], 1.0])
+        fig.colorbar(contours, cax=cax, label=f"{cfg.resource_label} = P / (1 + R)")
     _legend(fig, classes, set(ok["model"]))
     _footnote(fig, ["Numbered: the best-performance model, the best by the headline PePR and the rest of the top-k "
                     "(seed means; the key beside each panel). Points: every successful run.",
@@ -396,7 +434,8 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
     keys = cells(df[df["ok"]])
     ok = df[df["ok"]]
     ncols = len(columns) if len(columns) > 1 else None
-    fig, axes = _panels(max(len(keys) * len(columns), 1), ncols=ncols, key=True)
+    lines = _title_lines([_panel_title(k) for k in keys]) + (1 if len(columns) > 1 else 0)
+    fig, axes = _panels(max(len(keys) * len(columns), 1), ncols=ncols, key=True, title_lines=lines)
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     pepr = f"pepr_{cfg.resource}"
@@ -447,7 +486,8 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     context = [c for c in CELL if c != factor]
     n_contexts = df[context].drop_duplicates().shape[0]
     # Panels widen with the contexts on their x axis, so the context labels never overlap.
-    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(max(5.2, 1.6 * n_contexts), 3.8))
+    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(max(5.2, 1.6 * n_contexts), 3.8),
+                        title_lines=4)  # room for context tick labels of up to three lines
     label = fraction_label if factor == "fraction" else str
     classes = model_classes(df, cfg)
     colours = class_colours(classes)
@@ -515,7 +555,7 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 6: performance vs the headline resource per group (log axis when it spans a
     decade), Pareto front, PePR iso-lines, trend and Spearman's rho."""
     keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1), key=True)
+    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k) for k in keys]))
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     ok = df[df["ok"]]
@@ -557,7 +597,7 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
 
 def _note_figure(title: str, note: str) -> Figure:
     """A small figure that says why there is nothing to draw (never empty panels)."""
-    fig = Figure(figsize=(7.5, 1.6), layout="constrained")
+    fig = Figure(figsize=(7.5, 1.6))
     ax = fig.subplots()
     ax.axis("off")
     ax.text(0.0, 0.9, title, fontsize=11, fontweight="bold", va="top", transform=ax.transAxes)
@@ -573,7 +613,7 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
                             "No per-epoch histories with two or more epochs were given, so PePR per epoch cannot be drawn. "
                             "The workflow gathers every run's history.csv; `pepr report` takes them with --histories TABLE.")
     keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1))
+    fig, axes = _panels(max(len(keys), 1), title_lines=_title_lines([_panel_title(k) for k in keys]) + 2)
     classes = model_classes(df, cfg)
     colours = class_colours(classes)
     curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, CELL)
@@ -612,7 +652,7 @@ def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 8 (the paper's model-space figure): training energy vs trainable parameters, log
     axes where they span a decade, one point per model (seed mean) and group, trend and rho."""
     keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1), key=True)
+    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k) for k in keys]))
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     means = model_means(df, cfg)
