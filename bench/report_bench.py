@@ -8,7 +8,8 @@ ones; 1 in 50 runs failed; per-epoch histories of 10 epochs) at
 * ``200x12x10``: 200 models x 12 groups x 10 seeds = 24,000 runs (the size target)
 
 go through the report's package functions, stage by stage, exactly as the workflow's rules call
-them (load, tables, figures in PNG, summary, the HTML page with its interactive plots), or
+them (load, tables, figures in PNG, summary, the HTML page with its interactive plots, and the
+compact answer page the workflow registers in Snakemake's report), or
 through `pepr report` when ``--cli`` is given and the command exists. Prints per stage wall and
 CPU seconds (CPU / wall ~1.0 when the process had a core to itself; the shared 2-core machine
 often gives it less), the total, and the sizes of report.html and its parts (plotly.js,
@@ -56,6 +57,7 @@ def build_with_functions(root: Path, bootstrap: int) -> list:
     timed(stages, "figures (8, PNG)", lambda: write_figures(data, root / "figures"))
     timed(stages, "summary.md", lambda: write_summary(load(root / "pepr.csv", None, cfg), root / "tables", root / "summary.md"))
     timed(stages, "report.html (+ interactive)", lambda: write_report_page(root, cfg))
+    timed(stages, "answer.html (compact, for Snakemake)", lambda: write_report_page(root, cfg, root / "answer.html", light=True))
     return stages
 
 
@@ -113,6 +115,9 @@ def main() -> int:
         page = (root / "cli" if args.cli else root) / "report.html"
         parts = page_parts(page)
         print("report.html MB: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
+        if (root / "answer.html").is_file():
+            print(f"answer.html: {(root / 'answer.html').stat().st_size / 1e6:.2f} MB (Chromium's data: URL limit in "
+                  "Snakemake's single-file report: 2.10 MB)")
         summary_rows.append((scale, str(runs), f"{wall:.1f}", f"{cpu:.1f}", f"{parts['total']:.1f}",
                              "yes" if wall <= TARGET_S and parts["total"] < TARGET_MB else "NO"))
     print()
