@@ -132,7 +132,7 @@ def test_hover_carries_model_params_performance_resources_and_pepr(report_dir):
     trace = items[1].figure.data[0]
     for field in ("params", "test_accuracy", "energy_kwh", "train_time_s", "peak_memory_mb", "PePR-E", "PePR-M"):
         assert field in trace.hovertemplate
-    assert "(seed " in trace.text[0]
+    assert "(seed %{customdata[0]})" in trace.hovertemplate and trace.text[0] in set(data.results["model"])
     assert items[1].figure.layout.xaxis.type == ("log" if figures.needs_log(data.results["energy_kwh"][data.results["ok"]
                                                                              & (data.results["init"] == "imagenet")]) else "linear")
     groups = items[0].figure.layout.updatemenus[0].buttons

@@ -54,8 +54,8 @@ def _scatter_figure(df: pd.DataFrame, cfg: ReportConfig, x: str, y: str, x_label
     classes = model_classes(df, cfg)
     colours = {name: _hex(c) for name, c in class_colours(classes).items()}
     hover = _hover_columns(ok, cfg)
-    template = "<b>%{text}</b><br>%{meta}<br>" + "<br>".join(
-        f"{label}: %{{customdata[{i}]:.4~g}}" for i, (_, label) in enumerate(hover)) + "<extra>%{fullData.name}</extra>"
+    template = "<b>%{text}</b> (seed %{customdata[0]})<br>%{meta}<br>" + "<br>".join(
+        f"{label}: %{{customdata[{i + 1}]:.4~g}}" for i, (_, label) in enumerate(hover)) + "<extra>%{fullData.name}</extra>"
     fig = go.Figure()
     keys = cells(ok)
     buttons = []
@@ -66,10 +66,12 @@ def _scatter_figure(df: pd.DataFrame, cfg: ReportConfig, x: str, y: str, x_label
             part = frame[frame["model"].map(classes) == name]
             if part.empty:
                 continue
-            custom = np.column_stack([pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=float) for c, _ in hover])
+            # float32 (7 significant digits, the hover shows 4): half the page's bytes at 24,000 runs.
+            custom = np.column_stack([part["seed"].to_numpy(dtype=float)] + [
+                pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=float) for c, _ in hover]).astype(np.float32)
             fig.add_trace(go.Scatter(
-                x=part[x].to_numpy(dtype=float), y=part[y].to_numpy(dtype=float), mode="markers", name=name,
-                text=(part["model"] + " (seed " + part["seed"].astype(str) + ")").tolist(), customdata=custom,
+                x=part[x].to_numpy(dtype=np.float32), y=part[y].to_numpy(dtype=np.float32), mode="markers", name=name,
+                text=part["model"].tolist(), customdata=custom,
                 hovertemplate=template.replace("%{meta}", cell_label(key)),
                 marker={"color": colours[name], "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "white"}},
                 visible=index == 0, legendgroup=name, showlegend=True,
