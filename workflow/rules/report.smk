@@ -144,7 +144,8 @@ rule write_report_page:
         page=report("results/pepr_report.html", caption="../report/report_page_full.rst", category="Interactive plots"),
     params:
         settings=REPORT_SETTINGS,
-        out_dir="results",
+        # the report folder: where pepr.csv, summary.md, tables/ and figures/ lie
+        out_dir=lambda wildcards, input: os.path.dirname(input.pepr),
     log:
         "results/logs/write_report_page.log",
     localrule: True
