@@ -63,6 +63,7 @@ from pepr.loop import (  # noqa: F401 - re-exported: estimate, grid, bench and t
 from pepr.loop import autocast as _autocast
 from pepr.resume import RunState, load_resume, save_resume
 from pepr.train_metrics import classification_metrics  # noqa: F401 - re-exported
+from pepr.train_metrics import import_dependencies
 from pepr.runs import HISTORY_COLUMNS, RESULT_KEYS, RESUME_FILE, failed_record, json_safe  # noqa: F401 - re-exported
 
 from pepr.config import MAX_SEED, PRECISIONS  # noqa: F401 - re-exported (the one definition is pepr.config's)
@@ -337,6 +338,10 @@ class _Setup:
             record["device_name"] = torch.cuda.get_device_name(device)
         splits = to_device(dataset, device, image_size)
         setup = cls(device, precision, threads, image_size, splits, dataset, record, carbon, measure.this_node_share())
+        # one-off imports of the measured windows (scipy for the first evaluation's AUC, CodeCarbon,
+        # the FLOP counter) before the memory baseline and the first epoch's timer
+        import_dependencies()
+        measure.import_dependencies()
         setup.memory = measure.WorkingSetMeter(device)  # baseline: data resident, no model yet
         return setup
 
@@ -388,11 +393,11 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     try:
         while state.epochs_done < cfg.epochs:
             epoch = state.epochs_done + 1
-            row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history)
+            # the paper's memory measure: reserved after the 2nd epoch's training, before its evaluation
+            after_training = _read_reserved_epoch2(setup.device, state.peak) if epoch == 2 else None
+            row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history, after_training)
             state.history.append(row)
             state.epochs_done = epoch
-            if epoch == 2 and setup.device.type == "cuda":  # the paper's memory measure
-                state.peak["memory_reserved_epoch2_mb"] = torch.cuda.memory_reserved(setup.device) / 2**20
             state.peak = _merge_peak(state.peak, setup.memory.read())
             state.process_seconds += time.process_time() - cpu_start
             cpu_start = time.process_time()
@@ -411,6 +416,19 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
         meter.close()
         setup.memory.stop()
     return state, model
+
+
+def _read_reserved_epoch2(device: Any, peak: dict[str, Any]) -> Callable[[], None]:
+    """A callback for :func:`_run_epoch` that stores ``memory_reserved_epoch2_mb`` in ``peak``
+    (CUDA only: :func:`pepr.measure.cuda_memory_reserved_mb` is None elsewhere)."""
+    from pepr import measure
+
+    def read() -> None:
+        reserved = measure.cuda_memory_reserved_mb(device)
+        if reserved is not None:
+            peak["memory_reserved_epoch2_mb"] = reserved
+
+    return read
 
 
 def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> dict[str, Any]:
@@ -499,8 +517,12 @@ def _run_epoch(
     batch_size: int,
     meter: Any,
     history: list[dict[str, Any]],
+    after_training: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train one epoch, evaluate val/test, measure time and energy; return the history row.
+
+    ``after_training`` is called once the epoch's training steps are done (device synced) and
+    before its evaluation: the point where the paper reads its memory measure.
 
     CPU and RAM energy are charged at the job's share of the node (:func:`pepr.measure.node_share`);
     CO2 follows the energy, at the series' intensity at the epoch midpoint when one is given.
@@ -510,11 +532,15 @@ def _run_epoch(
     splits, precision, device = setup.splits, setup.precision, setup.device
     eval_batch = eval_batch_size(batch_size)
     name = f"epoch{epoch}"
+    setup.memory.begin_training()  # before the timer: it returns the allocator's free memory
     meter.begin(name)
     clock_start, started = time.time(), time.perf_counter()
     train_loss = train_epoch(model, optimizer, splits, batch_size, generator, precision)
     sync(device)
     trained = time.perf_counter()
+    setup.memory.end_training()  # the evaluation (batch >= 256) is measured apart
+    if after_training is not None:
+        after_training()
     val = evaluate(model, splits.val_x, splits.val_y, splits, precision, eval_batch)
     test = evaluate(model, splits.test_x, splits.test_y, splits, precision, eval_batch)
     sync(device)
