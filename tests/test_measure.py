@@ -178,6 +178,36 @@ def test_memory_reserved_epoch2_is_read_after_training_before_evaluation(tmp_pat
     assert cuda_memory_reserved_mb(torch.device("cpu")) is None  # so a CPU run records null
 
 
+def test_working_set_meter_counts_training_steps_and_measures_evaluation_apart():
+    import numpy as np
+    import torch
+
+    from pepr.measure import WorkingSetMeter
+
+    meter = WorkingSetMeter(torch.device("cpu"))
+    if not meter._kernel_peak:
+        pytest.skip("needs Linux's resettable RSS high-water mark (/proc/self/clear_refs)")
+    meter.start()
+    mib = 2**20 // 8  # float64 values per MiB
+    meter.begin_training()
+    steps = np.ones(64 * mib)  # "activations" of the training steps: counted
+    del steps
+    meter.end_training()
+    evaluation = np.ones(256 * mib)  # an evaluation batch of 256: measured apart
+    del evaluation
+    first = meter.read()
+    meter.begin_training()  # the next epoch starts from the allocator's free memory returned
+    steps = np.ones(32 * mib)
+    del steps
+    meter.end_training()
+    second = meter.read()
+    meter.stop()
+    assert 60 <= first["peak_memory_mb"] < 120, first
+    assert first["eval_peak_memory_mb"] >= 250, first
+    assert second["peak_memory_mb"] == pytest.approx(first["peak_memory_mb"], abs=30), (first, second)
+    assert second["process_peak_rss_mb"] >= first["process_peak_rss_mb"] >= 256  # the whole process's peak survives the resets
+
+
 _WINDOW_PROBE = r"""
 import json, sys
 from pathlib import Path
@@ -219,7 +249,7 @@ print(json.dumps({
 @pytest.mark.slow
 def test_no_one_off_imports_inside_the_measured_windows(tmp_path):
     # a fresh process: in this one, other tests have imported scipy long ago
-    result = subprocess.run([sys.executable, "-c", _WINDOW_PROBE, str(tmp_path / "run")], capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", _WINDOW_PROBE, str(tmp_path / "run")], capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["scipy_before_timer"]  # the first evaluation's AUC (scipy.stats) used to import it inside epoch 1

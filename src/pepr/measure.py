@@ -550,6 +550,8 @@ class WorkingSetMeter:
         if release:
             release_free_memory()
         if self._kernel_peak:
+            # the reset lowers ru_maxrss too: keep the whole process's peak so far
+            self.process_peak_before_mb = max(self.process_peak_before_mb, peak_rss_mb(), _rss_high_water_mark_mb() or 0.0)
             _reset_rss_high_water_mark()
         self.peak_mb = current_rss_mb()
 
