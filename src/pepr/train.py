@@ -227,8 +227,10 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         try:
             model = setup.build_model(cfg)
         except PeprInputError:  # the user's input (e.g. weights unavailable offline): exit 2, not a "failed" run
+            setup.energy.close()
             raise
         except _CannotRun as exc:
+            setup.energy.close()
             return _fail(cfg, record, str(exc), log)
         try:
             state, model = _train(cfg, setup, model, log)
@@ -288,6 +290,7 @@ class _Setup:
     carbon: Any  # measure.IntensitySeries or None
     share: Any  # measure.NodeShare: the job's part of the node's CPU/RAM energy
     memory: Any = None  # measure.WorkingSetMeter, started once the data are on the device
+    energy: Any = None  # measure.EnergyMeter, started before the memory baseline
 
     @classmethod
     def build(cls, cfg: TrainConfig, log: Callable[[str], None]) -> "_Setup":
@@ -342,6 +345,11 @@ class _Setup:
         # the FLOP counter) before the memory baseline and the first epoch's timer
         import_dependencies()
         measure.import_dependencies()
+        from pepr import models  # noqa: F401 - build_model's import, outside the memory window too
+
+        # CodeCarbon's hardware probing, lazy imports and threads: before the memory baseline
+        setup.energy = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ))
+        setup.energy.start()
         setup.memory = measure.WorkingSetMeter(device)  # baseline: data resident, no model yet
         return setup
 
@@ -377,7 +385,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     """The epochs (resumed where a previous segment stopped), each measured; returns the state."""
     import torch
 
-    from pepr import measure, models
+    from pepr import models
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -386,8 +394,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
     segment = state.segments - 1
-    meter = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(setup.device.type, setup.device.index, os.environ))
-    meter.start()
+    meter = setup.energy  # started in _Setup.build
     setup.memory.start()
     cpu_start = time.process_time()
     try:
