@@ -44,6 +44,8 @@ class EstimateSettings:
     country: str | None = None
     job_overhead_s: float = 0.0
     pue: float = 1.0
+    #: (short name, (TRAIN, VAL, TEST[, SIZE[, CHANNELS]])) for datasets whose file is not there yet
+    dataset_sizes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.batches < 1 or self.warmup < 0 or not (self.min_seconds >= 0):
@@ -55,7 +57,7 @@ class EstimateSettings:
         if self.max_models is not None and self.max_models < 1:
             raise PeprInputError(f"max_models must be at least 1, got {self.max_models}")
         if self.device is not None:
-            from pepr.train import parse_device
+            from pepr.devices import parse_device
 
             parse_device(self.device)
 
@@ -88,7 +90,8 @@ def run_estimate(
     raised as PeprInputError before the first calibration starts.
     """
     grid_jobs = jobs_from_config(
-        config, schema_path, source=source, models=settings.models, max_models=settings.max_models, cache_dir=cache_dir
+        config, schema_path, source=source, models=settings.models, max_models=settings.max_models, cache_dir=cache_dir,
+        dataset_sizes=dict(settings.dataset_sizes),
     )
     config = grid_jobs.config
     country = (settings.country or config["country"]).strip().upper()
@@ -105,7 +108,7 @@ def run_estimate(
     )
     import torch
 
-    from pepr.train import resolve_device
+    from pepr.devices import resolve_device
 
     cuda = torch.cuda.is_available()
     device = resolve_device(settings.device or config["device"], cuda, torch.cuda.device_count() if cuda else 0)
