@@ -61,6 +61,7 @@ from pepr.loop import (
 from pepr.loop import autocast as _autocast
 from pepr.loop import loss as loss_function
 from pepr.resume import RunState, load_resume, save_resume
+from pepr.train_metrics import import_dependencies
 from pepr.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
 from pepr.settings import TrainConfig, train_fields
 
@@ -167,8 +168,10 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         try:
             model = setup.build_model(cfg)
         except PeprInputError:  # the user's input (e.g. weights unavailable offline): exit 2, not a "failed" run
+            setup.energy.close()
             raise
         except _CannotRun as exc:
+            setup.energy.close()
             return _fail(cfg, record, str(exc), log)
         try:
             state, model = _train(cfg, setup, model, log)
@@ -228,6 +231,7 @@ class _Setup:
     carbon: Any  # measure.IntensitySeries or None
     share: Any  # measure.NodeShare: the job's part of the node's CPU/RAM energy
     memory: Any = None  # measure.WorkingSetMeter, started once the data are on the device
+    energy: Any = None  # measure.EnergyMeter, started before the memory baseline
 
     @classmethod
     def build(cls, cfg: TrainConfig, log: Callable[[str], None]) -> "_Setup":
@@ -283,6 +287,15 @@ class _Setup:
             record["device_name"] = torch.cuda.get_device_name(device)
         splits = to_device(dataset, device, image_size)
         setup = cls(device, precision, threads, image_size, splits, dataset, record, carbon, measure.this_node_share())
+        # one-off imports of the measured windows (scipy for the first evaluation's AUC, CodeCarbon,
+        # the FLOP counter) before the memory baseline and the first epoch's timer
+        import_dependencies()
+        measure.import_dependencies()
+        from pepr import models  # noqa: F401 - build_model's import, outside the memory window too
+
+        # CodeCarbon's hardware probing, lazy imports and threads: before the memory baseline
+        setup.energy = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ))
+        setup.energy.start()
         setup.memory = measure.WorkingSetMeter(device)  # baseline: data resident, no model yet
         return setup
 
@@ -318,7 +331,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     """The epochs (resumed where a previous segment stopped), each measured; returns the state."""
     import torch
 
-    from pepr import measure, models
+    from pepr import models
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -327,18 +340,17 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
     segment = state.segments - 1
-    meter = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(setup.device.type, setup.device.index, os.environ))
-    meter.start()
+    meter = setup.energy  # started in _Setup.build
     setup.memory.start()
     cpu_start = time.process_time()
     try:
         while state.epochs_done < cfg.epochs:
             epoch = state.epochs_done + 1
-            row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history)
+            # the paper's memory measure: reserved after the 2nd epoch's training, before its evaluation
+            after_training = _read_reserved_epoch2(setup.device, state.peak) if epoch == 2 else None
+            row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history, after_training)
             state.history.append(row)
             state.epochs_done = epoch
-            if epoch == 2 and setup.device.type == "cuda":  # the paper's memory measure
-                state.peak["memory_reserved_epoch2_mb"] = torch.cuda.memory_reserved(setup.device) / 2**20
             state.peak = _merge_peak(state.peak, setup.memory.read())
             state.process_seconds += time.process_time() - cpu_start
             cpu_start = time.process_time()
@@ -357,6 +369,19 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
         meter.close()
         setup.memory.stop()
     return state, model
+
+
+def _read_reserved_epoch2(device: Any, peak: dict[str, Any]) -> Callable[[], None]:
+    """A callback for :func:`_run_epoch` that stores ``memory_reserved_epoch2_mb`` in ``peak``
+    (CUDA only: :func:`pepr.measure.cuda_memory_reserved_mb` is None elsewhere)."""
+    from pepr import measure
+
+    def read() -> None:
+        reserved = measure.cuda_memory_reserved_mb(device)
+        if reserved is not None:
+            peak["memory_reserved_epoch2_mb"] = reserved
+
+    return read
 
 
 def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> dict[str, Any]:
@@ -444,8 +469,12 @@ def _run_epoch(
     batch_size: int,
     meter: Any,
     history: list[dict[str, Any]],
+    after_training: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train one epoch, evaluate val/test, measure time and energy; return the history row.
+
+    ``after_training`` is called once the epoch's training steps are done (device synced) and
+    before its evaluation: the point where the paper reads its memory measure.
 
     CPU and RAM energy are charged at the job's share of the node (:func:`pepr.measure.node_share`);
     CO2 follows the energy, at the series' intensity at the epoch midpoint when one is given.
@@ -455,11 +484,15 @@ def _run_epoch(
     splits, precision, device = setup.splits, setup.precision, setup.device
     eval_batch = eval_batch_size(batch_size)
     name = f"epoch{epoch}"
+    setup.memory.begin_training()  # before the timer: it returns the allocator's free memory
     meter.begin(name)
     clock_start, started = time.time(), time.perf_counter()
     train_loss = train_epoch(model, optimizer, splits, batch_size, generator, precision)
     sync(device)
     trained = time.perf_counter()
+    setup.memory.end_training()  # the evaluation (batch >= 256) is measured apart
+    if after_training is not None:
+        after_training()
     val = evaluate(model, splits.val_x, splits.val_y, splits, precision, eval_batch)
     test = evaluate(model, splits.test_x, splits.test_y, splits, precision, eval_batch)
     sync(device)
