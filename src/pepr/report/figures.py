@@ -23,7 +23,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import LogLocator, MaxNLocator
 
 from pepr.report.config import ReportConfig
-from pepr.report.data import CELL, cells, co2_note, energy_methods, fraction_label, report_variants
+from pepr.report.data import co2_note, energy_methods, fraction_label, group_label, groups, report_variants
 from pepr.report.stats import epoch_curves, format_p, pareto_front
 from pepr.report.tables import comparisons, model_means, model_pairs
 
@@ -56,19 +56,21 @@ def _panels(n: int, ncols: int | None = None, size: tuple[float, float] = PANEL)
     return fig, list(axes[:n])
 
 
-def _panel_title(key: tuple, extra: str = "") -> str:
-    """A cell's panel title on two short lines (dataset; init / fraction), wrapped to the
+def _panel_title(key: tuple, extra: str = "", group: Sequence[str] = ("dataset", "init", "fraction")) -> str:
+    """A group's panel title on two short lines (first key; the others), wrapped to the
     panel's width so that neighbouring titles never run into each other at 3 columns."""
-    dataset, init, fraction = key
-    lines = textwrap.wrap(str(dataset), 34) or [""]
-    lines.append(f"{init} / {fraction_label(fraction)}")
+    label = group_label(key, group).split(" / ")
+    lines = textwrap.wrap(label[0], 34) or [""]
+    if len(label) > 1:
+        lines.append(" / ".join(label[1:]))
     if extra:
         lines += textwrap.wrap(extra, 44)
     return "\n".join(lines)
 
 
-def _cell_frame(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
-    return df[(df[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+def _cell_frame(df: pd.DataFrame, key: tuple, group: Sequence[str] = ("dataset", "init", "fraction")) -> pd.DataFrame:
+    group = list(group)
+    return df[(df[group] == pd.Series(key, index=group)).all(axis=1)]
 
 
 def _footnote(fig: Figure, lines: Sequence[str]) -> None:
@@ -145,7 +147,7 @@ def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[P
 
 def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 1: contours of P / (1 + R) over (R, P), each cell's runs as points on them."""
-    keys = cells(df[df["ok"]])
+    keys = groups(df[df["ok"]], cfg.group)
     fig, axes = _panels(max(len(keys), 1))
     grid_r, grid_p = np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201))
     styles = model_styles(df)
@@ -153,13 +155,13 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     for ax, key in zip(axes, keys):
         contours = ax.contourf(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0, 1, 11), cmap="YlGn", alpha=0.7)
         ax.contour(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0.1, 0.9, 9), colors="grey", linewidths=0.4)
-        frame = _cell_frame(ok, key)
+        frame = _cell_frame(ok, key, cfg.group)
         _scatter_models(ax, frame, f"{cfg.resource}_norm", cfg.performance, styles)
         best = frame.loc[frame[f"pepr_{cfg.resource}"].idxmax()]
         ax.annotate(best["model"], (best[f"{cfg.resource}_norm"], best[cfg.performance]), fontsize=7,
                     xytext=(4, 4), textcoords="offset points")
         ax.set(xlim=(-0.02, 1.02), ylim=(max(0.0, frame[cfg.performance].min() - 0.1), 1.0),
-               xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key))
+               xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key, group=cfg.group))
         ax.title.set_fontsize(9)
     if keys:
         # A short bar when the panels span several rows: it need not run the full height.
@@ -172,7 +174,7 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
 def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str, str]]) -> Figure:
     """Panels of ``columns`` vs log10 parameters: one panel per cell and column; with several
     columns, one figure row per cell (so 12 cells stay 12 readable rows, not 12 columns)."""
-    keys = cells(df[df["ok"]])
+    keys = groups(df[df["ok"]], cfg.group)
     ok = df[df["ok"]].assign(log10_params=lambda d: np.log10(d["params"]))
     ncols = len(columns) if len(columns) > 1 else None
     fig, axes = _panels(max(len(keys) * len(columns), 1), ncols=ncols)
@@ -180,14 +182,14 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
     low = ok["log10_params"].min() - 0.1
     for index, (key, (column, label)) in enumerate(itertools.product(keys, columns)):
         ax = axes[index]
-        frame = _cell_frame(ok, key).dropna(subset=[column])
+        frame = _cell_frame(ok, key, cfg.group).dropna(subset=[column])
         # Each cell's own split: a model's parameter count depends on the cell (head, channels).
-        split = math.log10(float(_cell_frame(df, key)["median_params"].iloc[0]))
+        split = math.log10(float(_cell_frame(df, key, cfg.group)["median_params"].iloc[0]))
         ax.axvspan(low, split, color="0.9", zorder=0)
         ax.axvline(split, color="0.5", linestyle="--", linewidth=0.8)
         ax.text(split, 1.0, " median", transform=ax.get_xaxis_transform(), fontsize=7, va="top", color="0.4")
         _scatter_models(ax, frame, "log10_params", column, styles)
-        ax.set(xlabel="log10(trainable parameters)", ylabel=label, title=_panel_title(key))
+        ax.set(xlabel="log10(trainable parameters)", ylabel=label, title=_panel_title(key, group=cfg.group))
         ax.set_xlim(left=low)
         ax.title.set_fontsize(9)
     _model_legend(fig, styles, set(ok["model"]))
@@ -215,11 +217,11 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     pairs_list = comparisons(df, factor)
     metrics = [(cfg.performance, f"{cfg.performance}: treatment - baseline", "diff"),
                (cfg.resource, f"{cfg.resource}: treatment / baseline", "ratio")]
-    context = [c for c in CELL if c != factor]
+    context = [c for c in cfg.group if c != factor]
     n_contexts = df[context].drop_duplicates().shape[0]
     # Panels widen with the contexts on their x axis, so the context labels never overlap.
     fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(max(5.2, 1.5 * n_contexts), 3.8))
-    context = [c for c in CELL if c != factor]
+    context = [c for c in cfg.group if c != factor]
     label = fraction_label if factor == "fraction" else str
     styles = model_styles(df)
     if not pairs_list:
@@ -288,12 +290,12 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
 
 def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 6: performance vs the headline resource per cell, Pareto front and PePR iso-lines."""
-    keys = cells(df[df["ok"]])
+    keys = groups(df[df["ok"]], cfg.group)
     fig, axes = _panels(max(len(keys), 1))
     styles = model_styles(df)
     ok = df[df["ok"]]
     for ax, key in zip(axes, keys):
-        frame = _cell_frame(ok, key)
+        frame = _cell_frame(ok, key, cfg.group)
         r, p = frame[cfg.resource].to_numpy(), frame[cfg.performance].to_numpy()
         low, high = r.min(), r.max()
         span = high - low if high > low else 1.0
@@ -311,7 +313,7 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         _scatter_models(ax, frame, cfg.resource, cfg.performance, styles)
         for _, run in frame[front].drop_duplicates("model").iterrows():
             ax.annotate(run["model"], (run[cfg.resource], run[cfg.performance]), fontsize=6, xytext=(3, -8), textcoords="offset points")
-        ax.set(xlabel=cfg.resource, ylabel=cfg.performance, title=_panel_title(key), ylim=(bottom, 1.01))
+        ax.set(xlabel=cfg.resource, ylabel=cfg.performance, title=_panel_title(key, group=cfg.group), ylim=(bottom, 1.01))
         ax.title.set_fontsize(9)
     _model_legend(fig, styles, set(ok["model"]))
     _footnote(fig, [f"Grey lines: {cfg.resource_label} iso-lines P / (1 + R) = const (value printed at the end), "
@@ -322,13 +324,13 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
 
 def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 7: PePR per epoch (scored over all runs and epochs of the cell), peaks marked."""
-    keys = cells(df[df["ok"]])
+    keys = groups(df[df["ok"]], cfg.group)
     fig, axes = _panels(max(len(keys), 1))
     styles = model_styles(df)
-    curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, CELL) if len(history) else history
+    curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, list(cfg.group)) if len(history) else history
     for ax, key in zip(axes, keys):
-        frame = _cell_frame(curves, key)
-        cell_peaks = _cell_frame(peaks, key)
+        frame = _cell_frame(curves, key, cfg.group)
+        cell_peaks = _cell_frame(peaks, key, cfg.group)
         for (model, seed), run in frame.sort_values("epoch").groupby(["model", "seed"]):
             style = styles[model]
             ax.plot(run["epoch"], run["epoch_pepr"], color=style.colour, linestyle=style.linestyle, linewidth=0.9, alpha=0.85)
@@ -338,7 +340,7 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
         share = saved / total if total > 0 else 0.0
         cost = cell_peaks["performance_cost"].mean() if len(cell_peaks) else 0.0
         ax.set(xlabel="epoch", ylabel=f"epoch PePR ({cfg.history_resource})",
-               title=_panel_title(key, f"stopping at peaks saves {saved:.3g} ({share:.0%}), mean cost {cost:+.3f}"))
+               title=_panel_title(key, f"stopping at peaks saves {saved:.3g} ({share:.0%}), mean cost {cost:+.3f}", cfg.group))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.title.set_fontsize(8)
     shown = set(curves["model"]) if len(curves) else set()
@@ -354,20 +356,20 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
 def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 8 (the paper's model-space figure): training energy vs trainable parameters, both
     on log axes, one point per model (seed mean) and cell, small models shaded per cell."""
-    keys = cells(df[df["ok"]])
+    keys = groups(df[df["ok"]], cfg.group)
     fig, axes = _panels(max(len(keys), 1))
     styles = model_styles(df)
     means = model_means(df, cfg)
     for ax, key in zip(axes, keys):
-        frame = _cell_frame(means, key)
+        frame = _cell_frame(means, key, cfg.group)
         frame = frame[(frame["params"] > 0) & (frame["energy_kwh"] > 0)] if "energy_kwh" in frame else frame.iloc[:0]
         _scatter_models(ax, frame, "params", "energy_kwh", styles)
-        median = float(_cell_frame(df, key)["median_params"].iloc[0])
+        median = float(_cell_frame(df, key, cfg.group)["median_params"].iloc[0])
         ax.axvline(median, color="0.5", linestyle="--", linewidth=0.8)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.xaxis.set_major_locator(LogLocator(base=10))
-        ax.set(xlabel="trainable parameters (log)", ylabel="training energy, kWh (log)", title=_panel_title(key))
+        ax.set(xlabel="trainable parameters (log)", ylabel="training energy, kWh (log)", title=_panel_title(key, group=cfg.group))
         ax.title.set_fontsize(9)
     _model_legend(fig, styles, set(means["model"]))
     _footnote(fig, ["One point per model: its seed mean in the cell. Dashed: the cell's median parameter count (small models left of it).",

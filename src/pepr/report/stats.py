@@ -251,3 +251,80 @@ def peak_epochs(curves: pd.DataFrame, run: list[str], performance: str, resource
             }
         )
     return pd.DataFrame(rows)
+
+
+#: The answers to "are small models not worse than large ones by more than the margin?".
+NOT_WORSE, WORSE = "not worse", "worse"
+
+
+@dataclass(frozen=True)
+class NonInferiority:
+    """One-sided Welch tests of a - b against the margin: ``p_not_worse`` tests
+    mean(a) - mean(b) > -margin (rejecting means a is not worse than b by the margin or more),
+    ``p_worse`` tests mean(a) - mean(b) < -margin (a is worse by more than the margin). NaN
+    (with ``note``) when no test was run."""
+
+    p_not_worse: float
+    p_worse: float
+    note: str
+
+
+def welch_noninferiority(a: np.ndarray, b: np.ndarray, margin: float, min_group: int) -> NonInferiority:
+    """Non-inferiority of group ``a`` against ``b`` with ``margin`` (Welch, NaNs dropped):
+    the lower one-sided test of the TOST pair and its mirror (``scipy.stats.ttest_ind`` with
+    ``equal_var=False`` on ``a + margin`` vs ``b``)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if min(len(a), len(b)) < min_group:
+        return NonInferiority(np.nan, np.nan, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})")
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return NonInferiority(np.nan, np.nan, "no spread within either group: no test")
+    not_worse = stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
+    worse = stats.ttest_ind(a + margin, b, equal_var=False, alternative="less").pvalue
+    return NonInferiority(float(not_worse), float(worse), "")
+
+
+def noninferiority_verdict(p_not_worse: float, p_worse: float, alpha: float) -> str:
+    """"not worse" when the non-inferiority test rejects a deficit of the margin or more;
+    "worse" when the mirror test shows a deficit larger than the margin; else "cannot tell".
+    Pass Holm-adjusted p-values when the test is one of a family."""
+    if not np.isnan(p_not_worse) and p_not_worse < alpha:
+        return NOT_WORSE
+    if not np.isnan(p_worse) and p_worse < alpha:
+        return WORSE
+    return CANNOT_TELL
+
+
+def direction(estimate: float, p: float, alpha: float, higher: str, lower: str, neither: str = "no significant difference") -> str:
+    """Which way a tested difference goes: ``higher`` / ``lower`` when ``p`` < alpha (by the
+    sign of ``estimate``), ``neither`` when not significant, "no test" when p is NaN."""
+    if np.isnan(p):
+        return "no test"
+    if p >= alpha:
+        return neither
+    return higher if estimate > 0 else lower
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Spearman's rank correlation of two variables (``scipy.stats.spearmanr``), NaN with a
+    ``note`` when no test was run."""
+
+    n: int
+    rho: float
+    p: float
+    note: str
+
+
+def spearman_trend(x: np.ndarray, y: np.ndarray, min_n: int) -> Trend:
+    """Spearman's rho of ``x`` vs ``y`` (pairs with a NaN dropped) and its two-sided p-value."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    n = int(len(x))
+    if n < min_n:
+        return Trend(n, np.nan, np.nan, f"n too small for a test (need {min_n} models)")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Trend(n, np.nan, np.nan, "one variable is constant: no test")
+    result = stats.spearmanr(x, y)
+    return Trend(n, float(result.statistic), float(result.pvalue), "")
