@@ -6,7 +6,7 @@
 # other rules take two or three inputs each, not thousands. report_tables and report_figures read
 # pepr.csv + that table; report_summary reads pepr.csv + the tables (nothing is computed twice).
 # All rules are light (seconds) and run on the submitting machine.
-from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLES, ReportConfig
+from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLE_SETTINGS, TABLES, ReportConfig
 from pepr.grid import RUNS_DIR, format_fraction
 
 
@@ -29,8 +29,9 @@ except PeprInputError as exc:
     print(f"pepr: bad config ({CONFIG_SOURCE}): {exc}", file=sys.stderr)
     raise SystemExit(1)
 
+# The table's shape (group columns, parameter counts) is the workflow's own: not a setting.
 REPORT_SETTINGS = {
-    **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__},
+    **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__ if k not in TABLE_SETTINGS},
     "figure_formats": list(REPORT_CONFIG.figure_formats),
 }
 REPORT_HISTORIES = f"results/{HISTORIES_TABLE}"
@@ -55,6 +56,7 @@ localrules:
     report_tables,
     report_figures,
     report_summary,
+    report_page,
 
 
 rule gather_histories:
@@ -127,8 +129,25 @@ rule report_summary:
         "../../scripts/report_summary.py"
 
 
+rule report_page:
+    input:
+        pepr="results/pepr.csv",
+        summary="results/summary.md",
+        tables=list(REPORT_TABLES.values()),
+        figures=[path for paths in REPORT_FIGURES.values() for path in paths.values()],
+    output:
+        page=report("results/report.html", caption="../report/summary.rst", category="Summary"),
+    params:
+        out_dir="results",
+    log:
+        "results/logs/report_page.log",
+    script:
+        "../../scripts/report_page.py"
+
+
 REPORT_TARGETS = [
     *REPORT_TABLES.values(),
     *[path for paths in REPORT_FIGURES.values() for path in paths.values()],
     "results/summary.md",
+    "results/report.html",
 ]

@@ -262,7 +262,8 @@ POWER_Z, POWER_FACTOR = 3.5, 1.5
 
 def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: list[str],
                              synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Sanity checks of the measurements, one row per flagged successful run and check:
+    """Sanity checks of the measurements, one row per flagged successful run and check (the
+    details of several resources joined by " | "):
     the run (model, group keys, seed), ``check`` and ``detail``. Nothing is dropped: a flag
     warns and explains.
 
@@ -333,7 +334,11 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
             for index in group.index[values != common]:
                 flag(ok.loc[index], "mixed_devices", f"the group's runs were measured on different {column}s: {split}; "
                      "PePR compares them as if on one machine")
-    return pd.DataFrame(rows, columns=[*run, "check", "detail"])
+    table = pd.DataFrame(rows, columns=[*run, "check", "detail"])
+    if table.empty:
+        return table
+    # One row per run and check: several resources (or columns) of one check are one explanation.
+    return table.groupby([*run, "check"], sort=False, as_index=False)["detail"].agg(" | ".join)
 
 
 def _measured_or_estimated(methods: pd.Series) -> str:
