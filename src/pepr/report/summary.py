@@ -130,7 +130,7 @@ def _not_worse_text(row: pd.Series, cfg) -> str:
               WORSE: f"small models are **worse** than large by more than {row['margin']:g}",
               CANNOT_TELL: f"**cannot tell** whether small models are within {row['margin']:g} of large"}[row["verdict_not_worse"]]
     return (f"Non-inferiority ({family}): {worded} (difference {row['diff_performance']:+.3g}, "
-            f"{row['direction_performance']}; {format_p(row['p_not_worse_holm'])}).")
+            f"{row['direction_performance']}; non-inferiority Holm {format_p(row['p_not_worse_holm'])}).")
 
 
 def _pepr_svl_text(row: pd.Series, cfg) -> str:
@@ -347,7 +347,7 @@ def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[st
     if decision.empty:
         return ["No group has a successful run: there is nothing to recommend."]
     header = ["group", f"recommended (best {cfg.resource_label})", cfg.performance, cfg.resource,
-              f"best {cfg.performance}", cfg.performance, cfg.resource, "in short"]
+              f"best-{cfg.performance} model", f"its {cfg.performance}", f"its {cfg.resource}", "in short"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in decision.itertuples(index=False):
         key = tuple(getattr(row, c) for c in cfg.group)
