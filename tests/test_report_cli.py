@@ -188,6 +188,10 @@ def test_out_that_is_a_file_is_refused_before_reading(tmp_path, capsys):
     (tmp_path / "taken").write_text("mine")
     code, _, err = run_report([tmp_path / "results.csv", *FOREIGN_FLAGS, "--out", tmp_path / "taken"], capsys)
     assert code == 2 and "is a file" in err and (tmp_path / "taken").read_text() == "mine"
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    code, _, err = run_report([tmp_path / "results.csv", *FOREIGN_FLAGS, "--out", tmp_path / "mine"], capsys)
+    assert code == 2 and "already holds other files" in err and os.listdir(tmp_path / "mine") == ["notes.txt"]
 
 
 def test_report_cli_starts_without_torch(tmp_path):

@@ -80,6 +80,10 @@ def _check_out(out: str) -> None:
     path = Path(out)
     if path.exists() and not path.is_dir():
         raise PeprInputError(f"--out '{out}' is a file; give a folder")
+    # A folder of other files is not ours to write into (a previous report is: it is rebuilt).
+    if path.is_dir() and any(path.iterdir()) and not (path / "summary.md").is_file():
+        raise PeprInputError(f"--out '{out}' already holds other files; choose a new or empty folder "
+                             "(a folder with an earlier pepr report is rebuilt in place)")
     probe = path
     while not probe.exists():
         probe = probe.parent
