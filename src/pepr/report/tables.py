@@ -290,9 +290,9 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
     for resource in copied:
         values = pd.to_numeric(ok[resource], errors="coerce")
         frame = ok.assign(_value=values)[lambda d: np.isfinite(d["_value"]) & (d["_value"] > 0)]
-        for (model, value), same in frame.groupby(["model", "_value"], sort=True):
-            if same["group_id"].nunique() < 2:
-                continue
+        # Vectorised first (tens of thousands of runs): only values shared across groups are walked.
+        spread = frame.groupby(["model", "_value"], sort=False)["group_id"].transform("nunique")
+        for (model, value), same in frame[spread > 1].groupby(["model", "_value"], sort=True):
             for _, r in same.iterrows():
                 others = sorted({where(o) for _, o in same.iterrows() if o["group_id"] != r["group_id"]})
                 flag(r, "identical_resource", f"{resource} = {value!r} exactly as the same model in {'; '.join(others)}: "
