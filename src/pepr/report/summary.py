@@ -13,7 +13,7 @@ import pandas as pd
 
 from pepr.report.data import (ReportData, co2_note, energy_methods, fraction_label, group_label, group_rows, groups,
                               report_variants)
-from pepr.report.stats import CANNOT_TELL, DIFFERENT, EQUIVALENT, NOT_WORSE, WORSE, format_p, holm, paired_effect, verdict
+from pepr.report.stats import CANNOT_TELL, DIFFERENT, NOT_WORSE, WORSE, format_p, holm, paired_effect, verdict
 from pepr.report.tables import BEST_PERFORMANCE, model_means
 
 

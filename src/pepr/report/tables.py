@@ -25,7 +25,6 @@ from pepr.report.stats import (
     spearman_trend,
     welch_noninferiority,
     holm,
-    mean_ci,
     paired_effect,
     top_k_separable,
     verdict,
@@ -77,6 +76,7 @@ def top_k_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """
     means = model_means(df, cfg)
     headline = f"pepr_{cfg.resource}"
+    resources, shown = _resources(df, cfg), report_variants(df)  # once: each scans the whole table
     rows = []
 
     def row_of(key, label, rank, row, score, headline_rank):
@@ -84,14 +84,14 @@ def top_k_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
             **dict(zip(cfg.group, key)), "variant": label, "rank": rank, "model": row["model"], "score": score,
             "headline_rank": headline_rank, "n_seeds": int(row["n_seeds"]), "params": _count(row["params"]),
             "small": _flag(row["small"]), cfg.performance: row[cfg.performance],
-            **{r: row[r] for r in _resources(df, cfg)}, "energy_method": row["energy_method"],
+            **{r: row[r] for r in resources}, "energy_method": row["energy_method"],
         }
 
     for key, group in means.groupby(list(cfg.group), sort=False):
         key = key if isinstance(key, tuple) else (key,)
         by_headline = group.sort_values([headline, "model"], ascending=[False, True])
         headline_rank = {m: i for i, m in enumerate(by_headline["model"], start=1)}
-        for variant in report_variants(df):
+        for variant in shown:
             scored = group.dropna(subset=[variant.column])
             ordered = scored.sort_values([variant.column, "model"], ascending=[False, True]).head(cfg.top_k)
             for rank, (_, row) in enumerate(ordered.iterrows(), start=1):
@@ -99,7 +99,7 @@ def top_k_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         best = group.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         rows.append(row_of(key, BEST_PERFORMANCE, 1, best, best[cfg.performance], headline_rank[best["model"]]))
     columns = [*cfg.group, "variant", "rank", "model", "score", "headline_rank", "n_seeds", "params", "small",
-               cfg.performance, *_resources(df, cfg), "energy_method"]
+               cfg.performance, *resources, "energy_method"]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -506,28 +506,25 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
 
 
 def seed_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
-    """Per cell and model: mean and (1 - alpha) Student-t CI over seeds of the performance and
-    of the headline PePR variant (CI empty with a single seed)."""
+    """Per group and model: mean and (1 - alpha) Student-t CI over seeds of the performance and
+    of the headline PePR variant (CI empty with a single seed); as :func:`stats.mean_ci`,
+    computed for all models at once."""
+    from scipy import stats as scipy_stats
+
     headline = f"pepr_{cfg.resource}"
-    rows = []
-    for key, group in df[df["ok"]].groupby([*cfg.group, "model"], sort=False):
-        perf = mean_ci(group[cfg.performance].to_numpy(), cfg.alpha)
-        pepr = mean_ci(group[headline].to_numpy(), cfg.alpha)
-        rows.append(
-            {
-                **dict(zip([*cfg.group, "model"], key)),
-                "n_seeds": len(group),
-                "performance_mean": perf[0],
-                "performance_ci_low": perf[1],
-                "performance_ci_high": perf[2],
-                f"{headline}_mean": pepr[0],
-                f"{headline}_ci_low": pepr[1],
-                f"{headline}_ci_high": pepr[2],
-            }
-        )
-    columns = [*cfg.group, "model", "n_seeds", "performance_mean", "performance_ci_low", "performance_ci_high",
+    keys = [*cfg.group, "model"]
+    grouped = df[df["ok"]].groupby(keys, sort=False)
+    out = grouped.size().rename("n_seeds").to_frame()
+    for column, name in [(cfg.performance, "performance"), (headline, headline)]:
+        values = grouped[column]
+        n, mean, sd = values.count(), values.mean(), values.std(ddof=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = scipy_stats.t.ppf(1 - cfg.alpha / 2, n - 1) * sd / np.sqrt(n)
+        half = half.where(n >= 2)
+        out[f"{name}_mean"], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean, mean - half, mean + half
+    columns = [*keys, "n_seeds", "performance_mean", "performance_ci_low", "performance_ci_high",
                f"{headline}_mean", f"{headline}_ci_low", f"{headline}_ci_high"]
-    return pd.DataFrame(rows, columns=columns)
+    return out.reset_index()[columns]
 
 
 def rank_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
