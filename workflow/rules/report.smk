@@ -56,7 +56,6 @@ localrules:
     report_tables,
     report_figures,
     report_summary,
-    report_page,
 
 
 rule gather_histories:
@@ -129,25 +128,8 @@ rule report_summary:
         "../../scripts/report_summary.py"
 
 
-rule report_page:
-    input:
-        pepr="results/pepr.csv",
-        summary="results/summary.md",
-        tables=list(REPORT_TABLES.values()),
-        figures=[path for paths in REPORT_FIGURES.values() for path in paths.values()],
-    output:
-        page=report("results/report.html", caption="../report/summary.rst", category="Summary"),
-    params:
-        out_dir="results",
-    log:
-        "results/logs/report_page.log",
-    script:
-        "../../scripts/report_page.py"
-
-
 REPORT_TARGETS = [
     *REPORT_TABLES.values(),
     *[path for paths in REPORT_FIGURES.values() for path in paths.values()],
     "results/summary.md",
-    "results/report.html",
 ]

@@ -14,7 +14,7 @@ import pandas as pd
 from pepr.runs import atomic_write_text
 
 
-def write_report_page(out_dir: str | os.PathLike) -> Path:
+def write_report_page(out_dir: str | os.PathLike, cfg=None) -> Path:
     """Write ``out_dir/report.html``: the decision and footprint tables first, then the
     summary text, every table and every PNG figure; returns its path."""
     out = Path(out_dir)
