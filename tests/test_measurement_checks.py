@@ -117,3 +117,26 @@ def test_checks_use_the_input_column_names(tmp_path, capsys):
     assert list(flagged.columns) == ["name", "dataset", "share", "check", "detail"]
     assert set(flagged["name"]) == {"m2"} and set(flagged["check"]) == {"identical_resource"}
     assert len(pd.read_csv(out / "pepr.csv")) == len(table)  # flagged runs kept
+
+
+def test_footprint_counts_every_run_and_each_pretraining_once():
+    from pepr.report.tables import footprint_table
+
+    table = sweep()
+    table.loc[0, "status"] = "failed"  # a failed run that spent energy still cost it
+    # Two transfer runs share one pretraining of 0.2 kWh / 0.08 kg / 720 s.
+    table["pretrain_energy_kwh"], table["pretrain_co2_kg"], table["pretrain_train_time_s"] = float("nan"), float("nan"), float("nan")
+    table["pretrain_uses"] = float("nan")
+    table.loc[[1, 2], ["pretrain_energy_kwh", "pretrain_co2_kg", "pretrain_train_time_s", "pretrain_uses"]] = [0.2, 0.08, 720.0, 2]
+    table.loc[3, "energy_method"] = "estimated: CodeCarbon cpu_load/TDP"
+    data = prepare(prepare_table(table, TableSpec(), ReportConfig()), None)
+    row = footprint_table(data.results).iloc[0]
+    assert row["n_runs"] == len(table)
+    assert row["energy_kwh"] == pytest.approx(table["energy_kwh"].sum() + 0.2)
+    assert row["co2_kg"] == pytest.approx(table["co2_kg"].sum() + 0.08)
+    assert row["device_hours"] == pytest.approx((table["train_time_s"].sum() + 720) / 3600)
+    assert row["pretraining_energy_kwh"] == pytest.approx(0.2)
+    assert row["measurement"] == f"measured ({len(table) - 1} runs) and estimated (1 runs)"
+    text = summary_markdown(data, compute_tables(data))
+    first = text[:text.index("## Best model")]
+    assert "**This sweep's footprint:**" in first and "pretraining included (0.2 kWh)" in first
