@@ -438,8 +438,8 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     check everything before writing anything. Existing ``X_norm`` / ``pepr_X`` columns of the
     scored resources are recomputed (a ``pepr.csv`` can be reported on again).
     """
-    from pepr.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column, score_runs
-    from pepr.scoring import norm_column, pepr_column
+    from pepr.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column
+    from pepr.scoring import norm_column, pepr_column, score
 
     if len(raw) == 0:
         raise PeprInputError(f"{source} has no rows: there is no run to report on")
@@ -490,7 +490,7 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         if not resources:
             raise PeprInputError(
                 f"{source} has none of the workflow's resource columns ({', '.join(RESOURCES)}); "
-                "name yours with --resource COL (repeatable), e.g. --resource kwh"
+                "name yours with --resource COL (repeatable)"
             )
     repeated = sorted({r for r in resources if resources.count(r) > 1})
     if repeated:
@@ -554,7 +554,17 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
                 f"{source}: model {key[-1]!r} has {counts.max()} rows in one group and there is no seed column; "
                 "name it with --seed COL, or add --by columns that tell the rows apart"
             )
-    scored = score_runs(work, performance=performance, resources=resources, amortised=(), by=by)
+    # Scored over the successful runs (failed ones keep empty scores), as pepr score scores a
+    # table; rows are labelled by their run so that an error names the runs at fault.
+    scored = work.copy()
+    for name in (c for r in resources for c in (norm_column(r), pepr_column(r))):
+        scored[name] = np.nan
+    labels = [f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
+              for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))]
+    successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
+    result = score(successful, performance=performance, resources=resources, by=by)
+    for name in (c for r in resources for c in (norm_column(r), pepr_column(r))):
+        scored.loc[ok, name] = result[name].to_numpy()
     new_columns = [c for r in resources for c in (norm_column(r), pepr_column(r))]
     out = scored_input.copy()
     for name in new_columns:
