@@ -152,3 +152,19 @@ def test_rising_pepr_with_size_is_no_diminishing_return():
     table["energy_kwh"] = table["energy_kwh"].to_numpy()[::-1]  # the largest model is the cheapest
     _, tables = report(table)
     assert tables["size_trend"]["diminishing_returns"].iloc[0] == "no"
+
+
+def test_spearman_p_is_exact_for_few_models():
+    from itertools import permutations
+
+    from pepr.report.stats import spearman_trend
+
+    # Three models in perfect order: 2 of the 3! pairings are as extreme, p = 1/3 (the t
+    # approximation would say 0 and call a 3-model trend significant).
+    assert spearman_trend(np.array([1.0, 2, 3]), np.array([0.5, 0.6, 0.7]), 3).p == pytest.approx(1 / 3)
+    x, y = np.array([1.0, 2, 3, 4, 5, 6]), np.array([2.0, 1, 4, 3, 6, 5])
+    rho = stats.spearmanr(x, y).statistic
+    extreme = [abs(stats.spearmanr(x, y[list(p)]).statistic) >= abs(rho) - 1e-12 for p in permutations(range(6))]
+    assert spearman_trend(x, y, 3).p == pytest.approx(np.mean(extreme))
+    many = np.arange(20.0)
+    assert spearman_trend(many, many ** 2, 3).p > 0  # rho = 1: never an invented p = 0

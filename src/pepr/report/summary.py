@@ -414,8 +414,10 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     out += ["", measurement + (f" {note}" if note else ""), ""]
     out += ["## Best model per group", "", *best_per_group(data, tables), ""]
     out += ["## Small vs large models", "", *small_vs_large_lines(data, tables), ""]
-    out += ["## Pretrained vs scratch", "", *paired_lines(tables["paired_init"], cfg), ""]
-    out += ["## Data fractions", "", *paired_lines(tables["paired_fraction"], cfg, fraction_label), ""]
+    for title, factor, label in [("Pretrained vs scratch", "init", str), ("Data fractions", "fraction", fraction_label)]:
+        lines = (paired_lines(tables[f"paired_{factor}"], cfg, label) if factor in cfg.group else
+                 [f"- the table has no `{factor}` group column: nothing to compare (`--rename` yours to `{factor}` and `--by {factor}`)."])
+        out += [f"## {title}", "", *lines, ""]
     out += ["## Seeds and statistical separability", ""]
     ranks = tables["rank_ci"]
     if ranks.empty:
