@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "train": "pepr.train_cli",
     "estimate": "pepr.estimate_cli",
     "report": "pepr.report_cli",
+    "status": "pepr.status_cli",
 }
 
 DESCRIPTION = """\
