@@ -31,8 +31,8 @@ endif
 ## The main job: the offline demo sweep (config/config.yaml) and its report.
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
-	$(BIN)/snakemake --cores $(CORES) --report results/snakemake_report.html
-	@echo "demo finished: see results/report.html (the answer), results/summary.md and results/snakemake_report.html"
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+	@echo "demo finished: see results/pepr.csv, results/summary.md and results/report.html"
 
 ## The whole test suite (unit, CPU training smoke, end-to-end workflow, SLURM).
 test: install
