@@ -4,6 +4,7 @@ report folder; bad input -> exit 2, one line, nothing written."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -64,6 +65,33 @@ def test_foreign_table_with_its_own_column_names(tmp_path, capsys):
     assert list(pd.read_csv(out / "tables" / "top_k.csv").columns)[:4] == ["task", "variant", "rank", "name"]
 
 
+def test_foreign_table_page_has_the_three_interactive_plots_in_its_own_names(tmp_path, capsys):
+    """report.html of a table with its own column names (the README's example): the plots are
+    drawn from what `pepr report` computed, not from pepr.csv reread in pepr's names."""
+    FOREIGN.to_csv(tmp_path / "results.csv", index=False)
+    out = tmp_path / "report"
+    code, _, err = run_report([tmp_path / "results.csv", *FOREIGN_FLAGS, "--out", out], capsys)
+    assert code == 0, err
+    page = (out / "report.html").read_text(encoding="utf-8")
+    assert "could not read pepr.csv" not in page and "No interactive plot" not in page
+    assert page.count('class="plotly-graph-div"') == 3 and page.count("* plotly.js v") == 1
+    for plot in ("plot-performance_vs_params", "plot-performance_vs_resource", "plot-pepr_vs_params"):
+        assert f'id="{plot}"' in page
+    # Hover: the user's model names, and the user's column names as labels.
+    texts = {name for array in re.findall(r'"text":\[([^\]]*)\]', page) for name in re.findall(r'"([^"]*)"', array)}
+    assert {"tiny", "mid", "big"} <= texts
+    for label in ("n_params: %{customdata", "acc: %{customdata", "kwh: %{customdata", "PePR(kwh): %{customdata"):
+        assert label in page, label
+    assert "(seed %{customdata" not in page  # the table has no seed: none is shown
+    assert '"label":"task liver"' in page and '"label":"task lung"' in page  # one menu entry per group
+    assert "3 runs" not in page and "6 runs, 3 models" in page
+    # The decision table shows the group column first, then the sentence.
+    decision = page[page.index("id='decision'"):page.index("id='footprint'")]
+    headers = re.findall(r"<th>([^<]*)</th>", decision)
+    assert headers[:3] == ["task", "decision", "recommended (best PePR(kwh))"], headers
+    assert "Not known from this table" in page  # no energy_kwh / train_time_s: no totals invented
+
+
 def test_rename_gives_the_same_report_as_flags(tmp_path, capsys):
     FOREIGN.to_parquet(tmp_path / "results.parquet", index=False)  # Parquet input
     out = tmp_path / "renamed"
@@ -93,6 +121,8 @@ def test_missing_optional_columns_no_params_no_status_no_seed_no_group(tmp_path,
     figures = {p.stem for p in (out / "figures").glob("*.png")}
     assert figures and not figures & {"2_performance_vs_params", "3_pepr_vs_params", "8_energy_vs_params"}
     assert pd.read_csv(out / "tables" / "decision.csv")["recommended_model"].tolist() == ["tiny"]
+    page = (out / "report.html").read_text(encoding="utf-8")  # no params: the plot against energy only
+    assert page.count('class="plotly-graph-div"') == 1 and 'id="plot-performance_vs_resource"' in page
 
 
 def test_status_any_case_and_histories_table(tmp_path, capsys):

@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from pepr.report import figures
 from pepr.report.build import load
 from pepr.report.config import ReportConfig
-from pepr.report.data import CELL, cells
+from pepr.report.data import group_rows, groups
 from report_scale import scaled_sweep
 
 CFG = ReportConfig(figure_formats=("png",), bootstrap_resamples=100)
@@ -87,14 +87,14 @@ def test_labels_are_bounded_and_never_overprint(scale):
 def test_axes_are_log_exactly_when_the_values_span_more_than_a_decade(scale):
     data, drawn, n_groups = scale
     ok = data.results[data.results["ok"]]
-    keys = cells(ok)
+    keys = groups(ok, data.cfg.group)
     scales = set()
     for name, x, y in [("performance_vs_params", "params", None), ("performance_vs_resource", data.cfg.resource, None),
                        ("model_space", "params", "energy_kwh")]:
         axes = panels(drawn[name])
         assert len(axes) == len(keys)
         for ax, key in zip(axes, keys):
-            frame = ok[(ok[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+            frame = group_rows(ok, key, data.cfg.group)
             assert ax.get_xscale() == ("log" if figures.needs_log(frame[x]) else "linear"), (name, key)
             if y:
                 assert ax.get_yscale() == ("log" if figures.needs_log(frame[y]) else "linear"), (name, key)

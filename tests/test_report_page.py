@@ -1,11 +1,8 @@
 """report.html (pepr.report.html.write_report_page): the answer on the first screen,
 self-contained and offline, robust to missing files, and opened in headless Chromium.
 
-decision.csv and footprint.csv are written here as fixtures with the columns the page expects
-from `pepr report` (h15a's tables): decision = one row per group with dataset, init, fraction,
-recommended_model, recommended_performance, best_performance_model, best_performance,
-performance_share, resource_share, decision (a sentence); footprint = scope (a "total" row),
-runs, energy_kwh, co2_kg, device_hours, energy_basis (measured / estimated).
+decision.csv and footprint.csv are overwritten here with fixtures of known values, in the
+columns `pepr report` / the report_tables rule write (tables.DECISION_COLUMNS, FOOTPRINT_COLUMNS).
 """
 
 from __future__ import annotations
@@ -31,13 +28,17 @@ from report_sweep import make_sweep
 CFG = ReportConfig(figure_formats=("png",), bootstrap_resamples=200)
 DECISION = pd.DataFrame({
     "dataset": ["pneumoniamnist"] * 2, "init": ["imagenet", "scratch"], "fraction": ["1.0", "1.0"],
-    "recommended_model": ["mobilenetv3_small_050", "regnetx_002"], "recommended_performance": [0.861, 0.79],
-    "best_performance_model": ["resnet50", "toynet_custom7"], "best_performance": [0.905, 0.842],
+    "n_models": [6, 6], "performance_metric": ["test_accuracy"] * 2, "resource": ["energy_kwh"] * 2,
+    "variant": ["PePR-E"] * 2, "recommended_model": ["mobilenetv3_small_050", "regnetx_002"],
+    "recommended_pepr": [0.83, 0.77], "recommended_performance": [0.861, 0.79], "recommended_resource": [0.0004, 0.0005],
+    "best_model": ["resnet50", "toynet_custom7"], "best_performance": [0.905, 0.842], "best_resource": [0.005, 0.0045],
     "performance_share": [0.951, 0.938], "resource_share": [0.08, 0.11],
-    "decision": ["95% of the best accuracy at 8% of its energy", "94% of the best accuracy at 11% of its energy"],
+    "statement": ["mobilenetv3_small_050: 95% of the best accuracy (resnet50) at 8% of its energy",
+                  "regnetx_002: 94% of the best accuracy (toynet_custom7) at 11% of its energy"],
 })
-FOOTPRINT = pd.DataFrame({"scope": ["total"], "runs": [84], "energy_kwh": [0.0166], "co2_kg": [0.0025],
-                          "device_hours": [0.592], "energy_basis": ["estimated: CodeCarbon cpu_load/TDP + constant RAM"]})
+FOOTPRINT = pd.DataFrame({"n_runs": [84], "energy_kwh": [0.0166], "co2_kg": [0.0025], "device_hours": [0.592],
+                          "pretraining_energy_kwh": [0.0], "pretraining_co2_kg": [0.0], "pretraining_device_hours": [0.0],
+                          "measurement": ["estimated"], "energy_method": ["estimated: CodeCarbon cpu_load/TDP + constant RAM"]})
 
 
 @pytest.fixture(scope="module")
@@ -101,12 +102,17 @@ def test_page_is_self_contained_with_plotly_embedded_once(report_dir):
 
 def test_first_screen_is_the_decision_and_the_sweeps_totals(report_dir):
     page = (report_dir / "report.html").read_text(encoding="utf-8")
-    order = [page.index(marker) for marker in ("id='decision'", "95% of the best accuracy at 8% of its energy",
+    order = [page.index(marker) for marker in ("id='decision'", "95% of the best accuracy (resnet50) at 8% of its energy",
                                                "id='footprint'", "0.0166 kWh", "id='summary'", "id='interactive'",
                                                "id='figures'", "id='tables'")]
     assert order == sorted(order)
     assert "0.0025 kg" in page and "0.592 h" in page and "estimated: CodeCarbon" in page
     assert "<td>1.0</td>" in page  # group keys shown as written, not as the float 1
+    decision = page[page.index("id='decision'"):page.index("id='footprint'")]
+    assert re.findall(r"<th>([^<]*)</th>", decision) == [
+        "dataset", "init", "fraction", "decision", "recommended (best PePR-E)", "test_accuracy", "energy_kwh",
+        "best-test_accuracy model", "its test_accuracy", "its energy_kwh"]  # the sentence first, no raw dump
+    assert '<div class="v">84</div><div class="l">Runs</div>' in page and "measurement: estimated" in page
 
 
 def test_summary_rendered_as_html_and_its_raw_html_kept_as_text(report_dir):
@@ -128,7 +134,7 @@ def test_hover_carries_model_params_performance_resources_and_pepr(report_dir):
     from pepr.report.interactive import interactive_figures
 
     data = load(report_dir / "pepr.csv", None, CFG)
-    items = interactive_figures(data.results, CFG)
+    items = interactive_figures(data)
     assert [i.name for i in items] == ["performance_vs_params", "performance_vs_resource", "pepr_vs_params"]
     trace = items[1].figure.data[0]
     for field in ("params", "test_accuracy", "energy_kwh", "train_time_s", "peak_memory_mb", "PePR-E", "PePR-M"):
@@ -177,7 +183,7 @@ def test_page_opens_in_headless_chromium_offline(report_dir, tmp_path):
     errors = [line for line in result.stderr.splitlines() if "Uncaught" in line or "CONSOLE" in line and "rror" in line]
     assert errors == []
     dom = subprocess.run([*common, "--dump-dom", page], capture_output=True, text=True, timeout=120).stdout
-    assert "95% of the best accuracy at 8% of its energy" in dom and "0.0166 kWh" in dom
+    assert "95% of the best accuracy (resnet50) at 8% of its energy" in dom and "0.0166 kWh" in dom
     assert dom.count('class="main-svg"') >= 3  # plotly drew every interactive plot, offline
     if os.environ.get("PEPR_SCREENSHOT_DIR"):  # keep the screenshot to look at
         shutil.copy(shot, Path(os.environ["PEPR_SCREENSHOT_DIR"]) / shot.name)

@@ -235,5 +235,5 @@ def write_report(
     paths += write_tables(data, out / "tables", computed)
     paths += write_figures(data, out / "figures")
     paths.append(write_summary(data, out / "tables", out / "summary.md"))
-    paths.append(Path(write_report_page(out, data.cfg)))
+    paths.append(Path(write_report_page(out, data.cfg, data=data)))
     return paths

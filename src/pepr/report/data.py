@@ -658,10 +658,3 @@ def load_histories(path: str | os.PathLike | pd.DataFrame | None, df: pd.DataFra
         )
     return tagged.sort_values([*run, "epoch"]).reset_index(drop=True)
 
-
-# Transitional names for modules written against the workflow-only API (figures/interactive in
-# flight on another branch): they cover the workflow's group only. Code that must work on any
-# table uses cfg.group with groups / group_rows / group_label; remove these once none imports them.
-CELL = GROUP
-cells = groups
-cell_label = group_label

@@ -24,13 +24,17 @@ import math
 import os
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from markdown_it import MarkdownIt
 
 from pepr.errors import PeprInputError
-from pepr.report.config import FIGURES, ReportConfig
+from pepr.report.config import FIGURES, WORKFLOW_GROUP, ReportConfig
 from pepr.runs import atomic_write_text
+
+if TYPE_CHECKING:
+    from pepr.report.data import ReportData
 
 #: The first tables of the page, in order; the others follow by file name.
 DECISION_TABLE = "decision.csv"
@@ -71,7 +75,7 @@ td.text{white-space:normal;min-width:260px;max-width:520px}td.num{text-align:rig
 table.decision{font-size:14px}table.decision td,table.decision th{padding:5px 10px}
 details{margin:4px 0}summary{cursor:pointer;font-weight:600;font-size:14px;padding:3px 0}
 figure{margin:10px 0 24px}figure img,figure svg{max-width:100%;height:auto;border:1px solid #e2e8f0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
-.summary table{border-collapse:collapse;margin:6px 0}.summary td,.summary th{border:1px solid #e2e8f0}
+.summary h1{font-size:20px;margin:10px 0 4px}.summary table{border-collapse:collapse;margin:6px 0}.summary td,.summary th{border:1px solid #e2e8f0}
 """
 
 #: Sorts a table by the clicked column (numbers numerically, text alphabetically).
@@ -93,16 +97,26 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
 """
 
 
-#: Columns that name groups, models and levels: shown as written ("1.0" stays "1.0", not 1).
-KEY_COLUMNS = {c: str for c in ["dataset", "init", "fraction", "model", "seed", "context", "treatment", "baseline"]}
+#: Columns that name levels of a comparison or models: shown as written ("1.0" stays "1.0", not 1).
+LEVEL_COLUMNS = ("context", "treatment", "baseline", "recommended_model", "best_model")
 
 
-def _read_csv(path: Path) -> pd.DataFrame | None:
-    """A table of the folder, or None when it is absent or unreadable (the page says so)."""
+def key_columns(data: ReportData | None = None) -> tuple[list[str], list[str]]:
+    """The group columns and the model / seed columns of the report's tables, in the input's
+    names (``data`` None: the workflow's own, dataset / init / fraction, model, seed)."""
+    if data is None:
+        return list(WORKFLOW_GROUP), ["model", "seed"]
+    names = data.names
+    return list(data.cfg.group), [names.get("model", "model"), names.get("seed", "seed")]
+
+
+def _read_csv(path: Path, text_columns: list[str]) -> pd.DataFrame | None:
+    """A table of the folder, or None when it is absent or unreadable (the page says so).
+    ``text_columns`` (group keys, model, seed, levels) are read as written: "1.0" stays "1.0"."""
     if not path.is_file():
         return None
     try:
-        return pd.read_csv(path, keep_default_na=True, dtype=KEY_COLUMNS)
+        return pd.read_csv(path, keep_default_na=True, dtype={c: str for c in text_columns})
     except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError):
         return None
 
@@ -135,13 +149,38 @@ def table_html(table: pd.DataFrame, css_class: str = "sortable", max_rows: int =
             f'<tbody>{"".join(rows)}</tbody></table></div>{more}')
 
 
-def _sentences_first(table: pd.DataFrame) -> pd.DataFrame:
-    """The decision table with its sentence columns (long text, e.g. "94% of the best accuracy
-    at 8% of its energy") right after the group keys, where a reader looks first."""
-    keys = [c for c in table.columns if c in KEY_COLUMNS and c not in ("model", "seed")]
-    long = [c for c in table.columns if c not in keys and table[c].dtype == object
-            and table[c].dropna().astype(str).str.len().median() > 30]
+def _sentences_first(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
+    """A table with its sentence columns (long text, e.g. "94% of the best accuracy at 8% of
+    its energy") right after the group keys (``group``), where a reader looks first."""
+    keys = [c for c in table.columns if c in group]
+    # Text columns whatever their dtype (object, or pandas' string dtype).
+    long = [c for c in table.columns if c not in keys and not pd.api.types.is_numeric_dtype(table[c])
+            and not table[c].dropna().empty and table[c].dropna().astype(str).str.len().median() > 30]
     return table[keys + long + [c for c in table.columns if c not in keys and c not in long]]
+
+
+#: The decision table's columns shown on the first screen, in order (decision.csv has them all:
+#: counts, PePR values and shares are in the Tables section).
+DECISION_VIEW = ("statement", "recommended_model", "recommended_performance", "recommended_resource",
+                 "best_model", "best_performance", "best_resource")
+
+
+def decision_view(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
+    """The decision as the first screen shows it: per group the sentence, the recommended
+    model with its performance and resource, the best-performance model with its own; headers
+    name the table's performance and resource (``acc``, ``kwh``). A table without the
+    decision columns is shown whole, sentences first."""
+    if not set(DECISION_VIEW) <= set(table.columns) or table.empty:
+        return _sentences_first(table, group)
+    first = table.iloc[0]
+    perf = str(first.get("performance_metric", "performance"))
+    resource = str(first.get("resource", "resource"))
+    variant = str(first.get("variant", "PePR"))
+    headers = {"statement": "decision", "recommended_model": f"recommended (best {variant})",
+               "recommended_performance": perf, "recommended_resource": resource,
+               "best_model": f"best-{perf} model", "best_performance": f"its {perf}", "best_resource": f"its {resource}"}
+    keys = [c for c in group if c in table.columns]
+    return table[[*keys, *DECISION_VIEW]].rename(columns=headers)
 
 
 def _missing(what: str, how: str) -> str:
@@ -149,29 +188,42 @@ def _missing(what: str, how: str) -> str:
 
 
 def _totals(footprint: pd.DataFrame) -> str:
-    """Cards of the sweep's totals (energy, CO2, device-hours) and how they were obtained."""
+    """Cards of the sweep's totals (runs, energy, CO2, device-hours) and how they were obtained."""
     total_rows = footprint[footprint.astype(str).apply(lambda col: col.str.lower().eq("total")).any(axis=1)]
-    row = total_rows.iloc[0] if len(total_rows) else None
-    cards = []
+    row = total_rows.iloc[0] if len(total_rows) else (footprint.iloc[0] if len(footprint) == 1 else None)
+
+    def value(column: str) -> float:
+        if row is not None:
+            return pd.to_numeric(pd.Series([row[column]]), errors="coerce").iloc[0]
+        return pd.to_numeric(footprint[column], errors="coerce").sum(min_count=1)
+
+    cards, known = [], 0
+    if "n_runs" in footprint and pd.notna(value("n_runs")):
+        cards.append(f'<div class="card"><div class="v">{int(value("n_runs"))}</div><div class="l">Runs</div></div>')
     for column, (label, unit) in TOTALS.items():
         if column not in footprint:
             continue
-        values = pd.to_numeric(footprint[column], errors="coerce")
-        value = pd.to_numeric(pd.Series([row[column]]), errors="coerce").iloc[0] if row is not None else (
-            values.iloc[0] if len(values) == 1 else values.sum(min_count=1))
-        text = "not recorded" if pd.isna(value) else f"{value:.4g} {unit}"
-        cards.append(f'<div class="card"><div class="v">{html.escape(text)}</div><div class="l">{label}</div></div>')
-    method_columns = [c for c in footprint.columns if re.search(r"measured|estimated|method|source|basis", str(c), re.I)]
-    notes = []
-    for column in method_columns:
-        values = sorted({str(v) for v in footprint[column].dropna()})
-        if values:
-            notes.append(f"{column}: {', '.join(values)}")
-    if not cards:
+        total = value(column)
+        known += pd.notna(total)
+        text = "unknown" if pd.isna(total) else f"{total:.4g} {unit}"
+        pretraining = value(f"pretraining_{column}") if f"pretraining_{column}" in footprint else float("nan")
+        if pd.notna(total) and pd.notna(pretraining) and pretraining > 0:
+            label = f"{label} (incl. pretraining {pretraining:.3g} {unit})"
+        cards.append(f'<div class="card"><div class="v">{html.escape(text)}</div><div class="l">{html.escape(label)}</div></div>')
+    if not any(column in footprint for column in TOTALS):
         return _missing("The footprint table has none of the columns", f"{', '.join(TOTALS)}: no totals to show.")
-    note = f'<p class="note">{html.escape("; ".join(notes))}</p>' if notes else \
-        '<p class="note">The footprint table does not say whether these were measured or estimated.</p>'
-    return f'<div class="cards">{"".join(cards)}</div>{note}'
+    notes = []
+    if not known:
+        notes.append("Not known from this table: it has none of the columns energy_kwh, co2_kg, train_time_s "
+                     "(pepr report --rename yours to them to get the totals)")
+    else:
+        for column in (c for c in footprint.columns if re.search(r"measure|estimated|method|source|basis", str(c), re.I)):
+            values = sorted({str(v) for v in footprint[column].dropna()})
+            if values:
+                notes.append(f"{column}: {', '.join(values)}")
+        if not notes:
+            notes.append("The footprint table does not say whether these were measured or estimated")
+    return f'<div class="cards">{"".join(cards)}</div><p class="note">{html.escape("; ".join(notes))}.</p>'
 
 
 def _figure_html(path: Path) -> str:
@@ -199,28 +251,41 @@ def _figures(figures_dir: Path) -> str:
     return "".join(_figure_html(p) for p in ordered)
 
 
-def _interactive(out_dir: Path, cfg: ReportConfig) -> tuple[str, bool]:
-    """The interactive plots' HTML (without plotly.js) and whether there is any."""
+def _load_workflow_results(out_dir: Path, cfg: ReportConfig) -> tuple[ReportData | None, str]:
+    """The workflow's ``out_dir/pepr.csv`` loaded as its report rules load it (pepr's own
+    column names), or None and a note saying why not."""
     pepr_csv = out_dir / "pepr.csv"
     if not pepr_csv.is_file():
-        return _missing("No pepr.csv in the report folder:", "the interactive plots need the scored runs."), False
-    # Imported here: the page without plots (e.g. a folder without pepr.csv) needs no plotly.
+        return None, _missing("No pepr.csv in the report folder:", "the interactive plots need the scored runs.")
     from pepr.report.build import load
-    from pepr.report.interactive import figure_fragment, interactive_figures
 
     try:
-        data = load(pepr_csv, None, cfg)
+        return load(pepr_csv, None, cfg), ""
     except PeprInputError as exc:
-        return _missing("The interactive plots could not read pepr.csv:", str(exc)), False
-    parts = [f"<h3>{html.escape(item.title)}</h3>{figure_fragment(item)}" for item in interactive_figures(data.results, cfg)]
+        return None, _missing("The interactive plots could not read pepr.csv:", str(exc))
+
+
+def _interactive(data: ReportData) -> tuple[str, bool]:
+    """The interactive plots' HTML (without plotly.js) and whether there is any."""
+    # Imported here: the page without plots (e.g. a folder without pepr.csv) needs no plotly.
+    from pepr.report.interactive import figure_fragment, interactive_figures
+
+    parts = [f"<h3>{html.escape(item.title)}</h3>{figure_fragment(item)}" for item in interactive_figures(data)]
+    if not parts:
+        return _missing("No interactive plot:", "the results have no successful run to plot."), False
     note = ('<p class="note">Hover a point for its model, group, seed, parameters, performance, resources and PePR; '
             "drag to zoom, shift-drag (or the toolbar) to pan, double-click to reset; the menu switches the group, the legend "
             "hides a colour class.</p>")
     return note + "".join(parts), bool(parts)
 
 
-def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None, *, light: bool = False) -> str:
+def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None, *, light: bool = False,
+                       data: ReportData | None = None) -> str:
     """The report page of ``out_dir`` as one HTML string (see the module docstring).
+
+    ``data``: the loaded report (:func:`pepr.report.build.prepare`, what ``pepr report``
+    computed the folder from, in any table's column names); its settings replace ``cfg``.
+    None: ``out_dir/pepr.csv`` is loaded as the workflow's report rules load it.
 
     ``light``: the answer page for Snakemake's single-file report: no interactive plots and
     no figures (Snakemake's report shows those itself), tables cut to
@@ -229,13 +294,15 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     """
     out_dir = Path(out_dir)
     max_rows = LIGHT_TABLE_ROWS if light else MAX_TABLE_ROWS
-    cfg = cfg or ReportConfig()
+    cfg = data.cfg if data is not None else (cfg or ReportConfig())
+    group, run_names = key_columns(data)
+    text_columns = [*group, *run_names, *LEVEL_COLUMNS]
     tables_dir = out_dir / "tables"
-    decision = _read_csv(tables_dir / DECISION_TABLE)
-    footprint = _read_csv(tables_dir / FOOTPRINT_TABLE)
+    decision = _read_csv(tables_dir / DECISION_TABLE, text_columns)
+    footprint = _read_csv(tables_dir / FOOTPRINT_TABLE, text_columns)
     answer = [
         "<h2 id='decision'>Decision: which model, per group</h2>",
-        table_html(_sentences_first(decision), "decision", max_rows=max_rows) if decision is not None else
+        table_html(decision_view(decision, group), "decision", max_rows=max_rows) if decision is not None else
         _missing(f"No tables/{DECISION_TABLE}.", "Build the report tables first (pepr report / rule report_tables)."),
         "<h3 id='footprint'>What this sweep cost</h3>",
         _totals(footprint) if footprint is not None else
@@ -247,27 +314,34 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
         summary = f'<div class="summary">{markdown.render(summary_path.read_text(encoding="utf-8"))}</div>'
     else:
         summary = _missing("No summary.md.", "Build the summary first (pepr report / rule report_summary).")
+    shown = data
     if light:
         plots, has_plots = ('<p class="note">Not in this compact page: open the full page (pepr_report.html in the '
                             "results folder, or the report's \"Interactive plots\" entry) for the interactive plots.</p>"), False
         figures_html = '<p class="note">In the Snakemake report: see the Figures category.</p>'
     else:
-        plots, has_plots = _interactive(out_dir, cfg)
+        why_not = ""
+        if shown is None:
+            shown, why_not = _load_workflow_results(out_dir, cfg)
+        plots, has_plots = _interactive(shown) if shown is not None else (why_not, False)
         figures_html = _figures(out_dir / "figures")
     table_files = sorted(tables_dir.glob("*.csv")) if tables_dir.is_dir() else []
     table_files.sort(key=lambda p: (p.name != DECISION_TABLE, p.name != FOOTPRINT_TABLE, p.name))
     table_parts = []
     for path in table_files:
-        table = _read_csv(path)
+        table = _read_csv(path, text_columns)
         body = table_html(table, max_rows=max_rows) if table is not None else _missing(f"{path.name} could not be read.", "Rebuild it.")
         rows = f"{len(table)} rows" if table is not None else "unreadable"
         table_parts.append(f"<details><summary>{html.escape(path.name)} ({rows})</summary>{body}</details>")
     if not table_parts:
         table_parts.append(_missing("No tables/ folder with CSV tables.", "Build the report tables first."))
-    runs = _read_csv(out_dir / "pepr.csv")
+    if shown is not None:
+        runs, model = shown.results, "model"
+    else:
+        runs, model = _read_csv(out_dir / "pepr.csv", text_columns), run_names[0]
     subtitle = f"{len(runs)} runs" if runs is not None else "no pepr.csv"
-    if runs is not None and {"model"} <= set(runs.columns):
-        subtitle += f", {runs['model'].nunique()} models"
+    if runs is not None and model in runs.columns:
+        subtitle += f", {runs[model].nunique()} models"
     scripts = ""
     if has_plots:
         from pepr.report.interactive import plotly_script
@@ -297,16 +371,19 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
 
 
 def write_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None,
-                      path: str | os.PathLike | None = None, *, light: bool = False) -> Path:
+                      path: str | os.PathLike | None = None, *, light: bool = False,
+                      data: ReportData | None = None) -> Path:
     """Write ``out_dir/report.html`` (or ``path``) atomically from the files in ``out_dir``;
     returns its path.
 
     ``cfg``: the report settings (performance, headline resource, model metadata) used by the
-    interactive plots; None: the defaults. ``light``: the compact answer page (see
+    interactive plots; None: the defaults. ``data``: the loaded report the folder was built
+    from (``pepr report`` passes it: any table's column names); None: ``out_dir/pepr.csv`` is
+    loaded the workflow's way. ``light``: the compact answer page (see
     :func:`render_report_page`). Missing tables, summary, figures or pepr.csv leave a note on
     the page instead of failing.
     """
     out_dir = Path(out_dir)
     path = Path(path) if path is not None else out_dir / "report.html"
-    atomic_write_text(path, render_report_page(out_dir, cfg, light=light))
+    atomic_write_text(path, render_report_page(out_dir, cfg, light=light, data=data))
     return path

@@ -20,8 +20,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.offline import get_plotlyjs
 
-from pepr.report.config import STANDARD_RESOURCES, ReportConfig
-from pepr.report.data import CELL, cell_label, cells, variants
+from pepr.report.config import STANDARD_RESOURCES
+from pepr.report.data import ReportData, group_label, group_rows, groups, variants
 from pepr.report.figures import class_colours, class_order, model_classes, needs_log
 
 
@@ -38,30 +38,49 @@ def _hex(colour: tuple) -> str:
     return "#" + "".join(f"{int(round(255 * c)):02x}" for c in colour[:3])
 
 
-def _hover_columns(df: pd.DataFrame, cfg: ReportConfig) -> list[tuple[str, str]]:
-    """(column, label) pairs shown on hover after the model: params, performance, resources, PePR."""
-    columns = [("params", "params"), (cfg.performance, cfg.performance)]
-    columns += [(r, r) for r in STANDARD_RESOURCES if r in df.columns]
-    if cfg.resource not in STANDARD_RESOURCES and cfg.resource in df.columns:
-        columns.append((cfg.resource, cfg.resource))
+def _input_name(data: ReportData, role: str) -> str:
+    """The input table's name of a report column (``model`` -> ``name`` for ``--model name``)."""
+    return data.names.get(role, role)
+
+
+def _params_label(data: ReportData) -> str:
+    name = _input_name(data, "params")
+    return "trainable parameters" if name == "params" else f"parameters ({name})"
+
+
+def _hover_columns(data: ReportData) -> list[tuple[str, str]]:
+    """(column, label) pairs shown on hover after the model: parameters, performance, every
+    scored resource, every PePR variant; labelled with the input table's column names."""
+    df, cfg = data.results, data.cfg
+    columns = [("params", _input_name(data, "params"))] if cfg.params_known else []
+    columns.append((cfg.performance, cfg.performance))
+    resources = [r for r in data.resources if r in df.columns] or [r for r in STANDARD_RESOURCES if r in df.columns]
+    if cfg.resource not in resources and cfg.resource in df.columns:
+        resources.insert(0, cfg.resource)
+    columns += [(r, r) for r in resources]
     columns += [(v.column, v.label) for v in variants(df)]
     return list(dict.fromkeys(columns))
 
 
-def _scatter_figure(df: pd.DataFrame, cfg: ReportConfig, x: str, y: str, x_label: str, y_label: str) -> go.Figure:
+def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str) -> go.Figure:
     """One figure with a trace per (group, class); a dropdown shows one group at a time."""
+    df, cfg = data.results, data.cfg
+    group = list(cfg.group)
     ok = df[df["ok"]].dropna(subset=[x, y])
     classes = model_classes(df, cfg)
     colours = {name: _hex(c) for name, c in class_colours(classes).items()}
-    hover = _hover_columns(ok, cfg)
-    template = "<b>%{text}</b> (seed %{customdata[0]})<br>%{meta}<br>" + "<br>".join(
+    hover = _hover_columns(data)
+    # A seed the input did not have (one run per model and group) is not shown as if it were.
+    seed = "" if "seed" in data.synthetic else f" ({_input_name(data, 'seed')} %{{customdata[0]}})"
+    template = f"<b>%{{text}}</b>{seed}<br>%{{meta}}<br>" + "<br>".join(
         f"{label}: %{{customdata[{i + 1}]:.4~g}}" for i, (_, label) in enumerate(hover)) + "<extra>%{fullData.name}</extra>"
     fig = go.Figure()
-    keys = cells(ok)
+    keys = groups(ok, group)
+    frames = [group_rows(ok, key, group) for key in keys]
+    labels = [group_label(key, group) for key in keys]
     buttons = []
     trace_group = []
-    for index, key in enumerate(keys):
-        frame = ok[(ok[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+    for index, frame in enumerate(frames):
         for name in class_order(classes):
             part = frame[frame["model"].map(classes) == name]
             if part.empty:
@@ -72,18 +91,17 @@ def _scatter_figure(df: pd.DataFrame, cfg: ReportConfig, x: str, y: str, x_label
             fig.add_trace(go.Scatter(
                 x=part[x].to_numpy(dtype=np.float32), y=part[y].to_numpy(dtype=np.float32), mode="markers", name=name,
                 text=part["model"].tolist(), customdata=custom,
-                hovertemplate=template.replace("%{meta}", cell_label(key)),
+                hovertemplate=template.replace("%{meta}", labels[index]),
                 marker={"color": colours[name], "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "white"}},
                 visible=index == 0, legendgroup=name, showlegend=True,
             ))
             trace_group.append(index)
-    for index, key in enumerate(keys):
-        frame = ok[(ok[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+    for index, frame in enumerate(frames):
         layout = {"xaxis.type": "log" if needs_log(frame[x]) else "linear",
                   "yaxis.type": "log" if needs_log(frame[y]) else "linear"}
-        buttons.append({"label": cell_label(key), "method": "update",
+        buttons.append({"label": labels[index], "method": "update",
                         "args": [{"visible": [g == index for g in trace_group]}, layout]})
-    first = ok[(ok[CELL] == pd.Series(keys[0], index=CELL)).all(axis=1)] if keys else ok
+    first = frames[0] if frames else ok
     fig.update_layout(
         height=560, margin={"l": 60, "r": 20, "t": 70, "b": 55}, template="plotly_white",
         xaxis={"title": {"text": x_label}, "type": "log" if needs_log(first[x]) else "linear"},
@@ -92,26 +110,31 @@ def _scatter_figure(df: pd.DataFrame, cfg: ReportConfig, x: str, y: str, x_label
         updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.14, "yanchor": "top",
                       "showactive": True}] if len(buttons) > 1 else [],
         annotations=[] if len(buttons) > 1 else [
-            {"text": cell_label(keys[0]) if keys else "", "x": 0, "xref": "paper", "y": 1.08, "yref": "paper", "showarrow": False}],
+            {"text": labels[0] if labels else "", "x": 0, "xref": "paper", "y": 1.08, "yref": "paper", "showarrow": False}],
     )
     return fig
 
 
-def interactive_figures(df: pd.DataFrame, cfg: ReportConfig) -> list[InteractiveFigure]:
-    """The three interactive scatter plots of ``df`` (a loaded results table, see
-    :func:`pepr.report.build.load`): performance vs parameters, performance vs the headline
-    resource, headline PePR vs parameters. Plots whose columns are absent are left out."""
+def interactive_figures(data: ReportData) -> list[InteractiveFigure]:
+    """The three interactive scatter plots of a loaded report (:func:`pepr.report.build.load`
+    or :func:`~pepr.report.build.prepare`): performance vs parameters, performance vs the
+    headline resource, headline PePR vs parameters, one group at a time (``cfg.group``).
+    Hover and axis titles use the input table's column names. Plots whose columns are absent
+    (no parameter counts) are left out."""
+    df, cfg = data.results, data.cfg
     out = []
     pepr = f"pepr_{cfg.resource}"
-    if "params" in df and df["params"].notna().any():
-        out.append(InteractiveFigure("performance_vs_params", f"{cfg.performance} vs trainable parameters",
-                                     _scatter_figure(df, cfg, "params", cfg.performance, "trainable parameters", cfg.performance)))
+    sized = cfg.params_known and "params" in df and df["params"].notna().any()
+    params = _params_label(data)
+    if sized:
+        out.append(InteractiveFigure("performance_vs_params", f"{cfg.performance} vs {params}",
+                                     _scatter_figure(data, "params", cfg.performance, params, cfg.performance)))
     if cfg.resource in df:
         out.append(InteractiveFigure("performance_vs_resource", f"{cfg.performance} vs {cfg.resource}",
-                                     _scatter_figure(df, cfg, cfg.resource, cfg.performance, cfg.resource, cfg.performance)))
-    if pepr in df and "params" in df and df["params"].notna().any():
-        out.append(InteractiveFigure("pepr_vs_params", f"{cfg.resource_label} vs trainable parameters",
-                                     _scatter_figure(df, cfg, "params", pepr, "trainable parameters", cfg.resource_label)))
+                                     _scatter_figure(data, cfg.resource, cfg.performance, cfg.resource, cfg.performance)))
+    if sized and pepr in df:
+        out.append(InteractiveFigure("pepr_vs_params", f"{cfg.resource_label} vs {params}",
+                                     _scatter_figure(data, "params", pepr, params, cfg.resource_label)))
     return out
 
 

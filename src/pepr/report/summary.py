@@ -459,6 +459,8 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     out += ["## Missing groups and runs", ""]
     missing = tables["missing"]
     if data.expected is None:
-        out.append("The planned grid was not given: expected = every dataset x init x fraction x model x seed seen in the results.\n")
+        axes = [*data.cfg.group, *(c for c in ("model", "seed") if c not in data.synthetic)]
+        axes = [data.names.get(c, c) for c in axes if c not in data.synthetic]
+        out.append(f"The planned grid was not given: expected = every {' x '.join(axes)} seen in the results.\n")
     out.append(md_table(missing) if not missing.empty else "Nothing missing: every planned group has successful runs of every model.\n")
     return "\n".join(out).rstrip() + "\n"
