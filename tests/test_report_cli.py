@@ -178,7 +178,7 @@ def test_pepr_own_table_reports_with_defaults_as_the_workflow_does(tmp_path, cap
 BAD_CASES = {
     "absent table": (lambda d: d / "absent.csv", [], "does not exist"),
     "unknown resource": (None, ["--resource", "joules"], "no column 'joules'"),
-    "performance outside [0, 1]": ("percent", [], "must lie in [0, 1]"),
+    "performance outside [0, 1]": ("percent", [], "do not (e.g. 80.0); use a fraction"),
     "bad rename": (None, ["--rename", "acc"], "OLD=NEW"),
     "rename of an absent column": (None, ["--rename", "accuracy=test_accuracy"], "no column 'accuracy'"),
     "two rows per model without a seed": ("duplicated", [], "no seed column"),
@@ -210,6 +210,7 @@ def test_bad_input_exits_2_with_one_line_and_writes_nothing(case, tmp_path, caps
     code, stdout, err = run_report([path, *FOREIGN_FLAGS, *extra, "--out", out], capsys)
     assert code == 2
     assert err.count("\n") == 1 and err.startswith("pepr report: error: ") and message in err, err
+    assert "np.float" not in err and "np.int" not in err, err  # values shown as plain numbers
     assert not (tmp_path / "out").exists()
 
 

@@ -52,6 +52,14 @@ def _first_of_type(series: pd.Series, types: tuple[type, ...]) -> object | None:
     return hits.idxmax() if hits.any() else None
 
 
+def _plain(value: object) -> str:
+    """A value as an error message shows it: numbers plainly (``1000.0``, not
+    ``np.float64(1000.0)``), text quoted so stray spaces show."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    return repr(value)
+
+
 def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
     series = df[column]
     # True/False, dates and durations would silently become 0/1 or nanoseconds: refuse them and
@@ -81,7 +89,7 @@ def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
         if len(bad):
             raise PeprInputError(
                 f"{role} column '{column}' must be numeric, but rows {_describe_rows(bad)} hold "
-                f"non-numeric values (e.g. {series.loc[bad[0]]!r}); fix or remove those rows"
+                f"non-numeric values (e.g. {_plain(series.loc[bad[0]])}); fix or remove those rows"
             )
         series = converted
     missing = series.index[series.isna()]
@@ -151,7 +159,7 @@ def validate_score_inputs(
     if len(outside):
         raise PeprInputError(
             f"performance column '{performance}' must lie in [0, 1], but rows "
-            f"{_describe_rows(outside)} do not (e.g. {perf.loc[outside[0]]!r}); "
+            f"{_describe_rows(outside)} do not (e.g. {_plain(perf.loc[outside[0]])}); "
             "use a fraction, not a percentage"
         )
     for resource in resources:
@@ -160,7 +168,7 @@ def validate_score_inputs(
         if len(negative):
             raise PeprInputError(
                 f"resource column '{resource}' must be non-negative, but rows "
-                f"{_describe_rows(negative)} are negative (e.g. {values.loc[negative[0]]!r})"
+                f"{_describe_rows(negative)} are negative (e.g. {_plain(values.loc[negative[0]])})"
             )
     for column in by:
         listed = _first_of_type(df[column], (list, tuple, dict, set, np.ndarray))
