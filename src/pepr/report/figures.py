@@ -633,8 +633,13 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
         total = cell_peaks["resource_at_last"].sum()
         share = saved / total if total > 0 else 0.0
         cost = cell_peaks["performance_cost"].mean() if len(cell_peaks) else 0.0
+        # performance_cost = last epoch's performance - the peak's: what stopping at the peak gives up.
+        resource = cfg.history_resource.removeprefix("cumulative_")
+        outcome = (f"a mean {cfg.history_performance} loss of {cost:.3f}" if cost >= 0
+                   else f"a mean {cfg.history_performance} gain of {-cost:.3f}")
         ax.set(xlabel="epoch", ylabel=f"epoch PePR ({cfg.history_resource})",
-               title=_panel_title(key, f"stopping at peaks saves {saved:.3g} ({share:.0%}), mean cost {cost:+.3f}", cfg.group))
+               title=_panel_title(key, f"stopping at the peaks saves {saved:.3g} {resource} ({share:.0%}) for {outcome}",
+                                  cfg.group))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.title.set_fontsize(8)
     star = Line2D([], [], color="black", marker="*", linestyle="", label="peak of a run")
