@@ -16,21 +16,10 @@ import pandas as pd
 from pepr.errors import PeprInputError
 from pepr.report import figures, tables
 from pepr.report.config import FIGURES, TABLES, ReportConfig
-from pepr.report.data import (
-    PreparedTable,
-    ReportData,
-    TableSpec,
-    annotate_models,
-    gather_histories,
-    load_histories,
-    load_model_metadata,
-    mark_sizes,
-    prepare_results,
-    prepare_table,
-    run_columns,
-    size_split,
-)
-from pepr.report.stats import epoch_curves, peak_epochs
+from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table
+# load / prepare live in pepr.report.loading (the page loads the workflow's pepr.csv with them
+# too, and this module writes the page); they are the rule scripts' entry points from here.
+from pepr.report.loading import load, prepare
 from pepr.report.summary import summary_markdown
 from pepr.runs import atomic_write_text
 from pepr.tableio import read_table, write_table
@@ -50,50 +39,6 @@ def write_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLike
     table = gather_histories(paths, runs_root)
     write_table(table, out)
     return table
-
-
-def prepare(
-    prepared: PreparedTable,
-    histories: str | os.PathLike | pd.DataFrame | None,
-    expected: pd.DataFrame | None = None,
-) -> ReportData:
-    """Everything the report is computed from, from a checked and scored table
-    (:func:`pepr.report.data.prepare_table`): the results with model metadata and the
-    small/large split, the histories (``histories`` None: none) and their peak epochs.
-
-    ``expected``: the planned runs (group columns, model, seed) for the list of missing runs;
-    None infers the grid from the values present (see tables.missing_table).
-    """
-    cfg = prepared.cfg
-    results = prepare_results(prepared.table, cfg)
-    results = annotate_models(results, load_model_metadata(cfg.model_metadata))
-    split = size_split(results, cfg.group) if cfg.params_known else None
-    results = mark_sizes(results, split, cfg.group)
-    if isinstance(histories, pd.DataFrame):
-        histories = histories.rename(columns={v: k for k, v in prepared.names.items()})
-    history = load_histories(histories, results, cfg)
-    if len(history):
-        curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, list(cfg.group))
-        peaks = peak_epochs(curves, run_columns(cfg), cfg.history_performance, cfg.history_resource)
-    else:
-        peaks = pd.DataFrame(columns=[*cfg.group, *tables.PEAK_COLUMNS])
-    return ReportData(results, history, peaks, cfg, expected, dict(prepared.names), prepared.resources, prepared.synthetic)
-
-
-def load(
-    pepr_csv: str | os.PathLike,
-    histories: str | os.PathLike | None,
-    cfg: ReportConfig,
-    expected: pd.DataFrame | None = None,
-    spec: TableSpec | None = None,
-) -> ReportData:
-    """Read a results table (the workflow's ``pepr.csv``), check and score it as ``spec`` says
-    (None: the workflow's columns) and load the histories: :func:`prepare` of
-    :func:`~pepr.report.data.prepare_table`, the one path of the workflow and ``pepr report``.
-    """
-    raw = read_table(pepr_csv)
-    prepared = prepare_table(raw, spec or TableSpec(performance=cfg.performance), cfg, source=f"'{pepr_csv}'")
-    return prepare(prepared, histories, expected)
 
 
 def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:

@@ -116,7 +116,8 @@ def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the r
         df["status"] = "ok"
     df["ok"] = df["status"] == "ok"
     for column in ("reason", "energy_method"):
-        df[column] = df[column].fillna("").astype(str) if column in df.columns else ""
+        # An all-empty column reads back as float NaN: text, with "" for no value.
+        df[column] = df[column].astype(object).where(df[column].notna(), "").astype(str) if column in df.columns else ""
     duplicated = df[df.duplicated(run, keep=False)]
     if len(duplicated):
         first = duplicated.iloc[0]

@@ -257,7 +257,7 @@ def _load_workflow_results(out_dir: Path, cfg: ReportConfig) -> tuple[ReportData
     pepr_csv = out_dir / "pepr.csv"
     if not pepr_csv.is_file():
         return None, _missing("No pepr.csv in the report folder:", "the interactive plots need the scored runs.")
-    from pepr.report.build import load
+    from pepr.report.loading import load
 
     try:
         return load(pepr_csv, None, cfg), ""
