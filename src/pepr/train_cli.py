@@ -73,7 +73,8 @@ def run(args: argparse.Namespace) -> int:
         record = run_training(cfg)
     except PeprInputError as exc:
         note = previous_result_note(cfg.out_dir)
-        announce_failure(cfg.out_dir, str(exc).splitlines()[0] if str(exc) else "bad input")
+        # The error itself is pepr's one stderr line: the notice goes to the terminal stream only.
+        announce_failure(cfg.out_dir, str(exc).splitlines()[0] if str(exc) else "bad input", to_log=False)
         raise PeprInputError(f"{exc}; {note}" if note else str(exc)) from None
     except Exception as exc:
         # A crash mid-training: the traceback, then where the last finished result is (a
@@ -95,11 +96,13 @@ def run(args: argparse.Namespace) -> int:
 NOTIFY_FD_VARIABLE = "PEPR_NOTIFY_FD"
 
 
-def announce_failure(out_dir: Path, reason: str) -> None:
-    """Print ``pepr: <run folder> failed: <reason>`` on stderr (the job's log) and, when
+def announce_failure(out_dir: Path, reason: str, *, to_log: bool = True) -> None:
+    """Print ``pepr: <run folder> failed: <reason>`` on stderr (the job's log; skipped with
+    ``to_log=False`` when the caller's own error line says it) and, when
     :data:`NOTIFY_FD_VARIABLE` names an open file descriptor, there too (one line, never raises)."""
     line = f"pepr: {out_dir} failed: {' '.join(reason.split())[:400]}\n"
-    print(line, end="", file=sys.stderr, flush=True)
+    if to_log:
+        print(line, end="", file=sys.stderr, flush=True)
     import os
 
     fd_text = os.environ.get(NOTIFY_FD_VARIABLE, "")
