@@ -241,20 +241,16 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
     Nested mappings are merged, everything else (lists included) replaced, as Snakemake does.
     Raises PeprInputError when a file is missing or not a YAML mapping.
     """
-    import yaml
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     merged: dict[str, Any] = {}
     for path in paths:
         path = Path(path)
-        if not path.is_file():
-            raise PeprInputError(f"config file '{path}' does not exist")
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.load(handle, Loader=_yaml_loader())
-        except yaml.YAMLError as exc:
-            raise PeprInputError(f"config file '{path}' is not valid YAML: {exc}") from None
+        # limits on size, depth and alias expansion; duplicate keys refused; 1e-3 a number
+        from pepr.safeyaml import load_yaml_file
+
+        loaded = load_yaml_file(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
