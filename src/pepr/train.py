@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -231,9 +232,17 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
             return _fail(cfg, record, str(exc), log)
         try:
             state, model = _train(cfg, setup, model, log)
+            results = _results(cfg, setup, model, state)
         except _CannotRun as exc:
+            if exc.epoch is not None:
+                record["failed_epoch"] = exc.epoch
             return _fail(cfg, record, str(exc), log)
-        record.update(_results(cfg, setup, model, state))
+        except (MemoryError, RuntimeError) as exc:  # out of memory after training (the final timed pass)
+            reason = out_of_memory_reason(exc)
+            if reason is None:
+                raise
+            return _fail(cfg, record, f"out of memory after training {cfg.model} ({reason})", log)
+        record.update(results)
         record["config"] = cfg.as_dict()
         record["versions"] = _versions()
         if cfg.save_model is not None:
@@ -255,6 +264,26 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
 
 class _CannotRun(Exception):
     """The model cannot run on this input (recorded as a failed run, the sweep goes on)."""
+
+    def __init__(self, message: str, epoch: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
+#: Texts of the RuntimeErrors PyTorch raises when an allocation fails (CPU and accelerators).
+_OOM_TEXTS = ("can't allocate memory", "out of memory", "defaultcpuallocator", "failed to allocate")
+
+
+def out_of_memory_reason(exc: BaseException) -> str | None:
+    """One line describing ``exc`` when it is an out-of-memory failure (torch.OutOfMemoryError,
+    MemoryError, or a RuntimeError from an allocator), else None: such a run is a "failed"
+    record (the job cannot fit this machine), not a crash that every rerun repeats."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    if isinstance(exc, RuntimeError) and any(marker in text.lower() for marker in _OOM_TEXTS):
+        return f"{type(exc).__name__}: {text[:300]}"
+    return None
 
 
 def _failed_pretraining(cfg: TrainConfig) -> str | None:
@@ -385,6 +414,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     meter.start()
     setup.memory.start()
     cpu_start = time.process_time()
+    epoch = state.epochs_done + 1
     try:
         while state.epochs_done < cfg.epochs:
             epoch = state.epochs_done + 1
@@ -406,7 +436,18 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
         setup.record["energy_method"] = meter.method()
         setup.record.update(meter.details())
     except torch.OutOfMemoryError as exc:
-        raise _CannotRun(f"out of memory training {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px: {models.describe_exception(exc)}") from exc
+        raise _CannotRun(
+            f"out of memory training {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px in epoch {epoch}: "
+            f"{models.describe_exception(exc)}",
+            epoch,
+        ) from exc
+    except (MemoryError, RuntimeError) as exc:  # CPU allocator failures (e.g. under ulimit -v) are not OutOfMemoryError
+        reason = out_of_memory_reason(exc)
+        if reason is None:
+            raise
+        raise _CannotRun(
+            f"out of memory in epoch {epoch} of {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px ({reason})", epoch
+        ) from exc
     finally:
         meter.close()
         setup.memory.stop()
@@ -514,10 +555,13 @@ def _run_epoch(
     clock_start, started = time.time(), time.perf_counter()
     train_loss = train_epoch(model, optimizer, splits, batch_size, generator, precision)
     sync(device)
+    _check_finite(epoch, "train loss", train_loss, optimizer)
+    _check_finite(epoch, "a weight", _weights_finite(model), optimizer)
     trained = time.perf_counter()
     val = evaluate(model, splits.val_x, splits.val_y, splits, precision, eval_batch)
     test = evaluate(model, splits.test_x, splits.test_y, splits, precision, eval_batch)
     sync(device)
+    _check_finite(epoch, "validation loss", val["loss"], optimizer)  # NaN outputs: accuracies would be a constant guess
     finished, clock_end = time.perf_counter(), time.time()
     raw = meter.end(name)
     cpu, ram = raw.cpu_energy_kwh * setup.share.cpu, raw.ram_energy_kwh * setup.share.ram
@@ -549,6 +593,22 @@ def _run_epoch(
         "_gpu_kwh": raw.gpu_energy_kwh,
         "_ram_kwh": ram,
     }
+
+
+def _weights_finite(model: "torch.nn.Module") -> float:
+    """0.0 when every parameter is finite, else NaN (one device reduction per parameter tensor)."""
+    import torch
+
+    with torch.no_grad():
+        ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+    return 0.0 if ok else float("nan")
+
+
+def _check_finite(epoch: int, what: str, value: float, optimizer: Any) -> None:
+    """A diverged model (NaN/inf loss or weights) is a failed record, never an "ok" of constant guesses."""
+    if not math.isfinite(value):
+        lr = optimizer.param_groups[0]["lr"]
+        raise _CannotRun(f"training diverged in epoch {epoch}: {what} is not finite (learning rate {lr:g}); lower lr", epoch)
 
 
 def _merge_peak(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
