@@ -120,7 +120,11 @@ def _init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[
         if not path:
             return "checkpoint", [f"init {init!r} names no checkpoint file; use checkpoint:PATH"]
         if check_checkpoint and not Path(path).is_file():
-            return "checkpoint", [f"checkpoint file {path} not found (init {init!r})"]
+            from pepr.safeyaml import file_kind_problem
+
+            # a folder, FIFO or device is named as such, not "not found"
+            problem = file_kind_problem(path, "checkpoint file") or f"checkpoint file {path} not found"
+            return "checkpoint", [f"{problem} (init {init!r})"]
         return "checkpoint", []
     return None, [f"unknown init {init!r}; use scratch, imagenet or checkpoint:PATH"]
 

@@ -62,7 +62,7 @@ from pepr.loop import (  # noqa: F401 - re-exported: estimate, grid, bench and t
     train_epoch,
 )
 from pepr.loop import autocast as _autocast
-from pepr.resume import RunState, load_resume, save_resume
+from pepr.resume import RunState, load_resume, remove_stale_temp_files, save_resume
 from pepr.train_metrics import classification_metrics  # noqa: F401 - re-exported
 from pepr.runs import HISTORY_COLUMNS, RESULT_KEYS, RESUME_FILE, failed_record, json_safe  # noqa: F401 - re-exported
 
@@ -127,8 +127,41 @@ def validate_train_config(cfg: TrainConfig) -> None:
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
     catalogue = model_catalogue(cfg.model) if named else None  # no name: nothing to look up
     problems = training_problems(settings, catalogue, check_data=True, check_checkpoint=True)
+    problems.extend(_machine_problems(cfg))
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
+
+
+def _machine_problems(cfg: TrainConfig) -> list[str]:
+    """What this machine cannot do for ``cfg``: more threads than it has cores (5000 threads hung
+    torch, 100000 crashed it), an output folder or model file it cannot write or has no room for.
+    Checked in ``pepr train`` only: while planning, the jobs' machines are not known."""
+    from pepr.outputs import MIN_FREE_BYTES, free_space_problem, output_dir_problems
+
+    problems = []
+    cores = os.cpu_count() or 1
+    if isinstance(cfg.threads, int) and not isinstance(cfg.threads, bool) and cfg.threads > cores:
+        problems.append(f"--threads {cfg.threads} is more than the {cores} CPU cores of this machine; use at most {cores} (or leave it out: all cores this job may use)")
+    out_problems = output_dir_problems(cfg.out_dir, "--out")
+    problems.extend(out_problems)
+    if not out_problems:
+        space = free_space_problem(cfg.out_dir, MIN_FREE_BYTES, "--out", "the run's files")
+        if space:
+            problems.append(space)
+    return problems
+
+
+def _check_room(cfg: TrainConfig, params: int | None) -> None:
+    """Free space for resume.pt (weights + Adam's two moments, fp32) and the --save-model file."""
+    from pepr.outputs import MIN_FREE_BYTES, free_space_problem
+
+    weights = 4 * int(params or 0)
+    problems = [free_space_problem(cfg.out_dir, MIN_FREE_BYTES + 2 * 3 * weights, "--out", "resume.pt and the results")]
+    if cfg.save_model is not None:
+        problems.append(free_space_problem(cfg.save_model.parent, MIN_FREE_BYTES + weights, "--save-model", "the model file"))
+    found = [problem for problem in problems if problem]
+    if found:
+        raise PeprInputError("; ".join(found))
 
 
 def parse_device(requested: str) -> str:
@@ -230,6 +263,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
             raise
         except _CannotRun as exc:
             return _fail(cfg, record, str(exc), log)
+        _check_room(cfg, record.get("params"))  # before the first epoch: resume.pt and --save-model sizes are known now
         try:
             state, model = _train(cfg, setup, model, log)
             results = _results(cfg, setup, model, state)
@@ -407,6 +441,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     generator = torch.Generator().manual_seed(cfg.seed)
     resume_path = cfg.out_dir / RESUME_FILE
     settings = cfg.as_dict()
+    remove_stale_temp_files(cfg.out_dir, log)
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
     segment = state.segments - 1
@@ -431,8 +466,9 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
                 f"test acc {row['test_accuracy']:.4f}, {row['epoch_time_s']:.1f} s, "
                 f"{row['cumulative_energy_kwh']:.3g} kWh so far"
             )
-            if epoch < cfg.epochs:  # the last epoch goes straight to the final record
-                save_resume(resume_path, settings, model, optimizer, generator, state)
+            # the last epoch too: when the final write fails (a full disk), a rerun writes the
+            # record from it instead of losing the run
+            save_resume(resume_path, settings, model, optimizer, generator, state)
         setup.record["energy_method"] = meter.method()
         setup.record.update(meter.details())
     except torch.OutOfMemoryError as exc:

@@ -129,6 +129,14 @@ def run(args: argparse.Namespace) -> int:
     except PeprInputError as exc:
         note = previous_result_note(cfg.out_dir)
         raise PeprInputError(f"{exc}; {note}" if note else str(exc)) from None
+    except OSError as exc:
+        from pepr.outputs import write_failure_message
+
+        message = write_failure_message(exc)  # full disk, permissions: one line naming the path, exit 2
+        if message is None:
+            raise
+        kept = resume_note(cfg.out_dir)
+        raise PeprInputError(f"{message}{'; ' + kept if kept else ''}") from None
     except Exception:
         # A crash mid-training: the traceback, then where the last finished result is (a
         # workflow rerun has deleted metrics.json/history.csv before this job started).
@@ -138,6 +146,15 @@ def run(args: argparse.Namespace) -> int:
             print(f"pepr train: {note}", file=sys.stderr)
         return 1
     return 0
+
+
+def resume_note(out_dir: Path) -> str | None:
+    """What a rerun continues from after a failed write: the finished epochs in resume.pt, if any."""
+    from pepr.runs import RESUME_FILE
+
+    if (Path(out_dir) / RESUME_FILE).is_file():
+        return f"the finished epochs are kept in {Path(out_dir) / RESUME_FILE}: a rerun continues from there"
+    return None
 
 
 def previous_result_note(out_dir: Path) -> str | None:

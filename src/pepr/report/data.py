@@ -336,12 +336,20 @@ def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLik
     rows_so_far = 0
     for path in paths:
         key = parse_run_path(path, runs_root)
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise PeprInputError(f"history '{path}' is empty (not even a header); re-run its training job")
-            rows = [row for row in reader if row]
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header is None:
+                    raise PeprInputError(f"history '{path}' is empty (not even a header); re-run its training job")
+                rows = [row for row in reader if row]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            # a damaged history costs the report that run's curves, not the whole report
+            import warnings
+
+            reason = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"is not a pepr history CSV ({' '.join(str(exc).split())[:120]})"
+            warnings.warn(f"pepr: history '{path}' {reason}; skipped (its run has no per-epoch curves); re-run its training job to rebuild it", stacklevel=2)
+            continue
         if not rows:
             continue
         for name in header:
