@@ -114,3 +114,67 @@ def test_init_checkpoint_that_is_a_directory(tmp_path):
 
     problems = training_problems({"model": "resnet18", "dataset": "synthetic", "init": f"checkpoint:{tmp_path}"}, check_data=False)
     assert any("is a directory" in p and "not found" not in p for p in problems), problems
+
+
+# ------------------------------------------------------------------ carbon-intensity series
+
+
+def _series_text(start_hour: int = 12, hours: int = 3, day: str = "2024-03-01") -> str:
+    rows = [f"{day}T{h:02d}:00:00Z,{100 + h}" for h in range(start_hour, start_hour + hours)]
+    return "timestamp,gco2_per_kwh\n" + "\n".join(rows) + "\n"
+
+
+def test_carbon_series_with_a_utf8_bom_is_read(tmp_path):
+    from pepr.measure import read_carbon_intensity
+
+    path = tmp_path / "excel.csv"
+    path.write_bytes(b"\xef\xbb\xbf" + _series_text().encode())
+    assert read_carbon_intensity(path).values == (112.0, 113.0, 114.0)
+
+
+def test_carbon_series_error_never_prints_the_files_first_line(tmp_path):
+    from pepr.measure import read_carbon_intensity
+
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- s3cr3t\nmore\n")
+    with pytest.raises(PeprInputError) as caught:
+        read_carbon_intensity(secret)
+    message = str(caught.value)
+    assert "s3cr3t" not in message and "BEGIN" not in message and str(secret) in message and "\n" not in message
+
+
+def test_carbon_series_message_has_no_doubled_series_word(tmp_path):
+    from pepr.measure import read_carbon_intensity
+
+    path = tmp_path / "s.csv"
+    path.write_text(_series_text())
+    series = read_carbon_intensity(path)
+    with pytest.raises(PeprInputError) as caught:
+        series.at(series.times[-1] + 10 * 3600)
+    assert "series series" not in str(caught.value) and str(path) in str(caught.value)
+
+
+def test_carbon_series_fifo_is_refused(tmp_path):
+    from pepr.measure import read_carbon_intensity
+
+    fifo = tmp_path / "ci.csv"
+    os.mkfifo(fifo)
+    with pytest.raises(PeprInputError, match="FIFO"):
+        finishes_quickly(read_carbon_intensity, fifo)
+
+
+def test_carbon_series_ending_before_a_job_time_limit_is_a_planning_problem(tmp_path):
+    import time
+    from datetime import datetime, timezone
+
+    from pepr.config import _carbon_span_problems
+
+    now = datetime.fromtimestamp(time.time(), tz=timezone.utc).replace(minute=0, second=0, microsecond=0)
+    rows = [f"{datetime.fromtimestamp(now.timestamp() + i * 900, tz=timezone.utc).isoformat()},100" for i in range(0, 6)]
+    path = tmp_path / "short.csv"
+    path.write_text("timestamp,gco2_per_kwh\n" + "\n".join(rows) + "\n")  # covers the next ~1.5 h
+    config = {"carbon_intensity": str(path), "resources": {"train": {"runtime": 600}}}
+    problems = _carbon_span_problems(config)
+    assert len(problems) == 1 and "resources.train.runtime = 600 min" in problems[0] and "extend the series" in problems[0]
+    config["resources"]["train"]["runtime"] = 30
+    assert _carbon_span_problems(config) == []

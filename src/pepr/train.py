@@ -449,7 +449,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     meter.start()
     setup.memory.start()
     cpu_start = time.process_time()
-    epoch = state.epochs_done + 1
+    epoch = first_epoch = state.epochs_done + 1
     try:
         while state.epochs_done < cfg.epochs:
             epoch = state.epochs_done + 1
@@ -469,6 +469,14 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
             # the last epoch too: when the final write fails (a full disk), a rerun writes the
             # record from it instead of losing the run
             save_resume(resume_path, settings, model, optimizer, generator, state)
+            if setup.carbon is not None and epoch == first_epoch and epoch < cfg.epochs:
+                # the first epoch's time plans the rest: a series ending before it fails now
+                # (this epoch is saved), not after hours of training
+                now = time.time()
+                planned_end = now + 1.25 * (cfg.epochs - epoch) * row["epoch_time_s"]
+                problem = setup.carbon.span_problem(now, planned_end, f"{cfg.epochs - epoch} more epoch(s) of {row['epoch_time_s']:.0f} s + 25%")
+                if problem:
+                    raise PeprInputError(f"{problem}; epoch {epoch} is kept in {resume_path}")
         setup.record["energy_method"] = meter.method()
         setup.record.update(meter.details())
     except torch.OutOfMemoryError as exc:
