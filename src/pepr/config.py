@@ -625,7 +625,9 @@ def report_problems(config: Mapping[str, Any]) -> list[str]:
         return [str(exc)]
     except (TypeError, ValueError) as exc:  # a value of a type the dataclass cannot take
         return [f"report settings: {exc}"]
-    return []
+    from pepr.settings_checks import report_setting_problems
+
+    return report_setting_problems(settings)  # columns against the run contract, files, seed range
 
 
 def job_problems(config: Mapping[str, Any], cells: Iterable[Any], catalogue: Mapping[str, Any] | None) -> list[str]:
