@@ -13,7 +13,8 @@ import pepr.safeyaml as pepr_safeyaml
 # The config files are read again by pepr's own loader (pepr.safeyaml) before anything hashes or
 # expands them: Snakemake's loader reads `lr: 1e-3` as text, keeps the last of two duplicate keys
 # and does not bound YAML aliases (a 400-byte alias bomb hung the validation cache's hash).
-_PEPR_CONFIG_FILES = list(workflow.config_settings.configfiles) or [Path("config/config.yaml")]
+# (without --configfile: the Snakefile's `configfile:`, as Snakemake found it)
+_PEPR_CONFIG_FILES = list(workflow.config_settings.configfiles) or list(workflow.configfiles)
 try:
     _pepr_config = pepr_safeyaml.load_workflow_config(_PEPR_CONFIG_FILES, workflow.config_settings.config)
 except PeprInputError as exc:
