@@ -224,3 +224,27 @@ def test_scoring_with_an_undefined_performance_scores_the_others(tmp_path):
         scored = score_runs(runs, performance="test_auc", amortised=())
     assert scored.loc[0, "pepr_energy_kwh"] == pytest.approx(0.8)
     assert pd.isna(scored.loc[1, "pepr_energy_kwh"]) and "test_auc is undefined" in scored.loc[1, "score_note"]
+
+
+def test_report_lists_a_run_with_undefined_performance_instead_of_stopping(tmp_path):
+    """pepr.performance: test_auc with one finished run whose AUC is undefined: tables and summary are built."""
+    import pandas as pd
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from report_sweep import make_sweep
+
+    from pepr.report.build import load, read_tables, write_summary, write_tables
+    from pepr.report.config import ReportConfig
+
+    make_sweep(tmp_path, seeds=(0, 1))
+    df = pd.read_csv(tmp_path / "pepr.csv", dtype={"fraction": str})
+    first_ok = df.index[df["status"] == "ok"][0]
+    df.loc[first_ok, "test_auc"] = None
+    df.to_csv(tmp_path / "pepr.csv", index=False)
+    cfg = ReportConfig(performance="test_auc", bootstrap_resamples=200)
+    with pytest.warns(UserWarning, match="have no test_auc"):
+        data = load(tmp_path / "pepr.csv", None, cfg)
+    write_tables(data, tmp_path / "tables")
+    failed = read_tables(tmp_path / "tables")["failed"]
+    assert any("test_auc is undefined" in reason for reason in failed["reason"])
+    assert write_summary(data, tmp_path / "tables", tmp_path / "summary.md").is_file()

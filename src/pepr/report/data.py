@@ -116,6 +116,17 @@ def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the r
     numeric += [cfg.performance, *[c for c in STANDARD_RESOURCES if c in df.columns]]
     for column in dict.fromkeys(numeric):
         df[column] = pd.to_numeric(df[column], errors="coerce")
+    # A finished run whose performance is undefined (test_auc of a one-class test set; pepr.csv
+    # left it unscored, see score_note) cannot be ranked: the report lists it with the runs it
+    # could not use, with the reason, instead of stopping.
+    undefined = df["ok"] & df[cfg.performance].isna()
+    if undefined.any():
+        import warnings
+
+        warnings.warn(f"pepr report: {int(undefined.sum())} finished run(s) have no {cfg.performance}; listed as not scored", stacklevel=2)
+        df.loc[undefined, "ok"] = False
+        df.loc[undefined, "status"] = "failed"
+        df.loc[undefined, "reason"] = f"finished, but {cfg.performance} is undefined (empty), so it is not scored"
     # Optional columns (e.g. amortised scores of transfer runs only) may be empty; these may not.
     for column in dict.fromkeys(["params", *needed]):
         holes = df[df["ok"] & df[column].isna()]
