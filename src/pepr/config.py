@@ -254,6 +254,8 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
         # limits on size, depth and alias expansion; duplicate keys refused; 1e-3 a number
         from pepr.safeyaml import load_yaml_file
 
+        if not os.path.lexists(path):
+            raise PeprInputError(f"config file '{path}' does not exist")
         loaded = load_yaml_file(path)
         if loaded is None:
             loaded = {}
