@@ -205,3 +205,43 @@ def test_stale_temp_of_a_killed_save_is_removed_at_start(tmp_path):
     code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
     assert code == 0, err
     assert not stale.exists() and "interrupted earlier" in err
+
+
+# ------------------------------------------------------------------ report figures and tables
+
+
+def test_report_folders_on_a_full_disk_fail_before_drawing(small_fs):
+    from pepr.errors import PeprInputError
+    from pepr.report.build import write_figures, write_tables
+
+    fill(small_fs, leave_bytes=2**20)
+    for write, flag in ((write_figures, "figures folder"), (write_tables, "tables folder")):
+        with pytest.raises(PeprInputError, match=f"{flag} {small_fs / 'out'}: only .* free"):
+            write(None, small_fs / "out")  # data is never touched: the check comes first
+
+
+def test_a_figure_write_failing_leaves_no_partial_file_and_one_line(tmp_path, monkeypatch, capsys):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.figure
+
+    from pepr.outputs import one_line_errors
+    from pepr.report import figures
+
+    fig = matplotlib.figure.Figure()
+    fig.add_subplot().plot([0, 1])
+    (tmp_path / "f.png").write_bytes(b"old figure")
+
+    def full(self, path, *args, **kwargs):
+        Path(path).write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", full)
+    with pytest.raises(SystemExit) as stopped:
+        with one_line_errors("report_figures"):
+            figures.save(fig, tmp_path / "f", ["png"])
+    assert stopped.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("pepr report_figures: error: cannot write ") and "No space left" in err and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"] and (tmp_path / "f.png").read_bytes() == b"old figure"

@@ -85,3 +85,45 @@ def _size(n: float) -> str:
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return f"{n:.1f} TiB"  # pragma: no cover
+
+
+#: Free space a report folder needs before its figures/tables are drawn.
+REPORT_MIN_FREE_BYTES = 64 * 2**20
+
+
+def check_output_folder(path: str | os.PathLike, flag: str, needed_bytes: int = REPORT_MIN_FREE_BYTES) -> None:
+    """Raise PeprInputError (one line) when the folder ``path`` cannot be written or lacks space."""
+    from pepr.errors import PeprInputError
+
+    problems = output_dir_problems(path, flag)
+    if not problems:
+        space = free_space_problem(path, needed_bytes, flag, "the files")
+        problems = [space] if space else []
+    if problems:
+        raise PeprInputError("; ".join(problems))
+
+
+class one_line_errors:  # noqa: N801 - used as a context manager in rule scripts
+    """Rule scripts: a PeprInputError or a failed write ends the script with one line on stderr
+    and exit code 2, instead of a traceback (``with one_line_errors("report_figures"): ...``)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> "one_line_errors":
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:
+        import sys
+
+        from pepr.errors import PeprInputError
+
+        message = None
+        if isinstance(exc, PeprInputError):
+            message = str(exc)
+        elif isinstance(exc, OSError):
+            message = write_failure_message(exc)
+        if message is None:
+            return False
+        print(f"pepr {self.name}: error: {message}", file=sys.stderr)
+        raise SystemExit(2)

@@ -115,6 +115,9 @@ def table_paths(out_dir: str | os.PathLike) -> list[Path]:
 
 def write_tables(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
     """Write every table as CSV under ``out_dir``; returns the paths."""
+    from pepr.outputs import check_output_folder
+
+    check_output_folder(out_dir, "tables folder")  # writable, with room, before computing anything
     paths = []
     for name, table in compute_tables(data).items():
         path = Path(out_dir) / TABLES[name]
@@ -143,6 +146,9 @@ def read_tables(tables_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
 
 def write_figures(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
     """Draw every figure and write it in each configured format under ``out_dir``."""
+    from pepr.outputs import check_output_folder
+
+    check_output_folder(out_dir, "figures folder")  # writable, with room, before drawing anything
     paths = []
     for name, fig in draw_figures(data).items():
         paths.extend(figures.save(fig, Path(out_dir) / FIGURES[name], data.cfg.figure_formats))

@@ -138,7 +138,13 @@ def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[P
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        fig.savefig(path, dpi=110, bbox_inches="tight")
+        # through a temp file: a full disk leaves the previous figure, not a truncated one
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fig.savefig(tmp, dpi=110, bbox_inches="tight", format=fmt)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths
 
