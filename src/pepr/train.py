@@ -325,9 +325,14 @@ def _failed_pretraining(cfg: TrainConfig) -> str | None:
     path = cfg.pretrain_metrics
     if path is None:
         return None
+    from pepr.safeyaml import file_kind_problem
+
+    kind = file_kind_problem(path, "--pretrain-metrics")
+    if kind and not kind.endswith("not found"):  # a FIFO would block the read
+        raise PeprInputError(kind)
     try:
         source = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise PeprInputError(f"--pretrain-metrics {path} cannot be read as JSON ({type(exc).__name__}); run the pretraining first") from None
     if not isinstance(source, dict) or "status" not in source:
         raise PeprInputError(f"--pretrain-metrics {path} is not a pepr metrics.json (no status)")
