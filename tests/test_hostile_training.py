@@ -126,3 +126,14 @@ def test_cpu_out_of_memory_under_ulimit_is_a_failed_record_and_rerun_does_not_re
     assert metrics["failed_epoch"] == 1
     # the failed record is the finished output: the workflow does not schedule this cell again,
     # and pepr train on the folder leaves the record alone unless the user removes it
+
+
+def test_out_of_memory_loading_the_data_is_a_failed_record(tmp_path, monkeypatch):
+    def no_room(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 30.00 GiB")
+
+    monkeypatch.setattr(train_module, "to_device", no_room)
+    out = tmp_path / "load"
+    metrics = run_training(TrainConfig(model="test_resnet", dataset=TINY, epochs=1, out_dir=out, threads=1), log=QUIET)
+    assert metrics["status"] == "failed" and "out of memory loading" in metrics["reason"]
+    assert read_metrics(out)["status"] == "failed"

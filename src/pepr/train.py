@@ -255,7 +255,13 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
     with runs.run_lock(cfg.out_dir):
         if failed_source is not None:
             return _fail(cfg, base_record(cfg), failed_source, log)
-        setup = _Setup.build(cfg, log)
+        try:
+            setup = _Setup.build(cfg, log)
+        except (MemoryError, RuntimeError) as exc:  # the data do not fit this machine or device
+            reason = out_of_memory_reason(exc)
+            if reason is None:
+                raise
+            return _fail(cfg, base_record(cfg), f"out of memory loading {cfg.dataset} onto the device ({reason})", log)
         record = setup.record
         try:
             model = setup.build_model(cfg)
@@ -426,7 +432,7 @@ class _Setup:
             raise
         except models.ModelInputError as exc:
             raise _CannotRun(str(exc)) from exc
-        except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
+        except (RuntimeError, AssertionError, ValueError, IndexError, MemoryError) as exc:
             # raised by the probe pass: the architecture cannot run on this input/batch
             raise _CannotRun(f"{cfg.model} cannot run on {channels}x{size}x{size} input at batch {cfg.batch_size}: {models.describe_exception(exc)}") from exc
         self.record["init_description"] = init_description
