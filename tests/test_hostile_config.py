@@ -93,6 +93,7 @@ def _snakemake_n(tmp_path: Path, config_text: str) -> subprocess.CompletedProces
     )
 
 
+@pytest.mark.slow
 def test_snakemake_n_refuses_the_alias_bomb_and_duplicates_and_takes_1e_minus_3(tmp_path):
     started = time.perf_counter()
     bomb = _snakemake_n(tmp_path, ALIAS_BOMB)
@@ -226,6 +227,7 @@ def test_scoring_with_an_undefined_performance_scores_the_others(tmp_path):
     assert pd.isna(scored.loc[1, "pepr_energy_kwh"]) and "test_auc is undefined" in scored.loc[1, "score_note"]
 
 
+@pytest.mark.slow
 def test_report_lists_a_run_with_undefined_performance_instead_of_stopping(tmp_path):
     """pepr.performance: test_auc with one finished run whose AUC is undefined: tables and summary are built."""
     import pandas as pd

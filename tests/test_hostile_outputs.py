@@ -133,6 +133,7 @@ def test_write_failure_message_is_one_line_naming_the_path():
 # ------------------------------------------------------------------ a disk that fills during training
 
 
+@pytest.mark.slow
 def test_disk_full_at_the_resume_save_keeps_the_last_epoch_and_leaves_no_temp(small_fs, monkeypatch):
     from pepr.resume import save_resume as real_save
 
@@ -157,6 +158,7 @@ def test_disk_full_at_the_resume_save_keeps_the_last_epoch_and_leaves_no_temp(sm
     assert "resuming from" in err and "1 epoch(s) done" in err  # epoch 1 was not trained again
 
 
+@pytest.mark.slow
 def test_disk_full_at_the_final_write_loses_no_epoch(tmp_path, monkeypatch):
     out = tmp_path / "run"
     real_write = train_module.runs.write_run_outputs
@@ -197,6 +199,7 @@ def test_a_failing_torch_save_never_replaces_resume_pt(tmp_path, monkeypatch):
     assert path.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["resume.pt"]
 
 
+@pytest.mark.slow
 def test_stale_temp_of_a_killed_save_is_removed_at_start(tmp_path):
     out = tmp_path / "run"
     out.mkdir()

@@ -36,6 +36,7 @@ def test_out_of_memory_reason_recognises_the_allocators():
     assert out_of_memory_reason(ValueError("out of memory")) is None
 
 
+@pytest.mark.slow
 def test_diverged_training_is_a_failed_record_with_the_epoch(tmp_path):
     out = tmp_path / "diverged"
     metrics = run_training(TrainConfig(model="test_resnet", dataset=TINY, epochs=2, lr=1e6, out_dir=out, threads=1), log=QUIET)
@@ -47,6 +48,7 @@ def test_diverged_training_is_a_failed_record_with_the_epoch(tmp_path):
     assert not (out / "resume.pt").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "error",
     [
@@ -69,6 +71,7 @@ def test_out_of_memory_during_evaluation_is_a_failed_record(tmp_path, monkeypatc
     assert read_metrics(out)["failed_epoch"] == 1 and len(calls) == 1
 
 
+@pytest.mark.slow
 def test_out_of_memory_in_the_final_timed_pass_is_a_failed_record(tmp_path, monkeypatch):
     real_predict = train_module.predict
     calls = []
@@ -114,6 +117,7 @@ _ULIMIT_SCRIPT = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_cpu_out_of_memory_under_ulimit_is_a_failed_record_and_rerun_does_not_repeat(tmp_path):
     out = tmp_path / "ulimit"
     script = tmp_path / "oom.py"
@@ -128,6 +132,7 @@ def test_cpu_out_of_memory_under_ulimit_is_a_failed_record_and_rerun_does_not_re
     # and pepr train on the folder leaves the record alone unless the user removes it
 
 
+@pytest.mark.slow
 def test_out_of_memory_loading_the_data_is_a_failed_record(tmp_path, monkeypatch):
     def no_room(*args, **kwargs):
         raise RuntimeError("CUDA out of memory. Tried to allocate 30.00 GiB")
