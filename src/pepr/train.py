@@ -651,11 +651,12 @@ def _run_epoch(
 
 
 def _weights_finite(model: "torch.nn.Module") -> float:
-    """0.0 when every parameter is finite, else NaN (one device reduction per parameter tensor)."""
+    """0.0 when every parameter is finite, else NaN (one host sync for the whole model)."""
     import torch
 
     with torch.no_grad():
-        ok = all(bool(torch.isfinite(p).all()) for p in model.parameters())
+        flags = [torch.isfinite(p).all() for p in model.parameters()]
+        ok = bool(torch.stack(flags).all()) if flags else True
     return 0.0 if ok else float("nan")
 
 
