@@ -205,9 +205,11 @@ def test_stale_temp_of_a_killed_save_is_removed_at_start(tmp_path):
     out.mkdir()
     stale = out / ".resume.pt.tmp4242-deadbeef"
     stale.write_bytes(b"")  # what a kill -9 during torch.save leaves
+    other = out / ".resume.pt.4242.0123456789abcdef.tmp"  # pepr.runs' temp-name pattern
+    other.write_bytes(b"")
     code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
     assert code == 0, err
-    assert not stale.exists() and "interrupted earlier" in err
+    assert not stale.exists() and not other.exists() and "interrupted earlier" in err
 
 
 # ------------------------------------------------------------------ report figures and tables

@@ -88,7 +88,11 @@ TEMP_PREFIX = "."
 def remove_stale_temp_files(out_dir: Path, log: Callable[[str], None]) -> None:
     """Delete temp files of earlier :func:`save_resume` calls killed mid-write (``kill -9``, a
     node failure): under the run-folder lock no other process can be writing them."""
-    for stale in Path(out_dir).glob(f"{TEMP_PREFIX}{RESUME_NAME}.tmp*"):
+    # both temp-name patterns: ".resume.pt.tmp<pid>-<hex>" (here) and ".resume.pt.<pid>.<uuid>.tmp"
+    # (pepr.runs' atomic writes)
+    patterns = (f"{TEMP_PREFIX}{RESUME_NAME}.tmp*", f"{TEMP_PREFIX}{RESUME_NAME}.*.tmp")
+    stale_files = {path for pattern in patterns for path in Path(out_dir).glob(pattern)}
+    for stale in sorted(stale_files):
         try:
             size = stale.stat().st_size
             stale.unlink()
