@@ -124,14 +124,14 @@ def test_snakemake_n_refuses_the_alias_bomb_and_duplicates_and_takes_1e_minus_3(
     ],
 )
 def test_report_settings_against_the_run_contract(report, words):
-    from pepr.config import report_problems
+    from pepr.plan import report_problems
 
     (problem,) = report_problems({"report": report})
     assert words in problem
 
 
 def test_model_metadata_file_is_checked(tmp_path):
-    from pepr.config import report_problems
+    from pepr.plan import report_problems
 
     wrong = tmp_path / "meta.csv"
     wrong.write_text("name,kind\nresnet18,CNN\n")

@@ -167,7 +167,7 @@ def test_carbon_series_ending_before_a_job_time_limit_is_a_planning_problem(tmp_
     import time
     from datetime import datetime, timezone
 
-    from pepr.config import _carbon_span_problems
+    from pepr.plan import _carbon_span_problems
 
     now = datetime.fromtimestamp(time.time(), tz=timezone.utc).replace(minute=0, second=0, microsecond=0)
     rows = [f"{datetime.fromtimestamp(now.timestamp() + i * 900, tz=timezone.utc).isoformat()},100" for i in range(0, 6)]

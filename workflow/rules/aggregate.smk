@@ -17,7 +17,7 @@ rule aggregate_runs:
     output:
         report("results/runs.csv", category="Tables", labels={"table": "runs.csv (one row per run)"}),
     params:
-        runs_root="results/runs",
+        runs_root=lambda wildcards: RUNS_DIR,  # the run contract's (pepr.runs), not a prefix of the output
     threads: rule_threads("default")
     resources:
         **rule_resources("default"),
