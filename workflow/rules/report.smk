@@ -123,3 +123,34 @@ REPORT_TARGETS = [
     *[path for paths in REPORT_FIGURES.values() for path in paths.values()],
     "results/summary.md",
 ]
+
+
+# The answer first: one self-contained page (decision table and the sweep's totals on top, then
+# the summary, interactive plots, figures and every table), rendered from the files above by
+# pepr.report.html.write_report_page. Snakemake's single-file report embeds each result as a
+# data: URL, and Chromium shows none over 2 MB in its viewer, so the report's first entry is the
+# compact variant (answer.html: no plotly.js, no figures, tables cut to 200 rows); the full page
+# (pepr_report.html, ~5 MB and more) is registered too: it opens from `--report report.zip`
+# and as the file itself. (Not results/report.html: `snakemake --report results/report.html`,
+# the README's command, writes that file.)
+rule write_report_page:
+    input:
+        pepr="results/pepr.csv",
+        tables=list(REPORT_TABLES.values()),
+        figures=[path for paths in REPORT_FIGURES.values() for path in paths.values()],
+        summary="results/summary.md",
+    output:
+        answer=report("results/answer.html", caption="../report/report_page.rst", category="0 The answer (start here)"),
+        page=report("results/pepr_report.html", caption="../report/report_page_full.rst", category="Interactive plots"),
+    params:
+        settings=REPORT_SETTINGS,
+        # the report folder: where pepr.csv, summary.md, tables/ and figures/ lie
+        out_dir=lambda wildcards, input: os.path.dirname(input.pepr),
+    log:
+        "results/logs/write_report_page.log",
+    localrule: True
+    script:
+        "../../scripts/report_page.py"
+
+
+REPORT_TARGETS += ["results/answer.html", "results/pepr_report.html"]
