@@ -204,9 +204,11 @@ def test_scoring_by_another_performance_and_errors_name_the_run(tmp_path, monkey
     runs.loc[runs["model"] == "b", "test_auc"] = np.nan
     # issue 19: an undefined performance no longer stops scoring; the run is named and left unscored
     with pytest.warns(UserWarning, match="d/scratch/1.0/b/0"):
-        scored = score_runs(runs, performance="test_auc")
+        scored = score_runs(runs, performance="test_auc", skip_undefined=True)
     unscored = scored[scored["model"] == "b"]
     assert unscored["pepr_energy_kwh"].isna().all() and unscored["score_note"].str.contains("test_auc is undefined").all()
+    with pytest.raises(PeprInputError, match="d/scratch/1.0/b/0"):  # pepr score on a user's table: still an error
+        score_runs(runs, performance="test_auc")
     with pytest.raises(PeprInputError, match="unknown column"):
         score_runs(runs, performance="val_nothing")
 

@@ -222,7 +222,7 @@ def test_scoring_with_an_undefined_performance_scores_the_others(tmp_path):
         }
     )
     with pytest.warns(UserWarning, match="1 run\\(s\\) have no test_auc and are not scored: d/scratch/1.0/b/0"):
-        scored = score_runs(runs, performance="test_auc", amortised=())
+        scored = score_runs(runs, performance="test_auc", amortised=(), skip_undefined=True)
     assert scored.loc[0, "pepr_energy_kwh"] == pytest.approx(0.8)
     assert pd.isna(scored.loc[1, "pepr_energy_kwh"]) and "test_auc is undefined" in scored.loc[1, "score_note"]
 

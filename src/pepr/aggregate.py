@@ -240,8 +240,13 @@ def score_runs(
     resources: Sequence[str] = RESOURCES,
     amortised: Sequence[str] = AMORTISED_RESOURCES,
     by: Sequence[str] = GROUP_COLUMNS,
+    skip_undefined: bool = False,
 ) -> pd.DataFrame:
     """The runs table plus ``X_norm`` and ``pepr_X`` for each resource and amortised resource.
+
+    ``skip_undefined`` (the workflow's score_runs rule, via :func:`score_to_csv`): a successful
+    run whose performance is empty is left unscored with a ``score_note`` and a warning instead of
+    stopping the sweep's scoring; without it (``pepr score`` on a user's table) that is an error.
 
     Scored within each ``by`` cell over the runs whose status is "ok"; other runs keep empty
     scores. Rows and existing columns are unchanged. Amortised columns are scored only when
@@ -259,7 +264,7 @@ def score_runs(
         out[pepr_column(resource)] = np.nan
     # A finished run whose performance is undefined (e.g. test_auc of a test set with one class)
     # cannot be scored: it keeps empty scores and says why in score_note, the others are scored.
-    undefined = ok & (pd.to_numeric(runs[performance], errors="coerce").isna() if performance in runs.columns else False)
+    undefined = ok & (pd.to_numeric(runs[performance], errors="coerce").isna() if skip_undefined and performance in runs.columns else False)
     if undefined.any():  # the column appears only then: tables of fully defined sweeps keep their contract
         out["score_note"] = ""
         out.loc[undefined, "score_note"] = f"not scored: {performance} is undefined (empty) for this run"
@@ -309,6 +314,6 @@ def score_to_csv(
     from pepr.tableio import read_table, write_table
 
     runs = read_table(runs_table)
-    scored = score_runs(runs, performance=performance, **dict(settings or {}))
+    scored = score_runs(runs, performance=performance, **{"skip_undefined": True, **dict(settings or {})})
     write_table(scored, output)
     return scored
