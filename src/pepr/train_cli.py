@@ -20,12 +20,19 @@ DESCRIPTION = """\
 Train one timm model on one dataset and write OUT/metrics.json (performance, energy, CO2, time,
 memory; status "ok", or "failed" with the reason when the model cannot run on this input) and
 OUT/history.csv (one row per epoch). Defaults follow the PePR paper: Adam, lr 5e-4, batch 32,
-10 epochs, cross-entropy; the final performance is the last epoch's on the full test set.
+10 epochs, cross-entropy (multi-label tasks: BCE-with-logits); the final performance is the last epoch's on the full test set.
 
 Datasets (--dataset):
   pneumoniamnist, dermamnist@64, ...   a MedMNIST 2D flag [@ size 28/64/128/224], read from
                                       --data-dir (downloaded there when missing and online)
   npz:PATH                            a file in the MedMNIST npz layout
+  folder:PATH[,val=0.1,test=0.2,size=N,channels=1|3,seed=S]
+                                      your images: PATH/{train,val,test}/CLASS/* or PATH/CLASS/*
+                                      (then a seeded stratified split); PNG, JPEG, TIFF, BMP,
+                                      DICOM (pip install 'pepr-bench[dicom]'), 8/16-bit
+  csv:FILE[,...same options]          a manifest path,label[,split] (or labels a;b, or one 0/1
+                                      column per label: multi-label); both are converted once
+                                      into --data-dir/images/ and then read as npz:
   synthetic[:key=value,...]           generated lesion-like blobs (NOT medical data), keys:
                                       classes, size, channels, n_train, n_val, n_test,
                                       imbalance, noise, seed

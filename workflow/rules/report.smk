@@ -6,7 +6,7 @@
 # other rules take two or three inputs each, not thousands. report_tables and report_figures read
 # pepr.csv + that table; report_summary reads pepr.csv + the tables (nothing is computed twice).
 # All rules are light (seconds) and run on the submitting machine.
-from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLES, ReportConfig
+from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLE_SETTINGS, TABLES, ReportConfig
 from pepr.report_settings import report_config_from
 from pepr.runs import RUNS_DIR, format_fraction
 
@@ -20,8 +20,9 @@ except PeprInputError as exc:
     print(f"pepr: bad config ({CONFIG_SOURCE}): {exc}", file=sys.stderr)
     raise SystemExit(1)
 
+# The table's shape (group columns, parameter counts) is the workflow's own: not a setting.
 REPORT_SETTINGS = {
-    **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__},
+    **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__ if k not in TABLE_SETTINGS},
     "figure_formats": list(REPORT_CONFIG.figure_formats),
 }
 REPORT_HISTORIES = f"results/{HISTORIES_TABLE}"

@@ -159,6 +159,15 @@ def dataset_facts(
             int(options["channels"]), classes, int(options["size"]), tuple(int(c) for c in counts),
             "synthetic options",
         )
+    if parsed.kind in ("folder", "csv"):  # the user's images: listed and their headers read (pepr.images)
+        from pepr import images
+
+        facts = images.dataset_facts(spec, data_dir)
+        counts = facts["counts"]
+        return DatasetFacts(
+            spec, name, counts["train"], counts["val"], counts["test"], facts["channels"], facts["num_classes"],
+            facts["size"], facts["train_class_counts"], f"images listed from {parsed.path}",
+        )
     path = data.dataset_file(parsed, data_dir)
     assert path is not None
     given = (given_sizes or {}).get(name)
@@ -196,9 +205,15 @@ def dataset_facts(
     shape = headers["train_images"][0]
     channels = int(shape[3]) if len(shape) == 4 else 1
     with np.load(path, allow_pickle=False) as archive:  # labels only: images are not read
-        train_labels = np.asarray(archive["train_labels"]).reshape(-1).astype(np.int64)
-        n_val = int(np.asarray(archive["val_labels"]).reshape(-1).shape[0])
-        n_test = int(np.asarray(archive["test_labels"]).reshape(-1).shape[0])
+        train_labels = np.asarray(archive["train_labels"])
+        n_val = int(np.asarray(archive["val_labels"]).shape[0])
+        n_test = int(np.asarray(archive["test_labels"]).shape[0])
+    if train_labels.ndim == 2 and train_labels.shape[1] > 1:  # multi-label rows: no class counts
+        return DatasetFacts(
+            spec, name, int(len(train_labels)), n_val, n_test, channels, int(train_labels.shape[1]), int(shape[1]),
+            None, f"labels read from {path} (multi-label)",
+        )
+    train_labels = train_labels.reshape(-1).astype(np.int64)
     if parsed.kind == "medmnist":
         num_classes = len(data.medmnist_info(parsed.flag)["label"])
     else:

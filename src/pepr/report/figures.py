@@ -38,7 +38,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormat
 from scipy import stats as scipy_stats
 
 from pepr.report.config import ReportConfig
-from pepr.report.data import CELL, cells, co2_note, energy_methods, fraction_label, load_model_metadata, report_variants
+from pepr.report.data import co2_note, group_label, groups, energy_methods, fraction_label, load_model_metadata, report_variants
 from pepr.report.stats import epoch_curves, format_p, pareto_front
 from pepr.report.tables import comparisons, model_means, model_pairs
 
@@ -152,22 +152,21 @@ def _title_lines(titles: Sequence[str]) -> int:
     return max((t.count("\n") + 1 for t in titles), default=1)
 
 
-def _panel_title(key: tuple, extra: str = "") -> str:
-    """A group's panel title on short lines (dataset; init / fraction), wrapped to the
-    panel's width so that neighbouring titles never run into each other."""
-    if len(key) == 3:
-        dataset, init, fraction = key
-        lines = textwrap.wrap(str(dataset), 34) or [""]
-        lines.append(f"{init} / {fraction_label(fraction)}")
-    else:
-        lines = textwrap.wrap(" / ".join(map(str, key)), 34)
+def _panel_title(key: tuple, extra: str = "", group: Sequence[str] = ("dataset", "init", "fraction")) -> str:
+    """A group's panel title on short lines (first key; the others), wrapped to the panel's
+    width so that neighbouring titles never run into each other."""
+    label = group_label(key, group).split(" / ")
+    lines = textwrap.wrap(label[0], 34) or [""]
+    if len(label) > 1:
+        lines.append(" / ".join(label[1:]))
     if extra:
         lines += textwrap.wrap(extra, 44)
     return "\n".join(lines)
 
 
-def _cell_frame(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
-    return df[(df[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+def _cell_frame(df: pd.DataFrame, key: tuple, group: Sequence[str] = ("dataset", "init", "fraction")) -> pd.DataFrame:
+    group = list(group)
+    return df[(df[group] == pd.Series(key, index=group)).all(axis=1)]
 
 
 def _footnote(fig: Figure, lines: Sequence[str]) -> None:
@@ -402,8 +401,8 @@ def _means(frame: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
 def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 1: contours of P / (1 + R) over (R, P), each group's runs as points on them,
     the top models numbered."""
-    keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k) for k in keys]), colorbar=True)
+    keys = groups(df[df["ok"]], cfg.group)
+    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]), colorbar=True)
     pending: list[tuple] = []
     grid_r, grid_p = np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201))
     classes = model_classes(df, cfg)
@@ -413,12 +412,12 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     for ax, key in zip(axes, keys):
         contours = ax.contourf(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0, 1, 11), cmap="YlGn", alpha=0.6)
         ax.contour(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0.1, 0.9, 9), colors="grey", linewidths=0.4)
-        frame = _cell_frame(ok, key)
+        frame = _cell_frame(ok, key, cfg.group)
         _scatter(ax, frame, r_col, cfg.performance, classes)
         means = _means(frame, [r_col, cfg.performance, pepr])
         pending += _label_panel(ax, means, r_col, cfg.performance, labelled_models(means, cfg.performance, pepr, None, cfg.top_k))
         ax.set(xlim=(-0.02, 1.02), ylim=(max(0.0, frame[cfg.performance].min() - 0.05), 1.0),
-               xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key))
+               xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key, group=cfg.group))
         ax.title.set_fontsize(9)
     if contours is not None:
         # Beside the first row's last panel, past its key: it moves with the panels.
@@ -436,20 +435,20 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
 def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str, str]]) -> Figure:
     """Panels of ``columns`` vs trainable parameters (log axis when they span a decade): one
     panel per group and column; with several columns, one figure row per group."""
-    keys = cells(df[df["ok"]])
+    keys = groups(df[df["ok"]], cfg.group)
     ok = df[df["ok"]]
     ncols = len(columns) if len(columns) > 1 else None
-    lines = _title_lines([_panel_title(k) for k in keys]) + (1 if len(columns) > 1 else 0)
+    lines = _title_lines([_panel_title(k, group=cfg.group) for k in keys]) + (1 if len(columns) > 1 else 0)
     fig, axes = _panels(max(len(keys) * len(columns), 1), ncols=ncols, key=True, title_lines=lines)
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     pepr = f"pepr_{cfg.resource}"
     for index, (key, (column, label)) in enumerate(itertools.product(keys, columns)):
         ax = axes[index]
-        frame = _cell_frame(ok, key).dropna(subset=[column])
+        frame = _cell_frame(ok, key, cfg.group).dropna(subset=[column])
         _set_log_axes(ax, frame["params"], [])
         # Each group's own split: a model's parameter count depends on the group (head, channels).
-        split = float(_cell_frame(df, key)["median_params"].iloc[0])
+        split = float(_cell_frame(df, key, cfg.group)["median_params"].iloc[0])
         ax.axvline(split, color="0.5", linestyle=":", linewidth=0.9)
         _scatter(ax, frame, "params", column, classes)
         _draw_trend(ax, frame["params"], frame[column])
@@ -459,7 +458,7 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
         score = column if column.startswith("pepr_") else pepr
         pending += _label_panel(ax, means, "params", column, labelled_models(means, cfg.performance, score, None, cfg.top_k))
         ax.set(xlabel="trainable parameters" + (" (log)" if ax.get_xscale() == "log" else ""), ylabel=label,
-               title=_panel_title(key) if len(columns) == 1 else f"{label}\n{_panel_title(key)}")
+               title=_panel_title(key, group=cfg.group) if len(columns) == 1 else f"{label}\n{_panel_title(key, group=cfg.group)}")
         ax.title.set_fontsize(9)
     _legend(fig, classes, set(ok["model"]), [TREND_HANDLE, MEDIAN_HANDLE])
     _footnote(fig, ["Dotted line: the group's median parameter count (small models at or left of it). Numbered: best "
@@ -488,7 +487,7 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     pairs_list = comparisons(df, factor)
     metrics = [(cfg.performance, f"{cfg.performance}: treatment - baseline", "diff"),
                (cfg.resource, f"{cfg.resource}: treatment / baseline", "ratio")]
-    context = [c for c in CELL if c != factor]
+    context = [c for c in cfg.group if c != factor]
     n_contexts = df[context].drop_duplicates().shape[0]
     # Panels widen with the contexts on their x axis, so the context labels never overlap.
     fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(max(5.2, 1.6 * n_contexts), 3.8),
@@ -559,14 +558,14 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
 def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 6: performance vs the headline resource per group (log axis when it spans a
     decade), Pareto front, PePR iso-lines, trend and Spearman's rho."""
-    keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k) for k in keys]))
+    keys = groups(df[df["ok"]], cfg.group)
+    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]))
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     ok = df[df["ok"]]
     pepr = f"pepr_{cfg.resource}"
     for ax, key in zip(axes, keys):
-        frame = _cell_frame(ok, key).dropna(subset=[cfg.resource])
+        frame = _cell_frame(ok, key, cfg.group).dropna(subset=[cfg.resource])
         r, p = frame[cfg.resource].to_numpy(dtype=float), frame[cfg.performance].to_numpy(dtype=float)
         _set_log_axes(ax, r, [])
         low, high = (r.min(), r.max()) if len(r) else (0.0, 1.0)
@@ -589,7 +588,7 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         pending += _label_panel(ax, means, cfg.resource, cfg.performance,
                      labelled_models(means, cfg.performance, pepr, cfg.resource, cfg.top_k))
         ax.set(xlabel=cfg.resource + (" (log)" if ax.get_xscale() == "log" else ""), ylabel=cfg.performance,
-               title=_panel_title(key), ylim=(bottom, 1.01))
+               title=_panel_title(key, group=cfg.group), ylim=(bottom, 1.01))
         ax.title.set_fontsize(9)
     _legend(fig, classes, set(ok["model"]), [TREND_HANDLE, PARETO_HANDLE])
     _footnote(fig, [f"Grey lines: {cfg.resource_label} iso-lines P / (1 + R) = const (value printed at the end), "
@@ -617,16 +616,16 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
         return _note_figure("Epoch PePR: not drawn",
                             "No per-epoch histories with two or more epochs were given, so PePR per epoch cannot be drawn. "
                             "The workflow gathers every run's history.csv; `pepr report` takes them with --histories TABLE.")
-    keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1), title_lines=_title_lines([_panel_title(k) for k in keys]) + 2)
+    keys = groups(df[df["ok"]], cfg.group)
+    fig, axes = _panels(max(len(keys), 1), title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]) + 2)
     classes = model_classes(df, cfg)
     colours = class_colours(classes)
-    curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, CELL)
-    n_runs = curves.groupby(["model", "seed", *CELL]).ngroups
+    curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, list(cfg.group))
+    n_runs = curves.groupby(["model", "seed", *cfg.group]).ngroups
     width, alpha = (0.9, 0.85) if n_runs < 200 else (0.5, 0.35)
     for ax, key in zip(axes, keys):
-        frame = _cell_frame(curves, key)
-        cell_peaks = _cell_frame(peaks, key)
+        frame = _cell_frame(curves, key, cfg.group)
+        cell_peaks = _cell_frame(peaks, key, cfg.group)
         # One LineCollection per panel: thousands of runs cost one artist, not one Line2D each.
         segments, run_colours = [], []
         for (model, seed), run in frame.sort_values("epoch").groupby(["model", "seed"]):
@@ -640,7 +639,7 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
         share = saved / total if total > 0 else 0.0
         cost = cell_peaks["performance_cost"].mean() if len(cell_peaks) else 0.0
         ax.set(xlabel="epoch", ylabel=f"epoch PePR ({cfg.history_resource})",
-               title=_panel_title(key, f"stopping at peaks saves {saved:.3g} ({share:.0%}), mean cost {cost:+.3f}"))
+               title=_panel_title(key, f"stopping at peaks saves {saved:.3g} ({share:.0%}), mean cost {cost:+.3f}", cfg.group))
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.title.set_fontsize(8)
     star = Line2D([], [], color="black", marker="*", linestyle="", label="peak of a run")
@@ -656,19 +655,19 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
 def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 8 (the paper's model-space figure): training energy vs trainable parameters, log
     axes where they span a decade, one point per model (seed mean) and group, trend and rho."""
-    keys = cells(df[df["ok"]])
-    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k) for k in keys]))
+    keys = groups(df[df["ok"]], cfg.group)
+    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]))
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     means = model_means(df, cfg)
     resource = "energy_kwh" if "energy_kwh" in means else cfg.resource
     valid = means[(means["params"] > 0) & (means[resource] > 0)] if resource in means else means.iloc[:0]
     for ax, key in zip(axes, keys):
-        frame = _cell_frame(valid, key)
+        frame = _cell_frame(valid, key, cfg.group)
         _set_log_axes(ax, frame["params"], frame[resource])
         _scatter(ax, frame, "params", resource, classes)
         _draw_trend(ax, frame["params"], frame[resource])
-        median = float(_cell_frame(df, key)["median_params"].iloc[0])
+        median = float(_cell_frame(df, key, cfg.group)["median_params"].iloc[0])
         ax.axvline(median, color="0.5", linestyle=":", linewidth=0.9)
         biggest = frame.sort_values([resource, "model"], ascending=[False, True])["model"].head(2)
         cheapest = frame.sort_values([resource, "model"])["model"].head(2)
@@ -678,7 +677,7 @@ def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         pending += _label_panel(ax, frame, "params", resource, labels)
         log = " (log)"
         ax.set(xlabel="trainable parameters" + (log if ax.get_xscale() == "log" else ""),
-               ylabel=f"training {resource}" + (log if ax.get_yscale() == "log" else ""), title=_panel_title(key))
+               ylabel=f"training {resource}" + (log if ax.get_yscale() == "log" else ""), title=_panel_title(key, group=cfg.group))
         ax.title.set_fontsize(9)
     _legend(fig, classes, set(valid["model"]), [TREND_HANDLE, MEDIAN_HANDLE])
     _footnote(fig, ["One point per model: its seed mean in the group. Dotted: the group's median parameter count (small models "
