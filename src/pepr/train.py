@@ -94,7 +94,7 @@ def validate_train_config(cfg: TrainConfig) -> None:
     own_images = images.is_image_spec(cfg.dataset)
     problems = training_problems(settings, catalogue, check_data=not own_images, check_checkpoint=True)
     problems.extend(_machine_problems(cfg))  # threads bounded before images are converted with them
-    if own_images and not problems:
+    if own_images and not any(problem.startswith("--threads") for problem in problems):
         problems += images.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
     if problems and any("\n" in problem for problem in problems):  # file lists (folder:/csv:): one per line
         raise PeprInputError("invalid training configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
