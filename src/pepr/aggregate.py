@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -69,11 +70,18 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
 
     Raises PeprInputError naming the file when it is missing, not JSON, or not an object.
     """
+    from pepr.safeyaml import file_kind_problem
+
+    problem = file_kind_problem(path, "metrics file")
+    if problem and not problem.endswith("not found"):  # a FIFO would block the read
+        raise PeprInputError(f"{problem}; delete it and re-run its training job")
     try:
         with open(path, "rb") as handle:
-            data = json.load(handle)
+            data = json.load(handle, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_no_constant)
     except FileNotFoundError:
         raise PeprInputError(f"metrics file '{path}' does not exist; re-run its training job") from None
+    except RecursionError:
+        raise PeprInputError(f"metrics file '{path}' is nested too deeply to be a pepr metrics.json; delete it and re-run its training job") from None
     except (OSError, ValueError) as exc:
         raise PeprInputError(
             f"metrics file '{path}' is not readable JSON ({exc}); delete it and re-run its training job"
@@ -81,6 +89,23 @@ def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise PeprInputError(f"metrics file '{path}' must hold a JSON object, not {type(data).__name__}")
     return {key: value for key, value in data.items() if not isinstance(value, (dict, list))}
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value):  # 1e400: json reads it as inf, which no measurement is
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # beyond int64: pandas would raise OverflowError later
+        raise ValueError(f"the integer {text[:40]}... is out of range")
+    return int(text)
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a number pepr writes (metrics.json holds null for undefined values)")
 
 
 #: The run statuses of the metrics.json contract.
@@ -215,8 +240,13 @@ def score_runs(
     resources: Sequence[str] = RESOURCES,
     amortised: Sequence[str] = AMORTISED_RESOURCES,
     by: Sequence[str] = GROUP_COLUMNS,
+    skip_undefined: bool = False,
 ) -> pd.DataFrame:
     """The runs table plus ``X_norm`` and ``pepr_X`` for each resource and amortised resource.
+
+    ``skip_undefined`` (the workflow's score_runs rule, via :func:`score_to_csv`): a successful
+    run whose performance is empty is left unscored with a ``score_note`` and a warning instead of
+    stopping the sweep's scoring; without it (``pepr score`` on a user's table) that is an error.
 
     Scored within each ``by`` cell over the runs whose status is "ok"; other runs keep empty
     scores. Rows and existing columns are unchanged. Amortised columns are scored only when
@@ -232,6 +262,15 @@ def score_runs(
     for resource in resource_columns:
         out[norm_column(resource)] = np.nan
         out[pepr_column(resource)] = np.nan
+    # A finished run whose performance is undefined (e.g. test_auc of a test set with one class)
+    # cannot be scored: it keeps empty scores and says why in score_note, the others are scored.
+    undefined = ok & (pd.to_numeric(runs[performance], errors="coerce").isna() if skip_undefined and performance in runs.columns else False)
+    if undefined.any():  # the column appears only then: tables of fully defined sweeps keep their contract
+        out["score_note"] = ""
+        out.loc[undefined, "score_note"] = f"not scored: {performance} is undefined (empty) for this run"
+        names = ", ".join(label for label, bad in zip(_run_labels(runs), undefined) if bad)
+        warnings.warn(f"pepr: {int(undefined.sum())} run(s) have no {performance} and are not scored: {names[:500]}", stacklevel=2)
+        ok = ok & ~undefined
     if ok.any():
         successful = runs.loc[ok]
         # Label rows by their run so that an error message names the runs at fault.
@@ -275,6 +314,6 @@ def score_to_csv(
     from pepr.tableio import read_table, write_table
 
     runs = read_table(runs_table)
-    scored = score_runs(runs, performance=performance, **dict(settings or {}))
+    scored = score_runs(runs, performance=performance, **{"skip_undefined": True, **dict(settings or {})})
     write_table(scored, output)
     return scored

@@ -108,7 +108,11 @@ def init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[s
         if not path:
             return "checkpoint", [f"init {init!r} names no checkpoint file; use checkpoint:PATH"]
         if check_checkpoint and not Path(path).is_file():
-            return "checkpoint", [f"checkpoint file {path} not found (init {init!r})"]
+            from pepr.safeyaml import file_kind_problem
+
+            # a folder, FIFO or device is named as such, not "not found"
+            problem = file_kind_problem(path, "checkpoint file") or f"checkpoint file {path} not found"
+            return "checkpoint", [f"{problem} (init {init!r})"]
         return "checkpoint", []
     return None, [f"unknown init {init!r}; use scratch, imagenet or checkpoint:PATH"]
 
@@ -237,20 +241,18 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
     Nested mappings are merged, everything else (lists included) replaced, as Snakemake does.
     Raises PeprInputError when a file is missing or not a YAML mapping.
     """
-    import yaml
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     merged: dict[str, Any] = {}
     for path in paths:
         path = Path(path)
-        if not path.is_file():
+        # limits on size, depth and alias expansion; duplicate keys refused; 1e-3 a number
+        from pepr.safeyaml import load_yaml_file
+
+        if not os.path.lexists(path):
             raise PeprInputError(f"config file '{path}' does not exist")
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.load(handle, Loader=_yaml_loader())
-        except yaml.YAMLError as exc:
-            raise PeprInputError(f"config file '{path}' is not valid YAML: {exc}") from None
+        loaded = load_yaml_file(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

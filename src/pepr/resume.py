@@ -11,13 +11,18 @@ time>`` with one log line, and the run restarts from epoch 1: nothing is lost th
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+#: File name of the resume state in a run folder (pepr.runs.RESUME_FILE).
+RESUME_NAME = "resume.pt"
 
 #: Settings a resume checkpoint must match (not threads/device/output paths).
 FINGERPRINT_KEYS: tuple[str, ...] = (
@@ -57,9 +62,52 @@ def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: 
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "state": dataclasses.asdict(state),
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    # A unique temp name, removed on every way out: a full disk must not leave a partial file
+    # that keeps it full, and the last finished epoch's resume.pt is replaced only by a whole one.
+    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
+    try:
+        with open(tmp, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except RuntimeError as exc:  # torch's stream writer reports a failed write as RuntimeError
+        tmp.unlink(missing_ok=True)
+        if "write" in str(exc).lower():
+            raise OSError(errno.ENOSPC if _full(path) else errno.EIO, f"saving the resume state failed ({' '.join(str(exc).split())[:200]})", str(path)) from None
+        raise
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+#: Temp files of :func:`save_resume` start with this (a dot: hidden from ``ls``).
+TEMP_PREFIX = "."
+
+
+def remove_stale_temp_files(out_dir: Path, log: Callable[[str], None]) -> None:
+    """Delete temp files of earlier :func:`save_resume` calls killed mid-write (``kill -9``, a
+    node failure): under the run-folder lock no other process can be writing them."""
+    # both temp-name patterns: ".resume.pt.tmp<pid>-<hex>" (here) and ".resume.pt.<pid>.<uuid>.tmp"
+    # (pepr.runs' atomic writes)
+    patterns = (f"{TEMP_PREFIX}{RESUME_NAME}.tmp*", f"{TEMP_PREFIX}{RESUME_NAME}.*.tmp")
+    stale_files = {path for pattern in patterns for path in Path(out_dir).glob(pattern)}
+    for stale in sorted(stale_files):
+        try:
+            size = stale.stat().st_size
+            stale.unlink()
+        except OSError:
+            continue
+        log(f"removed {stale.name} ({size} bytes), a resume save interrupted earlier")
+
+
+def _full(path: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 2**20
+    except OSError:
+        return False
 
 
 class _Unusable(Exception):

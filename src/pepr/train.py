@@ -29,6 +29,7 @@ loop (:mod:`pepr.loop`), metrics (:mod:`pepr.train_metrics`) and device choice
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -60,7 +61,7 @@ from pepr.loop import (
 )
 from pepr.loop import autocast as _autocast
 from pepr.loop import loss as loss_function
-from pepr.resume import RunState, load_resume, save_resume
+from pepr.resume import RunState, load_resume, remove_stale_temp_files, save_resume
 from pepr.train_metrics import import_dependencies
 from pepr.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
 from pepr.settings import TrainConfig, train_fields
@@ -92,12 +93,45 @@ def validate_train_config(cfg: TrainConfig) -> None:
     # folder:/csv: images are checked by converting them (one decode of every file, not two)
     own_images = images.is_image_spec(cfg.dataset)
     problems = training_problems(settings, catalogue, check_data=not own_images, check_checkpoint=True)
-    if own_images:
+    problems.extend(_machine_problems(cfg))  # threads bounded before images are converted with them
+    if own_images and not any(problem.startswith("--threads") for problem in problems):
         problems += images.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
     if problems and any("\n" in problem for problem in problems):  # file lists (folder:/csv:): one per line
         raise PeprInputError("invalid training configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
+
+
+def _machine_problems(cfg: TrainConfig) -> list[str]:
+    """What this machine cannot do for ``cfg``: more threads than it has cores (5000 threads hung
+    torch, 100000 crashed it), an output folder or model file it cannot write or has no room for.
+    Checked in ``pepr train`` only: while planning, the jobs' machines are not known."""
+    from pepr.outputs import MIN_FREE_BYTES, free_space_problem, output_dir_problems
+
+    problems = []
+    cores = os.cpu_count() or 1
+    if isinstance(cfg.threads, int) and not isinstance(cfg.threads, bool) and cfg.threads > cores:
+        problems.append(f"--threads {cfg.threads} is more than the {cores} CPU cores of this machine; use at most {cores} (or leave it out: all cores this job may use)")
+    out_problems = output_dir_problems(cfg.out_dir, "--out")
+    problems.extend(out_problems)
+    if not out_problems:
+        space = free_space_problem(cfg.out_dir, MIN_FREE_BYTES, "--out", "the run's files")
+        if space:
+            problems.append(space)
+    return problems
+
+
+def _check_room(cfg: TrainConfig, params: int | None) -> None:
+    """Free space for resume.pt (weights + Adam's two moments, fp32) and the --save-model file."""
+    from pepr.outputs import MIN_FREE_BYTES, free_space_problem
+
+    weights = 4 * int(params or 0)
+    problems = [free_space_problem(cfg.out_dir, MIN_FREE_BYTES + 2 * 3 * weights, "--out", "resume.pt and the results")]
+    if cfg.save_model is not None:
+        problems.append(free_space_problem(cfg.save_model.parent, MIN_FREE_BYTES + weights, "--save-model", "the model file"))
+    found = [problem for problem in problems if problem]
+    if found:
+        raise PeprInputError("; ".join(found))
 
 
 def default_threads() -> int:
@@ -163,7 +197,13 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
     with runs.run_lock(cfg.out_dir):
         if failed_source is not None:
             return _fail(cfg, base_record(cfg), failed_source, log)
-        setup = _Setup.build(cfg, log)
+        try:
+            setup = _Setup.build(cfg, log)
+        except (MemoryError, RuntimeError) as exc:  # the data do not fit this machine or device
+            reason = out_of_memory_reason(exc)
+            if reason is None:
+                raise
+            return _fail(cfg, base_record(cfg), f"out of memory loading {cfg.dataset} onto the device ({reason})", log)
         record = setup.record
         try:
             model = setup.build_model(cfg)
@@ -173,11 +213,20 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         except _CannotRun as exc:
             setup.energy.close()
             return _fail(cfg, record, str(exc), log)
+        _check_room(cfg, record.get("params"))  # before the first epoch: resume.pt and --save-model sizes are known now
         try:
             state, model = _train(cfg, setup, model, log)
+            results = _results(cfg, setup, model, state)
         except _CannotRun as exc:
+            if exc.epoch is not None:
+                record["failed_epoch"] = exc.epoch
             return _fail(cfg, record, str(exc), log)
-        record.update(_results(cfg, setup, model, state))
+        except (MemoryError, RuntimeError) as exc:  # out of memory after training (the final timed pass)
+            reason = out_of_memory_reason(exc)
+            if reason is None:
+                raise
+            return _fail(cfg, record, f"out of memory after training {cfg.model} ({reason})", log)
+        record.update(results)
         record["config"] = cfg.as_dict()
         record["versions"] = _versions()
         if cfg.save_model is not None:
@@ -200,15 +249,40 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
 class _CannotRun(Exception):
     """The model cannot run on this input (recorded as a failed run, the sweep goes on)."""
 
+    def __init__(self, message: str, epoch: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
+#: Texts of the RuntimeErrors PyTorch raises when an allocation fails (CPU and accelerators).
+_OOM_TEXTS = ("can't allocate memory", "out of memory", "defaultcpuallocator", "failed to allocate")
+
+
+def out_of_memory_reason(exc: BaseException) -> str | None:
+    """One line describing ``exc`` when it is an out-of-memory failure (torch.OutOfMemoryError,
+    MemoryError, or a RuntimeError from an allocator), else None: such a run is a "failed"
+    record (the job cannot fit this machine), not a crash that every rerun repeats."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    if isinstance(exc, RuntimeError) and any(marker in text.lower() for marker in _OOM_TEXTS):
+        return f"{type(exc).__name__}: {text[:300]}"
+    return None
+
 
 def _failed_pretraining(cfg: TrainConfig) -> str | None:
     """The failure reason when ``cfg.pretrain_metrics`` says the transfer source failed, else None."""
     path = cfg.pretrain_metrics
     if path is None:
         return None
+    from pepr.safeyaml import file_kind_problem
+
+    kind = file_kind_problem(path, "--pretrain-metrics")
+    if kind and not kind.endswith("not found"):  # a FIFO would block the read
+        raise PeprInputError(kind)
     try:
         source = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise PeprInputError(f"--pretrain-metrics {path} cannot be read as JSON ({type(exc).__name__}); run the pretraining first") from None
     if not isinstance(source, dict) or "status" not in source:
         raise PeprInputError(f"--pretrain-metrics {path} is not a pepr metrics.json (no status)")
@@ -317,7 +391,7 @@ class _Setup:
             raise
         except models.ModelInputError as exc:
             raise _CannotRun(str(exc)) from exc
-        except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
+        except (RuntimeError, AssertionError, ValueError, IndexError, MemoryError) as exc:
             # raised by the probe pass: the architecture cannot run on this input/batch
             raise _CannotRun(f"{cfg.model} cannot run on {channels}x{size}x{size} input at batch {cfg.batch_size}: {models.describe_exception(exc)}") from exc
         self.record["init_description"] = init_description
@@ -337,12 +411,14 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     generator = torch.Generator().manual_seed(cfg.seed)
     resume_path = cfg.out_dir / RESUME_FILE
     settings = cfg.as_dict()
+    remove_stale_temp_files(cfg.out_dir, log)
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
     segment = state.segments - 1
     meter = setup.energy  # started in _Setup.build
     setup.memory.start()
     cpu_start = time.process_time()
+    epoch = first_epoch = state.epochs_done + 1
     try:
         while state.epochs_done < cfg.epochs:
             epoch = state.epochs_done + 1
@@ -359,12 +435,32 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
                 f"test acc {row['test_accuracy']:.4f}, {row['epoch_time_s']:.1f} s, "
                 f"{row['cumulative_energy_kwh']:.3g} kWh so far"
             )
-            if epoch < cfg.epochs:  # the last epoch goes straight to the final record
-                save_resume(resume_path, settings, model, optimizer, generator, state)
+            # the last epoch too: when the final write fails (a full disk), a rerun writes the
+            # record from it instead of losing the run
+            save_resume(resume_path, settings, model, optimizer, generator, state)
+            if setup.carbon is not None and epoch == first_epoch and epoch < cfg.epochs:
+                # the first epoch's time plans the rest: a series ending before it fails now
+                # (this epoch is saved), not after hours of training
+                now = time.time()
+                planned_end = now + 1.25 * (cfg.epochs - epoch) * row["epoch_time_s"]
+                problem = setup.carbon.span_problem(now, planned_end, f"{cfg.epochs - epoch} more epoch(s) of {row['epoch_time_s']:.0f} s + 25%")
+                if problem:
+                    raise PeprInputError(f"{problem}; epoch {epoch} is kept in {resume_path}")
         setup.record["energy_method"] = meter.method()
         setup.record.update(meter.details())
     except torch.OutOfMemoryError as exc:
-        raise _CannotRun(f"out of memory training {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px: {models.describe_exception(exc)}") from exc
+        raise _CannotRun(
+            f"out of memory training {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px in epoch {epoch}: "
+            f"{models.describe_exception(exc)}",
+            epoch,
+        ) from exc
+    except (MemoryError, RuntimeError) as exc:  # CPU allocator failures (e.g. under ulimit -v) are not OutOfMemoryError
+        reason = out_of_memory_reason(exc)
+        if reason is None:
+            raise
+        raise _CannotRun(
+            f"out of memory in epoch {epoch} of {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px ({reason})", epoch
+        ) from exc
     finally:
         meter.close()
         setup.memory.stop()
@@ -489,6 +585,8 @@ def _run_epoch(
     clock_start, started = time.time(), time.perf_counter()
     train_loss = train_epoch(model, optimizer, splits, batch_size, generator, precision)
     sync(device)
+    _check_finite(epoch, "train loss", train_loss, optimizer)
+    _check_finite(epoch, "a weight", _weights_finite(model), optimizer)
     trained = time.perf_counter()
     setup.memory.end_training()  # the evaluation (batch >= 256) is measured apart
     if after_training is not None:
@@ -496,6 +594,7 @@ def _run_epoch(
     val = evaluate(model, splits.val_x, splits.val_y, splits, precision, eval_batch)
     test = evaluate(model, splits.test_x, splits.test_y, splits, precision, eval_batch)
     sync(device)
+    _check_finite(epoch, "validation loss", val["loss"], optimizer)  # NaN outputs: accuracies would be a constant guess
     finished, clock_end = time.perf_counter(), time.time()
     raw = meter.end(name)
     cpu, ram = raw.cpu_energy_kwh * setup.share.cpu, raw.ram_energy_kwh * setup.share.ram
@@ -527,6 +626,23 @@ def _run_epoch(
         "_gpu_kwh": raw.gpu_energy_kwh,
         "_ram_kwh": ram,
     }
+
+
+def _weights_finite(model: "torch.nn.Module") -> float:
+    """0.0 when every parameter is finite, else NaN (one host sync for the whole model)."""
+    import torch
+
+    with torch.no_grad():
+        flags = [torch.isfinite(p).all() for p in model.parameters()]
+        ok = bool(torch.stack(flags).all()) if flags else True
+    return 0.0 if ok else float("nan")
+
+
+def _check_finite(epoch: int, what: str, value: float, optimizer: Any) -> None:
+    """A diverged model (NaN/inf loss or weights) is a failed record, never an "ok" of constant guesses."""
+    if not math.isfinite(value):
+        lr = optimizer.param_groups[0]["lr"]
+        raise _CannotRun(f"training diverged in epoch {epoch}: {what} is not finite (learning rate {lr:g}); lower lr", epoch)
 
 
 def _merge_peak(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:

@@ -76,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
         # The error itself is pepr's one stderr line: the notice goes to the terminal stream only.
         announce_failure(cfg.out_dir, str(exc).splitlines()[0] if str(exc) else "bad input", to_log=False)
         raise PeprInputError(f"{exc}; {note}" if note else str(exc)) from None
+    except OSError as exc:
+        from pepr.outputs import write_failure_message
+
+        message = write_failure_message(exc)  # full disk, permissions: one line naming the path, exit 2
+        if message is None:
+            raise
+        kept = resume_note(cfg.out_dir)
+        announce_failure(cfg.out_dir, message)
+        raise PeprInputError(f"{message}{'; ' + kept if kept else ''}") from None
     except Exception as exc:
         # A crash mid-training: the traceback, then where the last finished result is (a
         # workflow rerun has deleted metrics.json/history.csv before this job started).
@@ -88,6 +97,15 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(record, dict) and str(record.get("status", "ok")).lower() != "ok":
         announce_failure(cfg.out_dir, str(record.get("reason") or "no reason recorded"))
     return 0
+
+
+def resume_note(out_dir: Path) -> str | None:
+    """What a rerun continues from after a failed write: the finished epochs in resume.pt, if any."""
+    from pepr.runs import RESUME_FILE
+
+    if (Path(out_dir) / RESUME_FILE).is_file():
+        return f"the finished epochs are kept in {Path(out_dir) / RESUME_FILE}: a rerun continues from there"
+    return None
 
 
 #: Environment variable naming an extra file descriptor for failure lines. The workflow's train

@@ -1,5 +1,4 @@
 # Config -> validated grid of cells (pepr.plan.prepare_grid), shared by every stage.
-import copy
 import os
 import re
 import sys
@@ -9,14 +8,24 @@ from pepr.errors import PeprInputError
 import pepr.grid as pepr_grid
 import pepr.images as pepr_images
 import pepr.plan as pepr_plan
+import pepr.safeyaml as pepr_safeyaml
 from pepr.runs import RUNS_DIR
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
 # default merge would leak demo keys, e.g. an `include:` list, into a test or paper config).
 # `--config key=value` overrides still apply on top. Keys not given take the schema defaults.
-if workflow.config_settings.configfiles:
-    config.clear()
-    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
+# The config files are read again by pepr's own loader (pepr.safeyaml) before anything hashes or
+# expands them: Snakemake's loader reads `lr: 1e-3` as text, keeps the last of two duplicate keys
+# and does not bound YAML aliases (a 400-byte alias bomb hung the validation cache's hash).
+# (without --configfile: the Snakefile's `configfile:`, as Snakemake found it)
+_PEPR_CONFIG_FILES = list(workflow.config_settings.configfiles) or list(workflow.configfiles)
+try:
+    _pepr_config = pepr_safeyaml.load_workflow_config(_PEPR_CONFIG_FILES, workflow.config_settings.config)
+except PeprInputError as exc:
+    print(f"pepr: {exc}", file=sys.stderr)
+    raise SystemExit(1)
+config.clear()
+config.update(_pepr_config)
 
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.config_settings.configfiles) or "config/config.yaml"
 
