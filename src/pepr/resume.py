@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Settings a resume checkpoint must match (not threads/device/output paths).
+#: Settings a resume checkpoint of an earlier pepr matched (still accepted, see :func:`load_resume`).
 FINGERPRINT_KEYS: tuple[str, ...] = (
     "model", "dataset", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision",
 )
@@ -37,7 +37,22 @@ class RunState:
 
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
-    """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only)."""
+    """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only).
+
+    With ``settings["identity"]`` (what ``pepr train`` passes: :func:`pepr.train.training_identity`,
+    every setting that changes what is trained or how it is measured: model, dataset name and
+    content, init and checkpoint content, fraction, epochs, seed, image size, batch size, lr,
+    precision, device), that identity. Country and carbon-intensity series are not part of it:
+    a run's CO2 is derived from its measured energy per epoch at the end, for all epochs with
+    the same intensity (so a resumed segment never mixes two).
+    """
+    if settings.get("identity") is not None:
+        return json.dumps(settings["identity"], sort_keys=True, default=str)
+    return legacy_fingerprint(settings)
+
+
+def legacy_fingerprint(settings: Mapping[str, Any]) -> str:
+    """The fingerprint resume files of pepr before the identity were saved with."""
     values = {key: settings.get(key) for key in FINGERPRINT_KEYS}
     data_dir = settings.get("data_dir")
     values["data_dir"] = str(data_dir) if data_dir else None
@@ -57,9 +72,10 @@ def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: 
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "state": dataclasses.asdict(state),
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    from pepr.runs import write_new_then_replace
+
+    # a new, unpredictably named sibling (O_EXCL|O_NOFOLLOW), then renamed: never through a link
+    write_new_then_replace(path, lambda handle: torch.save(payload, handle))
 
 
 class _Unusable(Exception):
@@ -105,7 +121,8 @@ def load_resume(
 
     try:
         payload = _read_payload(path)
-        if payload["fingerprint"] != fingerprint(settings):
+        # an earlier pepr's checkpoint of the same settings continues too (no lost epochs on upgrade)
+        if payload["fingerprint"] not in (fingerprint(settings), legacy_fingerprint(settings)):
             log(f"{path} was saved with other settings ({payload['fingerprint']}); starting from epoch 1")
             path.unlink()
             return RunState()

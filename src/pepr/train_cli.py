@@ -32,7 +32,9 @@ Init (--init): scratch | imagenet (timm weights from the Hugging Face cache) |
 
 Energy is measured with CodeCarbon's offline tracker (no network); the method it used
 (hardware counters or TDP-based estimate) is recorded as energy_method. An interrupted run
-resumes from OUT/resume.pt when re-run with the same flags.
+resumes from OUT/resume.pt when re-run with the same flags. A finished run is kept in
+OUT/previous/<time>/; re-run with the same settings and data, it is restored from there, not
+trained again (--retrain trains it again).
 """
 
 
@@ -97,6 +99,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32", help="training numerics: fp32 (the paper's protocol, default) or bf16 autocast (CUDA only; CPU always trains in fp32)")
     parser.add_argument("--carbon-intensity", type=Path, default=None, metavar="CSV", help="time-varying grid intensity, columns timestamp (ISO 8601),gco2_per_kwh: each epoch's CO2 uses the value at its midpoint (default: CodeCarbon's country average)")
     parser.add_argument("--pretrain-metrics", type=Path, default=None, metavar="PATH", help="metrics.json of the transfer source's pretraining: when its status is not ok, record this cell as failed (exit 0) without training")
+    parser.add_argument("--retrain", action="store_true", help="train even when OUT/previous/ keeps a finished result of identical settings and data (by default that result is restored: a killed, requeued or forced rerun never trains a finished cell twice)")
     parser.add_argument("--threads", type=_positive_int, default=None, metavar="N", help="torch CPU threads (default: all cores this process may use)")
 
 
@@ -123,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision,
         carbon_intensity=args.carbon_intensity,
         pretrain_metrics=args.pretrain_metrics,
+        retrain=args.retrain,
     )
     try:
         run_training(cfg)

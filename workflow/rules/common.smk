@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pepr.errors import PeprInputError
 import pepr.grid as pepr_grid
+import pepr.rerun as pepr_rerun
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
 # default merge would leak demo keys, e.g. an `include:` list, into a test or paper config).
@@ -48,3 +49,62 @@ def rule_resources(kind):
 
 def rule_threads(kind):
     return config["resources"][kind]["cpus"]
+
+
+# Content fingerprints of the data files (pepr.rerun), computed once per file and remembered.
+DATA_DIGESTS = pepr_rerun.DataDigests(Path(".snakemake") / "pepr")
+
+
+def recorded_params(output):
+    """The params texts Snakemake recorded for a finished output (None when it has no record)."""
+    from snakemake.io import IOFile
+
+    try:
+        record = workflow.persistence.metadata(IOFile(output))
+    except Exception:  # no persistence yet (a bare parse) or an unreadable record: no record
+        return None
+    return record.params if record is not None else None
+
+
+class _RetrainFlag:
+    """`{params.retrain}`: " --retrain" when this job must train even though the run folder holds
+    its finished result (pepr train restores a finished result otherwise). Not a builtin type, so
+    Snakemake leaves it out of the params record: asking for a retrain is no setting change."""
+
+    def __init__(self, on):
+        self.on = on
+
+    def __str__(self):
+        return " --retrain" if self.on else ""
+
+    def __format__(self, spec):
+        return format(str(self), spec)
+
+
+def retrain_flag(rule_name, output):
+    """Retrain on purpose: `--config retrain=true` (every job it runs, also on SLURM; `false`:
+    never, a kept finished result is restored even under --forcerun), or, by default, on the
+    driver, the job named by --forcerun (rule or file) or --forceall. The job side of a SLURM
+    allocation runs with --force for every job it is given: that alone never retrains."""
+    choice = config.get("retrain")
+    if choice is not None:  # true: train every job that runs; false: restore whatever is kept
+        return _RetrainFlag(bool(choice))
+    if _IN_JOB:
+        return _RetrainFlag(False)
+    settings = workflow.dag_settings
+    forced = bool(settings.forceall) or rule_name in settings.forcerun or output in settings.forcerun
+    return _RetrainFlag(forced)
+
+
+def check_checkpoint(cell):
+    """A transfer cell still to train needs its pretraining's weights: a finished pretraining
+    whose model.pt is gone stops planning with the fix (finished fine-tune cells keep theirs)."""
+    job = cell.pretrain
+    if os.path.exists(cell.metrics) or not os.path.exists(job.metrics) or os.path.exists(job.checkpoint):
+        return
+    raise PeprInputError(
+        f"{job.checkpoint} is missing: the weights {cell.key} and the other transfer cells of "
+        f"{job.model} start from. Recreate them (pepr restores them from {job.directory}/previous/ "
+        f"when kept there, else retrains only this pretraining): snakemake --forcerun {job.metrics} "
+        "--allowed-rules pretrain_source --config retrain=false; then run the sweep as before"
+    )

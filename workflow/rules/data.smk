@@ -47,6 +47,9 @@ rule fetch_weights:
 
 
 def data_inputs(spec):
-    """The data file a dataset spec reads, as a job input (none for synthetic data)."""
+    """The data file a dataset spec reads, as a job input (none for synthetic data).
+
+    ancient(): its timestamp never re-plans a finished cell (`touch`, `cp`, `rsync`); its
+    content does, through the train rules' params record (pepr.rerun: a SHA-256 of the file)."""
     path = GRID.data_file(spec)
-    return {"data": path} if path is not None else {}
+    return {"data": ancient(path)} if path is not None else {}

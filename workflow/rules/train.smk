@@ -21,7 +21,16 @@ PEPR_TRAIN = f"{shlex.quote(sys.executable)} -m pepr.cli train"
 # `{params.train}` also holds --out (the output folder) and, for transfer, --pretrain-metrics;
 # few fields keep Snakemake's formatting of the command (for every job, at planning) cheap.
 _PEPR_TRAIN_LITERAL = PEPR_TRAIN.replace("{", "{{").replace("}", "}}")  # a brace in a path is no field
-TRAIN_COMMAND = f"HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}} --threads {{threads}} >> {{log:q}} 2>&1"
+TRAIN_COMMAND = f"HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}} >> {{log:q}} 2>&1"
+
+
+def train_params(job, output):
+    """params.train: the job's settings (pepr.grid.TrainSettings), whose recorded text pepr
+    compares by content (pepr.rerun: training settings and data content, not country/data_dir)."""
+    settings = pepr_grid.train_settings(job, config)
+    return pepr_rerun.attach_record(
+        settings, lambda: recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS
+    )
 
 
 def pretrain_inputs(wildcards):
@@ -36,8 +45,12 @@ rule pretrain_source:
         metrics="results/pretrain/{source}/{model}/metrics.json",
         history="results/pretrain/{source}/{model}/history.csv",
     params:
-        train=lambda wildcards: pepr_grid.train_settings(
-            GRID.pretrain_job(wildcards.source, wildcards.model), config
+        train=lambda wildcards: train_params(
+            GRID.pretrain_job(wildcards.source, wildcards.model),
+            f"results/pretrain/{wildcards.source}/{wildcards.model}/metrics.json",
+        ),
+        retrain=lambda wildcards: retrain_flag(
+            "pretrain_source", f"results/pretrain/{wildcards.source}/{wildcards.model}/metrics.json"
         ),
     threads: rule_threads("pretrain")
     resources:
@@ -57,6 +70,7 @@ def train_inputs(wildcards):
     inputs = data_inputs(cell.dataset)
     if cell.init == "transfer":
         inputs["pretrain"] = cell.pretrain.metrics  # also passed as --pretrain-metrics
+        check_checkpoint(cell)
     elif cell.init == "imagenet":
         inputs["weights"] = f"results/weights/{cell.model}.json"
     return inputs
@@ -73,7 +87,8 @@ rule train_model:
         fraction=r"[0-9.e-]+",
         seed=r"\d+",
     params:
-        train=lambda wildcards: pepr_grid.train_settings(cell_of(wildcards), config),
+        train=lambda wildcards: train_params(cell_of(wildcards), cell_of(wildcards).metrics),
+        retrain=lambda wildcards: retrain_flag("train_model", cell_of(wildcards).metrics),
     threads: rule_threads("train")
     resources:
         **rule_resources("train"),
