@@ -15,6 +15,12 @@ if workflow.config_settings.configfiles:
     config.clear()
     config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
 
+# `--config retrain=true` arrives as the text "true" (Snakemake parses --config values as text
+# unless they are numbers): read the usual spellings as the boolean the schema wants.
+_RETRAIN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "null": None, "none": None}
+if isinstance(config.get("retrain"), str) and config["retrain"].strip().lower() in _RETRAIN_WORDS:
+    config["retrain"] = _RETRAIN_WORDS[config["retrain"].strip().lower()]
+
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.config_settings.configfiles) or "config/config.yaml"
 
 # Inside a job (SLURM re-parses this file on the node, twice) the driver has validated already.
@@ -32,6 +38,24 @@ except PeprInputError as exc:
     # One clear message listing every problem, before anything is scheduled.
     print(f"pepr: {exc}", file=sys.stderr)
     raise SystemExit(1)
+
+def _train_gpus_given():
+    """GPUs a training job asks for: set-resources (e.g. profiles/slurm: gpu 1) over the config."""
+    overrides = workflow.resource_settings.overwrite_resources or {}
+    given = [overrides.get(rule, {}).get("gpu") for rule in ("train_model", "pretrain_source")]
+    configured = [config["resources"][kind]["gpu"] for kind in ("train", "pretrain")]
+    return max(g if g is not None else c for g, c in zip(given, configured))
+
+
+# Training jobs given no GPU by a scheduler run on this machine: check a cuda device against its
+# GPUs now (cheap, no torch), not in every job (SLURM jobs' GPUs are checked by pepr.config).
+if not _IN_JOB and _train_gpus_given() == 0:
+    from pepr.config import local_device_problems
+
+    _device_problems = local_device_problems(config["device"])
+    if _device_problems:
+        print(f"pepr: {CONFIG_SOURCE}: " + "; ".join(_device_problems) + "; nothing was run", file=sys.stderr)
+        raise SystemExit(1)
 
 if config["weights_dir"]:
     # timm/huggingface_hub read their cache location from HF_HOME (torch.hub from TORCH_HOME, for
