@@ -266,6 +266,6 @@ def test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells(
                     "--config", "retrain=false", configfile=more_seeds))
     assert hashlib.sha256(pretrain.read_bytes()).hexdigest() == weights
     log = next((tmp_path / "results" / "logs" / "pretrain_source").rglob("*.log")).read_text()
-    assert log.count("epoch 1/1") == 1 and "restored the finished result" in log
+    assert "epoch 1/1" not in log and "restored the finished result" in log  # (Snakemake empties the log first)
     counts = planned_jobs(tmp_path, "results/runs.csv", configfile=more_seeds)
     assert counts.get("train_model") == 2 and "pretrain_source" not in counts, counts  # the 2 seed-1 cells

@@ -38,12 +38,18 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NOT_TRIGGERS", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent"]
+__all__ = ["NOT_TRIGGERS", "paths_digest", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent"]
 
 #: Settings that never retrain a finished cell (see the module docstring).
 NOT_TRIGGERS: frozenset[str] = frozenset({"country", "carbon_intensity", "data_dir", "data_sha256"})
 #: Defaults of settings that are recorded only when set (an absent key means this value).
 _ABSENT_MEANS: dict[str, Any] = {"precision": "fp32", "save_model": None, "image_size": None}
+
+
+def paths_digest(paths: Iterable[str]) -> str:
+    """A short digest of a list of paths (order-independent): the set of runs a rule reads."""
+    joined = "\n".join(sorted(paths))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
 
 
 def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str | None:

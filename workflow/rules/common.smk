@@ -75,6 +75,10 @@ def rule_threads(kind):
     return config["resources"][kind]["cpus"]
 
 
+# The set of runs and pretraining runs, as a param of the rules reading them all (the profiles
+# have no `input` rerun trigger; this keeps "a cell left the config" a reason to re-aggregate).
+GRID_RUNS_DIGEST = pepr_rerun.paths_digest(GRID.metrics_files + GRID.pretrain_metrics_files)
+
 # Content fingerprints of the data files (pepr.rerun), computed once per file and remembered.
 DATA_DIGESTS = pepr_rerun.DataDigests(Path(".snakemake") / "pepr")
 
