@@ -269,3 +269,17 @@ def test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells(
     assert "epoch 1/1" not in log and "restored the finished result" in log  # (Snakemake empties the log first)
     counts = planned_jobs(tmp_path, "results/runs.csv", configfile=more_seeds)
     assert counts.get("train_model") == 2 and "pretrain_source" not in counts, counts  # the 2 seed-1 cells
+
+
+def test_local_cuda_device_this_machine_lacks_stops_planning(tmp_path):
+    """Training jobs given no GPU (a local run) see this machine's GPUs: cuda:99 (and, on a
+    machine without NVIDIA GPUs, cuda:0) stops `snakemake -n` with the reason."""
+    from pepr.config import local_gpu_count
+
+    devices = ["cuda:99"] + (["cuda:0"] if local_gpu_count()[0] == 0 else [])
+    for device in devices:
+        config = sweep_config(tmp_path, f"{device.replace(':', '')}.yaml", device=device)
+        result = snakemake(tmp_path, "-n", "--cores", "1", configfile=config)
+        text = result.stdout + result.stderr
+        assert result.returncode == 1 and f"device: '{device}' but this machine has" in text, text[-2000:]
+        assert "nothing was run" in text
