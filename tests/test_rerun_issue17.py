@@ -283,3 +283,9 @@ def test_local_cuda_device_this_machine_lacks_stops_planning(tmp_path):
         text = result.stdout + result.stderr
         assert result.returncode == 1 and f"device: '{device}' but this machine has" in text, text[-2000:]
         assert "nothing was run" in text
+    # jobs given a GPU by a scheduler (profiles/slurm's set-resources) are not checked against
+    # the planning machine (a login node often has none): cuda:0 plans
+    config = sweep_config(tmp_path, "slurm.yaml", device="cuda:0")
+    result = snakemake(tmp_path, "-n", "--cores", "1", "--set-resources", "train_model:gpu=1", "pretrain_source:gpu=1",
+                       configfile=config)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]

@@ -42,9 +42,15 @@ except PeprInputError as exc:
 def _train_gpus_given():
     """GPUs a training job asks for: set-resources (e.g. profiles/slurm: gpu 1) over the config."""
     overrides = workflow.resource_settings.overwrite_resources or {}
-    given = [overrides.get(rule, {}).get("gpu") for rule in ("train_model", "pretrain_source")]
-    configured = [config["resources"][kind]["gpu"] for kind in ("train", "pretrain")]
-    return max(g if g is not None else c for g, c in zip(given, configured))
+    counts = []
+    for rule, kind in (("train_model", "train"), ("pretrain_source", "pretrain")):
+        given = overrides.get(rule, {}).get("gpu")
+        value = getattr(given, "value", given)  # a snakemake Resource (or a plain number)
+        try:
+            counts.append(int(value) if value is not None else int(config["resources"][kind]["gpu"]))
+        except (TypeError, ValueError):  # a function or text: a scheduler gives the GPUs
+            counts.append(1)
+    return max(counts)
 
 
 # Training jobs given no GPU by a scheduler run on this machine: check a cuda device against its
