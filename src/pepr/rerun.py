@@ -41,7 +41,11 @@ from typing import Any
 __all__ = ["NOT_TRIGGERS", "paths_digest", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent"]
 
 #: Settings that never retrain a finished cell (see the module docstring).
-NOT_TRIGGERS: frozenset[str] = frozenset({"country", "carbon_intensity", "data_dir", "data_sha256"})
+#: (``retrain``, ``threads``, ``out_dir``, ``pretrain_metrics`` are never settings of the record;
+#: listed so a TrainSettings that ever carried them still compares by what is trained.)
+NOT_TRIGGERS: frozenset[str] = frozenset(
+    {"country", "carbon_intensity", "data_dir", "data_sha256", "retrain", "threads", "out_dir", "pretrain_metrics"}
+)
 #: Defaults of settings that are recorded only when set (an absent key means this value).
 _ABSENT_MEANS: dict[str, Any] = {"precision": "fp32", "save_model": None, "image_size": None}
 
