@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import pepr.config as pepr_config
 import pepr.grid as grid
+import pepr.plan as plan
 from pepr.errors import PeprInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -24,14 +26,14 @@ CATALOGUE = {
 
 @pytest.fixture(scope="module")
 def schema() -> dict:
-    return grid.load_schema(SCHEMA_PATH)
+    return pepr_config.load_schema(SCHEMA_PATH)
 
 
 def problems_of(schema: dict, catalogue=CATALOGUE, **config) -> list[str]:
     config.setdefault("models", ["resnet18"])
     config.setdefault("datasets", ["synthetic"])
-    grid.apply_defaults(config, schema)
-    return grid.config_problems(config, schema, catalogue=catalogue)
+    pepr_config.apply_defaults(config, schema)
+    return plan.config_problems(config, schema, catalogue=catalogue)
 
 
 def only_problem(problems: list[str]) -> str:
@@ -88,7 +90,7 @@ def test_shell_or_path_characters_in_model_names_are_rejected(schema, name):
 
 def test_unknown_model_names_get_suggestions(schema):
     problem = only_problem(problems_of(schema, models=["resnet19"]))
-    assert "'resnet19' is not a timm model name" in problem and "resnet18" in problem
+    assert "unknown timm model 'resnet19'" in problem and "resnet18" in problem
 
 
 def test_imagenet_init_needs_pretrained_weights(schema):
@@ -167,9 +169,9 @@ def test_all_problems_are_reported_at_once(schema, tmp_path, monkeypatch):
         "epochs": 0,
         "bogus": True,
     }
-    grid.apply_defaults(config, schema)
+    pepr_config.apply_defaults(config, schema)
     with pytest.raises(PeprInputError) as info:
-        grid.check_config(config, schema, catalogue=CATALOGUE, source="my.yaml")
+        plan.check_config(config, schema, catalogue=CATALOGUE, source="my.yaml")
     message = str(info.value)
     assert message.startswith("my.yaml has 7 problem(s); nothing was run:")
     for part in ("bogus", "epochs", "0 is outside", "rm -rf", "resnet19", "mobilenetv2_035", "missing.npz"):
@@ -179,7 +181,7 @@ def test_all_problems_are_reported_at_once(schema, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def real_catalogue(tmp_path_factory):
     """timm's catalogue (imports timm once, ~3-8 s)."""
-    return grid.timm_catalogue(tmp_path_factory.mktemp("timm-cache"))
+    return pepr_config.timm_catalogue(tmp_path_factory.mktemp("timm-cache"))
 
 
 #: Data files a shipped config needs that a clone cannot have: the LIDC-IDRI export is the user's
@@ -194,8 +196,8 @@ USER_DATA_PROBLEM = "datasets: dataset 'npz:data/lidc.npz': data/lidc.npz not fo
 def test_shipped_configs_are_valid(schema, real_catalogue, config_file, monkeypatch):
     path = REPO / config_file
     monkeypatch.chdir(REPO)
-    config = grid.apply_defaults(grid.load_config(path), schema)
-    problems = grid.config_problems(config, schema, catalogue=real_catalogue)
+    config = pepr_config.apply_defaults(pepr_config.load_config(path), schema)
+    problems = plan.config_problems(config, schema, catalogue=real_catalogue)
     if not (REPO / "data" / "lidc.npz").exists():
         # the only accepted problem: the user's own LIDC file is absent, and it is named clearly
         problems = [p for p in problems if not p.startswith(USER_DATA_PROBLEM)]
@@ -317,10 +319,10 @@ def test_module_does_not_import_torch():
 def test_workflow_planning_runs_the_training_checks(tmp_path, monkeypatch, change, expected):
     """prepare_grid (what the Snakefile calls) rejects values pepr train would reject, once, up front."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(grid, "timm_catalogue", lambda cache_dir=None: TP_CATALOGUE)
+    monkeypatch.setattr(plan, "timm_catalogue", lambda cache_dir=None: TP_CATALOGUE)
     config = {"models": ["resnet18"], "datasets": ["synthetic"], "device": "cpu", **change}
     with pytest.raises(PeprInputError, match="nothing was run") as info:
-        grid.prepare_grid(config, REPO / "workflow" / "schemas" / "config.schema.yaml", tmp_path / "cache")
+        plan.prepare_grid(config, REPO / "workflow" / "schemas" / "config.schema.yaml", tmp_path / "cache")
     assert expected in str(info.value)
     assert not list((tmp_path / "cache").glob("validated-*.json"))  # a bad config is never cached as valid
 
@@ -344,24 +346,27 @@ def test_seed_range_and_report_settings_are_config_problems(schema, change, expe
 def test_config_and_job_problems_come_in_one_message(schema):
     """Config-level, report and per-job (pepr train) problems share the one all-at-once error."""
     config = {"models": ["resnet18"], "datasets": ["synthetic"], "country": "DEN", "report": {"figure_formats": 5}}
-    grid.apply_defaults(config, schema)
+    pepr_config.apply_defaults(config, schema)
     with pytest.raises(PeprInputError, match="my.yaml has 2 problem") as info:
-        grid.check_config(config, schema, catalogue=TP_CATALOGUE, source="my.yaml")
+        plan.check_config(config, schema, catalogue=TP_CATALOGUE, source="my.yaml")
     assert "country 'DEN'" in str(info.value) and "report.figure_formats" in str(info.value)
 
 
 def test_an_unknown_model_is_reported_once(schema):
     """The config check names an unknown model; the per-job check does not repeat it."""
     problem = only_problem(problems_of(schema, models=["resnet18", "resnet19x"]))
-    assert "'resnet19x' is not a timm model name" in problem
+    assert "unknown timm model 'resnet19x'" in problem
 
 
-def test_validation_names_stay_importable_from_grid():
-    """pepr.config owns validation; code written against pepr.grid keeps working."""
-    import pepr.config as config_module
-
-    for name in ("load_config", "load_schema", "apply_defaults", "schema_problems", "config_problems", "check_config", "timm_catalogue"):
-        assert getattr(grid, name) is getattr(config_module, name), name
+def test_validation_names_live_in_their_owning_module():
+    """Issue 18: pepr.config owns loading and schema, pepr.plan the config checks; pepr.grid
+    re-exports neither (callers import from the owner)."""
+    for name in ("load_config", "load_schema", "apply_defaults", "schema_problems", "timm_catalogue"):
+        assert callable(getattr(pepr_config, name)), name
+        assert not hasattr(grid, name), name
+    for name in ("config_problems", "check_config", "prepare_grid", "job_problems", "report_problems"):
+        assert callable(getattr(plan, name)), name
+        assert not hasattr(grid, name) and not hasattr(pepr_config, name), name
 
 
 @pytest.mark.parametrize(

@@ -73,7 +73,7 @@ def test_train_batches_follow_the_single_sample_merge_rule(n, batch, expected):
 
 def test_train_batches_match_pepr_train_batch_order():
     torch = pytest.importorskip("torch")
-    from pepr.train import batch_order
+    from pepr.loop import batch_order
 
     generator = torch.Generator().manual_seed(0)
     for batch in (1, 2, 7, 32):
@@ -178,7 +178,7 @@ transfer:
 
 def test_jobs_from_config_match_the_training_data(tmp_path, monkeypatch):
     from pepr.data import load_dataset, stratified_subset
-    from pepr.grid import load_config
+    from pepr.config import load_config
 
     monkeypatch.chdir(tmp_path)
     config = load_config(write_config(tmp_path / "c.yaml", TINY_CONFIG))
@@ -309,15 +309,15 @@ def shared_cwd(_cli_dir, monkeypatch):
 @pytest.mark.parametrize(
     "extra, message",
     [
-        (["--batches", "0"], "must be at least 1"),
+        (["--batches", "0"], "must be >= 1"),
         (["--min-seconds", "-1"], "finite number >= 0"),
-        (["--power-w", "0"], "must be > 0"),
+        (["--power-w", "0"], "must be a positive number"),
         (["--pue", "0.5"], "--pue must be a number >= 1.0"),
         (["-o", "estimate.txt"], "cannot tell the format"),
         (["--device", "tpu"], "unknown device"),
         (["--country", "XXX"], "not in CodeCarbon"),
         (["--models", "resnet1800"], "not in the grid"),
-        (["--max-models", "0"], "must be at least 1"),
+        (["--max-models", "0"], "must be >= 1"),
         (["--schema", "nowhere.yaml"], "schema 'nowhere.yaml' not found"),
     ],
 )

@@ -9,6 +9,8 @@ import pytest
 
 import pepr.config as pepr_config
 import pepr.grid as grid
+import pepr.plan as plan
+import pepr.runs as runs
 from pepr.errors import PeprInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -17,11 +19,11 @@ SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 @pytest.fixture(scope="module")
 def schema() -> dict:
-    return grid.load_schema(SCHEMA_PATH)
+    return pepr_config.load_schema(SCHEMA_PATH)
 
 
 def completed(schema: dict, **config) -> dict:
-    return grid.apply_defaults(config, schema)
+    return pepr_config.apply_defaults(config, schema)
 
 
 def test_every_schema_key_has_a_description_and_a_default(schema):
@@ -79,9 +81,9 @@ def test_grid_is_the_full_product_in_config_order(schema):
 
 
 def test_fraction_text_is_canonical():
-    assert grid.format_fraction(1) == "1.0"
-    assert grid.format_fraction(0.1) == "0.1"
-    assert grid.format_fraction(0.25) == "0.25"
+    assert runs.format_fraction(1) == "1.0"
+    assert runs.format_fraction(0.1) == "0.1"
+    assert runs.format_fraction(0.25) == "0.25"
 
 
 def test_cell_lookup_by_wildcards_and_unknown_cell(schema):
@@ -155,16 +157,16 @@ def test_load_config_merges_files_like_snakemake(tmp_path):
     b = tmp_path / "b.yaml"
     a.write_text("models: [m1, m2]\nresources: {train: {gpu: 1, cpus: 4}}\n")
     b.write_text("models: [m3]\nresources: {train: {cpus: 2}}\n")
-    merged = grid.load_config([a, b])
+    merged = pepr_config.load_config([a, b])
     assert merged == {"models": ["m3"], "resources": {"train": {"gpu": 1, "cpus": 2}}}
     with pytest.raises(PeprInputError, match="does not exist"):
-        grid.load_config(tmp_path / "missing.yaml")
+        pepr_config.load_config(tmp_path / "missing.yaml")
     (tmp_path / "list.yaml").write_text("- a\n- b\n")
     with pytest.raises(PeprInputError, match="mapping"):
-        grid.load_config(tmp_path / "list.yaml")
+        pepr_config.load_config(tmp_path / "list.yaml")
     (tmp_path / "broken.yaml").write_text("models: [a\n")
     with pytest.raises(PeprInputError, match="not valid YAML"):
-        grid.load_config(tmp_path / "broken.yaml")
+        pepr_config.load_config(tmp_path / "broken.yaml")
 
 
 def test_prepare_grid_validates_once_then_uses_its_cache(tmp_path, monkeypatch):
@@ -175,35 +177,35 @@ def test_prepare_grid_validates_once_then_uses_its_cache(tmp_path, monkeypatch):
         calls.append(cache_dir)
         return catalogue
 
-    monkeypatch.setattr(grid, "timm_catalogue", fake_catalogue)
+    monkeypatch.setattr(plan, "timm_catalogue", fake_catalogue)
     monkeypatch.chdir(tmp_path)
     cache = tmp_path / "cache"
     config = {"models": ["m1"], "datasets": ["synthetic"]}
-    g1 = grid.prepare_grid(dict(config), SCHEMA_PATH, cache)
+    g1 = plan.prepare_grid(dict(config), SCHEMA_PATH, cache)
     assert len(calls) == 1 and len(g1.cells) == 1
     assert len(list(cache.glob("validated-*.json"))) == 1
-    g2 = grid.prepare_grid(dict(config), SCHEMA_PATH, cache)
+    g2 = plan.prepare_grid(dict(config), SCHEMA_PATH, cache)
     assert len(calls) == 1, "a config that validated before must not be validated again"
     assert [c.key for c in g2.cells] == [c.key for c in g1.cells]
     # another config is validated afresh, and its problems are all raised at once
     with pytest.raises(PeprInputError) as info:
-        grid.prepare_grid({"models": ["m9", "bad name"], "datasets": ["synthetic"]}, SCHEMA_PATH, cache, source="x.yaml")
+        plan.prepare_grid({"models": ["m9", "bad name"], "datasets": ["synthetic"]}, SCHEMA_PATH, cache, source="x.yaml")
     assert len(calls) == 2
     message = str(info.value)
     assert "x.yaml has 2 problem(s)" in message and "'m9'" in message and "'bad name'" in message
     # jobs skip validation (the driver did it)
-    g3 = grid.prepare_grid({"models": ["m7"], "datasets": ["synthetic"]}, SCHEMA_PATH, None, validate=False)
+    g3 = plan.prepare_grid({"models": ["m7"], "datasets": ["synthetic"]}, SCHEMA_PATH, None, validate=False)
     assert len(calls) == 2 and g3.cells[0].model == "m7"
 
 
 def test_timm_catalogue_cache_is_used(tmp_path, monkeypatch):
-    version = grid._timm_version()
+    version = pepr_config._timm_version()
     cached = {"models": ["only_this"], "pretrained": [], "pretrained_tags": []}
     (tmp_path / f"timm-{version}.json").write_text(json.dumps(cached))
-    assert grid.timm_catalogue(tmp_path) == cached
+    assert pepr_config.timm_catalogue(tmp_path) == cached
     # a cache written before the tags were stored is rebuilt with them
     (tmp_path / f"timm-{version}.json").write_text(json.dumps({"models": ["only_this"], "pretrained": []}))
-    rebuilt = grid.timm_catalogue(tmp_path)
+    rebuilt = pepr_config.timm_catalogue(tmp_path)
     assert "resnet18" in rebuilt["models"] and "resnet18.a1_in1k" in rebuilt["pretrained_tags"]
 
 

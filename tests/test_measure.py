@@ -10,7 +10,8 @@ import pytest
 
 from pepr.errors import PeprInputError
 from pepr.measure import epoch_co2_kg, node_share, own_gpu_ids, read_carbon_intensity
-from pepr.train import TrainConfig, run_training
+from pepr.settings import TrainConfig
+from pepr.train import run_training
 
 QUIET = lambda message: None  # noqa: E731
 

@@ -127,7 +127,8 @@ import contextlib
 import traceback
 from pathlib import Path
 
-from pepr.train import TrainConfig, run_training
+from pepr.settings import TrainConfig
+from pepr.train import run_training
 
 with open(snakemake.log[0], "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
     try:

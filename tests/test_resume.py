@@ -11,7 +11,8 @@ import pytest
 
 from pepr.errors import PeprInputError
 from pepr.resume import RunState, fingerprint, load_resume, save_resume
-from pepr.train import TrainConfig, run_training
+from pepr.settings import TrainConfig
+from pepr.train import run_training
 
 TINY = "synthetic:n_train=96,n_val=32,n_test=48"
 

@@ -18,15 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pepr.grid import (
-    apply_defaults,
-    build_grid,
-    config_problems,
-    format_fraction,
-    load_config,
-    load_schema,
-    timm_catalogue,
-)
+from pepr.config import apply_defaults, load_config, load_schema, timm_catalogue
+from pepr.grid import build_grid
+from pepr.plan import config_problems
+from pepr.runs import format_fraction
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

@@ -25,18 +25,12 @@ import pytest
 
 from pepr.cli import main
 from pepr.errors import PeprInputError
-from pepr.train import (
-    HISTORY_COLUMNS,
-    RESULT_KEYS,
-    Precision,
-    TrainConfig,
-    batch_order,
-    classification_metrics,
-    resolve_device,
-    run_training,
-    select_precision,
-    validate_train_config,
-)
+from pepr.devices import resolve_device
+from pepr.loop import Precision, batch_order, select_precision
+from pepr.runs import HISTORY_COLUMNS, RESULT_KEYS
+from pepr.settings import TrainConfig
+from pepr.train import run_training, validate_train_config
+from pepr.train_metrics import classification_metrics
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 PNEUMONIA = SHARED / "data" / "medmnist" / "pneumoniamnist.npz"
@@ -221,7 +215,7 @@ def test_training_steps_under_gpu_precision_on_cpu():
     import torch
 
     from pepr.data import load_dataset
-    from pepr.train import evaluate, to_device, train_epoch
+    from pepr.loop import evaluate, to_device, train_epoch
 
     data = load_dataset("synthetic:n_train=40,n_val=8,n_test=8")
     splits = to_device(data, torch.device("cpu"), 32)  # also exercises the on-device resize

@@ -27,13 +27,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprInputError
+from pepr.runs import GROUP_COLUMNS, IDENTITY_COLUMNS, parse_pretrain_path, parse_run_path
 from pepr.scoring import norm_column, pepr_column, score
 
 __all__ = [
@@ -50,10 +50,8 @@ __all__ = [
     "score_to_csv",
 ]
 
-#: Columns naming a run, in the order they lead runs.csv.
-CELL_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
-#: The experiment cell within which resources are normalised.
-GROUP_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction")
+#: Columns naming a run, in the order they lead runs.csv (the run contract's, :mod:`pepr.runs`).
+CELL_COLUMNS: tuple[str, ...] = IDENTITY_COLUMNS
 #: Resource columns scored in pepr.csv (PePR-E, -C, -T, -M).
 RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
 #: Resources that add up over runs, so a pretraining cost can be shared out (memory does not).
@@ -151,29 +149,6 @@ def normalise_status(
     return canonical
 
 
-def _cell_from_path(path: str, runs_root: str) -> dict[str, Any]:
-    """Cell columns from ``{runs_root}/{dataset}/{init}/{fraction}/{model}/seed{seed}/metrics.json``."""
-    prefix = runs_root.rstrip("/") + "/"
-    # The workflow passes paths below runs_root as written: a prefix cut is 10x cheaper than relpath.
-    relative = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, runs_root)
-    parts = relative.replace(os.sep, "/").split("/")
-    if len(parts) != 6 or not parts[4].startswith("seed") or parts[0] == "..":
-        raise PeprInputError(
-            f"'{path}' is not laid out as {runs_root}/DATASET/INIT/FRACTION/MODEL/seedSEED/metrics.json"
-        )
-    dataset, init, fraction, model, seed_part, _ = parts
-    try:
-        return {
-            "dataset": dataset,
-            "init": init,
-            "fraction": float(fraction),
-            "model": model,
-            "seed": int(seed_part[len("seed"):]),
-        }
-    except ValueError:
-        raise PeprInputError(f"'{path}': the fraction '{fraction}' or seed '{seed_part}' in its path is not a number") from None
-
-
 def collect_runs(
     metrics_files: Iterable[str | os.PathLike],
     pretrain_files: Iterable[str | os.PathLike] = (),
@@ -199,7 +174,7 @@ def collect_runs(
     for path in metrics_files:
         path = os.fspath(path)
         sources.append(path)
-        cell = _cell_from_path(path, root)
+        cell = parse_run_path(path, root).columns()
         metrics = read_metrics(path, keep=_CO2_INPUTS if carbon is not None else ())
         if carbon is not None:
             _derive_co2(metrics, carbon)
@@ -249,7 +224,7 @@ def _derive_co2(metrics: dict[str, Any], carbon: CarbonSettings) -> None:
 def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str], carbon: CarbonSettings | None = None) -> pd.DataFrame:
     by_model: dict[str, tuple[str, dict[str, Any]]] = {}
     for path in pretrain_files:
-        model = Path(path).parent.name
+        model = parse_pretrain_path(path).model
         if model in by_model:
             raise PeprInputError(
                 f"two pretraining runs for model {model!r}: {by_model[model][0]} and {path}; "
@@ -278,7 +253,7 @@ def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str], carb
         rows = transfer & (frame["model"] == model)
         if not rows.any():
             continue
-        columns["pretrain_source"][rows] = Path(path).parent.parent.name
+        columns["pretrain_source"][rows] = parse_pretrain_path(path).source
         columns["pretrain_status"][rows] = str(metrics.get("status") or "failed").strip().lower()
         for resource in PRETRAIN_COLUMNS:
             value = metrics.get(resource)

@@ -1,19 +1,17 @@
-"""Workflow config validation and the checks on one training run's settings.
+"""Config loading, schema defaults and the checks on one training run's settings.
 
-One validation source for the workflow and ``pepr train`` (issue 9):
-
-* :func:`load_config`, :func:`load_schema`, :func:`apply_defaults`: read a YAML config and give
-  every schema key its default;
+* :func:`load_config`, :func:`load_schema`, :func:`apply_defaults`, :func:`schema_problems`: read
+  a YAML config, give every schema key its default, list its schema violations;
 * :func:`training_problems`: the single list of what makes one training run fail before it
-  starts (unknown country, batch of 1, infinite learning rate, unknown timm tag, ...); ``pepr
-  train`` runs it on its flags (:func:`pepr.train.validate_train_config`);
-* :func:`config_problems` / :func:`check_config`: every problem of a workflow config at once:
-  schema, names, data files, ``report:`` settings, and :func:`training_problems` on every
-  distinct job's settings, so ``snakemake -n`` rejects whatever a job would reject, before a
-  finished cell is scheduled again.
+  starts (unknown country, batch of 1, infinite learning rate, unknown timm tag, ...), with
+  :class:`pepr.settings.TrainConfig`'s defaults for missing keys; ``pepr train`` runs it on its
+  flags (:func:`pepr.train.validate_train_config`) and planning on every job
+  (:func:`pepr.plan.job_problems`);
+* :func:`model_problems`: the one model-name check (safe characters, timm name, tag, weights);
+* :func:`timm_catalogue` / :func:`model_catalogue`: what timm knows (cached).
 
-Grid expansion lives in :mod:`pepr.grid` (imported lazily here: it imports this module). Nothing
-here imports torch; timm is imported only to build :func:`timm_catalogue`'s cache.
+The checks of a whole workflow config are :mod:`pepr.plan`'s (it imports this module, never
+the reverse). Nothing here imports torch; timm is imported only to build the catalogue.
 """
 
 from __future__ import annotations
@@ -29,12 +27,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pepr.devices import device_problems
 from pepr.errors import PeprInputError
+from pepr.settings import MAX_SEED, PRECISIONS, has_default, train_fields
 
-#: Largest seed numpy/torch accept (uint32).
-MAX_SEED = 2**32 - 1
-#: Training precisions ``pepr train --precision`` accepts.
-PRECISIONS = ("fp32", "bf16")
 #: File name endings ``--save-model`` writes.
 SAVE_MODEL_SUFFIXES = (".pt", ".pth", ".safetensors")
 #: Characters allowed in model names: every timm name fits, and nothing a shell or a path could
@@ -51,14 +47,6 @@ def _is_int(value: Any) -> bool:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def device_problems(device: Any) -> list[str]:
-    """Problems with a device string (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
-    text = device.strip() if isinstance(device, str) else ""
-    if text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdigit()):
-        return []
-    return [f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps"]
 
 
 def country_problems(country: Any) -> list[str]:
@@ -109,7 +97,7 @@ def save_model_problems(path: str | os.PathLike) -> list[str]:
     return []
 
 
-def _init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[str]]:
+def init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[str]]:
     """(kind, problems) for an init string: scratch, imagenet or checkpoint:PATH."""
     if not isinstance(init, str) or not init:
         return None, [f"unknown init {init!r}; use scratch, imagenet or checkpoint:PATH"]
@@ -125,20 +113,28 @@ def _init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[
     return None, [f"unknown init {init!r}; use scratch, imagenet or checkpoint:PATH"]
 
 
-def model_problems(model: Any, init_kind: str | None, catalogue: Mapping[str, Any]) -> list[str]:
-    """Problems with a timm model name (``arch`` or ``arch.tag``) checked against a catalogue.
+def model_problems(model: Any, init_kind: str | None, catalogue: Mapping[str, Any] | None) -> list[str]:
+    """Problems with a timm model name (``arch`` or ``arch.tag``): the one model-name check.
 
-    ``catalogue`` is :func:`timm_catalogue`'s dict: ``models`` (architectures),
-    ``pretrained`` (architectures with weights) and, when present, ``pretrained_tags``
-    (``arch.tag`` names); a tagged name is checked against the tags only when they are there.
+    A name must be non-empty and path/shell safe (:data:`_SAFE_MODEL_NAME`); with a
+    ``catalogue`` (:func:`timm_catalogue`'s dict: ``models`` (architectures), ``pretrained``
+    (architectures with weights) and, when present, ``pretrained_tags`` (``arch.tag`` names))
+    it must be a timm name, its tag a known one, and an ``imagenet`` init needs weights.
     """
     if not isinstance(model, str) or not model.strip():
         return ["model name is empty"]
+    if not _SAFE_MODEL_NAME.match(model):
+        return [
+            f"{model!r} is not a valid model name (only letters, digits, '_', '.', '-' are allowed, as in "
+            "every timm name); model names are used as paths and job arguments"
+        ]
+    if catalogue is None:
+        return []
     arch, _, tag = model.partition(".")
     models = set(catalogue.get("models", ()))
     if arch not in models:
-        close = sorted(name for name in models if arch[:6] and arch[:6] in name)[:5]
-        hint = f" (similar names: {', '.join(close)})" if close else ""
+        close = close_names(arch, models) or sorted(name for name in models if arch[:6] and arch[:6] in name)[:3]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
         return [f"unknown timm model {model!r}{hint}; see timm.list_models()"]
     tags = catalogue.get("pretrained_tags")
     if tag and tags is not None and model not in set(tags):
@@ -167,15 +163,18 @@ def training_problems(
     ``checkpoint:PATH`` file to exist (off while planning, when a pretraining job writes it).
     """
     problems: list[str] = []
-    get = settings.get
+    defaults = {item.name: item.default for item in train_fields() if has_default(item)}
+
+    def get(key: str) -> Any:
+        return settings.get(key, defaults.get(key))
 
     def check(condition: bool, message: str) -> None:
         if not condition:
             problems.append(message)
 
-    fraction, epochs, seed = get("fraction", 1.0), get("epochs", 10), get("seed", 0)
-    batch_size, lr, image_size = get("batch_size", 32), get("lr", 5e-4), get("image_size")
-    threads, precision = get("threads"), get("precision", "fp32")
+    fraction, epochs, seed = get("fraction"), get("epochs"), get("seed")
+    batch_size, lr, image_size = get("batch_size"), get("lr"), get("image_size")
+    threads, precision = get("threads"), get("precision")
     check(_is_number(fraction) and 0.0 < fraction <= 1.0, f"fraction must be in (0, 1], got {fraction!r}")
     check(_is_int(epochs) and epochs >= 1, f"epochs must be an integer >= 1, got {epochs!r}")
     check(_is_int(seed) and 0 <= seed <= MAX_SEED, f"seed must be an integer in 0..{MAX_SEED}, got {seed!r}")
@@ -190,8 +189,8 @@ def training_problems(
         f"image size must be an integer in 8..1024 pixels, got {image_size!r}",
     )
     check(threads is None or (_is_int(threads) and threads >= 1), f"threads must be an integer >= 1, got {threads!r}")
-    problems.extend(device_problems(get("device", "auto")))
-    problems.extend(country_problems(get("country", "DNK")))
+    problems.extend(device_problems(get("device")))
+    problems.extend(country_problems(get("country")))
 
     # Snakemake reads { } in a path as a wildcard; a path holding them breaks the rule files.
     for key in PATH_KEYS:
@@ -199,12 +198,9 @@ def training_problems(
         if value is not None and any(brace in str(value) for brace in "{}"):
             problems.append(f"{key} {str(value)!r} contains '{{' or '}}'; rename it (Snakemake reads braces as wildcards)")
 
-    init_kind, init_issues = _init_problems(get("init", "scratch"), check_checkpoint)
+    init_kind, init_issues = init_problems(get("init"), check_checkpoint)
     problems.extend(init_issues)
-    if catalogue is not None:
-        problems.extend(model_problems(get("model"), init_kind, catalogue))
-    elif not isinstance(get("model"), str) or not get("model", "").strip():
-        problems.append("model name is empty")
+    problems.extend(model_problems(get("model"), init_kind, catalogue))
 
     dataset = get("dataset")
     if not isinstance(dataset, str) or not dataset.strip():
@@ -405,175 +401,15 @@ def model_catalogue(model: str) -> dict[str, list[str]]:
         "pretrained_tags": timm.list_pretrained(f"{arch}.*"),
     }
 
+def close_names(name: str, known: Iterable[str]) -> list[str]:
+    import difflib
+
+    return difflib.get_close_matches(name, list(known), n=3, cutoff=0.75)
+
+
 # --------------------------------------------------------------------------------------------
-# Workflow config checks
+# This machine's GPUs (a local sweep's cuda device is checked against them at planning)
 # --------------------------------------------------------------------------------------------
-
-
-def _dataset_names(specs: Iterable[str], problems: list[str], label: str = "datasets") -> dict[str, str]:
-    """spec -> short name, recording malformed specs as problems (prefixed with ``label``)."""
-    from pepr.data import dataset_name
-
-    names: dict[str, str] = {}
-    for spec in specs:
-        try:
-            names[spec] = dataset_name(spec)
-        except PeprInputError as exc:
-            problems.append(f"{label}: {exc}")
-    return names
-
-
-def config_problems(
-    config: Mapping[str, Any],
-    schema: Mapping[str, Any],
-    catalogue: Mapping[str, Sequence[str]] | None = None,
-    check_data: bool = True,
-) -> list[str]:
-    """Every problem of a defaults-filled config, found without training anything.
-
-    Schema violations; fractions outside (0, 1]; unsafe or unknown model names (against
-    ``catalogue``, see :func:`timm_catalogue`; skipped when None); ``imagenet`` init for models
-    without ImageNet weights; malformed dataset specs, missing npz files and bad data files
-    (``pepr.data.dataset_problems``; MedMNIST files may be missing, the download_data rule fetches
-    them); two datasets sharing a short name; include/exclude patterns that match no cell; an
-    empty grid; bad ``report:`` settings (:func:`report_problems`); and, once the grid can be
-    expanded, :func:`training_problems` on every distinct job (:func:`job_problems`). Returns
-    readable lines (empty list: the config is usable).
-    """
-    from pepr.grid import INIT_STRATEGIES, expand_cells
-
-    in_schema = schema_problems(config, schema)
-    problems = list(in_schema)
-    models = [m for m in config.get("models", []) if isinstance(m, str)] if isinstance(config.get("models"), list) else []
-    datasets = [d for d in config.get("datasets", []) if isinstance(d, str)] if isinstance(config.get("datasets"), list) else []
-    inits = [i for i in config.get("inits", []) if i in INIT_STRATEGIES] if isinstance(config.get("inits"), list) else []
-
-    for fraction in config.get("fractions", []) if isinstance(config.get("fractions"), list) else []:
-        if _is_number(fraction) and not 0 < fraction <= 1:
-            problems.append(f"fractions: {fraction!r} is outside (0, 1]; use e.g. 1.0 for all training data, 0.1 for 10%")
-    # numpy/torch take seeds up to 2**32 - 1 only; the schema bounds them below
-    for seed in config.get("seeds", []) if isinstance(config.get("seeds"), list) else []:
-        if _is_int(seed) and seed > MAX_SEED:
-            problems.append(f"seeds: {seed} is outside 0..{MAX_SEED} (numpy's seed range)")
-    problems.extend(_device_index_problems(config))
-    transfer = config.get("transfer") if isinstance(config.get("transfer"), dict) else {}
-    if _is_int(transfer.get("seed")) and transfer["seed"] > MAX_SEED:
-        problems.append(f"transfer.seed: {transfer['seed']} is outside 0..{MAX_SEED} (numpy's seed range)")
-    fraction = transfer.get("fraction")
-    if "transfer" in inits and _is_number(fraction) and not 0 < fraction <= 1:
-        problems.append(f"transfer.fraction: {fraction!r} is outside (0, 1]")
-
-    safe_models = []
-    for model in models:
-        if not model:
-            continue  # the schema reports empty names
-        if not _SAFE_MODEL_NAME.match(model):
-            problems.append(
-                f"models: {model!r} is not a valid model name (only letters, digits, '_', '.', '-' are "
-                "allowed, as in every timm name); config values are used as paths and job arguments"
-            )
-        else:
-            safe_models.append(model)
-    without_weights: list[str] = []  # known models that an imagenet cell would need weights for
-    if catalogue is not None:
-        known = set(catalogue["models"])
-        pretrained = set(catalogue["pretrained"])
-        for model in safe_models:
-            base = model.split(".")[0]
-            if base not in known:
-                close = _close_names(base, known)
-                hint = f" (did you mean {', '.join(close)}?)" if close else ""
-                problems.append(f"models: {model!r} is not a timm model name{hint}; see `timm.list_models()`")
-            elif "imagenet" in inits and base not in pretrained:
-                without_weights.append(model)
-
-    names = _dataset_names(datasets, problems)
-    by_name: dict[str, list[str]] = {}
-    for spec, name in names.items():
-        by_name.setdefault(name, []).append(spec)
-    for name, specs in by_name.items():
-        if len(specs) > 1:
-            problems.append(
-                f"datasets: {', '.join(repr(s) for s in specs)} all get the results folder name "
-                f"'{name}'; keep one, or rename an npz file"
-            )
-    data_dir = Path(config["data_dir"]) if isinstance(config.get("data_dir"), str) else None
-    source = transfer.get("source") if "transfer" in inits else None
-    if "transfer" in inits and isinstance(source, str):
-        source_names = _dataset_names([source], problems, label="transfer.source")
-        if source in datasets:
-            problems.append(
-                f"transfer.source: {source!r} is also a target dataset; pretraining on the data a model "
-                "is then evaluated on is not transfer — choose another source"
-            )
-        elif source in source_names and source_names[source] in by_name:
-            problems.append(f"transfer.source: {source!r} has the same short name as a target dataset")
-    if check_data:
-        from pepr.data import dataset_problems
-
-        labelled = [(spec, "datasets") for spec in names]
-        if isinstance(source, str) and source not in names:
-            labelled.append((source, "transfer.source"))
-        for spec, label in labelled:
-            for problem in dataset_problems(spec, data_dir, allow_download=True):
-                # malformed specs were reported above, by _dataset_names
-                if not problem.startswith(f"dataset spec {spec!r}:"):
-                    problems.append(f"{label}: {problem}")
-
-    # Cell-level checks need a schema-valid config whose datasets all have names.
-    cells = None
-    if not in_schema and len(names) == len(datasets):
-        try:
-            problems.extend(_grid_problems(config, names))
-            cells = expand_cells(config, names, apply_filters=True)
-        except PeprInputError:
-            pass  # a malformed transfer.source, already reported above
-    if cells is not None:  # exactly the models that keep an imagenet cell after include/exclude
-        needing = {cell.model for cell in cells if cell.init == "imagenet"}
-        without_weights = [model for model in without_weights if model in needing]
-    for model in without_weights:
-        problems.append(
-            f"models: {model!r} has no pretrained ImageNet weights in timm, so init 'imagenet' "
-            f"cannot run for it; exclude those cells (exclude: [{{model: {model}, init: imagenet}}]) "
-            "or drop 'imagenet' from inits"
-        )
-    # the schema's own complaint about a report/pepr key is clearer than the report's echo of it
-    if not any(problem.startswith(("config key 'report", "config key 'pepr")) for problem in in_schema):
-        problems.extend(report_problems(config))
-    if cells is not None:
-        # models already reported above (unsafe or unknown names) are not checked again per job
-        reported = {m for m in models if not _SAFE_MODEL_NAME.match(m)} | set(without_weights)
-        if catalogue is not None:
-            reported |= {m for m in safe_models if m.split(".")[0] not in set(catalogue["models"])}
-        problems.extend(job_problems(config, [cell for cell in cells if cell.model not in reported], catalogue))
-    return problems
-
-
-def _device_index_problems(config: Mapping[str, Any]) -> list[str]:
-    """``device: cuda:N`` against the GPUs each job is given.
-
-    A job that asks the scheduler for G GPUs (``resources.train.gpu`` / ``pretrain.gpu``) sees
-    exactly those, numbered ``cuda:0`` .. ``cuda:G-1`` (SLURM sets CUDA_VISIBLE_DEVICES), so
-    ``cuda:N`` with N >= G would fail in every job. With ``gpu: 0`` (a local run) the GPUs are
-    the machine's own and are not known while planning: not checked.
-    """
-    device = config.get("device")
-    text = device.strip() if isinstance(device, str) else ""
-    if not (text.startswith("cuda:") and text[5:].isdigit()):
-        return []
-    index = int(text[5:])
-    resources = config.get("resources") if isinstance(config.get("resources"), Mapping) else {}
-    problems = []
-    for kind in ("train", "pretrain"):
-        spec = resources.get(kind) if isinstance(resources.get(kind), Mapping) else {}
-        gpus = spec.get("gpu")
-        if _is_int(gpus) and gpus >= 1 and index >= gpus:
-            problems.append(
-                f"device: {text!r} but each {kind} job is given {gpus} GPU(s) (resources.{kind}.gpu), "
-                f"visible to it as cuda:0..cuda:{gpus - 1}; use device: cuda (or auto)"
-            )
-            break
-    return problems
 
 
 def local_gpu_count(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
@@ -617,95 +453,3 @@ def local_device_problems(device: Any, environ: Mapping[str, str] | None = None)
                 "(no GPU requested from a scheduler): use device: cpu or auto"]
     return [f"device: {text!r} but this machine has {count} CUDA GPU(s) ({how}), cuda:0..cuda:{count - 1}; "
             "use one of those, or device: cuda (or auto)"]
-
-
-def report_problems(config: Mapping[str, Any]) -> list[str]:
-    """Problems of the ``report:`` settings, found by the report's own
-    :meth:`pepr.report.config.ReportConfig.from_mapping` (the same call report.smk makes)."""
-    from pepr.report.config import ReportConfig
-
-    settings = config.get("report")
-    if settings is None:
-        return []
-    if not isinstance(settings, Mapping):
-        return [f"report: must be a mapping of settings, got {type(settings).__name__}"]
-    if "performance" in settings:
-        return [
-            "report.performance is not a setting: the report uses pepr.performance, the column "
-            "results/pepr.csv was scored with; set that instead"
-        ]
-    scoring = config.get("pepr") if isinstance(config.get("pepr"), Mapping) else {}
-    values = dict(settings)
-    if "performance" in scoring:
-        values["performance"] = scoring["performance"]
-    try:
-        ReportConfig.from_mapping(values)
-    except PeprInputError as exc:
-        return [str(exc)]
-    except (TypeError, ValueError) as exc:  # a value of a type the dataclass cannot take
-        return [f"report settings: {exc}"]
-    return []
-
-
-def job_problems(config: Mapping[str, Any], cells: Iterable[Any], catalogue: Mapping[str, Any] | None) -> list[str]:
-    """:func:`training_problems` on the training settings of every distinct job of ``cells``
-    (``pepr.grid.Cell`` objects) and of their pretraining jobs, as ``pepr train`` would run them.
-
-    A sweep's thousands of cells share a handful of settings once seed and fraction are set
-    aside (both are checked on the config itself), so each (model, dataset, init) is checked
-    once. Data files are checked by :func:`config_problems`, and checkpoints are written by
-    pretraining jobs later, so neither is checked here.
-    """
-    from pepr.grid import train_settings
-
-    jobs: dict[Any, Any] = {}
-    for cell in cells:
-        jobs.setdefault((cell.model, cell.dataset, cell.init), cell)
-        if cell.pretrain is not None:
-            jobs.setdefault(("pretrain", cell.pretrain.model), cell.pretrain)
-    found: list[str] = []
-    for job in jobs.values():
-        settings = {**train_settings(job, config), "seed": 0, "fraction": 1.0}
-        found.extend(training_problems(settings, catalogue, check_data=False, check_checkpoint=False))
-    return list(dict.fromkeys(found))
-
-
-def _close_names(name: str, known: Iterable[str]) -> list[str]:
-    import difflib
-
-    return difflib.get_close_matches(name, list(known), n=3, cutoff=0.75)
-
-
-def _grid_problems(config: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
-    problems = []
-    from pepr.grid import expand_cells, pattern_matches
-
-    all_cells = expand_cells(config, names, apply_filters=False)
-    for key in ("include", "exclude"):
-        for pattern in config.get(key, []):
-            if not any(pattern_matches(pattern, cell) for cell in all_cells):
-                problems.append(f"{key}: the pattern {pattern!r} matches no cell of the grid (a typo?)")
-    if not problems and not expand_cells(config, names, apply_filters=True):
-        problems.append("the grid is empty: include/exclude leave no cell to train")
-    return problems
-
-
-def check_config(
-    config: Mapping[str, Any],
-    schema: Mapping[str, Any],
-    catalogue: Mapping[str, Sequence[str]] | None = None,
-    check_data: bool = True,
-    source: str = "config",
-) -> None:
-    """Raise one PeprInputError listing every problem of ``config`` (see :func:`config_problems`)."""
-    raise_problems(config_problems(config, schema, catalogue=catalogue, check_data=check_data), source)
-
-
-def raise_problems(problems: Sequence[str], source: str = "config") -> None:
-    """Raise the one all-problems-at-once PeprInputError for ``problems`` (nothing when empty)."""
-    if problems:
-        listing = "\n".join(f"  - {problem}" for problem in problems)
-        raise PeprInputError(f"{source} has {len(problems)} problem(s); nothing was run:\n{listing}")
-
-
-# --------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ import math
 import sys
 from pathlib import Path
 
+from pepr.cli_args import non_negative_float, non_negative_int, positive_float, positive_int
+
 HELP = "estimate a sweep's device-hours, energy and CO2 before launching it"
 
 DESCRIPTION = """\
@@ -64,43 +66,6 @@ examples:
 DEFAULT_SCHEMA = "workflow/schemas/config.schema.yaml"
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (value >= 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = _non_negative_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``pepr estimate``'s arguments."""
     parser.add_argument(
@@ -113,34 +78,34 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--models", metavar="MODEL", nargs="+", default=None,
                         help="calibrate and estimate only these models of the grid")
-    parser.add_argument("--max-models", metavar="N", type=_positive_int, default=None,
+    parser.add_argument("--max-models", metavar="N", type=positive_int, default=None,
                         help="calibrate and estimate only the grid's first N models (config order)")
     parser.add_argument(
         "--device", default=None,
         help="device to calibrate on: auto (cuda when available, else cpu), cpu, cuda, cuda:N "
         "(default: the config's device)",
     )
-    parser.add_argument("--batches", metavar="N", type=_positive_int, default=5,
+    parser.add_argument("--batches", metavar="N", type=positive_int, default=5,
                         help="timed training steps and eval batches per model, after warm-up (default: 5)")
-    parser.add_argument("--warmup", metavar="N", type=_non_negative_int, default=2,
+    parser.add_argument("--warmup", metavar="N", type=non_negative_int, default=2,
                         help="untimed warm-up training steps per model (default: 2)")
     parser.add_argument(
-        "--min-seconds", metavar="S", type=_non_negative_float, default=1.0,
+        "--min-seconds", metavar="S", type=non_negative_float, default=1.0,
         help="time training steps for at least S seconds (more than --batches if needed) so that the "
         "power reading covers a few samples (default: 1.0)",
     )
     parser.add_argument(
-        "--threads", metavar="N", type=_positive_int, default=None,
+        "--threads", metavar="N", type=positive_int, default=None,
         help="CPU threads for calibration on cpu (default: the config's resources.train.cpus, as the jobs use)",
     )
     parser.add_argument(
-        "--power-w", metavar="W", type=_positive_float, default=None,
+        "--power-w", metavar="W", type=positive_float, default=None,
         help="use this power draw (watts, whole device: e.g. the GPU's TDP) instead of measuring it with CodeCarbon",
     )
     parser.add_argument("--country", metavar="ISO3", default=None,
                         help="country whose grid carbon intensity sets CO2 (default: the config's country)")
     parser.add_argument(
-        "--job-overhead-s", metavar="S", type=_non_negative_float, default=0.0,
+        "--job-overhead-s", metavar="S", type=non_negative_float, default=0.0,
         help="seconds added per job for process start, imports, data loading and model creation (default: 0)",
     )
     parser.add_argument("--pue", metavar="X", type=float, default=1.0,

@@ -1,27 +1,22 @@
-"""Validated workflow config -> grid of cells (the jobs of a sweep), and the job command.
+"""Validated workflow config -> grid of cells (the jobs of a sweep), and each job's settings.
 
 A *cell* is one model x dataset x init strategy x data fraction x seed; the workflow trains each
-cell once, in ``results/runs/{dataset}/{init}/{fraction}/{model}/seed{seed}/`` (the layout of
-:mod:`pepr.runs`). This module:
+cell once, in the run folder :mod:`pepr.runs` names. This module:
 
 * expands a config into :class:`Cell` objects (:func:`build_grid`), including the pretraining
   jobs of the ``transfer`` strategy (:class:`PretrainJob`);
-* gives each job its training settings (:func:`train_settings`: the train rules' ``params``) and
-  the ``pepr train`` flags they stand for (:class:`TrainSettings`);
-* is the Snakefile's entry point (:func:`prepare_grid`): validate once (:mod:`pepr.config`),
-  remember the result by hash, expand.
+* gives each job its training settings (:func:`train_settings`: the train rules' ``params``,
+  derived from :class:`pepr.settings.TrainConfig`'s fields) and the ``pepr train`` flags they
+  stand for (:class:`TrainSettings`).
 
-Config loading and validation live in :mod:`pepr.config`; their public names (``load_config``,
-``load_schema``, ``apply_defaults``, ``schema_problems``, ``config_problems``, ``check_config``,
-``timm_catalogue``) are importable from here too. It imports neither torch nor timm at module
-level: Snakemake parses the workflow in every job and importing timm costs seconds.
+Validation and the workflow's entry point (``prepare_grid``) are :mod:`pepr.plan`'s; config
+loading and defaults :mod:`pepr.config`'s. It imports neither torch nor timm: Snakemake parses
+the workflow in every job and importing timm costs seconds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import itertools
-import json
 import os
 import shlex
 from collections.abc import Iterable, Mapping
@@ -29,18 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pepr.config import (  # noqa: F401 - re-exported: estimate, tests and older code import them from here
-    apply_defaults,
-    check_config,
-    config_problems,
-    load_config,
-    load_schema,
-    schema_problems,
-    timm_catalogue,
-)
-from pepr.config import _timm_version
 from pepr.errors import PeprInputError
-from pepr.runs import PRETRAIN_DIR, RUNS_DIR, atomic_write_json, cell_key, format_fraction
+from pepr.runs import METRICS_FILE, cell_key, format_fraction, pretrain_folder, pretrain_key, run_folder
+from pepr.settings import flag_of, workflow_fields
 
 __all__ = [
     "INIT_STRATEGIES",
@@ -48,26 +34,12 @@ __all__ = [
     "PretrainJob",
     "Grid",
     "TrainSettings",
-    "load_config",
-    "load_schema",
-    "apply_defaults",
-    "schema_problems",
-    "config_problems",
-    "check_config",
     "build_grid",
+    "dataset_info",
     "expand_cells",
     "pattern_matches",
-    "prepare_grid",
-    "timm_catalogue",
     "train_settings",
-    "format_fraction",
-    "cell_key",
 ]
-
-#: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
-#: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
-#: seed range and pepr train's checks on every job joined the config check.
-VALIDATION_VERSION = 2
 
 #: Init strategies of the workflow (``transfer`` becomes ``--init checkpoint:PATH`` per job).
 INIT_STRATEGIES: tuple[str, ...] = ("scratch", "imagenet", "transfer")
@@ -92,7 +64,7 @@ class PretrainJob:
     @property
     def directory(self) -> str:
         """Folder of this pretraining run (relative to the working directory)."""
-        return f"{PRETRAIN_DIR}/{self.source_name}/{self.model}"
+        return pretrain_folder(self.source_name, self.model)
 
     @property
     def checkpoint(self) -> str:
@@ -102,7 +74,7 @@ class PretrainJob:
     @property
     def metrics(self) -> str:
         """Declared output of the pretraining job."""
-        return f"{self.directory}/metrics.json"
+        return f"{self.directory}/{METRICS_FILE}"
 
 
 @dataclass(frozen=True)
@@ -125,12 +97,12 @@ class Cell:
     @property
     def directory(self) -> str:
         """Folder of this run (relative to the working directory)."""
-        return f"{RUNS_DIR}/{self.key}"
+        return run_folder(self.key)
 
     @property
     def metrics(self) -> str:
         """Declared output: the run's metrics.json."""
-        return f"{self.directory}/metrics.json"
+        return f"{self.directory}/{METRICS_FILE}"
 
     @property
     def init_arg(self) -> str:
@@ -155,7 +127,7 @@ class Grid:
 
     def __post_init__(self) -> None:
         self.by_key = {cell.key: cell for cell in self.cells}
-        self.pretrain_by_key = {f"{job.source_name}/{job.model}": job for job in self.pretrain_jobs}
+        self.pretrain_by_key = {pretrain_key(job.source_name, job.model): job for job in self.pretrain_jobs}
 
     def cell(self, dataset: str, init: str, fraction: str, model: str, seed: str | int) -> Cell:
         """The cell behind a set of wildcard values; PeprInputError when the sweep has no such cell."""
@@ -164,17 +136,17 @@ class Grid:
             return self.by_key[key]
         except KeyError:
             raise PeprInputError(
-                f"results/runs/{key} is not a cell of this sweep's config; add its model/dataset/"
+                f"{run_folder(key)} is not a cell of this sweep's config; add its model/dataset/"
                 "init/fraction/seed to the config (or request only targets of the configured grid)"
             ) from None
 
     def pretrain_job(self, source_name: str, model: str) -> PretrainJob:
         """The pretraining job behind wildcard values; PeprInputError when not in the sweep."""
         try:
-            return self.pretrain_by_key[f"{source_name}/{model}"]
+            return self.pretrain_by_key[pretrain_key(source_name, model)]
         except KeyError:
             raise PeprInputError(
-                f"{PRETRAIN_DIR}/{source_name}/{model} is not a pretraining job of this config "
+                f"{pretrain_folder(source_name, model)} is not a pretraining job of this config "
                 "(only models with the `transfer` init under transfer.source are pretrained)"
             ) from None
 
@@ -295,97 +267,6 @@ def build_grid(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, An
     return Grid(cells=cells, pretrain_jobs=jobs, config=dict(config), datasets=dict(datasets))
 
 
-# --------------------------------------------------------------------------------------------
-# The workflow's entry point: validate once, remember, expand
-# --------------------------------------------------------------------------------------------
-
-
-def _data_fingerprint(config: Mapping[str, Any]) -> list[Any]:
-    """Size and mtime of every data file validation may read (so a changed file re-validates)."""
-    entries: list[Any] = []
-    paths = []
-    data_dir = config.get("data_dir")
-    if isinstance(data_dir, str) and Path(data_dir).is_dir():
-        paths += sorted(Path(data_dir).glob("*.npz"))
-    specs = list(config.get("datasets") or [])
-    transfer = config.get("transfer")
-    if isinstance(transfer, dict):
-        specs.append(transfer.get("source"))
-    paths += [Path(spec[len("npz:"):]) for spec in specs if isinstance(spec, str) and spec.startswith("npz:")]
-    for path in paths:
-        try:
-            stat = path.stat()
-            entries.append([str(path), stat.st_size, stat.st_mtime_ns])
-        except OSError:
-            entries.append([str(path), None, None])
-    return entries
-
-
-def _validation_key(config: Mapping[str, Any], schema: Mapping[str, Any]) -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        pepr_version = version("pepr-bench")
-    except PackageNotFoundError:
-        pepr_version = "unknown"
-    payload = {
-        "checks": VALIDATION_VERSION,
-        "config": config,
-        "schema": schema,
-        "timm": _timm_version(),
-        "pepr": pepr_version,
-        "data": _data_fingerprint(config),
-        "cwd": os.getcwd(),
-    }
-    text = json.dumps(payload, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:32]
-
-
-def prepare_grid(
-    config: dict[str, Any],
-    schema_path: str | os.PathLike,
-    cache_dir: str | os.PathLike | None,
-    validate: bool = True,
-    source: str = "config",
-) -> Grid:
-    """What the Snakefile calls: fill defaults into ``config`` (in place), validate, expand.
-
-    With ``validate`` every problem is raised at once as a PeprInputError before any job exists
-    (:func:`pepr.config.check_config`: config, report settings and ``pepr train``'s own checks
-    on every job).
-    A config that validated is remembered in ``cache_dir`` (key: hash of config, schema, timm and
-    pepr versions and data-file stamps) together with its dataset short names, so re-parsing the
-    same workflow (``snakemake -n``, each job, ``--report``) neither imports timm nor reads data
-    again. ``validate=False`` (inside a job, where the driver has validated) skips the checks.
-    """
-    schema = load_schema(schema_path)
-    apply_defaults(config, schema)
-    cache_file = None
-    if cache_dir is not None:
-        cache_file = Path(cache_dir) / f"validated-{_validation_key(config, schema)}.json"
-        if cache_file.is_file():
-            try:
-                with open(cache_file, encoding="utf-8") as handle:
-                    info = json.load(handle)["datasets"]
-                return build_grid(config, datasets=info)
-            except (OSError, ValueError, KeyError, TypeError):
-                pass  # damaged cache: validate again
-    if validate:
-        catalogue = timm_catalogue(cache_dir)
-        check_config(config, schema, catalogue=catalogue, check_data=True, source=source)
-    specs = list(config["datasets"])
-    if "transfer" in config["inits"]:
-        specs.append(config["transfer"]["source"])
-    try:
-        info = dataset_info(dict.fromkeys(specs), config["data_dir"])
-    except PeprInputError as exc:
-        raise PeprInputError(f"{source}: {exc}") from None
-    grid = build_grid(config, datasets=info)
-    if validate and cache_file is not None:
-        atomic_write_json(cache_file, {"datasets": info}, indent=None)
-    return grid
-
-
 def dataset_info(specs: Iterable[str], data_dir: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     """spec -> ``{"name": short name, "kind": medmnist|npz|synthetic, "file": path or None}``."""
     from pepr.data import dataset_file, dataset_name, parse_dataset_spec
@@ -399,46 +280,53 @@ def dataset_info(specs: Iterable[str], data_dir: str | os.PathLike | None) -> di
 
 
 def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> "TrainSettings":
-    """The ``pepr.train.TrainConfig`` fields of a cell or pretraining job, minus out_dir/threads.
+    """The ``pepr.settings.TrainConfig`` fields of a cell or pretraining job that the workflow sets.
 
     Only training settings go in (they are the train rules' ``params``, so Snakemake retrains a
-    cell exactly when one of them changes): no report or scoring settings. Returned as a
+    cell exactly when one of them changes): no report or scoring settings, nor out_dir/threads.
+    Fields come in TrainConfig's order (the text finished sweeps recorded): ``sweep`` fields
+    from the config key of the same name (ints and floats as such), ``optional`` ones only when
+    not at their default, ``job`` ones from the cell or pretraining job. Returned as a
     :class:`TrainSettings`, a plain dict to Snakemake's params record, whose text is the
     matching ``pepr train`` flags.
     """
-    common = {
-        "model": cell.model,
-        "epochs": int(config["epochs"]),
-        "batch_size": int(config["batch_size"]),
-        "lr": float(config["lr"]),
-        "image_size": config["image_size"],
-        "device": config["device"],
-        "country": config["country"],
-        "data_dir": config["data_dir"],
-    }
     if isinstance(cell, PretrainJob):
-        common.update(
-            dataset=cell.source,
-            init="scratch",
-            fraction=cell.fraction,
-            seed=cell.seed,
-            epochs=cell.epochs,
-            save_model=cell.checkpoint,
-        )
+        job = {
+            "model": cell.model,
+            "epochs": cell.epochs,
+            "dataset": cell.source,
+            "init": "scratch",
+            "fraction": cell.fraction,
+            "seed": cell.seed,
+            "save_model": cell.checkpoint,
+        }
         pretrain_metrics = None
     else:
-        common.update(dataset=cell.dataset, init=cell.init_arg, fraction=cell.fraction, seed=cell.seed)
+        job = {"model": cell.model, "dataset": cell.dataset, "init": cell.init_arg, "fraction": cell.fraction, "seed": cell.seed}
         pretrain_metrics = cell.pretrain.metrics if cell.pretrain is not None else None
-    # Passed through only when set, so a finished sweep's params (the rerun trigger) stay the same.
-    if config.get("precision", "fp32") != "fp32":
-        common["precision"] = config["precision"]
-    if config.get("carbon_intensity") is not None:
-        common["carbon_intensity"] = config["carbon_intensity"]
-    return TrainSettings(common, out_dir=cell.directory, pretrain_metrics=pretrain_metrics)
+    settings: dict[str, Any] = {}
+    for item in workflow_fields():
+        role, name = item.metadata["workflow"], item.name
+        if name in job:
+            settings[name] = job[name]
+        elif role == "sweep":
+            settings[name] = _COERCE.get(item.type, _same)(config[name])
+        elif role == "optional" and config.get(name, item.default) != item.default:
+            # Passed through only when set, so a finished sweep's params (the rerun trigger) stay the same.
+            settings[name] = config[name]
+    return TrainSettings(settings, out_dir=cell.directory, pretrain_metrics=pretrain_metrics)
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+#: A sweep setting typed ``int`` or ``float`` in TrainConfig is written as one (lr: 1 -> 1.0).
+_COERCE = {"int": int, "float": float, int: int, float: float}
 
 
 class TrainSettings(dict):
-    """A job's training settings (``pepr.train.TrainConfig`` fields) whose text is the job's
+    """A job's training settings (``pepr.settings.TrainConfig`` fields) whose text is the job's
     ``pepr train`` flags, each value shell-quoted.
 
     The train rules keep ``params: train=<these settings>`` exactly as sweeps finished before the
@@ -453,23 +341,7 @@ class TrainSettings(dict):
 
     #: Setting -> ``pepr train`` flag (every TrainConfig field a job sets; out_dir and threads
     #: come from the rule's output and threads).
-    FLAGS: dict[str, str] = {
-        "model": "--model",
-        "dataset": "--dataset",
-        "init": "--init",
-        "fraction": "--fraction",
-        "epochs": "--epochs",
-        "seed": "--seed",
-        "data_dir": "--data-dir",
-        "image_size": "--image-size",
-        "batch_size": "--batch-size",
-        "lr": "--lr",
-        "device": "--device",
-        "country": "--country",
-        "save_model": "--save-model",
-        "precision": "--precision",
-        "carbon_intensity": "--carbon-intensity",
-    }
+    FLAGS: dict[str, str] = {item.name: flag_of(item) for item in workflow_fields()}
 
     def __init__(self, settings: Mapping[str, Any], out_dir: str | None = None, pretrain_metrics: str | None = None) -> None:
         super().__init__(settings)

@@ -232,22 +232,6 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def peak_memory(device: "torch.device") -> dict[str, float]:
-    """Peak memory of the run: CUDA max allocated/reserved on GPU, peak RSS on CPU (MiB).
-
-    ``peak_memory_mb`` is the headline number (allocated on CUDA, RSS on CPU); the others are
-    kept for reference.
-    """
-    import torch
-
-    rss = peak_rss_mb()
-    if device.type == "cuda":
-        allocated = torch.cuda.max_memory_allocated(device) / 2**20
-        reserved = torch.cuda.max_memory_reserved(device) / 2**20
-        return {"peak_memory_mb": allocated, "peak_memory_reserved_mb": reserved, "peak_rss_mb": rss}
-    return {"peak_memory_mb": rss, "peak_rss_mb": rss}
-
-
 def flops_per_image(model: "torch.nn.Module", sample: "torch.Tensor") -> float:
     """Forward FLOPs for one image (``torch.utils.flop_counter``; a multiply-add counts as 2)."""
     import torch

@@ -56,34 +56,6 @@ def architecture_name(model: str) -> str:
     return model.split(".", 1)[0]
 
 
-def model_problems(model: str, init: str) -> list[str]:
-    """Problems with a model name / init pair found without building the model (imports timm).
-
-    Unknown timm name, ``imagenet`` for an architecture without pretrained weights, a missing or
-    unreadable checkpoint file.
-    """
-    import timm
-
-    problems: list[str] = []
-    try:
-        spec = parse_init(init)
-    except PeprInputError as exc:
-        problems.append(str(exc))
-        spec = None
-    if not timm.is_model(model):
-        close = timm.list_models(f"*{architecture_name(model)[:6]}*")[:5]
-        hint = f" (similar names: {', '.join(close)})" if close else ""
-        problems.append(f"unknown timm model {model!r}{hint}; see timm.list_models()")
-        return problems
-    if spec is not None and spec.kind == "imagenet" and not timm.models.is_model_pretrained(model):
-        problems.append(f"timm has no pretrained weights for {model!r}; use --init scratch for it")
-    if spec is not None and spec.kind == "checkpoint":
-        assert spec.path is not None
-        if not spec.path.is_file():
-            problems.append(f"checkpoint file {spec.path} not found (init {init!r})")
-    return problems
-
-
 def _load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
     """Read a state dict from .safetensors or a torch file (unwrapping common containers)."""
     import torch
@@ -177,8 +149,11 @@ def create_model(model: str, init: str, num_classes: int, in_chans: int, image_s
     """
     import timm
 
+    from pepr.config import init_problems, model_catalogue, model_problems
+
     spec = parse_init(init)
-    problems = model_problems(model, init)
+    # the one model check (pepr.config), as pepr train and planning run it
+    problems = init_problems(init, check_checkpoint=True)[1] + model_problems(model, spec.kind, model_catalogue(model))
     if problems:
         raise PeprInputError("; ".join(problems))
     kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans)

@@ -3,8 +3,10 @@
 One owner for what used to be coded in several places (grid, train, aggregate):
 
 * the results layout ``results/runs/{dataset}/{init}/{fraction}/{model}/seed{seed}/`` and
-  ``results/pretrain/{source}/{model}/`` (:func:`cell_key`, :func:`run_directory`,
-  :func:`parse_run_path`),
+  ``results/pretrain/{source}/{model}/``: the only place that builds (:func:`cell_key`,
+  :func:`run_folder`, :func:`pretrain_folder`) or parses (:func:`parse_run_path`,
+  :func:`parse_pretrain_path`) a run path, and names the columns that identify a run
+  (:data:`IDENTITY_COLUMNS`, :data:`GROUP_COLUMNS`),
 * the files of a run folder (:data:`METRICS_FILE`, :data:`HISTORY_FILE`, :data:`RESUME_FILE`,
   :data:`PREVIOUS_DIR`, :data:`LOCK_FILE`),
 * the ``history.csv`` columns and the keys every ``metrics.json`` has (:data:`HISTORY_COLUMNS`,
@@ -46,12 +48,17 @@ __all__ = [
     "LOCK_FILE",
     "HISTORY_COLUMNS",
     "RESULT_KEYS",
+    "IDENTITY_COLUMNS",
+    "GROUP_COLUMNS",
     "RunKey",
+    "PretrainKey",
     "format_fraction",
     "cell_key",
-    "run_directory",
-    "pretrain_directory",
+    "run_folder",
+    "pretrain_key",
+    "pretrain_folder",
     "parse_run_path",
+    "parse_pretrain_path",
     "failed_record",
     "json_safe",
     "atomic_write_text",
@@ -132,6 +139,12 @@ RESULT_KEYS: tuple[str, ...] = (
     "cpu_share",
 )
 
+#: Columns naming a run (a cell of the grid), in the order they lead runs.csv and every table
+#: keyed by run (the estimate, the comparison).
+IDENTITY_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
+#: The experiment cell within which resources are normalised (PePR's min/max).
+GROUP_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction")
+
 #: The identity keys of a run (what a failed record always names).
 _IDENTITY_KEYS: tuple[str, ...] = ("model", "dataset", "init", "fraction", "seed", "epochs")
 
@@ -156,6 +169,18 @@ class RunKey:
         """``{dataset}/{init}/{fraction}/{model}/seed{seed}``."""
         return cell_key(self.dataset, self.init, format_fraction(self.fraction), self.model, self.seed)
 
+    def columns(self) -> dict[str, Any]:
+        """The :data:`IDENTITY_COLUMNS` of this run (runs.csv's leading columns)."""
+        return {name: getattr(self, name) for name in IDENTITY_COLUMNS}
+
+
+@dataclass(frozen=True)
+class PretrainKey:
+    """A pretraining run of the ``transfer`` strategy as its results path names it."""
+
+    source: str  # short name of the source dataset
+    model: str
+
 
 def format_fraction(fraction: float) -> str:
     """Canonical text of a data fraction, used in paths and job names (``1.0``, ``0.1``, ``0.25``)."""
@@ -167,14 +192,27 @@ def cell_key(dataset_name: str, init: str, fraction: str, model: str, seed: int 
     return f"{dataset_name}/{init}/{fraction}/{model}/seed{seed}"
 
 
-def run_directory(key: RunKey, root: str = RUNS_DIR) -> str:
-    """Folder of one run (relative to the working directory unless ``root`` is absolute)."""
-    return f"{root}/{key.key}"
+def run_folder(key: str, root: str = RUNS_DIR) -> str:
+    """Folder of one run from its :func:`cell_key` (relative to the working directory)."""
+    return f"{root}/{key}"
 
 
-def pretrain_directory(source_name: str, model: str, root: str = PRETRAIN_DIR) -> str:
+def pretrain_key(source_name: str, model: str) -> str:
+    """``{source}/{model}``: a pretraining run's path below ``results/pretrain``."""
+    return f"{source_name}/{model}"
+
+
+def pretrain_folder(source_name: str, model: str, root: str = PRETRAIN_DIR) -> str:
     """Folder of one pretraining run of the ``transfer`` strategy."""
-    return f"{root}/{source_name}/{model}"
+    return f"{root}/{pretrain_key(source_name, model)}"
+
+
+def parse_pretrain_path(path: str | os.PathLike) -> PretrainKey:
+    """The :class:`PretrainKey` of ``.../{source}/{model}/FILE`` (a pretraining run's file)."""
+    parts = Path(path).parts
+    if len(parts) < 3:
+        raise PeprInputError(f"'{os.fspath(path)}' is not laid out as {PRETRAIN_DIR}/SOURCE/MODEL/{METRICS_FILE}")
+    return PretrainKey(source=parts[-3], model=parts[-2])
 
 
 def parse_run_path(path: str | os.PathLike, root: str | os.PathLike = RUNS_DIR) -> RunKey:

@@ -21,15 +21,13 @@ Time and energy cover the same span: every epoch's training loop plus its val/te
 in the PePR paper; the best-val epoch is recorded too.
 
 torch/timm/codecarbon are imported inside functions: ``pepr.train_cli`` imports this module only
-when a training actually runs. The loop, metric and resume names other modules import from here
-(``DeviceSplits``, ``batch_order``, ``train_epoch``, ``evaluate``, ``predict``, ``to_device``,
-``select_precision``, ``Precision``, ``classification_metrics``, ``HISTORY_COLUMNS``,
-``RESULT_KEYS``) are re-exported.
+when a training actually runs. :class:`pepr.settings.TrainConfig` (the settings) and the device
+loop (:mod:`pepr.loop`), metrics (:mod:`pepr.train_metrics`) and device choice
+(:mod:`pepr.devices`) are imported from their own modules.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
@@ -47,10 +45,10 @@ import numpy as np
 from pepr import data as data_module
 from pepr import runs
 from pepr.errors import PeprInputError
-from pepr.loop import (  # noqa: F401 - re-exported: estimate, grid, bench and tests import them from here
+from pepr.devices import resolve_device
+from pepr.loop import (
     DeviceSplits,
     Precision,
-    batch_order,
     eval_batch_size,
     evaluate,
     normalise,
@@ -62,50 +60,12 @@ from pepr.loop import (  # noqa: F401 - re-exported: estimate, grid, bench and t
 )
 from pepr.loop import autocast as _autocast
 from pepr.resume import RunState, load_resume, save_resume
-from pepr.train_metrics import classification_metrics  # noqa: F401 - re-exported
-from pepr.runs import HISTORY_COLUMNS, RESULT_KEYS, RESUME_FILE, failed_record, json_safe  # noqa: F401 - re-exported
-
-from pepr.config import MAX_SEED, PRECISIONS  # noqa: F401 - re-exported (the one definition is pepr.config's)
+from pepr.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
+from pepr.settings import TrainConfig, train_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
 
-
-
-@dataclass
-class TrainConfig:
-    """Everything one training run needs (the ``pepr train`` flags)."""
-
-    model: str
-    dataset: str
-    out_dir: Path
-    init: str = "scratch"
-    fraction: float = 1.0
-    epochs: int = 10
-    seed: int = 0
-    data_dir: Path | None = None
-    image_size: int | None = None
-    batch_size: int = 32
-    lr: float = 5e-4
-    device: str = "auto"
-    country: str = "DNK"
-    save_model: Path | None = None
-    threads: int | None = None
-    precision: str = "fp32"
-    carbon_intensity: Path | None = None
-    pretrain_metrics: Path | None = None
-    #: Train even when the run folder keeps a finished result of identical settings (else restored).
-    retrain: bool = False
-
-    def __post_init__(self) -> None:
-        self.out_dir = Path(self.out_dir)
-        for name in ("data_dir", "save_model", "carbon_intensity", "pretrain_metrics"):
-            if getattr(self, name) is not None:
-                setattr(self, name, Path(getattr(self, name)))
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-friendly copy (paths as strings)."""
-        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -124,40 +84,12 @@ def validate_train_config(cfg: TrainConfig) -> None:
     """
     from pepr.config import model_catalogue, training_problems
 
-    settings = {field.name: getattr(cfg, field.name) for field in dataclasses.fields(cfg)}
+    settings = {item.name: getattr(cfg, item.name) for item in train_fields()}
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
     catalogue = model_catalogue(cfg.model) if named else None  # no name: nothing to look up
     problems = training_problems(settings, catalogue, check_data=True, check_checkpoint=True)
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
-
-
-def parse_device(requested: str) -> str:
-    """Check the syntax of a device string (``auto``, ``cpu``, ``cuda``, ``cuda:N``, ``mps``)."""
-    text = (requested or "").strip()
-    if text in ("auto", "cpu", "cuda", "mps") or (text.startswith("cuda:") and text[5:].isdigit()):
-        return text
-    raise PeprInputError(f"unknown device {requested!r}; use auto, cpu, cuda, cuda:N or mps")
-
-
-def resolve_device(requested: str, cuda_available: bool, cuda_count: int = 1, mps_available: bool = False) -> str:
-    """Pick the torch device: ``auto`` -> ``cuda`` when available, else ``cpu``.
-
-    Pure function (availability passed in) so the choice is unit-tested without a GPU.
-    An explicit GPU device that is not there is a :class:`PeprInputError`, never a silent CPU run.
-    """
-    text = parse_device(requested)
-    if text == "auto":
-        return "cuda" if cuda_available else "cpu"
-    if text.startswith("cuda"):
-        if not cuda_available:
-            raise PeprInputError(f"device {text!r} requested but CUDA is not available here; use --device cpu or auto")
-        index = int(text[5:]) if ":" in text else 0
-        if index >= cuda_count:
-            raise PeprInputError(f"device {text!r} requested but only {cuda_count} CUDA device(s) are visible")
-    if text == "mps" and not mps_available:
-        raise PeprInputError("device 'mps' requested but Apple MPS is not available; use --device cpu or auto")
-    return text
 
 
 def default_threads() -> int:

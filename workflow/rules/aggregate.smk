@@ -18,7 +18,7 @@ rule aggregate_runs:
     output:
         report("results/runs.csv", category="Tables", labels={"table": "runs.csv (one row per run)"}),
     params:
-        runs_root="results/runs",
+        runs_root=lambda wildcards: RUNS_DIR,  # the run contract's (pepr.runs), not a prefix of the output
         # the set of runs (no `input` rerun trigger in the profiles): a cell removed from the
         # config rebuilds runs.csv
         runs=lambda wildcards: GRID_RUNS_DIGEST,

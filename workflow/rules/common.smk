@@ -1,12 +1,15 @@
-# Config -> validated grid of cells (pepr.grid), shared by every stage.
+# Config -> validated grid of cells (pepr.plan.prepare_grid), shared by every stage.
 import copy
 import os
+import re
 import sys
 from pathlib import Path
 
 from pepr.errors import PeprInputError
 import pepr.grid as pepr_grid
+import pepr.plan as pepr_plan
 import pepr.rerun as pepr_rerun
+from pepr.runs import RUNS_DIR
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
 # default merge would leak demo keys, e.g. an `include:` list, into a test or paper config).
@@ -27,7 +30,7 @@ CONFIG_SOURCE = ", ".join(str(p) for p in workflow.config_settings.configfiles) 
 _IN_JOB = workflow.remote_exec or workflow.subprocess_exec
 
 try:
-    GRID = pepr_grid.prepare_grid(
+    GRID = pepr_plan.prepare_grid(
         config,
         schema_path=Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
         cache_dir=Path(".snakemake") / "pepr",
@@ -63,12 +66,25 @@ if not _IN_JOB and _train_gpus_given() == 0:
         print(f"pepr: {CONFIG_SOURCE}: " + "; ".join(_device_problems) + "; nothing was run", file=sys.stderr)
         raise SystemExit(1)
 
+# timm/huggingface_hub read their cache location from HF_HOME (torch.hub from TORCH_HOME, for
+# the few URL-hosted weights); jobs (also on SLURM) find what fetch_weights put there. With
+# `weights_dir` both point into it; without, at the libraries' own default (or the user's
+# setting). Either way they are set, so `envvars:` asserts them and Snakemake passes them on to
+# every job, also one started on another machine.
+_CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
 if config["weights_dir"]:
-    # timm/huggingface_hub read their cache location from HF_HOME (torch.hub from TORCH_HOME, for
-    # the few URL-hosted weights); jobs (also on SLURM, which exports the driver's environment)
-    # find what fetch_weights put there.
-    os.environ["HF_HOME"] = os.path.abspath(os.path.join(config["weights_dir"], "huggingface"))
-    os.environ["TORCH_HOME"] = os.path.abspath(os.path.join(config["weights_dir"], "torch"))
+    _HF_HOME = os.path.abspath(os.path.join(config["weights_dir"], "huggingface"))
+    _TORCH_HOME = os.path.abspath(os.path.join(config["weights_dir"], "torch"))
+else:
+    _HF_HOME = os.environ.get("HF_HOME") or os.path.join(_CACHE_HOME, "huggingface")
+    _TORCH_HOME = os.environ.get("TORCH_HOME") or os.path.join(_CACHE_HOME, "torch")
+os.environ["HF_HOME"] = _HF_HOME
+os.environ["TORCH_HOME"] = _TORCH_HOME
+
+
+envvars:
+    "HF_HOME",
+    "TORCH_HOME",
 
 
 def rule_resources(kind):
@@ -80,6 +96,54 @@ def rule_resources(kind):
 def rule_threads(kind):
     return config["resources"][kind]["cpus"]
 
+
+# ----- data.smk's helpers: prefetch targets and a job's data input -----
+
+
+def _alternatives(values):
+    """A wildcard constraint matching exactly these values (nothing when there are none)."""
+    return "|".join(re.escape(v) for v in values) or "(?!)"
+
+
+# Only MISSING files get a producing rule: a file the user placed (or one downloaded earlier) is
+# a plain input, so no timestamp, code or metadata change can make Snakemake delete and re-fetch
+# it (offline that would lose the data). Paths are relative to the working directory, as here.
+_MEDMNIST_FILES = {path: spec for path, spec in GRID.medmnist_files.items() if not os.path.exists(path)}
+
+
+def data_inputs(spec):
+    """The data file a dataset spec reads, as a job input (none for synthetic data).
+
+    ancient(): its timestamp never re-plans a finished cell (`touch`, `cp`, `rsync`); its
+    content does, through the train rules' params record (pepr.rerun: a SHA-256 of the file)."""
+    path = GRID.data_file(spec)
+    return {"data": ancient(path)} if path is not None else {}
+
+
+# ----- train.smk's input functions -----
+
+
+def pretrain_inputs(wildcards):
+    job = GRID.pretrain_job(wildcards.source, wildcards.model)
+    return data_inputs(job.source)
+
+
+def cell_of(wildcards):
+    return GRID.cell(wildcards.dataset, wildcards.init, wildcards.fraction, wildcards.model, wildcards.seed)
+
+
+def train_inputs(wildcards):
+    cell = cell_of(wildcards)
+    inputs = data_inputs(cell.dataset)
+    if cell.init == "transfer":
+        inputs["pretrain"] = cell.pretrain.metrics  # also passed as --pretrain-metrics
+        check_checkpoint(cell)
+    elif cell.init == "imagenet":
+        inputs["weights"] = f"results/weights/{cell.model}.json"
+    return inputs
+
+
+# ----- issue 17: what retrains a finished cell (pepr.rerun), retraining on purpose -----
 
 # The set of runs and pretraining runs, as a param of the rules reading them all (the profiles
 # have no `input` rerun trigger; this keeps "a cell left the config" a reason to re-aggregate).

@@ -1,30 +1,21 @@
 # Report stage: results/pepr.csv + every run's history.csv -> figures, tables, summary.md.
 # Contract: defines REPORT_TARGETS, the list of report outputs `rule all` requests.
-# Settings: config["report"] (pepr.report.config.ReportConfig; defaults in code). The
+# Settings: config["report"] (pepr.report_settings.ReportConfig; defaults in code). The
 # performance is config["pepr"]["performance"], the one pepr.csv was scored with.
 # gather_histories alone depends on every run's history.csv and writes one table of them, so the
 # other rules take two or three inputs each, not thousands. report_tables and report_figures read
 # pepr.csv + that table; report_summary reads pepr.csv + the tables (nothing is computed twice).
 # All rules are light (seconds) and run on the submitting machine.
 from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLES, ReportConfig
-from pepr.grid import RUNS_DIR, format_fraction
+from pepr.report_settings import report_config_from
+from pepr.runs import RUNS_DIR, format_fraction
 
 
 report: "../report/workflow.rst"
 
 
-def _report_config():
-    settings = dict(config.get("report") or {})
-    if "performance" in settings:
-        raise PeprInputError(
-            "report.performance is not a setting: the report uses pepr.performance, the column "
-            "results/pepr.csv was scored with; set that instead"
-        )
-    return ReportConfig.from_mapping({**settings, "performance": config["pepr"]["performance"]})
-
-
 try:
-    REPORT_CONFIG = _report_config()
+    REPORT_CONFIG = report_config_from(config)
 except PeprInputError as exc:
     print(f"pepr: bad config ({CONFIG_SOURCE}): {exc}", file=sys.stderr)
     raise SystemExit(1)
@@ -83,7 +74,7 @@ rule report_tables:
     params:
         settings=REPORT_SETTINGS,
         expected=REPORT_EXPECTED,
-        out_dir="results/tables",
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "results/logs/report_tables.log",
     script:
@@ -105,7 +96,7 @@ rule report_figures:
         },
     params:
         settings=REPORT_SETTINGS,
-        out_dir="results/figures",
+        out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "results/logs/report_figures.log",
     script:
@@ -120,7 +111,7 @@ rule report_summary:
         summary=report("results/summary.md", caption="../report/summary.rst", category="Summary"),
     params:
         settings=REPORT_SETTINGS,
-        tables_dir="results/tables",
+        tables_dir=lambda wildcards, input: os.path.dirname(input.tables[0]),
         expected=REPORT_EXPECTED,
     log:
         "results/logs/report_summary.log",

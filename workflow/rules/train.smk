@@ -9,6 +9,7 @@
 # settings retrains nothing; they are the very values sweeps finished with the earlier script:
 # rules recorded (a rerun trigger), and `{params.train}` is their `pepr train` flags
 # (pepr.grid.TrainSettings). Progress and any error of `pepr train` go to the rule's log.
+# The input functions (pretrain_inputs, cell_of, train_inputs) are in common.smk.
 import shlex
 import sys
 
@@ -33,11 +34,6 @@ def train_params(job, output):
     )
 
 
-def pretrain_inputs(wildcards):
-    job = GRID.pretrain_job(wildcards.source, wildcards.model)
-    return data_inputs(job.source)
-
-
 rule pretrain_source:
     input:
         unpack(pretrain_inputs),
@@ -59,21 +55,6 @@ rule pretrain_source:
         "results/logs/pretrain_source/{source}/{model}.log",
     shell:
         TRAIN_COMMAND
-
-
-def cell_of(wildcards):
-    return GRID.cell(wildcards.dataset, wildcards.init, wildcards.fraction, wildcards.model, wildcards.seed)
-
-
-def train_inputs(wildcards):
-    cell = cell_of(wildcards)
-    inputs = data_inputs(cell.dataset)
-    if cell.init == "transfer":
-        inputs["pretrain"] = cell.pretrain.metrics  # also passed as --pretrain-metrics
-        check_checkpoint(cell)
-    elif cell.init == "imagenet":
-        inputs["weights"] = f"results/weights/{cell.model}.json"
-    return inputs
 
 
 rule train_model:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from pepr import loop
 from pepr.errors import PeprInputError
+from pepr.runs import IDENTITY_COLUMNS
 
 #: Columns identifying one job, named as in ``results/runs.csv``.
-JOB_KEYS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
+JOB_KEYS: tuple[str, ...] = IDENTITY_COLUMNS
 
 
 @dataclass(frozen=True)
@@ -193,7 +194,7 @@ def jobs_from_config(
     ``max_models`` keeps the first N models of the grid in config order. Raises PeprInputError
     for a bad config, an unknown model in ``models``, or ``max_models < 1``.
     """
-    from pepr import grid as grid_mod
+    from pepr import plan
 
     schema_path = Path(schema_path)
     if not schema_path.is_file():
@@ -202,7 +203,7 @@ def jobs_from_config(
         )
     if max_models is not None and max_models < 1:
         raise PeprInputError(f"--max-models must be at least 1, got {max_models}")
-    grid = grid_mod.prepare_grid(config, schema_path, cache_dir, validate=True, source=source)
+    grid = plan.prepare_grid(config, schema_path, cache_dir, validate=True, source=source)
     grid_models = list(dict.fromkeys(cell.model for cell in grid.cells))
     all_job_count = len(grid.cells) + len(grid.pretrain_jobs)
     keep = grid_models

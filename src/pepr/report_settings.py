@@ -1,0 +1,156 @@
+"""Settings of the report stage (the ``report:`` section of the workflow config) and their checks.
+
+Planning (:func:`pepr.plan.report_problems`) validates them with the same call the report rules
+make (:meth:`ReportConfig.from_mapping`), without importing the report package: this module is
+on the planning side and :mod:`pepr.report.config` imports it, never the reverse.
+
+Every setting has a default here, so a config without a ``report:`` section builds the standard
+report. :func:`ReportConfig.from_mapping` validates a user's mapping and raises
+:class:`~pepr.errors.PeprInputError` naming the bad key before any figure is drawn.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pepr.errors import PeprInputError
+
+#: The resources of the four PePR variants of the paper, with their short labels.
+STANDARD_RESOURCES: dict[str, str] = {
+    "energy_kwh": "PePR-E",
+    "co2_kg": "PePR-C",
+    "train_time_s": "PePR-T",
+    "peak_memory_mb": "PePR-M",
+}
+
+#: Performance columns a results table may carry (all in [0, 1]).
+PERFORMANCE_COLUMNS = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1")
+
+
+@dataclass(frozen=True)
+class ReportConfig:
+    """What the report computes and how.
+
+    Attributes:
+        performance: performance column of ``pepr.csv`` used for P (must be the one the PePR
+            columns were scored with; the report recomputes nothing of the score itself).
+        resource: the resource of the headline variant (figures 1, 6 and the summary).
+        top_k: how many models each top-k table lists per cell and variant.
+        bootstrap_resamples: bootstrap resamples for the rank confidence intervals.
+        alpha: significance level of the tests; confidence intervals are (1 - alpha).
+        equivalence_margin: the difference in performance (same units, e.g. 0.02 = 2
+            accuracy points) below which two groups count as "on par"; the TOST equivalence
+            test checks it, so "on par" is never concluded from a non-significant test.
+        min_pairs: fewest models a paired t test is run on (one seed-mean per model and
+            context); fewer -> "n too small".
+        min_group: fewest models per group a Welch t test (small vs large) is run on.
+        seed: seed of the bootstrap's random generator (the report is reproducible).
+        history_performance: column of ``history.csv`` used as performance in the epoch curves.
+        history_resource: cumulative resource column of ``history.csv`` for the epoch curves.
+        model_metadata: CSV with columns model, type, efficient (the paper's model table);
+            None: the copy shipped with the package, when there is one.
+    """
+
+    performance: str = "test_accuracy"
+    resource: str = "energy_kwh"
+    top_k: int = 5
+    bootstrap_resamples: int = 2000
+    alpha: float = 0.05
+    equivalence_margin: float = 0.02
+    min_pairs: int = 3
+    min_group: int = 2
+    seed: int = 0
+    history_performance: str = "test_accuracy"
+    history_resource: str = "cumulative_energy_kwh"
+    model_metadata: str | None = None
+    figure_formats: tuple[str, ...] = field(default=("png", "pdf"))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.performance not in PERFORMANCE_COLUMNS:
+            problems.append(
+                f"report.performance = {self.performance!r}; use one of {', '.join(PERFORMANCE_COLUMNS)}"
+            )
+        if not self.resource or not isinstance(self.resource, str):
+            problems.append("report.resource must be a column name such as 'energy_kwh'")
+        if not isinstance(self.top_k, int) or self.top_k < 1:
+            problems.append(f"report.top_k = {self.top_k!r}; use a positive integer")
+        if not isinstance(self.bootstrap_resamples, int) or self.bootstrap_resamples < 100:
+            problems.append(
+                f"report.bootstrap_resamples = {self.bootstrap_resamples!r}; use an integer >= 100"
+            )
+        if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 0.5:
+            problems.append(f"report.alpha = {self.alpha!r}; use a number in (0, 0.5), e.g. 0.05")
+        if (isinstance(self.equivalence_margin, bool) or not isinstance(self.equivalence_margin, (int, float))
+                or not 0 < self.equivalence_margin < 1):
+            problems.append(
+                f"report.equivalence_margin = {self.equivalence_margin!r}; use a performance difference in (0, 1), e.g. 0.02"
+            )
+        # A t test needs at least 2 values (one degree of freedom) to estimate a spread.
+        if not isinstance(self.min_pairs, int) or self.min_pairs < 2:
+            problems.append(f"report.min_pairs = {self.min_pairs!r}; use an integer >= 2")
+        if not isinstance(self.min_group, int) or self.min_group < 2:
+            problems.append(f"report.min_group = {self.min_group!r}; use an integer >= 2")
+        if not isinstance(self.seed, int):
+            problems.append(f"report.seed = {self.seed!r}; use an integer")
+        bad_formats = [f for f in self.figure_formats if f not in ("png", "pdf", "svg")]
+        if bad_formats or not self.figure_formats:
+            problems.append(
+                f"report.figure_formats = {list(self.figure_formats)!r}; use png, pdf and/or svg"
+            )
+        if problems:
+            raise PeprInputError("bad report settings: " + "; ".join(problems))
+
+    @property
+    def resource_label(self) -> str:
+        """Short label of the headline variant, e.g. ``PePR-E``."""
+        return STANDARD_RESOURCES.get(self.resource, f"PePR({self.resource})")
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> "ReportConfig":
+        """Build from the config's ``report:`` mapping (None or {} -> all defaults)."""
+        if mapping is None:
+            return cls()
+        if not isinstance(mapping, Mapping):
+            raise PeprInputError(
+                f"the config's 'report' section must be a mapping of settings, got {type(mapping).__name__}"
+            )
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(mapping) - known)
+        if unknown:
+            raise PeprInputError(
+                f"unknown report setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        values = dict(mapping)
+        if "figure_formats" in values:
+            formats = values["figure_formats"]
+            if isinstance(formats, str):  # one format written without a list: figure_formats: svg
+                formats = [formats]
+            if not isinstance(formats, (list, tuple)):
+                raise PeprInputError(f"report.figure_formats = {formats!r}; give a list, e.g. [png, pdf]")
+            values["figure_formats"] = tuple(formats)
+        return cls(**values)
+
+
+def report_config_from(config: Mapping[str, Any]) -> ReportConfig:
+    """The :class:`ReportConfig` of a workflow config: its ``report:`` section, with P taken from
+    ``pepr.performance`` (the column ``results/pepr.csv`` was scored with). What report.smk
+    builds and planning (:func:`pepr.plan.report_problems`) checks: PeprInputError when bad."""
+    settings = config.get("report")
+    if settings is None:
+        settings = {}
+    if not isinstance(settings, Mapping):
+        raise PeprInputError(f"report: must be a mapping of settings, got {type(settings).__name__}")
+    if "performance" in settings:
+        raise PeprInputError(
+            "report.performance is not a setting: the report uses pepr.performance, the column "
+            "results/pepr.csv was scored with; set that instead"
+        )
+    scoring = config.get("pepr") if isinstance(config.get("pepr"), Mapping) else {}
+    values = dict(settings)
+    if "performance" in scoring:
+        values["performance"] = scoring["performance"]
+    return ReportConfig.from_mapping(values)

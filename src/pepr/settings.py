@@ -1,0 +1,160 @@
+"""The settings of one training run, each defined once: :class:`TrainConfig`'s fields.
+
+A field's default, its ``pepr train`` flag and help text, how the flag's text is parsed and how
+the workflow sets it all live in the field (its ``metadata``); everything else derives from it:
+
+* ``pepr train``'s flags (:func:`pepr.train_cli.add_arguments` walks :func:`train_fields`);
+* the train rules' ``params`` and their ``--flag value`` text (:func:`pepr.grid.train_settings`,
+  :class:`pepr.grid.TrainSettings`, in the order of the fields below: that order is the text
+  finished sweeps recorded, so it must not change);
+* the workflow config's keys of the same name (the schema's ``default`` is held equal to the
+  field's by tests/test_settings.py).
+
+The checks on a run's settings are :func:`pepr.config.training_problems` (one set, run by
+``pepr train`` and by planning on every job). Standard library only: the Snakefile imports it.
+
+``workflow`` metadata says where a workflow job's value comes from:
+
+* ``"sweep"``: the config key of the same name, always written into the params;
+* ``"optional"``: the config key of the same name, written only when it differs from the default
+  (added after sweeps had finished: their recorded params must stay the same);
+* ``"job"``: set per cell or pretraining job by :func:`pepr.grid.train_settings`;
+* absent: not a training setting of the workflow (the output folder, threads, ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+#: Largest seed numpy/torch accept (uint32).
+MAX_SEED = 2**32 - 1
+#: Training precisions ``pepr train --precision`` accepts.
+PRECISIONS = ("fp32", "bf16")
+
+
+def _setting(default: Any = dataclasses.MISSING, *, help: str, workflow: str | None = None, **cli: Any) -> Any:
+    """A TrainConfig field: its default plus the metadata its flag and params derive from.
+
+    ``cli`` holds the argparse details beyond the help text: ``parse`` (a parser name of
+    :data:`pepr.cli_args.PARSERS`), ``metavar``, ``choices``, ``flag`` (when not ``--name-with-dashes``).
+    """
+    metadata = {"help": help, "workflow": workflow, **cli}
+    if default is dataclasses.MISSING:
+        return field(metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+@dataclass(kw_only=True)
+class TrainConfig:
+    """Everything one training run needs (the ``pepr train`` flags); keyword arguments only.
+
+    The order of the fields with a ``workflow`` role is the order of the train rules' params.
+    """
+
+    model: str = _setting(help="timm model name, e.g. resnet18", workflow="job")
+    epochs: int = _setting(10, help="training epochs", workflow="sweep", parse="positive_int")
+    batch_size: int = _setting(32, help="batch size", workflow="sweep", parse="positive_int")
+    lr: float = _setting(5e-4, help="Adam learning rate", workflow="sweep", parse="positive_float")
+    image_size: int | None = _setting(
+        None,
+        help="train at this size (resized on the device; default: the stored size)",
+        workflow="sweep",
+        parse="positive_int",
+        metavar="PX",
+    )
+    device: str = _setting(
+        "auto", help="auto | cpu | cuda | cuda:N | mps (auto = cuda if available)", workflow="sweep"
+    )
+    country: str = _setting(
+        "DNK", help="country for the CO2 intensity, ISO 3166-1 alpha-3", workflow="sweep", metavar="ISO3"
+    )
+    data_dir: Path | None = _setting(
+        None,
+        help="folder with MedMNIST .npz files (default: ~/.medmnist)",
+        workflow="sweep",
+        parse="path",
+        metavar="D",
+    )
+    dataset: str = _setting(help="dataset spec (see above)", workflow="job", metavar="SPEC")
+    init: str = _setting(
+        "scratch", help="scratch | imagenet | checkpoint:PATH", workflow="job", metavar="STRATEGY"
+    )
+    fraction: float = _setting(
+        1.0, help="stratified fraction of the train split, in (0, 1]", workflow="job", parse="fraction"
+    )
+    seed: int = _setting(0, help="seed for the subset, init and batch order", workflow="job", parse="seed")
+    save_model: Path | None = _setting(
+        None,
+        help="save the final weights (.pt/.pth/.safetensors), e.g. for --init checkpoint:PATH",
+        workflow="job",
+        parse="path",
+        metavar="PATH",
+    )
+    precision: str = _setting(
+        "fp32",
+        help="training numerics: fp32 (the paper's protocol) or bf16 autocast (CUDA only; CPU always trains in fp32)",
+        workflow="optional",
+        choices=PRECISIONS,
+    )
+    carbon_intensity: Path | None = _setting(
+        None,
+        help="time-varying grid intensity, columns timestamp (ISO 8601),gco2_per_kwh: each epoch's CO2 uses "
+        "the value at its midpoint (default: CodeCarbon's country average)",
+        workflow="optional",
+        parse="path",
+        metavar="CSV",
+    )
+    out_dir: Path = _setting(
+        help="output folder for metrics.json and history.csv", parse="path", metavar="DIR", flag="--out"
+    )
+    threads: int | None = _setting(
+        None, help="torch CPU threads (default: all cores this process may use)", parse="positive_int", metavar="N"
+    )
+    pretrain_metrics: Path | None = _setting(
+        None,
+        help="metrics.json of the transfer source's pretraining: when its status is not ok, record this cell "
+        "as failed (exit 0) without training",
+        parse="path",
+        metavar="PATH",
+    )
+    # Not a setting of what is trained (no `workflow` role): the workflow passes it as
+    # {params.retrain}, which Snakemake leaves out of the params record (issue 17).
+    retrain: bool = _setting(
+        False,
+        help="train even when OUT/previous/ keeps a finished result of identical settings and data (default: "
+        "that result is restored, so a killed, requeued or forced rerun never trains a finished cell twice)",
+        action="store_true",
+    )
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        for item in train_fields():
+            if item.metadata.get("parse") == "path" and getattr(self, item.name) is not None:
+                setattr(self, item.name, Path(getattr(self, item.name)))
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly copy (paths as strings)."""
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+def train_fields() -> tuple[dataclasses.Field, ...]:
+    """TrainConfig's fields, in order (each one setting with its metadata)."""
+    return dataclasses.fields(TrainConfig)
+
+
+def workflow_fields() -> tuple[dataclasses.Field, ...]:
+    """The fields a workflow job sets (its params), in params order."""
+    return tuple(item for item in train_fields() if item.metadata.get("workflow"))
+
+
+def flag_of(item: dataclasses.Field) -> str:
+    """The ``pepr train`` flag of a setting (``--batch-size`` for ``batch_size``)."""
+    return item.metadata.get("flag") or "--" + item.name.replace("_", "-")
+
+
+def has_default(item: dataclasses.Field) -> bool:
+    """Whether a setting has a default (without one its flag is required)."""
+    return item.default is not dataclasses.MISSING

@@ -1,0 +1,119 @@
+"""Issue 18: a training setting is defined once (pepr.settings.TrainConfig's fields); the schema,
+`pepr train`'s flags and the workflow's params agree with it; a sweep finished by the workflow
+of 3a59573 (before the settings moved) plans no training with today's code."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pepr.config import load_schema
+from pepr.devices import device_problems
+from pepr.grid import TrainSettings
+from pepr.settings import MAX_SEED, PRECISIONS, flag_of, has_default, train_fields, workflow_fields
+
+REPO = Path(__file__).resolve().parents[1]
+SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
+#: Settings whose workflow default differs from pepr train's on purpose: the workflow keeps its
+#: MedMNIST files in the working directory's data/, pepr train alone reads ~/.medmnist.
+DIFFERENT_ON_PURPOSE = {"data_dir"}
+#: The commit whose workflow finished the sweep of the last test (issue 18 started from it).
+BEFORE = "3a59573"
+
+
+def test_schema_defaults_equal_the_train_config_defaults():
+    """The config keys named like a TrainConfig field (sweep and optional settings) have its default."""
+    properties = SCHEMA["properties"]
+    checked = 0
+    for item in workflow_fields():
+        if item.metadata["workflow"] not in ("sweep", "optional") or item.name in DIFFERENT_ON_PURPOSE:
+            continue
+        assert item.name in properties, f"the schema has no key for the workflow setting {item.name}"
+        assert properties[item.name].get("default") == item.default, item.name
+        assert properties[item.name].get("description"), item.name
+        checked += 1
+    assert checked >= 8
+    assert properties["precision"]["enum"] == list(PRECISIONS)
+    assert SCHEMA["properties"]["seeds"]["items"]["minimum"] == 0 and MAX_SEED == 2**32 - 1
+
+
+def test_every_setting_has_help_and_the_params_flags_come_from_the_fields():
+    for item in train_fields():
+        assert item.metadata["help"], item.name
+    assert TrainSettings.FLAGS == {item.name: flag_of(item) for item in workflow_fields()}
+    assert TrainSettings.FLAGS["batch_size"] == "--batch-size" and "out_dir" not in TrainSettings.FLAGS
+    assert [item.name for item in train_fields() if not has_default(item)] == ["model", "dataset", "out_dir"]
+
+
+def test_train_flags_are_the_fields():
+    from pepr.train_cli import add_arguments
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    flags = {option for action in parser._actions for option in action.option_strings} - {"-h", "--help"}
+    assert flags == {flag_of(item) for item in train_fields()}
+
+
+@pytest.mark.parametrize(
+    "device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps", "gpu", "cuda:", "cuda:x", "CPU", "tpu", "cuda0"]
+)
+def test_schema_and_code_agree_on_device_syntax(device):
+    pattern = SCHEMA["properties"]["device"]["pattern"]
+    assert bool(re.fullmatch(pattern, device)) == (device_problems(device) == []), device
+
+
+def _git_has(commit: str) -> bool:
+    if shutil.which("git") is None:
+        return False
+    result = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
+    return result.returncode == 0
+
+
+def _snakemake(snakefile: Path, workdir: Path, config: Path, src: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(src)}
+    return subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir), "--configfile",
+         str(config), "--cores", "2", *args],
+        cwd=workdir, capture_output=True, text=True, timeout=900, env=env,
+    )
+
+
+@pytest.mark.slow
+def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
+    """Finish a tiny sweep (1 model, scratch + transfer, 1 epoch, a tiny npz) with the workflow and
+    code of 3a59573, then plan it with today's: not one training or pretraining job."""
+    if not _git_has(BEFORE):
+        pytest.skip(f"commit {BEFORE} is not in this checkout's git history (a shallow clone or an export)")
+    from test_rerun_safety import _write_medmnist_like
+
+    old = tmp_path / "old"
+    old.mkdir()
+    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE], capture_output=True, check=True)
+    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    workdir = tmp_path / "sweep"
+    workdir.mkdir()
+    data = workdir / "tiny.npz"
+    _write_medmnist_like(data, n=(40, 20, 20))
+    config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
+    config.update(models=["mobilenetv3_small_050"], datasets=[f"npz:{data}"], inits=["scratch", "transfer"], fractions=[1.0])
+    config["transfer"] = {"source": "synthetic:n_train=40,n_val=20,n_test=20", "epochs": 1}
+    config_file = tmp_path / "config.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+
+    finished = _snakemake(old / "Snakefile", workdir, config_file, old / "src", "results/runs.csv")
+    assert finished.returncode == 0, finished.stderr[-6000:]
+    assert len(list((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))) == 2
+    assert len(list((workdir / "results" / "pretrain").glob("*/*/metrics.json"))) == 1
+
+    planned = _snakemake(REPO / "Snakefile", workdir, config_file, REPO / "src", "-n", "results/runs.csv")
+    text = planned.stdout + planned.stderr
+    assert planned.returncode == 0, text[-6000:]
+    assert not re.search(r"^(train_model|pretrain_source)\s+\d+", text, flags=re.MULTILINE), text[-4000:]
