@@ -206,3 +206,12 @@ def check_checkpoint(cell):
         f"when kept there, else retrains only this pretraining): snakemake --forcerun {job.metrics} "
         "--allowed-rules pretrain_source --config retrain=false; then run the sweep as before"
     )
+
+
+def train_params(job, output):
+    """params.train: the job's settings (pepr.grid.TrainSettings), whose recorded text pepr
+    compares by content (pepr.rerun: training settings and data content, not country/data_dir)."""
+    settings = pepr_grid.train_settings(job, config)
+    return pepr_rerun.attach_record(
+        settings, lambda: recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS
+    )

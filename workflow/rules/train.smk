@@ -25,15 +25,6 @@ _PEPR_TRAIN_LITERAL = PEPR_TRAIN.replace("{", "{{").replace("}", "}}")  # a brac
 TRAIN_COMMAND = f"HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}} >> {{log:q}} 2>&1"
 
 
-def train_params(job, output):
-    """params.train: the job's settings (pepr.grid.TrainSettings), whose recorded text pepr
-    compares by content (pepr.rerun: training settings and data content, not country/data_dir)."""
-    settings = pepr_grid.train_settings(job, config)
-    return pepr_rerun.attach_record(
-        settings, lambda: recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS
-    )
-
-
 rule pretrain_source:
     input:
         unpack(pretrain_inputs),
