@@ -3,6 +3,10 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= 2
+# TORCH=cpu: a CPU-only torch/torchvision from PyTorch's CPU wheel index (laptops, CPU boxes; about a
+# third of the default venv's size). Default: PyPI's torch (CUDA-enabled on Linux x86_64, for clusters).
+TORCH ?= default
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # Stamp file: re-install only when the package metadata or the pins change.
 STAMP := $(VENV)/.installed
 
@@ -13,6 +17,14 @@ install: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+ifeq ($(TORCH),cpu)
+	@# the pins of constraints.txt (torch==X matches the CPU build X+cpu), from the CPU index first,
+	@# so that the project install below finds torch satisfied and pulls no CUDA libraries
+	$(BIN)/python -m pip install --quiet -c constraints.txt --index-url $(TORCH_CPU_INDEX) torch torchvision
+	@$(BIN)/python -c "import torch, sys; sys.exit(0 if torch.version.cuda is None else 'this .venv already holds a CUDA build of torch (' + torch.__version__ + '): remove .venv and run make install TORCH=cpu again')"
+else ifneq ($(TORCH),default)
+	$(error TORCH must be 'default' or 'cpu', got '$(TORCH)')
+endif
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 

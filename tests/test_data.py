@@ -68,7 +68,6 @@ def test_parse_kinds():
         ("nosuchmnist", "unknown dataset"),
         ("pneumoniamnist_64", "did you mean 'pneumoniamnist@64'"),
         ("organmnist3d", "3D"),
-        ("chestmnist", "multi-label"),
         ("pneumoniamnist@50", "sizes"),
         ("pneumoniamnist@big", "size after '@'"),
         ("npz:", "give the file"),

@@ -200,8 +200,53 @@ def test_jobs_from_config_match_the_training_data(tmp_path, monkeypatch):
     assert {j.model for j in only.jobs} == {"resnet18"} and len(only.jobs) == 5
     first = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, max_models=1, cache_dir=cache)
     assert {j.model for j in first.jobs} == {"mobilenetv3_small_050"}
-    with pytest.raises(PeprInputError, match="not in the grid"):
+    with pytest.raises(PeprInputError, match="resnet1800.*did you mean resnet18,"):
         est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, models=["resnet1800"], cache_dir=cache)
+    # a timm model outside the config is priced on the config's grid (issue 20)
+    extra = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, models=["resnet10t"], cache_dir=cache)
+    assert {j.model for j in extra.jobs} == {"resnet10t"} and len(extra.jobs) == 5
+    assert extra.grid_models == ["mobilenetv3_small_050", "resnet18"] and extra.grid_jobs == 10
+    assert any("resnet10t not in the models" in note for note in extra.notes)
+
+
+def test_npz_dataset_without_its_file_needs_dataset_size(tmp_path, monkeypatch):
+    """A cost estimate needs no data file: MedMNIST sizes are published, a missing npz takes
+    --dataset-size, and without it the message says so."""
+    from pepr.config import load_config
+
+    monkeypatch.chdir(tmp_path)
+    write_config(tmp_path / "c.yaml", "models: [resnet18]\ndatasets: ['npz:data/lidc.npz', pneumoniamnist]\n"
+                 "inits: [scratch]\nfractions: [1.0, 0.1]\nepochs: 2\n")
+    with pytest.raises(PeprInputError, match=r"--dataset-size lidc=TRAIN,VAL,TEST,SIZE"):
+        est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache")
+    with pytest.raises(PeprInputError, match="image size is unknown"):
+        est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache",
+                             dataset_sizes={"lidc": (600, 200, 200)})
+    with pytest.raises(PeprInputError, match="not a dataset of"):
+        est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache",
+                             dataset_sizes={"lidcc": (600, 200, 200, 64)})
+    grid_jobs = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache",
+                                     dataset_sizes={"lidc": (600, 200, 200, 64)})
+    lidc = sorted((j.fraction, j.n_train, j.n_val, j.image_size, j.in_chans) for j in grid_jobs.jobs if j.dataset == "lidc")
+    assert lidc == [(0.1, 60, 200, 64, 1), (1.0, 600, 200, 64, 1)]
+    pneumonia = [j for j in grid_jobs.jobs if j.dataset == "pneumoniamnist" and j.fraction == 1.0][0]
+    assert (pneumonia.n_train, pneumonia.image_size) == (4708, 28)
+    assert not (tmp_path / "data").exists()
+
+
+@pytest.mark.parametrize("text", ["lidc", "lidc=1,2", "lidc=a,b,c", "=1,2,3", "lidc=0,1,1", "lidc=1,1,1,0"])
+def test_dataset_size_flag_rejects_malformed_values(text):
+    from pepr.estimate.jobs import parse_dataset_size
+
+    with pytest.raises(PeprInputError, match="--dataset-size"):
+        parse_dataset_size(text)
+
+
+def test_default_schema_is_found_from_any_folder(tmp_path, monkeypatch):
+    from pepr.estimate_cli import default_schema
+
+    monkeypatch.chdir(tmp_path)
+    assert default_schema() == SCHEMA.resolve()
 
 
 def test_medmnist_without_file_uses_published_sizes(tmp_path):
@@ -316,7 +361,7 @@ def shared_cwd(_cli_dir, monkeypatch):
         (["-o", "estimate.txt"], "cannot tell the format"),
         (["--device", "tpu"], "unknown device"),
         (["--country", "XXX"], "not in CodeCarbon"),
-        (["--models", "resnet1800"], "not in the grid"),
+        (["--models", "resnet1800"], "did you mean resnet18,"),
         (["--max-models", "0"], "must be >= 1"),
         (["--schema", "nowhere.yaml"], "schema 'nowhere.yaml' not found"),
     ],

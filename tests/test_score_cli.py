@@ -305,3 +305,49 @@ def test_full_stdout_exits_2(table):
                                "--resource", "kwh"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
     one_line_exit_2(proc.returncode, proc.stderr)
     assert "standard output" in proc.stderr
+
+
+def test_status_column_scores_ok_rows_and_leaves_failed_rows_empty(tmp_path):
+    """pepr's own runs.csv holds failed runs with empty performance: they keep empty scores."""
+    path = tmp_path / "runs.csv"
+    pd.DataFrame(
+        {
+            "dataset": ["d", "d", "d", "e"],
+            "status": ["ok", "failed", "OK", "ok"],
+            "reason": ["", "kernel larger than image", "", ""],
+            "test_accuracy": [0.9, np.nan, 0.8, 0.7],
+            "energy_kwh": [1.0, np.nan, 2.0, 3.0],
+        }
+    ).to_csv(path, index=False)
+    out_path = tmp_path / "pepr.csv"
+    code, out, err = run_cli("score", str(path), "--performance", "test_accuracy", "--resource", "energy_kwh",
+                             "--by", "dataset", "-o", str(out_path))
+    assert code == 0, err
+    assert "scored the 3 rows with status 'ok'" in err
+    result = pd.read_csv(out_path)
+    assert len(result) == 4
+    np.testing.assert_allclose(result["pepr_energy_kwh"].to_numpy(), [0.9, np.nan, 0.4, 0.7])
+    assert np.isnan(result.loc[1, "energy_kwh_norm"])
+
+
+def test_status_column_without_any_ok_row_is_an_error(tmp_path):
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"status": ["failed"], "acc": [np.nan], "kwh": [np.nan]}).to_csv(path, index=False)
+    code, out, err = run_cli("score", str(path), "--performance", "acc", "--resource", "kwh")
+    assert code == 2 and "no row has status 'ok'" in err
+
+
+def test_status_column_still_checks_the_ok_rows_and_column_names(tmp_path):
+    path = tmp_path / "runs.csv"
+    pd.DataFrame({"status": ["ok", "ok", "failed"], "acc": [0.5, np.nan, np.nan], "kwh": [1.0, 2.0, np.nan]}).to_csv(path, index=False)
+    code, _, err = run_cli("score", str(path), "--performance", "acc", "--resource", "kwh")
+    assert code == 2 and "missing/NaN" in err and "row 1" in err and "row 2" not in err
+    code, _, err = run_cli("score", str(path), "--performance", "acc", "--resource", "kwhh")
+    assert code == 2 and "unknown column" in err and "'kwhh'" in err
+
+
+def test_without_status_column_a_nan_performance_is_still_an_error(tmp_path):
+    path = tmp_path / "t.csv"
+    pd.DataFrame({"acc": [0.5, np.nan], "kwh": [1.0, 2.0]}).to_csv(path, index=False)
+    code, _, err = run_cli("score", str(path), "--performance", "acc", "--resource", "kwh")
+    assert code == 2 and "missing/NaN values in rows 1" in err

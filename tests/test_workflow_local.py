@@ -84,8 +84,28 @@ def comparable(runs: pd.DataFrame) -> pd.DataFrame:
 def sweep(tmp_path_factory) -> Path:
     """The uninterrupted sweep of .test/config.yaml (default target: tables and report)."""
     workdir = tmp_path_factory.mktemp("sweep")
-    check(snakemake(workdir, "--cores", "2"))
+    result = check(snakemake(workdir, "--cores", "2"))
+    (workdir / "snakemake-output.txt").write_text(result.stdout + result.stderr)  # what the user saw
     return workdir
+
+
+def test_failed_cells_are_announced_as_they_fail_and_pepr_status_sees_the_finished_sweep(sweep):
+    """Issue 20: every failed cell prints one line on Snakemake's terminal stream, and
+    `pepr status` on the real finished sweep counts every job."""
+    seen = (sweep / "snakemake-output.txt").read_text()
+    announced = re.findall(r"^pepr: (results/\S+) failed: (.+)$", seen, re.MULTILINE)
+    assert sorted(path for path, _ in announced) == sorted(
+        [f"results/runs/synthetic-n_test60-n_train120-n_val60/{init}/{fraction}/{FAILING_MODEL}/seed0"
+         for init in ("scratch", "transfer") for fraction in ("1.0", "0.5")]
+        + [f"results/pretrain/synthetic-classes3-n_test30-n_train90-n_val30-seed1/{FAILING_MODEL}"]
+    ), seen[-3000:]
+    status = subprocess.run(
+        [sys.executable, "-m", "pepr.cli", "status", "--configfile", str(TEST_CONFIG), "--no-squeue"],
+        cwd=sweep, capture_output=True, text=True, timeout=120,
+    )
+    assert status.returncode == 0, status.stderr
+    assert "finished 5   failed 5   running 0   pending 0   (100% done)" in status.stdout
+    assert "ETA: nothing left to run" in status.stdout
 
 
 def test_sweep_writes_every_run_and_both_tables(sweep):

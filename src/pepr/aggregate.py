@@ -305,7 +305,7 @@ def score_runs(
 def _run_labels(runs: pd.DataFrame) -> list[str]:
     """``dataset/init/fraction/model/seed`` of every row (row numbers when a cell column is absent)."""
     if not all(c in runs.columns for c in CELL_COLUMNS):
-        return [f"row {i}" for i in range(len(runs))]
+        return [f"row {i}" for i in runs.index]  # the input's own row numbers, also for a subset
     return ["/".join(map(str, cell)) for cell in zip(*(runs[c] for c in CELL_COLUMNS))]
 
 

@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, str] = {
     "score": "pepr.score_cli",
     "train": "pepr.train_cli",
     "estimate": "pepr.estimate_cli",
+    "report": "pepr.report_cli",
+    "status": "pepr.status_cli",
 }
 
 DESCRIPTION = """\

@@ -3,16 +3,20 @@
 Dataset spec grammar (the ``--dataset`` value and the workflow's ``datasets`` entries):
 
 ``FLAG`` or ``FLAG@SIZE``
-    A MedMNIST 2D flag (``medmnist.INFO``), e.g. ``pneumoniamnist``; ``@SIZE`` picks a MedMNIST+
+    A MedMNIST 2D flag (``medmnist.INFO``: all 12), e.g. ``pneumoniamnist``; ``@SIZE`` picks a MedMNIST+
     size (28, 64, 128 or 224; default 28). The file is ``DATA_DIR/FLAG.npz`` at 28 px and
     ``DATA_DIR/FLAG_SIZE.npz`` otherwise (MedMNIST's own names); ``DATA_DIR`` is ``--data-dir`` or,
-    when not given, the ``medmnist`` package's default root (``~/.medmnist``). 3D flags and the
-    multi-label ``chestmnist`` are rejected: ``pepr train`` does single-label classification.
+    when not given, the ``medmnist`` package's default root (``~/.medmnist``). 3D flags are
+    rejected; the multi-label ``chestmnist`` trains with BCE-with-logits (:mod:`pepr.loop`).
 ``npz:PATH``
     Any file in the MedMNIST npz layout: ``train_images``, ``train_labels``, ``val_images``,
     ``val_labels``, ``test_images``, ``test_labels``; images ``(N, H, W)`` or ``(N, H, W, C)`` with
     C in {1, 3}, uint8 (0-255) or float (taken as they are); labels ``(N,)`` or ``(N, 1)``
-    integers in ``0..K-1``. A relative PATH is relative to the current working directory.
+    integers in ``0..K-1``, or ``(N, L)`` 0/1 rows with L > 1 (a multi-label task). A relative
+    PATH is relative to the current working directory.
+``folder:PATH[,val=0.1,test=0.2,size=N,channels=1|3,seed=S]`` and ``csv:FILE[,...]``
+    The user's own images (ImageFolder layout or a manifest), converted once into a cached npz
+    under ``DATA_DIR/images/`` and then read exactly as ``npz:`` (:mod:`pepr.images`).
 ``synthetic`` or ``synthetic:KEY=VALUE,...``
     A procedurally generated image-classification set (see :func:`make_synthetic`); NOT medical
     data, only shaped like it, for offline demos and tests. Keys and defaults are
@@ -24,17 +28,17 @@ can validate a whole config before launching anything.
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 
+from pepr import images
 from pepr.errors import PeprInputError
+from pepr.medmnist_info import default_data_dir  # noqa: F401 - part of this module's API
+from pepr.medmnist_info import medmnist_info_module as _medmnist_info_module
 
 #: Image sizes MedMNIST (v2 at 28 px, MedMNIST+ above) is published at.
 MEDMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
@@ -77,7 +81,7 @@ _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
 class DatasetSpec:
     """A parsed ``--dataset`` value.
 
-    ``kind`` is ``"medmnist"``, ``"npz"`` or ``"synthetic"``; ``flag`` is set for MedMNIST,
+    ``kind`` is ``"medmnist"``, ``"npz"``, ``"synthetic"``, ``"folder"`` or ``"csv"``; ``flag`` is set for MedMNIST,
     ``path`` for npz, ``options`` (sorted ``(key, value)`` pairs, every key of
     :data:`SYNTHETIC_DEFAULTS` resolved) for synthetic. ``size`` is the stored image size
     (``None`` for npz: read from the file). ``spec`` is the original string.
@@ -95,25 +99,6 @@ class DatasetSpec:
     def option(self, key: str) -> int | float:
         """Value of a synthetic option (defaults resolved)."""
         return dict(self.options)[key]
-
-
-@functools.lru_cache(maxsize=1)
-def _medmnist_info_module() -> ModuleType:
-    """``medmnist/info.py`` loaded on its own.
-
-    ``import medmnist`` imports torch (~5 s); its ``info`` module needs only the standard
-    library, so it is loaded straight from the installed package's folder to keep spec
-    validation instant.
-    """
-    package = importlib.util.find_spec("medmnist")
-    if package is None or not package.submodule_search_locations:
-        raise PeprInputError("the 'medmnist' package is not installed; install pepr-bench's dependencies")
-    info_path = Path(next(iter(package.submodule_search_locations))) / "info.py"
-    module_spec = importlib.util.spec_from_file_location("_pepr_medmnist_info", info_path)
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module
 
 
 def _medmnist_info() -> dict:
@@ -154,7 +139,7 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
     if not isinstance(spec, str) or not spec.strip():
         raise PeprInputError(
             "dataset spec is empty; use a MedMNIST flag (e.g. 'pneumoniamnist' or "
-            "'pneumoniamnist@64'), 'npz:PATH' or 'synthetic[:key=value,...]'"
+            "'pneumoniamnist@64'), 'npz:PATH', 'folder:PATH', 'csv:FILE' or 'synthetic[:key=value,...]'"
         )
     spec = spec.strip()
     if spec.startswith("npz:"):
@@ -165,6 +150,9 @@ def parse_dataset_spec(spec: str) -> DatasetSpec:
         if path.suffix != ".npz":
             raise PeprInputError(f"dataset spec {spec!r}: the file must be a .npz in the MedMNIST layout")
         return DatasetSpec(kind="npz", spec=spec, path=path)
+    if images.is_image_spec(spec):
+        parsed = images.parse_image_spec(spec)
+        return DatasetSpec(kind=parsed.kind, spec=spec, path=parsed.path, size=parsed.size)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         return _parse_synthetic(spec)
     return _parse_medmnist(spec)
@@ -219,16 +207,11 @@ def _parse_medmnist(spec: str) -> DatasetSpec:
         flags_2d = ", ".join(k for k in info if not k.endswith("3d"))
         raise PeprInputError(
             f"dataset spec {spec!r}: unknown dataset{hint}. Use a MedMNIST 2D flag ({flags_2d}), "
-            "'npz:PATH' for your own file, or 'synthetic'"
+            "'npz:PATH' for your own npz file, 'folder:PATH' or 'csv:FILE' for your own images, or 'synthetic'"
         )
     if flag.endswith("3d"):
         raise PeprInputError(
             f"dataset spec {spec!r}: {flag} is a 3D MedMNIST dataset; pepr trains 2D image classifiers only"
-        )
-    if "multi-label" in info[flag]["task"]:
-        raise PeprInputError(
-            f"dataset spec {spec!r}: {flag} is a multi-label task ({info[flag]['task']}); pepr trains "
-            "single-label classifiers (cross-entropy) only"
         )
     return DatasetSpec(kind="medmnist", spec=spec, flag=flag, size=size)
 
@@ -248,6 +231,8 @@ def dataset_name(spec: str) -> str:
         assert parsed.path is not None
         name = _SAFE_NAME.sub("_", parsed.path.stem).strip("._") or "npz"
         return name
+    if parsed.kind in images.KINDS:  # folder name / CSV stem, then non-default options
+        return images.image_dataset_name(images.parse_image_spec(spec))
     parts = ["synthetic"] + [f"{key}{value:g}" for key, value in parsed.explicit_options]
     return "-".join(parts)
 
@@ -257,15 +242,12 @@ def medmnist_filename(flag: str, size: int) -> str:
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
 
 
-def default_data_dir() -> Path:
-    """Where MedMNIST files are looked for when no ``--data-dir`` is given (medmnist's default root)."""
-    return Path(_medmnist_info_module().DEFAULT_ROOT)
-
-
 def dataset_file(spec: DatasetSpec, data_dir: Path | None) -> Path | None:
     """The file a spec reads (``None`` for synthetic data)."""
     if spec.kind == "npz":
         return spec.path
+    if spec.kind in images.KINDS:  # the converted file (deterministic from the spec)
+        return images.cache_path(spec.spec, data_dir)
     if spec.kind == "medmnist":
         assert spec.flag is not None and spec.size is not None
         root = Path(data_dir) if data_dir is not None else default_data_dir()
@@ -363,10 +345,10 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
         labels_key = f"{split}_labels"
         if labels_key in headers:
             label_shape, label_dtype = headers[labels_key]
-            if len(label_shape) not in (1, 2) or (len(label_shape) == 2 and label_shape[1] != 1):
+            if len(label_shape) not in (1, 2) or (len(label_shape) == 2 and label_shape[1] < 1):
                 problems.append(
                     f"{where}: {labels_key} has shape {label_shape}; expected (N,) or (N, 1) "
-                    "(one class index per image; multi-label data is not supported)"
+                    "(one class index per image), or (N, L) 0/1 rows for L labels (multi-label)"
                 )
             if label_shape and label_shape[0] != shape[0]:
                 problems.append(f"{where}: {key} has {shape[0]} rows but {labels_key} has {label_shape[0]}")
@@ -380,6 +362,15 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
             problems.append(f"{where}: images have {geometry[2]} channels; this dataset has {expected_channels}")
     if problems:
         return problems
+    label_widths = {headers[f"{split}_labels"][0][1] if len(headers[f"{split}_labels"][0]) == 2 else 1 for split in SPLITS}
+    if len(label_widths) > 1:
+        return [
+            f"{where}: the splits' label arrays have different widths {sorted(label_widths)}; single-label files hold "
+            "(N,) or (N, 1) class indices, multi-label files (N, L) 0/1 rows with the same L in every split"
+        ]
+    (width,) = label_widths
+    if width > 1:
+        return _multilabel_problems(path, where, width, expected_classes)
     # Labels are small: read them to check their values.
     with np.load(path, allow_pickle=False) as archive:
         labels = {split: np.asarray(archive[f"{split}_labels"]).reshape(-1) for split in SPLITS}
@@ -405,6 +396,23 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
     return problems
 
 
+def _multilabel_problems(path: Path, where: str, width: int, expected_classes: int | None) -> list[str]:
+    """Problems of (N, L) multi-label label arrays: 0/1 values, L labels, each positive in train."""
+    problems: list[str] = []
+    if expected_classes is not None and width != expected_classes:
+        problems.append(f"{where}: labels have {width} columns but this dataset has {expected_classes} labels")
+    with np.load(path, allow_pickle=False) as archive:
+        for split in SPLITS:
+            values = np.asarray(archive[f"{split}_labels"])
+            if not np.all(np.isin(values, (0, 1))):
+                problems.append(f"{where}: {split}_labels has values other than 0 and 1; multi-label rows (N, L) hold 0/1 per label")
+            elif split == "train":
+                never = np.flatnonzero(values.sum(axis=0) == 0).tolist()
+                if never:
+                    problems.append(f"{where}: labels {never} are never positive in train_labels; every label needs a positive training image")
+    return problems
+
+
 def dataset_problems(spec: str, data_dir: Path | None, allow_download: bool = False) -> list[str]:
     """Every problem with a dataset spec that can be found without training (empty list: OK).
 
@@ -418,6 +426,8 @@ def dataset_problems(spec: str, data_dir: Path | None, allow_download: bool = Fa
         return [str(exc)]
     if parsed.kind == "synthetic":
         return []
+    if parsed.kind in images.KINDS:
+        return images.spec_problems(spec, data_dir)
     path = dataset_file(parsed, data_dir)
     assert path is not None
     if parsed.kind == "medmnist":
@@ -456,6 +466,10 @@ class ImageData:
     num_classes: int
     class_names: tuple[str, ...]
     description: str
+    #: labels are (N, L) 0/1 rows (BCE-with-logits, multi-label metrics) instead of class indices
+    multi_label: bool = False
+    #: what the run records about the data beyond its arrays (folder/csv: counts per split, ...)
+    details: dict = field(default_factory=dict)
 
     @property
     def channels(self) -> int:
@@ -469,18 +483,9 @@ class ImageData:
 
     def with_train_subset(self, indices: np.ndarray) -> "ImageData":
         """A copy whose train split holds only ``indices`` (val/test untouched)."""
-        return ImageData(
-            name=self.name,
-            train_x=self.train_x[indices],
-            train_y=self.train_y[indices],
-            val_x=self.val_x,
-            val_y=self.val_y,
-            test_x=self.test_x,
-            test_y=self.test_y,
-            num_classes=self.num_classes,
-            class_names=self.class_names,
-            description=self.description,
-        )
+        import dataclasses
+
+        return dataclasses.replace(self, train_x=self.train_x[indices], train_y=self.train_y[indices])
 
 
 def _to_nchw(images: np.ndarray) -> np.ndarray:
@@ -502,7 +507,11 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         arrays = {}
         for split in SPLITS:
             arrays[f"{split}_x"] = _to_nchw(archive[f"{split}_images"])
-            arrays[f"{split}_y"] = np.asarray(archive[f"{split}_labels"]).reshape(-1).astype(np.int64)
+            labels = np.asarray(archive[f"{split}_labels"])
+            if labels.ndim == 2 and labels.shape[1] > 1:  # multi-label 0/1 rows
+                arrays[f"{split}_y"] = labels.astype(np.int64)
+            else:
+                arrays[f"{split}_y"] = labels.reshape(-1).astype(np.int64)
     return arrays
 
 
@@ -525,17 +534,23 @@ def _download_medmnist(spec: DatasetSpec, data_dir: Path | None) -> None:
         raise PeprInputError(f"dataset {spec.spec!r}: the download did not produce {path}; {download_hint(spec, data_dir)}")
 
 
-def load_dataset(spec: str, data_dir: Path | None = None, allow_download: bool = True) -> ImageData:
+def load_dataset(
+    spec: str, data_dir: Path | None = None, allow_download: bool = True, workers: int | None = None, log=None
+) -> ImageData:
     """Load all three splits of a dataset spec.
 
     A missing MedMNIST file is downloaded through the ``medmnist`` package when
-    ``allow_download`` (and the network) allows; otherwise, and for every bad file, raises
-    :class:`PeprInputError` listing all problems found.
+    ``allow_download`` (and the network) allows; a ``folder:``/``csv:`` spec is converted into
+    its cached npz first when that is missing or stale (:func:`pepr.images.prepare`, ``workers``
+    processes); otherwise, and for every bad file, raises :class:`PeprInputError` listing all
+    problems found.
     """
     parsed = parse_dataset_spec(spec)
     name = dataset_name(spec)
     if parsed.kind == "synthetic":
         return make_synthetic(dict(parsed.options), name=name)
+    if parsed.kind in images.KINDS:
+        return _load_images(spec, name, data_dir, workers, log)
     path = dataset_file(parsed, data_dir)
     assert path is not None
     if parsed.kind == "medmnist" and not path.exists() and allow_download:
@@ -544,15 +559,48 @@ def load_dataset(spec: str, data_dir: Path | None = None, allow_download: bool =
     if problems:
         raise PeprInputError("; ".join(problems))
     arrays = _read_npz(path)
+    multi_label = arrays["train_y"].ndim == 2
     if parsed.kind == "medmnist":
         info = _medmnist_info()[parsed.flag]
         class_names = tuple(info["label"][str(i)] for i in range(len(info["label"])))
         description = f"MedMNIST {parsed.flag} ({info['task']}) at {parsed.size} px from {path}"
     else:
-        n_classes = int(max(arrays[f"{split}_y"].max() for split in SPLITS)) + 1
+        if multi_label:
+            n_classes = int(arrays["train_y"].shape[1])
+        else:
+            n_classes = int(max(arrays[f"{split}_y"].max() for split in SPLITS)) + 1
         class_names = tuple(str(i) for i in range(n_classes))
-        description = f"npz file {path}"
-    return ImageData(name=name, num_classes=len(class_names), class_names=class_names, description=description, **arrays)
+        description = f"npz file {path}" + (f" (multi-label, {n_classes} labels)" if multi_label else "")
+    return ImageData(
+        name=name, num_classes=len(class_names), class_names=class_names, description=description, multi_label=multi_label, **arrays
+    )
+
+
+def _load_images(spec: str, name: str, data_dir: Path | None, workers: int | None, log) -> ImageData:
+    """A ``folder:``/``csv:`` spec: converted once (or found current), then read as ``npz:``."""
+    path = images.prepare(spec, data_dir, workers=workers, log=log)
+    loaded = load_dataset(f"npz:{path}", data_dir, allow_download=False)
+    info = images.read_info(path) or {}
+    class_names = tuple(info.get("class_names") or loaded.class_names)
+    details = {
+        "class_names": list(class_names),
+        "task": info.get("task"),
+        "counts": info.get("counts"),
+        "class_counts": info.get("class_counts"),
+        "split_from": info.get("split_from"),
+        "source": info.get("source"),
+        "cache": str(path),
+    }
+    import dataclasses
+
+    return dataclasses.replace(
+        loaded,
+        name=name,
+        class_names=class_names,
+        num_classes=len(class_names),
+        description=f"{spec} ({info.get('task', '?')}, {len(class_names)} classes, converted to {path})",
+        details=details,
+    )
 
 
 def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
@@ -565,7 +613,10 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
     """
     if not (0.0 < fraction <= 1.0):
         raise PeprInputError(f"fraction must be in (0, 1], got {fraction}")
-    labels = np.asarray(labels).reshape(-1)
+    labels = np.asarray(labels)
+    if labels.ndim == 2 and labels.shape[1] > 1:
+        return _multilabel_subset(labels, fraction, seed)
+    labels = labels.reshape(-1)
     if fraction == 1.0:
         return np.arange(len(labels))
     rng = np.random.default_rng(seed)
@@ -575,6 +626,25 @@ def stratified_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndar
         keep = stratified_keep(len(members), fraction, cls)
         chosen.append(members[rng.permutation(len(members))[:keep]])
     return np.sort(np.concatenate(chosen))
+
+
+def _multilabel_subset(labels: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A seeded ``fraction`` of multi-label rows, stratified by each row's first positive label
+    (no positive: its own stratum); nested across fractions for one seed like the single-label one."""
+    if fraction == 1.0:
+        return np.arange(len(labels))
+    has_positive = labels.any(axis=1)
+    keys = np.where(has_positive, labels.argmax(axis=1), -1)
+    rng = np.random.default_rng(seed)
+    chosen = []
+    for key in np.unique(keys):
+        members = np.flatnonzero(keys == key)
+        keep = int(np.floor(fraction * len(members) + 0.5))
+        chosen.append(members[rng.permutation(len(members))[:keep]])
+    picked = np.sort(np.concatenate(chosen))
+    if len(picked) < 2:
+        raise PeprInputError(f"fraction {fraction} leaves {len(picked)} training image(s) of {len(labels)}; use a larger fraction")
+    return picked
 
 
 def stratified_keep(count: int, fraction: float, cls: object = "?") -> int:

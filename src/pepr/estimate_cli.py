@@ -60,10 +60,29 @@ those models, and a clearly labelled rough extrapolation to the whole grid is pr
 examples:
   pepr estimate --configfile config/config.yaml
   pepr estimate --configfile config/paper.yaml --max-models 10 -o results/estimate.csv
-  pepr estimate --configfile config/paper.yaml --models resnet18 efficientnet_b0 --device cuda
+  pepr estimate --configfile config/paper.yaml --models resnet18 efficientnet_b0 \\
+      --dataset-size lidc=6000,2000,2000,128 --device cuda
+
+No data file is needed: MedMNIST datasets use MedMNIST's published split sizes until their file
+is there, an npz file's sizes are read from the file, and one that does not exist yet (e.g. your
+own data/lidc.npz) takes --dataset-size. Relative paths of the config are read from the working
+directory, as the workflow reads them.
 """
 
-DEFAULT_SCHEMA = "workflow/schemas/config.schema.yaml"
+SCHEMA_IN_REPO = "workflow/schemas/config.schema.yaml"
+
+
+def default_schema() -> Path:
+    """The workflow's config schema, found from any working directory.
+
+    The checkout pepr runs from (an editable install or ``PYTHONPATH=src``: ``src/pepr`` lies
+    two levels below the repository root) first, then the working directory (a project folder
+    used with a non-editable install).
+    """
+    beside_package = Path(__file__).resolve().parents[2] / SCHEMA_IN_REPO
+    if beside_package.is_file():
+        return beside_package
+    return Path(SCHEMA_IN_REPO)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -73,11 +92,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="workflow config (YAML); repeat to merge several, later ones overriding earlier ones",
     )
     parser.add_argument(
-        "--schema", metavar="PATH", default=DEFAULT_SCHEMA,
-        help=f"the workflow's config schema (default: {DEFAULT_SCHEMA}, relative to the working directory)",
+        "--schema", metavar="PATH", default=None,
+        help=f"the workflow's config schema (default: {SCHEMA_IN_REPO} of the pepr checkout, else of the working directory)",
     )
     parser.add_argument("--models", metavar="MODEL", nargs="+", default=None,
-                        help="calibrate and estimate only these models of the grid")
+                        help="calibrate and estimate only these models; a timm model that is not in the config "
+                        "is priced on the config's grid (its datasets, inits, fractions, seeds)")
+    parser.add_argument(
+        "--dataset-size", metavar="NAME=TRAIN,VAL,TEST[,SIZE[,CHANNELS]]", action="append", default=[],
+        help="split sizes (and image side, channels) of a dataset whose file is not there yet, e.g. "
+        "lidc=6000,2000,2000,128 for npz:data/lidc.npz; MedMNIST datasets need none (their published sizes "
+        "are used) and present files are read; repeat for several",
+    )
     parser.add_argument("--max-models", metavar="N", type=positive_int, default=None,
                         help="calibrate and estimate only the grid's first N models (config order)")
     parser.add_argument(
@@ -133,18 +159,23 @@ def run(args: argparse.Namespace) -> int:
 
     from pepr import estimate as est
     from pepr.config import load_config
+    from pepr.estimate.jobs import parse_dataset_size
+
+    dataset_sizes = dict(parse_dataset_size(text) for text in args.dataset_size)
 
     settings = est.EstimateSettings(
         models=tuple(args.models) if args.models else None, max_models=args.max_models, device=args.device,
         batches=args.batches, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads,
         power_w=args.power_w, country=args.country, job_overhead_s=args.job_overhead_s, pue=args.pue,
+        dataset_sizes=tuple(dataset_sizes.items()),
     )
     config = load_config(args.configfile)
+    # The workflow's own cache of timm's model list (common.smk), when run in a workflow folder
+    # (one with a Snakefile or a .snakemake/): elsewhere nothing is written into the folder.
+    in_workflow = Path("Snakefile").is_file() or Path(".snakemake").is_dir()
     result = est.run_estimate(
-        config, args.schema, settings, source=", ".join(args.configfile),
-        # the workflow's own cache of validated configs and timm's model list (common.smk), so
-        # the CLI and `snakemake -n` validate a config only once between them
-        cache_dir=Path(".snakemake") / "pepr",
+        config, args.schema or default_schema(), settings, source=", ".join(args.configfile),
+        cache_dir=Path(".snakemake") / "pepr" if in_workflow else None,
         progress=lambda line: print(f"pepr estimate: {line}", file=sys.stderr, flush=True),
     )
     print(result.report, flush=True)

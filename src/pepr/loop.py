@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from pepr import data as data_module
-from pepr.train_metrics import classification_metrics
+from pepr.train_metrics import classification_metrics, multilabel_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -53,6 +53,8 @@ class DeviceSplits:
     mean: "torch.Tensor"  # (1, C, 1, 1), on the [0, 1] scale for uint8 data
     std: "torch.Tensor"
     scale: float  # 1/255 for uint8 images, 1 for float images
+    #: labels are (N, L) float 0/1 rows: BCE-with-logits and multi-label metrics
+    multi_label: bool = False
 
 
 def _resize(images: "torch.Tensor", size: int, chunk: int = 1024) -> "torch.Tensor":
@@ -80,10 +82,22 @@ def to_device(data: "data_module.ImageData", device: "torch.device", image_size:
         if tuple(x.shape[2:]) != (image_size, image_size):
             x = _resize(x, image_size)
         tensors[f"{split}_x"] = x
-        tensors[f"{split}_y"] = torch.from_numpy(getattr(data, f"{split}_y")).to(device)
+        y = torch.from_numpy(getattr(data, f"{split}_y"))
+        multi_label = bool(getattr(data, "multi_label", False))
+        tensors[f"{split}_y"] = (y.float() if multi_label else y).to(device)
     scale = 1.0 / 255.0 if tensors["train_x"].dtype == torch.uint8 else 1.0
     mean, std = channel_stats(tensors["train_x"], scale)
-    return DeviceSplits(mean=mean, std=std, scale=scale, **tensors)
+    return DeviceSplits(mean=mean, std=std, scale=scale, multi_label=bool(getattr(data, "multi_label", False)), **tensors)
+
+
+def loss(logits: "torch.Tensor", y: "torch.Tensor", multi_label: bool) -> "torch.Tensor":
+    """The training loss: cross-entropy over classes, or BCE-with-logits over labels (multi-label,
+    as MedMNIST trains ChestMNIST)."""
+    import torch.nn.functional as F
+
+    if multi_label:
+        return F.binary_cross_entropy_with_logits(logits, y)
+    return F.cross_entropy(logits, y)
 
 
 def channel_stats(images: "torch.Tensor", scale: float, chunk: int = 2048) -> tuple["torch.Tensor", "torch.Tensor"]:
@@ -184,7 +198,6 @@ def train_epoch(
     the loss is accumulated on the device (one host sync per epoch).
     """
     import torch
-    import torch.nn.functional as F
 
     model.train()
     device = splits.train_x.device
@@ -195,11 +208,11 @@ def train_epoch(
         x = normalise(splits.train_x[index], splits, precision)
         y = splits.train_y[index]
         with autocast(device, precision):
-            loss = F.cross_entropy(model(x), y)
+            batch_loss = loss(model(x), y, splits.multi_label)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        batch_loss.backward()
         optimizer.step()
-        total += loss.detach().float() * len(index)
+        total += batch_loss.detach().float() * len(index)
     return float(total.item()) / n
 
 
@@ -221,13 +234,14 @@ def predict(
 def evaluate(
     model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", splits: DeviceSplits, precision: Precision, batch_size: int
 ) -> dict[str, float]:
-    """Loss and classification metrics of the model on one split."""
-    import torch.nn.functional as F
-
+    """Loss and classification metrics of the model on one split (multi-label: sigmoid scores,
+    :func:`pepr.train_metrics.multilabel_metrics`)."""
     logits = predict(model, x, splits, precision, batch_size)
-    loss = float(F.cross_entropy(logits, y).item())
+    value = float(loss(logits, y, splits.multi_label).item())
+    if splits.multi_label:
+        return {"loss": value, **multilabel_metrics(y.cpu().numpy(), logits.sigmoid().cpu().numpy())}
     probs = logits.softmax(dim=1).cpu().numpy()
-    return {"loss": loss, **classification_metrics(y.cpu().numpy(), probs)}
+    return {"loss": value, **classification_metrics(y.cpu().numpy(), probs)}
 
 
 def sync(device: "torch.device") -> None:

@@ -225,6 +225,29 @@ class EnergyMeter:
             self._tracker = None
 
 
+def import_dependencies() -> None:
+    """Import the measurement libraries the training uses once its measured windows are open
+    (CodeCarbon's tracker, torch's FLOP counter), so their one-off import cost (hundreds of
+    modules, tens of MiB resident) is not counted in the working-set memory of the run."""
+    from codecarbon import OfflineEmissionsTracker  # noqa: F401
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: F401
+
+    try:  # torch.save's own lazy import (the resume checkpoint after each epoch)
+        import torch.utils.serialization.config  # noqa: F401
+    except ImportError:  # pragma: no cover - older torch
+        pass
+
+
+def cuda_memory_reserved_mb(device: "torch.device") -> float | None:
+    """``torch.cuda.memory_reserved`` of ``device`` in MiB (the paper's memory measure, read after
+    the 2nd epoch's training); None on a device that is not CUDA."""
+    if device.type != "cuda":
+        return None
+    import torch
+
+    return torch.cuda.memory_reserved(device) / 2**20
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -432,11 +455,59 @@ def current_rss_mb() -> float:
         return peak_rss_mb()
 
 
+def release_free_memory() -> bool:
+    """Return memory the C allocator holds free to the OS (``gc.collect`` then glibc's
+    ``malloc_trim(0)``); True when glibc released some.
+
+    The data preparation (resize, normalisation statistics) frees hundreds of MiB in chunks whose
+    size follows the data; glibc keeps much of it resident. Taken as part of a baseline, those
+    pages are then reused by the training without showing in its RSS, by an amount that depends
+    on the data size: trimmed first, every page the training uses is counted. No-op without glibc.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return False
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return bool(trim(0))
+
+
+def _file_backed_rss_mb() -> float | None:
+    """Resident file-backed and shared pages of this process (RssFile + RssShmem), MiB; None if unknown.
+
+    They are library code and mapped files (torch's kernels are faulted in the first time an
+    operator runs), not memory the training allocates."""
+    found: dict[str, float] = {}
+    try:
+        with open("/proc/self/status", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith(("RssFile:", "RssShmem:")):
+                    found[line.split(":")[0]] = int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return sum(found.values()) if len(found) == 2 else None
+
+
 class WorkingSetMeter:
-    """Peak memory of the training itself: peak during training minus what was resident before
-    the model was built (data, libraries). CUDA: allocator statistics (peak stats are reset once
-    the data are on the device); CPU on Linux: the kernel's RSS high-water mark, reset at the
-    baseline; elsewhere RSS sampled by a light background thread every 20 ms.
+    """Peak memory of the training itself: peak during the training steps minus what was resident
+    before the model was built (data, libraries).
+
+    The model's creation and probe pass and every epoch's training steps
+    (:meth:`begin_training` .. :meth:`end_training`) are measured; the evaluation passes between
+    them are measured apart (``eval_peak_memory_mb``): they run at pepr's own evaluation batch
+    (at least 256), which is not the model's training working set.
+
+    CUDA: allocator statistics (peak stats are reset once the data are on the device and around
+    each phase). CPU on Linux: the kernel's RSS high-water mark, reset at the baseline and around
+    each phase, after the allocator's free memory was returned to the OS
+    (:func:`release_free_memory`), less the library code paged in since the baseline
+    (file-backed pages: the anonymous memory is what the model, its gradients, optimizer state and
+    activations use). Elsewhere RSS sampled by a light background thread every 20 ms.
     """
 
     def __init__(self, device: "torch.device", interval_s: float = 0.02) -> None:
@@ -448,17 +519,24 @@ class WorkingSetMeter:
         self.interval_s = interval_s
         self._stop = threading.Event()
         self._thread: Any = None
+        self._file_baseline_mb: float | None = None
+        self._reserved_peak_mb = 0.0
         if device.type == "cuda":
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             self.baseline_mb = torch.cuda.memory_allocated(device) / 2**20
         else:
+            release_free_memory()
             self.baseline_mb = current_rss_mb()
+            self._file_baseline_mb = _file_backed_rss_mb()
         self.process_peak_before_mb = peak_rss_mb()
         # Linux can reset the kernel's RSS high-water mark: then the training's peak is exact
         # (a sampler misses the short backward-pass peaks of a run with few batches)
         self._kernel_peak = device.type != "cuda" and _reset_rss_high_water_mark()
-        self.peak_mb = self.baseline_mb
+        self.peak_mb = self.baseline_mb  # the sampler's peak of the current phase
+        self.train_peak_mb = self.baseline_mb
+        self.eval_peak_mb = self.baseline_mb
+        self._phase = "train"  # model creation and probe count with the training
 
     def _sample(self) -> None:
         while not self._stop.wait(self.interval_s):
@@ -479,19 +557,72 @@ class WorkingSetMeter:
             self._thread.join()
             self._thread = None
 
-    def read(self) -> dict[str, float]:
-        """``peak_memory_mb`` (working set), ``process_peak_rss_mb`` and, on CUDA, reserved peaks."""
+    def _phase_peak_mb(self) -> float:
+        """Peak since the last reset (CUDA allocated, else RSS)."""
         import torch
 
         if self.device.type == "cuda":
-            self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated(self.device) / 2**20)
-            extra = {"peak_memory_reserved_mb": torch.cuda.max_memory_reserved(self.device) / 2**20}
+            self._reserved_peak_mb = max(self._reserved_peak_mb, torch.cuda.max_memory_reserved(self.device) / 2**20)
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        high_water = _rss_high_water_mark_mb() if self._kernel_peak else None
+        return max(self.peak_mb, current_rss_mb(), high_water or 0.0)
+
+    def _close_phase(self) -> None:
+        peak = self._phase_peak_mb()
+        if self._phase == "train":
+            self.train_peak_mb = max(self.train_peak_mb, peak)
         else:
-            high_water = _rss_high_water_mark_mb() if self._kernel_peak else None
-            self.peak_mb = max(self.peak_mb, current_rss_mb(), high_water or 0.0)
-            extra = {}
+            self.eval_peak_mb = max(self.eval_peak_mb, peak)
+
+    def _reset_peak(self, release: bool) -> None:
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        if release:
+            release_free_memory()
+        if self._kernel_peak:
+            # the reset lowers ru_maxrss too: keep the whole process's peak so far
+            self.process_peak_before_mb = max(self.process_peak_before_mb, peak_rss_mb(), _rss_high_water_mark_mb() or 0.0)
+            _reset_rss_high_water_mark()
+        self.peak_mb = current_rss_mb()
+
+    def begin_training(self) -> None:
+        """The training steps of an epoch start: close the evaluation phase, return the memory
+        the allocator holds free (CPU; before the epoch's timer starts) and reset the peak."""
+        self._close_phase()
+        self._phase = "train"
+        self._reset_peak(release=True)
+
+    def end_training(self) -> None:
+        """The epoch's training steps are done: record their peak, measure the evaluation apart
+        (a /proc reading and write on CPU: cheap inside the epoch's timer)."""
+        self._close_phase()
+        self._phase = "eval"
+        self._reset_peak(release=False)
+
+    def read(self) -> dict[str, float]:
+        """``peak_memory_mb`` (training working set), ``eval_peak_memory_mb``,
+        ``process_peak_rss_mb`` and, on CUDA, ``peak_memory_reserved_mb``."""
+        self._close_phase()
+        paged_in = 0.0  # library code faulted in since the baseline (file-backed RSS growth)
+        extra: dict[str, float] = {}
+        if self.device.type == "cuda":
+            extra["peak_memory_reserved_mb"] = self._reserved_peak_mb
+        else:
+            file_now = _file_backed_rss_mb()
+            if self._file_baseline_mb is not None and file_now is not None:
+                # file pages only grow here (code is not evicted on a machine with free memory),
+                # so their growth by now bounds what they added to either peak
+                paged_in = max(file_now - self._file_baseline_mb, 0.0)
         process_peak = max(self.process_peak_before_mb, peak_rss_mb())  # the reset lowers ru_maxrss too
-        return {"peak_memory_mb": max(self.peak_mb - self.baseline_mb, 0.0), "process_peak_rss_mb": process_peak, **extra}
+        return {
+            "peak_memory_mb": max(self.train_peak_mb - self.baseline_mb - paged_in, 0.0),
+            "eval_peak_memory_mb": max(self.eval_peak_mb - self.baseline_mb - paged_in, 0.0),
+            "process_peak_rss_mb": process_peak,
+            **extra,
+        }
 
 
 def _reset_rss_high_water_mark() -> bool:

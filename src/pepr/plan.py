@@ -290,6 +290,9 @@ def _data_fingerprint(config: Mapping[str, Any]) -> list[Any]:
     if isinstance(transfer, dict):
         specs.append(transfer.get("source"))
     paths += [Path(spec[len("npz:"):]) for spec in specs if isinstance(spec, str) and spec.startswith("npz:")]
+    from pepr import images  # folder:/csv: specs: their listed files' stamps (issue 16)
+
+    entries += [images.fingerprint(spec, Path(data_dir) if isinstance(data_dir, str) else None) for spec in specs if images.is_image_spec(spec)]
     for path in paths:
         try:
             stat = path.stat()

@@ -29,14 +29,20 @@ STANDARD_RESOURCES: dict[str, str] = {
 #: Performance columns a results table may carry (all in [0, 1]).
 PERFORMANCE_COLUMNS = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1")
 
+#: The workflow's normalisation group: the columns whose rows PePR is normalised over.
+WORKFLOW_GROUP: tuple[str, ...] = ("dataset", "init", "fraction")
+
+#: Settings that describe the table's shape; ``pepr report``'s flags set them, never a config.
+TABLE_SETTINGS = ("group", "params_known")
+
 
 @dataclass(frozen=True)
 class ReportConfig:
     """What the report computes and how.
 
     Attributes:
-        performance: performance column of ``pepr.csv`` used for P (must be the one the PePR
-            columns were scored with; the report recomputes nothing of the score itself).
+        performance: performance column used for P (any column with values in [0, 1]; the
+            workflow's is ``pepr.performance``).
         resource: the resource of the headline variant (figures 1, 6 and the summary).
         top_k: how many models each top-k table lists per cell and variant.
         bootstrap_resamples: bootstrap resamples for the rank confidence intervals.
@@ -52,6 +58,12 @@ class ReportConfig:
         history_resource: cumulative resource column of ``history.csv`` for the epoch curves.
         model_metadata: CSV with columns model, type, efficient (the paper's model table);
             None: the copy shipped with the package, when there is one.
+        group: the columns of the normalisation group (PePR is normalised over the runs
+            sharing their values); the workflow's are dataset, init, fraction. The names
+            ``init`` and ``fraction`` carry meaning (pretrained vs scratch comparisons, data
+            fractions); any other column is just a group key. Set by ``pepr report --by``.
+        params_known: whether the table has parameter counts (column ``params``); without them
+            the size-based analyses (small vs large, size trend) are skipped.
     """
 
     performance: str = "test_accuracy"
@@ -67,13 +79,17 @@ class ReportConfig:
     history_resource: str = "cumulative_energy_kwh"
     model_metadata: str | None = None
     figure_formats: tuple[str, ...] = field(default=("png", "pdf"))
+    group: tuple[str, ...] = WORKFLOW_GROUP
+    params_known: bool = True
 
     def __post_init__(self) -> None:
         problems = []
-        if self.performance not in PERFORMANCE_COLUMNS:
-            problems.append(
-                f"report.performance = {self.performance!r}; use one of {', '.join(PERFORMANCE_COLUMNS)}"
-            )
+        # Any column in [0, 1] (pepr report --performance); the workflow's schema lists its own.
+        if not self.performance or not isinstance(self.performance, str):
+            problems.append(f"report.performance = {self.performance!r}; use a column name such as 'test_accuracy'")
+        if (not isinstance(self.group, tuple) or not self.group
+                or not all(isinstance(c, str) and c for c in self.group) or len(set(self.group)) != len(self.group)):
+            problems.append(f"report group columns {self.group!r}: give one or more distinct column names")
         if not self.resource or not isinstance(self.resource, str):
             problems.append("report.resource must be a column name such as 'energy_kwh'")
         if not isinstance(self.top_k, int) or self.top_k < 1:
@@ -118,7 +134,7 @@ class ReportConfig:
             raise PeprInputError(
                 f"the config's 'report' section must be a mapping of settings, got {type(mapping).__name__}"
             )
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls)} - set(TABLE_SETTINGS)
         unknown = sorted(set(mapping) - known)
         if unknown:
             raise PeprInputError(

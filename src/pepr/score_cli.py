@@ -16,7 +16,10 @@ For each run i of a cell (the rows sharing the --by columns) and each --resource
     pepr_X_i = P_i / (1 + X_norm_i)               P = the --performance column, in [0, 1]
 
 The output is the input table, rows and columns unchanged and in the same order, plus the
-columns X_norm and pepr_X for each resource. The cheapest run of a cell scores exactly P, the
+columns X_norm and pepr_X for each resource. A table with a `status` column (pepr's own
+results/runs.csv) is scored over its rows whose status is "ok" (any case); the other rows (failed
+runs, whose performance is empty) keep empty scores, as in results/pepr.csv. Without a `status`
+column every row is scored, so a missing value is an error. The cheapest run of a cell scores exactly P, the
 most expensive P/2. A cell whose resource is constant (all equal, or a single run) gets
 X_norm = 0 for all its runs. Without --by the whole table is one cell.
 
@@ -79,7 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if args.output is not None:
         check_writable(args.output, "--output")  # a wrong or read-only output fails before any work
     table = read_table(args.table)
-    scored = score(table, performance=args.performance, resources=args.resource, by=args.by)
+    if "status" in table.columns:
+        scored = _score_ok_rows(table, args)
+    else:
+        scored = score(table, performance=args.performance, resources=args.resource, by=args.by)
     if args.output is None:
         try:
             scored.to_csv(sys.stdout, index=False)
@@ -92,3 +98,34 @@ def run(args: argparse.Namespace) -> int:
     else:
         write_table(scored, args.output)
     return 0
+
+
+def _score_ok_rows(table, args: argparse.Namespace):
+    """Score the rows whose ``status`` is "ok"; the others keep empty scores (as pepr.csv does).
+
+    Every named column must still exist (checked on the whole table, so a typo is reported even
+    when no row is ok), and a table without any ok row is an error rather than an all-empty result.
+    """
+    from pepr.aggregate import normalise_status, score_runs
+    from pepr.errors import PeprInputError
+
+    unknown = [c for c in dict.fromkeys([args.performance, *args.resource, *args.by]) if c not in table.columns]
+    if unknown:
+        raise PeprInputError(
+            f"unknown column(s) {', '.join(repr(c) for c in unknown)}; "
+            f"available columns: {', '.join(map(str, table.columns))}"
+        )
+    status = normalise_status(table["status"], where=f"{args.table}: column 'status'")
+    ok = int((status == "ok").sum())
+    if ok == 0:
+        raise PeprInputError(
+            f"{args.table}: no row has status 'ok' ({len(table)} rows, all failed): there is nothing to score"
+        )
+    scored = score_runs(table, performance=args.performance, resources=args.resource, amortised=(), by=args.by)
+    if ok < len(table):
+        print(
+            f"pepr score: scored the {ok} rows with status 'ok'; the {len(table) - ok} other rows "
+            "(failed runs) keep empty scores",
+            file=sys.stderr,
+        )
+    return scored

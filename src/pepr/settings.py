@@ -73,7 +73,7 @@ class TrainConfig:
     )
     data_dir: Path | None = _setting(
         None,
-        help="folder with MedMNIST .npz files (default: ~/.medmnist)",
+        help="folder with MedMNIST .npz files; folder:/csv: datasets are converted into D/images/ (default: ~/.medmnist)",
         workflow="sweep",
         parse="path",
         metavar="D",

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pepr import data as data_module
-from pepr import runs
+from pepr import images, runs
 from pepr.errors import PeprInputError
 from pepr.devices import resolve_device
 from pepr.loop import (
@@ -59,7 +59,9 @@ from pepr.loop import (
     train_epoch,
 )
 from pepr.loop import autocast as _autocast
+from pepr.loop import loss as loss_function
 from pepr.resume import RunState, load_resume, save_resume
+from pepr.train_metrics import import_dependencies
 from pepr.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
 from pepr.settings import TrainConfig, train_fields
 
@@ -87,7 +89,13 @@ def validate_train_config(cfg: TrainConfig) -> None:
     settings = {item.name: getattr(cfg, item.name) for item in train_fields()}
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
     catalogue = model_catalogue(cfg.model) if named else None  # no name: nothing to look up
-    problems = training_problems(settings, catalogue, check_data=True, check_checkpoint=True)
+    # folder:/csv: images are checked by converting them (one decode of every file, not two)
+    own_images = images.is_image_spec(cfg.dataset)
+    problems = training_problems(settings, catalogue, check_data=not own_images, check_checkpoint=True)
+    if own_images:
+        problems += images.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
+    if problems and any("\n" in problem for problem in problems):  # file lists (folder:/csv:): one per line
+        raise PeprInputError("invalid training configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
 
@@ -169,8 +177,10 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         try:
             model = setup.build_model(cfg)
         except PeprInputError:  # the user's input (e.g. weights unavailable offline): exit 2, not a "failed" run
+            setup.energy.close()
             raise
         except _CannotRun as exc:
+            setup.energy.close()
             return _fail(cfg, record, str(exc), log)
         try:
             state, model = _train(cfg, setup, model, log, identity)
@@ -274,6 +284,7 @@ class _Setup:
     carbon: Any  # measure.IntensitySeries or None
     share: Any  # measure.NodeShare: the job's part of the node's CPU/RAM energy
     memory: Any = None  # measure.WorkingSetMeter, started once the data are on the device
+    energy: Any = None  # measure.EnergyMeter, started before the memory baseline
 
     @classmethod
     def build(cls, cfg: TrainConfig, log: Callable[[str], None]) -> "_Setup":
@@ -296,7 +307,7 @@ class _Setup:
         carbon = measure.read_carbon_intensity(cfg.carbon_intensity) if cfg.carbon_intensity else None
         if carbon is not None:
             carbon.at(time.time())  # a series that does not cover now fails before training, not after epoch 1
-        dataset = data_module.load_dataset(cfg.dataset, cfg.data_dir, allow_download=True)
+        dataset = data_module.load_dataset(cfg.dataset, cfg.data_dir, allow_download=True, workers=threads, log=log)
         height, width = dataset.image_size
         if cfg.image_size is None and height != width:
             raise PeprInputError(f"dataset {cfg.dataset!r} has {height}x{width} images; pass --image-size to train on square images")
@@ -313,6 +324,11 @@ class _Setup:
             "channels": dataset.channels,
             "precision": "bf16" if precision.autocast_dtype == "bfloat16" else "fp32",
             "dataset_description": dataset.description,
+            "task": "multi-label" if dataset.multi_label else "single-label",
+            # class names in label order (runs.csv and the report show them); folder/csv datasets
+            # also record their counts per split, split rule and converted file (dataset_info)
+            "class_names": "; ".join(dataset.class_names),
+            **({"dataset_info": dataset.details} if dataset.details else {}),
         }
         log(
             f"pepr train: {cfg.model} on {dataset.description}, init {cfg.init}, fraction {cfg.fraction} "
@@ -324,6 +340,15 @@ class _Setup:
             record["device_name"] = torch.cuda.get_device_name(device)
         splits = to_device(dataset, device, image_size)
         setup = cls(device, precision, threads, image_size, splits, dataset, record, carbon, measure.this_node_share())
+        # one-off imports of the measured windows (scipy for the first evaluation's AUC, CodeCarbon,
+        # the FLOP counter) before the memory baseline and the first epoch's timer
+        import_dependencies()
+        measure.import_dependencies()
+        from pepr import models  # noqa: F401 - build_model's import, outside the memory window too
+
+        # CodeCarbon's hardware probing, lazy imports and threads: before the memory baseline
+        setup.energy = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ))
+        setup.energy.start()
         setup.memory = measure.WorkingSetMeter(device)  # baseline: data resident, no model yet
         return setup
 
@@ -359,7 +384,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     """The epochs (resumed where a previous segment stopped), each measured; returns the state."""
     import torch
 
-    from pepr import measure, models
+    from pepr import models
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -368,18 +393,17 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
     segment = state.segments - 1
-    meter = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(setup.device.type, setup.device.index, os.environ))
-    meter.start()
+    meter = setup.energy  # started in _Setup.build
     setup.memory.start()
     cpu_start = time.process_time()
     try:
         while state.epochs_done < cfg.epochs:
             epoch = state.epochs_done + 1
-            row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history)
+            # the paper's memory measure: reserved after the 2nd epoch's training, before its evaluation
+            after_training = _read_reserved_epoch2(setup.device, state.peak) if epoch == 2 else None
+            row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history, after_training)
             state.history.append(row)
             state.epochs_done = epoch
-            if epoch == 2 and setup.device.type == "cuda":  # the paper's memory measure
-                state.peak["memory_reserved_epoch2_mb"] = torch.cuda.memory_reserved(setup.device) / 2**20
             state.peak = _merge_peak(state.peak, setup.memory.read())
             state.process_seconds += time.process_time() - cpu_start
             cpu_start = time.process_time()
@@ -398,6 +422,19 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
         meter.close()
         setup.memory.stop()
     return state, model
+
+
+def _read_reserved_epoch2(device: Any, peak: dict[str, Any]) -> Callable[[], None]:
+    """A callback for :func:`_run_epoch` that stores ``memory_reserved_epoch2_mb`` in ``peak``
+    (CUDA only: :func:`pepr.measure.cuda_memory_reserved_mb` is None elsewhere)."""
+    from pepr import measure
+
+    def read() -> None:
+        reserved = measure.cuda_memory_reserved_mb(device)
+        if reserved is not None:
+            peak["memory_reserved_epoch2_mb"] = reserved
+
+    return read
 
 
 def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> dict[str, Any]:
@@ -473,14 +510,13 @@ def _probe(model: "torch.nn.Module", splits: DeviceSplits, precision: Precision,
     starts. BatchNorm statistics touched by the probe are restored so it does not change results.
     """
     import torch
-    import torch.nn.functional as F
 
     saved = {k: v.detach().clone() for k, v in model.state_dict().items()}
     n = min(batch_size, splits.train_x.shape[0])
     x = normalise(splits.train_x[:n], splits, precision)
     model.train()
     with _autocast(x.device, precision):
-        loss = F.cross_entropy(model(x), splits.train_y[:n])
+        loss = loss_function(model(x), splits.train_y[:n], splits.multi_label)
     loss.backward()
     model.zero_grad(set_to_none=True)
     predict(model, splits.test_x[:2], splits, precision, 2)
@@ -498,8 +534,12 @@ def _run_epoch(
     batch_size: int,
     meter: Any,
     history: list[dict[str, Any]],
+    after_training: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train one epoch, evaluate val/test, measure time and energy; return the history row.
+
+    ``after_training`` is called once the epoch's training steps are done (device synced) and
+    before its evaluation: the point where the paper reads its memory measure.
 
     CPU and RAM energy are charged at the job's share of the node (:func:`pepr.measure.node_share`);
     CO2 follows the energy, at the series' intensity at the epoch midpoint when one is given.
@@ -509,11 +549,15 @@ def _run_epoch(
     splits, precision, device = setup.splits, setup.precision, setup.device
     eval_batch = eval_batch_size(batch_size)
     name = f"epoch{epoch}"
+    setup.memory.begin_training()  # before the timer: it returns the allocator's free memory
     meter.begin(name)
     clock_start, started = time.time(), time.perf_counter()
     train_loss = train_epoch(model, optimizer, splits, batch_size, generator, precision)
     sync(device)
     trained = time.perf_counter()
+    setup.memory.end_training()  # the evaluation (batch >= 256) is measured apart
+    if after_training is not None:
+        after_training()
     val = evaluate(model, splits.val_x, splits.val_y, splits, precision, eval_batch)
     test = evaluate(model, splits.test_x, splits.test_y, splits, precision, eval_batch)
     sync(device)

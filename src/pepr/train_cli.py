@@ -20,12 +20,19 @@ DESCRIPTION = """\
 Train one timm model on one dataset and write OUT/metrics.json (performance, energy, CO2, time,
 memory; status "ok", or "failed" with the reason when the model cannot run on this input) and
 OUT/history.csv (one row per epoch). Defaults follow the PePR paper: Adam, lr 5e-4, batch 32,
-10 epochs, cross-entropy; the final performance is the last epoch's on the full test set.
+10 epochs, cross-entropy (multi-label tasks: BCE-with-logits); the final performance is the last epoch's on the full test set.
 
 Datasets (--dataset):
   pneumoniamnist, dermamnist@64, ...   a MedMNIST 2D flag [@ size 28/64/128/224], read from
                                       --data-dir (downloaded there when missing and online)
   npz:PATH                            a file in the MedMNIST npz layout
+  folder:PATH[,val=0.1,test=0.2,size=N,channels=1|3,seed=S]
+                                      your images: PATH/{train,val,test}/CLASS/* or PATH/CLASS/*
+                                      (then a seeded stratified split); PNG, JPEG, TIFF, BMP,
+                                      DICOM (pip install 'pepr-bench[dicom]'), 8/16-bit
+  csv:FILE[,...same options]          a manifest path,label[,split] (or labels a;b, or one 0/1
+                                      column per label: multi-label); both are converted once
+                                      into --data-dir/images/ and then read as npz:
   synthetic[:key=value,...]           generated lesion-like blobs (NOT medical data), keys:
                                       classes, size, channels, n_train, n_val, n_test,
                                       imbalance, noise, seed
@@ -63,19 +70,45 @@ def run(args: argparse.Namespace) -> int:
 
     cfg = TrainConfig(**{item.name: getattr(args, flag_of(item)[2:].replace("-", "_")) for item in train_fields()})
     try:
-        run_training(cfg)
+        record = run_training(cfg)
     except PeprInputError as exc:
         note = previous_result_note(cfg.out_dir)
+        announce_failure(cfg.out_dir, str(exc).splitlines()[0] if str(exc) else "bad input")
         raise PeprInputError(f"{exc}; {note}" if note else str(exc)) from None
-    except Exception:
+    except Exception as exc:
         # A crash mid-training: the traceback, then where the last finished result is (a
         # workflow rerun has deleted metrics.json/history.csv before this job started).
         traceback.print_exc()
         note = previous_result_note(cfg.out_dir)
         if note:
             print(f"pepr train: {note}", file=sys.stderr)
+        announce_failure(cfg.out_dir, f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
         return 1
+    if isinstance(record, dict) and str(record.get("status", "ok")).lower() != "ok":
+        announce_failure(cfg.out_dir, str(record.get("reason") or "no reason recorded"))
     return 0
+
+
+#: Environment variable naming an extra file descriptor for failure lines. The workflow's train
+#: rules send pepr train's output to the job's log and set it to 3, with fd 3 the terminal
+#: stream Snakemake shows (``3>&2 >> log 2>&1``), so a failed cell is seen the moment it fails.
+NOTIFY_FD_VARIABLE = "PEPR_NOTIFY_FD"
+
+
+def announce_failure(out_dir: Path, reason: str) -> None:
+    """Print ``pepr: <run folder> failed: <reason>`` on stderr (the job's log) and, when
+    :data:`NOTIFY_FD_VARIABLE` names an open file descriptor, there too (one line, never raises)."""
+    line = f"pepr: {out_dir} failed: {' '.join(reason.split())[:400]}\n"
+    print(line, end="", file=sys.stderr, flush=True)
+    import os
+
+    fd_text = os.environ.get(NOTIFY_FD_VARIABLE, "")
+    if not fd_text.isdigit() or int(fd_text) <= 2:
+        return
+    try:
+        os.write(int(fd_text), line.encode("utf-8", "replace"))
+    except OSError:
+        pass  # not open in this process (pepr train run by hand with the variable set): the log has it
 
 
 def previous_result_note(out_dir: Path) -> str | None:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from pepr.errors import PeprInputError
 import pepr.grid as pepr_grid
+import pepr.images as pepr_images
 import pepr.plan as pepr_plan
 import pepr.rerun as pepr_rerun
 from pepr.runs import RUNS_DIR
@@ -109,6 +110,15 @@ def _alternatives(values):
 # a plain input, so no timestamp, code or metadata change can make Snakemake delete and re-fetch
 # it (offline that would lose the data). Paths are relative to the working directory, as here.
 _MEDMNIST_FILES = {path: spec for path, spec in GRID.medmnist_files.items() if not os.path.exists(path)}
+
+
+# folder:/csv: datasets: converted-file path -> spec (rule prepare_images, pepr.images).
+_IMAGE_CACHES = {item["file"]: spec for spec, item in GRID.datasets.items() if item["kind"] in pepr_images.KINDS}
+
+
+def image_content_key(wildcards):
+    """prepare_images' params.content_key: the file list, sizes and mtimes (no image is read)."""
+    return pepr_images.content_key(_IMAGE_CACHES[wildcards.image_cache], config["data_dir"])
 
 
 def data_inputs(spec):

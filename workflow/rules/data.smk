@@ -1,7 +1,7 @@
 # Prefetch stage: everything a training job needs from the network is fetched here, by LOCAL
 # rules that run on the machine driving the sweep (cluster compute nodes often have no
 # internet). Offline, these rules fail with a message naming what to put where. Their helper
-# functions (_alternatives, _MEDMNIST_FILES, data_inputs) are in common.smk.
+# functions (_alternatives, _MEDMNIST_FILES, _IMAGE_CACHES, data_inputs) are in common.smk.
 localrules:
     download_data,
     fetch_weights,
@@ -19,6 +19,28 @@ rule download_data:
         "results/logs/download_data/{medmnist_file}.log",
     script:
         "../../scripts/download_data.py"
+
+
+# The user's own images (folder:/csv: specs) are converted once into DATA_DIR/images/<name>-<hash
+# of the spec's settings>.npz (deterministic, so the train rules name it as their input while
+# planning); params.content_key (file list, sizes, mtimes: a listing, no image read) reruns the
+# conversion when an image changes. Helpers (_IMAGE_CACHES, image_content_key) in common.smk.
+rule prepare_images:
+    output:
+        "{image_cache}",
+    wildcard_constraints:
+        image_cache=_alternatives(_IMAGE_CACHES),
+    params:
+        spec=lambda wildcards: _IMAGE_CACHES[wildcards.image_cache],
+        data_dir=config["data_dir"],
+        content_key=image_content_key,
+    threads: rule_threads("train")
+    resources:
+        **rule_resources("train"),
+    log:
+        "results/logs/prepare_images/{image_cache}.log",
+    script:
+        "../../scripts/prepare_images.py"
 
 
 rule fetch_weights:

@@ -6,7 +6,7 @@
 # other rules take two or three inputs each, not thousands. report_tables and report_figures read
 # pepr.csv + that table; report_summary reads pepr.csv + the tables (nothing is computed twice).
 # All rules are light (seconds) and run on the submitting machine.
-from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLES, ReportConfig
+from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLE_SETTINGS, TABLES, ReportConfig
 from pepr.report_settings import report_config_from
 from pepr.runs import RUNS_DIR, format_fraction
 
@@ -20,8 +20,9 @@ except PeprInputError as exc:
     print(f"pepr: bad config ({CONFIG_SOURCE}): {exc}", file=sys.stderr)
     raise SystemExit(1)
 
+# The table's shape (group columns, parameter counts) is the workflow's own: not a setting.
 REPORT_SETTINGS = {
-    **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__},
+    **{k: getattr(REPORT_CONFIG, k) for k in ReportConfig.__dataclass_fields__ if k not in TABLE_SETTINGS},
     "figure_formats": list(REPORT_CONFIG.figure_formats),
 }
 REPORT_HISTORIES = f"results/{HISTORIES_TABLE}"
@@ -124,3 +125,34 @@ REPORT_TARGETS = [
     *[path for paths in REPORT_FIGURES.values() for path in paths.values()],
     "results/summary.md",
 ]
+
+
+# The answer first: one self-contained page (decision table and the sweep's totals on top, then
+# the summary, interactive plots, figures and every table), rendered from the files above by
+# pepr.report.html.write_report_page. Snakemake's single-file report embeds each result as a
+# data: URL, and Chromium shows none over 2 MB in its viewer, so the report's first entry is the
+# compact variant (answer.html: no plotly.js, no figures, tables cut to 200 rows); the full page
+# (pepr_report.html, ~5 MB and more) is registered too: it opens from `--report report.zip`
+# and as the file itself. (Not results/report.html: `snakemake --report results/report.html`,
+# the README's command, writes that file.)
+rule write_report_page:
+    input:
+        pepr="results/pepr.csv",
+        tables=list(REPORT_TABLES.values()),
+        figures=[path for paths in REPORT_FIGURES.values() for path in paths.values()],
+        summary="results/summary.md",
+    output:
+        answer=report("results/answer.html", caption="../report/report_page.rst", category="0 The answer (start here)"),
+        page=report("results/pepr_report.html", caption="../report/report_page_full.rst", category="Interactive plots"),
+    params:
+        settings=REPORT_SETTINGS,
+        # the report folder: where pepr.csv, summary.md, tables/ and figures/ lie
+        out_dir=lambda wildcards, input: os.path.dirname(input.pepr),
+    log:
+        "results/logs/write_report_page.log",
+    localrule: True
+    script:
+        "../../scripts/report_page.py"
+
+
+REPORT_TARGETS += ["results/answer.html", "results/pepr_report.html"]

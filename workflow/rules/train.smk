@@ -22,7 +22,10 @@ PEPR_TRAIN = f"{shlex.quote(sys.executable)} -m pepr.cli train"
 # `{params.train}` also holds --out (the output folder) and, for transfer, --pretrain-metrics;
 # few fields keep Snakemake's formatting of the command (for every job, at planning) cheap.
 _PEPR_TRAIN_LITERAL = PEPR_TRAIN.replace("{", "{{").replace("}", "}}")  # a brace in a path is no field
-TRAIN_COMMAND = f"HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}} >> {{log:q}} 2>&1"
+# A failed cell also prints one line, `pepr: <run folder> failed: <reason>`, on the stream
+# Snakemake shows (fd 3 = the job's stderr before the log redirection; PEPR_NOTIFY_FD), so a
+# failure is seen the moment it happens, not only in the log or at the end in summary.md.
+TRAIN_COMMAND = f"PEPR_NOTIFY_FD=3 HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}} 3>&2 >> {{log:q}} 2>&1"
 
 
 rule pretrain_source:

@@ -8,7 +8,7 @@ The batch-count and fraction rules are pepr.loop's and pepr.data's own public fu
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -111,12 +111,38 @@ class DatasetFacts:
         return stratified_subset_size(self.train_class_counts, fraction)
 
 
-def dataset_facts(spec: str, data_dir: Path | None) -> DatasetFacts:
+def parse_dataset_size(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=TRAIN,VAL,TEST[,SIZE[,CHANNELS]]`` (``--dataset-size``) -> (name, numbers).
+
+    NAME is the dataset's short name (its results folder, e.g. ``lidc`` for ``npz:data/lidc.npz``).
+    """
+    name, sep, numbers = text.partition("=")
+    parts = [p.strip() for p in numbers.split(",")] if sep else []
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        values = ()
+    if not name.strip() or len(values) not in (3, 4, 5) or min(values, default=0) < 0 or (len(values) > 3 and min(values[3:]) < 1):
+        raise PeprInputError(
+            f"--dataset-size {text!r}: expected NAME=TRAIN,VAL,TEST[,SIZE[,CHANNELS]] with whole numbers, "
+            "e.g. lidc=6000,2000,2000,128 (images per split, image side in pixels, channels)"
+        )
+    if values[0] < 1:
+        raise PeprInputError(f"--dataset-size {text!r}: the training split needs at least 1 image")
+    return name.strip(), values
+
+
+def dataset_facts(
+    spec: str, data_dir: Path | None, given_sizes: Mapping[str, Sequence[int]] | None = None
+) -> DatasetFacts:
     """Split sizes, classes and geometry of a dataset spec, reading labels and headers only.
 
-    MedMNIST flags whose file is not present use MedMNIST's published split sizes (stated in
-    ``source``); npz files and present MedMNIST files are read (labels only); synthetic sets are
-    computed from their options, as :func:`pepr.data.make_synthetic` would draw them.
+    No data file is needed: MedMNIST flags whose file is not present use MedMNIST's published
+    split sizes (stated in ``source``); npz files and present MedMNIST files are read (labels
+    only); synthetic sets are computed from their options, as :func:`pepr.data.make_synthetic`
+    would draw them. An npz file that is not there takes its sizes from ``given_sizes``
+    (short name -> TRAIN, VAL, TEST[, SIZE[, CHANNELS]], the ``--dataset-size`` flag); without
+    them a PeprInputError says to give them.
     """
     import numpy as np
 
@@ -133,8 +159,29 @@ def dataset_facts(spec: str, data_dir: Path | None) -> DatasetFacts:
             int(options["channels"]), classes, int(options["size"]), tuple(int(c) for c in counts),
             "synthetic options",
         )
+    if parsed.kind in ("folder", "csv"):  # the user's images: listed and their headers read (pepr.images)
+        from pepr import images
+
+        facts = images.dataset_facts(spec, data_dir)
+        counts = facts["counts"]
+        return DatasetFacts(
+            spec, name, counts["train"], counts["val"], counts["test"], facts["channels"], facts["num_classes"],
+            facts["size"], facts["train_class_counts"], f"images listed from {parsed.path}",
+        )
     path = data.dataset_file(parsed, data_dir)
     assert path is not None
+    given = (given_sizes or {}).get(name)
+    if given is not None and not path.exists():
+        if parsed.kind == "medmnist":
+            info = data.medmnist_info(parsed.flag)
+            stored, channels, classes = int(parsed.size), int(info["n_channels"]), len(info["label"])
+        else:
+            stored = int(given[3]) if len(given) > 3 else 0
+            channels, classes = (int(given[4]) if len(given) > 4 else 1), 2
+        return DatasetFacts(
+            spec, name, int(given[0]), int(given[1]), int(given[2]), channels, classes, stored, None,
+            f"--dataset-size ({path} not present; {channels} channel(s), {classes} classes assumed)",
+        )
     if parsed.kind == "medmnist":
         info = data.medmnist_info(parsed.flag)
         if not path.exists():
@@ -144,6 +191,13 @@ def dataset_facts(spec: str, data_dir: Path | None) -> DatasetFacts:
                 len(info["label"]), int(parsed.size), None,
                 f"MedMNIST's published split sizes ({path} not present yet)",
             )
+    elif not path.exists():
+        raise PeprInputError(
+            f"dataset {spec!r}: {path} does not exist (relative paths are read from the working directory, "
+            f"{Path.cwd()}), so its split sizes are unknown; create the file, run from the folder it is "
+            f"relative to, or give them: --dataset-size {name}=TRAIN,VAL,TEST,SIZE (images per split, "
+            "image side in pixels)"
+        )
     problems = data.dataset_problems(spec, data_dir)
     if problems:
         raise PeprInputError("; ".join(problems))
@@ -151,9 +205,15 @@ def dataset_facts(spec: str, data_dir: Path | None) -> DatasetFacts:
     shape = headers["train_images"][0]
     channels = int(shape[3]) if len(shape) == 4 else 1
     with np.load(path, allow_pickle=False) as archive:  # labels only: images are not read
-        train_labels = np.asarray(archive["train_labels"]).reshape(-1).astype(np.int64)
-        n_val = int(np.asarray(archive["val_labels"]).reshape(-1).shape[0])
-        n_test = int(np.asarray(archive["test_labels"]).reshape(-1).shape[0])
+        train_labels = np.asarray(archive["train_labels"])
+        n_val = int(np.asarray(archive["val_labels"]).shape[0])
+        n_test = int(np.asarray(archive["test_labels"]).shape[0])
+    if train_labels.ndim == 2 and train_labels.shape[1] > 1:  # multi-label rows: no class counts
+        return DatasetFacts(
+            spec, name, int(len(train_labels)), n_val, n_test, channels, int(train_labels.shape[1]), int(shape[1]),
+            None, f"labels read from {path} (multi-label)",
+        )
+    train_labels = train_labels.reshape(-1).astype(np.int64)
     if parsed.kind == "medmnist":
         num_classes = len(data.medmnist_info(parsed.flag)["label"])
     else:
@@ -185,16 +245,25 @@ def jobs_from_config(
     models: Sequence[str] | None = None,
     max_models: int | None = None,
     cache_dir: str | Path | None = None,
+    dataset_sizes: Mapping[str, Sequence[int]] | None = None,
 ) -> GridJobs:
     """Validate a workflow config (pepr.config) and turn its grid into :class:`Job` objects.
 
     ``config`` is the loaded YAML mapping (defaults are filled in, in place, by pepr.config).
+    The config is checked as ``snakemake -n`` checks it, except that data files need not exist
+    (a cost estimate comes before the data: sizes come from MedMNIST's metadata, the npz header
+    or ``dataset_sizes``, see :func:`dataset_facts`).
     Pretraining jobs of the ``transfer`` strategy are included (init ``pretrain``, dataset = the
-    source's short name). ``models`` keeps only those models (each must be in the grid);
-    ``max_models`` keeps the first N models of the grid in config order. Raises PeprInputError
-    for a bad config, an unknown model in ``models``, or ``max_models < 1``.
+    source's short name). ``models`` keeps only those models; a model that is not in the config
+    is priced on the config's grid too (its datasets, inits, fractions and seeds, after
+    include/exclude), checked like a config model (a timm name, ImageNet weights for imagenet
+    cells). ``max_models`` keeps the first N models of the grid in config order. Raises
+    PeprInputError for a bad config, an unknown model, or ``max_models < 1``.
     """
+    import copy
+
     from pepr import plan
+    from pepr.config import apply_defaults, load_schema, timm_catalogue
 
     schema_path = Path(schema_path)
     if not schema_path.is_file():
@@ -203,29 +272,55 @@ def jobs_from_config(
         )
     if max_models is not None and max_models < 1:
         raise PeprInputError(f"--max-models must be at least 1, got {max_models}")
-    grid = plan.prepare_grid(config, schema_path, cache_dir, validate=True, source=source)
-    grid_models = list(dict.fromkeys(cell.model for cell in grid.cells))
-    all_job_count = len(grid.cells) + len(grid.pretrain_jobs)
+    schema = load_schema(schema_path)
+    apply_defaults(config, schema)
+    config_models = [m for m in config.get("models") or [] if isinstance(m, str)]
+    extra = [m for m in dict.fromkeys(models or ()) if m not in config_models]
+    planned = config
+    if extra:
+        planned = copy.deepcopy(config)
+        planned["models"] = config_models + extra
+    # as `snakemake -n` checks it, but data files need not exist yet (check_data=False)
+    plan.check_config(planned, schema, catalogue=timm_catalogue(cache_dir), check_data=False, source=source)
+    grid = plan.prepare_grid(planned, schema_path, None, validate=False, source=source)
+    config_set = set(config_models)
+    grid_models = list(dict.fromkeys(cell.model for cell in grid.cells if cell.model in config_set))
+    all_job_count = sum(c.model in config_set for c in grid.cells) + sum(j.model in config_set for j in grid.pretrain_jobs)
     keep = grid_models
+    notes: list[str] = []
     if models:
-        unknown = [m for m in models if m not in grid_models]
-        if unknown:
-            raise PeprInputError(
-                f"--models: {', '.join(unknown)} not in the grid of {source} "
-                f"(its {len(grid_models)} models start with {', '.join(grid_models[:5])})"
+        keep = [m for m in dict.fromkeys(models)]
+        absent = [m for m in keep if not any(cell.model == m for cell in grid.cells)]
+        if absent:
+            raise PeprInputError(f"--models: {', '.join(absent)} keep no cell of {source} after its include/exclude filters")
+        if extra:
+            notes.append(
+                f"{', '.join(extra)} not in the models of {source}: priced on its grid "
+                "(the same datasets, inits, fractions and seeds)"
             )
-        keep = [m for m in grid_models if m in set(models)]
     if max_models is not None:
         keep = keep[:max_models]
     keep_set = set(keep)
     data_dir = Path(config["data_dir"]) if config.get("data_dir") else None
+    known_names = {item["name"] for item in grid.datasets.values()}
+    unknown_sizes = sorted(set(dataset_sizes or {}) - known_names)
+    if unknown_sizes:
+        raise PeprInputError(
+            f"--dataset-size: {', '.join(unknown_sizes)} is not a dataset of {source} "
+            f"(its datasets: {', '.join(sorted(known_names))})"
+        )
     specs = [cell.dataset for cell in grid.cells] + [job.source for job in grid.pretrain_jobs]
-    facts = {spec: dataset_facts(spec, data_dir) for spec in dict.fromkeys(specs)}
+    facts = {spec: dataset_facts(spec, data_dir, dataset_sizes) for spec in dict.fromkeys(specs)}
     jobs: list[Job] = []
 
     def make(model: str, spec: str, init: str, fraction: float, seed: int, epochs: int) -> Job:
         fact = facts[spec]
         image_size = int(config["image_size"]) if config.get("image_size") else fact.stored_size
+        if image_size < 1:
+            raise PeprInputError(
+                f"dataset {fact.name}: its image size is unknown (no file, the config's image_size is null); "
+                f"give it as the 4th number of --dataset-size {fact.name}=TRAIN,VAL,TEST,SIZE"
+            )
         return Job(
             dataset=fact.name, init=init, fraction=float(fraction), model=model, seed=int(seed), epochs=int(epochs),
             image_size=image_size, batch_size=int(config["batch_size"]),
@@ -240,9 +335,8 @@ def jobs_from_config(
     for cell in grid.cells:
         if cell.model in keep_set:
             jobs.append(make(cell.model, cell.dataset, cell.init, cell.fraction, cell.seed, config["epochs"]))
-    notes = [f"dataset {fact.name}: {fact.n_train}/{fact.n_val}/{fact.n_test} train/val/test images, "
-             f"{fact.channels} channel(s), {fact.num_classes} classes ({fact.source})" for fact in facts.values()]
+    notes += [f"dataset {fact.name}: {fact.n_train}/{fact.n_val}/{fact.n_test} train/val/test images, "
+              f"{fact.channels} channel(s), {fact.num_classes} classes ({fact.source})" for fact in facts.values()]
     if grid.pretrain_jobs:
         notes.append("jobs include the transfer strategy's pretraining runs (init 'pretrain').")
     return GridJobs(jobs=jobs, grid_models=grid_models, grid_jobs=all_job_count, datasets=facts, config=config, notes=notes)
-

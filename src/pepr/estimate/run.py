@@ -44,6 +44,8 @@ class EstimateSettings:
     country: str | None = None
     job_overhead_s: float = 0.0
     pue: float = 1.0
+    #: (short name, (TRAIN, VAL, TEST[, SIZE[, CHANNELS]])) for datasets whose file is not there yet
+    dataset_sizes: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
     def __post_init__(self) -> None:
         if self.batches < 1 or self.warmup < 0 or not (self.min_seconds >= 0):
@@ -88,7 +90,8 @@ def run_estimate(
     raised as PeprInputError before the first calibration starts.
     """
     grid_jobs = jobs_from_config(
-        config, schema_path, source=source, models=settings.models, max_models=settings.max_models, cache_dir=cache_dir
+        config, schema_path, source=source, models=settings.models, max_models=settings.max_models, cache_dir=cache_dir,
+        dataset_sizes=dict(settings.dataset_sizes),
     )
     config = grid_jobs.config
     country = (settings.country or config["country"]).strip().upper()

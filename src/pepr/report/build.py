@@ -17,27 +17,32 @@ from pepr.errors import PeprInputError
 from pepr.report import figures, tables
 from pepr.report.config import FIGURES, TABLES, ReportConfig
 from pepr.report.data import (
-    CELL,
-    RUN,
+    PreparedTable,
     ReportData,
+    TableSpec,
     annotate_models,
     gather_histories,
     load_histories,
     load_model_metadata,
-    load_results,
     mark_sizes,
+    prepare_results,
+    prepare_table,
+    run_columns,
     size_split,
 )
 from pepr.report.stats import epoch_curves, peak_epochs
 from pepr.report.summary import summary_markdown
 from pepr.runs import atomic_write_text
-from pepr.tableio import write_table
+from pepr.tableio import read_table, write_table
 
-__all__ = ["ReportData", "compute_tables", "draw_figures", "load", "read_tables", "write_figures",
-           "write_histories", "write_summary", "write_tables"]
+__all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "read_tables", "write_figures",
+           "write_histories", "write_pepr_table", "write_report", "write_summary", "write_tables"]
 
-#: Columns of the tables that name cells, models or levels: read back as text ("1.0" stays "1.0").
-TEXT_COLUMNS = {c: str for c in [*CELL, "model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason"]}
+#: Columns of the tables that name models or levels: read back as text ("1.0" stays "1.0").
+TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason", "check",
+                "recommended_model", "best_model", "statement", "family"]
+#: Figures drawn against parameter counts: left out for a table without them.
+SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
 
 
 def write_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:
@@ -47,97 +52,134 @@ def write_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLike
     return table
 
 
+def prepare(
+    prepared: PreparedTable,
+    histories: str | os.PathLike | pd.DataFrame | None,
+    expected: pd.DataFrame | None = None,
+) -> ReportData:
+    """Everything the report is computed from, from a checked and scored table
+    (:func:`pepr.report.data.prepare_table`): the results with model metadata and the
+    small/large split, the histories (``histories`` None: none) and their peak epochs.
+
+    ``expected``: the planned runs (group columns, model, seed) for the list of missing runs;
+    None infers the grid from the values present (see tables.missing_table).
+    """
+    cfg = prepared.cfg
+    results = prepare_results(prepared.table, cfg)
+    results = annotate_models(results, load_model_metadata(cfg.model_metadata))
+    split = size_split(results, cfg.group) if cfg.params_known else None
+    results = mark_sizes(results, split, cfg.group)
+    if isinstance(histories, pd.DataFrame):
+        histories = histories.rename(columns={v: k for k, v in prepared.names.items()})
+    history = load_histories(histories, results, cfg)
+    if len(history):
+        curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, list(cfg.group))
+        peaks = peak_epochs(curves, run_columns(cfg), cfg.history_performance, cfg.history_resource)
+    else:
+        peaks = pd.DataFrame(columns=[*cfg.group, *tables.PEAK_COLUMNS])
+    return ReportData(results, history, peaks, cfg, expected, dict(prepared.names), prepared.resources, prepared.synthetic)
+
+
 def load(
     pepr_csv: str | os.PathLike,
     histories: str | os.PathLike | None,
     cfg: ReportConfig,
     expected: pd.DataFrame | None = None,
+    spec: TableSpec | None = None,
 ) -> ReportData:
-    """Read ``pepr.csv``, the model metadata and the gathered histories (``histories`` None:
-    none, for the summary, which reads the peak-epoch table instead).
-
-    ``expected``: the planned runs (dataset, init, fraction, model, seed) for the list of
-    missing runs; None infers the grid from the values present (see tables.missing_table).
+    """Read a results table (the workflow's ``pepr.csv``), check and score it as ``spec`` says
+    (None: the workflow's columns) and load the histories: :func:`prepare` of
+    :func:`~pepr.report.data.prepare_table`, the one path of the workflow and ``pepr report``.
     """
-    results = load_results(pepr_csv, cfg)
-    results = annotate_models(results, load_model_metadata(cfg.model_metadata))
-    results = mark_sizes(results, size_split(results))
-    history = load_histories(histories, results, cfg)
-    if len(history):
-        curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, CELL)
-        peaks = peak_epochs(curves, RUN, cfg.history_performance, cfg.history_resource)
-    else:
-        peaks = pd.DataFrame(columns=tables.PEAK_COLUMNS)
-    return ReportData(results, history, peaks, cfg, expected)
+    raw = read_table(pepr_csv)
+    prepared = prepare_table(raw, spec or TableSpec(performance=cfg.performance), cfg, source=f"'{pepr_csv}'")
+    return prepare(prepared, histories, expected)
 
 
 def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:
-    """All report tables by name (see :data:`TABLES`)."""
+    """All report tables by name (see :data:`TABLES`), in the report's column names."""
     df, cfg = data.results, data.cfg
     return {
+        "decision": tables.decision_table(df, cfg),
+        "footprint": tables.footprint_table(df),
+        "measurement_checks": tables.measurement_checks_table(df, cfg, list(data.resources), data.synthetic),
         "top_k": tables.top_k_table(df, cfg),
         "small_vs_large": tables.small_vs_large_table(df, cfg),
+        "size_trend": tables.size_trend_table(df, cfg),
         "paired_init": tables.paired_table(df, cfg, "init"),
         "paired_fraction": tables.paired_table(df, cfg, "fraction"),
         "seeds": tables.seed_table(df, cfg),
         "rank_ci": tables.rank_table(df, cfg),
         "peaks": data.peaks,
-        "failed": tables.failed_table(df),
-        "missing": tables.missing_table(df, data.expected),
-        "energy_methods": tables.energy_method_table(df),
+        "failed": tables.failed_table(df, cfg),
+        "missing": tables.missing_table(df, cfg, data.expected),
+        "energy_methods": tables.energy_method_table(df, cfg),
     }
+
+
+def figure_names(cfg: ReportConfig) -> list[str]:
+    """The figures drawn for this table: all of :data:`FIGURES`, less those against parameter
+    counts when the table has none and the init / fraction comparisons when those are not
+    group keys (the workflow always draws all)."""
+    factors = {"init_comparison": "init", "fraction_comparison": "fraction"}
+    return [name for name in FIGURES if (cfg.params_known or name not in SIZE_FIGURES)
+            and factors.get(name, cfg.group[0]) in cfg.group]
 
 
 def draw_figures(data: ReportData) -> dict:
     """All report figures by name (see :data:`FIGURES`), as matplotlib Figures."""
     df, cfg = data.results, data.cfg
-    return {
-        "pepr_profile": figures.pepr_profile(df, cfg),
-        "performance_vs_params": figures.performance_vs_params(df, cfg),
-        "pepr_vs_params": figures.pepr_vs_params(df, cfg),
-        "init_comparison": figures.paired_comparison(tables.paired_table(df, cfg, "init"), df, cfg, "init"),
-        "fraction_comparison": figures.paired_comparison(tables.paired_table(df, cfg, "fraction"), df, cfg, "fraction"),
-        "performance_vs_resource": figures.performance_vs_resource(df, cfg),
-        "epoch_pepr": figures.epoch_pepr(data.histories, data.peaks, df, cfg),
-        "model_space": figures.model_space(df, cfg),
+    draw = {
+        "pepr_profile": lambda: figures.pepr_profile(df, cfg),
+        "performance_vs_params": lambda: figures.performance_vs_params(df, cfg),
+        "pepr_vs_params": lambda: figures.pepr_vs_params(df, cfg),
+        "init_comparison": lambda: figures.paired_comparison(tables.paired_table(df, cfg, "init"), df, cfg, "init"),
+        "fraction_comparison": lambda: figures.paired_comparison(tables.paired_table(df, cfg, "fraction"), df, cfg, "fraction"),
+        "performance_vs_resource": lambda: figures.performance_vs_resource(df, cfg),
+        "epoch_pepr": lambda: figures.epoch_pepr(data.histories, data.peaks, df, cfg),
+        "model_space": lambda: figures.model_space(df, cfg),
     }
+    return {name: draw[name]() for name in figure_names(cfg)}
 
 
-def figure_paths(out_dir: str | os.PathLike, cfg: ReportConfig) -> list[Path]:
-    """Every figure file the report writes under ``out_dir`` (for the workflow's targets)."""
-    return [Path(out_dir) / f"{stem}.{fmt}" for stem in FIGURES.values() for fmt in cfg.figure_formats]
+def _to_input_names(table: pd.DataFrame, data: ReportData) -> pd.DataFrame:
+    """A table in the input's column names (model -> the --model column, ...)."""
+    return table.rename(columns={k: v for k, v in data.names.items() if k in table.columns})
 
 
-def table_paths(out_dir: str | os.PathLike) -> list[Path]:
-    """Every table file the report writes under ``out_dir``."""
-    return [Path(out_dir) / name for name in TABLES.values()]
-
-
-def write_tables(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
-    """Write every table as CSV under ``out_dir``; returns the paths."""
+def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[str, pd.DataFrame] | None = None) -> list[Path]:
+    """Write every table (``computed``, None: :func:`compute_tables`) as CSV under ``out_dir``,
+    in the input's column names; returns the paths."""
     paths = []
-    for name, table in compute_tables(data).items():
+    for name, table in (computed if computed is not None else compute_tables(data)).items():
         path = Path(out_dir) / TABLES[name]
-        write_table(table, path)
+        write_table(_to_input_names(table.infer_objects(), data), path)
         paths.append(path)
     return paths
 
 
-def read_tables(tables_dir: str | os.PathLike) -> dict[str, pd.DataFrame]:
-    """Read back every table :func:`write_tables` wrote (cell and model columns as text)."""
+def read_tables(tables_dir: str | os.PathLike, data: ReportData | None = None) -> dict[str, pd.DataFrame]:
+    """Read back every table :func:`write_tables` wrote, in the report's column names (group
+    and model columns as text); ``data`` None: a workflow table (pepr's own names)."""
+    names = data.names if data is not None else {}
+    group = list(data.cfg.group) if data is not None else ["dataset", "init", "fraction"]
+    back = {v: k for k, v in names.items()}
+    text = {c: str for c in [*group, *TEXT_COLUMNS, *[names.get(c, c) for c in ("model",)]]}
     out = {}
     for name, file in TABLES.items():
         path = Path(tables_dir) / file
         if not path.is_file():
             raise PeprInputError(f"report table '{path}' does not exist; build the tables first (rule report_tables)")
         try:
-            out[name] = pd.read_csv(path, dtype=TEXT_COLUMNS, keep_default_na=True)
+            table = pd.read_csv(path, dtype=text, keep_default_na=True)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise PeprInputError(f"cannot read report table '{path}': {exc}; rebuild it (rule report_tables)") from None
+        table = table.rename(columns=back)
         # Free-text columns: an empty note is "" (no caveat), not NaN, whatever pandas inferred.
-        text = [c for c in out[name].columns if c.startswith("note") or c in ("reason", "detail", "kind", "model", "context")]
-        for column in text:
-            out[name][column] = out[name][column].astype(object).where(out[name][column].notna(), "")
+        free = [c for c in table.columns if c.startswith("note") or c in ("reason", "detail", "kind", "model", "context", "statement")]
+        for column in free:
+            table[column] = table[column].astype(object).where(table[column].notna(), "")
+        out[name] = table
     return out
 
 
@@ -153,5 +195,45 @@ def write_summary(data: ReportData, tables_dir: str | os.PathLike, path: str | o
     """Write the plain-language findings (``summary.md``) atomically, from the tables
     already written under ``tables_dir``."""
     path = Path(path)
-    atomic_write_text(path, summary_markdown(data, read_tables(tables_dir)))
+    atomic_write_text(path, summary_markdown(data, read_tables(tables_dir, data)))
     return path
+
+
+def write_pepr_table(prepared: PreparedTable, path: str | os.PathLike) -> Path:
+    """The scored table in the input's column names (the input's rows and columns, plus
+    ``X_norm`` and ``pepr_X`` per scored resource; failed runs' scores empty)."""
+    write_table(prepared.scored, path)
+    return Path(path)
+
+
+def write_report(
+    table: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    spec: TableSpec,
+    cfg: ReportConfig,
+    histories: str | os.PathLike | None = None,
+) -> list[Path]:
+    """``pepr report``: check and score any runs table, then write ``out_dir/pepr.csv``,
+    ``tables/*.csv``, ``figures/*``, ``summary.md`` and ``report.html``.
+
+    Everything that can be wrong with the input (the table, the histories, a column, a flag)
+    is checked before ``out_dir`` is created, so a bad input writes nothing.
+    """
+    from pepr.report.html import write_report_page
+
+    raw = read_table(table)
+    prepared = prepare_table(raw, spec, cfg, source=f"'{table}'")
+    history_table = None
+    if histories is not None:
+        history_table = read_table(histories)
+        history_table = history_table.rename(columns={old: new for old, new in spec.rename if old in history_table.columns})
+    data = prepare(prepared, history_table, None)
+    computed = compute_tables(data)  # before any file: a failure here leaves nothing behind
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [write_pepr_table(prepared, out / "pepr.csv")]
+    paths += write_tables(data, out / "tables", computed)
+    paths += write_figures(data, out / "figures")
+    paths.append(write_summary(data, out / "tables", out / "summary.md"))
+    paths.append(Path(write_report_page(out, data.cfg)))
+    return paths

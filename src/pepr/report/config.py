@@ -7,9 +7,10 @@ them without importing the report; they are imported here for the report's modul
 
 from __future__ import annotations
 
-from pepr.report_settings import PERFORMANCE_COLUMNS, STANDARD_RESOURCES, ReportConfig
+from pepr.report_settings import PERFORMANCE_COLUMNS, STANDARD_RESOURCES, TABLE_SETTINGS, WORKFLOW_GROUP, ReportConfig
 
-__all__ = ["FIGURES", "HISTORIES_TABLE", "PERFORMANCE_COLUMNS", "STANDARD_RESOURCES", "TABLES", "ReportConfig"]
+__all__ = ["FIGURES", "HISTORIES_TABLE", "PERFORMANCE_COLUMNS", "STANDARD_RESOURCES", "TABLES", "TABLE_SETTINGS",
+           "WORKFLOW_GROUP", "ReportConfig"]
 
 #: Table name -> file name under the tables folder (``results/tables``).
 TABLES: dict[str, str] = {
@@ -23,6 +24,10 @@ TABLES: dict[str, str] = {
     "failed": "failed_runs.csv",
     "missing": "missing.csv",
     "energy_methods": "energy_methods.csv",
+    "decision": "decision.csv",
+    "size_trend": "size_trend.csv",
+    "measurement_checks": "measurement_checks.csv",
+    "footprint": "footprint.csv",
 }
 
 #: Figure name -> file stem under the figures folder (one file per configured format).

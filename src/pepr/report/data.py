@@ -9,26 +9,30 @@ from __future__ import annotations
 import csv
 import os
 import re
-from dataclasses import dataclass
+import dataclasses
+from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprInputError
-from pepr.report.config import STANDARD_RESOURCES, ReportConfig
+from pepr.aggregate import normalise_status
+from pepr.report.config import STANDARD_RESOURCES, WORKFLOW_GROUP, ReportConfig
 from pepr.runs import format_fraction, parse_run_path
 from pepr.tableio import read_table
 
-#: The columns naming a run's experiment cell (the PePR normalisation group).
-CELL = ["dataset", "init", "fraction"]
-#: The columns naming one run.
-RUN = [*CELL, "model", "seed"]
-#: Columns every pepr.csv must have for the report.
-REQUIRED = [*RUN, "status", "reason", "params", "energy_method"]
+#: The workflow's normalisation group (the columns PePR is normalised within); a table given to
+#: ``pepr report`` may have others (``ReportConfig.group``).
+GROUP = list(WORKFLOW_GROUP)
+#: The columns naming one run of the workflow.
+RUN = [*GROUP, "model", "seed"]
 #: Packaged copy of the paper's model table (written by the workflow stage when present).
 PACKAGED_METADATA = "paper_models.csv"
+#: Columns a run may carry that say where it was measured (checked for mixing within a group).
+MEASURED_ON = ("device", "host", "gpu_model")
 
 
 @dataclass(frozen=True)
@@ -40,10 +44,23 @@ class Variant:
     label: str
 
 
-def cell_label(key: tuple) -> str:
-    """Human label of a cell key ``(dataset, init, fraction)``."""
-    dataset, init, fraction = key
-    return f"{dataset} / {init} / {fraction_label(fraction)}"
+def run_columns(cfg: ReportConfig) -> list[str]:
+    """The columns naming one run: the group keys, ``model`` and ``seed``."""
+    return [*cfg.group, "model", "seed"]
+
+
+def group_label(key: tuple, group: Sequence[str] = WORKFLOW_GROUP) -> str:
+    """Human label of a group key: ``pneumoniamnist / imagenet / 10% data``; keys other than
+    the workflow's are shown with their column name (``task liver``)."""
+    parts = []
+    for column, value in zip(group, key):
+        if column == "fraction":
+            parts.append(fraction_label(value))
+        elif column in WORKFLOW_GROUP or column == ONE_GROUP:
+            parts.append(str(value))
+        else:
+            parts.append(f"{column} {value}")
+    return " / ".join(parts)
 
 
 def fraction_label(fraction: str) -> str:
@@ -55,79 +72,100 @@ def fraction_label(fraction: str) -> str:
 
 
 def load_results(path: str | os.PathLike, cfg: ReportConfig) -> pd.DataFrame:
-    """Read ``pepr.csv`` and check it carries what the report needs.
-
-    The cell columns are read as text so that they match the run folders' names exactly
-    (``fraction`` ``1.0`` stays ``"1.0"``); ``fraction_value`` holds the number for ordering.
-    Adds ``ok`` (status == "ok").
-    """
-    table = read_table(path)
-    missing = [c for c in REQUIRED if c not in table.columns]
-    if missing:
-        raise PeprInputError(
-            f"'{path}' lacks column(s) {', '.join(missing)} that the report needs; "
-            "it must be the results/pepr.csv written by the workflow's scoring step"
-        )
-    return prepare_results(table, cfg, source=str(path))
+    """Read a scored results table (``pepr.csv``) and check it carries what the report needs
+    (see :func:`prepare_results`)."""
+    return prepare_results(read_table(path), cfg, source=f"'{path}'")
 
 
 def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the results table") -> pd.DataFrame:
-    """Normalise types of a pepr.csv-like table and validate it (see :func:`load_results`)."""
+    """Normalise types of a scored table in the report's column names and validate it.
+
+    Needs the group columns (``cfg.group``), ``model``, ``seed``, the performance, the headline
+    resource with its ``X_norm`` / ``pepr_X`` columns, and ``params`` when
+    ``cfg.params_known``. ``status`` ("ok"/"failed", any case; absent: every run ok),
+    ``reason`` and ``energy_method`` are optional. The group columns are read as text so that
+    they match the run folders' names exactly (``fraction`` ``1.0`` stays ``"1.0"``);
+    ``fraction_value`` holds the number for ordering when ``fraction`` is a group key. Adds
+    ``ok`` (status == "ok").
+    """
     if len(table) == 0:
         raise PeprInputError(f"{source} has no rows: there is no run to report on")
-    missing = [c for c in REQUIRED if c not in table.columns]
+    run = run_columns(cfg)
+    required = [*run, *(["params"] if cfg.params_known else [])]
+    missing = [c for c in required if c not in table.columns]
     if missing:
         raise PeprInputError(f"{source} lacks column(s) {', '.join(missing)} that the report needs")
     df = table.copy()
-    for column in ["dataset", "init", "model"]:
-        df[column] = df[column].astype(str)
-    df["fraction"] = [_fraction_text(v) for v in df["fraction"]]
-    try:
-        df["fraction_value"] = df["fraction"].astype(float)
-    except ValueError:
-        raise PeprInputError(f"{source}: column 'fraction' must hold numbers such as 1.0 or 0.1") from None
+    for column in [*cfg.group, "model"]:
+        if column == "fraction":
+            df[column] = [_fraction_text(v) for v in df[column]]
+        else:
+            df[column] = [_key_text(v) for v in df[column]]
+    if "fraction" in cfg.group:
+        try:
+            df["fraction_value"] = df["fraction"].astype(float)
+        except ValueError:
+            raise PeprInputError(f"{source}: column 'fraction' must hold numbers such as 1.0 or 0.1") from None
     seeds = pd.to_numeric(df["seed"], errors="coerce")
     if seeds.isna().any() or (seeds != seeds.round()).any():
         raise PeprInputError(f"{source}: column 'seed' must hold integers")
     df["seed"] = seeds.astype(int)
-    statuses = set(df["status"].astype(str))
-    if not statuses <= {"ok", "failed"}:
-        raise PeprInputError(
-            f"{source}: column 'status' holds {sorted(statuses - {'ok', 'failed'})}; only 'ok' and 'failed' are valid"
-        )
-    df["ok"] = df["status"].astype(str) == "ok"
-    df["reason"] = df["reason"].fillna("").astype(str)
-    df["energy_method"] = df["energy_method"].fillna("").astype(str)
-    duplicated = df[df.duplicated(RUN, keep=False)]
+    if "status" in df.columns:
+        df["status"] = normalise_status(df["status"], where=source)
+    else:
+        df["status"] = "ok"
+    df["ok"] = df["status"] == "ok"
+    for column in ("reason", "energy_method"):
+        df[column] = df[column].fillna("").astype(str) if column in df.columns else ""
+    duplicated = df[df.duplicated(run, keep=False)]
     if len(duplicated):
         first = duplicated.iloc[0]
         raise PeprInputError(
-            f"{source}: run {tuple(first[c] for c in RUN)} appears {len(duplicated)} times; "
-            "each (dataset, init, fraction, model, seed) must be one row"
+            f"{source}: run {tuple(first[c] for c in run)} appears {len(duplicated)} times; "
+            f"each ({', '.join(run)}) must be one row (give the seed column with --seed, or more --by columns)"
         )
     needed = [cfg.performance, cfg.resource, f"pepr_{cfg.resource}", f"{cfg.resource}_norm"]
     absent = [c for c in needed if c not in df.columns]
     if absent:
         raise PeprInputError(
             f"{source} lacks column(s) {', '.join(absent)}; the report's performance is "
-            f"'{cfg.performance}' and headline resource '{cfg.resource}' (report.performance / report.resource)"
+            f"'{cfg.performance}' and headline resource '{cfg.resource}'"
         )
-    numeric = ["params", *[c for c in df.columns if c.startswith("pepr_") or c.endswith("_norm")]]
-    numeric += [cfg.performance, *[c for c in STANDARD_RESOURCES if c in df.columns]]
+    numeric = [*(["params"] if cfg.params_known else []),
+               *[c for c in df.columns if c.startswith("pepr_") or c.endswith("_norm")]]
+    numeric += [cfg.performance, cfg.resource, *[c for c in STANDARD_RESOURCES if c in df.columns]]
     for column in dict.fromkeys(numeric):
         df[column] = pd.to_numeric(df[column], errors="coerce")
+    if not cfg.params_known:
+        df["params"] = np.nan
     # Optional columns (e.g. amortised scores of transfer runs only) may be empty; these may not.
-    for column in dict.fromkeys(["params", *needed]):
+    for column in dict.fromkeys([*(["params"] if cfg.params_known else []), *needed]):
         holes = df[df["ok"] & df[column].isna()]
         if len(holes):
             bad = holes.iloc[0]
             raise PeprInputError(
-                f"{source}: successful run {tuple(bad[c] for c in RUN)} has no value in column '{column}'"
+                f"{source}: successful run {tuple(bad[c] for c in run)} has no value in column '{column}'"
             )
     perf = df.loc[df["ok"], cfg.performance]
     if ((perf < 0) | (perf > 1)).any():
         raise PeprInputError(f"{source}: column '{cfg.performance}' must lie in [0, 1] for successful runs")
-    return df.sort_values(["dataset", "init", "fraction_value", "model", "seed"], ascending=[True, True, False, True, True]).reset_index(drop=True)
+    # One text per group, for grouping where only "same group" matters.
+    df["group_id"] = [group_label(tuple(k), cfg.group) for k in df[list(cfg.group)].itertuples(index=False)]
+    order = _group_order(cfg.group)
+    return df.sort_values([*order, "model", "seed"], ascending=[*[c != "fraction_value" for c in order], True, True]).reset_index(drop=True)
+
+
+def _group_order(group: Sequence[str]) -> list[str]:
+    """Sort columns of the group keys: ``fraction`` by its number (larger first)."""
+    return ["fraction_value" if c == "fraction" else c for c in group]
+
+
+def _key_text(value: object) -> str:
+    """A group key or model name as text; whole floats read back from CSV keep no ``.0``
+    unless they were written so (``3`` -> "3")."""
+    if isinstance(value, (float, np.floating)) and float(value).is_integer():
+        return str(int(value))
+    return str(value)
 
 
 def _fraction_text(value: object) -> str:
@@ -164,11 +202,19 @@ def variants(df: pd.DataFrame) -> list[Variant]:
     return found
 
 
-def cells(df: pd.DataFrame) -> list[tuple]:
-    """Cell keys ``(dataset, init, fraction)`` in display order (larger fraction first)."""
-    keys = df[[*CELL, "fraction_value"]].drop_duplicates()
-    keys = keys.sort_values(["dataset", "init", "fraction_value"], ascending=[True, True, False])
-    return [tuple(row) for row in keys[CELL].itertuples(index=False)]
+def groups(df: pd.DataFrame, group: Sequence[str] = WORKFLOW_GROUP) -> list[tuple]:
+    """Group keys (values of the ``group`` columns) in display order (larger fraction first)."""
+    group = list(group)
+    order = _group_order(group)
+    keys = df[list(dict.fromkeys([*group, *order]))].drop_duplicates()
+    keys = keys.sort_values(order, ascending=[c != "fraction_value" for c in order])
+    return [tuple(row) for row in keys[group].itertuples(index=False)]
+
+
+def group_rows(df: pd.DataFrame, key: tuple, group: Sequence[str] = WORKFLOW_GROUP) -> pd.DataFrame:
+    """The rows of ``df`` in the group ``key``."""
+    group = list(group)
+    return df[(df[group] == pd.Series(key, index=group)).all(axis=1)]
 
 
 def energy_methods(df: pd.DataFrame) -> str:
@@ -241,15 +287,15 @@ def annotate_models(df: pd.DataFrame, metadata: pd.DataFrame | None) -> pd.DataF
     return out
 
 
-def size_split(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: the median parameter count over that cell's successful models.
+def size_split(df: pd.DataFrame, group: Sequence[str] = WORKFLOW_GROUP) -> pd.DataFrame:
+    """Per group: the median parameter count over that group's successful models.
 
-    The split is per cell because a model's count depends on the cell (classifier head, input
+    The split is per group because a model's count depends on the group (classifier head, input
     channels): one sweep-wide count per model would misfile models near the median. Only
     successful runs count: a failed run may carry no count (a failed pretraining) or one of a
     model that never ran, and the split is between the models being compared. A model is
-    *small* in a cell when its count there is at or below the cell's median, *large* above it.
-    Returns columns dataset, init, fraction, median_params (cells without a successful run
+    *small* in a group when its count there is at or below the group's median, *large* above it.
+    Returns the group columns and median_params (groups without a successful run
     get none, and their models are neither small nor large).
     """
     known = df[df["ok"]].dropna(subset=["params"])
@@ -257,21 +303,28 @@ def size_split(df: pd.DataFrame) -> pd.DataFrame:
         known = df.dropna(subset=["params"])  # nothing succeeded: the split is only for display
     if known.empty:
         raise PeprInputError("no run has a parameter count ('params'): cannot split small from large models")
-    per_model = known.groupby([*CELL, "model"], sort=False)["params"].first()
-    return per_model.groupby(level=CELL, sort=False).median().rename("median_params").reset_index()
+    group = list(group)
+    per_model = known.groupby([*group, "model"], sort=False)["params"].first()
+    return per_model.groupby(level=group, sort=False).median().rename("median_params").reset_index()
 
 
-def mark_sizes(df: pd.DataFrame, split: pd.DataFrame) -> pd.DataFrame:
-    """``df`` with ``median_params`` (its cell's) and ``small`` (params <= that median)."""
-    out = df.drop(columns=["median_params", "small"], errors="ignore").merge(split, on=CELL, how="left")
+def mark_sizes(df: pd.DataFrame, split: pd.DataFrame | None, group: Sequence[str] = WORKFLOW_GROUP) -> pd.DataFrame:
+    """``df`` with ``median_params`` (its group's) and ``small`` (params <= that median);
+    ``split`` None (no parameter counts): both empty."""
+    out = df.drop(columns=["median_params", "small"], errors="ignore")
+    if split is None:
+        out["median_params"] = np.nan
+        out["small"] = pd.array([pd.NA] * len(out), dtype="boolean")
+        return out
+    out = out.merge(split, on=list(group), how="left")
     out["small"] = out["params"] <= out["median_params"]
     return out
 
 
 def co2_is_scaled_energy(df: pd.DataFrame) -> bool:
-    """Whether every successful run's CO2 is its energy times one constant per cell.
+    """Whether every successful run's CO2 is its energy times one constant per group.
 
-    Then min-max normalised CO2 equals normalised energy in every cell and PePR-C ranks
+    Then min-max normalised CO2 equals normalised energy in every group and PePR-C ranks
     exactly as PePR-E. True unless some run used a carbon-intensity time series (column
     ``carbon_intensity_source`` starting with "series") and the ratio actually varies.
     """
@@ -281,7 +334,8 @@ def co2_is_scaled_energy(df: pd.DataFrame) -> bool:
     sources = ok["carbon_intensity_source"].astype(str) if "carbon_intensity_source" in ok.columns else pd.Series(dtype=str)
     if sources.str.startswith("series").any():
         return False
-    ratio = (ok["co2_kg"] / ok["energy_kwh"].where(ok["energy_kwh"] > 0)).groupby([ok[c] for c in CELL]).agg(["min", "max"])
+    by = ok["group_id"] if "group_id" in ok.columns else [ok[c] for c in GROUP]
+    ratio = (ok["co2_kg"] / ok["energy_kwh"].where(ok["energy_kwh"] > 0)).groupby(by).agg(["min", "max"])
     return bool(np.allclose(ratio["min"], ratio["max"], rtol=1e-6, equal_nan=True))
 
 
@@ -323,6 +377,205 @@ class ReportData:
     peaks: pd.DataFrame
     cfg: ReportConfig
     expected: pd.DataFrame | None = None
+    #: The report's column name -> the input table's (e.g. model -> name), for the tables written.
+    names: dict[str, str] = field(default_factory=dict)
+    #: The raw resource columns scored (each has X_norm and pepr_X).
+    resources: tuple[str, ...] = ()
+    #: The report's columns the input did not have (a made-up seed or single group).
+    synthetic: tuple[str, ...] = ()
+
+
+#: The group column made up when a table has none of the workflow's and no --by is given.
+ONE_GROUP = "all"
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """How a runs table's columns map onto the report: ``pepr report``'s flags.
+
+    None / empty means the default: performance ``test_accuracy``; resources the workflow's
+    (:data:`pepr.aggregate.RESOURCES` and their ``_amortised`` forms) present in the table;
+    group keys those of dataset, init, fraction present (none: the whole table is one group);
+    model ``model``; params ``params`` and seed ``seed`` when present (an explicit name must be
+    present). ``rename`` (old, new) pairs are applied first, and every other name refers to the
+    renamed table.
+    """
+
+    performance: str | None = None
+    resources: tuple[str, ...] = ()
+    by: tuple[str, ...] = ()
+    model: str | None = None
+    params: str | None = None
+    seed: str | None = None
+    rename: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass
+class PreparedTable:
+    """A runs table checked and scored: ``scored`` in the input's column names (what
+    ``pepr.csv`` holds), ``table`` the same rows in the report's names, ``cfg`` the report
+    settings with the table's shape, ``names`` report name -> input name, ``resources`` the
+    scored resource columns, ``synthetic`` the report's columns the input did not have."""
+
+    scored: pd.DataFrame
+    table: pd.DataFrame
+    cfg: ReportConfig
+    names: dict[str, str]
+    resources: tuple[str, ...]
+    synthetic: tuple[str, ...]
+
+
+def _columns_text(columns) -> str:
+    shown = [str(c) for c in columns]
+    return ", ".join(shown[:40]) + (f" (and {len(shown) - 40} more)" if len(shown) > 40 else "")
+
+
+def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source: str = "the table") -> PreparedTable:
+    """Check a runs table against ``spec`` and score it within its groups.
+
+    Every problem (an unknown or clashing column, a bad rename, values the scoring refuses)
+    raises :class:`~pepr.errors.PeprInputError` naming it and the fix, so the caller can
+    check everything before writing anything. Existing ``X_norm`` / ``pepr_X`` columns of the
+    scored resources are recomputed (a ``pepr.csv`` can be reported on again).
+    """
+    from pepr.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column
+    from pepr.scoring import norm_column, pepr_column, score
+
+    if len(raw) == 0:
+        raise PeprInputError(f"{source} has no rows: there is no run to report on")
+    columns = [str(c) for c in raw.columns]
+    if len(set(columns)) != len(columns):
+        raise PeprInputError(f"{source} names a column more than once; rename the extra ones so every column is named once")
+    table = raw.copy()
+    table.columns = columns
+    renames: dict[str, str] = {}
+    for old, new in spec.rename:
+        if not old or not new:
+            raise PeprInputError(f"--rename {old}={new}: give OLD=NEW with both names")
+        if old not in table.columns:
+            raise PeprInputError(f"--rename {old}={new}: {source} has no column '{old}'; its columns: {_columns_text(table.columns)}")
+        if old in renames:
+            raise PeprInputError(f"--rename: column '{old}' is renamed twice")
+        renames[old] = new
+    targets = list(renames.values())
+    clashes = sorted({n for n in targets if targets.count(n) > 1 or (n in table.columns and n not in renames)})
+    if clashes:
+        raise PeprInputError(
+            f"--rename: the new name(s) {', '.join(clashes)} would name two columns; drop or rename the existing one first"
+        )
+    table = table.rename(columns=renames)
+
+    def column(flag: str, given: str | None, default: str | None, required: bool) -> str | None:
+        name = given or default
+        if name in table.columns:
+            return name
+        if given is None and not required:
+            return None
+        what = f"{flag} {name}" if given else f"the default {flag} column '{name}'"
+        raise PeprInputError(
+            f"{source} has no column '{name}' ({what}); name the right one with {flag} COL or --rename OLD={name}; "
+            f"its columns: {_columns_text(table.columns)}"
+        )
+
+    model = column("--model", spec.model, "model", True)
+    seed = column("--seed", spec.seed, "seed", False)
+    params = column("--params", spec.params, "params", False)
+    performance = column("--performance", spec.performance, "test_accuracy", True)
+    if spec.resources:
+        resources = [column("--resource", r, r, True) for r in spec.resources]
+    else:
+        standard = [r for r in RESOURCES if r in table.columns]
+        resources = [*standard, *[amortised_column(r) for r in AMORTISED_RESOURCES
+                                  if r in standard and amortised_column(r) in table.columns]]
+        if not resources:
+            raise PeprInputError(
+                f"{source} has none of the workflow's resource columns ({', '.join(RESOURCES)}); "
+                "name yours with --resource COL (repeatable)"
+            )
+    repeated = sorted({r for r in resources if resources.count(r) > 1})
+    if repeated:
+        raise PeprInputError(f"--resource {', '.join(repeated)} given more than once")
+    if spec.by:
+        by = [column("--by", b, b, True) for b in spec.by]
+    else:
+        by = [c for c in WORKFLOW_GROUP if c in table.columns]
+    if len(set(by)) != len(by):
+        raise PeprInputError(f"--by: a group column is given more than once ({', '.join(by)})")
+    roles = {"--model": [model], "--seed": [seed], "--params": [params], "--performance": [performance],
+             "--resource": resources, "--by": by}
+    seen: dict[str, str] = {}
+    for flag, names in roles.items():
+        for name in names:
+            if name is None:
+                continue
+            if name in seen and seen[name] != flag:
+                raise PeprInputError(f"column '{name}' is given both as {seen[name]} and as {flag}; each column has one role")
+            seen[name] = flag
+    # The report's own names for model, seed and parameters; a different column already
+    # holding such a name would be overwritten.
+    to_report = {name: role for name, role in [(model, "model"), (seed, "seed"), (params, "params")] if name and name != role}
+    for name, role in to_report.items():
+        if role in table.columns:
+            raise PeprInputError(
+                f"{source} has a column '{role}' besides the {role} column '{name}' you named; "
+                f"rename it (--rename {role}={role}_input) so the report does not confuse the two"
+            )
+    synthetic = []
+    if not by:
+        by = [ONE_GROUP]
+        if ONE_GROUP in table.columns:
+            raise PeprInputError(f"{source} has a column '{ONE_GROUP}' but no group column; name the group columns with --by COL")
+    stale = [c for r in resources for c in (norm_column(r), pepr_column(r)) if c in table.columns]
+    scored_input = table.drop(columns=stale)
+    work = scored_input.rename(columns=to_report)
+    if seed is None:
+        work["seed"] = 0
+        synthetic.append("seed")
+    if by == [ONE_GROUP]:
+        work[ONE_GROUP] = "all runs"
+        synthetic.append(ONE_GROUP)
+    had_status = "status" in work.columns
+    if not had_status:
+        work["status"] = "ok"
+        synthetic.append("status")
+    work["status"] = normalise_status(work["status"], where=source)
+    ok = work["status"] == "ok"
+    if not ok.any():
+        raise PeprInputError(f"{source} has no successful run (every status is 'failed'): there is nothing to score")
+    for role, name in [("model", model), *[(b, b) for b in by if b != ONE_GROUP]]:
+        holes = work.index[ok & work[role].isna()]
+        if len(holes):
+            raise PeprInputError(f"{source}: column '{name}' is empty in row(s) {', '.join(map(str, holes[:10]))}; every run needs one")
+    if seed is None:
+        counts = work[ok].groupby([*by, "model"]).size()
+        if (counts > 1).any():
+            key = counts[counts > 1].index[0]
+            raise PeprInputError(
+                f"{source}: model {key[-1]!r} has {counts.max()} rows in one group and there is no seed column; "
+                "name it with --seed COL, or add --by columns that tell the rows apart"
+            )
+    # Scored over the successful runs (failed ones keep empty scores), as pepr score scores a
+    # table; rows are labelled by their run so that an error names the runs at fault.
+    scored = work.copy()
+    for name in (c for r in resources for c in (norm_column(r), pepr_column(r))):
+        scored[name] = np.nan
+    labels = [f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
+              for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))]
+    successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
+    result = score(successful, performance=performance, resources=resources, by=by)
+    for name in (c for r in resources for c in (norm_column(r), pepr_column(r))):
+        scored.loc[ok, name] = result[name].to_numpy()
+    new_columns = [c for r in resources for c in (norm_column(r), pepr_column(r))]
+    out = scored_input.copy()
+    for name in new_columns:
+        out[name] = scored[name].to_numpy()
+    headline = cfg.resource if (cfg.resource in resources and not spec.resources) else resources[0]
+    cfg = dataclasses.replace(cfg, performance=performance, resource=headline, group=tuple(by),
+                              params_known=params is not None)
+    names = {role: name for name, role in to_report.items()}
+    if not had_status:
+        scored = scored.drop(columns=["status"])
+    return PreparedTable(out, scored, cfg, names, tuple(resources), tuple(synthetic))
 
 
 def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLike) -> pd.DataFrame:
@@ -365,34 +618,50 @@ def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLik
     return table
 
 
-def load_histories(path: str | os.PathLike | None, df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+def load_histories(path: str | os.PathLike | pd.DataFrame | None, df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """The gathered histories (:func:`gather_histories`) of the successful runs of ``df``,
-    with their ``params``; ``path`` None -> an empty table (the summary needs none).
+    with their ``params``; ``path`` None -> an empty table (the summary needs none). ``path``
+    may also be the table itself, in the report's column names.
 
     A successful run without history rows, or a table lacking the configured columns, is an
     error: the epoch curves would otherwise silently leave runs out.
     """
+    run = run_columns(cfg)
     needed = ["epoch", cfg.history_performance, cfg.history_resource]
     if path is None or not df["ok"].any():  # no successful run: nothing to draw curves of
-        return pd.DataFrame(columns=[*RUN, *needed])
-    table = read_table(path)
-    absent = [c for c in [*RUN, *needed] if c not in table.columns]
+        return pd.DataFrame(columns=[*run, *needed])
+    table = path if isinstance(path, pd.DataFrame) else read_table(path)
+    where = "the histories table" if isinstance(path, pd.DataFrame) else f"histories table '{path}'"
+    absent = [c for c in [*run, *needed] if c not in table.columns]
     if absent:
         raise PeprInputError(
-            f"histories table '{path}' lacks column(s) {', '.join(absent)} (report.history_performance / "
-            "report.history_resource name the columns used; the table is written by the gather_histories rule)"
+            f"{where} lacks column(s) {', '.join(absent)} (report.history_performance / "
+            "report.history_resource name the columns used; the workflow's gather_histories rule writes it)"
         )
-    for column in ["dataset", "init", "model"]:
-        table[column] = table[column].astype(str)
-    table["fraction"] = [_fraction_text(v) for v in table["fraction"]]
-    table["seed"] = table["seed"].astype(int)
-    ok = df.loc[df["ok"], [*RUN, "params"]]
-    tagged = table.merge(ok, on=RUN, how="inner")
-    have = set(map(tuple, tagged[RUN].drop_duplicates().itertuples(index=False)))
-    lacking = [run for run in map(tuple, ok[RUN].itertuples(index=False)) if run not in have]
+    table = table.copy()
+    for column in [*cfg.group, "model"]:
+        table[column] = [_fraction_text(v) if column == "fraction" else _key_text(v) for v in table[column]]
+    seeds = pd.to_numeric(table["seed"], errors="coerce")
+    if seeds.isna().any():
+        raise PeprInputError(f"{where}: column 'seed' must hold integers")
+    table["seed"] = seeds.astype(int)
+    for column in needed:
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    ok = df.loc[df["ok"], [*run, "params"]]
+    tagged = table.merge(ok, on=run, how="inner")
+    have = set(map(tuple, tagged[run].drop_duplicates().itertuples(index=False)))
+    lacking = [r for r in map(tuple, ok[run].itertuples(index=False)) if r not in have]
     if lacking:
         raise PeprInputError(
-            f"successful run {lacking[0]} has no epochs in '{path}' ({len(lacking)} such run(s)); "
+            f"successful run {lacking[0]} has no epochs in {where} ({len(lacking)} such run(s)); "
             "re-run its training job (snakemake reruns it when its history.csv is deleted) or remove the run"
         )
-    return tagged.sort_values([*RUN, "epoch"]).reset_index(drop=True)
+    return tagged.sort_values([*run, "epoch"]).reset_index(drop=True)
+
+
+# Transitional names for modules written against the workflow-only API (figures/interactive in
+# flight on another branch): they cover the workflow's group only. Code that must work on any
+# table uses cfg.group with groups / group_rows / group_label; remove these once none imports them.
+CELL = GROUP
+cells = groups
+cell_label = group_label

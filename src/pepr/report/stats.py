@@ -12,6 +12,8 @@ Tests never invent a p-value: when there are too few observations the result car
 
 from __future__ import annotations
 
+import itertools
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,3 +253,100 @@ def peak_epochs(curves: pd.DataFrame, run: list[str], performance: str, resource
             }
         )
     return pd.DataFrame(rows)
+
+
+#: The answers to "are small models not worse than large ones by more than the margin?".
+NOT_WORSE, WORSE = "not worse", "worse"
+
+
+@dataclass(frozen=True)
+class NonInferiority:
+    """One-sided Welch tests of a - b against the margin: ``p_not_worse`` tests
+    mean(a) - mean(b) > -margin (rejecting means a is not worse than b by the margin or more),
+    ``p_worse`` tests mean(a) - mean(b) < -margin (a is worse by more than the margin). NaN
+    (with ``note``) when no test was run."""
+
+    p_not_worse: float
+    p_worse: float
+    note: str
+
+
+def welch_noninferiority(a: np.ndarray, b: np.ndarray, margin: float, min_group: int) -> NonInferiority:
+    """Non-inferiority of group ``a`` against ``b`` with ``margin`` (Welch, NaNs dropped):
+    the lower one-sided test of the TOST pair and its mirror (``scipy.stats.ttest_ind`` with
+    ``equal_var=False`` on ``a + margin`` vs ``b``)."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    a, b = a[~np.isnan(a)], b[~np.isnan(b)]
+    if min(len(a), len(b)) < min_group:
+        return NonInferiority(np.nan, np.nan, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})")
+    if np.ptp(a) == 0 and np.ptp(b) == 0:
+        return NonInferiority(np.nan, np.nan, "no spread within either group: no test")
+    not_worse = stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
+    worse = stats.ttest_ind(a + margin, b, equal_var=False, alternative="less").pvalue
+    return NonInferiority(float(not_worse), float(worse), "")
+
+
+def noninferiority_verdict(p_not_worse: float, p_worse: float, alpha: float) -> str:
+    """"not worse" when the non-inferiority test rejects a deficit of the margin or more;
+    "worse" when the mirror test shows a deficit larger than the margin; else "cannot tell".
+    Pass Holm-adjusted p-values when the test is one of a family."""
+    if not np.isnan(p_not_worse) and p_not_worse < alpha:
+        return NOT_WORSE
+    if not np.isnan(p_worse) and p_worse < alpha:
+        return WORSE
+    return CANNOT_TELL
+
+
+def direction(estimate: float, p: float, alpha: float, higher: str, lower: str, neither: str = "no significant difference") -> str:
+    """Which way a tested difference goes: ``higher`` / ``lower`` when ``p`` < alpha (by the
+    sign of ``estimate``), ``neither`` when not significant, "no test" when p is NaN."""
+    if np.isnan(p):
+        return "no test"
+    if p >= alpha:
+        return neither
+    return higher if estimate > 0 else lower
+
+
+@dataclass(frozen=True)
+class Trend:
+    """Spearman's rank correlation of two variables (``scipy.stats.spearmanr``), NaN with a
+    ``note`` when no test was run."""
+
+    n: int
+    rho: float
+    p: float
+    note: str
+
+
+#: Up to this many models the Spearman p-value is exact (all n! pairings), beyond it scipy's t
+#: approximation (good from about 10 on).
+EXACT_SPEARMAN_N = 8
+
+
+def spearman_trend(x: np.ndarray, y: np.ndarray, min_n: int) -> Trend:
+    """Spearman's rho of ``x`` vs ``y`` (pairs with a NaN dropped) and its two-sided p-value:
+    exact (permutation over every pairing) for at most :data:`EXACT_SPEARMAN_N` pairs, else
+    ``scipy.stats.spearmanr``'s."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    n = int(len(x))
+    if n < min_n:
+        return Trend(n, np.nan, np.nan, f"n too small for a test (need {min_n} models)")
+    if np.ptp(x) == 0 or np.ptp(y) == 0:
+        return Trend(n, np.nan, np.nan, "one variable is constant: no test")
+    result = stats.spearmanr(x, y)
+    p = float(result.pvalue)
+    if abs(float(result.statistic)) == 1:
+        p = max(p, 2 / math.factorial(n))  # t is infinite; exactly 2 of the n! pairings are this extreme
+    if n <= EXACT_SPEARMAN_N:
+        # The t approximation is far off for few models (rho = 1 of 3 models gives p = 0; the
+        # exact p is 1/3): enumerate every pairing of the ranks instead.
+        rx, ry = stats.rankdata(x), stats.rankdata(y)
+        pairings = ry[np.array(list(itertools.permutations(range(n))))]  # n! x n, at most 40320 x 8
+        a, b = rx - rx.mean(), pairings - pairings.mean(axis=1, keepdims=True)
+        rhos = (b @ a) / np.sqrt((a @ a) * (b * b).sum(axis=1))
+        observed = float(rhos[0])  # the identity pairing comes first
+        # Two-sided: pairings at least as extreme as the observed one (a small tolerance for ties).
+        p = float(np.mean(np.abs(rhos) >= abs(observed) - 1e-12))
+    return Trend(n, float(result.statistic), p, "")

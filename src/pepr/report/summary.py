@@ -11,8 +11,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pepr.report.data import CELL, ReportData, cell_label, cells, co2_note, energy_methods, fraction_label, report_variants
-from pepr.report.stats import CANNOT_TELL, DIFFERENT, EQUIVALENT, format_p, holm, paired_effect, verdict
+from pepr.report.data import (ReportData, co2_note, energy_methods, fraction_label, group_label, group_rows, groups,
+                              report_variants)
+from pepr.report.stats import CANNOT_TELL, DIFFERENT, NOT_WORSE, WORSE, format_p, holm, paired_effect, verdict
 from pepr.report.tables import BEST_PERFORMANCE, model_means
 
 
@@ -20,8 +21,8 @@ def _num(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}g}"
 
 
-def _cell(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
-    return df[(df[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+def _pct(value: float) -> str:
+    return "n/a" if value is None or np.isnan(value) else f"{value:.0%}"
 
 
 def _ci(low: float, high: float) -> str:
@@ -42,50 +43,61 @@ def md_table(table: pd.DataFrame, columns: list[str] | None = None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def best_per_cell(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
-    """Sentences naming each cell's best model for each PePR variant shown, and (as the paper's
+def best_per_group(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Sentences naming each group's best model for each PePR variant shown, and (as the paper's
     table) the best-performance model with its rank by the headline variant."""
     top = tables["top_k"]
     cfg = data.cfg
     lines = []
-    for key in cells(data.results[data.results["ok"]]):
-        cell_top = _cell(top, key)
+    for key in groups(data.results[data.results["ok"]], cfg.group):
+        group_top = group_rows(top, key, cfg.group)
         parts = []
         for variant in report_variants(data.results):
-            first = cell_top[(cell_top["variant"] == variant.label) & (cell_top["rank"] == 1)]
+            first = group_top[(group_top["variant"] == variant.label) & (group_top["rank"] == 1)]
             if len(first):
                 row = first.iloc[0]
                 parts.append(f"{variant.label}: **{row['model']}** ({_num(row['score'])})")
-        head = cell_top[(cell_top["variant"] == cfg.resource_label) & (cell_top["rank"] == 1)].iloc[0]
-        best = cell_top[cell_top["variant"] == BEST_PERFORMANCE].iloc[0]
+        head = group_top[(group_top["variant"] == cfg.resource_label) & (group_top["rank"] == 1)].iloc[0]
+        best = group_top[group_top["variant"] == BEST_PERFORMANCE].iloc[0]
         best_text = (
             "it is also the best-performance model" if best["model"] == head["model"] else
             f"the best-performance model is **{best['model']}** ({cfg.performance} {_num(best[cfg.performance])}, "
-            f"{_num(best[cfg.resource])} {cfg.resource}, {int(best['params']):,} parameters, {cfg.resource_label} rank "
+            f"{_num(best[cfg.resource])} {cfg.resource}{_params(best, ', ')}, {cfg.resource_label} rank "
             f"{int(best['headline_rank'])})"
         )
         lines.append(
-            f"- {cell_label(key)}: " + "; ".join(parts)
+            f"- {group_label(key, cfg.group)}: " + "; ".join(parts)
             + f". The best {cfg.resource_label} model has {cfg.performance} {_num(head[cfg.performance])}, "
-            f"{_num(head[cfg.resource])} {cfg.resource} and {int(head['params']):,} parameters; {best_text}."
+            f"{_num(head[cfg.resource])} {cfg.resource}{_params(head, ' and ')}; {best_text}."
         )
     return lines
 
 
+def _params(row: pd.Series, joiner: str) -> str:
+    """``", 1,234 parameters"`` when the table has parameter counts, else ""."""
+    try:
+        count = float(row["params"])
+    except (KeyError, TypeError, ValueError):
+        return ""
+    return "" if np.isnan(count) else f"{joiner}{int(count):,} parameters"
+
+
 def small_vs_large_lines(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
-    """Per cell: best small vs best large model (by performance), then the Welch test of the
+    """Per group: best small vs best large model (by performance), then the Welch test of the
     model means with its CI, Holm-adjusted p and TOST verdict (from small_vs_large.csv)."""
     cfg, df = data.cfg, data.results
+    if not cfg.params_known:
+        return [NO_PARAMS]
     means = model_means(df, cfg)
     svl = tables["small_vs_large"]
     lines = []
-    for key in cells(df[df["ok"]]):
-        group = _cell(means, key)
-        small, large = group[group["small"]], group[~group["small"]]
-        row = _cell(svl, key).iloc[0]
+    for key in groups(df[df["ok"]], cfg.group):
+        group = group_rows(means, key, cfg.group)
+        small, large = group[group["small"] == True], group[group["small"] == False]  # noqa: E712 (nullable)
+        row = group_rows(svl, key, cfg.group).iloc[0]
         split = f"split at {row['median_params']:,.0f} parameters"
         if small.empty or large.empty:
-            lines.append(f"- {cell_label(key)} ({split}): only {'small' if large.empty else 'large'} models succeeded; no comparison.")
+            lines.append(f"- {group_label(key, cfg.group)} ({split}): only {'small' if large.empty else 'large'} models succeeded; no comparison.")
             continue
         bs = small.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         bl = large.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
@@ -95,11 +107,39 @@ def small_vs_large_lines(data: ReportData, tables: dict[str, pd.DataFrame]) -> l
         amount = f"{abs(saving):.0%} {'less' if saving >= 0 else 'more'} {cfg.resource}" if not np.isnan(saving) else "unknown relative cost"
         trade = f"at a {cfg.performance} cost of {cost:.3f}" if cost > 0 else f"and is {-cost:.3f} better in {cfg.performance}"
         lines.append(
-            f"- {cell_label(key)} ({split}): the best small model **{bs['model']}** ({cfg.performance} {_num(bs[cfg.performance])}, "
+            f"- {group_label(key, cfg.group)} ({split}): the best small model **{bs['model']}** ({cfg.performance} {_num(bs[cfg.performance])}, "
             f"{_num(bs[cfg.resource])} {cfg.resource}) {verb} {amount} than the best large model **{bl['model']}** "
-            f"({_num(bl[cfg.performance])}, {_num(bl[cfg.resource])}) {trade}. {_svl_test(row, cfg)}"
+            f"({_num(bl[cfg.performance])}, {_num(bl[cfg.resource])}) {trade}. {_svl_test(row, cfg)} "
+            f"{_not_worse_text(row, cfg)} {_pepr_svl_text(row, cfg)}"
         )
     return lines
+
+
+#: What the summary says where a table has no parameter counts.
+NO_PARAMS = ("- The table has no parameter counts (no `params` column; name one with `--params COL`): "
+             "the size-based analyses (small vs large, the size trend) are skipped.")
+
+
+def _not_worse_text(row: pd.Series, cfg) -> str:
+    """The non-inferiority verdict of one group, with the sign and size of the difference."""
+    family = {"pretrained": "Holm over the pretrained groups", "scratch": "Holm over the scratch groups",
+              "all": "Holm over all groups"}.get(row["family"], "Holm")
+    if np.isnan(row["p_not_worse"]):
+        return f"Non-inferiority (margin {row['margin']:g}): {row['note_performance']}: **{CANNOT_TELL}**."
+    worded = {NOT_WORSE: f"small models are **not worse** than large by {row['margin']:g} or more",
+              WORSE: f"small models are **worse** than large by more than {row['margin']:g}",
+              CANNOT_TELL: f"**cannot tell** whether small models are within {row['margin']:g} of large"}[row["verdict_not_worse"]]
+    return (f"Non-inferiority ({family}): {worded} (difference {row['diff_performance']:+.3g}, "
+            f"{row['direction_performance']}; non-inferiority Holm {format_p(row['p_not_worse_holm'])}).")
+
+
+def _pepr_svl_text(row: pd.Series, cfg) -> str:
+    """PePR of small vs large in one group: difference, Holm p, direction."""
+    headline = f"pepr_{cfg.resource}"
+    if np.isnan(row[f"p_{headline}"]):
+        return f"{cfg.resource_label} small - large: {row[f'note_{headline}']}."
+    return (f"{cfg.resource_label} small - large {row[f'diff_{headline}']:+.3g} ({_ci(row[f'ci_low_{headline}'], row[f'ci_high_{headline}'])}, "
+            f"Welch t Holm {format_p(row[f'p_holm_{headline}'])}): **{row[f'direction_{headline}']}**.")
 
 
 def _svl_test(row: pd.Series, cfg) -> str:
@@ -138,41 +178,103 @@ def paired_lines(table: pd.DataFrame, cfg, label=str) -> list[str]:
     return lines
 
 
-def claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
-    """Check the paper's headline claims against this sweep; each line says holds / does not
-    hold / cannot tell, and why."""
-    cfg, df = data.cfg, data.results
+def _groups_text(rows: pd.DataFrame, cfg) -> str:
+    return "; ".join(group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group) for r in rows.itertuples(index=False))
+
+
+def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """The paper's size claims, each with its direction: the best PePR model is small; small
+    models are not worse than large (non-inferiority, pretrained groups only when the table
+    says which init each group used); PePR is higher for small models; diminishing returns."""
+    cfg = data.cfg
+    if not cfg.params_known:
+        return [NO_PARAMS]
     lines = []
-    top, svl = tables["top_k"], tables["small_vs_large"]
+    top, svl, trend = tables["top_k"], tables["small_vs_large"], tables["size_trend"]
     mixed = svl[(svl["n_small"] > 0) & (svl["n_large"] > 0)]
     decided = {}
     for row in mixed.itertuples(index=False):
-        key = tuple(getattr(row, c) for c in CELL)
-        first = _cell(top, key).query("variant == @cfg.resource_label and rank == 1")
+        key = tuple(getattr(row, c) for c in cfg.group)
+        first = group_rows(top, key, cfg.group).query("variant == @cfg.resource_label and rank == 1")
         if len(first):
             decided[key] = bool(str(first.iloc[0]["small"]) == "True")
-    not_small = [cell_label(k) for k, small in decided.items() if not small]
+    not_small = [group_label(k, cfg.group) for k, small in decided.items() if not small]
     claim = f"*The best {cfg.resource_label} model is a small one*"
     if not decided:
-        lines.append(f"- {claim}: **cannot tell** (no cell has successful small and large models).")
+        lines.append(f"- {claim}: **cannot tell** (no group has successful small and large models).")
     elif not_small:
-        lines.append(f"- {claim}: **does not hold** in {len(not_small)} of {len(decided)} cells with small and large "
+        lines.append(f"- {claim}: **does not hold** in {len(not_small)} of {len(decided)} groups with small and large "
                      f"models ({'; '.join(not_small)}).")
     else:
-        lines.append(f"- {claim}: **holds** in all {len(decided)} cells with small and large models.")
-    verdicts = mixed["verdict_performance"].value_counts() if len(mixed) else pd.Series(dtype=int)
-    counts = ", ".join(f"{v} in {int(verdicts.get(v, 0))}" for v in (EQUIVALENT, DIFFERENT, CANNOT_TELL))
-    claim = f"*Small models perform on par with large ones* (TOST, margin {cfg.equivalence_margin:g} {cfg.performance}, Holm over cells)"
-    if mixed.empty:
-        lines.append(f"- {claim}: **cannot tell** (no cell has successful small and large models).")
-    elif verdicts.get(DIFFERENT, 0):
-        lines.append(f"- {claim}: **does not hold** ({counts} of {len(mixed)} cells).")
-    elif verdicts.get(EQUIVALENT, 0) == len(mixed):
-        lines.append(f"- {claim}: **holds** in all {len(mixed)} cells.")
+        lines.append(f"- {claim}: **holds** in all {len(decided)} groups with small and large models.")
+
+    # Non-inferiority: the claim is about pretrained models when the table names the init.
+    family = "pretrained" if "init" in cfg.group else "all"
+    counted = mixed[mixed["family"] == family]
+    others = mixed[mixed["family"] != family]
+    scope = "pretrained groups" if family == "pretrained" else "groups (the table does not say which init each used)"
+    claim = (f"*Small models are not worse than large ones* (non-inferiority: small - large > -{cfg.equivalence_margin:g} "
+             f"{cfg.performance}, Welch t on model means, Holm over the {scope})")
+    if counted.empty:
+        lines.append(f"- {claim}: **cannot tell** (no {scope.split(' (')[0]} with successful small and large models).")
     else:
-        lines.append(f"- {claim}: **cannot tell** ({counts} of {len(mixed)} cells; too few models or too much spread "
-                     f"to show equivalence; report.min_group = {cfg.min_group}).")
+        holds = counted[counted["verdict_not_worse"] == NOT_WORSE]
+        worse = counted[counted["verdict_not_worse"] == WORSE]
+        state = ("**holds**" if len(holds) == len(counted) else "**does not hold**" if len(worse) else "**cannot tell**")
+        parts = []
+        for row in counted.itertuples(index=False):
+            key = tuple(getattr(row, c) for c in cfg.group)
+            parts.append(f"{group_label(key, cfg.group)}: {row.verdict_not_worse}, small - large {row.diff_performance:+.3g} "
+                         f"({row.direction_performance}, difference Holm {format_p(row.p_holm_performance)})")
+        lines.append(f"- {claim}: {state}: not worse in {len(holds)}, worse in {len(worse)}, cannot tell in "
+                     f"{len(counted) - len(holds) - len(worse)} of {len(counted)} ({'; '.join(parts)}).")
+    if len(others):
+        lines.append(f"  Not counted toward it ({', '.join(sorted(set(others['family'])))} groups): "
+                     + "; ".join(f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
+                                 f"{r.diff_performance:+.3g}" for r in others.itertuples(index=False)) + ".")
+
+    headline = f"pepr_{cfg.resource}"
+    claim = f"*{cfg.resource_label} is higher for small models* (Welch t on model means, Holm over groups)"
+    tested = mixed[mixed[f"p_holm_{headline}"].notna()] if len(mixed) else mixed
+    if tested.empty:
+        lines.append(f"- {claim}: **cannot tell** (no group has enough small and large models for a test).")
+    else:
+        higher = tested[tested[f"direction_{headline}"] == "higher for small"]
+        lower = tested[tested[f"direction_{headline}"] == "lower for small"]
+        state = "**holds**" if len(higher) == len(tested) else "**does not hold**" if len(lower) else (
+            f"**holds** in {len(higher)} of {len(tested)} groups" if len(higher) else "**cannot tell**")
+        parts = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {getattr(r, f'diff_{headline}'):+.3g} "
+                 f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})" for r in tested.itertuples(index=False)]
+        lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
+
+    claim = (f"*Diminishing returns with scale* ({cfg.resource_label} falls as parameters grow: Spearman's rho of "
+             f"parameters vs {cfg.resource_label} per group, Holm over groups; performance vs parameters beside it)")
+    tested = trend[trend["p_holm_pepr"].notna()] if len(trend) else trend
+    if tested.empty:
+        note = trend["note"].iloc[0] if len(trend) else "no group with models"
+        lines.append(f"- {claim}: **cannot tell** ({note}).")
+    else:
+        yes = tested[tested["diminishing_returns"] == "yes"]
+        no = tested[tested["diminishing_returns"] == "no"]
+        state = "**holds**" if len(yes) == len(tested) else (f"**holds** in {len(yes)} of {len(tested)} groups" if len(yes)
+                                                              else "**does not hold**" if len(no) else "**cannot tell**")
+        parts = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: rho(PePR) {r.rho_pepr:+.2f} "
+                 f"(Holm {format_p(r.p_holm_pepr)}), rho({cfg.performance}) {r.rho_performance:+.2f} "
+                 f"(Holm {format_p(r.p_holm_performance)}, {r.trend_performance})" for r in tested.itertuples(index=False)]
+        lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
+    return lines
+
+
+def claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
+    """Check the paper's headline claims against this sweep; each line says holds / does not
+    hold / cannot tell, which way and why."""
+    cfg, df = data.cfg, data.results
+    lines = size_claims(data, tables)
     paired = tables["paired_init"]
+    if "init" not in cfg.group:
+        lines.append("- *Pretraining improves performance*: **cannot tell** (the table has no `init` group column; "
+                     "`--rename` yours to `init`, with `scratch` for no pretraining).")
+        return lines
     pre = paired[(paired["treatment"] != "scratch") & (paired["baseline"] == "scratch") & (paired["metric"] == cfg.performance)]
     if pre.empty:
         lines.append("- *Pretraining improves performance*: **cannot tell** (the sweep has no pretrained/scratch pairs).")
@@ -197,6 +299,9 @@ def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
     and smaller fraction, one value per model: its drop (full - smaller, seed means) under the
     pretrained init minus its drop from scratch; paired t, Holm over the contexts."""
     ok = df[df["ok"]]
+    if "fraction" not in cfg.group or "init" not in cfg.group:
+        return ["- *Pretraining reduces the data needed*: **cannot tell** (needs `init` and `fraction` group columns)."]
+    context = [c for c in cfg.group if c not in ("init", "fraction")]
     inits = set(ok["init"])
     fractions = sorted(set(ok["fraction_value"]))
     if "scratch" not in inits or len(inits) < 2 or len(fractions) < 2:
@@ -210,14 +315,15 @@ def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
             runs = means[means["init"] == init]
             big = runs[runs["fraction_value"] == full]
             small = runs[runs["fraction_value"] < full]
-            merged = small.merge(big, on=["dataset", "model"], suffixes=("", "_full"))
+            merged = small.merge(big, on=[*context, "model"], suffixes=("", "_full"))
             merged["drop"] = merged[f"{cfg.performance}_full"] - merged[cfg.performance]
-            drops[init] = merged.set_index(["dataset", "fraction", "model"])["drop"]
+            drops[init] = merged.set_index([*context, "fraction", "model"])["drop"]
         joined = pd.concat(drops, axis=1, join="inner").dropna()
         results = []
-        for (dataset, fraction), group in joined.groupby(level=["dataset", "fraction"]):
+        for key, group in joined.groupby(level=[*context, "fraction"]):
+            key = key if isinstance(key, tuple) else (key,)
             effect = paired_effect(group[pretrained].to_numpy(), group["scratch"].to_numpy(), cfg.alpha, cfg.min_pairs)
-            results.append((f"{dataset} / {fraction_label(fraction)}", effect))
+            results.append((" / ".join([*map(str, key[:-1]), fraction_label(key[-1])]), effect))
         adjusted = holm(np.array([e.p for _, e in results])) if results else np.array([])
         claim = f"*{pretrained} loses less {cfg.performance} than scratch with less data*"
         if not results or np.isnan(adjusted).all():
@@ -233,37 +339,93 @@ def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
     return lines
 
 
+def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[str]:
+    """The decision table as Markdown: per group, the recommended model, the best-performance
+    model and the recommended one's share of its performance and resource."""
+    cfg = data.cfg
+    decision = tables["decision"]
+    if decision.empty:
+        return ["No group has a successful run: there is nothing to recommend."]
+    header = ["group", f"recommended (best {cfg.resource_label})", cfg.performance, cfg.resource,
+              f"best-{cfg.performance} model", f"its {cfg.performance}", f"its {cfg.resource}", "in short"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in decision.itertuples(index=False):
+        key = tuple(getattr(row, c) for c in cfg.group)
+        cells = [group_label(key, cfg.group), f"**{row.recommended_model}**", _num(row.recommended_performance),
+                 _num(row.recommended_resource), row.best_model, _num(row.best_performance), _num(row.best_resource),
+                 (f"{_pct(row.performance_share)} of the best {cfg.performance} at {_pct(row.resource_share)} of its {cfg.resource}"
+                  if row.recommended_model != row.best_model else "the best-performance model itself")]
+        lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return lines
+
+
+def footprint_line(tables: dict[str, pd.DataFrame]) -> str:
+    """The sweep's own cost in one sentence (total kWh, kg CO2, device-hours; measured or estimated)."""
+    row = tables["footprint"].iloc[0]
+    if all(pd.isna(row[c]) for c in ("energy_kwh", "co2_kg", "device_hours")):
+        return (f"**This sweep's footprint:** not known from this table ({int(row['n_runs'])} runs; it has none of the "
+                "columns energy_kwh, co2_kg, train_time_s: `--rename` yours to them to get the totals).")
+    parts = []
+    for column, unit in [("energy_kwh", "kWh"), ("co2_kg", "kg CO2"), ("device_hours", "device-hours")]:
+        value = row[column]
+        parts.append(f"{_num(float(value), 3)} {unit}" if pd.notna(value) else f"{unit}: not recorded")
+    pre = float(row["pretraining_energy_kwh"]) if pd.notna(row["pretraining_energy_kwh"]) else 0.0
+    pretraining = f", pretraining included ({_num(pre)} kWh)" if pre > 0 else ""
+    return (f"**This sweep's footprint:** {', '.join(parts)} over {int(row['n_runs'])} runs{pretraining}; "
+            f"energy {row['measurement']} ({row['energy_method']}).")
+
+
+def checks_line(tables: dict[str, pd.DataFrame]) -> str:
+    """How many runs the measurement checks flagged, by check (tables/measurement_checks.csv)."""
+    checks = tables["measurement_checks"]
+    if checks.empty:
+        return "**Measurement checks:** no run flagged (identical values across groups, implied power, non-positive values, mixed devices)."
+    counts = checks["check"].value_counts()
+    text = ", ".join(f"{name} {int(counts[name])}" for name in sorted(counts.index))
+    return (f"**Measurement checks:** {len(checks)} flag(s) ({text}); see `tables/measurement_checks.csv`. "
+            "Flagged runs are kept in every score: check them before trusting their numbers.")
+
+
 def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
-    """The whole ``summary.md`` text, from the loaded results and the written tables."""
+    """The whole ``summary.md`` text, from the loaded results and the written tables: the
+    decision table and the sweep's footprint first, then the evidence."""
     cfg, df = data.cfg, data.results
     out = ["# pepr sweep: findings", ""]
+    out += [f"## Decision: which model per group (by {cfg.resource_label}, `{cfg.resource}`)", "",
+            *decision_lines(tables, data), ""]
+    out += [footprint_line(tables), "", checks_line(tables), ""]
+    keys = groups(df, cfg.group)
+    levels = "; ".join(
+        f"{c}: {', '.join(fraction_label(v) if c == 'fraction' else str(v) for v in dict.fromkeys(k[i] for k in keys))}"
+        for i, c in enumerate(cfg.group))
+    size = ("Small models: at most the median parameter count of their group's models. " if cfg.params_known else
+            "The table has no parameter counts: the size-based analyses are skipped. ")
     out.append(
-        f"{len(df)} runs ({int(df['ok'].sum())} successful, {int((~df['ok']).sum())} failed) over "
-        f"{df['dataset'].nunique()} dataset(s), {df['init'].nunique()} init strateg(ies) "
-        f"({', '.join(sorted(set(df['init'])))}), {df['fraction'].nunique()} data fraction(s) "
-        f"({', '.join(fraction_label(f) for f in sorted(set(df['fraction']), key=float, reverse=True))}), "
-        f"{df['model'].nunique()} models and {df['seed'].nunique()} seed(s). Performance: `{cfg.performance}`; "
-        f"headline variant {cfg.resource_label} (`{cfg.resource}`). Small models: at most the median parameter "
-        "count of their cell's models. Comparisons use one seed mean per model, p-values are Holm-adjusted over "
-        f"cells (the {1 - cfg.alpha:.0%} confidence intervals are per cell, not adjusted: read the p-value for "
+        f"{len(df)} runs ({int(df['ok'].sum())} successful, {int((~df['ok']).sum())} failed) in {len(keys)} group(s) "
+        f"({levels}), {df['model'].nunique()} models and {df['seed'].nunique()} seed(s). Performance: `{cfg.performance}`; "
+        f"headline variant {cfg.resource_label} (`{cfg.resource}`). {size}Comparisons use one seed mean per model, p-values are Holm-adjusted over "
+        f"groups (the {1 - cfg.alpha:.0%} confidence intervals are per group, not adjusted: read the p-value for "
         f"significance), and \"on par\" means the TOST equivalence test with margin {cfg.equivalence_margin:g} rejects a larger "
-        "difference. PePR is compared only within a cell; across init strategies and data fractions the summary "
+        "difference. PePR is compared only within a group (it is normalised there); across init strategies and data fractions the summary "
         "compares raw performance and resources."
     )
     measurement = f"**Measurement.** {energy_methods(df)} Energy and CO2 figures are only as good as this method."
     note = co2_note(df)
     out += ["", measurement + (f" {note}" if note else ""), ""]
-    out += ["## Best model per cell", "", *best_per_cell(data, tables), ""]
+    out += ["## Best model per group", "", *best_per_group(data, tables), ""]
     out += ["## Small vs large models", "", *small_vs_large_lines(data, tables), ""]
-    out += ["## Pretrained vs scratch", "", *paired_lines(tables["paired_init"], cfg), ""]
-    out += ["## Data fractions", "", *paired_lines(tables["paired_fraction"], cfg, fraction_label), ""]
+    for title, factor, label in [("Pretrained vs scratch", "init", str), ("Data fractions", "fraction", fraction_label)]:
+        lines = (paired_lines(tables[f"paired_{factor}"], cfg, label) if factor in cfg.group else
+                 [f"- the table has no `{factor}` group column: nothing to compare (`--rename` yours to `{factor}` and `--by {factor}`)."])
+        out += [f"## {title}", "", *lines, ""]
     out += ["## Seeds and statistical separability", ""]
     ranks = tables["rank_ci"]
     if ranks.empty:
         out.append("Every model ran with a single seed: no confidence intervals, and the top-k order is not tested.")
     else:
-        for key_variant, group in ranks.groupby([*CELL, "variant"], sort=False):
-            key, variant = tuple(key_variant[:3]), key_variant[3]
+        n = len(cfg.group)
+        for key_variant, group in ranks.groupby([*cfg.group, "variant"], sort=False):
+            key, variant = tuple(key_variant[:n]), key_variant[n]
             if variant != cfg.resource_label:
                 continue
             separable = group["top_k_separable"].iloc[0]
@@ -271,21 +433,21 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
             ranks_text = ", ".join(f"{r.model} {r.rank} [{r.rank_ci_low}-{r.rank_ci_high}]" for r in top.itertuples())
             verdict_text = {"yes": "is statistically separable from the rest", "no": "is **not** statistically separable from the rest",
                             }.get(separable, "covers every model (nothing to separate)")
-            out.append(f"- {cell_label(key)}: {variant} rank with bootstrap {1 - cfg.alpha:.0%} CI: {ranks_text}; the top-{cfg.top_k} {verdict_text}.")
+            out.append(f"- {group_label(key, cfg.group)}: {variant} rank with bootstrap {1 - cfg.alpha:.0%} CI: {ranks_text}; the top-{cfg.top_k} {verdict_text}.")
     out.append("")
     peaks = tables["peaks"]
     out += ["## When to stop training", ""]
     if peaks.empty:
         out.append("No epoch histories: no epoch curves.")
     else:
-        for key in cells(df[df["ok"]]):
-            group = _cell(peaks, key)
+        for key in groups(df[df["ok"]], cfg.group):
+            group = group_rows(peaks, key, cfg.group)
             if group.empty:
                 continue
             saved, total = group["resource_saved"].sum(), group["resource_at_last"].sum()
             early = int((group["peak_epoch"] < group["last_epoch"]).sum())
             out.append(
-                f"- {cell_label(key)}: {early} of {len(group)} runs peak in epoch PePR before their last epoch "
+                f"- {group_label(key, cfg.group)}: {early} of {len(group)} runs peak in epoch PePR before their last epoch "
                 f"(median peak epoch {group['peak_epoch'].median():g} of {group['last_epoch'].median():g}); stopping each at its peak "
                 f"would save {_num(saved)} {cfg.history_resource} ({(saved / total if total else 0):.0%}) at a mean "
                 f"{cfg.history_performance} cost of {group['performance_cost'].mean():+.3f}."
@@ -294,9 +456,9 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     out += ["## The paper's claims in this sweep", "", *claims(data, tables), ""]
     out += ["## Failed runs", ""]
     out.append(md_table(tables["failed"]))
-    out += ["## Missing cells and runs", ""]
+    out += ["## Missing groups and runs", ""]
     missing = tables["missing"]
     if data.expected is None:
         out.append("The planned grid was not given: expected = every dataset x init x fraction x model x seed seen in the results.\n")
-    out.append(md_table(missing) if not missing.empty else "Nothing missing: every planned cell has successful runs of every model.\n")
+    out.append(md_table(missing) if not missing.empty else "Nothing missing: every planned group has successful runs of every model.\n")
     return "\n".join(out).rstrip() + "\n"

@@ -16,11 +16,15 @@ import numpy as np
 import pandas as pd
 
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
-from pepr.report.data import CELL, RUN, Variant, cells, co2_is_scaled_energy, energy_methods, report_variants
+from pepr.report.data import (MEASURED_ON, co2_is_scaled_energy, energy_methods, group_label, group_rows,
+                              groups, report_variants, run_columns)
 from pepr.report.stats import (
     bootstrap_rank_ci,
+    direction,
+    noninferiority_verdict,
+    spearman_trend,
+    welch_noninferiority,
     holm,
-    mean_ci,
     paired_effect,
     top_k_separable,
     verdict,
@@ -32,13 +36,16 @@ INIT_ORDER = ["scratch", "imagenet", "transfer"]
 #: The top-k table's label for the paper's extra row: the model of best performance P.
 BEST_PERFORMANCE = "best performance"
 #: Columns of the peak-epoch table (also when no history exists).
-PEAK_COLUMNS = [*RUN, "peak_epoch", "last_epoch", "peak_pepr", "last_pepr", "performance_at_peak",
+PEAK_COLUMNS = ["model", "seed", "peak_epoch", "last_epoch", "peak_pepr", "last_pepr", "performance_at_peak",
                 "performance_at_last", "resource_at_peak", "resource_at_last", "resource_saved", "performance_cost"]
 
 
-def _resources(df: pd.DataFrame) -> list[str]:
-    """Raw resource columns the comparisons use; CO2 only when it is not energy x a constant."""
+def _resources(df: pd.DataFrame, cfg: ReportConfig | None = None) -> list[str]:
+    """Raw resource columns the comparisons use (the standard ones present, and the headline
+    one); CO2 only when it is not energy x a constant."""
     found = [r for r in STANDARD_RESOURCES if r in df.columns]
+    if cfg is not None and cfg.resource not in found:
+        found.append(cfg.resource)
     if co2_is_scaled_energy(df):
         found = [r for r in found if r != "co2_kg"]
     return found
@@ -48,10 +55,10 @@ def model_means(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """Successful runs averaged over seeds: one row per (cell, model) with n_seeds, params,
     small (per cell), the performance, the raw resources and every PePR variant."""
     ok = df[df["ok"]]
-    value_columns = [cfg.performance, *[r for r in STANDARD_RESOURCES if r in df.columns], f"pepr_{cfg.resource}",
+    value_columns = [cfg.performance, *_resources(df, cfg), f"pepr_{cfg.resource}",
                      *[v.column for v in report_variants(df)]]
     value_columns = list(dict.fromkeys(value_columns))
-    grouped = ok.groupby([*CELL, "model"], sort=False)
+    grouped = ok.groupby([*cfg.group, "model"], sort=False)
     means = grouped[value_columns].mean()
     means.insert(0, "n_seeds", grouped.size())
     means.insert(1, "params", grouped["params"].first())
@@ -69,45 +76,66 @@ def top_k_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """
     means = model_means(df, cfg)
     headline = f"pepr_{cfg.resource}"
+    resources, shown = _resources(df, cfg), report_variants(df)  # once: each scans the whole table
     rows = []
 
     def row_of(key, label, rank, row, score, headline_rank):
         return {
-            **dict(zip(CELL, key)), "variant": label, "rank": rank, "model": row["model"], "score": score,
-            "headline_rank": headline_rank, "n_seeds": int(row["n_seeds"]), "params": int(row["params"]),
-            "small": bool(row["small"]), cfg.performance: row[cfg.performance],
-            **{r: row[r] for r in _resources(df)}, "energy_method": row["energy_method"],
+            **dict(zip(cfg.group, key)), "variant": label, "rank": rank, "model": row["model"], "score": score,
+            "headline_rank": headline_rank, "n_seeds": int(row["n_seeds"]), "params": _count(row["params"]),
+            "small": _flag(row["small"]), cfg.performance: row[cfg.performance],
+            **{r: row[r] for r in resources}, "energy_method": row["energy_method"],
         }
 
-    for key, group in means.groupby(CELL, sort=False):
+    for key, group in means.groupby(list(cfg.group), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
         by_headline = group.sort_values([headline, "model"], ascending=[False, True])
         headline_rank = {m: i for i, m in enumerate(by_headline["model"], start=1)}
-        for variant in report_variants(df):
+        for variant in shown:
             scored = group.dropna(subset=[variant.column])
             ordered = scored.sort_values([variant.column, "model"], ascending=[False, True]).head(cfg.top_k)
             for rank, (_, row) in enumerate(ordered.iterrows(), start=1):
                 rows.append(row_of(key, variant.label, rank, row, row[variant.column], headline_rank[row["model"]]))
         best = group.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         rows.append(row_of(key, BEST_PERFORMANCE, 1, best, best[cfg.performance], headline_rank[best["model"]]))
-    columns = [*CELL, "variant", "rank", "model", "score", "headline_rank", "n_seeds", "params", "small",
-               cfg.performance, *_resources(df), "energy_method"]
+    columns = [*cfg.group, "variant", "rank", "model", "score", "headline_rank", "n_seeds", "params", "small",
+               cfg.performance, *resources, "energy_method"]
     return pd.DataFrame(rows, columns=columns)
 
 
+def init_family(key: tuple, cfg: ReportConfig) -> str:
+    """Which claim family a group counts toward: "pretrained" (any init but scratch),
+    "scratch", or "all" when ``init`` is not a group key (the table does not say)."""
+    if "init" not in cfg.group:
+        return "all"
+    init = str(key[list(cfg.group).index("init")])
+    return "scratch" if init == "scratch" else "pretrained"
+
+
 def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
-    """Per cell: small vs large models (split at that cell's median parameter count), one
-    seed-mean per model. Performance: Welch t test of small - large with its CI, TOST with
-    ``report.equivalence_margin`` and the verdict (equivalent / different / cannot tell); the
-    headline PePR (within the cell): Welch t test. p-values are Holm-adjusted over the cells.
+    """Per group: small vs large models (split at that group's median parameter count), one
+    seed-mean per model. Empty without parameter counts.
+
+    Performance: Welch t test of small - large with its CI, TOST with
+    ``report.equivalence_margin`` and its verdict (equivalent / different / cannot tell), and
+    the non-inferiority test (small not worse than large by the margin or more) with its
+    verdict (not worse / worse / cannot tell) and the direction of the difference. The
+    non-inferiority p-values are Holm-adjusted within the group's ``family`` (pretrained,
+    scratch, or all when init is unknown), so groups of another init strategy never count
+    toward a pretrained claim; the other p-values over all groups. The headline PePR (within
+    the group): Welch t test, Holm over the groups, and its direction.
     """
+    if not cfg.params_known:
+        return pd.DataFrame(columns=[*cfg.group, "family", "median_params", "n_small", "n_large"])
     means = model_means(df, cfg)
     headline = f"pepr_{cfg.resource}"
     rows = []
-    for key in cells(df):
-        group = _cell_rows(means, key)
-        small, large = group[group["small"]], group[~group["small"]]
-        median = _cell_rows(df, key)["median_params"].iloc[0]
-        row = {**dict(zip(CELL, key)), "median_params": median, "n_small": len(small), "n_large": len(large)}
+    for key in groups(df, cfg.group):
+        group = group_rows(means, key, cfg.group)
+        small, large = group[group["small"] == True], group[group["small"] == False]  # noqa: E712 (nullable)
+        median = group_rows(df, key, cfg.group)["median_params"].iloc[0]
+        row = {**dict(zip(cfg.group, key)), "family": init_family(key, cfg), "median_params": median,
+               "n_small": len(small), "n_large": len(large)}
         for column, name in [(cfg.performance, "performance"), (cfg.resource, cfg.resource), (headline, headline)]:
             row[f"small_mean_{name}"] = small[column].mean() if len(small) else np.nan
             row[f"large_mean_{name}"] = large[column].mean() if len(large) else np.nan
@@ -117,7 +145,10 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
                         f"p_{name}": effect.p, f"note_{name}": effect.note})
             if margin is not None:
                 row["p_tost_performance"] = effect.p_tost
-        row["energy_method"] = _methods(_cell_rows(df, key).loc[lambda d: d["ok"], "energy_method"])
+        ni = welch_noninferiority(small[cfg.performance].to_numpy(), large[cfg.performance].to_numpy(),
+                                  cfg.equivalence_margin, cfg.min_group)
+        row.update({"p_not_worse": ni.p_not_worse, "p_worse": ni.p_worse})
+        row["energy_method"] = _methods(group_rows(df, key, cfg.group).loc[lambda d: d["ok"], "energy_method"])
         rows.append(row)
     table = pd.DataFrame(rows)
     if table.empty:
@@ -130,11 +161,247 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     table["verdict_performance"] = [
         verdict(p, q, cfg.alpha) for p, q in zip(table["p_holm_performance"], table["p_tost_holm_performance"])
     ]
+    for column in ("p_not_worse", "p_worse"):
+        table[f"{column}_holm"] = table.groupby("family", sort=False)[column].transform(lambda p: holm(p.to_numpy()))
+    table["verdict_not_worse"] = [
+        noninferiority_verdict(p, q, cfg.alpha) for p, q in zip(table["p_not_worse_holm"], table["p_worse_holm"])
+    ]
+    table["direction_performance"] = [
+        direction(d, p, cfg.alpha, "small better", "small worse")
+        for d, p in zip(table["diff_performance"], table["p_holm_performance"])
+    ]
+    table[f"direction_{headline}"] = [
+        direction(d, p, cfg.alpha, "higher for small", "lower for small")
+        for d, p in zip(table[f"diff_{headline}"], table[f"p_holm_{headline}"])
+    ]
     return table
 
 
-def _cell_rows(df: pd.DataFrame, key: tuple) -> pd.DataFrame:
-    return df[(df[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
+#: Columns of the size-trend table (Spearman of parameters vs performance and vs PePR).
+SIZE_TREND_COLUMNS = ["family", "n_models", "variant", "rho_performance", "p_performance", "p_holm_performance",
+                      "trend_performance", "rho_pepr", "p_pepr", "p_holm_pepr", "trend_pepr", "diminishing_returns", "note"]
+
+
+def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """Per group: Spearman's rho of the models' parameter counts vs their performance and vs
+    their headline PePR (one seed mean per model), two-sided p, Holm over the groups per
+    metric. ``diminishing_returns``: "yes" when PePR falls significantly with size (the
+    extra parameters cost more than the performance they add), "no" when it rises
+    significantly, else "cannot tell". Empty without parameter counts."""
+    if not cfg.params_known:
+        return pd.DataFrame(columns=[*cfg.group, *SIZE_TREND_COLUMNS])
+    means = model_means(df, cfg)
+    headline = f"pepr_{cfg.resource}"
+    rows = []
+    for key in groups(df[df["ok"]], cfg.group):
+        group = group_rows(means, key, cfg.group)
+        perf = spearman_trend(group["params"].to_numpy(), group[cfg.performance].to_numpy(), cfg.min_pairs)
+        pepr = spearman_trend(group["params"].to_numpy(), group[headline].to_numpy(), cfg.min_pairs)
+        rows.append({**dict(zip(cfg.group, key)), "family": init_family(key, cfg), "n_models": perf.n,
+                     "variant": cfg.resource_label, "rho_performance": perf.rho, "p_performance": perf.p,
+                     "rho_pepr": pepr.rho, "p_pepr": pepr.p, "note": perf.note or pepr.note})
+    table = pd.DataFrame(rows, columns=[*cfg.group, *SIZE_TREND_COLUMNS])
+    if table.empty:
+        return table
+    table["p_holm_performance"] = holm(table["p_performance"].to_numpy(dtype=float))
+    table["p_holm_pepr"] = holm(table["p_pepr"].to_numpy(dtype=float))
+    table["trend_performance"] = [direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
+                                  for r, p in zip(table["rho_performance"], table["p_holm_performance"])]
+    table["trend_pepr"] = [direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
+                           for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])]
+    table["diminishing_returns"] = [
+        "cannot tell" if np.isnan(p) or p >= cfg.alpha else ("yes" if r < 0 else "no")
+        for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])
+    ]
+    return table
+
+
+#: Columns of the decision table after the group keys.
+DECISION_COLUMNS = ["n_models", "performance_metric", "resource", "variant", "recommended_model", "recommended_pepr",
+                    "recommended_performance", "recommended_resource", "best_model", "best_performance", "best_resource",
+                    "performance_share", "resource_share", "statement"]
+
+
+def decision_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """Per group, the decision: the recommended model (best seed-mean headline PePR), its
+    performance and resource, the best-performance model with its own, the recommended
+    model's share of the best model's performance and resource, and the sentence saying it
+    ("94% of the best test_accuracy at 8% of its energy_kwh"). Ties go to the model name."""
+    means = model_means(df, cfg)
+    headline = f"pepr_{cfg.resource}"
+    rows = []
+    for key in groups(df[df["ok"]], cfg.group):
+        group = group_rows(means, key, cfg.group)
+        rec = group.sort_values([headline, "model"], ascending=[False, True]).iloc[0]
+        best = group.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
+        perf_share = rec[cfg.performance] / best[cfg.performance] if best[cfg.performance] > 0 else np.nan
+        res_share = rec[cfg.resource] / best[cfg.resource] if best[cfg.resource] > 0 else np.nan
+        if rec["model"] == best["model"]:
+            statement = f"{rec['model']} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
+        else:
+            share = "an unknown share" if np.isnan(res_share) else f"{res_share:.0%}"
+            statement = (f"{rec['model']}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
+                         f"at {share} of its {cfg.resource}")
+        rows.append({**dict(zip(cfg.group, key)), "n_models": len(group), "performance_metric": cfg.performance,
+                     "resource": cfg.resource, "variant": cfg.resource_label, "recommended_model": rec["model"],
+                     "recommended_pepr": rec[headline], "recommended_performance": rec[cfg.performance],
+                     "recommended_resource": rec[cfg.resource], "best_model": best["model"],
+                     "best_performance": best[cfg.performance], "best_resource": best[cfg.resource],
+                     "performance_share": perf_share, "resource_share": res_share, "statement": statement})
+    return pd.DataFrame(rows, columns=[*cfg.group, *DECISION_COLUMNS])
+
+
+#: Resources whose equal value in two groups points at a copied measurement. Peak memory is
+#: left out: allocated memory of one model at one batch size is deterministic across groups.
+ADDITIVE_RESOURCES = ("energy_kwh", "co2_kg", "train_time_s")
+#: A run's implied power is flagged when its modified z-score (0.6745 (x - median) / MAD, on
+#: log power) exceeds this (Iglewicz & Hoaglin's 3.5) *and* it is this far (factor) from the
+#: median: a sweep of near-identical estimates has a tiny MAD but no real outlier.
+POWER_Z, POWER_FACTOR = 3.5, 1.5
+
+
+def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: list[str],
+                             synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Sanity checks of the measurements, one row per flagged successful run and check (the
+    details of several resources joined by " | "):
+    the run (model, group keys, seed), ``check`` and ``detail``. Nothing is dropped: a flag
+    warns and explains.
+
+    Checks: ``identical_resource`` (an energy/CO2/time value, or a non-standard scored
+    resource, exactly equal to the same model's value in another group: a copied or reused
+    log); ``implied_power`` (energy / time a robust outlier among the sweep's runs on the same
+    device, see :data:`POWER_Z`); ``nonpositive_resource`` (zero, negative or non-finite);
+    ``mixed_devices`` (a group's runs measured on different devices/hosts/GPU models: the
+    runs not on the group's most common one are flagged).
+    """
+    run = [c for c in ["model", *cfg.group, "seed"] if c not in synthetic]
+    ok = df[df["ok"]]
+    rows: list[dict] = []
+
+    def flag(r: pd.Series, check: str, detail: str) -> None:
+        rows.append({**{c: r[c] for c in run}, "check": check, "detail": detail})
+
+    def where(r: pd.Series) -> str:
+        shown = [c for c in cfg.group if c not in synthetic]
+        return (group_label(tuple(r[c] for c in shown), shown) if shown else "the table") + f", seed {r['seed']}"
+
+    known = list(dict.fromkeys([*resources, *[c for c in STANDARD_RESOURCES if c in df.columns]]))
+    copied = [r for r in known if r in ADDITIVE_RESOURCES or (r not in STANDARD_RESOURCES and not r.endswith("_amortised"))]
+    for resource in copied:
+        values = pd.to_numeric(ok[resource], errors="coerce")
+        frame = ok.assign(_value=values)[lambda d: np.isfinite(d["_value"]) & (d["_value"] > 0)]
+        # Vectorised first (tens of thousands of runs): only values shared across groups are walked.
+        spread = frame.groupby(["model", "_value"], sort=False)["group_id"].transform("nunique")
+        for (model, value), same in frame[spread > 1].groupby(["model", "_value"], sort=True):
+            for _, r in same.iterrows():
+                others = sorted({where(o) for _, o in same.iterrows() if o["group_id"] != r["group_id"]})
+                flag(r, "identical_resource", f"{resource} = {value!r} exactly as the same model in {'; '.join(others)}: "
+                     "a copied or reused measurement? (a fresh run never repeats a measured value to the last digit)")
+    for resource in known:
+        values = pd.to_numeric(ok[resource], errors="coerce")
+        for index in ok.index[~(np.isfinite(values) & (values > 0))]:
+            shown = "empty" if pd.isna(values[index]) else repr(float(values[index]))
+            if resource in resources and shown == "empty":
+                continue  # scoring already refuses an empty scored resource
+            flag(ok.loc[index], "nonpositive_resource", f"{resource} = {shown}: a real run costs more than nothing; "
+                 "the measurement failed or was not recorded")
+    if "energy_kwh" in ok.columns and "train_time_s" in ok.columns:
+        energy = pd.to_numeric(ok["energy_kwh"], errors="coerce")
+        seconds = pd.to_numeric(ok["train_time_s"], errors="coerce")
+        usable = np.isfinite(energy) & np.isfinite(seconds) & (energy > 0) & (seconds > 0)
+        watts = (energy * 3.6e6 / seconds).where(usable)
+        device = ok["device"].astype(str) if "device" in ok.columns else pd.Series("", index=ok.index)
+        for name, power in watts.dropna().groupby(device[usable]):
+            log = np.log(power)
+            median = float(np.median(log))
+            mad = float(np.median(np.abs(log - median)))
+            if len(power) < 3 or mad == 0:
+                continue
+            z = 0.6745 * (log - median) / mad
+            typical = float(np.exp(median))
+            for index in power.index[(np.abs(z) > POWER_Z) & (np.abs(log - median) > np.log(POWER_FACTOR))]:
+                on = f" on device {name}" if name else ""
+                flag(ok.loc[index], "implied_power", f"energy / time = {power[index]:.3g} W, the sweep's median{on} is "
+                     f"{typical:.3g} W (robust z {z[index]:+.1f}): energy or time mismeasured, or another machine?")
+    for column in [c for c in MEASURED_ON if c in ok.columns]:
+        for key, group in ok.groupby(list(cfg.group), sort=False):
+            values = group[column].astype(str)
+            counts = values.value_counts()
+            if len(counts) < 2:
+                continue
+            common = sorted(counts.index, key=lambda v: (-counts[v], v))[0]
+            split = ", ".join(f"{v} ({counts[v]} runs)" for v in sorted(counts.index, key=lambda v: (-counts[v], v)))
+            for index in group.index[values != common]:
+                flag(ok.loc[index], "mixed_devices", f"the group's runs were measured on different {column}s: {split}; "
+                     "PePR compares them as if on one machine")
+    table = pd.DataFrame(rows, columns=[*run, "check", "detail"])
+    if table.empty:
+        return table
+    # One row per run and check: several resources (or columns) of one check are one explanation.
+    return table.groupby([*run, "check"], sort=False, as_index=False)["detail"].agg(" | ".join)
+
+
+def _measured_or_estimated(methods: pd.Series) -> str:
+    """"measured", "estimated", "measured (N runs) and estimated (M runs)" or "not recorded"."""
+    kinds = methods.fillna("").astype(str).str.strip().str.lower()
+    measured = int(kinds.str.startswith("measured").sum())
+    estimated = int(kinds.str.startswith("estimated").sum())
+    if measured and not estimated:
+        return "measured"
+    if estimated and not measured:
+        return "estimated"
+    if measured and estimated:
+        return f"measured ({measured} runs) and estimated ({estimated} runs)"
+    return "not recorded"
+
+
+#: Columns of the footprint table (one row: the sweep's totals).
+FOOTPRINT_COLUMNS = ["n_runs", "energy_kwh", "co2_kg", "device_hours", "pretraining_energy_kwh", "pretraining_co2_kg",
+                     "pretraining_device_hours", "measurement", "energy_method"]
+
+
+def footprint_table(df: pd.DataFrame) -> pd.DataFrame:
+    """The sweep's own cost: total energy (kWh), CO2 (kg) and device-hours (sum of
+    ``train_time_s`` / 3600) over every run that recorded them (failed runs included: they
+    cost too), pretraining included where present (each pretraining counted once:
+    ``pretrain_X / pretrain_uses`` summed over the runs sharing it), and whether the energy
+    was measured or estimated (from ``energy_method``). A quantity the table lacks is empty."""
+
+    def total(column: str) -> float:
+        if column not in df.columns:
+            return np.nan
+        values = pd.to_numeric(df[column], errors="coerce")
+        return float(values[np.isfinite(values)].sum()) if np.isfinite(values).any() else np.nan
+
+    def pretraining(column: str) -> float:
+        if f"pretrain_{column}" not in df.columns or "pretrain_uses" not in df.columns:
+            return 0.0
+        cost = pd.to_numeric(df[f"pretrain_{column}"], errors="coerce") / pd.to_numeric(df["pretrain_uses"], errors="coerce")
+        return float(cost[np.isfinite(cost)].sum())
+
+    pre = {c: pretraining(c) for c in ADDITIVE_RESOURCES}
+    row = {
+        "n_runs": len(df),
+        "energy_kwh": total("energy_kwh") + pre["energy_kwh"] if "energy_kwh" in df.columns else np.nan,
+        "co2_kg": total("co2_kg") + pre["co2_kg"] if "co2_kg" in df.columns else np.nan,
+        "device_hours": (total("train_time_s") + pre["train_time_s"]) / 3600 if "train_time_s" in df.columns else np.nan,
+        "pretraining_energy_kwh": pre["energy_kwh"], "pretraining_co2_kg": pre["co2_kg"],
+        "pretraining_device_hours": pre["train_time_s"] / 3600,
+        "measurement": _measured_or_estimated(df["energy_method"]) if "energy_method" in df.columns else "not recorded",
+        "energy_method": _methods(df["energy_method"]) if "energy_method" in df.columns else "not recorded",
+    }
+    table = pd.DataFrame([row], columns=FOOTPRINT_COLUMNS)
+    numeric = [c for c in FOOTPRINT_COLUMNS if c not in ("measurement", "energy_method")]
+    return table.astype({c: float for c in numeric}).astype({"n_runs": int})
+
+
+def _count(value: object) -> int | None:
+    """A parameter count as an int; None when unknown (a table without params)."""
+    return None if value is None or pd.isna(value) else int(value)
+
+
+def _flag(value: object) -> bool | None:
+    return None if value is None or pd.isna(value) else bool(value)
 
 
 def _methods(*columns: pd.Series) -> str:
@@ -170,7 +437,7 @@ PAIRED_COLUMNS = ["factor", "treatment", "baseline", "context", "metric", "n_mod
 def model_pairs(df: pd.DataFrame, cfg: ReportConfig, factor: str, treatment: str, baseline: str) -> pd.DataFrame:
     """Per context (the cell columns other than ``factor``) and model: the model's seed mean
     under ``treatment`` (``*_a``) and ``baseline`` (``*_b``), for models successful under both."""
-    context = [c for c in CELL if c != factor]
+    context = [c for c in cfg.group if c != factor]
     means = model_means(df, cfg)
     a = means[means[factor] == treatment]
     b = means[means[factor] == baseline]
@@ -189,12 +456,16 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
     raw mean difference is given too). Holm adjustment over the contexts of one comparison and
     metric; verdict equivalent (performance only) / different / cannot tell.
     """
-    context = [c for c in CELL if c != factor]
-    metrics = [cfg.performance, *_resources(df)]
+    context = [c for c in cfg.group if c != factor]
+    if factor not in cfg.group:  # e.g. a table without init strategies: nothing to compare
+        return pd.DataFrame(columns=[*PAIRED_COLUMNS[:3], *context, *PAIRED_COLUMNS[3:]])
+    metrics = [cfg.performance, *_resources(df, cfg)]
     rows = []
     for treatment, baseline in comparisons(df, factor):
         pairs = model_pairs(df, cfg, factor, treatment, baseline)
-        for key, group in pairs.groupby(context, sort=True):
+        if not context:  # the factor is the only group key: one context, the whole table
+            pairs = pairs.assign(_context="all")
+        for key, group in pairs.groupby(context or ["_context"], sort=True):
             key = key if isinstance(key, tuple) else (key,)
             for metric in metrics:
                 performance = metric == cfg.performance
@@ -235,28 +506,25 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
 
 
 def seed_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
-    """Per cell and model: mean and (1 - alpha) Student-t CI over seeds of the performance and
-    of the headline PePR variant (CI empty with a single seed)."""
+    """Per group and model: mean and (1 - alpha) Student-t CI over seeds of the performance and
+    of the headline PePR variant (CI empty with a single seed); as :func:`stats.mean_ci`,
+    computed for all models at once."""
+    from scipy import stats as scipy_stats
+
     headline = f"pepr_{cfg.resource}"
-    rows = []
-    for key, group in df[df["ok"]].groupby([*CELL, "model"], sort=False):
-        perf = mean_ci(group[cfg.performance].to_numpy(), cfg.alpha)
-        pepr = mean_ci(group[headline].to_numpy(), cfg.alpha)
-        rows.append(
-            {
-                **dict(zip([*CELL, "model"], key)),
-                "n_seeds": len(group),
-                "performance_mean": perf[0],
-                "performance_ci_low": perf[1],
-                "performance_ci_high": perf[2],
-                f"{headline}_mean": pepr[0],
-                f"{headline}_ci_low": pepr[1],
-                f"{headline}_ci_high": pepr[2],
-            }
-        )
-    columns = [*CELL, "model", "n_seeds", "performance_mean", "performance_ci_low", "performance_ci_high",
+    keys = [*cfg.group, "model"]
+    grouped = df[df["ok"]].groupby(keys, sort=False)
+    out = grouped.size().rename("n_seeds").to_frame()
+    for column, name in [(cfg.performance, "performance"), (headline, headline)]:
+        values = grouped[column]
+        n, mean, sd = values.count(), values.mean(), values.std(ddof=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            half = scipy_stats.t.ppf(1 - cfg.alpha / 2, n - 1) * sd / np.sqrt(n)
+        half = half.where(n >= 2)
+        out[f"{name}_mean"], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean, mean - half, mean + half
+    columns = [*keys, "n_seeds", "performance_mean", "performance_ci_low", "performance_ci_high",
                f"{headline}_mean", f"{headline}_ci_low", f"{headline}_ci_high"]
-    return pd.DataFrame(rows, columns=columns)
+    return out.reset_index()[columns]
 
 
 def rank_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
@@ -265,7 +533,8 @@ def rank_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     rows = []
     standard = [v for v in report_variants(df) if v.resource in STANDARD_RESOURCES]
     ok = df[df["ok"]]
-    for key, group in ok.groupby(CELL, sort=False):
+    for key, group in ok.groupby(list(cfg.group), sort=False):
+        key = key if isinstance(key, tuple) else (key,)
         if group.groupby("model").size().max() < 2:
             continue
         for index, variant in enumerate(standard):
@@ -276,7 +545,7 @@ def rank_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
             for _, row in ci.sort_values(["rank", "model"]).iterrows():
                 rows.append(
                     {
-                        **dict(zip(CELL, key)),
+                        **dict(zip(cfg.group, key)),
                         "variant": variant.label,
                         "model": row["model"],
                         "n_seeds": int(counts[row["model"]]),
@@ -286,57 +555,54 @@ def rank_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
                         "top_k_separable": "n/a (no more than top_k models)" if separable is None else ("yes" if separable else "no"),
                     }
                 )
-    columns = [*CELL, "variant", "model", "n_seeds", "rank", "rank_ci_low", "rank_ci_high", "top_k_separable"]
+    columns = [*cfg.group, "variant", "model", "n_seeds", "rank", "rank_ci_low", "rank_ci_high", "top_k_separable"]
     return pd.DataFrame(rows, columns=columns)
 
 
-def failed_table(df: pd.DataFrame) -> pd.DataFrame:
+def failed_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """The failed runs with their reasons."""
-    return df.loc[~df["ok"], [*RUN, "reason"]].reset_index(drop=True)
+    return df.loc[~df["ok"], [*run_columns(cfg), "reason"]].reset_index(drop=True)
 
 
-def missing_table(df: pd.DataFrame, expected: pd.DataFrame | None = None) -> pd.DataFrame:
-    """What the sweep lacks: cells with no successful run, and runs absent or failed per cell.
+def missing_table(df: pd.DataFrame, cfg: ReportConfig, expected: pd.DataFrame | None = None) -> pd.DataFrame:
+    """What the sweep lacks: groups with no successful run, and runs absent or failed per group.
 
-    ``expected`` lists the planned runs (columns dataset, init, fraction, model, seed); None
-    means the full product of the values seen in the table (every dataset x init x fraction x
-    model x seed that appears anywhere). Rows: kind ("cell without successful run",
-    "run not in results", "model without successful run in cell"), the cell, model, detail.
+    ``expected`` lists the planned runs (the group columns, model, seed); None means the full
+    product of the values seen in the table (every combination of group keys, model and seed
+    that appears anywhere). Rows: kind ("group without successful run", "run not in results",
+    "model without successful run in group"), the group, model, detail.
     """
+    group, run = list(cfg.group), run_columns(cfg)
+    n = len(group)
     if expected is None:
         expected = pd.DataFrame(
-            list(itertools.product(*[sorted(set(df[c])) for c in RUN])), columns=RUN
+            list(itertools.product(*[sorted(set(df[c])) for c in run])), columns=run
         )
     else:
-        expected = expected[RUN].astype({"dataset": str, "init": str, "model": str, "seed": int}).copy()
-        expected["fraction"] = expected["fraction"].astype(str)
-    present = set(map(tuple, df[RUN].itertuples(index=False)))
-    ok_models = set(map(tuple, df.loc[df["ok"], [*CELL, "model"]].itertuples(index=False)))
-    ok_cells = set(map(tuple, df.loc[df["ok"], CELL].itertuples(index=False)))
+        expected = expected[run].astype({**{c: str for c in group}, "model": str, "seed": int}).copy()
+    present = set(map(tuple, df[run].itertuples(index=False)))
+    ok_models = set(map(tuple, df.loc[df["ok"], [*group, "model"]].itertuples(index=False)))
+    ok_groups = set(map(tuple, df.loc[df["ok"], group].itertuples(index=False)))
     rows = []
-    for key in sorted(set(map(tuple, expected[CELL].itertuples(index=False)))):
-        if key not in ok_cells:
-            rows.append({**dict(zip(CELL, key)), "kind": "cell without successful run", "model": "", "detail": ""})
-    for run in expected.itertuples(index=False):
-        run = tuple(run)
-        if run not in present:
-            rows.append({**dict(zip(CELL, run[:3])), "kind": "run not in results", "model": run[3], "detail": f"seed {run[4]}"})
-    reasons = df[~df["ok"]].groupby([*CELL, "model"])["reason"].agg(lambda s: "; ".join(sorted(set(s))))
-    for key in sorted(set(map(tuple, expected[[*CELL, "model"]].itertuples(index=False)))):
-        if key[:3] in ok_cells and key not in ok_models:
-            rows.append({**dict(zip(CELL, key[:3])), "kind": "model without successful run in cell", "model": key[3], "detail": reasons.get(key, "")})
-    return pd.DataFrame(rows, columns=[*CELL, "kind", "model", "detail"])
+    for key in sorted(set(map(tuple, expected[group].itertuples(index=False)))):
+        if key not in ok_groups:
+            rows.append({**dict(zip(group, key)), "kind": "group without successful run", "model": "", "detail": ""})
+    for planned in expected.itertuples(index=False):
+        planned = tuple(planned)
+        if planned not in present:
+            rows.append({**dict(zip(group, planned[:n])), "kind": "run not in results", "model": planned[n],
+                         "detail": f"seed {planned[n + 1]}"})
+    reasons = df[~df["ok"]].groupby([*group, "model"])["reason"].agg(lambda s: "; ".join(sorted(set(s))))
+    for key in sorted(set(map(tuple, expected[[*group, "model"]].itertuples(index=False)))):
+        if key[:n] in ok_groups and key not in ok_models:
+            rows.append({**dict(zip(group, key[:n])), "kind": "model without successful run in group", "model": key[n],
+                         "detail": reasons.get(key if n else key[0], "")})
+    return pd.DataFrame(rows, columns=[*group, "kind", "model", "detail"])
 
 
-def energy_method_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per cell: how energy was obtained (counts of each ``energy_method``)."""
+def energy_method_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """Per group: how energy was obtained (counts of each ``energy_method``)."""
     rows = []
-    for key in cells(df):
-        group = df[(df[CELL] == pd.Series(key, index=CELL)).all(axis=1)]
-        rows.append({**dict(zip(CELL, key)), "energy_method": energy_methods(group)})
-    return pd.DataFrame(rows, columns=[*CELL, "energy_method"])
-
-
-def headline_variant(df: pd.DataFrame, cfg: ReportConfig) -> Variant:
-    """The variant of ``cfg.resource`` (checked present when the table was loaded)."""
-    return next(v for v in report_variants(df) if v.resource == cfg.resource)
+    for key in groups(df, cfg.group):
+        rows.append({**dict(zip(cfg.group, key)), "energy_method": energy_methods(group_rows(df, key, cfg.group))})
+    return pd.DataFrame(rows, columns=[*cfg.group, "energy_method"])

@@ -1,0 +1,28 @@
+"""Rule script of prepare_images: convert a folder:/csv: dataset into its cached npz.
+
+pepr.images.prepare checks every file (all problems listed at once, exit 2) and writes
+DATA_DIR/images/<name>-<hash>.npz plus its JSON record, or does nothing when the cache is
+current (same file list, sizes, mtimes and spec settings). The user's images are only read.
+"""
+
+import sys
+from pathlib import Path
+
+from pepr.errors import PeprInputError
+from pepr.images import prepare
+
+with open(snakemake.log[0], "w", encoding="utf-8") as log:
+    try:
+        path = prepare(
+            snakemake.params.spec,
+            Path(snakemake.params.data_dir),
+            workers=snakemake.threads,
+            log=lambda message: print(message, file=log, flush=True),
+        )
+    except PeprInputError as exc:
+        print(f"pepr: {exc}", file=log)
+        print(f"pepr: {exc}", file=sys.stderr)
+        sys.exit(2)
+    if path.resolve() != Path(snakemake.output[0]).resolve():  # the planning and the package must agree
+        sys.exit(f"pepr: prepare_images wrote {path}, but the rule expected {snakemake.output[0]}")
+    print(f"{snakemake.output[0]}: ready", file=log)

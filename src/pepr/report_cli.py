@@ -1,0 +1,109 @@
+"""``pepr report``: a PePR report (scores, tables, figures, summary, HTML page) from any runs table."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+HELP = "report on any runs table: pepr.csv, tables, figures, summary.md, report.html"
+
+DESCRIPTION = """\
+Build a PePR report from any runs table (CSV or Parquet): one row per run, with a model
+column, a performance in [0, 1] and one or more resource columns (energy, time, ...).
+
+Writes, under --out DIR:
+  DIR/pepr.csv            the table plus X_norm and pepr_X per resource (scored within groups)
+  DIR/summary.md          the decision per group first, the sweep's footprint, then the evidence
+  DIR/tables/*.csv        decision, footprint, measurement_checks, top_k, small_vs_large,
+                          size_trend, paired_init, paired_fraction, seed_ci, rank_ci, ...
+  DIR/figures/*           PNG/PDF figures
+  DIR/report.html         one self-contained page (opens offline)
+
+Group columns (--by) are the normalisation groups: PePR compares runs only within one. The
+names init and fraction carry meaning (pretrained vs scratch, data fractions): --rename your
+columns to them to get those comparisons. A status column (ok/failed, any case) is optional:
+failed runs are listed and left out of the scores. Without a parameter column the size-based
+analyses are skipped and the summary says so.
+
+Everything is checked before DIR is created: a bad table, flag or column exits 2 with one
+line and writes nothing.
+
+example (a table that is not pepr's own: name, acc, kwh, n_params, task):
+  pepr report results.csv --model name --performance acc --resource kwh \\
+      --params n_params --by task --out report/
+"""
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Declare ``pepr report``'s arguments."""
+    parser.add_argument("table", metavar="TABLE", help="runs table, .csv or .parquet (one row per run)")
+    parser.add_argument("--out", metavar="DIR", required=True, help="folder to write the report into")
+    parser.add_argument("--performance", metavar="COL", default=None,
+                        help="performance column, values in [0, 1] (default: test_accuracy)")
+    parser.add_argument("--resource", metavar="COL", action="append", default=[],
+                        help="resource column (repeatable; the first is the headline); default: the workflow's "
+                        "resources present (energy_kwh, co2_kg, train_time_s, peak_memory_mb and amortised forms)")
+    parser.add_argument("--by", metavar="COL", action="append", default=[],
+                        help="group column PePR is normalised within (repeatable); default: those of dataset, "
+                        "init, fraction present (none: the whole table is one group)")
+    parser.add_argument("--model", metavar="COL", default=None, help="model column (default: model)")
+    parser.add_argument("--params", metavar="COL", default=None,
+                        help="parameter-count column (default: params when present; without one, size-based "
+                        "analyses are skipped)")
+    parser.add_argument("--seed", metavar="COL", default=None,
+                        help="seed column (default: seed when present; without one, each model has one run per group)")
+    parser.add_argument("--histories", metavar="TABLE", default=None,
+                        help="optional per-epoch table (group columns, model, seed, epoch, test_accuracy, "
+                        "cumulative_energy_kwh) for the epoch curves")
+    parser.add_argument("--rename", metavar="OLD=NEW", action="append", default=[],
+                        help="rename a column before anything else (repeatable), e.g. --rename acc=test_accuracy")
+
+
+def _renames(values: list[str]) -> tuple[tuple[str, str], ...]:
+    from pepr.errors import PeprInputError
+
+    pairs = []
+    for value in values:
+        old, sep, new = value.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise PeprInputError(f"--rename {value!r}: write OLD=NEW, e.g. --rename acc=test_accuracy")
+        pairs.append((old.strip(), new.strip()))
+    return tuple(pairs)
+
+
+def _check_out(out: str) -> None:
+    """The output folder must be creatable and writable; checked without creating it."""
+    from pathlib import Path
+
+    from pepr.errors import PeprInputError
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise PeprInputError(f"--out '{out}' is a file; give a folder")
+    # A folder of other files is not ours to write into (a previous report is: it is rebuilt).
+    if path.is_dir() and any(path.iterdir()) and not (path / "summary.md").is_file():
+        raise PeprInputError(f"--out '{out}' already holds other files; choose a new or empty folder "
+                             "(a folder with an earlier pepr report is rebuilt in place)")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PeprInputError(f"--out '{out}': '{probe}' is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PeprInputError(f"--out '{out}': '{probe}' is not writable; choose a writable folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Check everything, then write the report; raise PeprInputError on bad input."""
+    os.environ.setdefault("MPLBACKEND", "Agg")  # headless: never look for a display
+    from pepr.report.build import write_report
+    from pepr.report.config import ReportConfig
+    from pepr.report.data import TableSpec
+
+    _check_out(args.out)
+    spec = TableSpec(performance=args.performance, resources=tuple(args.resource), by=tuple(args.by),
+                     model=args.model, params=args.params, seed=args.seed, rename=_renames(args.rename))
+    paths = write_report(args.table, args.out, spec, ReportConfig(), histories=args.histories)
+    print(f"pepr report: wrote {len(paths)} files under {args.out} (start with {os.path.join(args.out, 'summary.md')} "
+          f"or {os.path.join(args.out, 'report.html')})")
+    return 0

@@ -1,0 +1,142 @@
+"""Measurement checks (tables/measurement_checks.csv): each check flags the run it should,
+explains why, and never drops a run from the scores."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pandas as pd
+import pytest
+
+from pepr.report.build import compute_tables, prepare
+from pepr.report.config import ReportConfig
+from pepr.report.data import TableSpec, prepare_table
+from pepr.report.summary import summary_markdown
+
+
+def sweep(n_models: int = 6) -> pd.DataFrame:
+    """Two groups (fractions 1.0 and 0.1) of ``n_models`` models, ~100 W each, all values distinct."""
+    rows = []
+    for f, fraction in enumerate(("1.0", "0.1")):
+        for i in range(n_models):
+            seconds = 100.0 * (i + 1) * (1 if f == 0 else 0.1) + 7 * i + f
+            watts = 100.0 + 3 * i + f
+            rows.append({"dataset": "ds", "init": "scratch", "fraction": fraction, "model": f"m{i}", "seed": 0,
+                         "status": "ok", "params": 1000 * (i + 1), "test_accuracy": 0.7 + 0.01 * i,
+                         "energy_kwh": watts * seconds / 3.6e6, "co2_kg": watts * seconds / 3.6e6 * 0.4,
+                         "train_time_s": seconds, "peak_memory_mb": 100.0 * (i + 1),
+                         "device": "cuda", "host": "node1", "energy_method": "measured: NVML + RAPL"})
+    return pd.DataFrame(rows)
+
+
+def checks(table: pd.DataFrame, spec: TableSpec | None = None) -> tuple[pd.DataFrame, dict]:
+    data = prepare(prepare_table(table, spec or TableSpec(), ReportConfig()), None)
+    tables = compute_tables(data)
+    return tables["measurement_checks"], {"data": data, "tables": tables}
+
+
+def test_a_clean_sweep_has_no_flags():
+    flagged, _ = checks(sweep())
+    assert flagged.empty
+    # Peak memory identical across groups is normal (allocations are deterministic): never flagged.
+    assert list(flagged.columns) == ["model", "dataset", "init", "fraction", "seed", "check", "detail"]
+
+
+def test_a_resource_copied_into_another_group_is_flagged_in_both():
+    table = sweep()
+    copy = table.index[(table["model"] == "m2") & (table["fraction"] == "1.0")][0]
+    other = table.index[(table["model"] == "m2") & (table["fraction"] == "0.1")][0]
+    table.loc[other, ["energy_kwh", "co2_kg", "train_time_s"]] = table.loc[copy, ["energy_kwh", "co2_kg", "train_time_s"]]
+    flagged, _ = checks(table)
+    same = flagged[flagged["check"] == "identical_resource"]
+    assert set(same["model"]) == {"m2"} and set(same["fraction"]) == {"1.0", "0.1"}
+    assert len(same) == 2  # one row per run; energy, CO2 and time explained in it
+    detail = same[same["fraction"] == "0.1"]["detail"].iloc[0]
+    assert detail.count(" | ") == 2 and "train_time_s" in detail
+    assert f"energy_kwh = {float(table.loc[copy, 'energy_kwh'])!r}" in detail and "ds / scratch / 100% data" in detail
+
+
+def test_implied_power_far_from_the_sweep_median_is_flagged():
+    table = sweep()
+    odd = table.index[(table["model"] == "m4") & (table["fraction"] == "0.1")][0]
+    table.loc[odd, "energy_kwh"] *= 10  # ~1 kW: energy or time mismeasured
+    flagged, _ = checks(table)
+    power = flagged[flagged["check"] == "implied_power"]
+    assert power[["model", "fraction"]].values.tolist() == [["m4", "0.1"]]
+    assert " W" in power["detail"].iloc[0] and "median" in power["detail"].iloc[0]
+
+
+def test_near_identical_estimates_do_not_flag_power():
+    table = sweep()
+    table["energy_kwh"] = 100.0 * table["train_time_s"] / 3.6e6
+    table.loc[0, "energy_kwh"] *= 1.05  # 5% off a constant: tiny MAD, but no outlier
+    flagged, _ = checks(table)
+    assert "implied_power" not in set(flagged["check"])
+
+
+def test_zero_and_negative_resources_are_flagged_not_dropped():
+    table = sweep()
+    table.loc[1, "energy_kwh"] = 0.0  # scored resource: zero is accepted by scoring, flagged here
+    table.loc[2, "peak_memory_mb"] = 0.0
+    spec = TableSpec(resources=("energy_kwh", "train_time_s"))  # co2 not scored: a negative there is flagged
+    table.loc[3, "co2_kg"] = -1.0
+    flagged, ctx = checks(table, spec)
+    bad = flagged[flagged["check"] == "nonpositive_resource"]
+    assert sorted(zip(bad["model"], bad["fraction"], bad["detail"].str.split(" = ").str[0])) == [
+        ("m1", "1.0", "energy_kwh"), ("m2", "1.0", "peak_memory_mb"), ("m3", "1.0", "co2_kg")]
+    # Nothing dropped: every run is still scored.
+    assert ctx["data"].results["pepr_energy_kwh"].notna().all() and len(ctx["data"].results) == len(table)
+    assert "**Measurement checks:** 3 flag(s)" in summary_markdown(ctx["data"], ctx["tables"])
+
+
+def test_runs_of_one_group_on_different_devices_or_hosts_are_flagged():
+    table = sweep()
+    table.loc[table["fraction"] == "0.1", "device"] = "cpu"  # another group on another device: fine
+    table.loc[0, "host"] = "node7"  # one run of the full-data group on another host
+    flagged, _ = checks(table)
+    mixed = flagged[flagged["check"] == "mixed_devices"]
+    assert mixed[["model", "fraction"]].values.tolist() == [["m0", "1.0"]]
+    assert "node1 (5 runs), node7 (1 runs)" in mixed["detail"].iloc[0]
+
+
+def test_checks_use_the_input_column_names(tmp_path, capsys):
+    from pepr.cli import main
+
+    table = sweep().rename(columns={"model": "name", "fraction": "share", "test_accuracy": "acc"}).drop(columns=["seed"])
+    copy = table.index[(table["name"] == "m2") & (table["share"] == "1.0")][0]
+    other = table.index[(table["name"] == "m2") & (table["share"] == "0.1")][0]
+    table.loc[other, ["energy_kwh", "train_time_s"]] = table.loc[copy, ["energy_kwh", "train_time_s"]]
+    table.to_csv(tmp_path / "runs.csv", index=False)
+    out = tmp_path / "report"
+    code = main(["report", str(tmp_path / "runs.csv"), "--model", "name", "--performance", "acc", "--by", "dataset",
+                 "--by", "share", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    flagged = pd.read_csv(out / "tables" / "measurement_checks.csv")
+    assert list(flagged.columns) == ["name", "dataset", "share", "check", "detail"]
+    assert set(flagged["name"]) == {"m2"} and set(flagged["check"]) == {"identical_resource"}
+    assert len(pd.read_csv(out / "pepr.csv")) == len(table)  # flagged runs kept
+
+
+def test_footprint_counts_every_run_and_each_pretraining_once():
+    from pepr.report.tables import footprint_table
+
+    table = sweep()
+    table.loc[0, "status"] = "failed"  # a failed run that spent energy still cost it
+    # Two transfer runs share one pretraining of 0.2 kWh / 0.08 kg / 720 s.
+    table["pretrain_energy_kwh"], table["pretrain_co2_kg"], table["pretrain_train_time_s"] = float("nan"), float("nan"), float("nan")
+    table["pretrain_uses"] = float("nan")
+    table.loc[[1, 2], ["pretrain_energy_kwh", "pretrain_co2_kg", "pretrain_train_time_s", "pretrain_uses"]] = [0.2, 0.08, 720.0, 2]
+    table.loc[3, "energy_method"] = "estimated: CodeCarbon cpu_load/TDP"
+    data = prepare(prepare_table(table, TableSpec(), ReportConfig()), None)
+    row = footprint_table(data.results).iloc[0]
+    assert row["n_runs"] == len(table)
+    assert row["energy_kwh"] == pytest.approx(table["energy_kwh"].sum() + 0.2)
+    assert row["co2_kg"] == pytest.approx(table["co2_kg"].sum() + 0.08)
+    assert row["device_hours"] == pytest.approx((table["train_time_s"].sum() + 720) / 3600)
+    assert row["pretraining_energy_kwh"] == pytest.approx(0.2)
+    assert row["measurement"] == f"measured ({len(table) - 1} runs) and estimated (1 runs)"
+    text = summary_markdown(data, compute_tables(data))
+    first = text[:text.index("## Best model")]
+    assert "**This sweep's footprint:**" in first and "pretraining included (0.2 kWh)" in first
