@@ -36,6 +36,55 @@ def known_countries() -> dict[str, str]:
     return {code: entry.get("country_name", code) for code, entry in data.items()}
 
 
+def country_intensity_g_per_kwh(code: str) -> float:
+    """CodeCarbon's average grid carbon intensity of a country (gCO2eq/kWh), the value its
+    offline tracker multiplies energy with (``global_energy_mix.json``'s ``carbon_intensity``).
+
+    Read from CodeCarbon's data file without importing CodeCarbon (aggregation stays light).
+    Raises PeprInputError for a code without data.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.find_spec("codecarbon")
+    if spec is None or not spec.submodule_search_locations:
+        raise PeprInputError("codecarbon is not installed: the country carbon intensities come from its data")
+    path = Path(list(spec.submodule_search_locations)[0]) / "data" / "private_infra" / "global_energy_mix.json"
+    mix = _energy_mix(str(path))
+    entry = mix.get(code)
+    if not isinstance(entry, dict) or entry.get("carbon_intensity") is None:
+        check_country(code)
+        raise PeprInputError(f"CodeCarbon has no carbon intensity for country {code!r}")
+    return float(entry["carbon_intensity"])
+
+
+_ENERGY_MIX: dict[str, Any] = {}
+
+
+def _energy_mix(path: str) -> dict[str, Any]:
+    if path not in _ENERGY_MIX:
+        with open(path, encoding="utf-8") as handle:
+            _ENERGY_MIX[path] = json.load(handle)
+    return _ENERGY_MIX[path]
+
+
+def epochs_co2_kg(
+    energies_kwh: "list[float]", midpoints: "list[float | None]", country: str, series: "IntensitySeries | None"
+) -> tuple[list[float], str]:
+    """CO2 (kg) of each epoch from its measured energy: the series' intensity at the epoch's
+    wall-clock midpoint (UTC seconds) when a series is given, else ``country``'s average; and a
+    description of the intensity used. One intensity source for every epoch of a run."""
+    if series is not None:
+        if any(m is None for m in midpoints):
+            raise PeprInputError(
+                f"a carbon intensity series ({series.source}) needs each epoch's time, which this run "
+                "did not record (trained by an earlier pepr); use the country's average (carbon_intensity: null)"
+            )
+        return [e * series.at(m) / 1000.0 for e, m in zip(energies_kwh, midpoints)], series.source
+    intensity = country_intensity_g_per_kwh(country)
+    return [e * intensity / 1000.0 for e in energies_kwh], f"CodeCarbon country {country} ({intensity:g} g/kWh)"
+
+
 def check_country(code: str) -> None:
     """Raise :class:`PeprInputError` unless CodeCarbon knows the carbon intensity of ``code``."""
     countries = known_countries()

@@ -14,7 +14,6 @@ import dataclasses
 import errno
 import json
 import os
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,7 +23,7 @@ from typing import Any
 #: File name of the resume state in a run folder (pepr.runs.RESUME_FILE).
 RESUME_NAME = "resume.pt"
 
-#: Settings a resume checkpoint must match (not threads/device/output paths).
+#: Settings a resume checkpoint of an earlier pepr matched (still accepted, see :func:`load_resume`).
 FINGERPRINT_KEYS: tuple[str, ...] = (
     "model", "dataset", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision",
 )
@@ -42,7 +41,22 @@ class RunState:
 
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
-    """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only)."""
+    """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only).
+
+    With ``settings["identity"]`` (what ``pepr train`` passes: :func:`pepr.train.training_identity`,
+    every setting that changes what is trained or how it is measured: model, dataset name and
+    content, init and checkpoint content, fraction, epochs, seed, image size, batch size, lr,
+    precision, device), that identity. Country and carbon-intensity series are not part of it:
+    a run's CO2 is derived from its measured energy per epoch at the end, for all epochs with
+    the same intensity (so a resumed segment never mixes two).
+    """
+    if settings.get("identity") is not None:
+        return json.dumps(settings["identity"], sort_keys=True, default=str)
+    return legacy_fingerprint(settings)
+
+
+def legacy_fingerprint(settings: Mapping[str, Any]) -> str:
+    """The fingerprint resume files of pepr before the identity were saved with."""
     values = {key: settings.get(key) for key in FINGERPRINT_KEYS}
     data_dir = settings.get("data_dir")
     values["data_dir"] = str(data_dir) if data_dir else None
@@ -62,22 +76,21 @@ def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: 
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "state": dataclasses.asdict(state),
     }
-    # A unique temp name, removed on every way out: a full disk must not leave a partial file
-    # that keeps it full, and the last finished epoch's resume.pt is replaced only by a whole one.
-    tmp = path.with_name(f"{TEMP_PREFIX}{path.name}.tmp{os.getpid()}-{secrets.token_hex(4)}")
+    from pepr.runs import write_new_then_replace
+
+    def write(handle: Any) -> None:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    # A new, unpredictably named sibling (O_EXCL|O_NOFOLLOW: never through a link), removed on
+    # every way out, then renamed: a full disk leaves no partial file that keeps it full, and the
+    # last finished epoch's resume.pt is replaced only by a whole one.
     try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        write_new_then_replace(path, write)
     except RuntimeError as exc:  # torch's stream writer reports a failed write as RuntimeError
-        tmp.unlink(missing_ok=True)
         if "write" in str(exc).lower():
             raise OSError(errno.ENOSPC if _full(path) else errno.EIO, f"saving the resume state failed ({' '.join(str(exc).split())[:200]})", str(path)) from None
-        raise
-    except BaseException:
-        tmp.unlink(missing_ok=True)
         raise
 
 
@@ -153,7 +166,8 @@ def load_resume(
 
     try:
         payload = _read_payload(path)
-        if payload["fingerprint"] != fingerprint(settings):
+        # an earlier pepr's checkpoint of the same settings continues too (no lost epochs on upgrade)
+        if payload["fingerprint"] not in (fingerprint(settings), legacy_fingerprint(settings)):
             log(f"{path} was saved with other settings ({payload['fingerprint']}); starting from epoch 1")
             path.unlink()
             return RunState()

@@ -194,9 +194,15 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
     failed_source = _failed_pretraining(cfg)
     if failed_source is None:
         validate_train_config(cfg)  # before the lock: bad input leaves no run folder behind
+    runs.refuse_links(cfg.out_dir, [cfg.save_model] if cfg.save_model is not None else [])
     with runs.run_lock(cfg.out_dir):
         if failed_source is not None:
             return _fail(cfg, base_record(cfg), failed_source, log)
+        identity = training_identity(cfg)
+        if not cfg.retrain:
+            restored = _restore_finished(cfg, identity, log)
+            if restored is not None:
+                return restored
         try:
             setup = _Setup.build(cfg, log)
         except (MemoryError, RuntimeError) as exc:  # the data do not fit this machine or device
@@ -205,6 +211,9 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
                 raise
             return _fail(cfg, base_record(cfg), f"out of memory loading {cfg.dataset} onto the device ({reason})", log)
         record = setup.record
+        if identity.get("data_sha256") is None:  # a MedMNIST file downloaded just now
+            identity = training_identity(cfg)
+        record["training_identity"] = identity
         try:
             model = setup.build_model(cfg)
         except PeprInputError:  # the user's input (e.g. weights unavailable offline): exit 2, not a "failed" run
@@ -215,7 +224,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
             return _fail(cfg, record, str(exc), log)
         _check_room(cfg, record.get("params"))  # before the first epoch: resume.pt and --save-model sizes are known now
         try:
-            state, model = _train(cfg, setup, model, log)
+            state, model = _train(cfg, setup, model, log, identity)
             results = _results(cfg, setup, model, state)
         except _CannotRun as exc:
             if exc.epoch is not None:
@@ -231,19 +240,63 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         record["versions"] = _versions()
         if cfg.save_model is not None:
             record["saved_model"] = str(cfg.save_model)
-        runs.write_run_outputs(cfg.out_dir, record, state.history)  # results first: the weights are extra
+        # results first (archive, then the run folder; metrics.json last marks completion), the
+        # weights after them: they are extra
+        archive = runs.publish_finished(cfg.out_dir, record, state.history)
         if cfg.save_model is not None:
             from pepr import models
 
             models.save_model(model, cfg.save_model)
+            runs.keep_in_archive(archive, cfg.save_model)
         (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
-        runs.archive_finished(cfg.out_dir)
         log(
             f"done: test accuracy {record['test_accuracy']:.4f}, balanced {record['test_balanced_accuracy']:.4f}, "
             f"AUC {record['test_auc']:.4f}; {record['train_time_s']:.1f} s, {record['energy_kwh']:.3g} kWh "
             f"({record['energy_method']}), {record['co2_kg']:.3g} kg CO2, working set {record['peak_memory_mb']:.0f} MiB"
         )
         return json_safe(record)
+
+
+#: Settings that make two trainings the same training (with the data's and checkpoint's content):
+#: what a restored result and a resumed segment must share. Not country/carbon_intensity (CO2 is
+#: derived from the measured energy), not data_dir (where the data is), not threads or paths.
+IDENTITY_SETTINGS: tuple[str, ...] = (
+    "model", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision", "device",
+)
+
+
+def training_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What makes this training this training: :data:`IDENTITY_SETTINGS`, the dataset's declared
+    name and the SHA-256 of its file (None for synthetic data, or a file not there yet), and for
+    ``--init checkpoint:PATH`` the checkpoint file's SHA-256 instead of its path."""
+    from pepr.rerun import file_sha256
+
+    identity: dict[str, Any] = {key: getattr(cfg, key) for key in IDENTITY_SETTINGS}
+    identity["dataset"] = data_module.dataset_name(cfg.dataset)
+    parsed = data_module.parse_dataset_spec(cfg.dataset)
+    path = data_module.dataset_file(parsed, cfg.data_dir)
+    identity["data_sha256"] = file_sha256(path) if path is not None else None
+    if isinstance(cfg.init, str) and cfg.init.startswith("checkpoint:"):
+        identity["init"] = "checkpoint"
+        identity["init_sha256"] = file_sha256(cfg.init[len("checkpoint:"):])
+    return json_safe(identity)
+
+
+def _restore_finished(cfg: TrainConfig, identity: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Put back a finished result of this very training kept in ``previous/`` (the kill window:
+    Snakemake deleted the outputs of a job that had finished; a requeued or forced job); None
+    when there is none."""
+    weights = cfg.save_model
+    archive = runs.find_finished(cfg.out_dir, identity, weights.name if weights is not None else None)
+    if archive is None:
+        return None
+    metrics = runs.restore_finished(archive, cfg.out_dir, weights)
+    (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
+    log(
+        f"pepr train: restored the finished result of this training (same settings and data) from {archive}/, "
+        "not trained again; pass --retrain (workflow: --config retrain=true) to train it again"
+    )
+    return metrics
 
 
 class _CannotRun(Exception):
@@ -401,7 +454,7 @@ class _Setup:
         return model
 
 
-def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], None]) -> tuple[RunState, Any]:
+def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], None], identity: dict[str, Any] | None = None) -> tuple[RunState, Any]:
     """The epochs (resumed where a previous segment stopped), each measured; returns the state."""
     import torch
 
@@ -410,7 +463,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     resume_path = cfg.out_dir / RESUME_FILE
-    settings = cfg.as_dict()
+    settings = {**cfg.as_dict(), "identity": identity}
     remove_stale_temp_files(cfg.out_dir, log)
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
@@ -497,7 +550,18 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> di
     wall = sum(row["epoch_time_s"] for row in history)
     share = setup.share
     energy = sum(row["epoch_energy_kwh"] for row in history)
-    co2 = sum(row["epoch_co2_kg"] for row in history)
+    # CO2 of every epoch from its measured energy with ONE intensity source, today's: a run
+    # resumed after a country (or series) change never mixes two intensities in one figure.
+    midpoints = [row.get("_midpoint_unix") for row in history]
+    try:
+        per_epoch_co2, _ = measure.epochs_co2_kg([row["epoch_energy_kwh"] for row in history], midpoints, cfg.country, setup.carbon)
+    except PeprInputError:  # epochs of an earlier pepr's segment without their times: as measured
+        per_epoch_co2 = [row["epoch_co2_kg"] for row in history]
+    total = 0.0
+    for row, value in zip(history, per_epoch_co2):
+        total += value
+        row["epoch_co2_kg"], row["cumulative_co2_kg"] = value, total
+    co2 = total
     peaks = {"memory_reserved_epoch2_mb": None, **state.peak}
     return {
         **{f"test_{k}": last[f"test_{k}"] for k in ("accuracy", "balanced_accuracy", "auc", "f1")},
@@ -522,6 +586,7 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> di
         "cpu_share": measure.cpu_share(state.process_seconds, wall, setup.threads) if device.type == "cpu" else None,
         "segments": state.segments,
         "energy_per_epoch": [row["epoch_energy_kwh"] for row in history],
+        "epoch_midpoints_unix": midpoints,
         **peaks,
     }
 
@@ -621,6 +686,7 @@ def _run_epoch(
         "cumulative_energy_kwh": previous["cumulative_energy_kwh"] + energy,
         "epoch_co2_kg": co2,
         "cumulative_co2_kg": previous["cumulative_co2_kg"] + co2,
+        "_midpoint_unix": (clock_start + clock_end) / 2,  # for CO2 with an intensity series
         # energy parts, summed into metrics.json (not history columns)
         "_cpu_kwh": cpu,
         "_gpu_kwh": raw.gpu_energy_kwh,
@@ -656,8 +722,7 @@ def _fail(cfg: TrainConfig, record: dict[str, Any], reason: str, log: Callable[[
         record.setdefault(key, None)
     record["config"] = cfg.as_dict()
     record["versions"] = _versions()
-    runs.write_run_outputs(cfg.out_dir, record, [])
+    runs.publish_finished(cfg.out_dir, record, [])
     (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
-    runs.archive_finished(cfg.out_dir)
     log(f"failed: {reason}")
     return json_safe(record)

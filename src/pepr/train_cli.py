@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             options["required"] = True
         if meta.get("parse"):
             options["type"] = PARSERS[meta["parse"]]
-        for key in ("metavar", "choices"):
+        for key in ("metavar", "choices", "action"):
             if key in meta:
                 options[key] = meta[key]
         parser.add_argument(flag_of(item), **options)
