@@ -202,7 +202,12 @@ def test_scoring_by_another_performance_and_errors_name_the_run(tmp_path, monkey
     runs["test_auc"] = 0.7
     assert (score_runs(runs, performance="test_auc").dropna(subset=["pepr_energy_kwh"])["pepr_energy_kwh"] <= 0.7).all()
     runs.loc[runs["model"] == "b", "test_auc"] = np.nan
-    with pytest.raises(PeprInputError, match="d/scratch/1.0/b/0"):
+    # issue 19: an undefined performance no longer stops scoring; the run is named and left unscored
+    with pytest.warns(UserWarning, match="d/scratch/1.0/b/0"):
+        scored = score_runs(runs, performance="test_auc", skip_undefined=True)
+    unscored = scored[scored["model"] == "b"]
+    assert unscored["pepr_energy_kwh"].isna().all() and unscored["score_note"].str.contains("test_auc is undefined").all()
+    with pytest.raises(PeprInputError, match="d/scratch/1.0/b/0"):  # pepr score on a user's table: still an error
         score_runs(runs, performance="test_auc")
     with pytest.raises(PeprInputError, match="unknown column"):
         score_runs(runs, performance="val_nothing")

@@ -133,6 +133,9 @@ RUN: dict[str, str] = {
     "--dataset-size lidc=6000,2000,2000,128": "no data files; calibration replaced by fixed timings "
     "(the calibration itself is tested in tests/test_estimate_calibration.py)",
     ".venv/bin/pepr status": "on the fixture sweep (the demo config)",
+    ".venv/bin/pepr report elsewhere.csv --model name --performance acc --resource kwh --params n_params "
+    "--by task --out elsewhere_report": "its whole README block (the table written by the heredoc, then the "
+    "report) runs in the scratch copy",
     ".venv/bin/snakemake --unlock": "parses the demo workflow in the scratch copy (slow tier)",
 }
 
@@ -143,10 +146,15 @@ SKIPPED: dict[str, str] = {
     "make install TORCH=cpu": "builds a whole venv (sizes measured by hand, BENCHMARKS.md)",
     ".venv/bin/snakemake --cores 2 --rerun-incomplete": WORKFLOW_TESTS + " (kill -9 + resume)",
     ".venv/bin/snakemake --cores 2 --forcerun train_model": "retrains the demo sweep: covered by tests/test_rerun_safety.py",
+    ".venv/bin/snakemake --profile profiles/slurm --forcerun train_model --config retrain=true":
+        "needs a SLURM cluster; retrain=true with --force is covered by "
+        "tests/test_rerun_issue17.py::test_retraining_on_purpose_and_job_side_force",
+    ".venv/bin/snakemake --cores 2 results/pretrain/<source>/<model>/metrics.json --forcerun "
+    "results/pretrain/<source>/<model>/metrics.json --allowed-rules pretrain_source --config retrain=false":
+        "a template (<source>, <model>); the exact fix is run by "
+        "tests/test_rerun_issue17.py::test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells",
     ".venv/bin/snakemake --cores 2 --forcerun results/runs/<dataset>/<init>/<fraction>/<model>/seed0/metrics.json":
         "a template (<dataset> ...): covered by tests/test_rerun_safety.py",
-    ".venv/bin/snakemake --cores 2 --rerun-triggers mtime params input software-env code":
-        "retrains what code changed in the demo sweep: covered by tests/test_rerun_safety.py",
     "git clone <repo> pepr && cd pepr": "a template (<repo>): the cluster install steps",
     "python3 -m venv .venv": "cluster install step (CI builds its venv with `make install`)",
     ".venv/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cu121":
@@ -323,3 +331,30 @@ def test_train_command_writes_below_results(scratch_repo):
 def test_unlock_command_parses_the_workflow(scratch_repo):
     done = _shell(_doc_command(".venv/bin/snakemake --unlock"), scratch_repo)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _doc_block(containing: str) -> str:
+    """The README's fenced shell block holding ``containing``, as written (heredocs included)."""
+    blocks, block, fence = [], [], False
+    for line in (REPO / "README.md").read_text(encoding="utf-8").splitlines():
+        if line.strip().startswith("```"):
+            if fence:
+                blocks.append("\n".join(block) + "\n")
+            fence, block = not fence, []
+        elif fence:
+            block.append(line)
+    matches = [block for block in blocks if containing in block]
+    assert len(matches) == 1, f"expected one README block with {containing!r}, found {len(matches)}"
+    return matches[0]
+
+
+def test_report_example_on_a_foreign_table(scratch_repo):
+    """README's `pepr report` example, block as written: a table that is not pepr's own -> a report."""
+    assert _doc_command(".venv/bin/pepr report elsewhere.csv")
+    done = _shell(_doc_block(".venv/bin/pepr report elsewhere.csv"), scratch_repo)
+    assert done.returncode == 0, done.stderr
+    out = scratch_repo / "elsewhere_report"
+    for name in ("pepr.csv", "summary.md", "report.html", "tables/decision.csv"):
+        assert (out / name).is_file(), name
+    summary = (out / "summary.md").read_text(encoding="utf-8")
+    assert "tiny" in summary and "liver" in summary

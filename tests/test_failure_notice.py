@@ -14,8 +14,9 @@ REPO = Path(__file__).resolve().parents[1]
 def test_train_rule_keeps_params_and_opens_the_notice_stream():
     text = (REPO / "workflow" / "rules" / "train.smk").read_text()
     command = re.search(r'^TRAIN_COMMAND = f"(.*)"$', text, re.M).group(1)
-    # {params.train} is unchanged (its text is a rerun trigger); fd 3 is the job's stderr
-    assert "{_PEPR_TRAIN_LITERAL} {{params.train}} --threads {{threads}}" in command
+    # {params.train} is unchanged (its text is a rerun trigger; {params.retrain} is not recorded,
+    # see pepr.rerun); fd 3 is the job's stderr
+    assert "{_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}}" in command
     assert command.startswith("PEPR_NOTIFY_FD=3 ") and command.endswith(" 3>&2 >> {{log:q}} 2>&1")
     for profile in ("default", "slurm"):
         assert "show-failed-logs: true" in (REPO / "profiles" / profile / "config.yaml").read_text()

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -42,6 +43,7 @@ __all__ = [
     "RESOURCES",
     "AMORTISED_RESOURCES",
     "read_metrics",
+    "CarbonSettings",
     "normalise_status",
     "collect_runs",
     "score_runs",
@@ -64,23 +66,82 @@ def amortised_column(resource: str) -> str:
     return f"{resource}_amortised"
 
 
-def read_metrics(path: str | os.PathLike) -> dict[str, Any]:
-    """The top-level scalars of one metrics.json (nested objects are left in the file).
+#: Nested values of metrics.json that aggregation reads (CO2 from the energy per epoch).
+_CO2_INPUTS: tuple[str, ...] = ("energy_per_epoch", "epoch_midpoints_unix")
+
+
+def read_metrics(path: str | os.PathLike, keep: Sequence[str] = ()) -> dict[str, Any]:
+    """The top-level scalars of one metrics.json (nested objects are left in the file, except
+    the keys named in ``keep``).
 
     Raises PeprInputError naming the file when it is missing, not JSON, or not an object.
     """
+    from pepr.safeyaml import file_kind_problem
+
+    problem = file_kind_problem(path, "metrics file")
+    if problem and not problem.endswith("not found"):  # a FIFO would block the read
+        raise PeprInputError(f"{problem}; delete it and re-run its training job")
     try:
         with open(path, "rb") as handle:
-            data = json.load(handle)
+            data = json.load(handle, parse_float=_finite_float, parse_int=_bounded_int, parse_constant=_no_constant)
     except FileNotFoundError:
         raise PeprInputError(f"metrics file '{path}' does not exist; re-run its training job") from None
+    except RecursionError:
+        raise PeprInputError(f"metrics file '{path}' is nested too deeply to be a pepr metrics.json; delete it and re-run its training job") from None
     except (OSError, ValueError) as exc:
         raise PeprInputError(
             f"metrics file '{path}' is not readable JSON ({exc}); delete it and re-run its training job"
         ) from None
     if not isinstance(data, dict):
         raise PeprInputError(f"metrics file '{path}' must hold a JSON object, not {type(data).__name__}")
-    return {key: value for key, value in data.items() if not isinstance(value, (dict, list))}
+    return {key: value for key, value in data.items() if key in keep or not isinstance(value, (dict, list))}
+
+
+class CarbonSettings:
+    """The carbon intensity CO2 is derived with at aggregation: CO2 = measured energy x
+    intensity, per epoch (``energy_per_epoch``), at ``country``'s average or, with a series
+    (``carbon_intensity`` CSV), at each epoch's midpoint (``epoch_midpoints_unix``). So a
+    corrected country or series re-aggregates and re-scores; nothing is trained again."""
+
+    def __init__(self, country: str, carbon_intensity: str | os.PathLike | None = None) -> None:
+        from pepr import measure
+
+        self.country = country
+        self.series = measure.read_carbon_intensity(carbon_intensity) if carbon_intensity else None
+        self.intensity = None if self.series is not None else measure.country_intensity_g_per_kwh(country)
+
+    def co2(self, metrics: Mapping[str, Any]) -> tuple[float | None, str]:
+        """(CO2 in kg, where its intensity came from) of one run's metrics (with _CO2_INPUTS)."""
+        energies = metrics.get("energy_per_epoch")
+        if not isinstance(energies, list) or not energies or not all(isinstance(e, (int, float)) for e in energies):
+            total = metrics.get("energy_kwh")
+            energies = [total] if isinstance(total, (int, float)) and not isinstance(total, bool) else None
+        if energies is None:
+            return None, "no energy recorded"
+        if self.series is None:
+            return sum(energies) * self.intensity / 1000.0, f"country {self.country} ({self.intensity:g} g/kWh)"
+        midpoints = metrics.get("epoch_midpoints_unix")
+        if not isinstance(midpoints, list) or len(midpoints) != len(energies) or not all(isinstance(m, (int, float)) for m in midpoints):
+            recorded = metrics.get("co2_kg")
+            return (float(recorded) if isinstance(recorded, (int, float)) else None), "recorded at training (no epoch times for the series)"
+        return sum(e * self.series.at(m) / 1000.0 for e, m in zip(energies, midpoints)), self.series.source
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value):  # 1e400: json reads it as inf, which no measurement is
+        raise ValueError(f"the number {text[:40]} is out of range")
+    return value
+
+
+def _bounded_int(text: str) -> int:
+    if len(text.lstrip("-")) > 19:  # beyond int64: pandas would raise OverflowError later
+        raise ValueError(f"the integer {text[:40]}... is out of range")
+    return int(text)
+
+
+def _no_constant(text: str) -> float:
+    raise ValueError(f"{text} is not a number pepr writes (metrics.json holds null for undefined values)")
 
 
 #: The run statuses of the metrics.json contract.
@@ -117,8 +178,13 @@ def collect_runs(
     metrics_files: Iterable[str | os.PathLike],
     pretrain_files: Iterable[str | os.PathLike] = (),
     runs_root: str | os.PathLike = "results/runs",
+    carbon: CarbonSettings | None = None,
 ) -> pd.DataFrame:
     """Build the runs table from metrics.json files (one row each, sorted by cell).
+
+    With ``carbon`` (:class:`CarbonSettings`), ``co2_kg`` (and ``pretrain_co2_kg``) are derived
+    from each run's measured energy per epoch; ``co2_kg_recorded`` keeps what training recorded
+    and ``co2_source`` says which intensity was used.
 
     ``pretrain_files`` are the pretraining runs' metrics.json
     (``results/pretrain/{source}/{model}/metrics.json``); every ``transfer`` row is joined with
@@ -134,7 +200,9 @@ def collect_runs(
         path = os.fspath(path)
         sources.append(path)
         cell = parse_run_path(path, root).columns()
-        metrics = read_metrics(path)
+        metrics = read_metrics(path, keep=_CO2_INPUTS if carbon is not None else ())
+        if carbon is not None:
+            _derive_co2(metrics, carbon)
         recorded_model, recorded_seed = metrics.get("model"), metrics.get("seed")
         if (recorded_model is not None and recorded_model != cell["model"]) or (
             recorded_seed is not None and recorded_seed != cell["seed"]
@@ -161,12 +229,24 @@ def collect_runs(
         frame["reason"] = ""
     frame["reason"] = frame["reason"].fillna("")
     frame = frame.sort_values(list(CELL_COLUMNS), kind="stable").reset_index(drop=True)
-    frame = _add_pretrain_costs(frame, [os.fspath(p) for p in pretrain_files])
+    frame = _add_pretrain_costs(frame, [os.fspath(p) for p in pretrain_files], carbon)
     leading = [*CELL_COLUMNS, "status", "reason"]
     return frame[leading + [c for c in frame.columns if c not in leading]]
 
 
-def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str]) -> pd.DataFrame:
+def _derive_co2(metrics: dict[str, Any], carbon: CarbonSettings) -> None:
+    """Replace a run's co2_kg by the one derived with ``carbon`` (kept: co2_kg_recorded)."""
+    energies = {key: metrics.pop(key, None) for key in _CO2_INPUTS}
+    if str(metrics.get("status", "")).strip().lower() != "ok":
+        return
+    metrics["co2_kg_recorded"] = metrics.get("co2_kg")
+    metrics["co2_kg"], metrics["co2_source"] = carbon.co2({**metrics, **energies})
+    energy = metrics.get("energy_kwh")
+    if isinstance(metrics["co2_kg"], float) and isinstance(energy, (int, float)) and energy:
+        metrics["carbon_intensity_g_per_kwh"] = 1000.0 * metrics["co2_kg"] / energy
+
+
+def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str], carbon: CarbonSettings | None = None) -> pd.DataFrame:
     by_model: dict[str, tuple[str, dict[str, Any]]] = {}
     for path in pretrain_files:
         model = parse_pretrain_path(path).model
@@ -175,7 +255,10 @@ def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str]) -> p
                 f"two pretraining runs for model {model!r}: {by_model[model][0]} and {path}; "
                 "one sweep pretrains each model once"
             )
-        by_model[model] = (path, read_metrics(path))
+        metrics = read_metrics(path, keep=_CO2_INPUTS if carbon is not None else ())
+        if carbon is not None:
+            _derive_co2(metrics, carbon)
+        by_model[model] = (path, metrics)
     transfer = frame["init"] == "transfer"
     missing = sorted(set(frame.loc[transfer, "model"]) - set(by_model))
     if missing:
@@ -215,8 +298,13 @@ def score_runs(
     resources: Sequence[str] = RESOURCES,
     amortised: Sequence[str] = AMORTISED_RESOURCES,
     by: Sequence[str] = GROUP_COLUMNS,
+    skip_undefined: bool = False,
 ) -> pd.DataFrame:
     """The runs table plus ``X_norm`` and ``pepr_X`` for each resource and amortised resource.
+
+    ``skip_undefined`` (the workflow's score_runs rule, via :func:`score_to_csv`): a successful
+    run whose performance is empty is left unscored with a ``score_note`` and a warning instead of
+    stopping the sweep's scoring; without it (``pepr score`` on a user's table) that is an error.
 
     Scored within each ``by`` cell over the runs whose status is "ok"; other runs keep empty
     scores. Rows and existing columns are unchanged. Amortised columns are scored only when
@@ -232,6 +320,15 @@ def score_runs(
     for resource in resource_columns:
         out[norm_column(resource)] = np.nan
         out[pepr_column(resource)] = np.nan
+    # A finished run whose performance is undefined (e.g. test_auc of a test set with one class)
+    # cannot be scored: it keeps empty scores and says why in score_note, the others are scored.
+    undefined = ok & (pd.to_numeric(runs[performance], errors="coerce").isna() if skip_undefined and performance in runs.columns else False)
+    if undefined.any():  # the column appears only then: tables of fully defined sweeps keep their contract
+        out["score_note"] = ""
+        out.loc[undefined, "score_note"] = f"not scored: {performance} is undefined (empty) for this run"
+        names = ", ".join(label for label, bad in zip(_run_labels(runs), undefined) if bad)
+        warnings.warn(f"pepr: {int(undefined.sum())} run(s) have no {performance} and are not scored: {names[:500]}", stacklevel=2)
+        ok = ok & ~undefined
     if ok.any():
         successful = runs.loc[ok]
         # Label rows by their run so that an error message names the runs at fault.
@@ -256,11 +353,12 @@ def aggregate_to_csv(
     output: str | os.PathLike,
     pretrain_files: Iterable[str | os.PathLike] = (),
     runs_root: str | os.PathLike = "results/runs",
+    carbon: CarbonSettings | None = None,
 ) -> pd.DataFrame:
     """:func:`collect_runs` written atomically to ``output`` (CSV or Parquet by extension)."""
     from pepr.tableio import write_table
 
-    frame = collect_runs(metrics_files, pretrain_files, runs_root)
+    frame = collect_runs(metrics_files, pretrain_files, runs_root, carbon)
     write_table(frame, output)
     return frame
 
@@ -275,6 +373,6 @@ def score_to_csv(
     from pepr.tableio import read_table, write_table
 
     runs = read_table(runs_table)
-    scored = score_runs(runs, performance=performance, **dict(settings or {}))
+    scored = score_runs(runs, performance=performance, **{"skip_undefined": True, **dict(settings or {})})
     write_table(scored, output)
     return scored

@@ -74,6 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PeprInputError as exc:
         print(f"pepr {args.command}: error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a write that failed anyway (disk full, read-only): one line naming the path
+        from pepr.outputs import write_failure_message
+
+        message = write_failure_message(exc)
+        if message is None:
+            raise
+        print(f"pepr {args.command}: error: {message}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"pepr {args.command}: interrupted", file=sys.stderr)
         return 130

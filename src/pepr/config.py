@@ -108,7 +108,11 @@ def init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[s
         if not path:
             return "checkpoint", [f"init {init!r} names no checkpoint file; use checkpoint:PATH"]
         if check_checkpoint and not Path(path).is_file():
-            return "checkpoint", [f"checkpoint file {path} not found (init {init!r})"]
+            from pepr.safeyaml import file_kind_problem
+
+            # a folder, FIFO or device is named as such, not "not found"
+            problem = file_kind_problem(path, "checkpoint file") or f"checkpoint file {path} not found"
+            return "checkpoint", [f"{problem} (init {init!r})"]
         return "checkpoint", []
     return None, [f"unknown init {init!r}; use scratch, imagenet or checkpoint:PATH"]
 
@@ -237,20 +241,18 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
     Nested mappings are merged, everything else (lists included) replaced, as Snakemake does.
     Raises PeprInputError when a file is missing or not a YAML mapping.
     """
-    import yaml
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     merged: dict[str, Any] = {}
     for path in paths:
         path = Path(path)
-        if not path.is_file():
+        # limits on size, depth and alias expansion; duplicate keys refused; 1e-3 a number
+        from pepr.safeyaml import load_yaml_file
+
+        if not os.path.lexists(path):
             raise PeprInputError(f"config file '{path}' does not exist")
-        try:
-            with open(path, encoding="utf-8") as handle:
-                loaded = yaml.load(handle, Loader=_yaml_loader())
-        except yaml.YAMLError as exc:
-            raise PeprInputError(f"config file '{path}' is not valid YAML: {exc}") from None
+        loaded = load_yaml_file(path)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -405,3 +407,51 @@ def close_names(name: str, known: Iterable[str]) -> list[str]:
     import difflib
 
     return difflib.get_close_matches(name, list(known), n=3, cutoff=0.75)
+
+
+# --------------------------------------------------------------------------------------------
+# This machine's GPUs (a local sweep's cuda device is checked against them at planning)
+# --------------------------------------------------------------------------------------------
+
+
+def local_gpu_count(environ: Mapping[str, str] | None = None) -> tuple[int, str]:
+    """NVIDIA GPUs this machine shows a process (and how that was found), without importing
+    torch: ``/proc/driver/nvidia/gpus/`` (one folder per GPU), else ``nvidia-smi -L``; then
+    limited by CUDA_VISIBLE_DEVICES when set. (0, reason) when there is no NVIDIA driver."""
+    import shutil
+    import subprocess
+
+    environ = os.environ if environ is None else environ
+    count, how = 0, "no NVIDIA driver (/proc/driver/nvidia/gpus absent, no nvidia-smi)"
+    proc = Path("/proc/driver/nvidia/gpus")
+    if proc.is_dir():
+        count, how = len(list(proc.iterdir())), f"{len(list(proc.iterdir()))} in /proc/driver/nvidia/gpus"
+    elif shutil.which("nvidia-smi"):
+        try:
+            listed = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+            count = sum(1 for line in listed.splitlines() if line.startswith("GPU "))
+            how = f"{count} listed by nvidia-smi -L"
+        except (OSError, subprocess.SubprocessError):
+            pass
+    visible = environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None and count:
+        shown = [d for d in visible.split(",") if d.strip() and not d.strip().startswith("-")]
+        count, how = min(count, len(shown)), f"{how}, CUDA_VISIBLE_DEVICES={visible!r}"
+    return count, how
+
+
+def local_device_problems(device: Any, environ: Mapping[str, str] | None = None) -> list[str]:
+    """``device: cuda``/``cuda:N`` of a sweep whose training jobs run on this machine (given no
+    GPU by a scheduler) against this machine's GPUs: a job would fail at start otherwise."""
+    text = device.strip() if isinstance(device, str) else ""
+    if not (text == "cuda" or (text.startswith("cuda:") and text[5:].isdigit())):
+        return []
+    index = int(text[5:]) if ":" in text else 0
+    count, how = local_gpu_count(environ)
+    if index < count:
+        return []
+    if count == 0:
+        return [f"device: {text!r} but this machine has no CUDA GPU ({how}); the training jobs run here "
+                "(no GPU requested from a scheduler): use device: cpu or auto"]
+    return [f"device: {text!r} but this machine has {count} CUDA GPU(s) ({how}), cuda:0..cuda:{count - 1}; "
+            "use one of those, or device: cuda (or auto)"]

@@ -313,11 +313,19 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
     where = f"{path}"
     if not path.exists():
         return [f"{where}: file not found"]
+    from pepr import npzcheck
+    from pepr.safeyaml import file_kind_problem
+
+    kind = file_kind_problem(path, "data file")  # a FIFO would block the read, a folder is no npz
+    if kind:
+        return [kind]
     try:
         headers = _npz_headers(path)
     except (zipfile.BadZipFile, ValueError, OSError) as exc:
         return [f"{where}: not a readable .npz file ({exc})"]
-    problems: list[str] = []
+    problems: list[str] = npzcheck.header_limit_problems(where, headers)  # before anything is allocated
+    if problems:
+        return problems
     needed = [f"{split}_{what}" for split in SPLITS for what in ("images", "labels")]
     missing = [key for key in needed if key not in headers]
     if missing:
@@ -379,7 +387,11 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
             problems.append(f"{where}: {split}_labels has non-integer values; expected class indices 0..K-1")
     if problems:
         return problems
-    all_labels = np.concatenate(list(labels.values())).astype(np.int64)
+    all_labels = np.concatenate(list(labels.values()))
+    too_large = npzcheck.label_limit_problem(where, int(all_labels.max())) if np.all(np.isfinite(all_labels)) else None
+    if too_large:  # before range(max label) below, and before int64 would wrap a float 1e30
+        return [too_large]
+    all_labels = all_labels.astype(np.int64)
     if all_labels.min() < 0:
         problems.append(f"{where}: labels must be >= 0 (found {all_labels.min()})")
     n_classes = expected_classes if expected_classes is not None else int(all_labels.max()) + 1
@@ -558,6 +570,11 @@ def load_dataset(
     problems = dataset_problems(spec, data_dir, allow_download=False)
     if problems:
         raise PeprInputError("; ".join(problems))
+    from pepr.npzcheck import memory_problem
+
+    too_big = memory_problem(f"dataset {spec!r}: {path}", _npz_headers(path))  # this machine's memory, before reading
+    if too_big:
+        raise PeprInputError(too_big)
     arrays = _read_npz(path)
     multi_label = arrays["train_y"].ndim == 2
     if parsed.kind == "medmnist":

@@ -368,5 +368,12 @@ class TrainSettings(dict):
     def __str__(self) -> str:
         return shlex.join(self.arguments())
 
+    def __repr__(self) -> str:
+        # What Snakemake records and compares as the rerun trigger: pepr decides what counts as a
+        # change (pepr.rerun: training settings and data content; not country or data_dir).
+        from pepr.rerun import record_text
+
+        return record_text(self)
+
     def __format__(self, spec: str) -> str:
         return format(str(self), spec)

@@ -192,20 +192,23 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def save_model(model: "torch.nn.Module", path: Path) -> None:
-    """Save the weights as a plain state dict (``.safetensors`` by suffix, else ``torch.save``), atomically."""
+    """Save the weights as a plain state dict (``.safetensors`` by suffix, else ``torch.save``),
+    atomically: into a new, unpredictably named sibling (``O_EXCL|O_NOFOLLOW``), then renamed
+    onto ``path``, so a link planted at either name is never written through."""
     import torch
+
+    from pepr.runs import write_new_then_replace
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save
 
-        save_file(state, str(tmp))
+        payload = save(state)
+        write_new_then_replace(path, lambda handle: handle.write(payload))
     else:
-        torch.save(state, tmp)
-    tmp.replace(path)
+        write_new_then_replace(path, lambda handle: torch.save(state, handle))
 
 
 def count_trainable_parameters(model: "torch.nn.Module") -> int:

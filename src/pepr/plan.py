@@ -168,6 +168,7 @@ def config_problems(
             f"cannot run for it; exclude those cells (exclude: [{{model: {model}, init: imagenet}}]) "
             "or drop 'imagenet' from inits"
         )
+    problems.extend(_carbon_span_problems(config))
     # the schema's own complaint about a report/pepr key is clearer than the report's echo of it
     if not any(problem.startswith(("config key 'report", "config key 'pepr")) for problem in in_schema):
         problems.extend(report_problems(config))
@@ -215,7 +216,34 @@ def report_problems(config: Mapping[str, Any]) -> list[str]:
         return [str(exc)]
     except (TypeError, ValueError) as exc:  # a value of a type the dataclass cannot take
         return [f"report settings: {exc}"]
-    return []
+    from pepr.settings_checks import report_setting_problems
+
+    settings = config.get("report")
+    # columns against the run contract, files, seed range (issue 19)
+    return report_setting_problems(settings) if isinstance(settings, Mapping) else []
+
+
+def _carbon_span_problems(config: Mapping[str, Any]) -> list[str]:
+    """A carbon-intensity series must cover at least one job started now running its whole time
+    limit (``resources.train.runtime``): a series ending mid-training stopped the run after epochs.
+    (Format problems are reported per job by :func:`pepr.config.training_problems`.)"""
+    import time
+
+    from pepr.measure import read_carbon_intensity
+
+    path = config.get("carbon_intensity")
+    resources = config.get("resources") if isinstance(config.get("resources"), Mapping) else {}
+    train = resources.get("train") if isinstance(resources.get("train"), Mapping) else {}
+    runtime = train.get("runtime")
+    if not isinstance(path, str) or not path or not _is_number(runtime) or runtime <= 0:
+        return []
+    try:
+        series = read_carbon_intensity(path)
+    except PeprInputError:
+        return []
+    now = time.time()
+    problem = series.span_problem(now, now + 60 * runtime, f"a job started now, within its time limit resources.train.runtime = {runtime:g} min")
+    return [f"carbon_intensity: {problem}"] if problem else []
 
 
 def job_problems(config: Mapping[str, Any], cells: Iterable[Any], catalogue: Mapping[str, Any] | None) -> list[str]:

@@ -11,6 +11,7 @@ time>`` with one log line, and the run restarts from epoch 1: nothing is lost th
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
 import time
@@ -19,7 +20,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Settings a resume checkpoint must match (not threads/device/output paths).
+#: File name of the resume state in a run folder (pepr.runs.RESUME_FILE).
+RESUME_NAME = "resume.pt"
+
+#: Settings a resume checkpoint of an earlier pepr matched (still accepted, see :func:`load_resume`).
 FINGERPRINT_KEYS: tuple[str, ...] = (
     "model", "dataset", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision",
 )
@@ -37,7 +41,22 @@ class RunState:
 
 
 def fingerprint(settings: Mapping[str, Any]) -> str:
-    """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only)."""
+    """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only).
+
+    With ``settings["identity"]`` (what ``pepr train`` passes: :func:`pepr.train.training_identity`,
+    every setting that changes what is trained or how it is measured: model, dataset name and
+    content, init and checkpoint content, fraction, epochs, seed, image size, batch size, lr,
+    precision, device), that identity. Country and carbon-intensity series are not part of it:
+    a run's CO2 is derived from its measured energy per epoch at the end, for all epochs with
+    the same intensity (so a resumed segment never mixes two).
+    """
+    if settings.get("identity") is not None:
+        return json.dumps(settings["identity"], sort_keys=True, default=str)
+    return legacy_fingerprint(settings)
+
+
+def legacy_fingerprint(settings: Mapping[str, Any]) -> str:
+    """The fingerprint resume files of pepr before the identity were saved with."""
     values = {key: settings.get(key) for key in FINGERPRINT_KEYS}
     data_dir = settings.get("data_dir")
     values["data_dir"] = str(data_dir) if data_dir else None
@@ -57,9 +76,51 @@ def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: 
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "state": dataclasses.asdict(state),
     }
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    from pepr.runs import write_new_then_replace
+
+    def write(handle: Any) -> None:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+    # A new, unpredictably named sibling (O_EXCL|O_NOFOLLOW: never through a link), removed on
+    # every way out, then renamed: a full disk leaves no partial file that keeps it full, and the
+    # last finished epoch's resume.pt is replaced only by a whole one.
+    try:
+        write_new_then_replace(path, write)
+    except RuntimeError as exc:  # torch's stream writer reports a failed write as RuntimeError
+        if "write" in str(exc).lower():
+            raise OSError(errno.ENOSPC if _full(path) else errno.EIO, f"saving the resume state failed ({' '.join(str(exc).split())[:200]})", str(path)) from None
+        raise
+
+
+#: Temp files of :func:`save_resume` start with this (a dot: hidden from ``ls``).
+TEMP_PREFIX = "."
+
+
+def remove_stale_temp_files(out_dir: Path, log: Callable[[str], None]) -> None:
+    """Delete temp files of earlier :func:`save_resume` calls killed mid-write (``kill -9``, a
+    node failure): under the run-folder lock no other process can be writing them."""
+    # both temp-name patterns: ".resume.pt.tmp<pid>-<hex>" (here) and ".resume.pt.<pid>.<uuid>.tmp"
+    # (pepr.runs' atomic writes)
+    patterns = (f"{TEMP_PREFIX}{RESUME_NAME}.tmp*", f"{TEMP_PREFIX}{RESUME_NAME}.*.tmp")
+    stale_files = {path for pattern in patterns for path in Path(out_dir).glob(pattern)}
+    for stale in sorted(stale_files):
+        try:
+            size = stale.stat().st_size
+            stale.unlink()
+        except OSError:
+            continue
+        log(f"removed {stale.name} ({size} bytes), a resume save interrupted earlier")
+
+
+def _full(path: Path) -> bool:
+    import shutil
+
+    try:
+        return shutil.disk_usage(path.parent).free < 2**20
+    except OSError:
+        return False
 
 
 class _Unusable(Exception):
@@ -105,7 +166,8 @@ def load_resume(
 
     try:
         payload = _read_payload(path)
-        if payload["fingerprint"] != fingerprint(settings):
+        # an earlier pepr's checkpoint of the same settings continues too (no lost epochs on upgrade)
+        if payload["fingerprint"] not in (fingerprint(settings), legacy_fingerprint(settings)):
             log(f"{path} was saved with other settings ({payload['fingerprint']}); starting from epoch 1")
             path.unlink()
             return RunState()

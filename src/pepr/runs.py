@@ -66,6 +66,14 @@ __all__ = [
     "history_csv",
     "write_run_outputs",
     "archive_finished",
+    "open_new",
+    "write_new_then_replace",
+    "refuse_links",
+    "place_file",
+    "publish_finished",
+    "keep_in_archive",
+    "find_finished",
+    "restore_finished",
     "run_lock",
 ]
 
@@ -270,25 +278,51 @@ def json_safe(value: Any) -> Any:
 
 
 def _temporary_sibling(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    # Unpredictable (uuid4), so nobody can plant a link under the name before it is created.
+    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+
+
+#: Flags of every file pepr creates in a run folder: a new file only (O_EXCL: an existing name,
+#: a planted symbolic link included, is an error, never opened) and never through a link.
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_new(path: str | os.PathLike, binary: bool = False) -> Any:
+    """Open a NEW file for writing (``O_CREAT|O_EXCL|O_NOFOLLOW``, mode 0666 minus the umask).
+
+    Fails with FileExistsError when anything (a file, a directory, a symbolic link planted by
+    someone who can write the folder) has the name: a write never follows a link.
+    """
+    fd = os.open(path, _CREATE_FLAGS, 0o666)
+    return os.fdopen(fd, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8"}))
+
+
+def write_new_then_replace(path: str | os.PathLike, write: Any, binary: bool = True) -> None:
+    """Create ``path`` atomically: ``write(handle)`` into a new, unpredictably named sibling
+    (:func:`open_new`), then ``os.replace`` it onto ``path`` (which replaces a link at ``path``
+    itself, never the file it points to)."""
+    path = Path(path)
+    tmp = _temporary_sibling(path)
+    try:
+        with open_new(tmp, binary=binary) as handle:
+            write(handle)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary sibling + rename).
+    """Write ``text`` to ``path`` atomically (new unpredictable sibling + rename).
 
     The file gets the permissions a plain ``open(path, "w")`` would (0666 minus the umask), not
-    ``mkstemp``'s 0600: teammates on a shared file system must be able to read results.
+    ``mkstemp``'s 0600: teammates on a shared file system must be able to read results. A
+    symbolic link at ``path`` is replaced, never written through.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temporary_sibling(path)
-    try:
-        with open(tmp, "x", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    write_new_then_replace(path, lambda handle: handle.write(text), binary=False)
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any, indent: int | None = 2) -> None:
@@ -313,32 +347,173 @@ def write_run_outputs(out_dir: str | os.PathLike, metrics: Mapping[str, Any], hi
     atomic_write_json(out_dir / METRICS_FILE, dict(metrics))
 
 
+#: The link names pepr checks in a run folder before it writes anything there.
+_WRITTEN_NAMES: tuple[str, ...] = (METRICS_FILE, HISTORY_FILE, RESUME_FILE, LOCK_FILE, PREVIOUS_DIR)
+
+
+def refuse_links(out_dir: str | os.PathLike, extra: Iterable[str | os.PathLike] = ()) -> None:
+    """Raise PeprInputError (one line, naming it) when a file pepr writes in ``out_dir`` (or
+    ``out_dir`` itself, or one of ``extra``, e.g. the ``--save-model`` path) is a symbolic link.
+
+    Someone who can write a run folder could plant ``metrics.json -> ~owner/.bashrc``; pepr's
+    writes never follow links anyway (:func:`open_new`, ``os.replace``), but a planted link is
+    reported and nothing is trained or written.
+    """
+    out_dir = Path(out_dir)
+    candidates = [out_dir, *(out_dir / name for name in _WRITTEN_NAMES), *(Path(p) for p in extra)]
+    for path in candidates:
+        if path.is_symlink():
+            raise PeprInputError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); pepr never writes through links "
+                f"in a run folder: remove it (rm {path}) and run again"
+            )
+
+
+def _new_archive_folder(out_dir: Path, when: float) -> Path:
+    """A NEW ``previous/<UTC time>[-N]/`` folder (mkdir: never an existing name or a link)."""
+    previous = out_dir / PREVIOUS_DIR
+    if previous.is_symlink():
+        raise PeprInputError(
+            f"{previous} is a symbolic link (to {os.readlink(previous)}); pepr keeps finished results "
+            f"there and never writes through links: remove it (rm {previous}) and run again"
+        )
+    previous.mkdir(exist_ok=True)
+    if previous.is_symlink() or not previous.is_dir():  # swapped in between: refuse
+        raise PeprInputError(f"{previous} is not a folder; remove it and run again")
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(when))
+    for attempt in range(1000):
+        target = previous / (stamp if attempt == 0 else f"{stamp}-{attempt}")
+        try:
+            target.mkdir()
+            return target
+        except FileExistsError:
+            continue
+    raise OSError(f"cannot create a new folder in {previous}")
+
+
+def place_file(source: Path, destination: Path) -> None:
+    """Put ``source``'s content at ``destination`` atomically: a hard link (no extra space)
+    under a new unpredictable name beside it, else a copy written with :func:`open_new`, then
+    ``os.replace``. Never writes through a link at ``destination``; never copies onto an
+    existing file."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temporary_sibling(destination)
+    try:
+        try:
+            os.link(source, tmp, follow_symlinks=False)
+        except OSError:
+            with open(source, "rb") as reader, open_new(tmp, binary=True) as writer:
+                shutil.copyfileobj(reader, writer)
+        os.replace(tmp, destination)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def publish_finished(
+    out_dir: str | os.PathLike, metrics: Mapping[str, Any], history: Iterable[Mapping[str, Any]]
+) -> Path:
+    """Write a finished run's results: first into a new ``previous/<UTC time>/`` archive, then
+    into ``out_dir`` (history.csv, then metrics.json, which marks completion).
+
+    Archive first, so whenever ``out_dir/metrics.json`` exists its archived copy exists too: a
+    kill right after the run finished, before Snakemake recorded the job, leaves the result in
+    ``previous/``, and the rerun :func:`find_finished` / :func:`restore_finished` it instead of
+    training again. The out_dir files are hard links to the archive where the file system allows.
+    Returns the archive folder.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    archive = _new_archive_folder(out_dir, time.time())
+    atomic_write_text(archive / HISTORY_FILE, history_csv(history))
+    atomic_write_json(archive / METRICS_FILE, dict(metrics))
+    place_file(archive / HISTORY_FILE, out_dir / HISTORY_FILE)
+    place_file(archive / METRICS_FILE, out_dir / METRICS_FILE)
+    return archive
+
+
+def keep_in_archive(archive: Path, weights: Path) -> None:
+    """Keep the saved weights beside their archived result (a hard link; skipped where the file
+    system has none: the weights can be large), so a lost ``model.pt`` can be restored."""
+    with contextlib.suppress(OSError):
+        os.link(weights, archive / weights.name, follow_symlinks=False)
+
+
+def _read_archived(path: Path) -> dict[str, Any] | None:
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 16 * 2**20:
+        return None
+    try:
+        with open(path, "rb") as handle:
+            data = json.load(handle)
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def find_finished(out_dir: str | os.PathLike, identity: Mapping[str, Any], weights_name: str | None = None) -> Path | None:
+    """The newest ``previous/<stamp>/`` of ``out_dir`` holding a successful result of a training
+    with exactly this ``identity`` (its ``training_identity``: resolved settings and data
+    fingerprints), with its weights file ``weights_name`` when one is needed; else None.
+    A ``previous/`` or an entry that is a link is ignored."""
+    previous = Path(out_dir) / PREVIOUS_DIR
+    if previous.is_symlink() or not previous.is_dir():
+        return None
+    wanted = json.loads(json.dumps(json_safe(dict(identity)), sort_keys=True))
+    for folder in sorted(previous.iterdir(), key=lambda p: p.name, reverse=True):
+        if folder.is_symlink() or not folder.is_dir():
+            continue
+        record = _read_archived(folder / METRICS_FILE)
+        if record is None or record.get("status") != "ok" or record.get("training_identity") != wanted:
+            continue
+        history = folder / HISTORY_FILE
+        if history.is_symlink() or not history.is_file():
+            continue
+        if weights_name is not None:
+            weights = folder / weights_name
+            if weights.is_symlink() or not weights.is_file():
+                continue
+        return folder
+    return None
+
+
+def restore_finished(archive: Path, out_dir: str | os.PathLike, weights: Path | None = None) -> dict[str, Any]:
+    """Put an archived result back into ``out_dir`` (history.csv, weights, then metrics.json);
+    returns its metrics."""
+    out_dir = Path(out_dir)
+    if weights is not None:
+        place_file(archive / weights.name, weights)
+    place_file(archive / HISTORY_FILE, out_dir / HISTORY_FILE)
+    place_file(archive / METRICS_FILE, out_dir / METRICS_FILE)
+    return _read_archived(out_dir / METRICS_FILE) or {}
+
+
 def archive_finished(out_dir: str | os.PathLike) -> Path | None:
     """Keep a copy of a finished run's metrics.json and history.csv in ``previous/<UTC time>/``.
 
-    Snakemake deletes a job's declared outputs before it re-runs the job; with this copy, a
-    re-run that then fails (or a retrain that turns out worse) never loses the earlier result.
-    Hard links where the file system allows (no extra space), copies otherwise. Returns the
-    archive folder, or None when there is no finished metrics.json.
+    (Runs finished by :func:`publish_finished` are archived already; this archives a result
+    written otherwise.) Snakemake deletes a job's declared outputs before it re-runs the job;
+    with this copy, a re-run that then fails never loses the earlier result. Hard links where
+    the file system allows, copies otherwise, each into a NEW folder and never through a link.
+    Returns the archive folder, or None when there is no finished metrics.json.
     """
     out_dir = Path(out_dir)
     metrics = out_dir / METRICS_FILE
-    if not metrics.is_file():
+    if metrics.is_symlink() or not metrics.is_file():
         return None
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime(metrics.stat().st_mtime))
-    target = out_dir / PREVIOUS_DIR / stamp
-    if (target / METRICS_FILE).is_file():
-        return target  # this very result is archived already
-    target.mkdir(parents=True, exist_ok=True)
+    previous = out_dir / PREVIOUS_DIR
+    content = metrics.read_bytes()
+    if previous.is_dir() and not previous.is_symlink():
+        for folder in previous.iterdir():
+            kept = folder / METRICS_FILE
+            if not folder.is_symlink() and not kept.is_symlink() and kept.is_file() and kept.read_bytes() == content:
+                return folder  # this very result is archived already
+    target = _new_archive_folder(out_dir, metrics.stat().st_mtime)
     for name in (METRICS_FILE, HISTORY_FILE):
         source = out_dir / name
-        if not source.is_file():
+        if source.is_symlink() or not source.is_file():
             continue
-        destination = target / name
-        try:
-            os.link(source, destination)
-        except OSError:
-            shutil.copy2(source, destination)
+        place_file(source, target / name)
     return target
 
 
@@ -349,19 +524,40 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
     A second ``pepr train`` on the same folder fails at once with a PeprInputError instead of
     training it twice and interleaving its files. The lock is an ``flock`` on
     ``out_dir/.pepr-train.lock``: the kernel releases it when the process dies (kill -9,
-    SLURM time limit), so a crash never leaves a stale lock behind.
+    SLURM time limit), so a crash never leaves a stale lock behind. The file is opened with
+    ``O_NOFOLLOW`` and must be a plain file with one link: a planted symbolic or hard link is
+    refused (one line naming it), never truncated.
     """
     import fcntl
+    import stat as stat_module
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    handle = open(out_dir / LOCK_FILE, "a+", encoding="utf-8")
+    path = out_dir / LOCK_FILE
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as exc:
+        if path.is_symlink():
+            raise PeprInputError(
+                f"{path} is a symbolic link (to {os.readlink(path)}); pepr never writes through links "
+                f"in a run folder: remove it (rm {path}) and run again"
+            ) from None
+        raise PeprInputError(f"cannot open the run lock {path}: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat_module.S_ISREG(info.st_mode) or info.st_nlink != 1:
+        os.close(fd)
+        raise PeprInputError(
+            f"{path} is not a plain file of its own ({'hard-linked ' + str(info.st_nlink) + ' times' if stat_module.S_ISREG(info.st_mode) else 'not a regular file'}); "
+            f"remove it (rm {path}) and run again"
+        )
+    handle = os.fdopen(fd, "r+", encoding="utf-8")
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             handle.seek(0)
-            holder = handle.read().strip() or "another process"
+            holder = handle.read(200).strip() or "another process"
             raise PeprInputError(
                 f"run folder {out_dir} is being trained by {holder}; wait for it to finish, "
                 "or stop that process first"

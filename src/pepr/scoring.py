@@ -106,6 +106,16 @@ def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
     return series.astype(float)
 
 
+#: pepr's own per-run measurements (metrics.json): never experiment-cell columns.
+_MEASUREMENTS = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb", "cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh")
+
+
+def _is_measurement(column: object) -> bool:
+    text = str(column)
+    base = text[: -len("_amortised")] if text.endswith("_amortised") else text
+    return base in _MEASUREMENTS or text.startswith(("test_", "val_", "pepr_")) or text.endswith("_norm")
+
+
 def validate_score_inputs(
     df: pd.DataFrame,
     performance: str,
@@ -147,6 +157,13 @@ def validate_score_inputs(
         raise PeprInputError(f"resource column(s) given more than once: {', '.join(duplicated)}")
     if performance in resources:
         raise PeprInputError(f"column '{performance}' is given both as performance and as a resource")
+    # a cell of runs sharing their accuracy or energy is no experiment cell: every run its own group
+    grouped_by_score = [c for c in dict.fromkeys(by) if c == performance or c in resources or _is_measurement(c)]
+    if grouped_by_score:
+        raise PeprInputError(
+            f"--by {', '.join(repr(c) for c in grouped_by_score)}: a cell cannot be defined by the performance or a "
+            "resource being scored; group by what defines an experiment (e.g. --by dataset --by init --by fraction)"
+        )
     for resource in resources:
         for generated in (norm_column(resource), pepr_column(resource)):
             if generated in df.columns:

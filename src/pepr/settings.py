@@ -120,6 +120,14 @@ class TrainConfig:
         parse="path",
         metavar="PATH",
     )
+    # Not a setting of what is trained (no `workflow` role): the workflow passes it as
+    # {params.retrain}, which Snakemake leaves out of the params record (issue 17).
+    retrain: bool = _setting(
+        False,
+        help="train even when OUT/previous/ keeps a finished result of identical settings and data (default: "
+        "that result is restored, so a killed, requeued or forced rerun never trains a finished cell twice)",
+        action="store_true",
+    )
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)

@@ -29,6 +29,7 @@ loop (:mod:`pepr.loop`), metrics (:mod:`pepr.train_metrics`) and device choice
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import random
@@ -60,7 +61,7 @@ from pepr.loop import (
 )
 from pepr.loop import autocast as _autocast
 from pepr.loop import loss as loss_function
-from pepr.resume import RunState, load_resume, save_resume
+from pepr.resume import RunState, load_resume, remove_stale_temp_files, save_resume
 from pepr.train_metrics import import_dependencies
 from pepr.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
 from pepr.settings import TrainConfig, train_fields
@@ -92,12 +93,45 @@ def validate_train_config(cfg: TrainConfig) -> None:
     # folder:/csv: images are checked by converting them (one decode of every file, not two)
     own_images = images.is_image_spec(cfg.dataset)
     problems = training_problems(settings, catalogue, check_data=not own_images, check_checkpoint=True)
-    if own_images:
+    problems.extend(_machine_problems(cfg))  # threads bounded before images are converted with them
+    if own_images and not any(problem.startswith("--threads") for problem in problems):
         problems += images.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
     if problems and any("\n" in problem for problem in problems):  # file lists (folder:/csv:): one per line
         raise PeprInputError("invalid training configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
     if problems:
         raise PeprInputError("invalid training configuration: " + "; ".join(problems))
+
+
+def _machine_problems(cfg: TrainConfig) -> list[str]:
+    """What this machine cannot do for ``cfg``: more threads than it has cores (5000 threads hung
+    torch, 100000 crashed it), an output folder or model file it cannot write or has no room for.
+    Checked in ``pepr train`` only: while planning, the jobs' machines are not known."""
+    from pepr.outputs import MIN_FREE_BYTES, free_space_problem, output_dir_problems
+
+    problems = []
+    cores = os.cpu_count() or 1
+    if isinstance(cfg.threads, int) and not isinstance(cfg.threads, bool) and cfg.threads > cores:
+        problems.append(f"--threads {cfg.threads} is more than the {cores} CPU cores of this machine; use at most {cores} (or leave it out: all cores this job may use)")
+    out_problems = output_dir_problems(cfg.out_dir, "--out")
+    problems.extend(out_problems)
+    if not out_problems:
+        space = free_space_problem(cfg.out_dir, MIN_FREE_BYTES, "--out", "the run's files")
+        if space:
+            problems.append(space)
+    return problems
+
+
+def _check_room(cfg: TrainConfig, params: int | None) -> None:
+    """Free space for resume.pt (weights + Adam's two moments, fp32) and the --save-model file."""
+    from pepr.outputs import MIN_FREE_BYTES, free_space_problem
+
+    weights = 4 * int(params or 0)
+    problems = [free_space_problem(cfg.out_dir, MIN_FREE_BYTES + 2 * 3 * weights, "--out", "resume.pt and the results")]
+    if cfg.save_model is not None:
+        problems.append(free_space_problem(cfg.save_model.parent, MIN_FREE_BYTES + weights, "--save-model", "the model file"))
+    found = [problem for problem in problems if problem]
+    if found:
+        raise PeprInputError("; ".join(found))
 
 
 def default_threads() -> int:
@@ -160,11 +194,26 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
     failed_source = _failed_pretraining(cfg)
     if failed_source is None:
         validate_train_config(cfg)  # before the lock: bad input leaves no run folder behind
+    runs.refuse_links(cfg.out_dir, [cfg.save_model] if cfg.save_model is not None else [])
     with runs.run_lock(cfg.out_dir):
         if failed_source is not None:
             return _fail(cfg, base_record(cfg), failed_source, log)
-        setup = _Setup.build(cfg, log)
+        identity = training_identity(cfg)
+        if not cfg.retrain:
+            restored = _restore_finished(cfg, identity, log)
+            if restored is not None:
+                return restored
+        try:
+            setup = _Setup.build(cfg, log)
+        except (MemoryError, RuntimeError) as exc:  # the data do not fit this machine or device
+            reason = out_of_memory_reason(exc)
+            if reason is None:
+                raise
+            return _fail(cfg, base_record(cfg), f"out of memory loading {cfg.dataset} onto the device ({reason})", log)
         record = setup.record
+        if identity.get("data_sha256") is None:  # a MedMNIST file downloaded just now
+            identity = training_identity(cfg)
+        record["training_identity"] = identity
         try:
             model = setup.build_model(cfg)
         except PeprInputError:  # the user's input (e.g. weights unavailable offline): exit 2, not a "failed" run
@@ -173,22 +222,33 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         except _CannotRun as exc:
             setup.energy.close()
             return _fail(cfg, record, str(exc), log)
+        _check_room(cfg, record.get("params"))  # before the first epoch: resume.pt and --save-model sizes are known now
         try:
-            state, model = _train(cfg, setup, model, log)
+            state, model = _train(cfg, setup, model, log, identity)
+            results = _results(cfg, setup, model, state)
         except _CannotRun as exc:
+            if exc.epoch is not None:
+                record["failed_epoch"] = exc.epoch
             return _fail(cfg, record, str(exc), log)
-        record.update(_results(cfg, setup, model, state))
+        except (MemoryError, RuntimeError) as exc:  # out of memory after training (the final timed pass)
+            reason = out_of_memory_reason(exc)
+            if reason is None:
+                raise
+            return _fail(cfg, record, f"out of memory after training {cfg.model} ({reason})", log)
+        record.update(results)
         record["config"] = cfg.as_dict()
         record["versions"] = _versions()
         if cfg.save_model is not None:
             record["saved_model"] = str(cfg.save_model)
-        runs.write_run_outputs(cfg.out_dir, record, state.history)  # results first: the weights are extra
+        # results first (archive, then the run folder; metrics.json last marks completion), the
+        # weights after them: they are extra
+        archive = runs.publish_finished(cfg.out_dir, record, state.history)
         if cfg.save_model is not None:
             from pepr import models
 
             models.save_model(model, cfg.save_model)
+            runs.keep_in_archive(archive, cfg.save_model)
         (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
-        runs.archive_finished(cfg.out_dir)
         log(
             f"done: test accuracy {record['test_accuracy']:.4f}, balanced {record['test_balanced_accuracy']:.4f}, "
             f"AUC {record['test_auc']:.4f}; {record['train_time_s']:.1f} s, {record['energy_kwh']:.3g} kWh "
@@ -197,8 +257,70 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         return json_safe(record)
 
 
+#: Settings that make two trainings the same training (with the data's and checkpoint's content):
+#: what a restored result and a resumed segment must share. Not country/carbon_intensity (CO2 is
+#: derived from the measured energy), not data_dir (where the data is), not threads or paths.
+IDENTITY_SETTINGS: tuple[str, ...] = (
+    "model", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision", "device",
+)
+
+
+def training_identity(cfg: TrainConfig) -> dict[str, Any]:
+    """What makes this training this training: :data:`IDENTITY_SETTINGS`, the dataset's declared
+    name and the SHA-256 of its file (None for synthetic data, or a file not there yet), and for
+    ``--init checkpoint:PATH`` the checkpoint file's SHA-256 instead of its path."""
+    from pepr.rerun import file_sha256
+
+    identity: dict[str, Any] = {key: getattr(cfg, key) for key in IDENTITY_SETTINGS}
+    identity["dataset"] = data_module.dataset_name(cfg.dataset)
+    parsed = data_module.parse_dataset_spec(cfg.dataset)
+    path = data_module.dataset_file(parsed, cfg.data_dir)
+    identity["data_sha256"] = file_sha256(path) if path is not None else None
+    if isinstance(cfg.init, str) and cfg.init.startswith("checkpoint:"):
+        identity["init"] = "checkpoint"
+        identity["init_sha256"] = file_sha256(cfg.init[len("checkpoint:"):])
+    return json_safe(identity)
+
+
+def _restore_finished(cfg: TrainConfig, identity: dict[str, Any], log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Put back a finished result of this very training kept in ``previous/`` (the kill window:
+    Snakemake deleted the outputs of a job that had finished; a requeued or forced job); None
+    when there is none."""
+    weights = cfg.save_model
+    archive = runs.find_finished(cfg.out_dir, identity, weights.name if weights is not None else None)
+    if archive is None:
+        return None
+    metrics = runs.restore_finished(archive, cfg.out_dir, weights)
+    (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
+    log(
+        f"pepr train: restored the finished result of this training (same settings and data) from {archive}/, "
+        "not trained again; pass --retrain (workflow: --config retrain=true) to train it again"
+    )
+    return metrics
+
+
 class _CannotRun(Exception):
     """The model cannot run on this input (recorded as a failed run, the sweep goes on)."""
+
+    def __init__(self, message: str, epoch: int | None = None) -> None:
+        super().__init__(message)
+        self.epoch = epoch
+
+
+#: Texts of the RuntimeErrors PyTorch raises when an allocation fails (CPU and accelerators).
+_OOM_TEXTS = ("can't allocate memory", "out of memory", "defaultcpuallocator", "failed to allocate")
+
+
+def out_of_memory_reason(exc: BaseException) -> str | None:
+    """One line describing ``exc`` when it is an out-of-memory failure (torch.OutOfMemoryError,
+    MemoryError, or a RuntimeError from an allocator), else None: such a run is a "failed"
+    record (the job cannot fit this machine), not a crash that every rerun repeats."""
+    text = " ".join(str(exc).split())
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return f"{type(exc).__name__}: {text[:300]}" if text else type(exc).__name__
+    if isinstance(exc, RuntimeError) and any(marker in text.lower() for marker in _OOM_TEXTS):
+        return f"{type(exc).__name__}: {text[:300]}"
+    return None
 
 
 def _failed_pretraining(cfg: TrainConfig) -> str | None:
@@ -206,9 +328,14 @@ def _failed_pretraining(cfg: TrainConfig) -> str | None:
     path = cfg.pretrain_metrics
     if path is None:
         return None
+    from pepr.safeyaml import file_kind_problem
+
+    kind = file_kind_problem(path, "--pretrain-metrics")
+    if kind and not kind.endswith("not found"):  # a FIFO would block the read
+        raise PeprInputError(kind)
     try:
         source = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise PeprInputError(f"--pretrain-metrics {path} cannot be read as JSON ({type(exc).__name__}); run the pretraining first") from None
     if not isinstance(source, dict) or "status" not in source:
         raise PeprInputError(f"--pretrain-metrics {path} is not a pepr metrics.json (no status)")
@@ -317,7 +444,7 @@ class _Setup:
             raise
         except models.ModelInputError as exc:
             raise _CannotRun(str(exc)) from exc
-        except (RuntimeError, AssertionError, ValueError, IndexError) as exc:
+        except (RuntimeError, AssertionError, ValueError, IndexError, MemoryError) as exc:
             # raised by the probe pass: the architecture cannot run on this input/batch
             raise _CannotRun(f"{cfg.model} cannot run on {channels}x{size}x{size} input at batch {cfg.batch_size}: {models.describe_exception(exc)}") from exc
         self.record["init_description"] = init_description
@@ -327,7 +454,7 @@ class _Setup:
         return model
 
 
-def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], None]) -> tuple[RunState, Any]:
+def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], None], identity: dict[str, Any] | None = None) -> tuple[RunState, Any]:
     """The epochs (resumed where a previous segment stopped), each measured; returns the state."""
     import torch
 
@@ -336,13 +463,15 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
     resume_path = cfg.out_dir / RESUME_FILE
-    settings = cfg.as_dict()
+    settings = {**cfg.as_dict(), "identity": identity}
+    remove_stale_temp_files(cfg.out_dir, log)
     state = load_resume(resume_path, settings, model, optimizer, generator, log) if resume_path.exists() else RunState()
     state.segments += 1
     segment = state.segments - 1
     meter = setup.energy  # started in _Setup.build
     setup.memory.start()
     cpu_start = time.process_time()
+    epoch = first_epoch = state.epochs_done + 1
     try:
         while state.epochs_done < cfg.epochs:
             epoch = state.epochs_done + 1
@@ -359,12 +488,32 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
                 f"test acc {row['test_accuracy']:.4f}, {row['epoch_time_s']:.1f} s, "
                 f"{row['cumulative_energy_kwh']:.3g} kWh so far"
             )
-            if epoch < cfg.epochs:  # the last epoch goes straight to the final record
-                save_resume(resume_path, settings, model, optimizer, generator, state)
+            # the last epoch too: when the final write fails (a full disk), a rerun writes the
+            # record from it instead of losing the run
+            save_resume(resume_path, settings, model, optimizer, generator, state)
+            if setup.carbon is not None and epoch == first_epoch and epoch < cfg.epochs:
+                # the first epoch's time plans the rest: a series ending before it fails now
+                # (this epoch is saved), not after hours of training
+                now = time.time()
+                planned_end = now + 1.25 * (cfg.epochs - epoch) * row["epoch_time_s"]
+                problem = setup.carbon.span_problem(now, planned_end, f"{cfg.epochs - epoch} more epoch(s) of {row['epoch_time_s']:.0f} s + 25%")
+                if problem:
+                    raise PeprInputError(f"{problem}; epoch {epoch} is kept in {resume_path}")
         setup.record["energy_method"] = meter.method()
         setup.record.update(meter.details())
     except torch.OutOfMemoryError as exc:
-        raise _CannotRun(f"out of memory training {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px: {models.describe_exception(exc)}") from exc
+        raise _CannotRun(
+            f"out of memory training {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px in epoch {epoch}: "
+            f"{models.describe_exception(exc)}",
+            epoch,
+        ) from exc
+    except (MemoryError, RuntimeError) as exc:  # CPU allocator failures (e.g. under ulimit -v) are not OutOfMemoryError
+        reason = out_of_memory_reason(exc)
+        if reason is None:
+            raise
+        raise _CannotRun(
+            f"out of memory in epoch {epoch} of {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px ({reason})", epoch
+        ) from exc
     finally:
         meter.close()
         setup.memory.stop()
@@ -401,7 +550,18 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> di
     wall = sum(row["epoch_time_s"] for row in history)
     share = setup.share
     energy = sum(row["epoch_energy_kwh"] for row in history)
-    co2 = sum(row["epoch_co2_kg"] for row in history)
+    # CO2 of every epoch from its measured energy with ONE intensity source, today's: a run
+    # resumed after a country (or series) change never mixes two intensities in one figure.
+    midpoints = [row.get("_midpoint_unix") for row in history]
+    try:
+        per_epoch_co2, _ = measure.epochs_co2_kg([row["epoch_energy_kwh"] for row in history], midpoints, cfg.country, setup.carbon)
+    except PeprInputError:  # epochs of an earlier pepr's segment without their times: as measured
+        per_epoch_co2 = [row["epoch_co2_kg"] for row in history]
+    total = 0.0
+    for row, value in zip(history, per_epoch_co2):
+        total += value
+        row["epoch_co2_kg"], row["cumulative_co2_kg"] = value, total
+    co2 = total
     peaks = {"memory_reserved_epoch2_mb": None, **state.peak}
     return {
         **{f"test_{k}": last[f"test_{k}"] for k in ("accuracy", "balanced_accuracy", "auc", "f1")},
@@ -426,6 +586,7 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> di
         "cpu_share": measure.cpu_share(state.process_seconds, wall, setup.threads) if device.type == "cpu" else None,
         "segments": state.segments,
         "energy_per_epoch": [row["epoch_energy_kwh"] for row in history],
+        "epoch_midpoints_unix": midpoints,
         **peaks,
     }
 
@@ -489,6 +650,8 @@ def _run_epoch(
     clock_start, started = time.time(), time.perf_counter()
     train_loss = train_epoch(model, optimizer, splits, batch_size, generator, precision)
     sync(device)
+    _check_finite(epoch, "train loss", train_loss, optimizer)
+    _check_finite(epoch, "a weight", _weights_finite(model), optimizer)
     trained = time.perf_counter()
     setup.memory.end_training()  # the evaluation (batch >= 256) is measured apart
     if after_training is not None:
@@ -496,6 +659,7 @@ def _run_epoch(
     val = evaluate(model, splits.val_x, splits.val_y, splits, precision, eval_batch)
     test = evaluate(model, splits.test_x, splits.test_y, splits, precision, eval_batch)
     sync(device)
+    _check_finite(epoch, "validation loss", val["loss"], optimizer)  # NaN outputs: accuracies would be a constant guess
     finished, clock_end = time.perf_counter(), time.time()
     raw = meter.end(name)
     cpu, ram = raw.cpu_energy_kwh * setup.share.cpu, raw.ram_energy_kwh * setup.share.ram
@@ -522,11 +686,29 @@ def _run_epoch(
         "cumulative_energy_kwh": previous["cumulative_energy_kwh"] + energy,
         "epoch_co2_kg": co2,
         "cumulative_co2_kg": previous["cumulative_co2_kg"] + co2,
+        "_midpoint_unix": (clock_start + clock_end) / 2,  # for CO2 with an intensity series
         # energy parts, summed into metrics.json (not history columns)
         "_cpu_kwh": cpu,
         "_gpu_kwh": raw.gpu_energy_kwh,
         "_ram_kwh": ram,
     }
+
+
+def _weights_finite(model: "torch.nn.Module") -> float:
+    """0.0 when every parameter is finite, else NaN (one host sync for the whole model)."""
+    import torch
+
+    with torch.no_grad():
+        flags = [torch.isfinite(p).all() for p in model.parameters()]
+        ok = bool(torch.stack(flags).all()) if flags else True
+    return 0.0 if ok else float("nan")
+
+
+def _check_finite(epoch: int, what: str, value: float, optimizer: Any) -> None:
+    """A diverged model (NaN/inf loss or weights) is a failed record, never an "ok" of constant guesses."""
+    if not math.isfinite(value):
+        lr = optimizer.param_groups[0]["lr"]
+        raise _CannotRun(f"training diverged in epoch {epoch}: {what} is not finite (learning rate {lr:g}); lower lr", epoch)
 
 
 def _merge_peak(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:
@@ -540,8 +722,7 @@ def _fail(cfg: TrainConfig, record: dict[str, Any], reason: str, log: Callable[[
         record.setdefault(key, None)
     record["config"] = cfg.as_dict()
     record["versions"] = _versions()
-    runs.write_run_outputs(cfg.out_dir, record, [])
+    runs.publish_finished(cfg.out_dir, record, [])
     (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
-    runs.archive_finished(cfg.out_dir)
     log(f"failed: {reason}")
     return json_safe(record)

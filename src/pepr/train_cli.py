@@ -58,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             options["required"] = True
         if meta.get("parse"):
             options["type"] = PARSERS[meta["parse"]]
-        for key in ("metavar", "choices"):
+        for key in ("metavar", "choices", "action"):
             if key in meta:
                 options[key] = meta[key]
         parser.add_argument(flag_of(item), **options)
@@ -73,8 +73,18 @@ def run(args: argparse.Namespace) -> int:
         record = run_training(cfg)
     except PeprInputError as exc:
         note = previous_result_note(cfg.out_dir)
-        announce_failure(cfg.out_dir, str(exc).splitlines()[0] if str(exc) else "bad input")
+        # The error itself is pepr's one stderr line: the notice goes to the terminal stream only.
+        announce_failure(cfg.out_dir, str(exc).splitlines()[0] if str(exc) else "bad input", to_log=False)
         raise PeprInputError(f"{exc}; {note}" if note else str(exc)) from None
+    except OSError as exc:
+        from pepr.outputs import write_failure_message
+
+        message = write_failure_message(exc)  # full disk, permissions: one line naming the path, exit 2
+        if message is None:
+            raise
+        kept = resume_note(cfg.out_dir)
+        announce_failure(cfg.out_dir, message)
+        raise PeprInputError(f"{message}{'; ' + kept if kept else ''}") from None
     except Exception as exc:
         # A crash mid-training: the traceback, then where the last finished result is (a
         # workflow rerun has deleted metrics.json/history.csv before this job started).
@@ -89,17 +99,28 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def resume_note(out_dir: Path) -> str | None:
+    """What a rerun continues from after a failed write: the finished epochs in resume.pt, if any."""
+    from pepr.runs import RESUME_FILE
+
+    if (Path(out_dir) / RESUME_FILE).is_file():
+        return f"the finished epochs are kept in {Path(out_dir) / RESUME_FILE}: a rerun continues from there"
+    return None
+
+
 #: Environment variable naming an extra file descriptor for failure lines. The workflow's train
 #: rules send pepr train's output to the job's log and set it to 3, with fd 3 the terminal
 #: stream Snakemake shows (``3>&2 >> log 2>&1``), so a failed cell is seen the moment it fails.
 NOTIFY_FD_VARIABLE = "PEPR_NOTIFY_FD"
 
 
-def announce_failure(out_dir: Path, reason: str) -> None:
-    """Print ``pepr: <run folder> failed: <reason>`` on stderr (the job's log) and, when
+def announce_failure(out_dir: Path, reason: str, *, to_log: bool = True) -> None:
+    """Print ``pepr: <run folder> failed: <reason>`` on stderr (the job's log; skipped with
+    ``to_log=False`` when the caller's own error line says it) and, when
     :data:`NOTIFY_FD_VARIABLE` names an open file descriptor, there too (one line, never raises)."""
     line = f"pepr: {out_dir} failed: {' '.join(reason.split())[:400]}\n"
-    print(line, end="", file=sys.stderr, flush=True)
+    if to_log:
+        print(line, end="", file=sys.stderr, flush=True)
     import os
 
     fd_text = os.environ.get(NOTIFY_FD_VARIABLE, "")

@@ -14,10 +14,18 @@ rule aggregate_runs:
     input:
         runs=lambda wildcards: GRID.metrics_files,
         pretrain=lambda wildcards: GRID.pretrain_metrics_files,
+        carbon=lambda wildcards: [config["carbon_intensity"]] if config["carbon_intensity"] else [],
     output:
         report("results/runs.csv", category="Tables", labels={"table": "runs.csv (one row per run)"}),
     params:
         runs_root=lambda wildcards: RUNS_DIR,  # the run contract's (pepr.runs), not a prefix of the output
+        # the set of runs (no `input` rerun trigger in the profiles): a cell removed from the
+        # config rebuilds runs.csv
+        runs=lambda wildcards: GRID_RUNS_DIGEST,
+        # CO2 is derived here from each run's measured energy (pepr.aggregate.CarbonSettings):
+        # changing these re-aggregates and re-scores, and retrains nothing
+        country=config["country"],
+        carbon_intensity=config["carbon_intensity"],
     threads: rule_threads("default")
     resources:
         **rule_resources("default"),

@@ -1,5 +1,4 @@
 # Config -> validated grid of cells (pepr.plan.prepare_grid), shared by every stage.
-import copy
 import os
 import re
 import sys
@@ -9,14 +8,31 @@ from pepr.errors import PeprInputError
 import pepr.grid as pepr_grid
 import pepr.images as pepr_images
 import pepr.plan as pepr_plan
+import pepr.rerun as pepr_rerun
+import pepr.safeyaml as pepr_safeyaml
 from pepr.runs import RUNS_DIR
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
 # default merge would leak demo keys, e.g. an `include:` list, into a test or paper config).
 # `--config key=value` overrides still apply on top. Keys not given take the schema defaults.
-if workflow.config_settings.configfiles:
-    config.clear()
-    config.update(copy.deepcopy(workflow.config_settings.overwrite_config))
+# The config files are read again by pepr's own loader (pepr.safeyaml) before anything hashes or
+# expands them: Snakemake's loader reads `lr: 1e-3` as text, keeps the last of two duplicate keys
+# and does not bound YAML aliases (a 400-byte alias bomb hung the validation cache's hash).
+# (without --configfile: the Snakefile's `configfile:`, as Snakemake found it)
+_PEPR_CONFIG_FILES = list(workflow.config_settings.configfiles) or list(workflow.configfiles)
+try:
+    _pepr_config = pepr_safeyaml.load_workflow_config(_PEPR_CONFIG_FILES, workflow.config_settings.config)
+except PeprInputError as exc:
+    print(f"pepr: {exc}", file=sys.stderr)
+    raise SystemExit(1)
+config.clear()
+config.update(_pepr_config)
+
+# `--config retrain=true` arrives as the text "true" (Snakemake parses --config values as text
+# unless they are numbers): read the usual spellings as the boolean the schema wants.
+_RETRAIN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "null": None, "none": None}
+if isinstance(config.get("retrain"), str) and config["retrain"].strip().lower() in _RETRAIN_WORDS:
+    config["retrain"] = _RETRAIN_WORDS[config["retrain"].strip().lower()]
 
 CONFIG_SOURCE = ", ".join(str(p) for p in workflow.config_settings.configfiles) or "config/config.yaml"
 
@@ -35,6 +51,30 @@ except PeprInputError as exc:
     # One clear message listing every problem, before anything is scheduled.
     print(f"pepr: {exc}", file=sys.stderr)
     raise SystemExit(1)
+
+def _train_gpus_given():
+    """GPUs a training job asks for: set-resources (e.g. profiles/slurm: gpu 1) over the config."""
+    overrides = workflow.resource_settings.overwrite_resources or {}
+    counts = []
+    for rule, kind in (("train_model", "train"), ("pretrain_source", "pretrain")):
+        given = overrides.get(rule, {}).get("gpu")
+        value = getattr(given, "value", given)  # a snakemake Resource (or a plain number)
+        try:
+            counts.append(int(value) if value is not None else int(config["resources"][kind]["gpu"]))
+        except (TypeError, ValueError):  # a function or text: a scheduler gives the GPUs
+            counts.append(1)
+    return max(counts)
+
+
+# Training jobs given no GPU by a scheduler run on this machine: check a cuda device against its
+# GPUs now (cheap, no torch), not in every job (SLURM jobs' GPUs are checked by pepr.config).
+if not _IN_JOB and _train_gpus_given() == 0:
+    from pepr.config import local_device_problems
+
+    _device_problems = local_device_problems(config["device"])
+    if _device_problems:
+        print(f"pepr: {CONFIG_SOURCE}: " + "; ".join(_device_problems) + "; nothing was run", file=sys.stderr)
+        raise SystemExit(1)
 
 # timm/huggingface_hub read their cache location from HF_HOME (torch.hub from TORCH_HOME, for
 # the few URL-hosted weights); jobs (also on SLURM) find what fetch_weights put there. With
@@ -91,9 +131,12 @@ def image_content_key(wildcards):
 
 
 def data_inputs(spec):
-    """The data file a dataset spec reads, as a job input (none for synthetic data)."""
+    """The data file a dataset spec reads, as a job input (none for synthetic data).
+
+    ancient(): its timestamp never re-plans a finished cell (`touch`, `cp`, `rsync`); its
+    content does, through the train rules' params record (pepr.rerun: a SHA-256 of the file)."""
     path = GRID.data_file(spec)
-    return {"data": path} if path is not None else {}
+    return {"data": ancient(path)} if path is not None else {}
 
 
 # ----- train.smk's input functions -----
@@ -113,6 +156,81 @@ def train_inputs(wildcards):
     inputs = data_inputs(cell.dataset)
     if cell.init == "transfer":
         inputs["pretrain"] = cell.pretrain.metrics  # also passed as --pretrain-metrics
+        check_checkpoint(cell)
     elif cell.init == "imagenet":
         inputs["weights"] = f"results/weights/{cell.model}.json"
     return inputs
+
+
+# ----- issue 17: what retrains a finished cell (pepr.rerun), retraining on purpose -----
+
+# The set of runs and pretraining runs, as a param of the rules reading them all (the profiles
+# have no `input` rerun trigger; this keeps "a cell left the config" a reason to re-aggregate).
+GRID_RUNS_DIGEST = pepr_rerun.paths_digest(GRID.metrics_files + GRID.pretrain_metrics_files)
+
+# Content fingerprints of the data files (pepr.rerun), computed once per file and remembered.
+DATA_DIGESTS = pepr_rerun.DataDigests(Path(".snakemake") / "pepr")
+
+
+def recorded_params(output):
+    """The params texts Snakemake recorded for a finished output (None when it has no record)."""
+    from snakemake.io import IOFile
+
+    try:
+        record = workflow.persistence.metadata(IOFile(output))
+    except Exception:  # no persistence yet (a bare parse) or an unreadable record: no record
+        return None
+    return record.params if record is not None else None
+
+
+class _RetrainFlag:
+    """`{params.retrain}`: " --retrain" when this job must train even though the run folder holds
+    its finished result (pepr train restores a finished result otherwise). Not a builtin type, so
+    Snakemake leaves it out of the params record: asking for a retrain is no setting change."""
+
+    def __init__(self, on):
+        self.on = on
+
+    def __str__(self):
+        return " --retrain" if self.on else ""
+
+    def __format__(self, spec):
+        return format(str(self), spec)
+
+
+def retrain_flag(rule_name, output):
+    """Retrain on purpose: `--config retrain=true` (every job it runs, also on SLURM; `false`:
+    never, a kept finished result is restored even under --forcerun), or, by default, on the
+    driver, the job named by --forcerun (rule or file) or --forceall. The job side of a SLURM
+    allocation runs with --force for every job it is given: that alone never retrains."""
+    choice = config.get("retrain")
+    if choice is not None:  # true: train every job that runs; false: restore whatever is kept
+        return _RetrainFlag(bool(choice))
+    if _IN_JOB:
+        return _RetrainFlag(False)
+    settings = workflow.dag_settings
+    forced = bool(settings.forceall) or rule_name in settings.forcerun or output in settings.forcerun
+    return _RetrainFlag(forced)
+
+
+def check_checkpoint(cell):
+    """A transfer cell still to train needs its pretraining's weights: a finished pretraining
+    whose model.pt is gone stops planning with the fix (finished fine-tune cells keep theirs)."""
+    job = cell.pretrain
+    if os.path.exists(cell.metrics) or not os.path.exists(job.metrics) or os.path.exists(job.checkpoint):
+        return
+    raise PeprInputError(
+        f"{job.checkpoint} is missing: the weights {cell.key} and the other transfer cells of "
+        f"{job.model} start from. Recreate them (pepr restores them from {job.directory}/previous/ "
+        f"when kept there, else retrains only this pretraining): snakemake --forcerun {job.metrics} "
+        "--allowed-rules pretrain_source --config retrain=false; then run the sweep as before"
+    )
+
+
+def train_params(job, output):
+    """params.train: the job's settings (pepr.grid.TrainSettings), whose recorded text pepr
+    compares by content (pepr.rerun: training settings and data content, not country/data_dir)."""
+    settings = pepr_grid.train_settings(job, config)
+    return pepr_rerun.attach_record(
+        settings, lambda: recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS
+    )

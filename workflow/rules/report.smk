@@ -57,6 +57,7 @@ rule gather_histories:
         histories=REPORT_HISTORIES,
     params:
         runs_root=RUNS_DIR,
+        runs=lambda wildcards: GRID_RUNS_DIGEST,  # the set of runs (no `input` rerun trigger)
     log:
         "results/logs/gather_histories.log",
     script:

@@ -25,7 +25,7 @@ _PEPR_TRAIN_LITERAL = PEPR_TRAIN.replace("{", "{{").replace("}", "}}")  # a brac
 # A failed cell also prints one line, `pepr: <run folder> failed: <reason>`, on the stream
 # Snakemake shows (fd 3 = the job's stderr before the log redirection; PEPR_NOTIFY_FD), so a
 # failure is seen the moment it happens, not only in the log or at the end in summary.md.
-TRAIN_COMMAND = f"PEPR_NOTIFY_FD=3 HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}} --threads {{threads}} 3>&2 >> {{log:q}} 2>&1"
+TRAIN_COMMAND = f"PEPR_NOTIFY_FD=3 HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}} 3>&2 >> {{log:q}} 2>&1"
 
 
 rule pretrain_source:
@@ -35,8 +35,12 @@ rule pretrain_source:
         metrics="results/pretrain/{source}/{model}/metrics.json",
         history="results/pretrain/{source}/{model}/history.csv",
     params:
-        train=lambda wildcards: pepr_grid.train_settings(
-            GRID.pretrain_job(wildcards.source, wildcards.model), config
+        train=lambda wildcards: train_params(
+            GRID.pretrain_job(wildcards.source, wildcards.model),
+            f"results/pretrain/{wildcards.source}/{wildcards.model}/metrics.json",
+        ),
+        retrain=lambda wildcards: retrain_flag(
+            "pretrain_source", f"results/pretrain/{wildcards.source}/{wildcards.model}/metrics.json"
         ),
     threads: rule_threads("pretrain")
     resources:
@@ -58,7 +62,8 @@ rule train_model:
         fraction=r"[0-9.e-]+",
         seed=r"\d+",
     params:
-        train=lambda wildcards: pepr_grid.train_settings(cell_of(wildcards), config),
+        train=lambda wildcards: train_params(cell_of(wildcards), cell_of(wildcards).metrics),
+        retrain=lambda wildcards: retrain_flag("train_model", cell_of(wildcards).metrics),
     threads: rule_threads("train")
     resources:
         **rule_resources("train"),

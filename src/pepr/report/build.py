@@ -95,6 +95,9 @@ def _to_input_names(table: pd.DataFrame, data: ReportData) -> pd.DataFrame:
 def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[str, pd.DataFrame] | None = None) -> list[Path]:
     """Write every table (``computed``, None: :func:`compute_tables`) as CSV under ``out_dir``,
     in the input's column names; returns the paths."""
+    from pepr.outputs import check_output_folder
+
+    check_output_folder(out_dir, "tables folder")  # writable, with room, before computing anything
     paths = []
     for name, table in (computed if computed is not None else compute_tables(data)).items():
         path = Path(out_dir) / TABLES[name]
@@ -130,6 +133,9 @@ def read_tables(tables_dir: str | os.PathLike, data: ReportData | None = None) -
 
 def write_figures(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
     """Draw every figure and write it in each configured format under ``out_dir``."""
+    from pepr.outputs import check_output_folder
+
+    check_output_folder(out_dir, "figures folder")  # writable, with room, before drawing anything
     paths = []
     for name, fig in draw_figures(data).items():
         paths.extend(figures.save(fig, Path(out_dir) / FIGURES[name], data.cfg.figure_formats))

@@ -137,6 +137,17 @@ def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the r
     numeric += [cfg.performance, cfg.resource, *[c for c in STANDARD_RESOURCES if c in df.columns]]
     for column in dict.fromkeys(numeric):
         df[column] = pd.to_numeric(df[column], errors="coerce")
+    # A finished run whose performance is undefined (test_auc of a one-class test set; pepr.csv
+    # left it unscored, see score_note) cannot be ranked: the report lists it with the runs it
+    # could not use, with the reason, instead of stopping.
+    undefined = df["ok"] & df[cfg.performance].isna()
+    if undefined.any():
+        import warnings
+
+        warnings.warn(f"pepr report: {int(undefined.sum())} finished run(s) have no {cfg.performance}; listed as not scored", stacklevel=2)
+        df.loc[undefined, "ok"] = False
+        df.loc[undefined, "status"] = "failed"
+        df.loc[undefined, "reason"] = f"finished, but {cfg.performance} is undefined (empty), so it is not scored"
     if not cfg.params_known:
         df["params"] = np.nan
     # Optional columns (e.g. amortised scores of transfer runs only) may be empty; these may not.
@@ -590,12 +601,20 @@ def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLik
     rows_so_far = 0
     for path in paths:
         key = parse_run_path(path, runs_root)
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.reader(handle)
-            header = next(reader, None)
-            if header is None:
-                raise PeprInputError(f"history '{path}' is empty (not even a header); re-run its training job")
-            rows = [row for row in reader if row]
+        try:
+            with open(path, newline="", encoding="utf-8") as handle:
+                reader = csv.reader(handle)
+                header = next(reader, None)
+                if header is None:
+                    raise PeprInputError(f"history '{path}' is empty (not even a header); re-run its training job")
+                rows = [row for row in reader if row]
+        except (UnicodeDecodeError, csv.Error) as exc:
+            # a damaged history costs the report that run's curves, not the whole report
+            import warnings
+
+            reason = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"is not a pepr history CSV ({' '.join(str(exc).split())[:120]})"
+            warnings.warn(f"pepr: history '{path}' {reason}; skipped (its run has no per-epoch curves); re-run its training job to rebuild it", stacklevel=2)
+            continue
         if not rows:
             continue
         for name in header:

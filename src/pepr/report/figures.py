@@ -210,8 +210,13 @@ def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[P
     paths = []
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
-        # Constrained layout already fits the figure (keys and legend included): no "tight" re-draw.
-        fig.savefig(path, dpi=100)
+        # through a temp file: a full disk leaves the previous figure, not a truncated one
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            fig.savefig(tmp, dpi=100, format=fmt)  # constrained layout already fits the figure: no "tight" re-draw
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         paths.append(path)
     return paths
 

@@ -1,0 +1,184 @@
+"""What retrains a finished cell: pepr's content-based rerun check behind the train rules' params.
+
+Snakemake (9.27) records a job's ``params`` as the ``repr`` of each value and re-plans a finished
+job when the recorded texts differ from today's (``persistence.params_changed``: a set
+comparison of the texts). pepr keeps that trigger but decides itself what the text is: the train
+rules' ``params.train`` (a :class:`pepr.grid.TrainSettings`) is written out by
+:func:`record_text`:
+
+* when the job has a record and it is *equivalent* to today's settings, the recorded text
+  verbatim: Snakemake sees no change, whatever the text looks like. So a sweep finished with an
+  earlier pepr (whose record still holds ``country`` and ``data_dir``) plans no retrain, and
+* otherwise today's text: the settings dict, plus the data file's content fingerprint
+  (``data_sha256``) once it is known.
+
+Equivalent means: every *training* setting is equal (model, dataset, init, fraction, epochs,
+seed, image_size, batch_size, lr, device, precision, save_model), and the data file has the same
+content. Settings that do not change what is trained are ignored: ``country`` and
+``carbon_intensity`` (CO2 is energy x intensity, derived at aggregation from the measured energy
+per epoch) and ``data_dir`` (where the data lives, not what it is). Data content: when the
+record has a fingerprint, it must match today's (``touch``/``cp``/``rsync`` change nothing); a
+record of an earlier pepr has none, and then the data file counts as changed when it is newer
+than the run's metrics.json (the earlier behaviour).
+
+The data inputs themselves are ``ancient()`` in train.smk, so a timestamp alone never makes
+Snakemake re-plan a cell (Snakemake 9.27 treats an input newer than its output as changed unless
+its checksum matches, and a file over ``max-checksum-file-size``, 1 MB, has none).
+
+Standard library only.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NOT_TRIGGERS", "paths_digest", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent"]
+
+#: Settings that never retrain a finished cell (see the module docstring).
+#: (``retrain``, ``threads``, ``out_dir``, ``pretrain_metrics`` are never settings of the record;
+#: listed so a TrainSettings that ever carried them still compares by what is trained.)
+NOT_TRIGGERS: frozenset[str] = frozenset(
+    {"country", "carbon_intensity", "data_dir", "data_sha256", "retrain", "threads", "out_dir", "pretrain_metrics"}
+)
+#: Defaults of settings that are recorded only when set (an absent key means this value).
+_ABSENT_MEANS: dict[str, Any] = {"precision": "fp32", "save_model": None, "image_size": None}
+
+
+def paths_digest(paths: Iterable[str]) -> str:
+    """A short digest of a list of paths (order-independent): the set of runs a rule reads."""
+    joined = "\n".join(sorted(paths))
+    return hashlib.sha256(joined.encode()).hexdigest()[:16]
+
+
+def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str | None:
+    """SHA-256 of a file's content (None when it does not exist).
+
+    With ``cache_dir`` the digest is remembered under a key of the file's path, size, inode,
+    mtime and ctime, so planning reads a data file once after it changed (a ``touch`` or ``cp``
+    costs one read of the file, then the same digest is found), not once per job.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+    except OSError:
+        return None
+    cache_file = None
+    if cache_dir is not None:
+        key = json.dumps([os.path.abspath(path), info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns])
+        cache_file = Path(cache_dir) / f"sha256-{hashlib.sha256(key.encode()).hexdigest()[:32]}.txt"
+        try:
+            cached = cache_file.read_text(encoding="ascii").strip()
+            if len(cached) == 64:
+                return cached
+        except (OSError, UnicodeDecodeError):
+            pass
+    with open(path, "rb") as handle:
+        digest = hashlib.file_digest(handle, "sha256").hexdigest()
+    if cache_file is not None:
+        try:
+            from pepr.runs import atomic_write_text
+
+            atomic_write_text(cache_file, digest + "\n")
+        except OSError:
+            pass  # a read-only .snakemake: digest again next time
+    return digest
+
+
+class DataDigests:
+    """Content fingerprints of a sweep's data files, computed at most once per file per process
+    (lazily: only when a finished cell's record is compared or a job's record is written)."""
+
+    def __init__(self, cache_dir: str | os.PathLike | None) -> None:
+        self.cache_dir = cache_dir
+        self._known: dict[str, str | None] = {}
+
+    def __call__(self, path: str | None) -> str | None:
+        if path is None:
+            return None
+        if path not in self._known:
+            self._known[path] = file_sha256(path, self.cache_dir)
+        return self._known[path]
+
+
+def attach_record(
+    settings: Any,
+    recorded: Callable[[], Iterable[str] | None],
+    output: str,
+    data_file: str | None,
+    digests: DataDigests,
+) -> Any:
+    """Give a TrainSettings what :func:`record_text` needs: the job's recorded params texts
+    (a callable, asked only when Snakemake compares), its metrics.json path, its data file."""
+    settings._pepr_record = (recorded, output, data_file, digests)
+    return settings
+
+
+def _literal(text: str) -> dict[str, Any] | None:
+    if not (isinstance(text, str) and text.startswith("{")):
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, SyntaxError, MemoryError, RecursionError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _npz_stem(spec: Any) -> str | None:
+    if isinstance(spec, str) and spec.startswith("npz:"):
+        return Path(spec[4:]).stem
+    return None
+
+
+def equivalent(
+    old: Mapping[str, Any],
+    new: Mapping[str, Any],
+    data_sha256: Callable[[], str | None],
+    data_newer_than_output: Callable[[], bool],
+) -> bool:
+    """Whether a recorded settings dict ``old`` trains the same as today's ``new`` (see the module)."""
+    recorded_digest = old.get("data_sha256")
+    for key in (set(old) | set(new)) - NOT_TRIGGERS:
+        default = _ABSENT_MEANS.get(key)
+        before, now = old.get(key, default), new.get(key, default)
+        if before == now:
+            continue
+        if key == "dataset" and recorded_digest and _npz_stem(before) and _npz_stem(before) == _npz_stem(now):
+            continue  # an npz file moved: same name, same content (checked below)
+        return False
+    if recorded_digest is not None:
+        return recorded_digest == data_sha256()
+    return not data_newer_than_output()
+
+
+def record_text(settings: Any) -> str:
+    """The text Snakemake records and compares for a TrainSettings (see the module docstring)."""
+    plain = dict.__repr__(settings)
+    attached = getattr(settings, "_pepr_record", None)
+    if attached is None:
+        return plain
+    recorded, output, data_file, digests = attached
+
+    def digest() -> str | None:
+        return digests(data_file)
+
+    def data_newer() -> bool:
+        if data_file is None:
+            return False
+        try:
+            return os.stat(data_file).st_mtime > os.stat(output).st_mtime
+        except OSError:
+            return False
+
+    current = dict(settings)
+    for text in recorded() or ():
+        old = _literal(text)
+        if old is not None and "model" in old and equivalent(old, current, digest, data_newer):
+            return text
+    found = digest()
+    return repr({**current, "data_sha256": found}) if found else plain
