@@ -228,8 +228,6 @@ def test_scoring_with_an_undefined_performance_scores_the_others(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(reason="after merging h15a's report (prepare_table rescores the table before the undefined-performance "
-                   "check in report/data.py), a finished run with an empty test_auc stops the report again; to redo", strict=True)
 def test_report_lists_a_run_with_undefined_performance_instead_of_stopping(tmp_path):
     """pepr.performance: test_auc with one finished run whose AUC is undefined: tables and summary are built."""
     import pandas as pd

@@ -420,6 +420,10 @@ class TableSpec:
     params: str | None = None
     seed: str | None = None
     rename: tuple[tuple[str, str], ...] = ()
+    #: The workflow's pepr.csv only: a finished run with an empty performance (test_auc of a
+    #: one-class test set) is left unscored and listed by the report instead of refused; a
+    #: user's table given to ``pepr report`` is refused, as ``pepr score`` refuses it.
+    skip_undefined_performance: bool = False
 
 
 @dataclass
@@ -566,6 +570,9 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
                 f"{source}: model {key[-1]!r} has {counts.max()} rows in one group and there is no seed column; "
                 "name it with --seed COL, or add --by columns that tell the rows apart"
             )
+    if spec.skip_undefined_performance:
+        # Left unscored here; prepare_results lists them as not scored, with the reason.
+        ok = ok & pd.to_numeric(work[performance], errors="coerce").notna()
     # Scored over the successful runs (failed ones keep empty scores), as pepr score scores a
     # table; rows are labelled by their run so that an error names the runs at fault.
     scored = work.copy()

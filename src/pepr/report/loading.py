@@ -69,9 +69,11 @@ def load(
     spec: TableSpec | None = None,
 ) -> ReportData:
     """Read a results table (the workflow's ``pepr.csv``), check and score it as ``spec`` says
-    (None: the workflow's columns) and load the histories: :func:`prepare` of
+    (None: the workflow's columns, a finished run with an undefined performance listed as not
+    scored) and load the histories: :func:`prepare` of
     :func:`~pepr.report.data.prepare_table`, the one path of the workflow and ``pepr report``.
     """
     raw = read_table(pepr_csv)
-    prepared = prepare_table(raw, spec or TableSpec(performance=cfg.performance), cfg, source=f"'{pepr_csv}'")
+    spec = spec or TableSpec(performance=cfg.performance, skip_undefined_performance=True)
+    prepared = prepare_table(raw, spec, cfg, source=f"'{pepr_csv}'")
     return prepare(prepared, histories, expected)
