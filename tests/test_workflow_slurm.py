@@ -478,3 +478,96 @@ def test_arrays_and_packing_do_not_combine_packing_wins(slurm_cluster, tmp_path)
     assert list(states.values()) == ["COMPLETED"] and "_" not in next(iter(states)), states
     assert all((tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json")
                .exists() for seed in range(4))
+
+
+# ------------------------------------------------------------------------------------------------
+# A requeued packed allocation (issue 17 case 3)
+# ------------------------------------------------------------------------------------------------
+
+#: 4 cells (seeds 0-3) of the tiny model on a tiny npz file: ONE allocation of profiles/slurm's K=4.
+REQUEUE_CONFIG = """\
+models: [mobilenetv3_small_050]
+datasets: ["npz:scans.npz"]
+inits: [scratch]
+fractions: [1.0]
+seeds: [0, 1, 2, 3]
+epochs: 1
+batch_size: 32
+device: auto
+"""
+REQUEUE_CELL = "scans/scratch/1.0/mobilenetv3_small_050/seed{seed}"
+
+
+def test_requeued_packed_allocation_restores_the_cell_it_had_finished(slurm_cluster, tmp_path):
+    """profiles/slurm (K=4 cells per allocation) with its optional `slurm-requeue: true`: the moment
+    the allocation's first cell has written its metrics.json, `scontrol requeue` the allocation.
+    SLURM kills it and starts it again; the job side runs its Snakemake with --force over the whole
+    group, which deletes the finished cell's outputs first. pepr train restores that cell from its
+    previous/ instead of training it again (same metrics.json bytes, "restored the finished result"
+    and no epoch line in its rule log), the other cells are trained, and the sweep completes."""
+    pd = pytest.importorskip("pandas")
+    (tmp_path / "config.yaml").write_text(REQUEUE_CONFIG)
+    write_scans(tmp_path / "scans.npz", corrupt=False)
+    seeds = range(4)
+    metrics = {seed: tmp_path / "results" / "runs" / REQUEUE_CELL.format(seed=seed) / "metrics.json"
+               for seed in seeds}
+    rule_logs = {seed: tmp_path / "results" / "logs" / "train_model" / (REQUEUE_CELL.format(seed=seed) + ".log")
+                 for seed in seeds}
+    prefix = f"pepr_ci_{uuid.uuid4().hex[:12]}"
+    # --slurm-requeue = the profile's optional `slurm-requeue: true` (sbatch --requeue), as a user who
+    # wants requeues sets it; this cluster's JobRequeue=1 (SLURM's default) would allow
+    # `scontrol requeue` without it. SLURM starts a requeued job ~2 min later (its StartTime), most
+    # of this test's ~4 min.
+    cmd = ["timeout", "-s", "INT", "-k", "30", "600", sys.executable, "-m", "snakemake",
+           "--profile", str(USER_PROFILE), "--slurm-jobname-prefix", prefix,
+           "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", *PACKED_OVERRIDES,
+           "--slurm-requeue", "results/runs.csv"]
+
+    requeued = first_seed = None
+    with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          text=True) as proc:
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + 560
+            while requeued is None and proc.poll() is None and time.monotonic() < deadline:
+                finished = [seed for seed, path in metrics.items() if path.exists()]
+                allocations = list(_group_logs(tmp_path))
+                if finished and allocations:
+                    assert len(allocations) == 1 and len(finished) < len(seeds), (allocations, finished)
+                    (first_seed,) = finished
+                    first_bytes = metrics[first_seed].read_bytes()
+                    first_log = rule_logs[first_seed].read_text()
+                    (requeued,) = allocations
+                    done = subprocess.run(["scontrol", "requeue", requeued], capture_output=True,
+                                          text=True, timeout=30)
+                    assert done.returncode == 0, f"scontrol requeue {requeued}: {done.stderr}"
+                    break
+                time.sleep(0.1)
+            proc.wait(timeout=620)
+        finally:
+            queue = subprocess.run(["squeue", "-o", "%A %j %T %M %R"], capture_output=True, text=True).stdout
+            _cancel_jobs(prefix)
+        reader.join(timeout=30)
+    output = "".join(chunks)
+    assert requeued is not None, f"no cell finished:\n{output[-6000:]}\nqueue:\n{queue}\n{_daemon_logs()}"
+    assert proc.returncode not in (124, 137), (
+        f"timed out:\n{output[-6000:]}\nqueue (this run's jobs are {prefix}*):\n{queue}\n{_daemon_logs()}")
+    assert proc.returncode == 0, output[-6000:]
+    assert first_log.count("epoch 1/1") == 1, first_log
+
+    # SLURM's record: the allocation ran twice (its first run REQUEUED), the second completed
+    history = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", requeued, "-o", "JobID,State"],
+                             capture_output=True, text=True, check=True, timeout=30).stdout
+    assert [line.split("|")[1] for line in history.splitlines()] == ["REQUEUED", "COMPLETED"], history
+    group_log = _group_logs(tmp_path)[requeued]
+
+    # the finished cell was restored by the requeued allocation, not trained again
+    after = rule_logs[first_seed].read_text()
+    assert "restored the finished result" in after and "epoch 1/1" not in after, (after, group_log[-4000:])
+    assert metrics[first_seed].read_bytes() == first_bytes
+    # every cell finished
+    assert all(path.exists() for path in metrics.values())
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv")
+    assert sorted(runs["seed"]) == list(seeds) and (runs["status"] == "ok").all(), runs
