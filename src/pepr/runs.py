@@ -12,7 +12,7 @@ One owner for what used to be coded in several places (grid, train, aggregate):
 * the ``history.csv`` columns and the keys every ``metrics.json`` has (:data:`HISTORY_COLUMNS`,
   :data:`RESULT_KEYS`), the record of a run that could not run (:func:`failed_record`),
 * atomic writes that leave the file readable as the user's umask allows (:func:`atomic_write_text`,
-  :func:`atomic_write_json`, :func:`write_run_outputs`),
+  :func:`atomic_write_json`; a finished run published through :func:`publish_finished`),
 * keeping a copy of every finished result (:func:`archive_finished`), so a rerun that Snakemake
   starts by deleting the declared outputs and that then fails loses nothing,
 * a lock so two ``pepr train`` processes never train the same folder (:func:`run_lock`).
@@ -64,7 +64,6 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "history_csv",
-    "write_run_outputs",
     "archive_finished",
     "open_new",
     "write_new_then_replace",
@@ -338,13 +337,6 @@ def history_csv(history: Iterable[Mapping[str, Any]]) -> str:
     for row in history:
         writer.writerow({k: ("" if v is None else v) for k, v in row.items()})
     return buffer.getvalue()
-
-
-def write_run_outputs(out_dir: str | os.PathLike, metrics: Mapping[str, Any], history: Iterable[Mapping[str, Any]]) -> None:
-    """Write history.csv then metrics.json (each atomically; metrics.json marks completion)."""
-    out_dir = Path(out_dir)
-    atomic_write_text(out_dir / HISTORY_FILE, history_csv(history))
-    atomic_write_json(out_dir / METRICS_FILE, dict(metrics))
 
 
 #: The link names pepr checks in a run folder before it writes anything there.
