@@ -470,7 +470,6 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     segment = state.segments - 1
     meter = setup.energy  # started in _Setup.build
     setup.memory.start()
-    cpu_start = time.process_time()
     epoch = first_epoch = state.epochs_done + 1
     try:
         while state.epochs_done < cfg.epochs:
@@ -478,11 +477,10 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
             # the paper's memory measure: reserved after the 2nd epoch's training, before its evaluation
             after_training = _read_reserved_epoch2(setup.device, state.peak) if epoch == 2 else None
             row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history, after_training)
+            state.process_seconds += row["_process_s"]
             state.history.append(row)
             state.epochs_done = epoch
             state.peak = _merge_peak(state.peak, setup.memory.read())
-            state.process_seconds += time.process_time() - cpu_start
-            cpu_start = time.process_time()
             log(
                 f"epoch {epoch}/{cfg.epochs}: loss {row['train_loss']:.4f}, val acc {row['val_accuracy']:.4f}, "
                 f"test acc {row['test_accuracy']:.4f}, {row['epoch_time_s']:.1f} s, "
@@ -647,7 +645,7 @@ def _run_epoch(
     name = f"epoch{epoch}"
     setup.memory.begin_training()  # before the timer: it returns the allocator's free memory
     meter.begin(name)
-    clock_start, started = time.time(), time.perf_counter()
+    clock_start, started, cpu_started = time.time(), time.perf_counter(), time.process_time()
     train_loss = train_epoch(model, optimizer, splits, batch_size, generator, precision)
     sync(device)
     _check_finite(epoch, "train loss", train_loss, optimizer)
@@ -660,7 +658,7 @@ def _run_epoch(
     test = evaluate(model, splits.test_x, splits.test_y, splits, precision, eval_batch)
     sync(device)
     _check_finite(epoch, "validation loss", val["loss"], optimizer)  # NaN outputs: accuracies would be a constant guess
-    finished, clock_end = time.perf_counter(), time.time()
+    finished, clock_end, cpu_finished = time.perf_counter(), time.time(), time.process_time()
     raw = meter.end(name)
     cpu, ram = raw.cpu_energy_kwh * setup.share.cpu, raw.ram_energy_kwh * setup.share.ram
     energy = cpu + raw.gpu_energy_kwh + ram
@@ -687,6 +685,9 @@ def _run_epoch(
         "epoch_co2_kg": co2,
         "cumulative_co2_kg": previous["cumulative_co2_kg"] + co2,
         "_midpoint_unix": (clock_start + clock_end) / 2,  # for CO2 with an intensity series
+        # CPU seconds over the same window as epoch_time_s (cpu_share compares like with like:
+        # the allocator trim, the energy readings and the resume save stay outside both)
+        "_process_s": cpu_finished - cpu_started,
         # energy parts, summed into metrics.json (not history columns)
         "_cpu_kwh": cpu,
         "_gpu_kwh": raw.gpu_energy_kwh,
