@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import yaml
 
@@ -25,14 +24,10 @@ pytestmark = pytest.mark.slow
 
 
 def _write_medmnist_like(path, n=(60, 30, 30), seed=0):
-    """A 2-class 28 px file with MedMNIST's keys (train/val/test images + labels)."""
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for split, count in zip(("train", "val", "test"), n):
-        labels = rng.integers(0, 2, size=(count, 1), dtype=np.int64)
-        images = (rng.random((count, 28, 28)) * 80 + labels[:, :, None] * 120).astype(np.uint8)
-        arrays[f"{split}_images"], arrays[f"{split}_labels"] = images, labels
-    np.savez(path, **arrays)
+    """A 2-class 28 px file with MedMNIST's keys (train/val/test images + labels), small."""
+    from test_rerun_issue17 import write_medmnist_like
+
+    write_medmnist_like(path, n=n, seed=seed)
 
 
 def test_user_placed_old_data_file_survives_a_real_run(tmp_path):

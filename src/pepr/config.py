@@ -248,7 +248,7 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
     for path in paths:
         path = Path(path)
         # limits on size, depth and alias expansion; duplicate keys refused; 1e-3 a number
-        from pepr.safeyaml import load_yaml_file
+        from pepr.safeyaml import load_yaml_file, merge_into
 
         if not os.path.lexists(path):
             raise PeprInputError(f"config file '{path}' does not exist")
@@ -257,7 +257,7 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
             loaded = {}
         if not isinstance(loaded, dict):
             raise PeprInputError(f"config file '{path}' must hold a mapping of keys, not a {type(loaded).__name__}")
-        _merge_into(merged, loaded)
+        merge_into(merged, loaded)
     return merged
 
 
@@ -266,14 +266,6 @@ def _yaml_loader() -> type:
     import yaml
 
     return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def _merge_into(target: dict[str, Any], update: Mapping[str, Any]) -> None:
-    for key, value in update.items():
-        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
-            _merge_into(target[key], value)
-        else:
-            target[key] = copy.deepcopy(value)
 
 
 def _resolve_ref(schema: Mapping[str, Any], root: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -194,17 +194,19 @@ def load_workflow_config(configfiles: list[str | os.PathLike], cli_config: dict[
             loaded = {}
         if not isinstance(loaded, dict):
             raise PeprInputError(f"config file {path} must hold a mapping of keys, not a {type(loaded).__name__}")
-        _merge(merged, loaded)
+        merge_into(merged, loaded)
     if cli_config:
-        _merge(merged, cli_config)
+        merge_into(merged, cli_config)
     return merged
 
 
-def _merge(target: dict[str, Any], update: dict[str, Any]) -> None:
+def merge_into(target: dict[str, Any], update: Any) -> None:
+    """Merge mapping ``update`` into ``target`` recursively (later config files win key by key)."""
     import copy
+    from collections.abc import Mapping
 
     for key, value in update.items():
-        if isinstance(value, dict) and isinstance(target.get(key), dict):
-            _merge(target[key], value)
+        if isinstance(value, Mapping) and isinstance(target.get(key), dict):
+            merge_into(target[key], value)
         else:
             target[key] = copy.deepcopy(value)
