@@ -241,24 +241,16 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
     Nested mappings are merged, everything else (lists included) replaced, as Snakemake does.
     Raises PeprInputError when a file is missing or not a YAML mapping.
     """
+    # the workflow's own reader (pepr.safeyaml): limits on size, depth and alias expansion,
+    # duplicate keys refused, 1e-3 a number; only the missing-file message is said here
+    from pepr.safeyaml import load_workflow_config
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
-    merged: dict[str, Any] = {}
     for path in paths:
-        path = Path(path)
-        # limits on size, depth and alias expansion; duplicate keys refused; 1e-3 a number
-        from pepr.safeyaml import load_yaml_file, merge_into
-
         if not os.path.lexists(path):
             raise PeprInputError(f"config file '{path}' does not exist")
-        loaded = load_yaml_file(path)
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise PeprInputError(f"config file '{path}' must hold a mapping of keys, not a {type(loaded).__name__}")
-        merge_into(merged, loaded)
-    return merged
+    return load_workflow_config(list(paths), None)
 
 
 def _yaml_loader() -> type:
