@@ -161,15 +161,15 @@ def test_disk_full_at_the_resume_save_keeps_the_last_epoch_and_leaves_no_temp(sm
 @pytest.mark.slow
 def test_disk_full_at_the_final_write_loses_no_epoch(tmp_path, monkeypatch):
     out = tmp_path / "run"
-    real_write = train_module.runs.publish_finished
+    real_write = train_module.runs.archive_result
 
     def full_disk(out_dir, *args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(out_dir) / "metrics.json"))
 
-    monkeypatch.setattr(train_module.runs, "publish_finished", full_disk)
+    monkeypatch.setattr(train_module.runs, "archive_result", full_disk)
     code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
     assert_one_line_error(code, err, "metrics.json", "No space left on device", "resume.pt")
-    monkeypatch.setattr(train_module.runs, "publish_finished", real_write)
+    monkeypatch.setattr(train_module.runs, "archive_result", real_write)
     code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
     assert code == 0, err
     assert "1 epoch(s) done" in err and "epoch 1/1" not in err  # the one epoch was kept, not retrained

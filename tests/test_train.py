@@ -451,18 +451,33 @@ def test_failed_pretraining_is_recorded_without_training(tmp_path):
 
 
 @pytest.mark.slow
-def test_ok_pretraining_trains_and_saves_the_model_after_the_metrics(tmp_path):
+def test_ok_pretraining_saves_the_model_before_its_metrics_mark_it_finished(tmp_path, monkeypatch):
+    """A kill at any point of the final writes never leaves out/metrics.json (the finished
+    marker the transfer cells plan from) without the model file: the weights are saved after the
+    result is kept in previous/ and before the run folder's metrics.json is placed."""
+    from pepr import models
+
     source = tmp_path / "metrics.json"
     source.write_text(json.dumps({"status": "ok", "reason": ""}))
     out, weights = tmp_path / "cell", tmp_path / "new" / "folder" / "w.pt"
+    real_save = models.save_model
+    seen = {}
+
+    def watching_save(model, path):
+        seen["run folder finished"] = (out / "metrics.json").exists()
+        seen["archived"] = [p.name for p in (out / "previous").glob("*/metrics.json")]
+        real_save(model, path)
+
+    monkeypatch.setattr(models, "save_model", watching_save)
     code, err = run_cli(
         "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "2",
         "--out", str(out), "--pretrain-metrics", str(source), "--save-model", str(weights),
     )
     assert code == 0, err
+    assert seen == {"run folder finished": False, "archived": ["metrics.json"]}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "ok" and metrics["saved_model"] == str(weights)
-    assert weights.stat().st_mtime_ns >= (out / "metrics.json").stat().st_mtime_ns
+    assert weights.is_file() and [p.name for p in (out / "previous").glob("*/w.pt")] == ["w.pt"]
 
 
 def test_failing_rerun_names_the_kept_previous_result(tmp_path, capsys):

@@ -157,6 +157,15 @@ def test_adding_a_model_trains_only_its_cells(sweep, tmp_path):
     assert "all" in jobs
 
 
+def test_adding_a_fraction_plans_transfer_cells_of_a_failed_pretraining(sweep, tmp_path):
+    """convnext_atto's pretraining failed (no model.pt, as a failure saves no weights): its new
+    transfer cell is planned (and will record that failure), not refused as a lost checkpoint."""
+    config = variant_config(tmp_path, "fraction.yaml", fractions=[1.0, 0.5, 0.25])
+    jobs = planned_jobs(sweep, configfile=config)
+    assert jobs.get("train_model") == 4  # 2 models x 2 inits at the new fraction
+    assert "pretrain_source" not in jobs
+
+
 def test_report_and_scoring_settings_retrain_nothing(sweep, tmp_path):
     report_only = variant_config(tmp_path, "report.yaml", report={"top_k": 2})
     jobs = planned_jobs(sweep, configfile=report_only)

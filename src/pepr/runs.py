@@ -70,7 +70,10 @@ __all__ = [
     "refuse_links",
     "place_file",
     "publish_finished",
+    "archive_result",
+    "mark_finished",
     "keep_in_archive",
+    "finished_ok",
     "find_finished",
     "restore_finished",
     "run_lock",
@@ -406,23 +409,40 @@ def place_file(source: Path, destination: Path) -> None:
 def publish_finished(
     out_dir: str | os.PathLike, metrics: Mapping[str, Any], history: Iterable[Mapping[str, Any]]
 ) -> Path:
-    """Write a finished run's results: first into a new ``previous/<UTC time>/`` archive, then
-    into ``out_dir`` (history.csv, then metrics.json, which marks completion).
+    """Write a finished run's results: first into a new ``previous/<UTC time>/`` archive
+    (:func:`archive_result`), then into ``out_dir`` (:func:`mark_finished`: history.csv, then
+    metrics.json, which marks completion). Returns the archive folder.
 
     Archive first, so whenever ``out_dir/metrics.json`` exists its archived copy exists too: a
     kill right after the run finished, before Snakemake recorded the job, leaves the result in
     ``previous/``, and the rerun :func:`find_finished` / :func:`restore_finished` it instead of
     training again. The out_dir files are hard links to the archive where the file system allows.
-    Returns the archive folder.
     """
+    archive = archive_result(out_dir, metrics, history)
+    mark_finished(archive, out_dir)
+    return archive
+
+
+def archive_result(
+    out_dir: str | os.PathLike, metrics: Mapping[str, Any], history: Iterable[Mapping[str, Any]]
+) -> Path:
+    """Write a finished run's history.csv and metrics.json into a new ``previous/<UTC time>/``
+    of ``out_dir`` (not yet into ``out_dir``: see :func:`mark_finished`); returns that folder."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = _new_archive_folder(out_dir, time.time())
     atomic_write_text(archive / HISTORY_FILE, history_csv(history))
     atomic_write_json(archive / METRICS_FILE, dict(metrics))
+    return archive
+
+
+def mark_finished(archive: Path, out_dir: str | os.PathLike) -> None:
+    """Place an archived result into ``out_dir``: history.csv, then metrics.json last, as it
+    is what marks the run finished (for Snakemake and for the transfer cells reading it). Whatever
+    else the finished run owes (its saved weights) must be in place before this."""
+    out_dir = Path(out_dir)
     place_file(archive / HISTORY_FILE, out_dir / HISTORY_FILE)
     place_file(archive / METRICS_FILE, out_dir / METRICS_FILE)
-    return archive
 
 
 def keep_in_archive(archive: Path, weights: Path) -> None:
@@ -441,6 +461,13 @@ def _read_archived(path: Path) -> dict[str, Any] | None:
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
+
+
+def finished_ok(path: str | os.PathLike) -> bool:
+    """Whether the metrics.json at ``path`` records a successful run (``status`` "ok"); False for
+    a failed run, a missing, unreadable or oversized file, or a link."""
+    record = _read_archived(Path(path))
+    return record is not None and record.get("status") == "ok"
 
 
 def find_finished(out_dir: str | os.PathLike, identity: Mapping[str, Any], weights_name: str | None = None) -> Path | None:

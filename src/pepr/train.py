@@ -240,14 +240,17 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         record["versions"] = _versions()
         if cfg.save_model is not None:
             record["saved_model"] = str(cfg.save_model)
-        # results first (archive, then the run folder; metrics.json last marks completion), the
-        # weights after them: they are extra
-        archive = runs.publish_finished(cfg.out_dir, record, state.history)
+        # The results into previous/ first (kept even if saving the weights fails), then the
+        # weights, then the run folder's files, metrics.json last: it marks the run finished, so
+        # a kill at any point never leaves a finished pretraining without its model.pt (the
+        # transfer cells' planning refuses that state as a lost checkpoint).
+        archive = runs.archive_result(cfg.out_dir, record, state.history)
         if cfg.save_model is not None:
             from pepr import models
 
             models.save_model(model, cfg.save_model)
             runs.keep_in_archive(archive, cfg.save_model)
+        runs.mark_finished(archive, cfg.out_dir)
         (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
         log(
             f"done: test accuracy {record['test_accuracy']:.4f}, balanced {record['test_balanced_accuracy']:.4f}, "

@@ -10,6 +10,7 @@ import pepr.images as pepr_images
 import pepr.plan as pepr_plan
 import pepr.rerun as pepr_rerun
 import pepr.safeyaml as pepr_safeyaml
+import pepr.runs as pepr_runs
 from pepr.runs import RUNS_DIR
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
@@ -219,6 +220,8 @@ def check_checkpoint(cell):
     job = cell.pretrain
     if os.path.exists(cell.metrics) or not os.path.exists(job.metrics) or os.path.exists(job.checkpoint):
         return
+    if not pepr_runs.finished_ok(job.metrics):
+        return  # a failed pretraining saves no weights: its transfer cells record that failure
     raise PeprInputError(
         f"{job.checkpoint} is missing: the weights {cell.key} and the other transfer cells of "
         f"{job.model} start from. Recreate them (pepr restores them from {job.directory}/previous/ "
