@@ -106,23 +106,26 @@ def test_writes_replace_a_link_never_follow_it(tmp_path, victim):
     assert not (tmp_path / "created-elsewhere").exists()
 
 
-def test_archive_refuses_a_linked_previous_and_never_copies_onto_a_link(tmp_path, victim):
+def test_archive_refuses_a_linked_previous_and_never_copies_onto_a_link(tmp_path, victim, monkeypatch):
     out = tmp_path / "run"
     out.mkdir()
-    (out / "metrics.json").write_text('{"status": "ok"}\n')
-    (out / "history.csv").write_text("epoch\n1\n")
+    metrics, history = {"status": "ok"}, [{"epoch": 1}]
     before = sha(victim)
     (out / "previous").symlink_to(victim.parent)
     with pytest.raises(PeprInputError, match="previous is a symbolic link"):
-        runs.archive_finished(out)
+        runs.publish_finished(out, metrics, history)
     assert sorted(p.name for p in victim.parent.iterdir()) == ["precious.txt"]
+    assert not (out / "metrics.json").exists()
     (out / "previous").unlink()
-    # an archive folder of the same stamp already holding a planted history.csv link
-    stamp = __import__("time").strftime("%Y%m%dT%H%M%SZ", __import__("time").gmtime((out / "metrics.json").stat().st_mtime))
+    # an archive folder of this very stamp already holding a planted history.csv link
+    now = 1_800_000_000.0
+    monkeypatch.setattr(runs.time, "time", lambda: now)
+    stamp = runs.time.strftime("%Y%m%dT%H%M%SZ", runs.time.gmtime(now))
     (out / "previous" / stamp).mkdir(parents=True)
     (out / "previous" / stamp / "history.csv").symlink_to(victim)
-    kept = runs.archive_finished(out)
-    assert kept.name != stamp and (kept / "history.csv").read_text() == "epoch\n1\n"
+    kept = runs.publish_finished(out, metrics, history)
+    assert kept.name == f"{stamp}-1" and (kept / "history.csv").read_text().splitlines()[1].startswith("1")
+    assert (out / "history.csv").read_text() == (kept / "history.csv").read_text()
     assert sha(victim) == before
 
 

@@ -13,8 +13,9 @@ One owner for what used to be coded in several places (grid, train, aggregate):
   :data:`RESULT_KEYS`), the record of a run that could not run (:func:`failed_record`),
 * atomic writes that leave the file readable as the user's umask allows (:func:`atomic_write_text`,
   :func:`atomic_write_json`; a finished run published through :func:`publish_finished`),
-* keeping a copy of every finished result (:func:`archive_finished`), so a rerun that Snakemake
-  starts by deleting the declared outputs and that then fails loses nothing,
+* keeping a copy of every finished result in ``previous/<UTC time>/`` (:func:`archive_result`),
+  so a rerun that Snakemake starts by deleting the declared outputs and that then fails loses
+  nothing, and a finished training is restored instead of redone (:func:`find_finished`),
 * a lock so two ``pepr train`` processes never train the same folder (:func:`run_lock`).
 
 Light: standard library only (numpy scalars are handled without importing numpy).
@@ -64,7 +65,6 @@ __all__ = [
     "atomic_write_text",
     "atomic_write_json",
     "history_csv",
-    "archive_finished",
     "open_new",
     "write_new_then_replace",
     "refuse_links",
@@ -505,35 +505,6 @@ def restore_finished(archive: Path, out_dir: str | os.PathLike, weights: Path | 
     place_file(archive / HISTORY_FILE, out_dir / HISTORY_FILE)
     place_file(archive / METRICS_FILE, out_dir / METRICS_FILE)
     return _read_archived(out_dir / METRICS_FILE) or {}
-
-
-def archive_finished(out_dir: str | os.PathLike) -> Path | None:
-    """Keep a copy of a finished run's metrics.json and history.csv in ``previous/<UTC time>/``.
-
-    (Runs finished by :func:`publish_finished` are archived already; this archives a result
-    written otherwise.) Snakemake deletes a job's declared outputs before it re-runs the job;
-    with this copy, a re-run that then fails never loses the earlier result. Hard links where
-    the file system allows, copies otherwise, each into a NEW folder and never through a link.
-    Returns the archive folder, or None when there is no finished metrics.json.
-    """
-    out_dir = Path(out_dir)
-    metrics = out_dir / METRICS_FILE
-    if metrics.is_symlink() or not metrics.is_file():
-        return None
-    previous = out_dir / PREVIOUS_DIR
-    content = metrics.read_bytes()
-    if previous.is_dir() and not previous.is_symlink():
-        for folder in previous.iterdir():
-            kept = folder / METRICS_FILE
-            if not folder.is_symlink() and not kept.is_symlink() and kept.is_file() and kept.read_bytes() == content:
-                return folder  # this very result is archived already
-    target = _new_archive_folder(out_dir, metrics.stat().st_mtime)
-    for name in (METRICS_FILE, HISTORY_FILE):
-        source = out_dir / name
-        if source.is_symlink() or not source.is_file():
-            continue
-        place_file(source, target / name)
-    return target
 
 
 @contextlib.contextmanager

@@ -13,8 +13,9 @@
    energy (a CodeCarbon task per epoch, CPU/RAM charged at the job's share of the node), CO2
    (country average or a time series) and the training's working-set memory (:mod:`pepr.measure`);
 4. after each epoch ``out_dir/resume.pt`` (:mod:`pepr.resume`) lets a re-run continue from the last
-   finished epoch; at the end metrics.json + history.csv are written, then the optional model
-   file, and the result is archived to ``previous/`` (:func:`pepr.runs.archive_finished`).
+   finished epoch; at the end the result is kept in ``previous/<UTC time>/``
+   (:func:`pepr.runs.archive_result`), the optional model file is saved, and history.csv then
+   metrics.json (the finished marker) are placed in ``out_dir``.
 
 Time and energy cover the same span: every epoch's training loop plus its val/test evaluation
 (``train_loop_time_s`` and ``eval_time_s`` split it). Final performance is the last epoch's, as

@@ -135,7 +135,7 @@ def announce_failure(out_dir: Path, reason: str, *, to_log: bool = True) -> None
 def previous_result_note(out_dir: Path) -> str | None:
     """Where the last finished result of ``out_dir`` is kept (``previous/<stamp>/``), or None.
 
-    ``pepr.runs.archive_finished`` keeps every finished result there, so a rerun that fails
+    ``pepr.runs.archive_result`` keeps every finished result there, so a rerun that fails
     (after Snakemake deleted the outputs it re-makes) loses nothing; the message tells the user.
     """
     from pepr.runs import METRICS_FILE, PREVIOUS_DIR
