@@ -72,7 +72,7 @@ h2{border-bottom:2px solid #1d3557;padding-bottom:3px;margin-top:26px;font-size:
 table{border-collapse:collapse;font-size:12.5px}th,td{padding:3px 8px;border-bottom:1px solid #e2e8f0;text-align:left;white-space:nowrap}
 th{background:#eef2f7;position:sticky;top:0;cursor:pointer;user-select:none}th.asc::after{content:" \\25B2"}th.desc::after{content:" \\25BC"}
 td.text{white-space:normal;min-width:260px;max-width:520px}td.num{text-align:right;font-variant-numeric:tabular-nums}tr:hover td{background:#f6f9ff}
-table.decision{font-size:14px}table.decision td,table.decision th{padding:5px 10px}table.decision th{white-space:normal;max-width:120px;vertical-align:bottom}
+table.decision{font-size:14px}table.decision td,table.decision th{padding:5px 10px}table.decision th{white-space:normal;max-width:120px;vertical-align:bottom}table.decision td{white-space:normal;overflow-wrap:break-word}table.decision td.num{white-space:nowrap}table.decision td.text{min-width:220px;max-width:440px}
 details{margin:4px 0}summary{cursor:pointer;font-weight:600;font-size:14px;padding:3px 0}
 figure{margin:10px 0 24px}figure img,figure svg{max-width:100%;height:auto;border:1px solid #e2e8f0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
 .summary h1{font-size:20px;margin:10px 0 4px}.summary table{border-collapse:collapse;margin:6px 0}.summary td,.summary th{border:1px solid #e2e8f0}
