@@ -87,9 +87,10 @@ def _cancel_jobs(name_prefix: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def slurm_cluster() -> Iterator[None]:
-    """A running single-node SLURM cluster; stopped afterwards if the tests started it and no
-    other test session still uses it."""
+def slurm_cluster(real_slurm_commands) -> Iterator[None]:
+    """A running single-node SLURM cluster, with the real SLURM commands on PATH (conftest.py
+    replaces them elsewhere); stopped afterwards if the tests started it and no other test
+    session still uses it."""
     if sys.platform != "linux" or os.geteuid() != 0:
         pytest.skip("SLURM tests need root on Linux: tests/slurm/start-slurm.sh installs Debian "
                     "packages and starts slurmctld/slurmd/munged/slurmdbd")
