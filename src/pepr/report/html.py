@@ -75,7 +75,7 @@ td.text{white-space:normal;min-width:260px;max-width:520px}td.num{text-align:rig
 table.decision{font-size:14px}table.decision td,table.decision th{padding:5px 10px}table.decision th{white-space:normal;max-width:120px;vertical-align:bottom}table.decision td{white-space:normal;overflow-wrap:break-word}table.decision td.num{white-space:nowrap}table.decision td.text{min-width:220px;max-width:440px}
 details{margin:4px 0}summary{cursor:pointer;font-weight:600;font-size:14px;padding:3px 0}
 figure{margin:10px 0 24px}figure img,figure svg{max-width:100%;height:auto;border:1px solid #e2e8f0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
-.summary h1{font-size:20px;margin:10px 0 4px}.summary table{border-collapse:collapse;margin:6px 0}.summary td,.summary th{border:1px solid #e2e8f0}
+.summary h1{font-size:20px;margin:10px 0 4px}.summary table{border-collapse:collapse;margin:6px 0}.summary td,.summary th{border:1px solid #e2e8f0;white-space:normal}.summary td{max-width:720px;overflow-wrap:break-word}
 """
 
 #: Sorts a table by the clicked column (numbers numerically, text alphabetically).
