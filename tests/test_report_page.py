@@ -187,3 +187,29 @@ def test_page_opens_in_headless_chromium_offline(report_dir, tmp_path):
     assert dom.count('class="main-svg"') >= 3  # plotly drew every interactive plot, offline
     if os.environ.get("PEPR_SCREENSHOT_DIR"):  # keep the screenshot to look at
         shutil.copy(shot, Path(os.environ["PEPR_SCREENSHOT_DIR"]) / shot.name)
+
+
+def test_page_fits_a_1400_px_window_with_long_reasons_in_its_tables(report_dir, tmp_path):
+    """No horizontal scrolling at 1400 px: decision sentences, model names and the summary's
+    tables of failure reasons wrap (a real sweep's reasons run to ~300 characters)."""
+    binary = chromium()
+    if binary is None:
+        if os.environ.get("PEPR_REQUIRE_CHROMIUM"):
+            pytest.fail("PEPR_REQUIRE_CHROMIUM is set but no chromium is on PATH")
+        pytest.skip("chromium not installed (Debian: apt-get install -y chromium); the page's browser check is skipped")
+    root = tmp_path / "report"
+    shutil.copytree(report_dir, root)
+    reason = "convnext_atto cannot run on 1x28x28 input at batch 32: RuntimeError: " + "the kernel size exceeds the input " * 8
+    with open(root / "summary.md", "a", encoding="utf-8") as summary:
+        summary.write(f"\n| dataset | model | reason |\n|---|---|---|\n| synthetic | convnext_atto | {reason} |\n")
+    write_report_page(root, CFG)
+    probe = root / "probe.html"
+    width_script = ("<script>window.addEventListener('load',()=>{const p=document.createElement('pre');"
+                    "p.id='page-width';p.textContent=document.documentElement.scrollWidth;document.body.appendChild(p);});</script>")
+    probe.write_text((root / "report.html").read_text(encoding="utf-8").replace("</body>", width_script + "</body>"), encoding="utf-8")
+    dom = subprocess.run([binary, *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1400,1000",
+                          "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    match = re.search(r'<pre id="page-width">(\d+)</pre>', dom)
+    assert match, dom[-2000:]
+    assert reason[:60] in dom
+    assert int(match.group(1)) <= 1400, f"the page is {match.group(1)} px wide in a 1400 px window"
