@@ -287,10 +287,12 @@ def real_working_set(tmp_path_factory):
 @NEEDS_PNEUMONIA
 def test_real_data_working_set_does_not_follow_the_data_size(real_working_set):
     # issue 15: 547 MiB at fraction 1.0 vs 408 MiB at 0.1 before the allocator's free pages were
-    # returned at the baseline; the smaller of two processes per fraction (glibc noise, see above)
-    full = min(real_working_set("resnet18", 1.0, i) for i in range(2))
-    tenth = min(real_working_set("resnet18", 0.1, i) for i in range(2))
-    assert tenth == pytest.approx(full, rel=0.10), (full, tenth)
+    # returned at the baseline; the smaller of two processes per fraction (glibc noise, see above).
+    # Fractions 0.5 and 0.05 (half the training time of 1.0 and 0.1): their training images on
+    # the device still differ by ~2,100 x 64 KiB = ~130 MiB, over three times the 10% tolerance.
+    half = min(real_working_set("resnet18", 0.5, i) for i in range(2))
+    twentieth = min(real_working_set("resnet18", 0.05, i) for i in range(2))
+    assert twentieth == pytest.approx(half, rel=0.10), (half, twentieth)
 
 
 @pytest.mark.slow
@@ -298,6 +300,6 @@ def test_real_data_working_set_does_not_follow_the_data_size(real_working_set):
 def test_real_data_working_set_follows_the_model(real_working_set):
     # resnet18: 11.2 M parameters (weights, gradients, Adam state ~180 MiB) and far larger
     # activations than mobilenetv3_small_050 (0.57 M); issue 15 measured only 2.24x before
-    large = min(real_working_set("resnet18", 0.1, i) for i in range(2))
-    small = real_working_set("mobilenetv3_small_050", 0.1)
+    large = min(real_working_set("resnet18", 0.05, i) for i in range(2))
+    small = real_working_set("mobilenetv3_small_050", 0.05)
     assert large >= 2.5 * small, (large, small)
