@@ -315,3 +315,41 @@ def test_csv_writer_round_trip_gives_the_same_values_as_pandas(tmp_path):
     write_table(mixed, tmp_path / "mixed.csv")
     mixed.to_csv(tmp_path / "mixed_pandas.csv", index=False)
     pd.testing.assert_frame_equal(read_table(tmp_path / "mixed.csv"), pd.read_csv(tmp_path / "mixed_pandas.csv"))
+
+
+def test_histories_co2_follows_the_country_and_the_series_as_runs_csv_does(tmp_path):
+    """gather_histories with the workflow's carbon settings: per-epoch CO2 = that epoch's
+    measured energy x the intensity (country average, or the series at the epoch's midpoint),
+    whatever intensity training recorded; cumulative CO2 is their running sum."""
+    import calendar
+
+    from pepr.aggregate import CarbonSettings
+    from pepr.measure import country_intensity_g_per_kwh
+    from pepr.report.data import gather_histories
+    from pepr.runs import HISTORY_COLUMNS, history_csv
+
+    run = tmp_path / "runs" / "ds" / "scratch" / "1.0" / "m" / "seed0"
+    run.mkdir(parents=True)
+    energies = [0.002, 0.003]
+    rows = [{**{c: "" for c in HISTORY_COLUMNS}, "epoch": i + 1, "epoch_energy_kwh": e,
+             "epoch_co2_kg": 99.0, "cumulative_co2_kg": 99.0 * (i + 1)} for i, e in enumerate(energies)]
+    (run / "history.csv").write_text(history_csv(rows))
+    start = calendar.timegm((2026, 1, 1, 0, 0, 0))
+    (run / "metrics.json").write_text(json.dumps({"status": "ok", "epoch_midpoints_unix": [start + 600, start + 4200]}))
+    paths, root = [str(run / "history.csv")], tmp_path / "runs"
+
+    recorded = gather_histories(paths, root)
+    assert list(recorded["epoch_co2_kg"]) == [99.0, 99.0]
+
+    intensity = country_intensity_g_per_kwh("FRA")
+    by_country = gather_histories(paths, root, CarbonSettings("FRA"))
+    assert list(by_country["epoch_co2_kg"]) == pytest.approx([e * intensity / 1000 for e in energies])
+    assert list(by_country["cumulative_co2_kg"]) == pytest.approx([0.002 * intensity / 1000, 0.005 * intensity / 1000])
+
+    series = tmp_path / "grid.csv"
+    series.write_text("timestamp,gco2_per_kwh\n2026-01-01T00:00:00Z,100\n2026-01-01T01:00:00Z,300\n")
+    by_series = gather_histories(paths, root, CarbonSettings("FRA", series))
+    assert list(by_series["epoch_co2_kg"]) == pytest.approx([0.002 * 0.1, 0.003 * 0.3])
+
+    (run / "metrics.json").write_text(json.dumps({"status": "ok"}))  # no epoch times: as recorded
+    assert list(gather_histories(paths, root, CarbonSettings("FRA", series))["epoch_co2_kg"]) == [99.0, 99.0]

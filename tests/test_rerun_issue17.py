@@ -120,6 +120,10 @@ def test_moving_data_dir_and_changing_country_retrain_nothing(finished_sweep, tm
     row = pd.read_csv(workdir / "results" / "runs.csv").iloc[0]
     assert row["co2_kg"] == pytest.approx(row["energy_kwh"] * country_intensity_g_per_kwh("FRA") / 1000, rel=1e-9)
     assert "FRA" in row["co2_source"]
+    # ... and so do the epoch curves' CO2 columns (gather_histories)
+    check(snakemake(workdir, "--cores", "2", "results/histories.csv", configfile=other))
+    history = pd.read_csv(workdir / "results" / "histories.csv")
+    assert history["cumulative_co2_kg"].iloc[-1] == pytest.approx(row["co2_kg"], rel=1e-6)
     # a real training setting still retrains
     assert planned_jobs(workdir, "results/runs.csv", configfile=sweep_config(tmp_path, "e2.yaml", epochs=2)).get("train_model") == 1
 

@@ -127,6 +127,20 @@ class CarbonSettings:
         return sum(e * self.series.at(m) / 1000.0 for e, m in zip(energies, midpoints)), self.series.source
 
 
+    def epoch_co2(self, energies: Sequence[Any], midpoints: Sequence[Any] | None = None) -> list[float] | None:
+        """Per-epoch CO2 in kg of the per-epoch energies (kWh), as :meth:`co2` derives the run's
+        total: at the country's average, or at each epoch's midpoint (UTC epoch seconds) on the
+        series; None when an energy is not a number, or the series has no time for every epoch."""
+        values = [float(e) for e in energies if isinstance(e, (int, float)) and not isinstance(e, bool) and np.isfinite(e)]
+        if len(values) != len(energies):
+            return None
+        if self.series is None:
+            return [e * self.intensity / 1000.0 for e in values]
+        if midpoints is None or len(midpoints) != len(values) or not all(isinstance(m, (int, float)) for m in midpoints):
+            return None
+        return [e * self.series.at(m) / 1000.0 for e, m in zip(values, midpoints)]
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not np.isfinite(value):  # 1e400: json reads it as inf, which no measurement is

@@ -53,11 +53,16 @@ rule gather_histories:
     input:
         # a function: evaluated only when this rule is planned (see aggregate_runs)
         histories=lambda wildcards: [f"{cell.directory}/history.csv" for cell in GRID.cells],
+        carbon=lambda wildcards: [config["carbon_intensity"]] if config["carbon_intensity"] else [],
     output:
         histories=REPORT_HISTORIES,
     params:
         runs_root=RUNS_DIR,
         runs=lambda wildcards: GRID_RUNS_DIGEST,  # the set of runs (no `input` rerun trigger)
+        # per-epoch CO2 derived from the measured energy, as aggregate_runs derives co2_kg: a
+        # corrected country re-gathers the curves too, and retrains nothing
+        country=config["country"],
+        carbon_intensity=config["carbon_intensity"],
     log:
         "results/logs/gather_histories.log",
     script:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -24,6 +25,9 @@ from pepr.report.summary import summary_markdown
 from pepr.runs import atomic_write_text
 from pepr.tableio import read_table, write_table
 
+if TYPE_CHECKING:
+    from pepr.aggregate import CarbonSettings
+
 __all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "read_tables", "write_figures",
            "write_histories", "write_pepr_table", "write_report", "write_summary", "write_tables"]
 
@@ -34,9 +38,12 @@ TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", 
 SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
 
 
-def write_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLike, out: str | os.PathLike) -> pd.DataFrame:
-    """Gather every run's ``history.csv`` into one table at ``out`` (the gather_histories rule)."""
-    table = gather_histories(paths, runs_root)
+def write_histories(
+    paths: list[str | os.PathLike], runs_root: str | os.PathLike, out: str | os.PathLike, carbon: "CarbonSettings | None" = None
+) -> pd.DataFrame:
+    """Gather every run's ``history.csv`` into one table at ``out`` (the gather_histories rule;
+    ``carbon``: derive the per-epoch CO2 as aggregation does, see :func:`gather_histories`)."""
+    table = gather_histories(paths, runs_root, carbon)
     write_table(table, out)
     return table
 

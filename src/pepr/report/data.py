@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -23,6 +24,9 @@ from pepr.aggregate import normalise_status
 from pepr.report.config import STANDARD_RESOURCES, WORKFLOW_GROUP, ReportConfig
 from pepr.runs import format_fraction, parse_run_path
 from pepr.tableio import read_table
+
+if TYPE_CHECKING:
+    from pepr.aggregate import CarbonSettings
 
 #: The workflow's normalisation group (the columns PePR is normalised within); a table given to
 #: ``pepr report`` may have others (``ReportConfig.group``).
@@ -597,12 +601,18 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     return PreparedTable(out, scored, cfg, names, tuple(resources), tuple(synthetic))
 
 
-def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLike) -> pd.DataFrame:
+def gather_histories(
+    paths: list[str | os.PathLike], runs_root: str | os.PathLike, carbon: "CarbonSettings | None" = None
+) -> pd.DataFrame:
     """One table of every run's ``history.csv``, tagged with the run (dataset, init, fraction,
     model, seed) read from its path under ``runs_root``.
 
-    Header-only files (failed runs) add no rows. The files are parsed with the csv module and
-    built column-wise, so tens of thousands of small files cost no per-file DataFrame.
+    With ``carbon`` (the workflow's country / carbon-intensity series), ``epoch_co2_kg`` and
+    ``cumulative_co2_kg`` are derived from each epoch's measured energy, as aggregation derives
+    the runs' ``co2_kg`` (:class:`pepr.aggregate.CarbonSettings`; a series needs the epoch
+    midpoints of the run's metrics.json beside the history): the curves follow a corrected
+    country. Header-only files (failed runs) add no rows. The files are parsed with the csv
+    module and built column-wise, so tens of thousands of small files cost no per-file DataFrame.
     """
     columns: dict[str, list] = {c: [] for c in RUN}
     rows_so_far = 0
@@ -624,6 +634,8 @@ def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLik
             continue
         if not rows:
             continue
+        if carbon is not None:
+            _derive_epoch_co2(header, rows, Path(path), carbon)
         for name in header:
             if name not in columns:
                 columns[name] = [""] * rows_so_far  # a column this file adds: empty for earlier runs
@@ -643,6 +655,41 @@ def gather_histories(paths: list[str | os.PathLike], runs_root: str | os.PathLik
         if name not in RUN:
             table[name] = pd.to_numeric(table[name].replace("", np.nan), errors="coerce")
     return table
+
+
+def _derive_epoch_co2(header: list[str], rows: list[list[str]], path: Path, carbon: "CarbonSettings") -> None:
+    """Rewrite one history's CO2 columns (in place) from its ``epoch_energy_kwh`` with
+    ``carbon``; left as recorded when a column is absent or an energy (or, for a series, an
+    epoch midpoint) is unknown."""
+    names = ("epoch_energy_kwh", "epoch_co2_kg", "cumulative_co2_kg")
+    if not all(name in header for name in names):
+        return
+    energy_at, epoch_at, cumulative_at = (header.index(name) for name in names)
+    energies: list[float | None] = []
+    for row in rows:
+        try:
+            energies.append(float(row[energy_at]))
+        except (IndexError, ValueError):
+            energies.append(None)
+    midpoints = None
+    if carbon.series is not None:
+        from pepr.aggregate import read_metrics
+
+        metrics_file = path.parent / "metrics.json"
+        try:
+            midpoints = read_metrics(metrics_file, keep=("epoch_midpoints_unix",)).get("epoch_midpoints_unix")
+        except PeprInputError:
+            midpoints = None
+        if not isinstance(midpoints, list):
+            return
+    co2 = carbon.epoch_co2(energies, midpoints)
+    if co2 is None:
+        return
+    total = 0.0
+    for row, value in zip(rows, co2):
+        total += value
+        row.extend([""] * (len(header) - len(row)))
+        row[epoch_at], row[cumulative_at] = repr(value), repr(total)
 
 
 def load_histories(path: str | os.PathLike | pd.DataFrame | None, df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
