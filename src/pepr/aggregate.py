@@ -118,13 +118,15 @@ class CarbonSettings:
             energies = [total] if isinstance(total, (int, float)) and not isinstance(total, bool) else None
         if energies is None:
             return None, "no energy recorded"
-        if self.series is None:
-            return sum(energies) * self.intensity / 1000.0, f"country {self.country} ({self.intensity:g} g/kWh)"
         midpoints = metrics.get("epoch_midpoints_unix")
-        if not isinstance(midpoints, list) or len(midpoints) != len(energies) or not all(isinstance(m, (int, float)) for m in midpoints):
-            recorded = metrics.get("co2_kg")
-            return (float(recorded) if isinstance(recorded, (int, float)) else None), "recorded at training (no epoch times for the series)"
-        return sum(e * self.series.at(m) / 1000.0 for e, m in zip(energies, midpoints)), self.series.source
+        per_epoch = self.epoch_co2(energies, midpoints if isinstance(midpoints, list) else None)
+        if per_epoch is not None:
+            source = self.series.source if self.series is not None else f"country {self.country} ({self.intensity:g} g/kWh)"
+            return sum(per_epoch), source
+        if self.series is None:
+            return None, "energy not a number"
+        recorded = metrics.get("co2_kg")
+        return (float(recorded) if isinstance(recorded, (int, float)) else None), "recorded at training (no epoch times for the series)"
 
 
     def epoch_co2(self, energies: Sequence[Any], midpoints: Sequence[Any] | None = None) -> list[float] | None:
