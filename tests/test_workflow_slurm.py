@@ -356,6 +356,32 @@ def _cells_started(log: str) -> int:
     return log.count("localrule train_model:")
 
 
+def _sweep_with_one_intervention(cmd: list[str], cwd: Path, prefix: str, act, *, within_s: float, wait_s: float,
+                                 poll_s: float) -> tuple[int, str, object, str]:
+    """Run a sweep on SLURM (its output read in the background) and call ``act()`` every
+    ``poll_s`` until it returns something other than None (it intervened: a scancel, a requeue),
+    the sweep ends or ``within_s`` pass; then wait up to ``wait_s`` for the sweep to end. This
+    run's leftover jobs (``prefix``) are cancelled. Returns (exit code, output, what ``act``
+    returned or None, the queue at the end)."""
+    acted = None
+    with subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) as proc:
+        chunks: list[str] = []
+        reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
+        reader.start()
+        try:
+            deadline = time.monotonic() + within_s
+            while acted is None and proc.poll() is None and time.monotonic() < deadline:
+                acted = act()
+                if acted is None:
+                    time.sleep(poll_s)
+            proc.wait(timeout=wait_s)
+        finally:
+            queue = subprocess.run(["squeue", "-o", "%A %j %T %M %R"], capture_output=True, text=True).stdout
+            _cancel_jobs(prefix)
+        reader.join(timeout=30)
+    return proc.returncode, "".join(chunks), acted, queue
+
+
 def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_only_unfinished_cells(
         slurm_cluster, tmp_path):
     """profiles/slurm packs K=4 cells into one allocation with ONE GPU, run one after another.
@@ -377,31 +403,20 @@ def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_
            "--profile", str(USER_PROFILE), "--slurm-jobname-prefix", prefix, *args]
 
     # 1. start the sweep; cancel one allocation mid-way (one cell done, the next one in flight)
-    killed = None
-    with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
-        chunks: list[str] = []
-        reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 280
-            while killed is None and proc.poll() is None and time.monotonic() < deadline:
-                for job_id, log in _group_logs(tmp_path).items():
-                    if _cells_started(log) >= 2:
-                        killed = job_id
-                        subprocess.run(["scancel", job_id], check=True, timeout=30)
-                        break
-                time.sleep(0.3)
-            proc.wait(timeout=360)
-        finally:
-            _cancel_jobs(prefix)
-        reader.join(timeout=30)
-    output = "".join(chunks)
+    def cancel_an_allocation_in_its_second_cell() -> str | None:
+        for job_id, log in _group_logs(tmp_path).items():
+            if _cells_started(log) >= 2:
+                subprocess.run(["scancel", job_id], check=True, timeout=30)
+                return job_id
+        return None
+
+    returncode, output, killed, _ = _sweep_with_one_intervention(
+        cmd, tmp_path, prefix, cancel_an_allocation_in_its_second_cell, within_s=280, wait_s=360, poll_s=0.3)
     assert killed is not None, f"no allocation reached its second cell:\n{output[-6000:]}"
-    assert proc.returncode not in (0, 124, 137), output[-6000:]
+    assert returncode not in (0, 124, 137), output[-6000:]
     match = re.search(rf"SLURM run ID: ({prefix}_[0-9a-f-]+)", output)
     assert match, output[-6000:]
-    first = SlurmRun(proc.returncode, output, match.group(1))
+    first = SlurmRun(returncode, output, match.group(1))
 
     # two allocations of 4 cells, each with ONE GPU and one CPU and 4 x the cell runtime (5 min)
     states = first.sacct()
@@ -537,39 +552,27 @@ def test_requeued_packed_allocation_restores_the_cell_it_had_finished(slurm_clus
            "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", *PACKED_OVERRIDES,
            "--slurm-requeue", "results/runs.csv"]
 
-    requeued = first_seed = None
-    with subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                          text=True) as proc:
-        chunks: list[str] = []
-        reader = threading.Thread(target=lambda: chunks.extend(proc.stdout), daemon=True)
-        reader.start()
-        try:
-            deadline = time.monotonic() + 560
-            while requeued is None and proc.poll() is None and time.monotonic() < deadline:
-                finished = [seed for seed, path in metrics.items() if path.exists()]
-                allocations = list(_group_logs(tmp_path))
-                if finished and allocations:
-                    assert len(allocations) == 1 and len(finished) < len(seeds), (allocations, finished)
-                    (first_seed,) = finished
-                    first_bytes = metrics[first_seed].read_bytes()
-                    first_log = rule_logs[first_seed].read_text()
-                    (requeued,) = allocations
-                    done = subprocess.run(["scontrol", "requeue", requeued], capture_output=True,
-                                          text=True, timeout=30)
-                    assert done.returncode == 0, f"scontrol requeue {requeued}: {done.stderr}"
-                    _start_requeued_now(requeued)
-                    break
-                time.sleep(0.1)
-            proc.wait(timeout=620)
-        finally:
-            queue = subprocess.run(["squeue", "-o", "%A %j %T %M %R"], capture_output=True, text=True).stdout
-            _cancel_jobs(prefix)
-        reader.join(timeout=30)
-    output = "".join(chunks)
-    assert requeued is not None, f"no cell finished:\n{output[-6000:]}\nqueue:\n{queue}\n{_daemon_logs()}"
-    assert proc.returncode not in (124, 137), (
+    def requeue_once_a_cell_has_finished() -> tuple[str, int, bytes, str] | None:
+        """(allocation, seed of the finished cell, its metrics.json bytes, its rule log) once requeued."""
+        finished = [seed for seed, path in metrics.items() if path.exists()]
+        allocations = list(_group_logs(tmp_path))
+        if not (finished and allocations):
+            return None
+        assert len(allocations) == 1 and len(finished) < len(seeds), (allocations, finished)
+        (seed,), (allocation,) = finished, allocations
+        kept = (allocation, seed, metrics[seed].read_bytes(), rule_logs[seed].read_text())
+        done = subprocess.run(["scontrol", "requeue", allocation], capture_output=True, text=True, timeout=30)
+        assert done.returncode == 0, f"scontrol requeue {allocation}: {done.stderr}"
+        _start_requeued_now(allocation)
+        return kept
+
+    returncode, output, acted, queue = _sweep_with_one_intervention(
+        cmd, tmp_path, prefix, requeue_once_a_cell_has_finished, within_s=560, wait_s=620, poll_s=0.1)
+    assert acted is not None, f"no cell finished:\n{output[-6000:]}\nqueue:\n{queue}\n{_daemon_logs()}"
+    requeued, first_seed, first_bytes, first_log = acted
+    assert returncode not in (124, 137), (
         f"timed out:\n{output[-6000:]}\nqueue (this run's jobs are {prefix}*):\n{queue}\n{_daemon_logs()}")
-    assert proc.returncode == 0, output[-6000:]
+    assert returncode == 0, output[-6000:]
     assert first_log.count("epoch 1/1") == 1, first_log
 
     # SLURM's record: the allocation ran twice (its first run REQUEUED), the second completed
