@@ -1,9 +1,9 @@
-"""Aggregation benchmark: 24,000 metrics.json files -> runs.csv -> pepr.csv with pepr.aggregate.
+"""Aggregation benchmark: 24,000 metrics.json files -> runs.csv -> pepr.csv with pepr.results.aggregate.
 
 Side by side in one run, interleaved:
 
-* ``new``: :func:`pepr.aggregate.aggregate_to_csv` (runs.csv) then
-  :func:`pepr.aggregate.score_to_csv` (pepr.csv), exactly what the workflow's rules call, with
+* ``new``: :func:`pepr.results.aggregate.aggregate_to_csv` (runs.csv) then
+  :func:`pepr.results.aggregate.score_to_csv` (pepr.csv), exactly what the workflow's rules call, with
   tableio's pyarrow CSV writer;
 * ``old``: the same calls with tableio's CSV writer swapped back to pandas' ``DataFrame.to_csv``
   (the writer before issue 11; everything else identical);
@@ -47,7 +47,7 @@ def floor_aggregate(files: list[Path], output: Path) -> None:
 
 def pepr_aggregate(files: list[Path], pretrain: list[Path], runs_root: Path, out_dir: Path) -> None:
     """What the workflow's aggregate_runs and score_runs rules do."""
-    from pepr.aggregate import aggregate_to_csv, score_to_csv
+    from pepr.results.aggregate import aggregate_to_csv, score_to_csv
 
     aggregate_to_csv(files, out_dir / "runs.csv", pretrain_files=pretrain, runs_root=runs_root)
     score_to_csv(out_dir / "runs.csv", out_dir / "pepr.csv")
@@ -55,8 +55,8 @@ def pepr_aggregate(files: list[Path], pretrain: list[Path], runs_root: Path, out
 
 def pepr_stages(files: list[Path], pretrain: list[Path], runs_root: Path, out_dir: Path) -> list[tuple[str, float]]:
     """One pepr aggregation, timed stage by stage (where the time goes)."""
-    from pepr.aggregate import collect_runs, score_runs
-    from pepr.tableio import read_table, write_table
+    from pepr.results.aggregate import collect_runs, score_runs
+    from pepr.results.tableio import read_table, write_table
 
     stages = []
     start = time.perf_counter()
@@ -83,15 +83,15 @@ def pandas_write_csv(df, path) -> None:
 
 
 def with_writer(writer, call):
-    """Run ``call`` with pepr.tableio's CSV writer swapped for ``writer`` (same atomic write, checks, layout)."""
-    import pepr.tableio
+    """Run ``call`` with pepr.results.tableio's CSV writer swapped for ``writer`` (same atomic write, checks, layout)."""
+    import pepr.results.tableio
 
-    original = pepr.tableio.write_csv
-    pepr.tableio.write_csv = writer
+    original = pepr.results.tableio.write_csv
+    pepr.results.tableio.write_csv = writer
     try:
         call()
     finally:
-        pepr.tableio.write_csv = original
+        pepr.results.tableio.write_csv = original
 
 
 def cpu_times() -> tuple[float, float]:
@@ -132,7 +132,7 @@ def main() -> int:
     # Import pandas and pepr once up front so that neither candidate pays the import.
     import pandas  # noqa: F401
 
-    import pepr.aggregate  # noqa: F401
+    import pepr.results.aggregate  # noqa: F401
 
     out = tmp_path / "out"
     out.mkdir(exist_ok=True)

@@ -2,7 +2,7 @@
 
 On one CUDA GPU, side by side in one run, it prints:
 
-1. throughput of pepr's loop (:func:`pepr.loop.train_epoch`: uint8 on the device, normalised per
+1. throughput of pepr's loop (:func:`pepr.train.loop.train_epoch`: uint8 on the device, normalised per
    batch, channels_last, optional bf16 autocast) vs a bare PyTorch loop on pre-normalised float
    tensors, as a ratio per precision (target >= 0.97);
 2. energy of one epoch from CodeCarbon, which must include a positive NVML GPU reading;
@@ -47,8 +47,8 @@ def throughput(model_name: str, dataset: str, image_size: int, batch_size: int, 
     import torch
     import torch.nn.functional as F
 
-    from pepr.data import load_dataset
-    from pepr.loop import select_precision, sync, to_device, train_epoch
+    from pepr.datasets.core import load_dataset
+    from pepr.train.loop import select_precision, sync, to_device, train_epoch
 
     bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
     precision = select_precision(device.type, bf16, precision_name)
@@ -128,7 +128,7 @@ def main() -> int:
         ratio = throughput(args.model, synthetic, size, 32, device, name, repeats)
         rows.append((f"throughput pepr/bare, {name}", f"{ratio:.3f}  (target >= 0.97)"))
 
-    from pepr.measure import EnergyMeter
+    from pepr.train.measure import EnergyMeter
 
     meter = EnergyMeter("DNK")
     meter.start()

@@ -1,12 +1,12 @@
 """Image conversion benchmark (issue 16): a ``folder:`` dataset of N PNG files of 224 px converted
-into its cached npz by :func:`pepr.images.prepare`, against decoding the same files with Pillow
+into its cached npz by :func:`pepr.datasets.images.prepare`, against decoding the same files with Pillow
 alone.
 
 Side by side in one run, interleaved (A B A B ...):
 
 * ``pillow``: ``Image.open(path).load()`` for every file, one process: the floor any conversion
   pays;
-* ``convert-1``: ``pepr.images.prepare`` with one worker (listing, header pass, decode, sha1 of
+* ``convert-1``: ``pepr.datasets.images.prepare`` with one worker (listing, header pass, decode, sha1 of
   every file for the identical-files check, the npz and its JSON written), the cache deleted
   before each repeat so it really converts;
 * ``convert-N``: the same with the job's cores (``--workers``, default all this process may use).
@@ -53,7 +53,7 @@ def source_images(count: int, size: int) -> tuple[np.ndarray, np.ndarray, str]:
 def main() -> None:
     from PIL import Image
 
-    from pepr import images
+    from pepr.datasets import images
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=10_000)

@@ -1,7 +1,7 @@
 """Planning cost of issue 17's rerun check on a FINISHED paper sweep, side by side with 3a59573.
 
 bench/plan_bench.py times planning of a sweep with nothing done; the content-based params record
-(pepr.rerun: the recorded text parsed and compared per finished cell, the data files' SHA-256)
+(pepr.plan.rerun: the recorded text parsed and compared per finished cell, the data files' SHA-256)
 only works for cells that are finished. This bench makes the paper grid (1,040 cells + their
 inputs) finished: every training output exists and Snakemake's metadata is recorded by the
 workflow of ``--before`` (``snakemake --touch``, as a sweep finished before the upgrade), then
@@ -33,8 +33,8 @@ from plan_bench import workflow_at, write_stand_in_npz
 
 
 def finished_outputs(config_path: Path, workdir: Path) -> tuple[list[str], list[str]]:
-    """(training outputs, other files a finished sweep has) of the config, via pepr.grid."""
-    from pepr.grid import prepare_grid
+    """(training outputs, other files a finished sweep has) of the config, via pepr.plan.grid."""
+    from pepr.plan.grid import prepare_grid
 
     config = yaml.safe_load(config_path.read_text())
     cwd = os.getcwd()
@@ -56,7 +56,7 @@ def write_medmnist_stand_in(path: Path) -> None:
     """A small file shaped like the MedMNIST flag its name says (``dermamnist_224.npz``)."""
     import numpy as np
 
-    from pepr.data import medmnist_info
+    from pepr.datasets.core import medmnist_info
 
     stem = path.stem
     flag, _, size = stem.partition("_")

@@ -38,7 +38,7 @@ SEEDS = 10
 def build_sweep(root: Path, n_models: int) -> int:
     """Write config.yaml and the half-finished results folder; return the number of cells."""
     sys.path.insert(0, str(REPO_ROOT / "src"))
-    from pepr.status import incomplete_marker
+    from pepr.results.status import incomplete_marker
 
     models = [f"model{i:03d}" for i in range(n_models)]
     (root / "config.yaml").write_text(

@@ -3,7 +3,7 @@
 Three variants train the same model on the same device tensors with the same threads:
 
 * ``bare``   - a minimal loop over pre-normalised float tensors (the reference);
-* ``pepr``   - :func:`pepr.loop.train_epoch` (uint8 tensors, normalisation per batch on the
+* ``pepr``   - :func:`pepr.train.loop.train_epoch` (uint8 tensors, normalisation per batch on the
   device, loss accumulated on the device);
 * ``pepr+cc``- the same inside a CodeCarbon offline-tracker task, as ``run_training`` does.
 
@@ -37,11 +37,11 @@ def main() -> None:
     import torch
     import torch.nn.functional as F
 
-    from pepr.data import load_dataset
-    from pepr.measure import EnergyMeter
-    from pepr.devices import resolve_device
-    from pepr.loop import select_precision, to_device, train_epoch
-    from pepr.train import default_threads
+    from pepr.datasets.core import load_dataset
+    from pepr.train.measure import EnergyMeter
+    from pepr.train.devices import resolve_device
+    from pepr.train.loop import select_precision, to_device, train_epoch
+    from pepr.train.run import default_threads
 
     threads = args.threads or default_threads()
     torch.set_num_threads(threads)

@@ -1,7 +1,7 @@
-"""Rule script of aggregate_runs: every run's metrics.json -> results/runs.csv (pepr.aggregate)."""
+"""Rule script of aggregate_runs: every run's metrics.json -> results/runs.csv (pepr.results.aggregate)."""
 
-from pepr.aggregate import CarbonSettings, aggregate_to_csv
-from pepr.outputs import one_line_errors
+from pepr.results.aggregate import CarbonSettings, aggregate_to_csv
+from pepr.results.outputs import one_line_errors
 
 with one_line_errors("aggregate_runs"):  # bad input or a failed write: one line, exit 2
     frame = aggregate_to_csv(

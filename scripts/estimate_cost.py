@@ -1,8 +1,8 @@
 """Rule script of estimate_cost: calibrate the sweep's models here, estimate every job (pepr.estimate)."""
 
 from pepr.estimate import EstimateSettings, run_estimate
-from pepr.runs import atomic_write_text
-from pepr.tableio import write_table
+from pepr.results.runs import atomic_write_text
+from pepr.results.tableio import write_table
 
 with open(snakemake.log[0], "w", encoding="utf-8") as log:
     result = run_estimate(

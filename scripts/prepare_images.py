@@ -1,6 +1,6 @@
 """Rule script of prepare_images: convert a folder:/csv: dataset into its cached npz.
 
-pepr.images.prepare checks every file (all problems listed at once, exit 2) and writes
+pepr.datasets.images.prepare checks every file (all problems listed at once, exit 2) and writes
 DATA_DIR/images/<name>-<hash>.npz plus its JSON record, or does nothing when the cache is
 current (same file list, sizes, mtimes and spec settings). The user's images are only read.
 """
@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from pepr.errors import PeprInputError
-from pepr.images import prepare
+from pepr.datasets.images import prepare
 
 with open(snakemake.log[0], "w", encoding="utf-8") as log:
     try:

@@ -5,7 +5,7 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")  # headless: never look for a display
 
 from pepr.report.build import load, write_figures
-from pepr.outputs import one_line_errors
+from pepr.results.outputs import one_line_errors
 from pepr.report.config import ReportConfig
 
 with one_line_errors("report_figures"):  # a bad setting or a full disk: one line, exit 2

@@ -9,7 +9,7 @@ import pandas as pd
 from pepr.report.build import load, write_summary
 from pepr.report.config import ReportConfig
 from pepr.report.data import RUN
-from pepr.outputs import one_line_errors
+from pepr.results.outputs import one_line_errors
 
 with one_line_errors("report_summary"):  # bad input or a failed write: one line, exit 2
     cfg = ReportConfig.from_mapping(snakemake.params.settings)

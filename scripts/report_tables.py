@@ -7,7 +7,7 @@ os.environ.setdefault("MPLBACKEND", "Agg")  # headless: never look for a display
 import pandas as pd
 
 from pepr.report.build import load, write_tables
-from pepr.outputs import one_line_errors
+from pepr.results.outputs import one_line_errors
 from pepr.report.config import ReportConfig
 from pepr.report.data import RUN
 

@@ -41,8 +41,8 @@ VARIANTS = {
 
 def params_text() -> dict[str, list[list[str]]]:
     """variant -> [[job, repr(params.train), str(params.train)], ...] for every cell and pretraining job."""
-    from pepr.config import apply_defaults, load_schema
-    from pepr.grid import build_grid, train_settings
+    from pepr.plan.config import apply_defaults, load_schema
+    from pepr.plan.grid import build_grid, train_settings
 
     schema = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
     out = {}

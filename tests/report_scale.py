@@ -2,7 +2,7 @@
 report benchmark (bench/report_bench.py).
 
 ``scaled_sweep(root, n_models, n_groups, n_seeds)`` writes ``root/pepr.csv`` (the workflow's
-pepr.csv columns, PePR scored within dataset x init x fraction by pepr.scoring.score) and,
+pepr.csv columns, PePR scored within dataset x init x fraction by pepr.results.scoring.score) and,
 optionally, ``root/histories.csv`` (the gathered per-epoch table). Model names are the paper's
 131 timm models first (so colouring by the paper's type and efficiency flag is exercised), then
 invented ones; parameters span 0.5M to 300M; energy grows with parameters over more than a
@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pepr.scoring import score
+from pepr.results.scoring import score
 
 RESOURCES = ["energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb"]
 METHOD = "measured: NVML + RAPL"

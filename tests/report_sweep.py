@@ -1,7 +1,7 @@
 """A seeded, realistic sweep (pepr.csv + per-run histories) for the report tests.
 
 Shaped like the workflow's outputs (ARCHITECTURE.md): one row per run, failed runs with a reason
-and empty scores, PePR columns scored within dataset x init x fraction by pepr.scoring.score.
+and empty scores, PePR columns scored within dataset x init x fraction by pepr.results.scoring.score.
 Larger models cost more energy; pretraining helps; 10% data costs accuracy.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from pepr.scoring import score
+from pepr.results.scoring import score
 
 #: model -> trainable parameters (1 channel, 2 classes); the last one is not in the paper's table.
 MODELS = {

@@ -1,4 +1,4 @@
-"""pepr.aggregate: metrics.json files -> runs.csv -> pepr.csv (no training needed)."""
+"""pepr.results.aggregate: metrics.json files -> runs.csv -> pepr.csv (no training needed)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pepr.aggregate import (
+from pepr.results.aggregate import (
     AMORTISED_RESOURCES,
     CELL_COLUMNS,
     RESOURCES,
@@ -235,7 +235,7 @@ def test_csv_round_trip(tmp_path, monkeypatch):
 
 
 def test_aggregation_never_imports_torch(tmp_path):
-    code = "import sys, pepr.aggregate; assert 'torch' not in sys.modules, 'torch imported'"
+    code = "import sys, pepr.results.aggregate; assert 'torch' not in sys.modules, 'torch imported'"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
@@ -286,7 +286,7 @@ def test_unknown_status_is_an_error_naming_the_run(tmp_path, monkeypatch):
 def test_csv_writer_round_trip_gives_the_same_values_as_pandas(tmp_path):
     """tableio's pyarrow CSV writer reads back to exactly what pandas' to_csv would, and to the
     original values: whole-number floats stay floats, text with commas/quotes/newlines survives."""
-    from pepr.tableio import read_table, write_table
+    from pepr.results.tableio import read_table, write_table
 
     rng = np.random.default_rng(1)
     n = 12
@@ -323,10 +323,10 @@ def test_histories_co2_follows_the_country_and_the_series_as_runs_csv_does(tmp_p
     whatever intensity training recorded; cumulative CO2 is their running sum."""
     import calendar
 
-    from pepr.aggregate import CarbonSettings
-    from pepr.measure import country_intensity_g_per_kwh
+    from pepr.results.aggregate import CarbonSettings
+    from pepr.train.measure import country_intensity_g_per_kwh
     from pepr.report.data import gather_histories
-    from pepr.runs import HISTORY_COLUMNS, history_csv
+    from pepr.results.runs import HISTORY_COLUMNS, history_csv
 
     run = tmp_path / "runs" / "ds" / "scratch" / "1.0" / "m" / "seed0"
     run.mkdir(parents=True)

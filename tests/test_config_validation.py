@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import pepr.config as pepr_config
-import pepr.grid as grid
-import pepr.plan as plan
+import pepr.plan.config as pepr_config
+import pepr.plan.grid as grid
+import pepr.plan.prepare as plan
 from pepr.errors import PeprInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,8 +228,8 @@ def test_snakemake_refuses_a_bad_config_before_scheduling(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-# --- pepr.config.training_problems: the checks `pepr train` and the workflow share ---
-from pepr.config import training_problems  # noqa: E402
+# --- pepr.plan.config.training_problems: the checks `pepr train` and the workflow share ---
+from pepr.plan.config import training_problems  # noqa: E402
 
 TP_CATALOGUE = {
     "models": ["resnet18", "mobilenetv3_small_050", "tiny_vit"],
@@ -303,7 +303,7 @@ def test_dataset_checked_when_asked(tmp_path):
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, pepr.config; assert 'torch' not in sys.modules and 'timm' not in sys.modules"
+    code = "import sys, pepr.plan.config; assert 'torch' not in sys.modules and 'timm' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -359,7 +359,7 @@ def test_an_unknown_model_is_reported_once(schema):
 
 
 def test_validation_names_live_in_their_owning_module():
-    """Issue 18: pepr.config owns loading and schema, pepr.plan the config checks; pepr.grid
+    """Issue 18: pepr.plan.config owns loading and schema, pepr.plan.prepare the config checks; pepr.plan.grid
     re-exports neither (callers import from the owner)."""
     for name in ("load_config", "load_schema", "apply_defaults", "schema_problems", "timm_catalogue"):
         assert callable(getattr(pepr_config, name)), name
@@ -374,7 +374,7 @@ def test_validation_names_live_in_their_owning_module():
 )
 def test_pepr_trains_one_model_catalogue_agrees_with_the_full_one(real_catalogue, model):
     """pepr train asks timm about its one model (fast); the verdict is the workflow's."""
-    from pepr.config import model_catalogue, training_problems
+    from pepr.plan.config import model_catalogue, training_problems
 
     settings = {"model": model, "dataset": "synthetic", "init": "imagenet", "device": "cpu"}
     expected = training_problems(settings, real_catalogue, check_data=False)

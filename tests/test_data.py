@@ -1,4 +1,4 @@
-"""pepr.data: spec grammar, names, file validation (every bad-file case), fractions, synthetic data.
+"""pepr.datasets.core: spec grammar, names, file validation (every bad-file case), fractions, synthetic data.
 
 No torch needed: these run in seconds.
 """
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pepr.data import (
+from pepr.datasets.core import (
     SYNTHETIC_DEFAULTS,
     dataset_name,
     dataset_problems,
@@ -94,7 +94,7 @@ def test_spec_validation_does_not_import_torch():
     import subprocess
 
     code = (
-        "import sys; from pepr.data import dataset_problems, dataset_name;"
+        "import sys; from pepr.datasets.core import dataset_problems, dataset_name;"
         "dataset_name('pneumoniamnist@64'); dataset_problems('dermamnist', None);"
         "print('torch' in sys.modules)"
     )

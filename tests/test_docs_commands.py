@@ -210,10 +210,10 @@ def _failed_record(model: str) -> dict:
 def scratch_repo(tmp_path_factory) -> Path:
     """The repository's files (no .git, .venv, results) plus .venv -> the running venv, and the
     demo sweep finished: every cell's metrics.json (convnext_atto failed) and runs.csv."""
-    from pepr.aggregate import aggregate_to_csv
-    from pepr.config import load_config
-    from pepr.estimate_cli import default_schema
-    from pepr.status_cli import sweep_jobs
+    from pepr.results.aggregate import aggregate_to_csv
+    from pepr.plan.config import load_config
+    from pepr.cli.estimate import default_schema
+    from pepr.cli.status import sweep_jobs
 
     root = tmp_path_factory.mktemp("clone") / "pepr"
     shutil.copytree(REPO, root, symlinks=True, ignore=shutil.ignore_patterns(

@@ -73,7 +73,7 @@ def test_train_batches_follow_the_single_sample_merge_rule(n, batch, expected):
 
 def test_train_batches_match_pepr_train_batch_order():
     torch = pytest.importorskip("torch")
-    from pepr.loop import batch_order
+    from pepr.train.loop import batch_order
 
     generator = torch.Generator().manual_seed(0)
     for batch in (1, 2, 7, 32):
@@ -177,8 +177,8 @@ transfer:
 
 
 def test_jobs_from_config_match_the_training_data(tmp_path, monkeypatch):
-    from pepr.data import load_dataset, stratified_subset
-    from pepr.config import load_config
+    from pepr.datasets.core import load_dataset, stratified_subset
+    from pepr.plan.config import load_config
 
     monkeypatch.chdir(tmp_path)
     config = load_config(write_config(tmp_path / "c.yaml", TINY_CONFIG))
@@ -212,7 +212,7 @@ def test_jobs_from_config_match_the_training_data(tmp_path, monkeypatch):
 def test_npz_dataset_without_its_file_needs_dataset_size(tmp_path, monkeypatch):
     """A cost estimate needs no data file: MedMNIST sizes are published, a missing npz takes
     --dataset-size, and without it the message says so."""
-    from pepr.config import load_config
+    from pepr.plan.config import load_config
 
     monkeypatch.chdir(tmp_path)
     write_config(tmp_path / "c.yaml", "models: [resnet18]\ndatasets: ['npz:data/lidc.npz', pneumoniamnist]\n"
@@ -243,7 +243,7 @@ def test_dataset_size_flag_rejects_malformed_values(text):
 
 
 def test_default_schema_is_found_from_any_folder(tmp_path, monkeypatch):
-    from pepr.estimate_cli import default_schema
+    from pepr.cli.estimate import default_schema
 
     monkeypatch.chdir(tmp_path)
     assert default_schema() == SCHEMA.resolve()
@@ -403,7 +403,7 @@ def test_cli_module_imports_no_torch():
     import subprocess
     import sys
 
-    code = "import sys, pepr.estimate_cli, pepr.estimate; print('torch' in sys.modules)"
+    code = "import sys, pepr.cli.estimate, pepr.estimate; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 
@@ -497,7 +497,8 @@ def test_cli_write_failing_after_calibration_saves_the_tables(tmp_path, monkeypa
 def test_estimate_counts_with_the_public_rules_of_data_and_loop():
     import numpy as np
 
-    from pepr import data, loop
+    from pepr.datasets import core as data
+    from pepr.train import loop
 
     for n, batch in [(1, 16), (17, 16), (33, 16), (100, 32), (65, 64)]:
         assert est.train_batches(n, batch) == loop.train_batch_count(n, batch)

@@ -15,7 +15,7 @@ def test_train_rule_keeps_params_and_opens_the_notice_stream():
     text = (REPO / "workflow" / "rules" / "train.smk").read_text()
     command = re.search(r'^TRAIN_COMMAND = f"(.*)"$', text, re.M).group(1)
     # {params.train} is unchanged (its text is a rerun trigger; {params.retrain} is not recorded,
-    # see pepr.rerun); fd 3 is the job's stderr
+    # see pepr.plan.rerun); fd 3 is the job's stderr
     assert "{_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}}" in command
     assert command.startswith("PEPR_NOTIFY_FD=3 ") and command.endswith(" 3>&2 >> {{log:q}} 2>&1")
     for profile in ("default", "slurm"):
@@ -42,7 +42,7 @@ def test_failed_cell_prints_one_line_on_the_terminal_stream(tmp_path):
 
 
 def test_announce_failure_without_the_stream_only_logs(capsys, monkeypatch):
-    from pepr.train_cli import announce_failure
+    from pepr.cli.train import announce_failure
 
     monkeypatch.setenv("PEPR_NOTIFY_FD", "97")  # not open: ignored
     announce_failure(Path("results/runs/x"), "CUDA out of\nmemory")

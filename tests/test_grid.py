@@ -1,4 +1,4 @@
-"""pepr.grid: defaults, grid expansion, cell names, include/exclude, caching of validation."""
+"""pepr.plan.grid: defaults, grid expansion, cell names, include/exclude, caching of validation."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-import pepr.config as pepr_config
-import pepr.grid as grid
-import pepr.plan as plan
-import pepr.runs as runs
+import pepr.plan.config as pepr_config
+import pepr.plan.grid as grid
+import pepr.plan.prepare as plan
+import pepr.results.runs as runs
 from pepr.errors import PeprInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -147,7 +147,7 @@ def test_train_settings_hold_training_settings_only(schema):
     # the settings are the TrainConfig fields (minus out_dir/threads), so every one has a flag
     import dataclasses
 
-    train = pytest.importorskip("pepr.train")
+    train = pytest.importorskip("pepr.train.run")
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     assert set(settings) | set(pre) <= fields
 

@@ -1,6 +1,6 @@
 """Issue 19: hostile config files and results files fail fast, in one line, naming the file.
 
-YAML: alias bombs, duplicate keys, 1e-3, oversize/deep/special files (pepr.safeyaml, read by the
+YAML: alias bombs, duplicate keys, 1e-3, oversize/deep/special files (pepr.plan.safeyaml, read by the
 workflow before anything hashes the config); report settings checked at planning; metrics.json,
 history.csv and ``pepr score --by`` inputs that used to raise tracebacks.
 """
@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.safeyaml import MAX_EXPANDED_NODES, load_workflow_config, load_yaml_file, load_yaml_text
+from pepr.plan.safeyaml import MAX_EXPANDED_NODES, load_workflow_config, load_yaml_file, load_yaml_text
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -124,14 +124,14 @@ def test_snakemake_n_refuses_the_alias_bomb_and_duplicates_and_takes_1e_minus_3(
     ],
 )
 def test_report_settings_against_the_run_contract(report, words):
-    from pepr.plan import report_problems
+    from pepr.plan.prepare import report_problems
 
     (problem,) = report_problems({"report": report})
     assert words in problem
 
 
 def test_model_metadata_file_is_checked(tmp_path):
-    from pepr.plan import report_problems
+    from pepr.plan.prepare import report_problems
 
     wrong = tmp_path / "meta.csv"
     wrong.write_text("name,kind\nresnet18,CNN\n")
@@ -146,7 +146,7 @@ def test_model_metadata_file_is_checked(tmp_path):
 
 
 def test_metrics_json_nested_deep_or_out_of_range_names_the_file(tmp_path):
-    from pepr.aggregate import read_metrics
+    from pepr.results.aggregate import read_metrics
 
     deep = tmp_path / "deep.json"
     deep.write_text("[" * 100_000 + "]" * 100_000)
@@ -212,7 +212,7 @@ def test_score_by_a_performance_or_resource_column_is_refused(tmp_path, by):
 def test_scoring_with_an_undefined_performance_scores_the_others(tmp_path):
     import pandas as pd
 
-    from pepr.aggregate import score_runs
+    from pepr.results.aggregate import score_runs
 
     runs = pd.DataFrame(
         {

@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pepr import npzcheck
-from pepr.data import dataset_problems, load_dataset, npz_problems
+from pepr.datasets import npzcheck
+from pepr.datasets.core import dataset_problems, load_dataset, npz_problems
 from pepr.errors import PeprInputError
 
 SPLITS = ("train", "val", "test")
@@ -110,7 +110,7 @@ def test_memory_check_before_reading(tmp_path, monkeypatch):
 
 
 def test_init_checkpoint_that_is_a_directory(tmp_path):
-    from pepr.config import training_problems
+    from pepr.plan.config import training_problems
 
     problems = training_problems({"model": "resnet18", "dataset": "synthetic", "init": f"checkpoint:{tmp_path}"}, check_data=False)
     assert any("is a directory" in p and "not found" not in p for p in problems), problems
@@ -125,7 +125,7 @@ def _series_text(start_hour: int = 12, hours: int = 3, day: str = "2024-03-01") 
 
 
 def test_carbon_series_with_a_utf8_bom_is_read(tmp_path):
-    from pepr.measure import read_carbon_intensity
+    from pepr.train.measure import read_carbon_intensity
 
     path = tmp_path / "excel.csv"
     path.write_bytes(b"\xef\xbb\xbf" + _series_text().encode())
@@ -133,7 +133,7 @@ def test_carbon_series_with_a_utf8_bom_is_read(tmp_path):
 
 
 def test_carbon_series_error_never_prints_the_files_first_line(tmp_path):
-    from pepr.measure import read_carbon_intensity
+    from pepr.train.measure import read_carbon_intensity
 
     secret = tmp_path / "id_rsa"
     secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- s3cr3t\nmore\n")
@@ -144,7 +144,7 @@ def test_carbon_series_error_never_prints_the_files_first_line(tmp_path):
 
 
 def test_carbon_series_message_has_no_doubled_series_word(tmp_path):
-    from pepr.measure import read_carbon_intensity
+    from pepr.train.measure import read_carbon_intensity
 
     path = tmp_path / "s.csv"
     path.write_text(_series_text())
@@ -155,7 +155,7 @@ def test_carbon_series_message_has_no_doubled_series_word(tmp_path):
 
 
 def test_carbon_series_fifo_is_refused(tmp_path):
-    from pepr.measure import read_carbon_intensity
+    from pepr.train.measure import read_carbon_intensity
 
     fifo = tmp_path / "ci.csv"
     os.mkfifo(fifo)
@@ -167,7 +167,7 @@ def test_carbon_series_ending_before_a_job_time_limit_is_a_planning_problem(tmp_
     import time
     from datetime import datetime, timezone
 
-    from pepr.plan import _carbon_span_problems
+    from pepr.plan.prepare import _carbon_span_problems
 
     now = datetime.fromtimestamp(time.time(), tz=timezone.utc).replace(minute=0, second=0, microsecond=0)
     rows = [f"{datetime.fromtimestamp(now.timestamp() + i * 900, tz=timezone.utc).isoformat()},100" for i in range(0, 6)]

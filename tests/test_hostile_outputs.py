@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-import pepr.train as train_module
+import pepr.train.run as train_module
 from pepr.cli import main
-from pepr.outputs import output_dir_problems, write_failure_message
+from pepr.results.outputs import output_dir_problems, write_failure_message
 
 TINY = "synthetic:n_train=64,n_val=16,n_test=32"
 
@@ -135,7 +135,7 @@ def test_write_failure_message_is_one_line_naming_the_path():
 
 @pytest.mark.slow
 def test_disk_full_at_the_resume_save_keeps_the_last_epoch_and_leaves_no_temp(small_fs, monkeypatch):
-    from pepr.resume import save_resume as real_save
+    from pepr.train.resume import save_resume as real_save
 
     out = small_fs / "run"
     calls = []
@@ -179,7 +179,7 @@ def test_disk_full_at_the_final_write_loses_no_epoch(tmp_path, monkeypatch):
 def test_a_failing_torch_save_never_replaces_resume_pt(tmp_path, monkeypatch):
     import torch
 
-    from pepr.resume import RunState, save_resume
+    from pepr.train.resume import RunState, save_resume
 
     model = torch.nn.Linear(3, 2)
     optimizer = torch.optim.Adam(model.parameters())
@@ -205,7 +205,7 @@ def test_stale_temp_of_a_killed_save_is_removed_at_start(tmp_path):
     out.mkdir()
     stale = out / ".resume.pt.tmp4242-deadbeef"
     stale.write_bytes(b"")  # what a kill -9 during torch.save leaves
-    other = out / ".resume.pt.4242.0123456789abcdef.tmp"  # pepr.runs' temp-name pattern
+    other = out / ".resume.pt.4242.0123456789abcdef.tmp"  # pepr.results.runs' temp-name pattern
     other.write_bytes(b"")
     code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
     assert code == 0, err
@@ -231,7 +231,7 @@ def test_a_figure_write_failing_leaves_no_partial_file_and_one_line(tmp_path, mo
     matplotlib.use("Agg")
     import matplotlib.figure
 
-    from pepr.outputs import one_line_errors
+    from pepr.results.outputs import one_line_errors
     from pepr.report import figures
 
     fig = matplotlib.figure.Figure()

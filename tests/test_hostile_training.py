@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import pepr.train as train_module
-from pepr.train import RESULT_KEYS, TrainConfig, out_of_memory_reason, run_training
+import pepr.train.run as train_module
+from pepr.train.run import RESULT_KEYS, TrainConfig, out_of_memory_reason, run_training
 
 TINY = "synthetic:n_train=64,n_val=16,n_test=32"
 QUIET = lambda message: None  # noqa: E731
@@ -94,8 +94,8 @@ _ULIMIT_SCRIPT = textwrap.dedent(
     """
     import resource, sys
     from pathlib import Path
-    import pepr.train as train_module
-    from pepr.train import TrainConfig, run_training
+    import pepr.train.run as train_module
+    from pepr.train.run import TrainConfig, run_training
 
     real_evaluate = train_module.evaluate
     state = {"calls": 0}

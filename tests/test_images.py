@@ -1,4 +1,4 @@
-"""pepr.images: folder:/csv: specs built from real PneumoniaMNIST chest X-rays written as PNGs,
+"""pepr.datasets.images: folder:/csv: specs built from real PneumoniaMNIST chest X-rays written as PNGs,
 16-bit PNGs and DICOM files; the cache (exact pixels, no rebuild without a change, a rebuild
 after a touch); every bad-input case; training through `pepr train` and through the workflow.
 
@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pepr import images
-from pepr.data import dataset_file, dataset_name, dataset_problems, load_dataset, parse_dataset_spec
+from pepr.datasets import images
+from pepr.datasets.core import dataset_file, dataset_name, dataset_problems, load_dataset, parse_dataset_spec
 from pepr.errors import PeprInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -462,7 +462,7 @@ def test_pepr_train_exits_2_before_training_and_leaves_no_run_folder(tmp_path):
 
 @pytest.mark.slow
 def test_pepr_train_on_real_xrays_as_png_16_bit_png_and_dicom(tmp_path, xrays):
-    from pepr.train import TrainConfig, run_training
+    from pepr.train.run import TrainConfig, run_training
 
     root = tmp_path / "xrays"
     write_folder(root, xrays)

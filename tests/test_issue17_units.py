@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pepr import rerun, runs
+from pepr.plan import rerun
+from pepr.results import runs
 from pepr.errors import PeprInputError
 
 TINY = "synthetic:n_train=64,n_val=32,n_test=32"
@@ -184,9 +185,9 @@ def test_changed_data_content_trains_and_the_same_content_restores(tmp_path):
 def test_country_change_mid_resume_gives_one_intensity(tmp_path, monkeypatch):
     """Epochs 1-2 in DNK, interrupted, resumed in FRA: CO2 is every epoch's energy at FRA's
     intensity (not 151.65 g/kWh for two epochs and 40.7 for the others)."""
-    from pepr import train
-    from pepr.measure import country_intensity_g_per_kwh
-    from pepr.train import TrainConfig, run_training
+    from pepr.train import run as train
+    from pepr.train.measure import country_intensity_g_per_kwh
+    from pepr.train.run import TrainConfig, run_training
 
     out = tmp_path / "run"
     original = train._run_epoch
@@ -224,8 +225,8 @@ def _metrics(root: Path, key: str, **values) -> str:
 
 
 def test_aggregation_derives_co2_from_energy_with_the_configured_intensity(tmp_path):
-    from pepr.aggregate import CarbonSettings, collect_runs
-    from pepr.measure import country_intensity_g_per_kwh
+    from pepr.results.aggregate import CarbonSettings, collect_runs
+    from pepr.train.measure import country_intensity_g_per_kwh
 
     root = tmp_path / "results" / "runs"
     files = [_metrics(root, "d/scratch/1.0/m/seed0")]
@@ -248,7 +249,7 @@ def test_aggregation_derives_co2_from_energy_with_the_configured_intensity(tmp_p
 
 
 def _settings(**changes):
-    from pepr.grid import TrainSettings
+    from pepr.plan.grid import TrainSettings
 
     values = {"model": "m", "epochs": 10, "batch_size": 32, "lr": 0.0005, "image_size": None, "device": "auto",
               "country": "DNK", "data_dir": "data", "dataset": "pneumoniamnist", "init": "scratch", "fraction": 1.0, "seed": 0}
@@ -305,7 +306,7 @@ def test_file_sha256_is_cached_by_stat_and_recomputed_after_a_change(tmp_path):
 
 
 def test_local_cuda_device_is_checked_against_this_machine(monkeypatch):
-    from pepr import config
+    from pepr.plan import config
 
     monkeypatch.setattr(config, "local_gpu_count", lambda environ=None: (0, "no NVIDIA driver"))
     (problem,) = config.local_device_problems("cuda:0")
@@ -318,7 +319,7 @@ def test_local_cuda_device_is_checked_against_this_machine(monkeypatch):
 
 
 def test_visible_devices_limit_the_local_count(tmp_path, monkeypatch):
-    from pepr import config
+    from pepr.plan import config
 
     count, how = config.local_gpu_count({"CUDA_VISIBLE_DEVICES": ""})
     if not Path("/proc/driver/nvidia/gpus").is_dir():

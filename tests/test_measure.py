@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.measure import epoch_co2_kg, node_share, own_gpu_ids, read_carbon_intensity
-from pepr.settings import TrainConfig
-from pepr.train import run_training
+from pepr.train.measure import epoch_co2_kg, node_share, own_gpu_ids, read_carbon_intensity
+from pepr.train.settings import TrainConfig
+from pepr.train.run import run_training
 
 QUIET = lambda message: None  # noqa: E731
 
@@ -146,11 +146,11 @@ NEEDS_PNEUMONIA = pytest.mark.skipif(
 @pytest.mark.slow
 def test_memory_reserved_epoch2_is_read_after_training_before_evaluation(tmp_path, monkeypatch):
     # CUDA is not here: the reading function is replaced by a fake that says where it was called
-    import pepr.measure
-    import pepr.train
+    import pepr.train.measure
+    import pepr.train.run
 
     calls: list[str] = []
-    real_train, real_evaluate = pepr.train.train_epoch, pepr.train.evaluate
+    real_train, real_evaluate = pepr.train.run.train_epoch, pepr.train.run.evaluate
 
     def train_epoch(*args, **kwargs):
         calls.append("train")
@@ -164,16 +164,16 @@ def test_memory_reserved_epoch2_is_read_after_training_before_evaluation(tmp_pat
         calls.append("reserved")
         return 123.0
 
-    monkeypatch.setattr(pepr.train, "train_epoch", train_epoch)
-    monkeypatch.setattr(pepr.train, "evaluate", evaluate)
-    monkeypatch.setattr(pepr.measure, "cuda_memory_reserved_mb", reserved)
+    monkeypatch.setattr(pepr.train.run, "train_epoch", train_epoch)
+    monkeypatch.setattr(pepr.train.run, "evaluate", evaluate)
+    monkeypatch.setattr(pepr.train.measure, "cuda_memory_reserved_mb", reserved)
     cfg = TrainConfig(model="test_resnet", dataset="synthetic:n_train=64,n_val=16,n_test=16", epochs=3, out_dir=tmp_path / "run", threads=2)
     metrics = run_training(cfg, log=QUIET)
     # epoch 1: train, val, test; epoch 2: train, the reading, val, test; epoch 3: no reading
     assert calls == ["train", "evaluate", "evaluate", "train", "reserved", "evaluate", "evaluate", "train", "evaluate", "evaluate"]
     assert metrics["memory_reserved_epoch2_mb"] == 123.0
     monkeypatch.undo()
-    from pepr.measure import cuda_memory_reserved_mb
+    from pepr.train.measure import cuda_memory_reserved_mb
     import torch
 
     assert cuda_memory_reserved_mb(torch.device("cpu")) is None  # so a CPU run records null
@@ -183,7 +183,7 @@ def test_working_set_meter_counts_training_steps_and_measures_evaluation_apart()
     import numpy as np
     import torch
 
-    from pepr.measure import WorkingSetMeter
+    from pepr.train.measure import WorkingSetMeter
 
     meter = WorkingSetMeter(torch.device("cpu"))
     if not meter._kernel_peak:
@@ -212,7 +212,8 @@ def test_working_set_meter_counts_training_steps_and_measures_evaluation_apart()
 _WINDOW_PROBE = r"""
 import json, sys
 from pathlib import Path
-from pepr import measure, train
+from pepr.train import measure
+from pepr.train import run as train
 
 seen, in_spans = {}, set()
 begin, end = measure.EnergyMeter.begin, measure.EnergyMeter.end

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pepr.data import (
+from pepr.datasets.core import (
     MEDMNIST_SIZES,
     _medmnist_info,
     dataset_name,
@@ -24,7 +24,7 @@ from pepr.data import (
     stratified_subset,
 )
 from pepr.errors import PeprInputError
-from pepr.train_metrics import multilabel_metrics
+from pepr.train.metrics import multilabel_metrics
 
 FLAGS_2D = [
     "pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist",
@@ -148,7 +148,7 @@ def test_multilabel_csv(tmp_path, style):
 
 @pytest.mark.slow
 def test_chestmnist_layout_npz_trains_with_bce(tmp_path):
-    from pepr.train import TrainConfig, run_training
+    from pepr.train.run import TrainConfig, run_training
 
     data_dir = tmp_path / "data"
     data_dir.mkdir()

@@ -25,7 +25,7 @@ from pepr.report.config import FIGURES, TABLES, ReportConfig
 from pepr.report.data import load_model_metadata, model_family, report_variants, variants
 from pepr.report.stats import (bootstrap_rank_ci, epoch_curves, format_p, holm, paired_effect, peak_epochs,
                                top_k_separable, verdict, welch_effect)
-from pepr.scoring import score
+from pepr.results.scoring import score
 from report_sweep import METHOD, MODELS, make_sweep
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"

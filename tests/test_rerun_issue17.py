@@ -115,7 +115,7 @@ def test_moving_data_dir_and_changing_country_retrain_nothing(finished_sweep, tm
     check(snakemake(workdir, "--cores", "2", "results/runs.csv", configfile=other))
     import pandas as pd
 
-    from pepr.measure import country_intensity_g_per_kwh
+    from pepr.train.measure import country_intensity_g_per_kwh
 
     row = pd.read_csv(workdir / "results" / "runs.csv").iloc[0]
     assert row["co2_kg"] == pytest.approx(row["energy_kwh"] * country_intensity_g_per_kwh("FRA") / 1000, rel=1e-9)
@@ -278,7 +278,7 @@ def test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells(
 def test_local_cuda_device_this_machine_lacks_stops_planning(tmp_path):
     """Training jobs given no GPU (a local run) see this machine's GPUs: cuda:99 (and, on a
     machine without NVIDIA GPUs, cuda:0) stops `snakemake -n` with the reason."""
-    from pepr.config import local_gpu_count
+    from pepr.plan.config import local_gpu_count
 
     devices = ["cuda:99"] + (["cuda:0"] if local_gpu_count()[0] == 0 else [])
     for device in devices:

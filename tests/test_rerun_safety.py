@@ -116,14 +116,14 @@ rule train_model:
         "../../scripts/train_model.py"
 '''
 
-#: scripts/train_model.py of that commit (its pepr.grid.train_job, inlined: same TrainConfig).
+#: scripts/train_model.py of that commit (its pepr.plan.grid.train_job, inlined: same TrainConfig).
 SCRIPT_RULES_TRAIN_SCRIPT = '''
 import contextlib
 import traceback
 from pathlib import Path
 
-from pepr.settings import TrainConfig
-from pepr.train import run_training
+from pepr.train.settings import TrainConfig
+from pepr.train.run import run_training
 
 with open(snakemake.log[0], "a", encoding="utf-8") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
     try:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.resume import RunState, fingerprint, load_resume, save_resume
-from pepr.settings import TrainConfig
-from pepr.train import run_training
+from pepr.train.resume import RunState, fingerprint, load_resume, save_resume
+from pepr.train.settings import TrainConfig
+from pepr.train.run import run_training
 
 TINY = "synthetic:n_train=96,n_val=32,n_test=48"
 
@@ -111,7 +111,7 @@ def test_training_survives_malicious_and_truncated_resume_files(tmp_path):
 
 
 def test_user_checkpoint_with_code_is_a_clear_error(tmp_path):
-    from pepr.models import _load_state_dict
+    from pepr.train.models import _load_state_dict
 
     marker = tmp_path / "owned"
     path = tmp_path / "weights.pt"

@@ -169,7 +169,7 @@ def test_console_script_help_explains_formula_and_stays_light():
     probe = subprocess.run(
         [sys.executable, "-c",
          "import sys; from pepr.cli import build_parser; build_parser(); "
-         "import pepr.scoring, pepr.tableio; print('torch' in sys.modules)"],
+         "import pepr.results.scoring, pepr.results.tableio; print('torch' in sys.modules)"],
         capture_output=True, text=True, check=True)
     assert probe.stdout.strip() == "False"
 
@@ -208,7 +208,7 @@ def test_duplicate_column_names_are_refused_not_renamed(tmp_path):
 
 def test_duplicate_column_names_in_a_dataframe_are_refused():
     from pepr.errors import PeprInputError
-    from pepr.scoring import score
+    from pepr.results.scoring import score
 
     df = pd.DataFrame([[0.9, 1.0, 2.0]], columns=["acc", "kwh", "kwh"])
     with pytest.raises(PeprInputError, match="more than one column named 'kwh'"):

@@ -1,4 +1,4 @@
-"""Unit tests for the PePR metric (pepr.scoring)."""
+"""Unit tests for the PePR metric (pepr.results.scoring)."""
 
 import math
 
@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import pepr
 from pepr.errors import PeprInputError
-from pepr.scoring import score
+from pepr.results.scoring import score
 
 
 def hand_table() -> pd.DataFrame:

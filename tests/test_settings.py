@@ -1,4 +1,4 @@
-"""Issue 18: a training setting is defined once (pepr.settings.TrainConfig's fields); the schema,
+"""Issue 18: a training setting is defined once (pepr.train.settings.TrainConfig's fields); the schema,
 `pepr train`'s flags and the workflow's params agree with it; a sweep finished by the workflow
 of 3a59573 (before the settings moved) plans no training with today's code."""
 
@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pepr.config import load_schema
-from pepr.devices import device_problems
-from pepr.grid import TrainSettings
-from pepr.settings import MAX_SEED, PRECISIONS, flag_of, has_default, train_fields, workflow_fields
+from pepr.plan.config import load_schema
+from pepr.train.devices import device_problems
+from pepr.plan.grid import TrainSettings
+from pepr.train.settings import MAX_SEED, PRECISIONS, flag_of, has_default, train_fields, workflow_fields
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")
@@ -53,7 +53,7 @@ def test_every_setting_has_help_and_the_params_flags_come_from_the_fields():
 
 
 def test_train_flags_are_the_fields():
-    from pepr.train_cli import add_arguments
+    from pepr.cli.train import add_arguments
     import argparse
 
     parser = argparse.ArgumentParser()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from pepr.cli import main
-from pepr.status import incomplete_marker
+from pepr.results.status import incomplete_marker
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / ".test" / "config.yaml"
@@ -164,7 +164,7 @@ def test_failed_sweep_names_each_reason(tmp_path):
 
 
 def test_slurm_job_states_from_squeue(tmp_path, monkeypatch):
-    from pepr import status as status_module
+    from pepr.results import status as status_module
 
     keys = cell_keys()
     (tmp_path / ".snakemake" / "locks").mkdir(parents=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pepr"
 
 #: The planning side: config -> validated grid -> the workflow's jobs.
-PLANNING = ("pepr.plan", "pepr.grid", "pepr.config", "pepr.settings", "pepr.devices", "pepr.report_settings")
+PLANNING = ("pepr.plan.prepare", "pepr.plan.grid", "pepr.plan.config", "pepr.train.settings", "pepr.train.devices", "pepr.plan.report_settings")
 
 
 def module_name(path: Path) -> str:
@@ -35,7 +35,7 @@ def import_graph() -> dict[str, set[str]]:
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join(anchor + ([base] if base else []))
                 targets.add(base)
-                # `from pepr import data` imports the module pepr.data
+                # `from pepr import data` imports the module pepr.datasets.core
                 targets.update(f"{base}.{alias.name}" for alias in node.names if f"{base}.{alias.name}" in modules)
         graph[name] = {t for t in targets if t in modules and t != name and t != "pepr"}
     return graph
@@ -70,7 +70,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
 
 def test_no_import_cycle_in_the_package():
     graph = import_graph()
-    assert len(graph) > 20 and "pepr.plan" in graph  # the walk found the package
+    assert len(graph) > 20 and "pepr.plan.prepare" in graph  # the walk found the package
     cycle = find_cycle(graph)
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
@@ -101,7 +101,27 @@ def test_planning_never_imports_the_report():
 def test_planning_layers_import_downwards_only():
     """plan -> grid -> config: a lower layer never imports a higher one."""
     graph = import_graph()
-    layers = ["pepr.plan", "pepr.grid", "pepr.config"]
+    layers = ["pepr.plan.prepare", "pepr.plan.grid", "pepr.plan.config"]
     for lower_index, lower in enumerate(layers):
         above = set(layers[:lower_index])
         assert not (_reachable(graph, lower) & above), f"{lower} imports {sorted(_reachable(graph, lower) & above)}"
+
+
+#: The stages of the workflow, each a sub-package; the root keeps only the light entry points.
+STAGES = {"plan", "datasets", "train", "results", "report", "estimate", "cli"}
+ROOT_MODULES = {"__init__.py", "errors.py"}
+
+
+def test_the_package_is_grouped_by_stage():
+    root_modules = {path.name for path in PACKAGE.glob("*.py")}
+    assert root_modules <= ROOT_MODULES, f"modules outside a stage package: {sorted(root_modules - ROOT_MODULES)}"
+    packages = {path.parent.name for path in PACKAGE.glob("*/__init__.py")}
+    assert packages == STAGES
+
+
+def test_stage_packages_import_nothing_at_their_top():
+    """Importing one module of a stage must not pull in the whole stage (pepr train's start-up)."""
+    for stage in STAGES - {"cli", "report", "estimate"}:
+        tree = ast.parse((PACKAGE / stage / "__init__.py").read_text())
+        imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+        assert not imports, f"pepr/{stage}/__init__.py imports at its top"

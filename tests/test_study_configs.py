@@ -1,7 +1,7 @@
 """The shipped study configs: config/paper.yaml is the paper's 8 experiments, config/paper-crossed.yaml
 the fully crossed grid, config/cpu-small.yaml the paper's smallest models that run at 28 px.
 
-The grids are checked through pepr.grid (validation + expansion, no Snakemake); one Snakemake dry
+The grids are checked through pepr.plan.grid (validation + expansion, no Snakemake); one Snakemake dry
 run checks that the workflow plans exactly the paper's 8 cells. LIDC-IDRI is not redistributable,
 so a tiny fake LIDC npz in the MedMNIST layout stands in for data/lidc.npz.
 """
@@ -18,10 +18,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pepr.config import apply_defaults, load_config, load_schema, timm_catalogue
-from pepr.grid import build_grid
-from pepr.plan import config_problems
-from pepr.runs import format_fraction
+from pepr.plan.config import apply_defaults, load_config, load_schema, timm_catalogue
+from pepr.plan.grid import build_grid
+from pepr.plan.prepare import config_problems
+from pepr.results.runs import format_fraction
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

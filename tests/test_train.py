@@ -25,12 +25,12 @@ import pytest
 
 from pepr.cli import main
 from pepr.errors import PeprInputError
-from pepr.devices import resolve_device
-from pepr.loop import Precision, batch_order, select_precision
-from pepr.runs import HISTORY_COLUMNS, RESULT_KEYS
-from pepr.settings import TrainConfig
-from pepr.train import run_training, validate_train_config
-from pepr.train_metrics import classification_metrics
+from pepr.train.devices import resolve_device
+from pepr.train.loop import Precision, batch_order, select_precision
+from pepr.results.runs import HISTORY_COLUMNS, RESULT_KEYS
+from pepr.train.settings import TrainConfig
+from pepr.train.run import run_training, validate_train_config
+from pepr.train.metrics import classification_metrics
 
 SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
 PNEUMONIA = SHARED / "data" / "medmnist" / "pneumoniamnist.npz"
@@ -214,8 +214,8 @@ def test_training_steps_under_gpu_precision_on_cpu():
     import timm
     import torch
 
-    from pepr.data import load_dataset
-    from pepr.loop import evaluate, to_device, train_epoch
+    from pepr.datasets.core import load_dataset
+    from pepr.train.loop import evaluate, to_device, train_epoch
 
     data = load_dataset("synthetic:n_train=40,n_val=8,n_test=8")
     splits = to_device(data, torch.device("cpu"), 32)  # also exercises the on-device resize
@@ -290,7 +290,7 @@ def test_smoke_run_writes_the_contract(smoke):
 def test_checkpoint_init_same_and_different_shapes(smoke, tmp_path):
     import torch
 
-    from pepr.models import create_model
+    from pepr.train.models import create_model
 
     cfg, _ = smoke
     saved = torch.load(cfg.save_model, weights_only=True)
@@ -422,7 +422,7 @@ def test_imagenet_init_offline_without_cache_is_a_clear_error(tmp_path):
 
 def test_second_training_on_the_same_folder_exits_2(tmp_path):
     """The run lock: while one process trains a folder, a second `pepr train` on it stops at once."""
-    from pepr.runs import run_lock
+    from pepr.results.runs import run_lock
 
     out = tmp_path / "run"
     with run_lock(out):  # held as a training in another process would hold it
@@ -455,7 +455,7 @@ def test_ok_pretraining_saves_the_model_before_its_metrics_mark_it_finished(tmp_
     """A kill at any point of the final writes never leaves out/metrics.json (the finished
     marker the transfer cells plan from) without the model file: the weights are saved after the
     result is kept in previous/ and before the run folder's metrics.json is placed."""
-    from pepr import models
+    from pepr.train import models
 
     source = tmp_path / "metrics.json"
     source.write_text(json.dumps({"status": "ok", "reason": ""}))

@@ -235,7 +235,7 @@ device: auto
 exclude:
   - {model: convnext_atto, dataset: scans}
 """
-SYNTHETIC = "synthetic-n_test32-n_train64-n_val32"  # pepr.data.dataset_name of the synthetic spec
+SYNTHETIC = "synthetic-n_test32-n_train64-n_val32"  # pepr.datasets.core.dataset_name of the synthetic spec
 OK_CELL = f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed0"
 UNFIT_CELL = f"results/runs/{SYNTHETIC}/scratch/1.0/convnext_atto/seed0"
 SCANS_CELL = "results/runs/scans/scratch/1.0/mobilenetv3_small_050/seed0"

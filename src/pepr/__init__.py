@@ -1,8 +1,8 @@
 """pepr: which deep-learning model gives the most performance per unit of resource.
 
 The top-level package is light: ``import pepr`` (and so ``pepr --version`` / ``pepr --help``)
-imports neither pandas nor torch; ``pepr.score`` loads :mod:`pepr.scoring` (pandas/numpy, never
-torch) on first use. Training, evaluation and measurement live in :mod:`pepr.train` and load
+imports neither pandas nor torch; ``pepr.score`` loads :mod:`pepr.results.scoring` (pandas/numpy, never
+torch) on first use. Training, evaluation and measurement live in :mod:`pepr.train.run` and load
 torch when used.
 """
 
@@ -21,7 +21,7 @@ except Exception:  # running from a source tree that is not installed
 def __getattr__(name: str):
     # PEP 562: `pepr.score` / `from pepr import score` import pandas only when asked for.
     if name == "score":
-        from pepr.scoring import score
+        from pepr.results.scoring import score
 
         return score
     raise AttributeError(f"module 'pepr' has no attribute {name!r}")

@@ -18,11 +18,11 @@ rule aggregate_runs:
     output:
         report("results/runs.csv", category="Tables", labels={"table": "runs.csv (one row per run)"}),
     params:
-        runs_root=lambda wildcards: RUNS_DIR,  # the run contract's (pepr.runs), not a prefix of the output
+        runs_root=lambda wildcards: RUNS_DIR,  # the run contract's (pepr.results.runs), not a prefix of the output
         # the set of runs (no `input` rerun trigger in the profiles): a cell removed from the
         # config rebuilds runs.csv
         runs=lambda wildcards: GRID_RUNS_DIGEST,
-        # CO2 is derived here from each run's measured energy (pepr.aggregate.CarbonSettings):
+        # CO2 is derived here from each run's measured energy (pepr.results.aggregate.CarbonSettings):
         # changing these re-aggregates and re-scores, and retrains nothing
         country=config["country"],
         carbon_intensity=config["carbon_intensity"],

@@ -1,22 +1,22 @@
-# Config -> validated grid of cells (pepr.plan.prepare_grid), shared by every stage.
+# Config -> validated grid of cells (pepr.plan.prepare.prepare_grid), shared by every stage.
 import os
 import re
 import sys
 from pathlib import Path
 
 from pepr.errors import PeprInputError
-import pepr.grid as pepr_grid
-import pepr.images as pepr_images
-import pepr.plan as pepr_plan
-import pepr.rerun as pepr_rerun
-import pepr.safeyaml as pepr_safeyaml
-import pepr.runs as pepr_runs
-from pepr.runs import RUNS_DIR
+import pepr.plan.grid as pepr_grid
+import pepr.datasets.images as pepr_images
+import pepr.plan.prepare as pepr_plan
+import pepr.plan.rerun as pepr_rerun
+import pepr.plan.safeyaml as pepr_safeyaml
+import pepr.results.runs as pepr_runs
+from pepr.results.runs import RUNS_DIR
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
 # default merge would leak demo keys, e.g. an `include:` list, into a test or paper config).
 # `--config key=value` overrides still apply on top. Keys not given take the schema defaults.
-# The config files are read again by pepr's own loader (pepr.safeyaml) before anything hashes or
+# The config files are read again by pepr's own loader (pepr.plan.safeyaml) before anything hashes or
 # expands them: Snakemake's loader reads `lr: 1e-3` as text, keeps the last of two duplicate keys
 # and does not bound YAML aliases (a 400-byte alias bomb hung the validation cache's hash).
 # (without --configfile: the Snakefile's `configfile:`, as Snakemake found it)
@@ -68,9 +68,9 @@ def _train_gpus_given():
 
 
 # Training jobs given no GPU by a scheduler run on this machine: check a cuda device against its
-# GPUs now (cheap, no torch), not in every job (SLURM jobs' GPUs are checked by pepr.config).
+# GPUs now (cheap, no torch), not in every job (SLURM jobs' GPUs are checked by pepr.plan.config).
 if not _IN_JOB and _train_gpus_given() == 0:
-    from pepr.config import local_device_problems
+    from pepr.plan.config import local_device_problems
 
     _device_problems = local_device_problems(config["device"])
     if _device_problems:
@@ -122,7 +122,7 @@ def _alternatives(values):
 _MEDMNIST_FILES = {path: spec for path, spec in GRID.medmnist_files.items() if not os.path.exists(path)}
 
 
-# folder:/csv: datasets: converted-file path -> spec (rule prepare_images, pepr.images).
+# folder:/csv: datasets: converted-file path -> spec (rule prepare_images, pepr.datasets.images).
 _IMAGE_CACHES = {item["file"]: spec for spec, item in GRID.datasets.items() if item["kind"] in pepr_images.KINDS}
 
 
@@ -135,7 +135,7 @@ def data_inputs(spec):
     """The data file a dataset spec reads, as a job input (none for synthetic data).
 
     ancient(): its timestamp never re-plans a finished cell (`touch`, `cp`, `rsync`); its
-    content does, through the train rules' params record (pepr.rerun: a SHA-256 of the file)."""
+    content does, through the train rules' params record (pepr.plan.rerun: a SHA-256 of the file)."""
     path = GRID.data_file(spec)
     return {"data": ancient(path)} if path is not None else {}
 
@@ -163,13 +163,13 @@ def train_inputs(wildcards):
     return inputs
 
 
-# ----- issue 17: what retrains a finished cell (pepr.rerun), retraining on purpose -----
+# ----- issue 17: what retrains a finished cell (pepr.plan.rerun), retraining on purpose -----
 
 # The set of runs and pretraining runs, as a param of the rules reading them all (the profiles
 # have no `input` rerun trigger; this keeps "a cell left the config" a reason to re-aggregate).
 GRID_RUNS_DIGEST = pepr_rerun.paths_digest(GRID.metrics_files + GRID.pretrain_metrics_files)
 
-# Content fingerprints of the data files (pepr.rerun), computed once per file and remembered.
+# Content fingerprints of the data files (pepr.plan.rerun), computed once per file and remembered.
 DATA_DIGESTS = pepr_rerun.DataDigests(Path(".snakemake") / "pepr")
 
 
@@ -231,8 +231,8 @@ def check_checkpoint(cell):
 
 
 def train_params(job, output):
-    """params.train: the job's settings (pepr.grid.TrainSettings), whose recorded text pepr
-    compares by content (pepr.rerun: training settings and data content, not country/data_dir)."""
+    """params.train: the job's settings (pepr.plan.grid.TrainSettings), whose recorded text pepr
+    compares by content (pepr.plan.rerun: training settings and data content, not country/data_dir)."""
     settings = pepr_grid.train_settings(job, config)
     return pepr_rerun.attach_record(
         settings, lambda: recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS

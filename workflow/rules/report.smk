@@ -1,14 +1,14 @@
 # Report stage: results/pepr.csv + every run's history.csv -> figures, tables, summary.md.
 # Contract: defines REPORT_TARGETS, the list of report outputs `rule all` requests.
-# Settings: config["report"] (pepr.report_settings.ReportConfig; defaults in code). The
+# Settings: config["report"] (pepr.plan.report_settings.ReportConfig; defaults in code). The
 # performance is config["pepr"]["performance"], the one pepr.csv was scored with.
 # gather_histories alone depends on every run's history.csv and writes one table of them, so the
 # other rules take two or three inputs each, not thousands. report_tables and report_figures read
 # pepr.csv + that table; report_summary reads pepr.csv + the tables (nothing is computed twice).
 # All rules are light (seconds) and run on the submitting machine.
 from pepr.report.config import FIGURES, HISTORIES_TABLE, TABLE_SETTINGS, TABLES, ReportConfig
-from pepr.report_settings import report_config_from
-from pepr.runs import RUNS_DIR, format_fraction
+from pepr.plan.report_settings import report_config_from
+from pepr.results.runs import RUNS_DIR, format_fraction
 
 
 report: "../report/workflow.rst"

@@ -5,10 +5,10 @@
 # per-epoch resume checkpoint and the saved model (model.pt, for transfer) live beside them, so
 # Snakemake's clean-up of incomplete outputs never deletes what a resumed job continues from.
 #
-# params hold training settings only (pepr.grid.train_settings), so changing report or scoring
+# params hold training settings only (pepr.plan.grid.train_settings), so changing report or scoring
 # settings retrains nothing; they are the very values sweeps finished with the earlier script:
 # rules recorded (a rerun trigger), and `{params.train}` is their `pepr train` flags
-# (pepr.grid.TrainSettings). Progress and any error of `pepr train` go to the rule's log.
+# (pepr.plan.grid.TrainSettings). Progress and any error of `pepr train` go to the rule's log.
 # The input functions (pretrain_inputs, cell_of, train_inputs) are in common.smk.
 import shlex
 import sys

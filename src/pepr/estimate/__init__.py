@@ -4,9 +4,9 @@ Four parts, each usable on its own:
 
 1. **Jobs** (:mod:`pepr.estimate.jobs`): a validated workflow config -> one :class:`Job` per
    training job (dataset x init x fraction x model x seed, plus the transfer strategy's
-   pretraining), with the batch counts pepr.loop and pepr.data's rules give.
+   pretraining), with the batch counts pepr.train.loop and pepr.datasets.core's rules give.
 2. **Calibration** (:mod:`pepr.estimate.calibrate`): on the current device, each model runs a
-   few timed training steps and evaluation batches with pepr.train's own loops at the sweep's
+   few timed training steps and evaluation batches with pepr.train.run's own loops at the sweep's
    image size, batch size and precision, after warm-up, on random tensors; power is measured with
    CodeCarbon's offline tracker or given (``power_w``). A model that cannot run is recorded as
    failed with the reason; it is never dropped.

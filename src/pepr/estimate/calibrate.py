@@ -1,8 +1,8 @@
 """Calibration: a few timed training steps and evaluation batches per model on this device.
 
-Each model runs pepr.train's own loops (:mod:`pepr.loop`) with the sweep's precision on random
+Each model runs pepr.train.run's own loops (:mod:`pepr.train.loop`) with the sweep's precision on random
 images, after warm-up; the device's power over the timed batches is measured with CodeCarbon's
-offline tracker (:class:`pepr.measure.EnergyMeter`) or given. A model that cannot run is a
+offline tracker (:class:`pepr.train.measure.EnergyMeter`) or given. A model that cannot run is a
 ``failed`` :class:`Calibration` with the reason, never dropped. torch is imported inside the
 functions that need it.
 """
@@ -49,7 +49,7 @@ class Calibration:
     ``status`` is ``"ok"`` or ``"failed"`` (then ``reason`` says why and the timings are NaN).
     ``train_s_per_batch``: one training step (forward + backward + Adam step) on a full batch
     of ``batch_size``; ``eval_s_per_batch``: one inference forward pass on ``eval_batch_size``
-    images. Both are measured with pepr.train's own loops (same precision and memory layout). ``power_w``: mean power of the
+    images. Both are measured with pepr.train.run's own loops (same precision and memory layout). ``power_w``: mean power of the
     whole machine as measured (or given) while the timed batches ran; ``power_method`` says how.
     """
 
@@ -112,10 +112,10 @@ def _describe_failure(exc: BaseException, spec: CalibrationSpec, stage: str) -> 
 
 
 def _random_splits(spec: CalibrationSpec, device, n_train: int, n_eval: int):
-    """pepr.loop.DeviceSplits of random uint8 images (content does not change the cost)."""
+    """pepr.train.loop.DeviceSplits of random uint8 images (content does not change the cost)."""
     import torch
 
-    from pepr.loop import DeviceSplits
+    from pepr.train.loop import DeviceSplits
 
     generator = torch.Generator().manual_seed(0)
 
@@ -148,8 +148,8 @@ def calibrate_one(
 ) -> Calibration:
     """Calibrate one spec on ``device_name`` (``cpu``, ``cuda``, ``cuda:1``).
 
-    Runs pepr.train's own loops (:func:`pepr.loop.train_epoch`, :func:`pepr.loop.predict`) with
-    its precision policy (:func:`pepr.loop.select_precision` of ``precision``, the sweep's
+    Runs pepr.train.run's own loops (:func:`pepr.train.loop.train_epoch`, :func:`pepr.train.loop.predict`) with
+    its precision policy (:func:`pepr.train.loop.select_precision` of ``precision``, the sweep's
     ``fp32`` or ``bf16``; channels_last on CUDA) on random images: ``warmup``
     untimed training steps and one untimed evaluation batch, then ``batches`` timed training steps
     (repeated until ``min_seconds`` have passed) and ``max(1, batches // 2)`` timed evaluation
@@ -161,7 +161,7 @@ def calibrate_one(
     """
     import torch
 
-    from pepr import loop
+    from pepr.train import loop
 
     if batches < 1 or warmup < 0 or min_seconds < 0:
         raise PeprInputError(f"calibration needs batches >= 1, warmup >= 0, min_seconds >= 0 (got {batches}, {warmup}, {min_seconds})")
@@ -259,14 +259,14 @@ def _synchronize(device) -> None:
 
 
 class _MeasuredPower:
-    """Mean power over each model's timed batches, from pepr.measure's CodeCarbon meter.
+    """Mean power over each model's timed batches, from pepr.train.measure's CodeCarbon meter.
 
-    One :class:`pepr.measure.EnergyMeter` (CodeCarbon's offline tracker, as training uses) is
+    One :class:`pepr.train.measure.EnergyMeter` (CodeCarbon's offline tracker, as training uses) is
     shared by all calibrations, one span per model.
     """
 
     def __init__(self, country: str) -> None:
-        from pepr.measure import EnergyMeter
+        from pepr.train.measure import EnergyMeter
 
         self.meter = EnergyMeter(country)
         self.meter.start()
@@ -373,8 +373,8 @@ def device_label(device: str, threads: int | None) -> str:
 
 
 def build_training_model(spec: CalibrationSpec):
-    """Build a model exactly as pepr.train does (:func:`pepr.models.create_model`), randomly initialised."""
-    from pepr.models import create_model
+    """Build a model exactly as pepr.train.run does (:func:`pepr.train.models.create_model`), randomly initialised."""
+    from pepr.train.models import create_model
 
     model, _ = create_model(spec.model, "scratch", spec.num_classes, spec.in_chans, spec.image_size)
     return model

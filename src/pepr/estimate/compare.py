@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pepr.aggregate import normalise_status
+from pepr.results.aggregate import normalise_status
 from pepr.errors import PeprInputError
 from pepr.estimate.jobs import JOB_KEYS
 
@@ -48,7 +48,7 @@ def compare_estimate(estimate: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame
     missing = [c for c in needed if c not in measured.columns]
     if missing:
         raise PeprInputError(f"the runs table lacks the measured column(s) {', '.join(missing)}")
-    # The runs table's status rule ("OK" is ok, an unknown status is an error): pepr.aggregate.
+    # The runs table's status rule ("OK" is ok, an unknown status is an error): pepr.results.aggregate.
     measured = measured[normalise_status(measured["status"], where="the runs table") == "ok"]
     est_ok = est[est["status"] == "ok"]
     merged = measured.merge(
@@ -119,7 +119,7 @@ def compare_files(
 ) -> pd.DataFrame:
     """Read ``results/estimate.csv`` and ``results/runs.csv``, write the per-model comparison
     (:func:`compare_estimate`) to ``output`` and, when given, its figure; return the table."""
-    from pepr.tableio import read_table, table_format, write_table
+    from pepr.results.tableio import read_table, table_format, write_table
 
     table_format(output)
     comparison = compare_estimate(read_table(estimate_path), read_table(runs_path))

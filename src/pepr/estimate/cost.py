@@ -83,7 +83,7 @@ def carbon_intensity_g_per_kwh(country_iso_code: str) -> float:
 
 def series_mean_g_per_kwh(times: Sequence[float], values: Sequence[float], step_s: float) -> float:
     """Time-weighted mean of a carbon-intensity series (value ``i`` holds from ``times[i]`` to
-    ``times[i + 1]``, the last one for ``step_s``), as :class:`pepr.measure.IntensitySeries`
+    ``times[i + 1]``, the last one for ``step_s``), as :class:`pepr.train.measure.IntensitySeries`
     defines it. A sweep's start is not known in advance, so its estimate uses the mean."""
     spans = [b - a for a, b in zip(times, times[1:])] + [step_s]
     return sum(v * d for v, d in zip(values, spans)) / sum(spans)
@@ -91,8 +91,8 @@ def series_mean_g_per_kwh(times: Sequence[float], values: Sequence[float], step_
 
 def carbon_intensity_from_series(path: str) -> tuple[float, str]:
     """(g/kWh, description) of the config's ``carbon_intensity`` CSV, read with
-    :func:`pepr.measure.read_carbon_intensity` (the same reader and checks training uses)."""
-    from pepr.measure import read_carbon_intensity
+    :func:`pepr.train.measure.read_carbon_intensity` (the same reader and checks training uses)."""
+    from pepr.train.measure import read_carbon_intensity
 
     series = read_carbon_intensity(path)
     mean = series_mean_g_per_kwh(series.times, series.values, series.step_s)
@@ -106,7 +106,7 @@ def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assu
     """One row per job: the job's columns, its calibration, and the estimated cost.
 
     Per job and epoch: :func:`train_batches` training steps and :func:`eval_batches` evaluation
-    batches (val + test after every epoch, as pepr.train does; a partial last batch counts as a
+    batches (val + test after every epoch, as pepr.train.run does; a partial last batch counts as a
     full one). ``est_time_s = epochs x (train batches x train_s_per_batch + eval batches x
     eval_s_per_batch) + job_overhead_s``; ``est_energy_kwh = est_time_s x power_w x pue / 3.6e6``;
     ``est_co2_kg = est_energy_kwh x carbon intensity / 1000``. Jobs whose model failed
@@ -330,8 +330,8 @@ def format_report(
     lines += ["", "Assumptions:"]
     lines.append(
         "  time per job = epochs x (ceil(n_train / batch) x s per training step + (ceil(n_val / eval batch) + "
-        "ceil(n_test / eval batch)) x s per eval batch) + job overhead, as pepr.train runs a job (val and test "
-        "evaluated after every epoch, eval batch = max(batch, 256)); steps timed with pepr.train's own loops "
+        "ceil(n_test / eval batch)) x s per eval batch) + job overhead, as pepr.train.run runs a job (val and test "
+        "evaluated after every epoch, eval batch = max(batch, 256)); steps timed with pepr.train.run's own loops "
         "(same precision and memory layout) after warm-up, on random images at the configured image size and batch size."
     )
     lines.append(

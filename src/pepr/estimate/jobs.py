@@ -1,8 +1,8 @@
 """From a workflow config to the jobs an estimate prices: :class:`Job`, dataset facts, batch counts.
 
-The batch-count and fraction rules are pepr.loop's and pepr.data's own public functions
-(:func:`pepr.loop.train_batch_count`, :func:`pepr.loop.eval_batch_size`,
-:func:`pepr.data.stratified_subset_size`), so the estimate counts exactly what training runs.
+The batch-count and fraction rules are pepr.train.loop's and pepr.datasets.core's own public functions
+(:func:`pepr.train.loop.train_batch_count`, :func:`pepr.train.loop.eval_batch_size`,
+:func:`pepr.datasets.core.stratified_subset_size`), so the estimate counts exactly what training runs.
 """
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pepr import loop
+from pepr.train import loop
 from pepr.errors import PeprInputError
-from pepr.runs import IDENTITY_COLUMNS
+from pepr.results.runs import IDENTITY_COLUMNS
 
 #: Columns identifying one job, named as in ``results/runs.csv``.
 JOB_KEYS: tuple[str, ...] = IDENTITY_COLUMNS
@@ -26,7 +26,7 @@ class Job:
 
     ``dataset``/``init``/``fraction``/``model``/``seed`` name the job as ``runs.csv`` does.
     ``n_train`` is the number of training images after the data fraction; ``n_val``/``n_test``
-    the images evaluated after every epoch, in batches of ``eval_batch_size`` (pepr.train uses
+    the images evaluated after every epoch, in batches of ``eval_batch_size`` (pepr.train.run uses
     ``max(batch_size, 256)``). ``in_chans``/``num_classes`` shape the model.
     """
 
@@ -64,10 +64,10 @@ class Job:
 
 
 def train_batches(n_train: int, batch_size: int) -> int:
-    """Training steps per epoch, as :func:`pepr.loop.batch_order` makes them.
+    """Training steps per epoch, as :func:`pepr.train.loop.batch_order` makes them.
 
     ``ceil(n / batch)``, except that a last batch of a single image is merged into the previous
-    one (BatchNorm cannot train on one sample): :func:`pepr.loop.train_batch_count`.
+    one (BatchNorm cannot train on one sample): :func:`pepr.train.loop.train_batch_count`.
     """
     return loop.train_batch_count(n_train, batch_size)
 
@@ -78,7 +78,7 @@ def eval_batches(n_val: int, n_test: int, eval_batch_size: int) -> int:
 
 
 def eval_batch_size(batch_size: int) -> int:
-    """Batch size of pepr.train's evaluation passes (:func:`pepr.loop.eval_batch_size`)."""
+    """Batch size of pepr.train.run's evaluation passes (:func:`pepr.train.loop.eval_batch_size`)."""
     return loop.eval_batch_size(batch_size)
 
 
@@ -102,8 +102,8 @@ class DatasetFacts:
     source: str
 
     def train_size(self, fraction: float, seed: int = 0) -> int:
-        """Training images after the workflow's stratified ``fraction`` (pepr.data's rule)."""
-        from pepr.data import stratified_subset_size
+        """Training images after the workflow's stratified ``fraction`` (pepr.datasets.core's rule)."""
+        from pepr.datasets.core import stratified_subset_size
 
         if self.train_class_counts is None:
             # Class counts unknown (file not downloaded): the rule applied to the split as one class.
@@ -139,14 +139,14 @@ def dataset_facts(
 
     No data file is needed: MedMNIST flags whose file is not present use MedMNIST's published
     split sizes (stated in ``source``); npz files and present MedMNIST files are read (labels
-    only); synthetic sets are computed from their options, as :func:`pepr.data.make_synthetic`
+    only); synthetic sets are computed from their options, as :func:`pepr.datasets.core.make_synthetic`
     would draw them. An npz file that is not there takes its sizes from ``given_sizes``
     (short name -> TRAIN, VAL, TEST[, SIZE[, CHANNELS]], the ``--dataset-size`` flag); without
     them a PeprInputError says to give them.
     """
     import numpy as np
 
-    from pepr import data
+    from pepr.datasets import core as data
 
     parsed = data.parse_dataset_spec(spec)
     name = data.dataset_name(spec)
@@ -159,8 +159,8 @@ def dataset_facts(
             int(options["channels"]), classes, int(options["size"]), tuple(int(c) for c in counts),
             "synthetic options",
         )
-    if parsed.kind in ("folder", "csv"):  # the user's images: listed and their headers read (pepr.images)
-        from pepr import images
+    if parsed.kind in ("folder", "csv"):  # the user's images: listed and their headers read (pepr.datasets.images)
+        from pepr.datasets import images
 
         facts = images.dataset_facts(spec, data_dir)
         counts = facts["counts"]
@@ -247,9 +247,9 @@ def jobs_from_config(
     cache_dir: str | Path | None = None,
     dataset_sizes: Mapping[str, Sequence[int]] | None = None,
 ) -> GridJobs:
-    """Validate a workflow config (pepr.config) and turn its grid into :class:`Job` objects.
+    """Validate a workflow config (pepr.plan.config) and turn its grid into :class:`Job` objects.
 
-    ``config`` is the loaded YAML mapping (defaults are filled in, in place, by pepr.config).
+    ``config`` is the loaded YAML mapping (defaults are filled in, in place, by pepr.plan.config).
     The config is checked as ``snakemake -n`` checks it, except that data files need not exist
     (a cost estimate comes before the data: sizes come from MedMNIST's metadata, the npz header
     or ``dataset_sizes``, see :func:`dataset_facts`).
@@ -262,8 +262,8 @@ def jobs_from_config(
     """
     import copy
 
-    from pepr import plan
-    from pepr.config import apply_defaults, load_schema, timm_catalogue
+    from pepr.plan import prepare as plan
+    from pepr.plan.config import apply_defaults, load_schema, timm_catalogue
 
     schema_path = Path(schema_path)
     if not schema_path.is_file():

@@ -57,7 +57,7 @@ class EstimateSettings:
         if self.max_models is not None and self.max_models < 1:
             raise PeprInputError(f"max_models must be at least 1, got {self.max_models}")
         if self.device is not None:
-            from pepr.devices import parse_device
+            from pepr.train.devices import parse_device
 
             parse_device(self.device)
 
@@ -108,7 +108,7 @@ def run_estimate(
     )
     import torch
 
-    from pepr.devices import resolve_device
+    from pepr.train.devices import resolve_device
 
     cuda = torch.cuda.is_available()
     device = resolve_device(settings.device or config["device"], cuda, torch.cuda.device_count() if cuda else 0)

@@ -22,11 +22,11 @@ from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histor
 # too, and this module writes the page); they are the rule scripts' entry points from here.
 from pepr.report.loading import load, prepare
 from pepr.report.summary import summary_markdown
-from pepr.runs import atomic_write_text
-from pepr.tableio import read_table, write_table
+from pepr.results.runs import atomic_write_text
+from pepr.results.tableio import read_table, write_table
 
 if TYPE_CHECKING:
-    from pepr.aggregate import CarbonSettings
+    from pepr.results.aggregate import CarbonSettings
 
 __all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "read_tables", "write_figures",
            "write_histories", "write_pepr_table", "write_report", "write_summary", "write_tables"]
@@ -102,7 +102,7 @@ def _to_input_names(table: pd.DataFrame, data: ReportData) -> pd.DataFrame:
 def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[str, pd.DataFrame] | None = None) -> list[Path]:
     """Write every table (``computed``, None: :func:`compute_tables`) as CSV under ``out_dir``,
     in the input's column names; returns the paths."""
-    from pepr.outputs import check_output_folder
+    from pepr.results.outputs import check_output_folder
 
     check_output_folder(out_dir, "tables folder")  # writable, with room, before computing anything
     paths = []
@@ -140,7 +140,7 @@ def read_tables(tables_dir: str | os.PathLike, data: ReportData | None = None) -
 
 def write_figures(data: ReportData, out_dir: str | os.PathLike) -> list[Path]:
     """Draw every figure and write it in each configured format under ``out_dir``."""
-    from pepr.outputs import check_output_folder
+    from pepr.results.outputs import check_output_folder
 
     check_output_folder(out_dir, "figures folder")  # writable, with room, before drawing anything
     paths = []

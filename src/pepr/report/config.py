@@ -1,13 +1,13 @@
 """The report stage's outputs (table and figure file names) and its settings.
 
 The settings (:class:`ReportConfig`, the ``report:`` section of the workflow config) and their
-checks live in :mod:`pepr.report_settings`, on the planning side, so that planning validates
+checks live in :mod:`pepr.plan.report_settings`, on the planning side, so that planning validates
 them without importing the report; they are imported here for the report's modules.
 """
 
 from __future__ import annotations
 
-from pepr.report_settings import PERFORMANCE_COLUMNS, STANDARD_RESOURCES, TABLE_SETTINGS, WORKFLOW_GROUP, ReportConfig
+from pepr.plan.report_settings import PERFORMANCE_COLUMNS, STANDARD_RESOURCES, TABLE_SETTINGS, WORKFLOW_GROUP, ReportConfig
 
 __all__ = ["FIGURES", "HISTORIES_TABLE", "PERFORMANCE_COLUMNS", "STANDARD_RESOURCES", "TABLES", "TABLE_SETTINGS",
            "WORKFLOW_GROUP", "ReportConfig"]

@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprInputError
-from pepr.aggregate import normalise_status
+from pepr.results.aggregate import normalise_status
 from pepr.report.config import STANDARD_RESOURCES, WORKFLOW_GROUP, ReportConfig
-from pepr.runs import format_fraction, parse_run_path
-from pepr.tableio import read_table
+from pepr.results.runs import format_fraction, parse_run_path
+from pepr.results.tableio import read_table
 
 if TYPE_CHECKING:
-    from pepr.aggregate import CarbonSettings
+    from pepr.results.aggregate import CarbonSettings
 
 #: The workflow's normalisation group (the columns PePR is normalised within); a table given to
 #: ``pepr report`` may have others (``ReportConfig.group``).
@@ -410,7 +410,7 @@ class TableSpec:
     """How a runs table's columns map onto the report: ``pepr report``'s flags.
 
     None / empty means the default: performance ``test_accuracy``; resources the workflow's
-    (:data:`pepr.aggregate.RESOURCES` and their ``_amortised`` forms) present in the table;
+    (:data:`pepr.results.aggregate.RESOURCES` and their ``_amortised`` forms) present in the table;
     group keys those of dataset, init, fraction present (none: the whole table is one group);
     model ``model``; params ``params`` and seed ``seed`` when present (an explicit name must be
     present). ``rename`` (old, new) pairs are applied first, and every other name refers to the
@@ -458,8 +458,8 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     check everything before writing anything. Existing ``X_norm`` / ``pepr_X`` columns of the
     scored resources are recomputed (a ``pepr.csv`` can be reported on again).
     """
-    from pepr.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column
-    from pepr.scoring import norm_column, pepr_column, score
+    from pepr.results.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column
+    from pepr.results.scoring import norm_column, pepr_column, score
 
     if len(raw) == 0:
         raise PeprInputError(f"{source} has no rows: there is no run to report on")
@@ -609,7 +609,7 @@ def gather_histories(
 
     With ``carbon`` (the workflow's country / carbon-intensity series), ``epoch_co2_kg`` and
     ``cumulative_co2_kg`` are derived from each epoch's measured energy, as aggregation derives
-    the runs' ``co2_kg`` (:class:`pepr.aggregate.CarbonSettings`; a series needs the epoch
+    the runs' ``co2_kg`` (:class:`pepr.results.aggregate.CarbonSettings`; a series needs the epoch
     midpoints of the run's metrics.json beside the history): the curves follow a corrected
     country. Header-only files (failed runs) add no rows. The files are parsed with the csv
     module and built column-wise, so tens of thousands of small files cost no per-file DataFrame.
@@ -673,7 +673,7 @@ def _derive_epoch_co2(header: list[str], rows: list[list[str]], path: Path, carb
             energies.append(None)
     midpoints = None
     if carbon.series is not None:
-        from pepr.aggregate import read_metrics
+        from pepr.results.aggregate import read_metrics
 
         metrics_file = path.parent / "metrics.json"
         try:

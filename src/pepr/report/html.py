@@ -31,7 +31,7 @@ from markdown_it import MarkdownIt
 
 from pepr.errors import PeprInputError
 from pepr.report.config import FIGURES, WORKFLOW_GROUP, ReportConfig
-from pepr.runs import atomic_write_text
+from pepr.results.runs import atomic_write_text
 
 if TYPE_CHECKING:
     from pepr.report.data import ReportData

@@ -28,7 +28,7 @@ from pepr.report.data import (
     size_split,
 )
 from pepr.report.stats import epoch_curves, peak_epochs
-from pepr.tableio import read_table
+from pepr.results.tableio import read_table
 
 __all__ = ["load", "prepare"]
 

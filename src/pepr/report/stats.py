@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from pepr.scoring import score
+from pepr.results.scoring import score
 
 
 def format_p(p: float) -> str:

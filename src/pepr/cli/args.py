@@ -1,7 +1,7 @@
 """argparse value parsers shared by the ``pepr`` sub-commands (one message per kind of bad value).
 
 Each raises :class:`argparse.ArgumentTypeError`, which argparse prints as ``--flag: message``.
-:data:`PARSERS` names them for :class:`pepr.settings.TrainConfig`'s field metadata.
+:data:`PARSERS` names them for :class:`pepr.train.settings.TrainConfig`'s field metadata.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pepr.settings import MAX_SEED
+from pepr.train.settings import MAX_SEED
 
 
 def number(text: str, kind: type) -> int | float:
@@ -71,7 +71,7 @@ def positive_float(text: str) -> float:
     return value
 
 
-#: Parser names used in :class:`pepr.settings.TrainConfig` metadata (``parse``).
+#: Parser names used in :class:`pepr.train.settings.TrainConfig` metadata (``parse``).
 PARSERS: dict[str, Callable[[str], Any]] = {
     "positive_int": positive_int,
     "non_negative_int": non_negative_int,

@@ -160,7 +160,7 @@ _IDENTITY_KEYS: tuple[str, ...] = ("model", "dataset", "init", "fraction", "seed
 class RunKey:
     """A cell as the workflow names it in its results path."""
 
-    dataset: str  # short name (pepr.data.dataset_name)
+    dataset: str  # short name (pepr.datasets.core.dataset_name)
     init: str  # workflow strategy: scratch, imagenet, transfer
     fraction: float
     model: str

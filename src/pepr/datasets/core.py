@@ -7,7 +7,7 @@ Dataset spec grammar (the ``--dataset`` value and the workflow's ``datasets`` en
     size (28, 64, 128 or 224; default 28). The file is ``DATA_DIR/FLAG.npz`` at 28 px and
     ``DATA_DIR/FLAG_SIZE.npz`` otherwise (MedMNIST's own names); ``DATA_DIR`` is ``--data-dir`` or,
     when not given, the ``medmnist`` package's default root (``~/.medmnist``). 3D flags are
-    rejected; the multi-label ``chestmnist`` trains with BCE-with-logits (:mod:`pepr.loop`).
+    rejected; the multi-label ``chestmnist`` trains with BCE-with-logits (:mod:`pepr.train.loop`).
 ``npz:PATH``
     Any file in the MedMNIST npz layout: ``train_images``, ``train_labels``, ``val_images``,
     ``val_labels``, ``test_images``, ``test_labels``; images ``(N, H, W)`` or ``(N, H, W, C)`` with
@@ -16,7 +16,7 @@ Dataset spec grammar (the ``--dataset`` value and the workflow's ``datasets`` en
     PATH is relative to the current working directory.
 ``folder:PATH[,val=0.1,test=0.2,size=N,channels=1|3,seed=S]`` and ``csv:FILE[,...]``
     The user's own images (ImageFolder layout or a manifest), converted once into a cached npz
-    under ``DATA_DIR/images/`` and then read exactly as ``npz:`` (:mod:`pepr.images`).
+    under ``DATA_DIR/images/`` and then read exactly as ``npz:`` (:mod:`pepr.datasets.images`).
 ``synthetic`` or ``synthetic:KEY=VALUE,...``
     A procedurally generated image-classification set (see :func:`make_synthetic`); NOT medical
     data, only shaped like it, for offline demos and tests. Keys and defaults are
@@ -35,10 +35,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pepr import images
+from pepr.datasets import images
 from pepr.errors import PeprInputError
-from pepr.medmnist_info import default_data_dir  # noqa: F401 - part of this module's API
-from pepr.medmnist_info import medmnist_info_module as _medmnist_info_module
+from pepr.datasets.medmnist_info import default_data_dir  # noqa: F401 - part of this module's API
+from pepr.datasets.medmnist_info import medmnist_info_module as _medmnist_info_module
 
 #: Image sizes MedMNIST (v2 at 28 px, MedMNIST+ above) is published at.
 MEDMNIST_SIZES: tuple[int, ...] = (28, 64, 128, 224)
@@ -313,8 +313,8 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
     where = f"{path}"
     if not path.exists():
         return [f"{where}: file not found"]
-    from pepr import npzcheck
-    from pepr.safeyaml import file_kind_problem
+    from pepr.datasets import npzcheck
+    from pepr.plan.safeyaml import file_kind_problem
 
     kind = file_kind_problem(path, "data file")  # a FIFO would block the read, a folder is no npz
     if kind:
@@ -553,7 +553,7 @@ def load_dataset(
 
     A missing MedMNIST file is downloaded through the ``medmnist`` package when
     ``allow_download`` (and the network) allows; a ``folder:``/``csv:`` spec is converted into
-    its cached npz first when that is missing or stale (:func:`pepr.images.prepare`, ``workers``
+    its cached npz first when that is missing or stale (:func:`pepr.datasets.images.prepare`, ``workers``
     processes); otherwise, and for every bad file, raises :class:`PeprInputError` listing all
     problems found.
     """
@@ -570,7 +570,7 @@ def load_dataset(
     problems = dataset_problems(spec, data_dir, allow_download=False)
     if problems:
         raise PeprInputError("; ".join(problems))
-    from pepr.npzcheck import memory_problem
+    from pepr.datasets.npzcheck import memory_problem
 
     too_big = memory_problem(f"dataset {spec!r}: {path}", _npz_headers(path))  # this machine's memory, before reading
     if too_big:

@@ -15,7 +15,7 @@ fine-tune runs sharing that checkpoint (``pretrain_uses``), and, for the additiv
 ``X_amortised = X`` (ImageNet pretraining was paid by others and is not counted).
 
 ``pepr.csv`` adds ``X_norm`` and ``pepr_X`` for every resource and amortised resource, scored
-with :func:`pepr.scoring.score` within each dataset x init x fraction cell over its successful
+with :func:`pepr.results.scoring.score` within each dataset x init x fraction cell over its successful
 runs; failed runs get empty scores.
 
 This module uses json + pandas only (never torch) and builds each frame once, so 24,000 runs
@@ -34,8 +34,8 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprInputError
-from pepr.runs import GROUP_COLUMNS, IDENTITY_COLUMNS, parse_pretrain_path, parse_run_path
-from pepr.scoring import norm_column, pepr_column, score
+from pepr.results.runs import GROUP_COLUMNS, IDENTITY_COLUMNS, parse_pretrain_path, parse_run_path
+from pepr.results.scoring import norm_column, pepr_column, score
 
 __all__ = [
     "CELL_COLUMNS",
@@ -51,7 +51,7 @@ __all__ = [
     "score_to_csv",
 ]
 
-#: Columns naming a run, in the order they lead runs.csv (the run contract's, :mod:`pepr.runs`).
+#: Columns naming a run, in the order they lead runs.csv (the run contract's, :mod:`pepr.results.runs`).
 CELL_COLUMNS: tuple[str, ...] = IDENTITY_COLUMNS
 #: Resource columns scored in pepr.csv (PePR-E, -C, -T, -M).
 RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
@@ -76,7 +76,7 @@ def read_metrics(path: str | os.PathLike, keep: Sequence[str] = ()) -> dict[str,
 
     Raises PeprInputError naming the file when it is missing, not JSON, or not an object.
     """
-    from pepr.safeyaml import file_kind_problem
+    from pepr.plan.safeyaml import file_kind_problem
 
     problem = file_kind_problem(path, "metrics file")
     if problem and not problem.endswith("not found"):  # a FIFO would block the read
@@ -104,7 +104,7 @@ class CarbonSettings:
     corrected country or series re-aggregates and re-scores; nothing is trained again."""
 
     def __init__(self, country: str, carbon_intensity: str | os.PathLike | None = None) -> None:
-        from pepr import measure
+        from pepr.train import measure
 
         self.country = country
         self.series = measure.read_carbon_intensity(carbon_intensity) if carbon_intensity else None
@@ -372,7 +372,7 @@ def aggregate_to_csv(
     carbon: CarbonSettings | None = None,
 ) -> pd.DataFrame:
     """:func:`collect_runs` written atomically to ``output`` (CSV or Parquet by extension)."""
-    from pepr.tableio import write_table
+    from pepr.results.tableio import write_table
 
     frame = collect_runs(metrics_files, pretrain_files, runs_root, carbon)
     write_table(frame, output)
@@ -386,7 +386,7 @@ def score_to_csv(
     settings: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
     """Read runs.csv, :func:`score_runs` it, write pepr.csv atomically."""
-    from pepr.tableio import read_table, write_table
+    from pepr.results.tableio import read_table, write_table
 
     runs = read_table(runs_table)
     scored = score_runs(runs, performance=performance, **{"skip_undefined": True, **dict(settings or {})})

@@ -1,5 +1,5 @@
 """MedMNIST's metadata module (``medmnist/info.py``) loaded without importing torch, and its
-default data folder. Shared by :mod:`pepr.data` and :mod:`pepr.images` (which must not import
+default data folder. Shared by :mod:`pepr.datasets.core` and :mod:`pepr.datasets.images` (which must not import
 each other both ways).
 """
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pepr import data as data_module
-from pepr.train_metrics import classification_metrics, multilabel_metrics
+from pepr.datasets import core as data_module
+from pepr.train.metrics import classification_metrics, multilabel_metrics
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -235,7 +235,7 @@ def evaluate(
     model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", splits: DeviceSplits, precision: Precision, batch_size: int
 ) -> dict[str, float]:
     """Loss and classification metrics of the model on one split (multi-label: sigmoid scores,
-    :func:`pepr.train_metrics.multilabel_metrics`)."""
+    :func:`pepr.train.metrics.multilabel_metrics`)."""
     logits = predict(model, x, splits, precision, batch_size)
     value = float(loss(logits, y, splits.multi_label).item())
     if splits.multi_label:

@@ -3,14 +3,14 @@
 A field's default, its ``pepr train`` flag and help text, how the flag's text is parsed and how
 the workflow sets it all live in the field (its ``metadata``); everything else derives from it:
 
-* ``pepr train``'s flags (:func:`pepr.train_cli.add_arguments` walks :func:`train_fields`);
-* the train rules' ``params`` and their ``--flag value`` text (:func:`pepr.grid.train_settings`,
-  :class:`pepr.grid.TrainSettings`, in the order of the fields below: that order is the text
+* ``pepr train``'s flags (:func:`pepr.cli.train.add_arguments` walks :func:`train_fields`);
+* the train rules' ``params`` and their ``--flag value`` text (:func:`pepr.plan.grid.train_settings`,
+  :class:`pepr.plan.grid.TrainSettings`, in the order of the fields below: that order is the text
   finished sweeps recorded, so it must not change);
 * the workflow config's keys of the same name (the schema's ``default`` is held equal to the
   field's by tests/test_settings.py).
 
-The checks on a run's settings are :func:`pepr.config.training_problems` (one set, run by
+The checks on a run's settings are :func:`pepr.plan.config.training_problems` (one set, run by
 ``pepr train`` and by planning on every job). Standard library only: the Snakefile imports it.
 
 ``workflow`` metadata says where a workflow job's value comes from:
@@ -18,7 +18,7 @@ The checks on a run's settings are :func:`pepr.config.training_problems` (one se
 * ``"sweep"``: the config key of the same name, always written into the params;
 * ``"optional"``: the config key of the same name, written only when it differs from the default
   (added after sweeps had finished: their recorded params must stay the same);
-* ``"job"``: set per cell or pretraining job by :func:`pepr.grid.train_settings`;
+* ``"job"``: set per cell or pretraining job by :func:`pepr.plan.grid.train_settings`;
 * absent: not a training setting of the workflow (the output folder, threads, ...).
 """
 
@@ -39,7 +39,7 @@ def _setting(default: Any = dataclasses.MISSING, *, help: str, workflow: str | N
     """A TrainConfig field: its default plus the metadata its flag and params derive from.
 
     ``cli`` holds the argparse details beyond the help text: ``parse`` (a parser name of
-    :data:`pepr.cli_args.PARSERS`), ``metavar``, ``choices``, ``flag`` (when not ``--name-with-dashes``).
+    :data:`pepr.cli.args.PARSERS`), ``metavar``, ``choices``, ``flag`` (when not ``--name-with-dashes``).
     """
     metadata = {"help": help, "workflow": workflow, **cli}
     if default is dataclasses.MISSING:

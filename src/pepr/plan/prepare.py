@@ -3,17 +3,17 @@
 Planning reads one way (each layer imports only the ones below it; tests/test_structure.py
 holds it):
 
-    pepr.plan      prepare_grid, config_problems, job_problems, report_problems, the cache
-      pepr.grid    cells, pretraining jobs, train_settings (the train rules' params)
-        pepr.config    loading, schema, defaults, training_problems (TrainConfig-level checks)
-          pepr.settings / pepr.devices / pepr.report_settings / pepr.runs / pepr.data ...
+    pepr.plan.prepare      prepare_grid, config_problems, job_problems, report_problems, the cache
+      pepr.plan.grid    cells, pretraining jobs, train_settings (the train rules' params)
+        pepr.plan.config    loading, schema, defaults, training_problems (TrainConfig-level checks)
+          pepr.train.settings / pepr.train.devices / pepr.plan.report_settings / pepr.results.runs / pepr.datasets.core ...
 
 :func:`config_problems` lists every problem of a workflow config at once: schema, names, data
-files, ``report:`` settings (:mod:`pepr.report_settings`: planning never imports the report),
-and :func:`pepr.config.training_problems` on every distinct job's settings, so ``snakemake -n``
+files, ``report:`` settings (:mod:`pepr.plan.report_settings`: planning never imports the report),
+and :func:`pepr.plan.config.training_problems` on every distinct job's settings, so ``snakemake -n``
 rejects whatever a job would reject, before a finished cell is scheduled again. A config that
 validated is remembered in the validation cache (``.snakemake/pepr/``). Nothing here imports
-torch; timm is imported only to build :func:`pepr.config.timm_catalogue`'s cache.
+torch; timm is imported only to build :func:`pepr.plan.config.timm_catalogue`'s cache.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pepr.config import (
+from pepr.plan.config import (
     _is_int,
     _is_number,
     _timm_version,
@@ -36,12 +36,12 @@ from pepr.config import (
     timm_catalogue,
     training_problems,
 )
-from pepr.devices import cuda_index, device_problems
+from pepr.train.devices import cuda_index, device_problems
 from pepr.errors import PeprInputError
-from pepr.grid import INIT_STRATEGIES, Grid, build_grid, dataset_info, expand_cells, pattern_matches, train_settings
-from pepr.report_settings import report_config_from
-from pepr.runs import atomic_write_json
-from pepr.settings import MAX_SEED
+from pepr.plan.grid import INIT_STRATEGIES, Grid, build_grid, dataset_info, expand_cells, pattern_matches, train_settings
+from pepr.plan.report_settings import report_config_from
+from pepr.results.runs import atomic_write_json
+from pepr.train.settings import MAX_SEED
 
 #: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
 #: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
@@ -57,7 +57,7 @@ VALIDATION_VERSION = 3
 
 def _dataset_names(specs: Iterable[str], problems: list[str], label: str = "datasets") -> dict[str, str]:
     """spec -> short name, recording malformed specs as problems (prefixed with ``label``)."""
-    from pepr.data import dataset_name
+    from pepr.datasets.core import dataset_name
 
     names: dict[str, str] = {}
     for spec in specs:
@@ -79,7 +79,7 @@ def config_problems(
     Schema violations; fractions outside (0, 1]; unsafe or unknown model names (against
     ``catalogue``, see :func:`timm_catalogue`; skipped when None); ``imagenet`` init for models
     without ImageNet weights; malformed dataset specs, missing npz files and bad data files
-    (``pepr.data.dataset_problems``; MedMNIST files may be missing, the download_data rule fetches
+    (``pepr.datasets.core.dataset_problems``; MedMNIST files may be missing, the download_data rule fetches
     them); two datasets sharing a short name; include/exclude patterns that match no cell; an
     empty grid; bad ``report:`` settings (:func:`report_problems`); and, once the grid can be
     expanded, :func:`training_problems` on every distinct job (:func:`job_problems`). Returns
@@ -106,7 +106,7 @@ def config_problems(
     if "transfer" in inits and _is_number(fraction) and not 0 < fraction <= 1:
         problems.append(f"transfer.fraction: {fraction!r} is outside (0, 1]")
 
-    # the one model-name check (pepr.config.model_problems): safe characters, then timm's names
+    # the one model-name check (pepr.plan.config.model_problems): safe characters, then timm's names
     reported: set[str] = set()  # models with a problem here are not checked again per job
     without_weights: list[str] = []  # known models that an imagenet cell would need weights for
     for model in models:
@@ -140,7 +140,7 @@ def config_problems(
         elif source in source_names and source_names[source] in by_name:
             problems.append(f"transfer.source: {source!r} has the same short name as a target dataset")
     if check_data:
-        from pepr.data import dataset_problems
+        from pepr.datasets.core import dataset_problems
 
         labelled = [(spec, "datasets") for spec in names]
         if isinstance(source, str) and source not in names:
@@ -209,14 +209,14 @@ def _device_index_problems(config: Mapping[str, Any]) -> list[str]:
 
 def report_problems(config: Mapping[str, Any]) -> list[str]:
     """Problems of the ``report:`` settings, found by the very call report.smk makes
-    (:func:`pepr.report_settings.report_config_from`; planning never imports the report)."""
+    (:func:`pepr.plan.report_settings.report_config_from`; planning never imports the report)."""
     try:
         report_config_from(config)
     except PeprInputError as exc:
         return [str(exc)]
     except (TypeError, ValueError) as exc:  # a value of a type the dataclass cannot take
         return [f"report settings: {exc}"]
-    from pepr.settings_checks import report_setting_problems
+    from pepr.plan.settings_checks import report_setting_problems
 
     settings = config.get("report")
     # columns against the run contract, files, seed range (issue 19)
@@ -226,10 +226,10 @@ def report_problems(config: Mapping[str, Any]) -> list[str]:
 def _carbon_span_problems(config: Mapping[str, Any]) -> list[str]:
     """A carbon-intensity series must cover at least one job started now running its whole time
     limit (``resources.train.runtime``): a series ending mid-training stopped the run after epochs.
-    (Format problems are reported per job by :func:`pepr.config.training_problems`.)"""
+    (Format problems are reported per job by :func:`pepr.plan.config.training_problems`.)"""
     import time
 
-    from pepr.measure import read_carbon_intensity
+    from pepr.train.measure import read_carbon_intensity
 
     path = config.get("carbon_intensity")
     resources = config.get("resources") if isinstance(config.get("resources"), Mapping) else {}
@@ -248,7 +248,7 @@ def _carbon_span_problems(config: Mapping[str, Any]) -> list[str]:
 
 def job_problems(config: Mapping[str, Any], cells: Iterable[Any], catalogue: Mapping[str, Any] | None) -> list[str]:
     """:func:`training_problems` on the training settings of every distinct job of ``cells``
-    (``pepr.grid.Cell`` objects) and of their pretraining jobs, as ``pepr train`` would run them.
+    (``pepr.plan.grid.Cell`` objects) and of their pretraining jobs, as ``pepr train`` would run them.
 
     A sweep's thousands of cells share a handful of settings once seed and fraction are set
     aside (both are checked on the config itself), so each (model, dataset, init) is checked
@@ -318,7 +318,7 @@ def _data_fingerprint(config: Mapping[str, Any]) -> list[Any]:
     if isinstance(transfer, dict):
         specs.append(transfer.get("source"))
     paths += [Path(spec[len("npz:"):]) for spec in specs if isinstance(spec, str) and spec.startswith("npz:")]
-    from pepr import images  # folder:/csv: specs: their listed files' stamps (issue 16)
+    from pepr.datasets import images  # folder:/csv: specs: their listed files' stamps (issue 16)
 
     entries += [images.fingerprint(spec, Path(data_dir) if isinstance(data_dir, str) else None) for spec in specs if images.is_image_spec(spec)]
     for path in paths:

@@ -1,30 +1,30 @@
 """Train, evaluate and measure one timm model on one dataset: one cell of a PePR grid.
 
 ``run_training(TrainConfig(...))`` does the whole job and writes ``out_dir/metrics.json`` and
-``out_dir/history.csv`` (the contract in :mod:`pepr.runs` and ARCHITECTURE.md):
+``out_dir/history.csv`` (the contract in :mod:`pepr.results.runs` and ARCHITECTURE.md):
 
 1. a transfer cell whose pretraining failed (``pretrain_metrics``) is recorded as failed at once;
    otherwise everything cheap is validated (:func:`validate_train_config`) and the run folder is
-   locked (:func:`pepr.runs.run_lock`: one training per folder);
+   locked (:func:`pepr.results.runs.run_lock`: one training per folder);
 2. the data are loaded, the stratified train fraction taken and all splits moved to the device
-   once (:mod:`pepr.loop`); the model is built (:mod:`pepr.models`) and probed with one
+   once (:mod:`pepr.train.loop`); the model is built (:mod:`pepr.train.models`) and probed with one
    forward/backward pass: a model that cannot run on this input is a ``"failed"`` record;
 3. Adam + cross-entropy epochs, evaluating val and the full test set after each, measuring time,
    energy (a CodeCarbon task per epoch, CPU/RAM charged at the job's share of the node), CO2
-   (country average or a time series) and the training's working-set memory (:mod:`pepr.measure`);
-4. after each epoch ``out_dir/resume.pt`` (:mod:`pepr.resume`) lets a re-run continue from the last
+   (country average or a time series) and the training's working-set memory (:mod:`pepr.train.measure`);
+4. after each epoch ``out_dir/resume.pt`` (:mod:`pepr.train.resume`) lets a re-run continue from the last
    finished epoch; at the end the result is kept in ``previous/<UTC time>/``
-   (:func:`pepr.runs.archive_result`), the optional model file is saved, and history.csv then
+   (:func:`pepr.results.runs.archive_result`), the optional model file is saved, and history.csv then
    metrics.json (the finished marker) are placed in ``out_dir``.
 
 Time and energy cover the same span: every epoch's training loop plus its val/test evaluation
 (``train_loop_time_s`` and ``eval_time_s`` split it). Final performance is the last epoch's, as
 in the PePR paper; the best-val epoch is recorded too.
 
-torch/timm/codecarbon are imported inside functions: ``pepr.train_cli`` imports this module only
-when a training actually runs. :class:`pepr.settings.TrainConfig` (the settings) and the device
-loop (:mod:`pepr.loop`), metrics (:mod:`pepr.train_metrics`) and device choice
-(:mod:`pepr.devices`) are imported from their own modules.
+torch/timm/codecarbon are imported inside functions: ``pepr.cli.train`` imports this module only
+when a training actually runs. :class:`pepr.train.settings.TrainConfig` (the settings) and the device
+loop (:mod:`pepr.train.loop`), metrics (:mod:`pepr.train.metrics`) and device choice
+(:mod:`pepr.train.devices`) are imported from their own modules.
 """
 
 from __future__ import annotations
@@ -44,11 +44,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pepr import data as data_module
-from pepr import images, runs
+from pepr.datasets import core as data_module
+from pepr.datasets import images
+from pepr.results import runs
 from pepr.errors import PeprInputError
-from pepr.devices import resolve_device
-from pepr.loop import (
+from pepr.train.devices import resolve_device
+from pepr.train.loop import (
     DeviceSplits,
     Precision,
     eval_batch_size,
@@ -60,12 +61,12 @@ from pepr.loop import (
     to_device,
     train_epoch,
 )
-from pepr.loop import autocast as _autocast
-from pepr.loop import loss as loss_function
-from pepr.resume import RunState, load_resume, remove_stale_temp_files, save_resume
-from pepr.train_metrics import import_dependencies
-from pepr.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
-from pepr.settings import TrainConfig, train_fields
+from pepr.train.loop import autocast as _autocast
+from pepr.train.loop import loss as loss_function
+from pepr.train.resume import RunState, load_resume, remove_stale_temp_files, save_resume
+from pepr.train.metrics import import_dependencies
+from pepr.results.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
+from pepr.train.settings import TrainConfig, train_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -80,13 +81,13 @@ if TYPE_CHECKING:  # pragma: no cover
 def validate_train_config(cfg: TrainConfig) -> None:
     """Raise :class:`PeprInputError` listing every problem with ``cfg`` found without training.
 
-    The checks are :func:`pepr.config.training_problems`, the same ones ``snakemake -n`` runs on
+    The checks are :func:`pepr.plan.config.training_problems`, the same ones ``snakemake -n`` runs on
     every job of a sweep: numbers and ranges, device, country, init and checkpoint file, braces
     in paths, the dataset (a MedMNIST file may be downloaded later, so its absence is fine), the
     ``--save-model`` path, the carbon-intensity file, and the timm model name and pretrained tag
     (against timm's catalogue: imports timm, ~3 s).
     """
-    from pepr.config import model_catalogue, training_problems
+    from pepr.plan.config import model_catalogue, training_problems
 
     settings = {item.name: getattr(cfg, item.name) for item in train_fields()}
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
@@ -107,7 +108,7 @@ def _machine_problems(cfg: TrainConfig) -> list[str]:
     """What this machine cannot do for ``cfg``: more threads than it has cores (5000 threads hung
     torch, 100000 crashed it), an output folder or model file it cannot write or has no room for.
     Checked in ``pepr train`` only: while planning, the jobs' machines are not known."""
-    from pepr.outputs import MIN_FREE_BYTES, free_space_problem, output_dir_problems
+    from pepr.results.outputs import MIN_FREE_BYTES, free_space_problem, output_dir_problems
 
     problems = []
     cores = os.cpu_count() or 1
@@ -124,7 +125,7 @@ def _machine_problems(cfg: TrainConfig) -> list[str]:
 
 def _check_room(cfg: TrainConfig, params: int | None) -> None:
     """Free space for resume.pt (weights + Adam's two moments, fp32) and the --save-model file."""
-    from pepr.outputs import MIN_FREE_BYTES, free_space_problem
+    from pepr.results.outputs import MIN_FREE_BYTES, free_space_problem
 
     weights = 4 * int(params or 0)
     problems = [free_space_problem(cfg.out_dir, MIN_FREE_BYTES + 2 * 3 * weights, "--out", "resume.pt and the results")]
@@ -187,7 +188,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
     """Train, evaluate and measure one cell; write metrics.json + history.csv; return the metrics.
 
     Raises :class:`PeprInputError` (before any training) for bad input, or when another process
-    trains the same ``out_dir`` (:func:`pepr.runs.run_lock`). A model that cannot run on this
+    trains the same ``out_dir`` (:func:`pepr.results.runs.run_lock`). A model that cannot run on this
     input (cannot be built for the size, fails the probe pass, or runs out of GPU memory) gives a
     record with ``status == "failed"`` and the reason; so does a transfer cell whose pretraining
     (``cfg.pretrain_metrics``) failed. Other errors propagate.
@@ -247,7 +248,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         # transfer cells' planning refuses that state as a lost checkpoint).
         archive = runs.archive_result(cfg.out_dir, record, state.history)
         if cfg.save_model is not None:
-            from pepr import models
+            from pepr.train import models
 
             models.save_model(model, cfg.save_model)
             runs.keep_in_archive(archive, cfg.save_model)
@@ -273,7 +274,7 @@ def training_identity(cfg: TrainConfig) -> dict[str, Any]:
     """What makes this training this training: :data:`IDENTITY_SETTINGS`, the dataset's declared
     name and the SHA-256 of its file (None for synthetic data, or a file not there yet), and for
     ``--init checkpoint:PATH`` the checkpoint file's SHA-256 instead of its path."""
-    from pepr.rerun import file_sha256
+    from pepr.plan.rerun import file_sha256
 
     identity: dict[str, Any] = {key: getattr(cfg, key) for key in IDENTITY_SETTINGS}
     identity["dataset"] = data_module.dataset_name(cfg.dataset)
@@ -332,7 +333,7 @@ def _failed_pretraining(cfg: TrainConfig) -> str | None:
     path = cfg.pretrain_metrics
     if path is None:
         return None
-    from pepr.safeyaml import file_kind_problem
+    from pepr.plan.safeyaml import file_kind_problem
 
     kind = file_kind_problem(path, "--pretrain-metrics")
     if kind and not kind.endswith("not found"):  # a FIFO would block the read
@@ -369,7 +370,7 @@ class _Setup:
         """Seed, pick device and precision, load the data and move them to the device."""
         import torch
 
-        from pepr import measure
+        from pepr.train import measure
 
         cfg.out_dir.mkdir(parents=True, exist_ok=True)
         threads = cfg.threads or default_threads()
@@ -422,7 +423,7 @@ class _Setup:
         # the FLOP counter) before the memory baseline and the first epoch's timer
         import_dependencies()
         measure.import_dependencies()
-        from pepr import models  # noqa: F401 - build_model's import, outside the memory window too
+        from pepr.train import models  # noqa: F401 - build_model's import, outside the memory window too
 
         # CodeCarbon's hardware probing, lazy imports and threads: before the memory baseline
         setup.energy = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ))
@@ -434,7 +435,8 @@ class _Setup:
         """Create, place and probe the model; record its parameters, init and FLOPs."""
         import torch
 
-        from pepr import measure, models
+        from pepr.train import measure
+        from pepr.train import models
 
         channels, size = self.dataset.channels, self.image_size
         try:
@@ -462,7 +464,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     """The epochs (resumed where a previous segment stopped), each measured; returns the state."""
     import torch
 
-    from pepr import models
+    from pepr.train import models
 
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     generator = torch.Generator().manual_seed(cfg.seed)
@@ -524,8 +526,8 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
 
 def _read_reserved_epoch2(device: Any, peak: dict[str, Any]) -> Callable[[], None]:
     """A callback for :func:`_run_epoch` that stores ``memory_reserved_epoch2_mb`` in ``peak``
-    (CUDA only: :func:`pepr.measure.cuda_memory_reserved_mb` is None elsewhere)."""
-    from pepr import measure
+    (CUDA only: :func:`pepr.train.measure.cuda_memory_reserved_mb` is None elsewhere)."""
+    from pepr.train import measure
 
     def read() -> None:
         reserved = measure.cuda_memory_reserved_mb(device)
@@ -537,7 +539,7 @@ def _read_reserved_epoch2(device: Any, peak: dict[str, Any]) -> Callable[[], Non
 
 def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> dict[str, Any]:
     """Final performance (last epoch, best-val epoch), energy/CO2/time/memory sums, inference time."""
-    from pepr import measure
+    from pepr.train import measure
 
     splits, device = setup.splits, setup.device
     eval_batch = eval_batch_size(cfg.batch_size)
@@ -639,10 +641,10 @@ def _run_epoch(
     ``after_training`` is called once the epoch's training steps are done (device synced) and
     before its evaluation: the point where the paper reads its memory measure.
 
-    CPU and RAM energy are charged at the job's share of the node (:func:`pepr.measure.node_share`);
+    CPU and RAM energy are charged at the job's share of the node (:func:`pepr.train.measure.node_share`);
     CO2 follows the energy, at the series' intensity at the epoch midpoint when one is given.
     """
-    from pepr import measure
+    from pepr.train import measure
 
     splits, precision, device = setup.splits, setup.precision, setup.device
     eval_batch = eval_batch_size(batch_size)

@@ -4,13 +4,13 @@
   a YAML config, give every schema key its default, list its schema violations;
 * :func:`training_problems`: the single list of what makes one training run fail before it
   starts (unknown country, batch of 1, infinite learning rate, unknown timm tag, ...), with
-  :class:`pepr.settings.TrainConfig`'s defaults for missing keys; ``pepr train`` runs it on its
-  flags (:func:`pepr.train.validate_train_config`) and planning on every job
-  (:func:`pepr.plan.job_problems`);
+  :class:`pepr.train.settings.TrainConfig`'s defaults for missing keys; ``pepr train`` runs it on its
+  flags (:func:`pepr.train.run.validate_train_config`) and planning on every job
+  (:func:`pepr.plan.prepare.job_problems`);
 * :func:`model_problems`: the one model-name check (safe characters, timm name, tag, weights);
 * :func:`timm_catalogue` / :func:`model_catalogue`: what timm knows (cached).
 
-The checks of a whole workflow config are :mod:`pepr.plan`'s (it imports this module, never
+The checks of a whole workflow config are :mod:`pepr.plan.prepare`'s (it imports this module, never
 the reverse). Nothing here imports torch; timm is imported only to build the catalogue.
 """
 
@@ -27,9 +27,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pepr.devices import device_problems
+from pepr.train.devices import device_problems
 from pepr.errors import PeprInputError
-from pepr.settings import MAX_SEED, PRECISIONS, has_default, train_fields
+from pepr.train.settings import MAX_SEED, PRECISIONS, has_default, train_fields
 
 #: File name endings ``--save-model`` writes.
 SAVE_MODEL_SUFFIXES = (".pt", ".pth", ".safetensors")
@@ -60,7 +60,7 @@ def country_problems(country: Any) -> list[str]:
 def _country_problems(country: Any) -> tuple[str, ...]:
     # cached: CodeCarbon's country table is a JSON file read per check, and planning checks
     # every distinct job (hundreds) with the same country
-    from pepr.measure import check_country
+    from pepr.train.measure import check_country
 
     try:
         check_country(country)
@@ -71,7 +71,7 @@ def _country_problems(country: Any) -> tuple[str, ...]:
 
 def carbon_intensity_problems(path: str | os.PathLike) -> list[str]:
     """Problems with a carbon-intensity CSV (columns ``timestamp,gco2_per_kwh``)."""
-    from pepr.measure import read_carbon_intensity
+    from pepr.train.measure import read_carbon_intensity
 
     try:
         read_carbon_intensity(Path(path))
@@ -108,7 +108,7 @@ def init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[s
         if not path:
             return "checkpoint", [f"init {init!r} names no checkpoint file; use checkpoint:PATH"]
         if check_checkpoint and not Path(path).is_file():
-            from pepr.safeyaml import file_kind_problem
+            from pepr.plan.safeyaml import file_kind_problem
 
             # a folder, FIFO or device is named as such, not "not found"
             problem = file_kind_problem(path, "checkpoint file") or f"checkpoint file {path} not found"
@@ -162,7 +162,7 @@ def training_problems(
     seed, data_dir, image_size, batch_size, lr, device, country, save_model, threads, precision,
     carbon_intensity); missing keys take TrainConfig's defaults. ``catalogue`` is
     :func:`timm_catalogue`'s dict; without it the model is not checked (the caller
-    checks it with timm). ``check_data`` runs :func:`pepr.data.dataset_problems` (a MedMNIST
+    checks it with timm). ``check_data`` runs :func:`pepr.datasets.core.dataset_problems` (a MedMNIST
     file may be downloaded later, so its absence is fine); ``check_checkpoint`` requires a
     ``checkpoint:PATH`` file to exist (off while planning, when a pretraining job writes it).
     """
@@ -210,7 +210,7 @@ def training_problems(
     if not isinstance(dataset, str) or not dataset.strip():
         problems.append("dataset is empty")
     elif check_data:
-        from pepr.data import dataset_problems
+        from pepr.datasets.core import dataset_problems
 
         data_dir = get("data_dir")
         problems.extend(dataset_problems(dataset, Path(data_dir) if data_dir is not None else None, allow_download=True))
@@ -241,9 +241,9 @@ def load_config(paths: str | os.PathLike | Sequence[str | os.PathLike]) -> dict[
     Nested mappings are merged, everything else (lists included) replaced, as Snakemake does.
     Raises PeprInputError when a file is missing or not a YAML mapping.
     """
-    # the workflow's own reader (pepr.safeyaml): limits on size, depth and alias expansion,
+    # the workflow's own reader (pepr.plan.safeyaml): limits on size, depth and alias expansion,
     # duplicate keys refused, 1e-3 a number; only the missing-file message is said here
-    from pepr.safeyaml import load_workflow_config
+    from pepr.plan.safeyaml import load_workflow_config
 
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
@@ -360,7 +360,7 @@ def timm_catalogue(cache_dir: str | os.PathLike | None = None) -> dict[str, list
                 pretrained.add(alias)
     catalogue = {"models": sorted(models), "pretrained": sorted(pretrained), "pretrained_tags": sorted(pretrained_tags)}
     if cache_file is not None:
-        from pepr.runs import atomic_write_json
+        from pepr.results.runs import atomic_write_json
 
         atomic_write_json(cache_file, catalogue, indent=None)
     return catalogue

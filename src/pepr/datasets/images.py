@@ -171,7 +171,7 @@ def image_dataset_name(parsed: ImageSpec) -> str:
 def cache_root(data_dir: Path | None) -> Path:
     """Folder of the converted files: ``DATA_DIR/images`` (``data_dir`` None: medmnist's default root)."""
     if data_dir is None:
-        from pepr.medmnist_info import default_data_dir
+        from pepr.datasets.medmnist_info import default_data_dir
 
         data_dir = default_data_dir()
     return Path(data_dir) / "images"
@@ -1020,7 +1020,7 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
             "files": files,
         }
         _atomic_savez(target, arrays)
-        from pepr.runs import atomic_write_json
+        from pepr.results.runs import atomic_write_json
 
         atomic_write_json(info_path(target), record)
         if log is not None:

@@ -74,8 +74,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Score the table named on the command line; raise PeprInputError on bad input."""
     from pepr.errors import PeprInputError
-    from pepr.scoring import score
-    from pepr.tableio import check_writable, read_table, write_table
+    from pepr.results.scoring import score
+    from pepr.results.tableio import check_writable, read_table, write_table
 
     if not args.resource:
         raise PeprInputError("no --resource given: name at least one resource column, e.g. --resource energy_kwh")
@@ -106,7 +106,7 @@ def _score_ok_rows(table, args: argparse.Namespace):
     Every named column must still exist (checked on the whole table, so a typo is reported even
     when no row is ok), and a table without any ok row is an error rather than an all-empty result.
     """
-    from pepr.aggregate import normalise_status, score_runs
+    from pepr.results.aggregate import normalise_status, score_runs
     from pepr.errors import PeprInputError
 
     unknown = [c for c in dict.fromkeys([args.performance, *args.resource, *args.by]) if c not in table.columns]

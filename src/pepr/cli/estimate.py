@@ -7,7 +7,7 @@ import math
 import sys
 from pathlib import Path
 
-from pepr.cli_args import non_negative_float, non_negative_int, positive_float, positive_int
+from pepr.cli.args import non_negative_float, non_negative_int, positive_float, positive_int
 
 HELP = "estimate a sweep's device-hours, energy and CO2 before launching it"
 
@@ -75,11 +75,11 @@ SCHEMA_IN_REPO = "workflow/schemas/config.schema.yaml"
 def default_schema() -> Path:
     """The workflow's config schema, found from any working directory.
 
-    The checkout pepr runs from (an editable install or ``PYTHONPATH=src``: ``src/pepr`` lies
-    two levels below the repository root) first, then the working directory (a project folder
+    The checkout pepr runs from (an editable install or ``PYTHONPATH=src``: ``src/pepr/cli`` lies
+    three levels below the repository root) first, then the working directory (a project folder
     used with a non-editable install).
     """
-    beside_package = Path(__file__).resolve().parents[2] / SCHEMA_IN_REPO
+    beside_package = Path(__file__).resolve().parents[3] / SCHEMA_IN_REPO
     if beside_package.is_file():
         return beside_package
     return Path(SCHEMA_IN_REPO)
@@ -145,7 +145,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Calibrate, estimate, print the report and write the tables; PeprInputError on bad input."""
     from pepr.errors import PeprInputError
-    from pepr.tableio import check_writable
+    from pepr.results.tableio import check_writable
 
     # Cheap checks first: nothing is loaded or calibrated when a flag is wrong, and an output
     # that cannot be written is reported now, not after minutes of calibration.
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
         raise PeprInputError(f"--pue must be a number >= 1.0, got {args.pue}")
 
     from pepr import estimate as est
-    from pepr.config import load_config
+    from pepr.plan.config import load_config
     from pepr.estimate.jobs import parse_dataset_size
 
     dataset_sizes = dict(parse_dataset_size(text) for text in args.dataset_size)
@@ -201,7 +201,7 @@ def _write_keeping_calibration(table, path: str) -> str:
     import tempfile
 
     from pepr.errors import PeprInputError
-    from pepr.tableio import write_table
+    from pepr.results.tableio import write_table
 
     try:
         write_table(table, path)

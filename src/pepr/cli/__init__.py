@@ -20,11 +20,11 @@ from pepr.errors import PeprInputError
 
 #: Sub-command name -> module implementing it (imported when the parser is built).
 SUBCOMMANDS: dict[str, str] = {
-    "score": "pepr.score_cli",
-    "train": "pepr.train_cli",
-    "estimate": "pepr.estimate_cli",
-    "report": "pepr.report_cli",
-    "status": "pepr.status_cli",
+    "score": "pepr.cli.score",
+    "train": "pepr.cli.train",
+    "estimate": "pepr.cli.estimate",
+    "report": "pepr.cli.report",
+    "status": "pepr.cli.status",
 }
 
 DESCRIPTION = """\
@@ -75,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"pepr {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a write that failed anyway (disk full, read-only): one line naming the path
-        from pepr.outputs import write_failure_message
+        from pepr.results.outputs import write_failure_message
 
         message = write_failure_message(exc)
         if message is None:

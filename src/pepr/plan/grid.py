@@ -1,16 +1,16 @@
 """Validated workflow config -> grid of cells (the jobs of a sweep), and each job's settings.
 
 A *cell* is one model x dataset x init strategy x data fraction x seed; the workflow trains each
-cell once, in the run folder :mod:`pepr.runs` names. This module:
+cell once, in the run folder :mod:`pepr.results.runs` names. This module:
 
 * expands a config into :class:`Cell` objects (:func:`build_grid`), including the pretraining
   jobs of the ``transfer`` strategy (:class:`PretrainJob`);
 * gives each job its training settings (:func:`train_settings`: the train rules' ``params``,
-  derived from :class:`pepr.settings.TrainConfig`'s fields) and the ``pepr train`` flags they
+  derived from :class:`pepr.train.settings.TrainConfig`'s fields) and the ``pepr train`` flags they
   stand for (:class:`TrainSettings`).
 
-Validation and the workflow's entry point (``prepare_grid``) are :mod:`pepr.plan`'s; config
-loading and defaults :mod:`pepr.config`'s. It imports neither torch nor timm: Snakemake parses
+Validation and the workflow's entry point (``prepare_grid``) are :mod:`pepr.plan.prepare`'s; config
+loading and defaults :mod:`pepr.plan.config`'s. It imports neither torch nor timm: Snakemake parses
 the workflow in every job and importing timm costs seconds.
 """
 
@@ -25,8 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from pepr.errors import PeprInputError
-from pepr.runs import METRICS_FILE, cell_key, format_fraction, pretrain_folder, pretrain_key, run_folder
-from pepr.settings import flag_of, workflow_fields
+from pepr.results.runs import METRICS_FILE, cell_key, format_fraction, pretrain_folder, pretrain_key, run_folder
+from pepr.train.settings import flag_of, workflow_fields
 
 __all__ = [
     "INIT_STRATEGIES",
@@ -83,7 +83,7 @@ class Cell:
 
     model: str
     dataset: str  # spec as given in the config (what `pepr train --dataset` takes)
-    dataset_name: str  # path-safe short name (pepr.data.dataset_name)
+    dataset_name: str  # path-safe short name (pepr.datasets.core.dataset_name)
     init: str  # workflow strategy: scratch, imagenet, transfer
     fraction: float
     seed: int
@@ -213,7 +213,7 @@ def expand_cells(config: Mapping[str, Any], names: Mapping[str, str], apply_filt
     transfer = config["transfer"]
     pretrain: dict[str, PretrainJob] = {}
     if "transfer" in config["inits"]:
-        from pepr.data import dataset_name
+        from pepr.datasets.core import dataset_name
 
         source_name = names.get(transfer["source"]) or dataset_name(transfer["source"])
         for model in config["models"]:
@@ -269,7 +269,7 @@ def build_grid(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, An
 
 def dataset_info(specs: Iterable[str], data_dir: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
     """spec -> ``{"name": short name, "kind": medmnist|npz|synthetic, "file": path or None}``."""
-    from pepr.data import dataset_file, dataset_name, parse_dataset_spec
+    from pepr.datasets.core import dataset_file, dataset_name, parse_dataset_spec
 
     info = {}
     for spec in specs:
@@ -280,7 +280,7 @@ def dataset_info(specs: Iterable[str], data_dir: str | os.PathLike | None) -> di
 
 
 def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> "TrainSettings":
-    """The ``pepr.settings.TrainConfig`` fields of a cell or pretraining job that the workflow sets.
+    """The ``pepr.train.settings.TrainConfig`` fields of a cell or pretraining job that the workflow sets.
 
     Only training settings go in (they are the train rules' ``params``, so Snakemake retrains a
     cell exactly when one of them changes): no report or scoring settings, nor out_dir/threads.
@@ -326,7 +326,7 @@ _COERCE = {"int": int, "float": float, int: int, float: float}
 
 
 class TrainSettings(dict):
-    """A job's training settings (``pepr.settings.TrainConfig`` fields) whose text is the job's
+    """A job's training settings (``pepr.train.settings.TrainConfig`` fields) whose text is the job's
     ``pepr train`` flags, each value shell-quoted.
 
     The train rules keep ``params: train=<these settings>`` exactly as sweeps finished before the
@@ -370,8 +370,8 @@ class TrainSettings(dict):
 
     def __repr__(self) -> str:
         # What Snakemake records and compares as the rerun trigger: pepr decides what counts as a
-        # change (pepr.rerun: training settings and data content; not country or data_dir).
-        from pepr.rerun import record_text
+        # change (pepr.plan.rerun: training settings and data content; not country or data_dir).
+        from pepr.plan.rerun import record_text
 
         return record_text(self)
 

@@ -3,7 +3,7 @@
 Snakemake (9.27) records a job's ``params`` as the ``repr`` of each value and re-plans a finished
 job when the recorded texts differ from today's (``persistence.params_changed``: a set
 comparison of the texts). pepr keeps that trigger but decides itself what the text is: the train
-rules' ``params.train`` (a :class:`pepr.grid.TrainSettings`) is written out by
+rules' ``params.train`` (a :class:`pepr.plan.grid.TrainSettings`) is written out by
 :func:`record_text`:
 
 * when the job has a record and it is *equivalent* to today's settings, the recorded text
@@ -82,7 +82,7 @@ def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = N
         digest = hashlib.file_digest(handle, "sha256").hexdigest()
     if cache_file is not None:
         try:
-            from pepr.runs import atomic_write_text
+            from pepr.results.runs import atomic_write_text
 
             atomic_write_text(cache_file, digest + "\n")
         except OSError:

@@ -2,7 +2,7 @@
 
 Read-only and light (standard library only; no pandas, no torch): it reads
 
-* the grid of the config (:func:`pepr.grid.build_grid` without validation: no timm, no data),
+* the grid of the config (:func:`pepr.plan.grid.build_grid` without validation: no timm, no data),
 * each cell's ``metrics.json`` (a finished cell: status ok, or failed with the reason),
 * Snakemake's own state in ``.snakemake/``: ``incomplete/`` markers (a job started and did not
   finish; they hold the SLURM job id) and ``locks/`` (a Snakemake process holds the folder),
@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pepr.runs import LOCK_FILE, METRICS_FILE, RESUME_FILE
+from pepr.results.runs import LOCK_FILE, METRICS_FILE, RESUME_FILE
 
 __all__ = ["CellState", "SweepStatus", "STATES", "collect_status", "format_status", "write_status_table"]
 
@@ -203,7 +203,7 @@ def squeue_jobs(timeout_s: float = 5.0) -> dict[str, str] | None:
 
 
 def _training_process_alive(run_dir: str) -> bool:
-    """True when the run folder's lock names a live process on this machine (pepr.runs.run_lock).
+    """True when the run folder's lock names a live process on this machine (pepr.results.runs.run_lock).
 
     The lock file stays after the process ends, so its pid is checked; a pid on another host
     (a SLURM node) is not decided here (None from the caller's view: squeue decides)."""
@@ -273,7 +273,7 @@ def _save_cache(path: Path | None, cells: Mapping[str, Any]) -> None:
     if path is None:
         return
     try:
-        from pepr.runs import atomic_write_json
+        from pepr.results.runs import atomic_write_json
 
         atomic_write_json(path, {"version": _CACHE_VERSION, "cells": dict(cells)}, indent=None)
     except OSError:
@@ -293,7 +293,7 @@ def read_estimate(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, 
     Job keys as :func:`collect_status` names jobs: ``runs/{dataset}/{init}/{fraction}/{model}/seed{seed}``,
     and ``pretrain/{source}/{model}`` for the estimate's init ``pretrain`` rows.
     """
-    from pepr.runs import format_fraction
+    from pepr.results.runs import format_fraction
 
     wanted = ("est_energy_kwh", "est_co2_kg", "est_device_hours")
     totals = dict.fromkeys(wanted, 0.0)
@@ -528,7 +528,7 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
 
 def write_status_table(status: SweepStatus, path: str | os.PathLike) -> None:
     """One row per job: key, kind, model, state, reason, energy_kwh, co2_kg, train_time_s, slurm_job."""
-    from pepr.runs import atomic_write_text
+    from pepr.results.runs import atomic_write_text
     import io
 
     buffer = io.StringIO()

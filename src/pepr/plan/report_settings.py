@@ -1,6 +1,6 @@
 """Settings of the report stage (the ``report:`` section of the workflow config) and their checks.
 
-Planning (:func:`pepr.plan.report_problems`) validates them with the same call the report rules
+Planning (:func:`pepr.plan.prepare.report_problems`) validates them with the same call the report rules
 make (:meth:`ReportConfig.from_mapping`), without importing the report package: this module is
 on the planning side and :mod:`pepr.report.config` imports it, never the reverse.
 
@@ -154,7 +154,7 @@ class ReportConfig:
 def report_config_from(config: Mapping[str, Any]) -> ReportConfig:
     """The :class:`ReportConfig` of a workflow config: its ``report:`` section, with P taken from
     ``pepr.performance`` (the column ``results/pepr.csv`` was scored with). What report.smk
-    builds and planning (:func:`pepr.plan.report_problems`) checks: PeprInputError when bad."""
+    builds and planning (:func:`pepr.plan.prepare.report_problems`) checks: PeprInputError when bad."""
     settings = config.get("report")
     if settings is None:
         settings = {}

@@ -1,7 +1,7 @@
 """Checks of the ``report:`` settings against what the runs will record, for ``snakemake -n``.
 
 :class:`pepr.report.config.ReportConfig` checks types and ranges of its own; these checks need
-the run contract (:mod:`pepr.runs`): ``report.resource`` must be a column ``results/pepr.csv``
+the run contract (:mod:`pepr.results.runs`): ``report.resource`` must be a column ``results/pepr.csv``
 scores, ``report.history_performance`` / ``history_resource`` columns ``history.csv`` has,
 ``report.model_metadata`` a readable CSV with the columns the report reads, ``report.seed`` a
 seed numpy takes. A typo used to pass planning and fail only after every training had run.
@@ -15,9 +15,9 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
-from pepr.runs import HISTORY_COLUMNS
+from pepr.results.runs import HISTORY_COLUMNS
 
-#: Resources results/pepr.csv has PePR columns for (pepr.aggregate.RESOURCES, + amortised).
+#: Resources results/pepr.csv has PePR columns for (pepr.results.aggregate.RESOURCES, + amortised).
 SCORED_RESOURCES = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb", "energy_kwh_amortised", "co2_kg_amortised", "train_time_s_amortised")
 #: history.csv columns that are a performance in [0, 1].
 HISTORY_PERFORMANCE = tuple(c for c in HISTORY_COLUMNS if c.startswith(("val_", "test_")) and not c.endswith("_loss"))
@@ -53,7 +53,7 @@ def report_setting_problems(settings: Mapping[str, Any]) -> list[str]:
 
 
 def _metadata_problem(path: Any) -> str | None:
-    from pepr.safeyaml import file_kind_problem
+    from pepr.plan.safeyaml import file_kind_problem
 
     if not isinstance(path, str) or not path:
         return f"report.model_metadata = {path!r}; give the path of a CSV with columns model, type, efficient"

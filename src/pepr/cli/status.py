@@ -59,12 +59,12 @@ def sweep_jobs(config: dict, schema: Path) -> list[tuple[str, str, str, str]]:
     """(kind, key below the results folder, model, metrics.json as the workflow names it) per job.
 
     The grid is expanded as the workflow expands it (defaults from the schema, then
-    :func:`pepr.grid.build_grid`), without validating anything: no timm catalogue, no data file
+    :func:`pepr.plan.grid.build_grid`), without validating anything: no timm catalogue, no data file
     read, and none of planning's checks (status only reads what the sweep left behind).
     """
-    from pepr.config import apply_defaults, load_schema
-    from pepr.grid import build_grid, dataset_info
-    from pepr.runs import METRICS_FILE
+    from pepr.plan.config import apply_defaults, load_schema
+    from pepr.plan.grid import build_grid, dataset_info
+    from pepr.results.runs import METRICS_FILE
 
     apply_defaults(config, load_schema(schema))
     specs = list(config["datasets"])
@@ -82,15 +82,15 @@ def sweep_jobs(config: dict, schema: Path) -> list[tuple[str, str, str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the sweep's status (and write the per-job table); PeprInputError on bad input."""
-    from pepr.config import load_config
+    from pepr.plan.config import load_config
     from pepr.errors import PeprInputError
-    from pepr.estimate_cli import default_schema
-    from pepr.status import collect_status, format_status, write_status_table
+    from pepr.cli.estimate import default_schema
+    from pepr.results.status import collect_status, format_status, write_status_table
 
     if args.parallel is not None and args.parallel < 1:
         raise PeprInputError(f"--parallel must be at least 1, got {args.parallel}")
     if args.output is not None:
-        from pepr.tableio import check_writable
+        from pepr.results.tableio import check_writable
 
         check_writable(args.output, "--output")
     configfiles = args.configfile or ["config/config.yaml"]

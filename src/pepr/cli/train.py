@@ -10,9 +10,9 @@ import sys
 import traceback
 from pathlib import Path
 
-from pepr.cli_args import PARSERS
+from pepr.cli.args import PARSERS
 from pepr.errors import PeprInputError
-from pepr.settings import TrainConfig, flag_of, has_default, train_fields
+from pepr.train.settings import TrainConfig, flag_of, has_default, train_fields
 
 HELP = "train, evaluate and measure one timm model on one dataset (one grid cell)"
 
@@ -46,7 +46,7 @@ resumes from OUT/resume.pt when re-run with the same flags.
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the ``pepr train`` flags to ``parser``: one per :class:`pepr.settings.TrainConfig` field."""
+    """Add the ``pepr train`` flags to ``parser``: one per :class:`pepr.train.settings.TrainConfig` field."""
     for item in train_fields():
         meta = item.metadata
         options: dict = {"help": meta["help"]}  # dest: the flag's name (args.out for --out)
@@ -65,8 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Build a :class:`pepr.settings.TrainConfig` from the flags and run it; exit 0 for ok and failed runs."""
-    from pepr.train import run_training
+    """Build a :class:`pepr.train.settings.TrainConfig` from the flags and run it; exit 0 for ok and failed runs."""
+    from pepr.train.run import run_training
 
     cfg = TrainConfig(**{item.name: getattr(args, flag_of(item)[2:].replace("-", "_")) for item in train_fields()})
     try:
@@ -77,7 +77,7 @@ def run(args: argparse.Namespace) -> int:
         announce_failure(cfg.out_dir, str(exc).splitlines()[0] if str(exc) else "bad input", to_log=False)
         raise PeprInputError(f"{exc}; {note}" if note else str(exc)) from None
     except OSError as exc:
-        from pepr.outputs import write_failure_message
+        from pepr.results.outputs import write_failure_message
 
         message = write_failure_message(exc)  # full disk, permissions: one line naming the path, exit 2
         if message is None:
@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
 def resume_note(out_dir: Path) -> str | None:
     """What a rerun continues from after a failed write: the finished epochs in resume.pt, if any."""
-    from pepr.runs import RESUME_FILE
+    from pepr.results.runs import RESUME_FILE
 
     if (Path(out_dir) / RESUME_FILE).is_file():
         return f"the finished epochs are kept in {Path(out_dir) / RESUME_FILE}: a rerun continues from there"
@@ -135,10 +135,10 @@ def announce_failure(out_dir: Path, reason: str, *, to_log: bool = True) -> None
 def previous_result_note(out_dir: Path) -> str | None:
     """Where the last finished result of ``out_dir`` is kept (``previous/<stamp>/``), or None.
 
-    ``pepr.runs.archive_result`` keeps every finished result there, so a rerun that fails
+    ``pepr.results.runs.archive_result`` keeps every finished result there, so a rerun that fails
     (after Snakemake deleted the outputs it re-makes) loses nothing; the message tells the user.
     """
-    from pepr.runs import METRICS_FILE, PREVIOUS_DIR
+    from pepr.results.runs import METRICS_FILE, PREVIOUS_DIR
 
     kept = sorted(Path(out_dir).glob(f"{PREVIOUS_DIR}/*/{METRICS_FILE}"))
     if not kept:

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: File name of the resume state in a run folder (pepr.runs.RESUME_FILE).
+#: File name of the resume state in a run folder (pepr.results.runs.RESUME_FILE).
 RESUME_NAME = "resume.pt"
 
 #: Settings a resume checkpoint of an earlier pepr matched (still accepted, see :func:`load_resume`).
@@ -43,7 +43,7 @@ class RunState:
 def fingerprint(settings: Mapping[str, Any]) -> str:
     """The settings a checkpoint belongs to, as canonical JSON text (a plain type for weights_only).
 
-    With ``settings["identity"]`` (what ``pepr train`` passes: :func:`pepr.train.training_identity`,
+    With ``settings["identity"]`` (what ``pepr train`` passes: :func:`pepr.train.run.training_identity`,
     every setting that changes what is trained or how it is measured: model, dataset name and
     content, init and checkpoint content, fraction, epochs, seed, image size, batch size, lr,
     precision, device), that identity. Country and carbon-intensity series are not part of it:
@@ -76,7 +76,7 @@ def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: 
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
         "state": dataclasses.asdict(state),
     }
-    from pepr.runs import write_new_then_replace
+    from pepr.results.runs import write_new_then_replace
 
     def write(handle: Any) -> None:
         torch.save(payload, handle)
@@ -102,7 +102,7 @@ def remove_stale_temp_files(out_dir: Path, log: Callable[[str], None]) -> None:
     """Delete temp files of earlier :func:`save_resume` calls killed mid-write (``kill -9``, a
     node failure): under the run-folder lock no other process can be writing them."""
     # both temp-name patterns: ".resume.pt.tmp<pid>-<hex>" (here) and ".resume.pt.<pid>.<uuid>.tmp"
-    # (pepr.runs' atomic writes)
+    # (pepr.results.runs' atomic writes)
     patterns = (f"{TEMP_PREFIX}{RESUME_NAME}.tmp*", f"{TEMP_PREFIX}{RESUME_NAME}.*.tmp")
     stale_files = {path for pattern in patterns for path in Path(out_dir).glob(pattern)}
     for stale in sorted(stale_files):

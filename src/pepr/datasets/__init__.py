@@ -1,0 +1,2 @@
+"""Datasets: the dataset specs pepr accepts (MedMNIST, npz, synthetic, image folders and manifests).
+"""
