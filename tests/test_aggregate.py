@@ -324,7 +324,7 @@ def test_histories_co2_follows_the_country_and_the_series_as_runs_csv_does(tmp_p
     import calendar
 
     from pepr.results.aggregate import CarbonSettings
-    from pepr.train.measure import country_intensity_g_per_kwh
+    from pepr.results.carbon import country_intensity_g_per_kwh
     from pepr.report.data import gather_histories
     from pepr.results.runs import HISTORY_COLUMNS, history_csv
 

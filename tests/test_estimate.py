@@ -147,7 +147,7 @@ def test_missing_calibration_and_bad_assumptions_are_input_errors():
 def test_carbon_intensity_comes_from_codecarbon_table():
     assert est.carbon_intensity_g_per_kwh("DNK") == pytest.approx(151.65, abs=0.5)
     assert est.carbon_intensity_g_per_kwh("dnk") == est.carbon_intensity_g_per_kwh("DNK")
-    with pytest.raises(PeprInputError, match="not in CodeCarbon"):
+    with pytest.raises(PeprInputError, match="not an ISO 3166-1 alpha-3 code with CodeCarbon data"):
         est.carbon_intensity_g_per_kwh("XXX")
 
 
@@ -360,7 +360,7 @@ def shared_cwd(_cli_dir, monkeypatch):
         (["--pue", "0.5"], "--pue must be a number >= 1.0"),
         (["-o", "estimate.txt"], "cannot tell the format"),
         (["--device", "tpu"], "unknown device"),
-        (["--country", "XXX"], "not in CodeCarbon"),
+        (["--country", "XXX"], "not an ISO 3166-1 alpha-3 code with CodeCarbon data"),
         (["--models", "resnet1800"], "did you mean resnet18,"),
         (["--max-models", "0"], "must be >= 1"),
         (["--schema", "nowhere.yaml"], "schema 'nowhere.yaml' not found"),

@@ -186,7 +186,7 @@ def test_country_change_mid_resume_gives_one_intensity(tmp_path, monkeypatch):
     """Epochs 1-2 in DNK, interrupted, resumed in FRA: CO2 is every epoch's energy at FRA's
     intensity (not 151.65 g/kWh for two epochs and 40.7 for the others)."""
     from pepr.train import run as train
-    from pepr.train.measure import country_intensity_g_per_kwh
+    from pepr.results.carbon import country_intensity_g_per_kwh
     from pepr.train.run import TrainConfig, run_training
 
     out = tmp_path / "run"
@@ -226,7 +226,7 @@ def _metrics(root: Path, key: str, **values) -> str:
 
 def test_aggregation_derives_co2_from_energy_with_the_configured_intensity(tmp_path):
     from pepr.results.aggregate import CarbonSettings, collect_runs
-    from pepr.train.measure import country_intensity_g_per_kwh
+    from pepr.results.carbon import country_intensity_g_per_kwh
 
     root = tmp_path / "results" / "runs"
     files = [_metrics(root, "d/scratch/1.0/m/seed0")]

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.train.measure import epoch_co2_kg, node_share, own_gpu_ids, read_carbon_intensity
+from pepr.results.carbon import epoch_co2_kg, read_carbon_intensity
+from pepr.train.measure import node_share, own_gpu_ids
 from pepr.train.settings import TrainConfig
 from pepr.train.run import run_training
 

@@ -115,7 +115,7 @@ def test_moving_data_dir_and_changing_country_retrain_nothing(finished_sweep, tm
     check(snakemake(workdir, "--cores", "2", "results/runs.csv", configfile=other))
     import pandas as pd
 
-    from pepr.train.measure import country_intensity_g_per_kwh
+    from pepr.results.carbon import country_intensity_g_per_kwh
 
     row = pd.read_csv(workdir / "results" / "runs.csv").iloc[0]
     assert row["co2_kg"] == pytest.approx(row["energy_kwh"] * country_intensity_g_per_kwh("FRA") / 1000, rel=1e-9)

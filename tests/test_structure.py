@@ -125,3 +125,11 @@ def test_stage_packages_import_nothing_at_their_top():
         tree = ast.parse((PACKAGE / stage / "__init__.py").read_text())
         imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
         assert not imports, f"pepr/{stage}/__init__.py imports at its top"
+
+
+def test_aggregation_and_scoring_never_import_training():
+    """runs.csv -> pepr.csv stays light: CO2 from energy comes from pepr.results.carbon, not the meter."""
+    graph = import_graph()
+    for module in ("pepr.results.aggregate", "pepr.results.scoring", "pepr.results.carbon"):
+        training = sorted(m for m in _reachable(graph, module) if m.startswith("pepr.train."))
+        assert not training, f"{module} imports the training side ({', '.join(training)})"

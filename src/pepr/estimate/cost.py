@@ -68,22 +68,15 @@ def carbon_intensity_g_per_kwh(country_iso_code: str) -> float:
     ``country_iso_code`` is a 3-letter ISO code (e.g. ``DNK``), the same value CodeCarbon's
     offline tracker takes. Raises :class:`PeprInputError` for a code CodeCarbon does not know.
     """
-    from codecarbon.input import DataSource
+    from pepr.results.carbon import country_intensity_g_per_kwh
 
-    code = str(country_iso_code).strip().upper()
-    mix = DataSource().get_global_energy_mix_data()
-    if code not in mix or "carbon_intensity" not in mix[code]:
-        raise PeprInputError(
-            f"country {country_iso_code!r} is not in CodeCarbon's energy-mix table; use a 3-letter ISO "
-            f"code such as DNK, DEU, USA, GBR, FRA ({len(mix)} countries known)"
-        )
-    return float(mix[code]["carbon_intensity"])
+    return country_intensity_g_per_kwh(str(country_iso_code).strip().upper())
 
 
 
 def series_mean_g_per_kwh(times: Sequence[float], values: Sequence[float], step_s: float) -> float:
     """Time-weighted mean of a carbon-intensity series (value ``i`` holds from ``times[i]`` to
-    ``times[i + 1]``, the last one for ``step_s``), as :class:`pepr.train.measure.IntensitySeries`
+    ``times[i + 1]``, the last one for ``step_s``), as :class:`pepr.results.carbon.IntensitySeries`
     defines it. A sweep's start is not known in advance, so its estimate uses the mean."""
     spans = [b - a for a, b in zip(times, times[1:])] + [step_s]
     return sum(v * d for v, d in zip(values, spans)) / sum(spans)
@@ -91,8 +84,8 @@ def series_mean_g_per_kwh(times: Sequence[float], values: Sequence[float], step_
 
 def carbon_intensity_from_series(path: str) -> tuple[float, str]:
     """(g/kWh, description) of the config's ``carbon_intensity`` CSV, read with
-    :func:`pepr.train.measure.read_carbon_intensity` (the same reader and checks training uses)."""
-    from pepr.train.measure import read_carbon_intensity
+    :func:`pepr.results.carbon.read_carbon_intensity` (the same reader and checks training uses)."""
+    from pepr.results.carbon import read_carbon_intensity
 
     series = read_carbon_intensity(path)
     mean = series_mean_g_per_kwh(series.times, series.values, series.step_s)

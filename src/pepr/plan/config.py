@@ -60,7 +60,7 @@ def country_problems(country: Any) -> list[str]:
 def _country_problems(country: Any) -> tuple[str, ...]:
     # cached: CodeCarbon's country table is a JSON file read per check, and planning checks
     # every distinct job (hundreds) with the same country
-    from pepr.train.measure import check_country
+    from pepr.results.carbon import check_country
 
     try:
         check_country(country)
@@ -71,7 +71,7 @@ def _country_problems(country: Any) -> tuple[str, ...]:
 
 def carbon_intensity_problems(path: str | os.PathLike) -> list[str]:
     """Problems with a carbon-intensity CSV (columns ``timestamp,gco2_per_kwh``)."""
-    from pepr.train.measure import read_carbon_intensity
+    from pepr.results.carbon import read_carbon_intensity
 
     try:
         read_carbon_intensity(Path(path))

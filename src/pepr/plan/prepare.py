@@ -229,7 +229,7 @@ def _carbon_span_problems(config: Mapping[str, Any]) -> list[str]:
     (Format problems are reported per job by :func:`pepr.plan.config.training_problems`.)"""
     import time
 
-    from pepr.train.measure import read_carbon_intensity
+    from pepr.results.carbon import read_carbon_intensity
 
     path = config.get("carbon_intensity")
     resources = config.get("resources") if isinstance(config.get("resources"), Mapping) else {}

@@ -104,11 +104,11 @@ class CarbonSettings:
     corrected country or series re-aggregates and re-scores; nothing is trained again."""
 
     def __init__(self, country: str, carbon_intensity: str | os.PathLike | None = None) -> None:
-        from pepr.train import measure
+        from pepr.results import carbon
 
         self.country = country
-        self.series = measure.read_carbon_intensity(carbon_intensity) if carbon_intensity else None
-        self.intensity = None if self.series is not None else measure.country_intensity_g_per_kwh(country)
+        self.series = carbon.read_carbon_intensity(carbon_intensity) if carbon_intensity else None
+        self.intensity = None if self.series is not None else carbon.country_intensity_g_per_kwh(country)
 
     def co2(self, metrics: Mapping[str, Any]) -> tuple[float | None, str]:
         """(CO2 in kg, where its intensity came from) of one run's metrics (with _CO2_INPUTS)."""
