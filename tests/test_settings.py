@@ -17,7 +17,8 @@ import yaml
 from pepr.plan.config import load_schema
 from pepr.train.devices import device_problems
 from pepr.plan.grid import TrainSettings
-from pepr.train.settings import MAX_SEED, PRECISIONS, flag_of, has_default, train_fields, workflow_fields
+from pepr.columns import MAX_SEED
+from pepr.train.settings import PRECISIONS, flag_of, has_default, train_fields, workflow_fields
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pepr.train.settings import MAX_SEED
+from pepr.columns import MAX_SEED
 
 
 def number(text: str, kind: type) -> int | float:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import os
 
+from pepr.columns import GROUP_COLUMNS, SCORED_RESOURCES
+
 HELP = "report on any runs table: pepr.csv, tables, figures, summary.md, report.html"
 
 DESCRIPTION = """\
@@ -42,10 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="performance column, values in [0, 1] (default: test_accuracy)")
     parser.add_argument("--resource", metavar="COL", action="append", default=[],
                         help="resource column (repeatable; the first is the headline); default: the workflow's "
-                        "resources present (energy_kwh, co2_kg, train_time_s, peak_memory_mb and amortised forms)")
+                        f"resources present ({', '.join(SCORED_RESOURCES)} and amortised forms)")
     parser.add_argument("--by", metavar="COL", action="append", default=[],
-                        help="group column PePR is normalised within (repeatable); default: those of dataset, "
-                        "init, fraction present (none: the whole table is one group)")
+                        help="group column PePR is normalised within (repeatable); default: those of "
+                        f"{', '.join(GROUP_COLUMNS)} present (none: the whole table is one group)")
     parser.add_argument("--model", metavar="COL", default=None, help="model column (default: model)")
     parser.add_argument("--params", metavar="COL", default=None,
                         help="parameter-count column (default: params when present; without one, size-based "

@@ -52,6 +52,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from pepr.columns import MAX_SEED
 from pepr.errors import PeprInputError
 
 #: Spec prefixes handled here.
@@ -155,8 +156,8 @@ def _option_value(spec: str, key: str, text: str) -> Any:
         raise PeprInputError(f"dataset spec {spec!r}: size={value} must be in {MIN_SIDE}..1024 pixels")
     if key == "channels" and value not in (1, 3):
         raise PeprInputError(f"dataset spec {spec!r}: channels={value} must be 1 (grey) or 3 (colour)")
-    if key == "seed" and not (0 <= value <= 2**32 - 1):
-        raise PeprInputError(f"dataset spec {spec!r}: seed={value} must be in 0..{2**32 - 1}")
+    if key == "seed" and not (0 <= value <= MAX_SEED):
+        raise PeprInputError(f"dataset spec {spec!r}: seed={value} must be in 0..{MAX_SEED}")
     return value
 
 

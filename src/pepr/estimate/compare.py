@@ -7,16 +7,13 @@ from pathlib import Path
 
 import pandas as pd
 
+from pepr.columns import RESOURCES
 from pepr.results.aggregate import normalise_status
 from pepr.errors import PeprInputError
 from pepr.estimate.jobs import JOB_KEYS
 
-#: (estimate column, measured runs.csv column, label)
-COMPARED = (
-    ("est_time_s", "train_time_s", "time_s"),
-    ("est_energy_kwh", "energy_kwh", "energy_kwh"),
-    ("est_co2_kg", "co2_kg", "co2_kg"),
-)
+#: (estimate column, measured runs.csv column, label) of every resource the estimate predicts.
+COMPARED = tuple((r.estimate, r.column, r.estimate.removeprefix("est_")) for r in RESOURCES if r.estimate)
 
 
 def _normalise_keys(df: pd.DataFrame, where: str) -> pd.DataFrame:

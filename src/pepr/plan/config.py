@@ -29,7 +29,8 @@ from typing import Any
 
 from pepr.train.devices import device_problems
 from pepr.errors import PeprInputError
-from pepr.train.settings import MAX_SEED, PRECISIONS, has_default, train_fields
+from pepr.columns import MAX_SEED
+from pepr.train.settings import PRECISIONS, has_default, train_fields
 
 #: File name endings ``--save-model`` writes.
 SAVE_MODEL_SUFFIXES = (".pt", ".pth", ".safetensors")

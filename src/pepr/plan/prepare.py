@@ -41,7 +41,7 @@ from pepr.errors import PeprInputError
 from pepr.plan.grid import INIT_STRATEGIES, Grid, build_grid, dataset_info, expand_cells, pattern_matches, train_settings
 from pepr.plan.report_settings import report_config_from
 from pepr.results.runs import atomic_write_json
-from pepr.train.settings import MAX_SEED
+from pepr.columns import MAX_SEED
 
 #: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
 #: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
@@ -94,7 +94,7 @@ def config_problems(
     for fraction in config.get("fractions", []) if isinstance(config.get("fractions"), list) else []:
         if _is_number(fraction) and not 0 < fraction <= 1:
             problems.append(f"fractions: {fraction!r} is outside (0, 1]; use e.g. 1.0 for all training data, 0.1 for 10%")
-    # numpy/torch take seeds up to 2**32 - 1 only; the schema bounds them below
+    # numpy/torch take seeds up to MAX_SEED only; the schema bounds them below
     for seed in config.get("seeds", []) if isinstance(config.get("seeds"), list) else []:
         if _is_int(seed) and seed > MAX_SEED:
             problems.append(f"seeds: {seed} is outside 0..{MAX_SEED} (numpy's seed range)")

@@ -16,21 +16,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pepr.columns import GROUP_COLUMNS, RESOURCE_LABELS
 from pepr.errors import PeprInputError
 
 #: The resources of the four PePR variants of the paper, with their short labels.
-STANDARD_RESOURCES: dict[str, str] = {
-    "energy_kwh": "PePR-E",
-    "co2_kg": "PePR-C",
-    "train_time_s": "PePR-T",
-    "peak_memory_mb": "PePR-M",
-}
-
-#: Performance columns a results table may carry (all in [0, 1]).
-PERFORMANCE_COLUMNS = ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1")
+STANDARD_RESOURCES: dict[str, str] = RESOURCE_LABELS
 
 #: The workflow's normalisation group: the columns whose rows PePR is normalised over.
-WORKFLOW_GROUP: tuple[str, ...] = ("dataset", "init", "fraction")
+WORKFLOW_GROUP: tuple[str, ...] = GROUP_COLUMNS
 
 #: Settings that describe the table's shape; ``pepr report``'s flags set them, never a config.
 TABLE_SETTINGS = ("group", "params_known")

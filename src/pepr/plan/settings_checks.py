@@ -15,16 +15,15 @@ import difflib
 from collections.abc import Mapping
 from typing import Any
 
+from pepr.columns import MAX_SEED, SCORED_COLUMNS
 from pepr.results.runs import HISTORY_COLUMNS
 
-#: Resources results/pepr.csv has PePR columns for (pepr.results.aggregate.RESOURCES, + amortised).
-SCORED_RESOURCES = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb", "energy_kwh_amortised", "co2_kg_amortised", "train_time_s_amortised")
+#: Resources results/pepr.csv has PePR columns for (the scored resources and their amortised forms).
+SCORED_RESOURCES = SCORED_COLUMNS
 #: history.csv columns that are a performance in [0, 1].
 HISTORY_PERFORMANCE = tuple(c for c in HISTORY_COLUMNS if c.startswith(("val_", "test_")) and not c.endswith("_loss"))
 #: history.csv columns that are a cumulative resource.
 HISTORY_RESOURCES = tuple(c for c in HISTORY_COLUMNS if c.startswith("cumulative_"))
-#: Largest seed numpy's generators take here (the report seeds its bootstrap with it).
-MAX_SEED = 2**32 - 1
 
 
 def _one_of(key: str, value: Any, allowed: tuple[str, ...], what: str) -> str | None:

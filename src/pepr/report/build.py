@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from pepr.columns import GROUP_COLUMNS
 from pepr.errors import PeprInputError
 from pepr.report import figures, tables
 from pepr.report.config import FIGURES, TABLES, ReportConfig
@@ -117,7 +118,7 @@ def read_tables(tables_dir: str | os.PathLike, data: ReportData | None = None) -
     """Read back every table :func:`write_tables` wrote, in the report's column names (group
     and model columns as text); ``data`` None: a workflow table (pepr's own names)."""
     names = data.names if data is not None else {}
-    group = list(data.cfg.group) if data is not None else ["dataset", "init", "fraction"]
+    group = list(data.cfg.group) if data is not None else list(GROUP_COLUMNS)
     back = {v: k for k, v in names.items()}
     text = {c: str for c in [*group, *TEXT_COLUMNS, *[names.get(c, c) for c in ("model",)]]}
     out = {}

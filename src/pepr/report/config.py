@@ -7,7 +7,8 @@ them without importing the report; they are imported here for the report's modul
 
 from __future__ import annotations
 
-from pepr.plan.report_settings import PERFORMANCE_COLUMNS, STANDARD_RESOURCES, TABLE_SETTINGS, WORKFLOW_GROUP, ReportConfig
+from pepr.columns import PERFORMANCE_COLUMNS
+from pepr.plan.report_settings import STANDARD_RESOURCES, TABLE_SETTINGS, WORKFLOW_GROUP, ReportConfig
 
 __all__ = ["FIGURES", "HISTORIES_TABLE", "PERFORMANCE_COLUMNS", "STANDARD_RESOURCES", "TABLES", "TABLE_SETTINGS",
            "WORKFLOW_GROUP", "ReportConfig"]

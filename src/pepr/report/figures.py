@@ -37,6 +37,7 @@ from matplotlib.transforms import Bbox
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
 from scipy import stats as scipy_stats
 
+from pepr.columns import GROUP_COLUMNS
 from pepr.report.config import ReportConfig
 from pepr.report.data import co2_note, group_label, groups, energy_methods, fraction_label, load_model_metadata, report_variants
 from pepr.report.stats import epoch_curves, format_p, pareto_front
@@ -152,7 +153,7 @@ def _title_lines(titles: Sequence[str]) -> int:
     return max((t.count("\n") + 1 for t in titles), default=1)
 
 
-def _panel_title(key: tuple, extra: str = "", group: Sequence[str] = ("dataset", "init", "fraction")) -> str:
+def _panel_title(key: tuple, extra: str = "", group: Sequence[str] = GROUP_COLUMNS) -> str:
     """A group's panel title on short lines (first key; the others), wrapped to the panel's
     width so that neighbouring titles never run into each other."""
     label = group_label(key, group).split(" / ")
@@ -164,7 +165,7 @@ def _panel_title(key: tuple, extra: str = "", group: Sequence[str] = ("dataset",
     return "\n".join(lines)
 
 
-def _cell_frame(df: pd.DataFrame, key: tuple, group: Sequence[str] = ("dataset", "init", "fraction")) -> pd.DataFrame:
+def _cell_frame(df: pd.DataFrame, key: tuple, group: Sequence[str] = GROUP_COLUMNS) -> pd.DataFrame:
     group = list(group)
     return df[(df[group] == pd.Series(key, index=group)).all(axis=1)]
 

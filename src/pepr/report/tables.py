@@ -15,6 +15,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from pepr.columns import ADDITIVE_RESOURCES
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
 from pepr.report.data import (MEASURED_ON, co2_is_scaled_energy, energy_methods, group_label, group_rows,
                               groups, report_variants, run_columns)
@@ -251,9 +252,9 @@ def decision_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=[*cfg.group, *DECISION_COLUMNS])
 
 
-#: Resources whose equal value in two groups points at a copied measurement. Peak memory is
-#: left out: allocated memory of one model at one batch size is deterministic across groups.
-ADDITIVE_RESOURCES = ("energy_kwh", "co2_kg", "train_time_s")
+#: Resources whose equal value in two groups points at a copied measurement are the additive ones
+#: (:data:`pepr.columns.ADDITIVE_RESOURCES`). Peak memory is left out: allocated memory of one
+#: model at one batch size is deterministic across groups.
 #: A run's implied power is flagged when its modified z-score (0.6745 (x - median) / MAD, on
 #: log power) exceeds this (Iglewicz & Hoaglin's 3.5) *and* it is this far (factor) from the
 #: median: a sweep of near-identical estimates has a tiny MAD but no real outlier.

@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pepr.columns import AMORTISED_RESOURCES, GROUP_COLUMNS, IDENTITY_COLUMNS, SCORED_RESOURCES, amortised_column
 from pepr.errors import PeprInputError
-from pepr.results.runs import GROUP_COLUMNS, IDENTITY_COLUMNS, parse_pretrain_path, parse_run_path
+from pepr.results.runs import parse_pretrain_path, parse_run_path
 from pepr.results.scoring import norm_column, pepr_column, score
 
 __all__ = [
@@ -53,17 +54,10 @@ __all__ = [
 
 #: Columns naming a run, in the order they lead runs.csv (the run contract's, :mod:`pepr.results.runs`).
 CELL_COLUMNS: tuple[str, ...] = IDENTITY_COLUMNS
-#: Resource columns scored in pepr.csv (PePR-E, -C, -T, -M).
-RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
-#: Resources that add up over runs, so a pretraining cost can be shared out (memory does not).
-AMORTISED_RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s")
+#: Resource columns scored in pepr.csv (PePR-E, -C, -T, -M; :mod:`pepr.columns`).
+RESOURCES: tuple[str, ...] = SCORED_RESOURCES
 #: Pretraining columns copied onto each transfer run.
-PRETRAIN_COLUMNS: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
-
-
-def amortised_column(resource: str) -> str:
-    """Name of the resource column with the pretraining cost shared out (``energy_kwh_amortised``)."""
-    return f"{resource}_amortised"
+PRETRAIN_COLUMNS: tuple[str, ...] = SCORED_RESOURCES
 
 
 #: Nested values of metrics.json that aggregation reads (CO2 from the energy per epoch).

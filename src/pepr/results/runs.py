@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pepr.columns import GROUP_COLUMNS, IDENTITY_COLUMNS, PERFORMANCE_COLUMNS, RESOURCE_COLUMNS
 from pepr.errors import PeprInputError
 
 __all__ = [
@@ -119,33 +120,18 @@ HISTORY_COLUMNS: tuple[str, ...] = (
 #: Result keys every metrics.json has (null in a failed run's), so every run has the same columns.
 RESULT_KEYS: tuple[str, ...] = (
     "params",
-    "test_accuracy",
-    "test_balanced_accuracy",
-    "test_auc",
-    "test_f1",
+    *PERFORMANCE_COLUMNS,
     "val_accuracy",
     "best_val_epoch",
     "best_val_accuracy",
-    "energy_kwh",
-    "cpu_energy_kwh",
-    "gpu_energy_kwh",
-    "ram_energy_kwh",
-    "co2_kg",
+    *RESOURCE_COLUMNS,
     "energy_method",
-    "train_time_s",
     "train_loop_time_s",
     "eval_time_s",
-    "peak_memory_mb",
     "flops_per_image",
     "inference_ms_per_image",
     "cpu_share",
 )
-
-#: Columns naming a run (a cell of the grid), in the order they lead runs.csv and every table
-#: keyed by run (the estimate, the comparison).
-IDENTITY_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction", "model", "seed")
-#: The experiment cell within which resources are normalised (PePR's min/max).
-GROUP_COLUMNS: tuple[str, ...] = ("dataset", "init", "fraction")
 
 #: The identity keys of a run (what a failed record always names).
 _IDENTITY_KEYS: tuple[str, ...] = ("model", "dataset", "init", "fraction", "seed", "epochs")

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pepr.columns import RESOURCE_COLUMNS
 from pepr.errors import PeprInputError
 
 __all__ = ["score", "norm_column", "pepr_column", "validate_score_inputs"]
@@ -107,7 +108,7 @@ def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
 
 
 #: pepr's own per-run measurements (metrics.json): never experiment-cell columns.
-_MEASUREMENTS = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb", "cpu_energy_kwh", "gpu_energy_kwh", "ram_energy_kwh")
+_MEASUREMENTS = RESOURCE_COLUMNS
 
 
 def _is_measurement(column: object) -> bool:

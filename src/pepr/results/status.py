@@ -27,10 +27,11 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pepr.columns import IDENTITY_COLUMNS, RESOURCE_COLUMNS
 from pepr.results.runs import LOCK_FILE, METRICS_FILE, RESUME_FILE
 
 __all__ = ["CellState", "SweepStatus", "STATES", "collect_status", "format_status", "write_status_table"]
@@ -38,8 +39,6 @@ __all__ = ["CellState", "SweepStatus", "STATES", "collect_status", "format_statu
 #: Cell states, in the order they are reported.
 STATES: tuple[str, ...] = ("finished", "failed", "running", "pending")
 
-#: Figures kept per finished cell (top-level scalars of metrics.json).
-_FIGURES = ("energy_kwh", "co2_kg", "train_time_s")
 _CACHE_VERSION = 1
 #: How much of a log's end is read to find a crash's last line.
 _LOG_TAIL_BYTES = 8192
@@ -60,6 +59,10 @@ class CellState:
     finished_at: float | None = None  # metrics.json's modification time
     slurm_job: str | None = None
     log: str | None = field(default=None, repr=False)  # the job's log (results/logs/<rule>/...)
+
+
+#: Figures kept per finished cell (top-level scalars of metrics.json): the resources a CellState holds.
+_FIGURES: tuple[str, ...] = tuple(f.name for f in fields(CellState) if f.name in RESOURCE_COLUMNS)
 
 
 def _mark_crashed(cell: CellState) -> bool:
@@ -303,7 +306,7 @@ def read_estimate(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, 
             reader = csv.DictReader(handle)
             if not reader.fieldnames or not set(wanted) <= set(reader.fieldnames):
                 return None
-            keyed = {"dataset", "init", "fraction", "model", "seed", "est_time_s"} <= set(reader.fieldnames)
+            keyed = {*IDENTITY_COLUMNS, "est_time_s"} <= set(reader.fieldnames)
             for row in reader:
                 for key in wanted:
                     try:
@@ -533,11 +536,9 @@ def write_status_table(status: SweepStatus, path: str | os.PathLike) -> None:
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    columns = ("key", "kind", "model", "state", "reason", "energy_kwh", "co2_kg", "train_time_s", "finished_at", "slurm_job")
-    writer.writerow(columns)
+    writer.writerow(("key", "kind", "model", "state", "reason", *_FIGURES, "finished_at", "slurm_job"))
     for cell in status.cells:
         finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cell.finished_at)) if cell.finished_at else ""
-        writer.writerow([cell.key, cell.kind, cell.model, cell.state, cell.reason,
-                         "" if cell.energy_kwh is None else cell.energy_kwh, "" if cell.co2_kg is None else cell.co2_kg,
-                         "" if cell.train_time_s is None else cell.train_time_s, finished, cell.slurm_job or ""])
+        figures = ["" if getattr(cell, key) is None else getattr(cell, key) for key in _FIGURES]
+        writer.writerow([cell.key, cell.kind, cell.model, cell.state, cell.reason, *figures, finished, cell.slurm_job or ""])
     atomic_write_text(path, buffer.getvalue())

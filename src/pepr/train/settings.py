@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-#: Largest seed numpy/torch accept (uint32).
-MAX_SEED = 2**32 - 1
+from pepr.columns import MAX_SEED
+
 #: Training precisions ``pepr train --precision`` accepts.
 PRECISIONS = ("fp32", "bf16")
 
