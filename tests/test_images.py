@@ -111,7 +111,7 @@ def test_names(spec, name):
         ("folder:", "give the folder"),
         ("csv:", "give the CSV file"),
         ("csv:list.txt", ".csv file"),
-        ("folder:x,size=4", "size=4 must be in 8..1024"),
+        ("folder:x,size=4", "size=4 must be in 8..4096"),
         ("folder:x,channels=2", "1 (grey) or 3"),
         ("folder:x,val=1.5", "a ratio in [0, 1)"),
         ("folder:x,val=0.5,test=0.5", "leave no training images"),

@@ -48,10 +48,12 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pepr.datasets.npzcheck import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
+from pepr.datasets.base import DatasetKind, DatasetSpec, ImageData, facts_dict
 from pepr.errors import PeprInputError
 
 #: Spec prefixes handled here.
@@ -63,8 +65,8 @@ IMAGE_DEFAULTS: dict[str, Any] = {"val": 0.1, "test": 0.2, "size": None, "channe
 PILLOW_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 SPLIT_NAMES = ("train", "val", "test")
-#: Smallest image side accepted.
-MIN_SIDE = 8
+#: Image sides accepted (one definition for every kind: pepr.datasets.npzcheck).
+MIN_SIDE, MAX_SIDE = MIN_IMAGE_SIDE, MAX_IMAGE_SIDE
 #: Problems listed by file before the rest are counted.
 MAX_LISTED = 20
 #: Bumped when the conversion changes, so older caches are rebuilt.
@@ -151,8 +153,8 @@ def _option_value(spec: str, key: str, text: str) -> Any:
     except ValueError:
         ranges = {"val": "a ratio in [0, 1)", "test": "a ratio in [0, 1)", "size": "an integer >= 8", "channels": "1 or 3", "seed": "an integer >= 0"}
         raise PeprInputError(f"dataset spec {spec!r}: {key}={text!r} must be {ranges[key]}") from None
-    if key == "size" and not (MIN_SIDE <= value <= 1024):
-        raise PeprInputError(f"dataset spec {spec!r}: size={value} must be in {MIN_SIDE}..1024 pixels")
+    if key == "size" and not (MIN_SIDE <= value <= MAX_SIDE):
+        raise PeprInputError(f"dataset spec {spec!r}: size={value} must be in {MIN_SIDE}..{MAX_SIDE} pixels")
     if key == "channels" and value not in (1, 3):
         raise PeprInputError(f"dataset spec {spec!r}: channels={value} must be 1 (grey) or 3 (colour)")
     if key == "seed" and not (0 <= value <= 2**32 - 1):
@@ -1117,3 +1119,74 @@ def fingerprint(spec: str, data_dir: Path | None) -> list[Any]:
         return [spec, _content_key(parsed, scan(parsed, data_dir))]
     except (PeprInputError, OSError):
         return [spec, None]
+
+
+class ImageKind(DatasetKind):
+    """``folder:`` or ``csv:`` (one instance each): the user's images, converted once into a cached
+    npz (:func:`prepare`) and then read exactly as ``npz:``."""
+
+    converted = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def matches(self, spec: str) -> bool:
+        return spec.startswith(f"{self.name}:")
+
+    def parse(self, spec: str) -> DatasetSpec:
+        parsed = parse_image_spec(spec)
+        return DatasetSpec(kind=parsed.kind, spec=spec, path=parsed.path, size=parsed.size)
+
+    def short_name(self, parsed: DatasetSpec) -> str:
+        return image_dataset_name(parse_image_spec(parsed.spec))
+
+    def file(self, parsed: DatasetSpec, data_dir: Path | None) -> Path | None:
+        return cache_path(parsed.spec, data_dir)  # the converted file (deterministic from the spec)
+
+    def problems(self, parsed: DatasetSpec, data_dir: Path | None, allow_download: bool) -> list[str]:
+        return spec_problems(parsed.spec, data_dir)
+
+    def load(
+        self, parsed: DatasetSpec, name: str, data_dir: Path | None, allow_download: bool, workers: int | None, log: Callable | None
+    ) -> ImageData:
+        import dataclasses
+
+        from pepr.datasets.npz import NpzKind
+
+        spec = parsed.spec
+        path = prepare(spec, data_dir, workers=workers, log=log)
+        npz_kind = NpzKind()
+        loaded = npz_kind.load(npz_kind.parse(f"npz:{path}"), name, data_dir, False, None, None)
+        info = read_info(path) or {}
+        class_names = tuple(info.get("class_names") or loaded.class_names)
+        details = {
+            "class_names": list(class_names),
+            "task": info.get("task"),
+            "counts": info.get("counts"),
+            "class_counts": info.get("class_counts"),
+            "split_from": info.get("split_from"),
+            "source": info.get("source"),
+            "cache": str(path),
+        }
+        return dataclasses.replace(
+            loaded,
+            name=name,
+            class_names=class_names,
+            num_classes=len(class_names),
+            description=f"{spec} ({info.get('task', '?')}, {len(class_names)} classes, converted to {path})",
+            details=details,
+        )
+
+    def facts(self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None) -> dict[str, Any]:
+        facts = dataset_facts(parsed.spec, data_dir)
+        counts = facts["counts"]
+        return facts_dict(
+            counts["train"], counts["val"], counts["test"], facts["channels"], facts["num_classes"], facts["size"],
+            facts["train_class_counts"], f"images listed from {parsed.path}",
+        )
+
+    def stamps(self, parsed: DatasetSpec, data_dir: Path | None) -> list[Any]:
+        return [fingerprint(parsed.spec, data_dir)]
+
+    def prepare_problems(self, spec: str, data_dir: Path | None, workers: int | None) -> list[str]:
+        return prepare_problems(spec, data_dir, workers=workers)
