@@ -253,10 +253,10 @@ def test_train_and_test_folders_only_carve_val_from_train(tmp_path):
     assert info["counts"] == {"train": 16, "val": 4, "test": 6}
 
 
-def test_16_bit_png_is_mapped_linearly(tmp_path):
+def test_16_bit_png_is_mapped_linearly_by_the_datasets_range(tmp_path):
     root = tmp_path / "deep"
     rng = np.random.default_rng(0)
-    expected = {}
+    written = {}
     for name in ("a", "b"):
         (root / name).mkdir(parents=True)
         for i in range(5):
@@ -264,9 +264,12 @@ def test_16_bit_png_is_mapped_linearly(tmp_path):
             path = root / name / f"{i}.png"
             Image.fromarray(values).save(path)
             assert Image.open(path).mode.startswith("I")  # really 16-bit on disk
-            expected[f"{name}/{i}.png"] = np.round(values / 257.0).astype(np.uint8)
+            written[f"{name}/{i}.png"] = values.astype(np.float64)
+    low, high = min(v.min() for v in written.values()), max(v.max() for v in written.values())
+    expected = {k: np.round((v - low) / (high - low) * 255).astype(np.uint8) for k, v in written.items()}
     path = images.prepare(f"folder:{root},val=0.2,test=0.2", tmp_path / "data", workers=1)
     info = images.read_info(path)
+    assert info["intensity"]["bit_depth"] == ["16-bit"] and info["intensity"]["source_range"] == [low, high]
     with np.load(path) as archive:
         for split, files in info["files"].items():
             for row, relative in enumerate(files):
@@ -422,11 +425,21 @@ def test_csv_label_not_in_class_list_missing_path_and_duplicate_split(tmp_path):
 def test_identical_files_in_two_split_folders(tmp_path):
     root = tmp_path / "leak"
     write_classes(root / "train")
-    write_classes(root / "val", per_class=2)
-    write_classes(root / "test", per_class=2)
+    write_classes(root / "val", per_class=2, seed=1)
+    write_classes(root / "test", per_class=2, seed=2)
     (root / "test" / "a" / "copy.png").write_bytes((root / "train" / "a" / "3.png").read_bytes())
-    text = problems_text(f"folder:{root}", tmp_path / "data")
-    assert "identical files in more than one split" in text and "copy.png (test)" in text
+    spec = f"folder:{root}"
+    assert problems_text(spec, tmp_path / "data") == ""  # a warning, not a problem
+    logged = []
+    path = images.prepare(spec, tmp_path / "data", workers=1, log=logged.append)
+    info = images.read_info(path)
+    assert info["duplicates"]["count"] == 1 and info["counts"]["train"] == 12
+    (group,) = info["duplicates"]["groups"]
+    assert sorted(row[1] for row in group) == ["test", "train"] and ["test/a/copy.png", "test", "a"] in group
+    assert any("warning: 1 group(s) of identical images" in line for line in logged)
+    assert any("copy.png (test, a)" in line for line in logged)
+    dropped = images.read_info(images.prepare(spec + ",dedupe=drop-train", tmp_path / "data", workers=1))
+    assert dropped["counts"]["train"] == 11 and dropped["dedupe"] == {"option": "drop-train", "dropped": ["train/a/3.png"]}
 
 
 def test_single_class(tmp_path):
