@@ -281,3 +281,41 @@ def test_synthetic_classes_differ_but_overlap():
 def test_synthetic_too_small_for_classes():
     with pytest.raises(PeprInputError, match="every class needs a training sample"):
         make_synthetic({"n_train": 2, "classes": 3})
+
+
+def test_every_spec_resolves_to_one_kind_with_the_whole_interface():
+    """One kind object per spec: it parses the spec, names it, says where its file is and whether
+    the workflow fetches or converts it; the parsed spec resolves back to the same object."""
+    from pepr.datasets.base import DatasetKind
+    from pepr.datasets.registry import kind_of
+
+    expected = {
+        "pneumoniamnist@64": ("medmnist", True, False),
+        "npz:data/mine.npz": ("npz", False, False),
+        "folder:data/xrays,size=64": ("folder", False, True),
+        "csv:data/manifest.csv": ("csv", False, True),
+        "synthetic:size=32": ("synthetic", False, False),
+    }
+    for spec, (name, fetched, converted) in expected.items():
+        kind = kind_of(spec)
+        parsed = kind.parse(spec)
+        assert isinstance(kind, DatasetKind) and kind_of(parsed) is kind
+        assert (kind.name, parsed.kind, kind.fetched, kind.converted) == (name, name, fetched, converted)
+        assert kind.short_name(parsed) == dataset_name(spec)
+    assert kind_of("npz:a/b/scan.npz").moved_file_stem("npz:a/b/scan.npz") == "scan"
+    assert kind_of("pneumoniamnist").moved_file_stem("pneumoniamnist") is None
+
+
+def test_no_dataset_kind_branch_outside_the_datasets_package():
+    """Code outside pepr.datasets asks the kind object; it never compares a spec's kind or prefix."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    branch = re.compile(
+        r"""kind\S*\s*(==|!=|\bin\b)\s*[(\[]?\s*["'](medmnist|npz|synthetic|folder|csv)["']"""
+        r"""|startswith\(\s*["'](npz|folder|csv|synthetic):|pepr_images\.KINDS|images\.KINDS"""
+    )
+    files = [p for p in (root / "src" / "pepr").rglob("*.py") if "datasets" not in p.relative_to(root / "src" / "pepr").parts]
+    files += list((root / "workflow").rglob("*.smk")) + [root / "workflow" / "Snakefile"] + list((root / "scripts").glob("*.py"))
+    found = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p in files if p.is_file() for n, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
+    assert not found, "dataset-kind branches outside pepr.datasets:\n" + "\n".join(found)

@@ -111,7 +111,7 @@ def test_names(spec, name):
         ("folder:", "give the folder"),
         ("csv:", "give the CSV file"),
         ("csv:list.txt", ".csv file"),
-        ("folder:x,size=4", "size=4 must be in 8..1024"),
+        ("folder:x,size=4", "size=4 must be in 8..4096"),
         ("folder:x,channels=2", "1 (grey) or 3"),
         ("folder:x,val=1.5", "a ratio in [0, 1)"),
         ("folder:x,val=0.5,test=0.5", "leave no training images"),
@@ -253,10 +253,10 @@ def test_train_and_test_folders_only_carve_val_from_train(tmp_path):
     assert info["counts"] == {"train": 16, "val": 4, "test": 6}
 
 
-def test_16_bit_png_is_mapped_linearly(tmp_path):
+def test_16_bit_png_is_mapped_linearly_by_the_datasets_range(tmp_path):
     root = tmp_path / "deep"
     rng = np.random.default_rng(0)
-    expected = {}
+    written = {}
     for name in ("a", "b"):
         (root / name).mkdir(parents=True)
         for i in range(5):
@@ -264,9 +264,12 @@ def test_16_bit_png_is_mapped_linearly(tmp_path):
             path = root / name / f"{i}.png"
             Image.fromarray(values).save(path)
             assert Image.open(path).mode.startswith("I")  # really 16-bit on disk
-            expected[f"{name}/{i}.png"] = np.round(values / 257.0).astype(np.uint8)
+            written[f"{name}/{i}.png"] = values.astype(np.float64)
+    low, high = min(v.min() for v in written.values()), max(v.max() for v in written.values())
+    expected = {k: np.round((v - low) / (high - low) * 255).astype(np.uint8) for k, v in written.items()}
     path = images.prepare(f"folder:{root},val=0.2,test=0.2", tmp_path / "data", workers=1)
     info = images.read_info(path)
+    assert info["intensity"]["bit_depth"] == ["16-bit"] and info["intensity"]["source_range"] == [low, high]
     with np.load(path) as archive:
         for split, files in info["files"].items():
             for row, relative in enumerate(files):
@@ -422,11 +425,21 @@ def test_csv_label_not_in_class_list_missing_path_and_duplicate_split(tmp_path):
 def test_identical_files_in_two_split_folders(tmp_path):
     root = tmp_path / "leak"
     write_classes(root / "train")
-    write_classes(root / "val", per_class=2)
-    write_classes(root / "test", per_class=2)
+    write_classes(root / "val", per_class=2, seed=1)
+    write_classes(root / "test", per_class=2, seed=2)
     (root / "test" / "a" / "copy.png").write_bytes((root / "train" / "a" / "3.png").read_bytes())
-    text = problems_text(f"folder:{root}", tmp_path / "data")
-    assert "identical files in more than one split" in text and "copy.png (test)" in text
+    spec = f"folder:{root}"
+    assert problems_text(spec, tmp_path / "data") == ""  # a warning, not a problem
+    logged = []
+    path = images.prepare(spec, tmp_path / "data", workers=1, log=logged.append)
+    info = images.read_info(path)
+    assert info["duplicates"]["count"] == 1 and info["counts"]["train"] == 12
+    (group,) = info["duplicates"]["groups"]
+    assert sorted(row[1] for row in group) == ["test", "train"] and ["test/a/copy.png", "test", "a"] in group
+    assert any("warning: 1 group(s) of identical images" in line for line in logged)
+    assert any("copy.png (test, a)" in line for line in logged)
+    dropped = images.read_info(images.prepare(spec + ",dedupe=drop-train", tmp_path / "data", workers=1))
+    assert dropped["counts"]["train"] == 11 and dropped["dedupe"] == {"option": "drop-train", "dropped": ["train/a/3.png"]}
 
 
 def test_single_class(tmp_path):
@@ -577,3 +590,143 @@ def test_estimate_reads_folder_facts_without_converting(tmp_path):
     assert (facts.n_train, facts.n_val, facts.n_test) == (14, 2, 4)
     assert (facts.channels, facts.num_classes, facts.stored_size, facts.train_class_counts) == (1, 2, 16, (7, 7))
     assert not (tmp_path / "data" / "images").exists() or not any((tmp_path / "data" / "images").glob("*.npz"))
+
+
+# ------------------------------------------------------------------ full fidelity (bit depth, windows, fit, leftovers)
+
+
+def test_12_bit_png_folder_of_real_xrays_keeps_its_grey_levels(tmp_path, xrays):
+    """12-bit values in 16-bit PNGs (0..4095, no sBIT): mapped by the data's range, not /257."""
+    x, y = xrays
+    root = tmp_path / "xr12"
+    rng = np.random.default_rng(1)
+    sources = {}
+    for i, (image, label) in enumerate(zip(x, y)):
+        values = np.clip(image.astype(np.int32) * 16 + rng.integers(0, 16, image.shape), 0, 4095).astype(np.uint16)
+        folder = root / CLASSES[label]
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(values).save(folder / f"{i:03d}.png")
+        sources[f"{CLASSES[label]}/{i:03d}.png"] = values
+    path = images.prepare(f"folder:{root}", tmp_path / "data", workers=1)
+    info = images.read_info(path)
+    with np.load(path) as archive:
+        pairs = [(archive[f"{split}_images"][row], sources[rel]) for split, files in info["files"].items() for row, rel in enumerate(files)]
+    converted = np.concatenate([c.ravel() for c, _ in pairs]).astype(np.float64)
+    source = np.concatenate([s.ravel() for _, s in pairs]).astype(np.float64)
+    assert len(np.unique(converted)) >= 200
+    assert np.corrcoef(converted, source)[0, 1] >= 0.99
+    assert info["intensity"]["bit_depth"] == ["16-bit"] and "min..max" in info["intensity"]["mapping"]
+
+
+def test_png_sbit_gives_the_range(tmp_path):
+    """A PNG that declares 12 significant bits maps 0..4095 onto 0..255, whatever its data uses."""
+    root = tmp_path / "sbit"
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            values = np.full((12, 12), 1000 * (c + 1), np.uint16)
+            buffer = io.BytesIO()
+            Image.fromarray(values).save(buffer, format="PNG")
+            data = buffer.getvalue()
+            chunk = b"sBIT" + bytes([12])
+            import zlib
+
+            sbit = len(chunk[4:]).to_bytes(4, "big") + chunk + zlib.crc32(chunk).to_bytes(4, "big")
+            (root / name / f"{i}.png").write_bytes(data[:33] + sbit + data[33:])  # after IHDR
+    path = images.prepare(f"folder:{root},val=0.2,test=0.2", tmp_path / "data", workers=1)
+    info = images.read_info(path)
+    assert info["intensity"]["source_range"] == [0.0, 4095.0] and "sBIT" in info["intensity"]["mapping"]
+    with np.load(path) as archive:
+        assert set(np.unique(archive["train_images"])) <= {round(1000 / 4095 * 255), round(2000 / 4095 * 255)}
+
+
+def test_float_tiff_in_hounsfield_units_maps_the_window_asked(tmp_path):
+    root = tmp_path / "ct"
+    hu = np.linspace(-1000, 1040, 144, dtype=np.float32).reshape(12, 12)
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(hu + i).save(root / name / f"{i}.tif")
+    assert Image.open(root / "a" / "0.tif").mode == "F"
+    path = images.prepare(f"folder:{root},val=0.2,test=0.2,window=-160:240", tmp_path / "data", workers=1)
+    info = images.read_info(path)
+    assert info["intensity"]["source_range"] == [-160.0, 240.0] and info["intensity"]["bit_depth"] == ["float"]
+    with np.load(path) as archive:
+        for split, files in info["files"].items():
+            for row, relative in enumerate(files):
+                shift = int(Path(relative).stem)
+                expected = np.round(np.clip((hu.astype(np.float64) + shift + 160) / 400 * 255, 0, 255))
+                np.testing.assert_array_equal(archive[f"{split}_images"][row], expected)
+
+
+@pytest.mark.parametrize("fit", ["squash", "pad", "crop"])
+def test_fit_keeps_or_squashes_the_aspect_ratio(tmp_path, fit):
+    root = tmp_path / "wide"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            Image.fromarray(np.full((16, 32), 200, np.uint8)).save(root / name / f"{i}.png")  # 32 wide, 16 high
+    spec = f"folder:{root},val=0.2,test=0.2,size=16" + ("" if fit == "squash" else f",fit={fit}")
+    path = images.prepare(spec, tmp_path / "data", workers=1)
+    with np.load(path) as archive:
+        image = archive["train_images"][0]
+    assert images.read_info(path)["fit"] == fit
+    if fit == "pad":  # the whole image, 8 rows high, centred on black
+        assert image[:4].max() == 0 and image[-4:].max() == 0 and image[4:12].min() == 200
+    else:
+        assert image.min() == 200
+
+
+def test_fifo_in_an_image_folder_is_refused_within_seconds(tmp_path):
+    root = tmp_path / "fifo"
+    write_classes(root)
+    os.mkfifo(root / "a" / "x.png")
+    os.mkfifo(root / "b" / "noext")
+    proc = subprocess.run(
+        [sys.executable, "-c", f"from pepr.datasets.core import dataset_problems; print(dataset_problems('folder:{root}', '{tmp_path / 'data'}'))"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "x.png is a FIFO" in proc.stdout and "noext is a FIFO" in proc.stdout
+
+
+def test_5000_px_images_are_refused_from_their_headers_naming_size(tmp_path):
+    root = tmp_path / "huge"
+    for name in ("a", "b"):
+        (root / name).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (5000, 5000), 10 * i).save(root / name / f"{i}.png")
+    text = problems_text(f"folder:{root}", tmp_path / "data")
+    assert "over 4096 px a side; add size=N" in text and "5000x5000" in text
+    assert not (tmp_path / "data" / "images").exists() or not list((tmp_path / "data" / "images").iterdir())
+
+
+def test_multi_frame_tiff_needs_a_frame_option(tmp_path):
+    root = tmp_path / "frames"
+    for c, name in enumerate(("a", "b")):
+        (root / name).mkdir(parents=True)
+        for i in range(5):
+            frames = [Image.fromarray(np.full((12, 12), 50 * k + c, np.uint8)) for k in range(3)]
+            frames[0].save(root / name / f"{i}.tif", save_all=True, append_images=frames[1:])
+    assert "multi-frame images; add frame=K" in problems_text(f"folder:{root}", tmp_path / "data")
+    path = images.prepare(f"folder:{root},frame=2,val=0.2,test=0.2", tmp_path / "data", workers=1)
+    with np.load(path) as archive:
+        assert set(np.unique(archive["train_images"])) <= {100, 101}
+
+
+def test_killed_conversions_temp_file_is_removed_and_a_rejected_spec_leaves_no_lock(tmp_path):
+    root = tmp_path / "ok"
+    write_classes(root)
+    spec = f"folder:{root},val=0.2,test=0.2"
+    target = images.cache_path(spec, tmp_path / "data")
+    target.parent.mkdir(parents=True)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    stale = target.with_name(f".{target.name}.{dead}.tmp")
+    stale.write_bytes(b"x" * 1000)
+    images.prepare(spec, tmp_path / "data", workers=1)
+    assert not stale.exists()
+    bad = tmp_path / "bad"
+    write_classes(bad, classes=("only",))
+    with pytest.raises(PeprInputError):
+        images.prepare(f"folder:{bad}", tmp_path / "data", workers=1)
+    assert not list(target.parent.glob(f".{images.cache_path(f'folder:{bad}', tmp_path / 'data').name}.lock"))

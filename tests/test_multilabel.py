@@ -16,13 +16,13 @@ from PIL import Image
 
 from pepr.datasets.core import (
     MEDMNIST_SIZES,
-    _medmnist_info,
     dataset_name,
     dataset_problems,
     load_dataset,
     parse_dataset_spec,
     stratified_subset,
 )
+from pepr.datasets.medmnist import _medmnist_info
 from pepr.errors import PeprInputError
 from pepr.train.metrics import multilabel_metrics
 

@@ -123,7 +123,7 @@ _MEDMNIST_FILES = {path: spec for path, spec in GRID.medmnist_files.items() if n
 
 
 # folder:/csv: datasets: converted-file path -> spec (rule prepare_images, pepr.datasets.images).
-_IMAGE_CACHES = {item["file"]: spec for spec, item in GRID.datasets.items() if item["kind"] in pepr_images.KINDS}
+_IMAGE_CACHES = GRID.converted_files
 
 
 def image_content_key(wildcards):

@@ -48,31 +48,42 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from pepr.columns import MAX_SEED
+from pepr.datasets.npzcheck import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
+from pepr.datasets.base import DatasetKind, DatasetSpec, ImageData, facts_dict
 from pepr.errors import PeprInputError
 
 #: Spec prefixes handled here.
 KINDS = ("folder", "csv")
 #: Options of an image spec and their defaults (``size``/``channels`` None: decided from the images).
-IMAGE_DEFAULTS: dict[str, Any] = {"val": 0.1, "test": 0.2, "size": None, "channels": None, "seed": 0}
+#: ``fit``'s default is ``squash`` (resize to NxN, the aspect ratio not kept) because it is what
+#: every earlier conversion did: a default that changed would change finished sweeps' data.
+IMAGE_DEFAULTS: dict[str, Any] = {
+    "val": 0.1, "test": 0.2, "size": None, "channels": None, "seed": 0,
+    "fit": "squash", "window": None, "frame": None, "dedupe": None,
+}
+#: Options that enter the cache's settings only when given (specs written before they existed
+#: keep their converted file and its name).
+_LATER_OPTIONS = ("fit", "window", "frame", "dedupe")
+FITS = ("squash", "pad", "crop")
 #: Pillow-readable image file endings; DICOM endings below (files without an ending are DICOM
 #: when they carry the ``DICM`` marker).
 PILLOW_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"})
 DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 SPLIT_NAMES = ("train", "val", "test")
-#: Smallest image side accepted.
-MIN_SIDE = 8
+#: Image sides accepted (one definition for every kind: pepr.datasets.npzcheck).
+MIN_SIDE, MAX_SIDE = MIN_IMAGE_SIDE, MAX_IMAGE_SIDE
 #: Problems listed by file before the rest are counted.
 MAX_LISTED = 20
 #: Bumped when the conversion changes, so older caches are rebuilt.
 CACHE_FORMAT = 1
 
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]+")
-_OPTION = re.compile(r"^(val|test|size|channels|seed)=")
+_OPTION = re.compile(r"^(val|test|size|channels|seed|fit|window|frame|dedupe)=")
 
 
 @dataclass(frozen=True)
@@ -88,6 +99,17 @@ class ImageSpec:
     channels: int | None
     seed: int
     explicit: tuple[tuple[str, Any], ...] = ()
+    fit: str = "squash"
+    window: str | None = None
+    frame: int | None = None
+    dedupe: str | None = None
+
+    def window_range(self) -> tuple[float, float] | None:
+        """``window=LOW:HIGH`` as numbers (None when not given)."""
+        if self.window is None:
+            return None
+        low, _, high = self.window.partition(":")
+        return float(low), float(high)
 
     def settings(self) -> dict[str, Any]:
         """What the conversion depends on besides the files (the cache path's hash)."""
@@ -101,6 +123,7 @@ class ImageSpec:
             "size": self.size,
             "channels": self.channels,
             "seed": self.seed,
+            **{key: getattr(self, key) for key in _LATER_OPTIONS if getattr(self, key) != IMAGE_DEFAULTS[key]},
         }
 
 
@@ -142,6 +165,23 @@ def parse_image_spec(spec: str) -> ImageSpec:
 
 
 def _option_value(spec: str, key: str, text: str) -> Any:
+    if key == "fit":
+        if text not in FITS:
+            raise PeprInputError(f"dataset spec {spec!r}: fit={text!r} must be one of {', '.join(FITS)}")
+        return text
+    if key == "dedupe":
+        if text != "drop-train":
+            raise PeprInputError(f"dataset spec {spec!r}: dedupe={text!r}: the only choice is dedupe=drop-train")
+        return text
+    if key == "window":
+        low, sep, high = text.partition(":")
+        try:
+            bounds = (float(low), float(high)) if sep else None
+        except ValueError:
+            bounds = None
+        if bounds is None or not all(math.isfinite(b) for b in bounds) or bounds[0] >= bounds[1]:
+            raise PeprInputError(f"dataset spec {spec!r}: window={text!r} must be LOW:HIGH with LOW < HIGH, e.g. window=-1000:1040")
+        return f"{bounds[0]:g}:{bounds[1]:g}"
     try:
         if key in ("val", "test"):
             value = float(text)
@@ -150,12 +190,15 @@ def _option_value(spec: str, key: str, text: str) -> Any:
             return value
         value = int(text)
     except ValueError:
-        ranges = {"val": "a ratio in [0, 1)", "test": "a ratio in [0, 1)", "size": "an integer >= 8", "channels": "1 or 3", "seed": "an integer >= 0"}
+        ranges = {"val": "a ratio in [0, 1)", "test": "a ratio in [0, 1)", "size": "an integer >= 8", "channels": "1 or 3",
+                  "seed": "an integer >= 0", "frame": "a frame index >= 0"}
         raise PeprInputError(f"dataset spec {spec!r}: {key}={text!r} must be {ranges[key]}") from None
-    if key == "size" and not (MIN_SIDE <= value <= 1024):
-        raise PeprInputError(f"dataset spec {spec!r}: size={value} must be in {MIN_SIDE}..1024 pixels")
+    if key == "size" and not (MIN_SIDE <= value <= MAX_SIDE):
+        raise PeprInputError(f"dataset spec {spec!r}: size={value} must be in {MIN_SIDE}..{MAX_SIDE} pixels")
     if key == "channels" and value not in (1, 3):
         raise PeprInputError(f"dataset spec {spec!r}: channels={value} must be 1 (grey) or 3 (colour)")
+    if key == "frame" and value < 0:
+        raise PeprInputError(f"dataset spec {spec!r}: frame={value} must be a frame index >= 0")
     if key == "seed" and not (0 <= value <= MAX_SEED):
         raise PeprInputError(f"dataset spec {spec!r}: seed={value} must be in 0..{MAX_SEED}")
     return value
@@ -166,7 +209,11 @@ def image_dataset_name(parsed: ImageSpec) -> str:
     differs from its default (sorted), e.g. ``xrays``, ``xrays-size64``, ``manifest-test0.3``."""
     stem = parsed.path.name if parsed.kind == "folder" else parsed.path.stem
     base = _SAFE_NAME.sub("_", stem).strip("._") or parsed.kind
-    return "-".join([base] + [f"{key}{value:g}" for key, value in parsed.explicit])
+    return "-".join([base] + [f"{key}{_name_value(value)}" for key, value in parsed.explicit])
+
+
+def _name_value(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) else _SAFE_NAME.sub("_", str(value).replace(":", "_"))
 
 
 def cache_root(data_dir: Path | None) -> Path:
@@ -221,6 +268,14 @@ def _is_hidden(path: Path) -> bool:
     return path.name.startswith(".")
 
 
+def _special_file(path: Path) -> str | None:
+    """One line when ``path`` is a FIFO, device or socket (found with ``stat``, never opened)."""
+    from pepr.plan.safeyaml import file_kind_problem
+
+    problem = file_kind_problem(path, "image")
+    return f"{problem}; remove it" if problem and " is " in problem and "directory" not in problem else None
+
+
 def _looks_like_image(path: Path) -> bool:
     suffix = path.suffix.lower()
     if suffix in PILLOW_SUFFIXES or suffix in DICOM_SUFFIXES:
@@ -243,6 +298,10 @@ def _image_files(folder: Path, listing: Listing, exclude: Path | None) -> list[P
         for name in sorted(names):
             path = root_path / name
             if _is_hidden(path):
+                continue
+            special = _special_file(path)
+            if special:  # a FIFO would block the open below; a device may stream forever
+                listing.file_problem("special", special)
                 continue
             if _looks_like_image(path):
                 found.append(path)
@@ -343,6 +402,10 @@ def _scan_csv(parsed: ImageSpec) -> Listing:
         split = (row.get("split") or "").lower() if has_split else None
         if has_split and split not in SPLIT_NAMES:
             listing.problems.append(f"{where}: split {row.get('split')!r} is not train, val or test")
+            continue
+        special = _special_file(path) if path.exists() else None
+        if special:
+            listing.file_problem("special", f"{where}: {special}")
             continue
         if not path.is_file():
             listing.file_problem("missing", f"{where}: {path} does not exist (paths are relative to {base} or absolute); fix the path or drop the row")
@@ -508,23 +571,60 @@ def _is_dicom(path: Path) -> bool:
     return suffix in DICOM_SUFFIXES or (suffix == "" and _looks_like_image(path))
 
 
-def read_header(path: Path) -> tuple[int, int, int]:
-    """(height, width, channels) of an image file from its header."""
+@dataclass
+class Header:
+    """What an image file's header says (no pixel decoded), and the SHA-1 of its bytes."""
+
+    height: int
+    width: int
+    channels: int
+    frames: int = 1
+    #: "8-bit", "16-bit", "float" (Pillow modes I;16/I and F) or "dicom"
+    depth: str = "8-bit"
+    #: significant bits a PNG declares (its sBIT chunk), None without one
+    sbit: int | None = None
+    sha1: str = ""
+
+
+def read_header(path: Path, data: bytes | None = None) -> Header:
+    """The header of an image file (``data``: its bytes when already read)."""
+    import io
+
     if _is_dicom(path):
         pydicom = _pydicom()
         try:
-            ds = pydicom.dcmread(str(path), stop_before_pixels=True)
-            return int(ds.Rows), int(ds.Columns), int(getattr(ds, "SamplesPerPixel", 1))
+            ds = pydicom.dcmread(io.BytesIO(data) if data is not None else str(path), stop_before_pixels=True)
+            return Header(int(ds.Rows), int(ds.Columns), int(getattr(ds, "SamplesPerPixel", 1)), int(getattr(ds, "NumberOfFrames", 1) or 1), "dicom")
         except Exception as exc:  # noqa: BLE001 - any failure on untrusted bytes is "unreadable"
             raise ImageReadError(f"not a readable DICOM file ({type(exc).__name__}: {exc}); replace or remove it") from None
     from PIL import Image
 
     try:
-        with Image.open(path) as image:
+        with Image.open(io.BytesIO(data) if data is not None else path) as image:
             width, height = image.size
-            return height, width, _mode_channels(image.mode)
+            mode = image.mode
+            depth = "16-bit" if mode.startswith("I;16") or mode == "I" else "float" if mode == "F" else "8-bit"
+            frames = int(getattr(image, "n_frames", 1) or 1)
+            return Header(height, width, _mode_channels(mode), frames, depth, _png_sbit(data) if data is not None else None)
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc}); the file is damaged or not an image, replace or remove it") from None
+
+
+def _png_sbit(data: bytes) -> int | None:
+    """The significant bits a PNG's ``sBIT`` chunk declares (its largest channel), read from the
+    chunk list before the pixel data; None for other files or without the chunk."""
+    if data[:8] != b"\x89PNG\r\n\x1a\n":
+        return None
+    pos = 8
+    while pos + 8 <= len(data):
+        length = int.from_bytes(data[pos : pos + 4], "big")
+        kind = data[pos + 4 : pos + 8]
+        if kind == b"sBIT":
+            return max(data[pos + 8 : pos + 8 + length], default=None)
+        if kind in (b"IDAT", b"IEND"):
+            return None
+        pos += 12 + length
+    return None
 
 
 def _mode_channels(mode: str) -> int:
@@ -545,9 +645,11 @@ def _to_uint8_gray_or_rgb(array: np.ndarray, bits16: bool) -> np.ndarray:
     return array.astype(np.uint8)
 
 
-def _dicom_pixels(path: Any) -> np.ndarray:
+def _dicom_pixels(path: Any, window: tuple[float, float] | None = None, frame: int | None = None) -> np.ndarray:
     """uint8 (H, W) or (H, W, 3): rescale slope/intercept, then the stored window (DICOM linear
-    VOI function), MONOCHROME1 inverted; without a window the image's own min..max."""
+    VOI function), MONOCHROME1 inverted; without a window the image's own min..max. ``window``
+    (the spec's ``window=LOW:HIGH``) replaces the stored one; ``frame`` picks one frame of a
+    multi-frame file."""
     pydicom = _pydicom()
     from pydicom.pixels import apply_modality_lut
 
@@ -557,14 +659,18 @@ def _dicom_pixels(path: Any) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001
         raise ImageReadError(f"DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
-        raise ImageReadError(f"is a multi-frame DICOM ({ds.NumberOfFrames} frames); export one 2D image per file")
+        if frame is None:
+            raise ImageReadError(f"is a multi-frame DICOM ({ds.NumberOfFrames} frames); add frame=K to the spec or export one 2D image per file")
+        raw = raw[frame]
     if int(getattr(ds, "SamplesPerPixel", 1)) == 3:
         if raw.dtype != np.uint8:
             raw = np.clip(np.round(raw.astype(np.float64) / 257.0), 0, 255)
         return raw.astype(np.uint8)
     values = np.asarray(apply_modality_lut(raw, ds), dtype=np.float64)
     center, width = _first(getattr(ds, "WindowCenter", None)), _first(getattr(ds, "WindowWidth", None))
-    if center is not None and width is not None and width >= 1:
+    if window is not None:
+        scaled = _window(values, window)
+    elif center is not None and width is not None and width >= 1:
         # DICOM PS3.3 C.11.2.1.2.1 linear window, output 0..255
         low = center - 0.5 - (width - 1) / 2
         high = center - 0.5 + (width - 1) / 2
@@ -588,25 +694,52 @@ def _first(value: Any) -> float | None:
         return None
 
 
-def read_image(path: Path, channels: int, size: int | None, data: bytes | None = None) -> np.ndarray:
+@dataclass(frozen=True)
+class PixelMapping:
+    """How stored values become the converted uint8 pixels, the same for every file of a dataset.
+
+    ``value_range`` (LOW, HIGH) maps linearly onto 0..255 (clipped): 16-bit and float images
+    always (the range their data uses: sBIT, the dataset's min..max, or ``window=``), 8-bit and
+    DICOM values too when ``window`` is set. ``fit`` and ``frame`` are the spec's options.
+    """
+
+    value_range: tuple[float, float] | None = None
+    window: bool = False
+    fit: str = "squash"
+    frame: int | None = None
+
+
+def _window(values: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
+    low, high = value_range
+    return np.clip((values - low) / (high - low) * 255.0, 0.0, 255.0)
+
+
+def read_image(path: Path, channels: int, size: int | None, data: bytes | None = None, mapping: PixelMapping = PixelMapping()) -> np.ndarray:
     """Decode one image to uint8 (size, size, channels) (``size`` None: kept as stored), converted
-    to ``channels`` and resized with antialiasing when its size differs. ``data``: the file's
-    bytes when already read."""
+    to ``channels``, its values mapped as ``mapping`` says and resized with antialiasing (fitted
+    as ``mapping.fit`` says) when its size differs. ``data``: the file's bytes when already read."""
     import io
 
     from PIL import Image
 
     source = io.BytesIO(data) if data is not None else path
     if _is_dicom(path):
-        pixels = _dicom_pixels(source)
+        pixels = _dicom_pixels(source, mapping.value_range if mapping.window else None, mapping.frame)
         image = Image.fromarray(pixels)
     else:
         try:
             with Image.open(source) as opened:
+                if mapping.frame:
+                    opened.seek(mapping.frame)
                 opened.load()  # decodes everything: a truncated file raises here
                 image = opened
                 mode = image.mode
-                if mode.startswith("I;16") or mode == "I":
+                high_depth = mode.startswith("I;16") or mode in ("I", "F")
+                if mapping.value_range is not None and (high_depth or (mapping.window and mode in ("L", "1", "LA", "La"))):
+                    grey = image if high_depth else image.convert("L")
+                    array = np.asarray(grey, dtype=np.float64)
+                    image = Image.fromarray(np.round(_window(array, mapping.value_range)).astype(np.uint8))
+                elif mode.startswith("I;16") or mode == "I":
                     array = np.asarray(image)
                     image = Image.fromarray(_to_uint8_gray_or_rgb(np.clip(array, 0, 65535), bits16=True))
                 elif mode == "F":
@@ -628,41 +761,81 @@ def read_image(path: Path, channels: int, size: int | None, data: bytes | None =
     elif channels == 3 and image.mode != "RGB":
         image = image.convert("RGB")
     if size is not None and image.size != (size, size):
-        image = image.resize((size, size), Image.Resampling.LANCZOS)
+        image = _fit(image, size, mapping.fit)
     array = np.asarray(image, dtype=np.uint8)
     return array[:, :, None] if array.ndim == 2 else array
 
 
-def _read_chunk(paths: Sequence[str], channels: int, size: int) -> tuple[np.ndarray, list[str | None], list[str]]:
-    """Worker: decode a chunk of files -> (uint8 (n, size, size, channels), error or None per
-    file, sha1 of each file's bytes). Each file is read once (hashed and decoded from memory)."""
+def _fit(image: Any, size: int, fit: str) -> Any:
+    """``image`` resized to size x size: ``squash`` (aspect not kept), ``pad`` (whole image, the
+    short side centred on black) or ``crop`` (short side to ``size``, centre kept)."""
+    from PIL import Image
+
+    width, height = image.size
+    if fit == "squash" or width == height:
+        return image.resize((size, size), Image.Resampling.LANCZOS)
+    scale = size / (max(width, height) if fit == "pad" else min(width, height))
+    new_w, new_h = max(1, round(width * scale)), max(1, round(height * scale))
+    resized = image.resize((new_w, new_h), Image.Resampling.LANCZOS)
+    if fit == "pad":
+        canvas = Image.new(image.mode, (size, size), 0)
+        canvas.paste(resized, ((size - new_w) // 2, (size - new_h) // 2))
+        return canvas
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return resized.crop((left, top, left + size, top + size))
+
+
+def _read_chunk(paths: Sequence[str], channels: int, size: int, mapping: PixelMapping) -> tuple[np.ndarray, list[str | None]]:
+    """Worker: decode a chunk of files -> (uint8 (n, size, size, channels), error or None per file)."""
     out = np.zeros((len(paths), size, size, channels), dtype=np.uint8)
     errors: list[str | None] = []
-    hashes: list[str] = []
     for i, text in enumerate(paths):
         path = Path(text)
         try:
             data = path.read_bytes()
         except OSError as exc:
             errors.append(f"cannot be read ({exc.strerror or exc})")
-            hashes.append("")
             continue
-        hashes.append(hashlib.sha1(data).hexdigest())
         try:
-            out[i] = read_image(path, channels, size, data=data)
+            out[i] = read_image(path, channels, size, data=data, mapping=mapping)
             errors.append(None)
         except ImageReadError as exc:
             errors.append(str(exc))
-    return out, errors, hashes
+    return out, errors
 
 
-def _header_chunk(paths: Sequence[str]) -> list[tuple[int, int, int] | str]:
-    found: list[tuple[int, int, int] | str] = []
+def _header_chunk(paths: Sequence[str]) -> list[Header | str]:
+    """Worker: each file's header and the SHA-1 of its bytes (one read; no pixel decoded)."""
+    found: list[Header | str] = []
     for text in paths:
         try:
-            found.append(read_header(Path(text)))
+            data = Path(text).read_bytes()
+            header = read_header(Path(text), data)
+            header.sha1 = hashlib.sha1(data).hexdigest()
+            found.append(header)
+        except OSError as exc:
+            found.append(f"cannot be read ({exc.strerror or exc})")
         except ImageReadError as exc:
             found.append(str(exc))
+    return found
+
+
+def _range_chunk(paths: Sequence[str], frame: int | None) -> list[tuple[float, float] | None]:
+    """Worker: (min, max) of each 16-bit/float file's stored values (None: undecodable, reported
+    by the conversion pass)."""
+    from PIL import Image
+
+    found: list[tuple[float, float] | None] = []
+    for text in paths:
+        try:
+            with Image.open(text) as image:
+                if frame:
+                    image.seek(frame)
+                array = np.asarray(image, dtype=np.float64)
+            finite = array[np.isfinite(array)]
+            found.append((float(finite.min()), float(finite.max())) if finite.size else None)
+        except Exception:  # noqa: BLE001 - the decode pass names the file and the reason
+            found.append(None)
     return found
 
 
@@ -681,15 +854,24 @@ def _pool(workers: int):
         yield pool
 
 
-def _chunks(items: Sequence[Any], count: int) -> list[Sequence[Any]]:
-    size = max(1, math.ceil(len(items) / count))
-    return [items[i : i + size] for i in range(0, len(items), size)]
+#: Images decoded per task: small enough that the tasks in flight hold a few MB at 224 px.
+CHUNK = 64
 
 
-def _map(pool, function, chunks: list, *args) -> list:
+def _ordered(pool, function, chunks: Sequence[Any], *args, ahead: int = 1) -> Iterable[Any]:
+    """``function(chunk, *args)`` for each chunk, in order, with at most ``ahead`` tasks in flight
+    (so memory stays bounded however many chunks there are)."""
     if pool is None:
-        return [function(chunk, *args) for chunk in chunks]
-    return list(pool.map(function, chunks, *[[arg] * len(chunks) for arg in args]))
+        for chunk in chunks:
+            yield function(chunk, *args)
+        return
+    pending: collections.deque = collections.deque()
+    for chunk in chunks:
+        pending.append(pool.submit(function, chunk, *args))
+        if len(pending) >= ahead:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 # --------------------------------------------------------------------------------------------
@@ -747,7 +929,8 @@ def _stratum(label: Any, multi_label: bool) -> Any:
 
 @dataclass
 class Checked:
-    """A validated listing, ready to convert: every problem found, the decided size/channels."""
+    """A validated listing, ready to convert: every problem found, the decided size/channels, the
+    value mapping, the identical-content groups (warnings) and the files ``dedupe`` dropped."""
 
     parsed: ImageSpec
     listing: Listing
@@ -756,18 +939,26 @@ class Checked:
     channels: int | None
     problems: list[str]
     key: str
+    mapping: PixelMapping = PixelMapping()
+    intensity: dict[str, Any] = field(default_factory=dict)
+    duplicates: list[list[int]] = field(default_factory=list)
+    dropped: list[int] = field(default_factory=list)
+    hashes: list[str] = field(default_factory=list)
+
+    def members(self, split: str) -> list[int]:
+        """Indices of the files converted into ``split`` (dropped copies left out)."""
+        dropped = set(self.dropped)
+        return [i for i, s in enumerate(self.splits) if s == split and i not in dropped]
 
 
-def check(
-    spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True, keep: bool = True
-) -> tuple[Checked, dict[str, np.ndarray] | None, list[str]]:
-    """Every problem of an image spec, and (when ``decode``, ``keep`` and there are none) its pixels.
+def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True) -> Checked:
+    """Every problem of an image spec, found before anything is written.
 
-    One pass over the files: scan (structure, labels, splits, CSV paths), headers (unreadable,
-    under 8 px, channels, sizes), then decode every file (truncated/damaged, identical files in
-    two splits) and convert it. Returns ``(checked, {split: uint8 (N, S, S, C)} or None,
-    hashes)``; without ``keep`` the pixels are dropped chunk by chunk (a check needs no memory
-    for the whole dataset).
+    Scan (structure, labels, splits, CSV paths, FIFOs/devices refused by ``stat``), then one read
+    of every file: its header (unreadable, under or over the side limits, channels, sizes,
+    frames) and a hash of its bytes (identical content in two splits or classes: a warning, or
+    dropped from train with ``dedupe=drop-train``); the value range of 16-bit/float images; then,
+    when ``decode``, every file decoded (truncated/damaged), a chunk at a time, nothing kept.
     """
     parsed = parse_image_spec(spec)
     listing = scan(parsed, data_dir)
@@ -780,28 +971,39 @@ def check(
         problems.append(f"{parsed.path}: no images found (PNG, JPEG, TIFF, BMP or DICOM files)")
     if problems and not listing.files:
         checked.problems = problems + _file_problem_lines(file_problems)
-        return checked, None, []
-    _split_problems(listing, splits, parsed, problems)
+        return checked
     texts = [str(p) for p in listing.files]
     workers = max(1, min(workers, len(texts) // 64 or 1))
     with _pool(workers) as pool:
-        headers = [h for part in _map(pool, _header_chunk, _chunks(texts, workers * 4)) for h in part]
-        shapes: dict[int, tuple[int, int, int]] = {}
+        headers = [h for part in _ordered(pool, _header_chunk, _chunks_of(texts), ahead=2 * workers) for h in part]
+        shapes: dict[int, Header] = {}
+        checked.hashes = [h.sha1 if isinstance(h, Header) else "" for h in headers]
         for i, header in enumerate(headers):
             if isinstance(header, str):
                 file_problems.setdefault("unreadable", []).append(f"{listing.files[i]}: {header}")
                 continue
-            height, width, chans = header
+            height, width = header.height, header.width
             if min(height, width) < MIN_SIDE:
                 file_problems.setdefault("small", []).append(f"{listing.files[i]}: {width}x{height} px is under {MIN_SIDE} px; remove it or use larger crops")
                 continue
+            if max(height, width) > MAX_SIDE and parsed.size is None:
+                file_problems.setdefault("large", []).append(f"{listing.files[i]}: {width}x{height} px")
+                continue
+            if header.frames > 1 and parsed.frame is None:
+                file_problems.setdefault("frames", []).append(f"{listing.files[i]}: {header.frames} frames")
+                continue
+            if parsed.frame is not None and parsed.frame >= header.frames:
+                file_problems.setdefault("frames", []).append(f"{listing.files[i]}: has {header.frames} frame(s), no frame {parsed.frame}")
+                continue
             shapes[i] = header
+        _duplicates(checked, file_problems)
+        _split_problems(listing, [s if i not in set(checked.dropped) else "dropped" for i, s in enumerate(splits)], parsed, problems)
         channels = parsed.channels
         if channels is None and shapes:
-            by_channels = collections.Counter(shape[2] for shape in shapes.values())
+            by_channels = collections.Counter(shape.channels for shape in shapes.values())
             if len(by_channels) > 1:
                 minority = min(by_channels, key=lambda c: (by_channels[c], c))
-                entries = [f"{listing.files[i]}: {'grey' if s[2] == 1 else 'colour'}" for i, s in shapes.items() if s[2] == minority]
+                entries = [f"{listing.files[i]}: {'grey' if s.channels == 1 else 'colour'}" for i, s in shapes.items() if s.channels == minority]
                 problems.append(
                     f"{parsed.path}: mixed channels: {by_channels[1]} grey and {by_channels[3]} colour images; add channels=1 or channels=3 "
                     f"to the spec (e.g. {parsed.kind}:{parsed.path},channels=1) to convert them all. The {by_channels[minority]} "
@@ -812,7 +1014,7 @@ def check(
                 (channels,) = by_channels
         size = parsed.size
         if size is None and shapes:
-            sizes = collections.Counter((s[0], s[1]) for s in shapes.values())
+            sizes = collections.Counter((s.height, s.width) for s in shapes.values())
             if len(sizes) == 1 and next(iter(sizes))[0] == next(iter(sizes))[1]:
                 size = next(iter(sizes))[0]
             else:
@@ -822,38 +1024,61 @@ def check(
                     f"add size=N to the spec (e.g. {parsed.kind}:{parsed.path},size={sizes.most_common(1)[0][0][0]}) to resize them all to NxN"
                 )
         checked.size, checked.channels = size, channels
-        images = None
-        hashes: list[str] = [""] * len(texts)
+        if file_problems.get("large"):  # decoding them would allocate without bound: refused before any work
+            checked.problems = problems + _file_problem_lines(file_problems)
+            return checked
+        checked.mapping, checked.intensity = _decide_mapping(parsed, shapes, texts, pool, workers)
         if decode:
-            ok = sorted(shapes)
-            decode_size = size or 8
-            decode_channels = channels or 1
-            rows: dict[int, tuple[str, int]] = {}
-            if keep:
-                images = {}
-                for split in SPLIT_NAMES:
-                    members = [i for i, s in enumerate(splits) if s == split]
-                    images[split] = np.zeros((len(members), decode_size, decode_size, decode_channels), dtype=np.uint8)
-                    rows.update({i: (split, row) for row, i in enumerate(members)})
-            chunk_index = _chunks(ok, workers * 4) if ok else []
-            results = _map(pool, _read_chunk, [[texts[i] for i in part] for part in chunk_index], decode_channels, decode_size)
-            for part, (pixels, errors, part_hashes) in zip(chunk_index, results):
+            ok = sorted(set(shapes) - set(checked.dropped))
+            for part, (_, errors) in zip(_chunks_of(ok), _ordered(pool, _read_chunk, [[texts[i] for i in part] for part in _chunks_of(ok)], channels or 1, size or 8, checked.mapping, ahead=2 * workers)):
                 for j, i in enumerate(part):
-                    hashes[i] = part_hashes[j] if j < len(part_hashes) else ""
                     if errors[j] is not None:
                         file_problems.setdefault("unreadable", []).append(f"{listing.files[i]}: {errors[j]}")
-                    elif keep:
-                        split, row = rows[i]
-                        images[split][row] = pixels[j]
-            _duplicate_problems(listing, splits, hashes, file_problems)
     checked.problems = problems + _file_problem_lines(file_problems)
-    return checked, images if not checked.problems else None, hashes
+    return checked
+
+
+def _chunks_of(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
+
+
+def _decide_mapping(parsed: ImageSpec, shapes: dict[int, Header], texts: list[str], pool, workers: int) -> tuple[PixelMapping, dict[str, Any]]:
+    """The dataset's value mapping and what the record says of it: ``window=`` when given;
+    otherwise 16-bit/float images map the range their data uses (the sBIT bits all of them
+    declare, else the dataset's min..max: one range for all, so their relative brightness
+    stays); 8-bit images are kept as stored."""
+    depths = sorted({h.depth for h in shapes.values()})
+    intensity: dict[str, Any] = {"bit_depth": depths}
+    base = {"fit": parsed.fit, "frame": parsed.frame}
+    window = parsed.window_range()
+    if window is not None:
+        intensity.update(source_range=list(window), mapping=f"window={parsed.window} onto 0..255 (clipped)")
+        return PixelMapping(window, True, **base), intensity
+    deep = [i for i, h in shapes.items() if h.depth in ("16-bit", "float")]
+    if not deep:
+        intensity["mapping"] = "8-bit values kept" if depths != ["dicom"] else "DICOM window (VOI) per file"
+        return PixelMapping(None, False, **base), intensity
+    sbits = {shapes[i].sbit for i in deep}
+    if len(sbits) == 1 and None not in sbits and all(shapes[i].depth == "16-bit" for i in deep):
+        (bits,) = sbits
+        value_range = (0.0, float(2**bits - 1))
+        intensity.update(source_range=list(value_range), mapping=f"PNG sBIT: {bits} significant bits, 0..{2**bits - 1} onto 0..255")
+        return PixelMapping(value_range, False, **base), intensity
+    ranges = [r for part in _ordered(pool, _range_chunk, _chunks_of([texts[i] for i in deep]), parsed.frame, ahead=2 * workers) for r in part if r]
+    low = min((r[0] for r in ranges), default=0.0)
+    high = max((r[1] for r in ranges), default=255.0)
+    high = high if high > low else low + 1.0
+    intensity.update(source_range=[low, high], mapping=f"the dataset's min..max ({low:g}..{high:g}) onto 0..255")
+    return PixelMapping((low, high), False, **base), intensity
 
 
 def _file_problem_lines(file_problems: dict[str, list[str]]) -> list[str]:
     titles = {
         "missing": "CSV paths that do not exist",
-        "duplicate": "files in more than one split (or listed twice)",
+        "duplicate": "paths listed more than once in the manifest",
+        "special": "FIFOs, devices or sockets among the images (not opened)",
+        "large": f"images over {MAX_SIDE} px a side; add size=N to the spec (e.g. size=224) to resize them while converting",
+        "frames": "multi-frame images; add frame=K to the spec (0-based) to use one frame of each, or export one 2D image per file",
         "label": "labels not in the class list",
         "unreadable": "unreadable, damaged or truncated images (replace or remove them)",
         "small": f"images under {MIN_SIDE} px",
@@ -894,19 +1119,46 @@ def _split_problems(listing: Listing, splits: list[str], parsed: ImageSpec, prob
                 problems.append(f"{parsed.path}: classes {', '.join(absent)} have no training image; add some or drop the class")
 
 
-def _duplicate_problems(listing: Listing, splits: list[str], hashes: list[str], file_problems: dict[str, list[str]]) -> None:
+def _duplicates(checked: Checked, file_problems: dict[str, list[str]]) -> None:
+    """Groups of files with identical bytes in more than one split or class (a warning: a
+    benchmark's official split may hold them); ``dedupe=drop-train`` drops the train-side copies
+    of cross-split groups. Groups within one split and class are left alone."""
+    listing, splits = checked.listing, checked.splits
     by_hash: dict[str, list[int]] = collections.defaultdict(list)
-    for i, digest in enumerate(hashes):
+    for i, digest in enumerate(checked.hashes):
         if digest:
             by_hash[digest].append(i)
     for members in by_hash.values():
-        if len({splits[i] for i in members}) > 1:
-            # one per split is enough to act on; the rest are counted
-            shown = list({splits[i]: i for i in reversed(members)}.values())
-            where = ", ".join(f"{listing.files[i]} ({splits[i]})" for i in shown)
-            if len(members) > len(shown):
-                where += f" and {len(members) - len(shown)} more copies"
-            file_problems.setdefault("duplicate", []).append(f"identical files in more than one split: {where}; keep each image in one split only")
+        cross_split = len({splits[i] for i in members}) > 1
+        cross_class = len({json.dumps(listing.labels[i]) for i in members}) > 1
+        if not (cross_split or cross_class):
+            continue
+        checked.duplicates.append(members)
+        if checked.parsed.dedupe == "drop-train" and cross_split:
+            checked.dropped += [i for i in members if splits[i] == "train"]
+
+
+def duplicate_lines(checked: Checked, limit: int = MAX_LISTED) -> list[str]:
+    """The warning about identical content, one line per group (the first ``limit``)."""
+    if not checked.duplicates:
+        return []
+    listing, splits = checked.listing, checked.splits
+    names = listing.class_names
+    lines = [
+        f"warning: {len(checked.duplicates)} group(s) of identical images in more than one split or class "
+        f"(training goes on{'; dedupe=drop-train dropped ' + str(len(checked.dropped)) + ' train-side copies' if checked.dropped else '; add dedupe=drop-train to drop the train-side copies'}):"
+    ]
+    for members in checked.duplicates[:limit]:
+        lines.append("  " + ", ".join(f"{listing.files[i]} ({splits[i]}, {_label_text(listing.labels[i], names)})" for i in members))
+    if len(checked.duplicates) > limit:
+        lines.append(f"  ... and {len(checked.duplicates) - limit} more groups")
+    return lines
+
+
+def _label_text(label: Any, names: list[str]) -> str:
+    if isinstance(label, list):
+        return "+".join(names[c] for c, v in enumerate(label) if v) or "none"
+    return names[int(label)]
 
 
 def _format(spec: str, problems: list[str]) -> str:
@@ -926,7 +1178,7 @@ def spec_problems(spec: str, data_dir: Path | None, workers: int | None = None) 
     try:
         if is_current(spec, data_dir):
             return []
-        checked, _, _ = check(spec, data_dir, workers=workers or min(default_workers(), 8), decode=True, keep=False)
+        checked = check(spec, data_dir, workers=workers or min(default_workers(), 8), decode=True)
     except PeprInputError as exc:
         return [str(exc)]
     return group_problems(parsed.spec, checked.problems)
@@ -977,31 +1229,24 @@ def prepare_problems(spec: str, data_dir: Path | None, workers: int | None = Non
 
 def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> tuple[Path, list[str]]:
     """The conversion behind :func:`prepare`: ``(cache path, problem lines)``; nothing is written
-    when there are problems."""
+    when there are problems (and no lock file is left), temp files of killed conversions are
+    removed first. The images are decoded a chunk at a time straight into the npz being
+    written, so memory stays bounded by the chunks in flight, not the dataset."""
     parsed = parse_image_spec(spec)
     target = cache_path(parsed, data_dir)
     target.parent.mkdir(parents=True, exist_ok=True)
-    with _cache_lock(target):
+    with _cache_lock(target) as lock:
+        _remove_stale_temp_files(target)
         if is_current(spec, data_dir):
             return target, []
-        checked, images, _ = check(spec, data_dir, workers=workers or default_workers(), decode=True)
-        if checked.problems or images is None:
-            return target, checked.problems
+        workers = workers or default_workers()
+        checked = check(spec, data_dir, workers=workers, decode=False)
+        problems = checked.problems or _write_streaming(target, checked, workers)
+        if problems:
+            lock.unlink(missing_ok=True)  # a rejected spec leaves nothing behind
+            return target, problems
         listing = checked.listing
-        arrays: dict[str, np.ndarray] = {}
-        counts: dict[str, int] = {}
-        files: dict[str, list[str]] = {}
         source = parsed.path.absolute() if parsed.kind == "folder" else parsed.path.absolute().parent
-        for split in SPLIT_NAMES:
-            members = [i for i, s in enumerate(checked.splits) if s == split]
-            split_images = images[split]
-            if checked.channels == 1:
-                split_images = split_images[..., 0]  # (N, H, W), as MedMNIST stores grey images
-            labels = np.asarray([listing.labels[i] for i in members], dtype=np.int64)
-            arrays[f"{split}_images"] = split_images
-            arrays[f"{split}_labels"] = labels.reshape(len(members), -1)
-            counts[split] = len(members)
-            files[split] = [_relative(listing.files[i], source) for i in members]
         record = {
             "spec": spec,
             "content_key": checked.key,
@@ -1009,24 +1254,88 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
             "task": "multi-label" if listing.multi_label else ("binary-class" if len(listing.class_names) == 2 else "multi-class"),
             "class_names": listing.class_names,
             "label_order": {str(i): name for i, name in enumerate(listing.class_names)},
-            "counts": counts,
-            "class_counts": _class_counts(listing, checked.splits),
+            "counts": {split: len(checked.members(split)) for split in SPLIT_NAMES},
+            "class_counts": _class_counts(listing, checked.splits, checked.dropped),
             "size": checked.size,
             "channels": checked.channels,
             "split_from": "listed" if all(s is not None for s in listing.splits) else f"seeded stratified split val={parsed.val:g}, test={parsed.test:g}, seed={parsed.seed}",
             "source": str(parsed.path.absolute()),
             "n_files": len(listing.files),
             "ignored_files": listing.ignored,
+            "intensity": checked.intensity,
+            "fit": parsed.fit,
+            # identical content in two splits or classes: each group as [file, split, class] rows
+            "duplicates": {
+                "count": len(checked.duplicates),
+                "groups": [[[_relative(listing.files[i], source), checked.splits[i], _label_text(listing.labels[i], listing.class_names)] for i in members] for members in checked.duplicates],
+            },
+            "dedupe": {"option": parsed.dedupe, "dropped": [_relative(listing.files[i], source) for i in checked.dropped]},
             # row order of each split's arrays: which file each image came from
-            "files": files,
+            "files": {split: [_relative(listing.files[i], source) for i in checked.members(split)] for split in SPLIT_NAMES},
         }
-        _atomic_savez(target, arrays)
         from pepr.results.runs import atomic_write_json
 
         atomic_write_json(info_path(target), record)
         if log is not None:
-            log(f"converted {len(listing.files)} images of {spec} into {target} ({checked.size} px, {checked.channels} channel(s))")
+            for line in duplicate_lines(checked):
+                log(line)
+            log(f"converted {len(listing.files) - len(checked.dropped)} images of {spec} into {target} ({checked.size} px, "
+                f"{checked.channels} channel(s), {checked.intensity.get('mapping')})")
         return target, []
+
+
+def _write_streaming(target: Path, checked: Checked, workers: int) -> list[str]:
+    """Decode every kept file into ``target`` (written to a temp file, then renamed); the problem
+    lines of files that fail to decode ([] when written). Member dates are fixed and the arrays
+    are those ``np.savez`` would write, so the same images give the same bytes."""
+    import zipfile
+
+    listing = checked.listing
+    texts = [str(p) for p in listing.files]
+    size, channels = int(checked.size or 8), int(checked.channels or 1)
+    failed: list[str] = []
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    try:
+        with _pool(max(1, min(workers, len(texts) // 64 or 1))) as pool, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+            for split in SPLIT_NAMES:
+                members = checked.members(split)
+                shape = (len(members), size, size) if channels == 1 else (len(members), size, size, channels)
+                info = zipfile.ZipInfo(f"{split}_images.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(info, "w", force_zip64=True) as handle:
+                    np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape})
+                    parts = _chunks_of(members)
+                    results = _ordered(pool, _read_chunk, [[texts[i] for i in part] for part in parts], channels, size, checked.mapping, ahead=2 * workers)
+                    for part, (pixels, errors) in zip(parts, results):
+                        failed += [f"{listing.files[i]}: {errors[j]}" for j, i in enumerate(part) if errors[j] is not None]
+                        handle.write(np.ascontiguousarray(pixels[..., 0] if channels == 1 else pixels).tobytes())
+                labels = np.asarray([listing.labels[i] for i in members], dtype=np.int64).reshape(len(members), -1)
+                info = zipfile.ZipInfo(f"{split}_labels.npy", date_time=(1980, 1, 1, 0, 0, 0))
+                with archive.open(info, "w", force_zip64=True) as handle:
+                    np.lib.format.write_array(handle, labels, allow_pickle=False)
+        if failed:
+            return _file_problem_lines({"unreadable": failed})
+        os.replace(tmp, target)
+        return []
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _remove_stale_temp_files(target: Path) -> None:
+    """Temp files of conversions of ``target`` whose process is gone (killed mid-write)."""
+    for tmp in target.parent.glob(f".{target.name}.*.tmp"):
+        pid = tmp.name[len(f".{target.name}.") : -len(".tmp")]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -1036,12 +1345,13 @@ def _relative(path: Path, base: Path) -> str:
         return str(path.absolute())
 
 
-def _class_counts(listing: Listing, splits: list[str]) -> dict[str, dict[str, int]]:
+def _class_counts(listing: Listing, splits: list[str], dropped: Sequence[int] = ()) -> dict[str, dict[str, int]]:
     out: dict[str, dict[str, int]] = {}
+    skip = set(dropped)
     for split in SPLIT_NAMES:
         counts = collections.Counter()
-        for label, s in zip(listing.labels, splits):
-            if s != split:
+        for index, (label, s) in enumerate(zip(listing.labels, splits)):
+            if s != split or index in skip:
                 continue
             if listing.multi_label:
                 for i, v in enumerate(label):
@@ -1053,33 +1363,17 @@ def _class_counts(listing: Listing, splits: list[str]) -> dict[str, dict[str, in
     return out
 
 
-def _atomic_savez(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` (uncompressed) with fixed member dates: the same arrays give the same bytes,
-    so a rebuild after a mere touch leaves a content fingerprint of the file unchanged."""
-    import zipfile
-
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
-            for name, array in arrays.items():
-                info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
-                with archive.open(info, "w", force_zip64=True) as handle:
-                    np.lib.format.write_array(handle, np.asanyarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 @contextlib.contextmanager
 def _cache_lock(target: Path):
-    """One conversion of a cache file at a time (two `pepr train` by hand, or a job and a user)."""
+    """One conversion of a cache file at a time (two `pepr train` by hand, or a job and a user);
+    yields the lock file's path."""
     import fcntl
 
     lock = target.with_name(f".{target.name}.lock")
     with open(lock, "a") as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
-            yield
+            yield lock
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
@@ -1091,12 +1385,12 @@ def dataset_facts(spec: str, data_dir: Path | None) -> dict[str, Any]:
     parsed = parse_image_spec(spec)
     record = read_info(cache_path(parsed, data_dir)) if is_current(spec, data_dir) else None
     if record is None:
-        checked, _, _ = check(spec, data_dir, workers=1, decode=False)
+        checked = check(spec, data_dir, workers=1, decode=False)
         if checked.problems:
             raise PeprInputError(_format(spec, checked.problems))
         listing = checked.listing
-        counts = {split: sum(s == split for s in checked.splits) for split in SPLIT_NAMES}
-        class_counts = _class_counts(listing, checked.splits)
+        counts = {split: len(checked.members(split)) for split in SPLIT_NAMES}
+        class_counts = _class_counts(listing, checked.splits, checked.dropped)
         record = {"counts": counts, "class_counts": class_counts, "channels": checked.channels, "size": checked.size,
                   "class_names": listing.class_names, "task": "multi-label" if listing.multi_label else "single-label"}
     train_counts = record["class_counts"]["train"]
@@ -1118,3 +1412,78 @@ def fingerprint(spec: str, data_dir: Path | None) -> list[Any]:
         return [spec, _content_key(parsed, scan(parsed, data_dir))]
     except (PeprInputError, OSError):
         return [spec, None]
+
+
+class ImageKind(DatasetKind):
+    """``folder:`` or ``csv:`` (one instance each): the user's images, converted once into a cached
+    npz (:func:`prepare`) and then read exactly as ``npz:``."""
+
+    converted = True
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def matches(self, spec: str) -> bool:
+        return spec.startswith(f"{self.name}:")
+
+    def parse(self, spec: str) -> DatasetSpec:
+        parsed = parse_image_spec(spec)
+        return DatasetSpec(kind=parsed.kind, spec=spec, path=parsed.path, size=parsed.size)
+
+    def short_name(self, parsed: DatasetSpec) -> str:
+        return image_dataset_name(parse_image_spec(parsed.spec))
+
+    def file(self, parsed: DatasetSpec, data_dir: Path | None) -> Path | None:
+        return cache_path(parsed.spec, data_dir)  # the converted file (deterministic from the spec)
+
+    def problems(self, parsed: DatasetSpec, data_dir: Path | None, allow_download: bool) -> list[str]:
+        return spec_problems(parsed.spec, data_dir)
+
+    def load(
+        self, parsed: DatasetSpec, name: str, data_dir: Path | None, allow_download: bool, workers: int | None, log: Callable | None
+    ) -> ImageData:
+        import dataclasses
+
+        from pepr.datasets.npz import NpzKind
+
+        spec = parsed.spec
+        path = prepare(spec, data_dir, workers=workers, log=log)
+        npz_kind = NpzKind()
+        loaded = npz_kind.load(npz_kind.parse(f"npz:{path}"), name, data_dir, False, None, None)
+        info = read_info(path) or {}
+        class_names = tuple(info.get("class_names") or loaded.class_names)
+        details = {
+            "class_names": list(class_names),
+            "task": info.get("task"),
+            "counts": info.get("counts"),
+            "class_counts": info.get("class_counts"),
+            "split_from": info.get("split_from"),
+            "source": info.get("source"),
+            "cache": str(path),
+            "intensity": info.get("intensity"),
+            "fit": info.get("fit", "squash"),
+            "duplicates": info.get("duplicates"),
+            "dedupe": info.get("dedupe"),
+        }
+        return dataclasses.replace(
+            loaded,
+            name=name,
+            class_names=class_names,
+            num_classes=len(class_names),
+            description=f"{spec} ({info.get('task', '?')}, {len(class_names)} classes, converted to {path})",
+            details=details,
+        )
+
+    def facts(self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None) -> dict[str, Any]:
+        facts = dataset_facts(parsed.spec, data_dir)
+        counts = facts["counts"]
+        return facts_dict(
+            counts["train"], counts["val"], counts["test"], facts["channels"], facts["num_classes"], facts["size"],
+            facts["train_class_counts"], f"images listed from {parsed.path}",
+        )
+
+    def stamps(self, parsed: DatasetSpec, data_dir: Path | None) -> list[Any]:
+        return [fingerprint(parsed.spec, data_dir)]
+
+    def prepare_problems(self, spec: str, data_dir: Path | None, workers: int | None) -> list[str]:
+        return prepare_problems(spec, data_dir, workers=workers)

@@ -14,7 +14,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-#: Largest image side (pixels): MedMNIST+ goes to 224, CT/X-ray crops rarely beyond 1024.
+#: Smallest and largest image side (pixels) pepr reads or converts to, for every dataset kind:
+#: under 8 px the models' strided stems leave nothing; MedMNIST+ goes to 224, CT/X-ray crops
+#: rarely beyond 1024, and 4096 bounds what one image may allocate.
+MIN_IMAGE_SIDE = 8
 MAX_IMAGE_SIDE = 4096
 #: Most rows (images) of one split: MedMNIST's largest split has 165,466.
 MAX_ROWS = 10_000_000

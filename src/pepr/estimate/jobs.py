@@ -144,85 +144,12 @@ def dataset_facts(
     (short name -> TRAIN, VAL, TEST[, SIZE[, CHANNELS]], the ``--dataset-size`` flag); without
     them a PeprInputError says to give them.
     """
-    import numpy as np
-
     from pepr.datasets import core as data
+    from pepr.datasets.registry import kind_of
 
     parsed = data.parse_dataset_spec(spec)
     name = data.dataset_name(spec)
-    if parsed.kind == "synthetic":
-        options = dict(parsed.options)
-        classes = int(options["classes"])
-        counts = data.synthetic_class_counts(int(options["n_train"]), classes, float(options["imbalance"]))
-        return DatasetFacts(
-            spec, name, int(options["n_train"]), int(options["n_val"]), int(options["n_test"]),
-            int(options["channels"]), classes, int(options["size"]), tuple(int(c) for c in counts),
-            "synthetic options",
-        )
-    if parsed.kind in ("folder", "csv"):  # the user's images: listed and their headers read (pepr.datasets.images)
-        from pepr.datasets import images
-
-        facts = images.dataset_facts(spec, data_dir)
-        counts = facts["counts"]
-        return DatasetFacts(
-            spec, name, counts["train"], counts["val"], counts["test"], facts["channels"], facts["num_classes"],
-            facts["size"], facts["train_class_counts"], f"images listed from {parsed.path}",
-        )
-    path = data.dataset_file(parsed, data_dir)
-    assert path is not None
-    given = (given_sizes or {}).get(name)
-    if given is not None and not path.exists():
-        if parsed.kind == "medmnist":
-            info = data.medmnist_info(parsed.flag)
-            stored, channels, classes = int(parsed.size), int(info["n_channels"]), len(info["label"])
-        else:
-            stored = int(given[3]) if len(given) > 3 else 0
-            channels, classes = (int(given[4]) if len(given) > 4 else 1), 2
-        return DatasetFacts(
-            spec, name, int(given[0]), int(given[1]), int(given[2]), channels, classes, stored, None,
-            f"--dataset-size ({path} not present; {channels} channel(s), {classes} classes assumed)",
-        )
-    if parsed.kind == "medmnist":
-        info = data.medmnist_info(parsed.flag)
-        if not path.exists():
-            sizes = info["n_samples"]
-            return DatasetFacts(
-                spec, name, int(sizes["train"]), int(sizes["val"]), int(sizes["test"]), int(info["n_channels"]),
-                len(info["label"]), int(parsed.size), None,
-                f"MedMNIST's published split sizes ({path} not present yet)",
-            )
-    elif not path.exists():
-        raise PeprInputError(
-            f"dataset {spec!r}: {path} does not exist (relative paths are read from the working directory, "
-            f"{Path.cwd()}), so its split sizes are unknown; create the file, run from the folder it is "
-            f"relative to, or give them: --dataset-size {name}=TRAIN,VAL,TEST,SIZE (images per split, "
-            "image side in pixels)"
-        )
-    problems = data.dataset_problems(spec, data_dir)
-    if problems:
-        raise PeprInputError("; ".join(problems))
-    headers = data.npz_headers(path)
-    shape = headers["train_images"][0]
-    channels = int(shape[3]) if len(shape) == 4 else 1
-    with np.load(path, allow_pickle=False) as archive:  # labels only: images are not read
-        train_labels = np.asarray(archive["train_labels"])
-        n_val = int(np.asarray(archive["val_labels"]).shape[0])
-        n_test = int(np.asarray(archive["test_labels"]).shape[0])
-    if train_labels.ndim == 2 and train_labels.shape[1] > 1:  # multi-label rows: no class counts
-        return DatasetFacts(
-            spec, name, int(len(train_labels)), n_val, n_test, channels, int(train_labels.shape[1]), int(shape[1]),
-            None, f"labels read from {path} (multi-label)",
-        )
-    train_labels = train_labels.reshape(-1).astype(np.int64)
-    if parsed.kind == "medmnist":
-        num_classes = len(data.medmnist_info(parsed.flag)["label"])
-    else:
-        num_classes = int(train_labels.max()) + 1
-    counts = np.bincount(train_labels, minlength=num_classes)
-    return DatasetFacts(
-        spec, name, int(len(train_labels)), n_val, n_test, channels, num_classes, int(shape[1]),
-        tuple(int(c) for c in counts), f"labels read from {path}",
-    )
+    return DatasetFacts(spec, name, **kind_of(parsed).facts(parsed, name, data_dir, (given_sizes or {}).get(name)))
 
 
 @dataclass

@@ -168,9 +168,12 @@ class Grid:
     def medmnist_files(self) -> dict[str, str]:
         """File -> spec for the MedMNIST datasets the sweep uses (what download_data fetches)."""
         used = {cell.dataset for cell in self.cells} | {job.source for job in self.pretrain_jobs}
-        return {
-            item["file"]: spec for spec, item in self.datasets.items() if item["kind"] == "medmnist" and spec in used
-        }
+        return {item["file"]: spec for spec, item in self.datasets.items() if item["fetched"] and spec in used}
+
+    @property
+    def converted_files(self) -> dict[str, str]:
+        """File -> spec for the datasets converted from the user's files (what prepare_images builds)."""
+        return {item["file"]: spec for spec, item in self.datasets.items() if item["converted"]}
 
     @property
     def imagenet_models(self) -> list[str]:
@@ -268,14 +271,20 @@ def build_grid(config: Mapping[str, Any], datasets: Mapping[str, Mapping[str, An
 
 
 def dataset_info(specs: Iterable[str], data_dir: str | os.PathLike | None) -> dict[str, dict[str, Any]]:
-    """spec -> ``{"name": short name, "kind": medmnist|npz|synthetic, "file": path or None}``."""
+    """spec -> ``{"name": short name, "kind": medmnist|npz|synthetic|folder|csv, "file": path or None,
+    "fetched": a missing file is downloaded, "converted": the file is built from the user's files}``."""
     from pepr.datasets.core import dataset_file, dataset_name, parse_dataset_spec
+    from pepr.datasets.registry import kind_of
 
     info = {}
     for spec in specs:
         parsed = parse_dataset_spec(spec)
+        kind = kind_of(parsed)
         path = dataset_file(parsed, Path(data_dir) if data_dir is not None else None)
-        info[spec] = {"name": dataset_name(spec), "kind": parsed.kind, "file": str(path) if path is not None else None}
+        info[spec] = {
+            "name": dataset_name(spec), "kind": parsed.kind, "file": str(path) if path is not None else None,
+            "fetched": kind.fetched, "converted": kind.converted,
+        }
     return info
 
 

@@ -317,10 +317,15 @@ def _data_fingerprint(config: Mapping[str, Any]) -> list[Any]:
     transfer = config.get("transfer")
     if isinstance(transfer, dict):
         specs.append(transfer.get("source"))
-    paths += [Path(spec[len("npz:"):]) for spec in specs if isinstance(spec, str) and spec.startswith("npz:")]
-    from pepr.datasets import images  # folder:/csv: specs: their listed files' stamps (issue 16)
+    from pepr.datasets.core import parse_dataset_spec
+    from pepr.datasets.registry import kind_of
 
-    entries += [images.fingerprint(spec, Path(data_dir) if isinstance(data_dir, str) else None) for spec in specs if images.is_image_spec(spec)]
+    for spec in specs:
+        try:
+            parsed = parse_dataset_spec(spec)
+        except PeprInputError:
+            continue  # reported by the validation itself
+        entries += kind_of(parsed).stamps(parsed, Path(data_dir) if isinstance(data_dir, str) else None)
     for path in paths:
         try:
             stat = path.stat()

@@ -130,9 +130,11 @@ def _literal(text: str) -> dict[str, Any] | None:
 
 
 def _npz_stem(spec: Any) -> str | None:
-    if isinstance(spec, str) and spec.startswith("npz:"):
-        return Path(spec[4:]).stem
-    return None
+    if not isinstance(spec, str) or not spec.strip():
+        return None
+    from pepr.datasets.registry import kind_of
+
+    return kind_of(spec).moved_file_stem(spec)
 
 
 def equivalent(

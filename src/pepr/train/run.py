@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pepr.datasets import core as data_module
-from pepr.datasets import images
+from pepr.datasets.registry import kind_of
 from pepr.results import runs
 from pepr.errors import PeprInputError
 from pepr.train.devices import resolve_device
@@ -93,11 +93,11 @@ def validate_train_config(cfg: TrainConfig) -> None:
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
     catalogue = model_catalogue(cfg.model) if named else None  # no name: nothing to look up
     # folder:/csv: images are checked by converting them (one decode of every file, not two)
-    own_images = images.is_image_spec(cfg.dataset)
-    problems = training_problems(settings, catalogue, check_data=not own_images, check_checkpoint=True)
+    kind = kind_of(cfg.dataset)
+    problems = training_problems(settings, catalogue, check_data=not kind.converted, check_checkpoint=True)
     problems.extend(_machine_problems(cfg))  # threads bounded before images are converted with them
-    if own_images and not any(problem.startswith("--threads") for problem in problems):
-        problems += images.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
+    if kind.converted and not any(problem.startswith("--threads") for problem in problems):
+        problems += kind.prepare_problems(cfg.dataset, cfg.data_dir, workers=cfg.threads)
     if problems and any("\n" in problem for problem in problems):  # file lists (folder:/csv:): one per line
         raise PeprInputError("invalid training configuration:\n" + "\n".join(f"  - {problem}" for problem in problems))
     if problems:
