@@ -4,7 +4,6 @@ training's working-set memory (independent of the data size, dependent on the mo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -16,6 +15,7 @@ from pepr.errors import PeprInputError
 from pepr.train.measure import epoch_co2_kg, node_share, own_gpu_ids, read_carbon_intensity
 from pepr.train.settings import TrainConfig
 from pepr.train.run import run_training
+from shared_data import PNEUMONIA, absent
 
 QUIET = lambda message: None  # noqa: E731
 
@@ -135,12 +135,7 @@ def test_series_that_does_not_cover_now_fails_before_training(tmp_path):
 # Issue 15: what the measured windows contain, and the working set on real data at 128 px
 # --------------------------------------------------------------------------------------------
 
-SHARED = Path(os.environ.get("PEPR_SHARED_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared")
-PNEUMONIA = SHARED / "data" / "medmnist" / "pneumoniamnist.npz"
-NEEDS_PNEUMONIA = pytest.mark.skipif(
-    not PNEUMONIA.exists(),
-    reason=f"real PneumoniaMNIST not available ({PNEUMONIA} is absent outside the dev machine; set PEPR_SHARED_DIR to the shared folder)",
-)
+NEEDS_PNEUMONIA = pytest.mark.skipif(not PNEUMONIA.exists(), reason=absent(PNEUMONIA))
 
 
 @pytest.mark.slow
