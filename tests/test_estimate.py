@@ -73,7 +73,7 @@ def test_train_batches_follow_the_single_sample_merge_rule(n, batch, expected):
 
 
 def test_train_batches_match_pepr_train_batch_order():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch not installed: make install (TORCH=cpu without a GPU)")
     from pepr.train.loop import batch_order
 
     generator = torch.Generator().manual_seed(0)

@@ -182,7 +182,7 @@ def test_working_set_meter_counts_training_steps_and_measures_evaluation_apart()
 
     meter = WorkingSetMeter(torch.device("cpu"))
     if not meter._kernel_peak:
-        pytest.skip("needs Linux's resettable RSS high-water mark (/proc/self/clear_refs)")
+        pytest.skip("needs the kernel's resettable RSS high-water mark (/proc/self/clear_refs): Linux 4.0 or later")
     meter.start()
     mib = 2**20 // 8  # float64 values per MiB
     meter.begin_training()

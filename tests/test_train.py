@@ -100,7 +100,7 @@ def test_classification_metrics_against_hand_computed():
 
 
 def test_classification_metrics_binary_matches_sklearn():
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed (optional cross-check): pip install scikit-learn")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     p1 = np.clip(0.3 * y + rng.random(200) * 0.7, 0, 1)

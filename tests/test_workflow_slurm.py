@@ -183,7 +183,7 @@ SCANS_CELL = "results/runs/scans/scratch/1.0/mobilenetv3_small_050/seed0"
 
 def write_scans(path: Path, corrupt: bool) -> None:
     """A small 2-class npz in the MedMNIST layout (float pixels); ``corrupt`` puts NaN in them."""
-    np = pytest.importorskip("numpy")
+    np = pytest.importorskip("numpy", reason="numpy not installed: make install")
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", 40), ("val", 20), ("test", 20)):
@@ -197,7 +197,7 @@ def write_scans(path: Path, corrupt: bool) -> None:
 
 
 def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_cluster, tmp_path):
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(SWEEP_CONFIG)
     write_scans(tmp_path / "scans.npz", corrupt=True)
     args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "3",
@@ -331,7 +331,7 @@ def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_
     it finished (keep-incomplete). Run 2, the same command: only the unfinished cells are submitted
     (one allocation), the finished cells' metrics.json are untouched, and the sweep completes.
     """
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(PACKED_CONFIG)
     all_seeds = set(range(8))
     metrics = {seed: tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json"
@@ -402,7 +402,7 @@ ARRAY_CONFIG = PACKED_CONFIG.replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7]", "seeds: 
 def test_array_sweep_submits_the_cells_as_one_slurm_array(slurm_cluster, tmp_path):
     """One job per cell (the CI profile) + --slurm-array-jobs train_model: the 4 training cells go
     to SLURM as ONE array (one sbatch, tasks JOBID_1..JOBID_4), each with its own GPU."""
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(ARRAY_CONFIG)
     run = run_snakemake_on_slurm(
         tmp_path, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "4",
@@ -474,7 +474,7 @@ def test_requeued_packed_allocation_restores_the_cell_it_had_finished(slurm_clus
     group, which deletes the finished cell's outputs first. pepr train restores that cell from its
     previous/ instead of training it again (same metrics.json bytes, "restored the finished result"
     and no epoch line in its rule log), the other cells are trained, and the sweep completes."""
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(REQUEUE_CONFIG)
     write_scans(tmp_path / "scans.npz", corrupt=False)
     seeds = range(4)
