@@ -1,4 +1,4 @@
-"""Every command in README.md, config/README.md and docs/*.md runs as written (issue 20).
+"""Every command in README.md, config/README.md and docs/*.md runs as written.
 
 The commands are extracted from the documents themselves, so docs and test cannot drift:
 
