@@ -1,4 +1,5 @@
-# Set-up and entry points. `make demo` and `make test` do all set-up on a fresh machine.
+# Set-up and entry points. `make demo` and `make test` do all set-up on a fresh machine, inside .venv:
+# nothing here installs or starts anything system-wide (.ci/run does that for CI).
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
@@ -10,7 +11,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # Stamp file: re-install only when the package metadata or the pins change.
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test test-fast report clean-results
+.PHONY: install demo test test-fast lint format report clean-results
 
 install: $(STAMP)
 
@@ -34,9 +35,19 @@ demo: install
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
 	@echo "demo finished: see results/pepr.csv, results/summary.md and results/report.html"
 
-## The whole test suite (unit, CPU training smoke, end-to-end workflow, SLURM).
-test: install
+## The whole test suite (lint, unit, CPU training smoke, end-to-end workflow; SLURM where its test
+## cluster runs, see tests/slurm/start-slurm.sh).
+test: lint
 	$(BIN)/python -m pytest
+
+## Lint and formatting check (ruff, configured in pyproject.toml); `make format` applies both fixes.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not slurm"

@@ -22,9 +22,8 @@ from pepr.datasets.core import (
     stratified_subset,
 )
 from pepr.errors import PeprInputError
+from shared_data import PNEUMONIA, absent
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-PNEUMONIA = SHARED / "data" / "medmnist" / "pneumoniamnist.npz"
 
 
 # ------------------------------------------------------------------ spec grammar and names
@@ -216,7 +215,7 @@ def test_missing_medmnist_file_says_where_and_how(tmp_path):
     assert dataset_problems("dermamnist@64", tmp_path, allow_download=True) == []
 
 
-@pytest.mark.skipif(not PNEUMONIA.exists(), reason=f"real data not available ({PNEUMONIA} is absent outside the dev machine)")
+@pytest.mark.skipif(not PNEUMONIA.exists(), reason=absent(PNEUMONIA))
 def test_real_pneumoniamnist():
     assert dataset_problems("pneumoniamnist", PNEUMONIA.parent) == []
     data = load_dataset("pneumoniamnist", PNEUMONIA.parent, allow_download=False)

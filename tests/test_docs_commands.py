@@ -1,4 +1,4 @@
-"""Every command in README.md, config/README.md and docs/*.md runs as written (issue 20).
+"""Every command in README.md, config/README.md and docs/*.md runs as written.
 
 The commands are extracted from the documents themselves, so docs and test cannot drift:
 
@@ -121,12 +121,21 @@ def doc_commands() -> list[tuple[str, str]]:
 WORKFLOW_TESTS = "runs the demo/test sweep end to end: covered by tests/test_workflow_local.py (tiny config)"
 SLURM = "needs a SLURM cluster and the paper's data: covered by tests/test_workflow_slurm.py on the CI cluster"
 
+#: README's Python example, as extracted (``python:`` and the block).
+PYTHON_EXAMPLE = """python:
+import pandas as pd
+import pepr
+
+runs = pd.read_csv("results/runs.csv")
+ok = runs[runs["status"] == "ok"]  # failed runs have no measurements to score
+scored = pepr.score(ok, performance="test_accuracy", resources=["energy_kwh"], by=["dataset", "init", "fraction"])
+print(scored[["dataset", "model", "test_accuracy", "energy_kwh", "pepr_energy_kwh"]].to_string(index=False))"""
+
 #: Commands run here (key: the command as extracted; value: how the test checks it).
 RUN: dict[str, str] = {
-    ".venv/bin/pepr score runs.csv --performance test_accuracy --resource energy_kwh --resource train_time_s "
-    "--by dataset --by init --by fraction -o pepr.csv": "scores the fixture sweep's runs.csv (failed rows included)",
-    "python:\nimport pepr\nscored = pepr.score(df, performance=\"test_accuracy\", resources=[\"energy_kwh\"], by=[\"dataset\"])":
-        "exec'd with df = the fixture's successful runs",
+    ".venv/bin/pepr score results/runs.csv --performance test_accuracy --resource energy_kwh --resource "
+    "train_time_s --by dataset --by init --by fraction -o results/scored.csv": "scores the fixture sweep's results/runs.csv (failed rows included)",
+    PYTHON_EXAMPLE: "run as written by the venv's python in the fixture sweep's folder",
     ".venv/bin/pepr train --model resnet18 --dataset synthetic --init scratch --fraction 0.1 --epochs 2 --seed 0 "
     "--out results/by-hand/resnet18": "trains for real (slow tier); must write only below the ignored results/",
     ".venv/bin/pepr estimate --configfile config/paper.yaml --models resnet18 efficientnet_b0 "
@@ -146,23 +155,19 @@ SKIPPED: dict[str, str] = {
     "make install TORCH=cpu": "builds a whole venv (sizes measured by hand, BENCHMARKS.md)",
     ".venv/bin/snakemake --cores 2 --rerun-incomplete": WORKFLOW_TESTS + " (kill -9 + resume)",
     ".venv/bin/snakemake --cores 2 --forcerun train_model": "retrains the demo sweep: covered by tests/test_rerun_safety.py",
-    ".venv/bin/snakemake --profile profiles/slurm --forcerun train_model --config retrain=true":
-        "needs a SLURM cluster; retrain=true with --force is covered by "
-        "tests/test_rerun_issue17.py::test_retraining_on_purpose_and_job_side_force",
+    ".venv/bin/snakemake --profile profiles/slurm --forcerun train_model --config retrain=true": "needs a SLURM cluster; retrain=true with --force is covered by "
+    "tests/test_rerun_issue17.py::test_retraining_on_purpose_and_job_side_force",
     ".venv/bin/snakemake --cores 2 results/pretrain/<source>/<model>/metrics.json --forcerun "
-    "results/pretrain/<source>/<model>/metrics.json --allowed-rules pretrain_source --config retrain=false":
-        "a template (<source>, <model>); the exact fix is run by "
-        "tests/test_rerun_issue17.py::test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells",
-    ".venv/bin/snakemake --cores 2 --forcerun results/runs/<dataset>/<init>/<fraction>/<model>/seed0/metrics.json":
-        "a template (<dataset> ...): covered by tests/test_rerun_safety.py",
+    "results/pretrain/<source>/<model>/metrics.json --allowed-rules pretrain_source --config retrain=false": "a template (<source>, <model>); the exact fix is run by "
+    "tests/test_rerun_issue17.py::test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells",
+    ".venv/bin/snakemake --cores 2 --forcerun results/runs/<dataset>/<init>/<fraction>/<model>/seed0/metrics.json": "a template (<dataset> ...): covered by tests/test_rerun_safety.py",
     "git clone <repo> pepr && cd pepr": "a template (<repo>): the cluster install steps",
     "python3 -m venv .venv": "cluster install step (CI builds its venv with `make install`)",
-    ".venv/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cu121":
-        "cluster install step: needs download.pytorch.org (not reachable in CI)",
+    ".venv/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cu121": "cluster install step: needs download.pytorch.org (not reachable in CI)",
     ".venv/bin/pip install -e .": "cluster install step (CI: `make install`)",
     ".venv/bin/snakemake --profile profiles/slurm --configfile config/paper.yaml --dry-run": SLURM,
-    ".venv/bin/snakemake --profile profiles/slurm --configfile config/paper.yaml --until download_data fetch_weights":
-        SLURM + "; downloads",
+    ".venv/bin/snakemake --profile profiles/slurm --configfile config/paper.yaml --until download_data fetch_weights": SLURM
+    + "; downloads",
     ".venv/bin/snakemake --profile profiles/slurm --configfile config/paper.yaml": SLURM,
     "snakemake --profile profiles/slurm --configfile config/paper.yaml": SLURM,
     "snakemake --profile profiles/slurm --configfile config/paper-crossed.yaml": SLURM,
@@ -191,17 +196,40 @@ def test_every_doc_command_is_run_or_skipped_with_a_reason():
 
 def _ok_record(model: str, index: int) -> dict:
     return {
-        "status": "ok", "reason": "", "model": model, "dataset": "synthetic", "init": "scratch", "fraction": 1.0,
-        "seed": 0, "epochs": 3, "params": 500_000 + 1000 * index, "test_accuracy": 0.6 + 0.01 * index,
-        "test_balanced_accuracy": 0.6, "test_auc": 0.7, "test_f1": 0.6, "energy_kwh": 0.0005 + 0.0001 * index,
-        "co2_kg": 0.00008, "energy_method": "estimated: CodeCarbon cpu_load/TDP", "train_time_s": 30.0 + index,
-        "peak_memory_mb": 100.0 + index, "config": {"model": model}, "versions": {"pepr": "0.1.0"},
+        "status": "ok",
+        "reason": "",
+        "model": model,
+        "dataset": "synthetic",
+        "init": "scratch",
+        "fraction": 1.0,
+        "seed": 0,
+        "epochs": 3,
+        "params": 500_000 + 1000 * index,
+        "test_accuracy": 0.6 + 0.01 * index,
+        "test_balanced_accuracy": 0.6,
+        "test_auc": 0.7,
+        "test_f1": 0.6,
+        "energy_kwh": 0.0005 + 0.0001 * index,
+        "co2_kg": 0.00008,
+        "energy_method": "estimated: CodeCarbon cpu_load/TDP",
+        "train_time_s": 30.0 + index,
+        "peak_memory_mb": 100.0 + index,
+        "config": {"model": model},
+        "versions": {"pepr": "0.1.0"},
     }
 
 
 def _failed_record(model: str) -> dict:
-    record = {"status": "failed", "reason": "Kernel size can't be greater than actual input size", "model": model,
-              "dataset": "synthetic", "init": "scratch", "fraction": 1.0, "seed": 0, "epochs": 3}
+    record = {
+        "status": "failed",
+        "reason": "Kernel size can't be greater than actual input size",
+        "model": model,
+        "dataset": "synthetic",
+        "init": "scratch",
+        "fraction": 1.0,
+        "seed": 0,
+        "epochs": 3,
+    }
     record.update(dict.fromkeys(("params", "test_accuracy", "energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")))
     return record
 
@@ -209,19 +237,27 @@ def _failed_record(model: str) -> dict:
 @pytest.fixture(scope="module")
 def scratch_repo(tmp_path_factory) -> Path:
     """The repository's files (no .git, .venv, results) plus .venv -> the running venv, and the
-    demo sweep finished: every cell's metrics.json (convnext_atto failed) and runs.csv."""
-    from pepr.results.aggregate import aggregate_to_csv
-    from pepr.plan.config import load_config
+    demo sweep finished: every cell's metrics.json (convnext_atto failed) and results/runs.csv."""
     from pepr.cli.estimate import default_schema
     from pepr.cli.status import sweep_jobs
+    from pepr.plan.config import load_config
+    from pepr.results.aggregate import aggregate_to_csv
 
     root = tmp_path_factory.mktemp("clone") / "pepr"
-    shutil.copytree(REPO, root, symlinks=True, ignore=shutil.ignore_patterns(
-        ".git", ".venv", "results", ".snakemake", "data", "__pycache__", ".pytest_cache", "*.egg-info"))
-    (root / ".venv").symlink_to(Path(sys.executable).resolve().parents[1] if not (REPO / ".venv").exists() else (REPO / ".venv").resolve())
+    shutil.copytree(
+        REPO,
+        root,
+        symlinks=True,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "results", ".snakemake", "data", "__pycache__", ".pytest_cache", "*.egg-info"
+        ),
+    )
+    # the checkout's .venv, else the environment running the tests (sys.prefix: a venv's own folder,
+    # where resolving sys.executable would lead to the base interpreter's)
+    (root / ".venv").symlink_to((REPO / ".venv").resolve() if (REPO / ".venv").exists() else Path(sys.prefix))
     jobs = sweep_jobs(load_config([root / "config" / "config.yaml"]), default_schema())
     metrics, pretrain = [], []
-    for index, (kind, key, model, output) in enumerate(jobs):
+    for index, (kind, _key, model, output) in enumerate(jobs):
         record = _failed_record(model) if model == "convnext_atto" else _ok_record(model, index)
         path = root / output
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -230,7 +266,7 @@ def scratch_repo(tmp_path_factory) -> Path:
     cwd = os.getcwd()
     os.chdir(root)
     try:
-        aggregate_to_csv(metrics, "runs.csv", pretrain)
+        aggregate_to_csv(metrics, "results/runs.csv", pretrain)
     finally:
         os.chdir(cwd)
     return root
@@ -251,23 +287,30 @@ def _doc_command(prefix: str) -> str:
 def test_score_command_scores_the_finished_sweep(scratch_repo):
     import pandas as pd
 
-    done = _shell(_doc_command(".venv/bin/pepr score runs.csv"), scratch_repo)
+    done = _shell(_doc_command(".venv/bin/pepr score results/runs.csv"), scratch_repo)
     assert done.returncode == 0, done.stderr
-    scored = pd.read_csv(scratch_repo / "pepr.csv")
+    scored = pd.read_csv(scratch_repo / "results" / "scored.csv")
     failed = scored["status"] == "failed"
     assert failed.sum() == 4 and scored.loc[failed, "pepr_energy_kwh"].isna().all()
     assert scored.loc[~failed, "pepr_energy_kwh"].notna().all()
 
 
-def test_python_example_scores(scratch_repo):
-    import pandas as pd
-
-    command = _doc_command("python:")
-    df = pd.read_csv(scratch_repo / "runs.csv")
-    df = df[df["status"] == "ok"]
-    namespace = {"df": df}
-    exec(command.split("\n", 1)[1], namespace)  # noqa: S102 - the README's own example
-    assert "pepr_energy_kwh" in namespace["scored"].columns
+def test_python_example_scores_the_finished_sweep(scratch_repo):
+    """README's Python block as written (nothing defined for it beforehand), in the sweep's folder."""
+    code = _doc_command("python:").split("\n", 1)[1]
+    done = subprocess.run(
+        [str(scratch_repo / ".venv" / "bin" / "python"), "-c", code],
+        cwd=scratch_repo,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    header, *rows = done.stdout.splitlines()
+    assert header.split() == ["dataset", "model", "test_accuracy", "energy_kwh", "pepr_energy_kwh"]
+    # every successful run (all but convnext_atto's 4 cells), each with a score
+    assert len(rows) == 16 and not any("NaN" in row for row in rows)
 
 
 def test_status_command_on_the_finished_sweep(scratch_repo):
@@ -280,11 +323,29 @@ def fixed_timings(specs, device, build_model, **kwargs):
     """Stand-in for pepr.estimate.calibrate.calibrate_models: fixed timings, no torch work."""
     from pepr.estimate.calibrate import Calibration
 
-    return [Calibration(model=s.model, image_size=s.image_size, batch_size=s.batch_size,
-                        eval_batch_size=s.eval_batch_size, in_chans=s.in_chans, num_classes=s.num_classes,
-                        device=device, status="ok", params=1000, train_s_per_batch=0.1, eval_s_per_batch=0.2,
-                        train_batches_timed=1, eval_batches_timed=1, power_w=100.0, power_method="given",
-                        peak_memory_mb=10.0, cpu_share=1.0, calibration_wall_s=1.0) for s in specs]
+    return [
+        Calibration(
+            model=s.model,
+            image_size=s.image_size,
+            batch_size=s.batch_size,
+            eval_batch_size=s.eval_batch_size,
+            in_chans=s.in_chans,
+            num_classes=s.num_classes,
+            device=device,
+            status="ok",
+            params=1000,
+            train_s_per_batch=0.1,
+            eval_s_per_batch=0.2,
+            train_batches_timed=1,
+            eval_batches_timed=1,
+            power_w=100.0,
+            power_method="given",
+            peak_memory_mb=10.0,
+            cpu_share=1.0,
+            calibration_wall_s=1.0,
+        )
+        for s in specs
+    ]
 
 
 @pytest.mark.slow  # timm's model list is built once (~20 s on 2 busy cores)
@@ -294,8 +355,19 @@ def test_estimate_runs_from_another_folder_and_writes_nothing_there(tmp_path, mo
 
     monkeypatch.setattr(estimate_run, "calibrate_models", fixed_timings)
     monkeypatch.chdir(tmp_path)
-    code = main(["estimate", "--configfile", str(REPO / "config" / "paper.yaml"), "--models", "efficientnet_b0",
-                 "--dataset-size", "lidc=600,200,200,64", "-o", "est.csv"])
+    code = main(
+        [
+            "estimate",
+            "--configfile",
+            str(REPO / "config" / "paper.yaml"),
+            "--models",
+            "efficientnet_b0",
+            "--dataset-size",
+            "lidc=600,200,200,64",
+            "-o",
+            "est.csv",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["est.csv"]
 
@@ -358,3 +430,19 @@ def test_report_example_on_a_foreign_table(scratch_repo):
         assert (out / name).is_file(), name
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "tiny" in summary and "liver" in summary
+
+
+def test_where_results_land_names_every_file_the_workflow_writes_into_results():
+    """README's table "Where results land" lists each file the workflow's rules write directly
+    into results/ (answer.html and pepr_report.html among them)."""
+    from pepr.report.config import HISTORIES_TABLE
+
+    rules = "\n".join(path.read_text(encoding="utf-8") for path in sorted((REPO / "workflow").rglob("*.smk")))
+    written = set(re.findall(r'"results/([\w.{}-]+)"', rules.replace("{HISTORIES_TABLE}", HISTORIES_TABLE)))
+    assert {"runs.csv", "pepr.csv", "answer.html", "pepr_report.html"} <= written, written
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme[readme.index("## Where results land") :]
+    section = section[: section.index("\n## ")]
+    listed = "\n".join(row.split("|")[1] for row in section.splitlines() if row.startswith("| `"))
+    missing = sorted(name for name in written if f"`results/{name}`" not in listed and f"`{name}`" not in listed)
+    assert not missing, f"README's 'Where results land' does not list: {missing}"

@@ -14,6 +14,7 @@ import pytest
 from pepr import estimate as est
 from pepr.cli import main
 from pepr.errors import PeprInputError
+from shared_data import PNEUMONIA, absent
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -72,7 +73,7 @@ def test_train_batches_follow_the_single_sample_merge_rule(n, batch, expected):
 
 
 def test_train_batches_match_pepr_train_batch_order():
-    torch = pytest.importorskip("torch")
+    torch = pytest.importorskip("torch", reason="torch not installed: make install (TORCH=cpu without a GPU)")
     from pepr.train.loop import batch_order
 
     generator = torch.Generator().manual_seed(0)
@@ -258,10 +259,9 @@ def test_medmnist_without_file_uses_published_sizes(tmp_path):
 
 
 def test_medmnist_file_present_reads_its_labels():
-    shared = REPO / ".." / "shared" / "data" / "medmnist"
-    if not (shared / "pneumoniamnist.npz").is_file():
-        pytest.skip("../shared/data/medmnist/pneumoniamnist.npz is absent (only on the reference machine)")
-    facts = est.dataset_facts("pneumoniamnist", shared)
+    if not PNEUMONIA.is_file():
+        pytest.skip(absent(PNEUMONIA))
+    facts = est.dataset_facts("pneumoniamnist", PNEUMONIA.parent)
     assert (facts.n_train, facts.n_val, facts.n_test) == (3882, 524, 624)
     assert facts.train_class_counts == (388, 3494)
 

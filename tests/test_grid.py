@@ -147,7 +147,7 @@ def test_train_settings_hold_training_settings_only(schema):
     # the settings are the TrainConfig fields (minus out_dir/threads), so every one has a flag
     import dataclasses
 
-    train = pytest.importorskip("pepr.train.run")
+    train = pytest.importorskip("pepr.train.run", reason="pepr's training side does not import (torch missing): make install")
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     assert set(settings) | set(pre) <= fields
 

@@ -56,7 +56,8 @@ def small_fs(tmp_path):
     """A 48 MiB tmpfs (room for the free-space checks of a tiny run, not for much more)."""
     where = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
     if not _mount_tmpfs(where, "size=48m"):
-        pytest.skip("cannot mount a tmpfs here (needs root and mount permission)")
+        pytest.skip("cannot mount a tmpfs here: the full-disk tests need root with mount permission "
+                    "(CAP_SYS_ADMIN; in a container, --privileged)")
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False)
 
@@ -66,7 +67,8 @@ def read_only_fs(tmp_path):
     where = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
     if not _mount_tmpfs(where, "ro,size=1m"):
         if os.geteuid() == 0:
-            pytest.skip("cannot mount a read-only tmpfs, and root ignores chmod")
+            pytest.skip("cannot mount a read-only tmpfs, and root ignores chmod: run as root with mount "
+                        "permission (CAP_SYS_ADMIN) or as a user other than root")
         where.chmod(0o555)
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False) if os.geteuid() == 0 else where.chmod(0o755)

@@ -25,19 +25,17 @@ from PIL import Image
 from pepr.datasets import images
 from pepr.datasets.core import dataset_file, dataset_name, dataset_problems, load_dataset, parse_dataset_spec
 from pepr.errors import PeprInputError
+from shared_data import PNEUMONIA, absent
 
 REPO = Path(__file__).resolve().parents[1]
-#: ../shared beside the checkout (the main repo), or two levels up (a worktree in wt/NAME)
-SHARED_CANDIDATES = [REPO.parent / "shared", REPO.parent.parent / "shared"]
-PNEUMONIA = next((c / "data/medmnist/pneumoniamnist.npz" for c in SHARED_CANDIDATES if (c / "data/medmnist/pneumoniamnist.npz").is_file()), None)
 CLASSES = ("normal", "pneumonia")
 
 
 @pytest.fixture(scope="module")
 def xrays():
     """(images, labels) of 40 real PneumoniaMNIST training images per class (28x28 uint8)."""
-    if PNEUMONIA is None:
-        pytest.skip(f"real data not available (pneumoniamnist.npz is absent from {', '.join(map(str, SHARED_CANDIDATES))})")
+    if not PNEUMONIA.is_file():
+        pytest.skip(absent(PNEUMONIA))
     with np.load(PNEUMONIA) as archive:
         x, y = archive["train_images"], archive["train_labels"].reshape(-1)
     picked = np.concatenate([np.flatnonzero(y == c)[:40] for c in (0, 1)])

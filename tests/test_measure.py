@@ -4,7 +4,6 @@ training's working-set memory (independent of the data size, dependent on the mo
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -17,6 +16,7 @@ from pepr.results.carbon import epoch_co2_kg, read_carbon_intensity
 from pepr.train.measure import node_share, own_gpu_ids
 from pepr.train.settings import TrainConfig
 from pepr.train.run import run_training
+from shared_data import PNEUMONIA, absent
 
 QUIET = lambda message: None  # noqa: E731
 
@@ -136,12 +136,7 @@ def test_series_that_does_not_cover_now_fails_before_training(tmp_path):
 # Issue 15: what the measured windows contain, and the working set on real data at 128 px
 # --------------------------------------------------------------------------------------------
 
-SHARED = Path(os.environ.get("PEPR_SHARED_DIR") or Path(__file__).resolve().parents[1] / ".." / "shared")
-PNEUMONIA = SHARED / "data" / "medmnist" / "pneumoniamnist.npz"
-NEEDS_PNEUMONIA = pytest.mark.skipif(
-    not PNEUMONIA.exists(),
-    reason=f"real PneumoniaMNIST not available ({PNEUMONIA} is absent outside the dev machine; set PEPR_SHARED_DIR to the shared folder)",
-)
+NEEDS_PNEUMONIA = pytest.mark.skipif(not PNEUMONIA.exists(), reason=absent(PNEUMONIA))
 
 
 @pytest.mark.slow
@@ -188,7 +183,7 @@ def test_working_set_meter_counts_training_steps_and_measures_evaluation_apart()
 
     meter = WorkingSetMeter(torch.device("cpu"))
     if not meter._kernel_peak:
-        pytest.skip("needs Linux's resettable RSS high-water mark (/proc/self/clear_refs)")
+        pytest.skip("needs the kernel's resettable RSS high-water mark (/proc/self/clear_refs): Linux 4.0 or later")
     meter.start()
     mib = 2**20 // 8  # float64 values per MiB
     meter.begin_training()

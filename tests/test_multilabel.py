@@ -47,7 +47,7 @@ def test_multilabel_metrics_against_hand_computed():
 
 
 def test_multilabel_metrics_match_sklearn_when_present():
-    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed (optional cross-check)")
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed (optional cross-check): pip install scikit-learn")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, (200, 5))
     scores = np.clip(y * 0.3 + rng.random((200, 5)) * 0.7, 0, 1)

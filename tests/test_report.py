@@ -27,9 +27,8 @@ from pepr.report.stats import (bootstrap_rank_ci, epoch_curves, format_p, holm, 
                                top_k_separable, verdict, welch_effect)
 from pepr.results.scoring import score
 from report_sweep import METHOD, MODELS, make_sweep
+from shared_data import PAPER_MODELS, absent
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-PAPER_MODELS = SHARED / "data" / "paper" / "model_names.csv"
 CELL = ["dataset", "init", "fraction"]
 
 
@@ -488,7 +487,7 @@ def test_model_family_from_timm_names():
         "resnet", "resnet", "mobilenetv3", "efficientnet", "vit", "convnext", "regnetx", "densenet"]
 
 
-@pytest.mark.skipif(not PAPER_MODELS.is_file(), reason=f"the paper's model table is not at {PAPER_MODELS} (../shared absent)")
+@pytest.mark.skipif(not PAPER_MODELS.is_file(), reason=absent(PAPER_MODELS))
 def test_paper_model_table_flags_known_models_and_marks_others(sweep):
     metadata = load_model_metadata(PAPER_MODELS)
     data = load(sweep / "pepr.csv", None, ReportConfig(model_metadata=str(PAPER_MODELS)))

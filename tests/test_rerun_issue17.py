@@ -204,7 +204,8 @@ def old_sweep(tmp_path_factory):
     old.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_COMMIT], capture_output=True)
     if archive.returncode != 0:
-        pytest.skip(f"git history with commit {OLD_COMMIT} is not available here: {archive.stderr.decode()[:200]}")
+        pytest.skip(f"git history with commit {OLD_COMMIT} is not available here (a shallow clone or an export: "
+                    f"`git fetch --unshallow` in a clone gets it): {archive.stderr.decode()[:200]}")
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     workdir = base / "sweep"
     (workdir / "data").mkdir(parents=True)

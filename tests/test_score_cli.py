@@ -265,7 +265,7 @@ def test_output_with_trailing_slash_is_a_folder(table, tmp_path):
 
 
 @pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
-                    reason="root writes into read-only folders")
+                    reason="root writes into read-only folders: run the suite as a user other than root to check the refusal")
 def test_read_only_output_folder_is_refused(table, tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()

@@ -92,7 +92,8 @@ def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
     """Finish a tiny sweep (1 model, scratch + transfer, 1 epoch, a tiny npz) with the workflow and
     code of 3a59573, then plan it with today's: not one training or pretraining job."""
     if not _git_has(BEFORE):
-        pytest.skip(f"commit {BEFORE} is not in this checkout's git history (a shallow clone or an export)")
+        pytest.skip(f"commit {BEFORE} is not in this checkout's git history (a shallow clone or an export: "
+                    "`git fetch --unshallow` in a clone gets it)")
     from test_rerun_safety import _write_medmnist_like
 
     old = tmp_path / "old"

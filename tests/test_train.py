@@ -31,9 +31,8 @@ from pepr.results.runs import HISTORY_COLUMNS, RESULT_KEYS
 from pepr.train.settings import TrainConfig
 from pepr.train.run import run_training, validate_train_config
 from pepr.train.metrics import classification_metrics
+from shared_data import PNEUMONIA, absent
 
-SHARED = Path(__file__).resolve().parents[1] / ".." / "shared"
-PNEUMONIA = SHARED / "data" / "medmnist" / "pneumoniamnist.npz"
 TINY = "synthetic:n_train=96,n_val=32,n_test=48"
 QUIET = lambda message: None  # noqa: E731 - training logs are not under test here
 
@@ -101,7 +100,7 @@ def test_classification_metrics_against_hand_computed():
 
 
 def test_classification_metrics_binary_matches_sklearn():
-    metrics = pytest.importorskip("sklearn.metrics")
+    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed (optional cross-check): pip install scikit-learn")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     p1 = np.clip(0.3 * y + rng.random(200) * 0.7, 0, 1)
@@ -391,7 +390,7 @@ def test_stale_resume_checkpoint_of_other_settings_is_discarded(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not PNEUMONIA.exists(), reason=f"real data not available ({PNEUMONIA} is absent outside the dev machine)")
+@pytest.mark.skipif(not PNEUMONIA.exists(), reason=absent(PNEUMONIA))
 def test_pneumoniamnist_learns(tmp_path):
     """Real chest X-rays: clearly above chance on the full test split (234 normal / 390 pneumonia).
 

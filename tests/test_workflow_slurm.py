@@ -1,25 +1,23 @@
 """Snakemake on a REAL single-node SLURM cluster (slurmctld + slurmd + munge + slurmdbd).
 
-The module fixture starts the cluster with ``tests/slurm/start-slurm.sh`` (installs the Debian
-packages when missing, so it needs root and apt) and stops it afterwards (unless it was already
-running before, or another test session still uses it); every snakemake run goes
-through ``--executor slurm`` (snakemake-executor-plugin-slurm) with the CI profile
-``tests/slurm/profile``, i.e. real ``sbatch``/``srun``/``sacct``.
+The tests use the test cluster that ``tests/slurm/start-slurm.sh`` brings up (``.ci/run`` starts it
+before the suite and stops it afterwards); they never install or start anything themselves. Every
+snakemake run goes through ``--executor slurm`` (snakemake-executor-plugin-slurm) with the CI
+profile ``tests/slurm/profile``, i.e. real ``sbatch``/``srun``/``sacct``.
 
-The tests skip only when the cluster cannot be set up on this machine: not root, or the Debian
-packages are missing and cannot be installed. Any other start-up problem is a failure.
+Where no test cluster answers, the fixture ``slurm_cluster`` (tests/conftest.py) skips the module
+with one line saying what is missing and how to start it; with ``PEPR_REQUIRE_SLURM=1`` (set by
+.ci/run) that is a failure instead.
 """
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,10 +28,6 @@ pytestmark = [pytest.mark.slurm, pytest.mark.slow]
 REPO = Path(__file__).resolve().parents[1]
 START_SCRIPT = REPO / "tests" / "slurm" / "start-slurm.sh"
 CI_PROFILE = REPO / "tests" / "slurm" / "profile"
-#: start-slurm.sh's exit code for "the Debian packages are missing and cannot be installed".
-EXIT_NO_PACKAGES = 75
-#: Hard limit for one start-slurm.sh call (a fresh apt install takes ~20 s).
-START_TIMEOUT_S = 600
 #: A plugin status line for a failed job, e.g. "SLURM-job '13' failed, SLURM status is: 'FAILED'".
 FAILED_JOB_RE = re.compile(r"SLURM-job '(\d+)' failed, SLURM status is: '(\w+)'")
 
@@ -56,23 +50,6 @@ class SlurmRun:
         return dict(line.split("|", 1) for line in out.splitlines() if line)
 
 
-#: Held shared by every test session using the cluster; the one that can take it exclusively at the
-#: end is the last user and may stop the daemons.
-USERS_LOCK = Path("/run/pepr-slurm-tests.lock")
-#: Exists while the cluster runs because a test session started it (a cluster someone started by
-#: hand is never stopped by the tests).
-STARTED_BY_TESTS = Path("/run/pepr-slurm-tests.started")
-
-
-def _slurmctld_running() -> bool:
-    """Whether a slurmctld started from /run/slurmctld.pid (start-slurm.sh's pid file) is alive."""
-    try:
-        pid = Path("/run/slurmctld.pid").read_text().strip()
-        return Path(f"/proc/{pid}/comm").read_text().strip() == "slurmctld"
-    except (OSError, ValueError):
-        return False
-
-
 def _daemon_logs() -> str:
     return subprocess.run(["bash", str(START_SCRIPT), "logs"], capture_output=True, text=True).stdout
 
@@ -84,43 +61,6 @@ def _cancel_jobs(name_prefix: str) -> None:
            if name.startswith(name_prefix)]
     if ids:
         subprocess.run(["scancel", *ids], check=False)
-
-
-@pytest.fixture(scope="module")
-def slurm_cluster(real_slurm_commands) -> Iterator[None]:
-    """A running single-node SLURM cluster, with the real SLURM commands on PATH (conftest.py
-    replaces them elsewhere); stopped afterwards if the tests started it and no other test
-    session still uses it."""
-    if sys.platform != "linux" or os.geteuid() != 0:
-        pytest.skip("SLURM tests need root on Linux: tests/slurm/start-slurm.sh installs Debian "
-                    "packages and starts slurmctld/slurmd/munged/slurmdbd")
-    import fcntl
-
-    with open(USERS_LOCK, "a") as users:
-        fcntl.flock(users, fcntl.LOCK_SH)
-        try:
-            if not _slurmctld_running():
-                STARTED_BY_TESTS.touch()
-            start = subprocess.run(["bash", str(START_SCRIPT), "start"], capture_output=True,
-                                   text=True, timeout=START_TIMEOUT_S)
-            if start.returncode == EXIT_NO_PACKAGES:
-                pytest.skip("cannot install the SLURM Debian packages (munge, slurmctld, slurmd, "
-                            "slurm-client, slurmdbd, mariadb-server) on this machine:\n"
-                            f"{start.stderr[-2000:]}")
-            if start.returncode != 0:
-                pytest.fail(f"start-slurm.sh failed (rc {start.returncode}):\n{start.stdout}\n"
-                            f"{start.stderr[-4000:]}\n{_daemon_logs()}")
-            yield
-        finally:
-            try:
-                fcntl.flock(users, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last user of the cluster
-            except BlockingIOError:
-                pass
-            else:
-                if STARTED_BY_TESTS.exists():
-                    subprocess.run(["bash", str(START_SCRIPT), "stop"], capture_output=True,
-                                   text=True, timeout=120)
-                    STARTED_BY_TESTS.unlink()
 
 
 def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240,
@@ -243,7 +183,7 @@ SCANS_CELL = "results/runs/scans/scratch/1.0/mobilenetv3_small_050/seed0"
 
 def write_scans(path: Path, corrupt: bool) -> None:
     """A small 2-class npz in the MedMNIST layout (float pixels); ``corrupt`` puts NaN in them."""
-    np = pytest.importorskip("numpy")
+    np = pytest.importorskip("numpy", reason="numpy not installed: make install")
     rng = np.random.default_rng(0)
     arrays = {}
     for split, n in (("train", 40), ("val", 20), ("test", 20)):
@@ -257,7 +197,7 @@ def write_scans(path: Path, corrupt: bool) -> None:
 
 
 def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_cluster, tmp_path):
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(SWEEP_CONFIG)
     write_scans(tmp_path / "scans.npz", corrupt=True)
     args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "3",
@@ -391,7 +331,7 @@ def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_
     it finished (keep-incomplete). Run 2, the same command: only the unfinished cells are submitted
     (one allocation), the finished cells' metrics.json are untouched, and the sweep completes.
     """
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(PACKED_CONFIG)
     all_seeds = set(range(8))
     metrics = {seed: tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json"
@@ -462,7 +402,7 @@ ARRAY_CONFIG = PACKED_CONFIG.replace("seeds: [0, 1, 2, 3, 4, 5, 6, 7]", "seeds: 
 def test_array_sweep_submits_the_cells_as_one_slurm_array(slurm_cluster, tmp_path):
     """One job per cell (the CI profile) + --slurm-array-jobs train_model: the 4 training cells go
     to SLURM as ONE array (one sbatch, tasks JOBID_1..JOBID_4), each with its own GPU."""
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(ARRAY_CONFIG)
     run = run_snakemake_on_slurm(
         tmp_path, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "4",
@@ -534,7 +474,7 @@ def test_requeued_packed_allocation_restores_the_cell_it_had_finished(slurm_clus
     group, which deletes the finished cell's outputs first. pepr train restores that cell from its
     previous/ instead of training it again (same metrics.json bytes, "restored the finished result"
     and no epoch line in its rule log), the other cells are trained, and the sweep completes."""
-    pd = pytest.importorskip("pandas")
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(REQUEUE_CONFIG)
     write_scans(tmp_path / "scans.npz", corrupt=False)
     seeds = range(4)

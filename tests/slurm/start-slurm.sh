@@ -14,11 +14,13 @@
 #   start-slurm.sh start      # same
 #   start-slurm.sh stop       # cancel all jobs, stop every daemon by its PID file
 #   start-slurm.sh status     # show what is running
+#   start-slurm.sh running    # exit 0 if slurmctld runs (started from this script's pid file), else 1
 #   start-slurm.sh logs       # last lines of every daemon's log (for test failures)
 #
 # Exit codes: 0 ready / done; 1 any other error; 75 the Debian packages are
-# missing and cannot be installed (no apt-get, apt-get failed): callers such
-# as the test suite skip on 75 and fail on anything else; 77 not root.
+# missing and cannot be installed (no apt-get, apt-get failed); 77 not root.
+# (.ci/run starts the cluster before the test suite and stops it afterwards;
+# the suite itself only uses a running cluster.)
 #
 # Knobs (environment variables):
 #   SLURM_ACCOUNTING=1   1 (default): MariaDB + slurmdbd, so `sacct` works - this is
@@ -142,9 +144,10 @@ fi
 case "$ACTION" in
   stop) do_stop; exit 0 ;;
   status) do_status; exit 0 ;;
+  running) [ -n "$(daemon_pid slurmctld)" ]; exit $? ;;
   logs) do_logs; exit 0 ;;
   start) ;;
-  *) die "unknown action '$ACTION' (start|stop|status|logs)" ;;
+  *) die "unknown action '$ACTION' (start|stop|status|running|logs)" ;;
 esac
 
 T_START=$SECONDS
