@@ -270,3 +270,71 @@ def replay(history: pd.DataFrame, policy: Policy, cols: Columns, peak: bool = Fa
         result = replay_group(part, policy, cols, peak)
         rows.append({**dict(zip(cols.by, key)), **{k: v for k, v in result.items() if k != "rungs"}})
     return pd.DataFrame(rows, columns=[*cols.by, "best_full", "recommended", "pepr_regret", "resource_share", "spent", "full_spent"])
+
+
+def prepare_histories(
+    raw: pd.DataFrame, cols: Columns, policy: Policy, *, seed_given: bool = True, source: str = "the histories table"
+) -> tuple[pd.DataFrame, Columns]:
+    """Check a per-epoch table for :func:`replay` (raise :class:`PeprInputError` naming the first
+    problem and its fix) and return it with only the rows of finished-or-running runs, plus the
+    columns resolved (``cols.by`` empty: those of dataset, init, fraction present; no seed
+    column when ``seed_given`` is False: one run per model and group).
+
+    The checks are the scoring's (:func:`pepr.results.scoring.validate_score_inputs`: numbers in
+    [0, 1] for the selection metric and performance, a non-negative resource, group columns
+    without holes), plus: whole epochs >= 1, one row per run and epoch, every rung below every
+    group's final epoch; a ``status`` column (ok/failed, any case) drops failed rows.
+    """
+    from pepr.results.aggregate import normalise_status
+    from pepr.results.runs import GROUP_COLUMNS
+    from pepr.results.scoring import validate_score_inputs
+
+    if len(raw) == 0:
+        raise PeprInputError(f"{source} has no rows: there is no sweep to replay")
+    table = raw.copy()
+    table.columns = [str(c) for c in table.columns]
+    by = list(cols.by) or [c for c in GROUP_COLUMNS if c in table.columns]
+    seed = cols.seed
+    if not seed_given and seed not in table.columns:
+        seed = "_seed"
+        table[seed] = 0
+    roles = {"--model": cols.model, "--seed": seed, "--epoch": cols.epoch, "--select-by": cols.select_by,
+             "--performance": cols.performance, "--resource": cols.resource, **{f"--by {b}": b for b in by}}
+    for flag, name in roles.items():
+        if name not in table.columns:
+            shown = ", ".join(list(table.columns)[:40])
+            raise PeprInputError(f"{source} has no column '{name}' ({flag.split()[0]}); name the right one with "
+                                 f"{flag.split()[0]} COL; its columns: {shown}")
+    named = [n for f, n in roles.items() if f not in ("--select-by", "--performance")]
+    clash = sorted({n for n in named if named.count(n) > 1})
+    if clash:
+        raise PeprInputError(f"column '{clash[0]}' is given more than one role; each column has one role")
+    if "status" in table.columns:
+        table["status"] = normalise_status(table["status"], where=source)
+        table = table[table["status"] == "ok"]
+        if table.empty:
+            raise PeprInputError(f"{source} has no successful run (every status is 'failed'): there is nothing to replay")
+    validate_score_inputs(table, cols.performance, [cols.resource], by)
+    if cols.select_by != cols.performance:
+        validate_score_inputs(table, cols.select_by, [cols.resource], by)
+    epochs = pd.to_numeric(table[cols.epoch], errors="coerce")
+    bad = table.index[epochs.isna() | (epochs < 1) | (epochs % 1 != 0)]
+    if len(bad):
+        raise PeprInputError(f"{source}: epoch column '{cols.epoch}' must hold whole numbers >= 1 (1 = the first epoch), "
+                             f"but row {bad[0]} holds {table.loc[bad[0], cols.epoch]!r}")
+    table[cols.epoch] = epochs.astype(int)
+    key = [*by, cols.model, seed, cols.epoch]
+    repeated = table.duplicated(subset=key)
+    if repeated.any():
+        row = table[repeated].iloc[0]
+        raise PeprInputError(f"{source}: run {row[cols.model]!r} seed {row[seed]!r} has epoch {row[cols.epoch]} twice"
+                             + ("" if seed_given or seed != "_seed" else "; name the seed column with --seed COL")
+                             + (f" in group {', '.join(str(row[b]) for b in by)}" if by else "")
+                             + "; one row per run and epoch")
+    finals = table.groupby(by, dropna=False)[cols.epoch].max() if by else pd.Series([table[cols.epoch].max()])
+    shortest = int(finals.min())
+    if max(policy.rungs) >= shortest:
+        raise PeprInputError(f"--rungs {','.join(map(str, policy.rungs))}: every rung must be below the final epoch, "
+                             f"but a group of {source} ends at epoch {shortest}; choose earlier rungs")
+    return table, Columns(by=tuple(by), model=cols.model, seed=seed, epoch=cols.epoch, select_by=cols.select_by,
+                          performance=cols.performance, resource=cols.resource)
