@@ -143,3 +143,60 @@ def test_replay_one_row_per_group():
     assert list(table["dataset"]) == ["x", "y"]
     assert list(table["recommended"]) == ["a", "a"]
     assert list(table["resource_share"]) == pytest.approx([0.75, 0.75])
+
+
+# ----- the `adaptive:` config keys, checked at planning (snakemake -n) -----
+
+SCHEMA_PATH = __import__("pathlib").Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def config_problems_of(**config) -> list[str]:
+    import pepr.plan.config as pepr_config
+    import pepr.plan.prepare as plan
+
+    schema = pepr_config.load_schema(SCHEMA_PATH)
+    config.setdefault("models", ["resnet18"])
+    config.setdefault("datasets", ["synthetic"])
+    pepr_config.apply_defaults(config, schema)
+    return plan.config_problems(config, schema, catalogue={"models": ["resnet18"], "pretrained": []})
+
+
+def test_adaptive_is_off_by_default_and_a_good_setting_passes():
+    from pepr.results.adaptive import adaptive_settings
+
+    assert config_problems_of() == []
+    assert config_problems_of(epochs=10, adaptive={"rungs": [1, 3], "keep": 0.34}) == []
+    assert adaptive_settings({"adaptive": {"rungs": [], "keep": 0.34, "min_keep": 2}}) is None
+    found = adaptive_settings({"adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 1, "resource": None,
+                                            "select_by": "val_accuracy"}, "report": {"resource": "train_time_s"}})
+    assert found.resource == "train_time_s" and found.history_resource == "cumulative_time_s"
+    assert found.policy == Policy(rungs=(1,), keep=0.5, min_keep=1)
+
+
+@pytest.mark.parametrize(
+    "adaptive, expected",
+    [
+        ({"rungs": [1, 10]}, "below epochs (10)"),
+        ({"rungs": [3, 1]}, "increasing order"),
+        ({"rungs": [0]}, "config key 'adaptive.rungs.0'"),
+        ({"rungs": [1], "keep": 0}, "config key 'adaptive.keep'"),
+        ({"rungs": [1], "keep": 1.5}, "config key 'adaptive.keep'"),
+        ({"rungs": [1], "min_keep": 0}, "config key 'adaptive.min_keep'"),
+        ({"rungs": [1], "resource": "flops"}, "config key 'adaptive.resource'"),
+        ({"rungs": [1], "select_by": "test_accuracy"}, "config key 'adaptive.select_by'"),
+        ({"rungs": [1], "bogus": 1}, "'bogus' was unexpected"),
+    ],
+)
+def test_bad_adaptive_settings_are_refused_at_planning(adaptive, expected):
+    problems = config_problems_of(epochs=10, adaptive=adaptive)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_adaptive_checks_the_reports_resource_it_falls_back_to():
+    from pepr.results.adaptive import adaptive_problems
+
+    config = {"epochs": 10, "adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 2, "resource": None,
+                                         "select_by": "test_accuracy"}, "report": {"resource": "flops"}}
+    problems = adaptive_problems(config)
+    assert any("report.resource (adaptive.resource is not set) 'flops'" in p for p in problems)
+    assert any("bias the reported test performance" in p for p in problems)

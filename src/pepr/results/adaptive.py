@@ -29,19 +29,22 @@ continues, best projected PePR first. Two rules keep more, never fewer:
   shows no pace, so the guard does not act at a rung of epoch 1.
 
 Failed runs drop out (a candidate whose every seed failed is no candidate); a run without a row
-at the rung epoch failed before it. Light: pandas and numpy only, never torch.
+at the rung epoch failed before it. Light: pandas and numpy only, never torch, and only inside
+the functions that need them: planning imports this module for :func:`adaptive_problems`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-
-import numpy as np
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from pepr.errors import PeprInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
 
 #: Decisions of :func:`decide_rung`.
 KEPT, STOPPED = "kept", "stopped"
@@ -95,12 +98,65 @@ def policy_problems(rungs: Sequence[object], keep: object, min_keep: object, epo
     return problems
 
 
+#: The resources an adaptive sweep may project (the workflow's scored resources).
+ADAPTIVE_RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """A workflow's ``adaptive:`` settings, resolved: the policy, the resource (``report.resource``
+    when not given) and the selection metric (a column of history.csv)."""
+
+    policy: Policy
+    resource: str
+    select_by: str
+
+    @property
+    def history_resource(self) -> str | None:
+        """history.csv's running total of the resource (None for a peak: the rung record has it)."""
+        return HISTORY_RESOURCE.get(self.resource)
+
+
+def adaptive_settings(config: Mapping[str, Any]) -> AdaptiveSettings | None:
+    """The ``adaptive:`` settings of a defaults-filled, checked config; None for a full grid (no rungs)."""
+    given = config.get("adaptive") or {}
+    if not given.get("rungs"):
+        return None
+    resource = given.get("resource") or (config.get("report") or {}).get("resource") or "energy_kwh"
+    return AdaptiveSettings(Policy(tuple(given["rungs"]), float(given["keep"]), int(given["min_keep"])),
+                            resource, given.get("select_by") or "val_accuracy")
+
+
+def adaptive_problems(config: Mapping[str, Any]) -> list[str]:
+    """Problems of a defaults-filled config's ``adaptive:`` settings (planning, ``snakemake -n``):
+    the policy's (:func:`policy_problems`, rungs below ``epochs``), a resource pepr scores, a
+    validation selection metric (selection never looks at the test set)."""
+    given = config.get("adaptive")
+    if not isinstance(given, Mapping) or not given.get("rungs"):
+        return []
+    epochs = config.get("epochs") if isinstance(config.get("epochs"), int) else None
+    problems = [f"adaptive.{p}" for p in policy_problems(given.get("rungs"), given.get("keep", 0.34),
+                                                            given.get("min_keep", 2), epochs)]
+    resource = given.get("resource") or (config.get("report") or {}).get("resource") or "energy_kwh"
+    if resource not in ADAPTIVE_RESOURCES:
+        where = "adaptive.resource" if given.get("resource") else "report.resource (adaptive.resource is not set)"
+        problems.append(f"{where} {resource!r}: an adaptive sweep projects one of {', '.join(ADAPTIVE_RESOURCES)}; "
+                        "set adaptive.resource")
+    select_by = given.get("select_by", "val_accuracy")
+    if isinstance(select_by, str) and not select_by.startswith("val_"):
+        problems.append(f"adaptive.select_by {select_by!r}: select by a validation metric (val_accuracy, ...); "
+                        "selecting by the test set would bias the reported test performance")
+    return problems
+
+
 def kept_count(candidates: int, keep: float, min_keep: int) -> int:
     """How many of ``candidates`` continue: ``keep`` of them rounded up, at least ``min_keep``."""
     return min(candidates, max(min_keep, math.ceil(keep * candidates - 1e-9)))
 
 
-def _minmax(values: np.ndarray) -> np.ndarray:
+def _minmax(values: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
     low, high = np.min(values), np.max(values)
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
@@ -129,6 +185,9 @@ def decide_rung(
     over seeds), ``projected_resource``, ``projected_pepr``, ``trend_pepr`` (NaN at rung 1),
     ``decision`` (``kept``/``stopped``) and ``reason``. Empty when no candidate reached the rung.
     """
+    import numpy as np
+    import pandas as pd
+
     columns = ["model", "seeds", "metric", "spent", "projected_resource", "projected_pepr", "trend_pepr", "decision", "reason"]
     rows = history[history[epoch] <= rung]
     if "status" in rows.columns:
@@ -209,6 +268,8 @@ class Columns:
 
 def _best_model(final: pd.DataFrame, cols: Columns, peak_resource: str) -> tuple[str | None, pd.Series]:
     """Best model by mean PePR over its seeds (runs normalised together), and every model's mean PePR."""
+    import pandas as pd
+
     if final.empty:
         return None, pd.Series(dtype=float)
     perf = final[cols.performance].to_numpy(dtype=float)
@@ -263,6 +324,8 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
 def replay(history: pd.DataFrame, policy: Policy, cols: Columns, peak: bool = False) -> pd.DataFrame:
     """:func:`replay_group` for every group of ``cols.by``: one row per group (the group columns,
     ``best_full``, ``recommended``, ``pepr_regret``, ``resource_share``, ``spent``, ``full_spent``)."""
+    import pandas as pd
+
     rows = []
     grouped = history.groupby(list(cols.by), sort=True, dropna=False) if cols.by else [((), history)]
     for key, part in grouped:
@@ -285,6 +348,8 @@ def prepare_histories(
     without holes), plus: whole epochs >= 1, one row per run and epoch, every rung below every
     group's final epoch; a ``status`` column (ok/failed, any case) drops failed rows.
     """
+    import pandas as pd
+
     from pepr.results.aggregate import normalise_status
     from pepr.results.runs import GROUP_COLUMNS
     from pepr.results.scoring import validate_score_inputs
