@@ -273,10 +273,23 @@ def test_status_spelling_is_normalised_never_dropped(tmp_path, monkeypatch):
     np.testing.assert_allclose(scored["pepr_energy_kwh"].iloc[:2], [0.8, 0.4])
 
 
+def test_a_stopped_run_is_kept_and_never_scored(tmp_path, monkeypatch):
+    """An adaptive sweep's stopped run: a row of runs.csv, no PePR score (it has no final numbers)."""
+    monkeypatch.chdir(tmp_path)
+    files = [write_run(tmp_path, "d", "scratch", "1.0", "a", 0, energy_kwh=1.0),
+             write_run(tmp_path, "d", "scratch", "1.0", "b", 0, energy_kwh=3.0),
+             write_run(tmp_path, "d", "scratch", "1.0", "c", 0, status="Stopped", energy_kwh=0.1)]
+    runs = collect_runs(files, runs_root=ROOT)
+    assert runs["status"].tolist() == ["ok", "ok", "stopped"]
+    scored = score_runs(runs)
+    assert scored["pepr_energy_kwh"].notna().tolist() == [True, True, False]
+    np.testing.assert_allclose(scored["pepr_energy_kwh"].iloc[:2], [0.8, 0.4])
+
+
 def test_unknown_status_is_an_error_naming_the_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     files = [write_run(tmp_path, "d", "scratch", "1.0", "a", 0, status="running")]
-    with pytest.raises(PeprInputError, match=r"seed0/metrics.json \('running'\).*'ok' or 'failed'"):
+    with pytest.raises(PeprInputError, match=r"seed0/metrics.json \('running'\).*'ok', 'failed' or 'stopped'"):
         collect_runs(files, runs_root=ROOT)
     runs = collect_runs([write_run(tmp_path, "d", "scratch", "1.0", "b", 0)], runs_root=ROOT)
     with pytest.raises(PeprInputError, match=r"d/scratch/1.0/b/0 \('done'\)"):

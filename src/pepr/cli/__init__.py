@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "estimate": "pepr.cli.estimate",
     "report": "pepr.cli.report",
     "status": "pepr.cli.status",
+    "replay": "pepr.cli.replay",
 }
 
 DESCRIPTION = """\

@@ -194,6 +194,11 @@ def training_problems(
         f"image size must be an integer in 8..1024 pixels, got {image_size!r}",
     )
     check(threads is None or (_is_int(threads) and threads >= 1), f"threads must be an integer >= 1, got {threads!r}")
+    for key in ("stop_after", "stopped_at"):  # adaptive sweeps: a rung is an epoch before the last
+        value = get(key)
+        check(value is None or (_is_int(value) and value >= 1 and (not _is_int(epochs) or value < epochs)),
+              f"--{key.replace('_', '-')} must be an epoch in 1..epochs-1, got {value!r}")
+    check(get("stop_after") is None or get("stopped_at") is None, "give --stop-after or --stopped-at, not both")
     problems.extend(device_problems(get("device")))
     problems.extend(country_problems(get("country")))
 

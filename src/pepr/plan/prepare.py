@@ -169,6 +169,10 @@ def config_problems(
             "or drop 'imagenet' from inits"
         )
     problems.extend(_carbon_span_problems(config))
+    if not any(problem.startswith("config key 'adaptive") for problem in in_schema):
+        from pepr.results.adaptive import adaptive_problems
+
+        problems.extend(adaptive_problems(config))
     # the schema's own complaint about a report/pepr key is clearer than the report's echo of it
     if not any(problem.startswith(("config key 'report", "config key 'pepr")) for problem in in_schema):
         problems.extend(report_problems(config))

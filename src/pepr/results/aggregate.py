@@ -154,8 +154,9 @@ def _no_constant(text: str) -> float:
     raise ValueError(f"{text} is not a number pepr writes (metrics.json holds null for undefined values)")
 
 
-#: The run statuses of the metrics.json contract.
-STATUSES: tuple[str, ...] = ("ok", "failed")
+#: The run statuses of the metrics.json contract ("stopped": an adaptive sweep stopped the run at
+#: a rung; like "failed" it is never scored as a finished run).
+STATUSES: tuple[str, ...] = ("ok", "failed", "stopped")
 
 
 def normalise_status(
@@ -179,7 +180,7 @@ def normalise_status(
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise PeprInputError(
             f"{where}: unknown run status in {', '.join(bad[:5])}{more}; a status must be "
-            "'ok' or 'failed' (any case)"
+            "'ok', 'failed' or 'stopped' (any case)"
         )
     return canonical
 

@@ -47,6 +47,7 @@ import numpy as np
 from pepr.datasets import core as data_module
 from pepr.datasets.registry import kind_of
 from pepr.results import runs
+from pepr.train import adaptive_run
 from pepr.errors import PeprInputError
 from pepr.train.devices import resolve_device
 from pepr.train.loop import (
@@ -201,10 +202,17 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         if failed_source is not None:
             return _fail(cfg, base_record(cfg), failed_source, log)
         identity = training_identity(cfg)
+        if cfg.stop_after is not None:
+            reached = adaptive_run.rung_from_finished(cfg.out_dir, cfg.stop_after)
+            if reached is not None:  # finished before (a full grid, a higher keep): the rung is in its history
+                log(f"pepr train: {cfg.out_dir} has finished; its rung-{cfg.stop_after} record is taken from its history")
+                return reached
         if not cfg.retrain:
             restored = _restore_finished(cfg, identity, log)
             if restored is not None:
                 return restored
+        if cfg.stopped_at is not None:  # adaptive sweeps: stopped at a rung; no training
+            return adaptive_run.record_stopped(cfg, _versions(), log)
         try:
             setup = _Setup.build(cfg, log)
         except (MemoryError, RuntimeError) as exc:  # the data do not fit this machine or device
@@ -227,6 +235,8 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         _check_room(cfg, record.get("params"))  # before the first epoch: resume.pt and --save-model sizes are known now
         try:
             state, model = _train(cfg, setup, model, log, identity)
+            if cfg.stop_after is not None:  # adaptive sweeps: a rung reached, the checkpoint kept
+                return adaptive_run.write_rung(cfg.out_dir, cfg.stop_after, record, state.history, state.peak, log)
             results = _results(cfg, setup, model, state)
         except _CannotRun as exc:
             if exc.epoch is not None:
@@ -478,7 +488,8 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
     setup.memory.start()
     epoch = first_epoch = state.epochs_done + 1
     try:
-        while state.epochs_done < cfg.epochs:
+        last_epoch = cfg.stop_after or cfg.epochs  # an adaptive sweep's rung stops before the end
+        while state.epochs_done < last_epoch:
             epoch = state.epochs_done + 1
             # the paper's memory measure: reserved after the 2nd epoch's training, before its evaluation
             after_training = _read_reserved_epoch2(setup.device, state.peak) if epoch == 2 else None
@@ -495,7 +506,7 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
             # the last epoch too: when the final write fails (a full disk), a rerun writes the
             # record from it instead of losing the run
             save_resume(resume_path, settings, model, optimizer, generator, state)
-            if setup.carbon is not None and epoch == first_epoch and epoch < cfg.epochs:
+            if setup.carbon is not None and epoch == first_epoch and epoch < last_epoch:
                 # the first epoch's time plans the rest: a series ending before it fails now
                 # (this epoch is saved), not after hours of training
                 now = time.time()
@@ -731,5 +742,7 @@ def _fail(cfg: TrainConfig, record: dict[str, Any], reason: str, log: Callable[[
     record["versions"] = _versions()
     runs.publish_finished(cfg.out_dir, record, [])
     (cfg.out_dir / RESUME_FILE).unlink(missing_ok=True)
+    if cfg.stop_after is not None:  # the rung job's own output says so too: the cell drops out
+        adaptive_run.write_failed_rung(cfg.out_dir, cfg.stop_after, record)
     log(f"failed: {reason}")
     return json_safe(record)

@@ -128,6 +128,23 @@ class TrainConfig:
         "that result is restored, so a killed, requeued or forced rerun never trains a finished cell twice)",
         action="store_true",
     )
+    # Adaptive sweeps (pepr.results.adaptive): how far this job trains, not what is trained, so
+    # no `workflow` role; the workflow passes them outside the recorded params.
+    stop_after: int | None = _setting(
+        None,
+        help="adaptive sweeps: stop after epoch N (below --epochs) keeping the resume checkpoint and write "
+        "OUT/rungN.json (the metrics at epoch N, the resources spent so far) instead of metrics.json; a later "
+        "run continues from the checkpoint, training no epoch twice",
+        parse="positive_int",
+        metavar="N",
+    )
+    stopped_at: int | None = _setting(
+        None,
+        help="adaptive sweeps: record this cell as stopped at rung N (status 'stopped', from OUT/rungN.json) "
+        "without training, keeping its resume checkpoint; a finished result of this training is kept instead",
+        parse="positive_int",
+        metavar="N",
+    )
 
     def __post_init__(self) -> None:
         self.out_dir = Path(self.out_dir)

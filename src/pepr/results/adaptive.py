@@ -1,0 +1,405 @@
+"""Adaptive sweeps: successive halving by *projected* PePR, one group at a time.
+
+A group (dataset x init x fraction) starts with every model as a candidate (the seeds of one
+model are one candidate). At each rung (an epoch below the sweep's ``epochs``) every candidate
+still in contention gets a projected full-run PePR and only the best continue; the others stop.
+:func:`decide_rung` is that decision, the one policy both the workflow (rule ``select_rung``) and
+``pepr replay`` (:func:`replay`) run.
+
+The projection (documented in the README, "Adaptive sweeps"):
+
+* performance = the selection metric (``select_by``, by default ``val_accuracy``: selection never
+  looks at the test set) at the rung, averaged over the candidate's seeds;
+* resource = what the candidate spent up to the rung scaled to the full epochs
+  (``spent * epochs / rung``: epochs of one run cost about the same), averaged over seeds; a peak
+  (memory) is not scaled: it does not grow with epochs;
+* R = min-max normalisation of the projected resource over the group's candidates at this rung,
+  as PePR normalises over a group; projected PePR = performance / (1 + R).
+
+The ``keep`` fraction (rounded up, never fewer than ``min_keep``, never more than there are)
+continues, best projected PePR first. Two rules keep more, never fewer:
+
+* *ties*: a candidate whose projected PePR equals the last kept one's continues too (choosing
+  between equals by name would be arbitrary);
+* *the trend guard*: from the second epoch on, each candidate's selection metric is also
+  extrapolated linearly at its mean gain per epoch since epoch 1 (capped at 1). A candidate that
+  would lead the group if every candidate kept its pace (its extrapolated PePR at least the
+  leader's) continues. Learning curves flatten, so the extrapolation is optimistic: it is used only
+  to rescue a late bloomer (a cheap model still climbing fast), never to stop anyone. One epoch
+  shows no pace, so the guard does not act at a rung of epoch 1.
+
+Failed runs drop out (a candidate whose every seed failed is no candidate); a run without a row
+at the rung epoch failed before it. Light: pandas and numpy only, never torch, and only inside
+the functions that need them: planning imports this module for :func:`adaptive_problems`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from pepr.errors import PeprInputError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
+    import pandas as pd
+
+#: Decisions of :func:`decide_rung`.
+KEPT, STOPPED = "kept", "stopped"
+
+#: The workflow's resources (runs.csv columns) and the history.csv column holding each one's
+#: running total; memory has no per-epoch column (the rung record carries its peak so far).
+HISTORY_RESOURCE: dict[str, str] = {
+    "energy_kwh": "cumulative_energy_kwh",
+    "co2_kg": "cumulative_co2_kg",
+    "train_time_s": "cumulative_time_s",
+}
+
+
+def is_peak(resource: str) -> bool:
+    """Whether a resource is a peak (memory), which an adaptive projection does not scale."""
+    return "memory" in resource.lower()
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The ``adaptive:`` settings: rungs (epochs, ascending, each below ``epochs``), keep
+    fraction in (0, 1], min_keep >= 1."""
+
+    rungs: tuple[int, ...]
+    keep: float
+    min_keep: int = 2
+
+    def __post_init__(self) -> None:
+        problems = policy_problems(list(self.rungs), self.keep, self.min_keep)
+        if problems:
+            raise PeprInputError("; ".join(problems))
+
+
+def policy_problems(rungs: Sequence[object], keep: object, min_keep: object, epochs: int | None = None) -> list[str]:
+    """Every problem of an adaptive policy's settings, as one phrase each (empty: fine)."""
+    problems = []
+    if not isinstance(rungs, (list, tuple)) or not rungs:
+        problems.append(f"rungs {rungs!r}: give a list of epochs, e.g. [1, 3]")
+    else:
+        bad = [r for r in rungs if isinstance(r, bool) or not isinstance(r, int) or r < 1]
+        if bad:
+            problems.append(f"rungs {list(rungs)!r}: each rung is an epoch number >= 1")
+        elif list(rungs) != sorted(set(rungs)):
+            problems.append(f"rungs {list(rungs)!r}: list each epoch once, in increasing order")
+        elif epochs is not None and max(rungs) >= epochs:
+            problems.append(f"rungs {list(rungs)!r}: every rung must be below epochs ({epochs}); the last epoch is the full run")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
+        problems.append(f"keep {keep!r}: give the fraction of candidates kept at each rung, in (0, 1], e.g. 0.34")
+    if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
+        problems.append(f"min_keep {min_keep!r}: give a whole number >= 1")
+    return problems
+
+
+#: The resources an adaptive sweep may project (the workflow's scored resources).
+ADAPTIVE_RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
+
+
+@dataclass(frozen=True)
+class AdaptiveSettings:
+    """A workflow's ``adaptive:`` settings, resolved: the policy, the resource (``report.resource``
+    when not given) and the selection metric (a column of history.csv)."""
+
+    policy: Policy
+    resource: str
+    select_by: str
+
+    @property
+    def history_resource(self) -> str | None:
+        """history.csv's running total of the resource (None for a peak: the rung record has it)."""
+        return HISTORY_RESOURCE.get(self.resource)
+
+
+def adaptive_settings(config: Mapping[str, Any]) -> AdaptiveSettings | None:
+    """The ``adaptive:`` settings of a defaults-filled, checked config; None for a full grid (no rungs)."""
+    given = config.get("adaptive") or {}
+    if not given.get("rungs"):
+        return None
+    resource = given.get("resource") or (config.get("report") or {}).get("resource") or "energy_kwh"
+    return AdaptiveSettings(Policy(tuple(given["rungs"]), float(given["keep"]), int(given["min_keep"])),
+                            resource, given.get("select_by") or "val_accuracy")
+
+
+def adaptive_problems(config: Mapping[str, Any]) -> list[str]:
+    """Problems of a defaults-filled config's ``adaptive:`` settings (planning, ``snakemake -n``):
+    the policy's (:func:`policy_problems`, rungs below ``epochs``), a resource pepr scores, a
+    validation selection metric (selection never looks at the test set)."""
+    given = config.get("adaptive")
+    if not isinstance(given, Mapping) or not given.get("rungs"):
+        return []
+    epochs = config.get("epochs") if isinstance(config.get("epochs"), int) else None
+    problems = [f"adaptive.{p}" for p in policy_problems(given.get("rungs"), given.get("keep", 0.34),
+                                                            given.get("min_keep", 2), epochs)]
+    resource = given.get("resource") or (config.get("report") or {}).get("resource") or "energy_kwh"
+    if resource not in ADAPTIVE_RESOURCES:
+        where = "adaptive.resource" if given.get("resource") else "report.resource (adaptive.resource is not set)"
+        problems.append(f"{where} {resource!r}: an adaptive sweep projects one of {', '.join(ADAPTIVE_RESOURCES)}; "
+                        "set adaptive.resource")
+    select_by = given.get("select_by", "val_accuracy")
+    if isinstance(select_by, str) and not select_by.startswith("val_"):
+        problems.append(f"adaptive.select_by {select_by!r}: select by a validation metric (val_accuracy, ...); "
+                        "selecting by the test set would bias the reported test performance")
+    return problems
+
+
+def kept_count(candidates: int, keep: float, min_keep: int) -> int:
+    """How many of ``candidates`` continue: ``keep`` of them rounded up, at least ``min_keep``."""
+    return min(candidates, max(min_keep, math.ceil(keep * candidates - 1e-9)))
+
+
+def _minmax(values: "np.ndarray") -> "np.ndarray":
+    import numpy as np
+
+    low, high = np.min(values), np.max(values)
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def decide_rung(
+    history: pd.DataFrame,
+    *,
+    rung: int,
+    epochs: int,
+    keep: float,
+    min_keep: int,
+    select_by: str = "val_accuracy",
+    resource: str = "cumulative_energy_kwh",
+    peak: bool = False,
+    model: str = "model",
+    seed: str = "seed",
+    epoch: str = "epoch",
+) -> pd.DataFrame:
+    """One group's decision at one rung: which candidates continue.
+
+    ``history`` holds one row per run (model x seed) and epoch of the group's runs still in
+    contention, with the selection metric ``select_by`` and the running total ``resource`` (a
+    peak so far when ``peak``); rows after ``rung`` are ignored. An optional ``status`` column
+    drops rows that are not ``ok`` (failed or stopped runs). Returns one row per candidate, best
+    projected PePR first: ``model``, ``seeds``, ``metric`` (mean at the rung), ``spent`` (summed
+    over seeds), ``projected_resource``, ``projected_pepr``, ``trend_pepr`` (NaN at rung 1),
+    ``decision`` (``kept``/``stopped``) and ``reason``. Empty when no candidate reached the rung.
+    """
+    import numpy as np
+    import pandas as pd
+
+    columns = ["model", "seeds", "metric", "spent", "projected_resource", "projected_pepr", "trend_pepr", "decision", "reason"]
+    rows = history[history[epoch] <= rung]
+    if "status" in rows.columns:
+        rows = rows[rows["status"].astype(str).str.lower() == "ok"]
+    at_rung = rows[rows[epoch] == rung]
+    if at_rung.empty:
+        return pd.DataFrame(columns=columns)
+    first = rows[rows[epoch] == 1].set_index([model, seed])[select_by]
+    runs = at_rung.set_index([model, seed])
+    per_run = pd.DataFrame({
+        "metric": pd.to_numeric(runs[select_by], errors="coerce"),
+        "spent": pd.to_numeric(runs[resource], errors="coerce"),
+        "first": pd.to_numeric(first.reindex(runs.index), errors="coerce"),
+    })
+    per_run = per_run.dropna(subset=["metric", "spent"])
+    if per_run.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = per_run.groupby(level=0, sort=True)
+    table = pd.DataFrame({
+        "seeds": grouped.size(),
+        "metric": grouped["metric"].mean(),
+        "spent": grouped["spent"].sum(),
+        "mean_spent": grouped["spent"].mean(),
+        "first": grouped["first"].mean(),
+    })
+    table.index.name = "model"
+    scale = 1.0 if peak else epochs / rung
+    table["projected_resource"] = table["mean_spent"] * scale
+    norm = _minmax(table["projected_resource"].to_numpy(dtype=float))
+    table["projected_pepr"] = table["metric"].to_numpy() / (1.0 + norm)
+    if rung >= 2 and epochs > rung:
+        pace = (table["metric"] - table["first"]).clip(lower=0) / (rung - 1)
+        trend = np.minimum(1.0, table["metric"] + pace.fillna(0) * (epochs - rung))
+        table["trend_pepr"] = trend.to_numpy() / (1.0 + norm)
+    else:
+        table["trend_pepr"] = np.nan
+    table = table.reset_index().sort_values(["projected_pepr", "model"], ascending=[False, True], kind="stable")
+    table = table.reset_index(drop=True)
+    count = kept_count(len(table), keep, min_keep)
+    cutoff = table["projected_pepr"].iloc[count - 1]
+    leader_trend = table["trend_pepr"].iloc[0]
+    decisions, reasons = [], []
+    for position, row in table.iterrows():
+        if position < count:
+            decisions.append(KEPT)
+            reasons.append(f"top {count} of {len(table)} by projected PePR")
+        elif math.isclose(row["projected_pepr"], cutoff, rel_tol=1e-12, abs_tol=1e-12):
+            decisions.append(KEPT)
+            reasons.append("tied with the last kept candidate")
+        elif not math.isnan(row["trend_pepr"]) and row["trend_pepr"] >= leader_trend - 1e-12:
+            decisions.append(KEPT)
+            reasons.append("trend guard: at its pace it would lead the group")
+        else:
+            decisions.append(STOPPED)
+            reasons.append(f"projected PePR {row['projected_pepr']:.4f} below the kept {cutoff:.4f}")
+    table["decision"] = decisions
+    table["reason"] = reasons
+    return table[columns]
+
+
+# --------------------------------------------------------------------------------------------
+# Replay on a finished full sweep's per-epoch table
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Columns:
+    """Column names of a histories table (``pepr replay``'s flags)."""
+
+    by: tuple[str, ...] = ("dataset", "init", "fraction")
+    model: str = "model"
+    seed: str = "seed"
+    epoch: str = "epoch"
+    select_by: str = "val_accuracy"
+    performance: str = "test_accuracy"
+    resource: str = "cumulative_energy_kwh"
+
+
+def _best_model(final: pd.DataFrame, cols: Columns, peak_resource: str) -> tuple[str | None, pd.Series]:
+    """Best model by mean PePR over its seeds (runs normalised together), and every model's mean PePR."""
+    import pandas as pd
+
+    if final.empty:
+        return None, pd.Series(dtype=float)
+    perf = final[cols.performance].to_numpy(dtype=float)
+    norm = _minmax(final[peak_resource].to_numpy(dtype=float))
+    pepr = pd.Series(perf / (1.0 + norm), index=final.index).groupby(final[cols.model]).mean()
+    best = sorted(pepr.index, key=lambda m: (-pepr[m], str(m)))[0]
+    return best, pepr
+
+
+def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: bool = False) -> dict[str, object]:
+    """What the adaptive policy does on one group's full per-epoch history.
+
+    The full sweep's final epoch is the group's last; a run without it failed (it drops out of
+    the full sweep's scores and spent what its last row says). Returns ``best_full`` (best mean
+    PePR over the full sweep's finished runs), ``recommended`` (best mean PePR over the runs the
+    policy trains to the end, normalised among them as the adaptive report does), ``pepr_regret``
+    (full-sweep PePR of ``best_full`` minus that of ``recommended``), ``spent``, ``full_spent``,
+    ``resource_share`` and ``rungs`` (the decisions per rung, :func:`decide_rung`'s tables).
+    """
+    epochs = int(history[cols.epoch].max())
+    last = history.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)
+    full_spent = float(last[cols.resource].sum())
+    final = last[last[cols.epoch] == epochs]
+    best_full, full_pepr = _best_model(final, cols, cols.resource)
+    alive = set(history[cols.model].unique())
+    stop_epoch: dict[object, int] = {}
+    decisions = {}
+    for rung in (r for r in policy.rungs if r < epochs):
+        table = decide_rung(history[history[cols.model].isin(alive)], rung=rung, epochs=epochs, keep=policy.keep,
+                            min_keep=policy.min_keep, select_by=cols.select_by, resource=cols.resource, peak=peak,
+                            model=cols.model, seed=cols.seed, epoch=cols.epoch)
+        decisions[rung] = table
+        stop_epoch.update(dict.fromkeys(table.loc[table["decision"] == STOPPED, "model"], rung))
+        alive = set(table.loc[table["decision"] == KEPT, "model"])
+    # each run spent its running total at the epoch it stopped (a failed run: at its last row)
+    stops = history[cols.model].map(lambda m: stop_epoch.get(m, epochs))
+    reached = history[history[cols.epoch] <= stops]
+    spent = float(reached.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)[cols.resource].sum())
+    recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols, cols.resource)
+    regret = float(full_pepr[best_full] - full_pepr[recommended]) if best_full is not None and recommended is not None else math.nan
+    return {
+        "best_full": best_full,
+        "recommended": recommended,
+        "pepr_regret": regret,
+        "spent": spent,
+        "full_spent": full_spent,
+        "resource_share": spent / full_spent if full_spent > 0 else math.nan,
+        "rungs": decisions,
+    }
+
+
+def replay(history: pd.DataFrame, policy: Policy, cols: Columns, peak: bool = False) -> pd.DataFrame:
+    """:func:`replay_group` for every group of ``cols.by``: one row per group (the group columns,
+    ``best_full``, ``recommended``, ``pepr_regret``, ``resource_share``, ``spent``, ``full_spent``)."""
+    import pandas as pd
+
+    rows = []
+    grouped = history.groupby(list(cols.by), sort=True, dropna=False) if cols.by else [((), history)]
+    for key, part in grouped:
+        key = key if isinstance(key, tuple) else (key,)
+        result = replay_group(part, policy, cols, peak)
+        rows.append({**dict(zip(cols.by, key)), **{k: v for k, v in result.items() if k != "rungs"}})
+    return pd.DataFrame(rows, columns=[*cols.by, "best_full", "recommended", "pepr_regret", "resource_share", "spent", "full_spent"])
+
+
+def prepare_histories(
+    raw: pd.DataFrame, cols: Columns, policy: Policy, *, seed_given: bool = True, source: str = "the histories table"
+) -> tuple[pd.DataFrame, Columns]:
+    """Check a per-epoch table for :func:`replay` (raise :class:`PeprInputError` naming the first
+    problem and its fix) and return it with only the rows of finished-or-running runs, plus the
+    columns resolved (``cols.by`` empty: those of dataset, init, fraction present; no seed
+    column when ``seed_given`` is False: one run per model and group).
+
+    The checks are the scoring's (:func:`pepr.results.scoring.validate_score_inputs`: numbers in
+    [0, 1] for the selection metric and performance, a non-negative resource, group columns
+    without holes), plus: whole epochs >= 1, one row per run and epoch, every rung below every
+    group's final epoch; a ``status`` column (ok/failed, any case) drops failed rows.
+    """
+    import pandas as pd
+
+    from pepr.results.aggregate import normalise_status
+    from pepr.results.runs import GROUP_COLUMNS
+    from pepr.results.scoring import validate_score_inputs
+
+    if len(raw) == 0:
+        raise PeprInputError(f"{source} has no rows: there is no sweep to replay")
+    table = raw.copy()
+    table.columns = [str(c) for c in table.columns]
+    by = list(cols.by) or [c for c in GROUP_COLUMNS if c in table.columns]
+    seed = cols.seed
+    if not seed_given and seed not in table.columns:
+        seed = "_seed"
+        table[seed] = 0
+    roles = {"--model": cols.model, "--seed": seed, "--epoch": cols.epoch, "--select-by": cols.select_by,
+             "--performance": cols.performance, "--resource": cols.resource, **{f"--by {b}": b for b in by}}
+    for flag, name in roles.items():
+        if name not in table.columns:
+            shown = ", ".join(list(table.columns)[:40])
+            raise PeprInputError(f"{source} has no column '{name}' ({flag.split()[0]}); name the right one with "
+                                 f"{flag.split()[0]} COL; its columns: {shown}")
+    named = [n for f, n in roles.items() if f not in ("--select-by", "--performance")]
+    clash = sorted({n for n in named if named.count(n) > 1})
+    if clash:
+        raise PeprInputError(f"column '{clash[0]}' is given more than one role; each column has one role")
+    if "status" in table.columns:
+        table["status"] = normalise_status(table["status"], where=source)
+        table = table[table["status"] == "ok"]
+        if table.empty:
+            raise PeprInputError(f"{source} has no successful run (every status is 'failed'): there is nothing to replay")
+    validate_score_inputs(table, cols.performance, [cols.resource], by)
+    if cols.select_by != cols.performance:
+        validate_score_inputs(table, cols.select_by, [cols.resource], by)
+    epochs = pd.to_numeric(table[cols.epoch], errors="coerce")
+    bad = table.index[epochs.isna() | (epochs < 1) | (epochs % 1 != 0)]
+    if len(bad):
+        raise PeprInputError(f"{source}: epoch column '{cols.epoch}' must hold whole numbers >= 1 (1 = the first epoch), "
+                             f"but row {bad[0]} holds {table.loc[bad[0], cols.epoch]!r}")
+    table[cols.epoch] = epochs.astype(int)
+    key = [*by, cols.model, seed, cols.epoch]
+    repeated = table.duplicated(subset=key)
+    if repeated.any():
+        row = table[repeated].iloc[0]
+        raise PeprInputError(f"{source}: run {row[cols.model]!r} seed {row[seed]!r} has epoch {row[cols.epoch]} twice"
+                             + ("" if seed_given or seed != "_seed" else "; name the seed column with --seed COL")
+                             + (f" in group {', '.join(str(row[b]) for b in by)}" if by else "")
+                             + "; one row per run and epoch")
+    finals = table.groupby(by, dropna=False)[cols.epoch].max() if by else pd.Series([table[cols.epoch].max()])
+    shortest = int(finals.min())
+    if max(policy.rungs) >= shortest:
+        raise PeprInputError(f"--rungs {','.join(map(str, policy.rungs))}: every rung must be below the final epoch, "
+                             f"but a group of {source} ends at epoch {shortest}; choose earlier rungs")
+    return table, Columns(by=tuple(by), model=cols.model, seed=seed, epoch=cols.epoch, select_by=cols.select_by,
+                          performance=cols.performance, resource=cols.resource)

@@ -1,0 +1,202 @@
+"""The adaptive policy (pepr.results.adaptive) on constructed histories: fast, no torch."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from pepr.errors import PeprInputError
+from pepr.results.adaptive import Columns, Policy, decide_rung, kept_count, policy_problems, replay, replay_group
+
+
+def histories(curves: dict[str, list[float]], cost: dict[str, float], seeds=(0,), group="g") -> pd.DataFrame:
+    """One row per model, seed and epoch: val = test = the curve, energy = cost per epoch."""
+    rows = []
+    for model, curve in curves.items():
+        for seed in seeds:
+            for epoch, value in enumerate(curve, start=1):
+                rows.append({"dataset": group, "model": model, "seed": seed, "epoch": epoch, "val_accuracy": value,
+                             "test_accuracy": value, "cumulative_energy_kwh": cost[model] * epoch})
+    return pd.DataFrame(rows)
+
+
+def decisions(table: pd.DataFrame) -> dict[str, str]:
+    return dict(zip(table["model"], table["decision"]))
+
+
+def test_clear_winner_kept_the_rest_stopped():
+    curves = {"a": [0.9, 0.92, 0.93, 0.94], "b": [0.6, 0.61, 0.62, 0.62], "c": [0.5, 0.5, 0.5, 0.5],
+              "d": [0.55, 0.56, 0.56, 0.57]}
+    cost = {"a": 1.0, "b": 1.0, "c": 2.0, "d": 3.0}
+    table = decide_rung(histories(curves, cost), rung=1, epochs=4, keep=0.25, min_keep=1)
+    assert decisions(table) == {"a": "kept", "b": "stopped", "c": "stopped", "d": "stopped"}
+    assert table["model"].iloc[0] == "a"
+    # spent so far is one epoch; the projection scales it to the four epochs
+    row = table.set_index("model").loc["d"]
+    assert row["spent"] == pytest.approx(3.0) and row["projected_resource"] == pytest.approx(12.0)
+
+
+def test_projection_normalises_over_candidates_as_pepr_does():
+    table = decide_rung(histories({"cheap": [0.8, 0.8], "dear": [0.9, 0.9]}, {"cheap": 1.0, "dear": 5.0}),
+                        rung=1, epochs=2, keep=0.5, min_keep=1).set_index("model")
+    assert table.loc["cheap", "projected_pepr"] == pytest.approx(0.8)  # R = 0
+    assert table.loc["dear", "projected_pepr"] == pytest.approx(0.45)  # R = 1
+    assert table.loc["cheap", "decision"] == "kept"
+
+
+def test_a_peak_resource_is_not_scaled():
+    frame = histories({"a": [0.8, 0.8], "b": [0.7, 0.7]}, {"a": 1.0, "b": 2.0})
+    frame["memory"] = frame["model"].map({"a": 100.0, "b": 50.0})
+    table = decide_rung(frame, rung=1, epochs=10, keep=0.5, min_keep=1, resource="memory", peak=True).set_index("model")
+    assert table.loc["a", "projected_resource"] == pytest.approx(100.0)
+
+
+def test_late_bloomer_is_kept_by_the_trend_guard():
+    # at the rung, "bloom" is behind "steady" but climbs fast and is as cheap: at its pace it leads
+    curves = {"steady": [0.80, 0.81, 0.81, 0.81, 0.81, 0.81], "bloom": [0.50, 0.60, 0.70, 0.80, 0.90, 0.95],
+              "slow": [0.50, 0.51, 0.52, 0.52, 0.52, 0.52], "dear": [0.80, 0.80, 0.80, 0.80, 0.80, 0.80]}
+    cost = {"steady": 1.0, "bloom": 1.0, "slow": 1.0, "dear": 4.0}
+    table = decide_rung(histories(curves, cost), rung=3, epochs=6, keep=0.25, min_keep=1)
+    found = table.set_index("model")
+    assert found.loc["steady", "decision"] == "kept"
+    assert found.loc["bloom", "decision"] == "kept"
+    assert found.loc["bloom", "reason"].startswith("trend guard")
+    assert found.loc["slow", "decision"] == "stopped" and found.loc["dear", "decision"] == "stopped"
+
+
+def test_no_trend_guard_at_the_first_epoch():
+    curves = {"steady": [0.8, 0.8], "bloom": [0.5, 0.99]}
+    table = decide_rung(histories(curves, {"steady": 1.0, "bloom": 1.0}), rung=1, epochs=2, keep=0.5, min_keep=1)
+    assert decisions(table) == {"steady": "kept", "bloom": "stopped"}
+    assert table["trend_pepr"].isna().all()
+
+
+def test_ties_at_the_cutoff_all_continue():
+    curves = {"a": [0.9, 0.9], "b": [0.7, 0.7], "c": [0.7, 0.7], "d": [0.1, 0.1]}
+    cost = dict.fromkeys(curves, 1.0)
+    table = decide_rung(histories(curves, cost), rung=1, epochs=2, keep=0.5, min_keep=1)
+    assert decisions(table) == {"a": "kept", "b": "kept", "c": "kept", "d": "stopped"}
+    assert table.set_index("model").loc["c", "reason"] == "tied with the last kept candidate"
+
+
+def test_fewer_candidates_than_min_keep_all_continue():
+    table = decide_rung(histories({"a": [0.9, 0.9], "b": [0.1, 0.1]}, {"a": 1.0, "b": 9.0}),
+                        rung=1, epochs=2, keep=0.1, min_keep=3)
+    assert decisions(table) == {"a": "kept", "b": "kept"}
+    assert kept_count(2, 0.1, 3) == 2 and kept_count(10, 0.34, 2) == 4 and kept_count(9, 1 / 3, 1) == 3
+
+
+def test_seeds_of_a_model_are_one_candidate():
+    frame = histories({"a": [0.8, 0.8], "b": [0.7, 0.7]}, {"a": 1.0, "b": 1.0}, seeds=(0, 1, 2))
+    frame.loc[(frame["model"] == "a") & (frame["seed"] == 2), "val_accuracy"] = 0.5  # mean 0.7 for a
+    table = decide_rung(frame, rung=1, epochs=2, keep=0.5, min_keep=1).set_index("model")
+    assert list(table["seeds"]) == [3, 3]
+    assert table.loc["a", "metric"] == pytest.approx(0.7)
+    assert table.loc["a", "spent"] == pytest.approx(3.0)  # summed over seeds
+
+
+def test_failed_and_stopped_runs_drop_out():
+    frame = histories({"a": [0.9, 0.9, 0.9], "b": [0.8, 0.8, 0.8], "c": [0.7, 0.7, 0.7]}, dict.fromkeys("abc", 1.0))
+    frame["status"] = "ok"
+    frame.loc[frame["model"] == "a", "status"] = "failed"
+    frame = frame[~((frame["model"] == "b") & (frame["epoch"] > 1))]  # b's history ends before the rung
+    table = decide_rung(frame, rung=2, epochs=3, keep=0.5, min_keep=1)
+    assert list(table["model"]) == ["c"] and decisions(table) == {"c": "kept"}
+    frame["status"] = "stopped"
+    assert decide_rung(frame, rung=2, epochs=3, keep=0.5, min_keep=1).empty
+
+
+def test_policy_settings_are_checked():
+    assert policy_problems([1, 3], 0.34, 2, epochs=10) == []
+    assert any("below epochs" in p for p in policy_problems([1, 10], 0.34, 2, epochs=10))
+    assert any("increasing" in p for p in policy_problems([3, 1], 0.34, 2))
+    assert any("keep" in p for p in policy_problems([1], 0.0, 2))
+    assert any("min_keep" in p for p in policy_problems([1], 0.5, 0))
+    with pytest.raises(PeprInputError, match="keep"):
+        Policy(rungs=(1,), keep=1.5)
+
+
+def test_replay_spends_a_share_and_finds_the_full_sweeps_best():
+    curves = {"a": [0.9, 0.92, 0.93, 0.94], "b": [0.6, 0.61, 0.62, 0.62], "c": [0.5, 0.5, 0.5, 0.5],
+              "d": [0.55, 0.56, 0.56, 0.57]}
+    cost = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
+    result = replay_group(histories(curves, cost, seeds=(0, 1)), Policy(rungs=(1,), keep=0.25, min_keep=1), Columns(by=()))
+    assert result["best_full"] == "a" and result["recommended"] == "a" and result["pepr_regret"] == 0
+    # a trains 4 epochs, b, c, d one each, two seeds: (4 + 3) / 16
+    assert result["spent"] == pytest.approx(14.0) and result["resource_share"] == pytest.approx(7 / 16)
+
+
+def test_replay_regret_when_the_policy_stops_the_best():
+    # "late" is worst at the rung and best at the end: stopped at epoch 1 (no guard there)
+    curves = {"early": [0.8, 0.8, 0.8], "late": [0.3, 0.7, 0.95], "mid": [0.5, 0.5, 0.5]}
+    table = replay(histories(curves, dict.fromkeys(curves, 1.0)), Policy(rungs=(1,), keep=0.33, min_keep=1),
+                   Columns(by=("dataset",)))
+    row = table.iloc[0]
+    assert (row["best_full"], row["recommended"]) == ("late", "early")
+    assert row["pepr_regret"] == pytest.approx(0.15)
+    assert row["resource_share"] == pytest.approx(5 / 9)
+
+
+def test_replay_one_row_per_group():
+    frame = pd.concat([histories({"a": [0.9, 0.9], "b": [0.5, 0.5]}, {"a": 1.0, "b": 1.0}, group=g) for g in ("x", "y")])
+    table = replay(frame, Policy(rungs=(1,), keep=0.5, min_keep=1), Columns(by=("dataset",)))
+    assert list(table["dataset"]) == ["x", "y"]
+    assert list(table["recommended"]) == ["a", "a"]
+    assert list(table["resource_share"]) == pytest.approx([0.75, 0.75])
+
+
+# ----- the `adaptive:` config keys, checked at planning (snakemake -n) -----
+
+SCHEMA_PATH = __import__("pathlib").Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def config_problems_of(**config) -> list[str]:
+    import pepr.plan.config as pepr_config
+    import pepr.plan.prepare as plan
+
+    schema = pepr_config.load_schema(SCHEMA_PATH)
+    config.setdefault("models", ["resnet18"])
+    config.setdefault("datasets", ["synthetic"])
+    pepr_config.apply_defaults(config, schema)
+    return plan.config_problems(config, schema, catalogue={"models": ["resnet18"], "pretrained": []})
+
+
+def test_adaptive_is_off_by_default_and_a_good_setting_passes():
+    from pepr.results.adaptive import adaptive_settings
+
+    assert config_problems_of() == []
+    assert config_problems_of(epochs=10, adaptive={"rungs": [1, 3], "keep": 0.34}) == []
+    assert adaptive_settings({"adaptive": {"rungs": [], "keep": 0.34, "min_keep": 2}}) is None
+    found = adaptive_settings({"adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 1, "resource": None,
+                                            "select_by": "val_accuracy"}, "report": {"resource": "train_time_s"}})
+    assert found.resource == "train_time_s" and found.history_resource == "cumulative_time_s"
+    assert found.policy == Policy(rungs=(1,), keep=0.5, min_keep=1)
+
+
+@pytest.mark.parametrize(
+    "adaptive, expected",
+    [
+        ({"rungs": [1, 10]}, "below epochs (10)"),
+        ({"rungs": [3, 1]}, "increasing order"),
+        ({"rungs": [0]}, "config key 'adaptive.rungs.0'"),
+        ({"rungs": [1], "keep": 0}, "config key 'adaptive.keep'"),
+        ({"rungs": [1], "keep": 1.5}, "config key 'adaptive.keep'"),
+        ({"rungs": [1], "min_keep": 0}, "config key 'adaptive.min_keep'"),
+        ({"rungs": [1], "resource": "flops"}, "config key 'adaptive.resource'"),
+        ({"rungs": [1], "select_by": "test_accuracy"}, "config key 'adaptive.select_by'"),
+        ({"rungs": [1], "bogus": 1}, "'bogus' was unexpected"),
+    ],
+)
+def test_bad_adaptive_settings_are_refused_at_planning(adaptive, expected):
+    problems = config_problems_of(epochs=10, adaptive=adaptive)
+    assert len(problems) == 1 and expected in problems[0], problems
+
+
+def test_adaptive_checks_the_reports_resource_it_falls_back_to():
+    from pepr.results.adaptive import adaptive_problems
+
+    config = {"epochs": 10, "adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 2, "resource": None,
+                                         "select_by": "test_accuracy"}, "report": {"resource": "flops"}}
+    problems = adaptive_problems(config)
+    assert any("report.resource (adaptive.resource is not set) 'flops'" in p for p in problems)
+    assert any("bias the reported test performance" in p for p in problems)
