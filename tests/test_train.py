@@ -279,9 +279,19 @@ def test_smoke_run_writes_the_contract(smoke):
     assert float(history[-1]["cumulative_energy_kwh"]) == pytest.approx(metrics["energy_kwh"])
     # nothing else in the run folder: no resume checkpoint left, no CodeCarbon files
     # (the lock file and the previous/<stamp>/ archive of this result are part of the run contract)
-    assert sorted(p.name for p in cfg.out_dir.iterdir()) == [".pepr-train.lock", "history.csv", "metrics.json", "previous"]
+    assert sorted(p.name for p in cfg.out_dir.iterdir()) == [
+        ".pepr-train.lock", "history.csv", "metrics.json", "previous", "test_predictions.npz"]
     (archived,) = (cfg.out_dir / "previous").iterdir()
     assert (archived / "metrics.json").read_text() == (cfg.out_dir / "metrics.json").read_text()
+    assert (archived / "test_predictions.npz").read_bytes() == (cfg.out_dir / "test_predictions.npz").read_bytes()
+    # the per-image predictions are the final model's: they give the recorded test accuracy
+    from pepr.results import predictions
+
+    pred = predictions.read(cfg.out_dir / "test_predictions.npz")
+    assert pred.labels.shape == (48,) and pred.probabilities.shape == (48, 2)
+    assert np.allclose(pred.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    correct, _ = predictions.performance_per_image(pred, "test_accuracy")
+    assert correct.mean() == pytest.approx(metrics["test_accuracy"])
     assert cfg.save_model.is_file()
 
 

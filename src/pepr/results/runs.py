@@ -7,7 +7,7 @@ One owner for what used to be coded in several places (grid, train, aggregate):
   :func:`run_folder`, :func:`pretrain_folder`) or parses (:func:`parse_run_path`,
   :func:`parse_pretrain_path`) a run path, and names the columns that identify a run
   (:data:`IDENTITY_COLUMNS`, :data:`GROUP_COLUMNS`),
-* the files of a run folder (:data:`METRICS_FILE`, :data:`HISTORY_FILE`, :data:`RESUME_FILE`,
+* the files of a run folder (:data:`METRICS_FILE`, :data:`HISTORY_FILE`, :data:`PREDICTIONS_FILE`, :data:`RESUME_FILE`,
   :data:`PREVIOUS_DIR`, :data:`LOCK_FILE`),
 * the ``history.csv`` columns and the keys every ``metrics.json`` has (:data:`HISTORY_COLUMNS`,
   :data:`RESULT_KEYS`), the record of a run that could not run (:func:`failed_record`),
@@ -45,6 +45,7 @@ __all__ = [
     "PRETRAIN_DIR",
     "METRICS_FILE",
     "HISTORY_FILE",
+    "PREDICTIONS_FILE",
     "RESUME_FILE",
     "PREVIOUS_DIR",
     "LOCK_FILE",
@@ -88,6 +89,9 @@ PRETRAIN_DIR = "results/pretrain"
 #: checkpoint, the archive of earlier finished results and the lock live beside them.
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+#: The final model's per-image test predictions (:mod:`pepr.results.predictions`): written with a
+#: finished run, archived and restored with it, but not a Snakemake output (older runs lack it).
+PREDICTIONS_FILE = "test_predictions.npz"
 RESUME_FILE = "resume.pt"
 PREVIOUS_DIR = "previous"
 LOCK_FILE = ".pepr-train.lock"
@@ -329,7 +333,7 @@ def history_csv(history: Iterable[Mapping[str, Any]]) -> str:
 
 
 #: The link names pepr checks in a run folder before it writes anything there.
-_WRITTEN_NAMES: tuple[str, ...] = (METRICS_FILE, HISTORY_FILE, RESUME_FILE, LOCK_FILE, PREVIOUS_DIR)
+_WRITTEN_NAMES: tuple[str, ...] = (METRICS_FILE, HISTORY_FILE, PREDICTIONS_FILE, RESUME_FILE, LOCK_FILE, PREVIOUS_DIR)
 
 
 def refuse_links(out_dir: str | os.PathLike, extra: Iterable[str | os.PathLike] = ()) -> None:
@@ -410,14 +414,18 @@ def publish_finished(
 
 
 def archive_result(
-    out_dir: str | os.PathLike, metrics: Mapping[str, Any], history: Iterable[Mapping[str, Any]]
+    out_dir: str | os.PathLike, metrics: Mapping[str, Any], history: Iterable[Mapping[str, Any]],
+    predictions: bytes | None = None,
 ) -> Path:
-    """Write a finished run's history.csv and metrics.json into a new ``previous/<UTC time>/``
-    of ``out_dir`` (not yet into ``out_dir``: see :func:`mark_finished`); returns that folder."""
+    """Write a finished run's history.csv, test_predictions.npz (``predictions``, when given) and
+    metrics.json into a new ``previous/<UTC time>/`` of ``out_dir`` (not yet into ``out_dir``:
+    see :func:`mark_finished`); returns that folder."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     archive = _new_archive_folder(out_dir, time.time())
     atomic_write_text(archive / HISTORY_FILE, history_csv(history))
+    if predictions is not None:
+        write_new_then_replace(archive / PREDICTIONS_FILE, lambda handle: handle.write(predictions))
     atomic_write_json(archive / METRICS_FILE, dict(metrics))
     return archive
 
@@ -428,7 +436,18 @@ def mark_finished(archive: Path, out_dir: str | os.PathLike) -> None:
     else the finished run owes (its saved weights) must be in place before this."""
     out_dir = Path(out_dir)
     place_file(archive / HISTORY_FILE, out_dir / HISTORY_FILE)
+    _place_predictions(archive, out_dir)
     place_file(archive / METRICS_FILE, out_dir / METRICS_FILE)
+
+
+def _place_predictions(archive: Path, out_dir: Path) -> None:
+    """Put the archived test predictions into ``out_dir`` when the archive has them (results
+    archived before pepr wrote them have none); a stale copy of another result is removed."""
+    source = archive / PREDICTIONS_FILE
+    if source.is_file() and not source.is_symlink():
+        place_file(source, out_dir / PREDICTIONS_FILE)
+    else:
+        (out_dir / PREDICTIONS_FILE).unlink(missing_ok=True)
 
 
 def keep_in_archive(archive: Path, weights: Path) -> None:
@@ -489,6 +508,7 @@ def restore_finished(archive: Path, out_dir: str | os.PathLike, weights: Path | 
     if weights is not None:
         place_file(archive / weights.name, weights)
     place_file(archive / HISTORY_FILE, out_dir / HISTORY_FILE)
+    _place_predictions(archive, out_dir)
     place_file(archive / METRICS_FILE, out_dir / METRICS_FILE)
     return _read_archived(out_dir / METRICS_FILE) or {}
 

@@ -237,7 +237,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
             state, model = _train(cfg, setup, model, log, identity)
             if cfg.stop_after is not None:  # adaptive sweeps: a rung reached, the checkpoint kept
                 return adaptive_run.write_rung(cfg.out_dir, cfg.stop_after, record, state.history, state.peak, log)
-            results = _results(cfg, setup, model, state)
+            results, predictions = _results(cfg, setup, model, state)
         except _CannotRun as exc:
             if exc.epoch is not None:
                 record["failed_epoch"] = exc.epoch
@@ -256,7 +256,7 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         # weights, then the run folder's files, metrics.json last: it marks the run finished, so
         # a kill at any point never leaves a finished pretraining without its model.pt (the
         # transfer cells' planning refuses that state as a lost checkpoint).
-        archive = runs.archive_result(cfg.out_dir, record, state.history)
+        archive = runs.archive_result(cfg.out_dir, record, state.history, predictions)
         if cfg.save_model is not None:
             from pepr.train import models
 
@@ -548,17 +548,21 @@ def _read_reserved_epoch2(device: Any, peak: dict[str, Any]) -> Callable[[], Non
     return read
 
 
-def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> dict[str, Any]:
-    """Final performance (last epoch, best-val epoch), energy/CO2/time/memory sums, inference time."""
+def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> tuple[dict[str, Any], bytes]:
+    """Final performance (last epoch, best-val epoch), energy/CO2/time/memory sums, inference
+    time; and the test_predictions.npz bytes of the timed pass (the final model's test outputs)."""
+    from pepr.results import predictions
     from pepr.train import measure
 
     splits, device = setup.splits, setup.device
     eval_batch = eval_batch_size(cfg.batch_size)
     sync(device)  # inference time per image: one timed pass over the full test set, after training
     started = time.perf_counter()
-    predict(model, splits.test_x, splits, setup.precision, eval_batch)
+    logits = predict(model, splits.test_x, splits, setup.precision, eval_batch)
     sync(device)
     inference_s = time.perf_counter() - started
+    scores = logits.sigmoid() if splits.multi_label else logits.softmax(dim=1)
+    test_predictions = predictions.encode(splits.test_y.cpu().numpy(), scores.cpu().numpy())
     history = state.history
     last = history[-1]
     best = max(history, key=lambda row: (row["val_accuracy"], -row["epoch"]))
@@ -603,7 +607,7 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> di
         "energy_per_epoch": [row["epoch_energy_kwh"] for row in history],
         "epoch_midpoints_unix": midpoints,
         **peaks,
-    }
+    }, test_predictions
 
 
 def _seed_everything(seed: int) -> None:
