@@ -24,6 +24,8 @@ class Resource:
         scored: pepr.csv has a PePR variant for it (``pepr_<column>``).
         label: the variant's short label (``PePR-E``); empty when not scored.
         estimate: the column of ``pepr estimate``'s table that predicts it; empty when none does.
+        cumulative: the history.csv column holding its running total after each epoch; empty
+            when history.csv has none (a peak, or a part of the energy).
     """
 
     column: str
@@ -33,6 +35,7 @@ class Resource:
     scored: bool
     label: str = ""
     estimate: str = ""
+    cumulative: str = ""
 
     @property
     def amortised(self) -> bool:
@@ -42,12 +45,15 @@ class Resource:
 
 #: Every resource a run records, in the order they appear in metrics.json and runs.csv.
 RESOURCES: tuple[Resource, ...] = (
-    Resource("energy_kwh", "energy", "kWh", additive=True, scored=True, label="PePR-E", estimate="est_energy_kwh"),
+    Resource("energy_kwh", "energy", "kWh", additive=True, scored=True, label="PePR-E", estimate="est_energy_kwh",
+             cumulative="cumulative_energy_kwh"),
     Resource("cpu_energy_kwh", "CPU energy", "kWh", additive=True, scored=False),
     Resource("gpu_energy_kwh", "GPU energy", "kWh", additive=True, scored=False),
     Resource("ram_energy_kwh", "RAM energy", "kWh", additive=True, scored=False),
-    Resource("co2_kg", "CO2", "kg CO2eq", additive=True, scored=True, label="PePR-C", estimate="est_co2_kg"),
-    Resource("train_time_s", "training time", "s", additive=True, scored=True, label="PePR-T", estimate="est_time_s"),
+    Resource("co2_kg", "CO2", "kg CO2eq", additive=True, scored=True, label="PePR-C", estimate="est_co2_kg",
+             cumulative="cumulative_co2_kg"),
+    Resource("train_time_s", "training time", "s", additive=True, scored=True, label="PePR-T", estimate="est_time_s",
+             cumulative="cumulative_time_s"),
     Resource("peak_memory_mb", "peak memory", "MiB", additive=False, scored=True, label="PePR-M"),
 )
 
@@ -59,6 +65,8 @@ SCORED_RESOURCES: tuple[str, ...] = tuple(r.column for r in RESOURCES if r.score
 AMORTISED_RESOURCES: tuple[str, ...] = tuple(r.column for r in RESOURCES if r.amortised)
 #: Resources that add up over runs (a total over a sweep means something).
 ADDITIVE_RESOURCES: tuple[str, ...] = tuple(r.column for r in RESOURCES if r.additive)
+#: Resources whose running total history.csv records each epoch -> that column.
+CUMULATIVE_COLUMNS: dict[str, str] = {r.column: r.cumulative for r in RESOURCES if r.cumulative}
 #: The scored resources with their variants' short labels.
 RESOURCE_LABELS: dict[str, str] = {r.column: r.label for r in RESOURCES if r.scored}
 

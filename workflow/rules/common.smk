@@ -163,7 +163,7 @@ def train_inputs(wildcards):
     return inputs
 
 
-# ----- issue 17: what retrains a finished cell (pepr.plan.rerun), retraining on purpose -----
+# ----- what retrains a finished cell (pepr.plan.rerun), retraining on purpose -----
 
 # The set of runs and pretraining runs, as a param of the rules reading them all (the profiles
 # have no `input` rerun trigger; this keeps "a cell left the config" a reason to re-aggregate).

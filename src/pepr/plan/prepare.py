@@ -46,7 +46,7 @@ from pepr.columns import MAX_SEED
 #: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
 #: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
 #: seed range and pepr train's checks on every job joined the config check. 3: one model-name
-#: check (pretrained tags too), report settings checked without a report: section (issue 18).
+#: check (pretrained tags too), report settings checked without a report: section.
 VALIDATION_VERSION = 3
 
 

@@ -4,7 +4,7 @@
 the run contract (:mod:`pepr.results.runs`): ``report.resource`` must be a column ``results/pepr.csv``
 scores, ``report.history_performance`` / ``history_resource`` columns ``history.csv`` has,
 ``report.model_metadata`` a readable CSV with the columns the report reads, ``report.seed`` a
-seed numpy takes. A typo used to pass planning and fail only after every training had run.
+seed numpy takes: a typo is found at planning, not after every training has run.
 Stdlib only (the metadata header is read with :mod:`csv`).
 """
 

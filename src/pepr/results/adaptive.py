@@ -40,6 +40,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from pepr.columns import CUMULATIVE_COLUMNS, GROUP_COLUMNS, SCORED_RESOURCES
 from pepr.errors import PeprInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -51,11 +52,7 @@ KEPT, STOPPED = "kept", "stopped"
 
 #: The workflow's resources (runs.csv columns) and the history.csv column holding each one's
 #: running total; memory has no per-epoch column (the rung record carries its peak so far).
-HISTORY_RESOURCE: dict[str, str] = {
-    "energy_kwh": "cumulative_energy_kwh",
-    "co2_kg": "cumulative_co2_kg",
-    "train_time_s": "cumulative_time_s",
-}
+HISTORY_RESOURCE: dict[str, str] = CUMULATIVE_COLUMNS
 
 
 def is_peak(resource: str) -> bool:
@@ -99,7 +96,7 @@ def policy_problems(rungs: Sequence[object], keep: object, min_keep: object, epo
 
 
 #: The resources an adaptive sweep may project (the workflow's scored resources).
-ADAPTIVE_RESOURCES: tuple[str, ...] = ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
+ADAPTIVE_RESOURCES: tuple[str, ...] = SCORED_RESOURCES
 
 
 @dataclass(frozen=True)
@@ -257,7 +254,7 @@ def decide_rung(
 class Columns:
     """Column names of a histories table (``pepr replay``'s flags)."""
 
-    by: tuple[str, ...] = ("dataset", "init", "fraction")
+    by: tuple[str, ...] = GROUP_COLUMNS
     model: str = "model"
     seed: str = "seed"
     epoch: str = "epoch"

@@ -1,6 +1,6 @@
 """The run contract: where a run's files live, what they are called, and how they are written.
 
-One owner for what used to be coded in several places (grid, train, aggregate):
+One owner for what grid, train and aggregate all need:
 
 * the results layout ``results/runs/{dataset}/{init}/{fraction}/{model}/seed{seed}/`` and
   ``results/pretrain/{source}/{model}/``: the only place that builds (:func:`cell_key`,

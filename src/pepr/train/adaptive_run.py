@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from pepr.columns import CUMULATIVE_COLUMNS
 from pepr.errors import PeprInputError
 from pepr.results import runs
 from pepr.results.runs import HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, RESULT_KEYS, json_safe
@@ -52,9 +53,7 @@ def rung_record(base: Mapping[str, Any], rung: int, history: Sequence[Mapping[st
         "rung": rung,
         "epoch": rung,
         **{name: at.get(name) for name in RUNG_METRICS},
-        "train_time_s": at.get("cumulative_time_s"),
-        "energy_kwh": at.get("cumulative_energy_kwh"),
-        "co2_kg": at.get("cumulative_co2_kg"),
+        **{resource: at.get(cumulative) for resource, cumulative in CUMULATIVE_COLUMNS.items()},
         "peak_memory_mb": peak_memory_mb,
         "history": rows,
     })

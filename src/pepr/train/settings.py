@@ -121,7 +121,7 @@ class TrainConfig:
         metavar="PATH",
     )
     # Not a setting of what is trained (no `workflow` role): the workflow passes it as
-    # {params.retrain}, which Snakemake leaves out of the params record (issue 17).
+    # {params.retrain}, which Snakemake leaves out of the params record.
     retrain: bool = _setting(
         False,
         help="train even when OUT/previous/ keeps a finished result of identical settings and data (default: "
