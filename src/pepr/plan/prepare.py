@@ -223,7 +223,7 @@ def report_problems(config: Mapping[str, Any]) -> list[str]:
     from pepr.plan.settings_checks import report_setting_problems
 
     settings = config.get("report")
-    # columns against the run contract, files, seed range (issue 19)
+    # checked against the run contract (columns, files, seed range) before any job runs
     return report_setting_problems(settings) if isinstance(settings, Mapping) else []
 
 
