@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import pepr.plan.config as pepr_config
+import pepr.train.checks as train_checks
 import pepr.plan.grid as grid
 import pepr.plan.prepare as plan
 from pepr.errors import PeprInputError
@@ -181,7 +182,7 @@ def test_all_problems_are_reported_at_once(schema, tmp_path, monkeypatch):
 @pytest.fixture(scope="module")
 def real_catalogue(tmp_path_factory):
     """timm's catalogue (imports timm once, ~3-8 s)."""
-    return pepr_config.timm_catalogue(tmp_path_factory.mktemp("timm-cache"))
+    return train_checks.timm_catalogue(tmp_path_factory.mktemp("timm-cache"))
 
 
 #: Data files a shipped config needs that a clone cannot have: the LIDC-IDRI export is the user's
@@ -228,8 +229,8 @@ def test_snakemake_refuses_a_bad_config_before_scheduling(tmp_path):
     assert not (tmp_path / "results").exists()
 
 
-# --- pepr.plan.config.training_problems: the checks `pepr train` and the workflow share ---
-from pepr.plan.config import training_problems  # noqa: E402
+# --- pepr.train.checks.training_problems: the checks `pepr train` and the workflow share ---
+from pepr.train.checks import training_problems  # noqa: E402
 
 TP_CATALOGUE = {
     "models": ["resnet18", "mobilenetv3_small_050", "tiny_vit"],
@@ -303,7 +304,8 @@ def test_dataset_checked_when_asked(tmp_path):
 
 
 def test_module_does_not_import_torch():
-    code = "import sys, pepr.plan.config; assert 'torch' not in sys.modules and 'timm' not in sys.modules"
+    code = ("import sys, pepr.plan.config, pepr.train.checks; "
+            "assert 'torch' not in sys.modules and 'timm' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -311,8 +313,9 @@ def test_module_does_not_import_torch():
     "change, expected",
     [
         ({"country": "DEN"}, "country 'DEN'"),
-        ({"batch_size": 1}, "batch size"),
-        ({"image_size": 100000}, "image size"),
+        # the schema states the setting's limits (held equal to TrainConfig's by test_settings.py)
+        ({"batch_size": 1}, "config key 'batch_size': 1 is less than the minimum of 2"),
+        ({"image_size": 100000}, "config key 'image_size': 100000 is greater than the maximum of 1024"),
         ({"models": ["resnet18.bogus_tag"]}, "unknown pretrained tag"),
     ],
 )
@@ -330,7 +333,7 @@ def test_workflow_planning_runs_the_training_checks(tmp_path, monkeypatch, chang
 @pytest.mark.parametrize(
     "change, expected",
     [
-        ({"seeds": [0, 2**32]}, "seeds: 4294967296 is outside 0..4294967295"),
+        ({"seeds": [0, 2**32]}, "config key 'seeds.1': 4294967296 is greater than the maximum of 4294967295"),
         ({"device": "cuda:99", "resources": {"train": {"gpu": 1}}}, "device: 'cuda:99' but each train job is given 1 GPU(s)"),
         ({"report": {"figure_formats": 5}}, "report.figure_formats = 5; give a list"),
         ({"report": {"figure_formats": ["gif"]}}, "report.figure_formats = ['gif']"),
@@ -359,11 +362,15 @@ def test_an_unknown_model_is_reported_once(schema):
 
 
 def test_validation_names_live_in_their_owning_module():
-    """Issue 18: pepr.plan.config owns loading and schema, pepr.plan.prepare the config checks; pepr.plan.grid
-    re-exports neither (callers import from the owner)."""
-    for name in ("load_config", "load_schema", "apply_defaults", "schema_problems", "timm_catalogue"):
+    """pepr.plan.config owns loading and schema, pepr.train.checks a run's checks (the engine's and
+    planning's), pepr.plan.prepare the config checks; pepr.plan.grid re-exports none (callers import
+    from the owner)."""
+    for name in ("load_config", "load_schema", "apply_defaults", "schema_problems"):
         assert callable(getattr(pepr_config, name)), name
         assert not hasattr(grid, name), name
+    for name in ("training_problems", "model_problems", "timm_catalogue", "model_catalogue"):
+        assert callable(getattr(train_checks, name)), name
+        assert not hasattr(grid, name) and not hasattr(pepr_config, name), name
     for name in ("config_problems", "check_config", "prepare_grid", "job_problems", "report_problems"):
         assert callable(getattr(plan, name)), name
         assert not hasattr(grid, name) and not hasattr(pepr_config, name), name
@@ -374,7 +381,7 @@ def test_validation_names_live_in_their_owning_module():
 )
 def test_pepr_trains_one_model_catalogue_agrees_with_the_full_one(real_catalogue, model):
     """pepr train asks timm about its one model (fast); the verdict is the workflow's."""
-    from pepr.plan.config import model_catalogue, training_problems
+    from pepr.train.checks import model_catalogue, training_problems
 
     settings = {"model": model, "dataset": "synthetic", "init": "imagenet", "device": "cpu"}
     expected = training_problems(settings, real_catalogue, check_data=False)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 import pepr.plan.config as pepr_config
+import pepr.train.checks as train_checks
 import pepr.plan.grid as grid
 import pepr.plan.prepare as plan
 import pepr.results.runs as runs
@@ -199,13 +200,13 @@ def test_prepare_grid_validates_once_then_uses_its_cache(tmp_path, monkeypatch):
 
 
 def test_timm_catalogue_cache_is_used(tmp_path, monkeypatch):
-    version = pepr_config._timm_version()
+    version = train_checks._timm_version()
     cached = {"models": ["only_this"], "pretrained": [], "pretrained_tags": []}
     (tmp_path / f"timm-{version}.json").write_text(json.dumps(cached))
-    assert pepr_config.timm_catalogue(tmp_path) == cached
+    assert train_checks.timm_catalogue(tmp_path) == cached
     # a cache written before the tags were stored is rebuilt with them
     (tmp_path / f"timm-{version}.json").write_text(json.dumps({"models": ["only_this"], "pretrained": []}))
-    rebuilt = pepr_config.timm_catalogue(tmp_path)
+    rebuilt = train_checks.timm_catalogue(tmp_path)
     assert "resnet18" in rebuilt["models"] and "resnet18.a1_in1k" in rebuilt["pretrained_tags"]
 
 

@@ -110,7 +110,7 @@ def test_memory_check_before_reading(tmp_path, monkeypatch):
 
 
 def test_init_checkpoint_that_is_a_directory(tmp_path):
-    from pepr.plan.config import training_problems
+    from pepr.train.checks import training_problems
 
     problems = training_problems({"model": "resnet18", "dataset": "synthetic", "init": f"checkpoint:{tmp_path}"}, check_data=False)
     assert any("is a directory" in p and "not found" not in p for p in problems), problems

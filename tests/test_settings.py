@@ -119,3 +119,61 @@ def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
     text = planned.stdout + planned.stderr
     assert planned.returncode == 0, text[-6000:]
     assert not re.search(r"^(train_model|pretrain_source)\s+\d+", text, flags=re.MULTILINE), text[-4000:]
+
+
+#: Bounds of a number setting, as JSON Schema and TrainConfig's field metadata both name them.
+_BOUNDS = {"minimum": "minimum", "maximum": "maximum", "exclusiveMinimum": "exclusive_minimum"}
+
+
+def _schema_nodes_of(name: str) -> list[tuple[str, dict, bool]]:
+    """(where, schema node, whether it must state every bound) of the config keys setting ``name``:
+    the top-level key, the list a job's value is drawn from and the transfer key of that name."""
+    properties = SCHEMA["properties"]
+    nodes = []
+    if name in properties:
+        nodes.append((name, properties[name], True))
+    plural = {"fraction": "fractions", "seed": "seeds"}.get(name)
+    if plural:
+        nodes.append((f"{plural}[]", properties[plural]["items"], False))
+    transfer = properties["transfer"]["properties"]
+    if name in transfer:
+        nodes.append((f"transfer.{name}", transfer[name], False))
+    return nodes
+
+
+def test_schema_limits_equal_the_train_config_limits():
+    """A setting's bounds and choices are its field's; the schema states them equal (a list's items and
+    transfer's keys may leave a bound to planning, which checks it with the field's limits)."""
+    checked = 0
+    for item in train_fields():
+        meta = item.metadata
+        for where, node, complete in _schema_nodes_of(item.name):
+            for schema_key, meta_key in _BOUNDS.items():
+                if schema_key in node or complete:
+                    assert node.get(schema_key) == meta.get(meta_key), f"{where}: {schema_key}"
+                    checked += 1
+            if meta.get("choices") is not None:
+                assert node.get("enum") == list(meta["choices"]), where
+                checked += 1
+    assert checked >= 15
+
+
+def test_the_flag_parser_and_the_run_checks_read_the_same_limits():
+    """pepr train's parser and training_problems accept exactly the values inside a setting's limits."""
+    import argparse
+
+    from pepr.cli.args import setting_parser
+    from pepr.train.settings import limit_problem
+
+    cases = {"batch_size": ([2, 512], [1, 0, -4]), "epochs": ([1], [0]), "image_size": ([8, 1024], [7, 1025]),
+             "seed": ([0, MAX_SEED], [-1, MAX_SEED + 1]), "threads": ([1], [0]),
+             "fraction": ([1.0, 0.01], [0.0, 1.5]), "lr": ([1e-9], [0.0, -1.0, float("inf")])}
+    for name, (good, bad) in cases.items():
+        item = next(i for i in train_fields() if i.name == name)
+        parse = setting_parser(item)
+        for value in good:
+            assert parse(str(value)) == value and limit_problem(item, value) is None, (name, value)
+        for value in bad:
+            assert limit_problem(item, value), (name, value)
+            with pytest.raises(argparse.ArgumentTypeError):
+                parse(str(value))

@@ -9,7 +9,7 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pepr"
 
 #: The planning side: config -> validated grid -> the workflow's jobs.
-PLANNING = ("pepr.plan.prepare", "pepr.plan.grid", "pepr.plan.config", "pepr.train.settings", "pepr.train.devices", "pepr.plan.report_settings")
+PLANNING = ("pepr.plan.prepare", "pepr.plan.grid", "pepr.plan.config", "pepr.train.settings", "pepr.train.checks", "pepr.train.devices", "pepr.plan.report_settings")
 
 
 def module_name(path: Path) -> str:
@@ -133,3 +133,16 @@ def test_aggregation_and_scoring_never_import_training():
     for module in ("pepr.results.aggregate", "pepr.results.scoring", "pepr.results.carbon"):
         training = sorted(m for m in _reachable(graph, module) if m.startswith("pepr.train."))
         assert not training, f"{module} imports the training side ({', '.join(training)})"
+
+
+#: Planning's file helpers (stdlib only, no planning logic) the engine still reads.
+_ENGINE_MAY_READ = {"pepr.plan.safeyaml", "pepr.plan.rerun"}
+
+
+def test_the_engine_never_imports_planning():
+    """pepr.train.* runs one training; the checks it shares with planning live in pepr.train.checks."""
+    graph = import_graph()
+    for module, targets in sorted(graph.items()):
+        if module == "pepr.train" or module.startswith("pepr.train."):
+            planning = sorted(t for t in targets if t.startswith("pepr.plan") and t not in _ENGINE_MAY_READ)
+            assert not planning, f"{module} imports planning ({', '.join(planning)})"

@@ -18,7 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pepr.plan.config import apply_defaults, load_config, load_schema, timm_catalogue
+from pepr.plan.config import apply_defaults, load_config, load_schema
+from pepr.train.checks import timm_catalogue
 from pepr.plan.grid import build_grid
 from pepr.plan.prepare import config_problems
 from pepr.results.runs import format_fraction

@@ -140,7 +140,7 @@ def test_validate_lists_every_problem(tmp_path):
         validate_train_config(cfg)
     message = str(info.value)
     for words in (
-        "fraction must be in (0, 1]",
+        "fraction must be a finite number in (0, 1]",
         "epochs must be an integer >= 1",
         "batch size must be",
         "learning rate must be a finite number > 0",
@@ -176,9 +176,12 @@ def test_bad_data_file_fails_before_training(tmp_path):
         (["--fraction", "half"], "--fraction: must be a number, got 'half'"),
         (["--epochs", "2.5"], "--epochs: must be an integer"),
         (["--epochs", "0"], "--epochs: must be >= 1"),
-        (["--batch-size", "-4"], "--batch-size: must be >= 1"),
-        (["--lr", "0"], "--lr: must be a positive number"),
-        (["--seed", "-1"], "--seed: must be >= 0"),
+        (["--batch-size", "-4"], "--batch-size: must be >= 2 (BatchNorm needs 2 samples)"),
+        (["--batch-size", "1"], "--batch-size: must be >= 2"),
+        (["--image-size", "4"], "--image-size: must be in 8..1024"),
+        (["--lr", "0"], "--lr: must be > 0"),
+        (["--lr", "inf"], "--lr: must be > 0"),
+        (["--seed", "-1"], "--seed: must be in 0..4294967295"),
         (["--threads", "0"], "--threads: must be >= 1"),
         (["--init", "warm"], "unknown init 'warm'"),
         (["--country", "Denmark"], "country 'Denmark'"),

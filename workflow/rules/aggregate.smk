@@ -31,6 +31,8 @@ rule aggregate_runs:
         **rule_resources("default"),
     log:
         "results/logs/aggregate_runs.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/aggregate_runs.py"
 
@@ -47,5 +49,7 @@ rule score_runs:
         **rule_resources("default"),
     log:
         "results/logs/score_runs.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/score_runs.py"

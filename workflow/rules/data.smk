@@ -17,6 +17,8 @@ rule download_data:
         data_dir=config["data_dir"],
     log:
         "results/logs/download_data/{medmnist_file}.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/download_data.py"
 
@@ -39,6 +41,8 @@ rule prepare_images:
         **rule_resources("train"),
     log:
         "results/logs/prepare_images/{image_cache}.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/prepare_images.py"
 
@@ -50,5 +54,7 @@ rule fetch_weights:
         model=_alternatives(GRID.imagenet_models),
     log:
         "results/logs/fetch_weights/{model}.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/fetch_weights.py"

@@ -22,6 +22,8 @@ rule estimate_cost:
         **rule_resources("train"),
     log:
         "results/logs/estimate_cost.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/estimate_cost.py"
 
@@ -47,5 +49,7 @@ rule compare_estimate:
         ),
     log:
         "results/logs/compare_estimate.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/compare_estimate.py"

@@ -65,6 +65,8 @@ rule gather_histories:
         carbon_intensity=config["carbon_intensity"],
     log:
         "results/logs/gather_histories.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/report_gather_histories.py"
 
@@ -83,6 +85,8 @@ rule report_tables:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "results/logs/report_tables.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/report_tables.py"
 
@@ -105,6 +109,8 @@ rule report_figures:
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
     log:
         "results/logs/report_figures.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/report_figures.py"
 
@@ -121,6 +127,8 @@ rule report_summary:
         expected=REPORT_EXPECTED,
     log:
         "results/logs/report_summary.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/report_summary.py"
 
@@ -156,6 +164,8 @@ rule write_report_page:
     log:
         "results/logs/write_report_page.log",
     localrule: True
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/report_page.py"
 

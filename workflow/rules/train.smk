@@ -47,6 +47,8 @@ rule pretrain_source:
         **rule_resources("pretrain"),
     log:
         "results/logs/pretrain_source/{source}/{model}.log",
+    conda:
+        "../../envs/pepr.yaml"
     shell:
         TRAIN_COMMAND
 
@@ -69,5 +71,7 @@ rule train_model:
         **rule_resources("train"),
     log:
         "results/logs/train_model/{dataset}/{init}/{fraction}/{model}/seed{seed}.log",
+    conda:
+        "../../envs/pepr.yaml"
     shell:
         TRAIN_COMMAND

@@ -1,18 +1,17 @@
 """argparse value parsers shared by the ``pepr`` sub-commands (one message per kind of bad value).
 
 Each raises :class:`argparse.ArgumentTypeError`, which argparse prints as ``--flag: message``.
-:data:`PARSERS` names them for :class:`pepr.train.settings.TrainConfig`'s field metadata.
+:func:`setting_parser` derives a ``pepr train`` flag's parser from its setting's field.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-from pepr.columns import MAX_SEED
 
 
 def number(text: str, kind: type) -> int | float:
@@ -39,22 +38,6 @@ def non_negative_int(text: str) -> int:
     return value
 
 
-def seed(text: str) -> int:
-    """A seed numpy and torch accept: 0..MAX_SEED."""
-    value = non_negative_int(text)
-    if value > MAX_SEED:
-        raise argparse.ArgumentTypeError(f"must be in 0..{MAX_SEED} (numpy's seed range), got {text}")
-    return value
-
-
-def fraction(text: str) -> float:
-    """A fraction in (0, 1]."""
-    value = number(text, float)
-    if not (0.0 < value <= 1.0):
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
-
-
 def non_negative_float(text: str) -> float:
     """A finite number >= 0."""
     value = number(text, float)
@@ -71,13 +54,22 @@ def positive_float(text: str) -> float:
     return value
 
 
-#: Parser names used in :class:`pepr.train.settings.TrainConfig` metadata (``parse``).
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "positive_int": positive_int,
-    "non_negative_int": non_negative_int,
-    "seed": seed,
-    "fraction": fraction,
-    "non_negative_float": non_negative_float,
-    "positive_float": positive_float,
-    "path": Path,
-}
+def setting_parser(item: dataclasses.Field) -> Callable[[str], Any] | None:
+    """The flag parser of a :class:`pepr.train.settings.TrainConfig` setting, from its field: the
+    kind (``parse``: int, float or path) and the limits the checks on a run use too; None for text."""
+    from pepr.train.settings import limits_text, within_limits
+
+    kind = item.metadata.get("parse")
+    if kind == "path":
+        return Path
+    if kind not in ("int", "float"):
+        return None
+    why = f" ({item.metadata['why']})" if item.metadata.get("why") else ""
+
+    def parse(text: str) -> int | float:
+        value = number(text, int if kind == "int" else float)
+        if not within_limits(item, value):
+            raise argparse.ArgumentTypeError(f"must be {limits_text(item)}{why}, got {text}")
+        return value
+
+    return parse

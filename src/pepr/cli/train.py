@@ -10,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from pepr.cli.args import PARSERS
+from pepr.cli.args import setting_parser
 from pepr.errors import PeprInputError
 from pepr.train.settings import TrainConfig, flag_of, has_default, train_fields
 
@@ -56,8 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                 options["help"] += f" (default: {item.default})"
         else:
             options["required"] = True
-        if meta.get("parse"):
-            options["type"] = PARSERS[meta["parse"]]
+        value_parser = setting_parser(item)
+        if value_parser is not None:
+            options["type"] = value_parser
         for key in ("metavar", "choices", "action"):
             if key in meta:
                 options[key] = meta[key]

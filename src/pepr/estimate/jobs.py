@@ -190,7 +190,8 @@ def jobs_from_config(
     import copy
 
     from pepr.plan import prepare as plan
-    from pepr.plan.config import apply_defaults, load_schema, timm_catalogue
+    from pepr.plan.config import apply_defaults, load_schema
+    from pepr.train.checks import timm_catalogue
 
     schema_path = Path(schema_path)
     if not schema_path.is_file():

@@ -5,43 +5,35 @@ holds it):
 
     pepr.plan.prepare      prepare_grid, config_problems, job_problems, report_problems, the cache
       pepr.plan.grid    cells, pretraining jobs, train_settings (the train rules' params)
-        pepr.plan.config    loading, schema, defaults, training_problems (TrainConfig-level checks)
+        pepr.plan.config    loading, schema, defaults (training_problems: pepr.train.checks)
           pepr.train.settings / pepr.train.devices / pepr.plan.report_settings / pepr.results.runs / pepr.datasets.core ...
 
 :func:`config_problems` lists every problem of a workflow config at once: schema, names, data
 files, ``report:`` settings (:mod:`pepr.plan.report_settings`: planning never imports the report),
-and :func:`pepr.plan.config.training_problems` on every distinct job's settings, so ``snakemake -n``
+and :func:`pepr.train.checks.training_problems` on every distinct job's settings, so ``snakemake -n``
 rejects whatever a job would reject, before a finished cell is scheduled again. A config that
 validated is remembered in the validation cache (``.snakemake/pepr/``). Nothing here imports
-torch; timm is imported only to build :func:`pepr.plan.config.timm_catalogue`'s cache.
+torch; timm is imported only to build :func:`pepr.train.checks.timm_catalogue`'s cache.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pepr.plan.config import (
-    _is_int,
-    _is_number,
-    _timm_version,
-    apply_defaults,
-    load_schema,
-    model_problems,
-    schema_problems,
-    timm_catalogue,
-    training_problems,
-)
+from pepr.plan.config import apply_defaults, load_schema, schema_problems
+from pepr.train.checks import _timm_version, model_problems, timm_catalogue, training_problems
+from pepr.train.settings import limits_text, setting, within_limits
 from pepr.train.devices import cuda_index, device_problems
 from pepr.errors import PeprInputError
 from pepr.plan.grid import INIT_STRATEGIES, Grid, build_grid, dataset_info, expand_cells, pattern_matches, train_settings
 from pepr.plan.report_settings import report_config_from
 from pepr.results.runs import atomic_write_json
-from pepr.columns import MAX_SEED
 
 #: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
 #: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
@@ -53,6 +45,15 @@ VALIDATION_VERSION = 3
 # --------------------------------------------------------------------------------------------
 # Workflow config checks
 # --------------------------------------------------------------------------------------------
+
+
+def _is_int(value: Any) -> bool:
+    # numbers.Integral also admits numpy integers (a TrainConfig built from arrays)
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _dataset_names(specs: Iterable[str], problems: list[str], label: str = "datasets") -> dict[str, str]:
@@ -91,22 +92,20 @@ def config_problems(
     datasets = [d for d in config.get("datasets", []) if isinstance(d, str)] if isinstance(config.get("datasets"), list) else []
     inits = [i for i in config.get("inits", []) if i in INIT_STRATEGIES] if isinstance(config.get("inits"), list) else []
 
+    # a run's fraction limits (TrainConfig's field) on the config's fractions, which the schema
+    # leaves to this check (its message says what a fraction is); the seeds' are the schema's
+    fraction_limits = setting("fraction")
+    fraction_span = limits_text(fraction_limits).removeprefix("in ")
     for fraction in config.get("fractions", []) if isinstance(config.get("fractions"), list) else []:
-        if _is_number(fraction) and not 0 < fraction <= 1:
-            problems.append(f"fractions: {fraction!r} is outside (0, 1]; use e.g. 1.0 for all training data, 0.1 for 10%")
-    # numpy/torch take seeds up to MAX_SEED only; the schema bounds them below
-    for seed in config.get("seeds", []) if isinstance(config.get("seeds"), list) else []:
-        if _is_int(seed) and seed > MAX_SEED:
-            problems.append(f"seeds: {seed} is outside 0..{MAX_SEED} (numpy's seed range)")
+        if _is_number(fraction) and not within_limits(fraction_limits, fraction):
+            problems.append(f"fractions: {fraction!r} is outside {fraction_span}; use e.g. 1.0 for all training data, 0.1 for 10%")
     problems.extend(_device_index_problems(config))
     transfer = config.get("transfer") if isinstance(config.get("transfer"), dict) else {}
-    if _is_int(transfer.get("seed")) and transfer["seed"] > MAX_SEED:
-        problems.append(f"transfer.seed: {transfer['seed']} is outside 0..{MAX_SEED} (numpy's seed range)")
     fraction = transfer.get("fraction")
-    if "transfer" in inits and _is_number(fraction) and not 0 < fraction <= 1:
-        problems.append(f"transfer.fraction: {fraction!r} is outside (0, 1]")
+    if "transfer" in inits and _is_number(fraction) and not within_limits(fraction_limits, fraction):
+        problems.append(f"transfer.fraction: {fraction!r} is outside {fraction_span}")
 
-    # the one model-name check (pepr.plan.config.model_problems): safe characters, then timm's names
+    # the one model-name check (pepr.train.checks.model_problems): safe characters, then timm's names
     reported: set[str] = set()  # models with a problem here are not checked again per job
     without_weights: list[str] = []  # known models that an imagenet cell would need weights for
     for model in models:
@@ -230,7 +229,7 @@ def report_problems(config: Mapping[str, Any]) -> list[str]:
 def _carbon_span_problems(config: Mapping[str, Any]) -> list[str]:
     """A carbon-intensity series must cover at least one job started now running its whole time
     limit (``resources.train.runtime``): a series ending mid-training stopped the run after epochs.
-    (Format problems are reported per job by :func:`pepr.plan.config.training_problems`.)"""
+    (Format problems are reported per job by :func:`pepr.train.checks.training_problems`.)"""
     import time
 
     from pepr.results.carbon import read_carbon_intensity

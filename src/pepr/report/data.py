@@ -428,6 +428,10 @@ class TableSpec:
     #: one-class test set) is left unscored and listed by the report instead of refused; a
     #: user's table given to ``pepr report`` is refused, as ``pepr score`` refuses it.
     skip_undefined_performance: bool = False
+    #: The workflow's pepr.csv only: the table is already scored (rule score_runs, by the same
+    #: performance and resources within the same groups), so its ``X_norm`` / ``pepr_X`` columns
+    #: are read as they are instead of computed again; a user's table is always scored here.
+    scored: bool = False
 
 
 @dataclass
@@ -456,7 +460,9 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     Every problem (an unknown or clashing column, a bad rename, values the scoring refuses)
     raises :class:`~pepr.errors.PeprInputError` naming it and the fix, so the caller can
     check everything before writing anything. Existing ``X_norm`` / ``pepr_X`` columns of the
-    scored resources are recomputed (a ``pepr.csv`` can be reported on again).
+    scored resources are recomputed (a ``pepr.csv`` can be reported on again), except with
+    ``spec.scored`` (the workflow's pepr.csv, scored by its score_runs rule): then they are
+    read as they are, and their absence is the error.
     """
     from pepr.results.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column
     from pepr.results.scoring import norm_column, pepr_column, score
@@ -545,7 +551,15 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         by = [ONE_GROUP]
         if ONE_GROUP in table.columns:
             raise PeprInputError(f"{source} has a column '{ONE_GROUP}' but no group column; name the group columns with --by COL")
-    stale = [c for r in resources for c in (norm_column(r), pepr_column(r)) if c in table.columns]
+    new_columns = [c for r in resources for c in (norm_column(r), pepr_column(r))]
+    stale = [c for c in new_columns if c in table.columns]
+    if spec.scored and len(stale) != len(new_columns):
+        missing = [c for c in new_columns if c not in table.columns]
+        raise PeprInputError(
+            f"{source} lacks the score column(s) {', '.join(missing)} that the workflow's score_runs rule writes; "
+            "rebuild it with that rule (snakemake results/pepr.csv), or report on a runs table with pepr report"
+        )
+    given_scores = table[stale]
     scored_input = table.drop(columns=stale)
     work = scored_input.rename(columns=to_report)
     if seed is None:
@@ -580,15 +594,17 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     # Scored over the successful runs (failed ones keep empty scores), as pepr score scores a
     # table; rows are labelled by their run so that an error names the runs at fault.
     scored = work.copy()
-    for name in (c for r in resources for c in (norm_column(r), pepr_column(r))):
+    for name in new_columns:
         scored[name] = np.nan
-    labels = [f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
-              for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))]
-    successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
-    result = score(successful, performance=performance, resources=resources, by=by)
-    for name in (c for r in resources for c in (norm_column(r), pepr_column(r))):
+    if spec.scored:
+        result = given_scores.loc[ok].apply(pd.to_numeric, errors="coerce")
+    else:
+        labels = [f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
+                  for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))]
+        successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
+        result = score(successful, performance=performance, resources=resources, by=by)
+    for name in new_columns:
         scored.loc[ok, name] = result[name].to_numpy()
-    new_columns = [c for r in resources for c in (norm_column(r), pepr_column(r))]
     out = scored_input.copy()
     for name in new_columns:
         out[name] = scored[name].to_numpy()

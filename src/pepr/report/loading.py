@@ -68,12 +68,15 @@ def load(
     expected: pd.DataFrame | None = None,
     spec: TableSpec | None = None,
 ) -> ReportData:
-    """Read a results table (the workflow's ``pepr.csv``), check and score it as ``spec`` says
-    (None: the workflow's columns, a finished run with an undefined performance listed as not
-    scored) and load the histories: :func:`prepare` of
+    """Read a results table (the workflow's ``pepr.csv``), check it (and score it, unless it is
+    scored) as ``spec`` says and load the histories: :func:`prepare` of
     :func:`~pepr.report.data.prepare_table`, the one path of the workflow and ``pepr report``.
+
+    ``spec`` None: the workflow's pepr.csv, which its score_runs rule scored: its columns, its
+    scores read as they are (not computed again), a finished run with an undefined performance
+    listed as not scored.
     """
     raw = read_table(pepr_csv)
-    spec = spec or TableSpec(performance=cfg.performance, skip_undefined_performance=True)
+    spec = spec or TableSpec(performance=cfg.performance, skip_undefined_performance=True, scored=True)
     prepared = prepare_table(raw, spec, cfg, source=f"'{pepr_csv}'")
     return prepare(prepared, histories, expected)

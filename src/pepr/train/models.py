@@ -149,10 +149,10 @@ def create_model(model: str, init: str, num_classes: int, in_chans: int, image_s
     """
     import timm
 
-    from pepr.plan.config import init_problems, model_catalogue, model_problems
+    from pepr.train.checks import init_problems, model_catalogue, model_problems
 
     spec = parse_init(init)
-    # the one model check (pepr.plan.config), as pepr train and planning run it
+    # the one model check (pepr.train.checks), as pepr train and planning run it
     problems = init_problems(init, check_checkpoint=True)[1] + model_problems(model, spec.kind, model_catalogue(model))
     if problems:
         raise PeprInputError("; ".join(problems))

@@ -82,13 +82,13 @@ if TYPE_CHECKING:  # pragma: no cover
 def validate_train_config(cfg: TrainConfig) -> None:
     """Raise :class:`PeprInputError` listing every problem with ``cfg`` found without training.
 
-    The checks are :func:`pepr.plan.config.training_problems`, the same ones ``snakemake -n`` runs on
+    The checks are :func:`pepr.train.checks.training_problems`, the same ones ``snakemake -n`` runs on
     every job of a sweep: numbers and ranges, device, country, init and checkpoint file, braces
     in paths, the dataset (a MedMNIST file may be downloaded later, so its absence is fine), the
     ``--save-model`` path, the carbon-intensity file, and the timm model name and pretrained tag
     (against timm's catalogue: imports timm, ~3 s).
     """
-    from pepr.plan.config import model_catalogue, training_problems
+    from pepr.train.checks import model_catalogue, training_problems
 
     settings = {item.name: getattr(cfg, item.name) for item in train_fields()}
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())

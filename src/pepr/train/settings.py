@@ -7,11 +7,14 @@ the workflow sets it all live in the field (its ``metadata``); everything else d
 * the train rules' ``params`` and their ``--flag value`` text (:func:`pepr.plan.grid.train_settings`,
   :class:`pepr.plan.grid.TrainSettings`, in the order of the fields below: that order is the text
   finished sweeps recorded, so it must not change);
-* the workflow config's keys of the same name (the schema's ``default`` is held equal to the
-  field's by tests/test_settings.py).
+* the workflow config's keys of the same name (the schema's ``default``, bounds and choices are
+  held equal to the field's by tests/test_settings.py).
 
-The checks on a run's settings are :func:`pepr.plan.config.training_problems` (one set, run by
-``pepr train`` and by planning on every job). Standard library only: the Snakefile imports it.
+A number's limits (``minimum``, ``maximum``, ``exclusive_minimum``, as JSON Schema names them)
+and a text's ``choices`` live in the field too: ``pepr train``'s flag parser
+(:func:`pepr.cli.args.setting_parser`) and the checks on a run's settings
+(:func:`pepr.train.checks.training_problems`, run by ``pepr train`` and by planning on every
+job) both read them through :func:`limit_problem`. Standard library only: the Snakefile imports it.
 
 ``workflow`` metadata says where a workflow job's value comes from:
 
@@ -36,10 +39,13 @@ PRECISIONS = ("fp32", "bf16")
 
 
 def _setting(default: Any = dataclasses.MISSING, *, help: str, workflow: str | None = None, **cli: Any) -> Any:
-    """A TrainConfig field: its default plus the metadata its flag and params derive from.
+    """A TrainConfig field: its default plus the metadata its flag, params and checks derive from.
 
-    ``cli`` holds the argparse details beyond the help text: ``parse`` (a parser name of
-    :data:`pepr.cli.args.PARSERS`), ``metavar``, ``choices``, ``flag`` (when not ``--name-with-dashes``).
+    ``cli`` holds the details beyond the help text: ``parse`` (``int``, ``float`` or ``path``:
+    how the flag's text is read), the limits of a number (``minimum``, ``maximum``,
+    ``exclusive_minimum``, ``why``: the reason a limit has, said with it; ``label``: the
+    setting's name in messages), ``choices``, ``metavar``, ``flag`` (when not
+    ``--name-with-dashes``), ``action``.
     """
     metadata = {"help": help, "workflow": workflow, **cli}
     if default is dataclasses.MISSING:
@@ -55,14 +61,20 @@ class TrainConfig:
     """
 
     model: str = _setting(help="timm model name, e.g. resnet18", workflow="job")
-    epochs: int = _setting(10, help="training epochs", workflow="sweep", parse="positive_int")
-    batch_size: int = _setting(32, help="batch size", workflow="sweep", parse="positive_int")
-    lr: float = _setting(5e-4, help="Adam learning rate", workflow="sweep", parse="positive_float")
+    epochs: int = _setting(10, help="training epochs", workflow="sweep", parse="int", minimum=1)
+    batch_size: int = _setting(
+        32, help="batch size", workflow="sweep", parse="int", minimum=2, why="BatchNorm needs 2 samples", label="batch size"
+    )
+    lr: float = _setting(5e-4, help="Adam learning rate", workflow="sweep", parse="float", exclusive_minimum=0, label="learning rate")
     image_size: int | None = _setting(
         None,
         help="train at this size (resized on the device; default: the stored size)",
         workflow="sweep",
-        parse="positive_int",
+        parse="int",
+        minimum=8,
+        maximum=1024,
+        why="pixels",
+        label="image size",
         metavar="PX",
     )
     device: str = _setting(
@@ -83,9 +95,13 @@ class TrainConfig:
         "scratch", help="scratch | imagenet | checkpoint:PATH", workflow="job", metavar="STRATEGY"
     )
     fraction: float = _setting(
-        1.0, help="stratified fraction of the train split, in (0, 1]", workflow="job", parse="fraction"
+        1.0, help="stratified fraction of the train split, in (0, 1]", workflow="job", parse="float",
+        exclusive_minimum=0, maximum=1,
     )
-    seed: int = _setting(0, help="seed for the subset, init and batch order", workflow="job", parse="seed")
+    seed: int = _setting(
+        0, help="seed for the subset, init and batch order", workflow="job", parse="int", minimum=0, maximum=MAX_SEED,
+        why="numpy's seed range",
+    )
     save_model: Path | None = _setting(
         None,
         help="save the final weights (.pt/.pth/.safetensors), e.g. for --init checkpoint:PATH",
@@ -111,7 +127,7 @@ class TrainConfig:
         help="output folder for metrics.json and history.csv", parse="path", metavar="DIR", flag="--out"
     )
     threads: int | None = _setting(
-        None, help="torch CPU threads (default: all cores this process may use)", parse="positive_int", metavar="N"
+        None, help="torch CPU threads (default: all cores this process may use)", parse="int", minimum=1, metavar="N"
     )
     pretrain_metrics: Path | None = _setting(
         None,
@@ -135,14 +151,16 @@ class TrainConfig:
         help="adaptive sweeps: stop after epoch N (below --epochs) keeping the resume checkpoint and write "
         "OUT/rungN.json (the metrics at epoch N, the resources spent so far) instead of metrics.json; a later "
         "run continues from the checkpoint, training no epoch twice",
-        parse="positive_int",
+        parse="int",
+        minimum=1,
         metavar="N",
     )
     stopped_at: int | None = _setting(
         None,
         help="adaptive sweeps: record this cell as stopped at rung N (status 'stopped', from OUT/rungN.json) "
         "without training, keeping its resume checkpoint; a finished result of this training is kept instead",
-        parse="positive_int",
+        parse="int",
+        minimum=1,
         metavar="N",
     )
 
@@ -175,3 +193,67 @@ def flag_of(item: dataclasses.Field) -> str:
 def has_default(item: dataclasses.Field) -> bool:
     """Whether a setting has a default (without one its flag is required)."""
     return item.default is not dataclasses.MISSING
+
+
+def setting(name: str) -> dataclasses.Field:
+    """The TrainConfig field of the setting ``name``."""
+    for item in train_fields():
+        if item.name == name:
+            return item
+    raise KeyError(name)
+
+
+def limits_text(item: dataclasses.Field) -> str | None:
+    """A number setting's limits in words (``>= 2``, ``> 0``, ``in 8..1024``, ``in (0, 1]``); None without."""
+    meta = item.metadata
+    low, high, above = meta.get("minimum"), meta.get("maximum"), meta.get("exclusive_minimum")
+    if low is not None and high is not None:
+        return f"in {low}..{high}"
+    if above is not None and high is not None:
+        return f"in ({above}, {high}]"
+    if low is not None:
+        return f">= {low}"
+    if above is not None:
+        return f"> {above}"
+    return None
+
+
+def within_limits(item: dataclasses.Field, value: int | float) -> bool:
+    """Whether a number is within the setting's limits (a float must also be finite)."""
+    import math
+
+    meta = item.metadata
+    if isinstance(value, float) and not math.isfinite(value):
+        return False
+    return (
+        (meta.get("minimum") is None or value >= meta["minimum"])
+        and (meta.get("maximum") is None or value <= meta["maximum"])
+        and (meta.get("exclusive_minimum") is None or value > meta["exclusive_minimum"])
+    )
+
+
+def limit_problem(item: dataclasses.Field, value: Any) -> str | None:
+    """One line when ``value`` is not a valid value of the setting (its kind, limits, choices);
+    None when it is, or when it is the setting's default (an unset optional setting is None)."""
+    import numbers
+
+    meta = item.metadata
+    if has_default(item) and value is None and item.default is None:
+        return None
+    label = meta.get("label") or item.name
+    why = f" ({meta['why']})" if meta.get("why") else ""
+    if meta.get("choices") is not None:
+        if value in meta["choices"]:
+            return None
+        return f"{label} must be one of {', '.join(meta['choices'])}, got {value!r}"
+    kind = meta.get("parse")
+    if kind not in ("int", "float"):
+        return None
+    # numbers.Integral also admits numpy integers (a TrainConfig built from arrays)
+    is_int = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    ok_kind = is_int if kind == "int" else isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok_kind and within_limits(item, value):
+        return None
+    words = "an integer" if kind == "int" else "a finite number"
+    limits = limits_text(item)
+    return f"{label} must be {words}{' ' + limits if limits else ''}{why}, got {value!r}"
