@@ -730,3 +730,63 @@ def test_killed_conversions_temp_file_is_removed_and_a_rejected_spec_leaves_no_l
     with pytest.raises(PeprInputError):
         images.prepare(f"folder:{bad}", tmp_path / "data", workers=1)
     assert not list(target.parent.glob(f".{images.cache_path(f'folder:{bad}', tmp_path / 'data').name}.lock"))
+
+
+def test_planning_fingerprint_follows_the_image_contents(tmp_path):
+    """Planning's fingerprint of a converted folder: the converted file's digest while it was
+    made from the files as they are (also for records written before they held a source digest),
+    the sources' digest as soon as a file's content changes (a touch changes nothing)."""
+    root = tmp_path / "fp"
+    write_classes(root)
+    spec, data = f"folder:{root},val=0.2,test=0.2", tmp_path / "data"
+    target = images.prepare(spec, data, workers=1)
+
+    def file_digest(path):
+        return "npz:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    converted = file_digest(target)
+    assert images.planned_digest(spec, data, file_digest) == converted
+    image = root / "a" / "0.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert images.planned_digest(spec, data, file_digest) == converted  # same content
+    Image.fromarray(synthetic_images(1, seed=99)[0]).save(image)
+    changed = images.planned_digest(spec, data, file_digest)
+    assert changed.startswith("sources:") and changed != converted
+    target = images.prepare(spec, data, workers=1)
+    assert images.planned_digest(spec, data, file_digest) == file_digest(target) != converted
+    record = images.read_info(target)
+    del record["source_digest"]  # a record from before: decided by its stat key
+    images.info_path(target).write_text(json.dumps(record))
+    assert images.planned_digest(spec, data, file_digest) == file_digest(target)
+
+
+@pytest.mark.slow
+def test_workflow_retrains_an_edited_folder_in_the_first_run(tmp_path, xrays):
+    """Editing an image of a finished sweep re-converts the folder and retrains its cell in the
+    same run; the run after plans nothing."""
+    import yaml
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    root = tmp_path / "xr"
+    write_folder(root, (xrays[0][::4], xrays[1][::4]))
+    config = {
+        "models": ["test_resnet"], "datasets": [f"folder:{root}"], "inits": ["scratch"], "fractions": [1.0], "seeds": [0],
+        "epochs": 1, "batch_size": 8, "device": "cpu", "data_dir": "data",
+        "resources": {kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")},
+    }
+    config_file = tmp_path / "edit.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    first = _snakemake(work, config_file, "--cores", "1", "results/runs.csv")
+    assert first.returncode == 0, first.stderr[-5000:]
+    (metrics,) = (work / "results" / "runs").glob("*/scratch/*/test_resnet/seed0/metrics.json")
+    before = json.loads(metrics.read_text())
+    edited = next(root.rglob("*.png"))
+    Image.fromarray(255 - np.asarray(Image.open(edited))).save(edited)
+    second = _snakemake(work, config_file, "--cores", "1", "results/runs.csv")
+    assert second.returncode == 0, second.stderr[-5000:]
+    assert "prepare_images" in second.stderr and "train_model" in second.stderr
+    after = json.loads(metrics.read_text())
+    assert after["training_identity"]["data_sha256"] != before["training_identity"]["data_sha256"]
+    dry = _snakemake(work, config_file, "-n", "--cores", "1", "results/runs.csv")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]

@@ -138,6 +138,17 @@ class DatasetKind:
         changed file re-validates (the workflow's validation cache)."""
         return []
 
+    def planned_digest(self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]) -> str | None:
+        """The content fingerprint planning records for the data a job reads (``file_digest``: the
+        digest of a file, cached). Default: the digest of :meth:`file` (None without a file)."""
+        path = self.file(parsed, data_dir)
+        return file_digest(str(path)) if path is not None else None
+
+    def source_changed(self, parsed: DatasetSpec, data_dir: Path | None) -> bool:
+        """For a ``converted`` kind: whether the user's files changed since the conversion (its
+        jobs then wait for the new conversion and retrain in the same run)."""
+        return False
+
     def moved_file_stem(self, spec: str) -> str | None:
         """For a kind whose spec names the user's own file: the file's stem, under which a moved
         file (same name, same content) keeps its finished runs; None for the other kinds."""

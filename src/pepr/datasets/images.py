@@ -538,6 +538,90 @@ def _content_key(parsed: ImageSpec, listing: Listing) -> str:
     return digest.hexdigest()
 
 
+def _source_digest(parsed: ImageSpec, listing: Listing, hashes: Sequence[str]) -> str:
+    """A hash of what a conversion is made of: the spec's settings, every listed file's path and
+    content hash (``hashes``, in listing order), labels and splits; the CSV manifest's content."""
+    digest = hashlib.sha256(json.dumps(parsed.settings(), sort_keys=True).encode())
+    for path in listing.stamp_files:
+        try:
+            digest.update(hashlib.sha1(path.read_bytes()).hexdigest().encode())
+        except OSError:
+            digest.update(b"missing")
+    for path, content in zip(listing.files, hashes):
+        digest.update(f"{path}\0{content}\n".encode())
+    digest.update(json.dumps([listing.labels, listing.splits, listing.class_names], default=str).encode())
+    return digest.hexdigest()
+
+
+def source_digest(spec: str, data_dir: Path | None) -> str:
+    """:func:`_source_digest` of a spec now, for planning: each file's content hash is read from
+    a cache keyed by its stat (size, mtime, inode) beside the converted file, so only new or
+    changed files are read."""
+    parsed = parse_image_spec(spec)
+    listing = scan(parsed, data_dir)
+    cache_file = cache_path(parsed, data_dir).with_suffix(".hashes.json")
+    cache_file = cache_file.with_name("." + cache_file.name)
+    try:
+        known = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    hashes, fresh = [], {}
+    for path in listing.files:
+        try:
+            stat = path.stat()
+        except OSError:
+            hashes.append("missing")
+            continue
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        entry = known.get(str(path))
+        if not (isinstance(entry, list) and entry[:3] == stamp):
+            entry = stamp + [_file_sha1(path)]
+        fresh[str(path)] = entry
+        hashes.append(entry[3])
+    if fresh != known and listing.files:
+        from pepr.results.runs import atomic_write_json
+
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_file, fresh)
+        except OSError:
+            pass  # a read-only data_dir: hashed again next time
+    return _source_digest(parsed, listing, hashes)
+
+
+def _file_sha1(path: Path) -> str:
+    if _special_file(path):
+        return "special"
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
+
+
+def conversion_state(spec: str, data_dir: Path | None) -> str:
+    """Whether a spec's converted data matches its files: ``current`` (made from the files as
+    they are now; also when only the npz was deleted: it is rebuilt byte for byte), ``changed``
+    (a file's content, the list, a label or a split differs, or nothing was converted yet) or
+    ``legacy`` (a record from before it held the sources' digest: its stat key decides at
+    conversion, as it did when it was made)."""
+    record = read_info(cache_path(spec, data_dir))
+    if record is None:
+        return "changed"
+    recorded = record.get("source_digest")
+    if recorded is None:
+        return "legacy"
+    return "current" if recorded == source_digest(spec, data_dir) else "changed"
+
+
+def planned_digest(spec: str, data_dir: Path | None, file_digest) -> str | None:
+    """The content fingerprint planning records for a converted spec's data: the converted
+    file's own digest (``file_digest(path)``) when it was made from the files as they are now,
+    else ``sources:<digest of the files now>``, so that a change retrains the cells that use the
+    data in the same run that converts it again."""
+    target = cache_path(spec, data_dir)
+    if conversion_state(spec, data_dir) == "changed":
+        return f"sources:{source_digest(spec, data_dir)}"
+    return file_digest(str(target)) if target.is_file() else None
+
+
 def is_current(spec: str, data_dir: Path | None) -> bool:
     """True when the converted file exists and its record's content key matches the files now."""
     parsed = parse_image_spec(spec)
@@ -1249,6 +1333,7 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
         record = {
             "spec": spec,
             "content_key": checked.key,
+            "source_digest": _source_digest(parsed, listing, checked.hashes),
             "settings": parsed.settings(),
             "task": "multi-label" if listing.multi_label else ("binary-class" if len(listing.class_names) == 2 else "multi-class"),
             "class_names": listing.class_names,
@@ -1483,6 +1568,12 @@ class ImageKind(DatasetKind):
 
     def stamps(self, parsed: DatasetSpec, data_dir: Path | None) -> list[Any]:
         return [fingerprint(parsed.spec, data_dir)]
+
+    def planned_digest(self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]) -> str | None:
+        return planned_digest(parsed.spec, data_dir, file_digest)
+
+    def source_changed(self, parsed: DatasetSpec, data_dir: Path | None) -> bool:
+        return conversion_state(parsed.spec, data_dir) == "changed"
 
     def prepare_problems(self, spec: str, data_dir: Path | None, workers: int | None) -> list[str]:
         return prepare_problems(spec, data_dir, workers=workers)
