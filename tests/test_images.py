@@ -790,3 +790,68 @@ def test_workflow_retrains_an_edited_folder_in_the_first_run(tmp_path, xrays):
     assert after["training_identity"]["data_sha256"] != before["training_identity"]["data_sha256"]
     dry = _snakemake(work, config_file, "-n", "--cores", "1", "results/runs.csv")
     assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+
+
+def test_training_refuses_images_changed_under_a_running_sweep(tmp_path):
+    """A cache the workflow made is never re-converted by a training job: a content change
+    mid-sweep fails in one line; a cache pepr train made itself is converted again as before."""
+    from pepr.datasets.registry import kind_of
+
+    root = tmp_path / "sweep"
+    write_classes(root)
+    spec, data = f"folder:{root},val=0.2,test=0.2", tmp_path / "data"
+    target = images.prepare(spec, data, workers=1, by_workflow=True)
+    kind = kind_of(spec)
+    assert kind.prepare_problems(spec, data, 1) == []
+    Image.fromarray(synthetic_images(1, seed=7)[0]).save(root / "b" / "2.png")
+    (line,) = kind.prepare_problems(spec, data, 1)
+    assert "changed after the workflow converted them" in line and "run the workflow again" in line and "\n" not in line
+    assert images.read_info(target)["converted_by"] == "workflow"
+    images.prepare(spec, data, workers=1)  # by hand: converted again, and recorded as such
+    Image.fromarray(synthetic_images(1, seed=8)[0]).save(root / "b" / "2.png")
+    assert kind.prepare_problems(spec, data, 1) == []
+
+
+@pytest.mark.slow
+def test_real_pneumoniamnist_with_cross_split_duplicates_trains_with_a_warning(tmp_path):
+    """PneumoniaMNIST's own splits hold byte-identical images; exported as split folders they
+    train (with a warning, recorded in dataset_info), and dedupe=drop-train drops the train copies."""
+    from pepr.train.run import TrainConfig, run_training
+
+    if PNEUMONIA is None:
+        pytest.skip(f"real data not available (pneumoniamnist.npz is absent from {', '.join(map(str, SHARED_CANDIDATES))})")
+    with np.load(PNEUMONIA) as archive:
+        arrays = {split: (archive[f"{split}_images"], archive[f"{split}_labels"].reshape(-1)) for split in ("train", "val", "test")}
+    seen: dict[bytes, str] = {}
+    leaks = []  # (split, index) of images whose bytes are in another split too
+    for split, (x, _) in arrays.items():
+        for i, image in enumerate(x):
+            key = image.tobytes()
+            if key in seen and seen[key] != split:
+                leaks.append((split, i))
+            seen.setdefault(key, split)
+    assert leaks, "PneumoniaMNIST is expected to hold identical images across its splits"
+    root = tmp_path / "pneumonia"
+    for split, (x, y) in arrays.items():
+        keep = set(np.concatenate([np.flatnonzero(y == c)[:24] for c in (0, 1)]).tolist())
+        keep |= {i for s, i in leaks if s == split}
+        keep |= {int(np.flatnonzero((x == arrays[s][0][i]).all(axis=(1, 2)))[0]) for s, i in leaks if (x == arrays[s][0][i]).all(axis=(1, 2)).any()}
+        for i in sorted(keep):
+            folder = root / split / CLASSES[y[i]]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i]).save(folder / f"{i:04d}.png")
+    logged = []
+    metrics = run_training(
+        TrainConfig(model="test_resnet", dataset=f"folder:{root}", out_dir=tmp_path / "run", epochs=1, batch_size=16, data_dir=tmp_path / "data", threads=1),
+        log=logged.append,
+    )
+    assert metrics["status"] == "ok"
+    info = json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset_info"]
+    assert info["duplicates"]["count"] >= 1 and info["dedupe"]["dropped"] == []
+    assert any("identical images in more than one split" in line for line in logged)
+    dedup = run_training(
+        TrainConfig(model="test_resnet", dataset=f"folder:{root},dedupe=drop-train", out_dir=tmp_path / "run2", epochs=1, batch_size=16,
+                    data_dir=tmp_path / "data", threads=1),
+        log=lambda message: None,
+    )
+    assert dedup["status"] == "ok" and dedup["n_train"] < metrics["n_train"]

@@ -1287,16 +1287,35 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> Path:
+def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=None, by_workflow: bool = False) -> Path:
     """Convert a ``folder:``/``csv:`` spec into its cached MedMNIST-layout npz (once) and return
     its path. A current cache (same content key) is returned as is; otherwise every file is
     checked and decoded (``workers`` processes, default: this process's cores) and the npz and
     its JSON record are written atomically. Raises PeprInputError listing every problem (the
-    first 20 files of each kind, then a count) before anything is written."""
-    path, problems = convert(spec, data_dir, workers=workers, log=log)
+    first 20 files of each kind, then a count) before anything is written. ``by_workflow``: the
+    workflow's prepare_images rule converts (recorded: its sweep's jobs then never convert
+    another version of the files, :func:`changed_under_sweep`)."""
+    path, problems = convert(spec, data_dir, workers=workers, log=log, by_workflow=by_workflow)
     if problems:
         raise PeprInputError(_format(spec, problems))
     return path
+
+
+def changed_under_sweep(spec: str, data_dir: Path | None) -> str | None:
+    """One line when the workflow converted this spec and its files' content changed since: a
+    training job then refuses to convert them again (one sweep, one version of the data)."""
+    try:
+        target = cache_path(spec, data_dir)
+    except PeprInputError:
+        return None
+    record = read_info(target)
+    if record is None or record.get("converted_by") != "workflow" or conversion_state(spec, data_dir) != "changed":
+        return None
+    return (
+        f"dataset {spec.strip()!r}: its images changed after the workflow converted them into {target}, while its sweep "
+        "may still be training on that version; run the workflow again (it converts them once more and retrains every "
+        f"cell that used them), or delete {target} to convert them here"
+    )
 
 
 def prepare_problems(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> list[str]:
@@ -1310,7 +1329,7 @@ def prepare_problems(spec: str, data_dir: Path | None, workers: int | None = Non
     return group_problems(spec.strip(), problems)
 
 
-def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> tuple[Path, list[str]]:
+def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=None, by_workflow: bool = False) -> tuple[Path, list[str]]:
     """The conversion behind :func:`prepare`: ``(cache path, problem lines)``; nothing is written
     when there are problems (and no lock file is left), temp files of killed conversions are
     removed first. The images are decoded a chunk at a time straight into the npz being
@@ -1334,6 +1353,7 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
             "spec": spec,
             "content_key": checked.key,
             "source_digest": _source_digest(parsed, listing, checked.hashes),
+            "converted_by": "workflow" if by_workflow else "pepr train",
             "settings": parsed.settings(),
             "task": "multi-label" if listing.multi_label else ("binary-class" if len(listing.class_names) == 2 else "multi-class"),
             "class_names": listing.class_names,
@@ -1535,6 +1555,12 @@ class ImageKind(DatasetKind):
         npz_kind = NpzKind()
         loaded = npz_kind.load(npz_kind.parse(f"npz:{path}"), name, data_dir, False, None, None)
         info = read_info(path) or {}
+        duplicates = info.get("duplicates") or {}
+        if duplicates.get("count") and log is not None:  # said at every training on this data, not only at conversion
+            dropped = (info.get("dedupe") or {}).get("dropped") or []
+            log(f"warning: {spec}: {duplicates['count']} group(s) of identical images in more than one split or class "
+                f"({'dedupe=drop-train dropped ' + str(len(dropped)) + ' train-side copies' if dropped else 'kept; dedupe=drop-train drops the train-side copies'}); "
+                f"they are listed in {path.with_suffix('.json')} and in this run's dataset_info")
         class_names = tuple(info.get("class_names") or loaded.class_names)
         details = {
             "class_names": list(class_names),
@@ -1576,4 +1602,5 @@ class ImageKind(DatasetKind):
         return conversion_state(parsed.spec, data_dir) == "changed"
 
     def prepare_problems(self, spec: str, data_dir: Path | None, workers: int | None) -> list[str]:
-        return prepare_problems(spec, data_dir, workers=workers)
+        changed = changed_under_sweep(spec, data_dir)
+        return [changed] if changed else prepare_problems(spec, data_dir, workers=workers)
