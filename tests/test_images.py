@@ -855,3 +855,13 @@ def test_real_pneumoniamnist_with_cross_split_duplicates_trains_with_a_warning(t
         log=lambda message: None,
     )
     assert dedup["status"] == "ok" and dedup["n_train"] < metrics["n_train"]
+
+
+def test_same_image_in_two_classes_of_one_split_is_flagged(tmp_path):
+    root = tmp_path / "classes"
+    write_classes(root)
+    (root / "b" / "copy.png").write_bytes((root / "a" / "1.png").read_bytes())
+    info = images.read_info(images.prepare(f"folder:{root},val=0.2,test=0.2", tmp_path / "data", workers=1))
+    assert info["duplicates"]["count"] == 1
+    (group,) = info["duplicates"]["groups"]
+    assert sorted(row[2] for row in group) == ["a", "b"] and info["dedupe"]["dropped"] == []
