@@ -7,9 +7,10 @@ the estimate, stamps for the validation cache). The kinds live beside this modul
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class ImageData:
         """Stored (height, width)."""
         return int(self.train_x.shape[2]), int(self.train_x.shape[3])
 
-    def with_train_subset(self, indices: np.ndarray) -> "ImageData":
+    def with_train_subset(self, indices: np.ndarray) -> ImageData:
         """A copy whose train split holds only ``indices`` (val/test untouched)."""
         import dataclasses
 

@@ -46,14 +46,15 @@ import math
 import multiprocessing
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
-from pepr.datasets.npzcheck import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from pepr.datasets.base import DatasetKind, DatasetSpec, ImageData, facts_dict
+from pepr.datasets.npzcheck import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from pepr.errors import PeprInputError
 
 #: Spec prefixes handled here.
