@@ -150,7 +150,8 @@ def peak_rss(root: Path, files: list[Path], args) -> None:
         with open(manifest, "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "label"])
-            writer.writerows([str(path.relative_to(root)), path.parent.name] for path in files[:count])
+            by_number = sorted(files, key=lambda path: path.name)  # both classes in every prefix
+            writer.writerows([str(path.relative_to(root)), path.parent.name] for path in by_number[:count])
         pixels = count * args.size * args.size
         for label, src in sources.items():
             data_dir = root / "data-rss"

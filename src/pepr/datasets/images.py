@@ -1035,7 +1035,7 @@ class Checked:
         return [i for i, s in enumerate(self.splits) if s == split and i not in dropped]
 
 
-def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True) -> Checked:
+def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True, mapping: bool = True) -> Checked:
     """Every problem of an image spec, found before anything is written.
 
     Scan (structure, labels, splits, CSV paths, FIFOs/devices refused by ``stat``), then one read
@@ -1043,6 +1043,7 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
     frames) and a hash of its bytes (identical content in two splits or classes: a warning, or
     dropped from train with ``dedupe=drop-train``); the value range of 16-bit/float images; then,
     when ``decode``, every file decoded (truncated/damaged), a chunk at a time, nothing kept.
+    ``mapping`` False skips the value-range pass (counts only: ``pepr estimate``).
     """
     parsed = parse_image_spec(spec)
     listing = scan(parsed, data_dir)
@@ -1111,7 +1112,8 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
         if file_problems.get("large"):  # decoding them would allocate without bound: refused before any work
             checked.problems = problems + _file_problem_lines(file_problems)
             return checked
-        checked.mapping, checked.intensity = _decide_mapping(parsed, shapes, texts, pool, workers)
+        if mapping or decode:
+            checked.mapping, checked.intensity = _decide_mapping(parsed, shapes, texts, pool, workers)
         if decode:
             ok = sorted(set(shapes) - set(checked.dropped))
             for part, (_, errors) in zip(_chunks_of(ok), _ordered(pool, _read_chunk, [[texts[i] for i in part] for part in _chunks_of(ok)], channels or 1, size or 8, checked.mapping, ahead=2 * workers)):
@@ -1490,7 +1492,7 @@ def dataset_facts(spec: str, data_dir: Path | None) -> dict[str, Any]:
     parsed = parse_image_spec(spec)
     record = read_info(cache_path(parsed, data_dir)) if is_current(spec, data_dir) else None
     if record is None:
-        checked = check(spec, data_dir, workers=1, decode=False)
+        checked = check(spec, data_dir, workers=1, decode=False, mapping=False)
         if checked.problems:
             raise PeprInputError(_format(spec, checked.problems))
         listing = checked.listing
