@@ -270,10 +270,17 @@ def _is_hidden(path: Path) -> bool:
 
 def _special_file(path: Path) -> str | None:
     """One line when ``path`` is a FIFO, device or socket (found with ``stat``, never opened)."""
+    import stat
+
     from pepr.plan.safeyaml import file_kind_problem
 
-    problem = file_kind_problem(path, "image")
-    return f"{problem}; remove it" if problem and " is " in problem and "directory" not in problem else None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or unreadable: reported where the file is read
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return f"{file_kind_problem(path, 'image')}; remove it"
 
 
 def _looks_like_image(path: Path) -> bool:
@@ -1082,7 +1089,8 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
                 continue
             shapes[i] = header
         _duplicates(checked, file_problems)
-        _split_problems(listing, [s if i not in set(checked.dropped) else "dropped" for i, s in enumerate(splits)], parsed, problems)
+        dropped = set(checked.dropped)
+        _split_problems(listing, [s if i not in dropped else "dropped" for i, s in enumerate(splits)], parsed, problems)
         channels = parsed.channels
         if channels is None and shapes:
             by_channels = collections.Counter(shape.channels for shape in shapes.values())
