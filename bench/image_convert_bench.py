@@ -12,6 +12,12 @@ Side by side in one run, interleaved (A B A B ...):
 * ``convert-N``: the same with the job's cores (``--workers``, default all this process may use).
 
 Prints the medians and the ratios convert/pillow. Target: convert <= ~2x pillow.
+
+``--rss``: peak memory instead. Each candidate converts (one worker, a fresh process, cache
+deleted) a ``csv:`` manifest of the first N/4 and of all N files, and prints its peak RSS beside
+the size of the dataset's pixels: the conversion streams chunks into the npz, so its peak must
+not grow with N (target: 100,000 images at 224 px within 2 GB). ``--baseline-src PATH`` adds
+another checkout's ``src`` (e.g. an older pepr) as a side-by-side candidate.
 The PNGs are real PneumoniaMNIST X-rays upscaled to 224 px when ../shared has them, smooth
 noise otherwise (the line says which); they are kept between runs in $TMPDIR/pepr-bench.
 
@@ -60,6 +66,8 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--workers", type=int, default=images.default_workers())
+    parser.add_argument("--rss", action="store_true", help="measure peak RSS of one-worker conversions instead of time")
+    parser.add_argument("--baseline-src", type=Path, help="with --rss: another checkout's src/ to compare against")
     args = parser.parse_args()
 
     stamp = f"png v3 {args.files} {args.size}"
@@ -80,6 +88,9 @@ def main() -> None:
     files = sorted(folder.rglob("*.png"))
     data_dir = root / "data"
     spec = f"folder:{folder}"
+    if args.rss:
+        peak_rss(root, files, args)
+        return
 
     def pillow() -> tuple[float, float]:
         wall, cpu = time.perf_counter(), time.process_time()
@@ -112,6 +123,49 @@ def main() -> None:
         rows.append((label, f"{median:.2f}", f"{median / floor:.2f}x", ", ".join(f"{w:.2f}" for w in timing.wall_s)))
     print_table("conversion vs Pillow decode alone (wall s, median of repeats)", rows, ("candidate", "median s", "vs pillow", "each"))
     assert images.is_current(spec, data_dir)
+
+
+_CHILD = """
+import resource, sys
+from pathlib import Path
+from pepr.datasets import images
+images.prepare(sys.argv[1], Path(sys.argv[2]), workers=1)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+"""
+
+
+def peak_rss(root: Path, files: list[Path], args) -> None:
+    """Peak RSS of one-worker conversions of N/4 and N files, per candidate source tree."""
+    import csv
+    import os
+    import subprocess
+    import sys
+
+    sources = {"this checkout": REPO / "src"}
+    if args.baseline_src:
+        sources["baseline"] = args.baseline_src.resolve()
+    rows = []
+    for count in sorted({max(8, len(files) // 4), len(files)}):
+        manifest = root / f"manifest-{count}.csv"
+        with open(manifest, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label"])
+            by_number = sorted(files, key=lambda path: path.name)  # both classes in every prefix
+            writer.writerows([str(path.relative_to(root)), path.parent.name] for path in by_number[:count])
+        pixels = count * args.size * args.size
+        for label, src in sources.items():
+            data_dir = root / "data-rss"
+            shutil.rmtree(data_dir, ignore_errors=True)
+            wall = time.perf_counter()
+            result = subprocess.run(
+                [sys.executable, "-c", _CHILD, f"csv:{manifest}", str(data_dir)], capture_output=True, text=True,
+                env={**os.environ, "PYTHONPATH": str(src)}, check=True,
+            )
+            peak = int(result.stdout.split()[-1])
+            rows.append((label, str(count), f"{pixels / 2**20:.0f}", f"{peak / 2**20:.0f}", f"{time.perf_counter() - wall:.1f}"))
+    print(machine_line())
+    print(f"{len(files)} PNG files of {args.size} px: {(root / 'what.txt').read_text()}")
+    print_table("peak RSS of a one-worker conversion (fresh process)", rows, ("source", "images", "pixels MiB", "peak RSS MiB", "wall s"))
 
 
 if __name__ == "__main__":

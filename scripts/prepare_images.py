@@ -3,6 +3,8 @@
 pepr.datasets.images.prepare checks every file (all problems listed at once, exit 2) and writes
 DATA_DIR/images/<name>-<hash>.npz plus its JSON record, or does nothing when the cache is
 current (same file list, sizes, mtimes and spec settings). The user's images are only read.
+The record says the workflow made it: a training job of the sweep then refuses to convert
+another version of the images (one sweep, one version of the data).
 """
 
 import sys
@@ -18,6 +20,7 @@ with open(snakemake.log[0], "w", encoding="utf-8") as log:
             Path(snakemake.params.data_dir),
             workers=snakemake.threads,
             log=lambda message: print(message, file=log, flush=True),
+            by_workflow=True,
         )
     except PeprInputError as exc:
         print(f"pepr: {exc}", file=log)

@@ -17,7 +17,6 @@ from pepr.datasets.core import (
     dataset_problems,
     load_dataset,
     make_synthetic,
-    npz_problems,
     parse_dataset_spec,
     stratified_subset,
 )

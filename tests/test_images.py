@@ -728,3 +728,138 @@ def test_killed_conversions_temp_file_is_removed_and_a_rejected_spec_leaves_no_l
     with pytest.raises(PeprInputError):
         images.prepare(f"folder:{bad}", tmp_path / "data", workers=1)
     assert not list(target.parent.glob(f".{images.cache_path(f'folder:{bad}', tmp_path / 'data').name}.lock"))
+
+
+def test_planning_fingerprint_follows_the_image_contents(tmp_path):
+    """Planning's fingerprint of a converted folder: the converted file's digest while it was
+    made from the files as they are (also for records written before they held a source digest),
+    the sources' digest as soon as a file's content changes (a touch changes nothing)."""
+    root = tmp_path / "fp"
+    write_classes(root)
+    spec, data = f"folder:{root},val=0.2,test=0.2", tmp_path / "data"
+    target = images.prepare(spec, data, workers=1)
+
+    def file_digest(path):
+        return "npz:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+    converted = file_digest(target)
+    assert images.planned_digest(spec, data, file_digest) == converted
+    image = root / "a" / "0.png"
+    os.utime(image, ns=(image.stat().st_atime_ns, image.stat().st_mtime_ns + 10**9))
+    assert images.planned_digest(spec, data, file_digest) == converted  # same content
+    Image.fromarray(synthetic_images(1, seed=99)[0]).save(image)
+    changed = images.planned_digest(spec, data, file_digest)
+    assert changed.startswith("sources:") and changed != converted
+    target = images.prepare(spec, data, workers=1)
+    assert images.planned_digest(spec, data, file_digest) == file_digest(target) != converted
+    record = images.read_info(target)
+    del record["source_digest"]  # a record from before: decided by its stat key
+    images.info_path(target).write_text(json.dumps(record))
+    assert images.planned_digest(spec, data, file_digest) == file_digest(target)
+
+
+@pytest.mark.slow
+def test_workflow_retrains_an_edited_folder_in_the_first_run(tmp_path, xrays):
+    """Editing an image of a finished sweep re-converts the folder and retrains its cell in the
+    same run; the run after plans nothing."""
+    import yaml
+
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    root = tmp_path / "xr"
+    write_folder(root, (xrays[0][::4], xrays[1][::4]))
+    config = {
+        "models": ["test_resnet"], "datasets": [f"folder:{root}"], "inits": ["scratch"], "fractions": [1.0], "seeds": [0],
+        "epochs": 1, "batch_size": 8, "device": "cpu", "data_dir": "data",
+        "resources": {kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")},
+    }
+    config_file = tmp_path / "edit.yaml"
+    config_file.write_text(yaml.safe_dump(config))
+    first = _snakemake(work, config_file, "--cores", "1", "results/runs.csv")
+    assert first.returncode == 0, first.stderr[-5000:]
+    (metrics,) = (work / "results" / "runs").glob("*/scratch/*/test_resnet/seed0/metrics.json")
+    before = json.loads(metrics.read_text())
+    edited = next(root.rglob("*.png"))
+    Image.fromarray(255 - np.asarray(Image.open(edited))).save(edited)
+    second = _snakemake(work, config_file, "--cores", "1", "results/runs.csv")
+    assert second.returncode == 0, second.stderr[-5000:]
+    assert "prepare_images" in second.stderr and "train_model" in second.stderr
+    after = json.loads(metrics.read_text())
+    assert after["training_identity"]["data_sha256"] != before["training_identity"]["data_sha256"]
+    dry = _snakemake(work, config_file, "-n", "--cores", "1", "results/runs.csv")
+    assert dry.returncode == 0 and "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:]
+
+
+def test_training_refuses_images_changed_under_a_running_sweep(tmp_path):
+    """A cache the workflow made is never re-converted by a training job: a content change
+    mid-sweep fails in one line; a cache pepr train made itself is converted again as before."""
+    from pepr.datasets.registry import kind_of
+
+    root = tmp_path / "sweep"
+    write_classes(root)
+    spec, data = f"folder:{root},val=0.2,test=0.2", tmp_path / "data"
+    target = images.prepare(spec, data, workers=1, by_workflow=True)
+    kind = kind_of(spec)
+    assert kind.prepare_problems(spec, data, 1) == []
+    Image.fromarray(synthetic_images(1, seed=7)[0]).save(root / "b" / "2.png")
+    (line,) = kind.prepare_problems(spec, data, 1)
+    assert "changed after the workflow converted them" in line and "run the workflow again" in line and "\n" not in line
+    assert images.read_info(target)["converted_by"] == "workflow"
+    images.prepare(spec, data, workers=1)  # by hand: converted again, and recorded as such
+    Image.fromarray(synthetic_images(1, seed=8)[0]).save(root / "b" / "2.png")
+    assert kind.prepare_problems(spec, data, 1) == []
+
+
+@pytest.mark.slow
+def test_real_pneumoniamnist_with_cross_split_duplicates_trains_with_a_warning(tmp_path):
+    """PneumoniaMNIST's own splits hold byte-identical images; exported as split folders they
+    train (with a warning, recorded in dataset_info), and dedupe=drop-train drops the train copies."""
+    from pepr.train.run import TrainConfig, run_training
+
+    if PNEUMONIA is None:
+        pytest.skip(f"real data not available (pneumoniamnist.npz is absent from {', '.join(map(str, SHARED_CANDIDATES))})")
+    with np.load(PNEUMONIA) as archive:
+        arrays = {split: (archive[f"{split}_images"], archive[f"{split}_labels"].reshape(-1)) for split in ("train", "val", "test")}
+    seen: dict[bytes, str] = {}
+    leaks = []  # (split, index) of images whose bytes are in another split too
+    for split, (x, _) in arrays.items():
+        for i, image in enumerate(x):
+            key = image.tobytes()
+            if key in seen and seen[key] != split:
+                leaks.append((split, i))
+            seen.setdefault(key, split)
+    assert leaks, "PneumoniaMNIST is expected to hold identical images across its splits"
+    root = tmp_path / "pneumonia"
+    for split, (x, y) in arrays.items():
+        keep = set(np.concatenate([np.flatnonzero(y == c)[:24] for c in (0, 1)]).tolist())
+        keep |= {i for s, i in leaks if s == split}
+        keep |= {int(np.flatnonzero((x == arrays[s][0][i]).all(axis=(1, 2)))[0]) for s, i in leaks if (x == arrays[s][0][i]).all(axis=(1, 2)).any()}
+        for i in sorted(keep):
+            folder = root / split / CLASSES[y[i]]
+            folder.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(x[i]).save(folder / f"{i:04d}.png")
+    logged = []
+    metrics = run_training(
+        TrainConfig(model="test_resnet", dataset=f"folder:{root}", out_dir=tmp_path / "run", epochs=1, batch_size=16, data_dir=tmp_path / "data", threads=1),
+        log=logged.append,
+    )
+    assert metrics["status"] == "ok"
+    info = json.loads((tmp_path / "run" / "metrics.json").read_text())["dataset_info"]
+    assert info["duplicates"]["count"] >= 1 and info["dedupe"]["dropped"] == []
+    assert any("identical images in more than one split" in line for line in logged)
+    dedup = run_training(
+        TrainConfig(model="test_resnet", dataset=f"folder:{root},dedupe=drop-train", out_dir=tmp_path / "run2", epochs=1, batch_size=16,
+                    data_dir=tmp_path / "data", threads=1),
+        log=lambda message: None,
+    )
+    assert dedup["status"] == "ok" and dedup["n_train"] < metrics["n_train"]
+
+
+def test_same_image_in_two_classes_of_one_split_is_flagged(tmp_path):
+    root = tmp_path / "classes"
+    write_classes(root)
+    (root / "b" / "copy.png").write_bytes((root / "a" / "1.png").read_bytes())
+    info = images.read_info(images.prepare(f"folder:{root},val=0.2,test=0.2", tmp_path / "data", workers=1))
+    assert info["duplicates"]["count"] == 1
+    (group,) = info["duplicates"]["groups"]
+    assert sorted(row[2] for row in group) == ["a", "b"] and info["dedupe"]["dropped"] == []

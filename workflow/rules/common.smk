@@ -137,7 +137,12 @@ def data_inputs(spec):
     ancient(): its timestamp never re-plans a finished cell (`touch`, `cp`, `rsync`); its
     content does, through the train rules' params record (pepr.plan.rerun: a SHA-256 of the file)."""
     path = GRID.data_file(spec)
-    return {"data": ancient(path)} if path is not None else {}
+    if path is None:
+        return {}
+    # Images edited since their conversion: not ancient, so the cells wait for prepare_images and
+    # retrain in this same run (Snakemake never compares the params of a job downstream of one
+    # that reruns, and an ancient input never makes it rerun).
+    return {"data": path if GRID.source_changed(spec) else ancient(path)}
 
 
 # ----- train.smk's input functions -----
@@ -170,7 +175,7 @@ def train_inputs(wildcards):
 GRID_RUNS_DIGEST = pepr_rerun.paths_digest(GRID.metrics_files + GRID.pretrain_metrics_files)
 
 # Content fingerprints of the data files (pepr.plan.rerun), computed once per file and remembered.
-DATA_DIGESTS = pepr_rerun.DataDigests(Path(".snakemake") / "pepr")
+DATA_DIGESTS = pepr_rerun.DataDigests(Path(".snakemake") / "pepr", planned=GRID.planned_digests(config["data_dir"]))
 
 
 def recorded_params(output):

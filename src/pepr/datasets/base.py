@@ -7,9 +7,10 @@ the estimate, stamps for the validation cache). The kinds live beside this modul
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -77,7 +78,7 @@ class ImageData:
         """Stored (height, width)."""
         return int(self.train_x.shape[2]), int(self.train_x.shape[3])
 
-    def with_train_subset(self, indices: np.ndarray) -> "ImageData":
+    def with_train_subset(self, indices: np.ndarray) -> ImageData:
         """A copy whose train split holds only ``indices`` (val/test untouched)."""
         import dataclasses
 
@@ -137,6 +138,17 @@ class DatasetKind:
         """Stamps of the files a validation reads beyond ``data_dir``'s own npz files, so that a
         changed file re-validates (the workflow's validation cache)."""
         return []
+
+    def planned_digest(self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]) -> str | None:
+        """The content fingerprint planning records for the data a job reads (``file_digest``: the
+        digest of a file, cached). Default: the digest of :meth:`file` (None without a file)."""
+        path = self.file(parsed, data_dir)
+        return file_digest(str(path)) if path is not None else None
+
+    def source_changed(self, parsed: DatasetSpec, data_dir: Path | None) -> bool:
+        """For a ``converted`` kind: whether the user's files changed since the conversion (its
+        jobs then wait for the new conversion and retrain in the same run)."""
+        return False
 
     def moved_file_stem(self, spec: str) -> str | None:
         """For a kind whose spec names the user's own file: the file's stem, under which a moved

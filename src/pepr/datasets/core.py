@@ -166,7 +166,7 @@ def stratified_keep(count: int, fraction: float, cls: object = "?") -> int:
     return keep
 
 
-def stratified_subset_size(class_counts: "np.ndarray | list[int] | tuple[int, ...]", fraction: float) -> int:
+def stratified_subset_size(class_counts: np.ndarray | list[int] | tuple[int, ...], fraction: float) -> int:
     """Size of :func:`stratified_subset` for a training split with these per-class counts
     (classes with no sample ignored), without drawing it: the same rule, any seed."""
     if not (0.0 < fraction <= 1.0):

@@ -46,15 +46,16 @@ import math
 import multiprocessing
 import os
 import re
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
 from pepr.columns import MAX_SEED
-from pepr.datasets.npzcheck import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from pepr.datasets.base import DatasetKind, DatasetSpec, ImageData, facts_dict
+from pepr.datasets.npzcheck import MAX_IMAGE_SIDE, MIN_IMAGE_SIDE
 from pepr.errors import PeprInputError
 
 #: Spec prefixes handled here.
@@ -270,10 +271,17 @@ def _is_hidden(path: Path) -> bool:
 
 def _special_file(path: Path) -> str | None:
     """One line when ``path`` is a FIFO, device or socket (found with ``stat``, never opened)."""
+    import stat
+
     from pepr.plan.safeyaml import file_kind_problem
 
-    problem = file_kind_problem(path, "image")
-    return f"{problem}; remove it" if problem and " is " in problem and "directory" not in problem else None
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # missing or unreadable: reported where the file is read
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    return f"{file_kind_problem(path, 'image')}; remove it"
 
 
 def _looks_like_image(path: Path) -> bool:
@@ -537,6 +545,90 @@ def _content_key(parsed: ImageSpec, listing: Listing) -> str:
         digest.update(f"{path}\0{stamp}\n".encode())
     digest.update(json.dumps([listing.labels, listing.splits, listing.class_names], default=str).encode())
     return digest.hexdigest()
+
+
+def _source_digest(parsed: ImageSpec, listing: Listing, hashes: Sequence[str]) -> str:
+    """A hash of what a conversion is made of: the spec's settings, every listed file's path and
+    content hash (``hashes``, in listing order), labels and splits; the CSV manifest's content."""
+    digest = hashlib.sha256(json.dumps(parsed.settings(), sort_keys=True).encode())
+    for path in listing.stamp_files:
+        try:
+            digest.update(hashlib.sha1(path.read_bytes()).hexdigest().encode())
+        except OSError:
+            digest.update(b"missing")
+    for path, content in zip(listing.files, hashes):
+        digest.update(f"{path}\0{content}\n".encode())
+    digest.update(json.dumps([listing.labels, listing.splits, listing.class_names], default=str).encode())
+    return digest.hexdigest()
+
+
+def source_digest(spec: str, data_dir: Path | None) -> str:
+    """:func:`_source_digest` of a spec now, for planning: each file's content hash is read from
+    a cache keyed by its stat (size, mtime, inode) beside the converted file, so only new or
+    changed files are read."""
+    parsed = parse_image_spec(spec)
+    listing = scan(parsed, data_dir)
+    cache_file = cache_path(parsed, data_dir).with_suffix(".hashes.json")
+    cache_file = cache_file.with_name("." + cache_file.name)
+    try:
+        known = json.loads(cache_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        known = {}
+    hashes, fresh = [], {}
+    for path in listing.files:
+        try:
+            stat = path.stat()
+        except OSError:
+            hashes.append("missing")
+            continue
+        stamp = [stat.st_size, stat.st_mtime_ns, stat.st_ino]
+        entry = known.get(str(path))
+        if not (isinstance(entry, list) and entry[:3] == stamp):
+            entry = stamp + [_file_sha1(path)]
+        fresh[str(path)] = entry
+        hashes.append(entry[3])
+    if fresh != known and listing.files:
+        from pepr.results.runs import atomic_write_json
+
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cache_file, fresh)
+        except OSError:
+            pass  # a read-only data_dir: hashed again next time
+    return _source_digest(parsed, listing, hashes)
+
+
+def _file_sha1(path: Path) -> str:
+    if _special_file(path):
+        return "special"
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha1").hexdigest()
+
+
+def conversion_state(spec: str, data_dir: Path | None) -> str:
+    """Whether a spec's converted data matches its files: ``current`` (made from the files as
+    they are now; also when only the npz was deleted: it is rebuilt byte for byte), ``changed``
+    (a file's content, the list, a label or a split differs, or nothing was converted yet) or
+    ``legacy`` (a record from before it held the sources' digest: its stat key decides at
+    conversion, as it did when it was made)."""
+    record = read_info(cache_path(spec, data_dir))
+    if record is None:
+        return "changed"
+    recorded = record.get("source_digest")
+    if recorded is None:
+        return "legacy"
+    return "current" if recorded == source_digest(spec, data_dir) else "changed"
+
+
+def planned_digest(spec: str, data_dir: Path | None, file_digest) -> str | None:
+    """The content fingerprint planning records for a converted spec's data: the converted
+    file's own digest (``file_digest(path)``) when it was made from the files as they are now,
+    else ``sources:<digest of the files now>``, so that a change retrains the cells that use the
+    data in the same run that converts it again."""
+    target = cache_path(spec, data_dir)
+    if conversion_state(spec, data_dir) == "changed":
+        return f"sources:{source_digest(spec, data_dir)}"
+    return file_digest(str(target)) if target.is_file() else None
 
 
 def is_current(spec: str, data_dir: Path | None) -> bool:
@@ -951,7 +1043,7 @@ class Checked:
         return [i for i, s in enumerate(self.splits) if s == split and i not in dropped]
 
 
-def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True) -> Checked:
+def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = True, mapping: bool = True) -> Checked:
     """Every problem of an image spec, found before anything is written.
 
     Scan (structure, labels, splits, CSV paths, FIFOs/devices refused by ``stat``), then one read
@@ -959,6 +1051,7 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
     frames) and a hash of its bytes (identical content in two splits or classes: a warning, or
     dropped from train with ``dedupe=drop-train``); the value range of 16-bit/float images; then,
     when ``decode``, every file decoded (truncated/damaged), a chunk at a time, nothing kept.
+    ``mapping`` False skips the value-range pass (counts only: ``pepr estimate``).
     """
     parsed = parse_image_spec(spec)
     listing = scan(parsed, data_dir)
@@ -997,7 +1090,8 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
                 continue
             shapes[i] = header
         _duplicates(checked, file_problems)
-        _split_problems(listing, [s if i not in set(checked.dropped) else "dropped" for i, s in enumerate(splits)], parsed, problems)
+        dropped = set(checked.dropped)
+        _split_problems(listing, [s if i not in dropped else "dropped" for i, s in enumerate(splits)], parsed, problems)
         channels = parsed.channels
         if channels is None and shapes:
             by_channels = collections.Counter(shape.channels for shape in shapes.values())
@@ -1027,7 +1121,8 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
         if file_problems.get("large"):  # decoding them would allocate without bound: refused before any work
             checked.problems = problems + _file_problem_lines(file_problems)
             return checked
-        checked.mapping, checked.intensity = _decide_mapping(parsed, shapes, texts, pool, workers)
+        if mapping or decode:
+            checked.mapping, checked.intensity = _decide_mapping(parsed, shapes, texts, pool, workers)
         if decode:
             ok = sorted(set(shapes) - set(checked.dropped))
             for part, (_, errors) in zip(_chunks_of(ok), _ordered(pool, _read_chunk, [[texts[i] for i in part] for part in _chunks_of(ok)], channels or 1, size or 8, checked.mapping, ahead=2 * workers)):
@@ -1204,16 +1299,35 @@ def default_workers() -> int:
         return os.cpu_count() or 1
 
 
-def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> Path:
+def prepare(spec: str, data_dir: Path | None, workers: int | None = None, log=None, by_workflow: bool = False) -> Path:
     """Convert a ``folder:``/``csv:`` spec into its cached MedMNIST-layout npz (once) and return
     its path. A current cache (same content key) is returned as is; otherwise every file is
     checked and decoded (``workers`` processes, default: this process's cores) and the npz and
     its JSON record are written atomically. Raises PeprInputError listing every problem (the
-    first 20 files of each kind, then a count) before anything is written."""
-    path, problems = convert(spec, data_dir, workers=workers, log=log)
+    first 20 files of each kind, then a count) before anything is written. ``by_workflow``: the
+    workflow's prepare_images rule converts (recorded: its sweep's jobs then never convert
+    another version of the files, :func:`changed_under_sweep`)."""
+    path, problems = convert(spec, data_dir, workers=workers, log=log, by_workflow=by_workflow)
     if problems:
         raise PeprInputError(_format(spec, problems))
     return path
+
+
+def changed_under_sweep(spec: str, data_dir: Path | None) -> str | None:
+    """One line when the workflow converted this spec and its files' content changed since: a
+    training job then refuses to convert them again (one sweep, one version of the data)."""
+    try:
+        target = cache_path(spec, data_dir)
+    except PeprInputError:
+        return None
+    record = read_info(target)
+    if record is None or record.get("converted_by") != "workflow" or conversion_state(spec, data_dir) != "changed":
+        return None
+    return (
+        f"dataset {spec.strip()!r}: its images changed after the workflow converted them into {target}, while its sweep "
+        "may still be training on that version; run the workflow again (it converts them once more and retrains every "
+        f"cell that used them), or delete {target} to convert them here"
+    )
 
 
 def prepare_problems(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> list[str]:
@@ -1227,7 +1341,7 @@ def prepare_problems(spec: str, data_dir: Path | None, workers: int | None = Non
     return group_problems(spec.strip(), problems)
 
 
-def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=None) -> tuple[Path, list[str]]:
+def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=None, by_workflow: bool = False) -> tuple[Path, list[str]]:
     """The conversion behind :func:`prepare`: ``(cache path, problem lines)``; nothing is written
     when there are problems (and no lock file is left), temp files of killed conversions are
     removed first. The images are decoded a chunk at a time straight into the npz being
@@ -1250,6 +1364,8 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
         record = {
             "spec": spec,
             "content_key": checked.key,
+            "source_digest": _source_digest(parsed, listing, checked.hashes),
+            "converted_by": "workflow" if by_workflow else "pepr train",
             "settings": parsed.settings(),
             "task": "multi-label" if listing.multi_label else ("binary-class" if len(listing.class_names) == 2 else "multi-class"),
             "class_names": listing.class_names,
@@ -1385,7 +1501,7 @@ def dataset_facts(spec: str, data_dir: Path | None) -> dict[str, Any]:
     parsed = parse_image_spec(spec)
     record = read_info(cache_path(parsed, data_dir)) if is_current(spec, data_dir) else None
     if record is None:
-        checked = check(spec, data_dir, workers=1, decode=False)
+        checked = check(spec, data_dir, workers=1, decode=False, mapping=False)
         if checked.problems:
             raise PeprInputError(_format(spec, checked.problems))
         listing = checked.listing
@@ -1451,6 +1567,12 @@ class ImageKind(DatasetKind):
         npz_kind = NpzKind()
         loaded = npz_kind.load(npz_kind.parse(f"npz:{path}"), name, data_dir, False, None, None)
         info = read_info(path) or {}
+        duplicates = info.get("duplicates") or {}
+        if duplicates.get("count") and log is not None:  # said at every training on this data, not only at conversion
+            dropped = (info.get("dedupe") or {}).get("dropped") or []
+            log(f"warning: {spec}: {duplicates['count']} group(s) of identical images in more than one split or class "
+                f"({'dedupe=drop-train dropped ' + str(len(dropped)) + ' train-side copies' if dropped else 'kept; dedupe=drop-train drops the train-side copies'}); "
+                f"they are listed in {path.with_suffix('.json')} and in this run's dataset_info")
         class_names = tuple(info.get("class_names") or loaded.class_names)
         details = {
             "class_names": list(class_names),
@@ -1485,5 +1607,12 @@ class ImageKind(DatasetKind):
     def stamps(self, parsed: DatasetSpec, data_dir: Path | None) -> list[Any]:
         return [fingerprint(parsed.spec, data_dir)]
 
+    def planned_digest(self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]) -> str | None:
+        return planned_digest(parsed.spec, data_dir, file_digest)
+
+    def source_changed(self, parsed: DatasetSpec, data_dir: Path | None) -> bool:
+        return conversion_state(parsed.spec, data_dir) == "changed"
+
     def prepare_problems(self, spec: str, data_dir: Path | None, workers: int | None) -> list[str]:
-        return prepare_problems(spec, data_dir, workers=workers)
+        changed = changed_under_sweep(spec, data_dir)
+        return [changed] if changed else prepare_problems(spec, data_dir, workers=workers)

@@ -4,8 +4,9 @@ through the ``medmnist`` package when missing (the workflow's ``download_data`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from pepr.datasets.base import DatasetKind, DatasetSpec, ImageData, facts_dict
 from pepr.datasets.medmnist_info import default_data_dir

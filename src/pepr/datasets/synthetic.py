@@ -5,8 +5,9 @@ and defaults are :data:`SYNTHETIC_DEFAULTS`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 

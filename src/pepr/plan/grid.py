@@ -124,6 +124,7 @@ class Grid:
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, Cell] = field(init=False, repr=False)
     pretrain_by_key: dict[str, PretrainJob] = field(init=False, repr=False)
+    _source_changed: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.by_key = {cell.key: cell for cell in self.cells}
@@ -169,6 +170,31 @@ class Grid:
         """File -> spec for the MedMNIST datasets the sweep uses (what download_data fetches)."""
         used = {cell.dataset for cell in self.cells} | {job.source for job in self.pretrain_jobs}
         return {item["file"]: spec for spec, item in self.datasets.items() if item["fetched"] and spec in used}
+
+    def planned_digests(self, data_dir: str | os.PathLike | None) -> dict[str, Any]:
+        """Converted file -> its kind's ``planned_digest`` (one argument left: the file-digest
+        function), for :class:`pepr.plan.rerun.DataDigests`."""
+        import functools
+
+        from pepr.datasets.core import parse_dataset_spec
+        from pepr.datasets.registry import kind_of
+
+        root = Path(data_dir) if data_dir is not None else None
+        return {
+            file: functools.partial(kind_of(parsed).planned_digest, parsed, root)
+            for file, parsed in ((file, parse_dataset_spec(spec)) for file, spec in self.converted_files.items())
+        }
+
+    def source_changed(self, spec: str) -> bool:
+        """Whether a converted dataset's files changed since its conversion (asked once per spec)."""
+        if spec not in self._source_changed:
+            from pepr.datasets.core import parse_dataset_spec
+            from pepr.datasets.registry import kind_of
+
+            parsed = parse_dataset_spec(spec)
+            data_dir = self.config.get("data_dir")
+            self._source_changed[spec] = kind_of(parsed).source_changed(parsed, Path(data_dir) if data_dir is not None else None)
+        return self._source_changed[spec]
 
     @property
     def converted_files(self) -> dict[str, str]:

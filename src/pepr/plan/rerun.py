@@ -94,13 +94,28 @@ class DataDigests:
     """Content fingerprints of a sweep's data files, computed at most once per file per process
     (lazily: only when a finished cell's record is compared or a job's record is written)."""
 
-    def __init__(self, cache_dir: str | os.PathLike | None) -> None:
+    def __init__(
+        self, cache_dir: str | os.PathLike | None, planned: Mapping[str, Callable[[Callable[[str], str | None]], str | None]] | None = None
+    ) -> None:
         self.cache_dir = cache_dir
         self._known: dict[str, str | None] = {}
+        # data files built from the user's files (pepr.datasets: a kind's planned_digest): their
+        # fingerprint comes from the sources, asked again once the built file changes
+        self.planned = dict(planned or {})
+        self._planned_known: dict[tuple[str, Any], str | None] = {}
 
     def __call__(self, path: str | None) -> str | None:
         if path is None:
             return None
+        if path in self.planned:
+            try:
+                stat = os.stat(path)
+                stamp: Any = (stat.st_size, stat.st_mtime_ns)
+            except OSError:
+                stamp = None
+            if (path, stamp) not in self._planned_known:
+                self._planned_known[(path, stamp)] = self.planned[path](lambda file: file_sha256(file, self.cache_dir))
+            return self._planned_known[(path, stamp)]
         if path not in self._known:
             self._known[path] = file_sha256(path, self.cache_dir)
         return self._known[path]
