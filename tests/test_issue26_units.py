@@ -1,0 +1,125 @@
+"""Rerun promises, fast tier: independent archives verified by hash, lost and edited results
+found for repair, and the rule logic that used to sit in common.smk (pepr.plan.rules)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+
+from pepr.errors import PeprInputError
+from pepr.plan import rules
+from pepr.results import runs
+
+METRICS, HISTORY = {"status": "ok", "training_identity": {"model": "m"}}, [{"epoch": 1, "train_loss": 0.5}]
+
+
+def published(tmp_path: Path) -> tuple[Path, Path]:
+    out = tmp_path / "run"
+    archive = runs.publish_finished(out, METRICS, HISTORY)
+    return out, archive
+
+
+def test_archive_holds_independent_copies_with_their_sums(tmp_path):
+    out, archive = published(tmp_path)
+    for name in ("metrics.json", "history.csv"):
+        assert os.stat(out / name).st_ino != os.stat(archive / name).st_ino
+        assert (out / name).read_bytes() == (archive / name).read_bytes()
+    sums = (archive / runs.SUMS_FILE).read_text().splitlines()
+    assert sorted(line.split("  ")[1] for line in sums) == ["history.csv", "metrics.json"]
+    assert runs.archive_intact(archive)
+
+
+def test_edit_in_place_leaves_the_archive_intact_and_is_found(tmp_path):
+    out, archive = published(tmp_path)
+    assert runs.result_damage(out) is None
+    with open(out / "metrics.json", "r+b") as handle:  # `: > metrics.json`
+        handle.truncate(0)
+    assert runs.result_damage(out) == "edited"
+    assert runs.archive_intact(archive) and runs.find_finished(out, {"model": "m"}) == archive
+    runs.restore_finished(archive, out)
+    assert runs.result_damage(out) is None
+    assert (out / "metrics.json").read_bytes() == (archive / "metrics.json").read_bytes()
+
+
+def test_same_content_with_a_new_time_is_no_damage(tmp_path):
+    out, _ = published(tmp_path)
+    os.utime(out / "history.csv", (1, 1))  # `touch`, `cp` without -p: the content is what counts
+    assert runs.result_damage(out) is None
+
+
+def test_lost_result_is_found_and_a_pending_cell_is_not(tmp_path):
+    out, _ = published(tmp_path)
+    (out / "metrics.json").unlink()
+    assert runs.result_damage(out) == "lost"
+    pending = tmp_path / "pending"
+    pending.mkdir()
+    assert runs.result_damage(pending) is None and runs.result_damage(tmp_path / "absent") is None
+    assert rules.outputs_to_repair([str(out), str(pending)]) == {str(out / "metrics.json"): "lost"}
+
+
+def test_damaged_archive_is_never_restored(tmp_path):
+    out, archive = published(tmp_path)
+    (archive / "metrics.json").write_text('{"status": "ok", "training_identity": {"model": "m"}, "edited": 1}')
+    assert not runs.archive_intact(archive)
+    assert runs.find_finished(out, {"model": "m"}) is None
+
+
+def test_archive_of_an_earlier_pepr_without_sums_still_restores(tmp_path):
+    out, archive = published(tmp_path)
+    (archive / runs.SUMS_FILE).unlink()
+    assert runs.archive_intact(archive) and runs.find_finished(out, {"model": "m"}) == archive
+    # hard links (an earlier pepr's layout): same inode, never "edited"
+    for name in ("metrics.json", "history.csv"):
+        (out / name).unlink()
+        os.link(archive / name, out / name)
+    assert runs.result_damage(out) is None
+
+
+def test_weights_are_restored_as_a_link(tmp_path):
+    out, archive = published(tmp_path)
+    (archive / "model.pt").write_bytes(b"w" * 10)
+    (out / "metrics.json").unlink()
+    runs.restore_finished(archive, out, out / "model.pt")
+    assert os.stat(out / "model.pt").st_ino == os.stat(archive / "model.pt").st_ino
+
+
+@pytest.mark.parametrize(
+    "value, expected",
+    [("true", True), (" Yes ", True), ("1", True), ("false", False), ("no", False), ("null", None), ("None", None),
+     (True, True), (None, None), ("maybe", "maybe")],
+)
+def test_retrain_words(value, expected):
+    assert rules.retrain_choice(value) == expected
+
+
+def test_gpus_given_prefers_the_override_and_a_function_counts_as_one():
+    resources = {"train": {"gpu": 0}, "pretrain": {"gpu": 0}}
+    assert rules.train_gpus_given({}, resources) == 0
+    assert rules.train_gpus_given({"train_model": 1}, resources) == 1
+    assert rules.train_gpus_given({"pretrain_source": "2"}, resources) == 2
+    assert rules.train_gpus_given({"train_model": lambda wildcards: 1}, resources) == 1
+    assert rules.train_gpus_given({}, {"train": {"gpu": 1}, "pretrain": {"gpu": 0}}) == 1
+
+
+def test_cache_homes(tmp_path):
+    inside = rules.cache_homes(str(tmp_path / "w"), {})
+    assert inside == {"HF_HOME": str(tmp_path / "w" / "huggingface"), "TORCH_HOME": str(tmp_path / "w" / "torch")}
+    assert rules.cache_homes(None, {"HF_HOME": "/h", "XDG_CACHE_HOME": "/x"}) == {"HF_HOME": "/h", "TORCH_HOME": "/x/torch"}
+
+
+def test_lost_checkpoint_of_a_finished_pretraining_stops_planning(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    pretrain = SimpleNamespace(
+        metrics="pre/metrics.json", checkpoint="pre/model.pt", directory="pre", model="m"
+    )
+    cell = SimpleNamespace(metrics="cell/metrics.json", key="cell", pretrain=pretrain)
+    rules.check_checkpoint(cell)  # nothing finished yet: fine
+    Path("pre").mkdir()
+    Path("pre/metrics.json").write_text('{"status": "ok"}')
+    with pytest.raises(PeprInputError, match="pre/model.pt is missing"):
+        rules.check_checkpoint(cell)
+    Path("pre/metrics.json").write_text('{"status": "failed"}')
+    rules.check_checkpoint(cell)  # a failed pretraining has no weights: its cells record that
