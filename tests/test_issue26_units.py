@@ -123,3 +123,28 @@ def test_lost_checkpoint_of_a_finished_pretraining_stops_planning(tmp_path, monk
         rules.check_checkpoint(cell)
     Path("pre/metrics.json").write_text('{"status": "failed"}')
     rules.check_checkpoint(cell)  # a failed pretraining has no weights: its cells record that
+
+
+def test_half_a_result_without_an_archive_is_lost(tmp_path):
+    out = tmp_path / "old"
+    out.mkdir()
+    (out / "history.csv").write_text("epoch\n1\n")  # an earlier pepr's run, its metrics.json removed
+    assert runs.result_damage(out) == "lost"
+
+
+def test_status_never_opens_a_fifo_and_advises_the_repair(tmp_path):
+    from pepr.results import status
+
+    out = tmp_path / "results" / "runs" / "d" / "scratch" / "1.0" / "m" / "seed0"
+    out.mkdir(parents=True)
+    os.mkfifo(out / "metrics.json")
+    os.mkfifo(out / ".pepr-train.lock")
+    with pytest.raises(OSError, match="not a regular file"):
+        status.open_regular(out / "metrics.json")
+    found = status.collect_status(
+        [("cell", "runs/d/scratch/1.0/m/seed0", "m", "results/runs/d/scratch/1.0/m/seed0/metrics.json")],
+        results_dir=tmp_path / "results", snakemake_dir=tmp_path / ".snakemake", use_squeue=False,
+    )
+    (cell,) = found.cells
+    assert cell.state == "failed" and "is not a regular file" in cell.reason
+    assert "run the same snakemake command" in cell.reason and "previous/" in cell.reason

@@ -490,12 +490,13 @@ def result_damage(out_dir: str | os.PathLike) -> str | None:
     an editor writing in place). Cheap for an intact folder: the files compare equal by size
     and modification time to an archive's copies (:func:`place_file` keeps the time); only a
     mismatch reads them. A folder without an archive (pending, or finished by an earlier pepr
-    that kept none) is never damaged."""
+    that kept none) is damaged only when one of its two declared outputs is gone."""
     out_dir = Path(out_dir)
-    archives = [a for a in _archives(out_dir) if (a / METRICS_FILE).is_file()]
-    if not archives:
-        return None
     names = (METRICS_FILE, HISTORY_FILE)
+    archives = [a for a in _archives(out_dir) if (a / METRICS_FILE).is_file()]
+    if not archives:  # one declared output without the other: half a result, also lost
+        present = [os.path.lexists(out_dir / name) for name in names]
+        return "lost" if any(present) and not all(present) else None
     try:
         current = [os.stat(out_dir / name, follow_symlinks=False) for name in names]
     except OSError:
