@@ -148,3 +148,22 @@ def test_status_never_opens_a_fifo_and_advises_the_repair(tmp_path):
     (cell,) = found.cells
     assert cell.state == "failed" and "is not a regular file" in cell.reason
     assert "run the same snakemake command" in cell.reason and "previous/" in cell.reason
+
+
+def test_image_size_equal_to_the_stored_size_is_no_change(tmp_path):
+    import numpy as np
+
+    from pepr.plan import rerun
+
+    old = {"model": "m", "dataset": "pneumoniamnist", "epochs": 1, "lr": 0.0005}
+    same = {**old, "image_size": 28, "lr": 5e-4}
+    never, fresh = (lambda: None), (lambda: False)
+    assert rerun.native_image_size("pneumoniamnist", None) == 28
+    assert rerun.equivalent(old, same, never, fresh, lambda: 28)
+    assert rerun.equivalent(same, old, never, fresh, lambda: 28)
+    assert not rerun.equivalent(old, {**old, "image_size": 64}, never, fresh, lambda: 28)
+    assert not rerun.equivalent(old, same, never, fresh, lambda: None)  # unknown size: a change
+    path = tmp_path / "cells.npz"
+    np.savez(path, train_images=np.zeros((4, 32, 32), np.uint8), train_labels=np.zeros((4, 1)))
+    assert rerun.native_image_size(f"npz:{path}", str(path)) == 32
+    assert rerun.native_image_size("synthetic:n_train=10", None) == rerun.native_image_size("synthetic", None)

@@ -65,3 +65,17 @@ def test_lost_or_edited_result_is_restored_on_the_next_plain_run(finished, damag
     text = log.read_text()
     assert "restored the finished result" in text and "epoch 1/1" not in text, text
     assert "train_model" not in planned_jobs(workdir, "results/runs.csv", configfile=config)
+
+
+def test_values_that_resolve_to_the_same_training_plan_nothing(finished, tmp_path):
+    workdir, config, _, _ = finished
+    import yaml
+
+    same = yaml.safe_load(config.read_text())
+    same.update(image_size=28, precision="fp32", lr=float(same.get("lr", 1e-3)))  # stored size, a default, a number
+    path = tmp_path / "same.yaml"
+    path.write_text(yaml.safe_dump(same).replace(repr(same["lr"]), f"{same['lr']:.1e}"))
+    assert "train_model" not in planned_jobs(workdir, "results/runs.csv", configfile=path)
+    changed = tmp_path / "changed.yaml"
+    changed.write_text(yaml.safe_dump({**same, "image_size": 32}))
+    assert planned_jobs(workdir, "results/runs.csv", configfile=changed).get("train_model") == 1
