@@ -167,3 +167,119 @@ def test_image_size_equal_to_the_stored_size_is_no_change(tmp_path):
     np.savez(path, train_images=np.zeros((4, 32, 32), np.uint8), train_labels=np.zeros((4, 1)))
     assert rerun.native_image_size(f"npz:{path}", str(path)) == 32
     assert rerun.native_image_size("synthetic:n_train=10", None) == rerun.native_image_size("synthetic", None)
+
+
+def shared_pneumonia() -> Path | None:
+    """Real PneumoniaMNIST: $PEPR_SHARED_DIR, else a `shared/` folder beside any parent of the repo."""
+    import os as _os
+
+    here = Path(__file__).resolve().parents[1]
+    roots = [Path(_os.environ["PEPR_SHARED_DIR"])] if _os.environ.get("PEPR_SHARED_DIR") else []
+    roots += [parent / "shared" for parent in here.parents]
+    for root in roots:
+        path = root / "data" / "medmnist" / "pneumoniamnist.npz"
+        if path.is_file():
+            return path
+    return None
+
+
+PNEUMONIA = shared_pneumonia()
+
+
+def planning_problems(**config):
+    from pepr.plan import config as pepr_config
+    from pepr.plan import prepare
+
+    schema = pepr_config.load_schema(Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+    config.setdefault("models", ["resnet18"])
+    pepr_config.apply_defaults(config, schema)
+    catalogue = {"models": ["resnet18"], "pretrained": ["resnet18"]}
+    return prepare.config_problems(config, schema, catalogue=catalogue)
+
+
+@pytest.mark.skipif(PNEUMONIA is None, reason="real PneumoniaMNIST not found: set PEPR_SHARED_DIR to the folder holding data/medmnist/")
+def test_a_class_emptying_fraction_on_real_data_is_found_at_planning():
+    problems = planning_problems(datasets=["pneumoniamnist"], data_dir=str(PNEUMONIA.parent), fractions=[0.0001, 0.5])
+    assert [p for p in problems if "leaves class" in p] == [
+        "fractions: on pneumoniamnist: fraction 0.0001 leaves class 0 (388 training samples) with no sample; "
+        "use fraction >= 0.00387 or drop this cell"
+    ], problems
+
+
+@pytest.mark.parametrize("where", ["fractions", "transfer.fraction"])
+def test_a_class_emptying_fraction_of_synthetic_or_npz_data_is_found_at_planning(tmp_path, where):
+    import numpy as np
+
+    labels = np.array([0] * 50 + [1] * 3).reshape(-1, 1)
+    path = tmp_path / "cells.npz"
+    np.savez(path, train_images=np.zeros((53, 28, 28), np.uint8), train_labels=labels,
+             val_images=np.zeros((4, 28, 28), np.uint8), val_labels=np.array([[0], [1], [0], [1]]),
+             test_images=np.zeros((4, 28, 28), np.uint8), test_labels=np.array([[0], [1], [0], [1]]))
+    if where == "fractions":
+        problems = planning_problems(datasets=[f"npz:{path}"], fractions=[0.1])
+        assert any(p.startswith("fractions: on npz:") and "leaves class 1 (3 training samples)" in p for p in problems), problems
+    else:
+        problems = planning_problems(
+            datasets=["synthetic"], inits=["transfer"], fractions=[1.0],
+            transfer={"source": f"npz:{path}", "fraction": 0.1, "epochs": 1},
+        )
+        assert any(p.startswith("transfer.fraction: on npz:") for p in problems), problems
+    assert not [p for p in planning_problems(datasets=[f"npz:{path}"], fractions=[0.5]) if "leaves class" in p]
+
+
+def test_a_training_rejected_inside_the_lock_leaves_nothing(tmp_path):
+    out = tmp_path / "fresh"
+    with pytest.raises(PeprInputError):
+        with runs.run_lock(out):
+            assert (out / ".pepr-train.lock").is_file()
+            raise PeprInputError("fraction 0.0001 leaves class 0 with no sample")
+    assert not out.exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    with runs.run_lock(kept):
+        pass
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt"]
+
+
+def test_a_second_holder_is_refused_while_the_first_trains(tmp_path):
+    with runs.run_lock(tmp_path / "run"):
+        with pytest.raises(PeprInputError, match="is being trained by pid"):
+            with runs.run_lock(tmp_path / "run"):
+                pass
+
+
+def test_kill_9_during_a_table_write_leaves_a_temp_the_next_write_removes(tmp_path, monkeypatch):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    target = tmp_path / "results" / "pepr.csv"
+    target.parent.mkdir()
+    writer = subprocess.Popen([sys.executable, "-c", f"""
+import time
+import pandas as pd
+from pepr.results import tableio
+def slow(df, path):
+    open(path, "w").write("half a table")
+    time.sleep(120)
+tableio.write_csv = slow
+tableio.write_table(pd.DataFrame({{"a": [1]}}), {str(target)!r})
+"""])
+    deadline = time.time() + 60
+    while not list(target.parent.glob(".pepr.csv.*.tmp")) and time.time() < deadline:
+        time.sleep(0.1)
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    (leftover,) = target.parent.glob(".pepr.csv.*.tmp")
+    from pepr.results import tableio
+    import pandas as pd
+
+    young = runs.remove_stale_temporaries(target)  # a writer's file younger than a minute is left alone
+    assert young == [] and leftover.exists()
+    monkeypatch.setattr(runs, "STALE_TEMPORARY_S", 0.0)
+    (alive := tmp_path / "results" / f".pepr.csv.{os.getpid()}.{'a' * 32}.tmp").write_text("in progress")
+    tableio.write_table(pd.DataFrame({"a": [2]}), target)
+    assert not leftover.exists() and alive.exists()  # a live writer's file stays
+    assert pd.read_csv(target)["a"].tolist() == [2]

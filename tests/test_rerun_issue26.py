@@ -72,9 +72,10 @@ def test_values_that_resolve_to_the_same_training_plan_nothing(finished, tmp_pat
     import yaml
 
     same = yaml.safe_load(config.read_text())
-    same.update(image_size=28, precision="fp32", lr=float(same.get("lr", 1e-3)))  # stored size, a default, a number
+    assert "lr" not in same  # the schema's default, 0.0005, trained the sweep
+    same.update(image_size=28, precision="fp32")  # the stored size, a default written explicitly
     path = tmp_path / "same.yaml"
-    path.write_text(yaml.safe_dump(same).replace(repr(same["lr"]), f"{same['lr']:.1e}"))
+    path.write_text(yaml.safe_dump(same) + "lr: 5.0e-04\n")  # the default in another spelling
     assert "train_model" not in planned_jobs(workdir, "results/runs.csv", configfile=path)
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump({**same, "image_size": 32}))

@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -69,6 +70,7 @@ __all__ = [
     "write_new_then_replace",
     "refuse_links",
     "SUMS_FILE",
+    "remove_stale_temporaries",
     "archive_intact",
     "result_damage",
     "place_file",
@@ -287,6 +289,53 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
+#: A temporary file older than this whose writer is gone is a leftover of a killed writer.
+STALE_TEMPORARY_S = 60.0
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
+
+
+def remove_stale_temporaries(path: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Remove the temporary siblings of ``path`` (:func:`_temporary_sibling`'s names) left by a
+    writer that was killed (kill -9, a time limit) before it renamed them into place: those whose
+    process is gone and that are older than :data:`STALE_TEMPORARY_S` (a writer on another
+    machine of a shared file system is not seen by the pid check; the age keeps its file safe
+    while it writes). Called before every atomic write, so the next run of a stage cleans up.
+    Returns the removed paths."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = [name for name in os.listdir(path.parent) if name.startswith(prefix) and name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        # ".NAME.PID.HEX.tmp" (pepr's atomic writes) or ".NAME.PID.tmp" (figures)
+        middle = name[len(prefix) : -len(".tmp")].split(".")
+        if not middle[0].isdigit() or len(middle) > 2 or (len(middle) == 2 and not re.fullmatch(r"[0-9a-f]+", middle[1])):
+            continue
+        candidate = path.parent / name
+        try:
+            info = os.stat(candidate, follow_symlinks=False)
+        except OSError:
+            continue
+        if now - info.st_mtime < STALE_TEMPORARY_S or not _process_gone(int(middle[0])):
+            continue
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
 #: Flags of every file pepr creates in a run folder: a new file only (O_EXCL: an existing name,
 #: a planted symbolic link included, is an error, never opened) and never through a link.
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -307,6 +356,7 @@ def write_new_then_replace(path: str | os.PathLike, write: Any, binary: bool = T
     (:func:`open_new`), then ``os.replace`` it onto ``path`` (which replaces a link at ``path``
     itself, never the file it points to)."""
     path = Path(path)
+    remove_stale_temporaries(path)
     tmp = _temporary_sibling(path)
     try:
         with open_new(tmp, binary=binary) as handle:
@@ -636,12 +686,15 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
     ``out_dir/.pepr-train.lock``: the kernel releases it when the process dies (kill -9,
     SLURM time limit), so a crash never leaves a stale lock behind. The file is opened with
     ``O_NOFOLLOW`` and must be a plain file with one link: a planted symbolic or hard link is
-    refused (one line naming it), never truncated.
+    refused (one line naming it), never truncated. The file is removed when the lock is
+    released (and the run folder too when this call made it and nothing was written there), so
+    a training rejected inside the lock leaves nothing behind.
     """
     import fcntl
     import stat as stat_module
 
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -662,6 +715,7 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
             f"remove it (rm {path}) and run again"
         )
     handle = os.fdopen(fd, "r+", encoding="utf-8")
+    locked = False
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -672,10 +726,25 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
                 f"run folder {out_dir} is being trained by {holder}; wait for it to finish, "
                 "or stop that process first"
             ) from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(handle.fileno()).st_ino
+        except OSError:
+            same = False
+        if not same:  # the holder before us removed the file after we opened it: a new one is the lock now
+            raise PeprInputError(f"run folder {out_dir} was just trained by another process; run again")
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
         handle.flush()
+        locked = True
         yield
     finally:
+        if locked:
+            # Released by removing it while still held, so nothing of a rejected or finished
+            # training stays behind; a waiter that opened the old file sees it gone (above).
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if created:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only when the training left nothing in the folder it made
         handle.close()
