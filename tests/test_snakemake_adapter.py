@@ -38,7 +38,7 @@ def _has(obj, dotted):
 
 
 Path("parse.json").write_text(json.dumps({
-    "attributes": {name: _has(workflow, name) for name in USED_ATTRIBUTES if not name.startswith(("dag_settings", "dag", "persistence"))},
+    "attributes": {name: _has(workflow, name) for name in USED_ATTRIBUTES if not name.startswith(("dag_settings", "dag", "persistence", "execution_settings"))},
     "config_files": W.config_files(),
     "overrides": W.config_overrides(),
     "in_job": W.in_job,
@@ -57,13 +57,17 @@ class Seen:
 
     def __str__(self):
         dag = workflow.dag
-        found = {name: _has(workflow, name) for name in USED_ATTRIBUTES if name.startswith(("dag_settings", "dag", "persistence"))}
+        found = {name: _has(workflow, name) for name in USED_ATTRIBUTES if name.startswith(("dag_settings", "dag", "persistence", "execution_settings"))}
         found.update({"dag." + name: hasattr(dag, name) for name in USED_DAG_ATTRIBUTES})
         found["record"] = W.recorded_params(self.output)
         return json.dumps(found).replace("'", "")
 
 
 def inputs(wildcards):
+    collision = W.second_driver()
+    if collision:
+        print(collision, file=sys.stderr)
+        raise SystemExit(1)
     W.apply_repairs()
     return []
 
@@ -81,7 +85,8 @@ rule train:
             "train", output, retrain_choice(config.get("retrain")), "pre/metrics.json" if wildcards.i == "1" else None),
         seen=lambda wildcards, output: Seen(output.m),
     resources: gpu=0
-    shell: "echo 'retrain=[{params.retrain}]' > {output.m}; echo '{params.seen}' > {output.h}"
+    log: "logs/{i}.log"
+    shell: "echo 'retrain=[{params.retrain}]' > {output.m}; echo '{params.seen}' > {output.h}; echo trained > {log}"
 '''
 
 
@@ -224,3 +229,22 @@ def test_no_snakemake_internal_outside_the_adapter():
             alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
         ] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
         assert not [name for name in imported if name.split(".")[0] == "snakemake"], module
+
+
+def test_a_second_driver_with_nolock_stops_in_one_line_and_touches_no_log(toy):
+    folder, run, _ = toy
+    before = stamp(folder)
+    log = folder / "logs" / "2.log"
+    log_before = log.read_text()
+    (folder / ".snakemake" / "locks").mkdir(exist_ok=True)
+    (folder / ".snakemake" / "locks" / "0.input.lock").write_text("runs/2/metrics.json\n")  # the first driver's
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config.yaml", "--nolock", "-R", "train"],
+        cwd=folder, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 1
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("pepr:")]
+    assert len(lines) == 1 and "another Snakemake run holds this folder" in lines[0], result.stderr
+    assert "Traceback" not in result.stderr and "Exception" not in result.stderr
+    assert stamp(folder) == before and log.read_text() == log_before
+    run("--nolock", "-n")  # a dry run beside a running sweep is fine

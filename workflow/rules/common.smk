@@ -116,8 +116,18 @@ def data_inputs(spec):
 # ----- train.smk's input functions -----
 
 
-def pretrain_inputs(wildcards):
+def planning_hooks():
+    """Run while Snakemake builds the DAG (from the train rules' input functions): refuse a
+    second driver (--nolock beside a running sweep) in one line; apply the repairs."""
+    collision = PEPR_WORKFLOW.second_driver()
+    if collision:
+        print(collision, file=sys.stderr)
+        raise SystemExit(1)
     PEPR_WORKFLOW.apply_repairs()
+
+
+def pretrain_inputs(wildcards):
+    planning_hooks()
     job = GRID.pretrain_job(wildcards.source, wildcards.model)
     return data_inputs(job.source)
 
@@ -127,7 +137,7 @@ def cell_of(wildcards):
 
 
 def train_inputs(wildcards):
-    PEPR_WORKFLOW.apply_repairs()
+    planning_hooks()
     cell = cell_of(wildcards)
     inputs = data_inputs(cell.dataset)
     if cell.init == "transfer":

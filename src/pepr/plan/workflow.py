@@ -29,6 +29,9 @@ USED_ATTRIBUTES: tuple[str, ...] = (
     "subprocess_exec",
     "resource_settings.overwrite_resources",
     "persistence.metadata",
+    "persistence.path",
+    "execution_settings.lock",
+    "dryrun",
     "dag_settings.forcerun",
     "dag_settings.forceall",
     "rules",
@@ -74,6 +77,7 @@ class SnakemakeWorkflow:
 
         self._repaired: set[str] = set()
         self._repair_dag: Any = None
+        self._driver_checked = False
         self._forced_map: dict[str, tuple[str, bool]] = {}
         self._forced_map_dag: Any = None
         self._warned: set[str] = set()
@@ -141,6 +145,26 @@ class SnakemakeWorkflow:
         if self._repaired and dag is not None and dag is not self._repair_dag:
             dag.forcefiles.update(self._repaired)
             self._repair_dag = dag
+
+    def second_driver(self) -> str | None:
+        """The one line that stops a ``--nolock`` run started beside another Snakemake run of
+        this folder (its ``.snakemake/locks`` are held), else None. Two drivers would start the
+        same jobs: one empties a cell's log and restores into the folder the other trains. Asked
+        while the DAG is built, before any job or log is touched; a dry run is always fine."""
+        if self._driver_checked or self.in_job or self._workflow.dryrun or self._workflow.execution_settings.lock:
+            return None
+        self._driver_checked = True  # once per run: the locks do not change while the DAG is built
+        folder = os.path.join(self._workflow.persistence.path, "locks")
+        try:
+            held = [name for name in os.listdir(folder) if name.endswith(".lock")]
+        except OSError:
+            return None
+        if not held:
+            return None
+        return (
+            f"pepr: another Snakemake run holds this folder ({folder}); --nolock would start its jobs a second "
+            "time: wait for it (pepr status) or stop it; if none runs (a killed one), run `snakemake --unlock` first"
+        )
 
     # ----- format time (the DAG is built) -----
 
