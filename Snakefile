@@ -8,6 +8,12 @@
 # prefetch, local rules), train (pretrain_source, train_model), aggregate (runs.csv, pepr.csv),
 # report (figures, tables, summary).
 
+from snakemake.utils import min_version
+
+# The oldest Snakemake pepr's adapter (pepr.plan.workflow) is tested with; pyproject bounds the newest.
+min_version("8.20")
+
+
 configfile: "config/config.yaml"
 
 

@@ -282,8 +282,8 @@ def test_smoke_run_writes_the_contract(smoke):
     assert float(history[-1]["cumulative_energy_kwh"]) == pytest.approx(metrics["energy_kwh"])
     # nothing else in the run folder: no resume checkpoint left, no CodeCarbon files
     # (the lock file and the previous/<stamp>/ archive of this result are part of the run contract)
-    assert sorted(p.name for p in cfg.out_dir.iterdir()) == [
-        ".pepr-train.lock", "history.csv", "metrics.json", "previous", "test_predictions.npz"]
+    assert sorted(p.name for p in cfg.out_dir.iterdir()) == [  # the lock file goes with the lock
+        "history.csv", "metrics.json", "previous", "test_predictions.npz"]
     (archived,) = (cfg.out_dir / "previous").iterdir()
     assert (archived / "metrics.json").read_text() == (cfg.out_dir / "metrics.json").read_text()
     assert (archived / "test_predictions.npz").read_bytes() == (cfg.out_dir / "test_predictions.npz").read_bytes()

@@ -1,4 +1,6 @@
 # Config -> validated grid of cells (pepr.plan.prepare.prepare_grid), shared by every stage.
+# Snakemake's objects are reached only through pepr.plan.workflow (PEPR_WORKFLOW); what the rules
+# decide is in pepr.plan.rules.
 import os
 import re
 import sys
@@ -9,9 +11,12 @@ import pepr.plan.grid as pepr_grid
 import pepr.datasets.images as pepr_images
 import pepr.plan.prepare as pepr_plan
 import pepr.plan.rerun as pepr_rerun
+import pepr.plan.rules as pepr_rules
 import pepr.plan.safeyaml as pepr_safeyaml
-import pepr.results.runs as pepr_runs
+from pepr.plan.workflow import SnakemakeWorkflow
 from pepr.results.runs import RUNS_DIR
+
+PEPR_WORKFLOW = SnakemakeWorkflow(workflow)
 
 # `--configfile X` REPLACES config/config.yaml instead of being merged into it (Snakemake's
 # default merge would leak demo keys, e.g. an `include:` list, into a test or paper config).
@@ -19,31 +24,24 @@ from pepr.results.runs import RUNS_DIR
 # The config files are read again by pepr's own loader (pepr.plan.safeyaml) before anything hashes or
 # expands them: Snakemake's loader reads `lr: 1e-3` as text, keeps the last of two duplicate keys
 # and does not bound YAML aliases (a 400-byte alias bomb hung the validation cache's hash).
-# (without --configfile: the Snakefile's `configfile:`, as Snakemake found it)
-_PEPR_CONFIG_FILES = list(workflow.config_settings.configfiles) or list(workflow.configfiles)
 try:
-    _pepr_config = pepr_safeyaml.load_workflow_config(_PEPR_CONFIG_FILES, workflow.config_settings.config)
+    _pepr_config = pepr_safeyaml.load_workflow_config(PEPR_WORKFLOW.config_files(), PEPR_WORKFLOW.config_overrides())
 except PeprInputError as exc:
     print(f"pepr: {exc}", file=sys.stderr)
     raise SystemExit(1)
 config.clear()
 config.update(_pepr_config)
+config["retrain"] = pepr_rules.retrain_choice(config.get("retrain"))
 
-# `--config retrain=true` arrives as the text "true" (Snakemake parses --config values as text
-# unless they are numbers): read the usual spellings as the boolean the schema wants.
-_RETRAIN_WORDS = {"true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "null": None, "none": None}
-if isinstance(config.get("retrain"), str) and config["retrain"].strip().lower() in _RETRAIN_WORDS:
-    config["retrain"] = _RETRAIN_WORDS[config["retrain"].strip().lower()]
-
-CONFIG_SOURCE = ", ".join(str(p) for p in workflow.config_settings.configfiles) or "config/config.yaml"
+CONFIG_SOURCE = PEPR_WORKFLOW.config_source()
 
 # Inside a job (SLURM re-parses this file on the node, twice) the driver has validated already.
-_IN_JOB = workflow.remote_exec or workflow.subprocess_exec
+_IN_JOB = PEPR_WORKFLOW.in_job
 
 try:
     GRID = pepr_plan.prepare_grid(
         config,
-        schema_path=Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml",
+        schema_path=PEPR_WORKFLOW.basedir / "workflow" / "schemas" / "config.schema.yaml",
         cache_dir=Path(".snakemake") / "pepr",
         validate=not _IN_JOB,
         source=CONFIG_SOURCE,
@@ -53,23 +51,9 @@ except PeprInputError as exc:
     print(f"pepr: {exc}", file=sys.stderr)
     raise SystemExit(1)
 
-def _train_gpus_given():
-    """GPUs a training job asks for: set-resources (e.g. profiles/slurm: gpu 1) over the config."""
-    overrides = workflow.resource_settings.overwrite_resources or {}
-    counts = []
-    for rule, kind in (("train_model", "train"), ("pretrain_source", "pretrain")):
-        given = overrides.get(rule, {}).get("gpu")
-        value = getattr(given, "value", given)  # a snakemake Resource (or a plain number)
-        try:
-            counts.append(int(value) if value is not None else int(config["resources"][kind]["gpu"]))
-        except (TypeError, ValueError):  # a function or text: a scheduler gives the GPUs
-            counts.append(1)
-    return max(counts)
-
-
 # Training jobs given no GPU by a scheduler run on this machine: check a cuda device against its
 # GPUs now (cheap, no torch), not in every job (SLURM jobs' GPUs are checked by pepr.plan.config).
-if not _IN_JOB and _train_gpus_given() == 0:
+if not _IN_JOB and pepr_rules.train_gpus_given(PEPR_WORKFLOW.resource_override("gpu"), config["resources"]) == 0:
     from pepr.plan.config import local_device_problems
 
     _device_problems = local_device_problems(config["device"])
@@ -77,20 +61,9 @@ if not _IN_JOB and _train_gpus_given() == 0:
         print(f"pepr: {CONFIG_SOURCE}: " + "; ".join(_device_problems) + "; nothing was run", file=sys.stderr)
         raise SystemExit(1)
 
-# timm/huggingface_hub read their cache location from HF_HOME (torch.hub from TORCH_HOME, for
-# the few URL-hosted weights); jobs (also on SLURM) find what fetch_weights put there. With
-# `weights_dir` both point into it; without, at the libraries' own default (or the user's
-# setting). Either way they are set, so `envvars:` asserts them and Snakemake passes them on to
-# every job, also one started on another machine.
-_CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-if config["weights_dir"]:
-    _HF_HOME = os.path.abspath(os.path.join(config["weights_dir"], "huggingface"))
-    _TORCH_HOME = os.path.abspath(os.path.join(config["weights_dir"], "torch"))
-else:
-    _HF_HOME = os.environ.get("HF_HOME") or os.path.join(_CACHE_HOME, "huggingface")
-    _TORCH_HOME = os.environ.get("TORCH_HOME") or os.path.join(_CACHE_HOME, "torch")
-os.environ["HF_HOME"] = _HF_HOME
-os.environ["TORCH_HOME"] = _TORCH_HOME
+# HF_HOME/TORCH_HOME are always set, so `envvars:` asserts them and Snakemake passes them on to
+# every job, also one started on another machine (pepr.plan.rules.cache_homes).
+os.environ.update(pepr_rules.cache_homes(config["weights_dir"], os.environ))
 
 
 envvars:
@@ -148,7 +121,18 @@ def data_inputs(spec):
 # ----- train.smk's input functions -----
 
 
+def planning_hooks():
+    """Run while Snakemake builds the DAG (from the train rules' input functions): refuse a
+    second driver (--nolock beside a running sweep) in one line; apply the repairs."""
+    collision = PEPR_WORKFLOW.second_driver()
+    if collision:
+        print(collision, file=sys.stderr)
+        raise SystemExit(1)
+    PEPR_WORKFLOW.apply_repairs()
+
+
 def pretrain_inputs(wildcards):
+    planning_hooks()
     job = GRID.pretrain_job(wildcards.source, wildcards.model)
     return data_inputs(job.source)
 
@@ -158,11 +142,12 @@ def cell_of(wildcards):
 
 
 def train_inputs(wildcards):
+    planning_hooks()
     cell = cell_of(wildcards)
     inputs = data_inputs(cell.dataset)
     if cell.init == "transfer":
         inputs["pretrain"] = cell.pretrain.metrics  # also passed as --pretrain-metrics
-        check_checkpoint(cell)
+        pepr_rules.check_checkpoint(cell)
     elif cell.init == "imagenet":
         inputs["weights"] = f"results/weights/{cell.model}.json"
     return inputs
@@ -174,65 +159,23 @@ def train_inputs(wildcards):
 # have no `input` rerun trigger; this keeps "a cell left the config" a reason to re-aggregate).
 GRID_RUNS_DIGEST = pepr_rerun.paths_digest(GRID.metrics_files + GRID.pretrain_metrics_files)
 
+# A finished result that was lost (`rm metrics.json`) or edited in place (`: > metrics.json`) runs
+# its job again, as --forcerun would but without --retrain: `pepr train` puts back the copy kept in
+# the run folder's previous/ (verified by its hash), or trains when none of this training is kept.
+if not _IN_JOB:
+    _repair = pepr_rules.outputs_to_repair([c.directory for c in GRID.cells] + [j.directory for j in GRID.pretrain_jobs])
+    for _output, _why in _repair.items():
+        print(f"pepr: {_output}: finished result {_why}; its job runs again to restore it", file=sys.stderr)
+    PEPR_WORKFLOW.force_repair(_repair)
+
 # Content fingerprints of the data files (pepr.plan.rerun), computed once per file and remembered.
 DATA_DIGESTS = pepr_rerun.DataDigests(Path(".snakemake") / "pepr", planned=GRID.planned_digests(config["data_dir"]))
 
 
-def recorded_params(output):
-    """The params texts Snakemake recorded for a finished output (None when it has no record)."""
-    from snakemake.io import IOFile
-
-    try:
-        record = workflow.persistence.metadata(IOFile(output))
-    except Exception:  # no persistence yet (a bare parse) or an unreadable record: no record
-        return None
-    return record.params if record is not None else None
-
-
-class _RetrainFlag:
-    """`{params.retrain}`: " --retrain" when this job must train even though the run folder holds
-    its finished result (pepr train restores a finished result otherwise). Not a builtin type, so
-    Snakemake leaves it out of the params record: asking for a retrain is no setting change."""
-
-    def __init__(self, on):
-        self.on = on
-
-    def __str__(self):
-        return " --retrain" if self.on else ""
-
-    def __format__(self, spec):
-        return format(str(self), spec)
-
-
-def retrain_flag(rule_name, output):
-    """Retrain on purpose: `--config retrain=true` (every job it runs, also on SLURM; `false`:
-    never, a kept finished result is restored even under --forcerun), or, by default, on the
-    driver, the job named by --forcerun (rule or file) or --forceall. The job side of a SLURM
-    allocation runs with --force for every job it is given: that alone never retrains."""
-    choice = config.get("retrain")
-    if choice is not None:  # true: train every job that runs; false: restore whatever is kept
-        return _RetrainFlag(bool(choice))
-    if _IN_JOB:
-        return _RetrainFlag(False)
-    settings = workflow.dag_settings
-    forced = bool(settings.forceall) or rule_name in settings.forcerun or output in settings.forcerun
-    return _RetrainFlag(forced)
-
-
-def check_checkpoint(cell):
-    """A transfer cell still to train needs its pretraining's weights: a finished pretraining
-    whose model.pt is gone stops planning with the fix (finished fine-tune cells keep theirs)."""
-    job = cell.pretrain
-    if os.path.exists(cell.metrics) or not os.path.exists(job.metrics) or os.path.exists(job.checkpoint):
-        return
-    if not pepr_runs.finished_ok(job.metrics):
-        return  # a failed pretraining saves no weights: its transfer cells record that failure
-    raise PeprInputError(
-        f"{job.checkpoint} is missing: the weights {cell.key} and the other transfer cells of "
-        f"{job.model} start from. Recreate them (pepr restores them from {job.directory}/previous/ "
-        f"when kept there, else retrains only this pretraining): snakemake --forcerun {job.metrics} "
-        "--allowed-rules pretrain_source --config retrain=false; then run the sweep as before"
-    )
+def retrain_flag(rule_name, output, pretrain=None):
+    """`{params.retrain}` (pepr.plan.workflow.RetrainFlag): `--config retrain=true|false`, else
+    whether Snakemake forces this job on the user's --forcerun/-R/--forceall."""
+    return PEPR_WORKFLOW.retrain_flag(rule_name, output, config.get("retrain"), pretrain)
 
 
 def train_params(job, output):
@@ -240,5 +183,5 @@ def train_params(job, output):
     compares by content (pepr.plan.rerun: training settings and data content, not country/data_dir)."""
     settings = pepr_grid.train_settings(job, config)
     return pepr_rerun.attach_record(
-        settings, lambda: recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS
+        settings, lambda: PEPR_WORKFLOW.recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS
     )

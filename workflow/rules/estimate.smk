@@ -15,7 +15,7 @@ rule estimate_cost:
         by_model="results/estimate_by_model.csv",
         report="results/estimate.txt",
     params:
-        schema=str(Path(workflow.basedir) / "workflow" / "schemas" / "config.schema.yaml"),
+        schema=str(PEPR_WORKFLOW.basedir / "workflow" / "schemas" / "config.schema.yaml"),
         source=CONFIG_SOURCE,
     threads: rule_threads("train")
     resources:

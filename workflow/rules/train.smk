@@ -39,9 +39,7 @@ rule pretrain_source:
             GRID.pretrain_job(wildcards.source, wildcards.model),
             f"results/pretrain/{wildcards.source}/{wildcards.model}/metrics.json",
         ),
-        retrain=lambda wildcards: retrain_flag(
-            "pretrain_source", f"results/pretrain/{wildcards.source}/{wildcards.model}/metrics.json"
-        ),
+        retrain=lambda wildcards, output: retrain_flag("pretrain_source", output),
     threads: rule_threads("pretrain")
     resources:
         **rule_resources("pretrain"),
@@ -65,7 +63,9 @@ rule train_model:
         seed=r"\d+",
     params:
         train=lambda wildcards: train_params(cell_of(wildcards), cell_of(wildcards).metrics),
-        retrain=lambda wildcards: retrain_flag("train_model", cell_of(wildcards).metrics),
+        retrain=lambda wildcards, output: retrain_flag(
+            "train_model", output, cell_of(wildcards).pretrain.metrics if wildcards.init == "transfer" else None
+        ),
     threads: rule_threads("train")
     resources:
         **rule_resources("train"),

@@ -175,6 +175,8 @@ def config_problems(
     # the schema's own complaint about a report/pepr key is clearer than the report's echo of it
     if not any(problem.startswith(("config key 'report", "config key 'pepr")) for problem in in_schema):
         problems.extend(report_problems(config))
+    if cells is not None and check_data and not any("datasets:" in p or "transfer.source:" in p for p in problems):
+        problems.extend(fraction_problems(cells, data_dir))
     if cells is not None:
         # models already reported above (unsafe or unknown names) are not checked again per job
         reported |= set(without_weights)
@@ -268,6 +270,60 @@ def job_problems(config: Mapping[str, Any], cells: Iterable[Any], catalogue: Map
         settings = {**train_settings(job, config), "seed": 0, "fraction": 1.0}
         found.extend(training_problems(settings, catalogue, check_data=False, check_checkpoint=False))
     return list(dict.fromkeys(found))
+
+
+def training_class_counts(spec: str, data_dir: str | os.PathLike | None) -> list[int] | None:
+    """Per-class counts of a dataset's training split, as ``pepr train`` subsets it; None when
+    they cannot be told without loading images (image folders, multi-label, a file not there yet)."""
+    import numpy as np
+
+    from pepr.datasets.core import dataset_file, parse_dataset_spec, synthetic_class_counts
+
+    parsed = parse_dataset_spec(spec)
+    if parsed.kind == "synthetic":
+        options = dict(parsed.options)
+        return [int(c) for c in synthetic_class_counts(int(options["n_train"]), int(options["classes"]), float(options["imbalance"]))]
+    if parsed.kind not in ("medmnist", "npz"):
+        return None
+    path = dataset_file(parsed, Path(data_dir) if data_dir is not None else None)
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            labels = np.asarray(archive["train_labels"])
+    except (OSError, KeyError, ValueError):
+        return None  # the data checks name what is wrong with the file
+    if labels.ndim > 1 and labels.shape[1] > 1:
+        return None  # multi-label: pepr train's own subset rule
+    flat = labels.reshape(-1).astype(np.int64)
+    return [int(c) for c in np.bincount(flat[flat >= 0])] if flat.size else None
+
+
+def fraction_problems(cells: Iterable[Any], data_dir: str | os.PathLike | None) -> list[str]:
+    """What ``pepr train`` would reject about each cell's (and its pretraining's) fraction of the
+    training data (:func:`pepr.datasets.core.stratified_subset_size`: a class left with no
+    sample), checked once per dataset and fraction, with the dataset named."""
+    from pepr.datasets.core import stratified_subset_size
+
+    pairs: dict[tuple[str, float], str] = {}
+    for cell in cells:
+        pairs.setdefault((cell.dataset, float(cell.fraction)), "fractions")
+        if cell.pretrain is not None:
+            pairs.setdefault((cell.pretrain.source, float(cell.pretrain.fraction)), "transfer.fraction")
+    counts: dict[str, list[int] | None] = {}
+    found = []
+    for (spec, fraction), label in pairs.items():
+        if fraction >= 1.0:
+            continue
+        if spec not in counts:
+            counts[spec] = training_class_counts(spec, data_dir)
+        if counts[spec] is None:
+            continue
+        try:
+            stratified_subset_size(counts[spec], fraction)
+        except PeprInputError as exc:
+            found.append(f"{label}: on {spec}: {exc}")
+    return found
 
 
 def _grid_problems(config: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:

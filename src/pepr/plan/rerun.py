@@ -12,9 +12,10 @@ rules' ``params.train`` (a :class:`pepr.plan.grid.TrainSettings`) is written out
 * otherwise today's text: the settings dict, plus the data file's content fingerprint
   (``data_sha256``) once it is known.
 
-Equivalent means: every *training* setting is equal (model, dataset, init, fraction, epochs,
-seed, image_size, batch_size, lr, device, precision, save_model), and the data file has the same
-content. Settings that do not change what is trained are ignored: ``country`` and
+Equivalent means: every *training* setting is equal as training resolves it (model, dataset,
+init, fraction, epochs, seed, image_size, batch_size, lr, device, precision, save_model; an
+optional setting left out is its default, ``image_size`` left out is the dataset's stored size,
+numbers compare as numbers), and the data file has the same content. Settings that do not change what is trained are ignored: ``country`` and
 ``carbon_intensity`` (CO2 is energy x intensity, derived at aggregation from the measured energy
 per epoch) and ``data_dir`` (where the data lives, not what it is). Data content: when the
 record has a fingerprint, it must match today's (``touch``/``cp``/``rsync`` change nothing); a
@@ -38,7 +39,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NOT_TRIGGERS", "paths_digest", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent"]
+__all__ = [
+    "NOT_TRIGGERS", "paths_digest", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent",
+    "native_image_size",
+]
 
 #: Settings that never retrain a finished cell (see the module docstring).
 #: (``retrain``, ``threads``, ``out_dir``, ``pretrain_metrics`` are never settings of the record;
@@ -152,18 +156,61 @@ def _npz_stem(spec: Any) -> str | None:
     return kind_of(spec).moved_file_stem(spec)
 
 
+def native_image_size(spec: Any, data_file: str | None) -> int | None:
+    """The size a dataset's images are stored at, which ``image_size`` unset trains at (square
+    images); None when it cannot be told without loading the data (then an explicit size counts
+    as a change). npz: the shape in ``train_images``' header, read without loading the array."""
+    try:
+        from pepr.datasets.core import parse_dataset_spec
+
+        parsed = parse_dataset_spec(spec)
+        if parsed.kind == "synthetic":
+            return int(dict(parsed.options)["size"]) if "size" in dict(parsed.options) else None
+        if parsed.kind != "npz":
+            return int(parsed.size) if parsed.size is not None else None
+        if data_file is None:
+            return None
+        import zipfile
+
+        import numpy as np
+
+        with zipfile.ZipFile(data_file) as archive, archive.open("train_images.npy") as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read_header(member)[0]
+        height, width = shape[-2:] if len(shape) == 3 or shape[-1] > 4 else shape[1:3]
+        return int(height) if height == width else None
+    except Exception:  # an unreadable spec or file: not known, so not assumed equal
+        return None
+
+
+def _same_image_size(before: Any, now: Any, native: Callable[[], int | None]) -> bool:
+    """``image_size`` unset trains at the stored size: 28 on a 28 px dataset is no change."""
+    if before is None and now is None or before == now:
+        return True
+    if (before is None) == (now is None):
+        return False
+    size = native()
+    return size is not None and (before if before is not None else now) == size
+
+
 def equivalent(
     old: Mapping[str, Any],
     new: Mapping[str, Any],
     data_sha256: Callable[[], str | None],
     data_newer_than_output: Callable[[], bool],
+    native_size: Callable[[], int | None] = lambda: None,
 ) -> bool:
-    """Whether a recorded settings dict ``old`` trains the same as today's ``new`` (see the module)."""
+    """Whether a recorded settings dict ``old`` trains the same as today's ``new`` (see the module):
+    each setting compared by the value training resolves it to (an absent optional setting is its
+    default; ``image_size`` unset is ``native_size()``, the dataset's stored size)."""
     recorded_digest = old.get("data_sha256")
     for key in (set(old) | set(new)) - NOT_TRIGGERS:
         default = _ABSENT_MEANS.get(key)
         before, now = old.get(key, default), new.get(key, default)
         if before == now:
+            continue
+        if key == "image_size" and _same_image_size(before, now, native_size):
             continue
         if key == "dataset" and recorded_digest and _npz_stem(before) and _npz_stem(before) == _npz_stem(now):
             continue  # an npz file moved: same name, same content (checked below)
@@ -195,7 +242,9 @@ def record_text(settings: Any) -> str:
     current = dict(settings)
     for text in recorded() or ():
         old = _literal(text)
-        if old is not None and "model" in old and equivalent(old, current, digest, data_newer):
+        if old is not None and "model" in old and equivalent(
+            old, current, digest, data_newer, lambda: native_image_size(current.get("dataset"), data_file)
+        ):
             return text
     found = digest()
     return repr({**current, "data_sha256": found}) if found else plain

@@ -42,6 +42,7 @@ from pepr.report.config import ReportConfig
 from pepr.report.data import co2_note, group_label, groups, energy_methods, fraction_label, load_model_metadata, report_variants
 from pepr.report.stats import epoch_curves, format_p, pareto_front
 from pepr.report.tables import comparisons, model_means, model_pairs
+from pepr.results.runs import remove_stale_temporaries
 
 #: Most entries any legend may have (classes plus the line keys).
 MAX_LEGEND = 12
@@ -212,6 +213,7 @@ def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[P
     for fmt in formats:
         path = stem.with_suffix(f".{fmt}")
         # through a temp file: a full disk leaves the previous figure, not a truncated one
+        remove_stale_temporaries(path)  # left by a report job killed mid-write
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
             fig.savefig(tmp, dpi=100, format=fmt)  # constrained layout already fits the figure: no "tight" re-draw

@@ -29,6 +29,7 @@ import io
 import json
 import math
 import os
+import re
 import shutil
 import time
 import uuid
@@ -70,6 +71,10 @@ __all__ = [
     "open_new",
     "write_new_then_replace",
     "refuse_links",
+    "SUMS_FILE",
+    "remove_stale_temporaries",
+    "archive_intact",
+    "result_damage",
     "place_file",
     "publish_finished",
     "archive_result",
@@ -274,6 +279,53 @@ def _temporary_sibling(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
 
 
+#: A temporary file older than this whose writer is gone is a leftover of a killed writer.
+STALE_TEMPORARY_S = 60.0
+
+
+def _process_gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (PermissionError, OverflowError, ValueError):
+        return False
+    return False
+
+
+def remove_stale_temporaries(path: str | os.PathLike, now: float | None = None) -> list[Path]:
+    """Remove the temporary siblings of ``path`` (:func:`_temporary_sibling`'s names) left by a
+    writer that was killed (kill -9, a time limit) before it renamed them into place: those whose
+    process is gone and that are older than :data:`STALE_TEMPORARY_S` (a writer on another
+    machine of a shared file system is not seen by the pid check; the age keeps its file safe
+    while it writes). Called before every atomic write, so the next run of a stage cleans up.
+    Returns the removed paths."""
+    path = Path(path)
+    prefix = f".{path.name}."
+    now = time.time() if now is None else now
+    removed = []
+    try:
+        names = [name for name in os.listdir(path.parent) if name.startswith(prefix) and name.endswith(".tmp")]
+    except OSError:
+        return removed
+    for name in names:
+        # ".NAME.PID.HEX.tmp" (pepr's atomic writes) or ".NAME.PID.tmp" (figures)
+        middle = name[len(prefix) : -len(".tmp")].split(".")
+        if not middle[0].isdigit() or len(middle) > 2 or (len(middle) == 2 and not re.fullmatch(r"[0-9a-f]+", middle[1])):
+            continue
+        candidate = path.parent / name
+        try:
+            info = os.stat(candidate, follow_symlinks=False)
+        except OSError:
+            continue
+        if now - info.st_mtime < STALE_TEMPORARY_S or not _process_gone(int(middle[0])):
+            continue
+        with contextlib.suppress(OSError):
+            candidate.unlink()
+            removed.append(candidate)
+    return removed
+
+
 #: Flags of every file pepr creates in a run folder: a new file only (O_EXCL: an existing name,
 #: a planted symbolic link included, is an error, never opened) and never through a link.
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
@@ -294,6 +346,7 @@ def write_new_then_replace(path: str | os.PathLike, write: Any, binary: bool = T
     (:func:`open_new`), then ``os.replace`` it onto ``path`` (which replaces a link at ``path``
     itself, never the file it points to)."""
     path = Path(path)
+    remove_stale_temporaries(path)
     tmp = _temporary_sibling(path)
     try:
         with open_new(tmp, binary=binary) as handle:
@@ -376,24 +429,137 @@ def _new_archive_folder(out_dir: Path, when: float) -> Path:
     raise OSError(f"cannot create a new folder in {previous}")
 
 
-def place_file(source: Path, destination: Path) -> None:
-    """Put ``source``'s content at ``destination`` atomically: a hard link (no extra space)
-    under a new unpredictable name beside it, else a copy written with :func:`open_new`, then
-    ``os.replace``. Never writes through a link at ``destination``; never copies onto an
-    existing file."""
+#: Linux's FICLONE ioctl: a copy-on-write clone (reflink) on file systems that have them
+#: (Btrfs, XFS, bcachefs, ZFS 2.2+): a copy that costs no space until either file changes.
+_FICLONE = 0x40049409
+
+
+def _clone_or_copy(source: Path, destination: Path) -> None:
+    """Write a NEW file ``destination`` with ``source``'s content (a reflink where the file
+    system has them, else a copy) and its modification time, so the two compare equal by stat."""
+    with open(source, "rb") as reader, open_new(destination, binary=True) as writer:
+        try:
+            import fcntl
+
+            fcntl.ioctl(writer.fileno(), _FICLONE, reader.fileno())
+        except (OSError, ImportError):
+            shutil.copyfileobj(reader, writer)
+        info = os.fstat(reader.fileno())
+    os.utime(destination, ns=(info.st_atime_ns, info.st_mtime_ns), follow_symlinks=False)
+
+
+def place_file(source: Path, destination: Path, link: bool = False) -> None:
+    """Put ``source``'s content at ``destination`` atomically: an independent copy (a reflink
+    where supported; see :func:`_clone_or_copy`), or with ``link`` a hard link (no extra space:
+    the saved weights, which pepr only ever replaces, never edits), under a new unpredictable
+    name beside it, then ``os.replace``. Never writes through a link at ``destination``."""
     destination.parent.mkdir(parents=True, exist_ok=True)
     tmp = _temporary_sibling(destination)
     try:
-        try:
-            os.link(source, tmp, follow_symlinks=False)
-        except OSError:
-            with open(source, "rb") as reader, open_new(tmp, binary=True) as writer:
-                shutil.copyfileobj(reader, writer)
+        linked = False
+        if link:
+            try:
+                os.link(source, tmp, follow_symlinks=False)
+                linked = True
+            except OSError:
+                pass
+        if not linked:
+            _clone_or_copy(source, tmp)
         os.replace(tmp, destination)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+#: In each ``previous/<time>/``: the SHA-256 of its metrics.json and history.csv, in
+#: ``sha256sum`` format (``sha256sum -c SHA256SUMS`` checks it by hand).
+SUMS_FILE = "SHA256SUMS"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def _archived_sums(archive: Path) -> dict[str, str] | None:
+    """name -> SHA-256 recorded in an archive's :data:`SUMS_FILE` (None: none recorded, an
+    archive of an earlier pepr)."""
+    path = archive / SUMS_FILE
+    if path.is_symlink() or not path.is_file() or path.stat().st_size > 4096:
+        return None
+    sums = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        digest, _, name = line.partition("  ")
+        if len(digest) == 64 and name:
+            sums[name] = digest
+    return sums
+
+
+def archive_intact(archive: Path) -> bool:
+    """Whether an archive's result files still have the content recorded when it was written
+    (an archive of an earlier pepr, with no record, counts as intact)."""
+    sums = _archived_sums(archive)
+    if sums is None:
+        return True
+    try:
+        return all(_sha256(archive / name) == digest for name, digest in sums.items())
+    except OSError:
+        return False
+
+
+def _archives(out_dir: Path) -> list[Path]:
+    """The ``previous/<time>/`` folders of a run folder, newest first (links ignored)."""
+    previous = out_dir / PREVIOUS_DIR
+    if previous.is_symlink() or not previous.is_dir():
+        return []
+    return [p for p in sorted(previous.iterdir(), key=lambda p: p.name, reverse=True) if not p.is_symlink() and p.is_dir()]
+
+
+def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
+    return a.st_size == b.st_size and a.st_mtime_ns == b.st_mtime_ns
+
+
+def result_damage(out_dir: str | os.PathLike) -> str | None:
+    """Why a run folder's finished result needs its job run again, or None.
+
+    "lost": metrics.json or history.csv is gone while ``previous/`` keeps a result;
+    "edited": both are there, but their content is no archived result's (``: > metrics.json``,
+    an editor writing in place). Cheap for an intact folder: the files compare equal by size
+    and modification time to an archive's copies (:func:`place_file` keeps the time); only a
+    mismatch reads them. A folder without an archive (pending, or finished by an earlier pepr
+    that kept none) is damaged only when one of its two declared outputs is gone."""
+    out_dir = Path(out_dir)
+    names = (METRICS_FILE, HISTORY_FILE)
+    archives = [a for a in _archives(out_dir) if (a / METRICS_FILE).is_file()]
+    if not archives:  # one declared output without the other: half a result, also lost
+        present = [os.path.lexists(out_dir / name) for name in names]
+        return "lost" if any(present) and not all(present) else None
+    try:
+        current = [os.stat(out_dir / name, follow_symlinks=False) for name in names]
+    except OSError:
+        return "lost"
+    for archive in archives:
+        try:
+            if all(_same_stat(now, os.stat(archive / name)) for now, name in zip(current, names)):
+                return None
+        except OSError:
+            continue
+    try:
+        digests = {name: _sha256(out_dir / name) for name in names}
+    except OSError:
+        return "lost"
+    for archive in archives:
+        sums = _archived_sums(archive)
+        try:
+            known = sums if sums is not None else {name: _sha256(archive / name) for name in names}
+        except OSError:
+            continue
+        if all(known.get(name) == digest for name, digest in digests.items()):
+            return None
+    return "edited"
 
 
 def publish_finished(
@@ -406,7 +572,8 @@ def publish_finished(
     Archive first, so whenever ``out_dir/metrics.json`` exists its archived copy exists too: a
     kill right after the run finished, before Snakemake recorded the job, leaves the result in
     ``previous/``, and the rerun :func:`find_finished` / :func:`restore_finished` it instead of
-    training again. The out_dir files are hard links to the archive where the file system allows.
+    training again. The out_dir files are independent copies of the archived ones (reflinks where
+    the file system has them), so an edit in place never reaches the archive.
     """
     archive = archive_result(out_dir, metrics, history)
     mark_finished(archive, out_dir)
@@ -427,6 +594,8 @@ def archive_result(
     if predictions is not None:
         write_new_then_replace(archive / PREDICTIONS_FILE, lambda handle: handle.write(predictions))
     atomic_write_json(archive / METRICS_FILE, dict(metrics))
+    sums = "".join(f"{_sha256(archive / name)}  {name}\n" for name in (METRICS_FILE, HISTORY_FILE))
+    atomic_write_text(archive / SUMS_FILE, sums)
     return archive
 
 
@@ -451,8 +620,9 @@ def _place_predictions(archive: Path, out_dir: Path) -> None:
 
 
 def keep_in_archive(archive: Path, weights: Path) -> None:
-    """Keep the saved weights beside their archived result (a hard link; skipped where the file
-    system has none: the weights can be large), so a lost ``model.pt`` can be restored."""
+    """Keep the saved weights beside their archived result (a hard link, as pepr replaces the
+    weights file and never edits it; skipped where the file system has none: the weights can be
+    large), so a lost ``model.pt`` can be restored."""
     with contextlib.suppress(OSError):
         os.link(weights, archive / weights.name, follow_symlinks=False)
 
@@ -491,7 +661,7 @@ def find_finished(out_dir: str | os.PathLike, identity: Mapping[str, Any], weigh
         if record is None or record.get("status") != "ok" or record.get("training_identity") != wanted:
             continue
         history = folder / HISTORY_FILE
-        if history.is_symlink() or not history.is_file():
+        if history.is_symlink() or not history.is_file() or not archive_intact(folder):
             continue
         if weights_name is not None:
             weights = folder / weights_name
@@ -506,7 +676,7 @@ def restore_finished(archive: Path, out_dir: str | os.PathLike, weights: Path | 
     returns its metrics."""
     out_dir = Path(out_dir)
     if weights is not None:
-        place_file(archive / weights.name, weights)
+        place_file(archive / weights.name, weights, link=True)
     place_file(archive / HISTORY_FILE, out_dir / HISTORY_FILE)
     _place_predictions(archive, out_dir)
     place_file(archive / METRICS_FILE, out_dir / METRICS_FILE)
@@ -522,12 +692,15 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
     ``out_dir/.pepr-train.lock``: the kernel releases it when the process dies (kill -9,
     SLURM time limit), so a crash never leaves a stale lock behind. The file is opened with
     ``O_NOFOLLOW`` and must be a plain file with one link: a planted symbolic or hard link is
-    refused (one line naming it), never truncated.
+    refused (one line naming it), never truncated. The file is removed when the lock is
+    released (and the run folder too when this call made it and nothing was written there), so
+    a training rejected inside the lock leaves nothing behind.
     """
     import fcntl
     import stat as stat_module
 
     out_dir = Path(out_dir)
+    created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
@@ -548,6 +721,7 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
             f"remove it (rm {path}) and run again"
         )
     handle = os.fdopen(fd, "r+", encoding="utf-8")
+    locked = False
     try:
         try:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -558,10 +732,25 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
                 f"run folder {out_dir} is being trained by {holder}; wait for it to finish, "
                 "or stop that process first"
             ) from None
+        try:
+            same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(handle.fileno()).st_ino
+        except OSError:
+            same = False
+        if not same:  # the holder before us removed the file after we opened it: a new one is the lock now
+            raise PeprInputError(f"run folder {out_dir} was just trained by another process; run again")
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {os.uname().nodename}\n")
         handle.flush()
+        locked = True
         yield
     finally:
+        if locked:
+            # Released by removing it while still held, so nothing of a rejected or finished
+            # training stays behind; a waiter that opened the old file sees it gone (above).
+            with contextlib.suppress(OSError):
+                path.unlink()
+            if created:
+                with contextlib.suppress(OSError):
+                    out_dir.rmdir()  # only when the training left nothing in the folder it made
         handle.close()

@@ -42,6 +42,11 @@ STATES: tuple[str, ...] = ("finished", "failed", "running", "pending")
 _CACHE_VERSION = 1
 #: How much of a log's end is read to find a crash's last line.
 _LOG_TAIL_BYTES = 8192
+#: What to do about a result that cannot be read (the workflow's repair: pepr.plan.rules).
+_REPAIR_ADVICE = (
+    "remove it (rm) and run the same snakemake command: the copy kept in the run folder's previous/ is "
+    "restored (a readable edit is restored without the rm), or the cell is trained when none is kept"
+)
 
 
 @dataclass
@@ -140,6 +145,19 @@ class SweepStatus:
 # --------------------------------------------------------------------------------------------
 
 
+def open_regular(path: str | os.PathLike) -> Any:
+    """Open ``path`` for binary reading only when it is a regular file: a FIFO, a device or a
+    socket planted at a result's name would block a read or never end, so it raises OSError
+    (ENOENT's sibling, "not a regular file") without waiting. Links are followed as open() does."""
+    import stat as stat_module
+
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise OSError(f"{path} is not a regular file")
+    return os.fdopen(fd, "rb")
+
+
 def incomplete_marker(snakemake_dir: str | os.PathLike, output: str) -> Path:
     """Snakemake's ``incomplete/`` marker of an output path (its file persistence backend:
     the URL-safe base64 of the path, split into name-sized pieces as Snakemake splits it)."""
@@ -170,8 +188,8 @@ def _incomplete_markers(snakemake_dir: Path) -> dict[str, str | None]:
                 continue
             jobid = None
             try:
-                with open(path, encoding="utf-8") as handle:
-                    jobid = (json.load(handle) or {}).get("external_jobid")
+                with open_regular(path) as handle:
+                    jobid = (json.loads(handle.read(65536)) or {}).get("external_jobid")
             except (OSError, ValueError, AttributeError):
                 pass
             found[output] = str(jobid) if jobid else None
@@ -211,8 +229,8 @@ def _training_process_alive(run_dir: str) -> bool:
     The lock file stays after the process ends, so its pid is checked; a pid on another host
     (a SLURM node) is not decided here (None from the caller's view: squeue decides)."""
     try:
-        with open(os.path.join(run_dir, LOCK_FILE), encoding="utf-8") as handle:
-            words = handle.read().split()
+        with open_regular(os.path.join(run_dir, LOCK_FILE)) as handle:
+            words = handle.read(200).decode("utf-8", "replace").split()
     except OSError:
         return False
     # "pid N on HOST"
@@ -230,7 +248,7 @@ def _training_process_alive(run_dir: str) -> bool:
 def crash_reason(log_path: str | os.PathLike) -> str | None:
     """The last line of a Python traceback at the end of a job's log, or None (no crash there)."""
     try:
-        with open(log_path, "rb") as handle:
+        with open_regular(log_path) as handle:
             handle.seek(0, os.SEEK_END)
             size = handle.tell()
             handle.seek(max(0, size - _LOG_TAIL_BYTES))
@@ -250,8 +268,8 @@ def crash_reason(log_path: str | os.PathLike) -> str | None:
 
 
 def _read_figures(path: str) -> dict[str, Any]:
-    with open(path, "rb") as handle:
-        data = json.loads(handle.read())
+    with open_regular(path) as handle:
+        data = json.loads(handle.read(16 * 2**20 + 1))
     if not isinstance(data, dict):
         raise ValueError("not a JSON object")
     out = {"status": str(data.get("status") or "failed").strip().lower(), "reason": str(data.get("reason") or "")}
@@ -377,9 +395,10 @@ def collect_status(
             else:
                 try:
                     figures = {**_read_figures(metrics), "stamp": stamp}
-                except (OSError, ValueError):
+                except (OSError, ValueError) as exc:
                     unreadable += 1
-                    cells.append(CellState(key, kind, model, "failed", f"{metrics} is not readable JSON; delete it and rerun"))
+                    what = "is not a regular file" if "not a regular file" in str(exc) else "is not readable JSON"
+                    cells.append(CellState(key, kind, model, "failed", f"{metrics} {what}; {_REPAIR_ADVICE}"))
                     continue
             new_cache[key] = figures
             ok = figures["status"] == "ok"

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from pepr.errors import PeprInputError
+from pepr.results.runs import remove_stale_temporaries
 
 CSV_SUFFIXES = (".csv",)
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -185,6 +186,7 @@ def write_table(df: pd.DataFrame, path: str | os.PathLike) -> None:
     tmp = None
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(path)  # a writer killed before its rename (kill -9 during score_runs)
         tmp = _temporary_sibling(path)
         if fmt == "csv":
             write_csv(df, tmp)
