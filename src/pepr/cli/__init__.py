@@ -66,6 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pepr`` console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)  # pepr train hands them to a warm server
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return 2
