@@ -41,7 +41,6 @@ def import_timm() -> Any:
     import importlib
     import importlib.machinery
     import importlib.util
-    import sys
     import types
 
     if "timm" in sys.modules or "torchvision" in sys.modules:
@@ -52,7 +51,7 @@ def import_timm() -> Any:
     import torch  # noqa: F401 - first, as torchvision's own __init__ would
 
     before = set(sys.modules)
-    root = list(spec.submodule_search_locations)[0]
+    root = next(iter(spec.submodule_search_locations))
     for name in _TIMM_TORCHVISION_PACKAGES:
         folder = str(Path(root, *name.split(".")[1:]))
         package = types.ModuleType(name)
@@ -74,7 +73,5 @@ def import_timm() -> Any:
 
 
 def _drop_torchvision_stand_ins() -> None:
-    import sys
-
     for name in [name for name in sys.modules if name == "torchvision" or name.startswith("torchvision.")]:
         del sys.modules[name]

@@ -53,8 +53,10 @@ from pathlib import Path
 WARM_VARIABLE = "PEPR_WARM"
 #: Environment variable naming an allocation explicitly (several ``pepr train`` sharing one server).
 KEY_VARIABLE = "PEPR_WARM_KEY"
-#: Seconds a server waits for the next cell before it exits.
+#: Seconds a server waits for the next cell before it exits (``PEPR_WARM_IDLE_S`` overrides).
 IDLE_TIMEOUT_S = 60.0
+#: Environment variable with the idle timeout of a server a client starts.
+IDLE_VARIABLE = "PEPR_WARM_IDLE_S"
 #: Seconds a client waits for a server it started to be ready (it imports torch and timm).
 START_TIMEOUT_S = 180.0
 #: Environment variables read at import time by torch, timm, huggingface_hub or the C libraries:
@@ -116,7 +118,7 @@ def server_fingerprint(environ: Mapping[str, str]) -> str:
         info = path.stat()
         digest.update(f"{path}\0{info.st_size}\0{info.st_mtime_ns}\n".encode())
     for name in sorted(environ):
-        if name.startswith(IMPORT_TIME_PREFIXES) and name not in (WARM_VARIABLE, KEY_VARIABLE):
+        if name.startswith(IMPORT_TIME_PREFIXES) and name not in (WARM_VARIABLE, KEY_VARIABLE, IDLE_VARIABLE):
             digest.update(f"{name}={environ[name]}\n".encode())
     return digest.hexdigest()[:16]
 
@@ -197,12 +199,12 @@ def train_through_server(argv: Sequence[str], log: Callable[[str], None]) -> int
         path = socket_path(key, server_fingerprint(environ))
         sock = _connect(path)
         if sock is None:
-            _start_server(path, key)
+            _start_server(path, key, environ)
             sock = _connect(path, wait_s=START_TIMEOUT_S)
         if sock is None:
             log(f"pepr train: no warm server at {path}; training in this process")
             return None
-        return _hand_over(sock, argv, environ)
+        return _hand_over(sock, argv, environ, lambda pid: log(f"pepr train: cell trained by process {pid}, forked by the warm server of allocation {key}"))
     except (OSError, ConnectionError, ValueError) as exc:
         log(f"pepr train: warm server unavailable ({type(exc).__name__}: {exc}); training in this process")
         return None
@@ -222,7 +224,7 @@ def _connect(path: Path, wait_s: float = 0.0) -> socket.socket | None:
             time.sleep(0.05)
 
 
-def _start_server(path: Path, key: str) -> None:
+def _start_server(path: Path, key: str, environ: Mapping[str, str]) -> None:
     """Start the server detached (own session, no inherited descriptors: Snakemake waits for
     the job's output pipes, never for the server); it binds ``path`` when it is ready."""
     import subprocess
@@ -230,12 +232,12 @@ def _start_server(path: Path, key: str) -> None:
     log_file = path.with_suffix(".log")
     with open(log_file, "ab") as log:
         subprocess.Popen(
-            [sys.executable, "-m", "pepr.train.warm", str(path), key],
+            [sys.executable, "-m", "pepr.train.warm", str(path), key, environ.get(IDLE_VARIABLE, "") or str(IDLE_TIMEOUT_S)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, start_new_session=True, cwd="/",
         )
 
 
-def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str]) -> int:
+def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str], started: Callable[[int], None]) -> int:
     """Send the cell with this process's descriptors; wait for its exit status."""
     from pepr.cli.train import NOTIFY_FD_VARIABLE
 
@@ -255,6 +257,7 @@ def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, s
         _send_message(sock, request, fds)
         reply, _ = _receive_message(sock)
         if "pid" in reply:  # the child started: the next message is its exit status
+            started(int(reply["pid"]))
             reply, _ = _receive_message(sock)
     return int(reply["status"])
 
@@ -272,7 +275,7 @@ def prepare_process() -> None:
     settings; with a GPU, NVML handles must not cross a fork, so each child probes itself).
     Never CUDA: a context does not survive fork."""
     import pepr.cli
-    import pepr.cli.train  # noqa: F401
+    import pepr.cli.train
     import pepr.train.run  # noqa: F401
     from pepr.train import measure
     from pepr.train.imports import import_timm
@@ -425,12 +428,12 @@ def _run_cell(connection: socket.socket, request: dict, fds: list[int]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m pepr.train.warm SOCKET KEY``: the server process (started by a client)."""
+    """``python -m pepr.train.warm SOCKET KEY IDLE_S``: the server process (started by a client)."""
     args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 2:
-        print("usage: python -m pepr.train.warm SOCKET KEY", file=sys.stderr)
+    if len(args) != 3:
+        print("usage: python -m pepr.train.warm SOCKET KEY IDLE_SECONDS", file=sys.stderr)
         return 2
-    return serve(Path(args[0]), args[1])
+    return serve(Path(args[0]), args[1], float(args[2]))
 
 
 if __name__ == "__main__":
