@@ -62,7 +62,7 @@ def test_gpu_names_come_from_public_fields():
 
     class FakeGPU:
         devices = Devices()
-        gpu_ids = [0]
+        gpu_ids = (0,)
 
     from pepr.train.measure import _gpu_names
 

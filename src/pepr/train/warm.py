@@ -48,6 +48,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # pragma: no cover
+    import subprocess
 
 #: Environment variable that turns the fork server off (``0``).
 WARM_VARIABLE = "PEPR_WARM"
@@ -66,6 +70,7 @@ IMPORT_TIME_PREFIXES = (
     "CUDA_", "NVIDIA_", "LD_", "XDG_CACHE_HOME", "HOME", "TMPDIR", "PEPR_",
 )
 _MAX_MESSAGE = 1 << 22
+_MAX_SOCKET_PATH = 107  # Linux sun_path, less the terminating NUL
 _FD_NAMES = ("stdin", "stdout", "stderr", "notify")
 
 
@@ -127,6 +132,8 @@ def socket_path(key: str, fingerprint: str) -> Path:
     """The server's socket: in a folder only this user can enter (``$XDG_RUNTIME_DIR`` or the
     temporary folder), short enough for a Unix socket address."""
     base = Path(os.environ.get("XDG_RUNTIME_DIR") or os.environ.get("TMPDIR") or "/tmp")
+    if len(str(base)) > _MAX_SOCKET_PATH - 50:  # pepr-warm-UID/<20 hex>.sock must fit sun_path
+        base = Path("/tmp")
     folder = base / f"pepr-warm-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
     info = folder.stat()
@@ -199,8 +206,8 @@ def train_through_server(argv: Sequence[str], log: Callable[[str], None]) -> int
         path = socket_path(key, server_fingerprint(environ))
         sock = _connect(path)
         if sock is None:
-            _start_server(path, key, environ)
-            sock = _connect(path, wait_s=START_TIMEOUT_S)
+            server = _start_server(path, key, environ)
+            sock = _connect(path, wait_s=START_TIMEOUT_S, alive=lambda: server.poll() is None or _server_running(path))
         if sock is None:
             log(f"pepr train: no warm server at {path}; training in this process")
             return None
@@ -210,7 +217,9 @@ def train_through_server(argv: Sequence[str], log: Callable[[str], None]) -> int
         return None
 
 
-def _connect(path: Path, wait_s: float = 0.0) -> socket.socket | None:
+def _connect(path: Path, wait_s: float = 0.0, alive: Callable[[], bool] = lambda: True) -> socket.socket | None:
+    """A connection to the server on ``path``, waiting up to ``wait_s`` while ``alive()`` says
+    a server is still starting (the one this client started, or the one that won the race)."""
     deadline = time.monotonic() + wait_s
     while True:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -219,19 +228,36 @@ def _connect(path: Path, wait_s: float = 0.0) -> socket.socket | None:
             return sock
         except (FileNotFoundError, ConnectionRefusedError):
             sock.close()
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or not alive():
                 return None
             time.sleep(0.05)
 
 
-def _start_server(path: Path, key: str, environ: Mapping[str, str]) -> None:
+def _server_running(path: Path) -> bool:
+    """Whether a server for ``path`` holds its lock (is starting or serving)."""
+    import fcntl
+
+    try:
+        fd = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)  # closing releases a lock taken here
+    return False
+
+
+def _start_server(path: Path, key: str, environ: Mapping[str, str]) -> subprocess.Popen[bytes]:
     """Start the server detached (own session, no inherited descriptors: Snakemake waits for
     the job's output pipes, never for the server); it binds ``path`` when it is ready."""
     import subprocess
 
     log_file = path.with_suffix(".log")
     with open(log_file, "ab") as log:
-        subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "pepr.train.warm", str(path), key, environ.get(IDLE_VARIABLE, "") or str(IDLE_TIMEOUT_S)],
             stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, start_new_session=True, cwd="/",
         )
@@ -255,10 +281,15 @@ def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, s
     request = {"argv": list(argv), "cwd": os.getcwd(), "environ": dict(environ), "notify_fd": notify_fd}
     with sock:
         _send_message(sock, request, fds)
-        reply, _ = _receive_message(sock)
-        if "pid" in reply:  # the child started: the next message is its exit status
-            started(int(reply["pid"]))
+        reply, _ = _receive_message(sock)  # a server closing down resets here: the caller trains cold
+        if "pid" not in reply:
+            return int(reply["status"])
+        started(int(reply["pid"]))  # the cell runs there now: never train it here too
+        try:
             reply, _ = _receive_message(sock)
+        except (OSError, ConnectionError, ValueError):
+            print("pepr train: lost the warm server while it trained this cell (the server was killed)", file=sys.stderr, flush=True)
+            return 1
     return int(reply["status"])
 
 
@@ -291,8 +322,15 @@ def prepare_process() -> None:
 def serve(path: Path, key: str, idle_timeout_s: float = IDLE_TIMEOUT_S) -> int:
     """Run the fork server on ``path`` until it has been idle ``idle_timeout_s`` seconds (or the
     Snakemake driver of a ``snakemake-<pid>`` key is gone)."""
+    import fcntl
     import selectors
 
+    lock = os.open(path.with_suffix(".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # held for life: one server per socket
+    except BlockingIOError:
+        os.close(lock)
+        return 0  # another client's server won the race; this client connects to it
     prepare_process()
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     temporary = path.with_name(f".{path.name}.{os.getpid()}")
@@ -310,7 +348,7 @@ def serve(path: Path, key: str, idle_timeout_s: float = IDLE_TIMEOUT_S) -> int:
         while True:
             for _ in selector.select(timeout=0.2):
                 connection, _ = listener.accept()
-                pid = _start_cell(connection, listener)
+                pid = _start_cell(connection, listener, lock)
                 if pid is not None:
                     children[pid] = connection
             _reap(children)
@@ -338,7 +376,7 @@ def _alive(pid: int) -> bool:
         return True
 
 
-def _start_cell(connection: socket.socket, listener: socket.socket) -> int | None:
+def _start_cell(connection: socket.socket, listener: socket.socket, lock: int) -> int | None:
     """Receive one cell and fork its child; the child's pid (None for a bad request)."""
     try:
         connection.settimeout(30)
@@ -352,6 +390,7 @@ def _start_cell(connection: socket.socket, listener: socket.socket) -> int | Non
         status = 1
         try:
             listener.close()
+            os.close(lock)  # the server's, not the cell's
             status = _run_cell(connection, request, fds)
         finally:
             os._exit(status)
