@@ -35,20 +35,32 @@ def test_fingerprint_follows_import_time_environment_only():
     assert warm.server_fingerprint(base) != warm.server_fingerprint({**base, "HF_HOME": "/b"})
 
 
-def test_socket_folder_must_be_private(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+@pytest.fixture
+def short_runtime(monkeypatch):
+    """A short private XDG_RUNTIME_DIR (pytest's tmp_path can be too long for a socket path)."""
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="pw-", dir="/tmp"))
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(folder))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_socket_folder_must_be_private(short_runtime, monkeypatch):
     path = warm.socket_path("key-x", "f")
-    assert len(str(path)) <= 107 and path.parent.name == f"pepr-warm-{os.getuid()}"
+    assert path.parent == short_runtime / f"pepr-warm-{os.getuid()}" and len(str(path)) <= 107
     path.parent.chmod(0o777)
     with pytest.raises(OSError, match="not a private folder"):
         warm.socket_path("key-x", "f")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", "/" + "x" * 100)  # too long for sun_path: the temporary folder instead
+    assert warm.socket_path("key-x", "f").parent.parent == Path("/tmp")
 
 
-def test_unreachable_server_falls_back_to_cold(tmp_path, monkeypatch):
-    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+def test_unreachable_server_falls_back_to_cold(short_runtime, monkeypatch):
     monkeypatch.setenv("PEPR_WARM_KEY", "x")
-    (tmp_path / f"pepr-warm-{os.getuid()}").mkdir(mode=0o777)
-    (tmp_path / f"pepr-warm-{os.getuid()}").chmod(0o777)
+    (short_runtime / f"pepr-warm-{os.getuid()}").mkdir(mode=0o777)
+    (short_runtime / f"pepr-warm-{os.getuid()}").chmod(0o777)
     lines: list[str] = []
     assert warm.train_through_server(["train", "--help"], lines.append) is None
     assert "training in this process" in lines[0] and "not a private folder" in lines[0]
@@ -76,11 +88,9 @@ CELL = ["--model", "mobilenetv3_small_050", "--dataset", "synthetic:size=28,n_tr
 
 
 @pytest.fixture
-def allocation(tmp_path, monkeypatch):
+def allocation(short_runtime):
     """Environment of a test allocation: its own key and socket folder, a short idle timeout."""
-    runtime = tmp_path / "runtime"
-    runtime.mkdir(mode=0o700)
-    env = {**os.environ, "PEPR_WARM_KEY": f"test-{uuid.uuid4().hex[:8]}", "XDG_RUNTIME_DIR": str(runtime), "PEPR_WARM_IDLE_S": "20"}
+    env = {**os.environ, "PEPR_WARM_KEY": f"test-{uuid.uuid4().hex[:8]}", "XDG_RUNTIME_DIR": str(short_runtime), "PEPR_WARM_IDLE_S": "20"}
     env.pop("SLURM_JOB_ID", None)
     env.pop("PEPR_WARM", None)
     return env
@@ -125,7 +135,7 @@ def test_a_killed_warm_cell_loses_nothing_of_the_others(tmp_path, allocation):
     for line in client.stderr:
         if "forked by the warm server" in line:
             child = int(line.split("cell trained by process ")[1].split(",")[0])
-        if child is not None and line.startswith("epoch 1/"):
+        if child is not None and line.startswith("epoch 2/"):  # epoch 1 is in resume.pt by now
             break
         assert time.monotonic() < deadline
     assert child is not None
