@@ -537,40 +537,6 @@ def release_free_memory() -> bool:
     return bool(trim(0))
 
 
-#: glibc ``mallopt`` parameters (malloc.h) and the values :func:`steady_allocator` fixes.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
-_MMAP_THRESHOLD_BYTES = 1 << 20
-_TRIM_THRESHOLD_BYTES = 2 << 20
-
-
-def steady_allocator(arena_max: int | None = 1) -> bool:
-    """Fix the glibc malloc settings that otherwise follow the process's history; True if set.
-
-    By default glibc raises its mmap threshold to the size of the largest block freed so far
-    (up to 32 MiB), so after the data preparation frees large arrays, later large tensors come
-    from the heap and stay resident when freed, by an amount that depends on the data and the
-    order of frees; and every thread that allocates under contention gets its own arena, so
-    which of torch's threads ran a kernel (on a busy machine: chance) changes the resident
-    pages. Both made the CPU working set of the same training vary by ~12% between runs. With a
-    fixed threshold (1 MiB: larger blocks are mapped and unmapped, so the RSS follows what is
-    live) and ``arena_max`` arenas, the RSS peak measures the same in every process, cold or
-    forked. CUDA memory is measured by the caching allocator and is not affected. No-op without
-    glibc.
-    """
-    import ctypes
-
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):  # not glibc (macOS, musl)
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    settings = [(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES), (_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES)]
-    if arena_max is not None:
-        settings.append((_M_ARENA_MAX, arena_max))
-    return all(mallopt(param, value) == 1 for param, value in settings)
-
-
 def _file_backed_rss_mb() -> float | None:
     """Resident file-backed and shared pages of this process (RssFile + RssShmem), MiB; None if unknown.
 

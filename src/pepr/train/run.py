@@ -29,6 +29,7 @@ loop (:mod:`pepr.train.loop`), metrics (:mod:`pepr.train.metrics`) and device ch
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -424,6 +425,10 @@ class _Setup:
         # torch._dynamo) before the memory baseline and the first epoch's timer
         measure.import_dependencies()
         from pepr.train import models  # noqa: F401 - build_model's import, outside the memory window too
+
+        # the imported libraries' objects live as long as the process: set aside from the garbage
+        # collector, the memory meter's collections (baseline, each epoch) scan only the run's own
+        gc.freeze()
 
         # CodeCarbon's hardware probing, lazy imports and threads: before the memory baseline
         setup.energy = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ))

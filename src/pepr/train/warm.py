@@ -39,6 +39,7 @@ without a client, or when the driver process it serves is gone.
 from __future__ import annotations
 
 import array
+import gc
 import hashlib
 import json
 import os
@@ -317,6 +318,8 @@ def prepare_process() -> None:
         meter = measure.EnergyMeter("USA")  # the country is not part of the hardware probe
         meter.start()
         meter.close()
+    gc.collect()
+    gc.freeze()  # shared with every child, never touched by its collections (no copy-on-write)
 
 
 def serve(path: Path, key: str, idle_timeout_s: float = IDLE_TIMEOUT_S) -> int:
