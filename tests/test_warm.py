@@ -151,3 +151,14 @@ def test_a_killed_warm_cell_loses_nothing_of_the_others(tmp_path, allocation):
     resumed = _pepr_train(tmp_path / "b", allocation, "--epochs", "50")
     assert resumed.returncode == 0, resumed.stderr
     assert json.loads((tmp_path / "b" / "metrics.json").read_text())["segments"] == 2
+
+
+@pytest.mark.slow
+def test_gpu_check_cpu_smoke_runs_every_section():
+    # bench/gpu_check.py is run for real on a GPU machine; here its CPU smoke mode, tiny sizes
+    script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
+    result = subprocess.run([sys.executable, str(script), "--allow-cpu"], capture_output=True, text=True, timeout=1800, check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for line in ("throughput pepr/bare, fp32", "working set MiB, fraction 1.0 / 0.1", "per-cell start-up, one cold process",
+                 "packed K=2 cold", "packed K=2 warm", "seed 0 warm vs cold"):
+        assert line in result.stdout, result.stdout
