@@ -445,7 +445,6 @@ def _run_cell(connection: socket.socket, request: dict, fds: list[int]) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["environ"])
-    os.environ[WARM_VARIABLE] = "0"  # this child trains the cell itself
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
@@ -461,7 +460,7 @@ def _run_cell(connection: socket.socket, request: dict, fds: list[int]) -> int:
     from pepr.cli import main
 
     try:
-        status = main(request["argv"])
+        status = main(request["argv"])  # argv given: trained here, never handed to a server again
     except SystemExit as exc:  # argparse errors exit 2, as in a cold process
         status = exc.code if isinstance(exc.code, int) else 1
     sys.stdout.flush()
