@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.plan.config import training_problems
+from pepr.train.checks import training_problems
 from pepr.train.adaptive_run import rung_file
 from pepr.train.run import run_training
 from pepr.train.settings import TrainConfig

@@ -8,7 +8,6 @@ history.csv and ``pepr score --by`` inputs that used to raise tracebacks.
 from __future__ import annotations
 
 import io
-import json
 import os
 import subprocess
 import sys

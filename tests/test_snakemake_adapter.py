@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from pepr.plan.workflow import SNAKEMAKE_BELOW, USED_ATTRIBUTES, USED_DAG_ATTRIBUTES, RetrainFlag
+from pepr.plan.workflow import SNAKEMAKE_BELOW, RetrainFlag
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -67,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``pepr`` console script; returns the process exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    if argv is None:  # the `pepr` command itself (not a call from Python): pepr train may hand them to a warm server
+        args._argv = sys.argv[1:]
     if getattr(args, "_run", None) is None:
         parser.print_help(sys.stderr)
         return 2

@@ -67,6 +67,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build a :class:`pepr.train.settings.TrainConfig` from the flags and run it; exit 0 for ok and failed runs."""
+    from pepr.train import warm
+
+    if getattr(args, "_argv", None):  # an allocation's fork server, when there is one (pepr.train.warm)
+        status = warm.train_through_server(args._argv, lambda message: print(message, file=sys.stderr, flush=True))
+        if status is not None:
+            return status
     from pepr.train.run import run_training
 
     cfg = TrainConfig(**{item.name: getattr(args, flag_of(item)[2:].replace("-", "_")) for item in train_fields()})

@@ -1,7 +1,8 @@
 """Classification metrics of one split: accuracy, balanced accuracy, macro AUC and macro F1
 (single-label: :func:`classification_metrics`; multi-label: :func:`multilabel_metrics`).
 
-numpy/scipy only (no torch), so scoring code and tests can use them without the training stack.
+numpy only (no torch, no scipy: the training process does not pay scipy's import for one rank
+function), so scoring code and tests can use them without the training stack.
 """
 
 from __future__ import annotations
@@ -9,13 +10,26 @@ from __future__ import annotations
 import numpy as np
 
 
-def import_dependencies() -> None:
-    """Import what :func:`classification_metrics` imports lazily (``scipy.stats``).
-
-    The training calls this before its measured windows open, so the first evaluation of epoch 1
-    does not pay a one-off import (time, energy and memory) that later epochs do not.
-    """
-    import scipy.stats  # noqa: F401
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``values`` with ties given their average rank (``scipy.stats.rankdata``'s
+    default method); all NaN when any value is NaN (rankdata's ``nan_policy="propagate"``)."""
+    values = np.asarray(values, dtype=np.float64).reshape(-1)
+    n = values.shape[0]
+    if n == 0:
+        return np.empty(0, dtype=np.float64)
+    if np.isnan(values).any():
+        return np.full(n, np.nan)
+    order = np.argsort(values, kind="mergesort")
+    ordered = values[order]
+    starts_group = np.empty(n, dtype=bool)
+    starts_group[0] = True
+    starts_group[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(starts_group)
+    ends = np.append(starts[1:], n)  # positions starts..ends-1 hold ranks starts+1..ends
+    group = np.cumsum(starts_group) - 1
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = ((starts + 1 + ends) / 2.0)[group]
+    return ranks
 
 
 def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, float]:
@@ -26,8 +40,6 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
     of class 1), computed from ranks with ties averaged; F1 is the macro mean over all classes,
     0 for a class never predicted nor present.
     """
-    from scipy.stats import rankdata
-
     y_true = np.asarray(y_true).reshape(-1)
     probs = np.asarray(probs, dtype=np.float64)
     n_classes = probs.shape[1]
@@ -48,7 +60,7 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
         n_pos, n_neg = int(positive.sum()), int((~positive).sum())
         if n_pos == 0 or n_neg == 0:
             continue
-        ranks = rankdata(probs[:, cls])
+        ranks = average_ranks(probs[:, cls])
         aucs.append((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
     return {
         "accuracy": accuracy,
@@ -60,13 +72,11 @@ def classification_metrics(y_true: np.ndarray, probs: np.ndarray) -> dict[str, f
 
 def _binary_auc(y: np.ndarray, score: np.ndarray) -> float | None:
     """Rank AUC of one binary problem (ties averaged); None without both classes."""
-    from scipy.stats import rankdata
-
     positive = y.astype(bool)
     n_pos, n_neg = int(positive.sum()), int((~positive).sum())
     if n_pos == 0 or n_neg == 0:
         return None
-    ranks = rankdata(score)
+    ranks = average_ranks(score)
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pepr.errors import PeprInputError
+from pepr.train.imports import import_timm
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -91,6 +92,8 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
 def _load_checkpoint_into(model: "torch.nn.Module", path: Path, in_chans: int) -> str:
     """Load a checkpoint into ``model`` adapting the classifier/first conv; returns a one-line summary."""
     import torch
+
+    import_timm()
     from timm.models import adapt_input_conv
 
     state = _load_state_dict(path)
@@ -147,7 +150,7 @@ def create_model(model: str, init: str, num_classes: int, in_chans: int, image_s
     Raises :class:`PeprInputError` for bad names/files, :class:`ModelInputError` when the
     architecture cannot be configured for this input.
     """
-    import timm
+    timm = import_timm()
 
     from pepr.train.checks import init_problems, model_catalogue, model_problems
 

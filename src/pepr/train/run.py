@@ -29,6 +29,7 @@ loop (:mod:`pepr.train.loop`), metrics (:mod:`pepr.train.metrics`) and device ch
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
@@ -65,7 +66,6 @@ from pepr.train.loop import (
 from pepr.train.loop import autocast as _autocast
 from pepr.train.loop import loss as loss_function
 from pepr.train.resume import RunState, load_resume, remove_stale_temp_files, save_resume
-from pepr.train.metrics import import_dependencies
 from pepr.results.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
 from pepr.train.settings import TrainConfig, train_fields
 
@@ -89,7 +89,9 @@ def validate_train_config(cfg: TrainConfig) -> None:
     (against timm's catalogue: imports timm, ~3 s).
     """
     from pepr.train.checks import model_catalogue, training_problems
+    from pepr.train.imports import import_timm
 
+    import_timm()  # before the catalogue's `import timm`: without torchvision's model zoo
     settings = {item.name: getattr(cfg, item.name) for item in train_fields()}
     named = isinstance(cfg.model, str) and bool(cfg.model.strip())
     catalogue = model_catalogue(cfg.model) if named else None  # no name: nothing to look up
@@ -429,11 +431,14 @@ class _Setup:
             record["device_name"] = torch.cuda.get_device_name(device)
         splits = to_device(dataset, device, image_size)
         setup = cls(device, precision, threads, image_size, splits, dataset, record, carbon, measure.this_node_share())
-        # one-off imports of the measured windows (scipy for the first evaluation's AUC, CodeCarbon,
-        # the FLOP counter) before the memory baseline and the first epoch's timer
-        import_dependencies()
+        # one-off imports of the measured windows (CodeCarbon, the FLOP counter, the optimizer's
+        # torch._dynamo) before the memory baseline and the first epoch's timer
         measure.import_dependencies()
         from pepr.train import models  # noqa: F401 - build_model's import, outside the memory window too
+
+        # the imported libraries' objects live as long as the process: set aside from the garbage
+        # collector, the memory meter's collections (baseline, each epoch) scan only the run's own
+        gc.freeze()
 
         # CodeCarbon's hardware probing, lazy imports and threads: before the memory baseline
         setup.energy = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ))
