@@ -58,6 +58,26 @@ HISTORY_RESOURCE: dict[str, str] = {
 }
 
 
+def rung_file(rung: int) -> str:
+    """The rung record's file name in a run folder: ``rung3.json``."""
+    return f"rung{int(rung)}.json"
+
+
+def read_rung(path: str | Path) -> dict[str, Any]:
+    """A rung record; PeprInputError naming the file when it is missing or not one."""
+    import json
+    from pathlib import Path
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PeprInputError(f"rung record {path} cannot be read ({type(exc).__name__}); run its rung job again "
+                             "(snakemake --forcerun it)") from None
+    if not isinstance(record, dict) or "status" not in record or "rung" not in record:
+        raise PeprInputError(f"{path} is not a pepr rung record (no status or rung)")
+    return record
+
+
 def is_peak(resource: str) -> bool:
     """Whether a resource is a peak (memory), which an adaptive projection does not scale."""
     return "memory" in resource.lower()
@@ -403,3 +423,68 @@ def prepare_histories(
                              f"but a group of {source} ends at epoch {shortest}; choose earlier rungs")
     return table, Columns(by=tuple(by), model=cols.model, seed=seed, epoch=cols.epoch, select_by=cols.select_by,
                           performance=cols.performance, resource=cols.resource)
+
+
+# --------------------------------------------------------------------------------------------
+# The workflow's decision (rule select_rung): rung records in, the group's decision out
+# --------------------------------------------------------------------------------------------
+
+
+def rung_histories(records: Sequence[Mapping[str, Any]], select_by: str, resource: str) -> "pd.DataFrame":
+    """The history rows of a group's rung records as one table (model, seed, epoch, status,
+    ``select_by``, ``resource``); a peak resource (no history column) is the record's peak so far
+    on every row. A failed record adds one row with status "failed" (it drops out)."""
+    import pandas as pd
+
+    column = HISTORY_RESOURCE.get(resource)
+    rows = []
+    for record in records:
+        base = {"model": record["model"], "seed": record["seed"], "status": record.get("status", "failed")}
+        history = record.get("history") or []
+        if base["status"] != "ok" or not history:
+            rows.append({**base, "status": "failed", "epoch": record.get("rung", 0), select_by: None, resource: None})
+            continue
+        for row in history:
+            spent = row.get(column) if column else record.get(resource)
+            rows.append({**base, "epoch": int(row["epoch"]), select_by: row.get(select_by), resource: spent})
+    return pd.DataFrame(rows, columns=["model", "seed", "status", "epoch", select_by, resource])
+
+
+def decide_group(records: Sequence[Mapping[str, Any]], *, rung: int, epochs: int, settings: AdaptiveSettings) -> dict[str, Any]:
+    """A group's decision at ``rung`` from its candidates' rung records (:func:`decide_rung`),
+    as the JSON the workflow keeps (``results/adaptive/<group>/rungN.json``): the settings, one
+    entry per candidate (``model``, ``seeds``, ``metric``, ``spent``, ``projected_resource``,
+    ``projected_pepr``, ``trend_pepr``, ``decision``, ``reason``), the models ``kept`` and
+    ``stopped``, and ``failed`` (models with no run reaching the rung)."""
+    from pepr.results.runs import json_safe
+
+    history = rung_histories(records, settings.select_by, settings.resource)
+    table = decide_rung(history, rung=rung, epochs=epochs, keep=settings.policy.keep, min_keep=settings.policy.min_keep,
+                        select_by=settings.select_by, resource=settings.resource, peak=is_peak(settings.resource))
+    candidates = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                  for row in table.to_dict(orient="records")]
+    kept = [c["model"] for c in candidates if c["decision"] == KEPT]
+    stopped = [c["model"] for c in candidates if c["decision"] == STOPPED]
+    failed = sorted({str(r["model"]) for r in records} - set(kept) - set(stopped))
+    return json_safe({
+        "rung": rung, "epochs": epochs, "keep": settings.policy.keep, "min_keep": settings.policy.min_keep,
+        "resource": settings.resource, "select_by": settings.select_by,
+        "candidates": candidates, "kept": kept, "stopped": stopped, "failed": failed,
+    })
+
+
+def write_decision(rung_files: Sequence[str], out: str, *, rung: int, epochs: int, settings: AdaptiveSettings) -> dict[str, Any]:
+    """Rule select_rung: read the rung records, decide (:func:`decide_group`), write ``out`` atomically."""
+    from pepr.results.runs import atomic_write_json
+
+    decision = decide_group([read_rung(path) for path in rung_files], rung=rung, epochs=epochs, settings=settings)
+    atomic_write_json(out, decision)
+    return decision
+
+
+def read_decision(path: str) -> dict[str, Any]:
+    """A decision file written by :func:`write_decision`."""
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
