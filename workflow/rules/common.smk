@@ -307,14 +307,16 @@ def rung_inputs(wildcards):
 
 
 def adaptive_train_inputs(wildcards):
-    """train_model's extra input in an adaptive sweep: the decisions and the rung record the cell
-    continues from (kept to the end) or is recorded from (stopped); nothing for a full grid."""
+    """train_model's extra input in an adaptive sweep: the rung record the cell continues from
+    (kept to the end) or is recorded from (stopped); nothing for a full grid. The decisions are
+    read (checkpoints), not inputs: a re-decision (a raised keep) rewrites them, and an input
+    "updated by another job" would re-run every cell of the group instead of the newly kept."""
     if not ADAPTIVE:
         return {}
     cell = cell_of(wildcards)
-    stopped, files = cell_fate(cell)
+    stopped, _ = cell_fate(cell)
     last = stopped if stopped is not None else ADAPTIVE_RUNGS[-1]
-    return {"decisions": files, "rung": rung_record_file(cell, last)}
+    return {"rung": rung_record_file(cell, last)}
 
 
 _NOT_RECORDED = type("NotRecordedParam", (), {"__str__": lambda self: "", "__format__": lambda self, spec: format("", spec)})
