@@ -200,3 +200,27 @@ def test_adaptive_checks_the_reports_resource_it_falls_back_to():
     problems = adaptive_problems(config)
     assert any("report.resource (adaptive.resource is not set) 'flops'" in p for p in problems)
     assert any("bias the reported test performance" in p for p in problems)
+
+
+def test_pepr_status_counts_stopped_cells_and_shows_each_rung(tmp_path):
+    import json
+
+    from pepr.results.status import collect_status, format_status
+
+    results = tmp_path / "results"
+    jobs = []
+    for model, status in (("a", "ok"), ("b", "stopped"), ("c", None)):
+        run = results / "runs" / "d" / "scratch" / "1.0" / model / "seed0"
+        run.mkdir(parents=True)
+        (run / "rung1.json").write_text(json.dumps({"status": "ok", "rung": 1}))
+        if status:
+            (run / "metrics.json").write_text(json.dumps({"status": status, "reason": "", "energy_kwh": 1.0}))
+        jobs.append(("cell", f"runs/d/scratch/1.0/{model}/seed0", model, f"results/runs/d/scratch/1.0/{model}/seed0/metrics.json"))
+    decision = results / "adaptive" / "d" / "scratch" / "1.0" / "rung1.json"
+    decision.parent.mkdir(parents=True)
+    decision.write_text(json.dumps({"rung": 1, "kept": ["a", "c"], "stopped": ["b"], "failed": []}))
+    status = collect_status(jobs, results_dir=results, snakemake_dir=tmp_path / ".snakemake", use_squeue=False)
+    assert (status.count("finished"), status.count("stopped"), status.count("pending")) == (1, 1, 1)
+    text = format_status(status)
+    assert "stopped 1" in text
+    assert "rung 1: 3 cell(s) reached it, 0 running; 1 group(s) decided: 2 candidate(s) kept, 1 stopped" in text

@@ -488,3 +488,40 @@ def read_decision(path: str) -> dict[str, Any]:
 
     with open(path, encoding="utf-8") as handle:
         return json.load(handle)
+
+
+def rung_summary(results_dir: str, in_progress: Sequence[str] = ()) -> list[str]:
+    """``pepr status``'s lines on an adaptive sweep, one per rung: cells that reached it (rung
+    records), rung jobs in progress (``in_progress``: outputs Snakemake marks incomplete), groups
+    decided, candidates kept and stopped. Empty when the results hold no rung record. Standard
+    library only (globs and small JSON files)."""
+    import glob
+    import json
+    import os
+    import re
+
+    reached: dict[int, int] = {}
+    for path in glob.glob(os.path.join(glob.escape(results_dir), "runs", "*", "*", "*", "*", "seed*", "rung*.json")):
+        match = re.fullmatch(r"rung(\d+)\.json", os.path.basename(path))
+        if match:
+            reached[int(match.group(1))] = reached.get(int(match.group(1)), 0) + 1
+    running: dict[int, int] = {}
+    for output in in_progress:
+        match = re.search(r"/seed\d+/rung(\d+)\.json$", output)
+        if match:
+            running[int(match.group(1))] = running.get(int(match.group(1)), 0) + 1
+    decided: dict[int, list[dict[str, Any]]] = {}
+    for path in glob.glob(os.path.join(glob.escape(results_dir), "adaptive", "*", "*", "*", "rung*.json")):
+        try:
+            decision = read_decision(path)
+            decided.setdefault(int(decision["rung"]), []).append(decision)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    lines = []
+    for rung in sorted(set(reached) | set(running) | set(decided)):
+        groups = decided.get(rung, [])
+        kept = sum(len(d.get("kept", [])) for d in groups)
+        stopped = sum(len(d.get("stopped", [])) for d in groups)
+        lines.append(f"  rung {rung}: {reached.get(rung, 0)} cell(s) reached it, {running.get(rung, 0)} running; "
+                     f"{len(groups)} group(s) decided: {kept} candidate(s) kept, {stopped} stopped")
+    return lines
