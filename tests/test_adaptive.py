@@ -224,3 +224,19 @@ def test_pepr_status_counts_stopped_cells_and_shows_each_rung(tmp_path):
     text = format_status(status)
     assert "stopped 1" in text
     assert "rung 1: 3 cell(s) reached it, 0 running; 1 group(s) decided: 2 candidate(s) kept, 1 stopped" in text
+
+
+def test_expected_cost_of_an_adaptive_sweep_next_to_the_full_grid():
+    from pepr.results.adaptive import estimate_lines, expected_cost
+
+    # one group of 4 models at 1 kWh per epoch (the last 3 kWh), 10 epochs; one pretraining job
+    rows = [{"dataset": "d", "init": "scratch", "fraction": 1.0, "model": m, "seed": 0, "epochs": 10,
+             "est_energy_kwh": 10.0 * c} for m, c in zip("abcd", (1, 1, 1, 3))]
+    rows.append({"dataset": "s", "init": "pretrain", "fraction": 1.0, "model": "a", "seed": 0, "epochs": 10, "est_energy_kwh": 5.0})
+    table = pd.DataFrame(rows)
+    cost = expected_cost(table, Policy(rungs=(1, 3), keep=0.25, min_keep=1))
+    assert cost["full"] == pytest.approx(65.0)
+    # 4 candidates x epoch 1, 1 candidate epochs 2-3 and 4-10, at the mean 1.5 kWh/epoch; + pretraining
+    assert cost["expected"] == pytest.approx(6.0 + 0.25 * 6 * 2 + 0.25 * 6 * 7 + 5.0)
+    assert cost["at_most"] == pytest.approx(6.0 + 3 * 2 + 3 * 7 + 5.0)
+    assert "of the full grid's" in estimate_lines(table, Policy(rungs=(1, 3), keep=0.25, min_keep=1))[1]

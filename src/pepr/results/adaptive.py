@@ -525,3 +525,53 @@ def rung_summary(results_dir: str, in_progress: Sequence[str] = ()) -> list[str]
         lines.append(f"  rung {rung}: {reached.get(rung, 0)} cell(s) reached it, {running.get(rung, 0)} running; "
                      f"{len(groups)} group(s) decided: {kept} candidate(s) kept, {stopped} stopped")
     return lines
+
+
+def expected_cost(estimate: "pd.DataFrame", policy: Policy, column: str = "est_energy_kwh",
+                  overhead_column: str = "job_overhead_s") -> dict[str, float]:
+    """An adaptive sweep's cost next to the full grid's, from ``pepr estimate``'s per-job table.
+
+    Per group (dataset x init x fraction; pretraining jobs, init ``pretrain``, are not adaptive
+    and count in full) every candidate trains to the first rung, then the kept count
+    (:func:`kept_count`) of each rung trains on. Which models are kept is not known before the
+    sweep, so ``expected`` assumes they cost the group's mean per epoch and ``at_most`` that
+    the most expensive are kept. Per-job overheads (``job_overhead_s``, in seconds of the column's
+    time) are left out of the scaling. Returns ``full``, ``expected`` and ``at_most`` totals of
+    ``column`` over the jobs that calibrated.
+    """
+    import pandas as pd
+
+    table = estimate[pd.to_numeric(estimate[column], errors="coerce").notna()]
+    full = float(table[column].sum())
+    expected = at_most = 0.0
+    for (_, init, _), group in table.groupby(["dataset", "init", "fraction"], sort=False):
+        epochs = int(group["epochs"].max())
+        rungs = [r for r in policy.rungs if r < epochs]
+        if init == "pretrain" or not rungs:
+            expected += float(group[column].sum())
+            at_most += float(group[column].sum())
+            continue
+        per_epoch = (group[column] / group["epochs"]).groupby(group["model"]).sum().sort_values(ascending=False)
+        bounds = [0, *rungs, epochs]
+        count = len(per_epoch)
+        for start, end in zip(bounds, bounds[1:]):
+            span = end - start
+            expected += count / len(per_epoch) * float(per_epoch.sum()) * span
+            at_most += float(per_epoch.iloc[:count].sum()) * span
+            count = kept_count(count, policy.keep, policy.min_keep)
+    return {"full": full, "expected": expected, "at_most": at_most}
+
+
+def estimate_lines(estimate: "pd.DataFrame", policy: Policy) -> list[str]:
+    """``pepr estimate``'s lines on an adaptive sweep: expected and worst-case cost next to the full grid's."""
+    lines = [f"ADAPTIVE SWEEP (rungs {', '.join(map(str, policy.rungs))}, keep {policy.keep:g}, min_keep {policy.min_keep}):"]
+    for column, unit in (("est_device_hours", "device-h"), ("est_energy_kwh", "kWh"), ("est_co2_kg", "kg CO2")):
+        if column not in estimate.columns:
+            continue
+        cost = expected_cost(estimate, policy, column)
+        share = cost["expected"] / cost["full"] if cost["full"] else float("nan")
+        lines.append(f"  {unit:>8}: expected ~{cost['expected']:.3g} ({share:.0%} of the full grid's {cost['full']:.3g}), "
+                     f"at most {cost['at_most']:.3g} if the most expensive candidates are kept")
+    lines.append("  (which candidates continue is decided from their measured numbers at each rung; stopped models get "
+                 "no final numbers)")
+    return lines

@@ -463,7 +463,8 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
     """The report ``pepr status`` prints: counts, failures with reasons, running jobs, cost, ETA."""
     total = len(status.cells)
     lines = [f"pepr status: {total} jobs in {status.results_dir}/"]
-    counts = "   ".join(f"{state} {status.count(state)}" for state in STATES)
+    # "stopped" (an adaptive sweep's) only when there are such cells: a full grid's line is unchanged
+    counts = "   ".join(f"{state} {status.count(state)}" for state in STATES if state != "stopped" or status.count(state))
     done = status.count("finished") + status.count("stopped") + status.count("failed")
     lines.append(f"  {counts}   ({100.0 * done / total if total else 0:.0f}% done)")
     interrupted = [c for c in status.cells if c.state == "pending" and c.reason.startswith("interrupted")]
