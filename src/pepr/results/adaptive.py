@@ -63,6 +63,17 @@ def rung_file(rung: int) -> str:
     return f"rung{int(rung)}.json"
 
 
+def decision_path(run_dir: str | Path, rung: int) -> Path:
+    """The group's decision file at ``rung`` for a run folder of the results layout
+    (``results/runs/D/I/F/M/seedS`` -> ``results/adaptive/D/I/F/rungN.json``, rule select_rung's output)."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    group = run_dir.parent.parent  # .../runs/D/I/F
+    runs_root = group.parent.parent.parent
+    return runs_root.parent / "adaptive" / group.relative_to(runs_root) / rung_file(rung)
+
+
 def read_rung(path: str | Path) -> dict[str, Any]:
     """A rung record; PeprInputError naming the file when it is missing or not one."""
     import json

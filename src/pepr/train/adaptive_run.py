@@ -100,6 +100,20 @@ def _number(text: str) -> Any:
         return float(text)
 
 
+def _projection(out_dir: Path, rung: int, model: str) -> dict[str, Any]:
+    """The candidate's projected PePR and resource in its group's decision (the workflow's
+    results layout), for the report's list of stopped runs; empty when there is no decision."""
+    from pepr.results.adaptive import decision_path, read_decision
+
+    try:
+        decision = read_decision(str(decision_path(out_dir, rung)))
+        entry = next(c for c in decision["candidates"] if c["model"] == model)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return {}
+    return {"projected_pepr": entry.get("projected_pepr"), "projected_resource": entry.get("projected_resource"),
+            "adaptive_resource": decision.get("resource")}
+
+
 def record_stopped(cfg: Any, versions: Mapping[str, str], log: Callable[[str], None]) -> dict[str, Any]:
     """Publish a stopped cell's metrics.json and history.csv from its rung record (no training;
     ``resume.pt`` is kept); a cell that failed before its rung gets its failed record back."""
@@ -114,6 +128,7 @@ def record_stopped(cfg: Any, versions: Mapping[str, str], log: Callable[[str], N
     history = found.pop("history", [])
     record = {key: None for key in RESULT_KEYS}
     record.update(found)
+    record.update(_projection(cfg.out_dir, rung, cfg.model))
     epochs = cfg.epochs
     record.update({
         "status": "stopped",
