@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -124,3 +125,20 @@ def test_kill_9_mid_rung_resumes_that_rung(tmp_path):
     runs = pd.read_csv(workdir / "results" / "runs.csv")
     assert sorted(runs["status"]) == ["failed", "ok", "stopped"]
     assert runs.loc[runs["status"] == "stopped", "rung"].tolist() == [2]
+
+
+def test_pepr_replay_on_the_finished_sweep_makes_the_workflows_decision(sweep):
+    """After the raised keep every model finished: replaying keep 0.34 on its histories keeps (and
+    recommends) the model the workflow kept at rung 1, from the same numbers."""
+    workdir = sweep["workdir"]
+    config = adaptive_config(sweep["root"], "keep_all.yaml", keep=1.0)
+    check(snakemake(workdir, "--cores", "1", "results/histories.csv", configfile=config))
+    result = subprocess.run(
+        [sys.executable, "-m", "pepr.cli", "replay", str(workdir / "results" / "histories.csv"), "--rungs", "1",
+         "--keep", "0.34", "--min-keep", "1", "--out", str(workdir / "replay")],
+        capture_output=True, text=True, cwd=REPO,
+    )
+    assert result.returncode == 0, result.stderr
+    replayed = pd.read_csv(workdir / "replay" / "replay.csv")
+    assert replayed["recommended"].tolist() == sweep["decision"]["kept"]
+    assert 0 < replayed["resource_share"].iloc[0] < 1
