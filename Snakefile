@@ -5,7 +5,8 @@
 #   snakemake --cores 2 --rerun-incomplete               # resume (after `--unlock` if killed -9)
 #
 # Stages live in workflow/rules/: common (config -> validated grid), data (dataset and weight
-# prefetch, local rules), train (pretrain_source, train_model), aggregate (runs.csv, pepr.csv),
+# prefetch, local rules), train (pretrain_source, train_model), adaptive (train_to_rung,
+# checkpoint select_rung: adaptive sweeps), aggregate (runs.csv, pepr.csv),
 # report (figures, tables, summary).
 
 from snakemake.utils import min_version
@@ -20,6 +21,7 @@ configfile: "config/config.yaml"
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/adaptive.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/report.smk"
 include: "workflow/rules/estimate.smk"

@@ -200,3 +200,98 @@ def test_adaptive_checks_the_reports_resource_it_falls_back_to():
     problems = adaptive_problems(config)
     assert any("report.resource (adaptive.resource is not set) 'flops'" in p for p in problems)
     assert any("bias the reported test performance" in p for p in problems)
+
+
+def test_pepr_status_counts_stopped_cells_and_shows_each_rung(tmp_path):
+    import json
+
+    from pepr.results.status import collect_status, format_status
+
+    results = tmp_path / "results"
+    jobs = []
+    for model, status in (("a", "ok"), ("b", "stopped"), ("c", None)):
+        run = results / "runs" / "d" / "scratch" / "1.0" / model / "seed0"
+        run.mkdir(parents=True)
+        (run / "rung1.json").write_text(json.dumps({"status": "ok", "rung": 1}))
+        if status:
+            (run / "metrics.json").write_text(json.dumps({"status": status, "reason": "", "energy_kwh": 1.0}))
+        jobs.append(("cell", f"runs/d/scratch/1.0/{model}/seed0", model, f"results/runs/d/scratch/1.0/{model}/seed0/metrics.json"))
+    decision = results / "adaptive" / "d" / "scratch" / "1.0" / "rung1.json"
+    decision.parent.mkdir(parents=True)
+    decision.write_text(json.dumps({"rung": 1, "kept": ["a", "c"], "stopped": ["b"], "failed": []}))
+    status = collect_status(jobs, results_dir=results, snakemake_dir=tmp_path / ".snakemake", use_squeue=False)
+    assert (status.count("finished"), status.count("stopped"), status.count("pending")) == (1, 1, 1)
+    text = format_status(status)
+    assert "stopped 1" in text
+    assert "rung 1: 3 cell(s) reached it, 0 running; 1 group(s) decided: 2 candidate(s) kept, 1 stopped" in text
+
+
+def test_expected_cost_of_an_adaptive_sweep_next_to_the_full_grid():
+    from pepr.results.adaptive import estimate_lines, expected_cost
+
+    # one group of 4 models at 1 kWh per epoch (the last 3 kWh), 10 epochs; one pretraining job
+    rows = [{"dataset": "d", "init": "scratch", "fraction": 1.0, "model": m, "seed": 0, "epochs": 10,
+             "est_energy_kwh": 10.0 * c} for m, c in zip("abcd", (1, 1, 1, 3))]
+    rows.append({"dataset": "s", "init": "pretrain", "fraction": 1.0, "model": "a", "seed": 0, "epochs": 10, "est_energy_kwh": 5.0})
+    table = pd.DataFrame(rows)
+    cost = expected_cost(table, Policy(rungs=(1, 3), keep=0.25, min_keep=1))
+    assert cost["full"] == pytest.approx(65.0)
+    # 4 candidates x epoch 1, 1 candidate epochs 2-3 and 4-10, at the mean 1.5 kWh/epoch; + pretraining
+    assert cost["expected"] == pytest.approx(6.0 + 0.25 * 6 * 2 + 0.25 * 6 * 7 + 5.0)
+    assert cost["at_most"] == pytest.approx(6.0 + 3 * 2 + 3 * 7 + 5.0)
+    assert "of the full grid's" in estimate_lines(table, Policy(rungs=(1, 3), keep=0.25, min_keep=1))[1]
+
+
+# ----- the report: stopped runs listed apart, what the adaptive sweep saved -----
+
+
+def adaptive_runs() -> pd.DataFrame:
+    rows = []
+    for group in ("x", "y"):
+        for model, status, rung, acc, kwh, params in (("a", "ok", None, 0.9, 4.0, 1e6), ("b", "ok", None, 0.8, 2.0, 2e6),
+                                                      ("c", "stopped", 1, 0.5, 1.0, 3e6), ("d", "failed", None, None, None, 4e6)):
+            rows.append({"dataset": group, "init": "scratch", "fraction": 1.0, "model": model, "seed": 0, "status": status,
+                         "reason": "" if status == "ok" else status, "rung": rung, "epochs": 4, "params": params,
+                         "val_accuracy": acc, "test_accuracy": acc, "energy_kwh": kwh, "train_time_s": None if kwh is None else kwh * 3600,
+                         "projected_pepr": 0.25 if status == "stopped" else None})
+    return pd.DataFrame(rows)
+
+
+def test_savings_and_stopped_tables():
+    from pepr.report.adaptive import savings_table, stopped_table
+    from pepr.report.config import ReportConfig
+
+    cfg = ReportConfig()
+    runs = adaptive_runs()
+    savings = savings_table(runs, cfg)
+    assert list(savings["dataset"]) == ["x", "y", "total"]
+    assert savings["energy_kwh_spent"].tolist() == pytest.approx([7.0, 7.0, 14.0])
+    assert savings["energy_kwh_full_projected"].tolist() == pytest.approx([10.0, 10.0, 20.0])  # c: 1 kWh x 4 / 1
+    assert savings["energy_kwh_share"].tolist() == pytest.approx([0.7, 0.7, 0.7])
+    assert savings["train_time_s_spent"].iloc[-1] == pytest.approx(14.0)  # device-hours
+    assert savings["n_stopped"].tolist() == [1, 1, 2]
+    stopped = stopped_table(runs, cfg)
+    assert stopped["model"].tolist() == ["c", "c"] and stopped["rung"].tolist() == [1, 1]
+    assert savings_table(runs[runs["status"] != "stopped"], cfg).empty
+
+
+def test_pepr_report_scores_finished_runs_and_shows_what_was_saved(tmp_path):
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    from pepr.cli import main
+
+    path = tmp_path / "runs.csv"
+    adaptive_runs().to_csv(path, index=False)
+    with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        code = main(["report", str(path), "--resource", "energy_kwh", "--out", str(tmp_path / "report")])
+    assert code == 0
+    scored = pd.read_csv(tmp_path / "report" / "pepr.csv")
+    assert scored.loc[scored["status"] == "stopped", "pepr_energy_kwh"].isna().all()
+    assert scored.loc[scored["model"] == "b", "pepr_energy_kwh"].tolist() == pytest.approx([0.8, 0.8])  # normalised over a, b
+    failed = pd.read_csv(tmp_path / "report" / "tables" / "failed_runs.csv")
+    assert set(failed["model"]) == {"d"}
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "What the adaptive sweep saved" in page
+    assert page.index("What the adaptive sweep saved") < page.index("id='summary'")
+    assert "14 of 20 kWh (70%)" in page

@@ -185,3 +185,102 @@ def train_params(job, output):
     return pepr_rerun.attach_record(
         settings, lambda: PEPR_WORKFLOW.recorded_params(output), output, GRID.data_file(settings["dataset"]), DATA_DIGESTS
     )
+
+
+# ----- adaptive sweeps (pepr.results.adaptive): adaptive.smk's and train_model's helpers -----
+
+import pepr.results.adaptive as pepr_adaptive
+
+# None for a full grid (adaptive.rungs empty, the default): nothing below changes its jobs.
+ADAPTIVE = pepr_adaptive.adaptive_settings(config)
+ADAPTIVE_RUNGS = [r for r in ADAPTIVE.policy.rungs] if ADAPTIVE else []
+ADAPTIVE_DIR = "results/adaptive"
+_GROUP_CELLS = {}
+for _cell in GRID.cells:
+    _GROUP_CELLS.setdefault((_cell.dataset_name, _cell.init, pepr_runs.format_fraction(_cell.fraction)), []).append(_cell)
+
+
+def group_cells(wildcards):
+    return _GROUP_CELLS[(wildcards.dataset, wildcards.init, wildcards.fraction)]
+
+
+def rung_record_file(cell, rung):
+    """A cell's rung record (pepr train --stop-after), beside its metrics.json."""
+    return f"{cell.directory}/{pepr_adaptive.rung_file(rung)}"
+
+
+def decision_file(dataset, init, fraction, rung):
+    return f"{ADAPTIVE_DIR}/{dataset}/{init}/{fraction}/{pepr_adaptive.rung_file(rung)}"
+
+
+def kept_models(dataset, init, fraction, rung):
+    """The models kept at a rung, read from the checkpoint select_rung (Snakemake re-plans the
+    jobs depending on it once it has run: the data-dependent part of the DAG)."""
+    found = checkpoints.select_rung.get(dataset=dataset, init=init, fraction=fraction, rung=rung)
+    return set(pepr_adaptive.read_decision(found.output[0])["kept"])
+
+
+def rung_candidates(wildcards):
+    """select_rung's input: the rung records of the group's candidates still in contention."""
+    rung = int(wildcards.rung)
+    cells = group_cells(wildcards)
+    earlier = [r for r in ADAPTIVE_RUNGS if r < rung]
+    if earlier:
+        kept = kept_models(wildcards.dataset, wildcards.init, wildcards.fraction, earlier[-1])
+        cells = [cell for cell in cells if cell.model in kept]
+    return [rung_record_file(cell, rung) for cell in cells]
+
+
+def cell_fate(cell):
+    """(rung the cell stopped at or None, the decision files that say so): walks the group's
+    rungs; raises Snakemake's incomplete-checkpoint signal while a decision is still to come."""
+    group = (cell.dataset_name, cell.init, pepr_runs.format_fraction(cell.fraction))
+    files = []
+    for rung in ADAPTIVE_RUNGS:
+        files.append(decision_file(*group, rung))
+        if cell.model not in kept_models(*group, rung):
+            return rung, files
+    return None, files
+
+
+def rung_inputs(wildcards):
+    """train_to_rung's input: the data (as train_model's) and, after the first rung, the cell's
+    previous rung record (its checkpoint is that segment's)."""
+    cell = cell_of(wildcards)
+    inputs = train_inputs(wildcards)
+    earlier = [r for r in ADAPTIVE_RUNGS if r < int(wildcards.rung)]
+    if earlier:
+        inputs["previous_rung"] = rung_record_file(cell, earlier[-1])
+    return inputs
+
+
+def adaptive_train_inputs(wildcards):
+    """train_model's extra input in an adaptive sweep: the rung record the cell continues from
+    (kept to the end) or is recorded from (stopped); nothing for a full grid. The decisions are
+    read (checkpoints), not inputs: a re-decision (a raised keep) rewrites them, and an input
+    "updated by another job" would re-run every cell of the group instead of the newly kept."""
+    if not ADAPTIVE:
+        return {}
+    cell = cell_of(wildcards)
+    stopped, _ = cell_fate(cell)
+    last = stopped if stopped is not None else ADAPTIVE_RUNGS[-1]
+    return {"rung": rung_record_file(cell, last)}
+
+
+_NOT_RECORDED = type("NotRecordedParam", (), {"__str__": lambda self: "", "__format__": lambda self, spec: format("", spec)})
+
+
+def adaptive_flag(wildcards):
+    """train_model's params.adaptive: " --stopped-at N" for a cell the adaptive sweep stopped
+    (recorded: a later decision that keeps it re-plans the cell, which continues from its
+    checkpoint); nothing recorded otherwise, so full grids and kept cells keep their records."""
+    if not ADAPTIVE:
+        return _NOT_RECORDED()
+    stopped, _ = cell_fate(cell_of(wildcards))
+    return f" --stopped-at {stopped}" if stopped is not None else _NOT_RECORDED()
+
+
+def adaptive_params():
+    """select_rung's params: the settings a decision depends on (recorded: changing keep re-decides)."""
+    return {"keep": ADAPTIVE.policy.keep, "min_keep": ADAPTIVE.policy.min_keep, "resource": ADAPTIVE.resource,
+            "select_by": ADAPTIVE.select_by, "epochs": config["epochs"]}

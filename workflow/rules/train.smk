@@ -26,6 +26,10 @@ _PEPR_TRAIN_LITERAL = PEPR_TRAIN.replace("{", "{{").replace("}", "}}")  # a brac
 # Snakemake shows (fd 3 = the job's stderr before the log redirection; PEPR_NOTIFY_FD), so a
 # failure is seen the moment it happens, not only in the log or at the end in summary.md.
 TRAIN_COMMAND = f"PEPR_NOTIFY_FD=3 HF_HUB_OFFLINE=${{{{HF_HUB_OFFLINE:-1}}}} {_PEPR_TRAIN_LITERAL} {{params.train}}{{params.retrain}} --threads {{threads}} 3>&2 >> {{log:q}} 2>&1"
+# Adaptive sweeps (adaptive.smk): a cell stopped at a rung is recorded, not trained
+# ({params.adaptive}: --stopped-at N); a rung job trains to its rung and keeps the checkpoint.
+CELL_COMMAND = TRAIN_COMMAND.replace("{params.retrain}", "{params.retrain}{params.adaptive}")
+RUNG_COMMAND = TRAIN_COMMAND.replace("{params.retrain}", "{params.retrain} --stop-after {wildcards.rung}")
 
 
 rule pretrain_source:
@@ -54,6 +58,7 @@ rule pretrain_source:
 rule train_model:
     input:
         unpack(train_inputs),
+        unpack(adaptive_train_inputs),
     output:
         metrics="results/runs/{dataset}/{init}/{fraction}/{model}/seed{seed}/metrics.json",
         history="results/runs/{dataset}/{init}/{fraction}/{model}/seed{seed}/history.csv",
@@ -66,6 +71,7 @@ rule train_model:
         retrain=lambda wildcards, output: retrain_flag(
             "train_model", output, cell_of(wildcards).pretrain.metrics if wildcards.init == "transfer" else None
         ),
+        adaptive=adaptive_flag,
     threads: rule_threads("train")
     resources:
         **rule_resources("train"),
@@ -74,4 +80,4 @@ rule train_model:
     conda:
         "../../envs/pepr.yaml"
     shell:
-        TRAIN_COMMAND
+        CELL_COMMAND

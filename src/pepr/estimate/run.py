@@ -143,6 +143,11 @@ def run_estimate(
         grid_models=len(grid_jobs.grid_models) if subset else None,
         grid_jobs=grid_jobs.grid_jobs if subset else None, notes=notes,
     )
+    from pepr.results.adaptive import adaptive_settings, estimate_lines
+
+    adaptive = adaptive_settings(config)
+    if adaptive is not None:  # an adaptive sweep: its expected cost next to the full grid's
+        report = report + "\n\n" + "\n".join(estimate_lines(table, adaptive.policy))
     return EstimateResult(
         table=table, by_model=summarise_by_model(table), report=report, calibrations=calibrations,
         allocation=recommend_cells_per_allocation(table, assumptions.allocation_minutes),

@@ -16,7 +16,7 @@ import pandas as pd
 
 from pepr.columns import GROUP_COLUMNS
 from pepr.errors import PeprInputError
-from pepr.report import figures, tables
+from pepr.report import adaptive, figures, tables
 from pepr.report.config import FIGURES, TABLES, ReportConfig
 from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table
 # load / prepare live in pepr.report.loading (the page loads the workflow's pepr.csv with them
@@ -67,6 +67,9 @@ def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "failed": tables.failed_table(df, cfg),
         "missing": tables.missing_table(df, cfg, data.expected),
         "energy_methods": tables.energy_method_table(df, cfg),
+        # adaptive sweeps: what was stopped and saved (empty for a full grid)
+        "adaptive_savings": adaptive.savings_table(df, cfg),
+        "adaptive_stopped": adaptive.stopped_table(df, cfg),
     }
 
 

@@ -29,6 +29,9 @@ TABLES: dict[str, str] = {
     "size_trend": "size_trend.csv",
     "measurement_checks": "measurement_checks.csv",
     "footprint": "footprint.csv",
+    # adaptive sweeps (pepr.report.adaptive): empty for a full grid
+    "adaptive_savings": "adaptive_savings.csv",
+    "adaptive_stopped": "adaptive_stopped.csv",
 }
 
 #: Figure name -> file stem under the figures folder (one file per configured format).

@@ -30,7 +30,8 @@ import pandas as pd
 from markdown_it import MarkdownIt
 
 from pepr.errors import PeprInputError
-from pepr.report.config import FIGURES, WORKFLOW_GROUP, ReportConfig
+from pepr.report.adaptive import savings_html as adaptive_savings_html
+from pepr.report.config import FIGURES, TABLES, WORKFLOW_GROUP, ReportConfig
 from pepr.results.runs import atomic_write_text
 
 if TYPE_CHECKING:
@@ -307,6 +308,8 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
         "<h3 id='footprint'>What this sweep cost</h3>",
         _totals(footprint) if footprint is not None else
         _missing(f"No tables/{FOOTPRINT_TABLE}:", "the sweep's energy, CO2 and device-hours are unknown."),
+        # an adaptive sweep: what stopping saved, beside the footprint (nothing for a full grid)
+        adaptive_savings_html(_read_csv(tables_dir / TABLES["adaptive_savings"], text_columns)),
     ]
     summary_path = out_dir / "summary.md"
     if summary_path.is_file():

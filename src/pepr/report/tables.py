@@ -561,8 +561,8 @@ def rank_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 
 
 def failed_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
-    """The failed runs with their reasons."""
-    return df.loc[~df["ok"], [*run_columns(cfg), "reason"]].reset_index(drop=True)
+    """The failed runs with their reasons (an adaptive sweep's stopped runs are listed apart)."""
+    return df.loc[~df["ok"] & (df["status"] != "stopped"), [*run_columns(cfg), "reason"]].reset_index(drop=True)
 
 
 def missing_table(df: pd.DataFrame, cfg: ReportConfig, expected: pd.DataFrame | None = None) -> pd.DataFrame:

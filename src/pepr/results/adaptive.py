@@ -55,6 +55,37 @@ KEPT, STOPPED = "kept", "stopped"
 HISTORY_RESOURCE: dict[str, str] = CUMULATIVE_COLUMNS
 
 
+def rung_file(rung: int) -> str:
+    """The rung record's file name in a run folder: ``rung3.json``."""
+    return f"rung{int(rung)}.json"
+
+
+def decision_path(run_dir: str | Path, rung: int) -> Path:
+    """The group's decision file at ``rung`` for a run folder of the results layout
+    (``results/runs/D/I/F/M/seedS`` -> ``results/adaptive/D/I/F/rungN.json``, rule select_rung's output)."""
+    from pathlib import Path
+
+    run_dir = Path(run_dir)
+    group = run_dir.parent.parent  # .../runs/D/I/F
+    runs_root = group.parent.parent.parent
+    return runs_root.parent / "adaptive" / group.relative_to(runs_root) / rung_file(rung)
+
+
+def read_rung(path: str | Path) -> dict[str, Any]:
+    """A rung record; PeprInputError naming the file when it is missing or not one."""
+    import json
+    from pathlib import Path
+
+    try:
+        record = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise PeprInputError(f"rung record {path} cannot be read ({type(exc).__name__}); run its rung job again "
+                             "(snakemake --forcerun it)") from None
+    if not isinstance(record, dict) or "status" not in record or "rung" not in record:
+        raise PeprInputError(f"{path} is not a pepr rung record (no status or rung)")
+    return record
+
+
 def is_peak(resource: str) -> bool:
     """Whether a resource is a peak (memory), which an adaptive projection does not scale."""
     return "memory" in resource.lower()
@@ -400,3 +431,155 @@ def prepare_histories(
                              f"but a group of {source} ends at epoch {shortest}; choose earlier rungs")
     return table, Columns(by=tuple(by), model=cols.model, seed=seed, epoch=cols.epoch, select_by=cols.select_by,
                           performance=cols.performance, resource=cols.resource)
+
+
+# --------------------------------------------------------------------------------------------
+# The workflow's decision (rule select_rung): rung records in, the group's decision out
+# --------------------------------------------------------------------------------------------
+
+
+def rung_histories(records: Sequence[Mapping[str, Any]], select_by: str, resource: str) -> "pd.DataFrame":
+    """The history rows of a group's rung records as one table (model, seed, epoch, status,
+    ``select_by``, ``resource``); a peak resource (no history column) is the record's peak so far
+    on every row. A failed record adds one row with status "failed" (it drops out)."""
+    import pandas as pd
+
+    column = HISTORY_RESOURCE.get(resource)
+    rows = []
+    for record in records:
+        base = {"model": record["model"], "seed": record["seed"], "status": record.get("status", "failed")}
+        history = record.get("history") or []
+        if base["status"] != "ok" or not history:
+            rows.append({**base, "status": "failed", "epoch": record.get("rung", 0), select_by: None, resource: None})
+            continue
+        for row in history:
+            spent = row.get(column) if column else record.get(resource)
+            rows.append({**base, "epoch": int(row["epoch"]), select_by: row.get(select_by), resource: spent})
+    return pd.DataFrame(rows, columns=["model", "seed", "status", "epoch", select_by, resource])
+
+
+def decide_group(records: Sequence[Mapping[str, Any]], *, rung: int, epochs: int, settings: AdaptiveSettings) -> dict[str, Any]:
+    """A group's decision at ``rung`` from its candidates' rung records (:func:`decide_rung`),
+    as the JSON the workflow keeps (``results/adaptive/<group>/rungN.json``): the settings, one
+    entry per candidate (``model``, ``seeds``, ``metric``, ``spent``, ``projected_resource``,
+    ``projected_pepr``, ``trend_pepr``, ``decision``, ``reason``), the models ``kept`` and
+    ``stopped``, and ``failed`` (models with no run reaching the rung)."""
+    from pepr.results.runs import json_safe
+
+    history = rung_histories(records, settings.select_by, settings.resource)
+    table = decide_rung(history, rung=rung, epochs=epochs, keep=settings.policy.keep, min_keep=settings.policy.min_keep,
+                        select_by=settings.select_by, resource=settings.resource, peak=is_peak(settings.resource))
+    candidates = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+                  for row in table.to_dict(orient="records")]
+    kept = [c["model"] for c in candidates if c["decision"] == KEPT]
+    stopped = [c["model"] for c in candidates if c["decision"] == STOPPED]
+    failed = sorted({str(r["model"]) for r in records} - set(kept) - set(stopped))
+    return json_safe({
+        "rung": rung, "epochs": epochs, "keep": settings.policy.keep, "min_keep": settings.policy.min_keep,
+        "resource": settings.resource, "select_by": settings.select_by,
+        "candidates": candidates, "kept": kept, "stopped": stopped, "failed": failed,
+    })
+
+
+def write_decision(rung_files: Sequence[str], out: str, *, rung: int, epochs: int, settings: AdaptiveSettings) -> dict[str, Any]:
+    """Rule select_rung: read the rung records, decide (:func:`decide_group`), write ``out`` atomically."""
+    from pepr.results.runs import atomic_write_json
+
+    decision = decide_group([read_rung(path) for path in rung_files], rung=rung, epochs=epochs, settings=settings)
+    atomic_write_json(out, decision)
+    return decision
+
+
+def read_decision(path: str) -> dict[str, Any]:
+    """A decision file written by :func:`write_decision`."""
+    import json
+
+    with open(path, encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def rung_summary(results_dir: str, in_progress: Sequence[str] = ()) -> list[str]:
+    """``pepr status``'s lines on an adaptive sweep, one per rung: cells that reached it (rung
+    records), rung jobs in progress (``in_progress``: outputs Snakemake marks incomplete), groups
+    decided, candidates kept and stopped. Empty when the results hold no rung record. Standard
+    library only (globs and small JSON files)."""
+    import glob
+    import json
+    import os
+    import re
+
+    reached: dict[int, int] = {}
+    for path in glob.glob(os.path.join(glob.escape(results_dir), "runs", "*", "*", "*", "*", "seed*", "rung*.json")):
+        match = re.fullmatch(r"rung(\d+)\.json", os.path.basename(path))
+        if match:
+            reached[int(match.group(1))] = reached.get(int(match.group(1)), 0) + 1
+    running: dict[int, int] = {}
+    for output in in_progress:
+        match = re.search(r"/seed\d+/rung(\d+)\.json$", output)
+        if match:
+            running[int(match.group(1))] = running.get(int(match.group(1)), 0) + 1
+    decided: dict[int, list[dict[str, Any]]] = {}
+    for path in glob.glob(os.path.join(glob.escape(results_dir), "adaptive", "*", "*", "*", "rung*.json")):
+        try:
+            decision = read_decision(path)
+            decided.setdefault(int(decision["rung"]), []).append(decision)
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    lines = []
+    for rung in sorted(set(reached) | set(running) | set(decided)):
+        groups = decided.get(rung, [])
+        kept = sum(len(d.get("kept", [])) for d in groups)
+        stopped = sum(len(d.get("stopped", [])) for d in groups)
+        lines.append(f"  rung {rung}: {reached.get(rung, 0)} cell(s) reached it, {running.get(rung, 0)} running; "
+                     f"{len(groups)} group(s) decided: {kept} candidate(s) kept, {stopped} stopped")
+    return lines
+
+
+def expected_cost(estimate: "pd.DataFrame", policy: Policy, column: str = "est_energy_kwh",
+                  overhead_column: str = "job_overhead_s") -> dict[str, float]:
+    """An adaptive sweep's cost next to the full grid's, from ``pepr estimate``'s per-job table.
+
+    Per group (dataset x init x fraction; pretraining jobs, init ``pretrain``, are not adaptive
+    and count in full) every candidate trains to the first rung, then the kept count
+    (:func:`kept_count`) of each rung trains on. Which models are kept is not known before the
+    sweep, so ``expected`` assumes they cost the group's mean per epoch and ``at_most`` that
+    the most expensive are kept. Per-job overheads (``job_overhead_s``, in seconds of the column's
+    time) are left out of the scaling. Returns ``full``, ``expected`` and ``at_most`` totals of
+    ``column`` over the jobs that calibrated.
+    """
+    import pandas as pd
+
+    table = estimate[pd.to_numeric(estimate[column], errors="coerce").notna()]
+    full = float(table[column].sum())
+    expected = at_most = 0.0
+    for (_, init, _), group in table.groupby(["dataset", "init", "fraction"], sort=False):
+        epochs = int(group["epochs"].max())
+        rungs = [r for r in policy.rungs if r < epochs]
+        if init == "pretrain" or not rungs:
+            expected += float(group[column].sum())
+            at_most += float(group[column].sum())
+            continue
+        per_epoch = (group[column] / group["epochs"]).groupby(group["model"]).sum().sort_values(ascending=False)
+        bounds = [0, *rungs, epochs]
+        count = len(per_epoch)
+        for start, end in zip(bounds, bounds[1:]):
+            span = end - start
+            expected += count / len(per_epoch) * float(per_epoch.sum()) * span
+            at_most += float(per_epoch.iloc[:count].sum()) * span
+            count = kept_count(count, policy.keep, policy.min_keep)
+    return {"full": full, "expected": expected, "at_most": at_most}
+
+
+def estimate_lines(estimate: "pd.DataFrame", policy: Policy) -> list[str]:
+    """``pepr estimate``'s lines on an adaptive sweep: expected and worst-case cost next to the full grid's."""
+    lines = [f"ADAPTIVE SWEEP (rungs {', '.join(map(str, policy.rungs))}, keep {policy.keep:g}, min_keep {policy.min_keep}):"]
+    for column, unit in (("est_device_hours", "device-h"), ("est_energy_kwh", "kWh"), ("est_co2_kg", "kg CO2")):
+        if column not in estimate.columns:
+            continue
+        cost = expected_cost(estimate, policy, column)
+        share = cost["expected"] / cost["full"] if cost["full"] else float("nan")
+        lines.append(f"  {unit:>8}: expected ~{cost['expected']:.3g} ({share:.0%} of the full grid's {cost['full']:.3g}), "
+                     f"at most {cost['at_most']:.3g} if the most expensive candidates are kept")
+    lines.append("  (which candidates continue is decided from their measured numbers at each rung; stopped models get "
+                 "no final numbers)")
+    return lines

@@ -37,7 +37,7 @@ from pepr.results.runs import LOCK_FILE, METRICS_FILE, RESUME_FILE
 __all__ = ["CellState", "SweepStatus", "STATES", "collect_status", "format_status", "write_status_table"]
 
 #: Cell states, in the order they are reported.
-STATES: tuple[str, ...] = ("finished", "failed", "running", "pending")
+STATES: tuple[str, ...] = ("finished", "stopped", "failed", "running", "pending")
 
 _CACHE_VERSION = 1
 #: How much of a log's end is read to find a crash's last line.
@@ -92,6 +92,7 @@ class SweepStatus:
     estimate_source: str = ""
     parallel: int = 1
     notes: list[str] = field(default_factory=list)
+    adaptive: list[str] = field(default_factory=list)  # per rung of an adaptive sweep (pepr.results.adaptive)
 
     def count(self, state: str) -> int:
         """Number of jobs in ``state``."""
@@ -402,8 +403,9 @@ def collect_status(
                     continue
             new_cache[key] = figures
             ok = figures["status"] == "ok"
+            finished = "finished" if ok else ("stopped" if figures["status"] == "stopped" else "failed")
             cells.append(CellState(
-                key, kind, model, "finished" if ok else "failed", "" if ok else (figures["reason"] or "no reason recorded"),
+                key, kind, model, finished, "" if ok else (figures["reason"] or "no reason recorded"),
                 figures.get("energy_kwh"), figures.get("co2_kg"), figures.get("train_time_s"), info.st_mtime,
             ))
             continue
@@ -449,7 +451,11 @@ def collect_status(
     if cache_path is not None and new_cache != cache:
         _save_cache(cache_path, new_cache)
     found = read_estimate(estimate_csv) if estimate_csv is not None else None
+    from pepr.results.adaptive import rung_summary
+
+    adaptive = rung_summary(os.fspath(results), [output for output in markers if output.endswith(".json")])
     return SweepStatus(
+        adaptive=adaptive,
         cells=cells, results_dir=str(results), snakemake_running=locked, estimate=found[0] if found else None,
         estimated_times=found[1] if found else {},
         estimate_source=str(estimate_csv) if found is not None else "", parallel=parallel, notes=notes,
@@ -479,8 +485,9 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
     """The report ``pepr status`` prints: counts, failures with reasons, running jobs, cost, ETA."""
     total = len(status.cells)
     lines = [f"pepr status: {total} jobs in {status.results_dir}/"]
-    counts = "   ".join(f"{state} {status.count(state)}" for state in STATES)
-    done = status.count("finished") + status.count("failed")
+    # "stopped" (an adaptive sweep's) only when there are such cells: a full grid's line is unchanged
+    counts = "   ".join(f"{state} {status.count(state)}" for state in STATES if state != "stopped" or status.count(state))
+    done = status.count("finished") + status.count("stopped") + status.count("failed")
     lines.append(f"  {counts}   ({100.0 * done / total if total else 0:.0f}% done)")
     interrupted = [c for c in status.cells if c.state == "pending" and c.reason.startswith("interrupted")]
     if interrupted:
@@ -489,6 +496,9 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
         "  Snakemake: " + ("a run holds this folder (.snakemake/locks; after a kill -9 the lock is stale: "
                             "`snakemake --unlock`)" if status.snakemake_running else "no run holds this folder")
     )
+    if status.adaptive:  # an adaptive sweep: where each rung stands
+        lines.append("adaptive sweep:")
+        lines.extend(status.adaptive)
     failed = [c for c in status.cells if c.state == "failed"]
     if failed:
         # grouped by reason (a model that cannot run fails the same way in all its cells);

@@ -24,15 +24,11 @@ from typing import Any
 from pepr.columns import CUMULATIVE_COLUMNS
 from pepr.errors import PeprInputError
 from pepr.results import runs
+from pepr.results.adaptive import read_rung, rung_file
 from pepr.results.runs import HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, RESULT_KEYS, json_safe
 
 #: Metrics of a history row a rung record copies (the selection metric is one of the val_ ones).
 RUNG_METRICS: tuple[str, ...] = tuple(c for c in HISTORY_COLUMNS if c.startswith(("val_", "test_")))
-
-
-def rung_file(rung: int) -> str:
-    """The rung record's file name in a run folder: ``rung3.json``."""
-    return f"rung{int(rung)}.json"
 
 
 def _history_rows(history: Sequence[Mapping[str, Any]], last: int) -> list[dict[str, Any]]:
@@ -76,18 +72,6 @@ def write_failed_rung(out_dir: Path, rung: int, failed: Mapping[str, Any]) -> No
     runs.atomic_write_json(out_dir / rung_file(rung), json_safe({**record, "rung": rung}))
 
 
-def read_rung(path: str | Path) -> dict[str, Any]:
-    """A rung record; PeprInputError naming the file when it is missing or not one."""
-    try:
-        record = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise PeprInputError(f"rung record {path} cannot be read ({type(exc).__name__}); run its rung job again "
-                             "(snakemake --forcerun it)") from None
-    if not isinstance(record, dict) or "status" not in record or "rung" not in record:
-        raise PeprInputError(f"{path} is not a pepr rung record (no status or rung)")
-    return record
-
-
 def rung_from_finished(out_dir: Path, rung: int) -> dict[str, Any] | None:
     """A finished ok run's rung record, written from its metrics.json and history.csv (None when the
     run folder holds no finished ok run): a cell trained in full before is never trained again."""
@@ -115,17 +99,35 @@ def _number(text: str) -> Any:
         return float(text)
 
 
+def _projection(out_dir: Path, rung: int, model: str) -> dict[str, Any]:
+    """The candidate's projected PePR and resource in its group's decision (the workflow's
+    results layout), for the report's list of stopped runs; empty when there is no decision."""
+    from pepr.results.adaptive import decision_path, read_decision
+
+    try:
+        decision = read_decision(str(decision_path(out_dir, rung)))
+        entry = next(c for c in decision["candidates"] if c["model"] == model)
+    except (OSError, ValueError, KeyError, TypeError, StopIteration):
+        return {}
+    return {"projected_pepr": entry.get("projected_pepr"), "projected_resource": entry.get("projected_resource"),
+            "adaptive_resource": decision.get("resource")}
+
+
 def record_stopped(cfg: Any, versions: Mapping[str, str], log: Callable[[str], None]) -> dict[str, Any]:
     """Publish a stopped cell's metrics.json and history.csv from its rung record (no training;
-    ``resume.pt`` is kept); a cell that failed before its rung keeps its failed record."""
+    ``resume.pt`` is kept); a cell that failed before its rung gets its failed record back."""
     rung = cfg.stopped_at
     source = cfg.out_dir / rung_file(rung)
     found = read_rung(source)
-    if found["status"] != "ok":
-        raise PeprInputError(f"{source} is a failed rung record; a failed cell is not stopped (its metrics.json says why)")
+    if found["status"] != "ok":  # failed before its rung: it drops out with its failed record
+        record = {**{key: None for key in RESULT_KEYS}, **found, "config": cfg.as_dict(), "versions": dict(versions)}
+        runs.publish_finished(cfg.out_dir, record, [])
+        log(f"failed before rung {rung}: {found.get('reason')}")
+        return json_safe(record)
     history = found.pop("history", [])
     record = {key: None for key in RESULT_KEYS}
     record.update(found)
+    record.update(_projection(cfg.out_dir, rung, cfg.model))
     epochs = cfg.epochs
     record.update({
         "status": "stopped",
