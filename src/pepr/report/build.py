@@ -8,6 +8,7 @@ nothing (the rank bootstrap above all) is computed twice.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,9 +16,9 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from pepr.errors import PeprInputError
-from pepr.report import figures, tables
+from pepr.report import figures, tables, uncertainty
 from pepr.report.config import FIGURES, TABLES, ReportConfig
-from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table
+from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table, report_variants
 # load / prepare live in pepr.report.loading (the page loads the workflow's pepr.csv with them
 # too, and this module writes the page); they are the rule scripts' entry points from here.
 from pepr.report.loading import load, prepare
@@ -33,7 +34,8 @@ __all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "r
 
 #: Columns of the tables that name models or levels: read back as text ("1.0" stays "1.0").
 TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason", "check",
-                "recommended_model", "best_model", "statement", "family"]
+                "recommended_model", "best_model", "statement", "family", "contenders", "best_pepr_model",
+                "interval_method"]
 #: Figures drawn against parameter counts: left out for a table without them.
 SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
 
@@ -48,11 +50,25 @@ def write_histories(
     return table
 
 
+def uncertainties(data: ReportData) -> dict:
+    """Every group's intervals and comparisons (:mod:`pepr.report.uncertainty`): from the runs'
+    test predictions under ``data.runs_root`` where every run of a group has them, else from
+    seeds, else from the test-set size column (``data.n_test``, default ``n_test``)."""
+    df, cfg = data.results, data.cfg
+    columns = list(dict.fromkeys([f"pepr_{cfg.resource}", *(v.column for v in report_variants(df))]))
+    n_test = data.n_test or ("n_test" if "n_test" in df.columns else None)
+    predictions = uncertainty.load_predictions(df, data.runs_root)
+    return uncertainty.group_uncertainties(df, cfg.group, cfg.performance, columns, cfg.alpha,
+                                           cfg.bootstrap_resamples, cfg.seed, predictions, n_test)
+
+
 def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:
     """All report tables by name (see :data:`TABLES`), in the report's column names."""
     df, cfg = data.results, data.cfg
+    groups_uncertainty = uncertainties(data)
     return {
-        "decision": tables.decision_table(df, cfg),
+        "decision": tables.decision_table(df, cfg, groups_uncertainty),
+        "intervals": tables.interval_table(df, cfg, groups_uncertainty),
         "footprint": tables.footprint_table(df),
         "measurement_checks": tables.measurement_checks_table(df, cfg, list(data.resources), data.synthetic),
         "top_k": tables.top_k_table(df, cfg),
@@ -170,9 +186,14 @@ def write_report(
     spec: TableSpec,
     cfg: ReportConfig,
     histories: str | os.PathLike | None = None,
+    n_test: str | None = None,
+    runs_root: str | os.PathLike | None = None,
 ) -> list[Path]:
     """``pepr report``: check and score any runs table, then write ``out_dir/pepr.csv``,
     ``tables/*.csv``, ``figures/*``, ``summary.md`` and ``report.html``.
+
+    ``n_test``: the column of test-set sizes for binomial intervals (must exist); ``runs_root``:
+    a workflow's ``results/runs`` folder, whose runs' test predictions give paired intervals.
 
     Everything that can be wrong with the input (the table, the histories, a column, a flag)
     is checked before ``out_dir`` is created, so a bad input writes nothing.
@@ -186,6 +207,11 @@ def write_report(
         history_table = read_table(histories)
         history_table = history_table.rename(columns={old: new for old, new in spec.rename if old in history_table.columns})
     data = prepare(prepared, history_table, None)
+    if n_test is not None and n_test not in data.results.columns:
+        raise PeprInputError(f"--n-test {n_test!r}: no such column in '{table}'; name the column of test-set sizes")
+    if runs_root is not None and not Path(runs_root).is_dir():
+        raise PeprInputError(f"--runs '{runs_root}' is not a folder; give the workflow's results/runs folder")
+    data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root))
     computed = compute_tables(data)  # before any file: a failure here leaves nothing behind
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

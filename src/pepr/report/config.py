@@ -25,6 +25,7 @@ TABLES: dict[str, str] = {
     "missing": "missing.csv",
     "energy_methods": "energy_methods.csv",
     "decision": "decision.csv",
+    "intervals": "intervals.csv",
     "size_trend": "size_trend.csv",
     "measurement_checks": "measurement_checks.csv",
     "footprint": "footprint.csv",

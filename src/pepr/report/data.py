@@ -399,6 +399,10 @@ class ReportData:
     resources: tuple[str, ...] = ()
     #: The report's columns the input did not have (a made-up seed or single group).
     synthetic: tuple[str, ...] = ()
+    #: The workflow's runs folder, where each run's test_predictions.npz is (None: a bare table).
+    runs_root: str | None = None
+    #: The test-set size column for binomial intervals (None: ``n_test`` when the table has it).
+    n_test: str | None = None
 
 
 #: The group column made up when a table has none of the workflow's and no --by is given.

@@ -339,23 +339,54 @@ def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
     return lines
 
 
+def _interval(low: object, high: object) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "unknown"
+    return f"[{_num(float(low))}, {_num(float(high))}]"
+
+
+def _contenders_cell(row) -> str:
+    names = "" if pd.isna(row.contenders) else str(row.contenders)
+    if names == "unknown" or pd.isna(row.n_contenders):
+        return "unknown"
+    if not names:
+        return "none"
+    listed = names.split("; ")
+    shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+    return f"{len(listed)}: {shown}"
+
+
 def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[str]:
-    """The decision table as Markdown: per group, the recommended model, the best-performance
-    model and the recommended one's share of its performance and resource."""
+    """The decision table as Markdown: per group, the recommended model with its performance,
+    its (1 - alpha) interval and its contenders (models not distinguishable from the best
+    PePR), the best-performance model and the recommended one's share of its performance and
+    resource; then how the intervals were obtained."""
     cfg = data.cfg
     decision = tables["decision"]
     if decision.empty:
         return ["No group has a successful run: there is nothing to recommend."]
-    header = ["group", f"recommended (best {cfg.resource_label})", cfg.performance, cfg.resource,
+    level = f"{1 - cfg.alpha:.0%}"
+    header = ["group", f"recommended (by {cfg.resource_label})", cfg.performance, f"{level} interval",
+              f"{cfg.resource_label} {level} interval", "contenders", cfg.resource,
               f"best-{cfg.performance} model", f"its {cfg.performance}", f"its {cfg.resource}", "in short"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in decision.itertuples(index=False):
         key = tuple(getattr(row, c) for c in cfg.group)
         cells = [group_label(key, cfg.group), f"**{row.recommended_model}**", _num(row.recommended_performance),
+                 _interval(row.recommended_performance_ci_low, row.recommended_performance_ci_high),
+                 _interval(row.recommended_pepr_ci_low, row.recommended_pepr_ci_high), _contenders_cell(row),
                  _num(row.recommended_resource), row.best_model, _num(row.best_performance), _num(row.best_resource),
                  (f"{_pct(row.performance_share)} of the best {cfg.performance} at {_pct(row.resource_share)} of its {cfg.resource}"
                   if row.recommended_model != row.best_model else "the best-performance model itself")]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    methods = sorted({str(m) for m in decision["interval_method"].dropna()})
+    lines += ["", f"*Intervals ({level}):* {'; '.join(methods)}. Contenders are the models whose {cfg.resource_label} "
+              "cannot be told apart from the best one's (paired bootstrap over the same test images where every run "
+              "saved its test predictions, else Welch's t over seeds, else a binomial interval from the test-set size); "
+              "the recommended model is the cheapest of them."]
+    if any(m.startswith("unknown") for m in methods):
+        lines.append("Where the uncertainty is unknown (one run per model, no test predictions), give the test-set "
+                     "size (`pepr report --n-test COL`) or run several seeds.")
     return lines
 
 

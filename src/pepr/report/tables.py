@@ -18,6 +18,7 @@ import pandas as pd
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
 from pepr.report.data import (MEASURED_ON, co2_is_scaled_energy, energy_methods, group_label, group_rows,
                               groups, report_variants, run_columns)
+from pepr.report.uncertainty import UNKNOWN, GroupUncertainty
 from pepr.report.stats import (
     bootstrap_rank_ci,
     direction,
@@ -218,37 +219,86 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 
 #: Columns of the decision table after the group keys.
 DECISION_COLUMNS = ["n_models", "performance_metric", "resource", "variant", "recommended_model", "recommended_pepr",
-                    "recommended_performance", "recommended_resource", "best_model", "best_performance", "best_resource",
-                    "performance_share", "resource_share", "statement"]
+                    "recommended_pepr_ci_low", "recommended_pepr_ci_high", "recommended_performance",
+                    "recommended_performance_ci_low", "recommended_performance_ci_high", "recommended_resource",
+                    "contenders", "n_contenders", "best_pepr_model", "interval_method", "best_model",
+                    "best_performance", "best_resource", "performance_share", "resource_share", "statement"]
 
 
-def decision_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
-    """Per group, the decision: the recommended model (best seed-mean headline PePR), its
-    performance and resource, the best-performance model with its own, the recommended
-    model's share of the best model's performance and resource, and the sentence saying it
-    ("94% of the best test_accuracy at 8% of its energy_kwh"). Ties go to the model name."""
+def _contenders(unc: "GroupUncertainty | None", column: str, top: str) -> list[str] | None:
+    """The models whose ``column`` (a PePR) cannot be told apart from ``top``'s; None when the
+    group's uncertainty is unknown."""
+    if unc is None or unc.method == UNKNOWN or top not in unc.models:
+        return None
+    a = unc.models.index(top)
+    return [m for b, m in enumerate(unc.models) if b != a and unc.distinguishable(column, a, b) is False]
+
+
+def decision_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tuple, GroupUncertainty] | None" = None) -> pd.DataFrame:
+    """Per group, the decision: the model of best seed-mean headline PePR and its
+    *contenders* (the models not distinguishable from it, :mod:`pepr.report.uncertainty`); the
+    recommended model is the cheapest (smallest headline resource) of them, with its
+    performance, resource and their intervals; the best-performance model with its own, the
+    recommended model's share of the best model's performance and resource, and the sentence
+    saying it ("m (or any of 4 others not distinguishable from it): 94% of the best
+    test_accuracy at 8% of its energy_kwh"). Ties go to the model name."""
     means = model_means(df, cfg)
     headline = f"pepr_{cfg.resource}"
+    uncertainties = uncertainties or {}
     rows = []
     for key in groups(df[df["ok"]], cfg.group):
         group = group_rows(means, key, cfg.group)
-        rec = group.sort_values([headline, "model"], ascending=[False, True]).iloc[0]
+        top = group.sort_values([headline, "model"], ascending=[False, True]).iloc[0]
+        unc = uncertainties.get(tuple(key))
+        contenders = _contenders(unc, headline, top["model"])
+        tied = group[group["model"].isin([top["model"], *(contenders or [])])]
+        rec = tied.sort_values([cfg.resource, headline, "model"], ascending=[True, False, True]).iloc[0]
+        others = [m for m in tied["model"] if m != rec["model"]]
         best = group.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         perf_share = rec[cfg.performance] / best[cfg.performance] if best[cfg.performance] > 0 else np.nan
         res_share = rec[cfg.resource] / best[cfg.resource] if best[cfg.resource] > 0 else np.nan
+        if contenders is None:
+            name = f"{rec['model']} (uncertainty unknown)"
+        elif others:
+            name = f"{rec['model']} (or any of {len(others)} other{'s' if len(others) > 1 else ''} not distinguishable from it)"
+        else:
+            name = f"{rec['model']} (distinguishable from every other model)"
         if rec["model"] == best["model"]:
-            statement = f"{rec['model']} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
+            statement = f"{name} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
         else:
             share = "an unknown share" if np.isnan(res_share) else f"{res_share:.0%}"
-            statement = (f"{rec['model']}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
+            statement = (f"{name}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
                          f"at {share} of its {cfg.resource}")
+        ci = {}
+        if unc is not None and rec["model"] in unc.models:
+            i = unc.models.index(rec["model"])
+            ci = {"recommended_pepr_ci_low": unc.pepr_ci[headline][i, 0], "recommended_pepr_ci_high": unc.pepr_ci[headline][i, 1],
+                  "recommended_performance_ci_low": unc.performance_ci[i, 0],
+                  "recommended_performance_ci_high": unc.performance_ci[i, 1]}
         rows.append({**dict(zip(cfg.group, key)), "n_models": len(group), "performance_metric": cfg.performance,
                      "resource": cfg.resource, "variant": cfg.resource_label, "recommended_model": rec["model"],
-                     "recommended_pepr": rec[headline], "recommended_performance": rec[cfg.performance],
-                     "recommended_resource": rec[cfg.resource], "best_model": best["model"],
-                     "best_performance": best[cfg.performance], "best_resource": best[cfg.resource],
-                     "performance_share": perf_share, "resource_share": res_share, "statement": statement})
+                     "recommended_pepr": rec[headline], **ci, "recommended_performance": rec[cfg.performance],
+                     "recommended_resource": rec[cfg.resource],
+                     "contenders": "unknown" if contenders is None else "; ".join(others),
+                     "n_contenders": None if contenders is None else len(others), "best_pepr_model": top["model"],
+                     "interval_method": unc.detail if unc is not None else UNKNOWN,
+                     "best_model": best["model"], "best_performance": best[cfg.performance],
+                     "best_resource": best[cfg.resource], "performance_share": perf_share,
+                     "resource_share": res_share, "statement": statement})
     return pd.DataFrame(rows, columns=[*cfg.group, *DECISION_COLUMNS])
+
+
+def interval_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tuple, GroupUncertainty]") -> pd.DataFrame:
+    """Per group and model: how its interval was obtained, its performance and every PePR
+    variant with their (1 - alpha) intervals (empty where unknown)."""
+    frames = [unc.table(dict(zip(cfg.group, key))) for key, unc in uncertainties.items()]
+    columns = [*cfg.group, "model", "interval_method", "performance", "performance_ci_low", "performance_ci_high"]
+    for variant in report_variants(df):
+        columns += [variant.column, f"{variant.column}_ci_low", f"{variant.column}_ci_high"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    return table[[c for c in columns if c in table.columns]]
 
 
 #: Resources whose equal value in two groups points at a copied measurement. Peak memory is
