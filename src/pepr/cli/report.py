@@ -65,6 +65,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bootstrap resamples for intervals and rank intervals (default 2000, at least 100)")
     parser.add_argument("--margin", metavar="M", type=float, default=None,
                         help="non-inferiority margin of performance, e.g. 0.02 (default: report.equivalence_margin, 0.02)")
+    parser.add_argument("--exclude-flagged", action="store_true",
+                        help="score and report without the runs a measurement check flags as harmful (copied, "
+                        "duplicated, contended, implausible); the summary says how many and which verdicts changed")
     parser.add_argument("--rename", metavar="OLD=NEW", action="append", default=[],
                         help="rename a column before anything else (repeatable), e.g. --rename acc=test_accuracy")
 
@@ -114,7 +117,8 @@ def run(args: argparse.Namespace) -> int:
     _check_out(args.out)
     spec = TableSpec(performance=args.performance, resources=tuple(args.resource), by=tuple(args.by),
                      model=args.model, params=args.params, seed=args.seed, rename=_renames(args.rename))
-    settings = {"bootstrap_resamples": args.bootstrap, "equivalence_margin": args.margin}
+    settings = {"bootstrap_resamples": args.bootstrap, "equivalence_margin": args.margin,
+                "exclude_flagged": True if args.exclude_flagged else None}
     try:
         cfg = ReportConfig(**{k: v for k, v in settings.items() if v is not None})
     except PeprInputError as exc:  # named as the flags, not the config keys

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pandas as pd
 
 from pepr.errors import PeprInputError
-from pepr.report import figures, tables, uncertainty
+from pepr.report import exclusion, figures, tables, uncertainty
 from pepr.report.config import FIGURES, TABLES, ReportConfig
 from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table, report_variants
 # load / prepare live in pepr.report.loading (the page loads the workflow's pepr.csv with them
@@ -35,7 +35,7 @@ __all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "r
 #: Columns of the tables that name models or levels: read back as text ("1.0" stays "1.0").
 TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason", "check",
                 "recommended_model", "best_model", "statement", "family", "contenders", "best_pepr_model",
-                "interval_method"]
+                "interval_method", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
 #: Figures drawn against parameter counts: left out for a table without them.
 SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
 
@@ -62,15 +62,17 @@ def uncertainties(data: ReportData) -> dict:
                                            cfg.bootstrap_resamples, cfg.seed, predictions, n_test)
 
 
-def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:
-    """All report tables by name (see :data:`TABLES`), in the report's column names."""
+def compute_tables(data: ReportData, with_changes: bool = True) -> dict[str, pd.DataFrame]:
+    """All report tables by name (see :data:`TABLES`), in the report's column names
+    (``with_changes`` False: without what leaving the flagged runs out changed)."""
     df, cfg = data.results, data.cfg
     groups_uncertainty = uncertainties(data)
-    return {
+    flags = data.flags if data.flags is not None else tables.run_flags(df, cfg, list(data.resources), data.synthetic)
+    computed = {
         "decision": tables.decision_table(df, cfg, groups_uncertainty),
         "intervals": tables.interval_table(df, cfg, groups_uncertainty),
         "footprint": tables.footprint_table(df),
-        "measurement_checks": tables.measurement_checks_table(df, cfg, list(data.resources), data.synthetic),
+        "measurement_checks": flags.drop(columns="row"),
         "top_k": tables.top_k_table(df, cfg),
         "small_vs_large": tables.small_vs_large_table(df, cfg),
         "size_trend": tables.size_trend_table(df, cfg),
@@ -82,7 +84,11 @@ def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "failed": tables.failed_table(df, cfg),
         "missing": tables.missing_table(df, cfg, data.expected),
         "energy_methods": tables.energy_method_table(df, cfg),
+        "excluded_runs": exclusion.excluded_table(data),
     }
+    computed["verdict_changes"] = (exclusion.verdict_changes(data, computed, compute_tables) if with_changes
+                                   else pd.DataFrame(columns=exclusion.CHANGE_COLUMNS))
+    return computed
 
 
 def figure_names(cfg: ReportConfig) -> list[str]:

@@ -26,6 +26,8 @@ TABLES: dict[str, str] = {
     "energy_methods": "energy_methods.csv",
     "decision": "decision.csv",
     "intervals": "intervals.csv",
+    "excluded_runs": "excluded_runs.csv",
+    "verdict_changes": "verdict_changes.csv",
     "size_trend": "size_trend.csv",
     "measurement_checks": "measurement_checks.csv",
     "footprint": "footprint.csv",

@@ -403,6 +403,10 @@ class ReportData:
     runs_root: str | None = None
     #: The test-set size column for binomial intervals (None: ``n_test`` when the table has it).
     n_test: str | None = None
+    #: The measurement checks' flags (:func:`pepr.report.tables.run_flags`; None: not computed yet).
+    flags: pd.DataFrame | None = None
+    #: The results before ``report.exclude_flagged`` left the harmful runs out (None: nothing left out).
+    with_flagged: pd.DataFrame | None = None
 
 
 #: The group column made up when a table has none of the workflow's and no --by is given.

@@ -407,14 +407,31 @@ def footprint_line(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def checks_line(tables: dict[str, pd.DataFrame]) -> str:
-    """How many runs the measurement checks flagged, by check (tables/measurement_checks.csv)."""
+    """How many runs the measurement checks flagged, by check and severity, and what the report
+    did with them: kept (a hint to ``--exclude-flagged``) or left out, with the verdicts that
+    changed (tables measurement_checks, excluded_runs, verdict_changes)."""
     checks = tables["measurement_checks"]
     if checks.empty:
-        return "**Measurement checks:** no run flagged (identical values across groups, implied power, non-positive values, mixed devices)."
+        return ("**Measurement checks:** no run flagged (identical values across groups, duplicated runs, implied power, "
+                "non-positive values, contended runs, mixed devices).")
     counts = checks["check"].value_counts()
     text = ", ".join(f"{name} {int(counts[name])}" for name in sorted(counts.index))
-    return (f"**Measurement checks:** {len(checks)} flag(s) ({text}); see `tables/measurement_checks.csv`. "
-            "Flagged runs are kept in every score: check them before trusting their numbers.")
+    severity = checks["severity"] if "severity" in checks.columns else pd.Series("harmful", index=checks.index)
+    harmful = checks[severity == "harmful"]
+    runs = len(harmful.drop_duplicates(subset=[c for c in harmful.columns if c not in ("check", "severity", "detail")]))
+    line = (f"**Measurement checks:** {len(checks)} flag(s) ({text}; {len(harmful)} harmful, on {runs} run(s)); "
+            "see `tables/measurement_checks.csv`.")
+    excluded = tables.get("excluded_runs", pd.DataFrame())
+    if excluded.empty:
+        return line + (" Flagged runs are kept in every score; `--exclude-flagged` (`report.exclude_flagged`) scores "
+                       "without the harmful ones." if runs else " Every flag is harmless: all runs are scored.")
+    changes = tables.get("verdict_changes", pd.DataFrame())
+    shown = "; ".join(f"{r['table']} at {r['where']}: {r['with_flagged']} -> {r['without_flagged']}"
+                      for _, r in changes.head(10).iterrows())
+    more = f" and {len(changes) - 10} more" if len(changes) > 10 else ""
+    return (line + f" **{len(excluded)} run(s) flagged harmful were left out** of every score (`tables/excluded_runs.csv`); "
+            + (f"verdicts that changed: {shown}{more} (`tables/verdict_changes.csv`)." if len(changes)
+               else "no recommendation or verdict changed."))
 
 
 def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:

@@ -19,6 +19,7 @@ from pepr.report.config import STANDARD_RESOURCES, ReportConfig
 from pepr.report.data import (MEASURED_ON, co2_is_scaled_energy, energy_methods, group_label, group_rows,
                               groups, report_variants, run_columns)
 from pepr.report.uncertainty import UNKNOWN, GroupUncertainty
+from pepr.train.measure import LOW_CPU_SHARE
 from pepr.report.stats import (
     bootstrap_rank_ci,
     direction,
@@ -301,78 +302,137 @@ def interval_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tup
     return table[[c for c in columns if c in table.columns]]
 
 
-#: Resources whose equal value in two groups points at a copied measurement. Peak memory is
-#: left out: allocated memory of one model at one batch size is deterministic across groups.
+#: Resources whose equal value in two groups points at a copied measurement: energy, CO2 and
+#: time are never repeated to the last digit by a fresh run.
 ADDITIVE_RESOURCES = ("energy_kwh", "co2_kg", "train_time_s")
+#: Memory resources: deterministic for one model, image size and batch (reserved GPU memory
+#: repeats exactly), so an equal value is flagged only between runs that differ in those.
+MEMORY_RESOURCES = ("peak_memory_mb", "memory_reserved_epoch2_mb")
+#: What makes two runs' memory the same allocation (those present in the table).
+MEMORY_CONFIG = ("model", "image_size", "batch_size")
 #: A run's implied power is flagged when its modified z-score (0.6745 (x - median) / MAD, on
 #: log power) exceeds this (Iglewicz & Hoaglin's 3.5) *and* it is this far (factor) from the
 #: median: a sweep of near-identical estimates has a tiny MAD but no real outlier.
 POWER_Z, POWER_FACTOR = 3.5, 1.5
+#: A copied value is harmful when the run's implied power is this far (factor) from its
+#: group's median: the value belongs to another amount of work (a 100%-data energy in a 10% group).
+COPY_POWER_FACTOR = 2.0
+#: A group's runs are contended when a run's recorded CPU share is below LOW_SHARE (the level
+#: at which ``pepr train`` warns), or below 1/SHARE_SPREAD of the group's highest: time and
+#: estimated energy then measure the neighbours.
+LOW_SHARE, SHARE_SPREAD = LOW_CPU_SHARE, 2.0
+#: Severity of a flag: harmful flags are left out by ``report.exclude_flagged``; harmless ones
+#: are kept (they explain, they do not distort the scores).
+HARMFUL, HARMLESS = "harmful", "harmless"
 
 
-def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: list[str],
-                             synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Sanity checks of the measurements, one row per flagged successful run and check (the
-    details of several resources joined by " | "):
-    the run (model, group keys, seed), ``check`` and ``detail``. Nothing is dropped: a flag
-    warns and explains.
+def _is_memory(resource: str) -> bool:
+    return resource in MEMORY_RESOURCES or "memory" in resource or resource.endswith("_mb")
 
-    Checks: ``identical_resource`` (an energy/CO2/time value, or a non-standard scored
-    resource, exactly equal to the same model's value in another group: a copied or reused
-    log); ``implied_power`` (energy / time a robust outlier among the sweep's runs on the same
-    device, see :data:`POWER_Z`); ``nonpositive_resource`` (zero, negative or non-finite);
-    ``mixed_devices`` (a group's runs measured on different devices/hosts/GPU models: the
-    runs not on the group's most common one are flagged).
-    """
+
+def _implied_power(frame: pd.DataFrame) -> pd.Series:
+    """Energy / time in W per run (NaN where either is missing or not positive)."""
+    if "energy_kwh" not in frame.columns or "train_time_s" not in frame.columns:
+        return pd.Series(np.nan, index=frame.index)
+    energy = pd.to_numeric(frame["energy_kwh"], errors="coerce")
+    seconds = pd.to_numeric(frame["train_time_s"], errors="coerce")
+    return (energy * 3.6e6 / seconds).where((energy > 0) & (seconds > 0))
+
+
+def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every flag of the measurement checks, one row per flagged successful run and check:
+    ``row`` (the run's index in ``df``), the run's columns, ``check``, ``severity``
+    (:data:`HARMFUL` or :data:`HARMLESS`) and ``detail`` (several resources of one check joined
+    by " | "). See :func:`measurement_checks_table` for the checks."""
     run = [c for c in ["model", *cfg.group, "seed"] if c not in synthetic]
     ok = df[df["ok"]]
     rows: list[dict] = []
 
-    def flag(r: pd.Series, check: str, detail: str) -> None:
-        rows.append({**{c: r[c] for c in run}, "check": check, "detail": detail})
+    def flag(index, check: str, detail: str, severity: str = HARMFUL) -> None:
+        r = ok.loc[index]
+        rows.append({"row": index, **{c: r[c] for c in run}, "check": check, "severity": severity, "detail": detail})
 
     def where(r: pd.Series) -> str:
         shown = [c for c in cfg.group if c not in synthetic]
         return (group_label(tuple(r[c] for c in shown), shown) if shown else "the table") + f", seed {r['seed']}"
 
+    power = _implied_power(ok)
+    group_median = power.groupby(ok["group_id"]).transform("median")
+    n_train = pd.to_numeric(ok["n_train"], errors="coerce") if "n_train" in ok.columns else None
+
+    def copy_severity(index, others: pd.DataFrame, resource: str) -> tuple[str, str]:
+        ratio = power[index] / group_median[index] if group_median[index] > 0 else np.nan
+        if np.isfinite(ratio) and not 1 / COPY_POWER_FACTOR < ratio < COPY_POWER_FACTOR:
+            return HARMFUL, f"; harmful: its implied power is {ratio:.2g}x its group's median"
+        if n_train is not None and (n_train[others.index] != n_train[index]).any():
+            return HARMFUL, "; harmful: copied from a group of another data size"
+        if _is_memory(resource):
+            return HARMFUL, "; harmful: another model or configuration cannot allocate exactly the same memory"
+        return HARMLESS, "; harmless: same data size and a plausible implied power"
+
     known = list(dict.fromkeys([*resources, *[c for c in STANDARD_RESOURCES if c in df.columns]]))
     copied = [r for r in known if r in ADDITIVE_RESOURCES or (r not in STANDARD_RESOURCES and not r.endswith("_amortised"))]
-    for resource in copied:
+    memory = [r for r in known if _is_memory(r)]
+    config = [c for c in MEMORY_CONFIG if c in ok.columns]
+    for resource in dict.fromkeys([*copied, *memory]):
         values = pd.to_numeric(ok[resource], errors="coerce")
         frame = ok.assign(_value=values)[lambda d: np.isfinite(d["_value"]) & (d["_value"] > 0)]
+        if _is_memory(resource):
+            # deterministic for one model, image size and batch: only equal across configurations
+            keys, apart = ["_value"], frame[config].astype(str).agg("/".join, axis=1)
+        else:
+            keys, apart = ["model", "_value"], frame["group_id"]
         # Vectorised first (tens of thousands of runs): only values shared across groups are walked.
-        spread = frame.groupby(["model", "_value"], sort=False)["group_id"].transform("nunique")
-        for (model, value), same in frame[spread > 1].groupby(["model", "_value"], sort=True):
-            for _, r in same.iterrows():
+        spread = apart.groupby([frame[k] for k in keys], sort=False).transform("nunique")
+        for _, same in frame[spread > 1].groupby(keys, sort=True):
+            for index, r in same.iterrows():
+                others = same[apart[same.index] != apart[index]]
+                severity, why = copy_severity(index, others, resource)
+                whom = "as the same model in" if not _is_memory(resource) else "as"
+                names = sorted({(f"{o['model']} in " if _is_memory(resource) else "") + where(o) for _, o in others.iterrows()})
+                flag(index, "identical_resource", f"{resource} = {r['_value']!r} exactly {whom} {'; '.join(names)}: "
+                     f"a copied or reused measurement? (a fresh run never repeats a measured value to the last digit){why}",
+                     severity)
+    # The same model's resources and performance all equal in two groups: a whole run copied.
+    measured = [r for r in dict.fromkeys([*ADDITIVE_RESOURCES, *resources]) if r in ok.columns]
+    if measured and cfg.performance in ok.columns:
+        signature = ok[["model", cfg.performance, *measured]].astype(str).agg("\x1f".join, axis=1)
+        spread = ok["group_id"].groupby(signature).transform("nunique")
+        for _, same in ok[spread > 1].groupby(signature[spread > 1], sort=True):
+            for index, r in same.iterrows():
                 others = sorted({where(o) for _, o in same.iterrows() if o["group_id"] != r["group_id"]})
-                flag(r, "identical_resource", f"{resource} = {value!r} exactly as the same model in {'; '.join(others)}: "
-                     "a copied or reused measurement? (a fresh run never repeats a measured value to the last digit)")
+                flag(index, "duplicated_run", f"{cfg.performance} and {', '.join(measured)} all equal the same model's in "
+                     f"{'; '.join(others)}: a whole run copied into another group")
     for resource in known:
         values = pd.to_numeric(ok[resource], errors="coerce")
         for index in ok.index[~(np.isfinite(values) & (values > 0))]:
             shown = "empty" if pd.isna(values[index]) else repr(float(values[index]))
             if resource in resources and shown == "empty":
                 continue  # scoring already refuses an empty scored resource
-            flag(ok.loc[index], "nonpositive_resource", f"{resource} = {shown}: a real run costs more than nothing; "
+            flag(index, "nonpositive_resource", f"{resource} = {shown}: a real run costs more than nothing; "
                  "the measurement failed or was not recorded")
-    if "energy_kwh" in ok.columns and "train_time_s" in ok.columns:
-        energy = pd.to_numeric(ok["energy_kwh"], errors="coerce")
-        seconds = pd.to_numeric(ok["train_time_s"], errors="coerce")
-        usable = np.isfinite(energy) & np.isfinite(seconds) & (energy > 0) & (seconds > 0)
-        watts = (energy * 3.6e6 / seconds).where(usable)
+    if power.notna().any():
         device = ok["device"].astype(str) if "device" in ok.columns else pd.Series("", index=ok.index)
-        for name, power in watts.dropna().groupby(device[usable]):
-            log = np.log(power)
+        usable = power.notna()
+        for name, watts in power[usable].groupby(device[usable]):
+            log = np.log(watts)
             median = float(np.median(log))
             mad = float(np.median(np.abs(log - median)))
-            if len(power) < 3 or mad == 0:
+            if len(watts) < 3 or mad == 0:
                 continue
             z = 0.6745 * (log - median) / mad
             typical = float(np.exp(median))
-            for index in power.index[(np.abs(z) > POWER_Z) & (np.abs(log - median) > np.log(POWER_FACTOR))]:
+            for index in watts.index[(np.abs(z) > POWER_Z) & (np.abs(log - median) > np.log(POWER_FACTOR))]:
                 on = f" on device {name}" if name else ""
-                flag(ok.loc[index], "implied_power", f"energy / time = {power[index]:.3g} W, the sweep's median{on} is "
+                flag(index, "implied_power", f"energy / time = {watts[index]:.3g} W, the sweep's median{on} is "
                      f"{typical:.3g} W (robust z {z[index]:+.1f}): energy or time mismeasured, or another machine?")
+    for column in [c for c in ("cpu_share", "gpu_share") if c in ok.columns]:
+        share = pd.to_numeric(ok[column], errors="coerce")
+        highest = share.groupby(ok["group_id"]).transform("max")
+        contended = share.notna() & ((share < LOW_SHARE) | (share * SHARE_SPREAD < highest))
+        for index in ok.index[contended]:
+            flag(index, "contended", f"{column} = {share[index]:.2f} (the group's highest {highest[index]:.2f}): the run "
+                 "shared its machine, so its time and estimated energy measured the neighbours too; rerun it alone")
     for column in [c for c in MEASURED_ON if c in ok.columns]:
         for key, group in ok.groupby(list(cfg.group), sort=False):
             values = group[column].astype(str)
@@ -382,13 +442,36 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
             common = sorted(counts.index, key=lambda v: (-counts[v], v))[0]
             split = ", ".join(f"{v} ({counts[v]} runs)" for v in sorted(counts.index, key=lambda v: (-counts[v], v)))
             for index in group.index[values != common]:
-                flag(ok.loc[index], "mixed_devices", f"the group's runs were measured on different {column}s: {split}; "
-                     "PePR compares them as if on one machine")
-    table = pd.DataFrame(rows, columns=[*run, "check", "detail"])
+                flag(index, "mixed_devices", f"the group's runs were measured on different {column}s: {split}; "
+                     "PePR compares them as if on one machine", HARMLESS)
+    table = pd.DataFrame(rows, columns=["row", *run, "check", "severity", "detail"])
     if table.empty:
         return table
     # One row per run and check: several resources (or columns) of one check are one explanation.
-    return table.groupby([*run, "check"], sort=False, as_index=False)["detail"].agg(" | ".join)
+    return table.groupby(["row", *run, "check"], sort=False, as_index=False).agg(
+        severity=("severity", lambda s: HARMFUL if (s == HARMFUL).any() else HARMLESS), detail=("detail", " | ".join))
+
+
+def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: list[str],
+                             synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Sanity checks of the measurements, one row per flagged successful run and check: the run
+    (model, group keys, seed), ``check``, ``severity`` and ``detail``. A flag is *harmful*
+    when the value distorts the scores (``report.exclude_flagged`` leaves those runs out),
+    *harmless* when it only explains.
+
+    Checks: ``identical_resource`` (an energy/CO2/time value, or a non-standard scored
+    resource, exactly equal to the same model's value in another group; memory only between
+    runs of another model, image size or batch, as allocations repeat exactly otherwise):
+    harmful when the run's implied power is :data:`COPY_POWER_FACTOR` x off its group's median,
+    or the copy comes from a group of another data size (``n_train``); ``duplicated_run`` (the
+    same model's performance and every resource equal in two groups); ``implied_power``
+    (energy / time a robust outlier among the sweep's runs on the same device, see
+    :data:`POWER_Z`); ``nonpositive_resource`` (zero, negative or non-finite); ``contended``
+    (``cpu_share`` / ``gpu_share`` below :data:`LOW_SHARE` or under 1/:data:`SHARE_SPREAD` of the
+    group's highest); ``mixed_devices`` (harmless: a group's runs measured on different
+    devices/hosts/GPU models, the runs not on the most common one flagged).
+    """
+    return run_flags(df, cfg, resources, synthetic).drop(columns="row")
 
 
 def _measured_or_estimated(methods: pd.Series) -> str:
