@@ -231,3 +231,17 @@ def test_pepr_train_warns_at_the_end_of_a_contended_run():
     assert contention_warning(None, 2) is None and contention_warning(0.9, 2) is None
     warning = contention_warning(LOW_CPU_SHARE / 2, 4)
     assert warning.startswith("warning: this run got 25% of its 4 thread(s)' CPU time") and "rerun it" in warning
+
+
+def test_figures_mark_flagged_runs_and_the_hover_says_why():
+    from pepr.report import figures, interactive
+
+    table = _copy(sweep(), "m2", ["energy_kwh"])
+    data = prepare(prepare_table(table, TableSpec(), ReportConfig()), None)
+    assert data.results.set_index(["model", "fraction"]).loc[("m2", "0.1"), "flags"].startswith("identical_resource (harmful)")
+    fig = figures.performance_vs_resource(data.results, data.cfg)
+    marked = [c for ax in fig.axes for c in ax.collections if c.get_gid() == figures.FLAGGED_GID]
+    assert sum(len(c.get_offsets()) for c in marked) == 2  # both runs of the copy, in their groups' panels
+    assert any(t.get_text() == "flagged by a measurement check" for t in fig.legends[0].get_texts())
+    page = "".join(interactive.figure_fragment(item) for item in interactive.interactive_figures(data))
+    assert "flagged: identical_resource (harmful)" in page
