@@ -142,3 +142,47 @@ def test_bootstrap_flag_is_checked(tmp_path, capsys):
     pd.DataFrame({"model": ["a"], "test_accuracy": [0.9], "energy_kwh": [1.0]}).to_csv(table, index=False)
     assert main(["report", str(table), "--bootstrap", "5", "--out", str(tmp_path / "r")]) == 2
     assert "--bootstrap = 5" in capsys.readouterr().err
+
+
+def _two_tasks(tmp_path, guess_task_perf=(0.52, 0.55, 0.50, 0.53, 0.51, 0.54)):
+    """Six models per task (three small, three large); 'guess' sits at chance AUC, 'liver' does not."""
+    rows = []
+    for task, perf in [("liver", (0.80, 0.82, 0.81, 0.84, 0.86, 0.85)), ("guess", guess_task_perf)]:
+        for i, p in enumerate(perf):
+            rows.append({"name": f"m{i}", "task": task, "auc": p, "kwh": 0.01 * (i + 1), "n": 1000 * (i + 1), "n_test": 100})
+    path = tmp_path / "t.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+FLAGS = ["--model", "name", "--performance", "auc", "--resource", "kwh", "--params", "n", "--by", "task", "--n-test", "n_test"]
+
+
+def test_a_group_at_chance_recommends_nothing_and_counts_toward_no_claim(tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["report", str(_two_tasks(tmp_path)), *FLAGS, "--out", str(out)]) == 0, capsys.readouterr().err
+    decision = pd.read_csv(out / "tables" / "decision.csv", keep_default_na=False).set_index("task")
+    assert decision.loc["guess", "recommended_model"] == "" and bool(decision.loc["guess", "uninformative"])
+    assert decision.loc["guess", "statement"].startswith("no model beats guessing here: the best auc (m1, 0.55)")
+    assert decision.loc["liver", "recommended_model"] != "" and not decision.loc["liver", "uninformative"]
+    summary = (out / "summary.md").read_text()
+    assert "| task guess | none: no model beats guessing |" in summary
+    assert "Not counted toward any claim: 1 group(s) where no model beats guessing (task guess)" in summary
+
+
+def test_margin_sensitivity_is_where_the_verdict_flips(tmp_path, capsys):
+    table = _two_tasks(tmp_path, guess_task_perf=(0.70, 0.72, 0.71, 0.73, 0.74, 0.72))
+    out = tmp_path / "r"
+    assert main(["report", str(table), *FLAGS, "--out", str(out)]) == 0
+    svl = pd.read_csv(out / "tables" / "small_vs_large.csv").set_index("task")
+    flip = svl.loc["liver", "margin_not_worse_from"]
+    assert 0 < flip < 1
+    verdicts = {}
+    for margin in (flip * 0.98, flip * 1.02):
+        again = tmp_path / f"m{margin}"
+        assert main(["report", str(table), *FLAGS, "--margin", f"{margin:.6f}", "--out", str(again)]) == 0
+        verdicts[margin] = pd.read_csv(again / "tables" / "small_vs_large.csv").set_index("task").loc["liver", "verdict_not_worse"]
+    assert list(verdicts.values()) == ["cannot tell", "not worse"]
+    summary = (out / "summary.md").read_text()
+    assert f"Sensitivity (the margin from which each group's verdict is *not worse*; now 0.02" in summary
+    assert f"task liver: {flip:.3g}" in summary

@@ -182,6 +182,16 @@ def _groups_text(rows: pd.DataFrame, cfg) -> str:
     return "; ".join(group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group) for r in rows.itertuples(index=False))
 
 
+def uninformative_groups(tables: dict[str, pd.DataFrame], cfg) -> set[tuple]:
+    """The group keys whose best performance lies within the interval of guessing (the
+    decision table's ``uninformative``): they count toward no claim."""
+    decision = tables["decision"]
+    if "uninformative" not in decision.columns or decision.empty:
+        return set()
+    flagged = decision[decision["uninformative"].astype(str).str.lower() == "true"]
+    return {tuple(k) for k in flagged[list(cfg.group)].itertuples(index=False)}
+
+
 def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     """The paper's size claims, each with its direction: the best PePR model is small; small
     models are not worse than large (non-inferiority, pretrained groups only when the table
@@ -191,6 +201,12 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         return [NO_PARAMS]
     lines = []
     top, svl, trend = tables["top_k"], tables["small_vs_large"], tables["size_trend"]
+    guessing = uninformative_groups(tables, cfg)
+    if guessing:
+        lines.append(f"- Not counted toward any claim: {len(guessing)} group(s) where no model beats guessing "
+                     f"({'; '.join(group_label(k, cfg.group) for k in guessing)}).")
+        svl = svl[[tuple(k) not in guessing for k in svl[list(cfg.group)].itertuples(index=False)]]
+        trend = trend[[tuple(k) not in guessing for k in trend[list(cfg.group)].itertuples(index=False)]] if len(trend) else trend
     mixed = svl[(svl["n_small"] > 0) & (svl["n_large"] > 0)]
     decided = {}
     for row in mixed.itertuples(index=False):
@@ -228,6 +244,12 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
                          f"({row.direction_performance}, difference Holm {format_p(row.p_holm_performance)})")
         lines.append(f"- {claim}: {state}: not worse in {len(holds)}, worse in {len(worse)}, cannot tell in "
                      f"{len(counted) - len(holds) - len(worse)} of {len(counted)} ({'; '.join(parts)}).")
+        if "margin_not_worse_from" in counted.columns:
+            flips = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: "
+                     + ("no margin up to 1" if pd.isna(r.margin_not_worse_from) else f"{r.margin_not_worse_from:.3g}")
+                     for r in counted.itertuples(index=False)]
+            lines.append(f"  Sensitivity (the margin from which each group's verdict is *not worse*; now "
+                         f"{cfg.equivalence_margin:g}, `--margin` / `report.equivalence_margin`): {'; '.join(flips)}.")
     if len(others):
         lines.append(f"  Not counted toward it ({', '.join(sorted(set(others['family'])))} groups): "
                      + "; ".join(f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
@@ -372,7 +394,9 @@ def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[st
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in decision.itertuples(index=False):
         key = tuple(getattr(row, c) for c in cfg.group)
-        cells = [group_label(key, cfg.group), f"**{row.recommended_model}**", _num(row.recommended_performance),
+        none = str(getattr(row, "uninformative", False)).lower() == "true"
+        cells = [group_label(key, cfg.group), "none: no model beats guessing" if none else f"**{row.recommended_model}**",
+                 _num(row.recommended_performance),
                  _interval(row.recommended_performance_ci_low, row.recommended_performance_ci_high),
                  _interval(row.recommended_pepr_ci_low, row.recommended_pepr_ci_high), _contenders_cell(row),
                  _num(row.recommended_resource), row.best_model, _num(row.best_performance), _num(row.best_resource),

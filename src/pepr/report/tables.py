@@ -168,6 +168,7 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     table["verdict_not_worse"] = [
         noninferiority_verdict(p, q, cfg.alpha) for p, q in zip(table["p_not_worse_holm"], table["p_worse_holm"])
     ]
+    table["margin_not_worse_from"] = _flip_margins(means, table, cfg)
     table["direction_performance"] = [
         direction(d, p, cfg.alpha, "small better", "small worse")
         for d, p in zip(table["diff_performance"], table["p_holm_performance"])
@@ -177,6 +178,36 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         for d, p in zip(table[f"diff_{headline}"], table[f"p_holm_{headline}"])
     ]
     return table
+
+
+def _flip_margins(means: pd.DataFrame, table: pd.DataFrame, cfg: ReportConfig) -> list[float]:
+    """Per group of the small-vs-large table: the smallest non-inferiority margin (one margin
+    for every group, as the report uses) at which its verdict is "not worse", Holm within its
+    family as the table's verdict; found by bisection, as every Holm-adjusted p falls when the
+    margin grows. NaN where no test runs, or not even a margin of 1 makes it hold. The
+    summary's sensitivity line quotes it."""
+    samples = []
+    for _, row in table.iterrows():
+        group = group_rows(means, tuple(row[c] for c in cfg.group), cfg.group)
+        samples.append((group.loc[group["small"] == True, cfg.performance].to_numpy(),  # noqa: E712 (nullable)
+                        group.loc[group["small"] == False, cfg.performance].to_numpy()))  # noqa: E712
+
+    def adjusted(margin: float) -> np.ndarray:
+        p = pd.Series([welch_noninferiority(a, b, margin, cfg.min_group).p_not_worse for a, b in samples], index=table.index)
+        return p.groupby(table["family"], sort=False).transform(lambda q: holm(q.to_numpy())).to_numpy()
+
+    widest = adjusted(1.0)
+    out = []
+    for i in range(len(table)):
+        if not widest[i] < cfg.alpha:
+            out.append(np.nan)
+            continue
+        low, high = 0.0, 1.0
+        for _ in range(20):  # 1e-6 of the performance scale: below any printed digit
+            mid = (low + high) / 2
+            low, high = (low, mid) if adjusted(mid)[i] < cfg.alpha else (mid, high)
+        out.append(high)
+    return out
 
 
 #: Columns of the size-trend table (Spearman of parameters vs performance and vs PePR).
@@ -222,7 +253,8 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 DECISION_COLUMNS = ["n_models", "performance_metric", "resource", "variant", "recommended_model", "recommended_pepr",
                     "recommended_pepr_ci_low", "recommended_pepr_ci_high", "recommended_performance",
                     "recommended_performance_ci_low", "recommended_performance_ci_high", "recommended_resource",
-                    "contenders", "n_contenders", "best_pepr_model", "interval_method", "best_model",
+                    "contenders", "n_contenders", "best_pepr_model", "interval_method", "chance_performance",
+                    "uninformative", "best_model",
                     "best_performance", "best_resource", "performance_share", "resource_share", "statement"]
 
 
@@ -258,18 +290,25 @@ def decision_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tup
         best = group.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         perf_share = rec[cfg.performance] / best[cfg.performance] if best[cfg.performance] > 0 else np.nan
         res_share = rec[cfg.resource] / best[cfg.resource] if best[cfg.resource] > 0 else np.nan
-        if contenders is None:
-            name = f"{rec['model']} (uncertainty unknown)"
-        elif others:
-            name = f"{rec['model']} (or any of {len(others)} other{'s' if len(others) > 1 else ''} not distinguishable from it)"
+        chance = unc.chance if unc is not None else None
+        uninformative = unc is not None and unc.uninformative()
+        if uninformative:
+            statement = (f"no model beats guessing here: the best {cfg.performance} ({best['model']}, "
+                         f"{best[cfg.performance]:.3g}) lies within the {1 - cfg.alpha:.0%} interval of guessing "
+                         f"({chance[0]:.3g} [{chance[1]:.3g}, {chance[2]:.3g}]); no model is recommended")
         else:
-            name = f"{rec['model']} (distinguishable from every other model)"
-        if rec["model"] == best["model"]:
-            statement = f"{name} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
-        else:
-            share = "an unknown share" if np.isnan(res_share) else f"{res_share:.0%}"
-            statement = (f"{name}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
-                         f"at {share} of its {cfg.resource}")
+            if contenders is None:
+                name = f"{rec['model']} (uncertainty unknown)"
+            elif others:
+                name = f"{rec['model']} (or any of {len(others)} other{'s' if len(others) > 1 else ''} not distinguishable from it)"
+            else:
+                name = f"{rec['model']} (distinguishable from every other model)"
+            if rec["model"] == best["model"]:
+                statement = f"{name} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
+            else:
+                share = "an unknown share" if np.isnan(res_share) else f"{res_share:.0%}"
+                statement = (f"{name}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
+                             f"at {share} of its {cfg.resource}")
         ci = {}
         if unc is not None and rec["model"] in unc.models:
             i = unc.models.index(rec["model"])
@@ -277,12 +316,14 @@ def decision_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tup
                   "recommended_performance_ci_low": unc.performance_ci[i, 0],
                   "recommended_performance_ci_high": unc.performance_ci[i, 1]}
         rows.append({**dict(zip(cfg.group, key)), "n_models": len(group), "performance_metric": cfg.performance,
-                     "resource": cfg.resource, "variant": cfg.resource_label, "recommended_model": rec["model"],
+                     "resource": cfg.resource, "variant": cfg.resource_label,
+                     "recommended_model": "" if uninformative else rec["model"],
                      "recommended_pepr": rec[headline], **ci, "recommended_performance": rec[cfg.performance],
                      "recommended_resource": rec[cfg.resource],
                      "contenders": "unknown" if contenders is None else "; ".join(others),
                      "n_contenders": None if contenders is None else len(others), "best_pepr_model": top["model"],
                      "interval_method": unc.detail if unc is not None else UNKNOWN,
+                     "chance_performance": chance[0] if chance is not None else np.nan, "uninformative": uninformative,
                      "best_model": best["model"], "best_performance": best[cfg.performance],
                      "best_resource": best[cfg.resource], "performance_share": perf_share,
                      "resource_share": res_share, "statement": statement})

@@ -100,6 +100,14 @@ class GroupUncertainty:
     pepr_ci: dict[str, np.ndarray]
     alpha: float
     _differ: Callable[[str, int, int], bool | None] = field(repr=False, default=lambda column, a, b: None)
+    #: The performance of guessing (the majority-class rate for accuracy, 1/classes for
+    #: balanced accuracy, 0.5 for AUC) and its (1 - alpha) interval over the test-set size;
+    #: None when unknown (no test labels, or a metric without a known chance level).
+    chance: tuple[float, float, float] | None = None
+
+    def uninformative(self) -> bool:
+        """Whether even the best model's performance lies within the interval of guessing."""
+        return self.chance is not None and bool(np.nanmax(self.performance) <= self.chance[2])
 
     def distinguishable(self, column: str, a: int, b: int) -> bool | None:
         """Whether models ``a`` and ``b`` (indices) differ in ``column`` (a PePR column) at
@@ -118,6 +126,28 @@ class GroupUncertainty:
             rows[column] = values
             rows[f"{column}_ci_low"], rows[f"{column}_ci_high"] = self.pepr_ci[column][:, 0], self.pepr_ci[column][:, 1]
         return rows
+
+
+def chance_level(metric: str, labels: np.ndarray | None, classes: int | None) -> float | None:
+    """What guessing scores in ``metric``: always the majority class for accuracy, 1/classes
+    for balanced accuracy, 0.5 for AUC; None when not known."""
+    if metric.endswith("auc"):
+        return 0.5
+    if metric.endswith("balanced_accuracy") and classes:
+        return 1.0 / classes
+    if metric.endswith("accuracy") and labels is not None and labels.ndim == 1 and len(labels):
+        return float(np.bincount(labels.astype(np.int64)).max() / len(labels))
+    return None
+
+
+def _chance(metric: str, labels: np.ndarray | None, classes: int | None, n: float | None, alpha: float) -> tuple[float, float, float] | None:
+    from scipy import stats as scipy_stats
+
+    level = chance_level(metric, labels, classes)
+    if level is None or not n or not np.isfinite(n):
+        return None
+    low, high = wilson(np.array([level]), np.array([n]), float(scipy_stats.norm.ppf(1 - alpha / 2)))
+    return level, float(low[0]), float(high[0])
 
 
 def _paired_inputs(runs: pd.DataFrame, models: list[str], metric: str,
@@ -160,6 +190,12 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
     alpha = cfg_alpha
     nan = np.full((len(models), 2), np.nan)
 
+    labels_seen = next((p for p in (predictions or {}).values() if not p.multi_label), None)
+    sizes_column = pd.to_numeric(runs[n_test], errors="coerce") if n_test and n_test in runs.columns else None
+    size = (len(labels_seen.labels) if labels_seen is not None
+            else (float(sizes_column.min()) if sizes_column is not None and sizes_column.notna().any() else None))
+    chance = _chance(performance, labels_seen.labels if labels_seen is not None else None,
+                     labels_seen.probabilities.shape[1] if labels_seen is not None else None, size, alpha)
     paired = _paired_inputs(runs, models, performance, predictions) if predictions else None
     if paired is not None:
         correct, labels = paired
@@ -180,7 +216,7 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
         return GroupUncertainty(
             BOOTSTRAP, f"paired bootstrap over {len(labels)} test images, {resamples} resamples", models, perf,
             np.quantile(perf_draws, q, axis=1).T * (perf / np.where(point > 0, point, 1))[:, None],
-            pepr, {c: np.quantile(d, q, axis=1).T for c, d in pepr_draws.items()}, alpha, differ)
+            pepr, {c: np.quantile(d, q, axis=1).T for c, d in pepr_draws.items()}, alpha, differ, chance)
 
     from scipy import stats as scipy_stats
 
@@ -205,7 +241,8 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
             return bool(abs(va.mean() - vb.mean()) > half)
 
         return GroupUncertainty(SEEDS, f"seeds (Student t; {counts.min()}-{counts.max()} seeds per model)", models,
-                                perf, t_interval(performance), pepr, {c: t_interval(c) for c in pepr_columns}, alpha, differ)
+                                perf, t_interval(performance), pepr, {c: t_interval(c) for c in pepr_columns}, alpha, differ,
+                                chance)
 
     sizes = pd.to_numeric(grouped[n_test].first(), errors="coerce").to_numpy(dtype=float) if n_test else None
     if sizes is not None and len(models) and np.all(sizes > 0):
@@ -223,10 +260,10 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
 
         shown = f"{int(sizes.min())}" if sizes.min() == sizes.max() else f"{int(sizes.min())}-{int(sizes.max())}"
         return GroupUncertainty(BINOMIAL, f"binomial (Wilson) from {shown} test images", models, perf, perf_ci, pepr,
-                                {c: perf_ci * factor[c][:, None] for c in pepr_columns}, alpha, differ)
+                                {c: perf_ci * factor[c][:, None] for c in pepr_columns}, alpha, differ, chance)
 
     return GroupUncertainty(UNKNOWN, "unknown: one run per model, no test predictions and no test-set size",
-                            models, perf, nan, pepr, {c: nan.copy() for c in pepr_columns}, alpha)
+                            models, perf, nan, pepr, {c: nan.copy() for c in pepr_columns}, alpha, chance=chance)
 
 
 def load_predictions(df: pd.DataFrame, runs_root: str | None) -> dict[object, Predictions]:
