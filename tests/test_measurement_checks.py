@@ -41,7 +41,7 @@ def test_a_clean_sweep_has_no_flags():
     flagged, _ = checks(sweep())
     assert flagged.empty
     # Peak memory identical across groups is normal (allocations are deterministic): never flagged.
-    assert list(flagged.columns) == ["model", "dataset", "init", "fraction", "seed", "check", "detail"]
+    assert list(flagged.columns) == ["model", "dataset", "init", "fraction", "seed", "check", "severity", "detail"]
 
 
 def test_a_resource_copied_into_another_group_is_flagged_in_both():
@@ -114,7 +114,7 @@ def test_checks_use_the_input_column_names(tmp_path, capsys):
                  "--by", "share", "--out", str(out)])
     assert code == 0, capsys.readouterr().err
     flagged = pd.read_csv(out / "tables" / "measurement_checks.csv")
-    assert list(flagged.columns) == ["name", "dataset", "share", "check", "detail"]
+    assert list(flagged.columns) == ["name", "dataset", "share", "check", "severity", "detail"]
     assert set(flagged["name"]) == {"m2"} and set(flagged["check"]) == {"identical_resource"}
     assert len(pd.read_csv(out / "pepr.csv")) == len(table)  # flagged runs kept
 
@@ -140,3 +140,108 @@ def test_footprint_counts_every_run_and_each_pretraining_once():
     text = summary_markdown(data, compute_tables(data))
     first = text[:text.index("## Best model")]
     assert "**This sweep's footprint:**" in first and "pretraining included (0.2 kWh)" in first
+
+
+def _copy(table, model, columns, source="1.0", target="0.1"):
+    src = table.index[(table["model"] == model) & (table["fraction"] == source)][0]
+    dst = table.index[(table["model"] == model) & (table["fraction"] == target)][0]
+    table.loc[dst, columns] = table.loc[src, columns].to_numpy()
+    return table
+
+
+def test_a_copy_of_a_plausible_power_is_harmless_an_energy_pasted_into_a_smaller_group_harmful():
+    harmless, _ = checks(_copy(sweep(), "m2", ["energy_kwh", "co2_kg", "train_time_s"]))
+    assert set(harmless.loc[harmless["check"] == "identical_resource", "severity"]) == {"harmless"}
+    assert "harmless: same data size" in harmless["detail"].iloc[0]
+    harmful, _ = checks(_copy(sweep(), "m2", ["energy_kwh"]))  # a 100%-data energy in the 10% group
+    same = harmful[harmful["check"] == "identical_resource"].set_index("fraction")
+    assert same.loc["0.1", "severity"] == "harmful" and "implied power is 6.6x its group's median" in same.loc["0.1", "detail"]
+    assert same.loc["1.0", "severity"] == "harmless"
+    # the same copy with a plausible power, but between groups of different data sizes: harmful
+    table = _copy(sweep(), "m2", ["energy_kwh", "co2_kg", "train_time_s"])
+    table["n_train"] = [1000 if f == "1.0" else 100 for f in table["fraction"]]
+    flagged, _ = checks(table)
+    assert set(flagged.loc[flagged["check"] == "identical_resource", "severity"]) == {"harmful"}
+
+
+def test_memory_repeats_only_flagged_across_models_or_configurations():
+    flagged, _ = checks(sweep())  # the same model's memory equal in both groups: deterministic, fine
+    assert flagged.empty
+    table = sweep()
+    table.loc[table["model"] == "m1", "peak_memory_mb"] = 100.0  # m1 allocating exactly m0's memory
+    flagged, _ = checks(table)
+    same = flagged[flagged["check"] == "identical_resource"]
+    assert set(same["model"]) == {"m0", "m1"} and same["detail"].str.contains("peak_memory_mb").all()
+    table = sweep()
+    table["batch_size"] = [32 if f == "1.0" else 64 for f in table["fraction"]]  # another batch, same memory
+    flagged, _ = checks(table)
+    assert len(flagged[flagged["check"] == "identical_resource"]) == 12
+
+
+def test_a_whole_run_copied_into_another_group_is_a_duplicated_run():
+    table = _copy(sweep(), "m3", ["energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb", "test_accuracy"])
+    flagged, _ = checks(table)
+    dup = flagged[flagged["check"] == "duplicated_run"]
+    assert sorted(dup["fraction"]) == ["0.1", "1.0"] and set(dup["model"]) == {"m3"}
+    assert (dup["severity"] == "harmful").all() and "a whole run copied" in dup["detail"].iloc[0]
+    resources_only = _copy(sweep(), "m3", ["energy_kwh", "co2_kg", "train_time_s"])
+    resources_only.loc[(resources_only["model"] == "m3") & (resources_only["fraction"] == "0.1"), "test_accuracy"] -= 0.05
+    assert "duplicated_run" not in set(checks(resources_only)[0]["check"])  # another accuracy: not a whole copy
+
+
+def test_low_or_spread_cpu_shares_mark_a_group_contended():
+    table = sweep()
+    table["cpu_share"] = 0.95
+    table.loc[0, "cpu_share"] = 0.3  # low
+    table.loc[table["fraction"] == "0.1", "cpu_share"] = [0.9, 0.9, 0.9, 0.9, 0.9, 0.4]  # > 2x spread
+    flagged, _ = checks(table)
+    contended = flagged[flagged["check"] == "contended"]
+    assert sorted(zip(contended["model"], contended["fraction"])) == [("m0", "1.0"), ("m5", "0.1")]
+    assert "cpu_share = 0.30" in contended["detail"].iloc[0]
+
+
+def test_exclude_flagged_rescores_without_the_harmful_runs_and_says_what_changed(tmp_path, capsys):
+    """A 10%-data energy pasted into m5's full-data run makes it look cheapest and recommended;
+    left out, the recommendation changes and the summary says so."""
+    from pepr.cli import main
+
+    table = _copy(sweep(), "m5", ["energy_kwh", "co2_kg"], source="0.1", target="1.0")
+    table.to_csv(tmp_path / "runs.csv", index=False)
+    kept, left = tmp_path / "kept", tmp_path / "left"
+    assert main(["report", str(tmp_path / "runs.csv"), "--out", str(kept)]) == 0
+    assert main(["report", str(tmp_path / "runs.csv"), "--exclude-flagged", "--out", str(left)]) == 0, capsys.readouterr().err
+    before = pd.read_csv(kept / "tables" / "decision.csv").set_index("fraction")
+    after = pd.read_csv(left / "tables" / "decision.csv").set_index("fraction")
+    assert before.loc[1.0, "recommended_model"] == "m5" and after.loc[1.0, "recommended_model"] != "m5"
+    excluded = pd.read_csv(left / "tables" / "excluded_runs.csv")
+    assert excluded[["model", "fraction"]].values.tolist() == [["m5", 1.0]]
+    changes = pd.read_csv(left / "tables" / "verdict_changes.csv")
+    row = changes[changes["table"] == "decision.recommended_model"].iloc[0]
+    assert row["with_flagged"] == "m5" and row["without_flagged"] == after.loc[1.0, "recommended_model"]
+    summary = (left / "summary.md").read_text()
+    assert "1 run(s) flagged harmful were left out" in summary and "decision.recommended_model" in summary
+    assert "`--exclude-flagged`" in (kept / "summary.md").read_text()
+    scored = pd.read_csv(left / "pepr.csv")
+    assert len(scored) == len(table)  # pepr.csv is the input scored as given; the report leaves runs out
+
+
+def test_pepr_train_warns_at_the_end_of_a_contended_run():
+    from pepr.train.measure import LOW_CPU_SHARE, contention_warning
+
+    assert contention_warning(None, 2) is None and contention_warning(0.9, 2) is None
+    warning = contention_warning(LOW_CPU_SHARE / 2, 4)
+    assert warning.startswith("warning: this run got 25% of its 4 thread(s)' CPU time") and "rerun it" in warning
+
+
+def test_figures_mark_flagged_runs_and_the_hover_says_why():
+    from pepr.report import figures, interactive
+
+    table = _copy(sweep(), "m2", ["energy_kwh"])
+    data = prepare(prepare_table(table, TableSpec(), ReportConfig()), None)
+    assert data.results.set_index(["model", "fraction"]).loc[("m2", "0.1"), "flags"].startswith("identical_resource (harmful)")
+    fig = figures.performance_vs_resource(data.results, data.cfg)
+    marked = [c for ax in fig.axes for c in ax.collections if c.get_gid() == figures.FLAGGED_GID]
+    assert sum(len(c.get_offsets()) for c in marked) == 2  # both runs of the copy, in their groups' panels
+    assert any(t.get_text() == "flagged by a measurement check" for t in fig.legends[0].get_texts())
+    page = "".join(interactive.figure_fragment(item) for item in interactive.interactive_figures(data))
+    assert "flagged: identical_resource (harmful)" in page

@@ -52,12 +52,15 @@ def test_foreign_table_with_its_own_column_names(tmp_path, capsys):
     assert decision.loc["liver", "recommended_model"] == "tiny" and decision.loc["liver", "best_model"] == "big"
     assert decision.loc["liver", "performance_share"] == pytest.approx(0.80 / 0.86)
     assert decision.loc["liver", "resource_share"] == pytest.approx(0.010 / 0.090)
-    assert decision.loc["liver", "statement"] == "tiny: 93% of the best acc (big) at 11% of its kwh"
-    assert decision.loc["lung", "statement"] == "tiny: 90% of the best acc (big) at 40% of its kwh"
+    assert decision.loc["liver", "statement"] == "tiny (uncertainty unknown): 93% of the best acc (big) at 11% of its kwh"
+    assert decision.loc["liver", "contenders"] == "unknown" and decision.loc["liver", "interval_method"].startswith("unknown")
+    assert decision.loc["lung", "statement"] == "tiny (uncertainty unknown): 90% of the best acc (big) at 40% of its kwh"
     text = (out / "summary.md").read_text()
     # The decision comes first, then the footprint and the checks.
     assert text.index("## Decision") < text.index("footprint") < text.index("Measurement checks") < text.index("## Best model")
-    assert "| task liver | **tiny** | 0.8 | 0.01 | big | 0.86 | 0.09 | 93% of the best acc at 11% of its kwh |" in text
+    assert ("| task liver | **tiny** | 0.8 | unknown | unknown | unknown | 0.01 | big | 0.86 | 0.09 | "
+            "93% of the best acc at 11% of its kwh |") in text
+    assert "--n-test COL" in text  # says how to get an interval
     assert "not known from this table" in text  # no energy_kwh/train_time_s columns: no totals invented
     checks = pd.read_csv(out / "tables" / "measurement_checks.csv")
     assert list(checks.columns) == ["name", "task", "check", "detail"]
@@ -87,7 +90,7 @@ def test_foreign_table_page_has_the_three_interactive_plots_in_its_own_names(tmp
     # The decision table shows the group column first, then the sentence.
     decision = page[page.index("id='decision'"):page.index("id='footprint'")]
     headers = re.findall(r"<th>([^<]*)</th>", decision)
-    assert headers[:3] == ["task", "decision", "recommended (best PePR(kwh))"], headers
+    assert headers[:7] == ["task", "decision", "recommended (by PePR(kwh))", "acc", "acc interval", "PePR(kwh) interval", "contenders (not distinguishable)"], headers
     assert "Not known from this table" in page  # no energy_kwh / train_time_s: no totals invented
 
 
@@ -100,8 +103,8 @@ def test_rename_gives_the_same_report_as_flags(tmp_path, capsys):
     assert code == 0, err
     decision = pd.read_csv(out / "tables" / "decision.csv")
     assert decision["recommended_model"].tolist() == ["tiny", "tiny"]
-    assert decision["statement"].tolist() == ["tiny: 93% of the best test_accuracy (big) at 11% of its energy_kwh",
-                                              "tiny: 90% of the best test_accuracy (big) at 40% of its energy_kwh"]
+    assert decision["statement"].tolist() == ["tiny (uncertainty unknown): 93% of the best test_accuracy (big) at 11% of its energy_kwh",
+                                              "tiny (uncertainty unknown): 90% of the best test_accuracy (big) at 40% of its energy_kwh"]
     assert "model" in pd.read_csv(out / "pepr.csv").columns
     footprint = pd.read_csv(out / "tables" / "footprint.csv").iloc[0]
     assert footprint["energy_kwh"] == pytest.approx(FOREIGN["kwh"].sum()) and footprint["measurement"] == "not recorded"

@@ -110,7 +110,7 @@ def test_first_screen_is_the_decision_and_the_sweeps_totals(report_dir):
     assert "<td>1.0</td>" in page  # group keys shown as written, not as the float 1
     decision = page[page.index("id='decision'"):page.index("id='footprint'")]
     assert re.findall(r"<th>([^<]*)</th>", decision) == [
-        "dataset", "init", "fraction", "decision", "recommended (best PePR-E)", "test_accuracy", "energy_kwh",
+        "dataset", "init", "fraction", "decision", "recommended (by PePR-E)", "test_accuracy", "energy_kwh",
         "best-test_accuracy model", "its test_accuracy", "its energy_kwh"]  # the sentence first, no raw dump
     assert '<div class="v">84</div><div class="l">Runs</div>' in page and "measurement: estimated" in page
 

@@ -83,6 +83,8 @@ rule report_tables:
         settings=REPORT_SETTINGS,
         expected=REPORT_EXPECTED,
         out_dir=lambda wildcards, output: os.path.dirname(output[0]),
+        # each run's test_predictions.npz (not an input: older runs lack it) for paired intervals
+        runs_root=RUNS_DIR,
     log:
         "results/logs/report_tables.log",
     conda:

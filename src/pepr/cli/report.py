@@ -57,6 +57,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--histories", metavar="TABLE", default=None,
                         help="optional per-epoch table (group columns, model, seed, epoch, test_accuracy, "
                         "cumulative_energy_kwh) for the epoch curves")
+    parser.add_argument("--n-test", metavar="COL", default=None,
+                        help="column of test-set sizes: binomial 95%% intervals where a model has one run and no "
+                        "test predictions (default: n_test when present)")
+    parser.add_argument("--runs", metavar="DIR", default=None,
+                        help="the workflow's results/runs folder: the runs' test_predictions.npz give paired "
+                        "bootstrap intervals (the table needs dataset, init, fraction, model, seed)")
+    parser.add_argument("--bootstrap", metavar="N", type=int, default=None,
+                        help="bootstrap resamples for intervals and rank intervals (default 2000, at least 100)")
+    parser.add_argument("--margin", metavar="M", type=float, default=None,
+                        help="non-inferiority margin of performance, e.g. 0.02 (default: report.equivalence_margin, 0.02)")
+    parser.add_argument("--exclude-flagged", action="store_true",
+                        help="score and report without the runs a measurement check flags as harmful (copied, "
+                        "duplicated, contended, implausible); the summary says how many and which verdicts changed")
     parser.add_argument("--rename", metavar="OLD=NEW", action="append", default=[],
                         help="rename a column before anything else (repeatable), e.g. --rename acc=test_accuracy")
 
@@ -101,11 +114,20 @@ def run(args: argparse.Namespace) -> int:
     from pepr.report.build import write_report
     from pepr.report.config import ReportConfig
     from pepr.report.data import TableSpec
+    from pepr.errors import PeprInputError
 
     _check_out(args.out)
     spec = TableSpec(performance=args.performance, resources=tuple(args.resource), by=tuple(args.by),
                      model=args.model, params=args.params, seed=args.seed, rename=_renames(args.rename))
-    paths = write_report(args.table, args.out, spec, ReportConfig(), histories=args.histories)
+    settings = {"bootstrap_resamples": args.bootstrap, "equivalence_margin": args.margin,
+                "exclude_flagged": True if args.exclude_flagged else None}
+    try:
+        cfg = ReportConfig(**{k: v for k, v in settings.items() if v is not None})
+    except PeprInputError as exc:  # named as the flags, not the config keys
+        raise PeprInputError(str(exc).replace("report.bootstrap_resamples", "--bootstrap")
+                             .replace("report.equivalence_margin", "--margin")) from None
+    paths = write_report(args.table, args.out, spec, cfg, histories=args.histories, n_test=args.n_test,
+                         runs_root=args.runs)
     print(f"pepr report: wrote {len(paths)} files under {args.out} (start with {os.path.join(args.out, 'summary.md')} "
           f"or {os.path.join(args.out, 'report.html')})")
     return 0

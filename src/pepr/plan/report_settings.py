@@ -38,7 +38,8 @@ class ReportConfig:
             workflow's is ``pepr.performance``).
         resource: the resource of the headline variant (figures 1, 6 and the summary).
         top_k: how many models each top-k table lists per cell and variant.
-        bootstrap_resamples: bootstrap resamples for the rank confidence intervals.
+        bootstrap_resamples: bootstrap resamples for the rank confidence intervals and the
+            paired intervals on performance and PePR (``pepr report --bootstrap``).
         alpha: significance level of the tests; confidence intervals are (1 - alpha).
         equivalence_margin: the difference in performance (same units, e.g. 0.02 = 2
             accuracy points) below which two groups count as "on par"; the TOST equivalence
@@ -55,6 +56,9 @@ class ReportConfig:
             sharing their values); the workflow's are dataset, init, fraction. The names
             ``init`` and ``fraction`` carry meaning (pretrained vs scratch comparisons, data
             fractions); any other column is just a group key. Set by ``pepr report --by``.
+        exclude_flagged: score and report without the runs a measurement check flags as
+            harmful (copied, duplicated, contended, implausible values); the summary says how
+            many were left out and which recommendations changed (``pepr report --exclude-flagged``).
         params_known: whether the table has parameter counts (column ``params``); without them
             the size-based analyses (small vs large, size trend) are skipped.
     """
@@ -72,6 +76,7 @@ class ReportConfig:
     history_resource: str = "cumulative_energy_kwh"
     model_metadata: str | None = None
     figure_formats: tuple[str, ...] = field(default=("png", "pdf"))
+    exclude_flagged: bool = False
     group: tuple[str, ...] = WORKFLOW_GROUP
     params_known: bool = True
 
@@ -105,6 +110,8 @@ class ReportConfig:
             problems.append(f"report.min_group = {self.min_group!r}; use an integer >= 2")
         if not isinstance(self.seed, int):
             problems.append(f"report.seed = {self.seed!r}; use an integer")
+        if not isinstance(self.exclude_flagged, bool):
+            problems.append(f"report.exclude_flagged = {self.exclude_flagged!r}; use true or false")
         bad_formats = [f for f in self.figure_formats if f not in ("png", "pdf", "svg")]
         if bad_formats or not self.figure_formats:
             problems.append(

@@ -8,6 +8,7 @@ nothing (the rank bootstrap above all) is computed twice.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,9 +17,9 @@ import pandas as pd
 
 from pepr.columns import GROUP_COLUMNS
 from pepr.errors import PeprInputError
-from pepr.report import adaptive, figures, tables
+from pepr.report import adaptive, exclusion, figures, tables, uncertainty
 from pepr.report.config import FIGURES, TABLES, ReportConfig
-from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table
+from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table, report_variants
 # load / prepare live in pepr.report.loading (the page loads the workflow's pepr.csv with them
 # too, and this module writes the page); they are the rule scripts' entry points from here.
 from pepr.report.loading import load, prepare
@@ -34,7 +35,8 @@ __all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "r
 
 #: Columns of the tables that name models or levels: read back as text ("1.0" stays "1.0").
 TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason", "check",
-                "recommended_model", "best_model", "statement", "family"]
+                "recommended_model", "best_model", "statement", "family", "contenders", "best_pepr_model",
+                "interval_method", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
 #: Figures drawn against parameter counts: left out for a table without them.
 SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
 
@@ -49,13 +51,29 @@ def write_histories(
     return table
 
 
-def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:
-    """All report tables by name (see :data:`TABLES`), in the report's column names."""
+def uncertainties(data: ReportData) -> dict:
+    """Every group's intervals and comparisons (:mod:`pepr.report.uncertainty`): from the runs'
+    test predictions under ``data.runs_root`` where every run of a group has them, else from
+    seeds, else from the test-set size column (``data.n_test``, default ``n_test``)."""
     df, cfg = data.results, data.cfg
-    return {
-        "decision": tables.decision_table(df, cfg),
+    columns = list(dict.fromkeys([f"pepr_{cfg.resource}", *(v.column for v in report_variants(df))]))
+    n_test = data.n_test or ("n_test" if "n_test" in df.columns else None)
+    predictions = uncertainty.load_predictions(df, data.runs_root)
+    return uncertainty.group_uncertainties(df, cfg.group, cfg.performance, columns, cfg.alpha,
+                                           cfg.bootstrap_resamples, cfg.seed, predictions, n_test)
+
+
+def compute_tables(data: ReportData, with_changes: bool = True) -> dict[str, pd.DataFrame]:
+    """All report tables by name (see :data:`TABLES`), in the report's column names
+    (``with_changes`` False: without what leaving the flagged runs out changed)."""
+    df, cfg = data.results, data.cfg
+    groups_uncertainty = uncertainties(data)
+    flags = data.flags if data.flags is not None else tables.run_flags(df, cfg, list(data.resources), data.synthetic)
+    computed = {
+        "decision": tables.decision_table(df, cfg, groups_uncertainty),
+        "intervals": tables.interval_table(df, cfg, groups_uncertainty),
         "footprint": tables.footprint_table(df),
-        "measurement_checks": tables.measurement_checks_table(df, cfg, list(data.resources), data.synthetic),
+        "measurement_checks": flags.drop(columns="row"),
         "top_k": tables.top_k_table(df, cfg),
         "small_vs_large": tables.small_vs_large_table(df, cfg),
         "size_trend": tables.size_trend_table(df, cfg),
@@ -67,10 +85,14 @@ def compute_tables(data: ReportData) -> dict[str, pd.DataFrame]:
         "failed": tables.failed_table(df, cfg),
         "missing": tables.missing_table(df, cfg, data.expected),
         "energy_methods": tables.energy_method_table(df, cfg),
+        "excluded_runs": exclusion.excluded_table(data),
         # adaptive sweeps: what was stopped and saved (empty for a full grid)
         "adaptive_savings": adaptive.savings_table(df, cfg),
         "adaptive_stopped": adaptive.stopped_table(df, cfg),
     }
+    computed["verdict_changes"] = (exclusion.verdict_changes(data, computed, compute_tables) if with_changes
+                                   else pd.DataFrame(columns=exclusion.CHANGE_COLUMNS))
+    return computed
 
 
 def figure_names(cfg: ReportConfig) -> list[str]:
@@ -174,9 +196,14 @@ def write_report(
     spec: TableSpec,
     cfg: ReportConfig,
     histories: str | os.PathLike | None = None,
+    n_test: str | None = None,
+    runs_root: str | os.PathLike | None = None,
 ) -> list[Path]:
     """``pepr report``: check and score any runs table, then write ``out_dir/pepr.csv``,
     ``tables/*.csv``, ``figures/*``, ``summary.md`` and ``report.html``.
+
+    ``n_test``: the column of test-set sizes for binomial intervals (must exist); ``runs_root``:
+    a workflow's ``results/runs`` folder, whose runs' test predictions give paired intervals.
 
     Everything that can be wrong with the input (the table, the histories, a column, a flag)
     is checked before ``out_dir`` is created, so a bad input writes nothing.
@@ -190,6 +217,11 @@ def write_report(
         history_table = read_table(histories)
         history_table = history_table.rename(columns={old: new for old, new in spec.rename if old in history_table.columns})
     data = prepare(prepared, history_table, None)
+    if n_test is not None and n_test not in data.results.columns:
+        raise PeprInputError(f"--n-test {n_test!r}: no such column in '{table}'; name the column of test-set sizes")
+    if runs_root is not None and not Path(runs_root).is_dir():
+        raise PeprInputError(f"--runs '{runs_root}' is not a folder; give the workflow's results/runs folder")
+    data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root))
     computed = compute_tables(data)  # before any file: a failure here leaves nothing behind
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

@@ -399,6 +399,14 @@ class ReportData:
     resources: tuple[str, ...] = ()
     #: The report's columns the input did not have (a made-up seed or single group).
     synthetic: tuple[str, ...] = ()
+    #: The workflow's runs folder, where each run's test_predictions.npz is (None: a bare table).
+    runs_root: str | None = None
+    #: The test-set size column for binomial intervals (None: ``n_test`` when the table has it).
+    n_test: str | None = None
+    #: The measurement checks' flags (:func:`pepr.report.tables.run_flags`; None: not computed yet).
+    flags: pd.DataFrame | None = None
+    #: The results before ``report.exclude_flagged`` left the harmful runs out (None: nothing left out).
+    with_flagged: pd.DataFrame | None = None
 
 
 #: The group column made up when a table has none of the workflow's and no --by is given.

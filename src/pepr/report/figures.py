@@ -198,7 +198,10 @@ def _legend(fig: Figure, classes: dict[str, str], shown: set[str], extra: Sequen
     present = [c for c in class_order(classes) if any(classes.get(m) == c for m in shown)]
     handles = [Line2D([], [], color=colours[c], marker=None if lines else "o", linestyle="-" if lines else "",
                       markersize=6, label=c) for c in present]
-    handles = (handles + list(extra))[:MAX_LEGEND]
+    flagged = any(c.get_gid() == FLAGGED_GID for ax in fig.axes for c in ax.collections)
+    key = [Line2D([], [], color="black", marker="x", linestyle="", markersize=6,
+                  label="flagged by a measurement check")] if flagged else []
+    handles = (handles + list(extra))[:MAX_LEGEND - len(key)] + key
     if handles:
         h = fig.get_figheight()
         fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.05 / h), bbox_transform=fig.transFigure,
@@ -304,6 +307,15 @@ def _scatter(ax, frame: pd.DataFrame, x: str, y: str, classes: dict[str, str], s
     size = size or float(np.clip(2500 / max(n, 1), 8, 36))
     ax.scatter(frame[x], frame[y], s=size, c=[colours[classes[m]] for m in frame["model"]], alpha=0.75,
                linewidths=0.3, edgecolors="white", zorder=3)
+    if "flags" in frame.columns:
+        # runs a measurement check flagged: marked, so a reader sees which points to doubt
+        marked = frame[frame["flags"].astype(str) != ""]
+        if len(marked):
+            ax.scatter(marked[x], marked[y], s=size * 1.3, marker="x", c="black", linewidths=0.9, zorder=4, gid=FLAGGED_GID)
+
+
+#: The gid of the markers of flagged runs (the legend adds their key when a figure has them).
+FLAGGED_GID = "pepr-flagged"
 
 
 def labelled_models(means: pd.DataFrame, performance: str, pepr: str | None, resource: str | None,

@@ -166,22 +166,42 @@ DECISION_VIEW = ("statement", "recommended_model", "recommended_performance", "r
                  "best_model", "best_performance", "best_resource")
 
 
+def _interval_text(low: object, high: object) -> str:
+    low, high = pd.to_numeric(pd.Series([low, high]), errors="coerce")
+    return "unknown" if pd.isna(low) or pd.isna(high) else f"[{low:.3g}, {high:.3g}]"
+
+
+def _contenders_text(names: object, count: object) -> str:
+    text = "" if pd.isna(names) else str(names)
+    if text == "unknown" or pd.isna(pd.to_numeric(pd.Series([count]), errors="coerce").iloc[0]):
+        return "unknown"
+    return "none" if not text else f"{len(text.split('; '))}: {text.replace('; ', ', ')}"
+
+
 def decision_view(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     """The decision as the first screen shows it: per group the sentence, the recommended
-    model with its performance and resource, the best-performance model with its own; headers
-    name the table's performance and resource (``acc``, ``kwh``). A table without the
-    decision columns is shown whole, sentences first."""
+    model with its performance (and interval), its contenders, its resource, the
+    best-performance model with its own; headers name the table's performance and resource
+    (``acc``, ``kwh``). A table without the decision columns is shown whole, sentences first."""
     if not set(DECISION_VIEW) <= set(table.columns) or table.empty:
         return _sentences_first(table, group)
     first = table.iloc[0]
     perf = str(first.get("performance_metric", "performance"))
     resource = str(first.get("resource", "resource"))
     variant = str(first.get("variant", "PePR"))
-    headers = {"statement": "decision", "recommended_model": f"recommended (best {variant})",
+    headers = {"statement": "decision", "recommended_model": f"recommended (by {variant})",
                "recommended_performance": perf, "recommended_resource": resource,
                "best_model": f"best-{perf} model", "best_performance": f"its {perf}", "best_resource": f"its {resource}"}
     keys = [c for c in group if c in table.columns]
-    return table[[*keys, *DECISION_VIEW]].rename(columns=headers)
+    view = table[[*keys, *DECISION_VIEW]].copy()
+    if {"recommended_performance_ci_low", "recommended_performance_ci_high", "contenders", "n_contenders"} <= set(table.columns):
+        view.insert(len(keys) + 3, f"{perf} interval", [
+            _interval_text(lo, hi) for lo, hi in zip(table["recommended_performance_ci_low"], table["recommended_performance_ci_high"])])
+        view.insert(len(keys) + 4, f"{variant} interval", [
+            _interval_text(lo, hi) for lo, hi in zip(table["recommended_pepr_ci_low"], table["recommended_pepr_ci_high"])])
+        view.insert(len(keys) + 5, "contenders (not distinguishable)", [
+            _contenders_text(n, c) for n, c in zip(table["contenders"], table["n_contenders"])])
+    return view.rename(columns=headers)
 
 
 def _missing(what: str, how: str) -> str:

@@ -13,6 +13,8 @@ The fragments carry no JavaScript library: the page that holds them embeds plotl
 
 from __future__ import annotations
 
+import html
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -73,7 +75,7 @@ def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str
     # A seed the input did not have (one run per model and group) is not shown as if it were.
     seed = "" if "seed" in data.synthetic else f" ({_input_name(data, 'seed')} %{{customdata[0]}})"
     template = f"<b>%{{text}}</b>{seed}<br>%{{meta}}<br>" + "<br>".join(
-        f"{label}: %{{customdata[{i + 1}]:.4~g}}" for i, (_, label) in enumerate(hover)) + "<extra>%{fullData.name}</extra>"
+        f"{label}: %{{customdata[{i + 1}]:.4~g}}" for i, (_, label) in enumerate(hover)) + "%{hovertext}<extra>%{fullData.name}</extra>"
     fig = go.Figure()
     keys = groups(ok, group)
     frames = [group_rows(ok, key, group) for key in keys]
@@ -85,14 +87,18 @@ def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str
             part = frame[frame["model"].map(classes) == name]
             if part.empty:
                 continue
+            flags = [str(f) for f in part["flags"]] if "flags" in part.columns else [""] * len(part)
             # float32 (7 significant digits, the hover shows 4): half the page's bytes at 24,000 runs.
             custom = np.column_stack([part["seed"].to_numpy(dtype=float)] + [
                 pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=float) for c, _ in hover]).astype(np.float32)
             fig.add_trace(go.Scatter(
                 x=part[x].to_numpy(dtype=np.float32), y=part[y].to_numpy(dtype=np.float32), mode="markers", name=name,
                 text=part["model"].tolist(), customdata=custom,
+                # why a measurement check flagged the run (shown on hover, as text: never markup)
+                hovertext=[f"<br>flagged: {html.escape(f)}" if f else "" for f in flags],
                 hovertemplate=template.replace("%{meta}", labels[index]),
-                marker={"color": colours[name], "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "white"}},
+                marker={"color": colours[name], "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "white"},
+                        "symbol": ["x" if f else "circle" for f in flags]},
                 visible=index == 0, legendgroup=name, showlegend=True,
             ))
             trace_group.append(index)

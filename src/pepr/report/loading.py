@@ -27,6 +27,7 @@ from pepr.report.data import (
     run_columns,
     size_split,
 )
+from pepr.report.exclusion import annotate
 from pepr.report.stats import epoch_curves, peak_epochs
 from pepr.results.tableio import read_table
 
@@ -58,7 +59,8 @@ def prepare(
         peaks = peak_epochs(curves, run_columns(cfg), cfg.history_performance, cfg.history_resource)
     else:
         peaks = pd.DataFrame(columns=[*cfg.group, *tables.PEAK_COLUMNS])
-    return ReportData(results, history, peaks, cfg, expected, dict(prepared.names), prepared.resources, prepared.synthetic)
+    data = ReportData(results, history, peaks, cfg, expected, dict(prepared.names), prepared.resources, prepared.synthetic)
+    return annotate(data)  # measurement flags on every run; the harmful ones left out when configured
 
 
 def load(

@@ -182,6 +182,16 @@ def _groups_text(rows: pd.DataFrame, cfg) -> str:
     return "; ".join(group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group) for r in rows.itertuples(index=False))
 
 
+def uninformative_groups(tables: dict[str, pd.DataFrame], cfg) -> set[tuple]:
+    """The group keys whose best performance lies within the interval of guessing (the
+    decision table's ``uninformative``): they count toward no claim."""
+    decision = tables["decision"]
+    if "uninformative" not in decision.columns or decision.empty:
+        return set()
+    flagged = decision[decision["uninformative"].astype(str).str.lower() == "true"]
+    return {tuple(k) for k in flagged[list(cfg.group)].itertuples(index=False)}
+
+
 def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     """The paper's size claims, each with its direction: the best PePR model is small; small
     models are not worse than large (non-inferiority, pretrained groups only when the table
@@ -191,6 +201,12 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         return [NO_PARAMS]
     lines = []
     top, svl, trend = tables["top_k"], tables["small_vs_large"], tables["size_trend"]
+    guessing = uninformative_groups(tables, cfg)
+    if guessing:
+        lines.append(f"- Not counted toward any claim: {len(guessing)} group(s) where no model beats guessing "
+                     f"({'; '.join(group_label(k, cfg.group) for k in guessing)}).")
+        svl = svl[[tuple(k) not in guessing for k in svl[list(cfg.group)].itertuples(index=False)]]
+        trend = trend[[tuple(k) not in guessing for k in trend[list(cfg.group)].itertuples(index=False)]] if len(trend) else trend
     mixed = svl[(svl["n_small"] > 0) & (svl["n_large"] > 0)]
     decided = {}
     for row in mixed.itertuples(index=False):
@@ -228,6 +244,12 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
                          f"({row.direction_performance}, difference Holm {format_p(row.p_holm_performance)})")
         lines.append(f"- {claim}: {state}: not worse in {len(holds)}, worse in {len(worse)}, cannot tell in "
                      f"{len(counted) - len(holds) - len(worse)} of {len(counted)} ({'; '.join(parts)}).")
+        if "margin_not_worse_from" in counted.columns:
+            flips = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: "
+                     + ("no margin up to 1" if pd.isna(r.margin_not_worse_from) else f"{r.margin_not_worse_from:.3g}")
+                     for r in counted.itertuples(index=False)]
+            lines.append(f"  Sensitivity (the margin from which each group's verdict is *not worse*; now "
+                         f"{cfg.equivalence_margin:g}, `--margin` / `report.equivalence_margin`): {'; '.join(flips)}.")
     if len(others):
         lines.append(f"  Not counted toward it ({', '.join(sorted(set(others['family'])))} groups): "
                      + "; ".join(f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
@@ -339,23 +361,56 @@ def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
     return lines
 
 
+def _interval(low: object, high: object) -> str:
+    if pd.isna(low) or pd.isna(high):
+        return "unknown"
+    return f"[{_num(float(low))}, {_num(float(high))}]"
+
+
+def _contenders_cell(row) -> str:
+    names = "" if pd.isna(row.contenders) else str(row.contenders)
+    if names == "unknown" or pd.isna(row.n_contenders):
+        return "unknown"
+    if not names:
+        return "none"
+    listed = names.split("; ")
+    shown = ", ".join(listed[:5]) + (f" and {len(listed) - 5} more" if len(listed) > 5 else "")
+    return f"{len(listed)}: {shown}"
+
+
 def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[str]:
-    """The decision table as Markdown: per group, the recommended model, the best-performance
-    model and the recommended one's share of its performance and resource."""
+    """The decision table as Markdown: per group, the recommended model with its performance,
+    its (1 - alpha) interval and its contenders (models not distinguishable from the best
+    PePR), the best-performance model and the recommended one's share of its performance and
+    resource; then how the intervals were obtained."""
     cfg = data.cfg
     decision = tables["decision"]
     if decision.empty:
         return ["No group has a successful run: there is nothing to recommend."]
-    header = ["group", f"recommended (best {cfg.resource_label})", cfg.performance, cfg.resource,
+    level = f"{1 - cfg.alpha:.0%}"
+    header = ["group", f"recommended (by {cfg.resource_label})", cfg.performance, f"{level} interval",
+              f"{cfg.resource_label} {level} interval", "contenders", cfg.resource,
               f"best-{cfg.performance} model", f"its {cfg.performance}", f"its {cfg.resource}", "in short"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in decision.itertuples(index=False):
         key = tuple(getattr(row, c) for c in cfg.group)
-        cells = [group_label(key, cfg.group), f"**{row.recommended_model}**", _num(row.recommended_performance),
+        none = str(getattr(row, "uninformative", False)).lower() == "true"
+        cells = [group_label(key, cfg.group), "none: no model beats guessing" if none else f"**{row.recommended_model}**",
+                 _num(row.recommended_performance),
+                 _interval(row.recommended_performance_ci_low, row.recommended_performance_ci_high),
+                 _interval(row.recommended_pepr_ci_low, row.recommended_pepr_ci_high), _contenders_cell(row),
                  _num(row.recommended_resource), row.best_model, _num(row.best_performance), _num(row.best_resource),
                  (f"{_pct(row.performance_share)} of the best {cfg.performance} at {_pct(row.resource_share)} of its {cfg.resource}"
                   if row.recommended_model != row.best_model else "the best-performance model itself")]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    methods = sorted({str(m) for m in decision["interval_method"].dropna()})
+    lines += ["", f"*Intervals ({level}):* {'; '.join(methods)}. Contenders are the models whose {cfg.resource_label} "
+              "cannot be told apart from the best one's (paired bootstrap over the same test images where every run "
+              "saved its test predictions, else Welch's t over seeds, else a binomial interval from the test-set size); "
+              "the recommended model is the cheapest of them."]
+    if any(m.startswith("unknown") for m in methods):
+        lines.append("Where the uncertainty is unknown (one run per model, no test predictions), give the test-set "
+                     "size (`pepr report --n-test COL`) or run several seeds.")
     return lines
 
 
@@ -376,14 +431,31 @@ def footprint_line(tables: dict[str, pd.DataFrame]) -> str:
 
 
 def checks_line(tables: dict[str, pd.DataFrame]) -> str:
-    """How many runs the measurement checks flagged, by check (tables/measurement_checks.csv)."""
+    """How many runs the measurement checks flagged, by check and severity, and what the report
+    did with them: kept (a hint to ``--exclude-flagged``) or left out, with the verdicts that
+    changed (tables measurement_checks, excluded_runs, verdict_changes)."""
     checks = tables["measurement_checks"]
     if checks.empty:
-        return "**Measurement checks:** no run flagged (identical values across groups, implied power, non-positive values, mixed devices)."
+        return ("**Measurement checks:** no run flagged (identical values across groups, duplicated runs, implied power, "
+                "non-positive values, contended runs, mixed devices).")
     counts = checks["check"].value_counts()
     text = ", ".join(f"{name} {int(counts[name])}" for name in sorted(counts.index))
-    return (f"**Measurement checks:** {len(checks)} flag(s) ({text}); see `tables/measurement_checks.csv`. "
-            "Flagged runs are kept in every score: check them before trusting their numbers.")
+    severity = checks["severity"] if "severity" in checks.columns else pd.Series("harmful", index=checks.index)
+    harmful = checks[severity == "harmful"]
+    runs = len(harmful.drop_duplicates(subset=[c for c in harmful.columns if c not in ("check", "severity", "detail")]))
+    line = (f"**Measurement checks:** {len(checks)} flag(s) ({text}; {len(harmful)} harmful, on {runs} run(s)); "
+            "see `tables/measurement_checks.csv`.")
+    excluded = tables.get("excluded_runs", pd.DataFrame())
+    if excluded.empty:
+        return line + (" Flagged runs are kept in every score; `--exclude-flagged` (`report.exclude_flagged`) scores "
+                       "without the harmful ones." if runs else " Every flag is harmless: all runs are scored.")
+    changes = tables.get("verdict_changes", pd.DataFrame())
+    shown = "; ".join(f"{r['table']} at {r['where']}: {r['with_flagged']} -> {r['without_flagged']}"
+                      for _, r in changes.head(10).iterrows())
+    more = f" and {len(changes) - 10} more" if len(changes) > 10 else ""
+    return (line + f" **{len(excluded)} run(s) flagged harmful were left out** of every score (`tables/excluded_runs.csv`); "
+            + (f"verdicts that changed: {shown}{more} (`tables/verdict_changes.csv`)." if len(changes)
+               else "no recommendation or verdict changed."))
 
 
 def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:

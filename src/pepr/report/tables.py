@@ -19,6 +19,8 @@ from pepr.columns import ADDITIVE_RESOURCES
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
 from pepr.report.data import (MEASURED_ON, co2_is_scaled_energy, energy_methods, group_label, group_rows,
                               groups, report_variants, run_columns)
+from pepr.report.uncertainty import UNKNOWN, GroupUncertainty
+from pepr.train.measure import LOW_CPU_SHARE
 from pepr.report.stats import (
     bootstrap_rank_ci,
     direction,
@@ -167,6 +169,7 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     table["verdict_not_worse"] = [
         noninferiority_verdict(p, q, cfg.alpha) for p, q in zip(table["p_not_worse_holm"], table["p_worse_holm"])
     ]
+    table["margin_not_worse_from"] = _flip_margins(means, table, cfg)
     table["direction_performance"] = [
         direction(d, p, cfg.alpha, "small better", "small worse")
         for d, p in zip(table["diff_performance"], table["p_holm_performance"])
@@ -176,6 +179,36 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         for d, p in zip(table[f"diff_{headline}"], table[f"p_holm_{headline}"])
     ]
     return table
+
+
+def _flip_margins(means: pd.DataFrame, table: pd.DataFrame, cfg: ReportConfig) -> list[float]:
+    """Per group of the small-vs-large table: the smallest non-inferiority margin (one margin
+    for every group, as the report uses) at which its verdict is "not worse", Holm within its
+    family as the table's verdict; found by bisection, as every Holm-adjusted p falls when the
+    margin grows. NaN where no test runs, or not even a margin of 1 makes it hold. The
+    summary's sensitivity line quotes it."""
+    samples = []
+    for _, row in table.iterrows():
+        group = group_rows(means, tuple(row[c] for c in cfg.group), cfg.group)
+        samples.append((group.loc[group["small"] == True, cfg.performance].to_numpy(),  # noqa: E712 (nullable)
+                        group.loc[group["small"] == False, cfg.performance].to_numpy()))  # noqa: E712
+
+    def adjusted(margin: float) -> np.ndarray:
+        p = pd.Series([welch_noninferiority(a, b, margin, cfg.min_group).p_not_worse for a, b in samples], index=table.index)
+        return p.groupby(table["family"], sort=False).transform(lambda q: holm(q.to_numpy())).to_numpy()
+
+    widest = adjusted(1.0)
+    out = []
+    for i in range(len(table)):
+        if not widest[i] < cfg.alpha:
+            out.append(np.nan)
+            continue
+        low, high = 0.0, 1.0
+        for _ in range(20):  # 1e-6 of the performance scale: below any printed digit
+            mid = (low + high) / 2
+            low, high = (low, mid) if adjusted(mid)[i] < cfg.alpha else (mid, high)
+        out.append(high)
+    return out
 
 
 #: Columns of the size-trend table (Spearman of parameters vs performance and vs PePR).
@@ -219,111 +252,226 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 
 #: Columns of the decision table after the group keys.
 DECISION_COLUMNS = ["n_models", "performance_metric", "resource", "variant", "recommended_model", "recommended_pepr",
-                    "recommended_performance", "recommended_resource", "best_model", "best_performance", "best_resource",
-                    "performance_share", "resource_share", "statement"]
+                    "recommended_pepr_ci_low", "recommended_pepr_ci_high", "recommended_performance",
+                    "recommended_performance_ci_low", "recommended_performance_ci_high", "recommended_resource",
+                    "contenders", "n_contenders", "best_pepr_model", "interval_method", "chance_performance",
+                    "uninformative", "best_model",
+                    "best_performance", "best_resource", "performance_share", "resource_share", "statement"]
 
 
-def decision_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
-    """Per group, the decision: the recommended model (best seed-mean headline PePR), its
-    performance and resource, the best-performance model with its own, the recommended
-    model's share of the best model's performance and resource, and the sentence saying it
-    ("94% of the best test_accuracy at 8% of its energy_kwh"). Ties go to the model name."""
+def _contenders(unc: "GroupUncertainty | None", column: str, top: str) -> list[str] | None:
+    """The models whose ``column`` (a PePR) cannot be told apart from ``top``'s; None when the
+    group's uncertainty is unknown."""
+    if unc is None or unc.method == UNKNOWN or top not in unc.models:
+        return None
+    a = unc.models.index(top)
+    return [m for b, m in enumerate(unc.models) if b != a and unc.distinguishable(column, a, b) is False]
+
+
+def decision_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tuple, GroupUncertainty] | None" = None) -> pd.DataFrame:
+    """Per group, the decision: the model of best seed-mean headline PePR and its
+    *contenders* (the models not distinguishable from it, :mod:`pepr.report.uncertainty`); the
+    recommended model is the cheapest (smallest headline resource) of them, with its
+    performance, resource and their intervals; the best-performance model with its own, the
+    recommended model's share of the best model's performance and resource, and the sentence
+    saying it ("m (or any of 4 others not distinguishable from it): 94% of the best
+    test_accuracy at 8% of its energy_kwh"). Ties go to the model name."""
     means = model_means(df, cfg)
     headline = f"pepr_{cfg.resource}"
+    uncertainties = uncertainties or {}
     rows = []
     for key in groups(df[df["ok"]], cfg.group):
         group = group_rows(means, key, cfg.group)
-        rec = group.sort_values([headline, "model"], ascending=[False, True]).iloc[0]
+        top = group.sort_values([headline, "model"], ascending=[False, True]).iloc[0]
+        unc = uncertainties.get(tuple(key))
+        contenders = _contenders(unc, headline, top["model"])
+        tied = group[group["model"].isin([top["model"], *(contenders or [])])]
+        rec = tied.sort_values([cfg.resource, headline, "model"], ascending=[True, False, True]).iloc[0]
+        others = [m for m in tied["model"] if m != rec["model"]]
         best = group.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         perf_share = rec[cfg.performance] / best[cfg.performance] if best[cfg.performance] > 0 else np.nan
         res_share = rec[cfg.resource] / best[cfg.resource] if best[cfg.resource] > 0 else np.nan
-        if rec["model"] == best["model"]:
-            statement = f"{rec['model']} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
+        chance = unc.chance if unc is not None else None
+        uninformative = unc is not None and unc.uninformative()
+        if uninformative:
+            statement = (f"no model beats guessing here: the best {cfg.performance} ({best['model']}, "
+                         f"{best[cfg.performance]:.3g}) lies within the {1 - cfg.alpha:.0%} interval of guessing "
+                         f"({chance[0]:.3g} [{chance[1]:.3g}, {chance[2]:.3g}]); no model is recommended")
         else:
-            share = "an unknown share" if np.isnan(res_share) else f"{res_share:.0%}"
-            statement = (f"{rec['model']}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
-                         f"at {share} of its {cfg.resource}")
+            if contenders is None:
+                name = f"{rec['model']} (uncertainty unknown)"
+            elif others:
+                name = f"{rec['model']} (or any of {len(others)} other{'s' if len(others) > 1 else ''} not distinguishable from it)"
+            else:
+                name = f"{rec['model']} (distinguishable from every other model)"
+            if rec["model"] == best["model"]:
+                statement = f"{name} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
+            else:
+                share = "an unknown share" if np.isnan(res_share) else f"{res_share:.0%}"
+                statement = (f"{name}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
+                             f"at {share} of its {cfg.resource}")
+        ci = {}
+        if unc is not None and rec["model"] in unc.models:
+            i = unc.models.index(rec["model"])
+            ci = {"recommended_pepr_ci_low": unc.pepr_ci[headline][i, 0], "recommended_pepr_ci_high": unc.pepr_ci[headline][i, 1],
+                  "recommended_performance_ci_low": unc.performance_ci[i, 0],
+                  "recommended_performance_ci_high": unc.performance_ci[i, 1]}
         rows.append({**dict(zip(cfg.group, key)), "n_models": len(group), "performance_metric": cfg.performance,
-                     "resource": cfg.resource, "variant": cfg.resource_label, "recommended_model": rec["model"],
-                     "recommended_pepr": rec[headline], "recommended_performance": rec[cfg.performance],
-                     "recommended_resource": rec[cfg.resource], "best_model": best["model"],
-                     "best_performance": best[cfg.performance], "best_resource": best[cfg.resource],
-                     "performance_share": perf_share, "resource_share": res_share, "statement": statement})
+                     "resource": cfg.resource, "variant": cfg.resource_label,
+                     "recommended_model": "" if uninformative else rec["model"],
+                     "recommended_pepr": rec[headline], **ci, "recommended_performance": rec[cfg.performance],
+                     "recommended_resource": rec[cfg.resource],
+                     "contenders": "unknown" if contenders is None else "; ".join(others),
+                     "n_contenders": None if contenders is None else len(others), "best_pepr_model": top["model"],
+                     "interval_method": unc.detail if unc is not None else UNKNOWN,
+                     "chance_performance": chance[0] if chance is not None else np.nan, "uninformative": uninformative,
+                     "best_model": best["model"], "best_performance": best[cfg.performance],
+                     "best_resource": best[cfg.resource], "performance_share": perf_share,
+                     "resource_share": res_share, "statement": statement})
     return pd.DataFrame(rows, columns=[*cfg.group, *DECISION_COLUMNS])
 
 
-#: Resources whose equal value in two groups points at a copied measurement are the additive ones
-#: (:data:`pepr.columns.ADDITIVE_RESOURCES`). Peak memory is left out: allocated memory of one
-#: model at one batch size is deterministic across groups.
+def interval_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tuple, GroupUncertainty]") -> pd.DataFrame:
+    """Per group and model: how its interval was obtained, its performance and every PePR
+    variant with their (1 - alpha) intervals (empty where unknown)."""
+    frames = [unc.table(dict(zip(cfg.group, key))) for key, unc in uncertainties.items()]
+    columns = [*cfg.group, "model", "interval_method", "performance", "performance_ci_low", "performance_ci_high"]
+    for variant in report_variants(df):
+        columns += [variant.column, f"{variant.column}_ci_low", f"{variant.column}_ci_high"]
+    if not frames:
+        return pd.DataFrame(columns=columns)
+    table = pd.concat(frames, ignore_index=True)
+    return table[[c for c in columns if c in table.columns]]
+
+
+#: Memory resources: deterministic for one model, image size and batch (reserved GPU memory
+#: repeats exactly), so an equal value is flagged only between runs that differ in those.
+MEMORY_RESOURCES = ("peak_memory_mb", "memory_reserved_epoch2_mb")
+#: What makes two runs' memory the same allocation (those present in the table).
+MEMORY_CONFIG = ("model", "image_size", "batch_size")
 #: A run's implied power is flagged when its modified z-score (0.6745 (x - median) / MAD, on
 #: log power) exceeds this (Iglewicz & Hoaglin's 3.5) *and* it is this far (factor) from the
 #: median: a sweep of near-identical estimates has a tiny MAD but no real outlier.
 POWER_Z, POWER_FACTOR = 3.5, 1.5
+#: A copied value is harmful when the run's implied power is this far (factor) from its
+#: group's median: the value belongs to another amount of work (a 100%-data energy in a 10% group).
+COPY_POWER_FACTOR = 2.0
+#: A group's runs are contended when a run's recorded CPU share is below LOW_SHARE (the level
+#: at which ``pepr train`` warns), or below 1/SHARE_SPREAD of the group's highest: time and
+#: estimated energy then measure the neighbours.
+LOW_SHARE, SHARE_SPREAD = LOW_CPU_SHARE, 2.0
+#: Severity of a flag: harmful flags are left out by ``report.exclude_flagged``; harmless ones
+#: are kept (they explain, they do not distort the scores).
+HARMFUL, HARMLESS = "harmful", "harmless"
 
 
-def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: list[str],
-                             synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
-    """Sanity checks of the measurements, one row per flagged successful run and check (the
-    details of several resources joined by " | "):
-    the run (model, group keys, seed), ``check`` and ``detail``. Nothing is dropped: a flag
-    warns and explains.
+def _is_memory(resource: str) -> bool:
+    return resource in MEMORY_RESOURCES or "memory" in resource or resource.endswith("_mb")
 
-    Checks: ``identical_resource`` (an energy/CO2/time value, or a non-standard scored
-    resource, exactly equal to the same model's value in another group: a copied or reused
-    log); ``implied_power`` (energy / time a robust outlier among the sweep's runs on the same
-    device, see :data:`POWER_Z`); ``nonpositive_resource`` (zero, negative or non-finite);
-    ``mixed_devices`` (a group's runs measured on different devices/hosts/GPU models: the
-    runs not on the group's most common one are flagged).
-    """
+
+def _implied_power(frame: pd.DataFrame) -> pd.Series:
+    """Energy / time in W per run (NaN where either is missing or not positive)."""
+    if "energy_kwh" not in frame.columns or "train_time_s" not in frame.columns:
+        return pd.Series(np.nan, index=frame.index)
+    energy = pd.to_numeric(frame["energy_kwh"], errors="coerce")
+    seconds = pd.to_numeric(frame["train_time_s"], errors="coerce")
+    return (energy * 3.6e6 / seconds).where((energy > 0) & (seconds > 0))
+
+
+def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Every flag of the measurement checks, one row per flagged successful run and check:
+    ``row`` (the run's index in ``df``), the run's columns, ``check``, ``severity``
+    (:data:`HARMFUL` or :data:`HARMLESS`) and ``detail`` (several resources of one check joined
+    by " | "). See :func:`measurement_checks_table` for the checks."""
     run = [c for c in ["model", *cfg.group, "seed"] if c not in synthetic]
     ok = df[df["ok"]]
     rows: list[dict] = []
 
-    def flag(r: pd.Series, check: str, detail: str) -> None:
-        rows.append({**{c: r[c] for c in run}, "check": check, "detail": detail})
+    def flag(index, check: str, detail: str, severity: str = HARMFUL) -> None:
+        r = ok.loc[index]
+        rows.append({"row": index, **{c: r[c] for c in run}, "check": check, "severity": severity, "detail": detail})
 
     def where(r: pd.Series) -> str:
         shown = [c for c in cfg.group if c not in synthetic]
         return (group_label(tuple(r[c] for c in shown), shown) if shown else "the table") + f", seed {r['seed']}"
 
+    power = _implied_power(ok)
+    group_median = power.groupby(ok["group_id"]).transform("median")
+    n_train = pd.to_numeric(ok["n_train"], errors="coerce") if "n_train" in ok.columns else None
+
+    def copy_severity(index, others: pd.DataFrame, resource: str) -> tuple[str, str]:
+        ratio = power[index] / group_median[index] if group_median[index] > 0 else np.nan
+        if np.isfinite(ratio) and not 1 / COPY_POWER_FACTOR < ratio < COPY_POWER_FACTOR:
+            return HARMFUL, f"; harmful: its implied power is {ratio:.2g}x its group's median"
+        if n_train is not None and (n_train[others.index] != n_train[index]).any():
+            return HARMFUL, "; harmful: copied from a group of another data size"
+        if _is_memory(resource):
+            return HARMFUL, "; harmful: another model or configuration cannot allocate exactly the same memory"
+        return HARMLESS, "; harmless: same data size and a plausible implied power"
+
     known = list(dict.fromkeys([*resources, *[c for c in STANDARD_RESOURCES if c in df.columns]]))
     copied = [r for r in known if r in ADDITIVE_RESOURCES or (r not in STANDARD_RESOURCES and not r.endswith("_amortised"))]
-    for resource in copied:
+    memory = [r for r in known if _is_memory(r)]
+    config = [c for c in MEMORY_CONFIG if c in ok.columns]
+    for resource in dict.fromkeys([*copied, *memory]):
         values = pd.to_numeric(ok[resource], errors="coerce")
         frame = ok.assign(_value=values)[lambda d: np.isfinite(d["_value"]) & (d["_value"] > 0)]
+        if _is_memory(resource):
+            # deterministic for one model, image size and batch: only equal across configurations
+            keys, apart = ["_value"], frame[config].astype(str).agg("/".join, axis=1)
+        else:
+            keys, apart = ["model", "_value"], frame["group_id"]
         # Vectorised first (tens of thousands of runs): only values shared across groups are walked.
-        spread = frame.groupby(["model", "_value"], sort=False)["group_id"].transform("nunique")
-        for (model, value), same in frame[spread > 1].groupby(["model", "_value"], sort=True):
-            for _, r in same.iterrows():
+        spread = apart.groupby([frame[k] for k in keys], sort=False).transform("nunique")
+        for _, same in frame[spread > 1].groupby(keys, sort=True):
+            for index, r in same.iterrows():
+                others = same[apart[same.index] != apart[index]]
+                severity, why = copy_severity(index, others, resource)
+                whom = "as the same model in" if not _is_memory(resource) else "as"
+                names = sorted({(f"{o['model']} in " if _is_memory(resource) else "") + where(o) for _, o in others.iterrows()})
+                flag(index, "identical_resource", f"{resource} = {r['_value']!r} exactly {whom} {'; '.join(names)}: "
+                     f"a copied or reused measurement? (a fresh run never repeats a measured value to the last digit){why}",
+                     severity)
+    # The same model's resources and performance all equal in two groups: a whole run copied.
+    measured = [r for r in dict.fromkeys([*ADDITIVE_RESOURCES, *resources]) if r in ok.columns]
+    if measured and cfg.performance in ok.columns:
+        signature = ok[["model", cfg.performance, *measured]].astype(str).agg("\x1f".join, axis=1)
+        spread = ok["group_id"].groupby(signature).transform("nunique")
+        for _, same in ok[spread > 1].groupby(signature[spread > 1], sort=True):
+            for index, r in same.iterrows():
                 others = sorted({where(o) for _, o in same.iterrows() if o["group_id"] != r["group_id"]})
-                flag(r, "identical_resource", f"{resource} = {value!r} exactly as the same model in {'; '.join(others)}: "
-                     "a copied or reused measurement? (a fresh run never repeats a measured value to the last digit)")
+                flag(index, "duplicated_run", f"{cfg.performance} and {', '.join(measured)} all equal the same model's in "
+                     f"{'; '.join(others)}: a whole run copied into another group")
     for resource in known:
         values = pd.to_numeric(ok[resource], errors="coerce")
         for index in ok.index[~(np.isfinite(values) & (values > 0))]:
             shown = "empty" if pd.isna(values[index]) else repr(float(values[index]))
             if resource in resources and shown == "empty":
                 continue  # scoring already refuses an empty scored resource
-            flag(ok.loc[index], "nonpositive_resource", f"{resource} = {shown}: a real run costs more than nothing; "
+            flag(index, "nonpositive_resource", f"{resource} = {shown}: a real run costs more than nothing; "
                  "the measurement failed or was not recorded")
-    if "energy_kwh" in ok.columns and "train_time_s" in ok.columns:
-        energy = pd.to_numeric(ok["energy_kwh"], errors="coerce")
-        seconds = pd.to_numeric(ok["train_time_s"], errors="coerce")
-        usable = np.isfinite(energy) & np.isfinite(seconds) & (energy > 0) & (seconds > 0)
-        watts = (energy * 3.6e6 / seconds).where(usable)
+    if power.notna().any():
         device = ok["device"].astype(str) if "device" in ok.columns else pd.Series("", index=ok.index)
-        for name, power in watts.dropna().groupby(device[usable]):
-            log = np.log(power)
+        usable = power.notna()
+        for name, watts in power[usable].groupby(device[usable]):
+            log = np.log(watts)
             median = float(np.median(log))
             mad = float(np.median(np.abs(log - median)))
-            if len(power) < 3 or mad == 0:
+            if len(watts) < 3 or mad == 0:
                 continue
             z = 0.6745 * (log - median) / mad
             typical = float(np.exp(median))
-            for index in power.index[(np.abs(z) > POWER_Z) & (np.abs(log - median) > np.log(POWER_FACTOR))]:
+            for index in watts.index[(np.abs(z) > POWER_Z) & (np.abs(log - median) > np.log(POWER_FACTOR))]:
                 on = f" on device {name}" if name else ""
-                flag(ok.loc[index], "implied_power", f"energy / time = {power[index]:.3g} W, the sweep's median{on} is "
+                flag(index, "implied_power", f"energy / time = {watts[index]:.3g} W, the sweep's median{on} is "
                      f"{typical:.3g} W (robust z {z[index]:+.1f}): energy or time mismeasured, or another machine?")
+    for column in [c for c in ("cpu_share", "gpu_share") if c in ok.columns]:
+        share = pd.to_numeric(ok[column], errors="coerce")
+        highest = share.groupby(ok["group_id"]).transform("max")
+        contended = share.notna() & ((share < LOW_SHARE) | (share * SHARE_SPREAD < highest))
+        for index in ok.index[contended]:
+            flag(index, "contended", f"{column} = {share[index]:.2f} (the group's highest {highest[index]:.2f}): the run "
+                 "shared its machine, so its time and estimated energy measured the neighbours too; rerun it alone")
     for column in [c for c in MEASURED_ON if c in ok.columns]:
         for key, group in ok.groupby(list(cfg.group), sort=False):
             values = group[column].astype(str)
@@ -333,13 +481,36 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
             common = sorted(counts.index, key=lambda v: (-counts[v], v))[0]
             split = ", ".join(f"{v} ({counts[v]} runs)" for v in sorted(counts.index, key=lambda v: (-counts[v], v)))
             for index in group.index[values != common]:
-                flag(ok.loc[index], "mixed_devices", f"the group's runs were measured on different {column}s: {split}; "
-                     "PePR compares them as if on one machine")
-    table = pd.DataFrame(rows, columns=[*run, "check", "detail"])
+                flag(index, "mixed_devices", f"the group's runs were measured on different {column}s: {split}; "
+                     "PePR compares them as if on one machine", HARMLESS)
+    table = pd.DataFrame(rows, columns=["row", *run, "check", "severity", "detail"])
     if table.empty:
         return table
     # One row per run and check: several resources (or columns) of one check are one explanation.
-    return table.groupby([*run, "check"], sort=False, as_index=False)["detail"].agg(" | ".join)
+    return table.groupby(["row", *run, "check"], sort=False, as_index=False).agg(
+        severity=("severity", lambda s: HARMFUL if (s == HARMFUL).any() else HARMLESS), detail=("detail", " | ".join))
+
+
+def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: list[str],
+                             synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
+    """Sanity checks of the measurements, one row per flagged successful run and check: the run
+    (model, group keys, seed), ``check``, ``severity`` and ``detail``. A flag is *harmful*
+    when the value distorts the scores (``report.exclude_flagged`` leaves those runs out),
+    *harmless* when it only explains.
+
+    Checks: ``identical_resource`` (an energy/CO2/time value, or a non-standard scored
+    resource, exactly equal to the same model's value in another group; memory only between
+    runs of another model, image size or batch, as allocations repeat exactly otherwise):
+    harmful when the run's implied power is :data:`COPY_POWER_FACTOR` x off its group's median,
+    or the copy comes from a group of another data size (``n_train``); ``duplicated_run`` (the
+    same model's performance and every resource equal in two groups); ``implied_power``
+    (energy / time a robust outlier among the sweep's runs on the same device, see
+    :data:`POWER_Z`); ``nonpositive_resource`` (zero, negative or non-finite); ``contended``
+    (``cpu_share`` / ``gpu_share`` below :data:`LOW_SHARE` or under 1/:data:`SHARE_SPREAD` of the
+    group's highest); ``mixed_devices`` (harmless: a group's runs measured on different
+    devices/hosts/GPU models, the runs not on the most common one flagged).
+    """
+    return run_flags(df, cfg, resources, synthetic).drop(columns="row")
 
 
 def _measured_or_estimated(methods: pd.Series) -> str:

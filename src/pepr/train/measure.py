@@ -229,11 +229,25 @@ def flops_per_image(model: "torch.nn.Module", sample: "torch.Tensor") -> float:
     return float(counter.get_total_flops())
 
 
+#: Below this CPU share a run was contended: its time and estimated energy measured the other
+#: processes on the machine too (``pepr train`` warns; the report flags the run ``contended``).
+LOW_CPU_SHARE = 0.5
+
+
 def cpu_share(process_seconds: float, wall_seconds: float, threads: int) -> float:
     """CPU time used / (wall time x threads): ~1 on a quiet machine, much lower when contended."""
     if wall_seconds <= 0 or threads <= 0:
         return float("nan")
     return process_seconds / (wall_seconds * threads)
+
+
+def contention_warning(share: float | None, threads: int) -> str | None:
+    """The warning ``pepr train`` prints at the end of a contended run (None when it was not)."""
+    if share is None or not share < LOW_CPU_SHARE:
+        return None
+    return (f"warning: this run got {share:.0%} of its {threads} thread(s)' CPU time (below {LOW_CPU_SHARE:.0%}): "
+            "the machine was shared, so its time and estimated energy also measured the other processes; "
+            "rerun it on a quiet machine (or with fewer --threads) before comparing it")
 
 
 # --------------------------------------------------------------------------------------------

@@ -271,6 +271,11 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
             f"AUC {record['test_auc']:.4f}; {record['train_time_s']:.1f} s, {record['energy_kwh']:.3g} kWh "
             f"({record['energy_method']}), {record['co2_kg']:.3g} kg CO2, working set {record['peak_memory_mb']:.0f} MiB"
         )
+        from pepr.train.measure import contention_warning
+
+        contended = contention_warning(record.get("cpu_share"), setup.threads)
+        if contended:
+            log(contended)
         return json_safe(record)
 
 
