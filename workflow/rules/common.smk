@@ -190,6 +190,7 @@ def train_params(job, output):
 # ----- adaptive sweeps (pepr.results.adaptive): adaptive.smk's and train_model's helpers -----
 
 import pepr.results.adaptive as pepr_adaptive
+import pepr.results.runs as pepr_runs
 
 # None for a full grid (adaptive.rungs empty, the default): nothing below changes its jobs.
 ADAPTIVE = pepr_adaptive.adaptive_settings(config)
