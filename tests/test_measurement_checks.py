@@ -140,3 +140,12 @@ def test_footprint_counts_every_run_and_each_pretraining_once():
     text = summary_markdown(data, compute_tables(data))
     first = text[:text.index("## Best model")]
     assert "**This sweep's footprint:**" in first and "pretraining included (0.2 kWh)" in first
+
+
+def test_a_dataset_with_identical_images_across_splits_gets_one_data_leak_row_per_group():
+    table = sweep()
+    table["duplicate_images"] = [3 if fraction == "0.1" else None for fraction in table["fraction"]]
+    flagged, _ = checks(table)
+    leak = flagged[flagged["check"] == "data_leak"]
+    assert len(leak) == 1 and set(leak["fraction"]) == {"0.1"}
+    assert "3 group(s) of identical images" in leak["detail"].iloc[0] and "dedupe=drop-train" in leak["detail"].iloc[0]

@@ -272,7 +272,8 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
     log); ``implied_power`` (energy / time a robust outlier among the sweep's runs on the same
     device, see :data:`POWER_Z`); ``nonpositive_resource`` (zero, negative or non-finite);
     ``mixed_devices`` (a group's runs measured on different devices/hosts/GPU models: the
-    runs not on the group's most common one are flagged).
+    runs not on the group's most common one are flagged); ``data_leak`` (one row per group whose
+    dataset holds identical images in two splits or classes, ``duplicate_images`` in runs.csv).
     """
     run = [c for c in ["model", *cfg.group, "seed"] if c not in synthetic]
     ok = df[df["ok"]]
@@ -323,6 +324,13 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
                 on = f" on device {name}" if name else ""
                 flag(ok.loc[index], "implied_power", f"energy / time = {power[index]:.3g} W, the sweep's median{on} is "
                      f"{typical:.3g} W (robust z {z[index]:+.1f}): energy or time mismeasured, or another machine?")
+    if "duplicate_images" in ok.columns:  # folder:/csv: data with identical images across splits or classes
+        counts = pd.to_numeric(ok["duplicate_images"], errors="coerce").fillna(0)
+        for _, group in ok[counts > 0].groupby(list(cfg.group), sort=True):
+            first = group.iloc[0]
+            flag(first, "data_leak", f"{int(first['duplicate_images'])} group(s) of identical images in more than one split or "
+                 "class of this dataset (listed in the run's dataset_info); test scores may be optimistic. "
+                 "dedupe=drop-train in the dataset spec drops the train-side copies")
     for column in [c for c in MEASURED_ON if c in ok.columns]:
         for key, group in ok.groupby(list(cfg.group), sort=False):
             values = group[column].astype(str)
