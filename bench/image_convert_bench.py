@@ -126,11 +126,13 @@ def main() -> None:
 
 
 _CHILD = """
-import resource, sys
+import sys
 from pathlib import Path
 from pepr.datasets import images
 images.prepare(sys.argv[1], Path(sys.argv[2]), workers=1)
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
+# VmHWM: this process's own peak (ru_maxrss would keep the forking parent's across exec)
+status = Path("/proc/self/status").read_text().splitlines()
+print(int(next(line for line in status if line.startswith("VmHWM:")).split()[1]) * 1024)
 """
 
 

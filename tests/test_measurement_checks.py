@@ -245,3 +245,12 @@ def test_figures_mark_flagged_runs_and_the_hover_says_why():
     assert any(t.get_text() == "flagged by a measurement check" for t in fig.legends[0].get_texts())
     page = "".join(interactive.figure_fragment(item) for item in interactive.interactive_figures(data))
     assert "flagged: identical_resource (harmful)" in page
+
+
+def test_a_dataset_with_identical_images_across_splits_gets_one_data_leak_row_per_group():
+    table = sweep()
+    table["duplicate_images"] = [3 if fraction == "0.1" else None for fraction in table["fraction"]]
+    flagged, _ = checks(table)
+    leak = flagged[flagged["check"] == "data_leak"]
+    assert len(leak) == 1 and set(leak["fraction"]) == {"0.1"}
+    assert "3 group(s) of identical images" in leak["detail"].iloc[0] and "dedupe=drop-train" in leak["detail"].iloc[0]

@@ -124,7 +124,7 @@ class Grid:
     datasets: dict[str, dict[str, Any]] = field(default_factory=dict)
     by_key: dict[str, Cell] = field(init=False, repr=False)
     pretrain_by_key: dict[str, PretrainJob] = field(init=False, repr=False)
-    _source_changed: dict[str, bool] = field(default_factory=dict, init=False, repr=False)
+    _source_changed: dict[str, bool] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.by_key = {cell.key: cell for cell in self.cells}

@@ -472,6 +472,14 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
         for index in ok.index[contended]:
             flag(index, "contended", f"{column} = {share[index]:.2f} (the group's highest {highest[index]:.2f}): the run "
                  "shared its machine, so its time and estimated energy measured the neighbours too; rerun it alone")
+    if "duplicate_images" in ok.columns:  # folder:/csv: data with identical images across splits or classes
+        counts = pd.to_numeric(ok["duplicate_images"], errors="coerce").fillna(0)
+        for _, group in ok[counts > 0].groupby(list(cfg.group), sort=True):
+            # harmless to the resource scores (every model of the group saw the same images); it
+            # warns that the group's test performance may be optimistic
+            flag(group.index[0], "data_leak", f"{int(group['duplicate_images'].iloc[0])} group(s) of identical images in "
+                 "more than one split or class of this dataset (listed in the run's dataset_info); test scores may be "
+                 "optimistic. dedupe=drop-train in the dataset spec drops the train-side copies", HARMLESS)
     for column in [c for c in MEASURED_ON if c in ok.columns]:
         for key, group in ok.groupby(list(cfg.group), sort=False):
             values = group[column].astype(str)
@@ -508,7 +516,9 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
     :data:`POWER_Z`); ``nonpositive_resource`` (zero, negative or non-finite); ``contended``
     (``cpu_share`` / ``gpu_share`` below :data:`LOW_SHARE` or under 1/:data:`SHARE_SPREAD` of the
     group's highest); ``mixed_devices`` (harmless: a group's runs measured on different
-    devices/hosts/GPU models, the runs not on the most common one flagged).
+    devices/hosts/GPU models, the runs not on the most common one flagged); ``data_leak``
+    (harmless: one row per group whose dataset holds identical images in two splits or classes,
+    ``duplicate_images`` in runs.csv).
     """
     return run_flags(df, cfg, resources, synthetic).drop(columns="row")
 

@@ -425,6 +425,8 @@ class _Setup:
             # also record their counts per split, split rule and converted file (dataset_info)
             "class_names": "; ".join(dataset.class_names),
             **({"dataset_info": dataset.details} if dataset.details else {}),
+            # identical images across splits/classes (a scalar, so runs.csv carries it: the report's data_leak check)
+            **({"duplicate_images": dataset.details["duplicates"]["count"]} if (dataset.details.get("duplicates") or {}).get("count") else {}),
         }
         log(
             f"pepr train: {cfg.model} on {dataset.description}, init {cfg.init}, fraction {cfg.fraction} "
