@@ -45,8 +45,13 @@ def payloads(cells: int) -> list[tuple[dict, list[dict]]]:
     for index in range(cells):
         metrics = synthetic_metrics("pneumoniamnist", "scratch", 1.0, f"model{index:04d}", 0, index, rng)
         history = [
-            {"epoch": epoch + 1, "train_loss": 1.0 / (epoch + 1), "val_accuracy": metrics.get("val_accuracy", 0.0),
-             "epoch_time_s": metrics.get("train_time_s", 0.0) / 10, "energy_kwh": metrics.get("energy_kwh", 0.0) / 10}
+            {
+                "epoch": epoch + 1,
+                "train_loss": 1.0 / (epoch + 1),
+                "val_accuracy": metrics.get("val_accuracy", 0.0),
+                "epoch_time_s": metrics.get("train_time_s", 0.0) / 10,
+                "energy_kwh": metrics.get("energy_kwh", 0.0) / 10,
+            }
             for epoch in range(10)
         ]
         found.append((metrics, history))
@@ -117,7 +122,8 @@ def main() -> None:
         sizes = {how: disk_bytes(base / how) for how in ("links", "copies")}
         result_bytes = sum(
             os.path.getsize(base / "copies" / f"cell{i:05d}" / name)
-            for i in range(args.cells) for name in (runs.METRICS_FILE, runs.HISTORY_FILE)
+            for i in range(args.cells)
+            for name in (runs.METRICS_FILE, runs.HISTORY_FILE)
         )
     rows = []
     first = None
@@ -127,7 +133,11 @@ def main() -> None:
             first = wall
         base_wall = first if label.startswith("publish") else statistics.median(next(iter(scans.values())).wall_s)
         rows.append((label, f"{wall:.3f}", f"{cpu:.3f}", f"{wall / base_wall:.2f}x", f"{1000 * wall / args.cells:.2f}"))
-    print_table(f"{args.cells} finished cells, median of {args.repeats}", rows, ("candidate", "wall s", "CPU s", "vs first", "ms per cell"))
+    print_table(
+        f"{args.cells} finished cells, median of {args.repeats}",
+        rows,
+        ("candidate", "wall s", "CPU s", "vs first", "ms per cell"),
+    )
     print(
         f"\ndisk: hard links {sizes['links'] / 2**20:.2f} MiB, copies {sizes['copies'] / 2**20:.2f} MiB "
         f"(+{(sizes['copies'] - sizes['links']) / 2**20:.2f} MiB, {sizes['copies'] / sizes['links']:.2f}x); "

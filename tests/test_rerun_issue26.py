@@ -22,7 +22,13 @@ def finished(tmp_path_factory):
     config = sweep_config(workdir)
     check(snakemake(workdir, "--cores", "2", "results/runs.csv", configfile=config))
     metrics = next((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))
-    log = workdir / "results" / "logs" / "train_model" / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
+    log = (
+        workdir
+        / "results"
+        / "logs"
+        / "train_model"
+        / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
+    )
     return workdir, config, metrics, log.with_name(log.name + ".log")
 
 
@@ -87,9 +93,15 @@ def _npz(path: Path, train_labels, shape=(28, 28)) -> Path:
 
     n = len(train_labels)
     small = np.array([[0], [1], [0], [1]])
-    np.savez(path, train_images=np.zeros((n, *shape), np.uint8), train_labels=np.array(train_labels).reshape(-1, 1),
-             val_images=np.zeros((4, *shape), np.uint8), val_labels=small,
-             test_images=np.zeros((4, *shape), np.uint8), test_labels=small)
+    np.savez(
+        path,
+        train_images=np.zeros((n, *shape), np.uint8),
+        train_labels=np.array(train_labels).reshape(-1, 1),
+        val_images=np.zeros((4, *shape), np.uint8),
+        val_labels=small,
+        test_images=np.zeros((4, *shape), np.uint8),
+        test_labels=small,
+    )
     return path
 
 
@@ -97,7 +109,11 @@ def _npz(path: Path, train_labels, shape=(28, 28)) -> Path:
 #: limits, --threads and free space, are the job's: planning does not know the job's machine).
 #: name -> (config changes, pepr train flags, text both must say)
 TRAIN_INPUT_CHECKS = {
-    "class-emptying fraction": ({"fractions": [0.1]}, ["--fraction", "0.1"], "leaves class 1 (3 training samples) with no sample"),
+    "class-emptying fraction": (
+        {"fractions": [0.1]},
+        ["--fraction", "0.1"],
+        "leaves class 1 (3 training samples) with no sample",
+    ),
     "non-square images": ({"datasets": ["npz:{wide}"]}, ["--dataset", "npz:{wide}"], "has 28x36 images"),
     "batch size 1": ({"batch_size": 1}, ["--batch-size", "1"], "batch"),
     "zero learning rate": ({"lr": 0.0}, ["--lr", "0"], "lr"),
@@ -121,14 +137,30 @@ def test_every_job_level_input_check_is_made_at_planning(tmp_path, name):
     }
     (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 not a zip")
     changes, flags, text = TRAIN_INPUT_CHECKS[name]
-    changes = {key: [v.format(**files) for v in value] if isinstance(value, list) and value and isinstance(value[0], str) else value
-               for key, value in changes.items()}
+    changes = {
+        key: [v.format(**files) for v in value]
+        if isinstance(value, list) and value and isinstance(value[0], str)
+        else value
+        for key, value in changes.items()
+    }
     flags = [flag.format(**files) for flag in flags]
     config = {"datasets": [f"npz:{files['cells']}"], "models": ["resnet18"], **changes}
     planned = planning_problems(**config)
     assert any(text in problem for problem in planned), (name, planned)
-    args = ["train", "--model", "resnet18", "--dataset", f"npz:{files['cells']}", "--epochs", "1", "--threads", "1",
-            "--out", str(tmp_path / "out"), *flags]
+    args = [
+        "train",
+        "--model",
+        "resnet18",
+        "--dataset",
+        f"npz:{files['cells']}",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        *flags,
+    ]
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         try:

@@ -169,7 +169,9 @@ class SnakemakeWorkflow:
 
     # ----- format time (the DAG is built) -----
 
-    def retrain_flag(self, rule: str, outputs: Iterable[str], choice: bool | None, pretrain: str | None = None) -> RetrainFlag:
+    def retrain_flag(
+        self, rule: str, outputs: Iterable[str], choice: bool | None, pretrain: str | None = None
+    ) -> RetrainFlag:
         """``{params.retrain}`` of a training job (see :class:`RetrainFlag`).
 
         ``choice``: ``config["retrain"]`` (True: every job that runs trains; False: whatever is
