@@ -316,3 +316,19 @@ tableio.write_table(pd.DataFrame({{"a": [1]}}), {str(target)!r})
     tableio.write_table(pd.DataFrame({"a": [2]}), target)
     assert not leftover.exists() and alive.exists()  # a live writer's file stays
     assert pd.read_csv(target)["a"].tolist() == [2]
+
+
+def test_status_says_a_lost_result_is_restored_by_the_next_run(tmp_path):
+    from pepr.results import status
+
+    out = tmp_path / "results" / "runs" / "d" / "scratch" / "1.0" / "m" / "seed0"
+    runs.publish_finished(out, METRICS, HISTORY)
+    (out / "metrics.json").unlink()
+    found = status.collect_status(
+        [("cell", "runs/d/scratch/1.0/m/seed0", "m", "results/runs/d/scratch/1.0/m/seed0/metrics.json")],
+        results_dir=tmp_path / "results",
+        snakemake_dir=tmp_path / ".snakemake",
+        use_squeue=False,
+    )
+    (cell,) = found.cells
+    assert cell.state == "pending" and "restores the copy kept in its previous/" in cell.reason
