@@ -88,8 +88,18 @@ def test_weights_are_restored_as_a_link(tmp_path):
 
 @pytest.mark.parametrize(
     "value, expected",
-    [("true", True), (" Yes ", True), ("1", True), ("false", False), ("no", False), ("null", None), ("None", None),
-     (True, True), (None, None), ("maybe", "maybe")],
+    [
+        ("true", True),
+        (" Yes ", True),
+        ("1", True),
+        ("false", False),
+        ("no", False),
+        ("null", None),
+        ("None", None),
+        (True, True),
+        (None, None),
+        ("maybe", "maybe"),
+    ],
 )
 def test_retrain_words(value, expected):
     assert rules.retrain_choice(value) == expected
@@ -107,14 +117,15 @@ def test_gpus_given_prefers_the_override_and_a_function_counts_as_one():
 def test_cache_homes(tmp_path):
     inside = rules.cache_homes(str(tmp_path / "w"), {})
     assert inside == {"HF_HOME": str(tmp_path / "w" / "huggingface"), "TORCH_HOME": str(tmp_path / "w" / "torch")}
-    assert rules.cache_homes(None, {"HF_HOME": "/h", "XDG_CACHE_HOME": "/x"}) == {"HF_HOME": "/h", "TORCH_HOME": "/x/torch"}
+    assert rules.cache_homes(None, {"HF_HOME": "/h", "XDG_CACHE_HOME": "/x"}) == {
+        "HF_HOME": "/h",
+        "TORCH_HOME": "/x/torch",
+    }
 
 
 def test_lost_checkpoint_of_a_finished_pretraining_stops_planning(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    pretrain = SimpleNamespace(
-        metrics="pre/metrics.json", checkpoint="pre/model.pt", directory="pre", model="m"
-    )
+    pretrain = SimpleNamespace(metrics="pre/metrics.json", checkpoint="pre/model.pt", directory="pre", model="m")
     cell = SimpleNamespace(metrics="cell/metrics.json", key="cell", pretrain=pretrain)
     rules.check_checkpoint(cell)  # nothing finished yet: fine
     Path("pre").mkdir()
@@ -143,7 +154,9 @@ def test_status_never_opens_a_fifo_and_advises_the_repair(tmp_path):
         status.open_regular(out / "metrics.json")
     found = status.collect_status(
         [("cell", "runs/d/scratch/1.0/m/seed0", "m", "results/runs/d/scratch/1.0/m/seed0/metrics.json")],
-        results_dir=tmp_path / "results", snakemake_dir=tmp_path / ".snakemake", use_squeue=False,
+        results_dir=tmp_path / "results",
+        snakemake_dir=tmp_path / ".snakemake",
+        use_squeue=False,
     )
     (cell,) = found.cells
     assert cell.state == "failed" and "is not a regular file" in cell.reason
@@ -190,14 +203,18 @@ def planning_problems(**config):
     from pepr.plan import config as pepr_config
     from pepr.plan import prepare
 
-    schema = pepr_config.load_schema(Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml")
+    schema = pepr_config.load_schema(
+        Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
+    )
     config.setdefault("models", ["resnet18"])
     pepr_config.apply_defaults(config, schema)
     catalogue = {"models": ["resnet18"], "pretrained": ["resnet18"]}
     return prepare.config_problems(config, schema, catalogue=catalogue)
 
 
-@pytest.mark.skipif(PNEUMONIA is None, reason="real PneumoniaMNIST not found: set PEPR_SHARED_DIR to the folder holding data/medmnist/")
+@pytest.mark.skipif(
+    PNEUMONIA is None, reason="real PneumoniaMNIST not found: set PEPR_SHARED_DIR to the folder holding data/medmnist/"
+)
 def test_a_class_emptying_fraction_on_real_data_is_found_at_planning():
     problems = planning_problems(datasets=["pneumoniamnist"], data_dir=str(PNEUMONIA.parent), fractions=[0.0001, 0.5])
     assert [p for p in problems if "leaves class" in p] == [
@@ -212,15 +229,25 @@ def test_a_class_emptying_fraction_of_synthetic_or_npz_data_is_found_at_planning
 
     labels = np.array([0] * 50 + [1] * 3).reshape(-1, 1)
     path = tmp_path / "cells.npz"
-    np.savez(path, train_images=np.zeros((53, 28, 28), np.uint8), train_labels=labels,
-             val_images=np.zeros((4, 28, 28), np.uint8), val_labels=np.array([[0], [1], [0], [1]]),
-             test_images=np.zeros((4, 28, 28), np.uint8), test_labels=np.array([[0], [1], [0], [1]]))
+    np.savez(
+        path,
+        train_images=np.zeros((53, 28, 28), np.uint8),
+        train_labels=labels,
+        val_images=np.zeros((4, 28, 28), np.uint8),
+        val_labels=np.array([[0], [1], [0], [1]]),
+        test_images=np.zeros((4, 28, 28), np.uint8),
+        test_labels=np.array([[0], [1], [0], [1]]),
+    )
     if where == "fractions":
         problems = planning_problems(datasets=[f"npz:{path}"], fractions=[0.1])
-        assert any(p.startswith("fractions: on npz:") and "leaves class 1 (3 training samples)" in p for p in problems), problems
+        assert any(
+            p.startswith("fractions: on npz:") and "leaves class 1 (3 training samples)" in p for p in problems
+        ), problems
     else:
         problems = planning_problems(
-            datasets=["synthetic"], inits=["transfer"], fractions=[1.0],
+            datasets=["synthetic"],
+            inits=["transfer"],
+            fractions=[1.0],
             transfer={"source": f"npz:{path}", "fraction": 0.1, "epochs": 1},
         )
         assert any(p.startswith("transfer.fraction: on npz:") for p in problems), problems
@@ -257,7 +284,11 @@ def test_kill_9_during_a_table_write_leaves_a_temp_the_next_write_removes(tmp_pa
 
     target = tmp_path / "results" / "pepr.csv"
     target.parent.mkdir()
-    writer = subprocess.Popen([sys.executable, "-c", f"""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            f"""
 import time
 import pandas as pd
 from pepr.results import tableio
@@ -266,7 +297,9 @@ def slow(df, path):
     time.sleep(120)
 tableio.write_csv = slow
 tableio.write_table(pd.DataFrame({{"a": [1]}}), {str(target)!r})
-"""])
+""",
+        ]
+    )
     deadline = time.time() + 60
     while not list(target.parent.glob(".pepr.csv.*.tmp")) and time.time() < deadline:
         time.sleep(0.1)
@@ -283,3 +316,19 @@ tableio.write_table(pd.DataFrame({{"a": [1]}}), {str(target)!r})
     tableio.write_table(pd.DataFrame({"a": [2]}), target)
     assert not leftover.exists() and alive.exists()  # a live writer's file stays
     assert pd.read_csv(target)["a"].tolist() == [2]
+
+
+def test_status_says_a_lost_result_is_restored_by_the_next_run(tmp_path):
+    from pepr.results import status
+
+    out = tmp_path / "results" / "runs" / "d" / "scratch" / "1.0" / "m" / "seed0"
+    runs.publish_finished(out, METRICS, HISTORY)
+    (out / "metrics.json").unlink()
+    found = status.collect_status(
+        [("cell", "runs/d/scratch/1.0/m/seed0", "m", "results/runs/d/scratch/1.0/m/seed0/metrics.json")],
+        results_dir=tmp_path / "results",
+        snakemake_dir=tmp_path / ".snakemake",
+        use_squeue=False,
+    )
+    (cell,) = found.cells
+    assert cell.state == "pending" and "restores the copy kept in its previous/" in cell.reason

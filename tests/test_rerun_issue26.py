@@ -22,7 +22,13 @@ def finished(tmp_path_factory):
     config = sweep_config(workdir)
     check(snakemake(workdir, "--cores", "2", "results/runs.csv", configfile=config))
     metrics = next((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))
-    log = workdir / "results" / "logs" / "train_model" / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
+    log = (
+        workdir
+        / "results"
+        / "logs"
+        / "train_model"
+        / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
+    )
     return workdir, config, metrics, log.with_name(log.name + ".log")
 
 
@@ -80,3 +86,85 @@ def test_values_that_resolve_to_the_same_training_plan_nothing(finished, tmp_pat
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump({**same, "image_size": 32}))
     assert planned_jobs(workdir, "results/runs.csv", configfile=changed).get("train_model") == 1
+
+
+def _npz(path: Path, train_labels, shape=(28, 28)) -> Path:
+    import numpy as np
+
+    n = len(train_labels)
+    small = np.array([[0], [1], [0], [1]])
+    np.savez(
+        path,
+        train_images=np.zeros((n, *shape), np.uint8),
+        train_labels=np.array(train_labels).reshape(-1, 1),
+        val_images=np.zeros((4, *shape), np.uint8),
+        val_labels=small,
+        test_images=np.zeros((4, *shape), np.uint8),
+        test_labels=small,
+    )
+    return path
+
+
+#: Every check `pepr train` makes on its inputs that planning can make too (the machine's own
+#: limits, --threads and free space, are the job's: planning does not know the job's machine).
+#: name -> (config changes, pepr train flags, text both must say)
+TRAIN_INPUT_CHECKS = {
+    "class-emptying fraction": (
+        {"fractions": [0.1]},
+        ["--fraction", "0.1"],
+        "leaves class 1 (3 training samples) with no sample",
+    ),
+    "non-square images": ({"datasets": ["npz:{wide}"]}, ["--dataset", "npz:{wide}"], "has 28x36 images"),
+    "batch size 1": ({"batch_size": 1}, ["--batch-size", "1"], "batch"),
+    "zero learning rate": ({"lr": 0.0}, ["--lr", "0"], "lr"),
+    "damaged npz": ({"datasets": ["npz:{damaged}"]}, ["--dataset", "npz:{damaged}"], "damaged"),
+    "unknown country": ({"country": "DEN"}, ["--country", "DEN"], "DEN"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(TRAIN_INPUT_CHECKS))
+def test_every_job_level_input_check_is_made_at_planning(tmp_path, name):
+    import contextlib
+    import io
+
+    from pepr.cli import main
+    from test_issue26_units import planning_problems
+
+    files = {
+        "cells": str(_npz(tmp_path / "cells.npz", [0] * 50 + [1] * 3)),
+        "wide": str(_npz(tmp_path / "wide.npz", [0, 1] * 10, shape=(28, 36))),
+        "damaged": str(tmp_path / "damaged.npz"),
+    }
+    (tmp_path / "damaged.npz").write_bytes(b"PK\x03\x04 not a zip")
+    changes, flags, text = TRAIN_INPUT_CHECKS[name]
+    changes = {
+        key: [v.format(**files) for v in value]
+        if isinstance(value, list) and value and isinstance(value[0], str)
+        else value
+        for key, value in changes.items()
+    }
+    flags = [flag.format(**files) for flag in flags]
+    config = {"datasets": [f"npz:{files['cells']}"], "models": ["resnet18"], **changes}
+    planned = planning_problems(**config)
+    assert any(text in problem for problem in planned), (name, planned)
+    args = [
+        "train",
+        "--model",
+        "resnet18",
+        "--dataset",
+        f"npz:{files['cells']}",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(tmp_path / "out"),
+        *flags,
+    ]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            code = main(args)
+        except SystemExit as exc:  # refused by the flag parser itself
+            code = exc.code
+    assert code == 2 and text in err.getvalue(), (name, err.getvalue())

@@ -98,7 +98,10 @@ def toy(tmp_path):
     def run(*args: str) -> subprocess.CompletedProcess:
         result = subprocess.run(
             [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config.yaml", *args],
-            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
         return result
@@ -147,7 +150,10 @@ def test_every_forcerun_form_of_a_file_retrains_that_job_only(toy, form):
     target = str(folder / "runs" / "2" / "metrics.json") if form == "ABS" else form
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config.yaml", "--forcerun", target],
-        cwd=folder, capture_output=True, text=True, timeout=300,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     after = stamp(folder)
     if form == "ABS" and result.returncode != 0:
@@ -218,16 +224,18 @@ def test_no_snakemake_internal_outside_the_adapter():
     for path in texts:
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("#", 1)[0]
-            if re.search(r"(?<![/.\w])workflow\.[a-z_]", code) or re.search(r"\bsnakemake\.(io|dag|persistence|workflow)\b", code):
+            if re.search(r"(?<![/.\w])workflow\.[a-z_]", code) or re.search(
+                r"\bsnakemake\.(io|dag|persistence|workflow)\b", code
+            ):
                 uses.append(f"{path.name}:{number}: {line.strip()}")
     assert uses == [], uses
     for module in (REPO / "src" / "pepr").rglob("*.py"):
         if module.name == "workflow.py" and module.parent.name == "plan":
             continue
         tree = ast.parse(module.read_text())
-        imported = [
-            alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
-        ] + [node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names] + [
+            node.module or "" for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+        ]
         assert not [name for name in imported if name.split(".")[0] == "snakemake"], module
 
 
@@ -240,7 +248,10 @@ def test_a_second_driver_with_nolock_stops_in_one_line_and_touches_no_log(toy):
     (folder / ".snakemake" / "locks" / "0.input.lock").write_text("runs/2/metrics.json\n")  # the first driver's
     result = subprocess.run(
         [sys.executable, "-m", "snakemake", "--cores", "1", "--configfile", "config.yaml", "--nolock", "-R", "train"],
-        cwd=folder, capture_output=True, text=True, timeout=300,
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 1
     lines = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("pepr:")]

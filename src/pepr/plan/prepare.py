@@ -177,6 +177,7 @@ def config_problems(
         problems.extend(report_problems(config))
     if cells is not None and check_data and not any("datasets:" in p or "transfer.source:" in p for p in problems):
         problems.extend(fraction_problems(cells, data_dir))
+        problems.extend(image_shape_problems(cells, data_dir, config.get("image_size")))
     if cells is not None:
         # models already reported above (unsafe or unknown names) are not checked again per job
         reported |= set(without_weights)
@@ -313,8 +314,8 @@ def fraction_problems(cells: Iterable[Any], data_dir: str | os.PathLike | None) 
     counts: dict[str, list[int] | None] = {}
     found = []
     for (spec, fraction), label in pairs.items():
-        if fraction >= 1.0:
-            continue
+        if not 0.0 < fraction < 1.0:
+            continue  # all the data, or out of range (reported on the config itself)
         if spec not in counts:
             counts[spec] = training_class_counts(spec, data_dir)
         if counts[spec] is None:
@@ -323,6 +324,31 @@ def fraction_problems(cells: Iterable[Any], data_dir: str | os.PathLike | None) 
             stratified_subset_size(counts[spec], fraction)
         except PeprInputError as exc:
             found.append(f"{label}: on {spec}: {exc}")
+    return found
+
+
+def image_shape_problems(cells: Iterable[Any], data_dir: str | os.PathLike | None, image_size: Any) -> list[str]:
+    """``pepr train``'s refusal of non-square images without ``image_size``, at planning: read
+    from each npz's header (:func:`pepr.plan.rerun.stored_image_shape`), once per dataset."""
+    if image_size is not None:
+        return []
+    from pepr.datasets.core import dataset_file, parse_dataset_spec
+    from pepr.plan.rerun import stored_image_shape
+
+    specs = dict.fromkeys(
+        spec for cell in cells for spec in (cell.dataset, cell.pretrain.source if cell.pretrain is not None else None) if spec
+    )
+    found = []
+    for spec in specs:
+        parsed = parse_dataset_spec(spec)
+        if parsed.kind != "npz":
+            continue
+        path = dataset_file(parsed, Path(data_dir) if data_dir is not None else None)
+        shape = stored_image_shape(spec, str(path) if path is not None else None)
+        if shape is not None and shape[0] != shape[1]:
+            found.append(
+                f"datasets: {spec!r} has {shape[0]}x{shape[1]} images; set image_size to train on square images"
+            )
     return found
 
 

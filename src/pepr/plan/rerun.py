@@ -41,7 +41,7 @@ from typing import Any
 
 __all__ = [
     "NOT_TRIGGERS", "paths_digest", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent",
-    "native_image_size",
+    "native_image_size", "stored_image_shape",
 ]
 
 #: Settings that never retrain a finished cell (see the module docstring).
@@ -156,18 +156,18 @@ def _npz_stem(spec: Any) -> str | None:
     return kind_of(spec).moved_file_stem(spec)
 
 
-def native_image_size(spec: Any, data_file: str | None) -> int | None:
-    """The size a dataset's images are stored at, which ``image_size`` unset trains at (square
-    images); None when it cannot be told without loading the data (then an explicit size counts
-    as a change). npz: the shape in ``train_images``' header, read without loading the array."""
+def stored_image_shape(spec: Any, data_file: str | None) -> tuple[int, int] | None:
+    """(height, width) a dataset's images are stored at, told without loading them (MedMNIST and
+    synthetic from the spec, npz from ``train_images``' header); None when it cannot be told."""
     try:
         from pepr.datasets.core import parse_dataset_spec
 
         parsed = parse_dataset_spec(spec)
         if parsed.kind == "synthetic":
-            return int(dict(parsed.options)["size"]) if "size" in dict(parsed.options) else None
+            options = dict(parsed.options)
+            return (int(options["size"]),) * 2 if "size" in options else None
         if parsed.kind != "npz":
-            return int(parsed.size) if parsed.size is not None else None
+            return (int(parsed.size),) * 2 if parsed.size is not None else None
         if data_file is None:
             return None
         import zipfile
@@ -179,9 +179,16 @@ def native_image_size(spec: Any, data_file: str | None) -> int | None:
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
             shape = read_header(member)[0]
         height, width = shape[-2:] if len(shape) == 3 or shape[-1] > 4 else shape[1:3]
-        return int(height) if height == width else None
-    except Exception:  # an unreadable spec or file: not known, so not assumed equal
+        return int(height), int(width)
+    except Exception:  # an unreadable spec or file: not known (the data checks name what is wrong)
         return None
+
+
+def native_image_size(spec: Any, data_file: str | None) -> int | None:
+    """The size ``image_size`` unset trains at: the stored size of square images; None when it
+    cannot be told without loading the data (then an explicit size counts as a change)."""
+    shape = stored_image_shape(spec, data_file)
+    return shape[0] if shape is not None and shape[0] == shape[1] else None
 
 
 def _same_image_size(before: Any, now: Any, native: Callable[[], int | None]) -> bool:

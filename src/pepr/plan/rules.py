@@ -26,7 +26,14 @@ __all__ = [
 #: `--config retrain=true` arrives as the text "true" (Snakemake parses --config values as text
 #: unless they are numbers): the usual spellings of the boolean the schema wants.
 RETRAIN_WORDS: dict[str, bool | None] = {
-    "true": True, "yes": True, "1": True, "false": False, "no": False, "0": False, "null": None, "none": None,
+    "true": True,
+    "yes": True,
+    "1": True,
+    "false": False,
+    "no": False,
+    "0": False,
+    "null": None,
+    "none": None,
 }
 
 

@@ -80,6 +80,7 @@ class SnakemakeWorkflow:
         self._driver_checked = False
         self._forced_map: dict[str, tuple[str, bool]] = {}
         self._forced_map_dag: Any = None
+        self._forced_missed: set[str] = set()
         self._warned: set[str] = set()
 
     # ----- parse time -----
@@ -168,7 +169,9 @@ class SnakemakeWorkflow:
 
     # ----- format time (the DAG is built) -----
 
-    def retrain_flag(self, rule: str, outputs: Iterable[str], choice: bool | None, pretrain: str | None = None) -> RetrainFlag:
+    def retrain_flag(
+        self, rule: str, outputs: Iterable[str], choice: bool | None, pretrain: str | None = None
+    ) -> RetrainFlag:
         """``{params.retrain}`` of a training job (see :class:`RetrainFlag`).
 
         ``choice``: ``config["retrain"]`` (True: every job that runs trains; False: whatever is
@@ -197,13 +200,18 @@ class SnakemakeWorkflow:
         if dag is None:
             return None
         key = os.path.normpath(output)
-        if dag is not self._forced_map_dag or key not in self._forced_map:
+        # built once per DAG; rebuilt on a miss (jobs a checkpoint added), once per missing output
+        if dag is not self._forced_map_dag or (key not in self._forced_map and key not in self._forced_missed):
+            if dag is not self._forced_map_dag:
+                self._forced_missed = set()
             self._forced_map = {
                 os.path.normpath(str(f)): (job.rule.name, bool(dag.reason(job).forced))
                 for job in dag.needrun_jobs()
                 for f in job.output
             }
             self._forced_map_dag = dag
+            if key not in self._forced_map:
+                self._forced_missed.add(key)
         return self._forced_map.get(key)
 
     def forced_on_purpose(self, rule: str, outputs: list[str]) -> bool:

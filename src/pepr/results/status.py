@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pepr.columns import IDENTITY_COLUMNS, RESOURCE_COLUMNS
-from pepr.results.runs import LOCK_FILE, METRICS_FILE, RESUME_FILE
+from pepr.results.runs import LOCK_FILE, METRICS_FILE, PREVIOUS_DIR, RESUME_FILE
 
 __all__ = ["CellState", "SweepStatus", "STATES", "collect_status", "format_status", "write_status_table"]
 
@@ -433,6 +433,8 @@ def collect_status(
                 cell.reason = f"crashed: {reason} (log: {log})"
             elif os.path.isfile(f"{run_dir}/{RESUME_FILE}"):
                 cell.reason = "interrupted (resumes from its last finished epoch)"
+            elif os.path.isdir(f"{run_dir}/{PREVIOUS_DIR}"):
+                cell.reason = "result lost: the same snakemake command restores the copy kept in its previous/"
         cells.append(cell)
     if needs_squeue and use_squeue:
         queue = squeue_jobs()
