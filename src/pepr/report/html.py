@@ -203,6 +203,18 @@ def decision_view(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     return view.rename(columns=headers)
 
 
+def split_decision(summary: str) -> tuple[str, str]:
+    """summary.md without its decision section (the page shows the decision table once, on
+    top) and that section's notes on how the intervals were obtained (shown under it)."""
+    lines = summary.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## Decision")), None)
+    if start is None:
+        return summary, ""
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "**This sweep"))), len(lines))
+    notes = [line for line in lines[start + 1:end] if line.strip() and not line.startswith("|")]
+    return "\n".join([*lines[:start], *lines[end:]]) + "\n", "\n\n".join(notes)
+
+
 def _missing(what: str, how: str) -> str:
     return f'<p class="missing">{html.escape(what)} {html.escape(how)}</p>'
 
@@ -331,7 +343,10 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     summary_path = out_dir / "summary.md"
     if summary_path.is_file():
         markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
-        summary = f'<div class="summary">{markdown.render(summary_path.read_text(encoding="utf-8"))}</div>'
+        findings, how = split_decision(summary_path.read_text(encoding="utf-8"))
+        if how:  # how the intervals were obtained: under the decision table it explains
+            answer.insert(2, f'<div class="note">{markdown.render(how)}</div>')
+        summary = f'<div class="summary">{markdown.render(findings)}</div>'
     else:
         summary = _missing("No summary.md.", "Build the summary first (pepr report / rule report_summary).")
     shown = data
