@@ -188,3 +188,22 @@ def test_margin_sensitivity_is_where_the_verdict_flips(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert f"Sensitivity (the margin from which each group's verdict is *not worse*; now 0.02" in summary
     assert f"task liver: {flip:.3g}" in summary
+
+
+def test_table_strings_are_text_and_any_column_name_is_a_group_key(tmp_path, capsys):
+    """Markdown, HTML and spreadsheet formulas in model names and group values stay text;
+    ``class`` and ``body part`` work as --by columns."""
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["![x](https://host/p.png)", "<b>b</b>", "=cmd|x", "a"] * 2,
+                  "test_accuracy": [0.8, 0.85, 0.9, 0.7, 0.6, 0.65, 0.7, 0.5], "energy_kwh": [1, 2, 3, 1.5] * 2,
+                  "class": ["<i>g</i>"] * 4 + ["[l](javascript:x)"] * 4, "body part": ["h"] * 8}).to_csv(table, index=False)
+    out = tmp_path / "r"
+    assert main(["report", str(table), "--by", "class", "--by", "body part", "--out", str(out)]) == 0, capsys.readouterr().err
+    page = (out / "report.html").read_text()
+    assert "https://host/p.png" not in page.replace("![x](https://host/p.png)", "")  # never a src or href
+    assert "<b>b</b>" not in page and "<i>g</i>" not in page and 'href="javascript' not in page
+    decision = (out / "tables" / "decision.csv").read_text()
+    assert "'=cmd|x" in decision and ",=cmd" not in decision  # a spreadsheet shows it, does not run it
+    from pepr.report.build import read_tables
+
+    assert "=cmd|x" in set(read_tables(out / "tables")["decision"]["best_model"])  # read back as written

@@ -121,6 +121,29 @@ def _to_input_names(table: pd.DataFrame, data: ReportData) -> pd.DataFrame:
     return table.rename(columns={k: v for k, v in data.names.items() if k in table.columns})
 
 
+#: A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def _is_formula(value: object) -> bool:
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _formulas_as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (a model named ``=cmd|...``) get a
+    leading apostrophe, as spreadsheets mark text; :func:`read_tables` takes it off again."""
+    out = table.copy()
+    for column in [c for c in out.columns if not pd.api.types.is_numeric_dtype(out[c])]:
+        out[column] = pd.Series([f"'{v}" if _is_formula(v) else v for v in out[column]], index=out.index, dtype=object)
+    return out
+
+
 def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[str, pd.DataFrame] | None = None) -> list[Path]:
     """Write every table (``computed``, None: :func:`compute_tables`) as CSV under ``out_dir``,
     in the input's column names; returns the paths."""
@@ -130,7 +153,7 @@ def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[st
     paths = []
     for name, table in (computed if computed is not None else compute_tables(data)).items():
         path = Path(out_dir) / TABLES[name]
-        write_table(_to_input_names(table.infer_objects(), data), path)
+        write_table(_formulas_as_text(_to_input_names(table.infer_objects(), data)), path)
         paths.append(path)
     return paths
 
@@ -152,6 +175,9 @@ def read_tables(tables_dir: str | os.PathLike, data: ReportData | None = None) -
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise PeprInputError(f"cannot read report table '{path}': {exc}; rebuild it (rule report_tables)") from None
         table = table.rename(columns=back)
+        for column in [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]:
+            table[column] = [v[1:] if isinstance(v, str) and v.startswith("'") and _is_formula(v[1:]) else v
+                             for v in table[column]]
         # Free-text columns: an empty note is "" (no caveat), not NaN, whatever pandas inferred.
         free = [c for c in table.columns if c.startswith("note") or c in ("reason", "detail", "kind", "model", "context", "statement")]
         for column in free:

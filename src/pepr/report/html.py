@@ -342,7 +342,9 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     ]
     summary_path = out_dir / "summary.md"
     if summary_path.is_file():
-        markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
+        # summary.md writes no links or images of its own: any there come from the data (a model
+        # named ![x](https://host/p.png)) and stay text, so the page never loads anything remote
+        markdown = MarkdownIt("commonmark", {"html": False}).enable("table").disable(["image", "link", "autolink"])
         findings, how = split_decision(summary_path.read_text(encoding="utf-8"))
         if how:  # how the intervals were obtained: under the decision table it explains
             answer.insert(2, f'<div class="note">{markdown.render(how)}</div>')

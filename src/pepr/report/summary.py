@@ -17,6 +17,12 @@ from pepr.report.stats import CANNOT_TELL, DIFFERENT, NOT_WORSE, WORSE, format_p
 from pepr.report.tables import BEST_PERFORMANCE, model_means
 
 
+def _rows(table: pd.DataFrame):
+    """The rows of ``table`` as Series (by column name: any group column, ``class`` or
+    ``body part`` too, where itertuples would rename it)."""
+    return (row for _, row in table.iterrows())
+
+
 def _num(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}g}"
 
@@ -179,7 +185,7 @@ def paired_lines(table: pd.DataFrame, cfg, label=str) -> list[str]:
 
 
 def _groups_text(rows: pd.DataFrame, cfg) -> str:
-    return "; ".join(group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group) for r in rows.itertuples(index=False))
+    return "; ".join(group_label(tuple(r[c] for c in cfg.group), cfg.group) for r in _rows(rows))
 
 
 def uninformative_groups(tables: dict[str, pd.DataFrame], cfg) -> set[tuple]:
@@ -209,8 +215,8 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         trend = trend[[tuple(k) not in guessing for k in trend[list(cfg.group)].itertuples(index=False)]] if len(trend) else trend
     mixed = svl[(svl["n_small"] > 0) & (svl["n_large"] > 0)]
     decided = {}
-    for row in mixed.itertuples(index=False):
-        key = tuple(getattr(row, c) for c in cfg.group)
+    for row in _rows(mixed):
+        key = tuple(row[c] for c in cfg.group)
         first = group_rows(top, key, cfg.group).query("variant == @cfg.resource_label and rank == 1")
         if len(first):
             decided[key] = bool(str(first.iloc[0]["small"]) == "True")
@@ -238,22 +244,22 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         worse = counted[counted["verdict_not_worse"] == WORSE]
         state = ("**holds**" if len(holds) == len(counted) else "**does not hold**" if len(worse) else "**cannot tell**")
         parts = []
-        for row in counted.itertuples(index=False):
-            key = tuple(getattr(row, c) for c in cfg.group)
+        for row in _rows(counted):
+            key = tuple(row[c] for c in cfg.group)
             parts.append(f"{group_label(key, cfg.group)}: {row.verdict_not_worse}, small - large {row.diff_performance:+.3g} "
                          f"({row.direction_performance}, difference Holm {format_p(row.p_holm_performance)})")
         lines.append(f"- {claim}: {state}: not worse in {len(holds)}, worse in {len(worse)}, cannot tell in "
                      f"{len(counted) - len(holds) - len(worse)} of {len(counted)} ({'; '.join(parts)}).")
         if "margin_not_worse_from" in counted.columns:
-            flips = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: "
+            flips = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: "
                      + ("no margin up to 1" if pd.isna(r.margin_not_worse_from) else f"{r.margin_not_worse_from:.3g}")
-                     for r in counted.itertuples(index=False)]
+                     for r in _rows(counted)]
             lines.append(f"  Sensitivity (the margin from which each group's verdict is *not worse*; now "
                          f"{cfg.equivalence_margin:g}, `--margin` / `report.equivalence_margin`): {'; '.join(flips)}.")
     if len(others):
         lines.append(f"  Not counted toward it ({', '.join(sorted(set(others['family'])))} groups): "
-                     + "; ".join(f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
-                                 f"{r.diff_performance:+.3g}" for r in others.itertuples(index=False)) + ".")
+                     + "; ".join(f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
+                                 f"{r.diff_performance:+.3g}" for r in _rows(others)) + ".")
 
     headline = f"pepr_{cfg.resource}"
     claim = f"*{cfg.resource_label} is higher for small models* (Welch t on model means, Holm over groups)"
@@ -265,8 +271,8 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         lower = tested[tested[f"direction_{headline}"] == "lower for small"]
         state = "**holds**" if len(higher) == len(tested) else "**does not hold**" if len(lower) else (
             f"**holds** in {len(higher)} of {len(tested)} groups" if len(higher) else "**cannot tell**")
-        parts = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {getattr(r, f'diff_{headline}'):+.3g} "
-                 f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})" for r in tested.itertuples(index=False)]
+        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {getattr(r, f'diff_{headline}'):+.3g} "
+                 f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})" for r in _rows(tested)]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
 
     claim = (f"*Diminishing returns with scale* ({cfg.resource_label} falls as parameters grow: Spearman's rho of "
@@ -280,9 +286,9 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         no = tested[tested["diminishing_returns"] == "no"]
         state = "**holds**" if len(yes) == len(tested) else (f"**holds** in {len(yes)} of {len(tested)} groups" if len(yes)
                                                               else "**does not hold**" if len(no) else "**cannot tell**")
-        parts = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: rho(PePR) {r.rho_pepr:+.2f} "
+        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: rho(PePR) {r.rho_pepr:+.2f} "
                  f"(Holm {format_p(r.p_holm_pepr)}), rho({cfg.performance}) {r.rho_performance:+.2f} "
-                 f"(Holm {format_p(r.p_holm_performance)}, {r.trend_performance})" for r in tested.itertuples(index=False)]
+                 f"(Holm {format_p(r.p_holm_performance)}, {r.trend_performance})" for r in _rows(tested)]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
     return lines
 
@@ -392,8 +398,8 @@ def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[st
               f"{cfg.resource_label} {level} interval", "contenders", cfg.resource,
               f"best-{cfg.performance} model", f"its {cfg.performance}", f"its {cfg.resource}", "in short"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in decision.itertuples(index=False):
-        key = tuple(getattr(row, c) for c in cfg.group)
+    for row in _rows(decision):
+        key = tuple(row[c] for c in cfg.group)
         none = str(getattr(row, "uninformative", False)).lower() == "true"
         cells = [group_label(key, cfg.group), "none: no model beats guessing" if none else f"**{row.recommended_model}**",
                  _num(row.recommended_performance),
