@@ -184,30 +184,39 @@ def _flip_margins(means: pd.DataFrame, table: pd.DataFrame, cfg: ReportConfig) -
     """Per group of the small-vs-large table: the smallest non-inferiority margin (one margin
     for every group, as the report uses) at which its verdict is "not worse", Holm within its
     family as the table's verdict; found by bisection, as every Holm-adjusted p falls when the
-    margin grows. NaN where no test runs, or not even a margin of 1 makes it hold. The
-    summary's sensitivity line quotes it."""
-    samples = []
-    for _, row in table.iterrows():
+    margin grows. NaN where no test runs (as :func:`welch_noninferiority`), or not even a
+    margin of 1 makes it hold. The summary's sensitivity line quotes it."""
+    from scipy import stats as scipy_stats
+
+    diff, se, dof = np.full(len(table), np.nan), np.full(len(table), np.nan), np.full(len(table), np.nan)
+    for i, (_, row) in enumerate(table.iterrows()):
         group = group_rows(means, tuple(row[c] for c in cfg.group), cfg.group)
-        samples.append((group.loc[group["small"] == True, cfg.performance].to_numpy(),  # noqa: E712 (nullable)
-                        group.loc[group["small"] == False, cfg.performance].to_numpy()))  # noqa: E712
-
-    def adjusted(margin: float) -> np.ndarray:
-        p = pd.Series([welch_noninferiority(a, b, margin, cfg.min_group).p_not_worse for a, b in samples], index=table.index)
-        return p.groupby(table["family"], sort=False).transform(lambda q: holm(q.to_numpy())).to_numpy()
-
-    widest = adjusted(1.0)
-    out = []
-    for i in range(len(table)):
-        if not widest[i] < cfg.alpha:
-            out.append(np.nan)
+        a = group.loc[group["small"] == True, cfg.performance].dropna().to_numpy(dtype=float)  # noqa: E712 (nullable)
+        b = group.loc[group["small"] == False, cfg.performance].dropna().to_numpy(dtype=float)  # noqa: E712
+        if min(len(a), len(b)) < cfg.min_group or (np.ptp(a) == 0 and np.ptp(b) == 0):
             continue
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        diff[i], se[i] = a.mean() - b.mean(), np.sqrt(va + vb)
+        dof[i] = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    families = [np.flatnonzero(table["family"].to_numpy() == f) for f in dict.fromkeys(table["family"])]
+
+    def adjusted(margins: np.ndarray) -> np.ndarray:
+        # Welch's one-sided test of small + margin > large: the p of scipy's ttest_ind, vectorised
+        p = scipy_stats.t.sf((diff + margins) / se, dof)
+        out = np.empty(len(p))
+        for members in families:
+            out[members] = holm(p[members])
+        return out
+
+    holds_at_one = adjusted(np.ones(len(table))) < cfg.alpha
+    out = np.full(len(table), np.nan)
+    for i in np.flatnonzero(holds_at_one):
         low, high = 0.0, 1.0
         for _ in range(20):  # 1e-6 of the performance scale: below any printed digit
             mid = (low + high) / 2
-            low, high = (low, mid) if adjusted(mid)[i] < cfg.alpha else (mid, high)
-        out.append(high)
-    return out
+            low, high = (low, mid) if adjusted(np.full(len(table), mid))[i] < cfg.alpha else (mid, high)
+        out[i] = high
+    return list(out)
 
 
 #: Columns of the size-trend table (Spearman of parameters vs performance and vs PePR).
@@ -420,7 +429,7 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
         frame = ok.assign(_value=values)[lambda d: np.isfinite(d["_value"]) & (d["_value"] > 0)]
         if _is_memory(resource):
             # deterministic for one model, image size and batch: only equal across configurations
-            keys, apart = ["_value"], frame[config].astype(str).agg("/".join, axis=1)
+            keys, apart = ["_value"], frame.groupby(config, dropna=False, sort=False).ngroup()
         else:
             keys, apart = ["model", "_value"], frame["group_id"]
         # Vectorised first (tens of thousands of runs): only values shared across groups are walked.
@@ -437,7 +446,7 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
     # The same model's resources and performance all equal in two groups: a whole run copied.
     measured = [r for r in dict.fromkeys([*ADDITIVE_RESOURCES, *resources]) if r in ok.columns]
     if measured and cfg.performance in ok.columns:
-        signature = ok[["model", cfg.performance, *measured]].astype(str).agg("\x1f".join, axis=1)
+        signature = ok.groupby(["model", cfg.performance, *measured], sort=False).ngroup()
         spread = ok["group_id"].groupby(signature).transform("nunique")
         for _, same in ok[spread > 1].groupby(signature[spread > 1], sort=True):
             for index, r in same.iterrows():
