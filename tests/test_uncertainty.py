@@ -207,3 +207,26 @@ def test_table_strings_are_text_and_any_column_name_is_a_group_key(tmp_path, cap
     from pepr.report.build import read_tables
 
     assert "=cmd|x" in set(read_tables(out / "tables")["decision"]["best_model"])  # read back as written
+
+
+def test_a_failure_mid_report_leaves_out_as_it_was(tmp_path, monkeypatch, capsys):
+    from pepr.report import build
+
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["a", "b"], "test_accuracy": [0.9, 0.8], "energy_kwh": [1.0, 2.0]}).to_csv(table, index=False)
+    out = tmp_path / "r"
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full while writing summary.md")
+
+    monkeypatch.setattr(build, "write_summary", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build.write_report(table, out, build.TableSpec(), build.ReportConfig())
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no staging left
+    monkeypatch.undo()
+    assert main(["report", str(table), "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(build, "write_summary", broken)
+    with pytest.raises(OSError):
+        build.write_report(table, out, build.TableSpec(), build.ReportConfig())
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier report untouched

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -246,10 +248,23 @@ def write_report(
     data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root))
     computed = compute_tables(data)  # before any file: a failure here leaves nothing behind
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [write_pepr_table(prepared, out / "pepr.csv")]
-    paths += write_tables(data, out / "tables", computed)
-    paths += write_figures(data, out / "figures")
-    paths.append(write_summary(data, out / "tables", out / "summary.md"))
-    paths.append(Path(write_report_page(out, data.cfg, data=data)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a hidden sibling first and moved into --out only once complete:
+    # a failure mid-report (a figure, a full disk) leaves --out as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.pepr-report-", dir=out.parent))
+    try:
+        written = [write_pepr_table(prepared, staging / "pepr.csv")]
+        written += write_tables(data, staging / "tables", computed)
+        written += write_figures(data, staging / "figures")
+        written.append(write_summary(data, staging / "tables", staging / "summary.md"))
+        written.append(Path(write_report_page(staging, data.cfg, data=data)))
+        out.mkdir(exist_ok=True)
+        paths = []
+        for path in written:
+            target = out / Path(path).relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            paths.append(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return paths
