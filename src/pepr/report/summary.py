@@ -275,9 +275,9 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
                  f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})" for r in _rows(tested)]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
 
-    claim = (f"*Diminishing returns with scale* ({cfg.resource_label} falls as parameters grow: Spearman's rho of "
-             f"parameters vs {cfg.resource_label} per group, Holm over groups; performance vs parameters beside it)")
-    tested = trend[trend["p_holm_pepr"].notna()] if len(trend) else trend
+    claim = (f"*Diminishing returns with scale* ({cfg.performance} levels off as parameters grow: a quadratic in "
+             f"log10 parameters against a line per group, one-sided test of its curvature, Holm over groups)")
+    tested = trend[trend["p_holm_levels_off"].notna()] if len(trend) else trend
     if tested.empty:
         note = trend["note"].iloc[0] if len(trend) else "no group with models"
         lines.append(f"- {claim}: **cannot tell** ({note}).")
@@ -286,10 +286,15 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         no = tested[tested["diminishing_returns"] == "no"]
         state = "**holds**" if len(yes) == len(tested) else (f"**holds** in {len(yes)} of {len(tested)} groups" if len(yes)
                                                               else "**does not hold**" if len(no) else "**cannot tell**")
-        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: rho(PePR) {r.rho_pepr:+.2f} "
-                 f"(Holm {format_p(r.p_holm_pepr)}), rho({cfg.performance}) {r.rho_performance:+.2f} "
-                 f"(Holm {format_p(r.p_holm_performance)}, {r.trend_performance})" for r in _rows(tested)]
+        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.diminishing_returns}, rho({cfg.performance}) "
+                 f"{r.rho_performance:+.2f} ({r.trend_performance}, Holm {format_p(r.p_holm_performance)}), curvature "
+                 f"{r.curvature_performance:+.3g} (levels off: Holm {format_p(r.p_holm_levels_off)})" for r in _rows(tested)]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
+    if len(trend) and trend["p_holm_pepr"].notna().any():
+        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: rho {r.rho_pepr:+.2f} (Holm "
+                 f"{format_p(r.p_holm_pepr)}, {r.trend_pepr})" for r in _rows(trend[trend["p_holm_pepr"].notna()])]
+        lines.append(f"  Separately, {cfg.resource_label} vs parameters (Spearman, Holm; it falls with size almost by "
+                     f"construction, as the resource grows with size): {'; '.join(parts)}.")
     return lines
 
 

@@ -27,6 +27,7 @@ from pepr.report.stats import (
     spearman_trend,
     welch_noninferiority,
     holm,
+    levelling_off,
     paired_effect,
     top_k_separable,
     verdict,
@@ -221,15 +222,20 @@ def _flip_margins(means: pd.DataFrame, table: pd.DataFrame, cfg: ReportConfig) -
 
 #: Columns of the size-trend table (Spearman of parameters vs performance and vs PePR).
 SIZE_TREND_COLUMNS = ["family", "n_models", "variant", "rho_performance", "p_performance", "p_holm_performance",
-                      "trend_performance", "rho_pepr", "p_pepr", "p_holm_pepr", "trend_pepr", "diminishing_returns", "note"]
+                      "trend_performance", "curvature_performance", "p_levels_off", "p_holm_levels_off",
+                      "p_accelerates", "p_holm_accelerates", "diminishing_returns", "rho_pepr", "p_pepr", "p_holm_pepr",
+                      "trend_pepr", "note"]
 
 
 def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """Per group: Spearman's rho of the models' parameter counts vs their performance and vs
     their headline PePR (one seed mean per model), two-sided p, Holm over the groups per
-    metric. ``diminishing_returns``: "yes" when PePR falls significantly with size (the
-    extra parameters cost more than the performance they add), "no" when it rises
-    significantly, else "cannot tell". Empty without parameter counts."""
+    metric; and whether performance levels off with size (:func:`levelling_off`: a quadratic
+    in log10 parameters against a line, one-sided p of the quadratic term, Holm over the
+    groups). ``diminishing_returns`` is the paper's claim about performance: "yes" when it
+    significantly levels off, "no" when it significantly accelerates, else "cannot tell".
+    PePR vs size (``trend_pepr``) is stated beside it, not as it (energy rises with size, so
+    PePR falls with size almost by construction). Empty without parameter counts."""
     if not cfg.params_known:
         return pd.DataFrame(columns=[*cfg.group, *SIZE_TREND_COLUMNS])
     means = model_means(df, cfg)
@@ -239,9 +245,12 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         group = group_rows(means, key, cfg.group)
         perf = spearman_trend(group["params"].to_numpy(), group[cfg.performance].to_numpy(), cfg.min_pairs)
         pepr = spearman_trend(group["params"].to_numpy(), group[headline].to_numpy(), cfg.min_pairs)
+        bend = levelling_off(group["params"].to_numpy(), group[cfg.performance].to_numpy(), cfg.min_pairs)
         rows.append({**dict(zip(cfg.group, key)), "family": init_family(key, cfg), "n_models": perf.n,
                      "variant": cfg.resource_label, "rho_performance": perf.rho, "p_performance": perf.p,
-                     "rho_pepr": pepr.rho, "p_pepr": pepr.p, "note": perf.note or pepr.note})
+                     "curvature_performance": bend.curvature, "p_levels_off": bend.p_levels_off,
+                     "p_accelerates": bend.p_accelerates, "rho_pepr": pepr.rho, "p_pepr": pepr.p,
+                     "note": "; ".join(n for n in dict.fromkeys([perf.note, pepr.note, bend.note]) if n)})
     table = pd.DataFrame(rows, columns=[*cfg.group, *SIZE_TREND_COLUMNS])
     if table.empty:
         return table
@@ -251,9 +260,11 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
                                   for r, p in zip(table["rho_performance"], table["p_holm_performance"])]
     table["trend_pepr"] = [direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
                            for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])]
+    table["p_holm_levels_off"] = holm(table["p_levels_off"].to_numpy(dtype=float))
+    table["p_holm_accelerates"] = holm(table["p_accelerates"].to_numpy(dtype=float))
     table["diminishing_returns"] = [
-        "cannot tell" if np.isnan(p) or p >= cfg.alpha else ("yes" if r < 0 else "no")
-        for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])
+        "yes" if p < cfg.alpha else "no" if q < cfg.alpha else "cannot tell"
+        for p, q in zip(table["p_holm_levels_off"].fillna(1.0), table["p_holm_accelerates"].fillna(1.0))
     ]
     return table
 
