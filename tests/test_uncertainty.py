@@ -125,6 +125,7 @@ def test_report_pairs_models_on_their_test_predictions(tmp_path, capsys):
     assert "contenders (not distinguishable)" in first_screen and "1: big" in first_screen
     assert "paired bootstrap over 400 test images" in first_screen  # how, under the table
     assert page.count("recommended (by PePR-E)") == 1  # the decision table appears once (not again in the summary)
+    assert 'classList.toggle("enlarged")' in page and "figure img.enlarged{position:fixed" in page  # click to enlarge
 
 
 def test_n_test_flag_gives_binomial_intervals_and_a_missing_column_is_refused(tmp_path, capsys):

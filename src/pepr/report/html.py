@@ -74,11 +74,12 @@ th{background:#eef2f7;position:sticky;top:0;cursor:pointer;user-select:none}th.a
 td.text{white-space:normal;min-width:260px;max-width:520px}td.num{text-align:right;font-variant-numeric:tabular-nums}tr:hover td{background:#f6f9ff}
 table.decision{font-size:14px}table.decision td,table.decision th{padding:5px 10px}table.decision th{white-space:normal;max-width:120px;vertical-align:bottom}table.decision td{white-space:normal;overflow-wrap:break-word}table.decision td.num{white-space:nowrap}table.decision td.text{min-width:220px;max-width:440px}
 details{margin:4px 0}summary{cursor:pointer;font-weight:600;font-size:14px;padding:3px 0}
-figure{margin:10px 0 24px}figure img,figure svg{max-width:100%;height:auto;border:1px solid #e2e8f0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
+figure{margin:10px 0 24px}figure img,figure svg{max-width:100%;height:auto;border:1px solid #e2e8f0}figure img{cursor:zoom-in}
+figure img.enlarged{position:fixed;inset:0;width:100vw;height:100vh;max-width:none;object-fit:contain;background:#fff;z-index:20;cursor:zoom-out;border:0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
 .summary h1{font-size:20px;margin:10px 0 4px}.summary table{border-collapse:collapse;margin:6px 0}.summary td,.summary th{border:1px solid #e2e8f0;white-space:normal}.summary td{max-width:720px;overflow-wrap:break-word}
 """
 
-#: Sorts a table by the clicked column (numbers numerically, text alphabetically).
+#: Sorts a table by the clicked column (numbers numerically, text alphabetically); enlarges a clicked figure.
 SORT_SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach(function (th) {
   th.addEventListener("click", function () {
@@ -93,6 +94,14 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
       return ascending ? c : -c; });
     rows.forEach(function (row) { body.appendChild(row); });
   });
+});
+// a figure enlarges to the whole window on click (and back on a second click or Escape)
+document.querySelectorAll("figure img").forEach(function (img) {
+  img.title = "click to enlarge";
+  img.addEventListener("click", function () { img.classList.toggle("enlarged"); });
+});
+document.addEventListener("keydown", function (e) {
+  if (e.key === "Escape") document.querySelectorAll("figure img.enlarged").forEach(function (i) { i.classList.remove("enlarged"); });
 });
 """
 
