@@ -189,3 +189,20 @@ def test_spearman_p_is_exact_for_few_models():
     assert spearman_trend(x, y, 3).p == pytest.approx(np.mean(extreme))
     many = np.arange(20.0)
     assert spearman_trend(many, many ** 2, 3).p > 0  # rho = 1: never an invented p = 0
+
+
+def test_data_need_pairs_pretrained_on_the_least_data_with_scratch_on_the_most():
+    few = group_table("imagenet", 0.0).assign(fraction="0.1")
+    full = group_table("scratch", 0.0)
+    full["test_accuracy"] = few["test_accuracy"].to_numpy() + np.array([0.002, -0.001, 0.0, 0.001, -0.002] * 2)
+    data, tables = report(pd.concat([few, full, group_table("scratch", 0.0).assign(fraction="0.1")], ignore_index=True))
+    row = tables["data_need"].iloc[0]
+    assert (row["pretrained"], row["pretrained_fraction"], row["scratch_fraction"], row["n_models"]) == ("imagenet", "0.1", "1.0", 10)
+    diff = few["test_accuracy"].to_numpy() - full["test_accuracy"].to_numpy()
+    assert row["mean_diff"] == pytest.approx(diff.mean())
+    assert row["p"] == pytest.approx(stats.ttest_rel(few["test_accuracy"], full["test_accuracy"]).pvalue, rel=1e-9)
+    assert row["verdict"] == "equivalent"
+    assert "*Pretrained on the least data is on par with scratch on the most*" in summary_markdown(data, tables)
+    worse = few.assign(test_accuracy=few["test_accuracy"] - 0.1 + np.tile(NOISE, 2))
+    _, tables = report(pd.concat([worse, full], ignore_index=True))
+    assert tables["data_need"]["verdict"].iloc[0] == "different" and tables["data_need"]["mean_diff"].iloc[0] < -0.05

@@ -37,7 +37,7 @@ __all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "r
 #: Columns of the tables that name models or levels: read back as text ("1.0" stays "1.0").
 TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason", "check",
                 "recommended_model", "best_model", "statement", "family", "contenders", "best_pepr_model",
-                "interval_method", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
+                "interval_method", "pretrained", "pretrained_fraction", "scratch_fraction", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
 #: Figures drawn against parameter counts: left out for a table without them.
 SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
 
@@ -80,6 +80,7 @@ def compute_tables(data: ReportData, with_changes: bool = True) -> dict[str, pd.
         "size_trend": tables.size_trend_table(df, cfg),
         "paired_init": tables.paired_table(df, cfg, "init"),
         "paired_fraction": tables.paired_table(df, cfg, "fraction"),
+        "data_need": tables.data_need_table(df, cfg),
         "seeds": tables.seed_table(df, cfg),
         "rank_ci": tables.rank_table(df, cfg),
         "peaks": data.peaks,

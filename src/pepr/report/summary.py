@@ -324,7 +324,22 @@ def claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
             state = f"**does not hold** in any of {len(group)} contexts"
         lines.append(f"- *{treatment} improves {cfg.performance} over scratch* (paired t on model means, Holm over contexts): {state}.")
     lines.extend(_data_claim(df, cfg))
+    lines.extend(_data_need_lines(tables.get("data_need", pd.DataFrame()), cfg))
     return lines
+
+
+def _data_need_lines(table: pd.DataFrame, cfg) -> list[str]:
+    """The data-need claim (tables/data_need.csv): pretrained on the smallest fraction is on
+    par with scratch on the largest, paired by model."""
+    claim = (f"*Pretrained on the least data is on par with scratch on the most* (paired by model, {cfg.performance}, "
+             f"TOST margin {cfg.equivalence_margin:g}, Holm)")
+    if table.empty:
+        return [f"- {claim}: **cannot tell** (the sweep lacks pretrained runs on a smaller fraction or scratch runs on a larger one)."]
+    parts = [f"{r['dataset']}: {r['pretrained']} on {fraction_label(str(r['pretrained_fraction']))} vs scratch on "
+             f"{fraction_label(str(r['scratch_fraction']))}, {int(r['n_models'])} models, difference {r['mean_diff']:+.3g} "
+             f"({_ci(r['ci_low'], r['ci_high'])}): **{r['verdict']}**" + (f" ({r['note']})" if str(r['note']) not in ("", "nan") else "")
+             for r in _rows(table)]
+    return [f"- {claim}: {'; '.join(parts)}."]
 
 
 def _data_claim(df: pd.DataFrame, cfg) -> list[str]:

@@ -699,6 +699,51 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
     return table
 
 
+DATA_NEED_COLUMNS = ["dataset", "pretrained", "pretrained_fraction", "scratch_fraction", "n_models",
+                     "mean_pretrained", "mean_scratch", "mean_diff", "ci_low", "ci_high", "p", "p_tost", "p_holm",
+                     "p_tost_holm", "margin", "verdict", "note"]
+
+
+def data_need_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """The paper's data-need claim: per dataset and pretrained init, the models pretrained and
+    fine-tuned on the smallest data fraction against the same models trained from scratch on
+    the largest, paired by model (seed means): mean difference of the performance, its CI,
+    paired t and TOST with ``report.equivalence_margin``, Holm over the comparisons, and the
+    verdict (equivalent / different / cannot tell). Empty unless init and fraction are both
+    group keys and both ends exist."""
+    if not {"init", "fraction"} <= set(cfg.group) or "scratch" not in set(df["init"]):
+        return pd.DataFrame(columns=DATA_NEED_COLUMNS)
+    means = model_means(df, cfg)
+    means = means.assign(fraction_value=pd.to_numeric(means["fraction"], errors="coerce"))
+    by_dataset = means.groupby("dataset", sort=True) if "dataset" in cfg.group else [("all", means)]
+    rows = []
+    for dataset, frame in by_dataset:
+        scratch = frame[frame["init"] == "scratch"]
+        if scratch.empty:
+            continue
+        largest = scratch.loc[scratch["fraction_value"].idxmax(), "fraction"]
+        baseline = scratch[scratch["fraction"] == largest].set_index("model")[cfg.performance]
+        for init in _ordered_inits(sorted(set(frame["init"]) - {"scratch"})):
+            pretrained = frame[frame["init"] == init]
+            smallest = pretrained.loc[pretrained["fraction_value"].idxmin(), "fraction"]
+            treated = pretrained[pretrained["fraction"] == smallest].set_index("model")[cfg.performance]
+            both = treated.index.intersection(baseline.index)
+            effect = paired_effect(treated[both].to_numpy(), baseline[both].to_numpy(), cfg.alpha, cfg.min_pairs,
+                                   cfg.equivalence_margin)
+            rows.append({"dataset": dataset, "pretrained": init, "pretrained_fraction": smallest,
+                         "scratch_fraction": largest, "n_models": len(both), "mean_pretrained": treated[both].mean(),
+                         "mean_scratch": baseline[both].mean(), "mean_diff": effect.estimate, "ci_low": effect.ci_low,
+                         "ci_high": effect.ci_high, "p": effect.p, "p_tost": effect.p_tost,
+                         "margin": cfg.equivalence_margin, "note": effect.note})
+    table = pd.DataFrame(rows, columns=DATA_NEED_COLUMNS)
+    if table.empty:
+        return table
+    table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
+    table["p_tost_holm"] = holm(table["p_tost"].to_numpy(dtype=float))
+    table["verdict"] = [verdict(p, q, cfg.alpha) for p, q in zip(table["p_holm"], table["p_tost_holm"])]
+    return table
+
+
 def seed_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """Per group and model: mean and (1 - alpha) Student-t CI over seeds of the performance and
     of the headline PePR variant (CI empty with a single seed); as :func:`stats.mean_ci`,
