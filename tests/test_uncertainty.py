@@ -231,3 +231,23 @@ def test_a_failure_mid_report_leaves_out_as_it_was(tmp_path, monkeypatch, capsys
     with pytest.raises(OSError):
         build.write_report(table, out, build.TableSpec(), build.ReportConfig())
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier report untouched
+
+
+def test_units_convert_the_totals_and_an_impossible_mix_is_refused(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["a", "b", "c"], "top1": [90.0, 85.0, 70.0], "co2": [500.0, 1500.0, 2000.0],
+                  "co2_kg": [0.5, 1.5, 2.0], "minutes": [60.0, 120.0, 30.0]}).to_csv(table, index=False)
+    out = tmp_path / "r"
+    grams = tmp_path / "grams.csv"
+    pd.read_csv(table).drop(columns="co2_kg").to_csv(grams, index=False)
+    assert main(["report", str(grams), "--performance", "top1:%", "--resource", "co2:g", "--resource", "minutes:min",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    footprint = pd.read_csv(out / "tables" / "footprint.csv").iloc[0]
+    assert footprint["co2_kg"] == pytest.approx(4.0)  # 4,000 g
+    assert footprint["device_hours"] == pytest.approx(3.5)
+    assert pd.read_csv(out / "pepr.csv")["top1"].tolist() == [0.9, 0.85, 0.7]  # scored as fractions
+    bad = tmp_path / "bad"
+    assert main(["report", str(table), "--resource", "co2_kg:g", "--performance", "top1:%", "--out", str(bad)]) == 2
+    assert "the column's name says kg, the flag says g" in capsys.readouterr().err and not bad.exists()
+    assert main(["report", str(table), "--resource", "co2:furlongs", "--out", str(bad)]) == 2
+    assert "COL:UNIT" in capsys.readouterr().err

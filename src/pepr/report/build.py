@@ -223,19 +223,32 @@ def write_report(
     histories: str | os.PathLike | None = None,
     n_test: str | None = None,
     runs_root: str | os.PathLike | None = None,
+    units: dict[str, str] | None = None,
+    performance_percent: bool = False,
 ) -> list[Path]:
     """``pepr report``: check and score any runs table, then write ``out_dir/pepr.csv``,
     ``tables/*.csv``, ``figures/*``, ``summary.md`` and ``report.html``.
 
     ``n_test``: the column of test-set sizes for binomial intervals (must exist); ``runs_root``:
-    a workflow's ``results/runs`` folder, whose runs' test predictions give paired intervals.
+    a workflow's ``results/runs`` folder, whose runs' test predictions give paired intervals;
+    ``units``: resource column -> unit (:mod:`pepr.report.units`: totals in kWh, kg, hours);
+    ``performance_percent``: the performance column holds percentages (divided by 100 first).
 
     Everything that can be wrong with the input (the table, the histories, a column, a flag)
     is checked before ``out_dir`` is created, so a bad input writes nothing.
     """
     from pepr.report.html import write_report_page
 
+    from pepr.report import units as units_module
+
     raw = read_table(table)
+    units = dict(units or {})
+    for column, unit in units.items():
+        units_module.check_unit(column, unit)
+    if performance_percent:
+        original = {new: old for old, new in spec.rename}.get(spec.performance or "test_accuracy", spec.performance or "test_accuracy")
+        if original in raw.columns:
+            raw = raw.assign(**{original: pd.to_numeric(raw[original], errors="coerce") / 100})
     prepared = prepare_table(raw, spec, cfg, source=f"'{table}'")
     history_table = None
     if histories is not None:
@@ -246,7 +259,8 @@ def write_report(
         raise PeprInputError(f"--n-test {n_test!r}: no such column in '{table}'; name the column of test-set sizes")
     if runs_root is not None and not Path(runs_root).is_dir():
         raise PeprInputError(f"--runs '{runs_root}' is not a folder; give the workflow's results/runs folder")
-    data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root))
+    data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root),
+                               results=units_module.to_footprint_columns(data.results, units))
     computed = compute_tables(data)  # before any file: a failure here leaves nothing behind
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
