@@ -251,3 +251,13 @@ def test_units_convert_the_totals_and_an_impossible_mix_is_refused(tmp_path, cap
     assert "the column's name says kg, the flag says g" in capsys.readouterr().err and not bad.exists()
     assert main(["report", str(table), "--resource", "co2:furlongs", "--out", str(bad)]) == 2
     assert "COL:UNIT" in capsys.readouterr().err
+
+
+def test_a_run_dominating_its_groups_range_is_noted(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": list("abcdef"), "test_accuracy": [0.8, 0.82, 0.79, 0.81, 0.83, 0.85],
+                  "energy_kwh": [1.0, 1.1, 1.05, 1.2, 1.15, 100.0]}).to_csv(table, index=False)
+    out = tmp_path / "r"
+    assert main(["report", str(table), "--out", str(out)]) == 0
+    text = (out / "summary.md").read_text()
+    assert "**Dominated range:**" in text and "5 of 6 runs have R < 0.05; the largest energy_kwh is f's, 100" in text

@@ -456,6 +456,32 @@ def footprint_line(tables: dict[str, pd.DataFrame]) -> str:
             f"energy {row['measurement']} ({row['energy_method']}).")
 
 
+#: A group's range is dominated when at least this share of its runs get R below DOMINATED_R.
+DOMINATED_SHARE, DOMINATED_R = 0.8, 0.05
+
+
+def dominated_line(data: ReportData) -> str:
+    """One sentence naming the groups where one run's headline resource dominates the range
+    (most runs get R near 0, so PePR there ranks almost by performance alone); "" when none."""
+    cfg, df = data.cfg, data.results
+    norm = f"{cfg.resource}_norm"
+    if norm not in df.columns:
+        return ""
+    ok = df[df["ok"]]
+    found = []
+    for key, group in ok.groupby(list(cfg.group), sort=False):
+        values = pd.to_numeric(group[norm], errors="coerce").dropna()
+        if len(values) >= 5 and (values < DOMINATED_R).mean() >= DOMINATED_SHARE:
+            top = group.loc[pd.to_numeric(group[cfg.resource], errors="coerce").idxmax()]
+            key = key if isinstance(key, tuple) else (key,)
+            found.append(f"{group_label(key, cfg.group)} ({int((values < DOMINATED_R).sum())} of {len(values)} runs have "
+                         f"R < {DOMINATED_R:g}; the largest {cfg.resource} is {top['model']}'s, {_num(top[cfg.resource])})")
+    if not found:
+        return ""
+    return (f"**Dominated range:** in {len(found)} group(s) one run's {cfg.resource} dominates the range, so PePR there "
+            f"ranks almost by performance alone: {'; '.join(found)}.")
+
+
 def checks_line(tables: dict[str, pd.DataFrame]) -> str:
     """How many runs the measurement checks flagged, by check and severity, and what the report
     did with them: kept (a hint to ``--exclude-flagged``) or left out, with the verdicts that
@@ -492,6 +518,9 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     out += [f"## Decision: which model per group (by {cfg.resource_label}, `{cfg.resource}`)", "",
             *decision_lines(tables, data), ""]
     out += [footprint_line(tables), "", checks_line(tables), ""]
+    dominated = dominated_line(data)
+    if dominated:
+        out += [dominated, ""]
     keys = groups(df, cfg.group)
     levels = "; ".join(
         f"{c}: {', '.join(fraction_label(v) if c == 'fraction' else str(v) for v in dict.fromkeys(k[i] for k in keys))}"
