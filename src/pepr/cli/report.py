@@ -14,8 +14,9 @@ column, a performance in [0, 1] and one or more resource columns (energy, time, 
 Writes, under --out DIR:
   DIR/pepr.csv            the table plus X_norm and pepr_X per resource (scored within groups)
   DIR/summary.md          the decision per group first, the sweep's footprint, then the evidence
-  DIR/tables/*.csv        decision, footprint, measurement_checks, top_k, small_vs_large,
-                          size_trend, paired_init, paired_fraction, seed_ci, rank_ci, ...
+  DIR/tables/*.csv        decision (with contenders), intervals, footprint, measurement_checks,
+                          excluded_runs, verdict_changes, top_k, small_vs_large, size_trend,
+                          paired_init, paired_fraction, data_need, seed_ci, rank_ci, ...
   DIR/figures/*           PNG/PDF figures
   DIR/report.html         one self-contained page (opens offline)
 
