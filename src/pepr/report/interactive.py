@@ -94,11 +94,12 @@ def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str
             fig.add_trace(go.Scatter(
                 x=part[x].to_numpy(dtype=np.float32), y=part[y].to_numpy(dtype=np.float32), mode="markers", name=name,
                 text=[html.escape(str(m)) for m in part["model"]], customdata=custom,  # data as text, never markup
-                # why a measurement check flagged the run (shown on hover, as text: never markup)
-                hovertext=[f"<br>flagged: {html.escape(f)}" if f else "" for f in flags],
+                # why a measurement check flagged the run (shown on hover, as text: never markup); per
+                # point only where some run of the trace is flagged (24,000 empty strings cost bytes)
+                hovertext=[f"<br>flagged: {html.escape(f)}" if f else "" for f in flags] if any(flags) else "",
                 hovertemplate=template.replace("%{meta}", labels[index]),
                 marker={"color": colours[name], "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "white"},
-                        "symbol": ["x" if f else "circle" for f in flags]},
+                        "symbol": ["x" if f else "circle" for f in flags] if any(flags) else "circle"},
                 visible=index == 0, legendgroup=name, showlegend=True,
             ))
             trace_group.append(index)
