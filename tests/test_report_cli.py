@@ -63,7 +63,7 @@ def test_foreign_table_with_its_own_column_names(tmp_path, capsys):
     assert "--n-test COL" in text  # says how to get an interval
     assert "not known from this table" in text  # no energy_kwh/train_time_s columns: no totals invented
     checks = pd.read_csv(out / "tables" / "measurement_checks.csv")
-    assert list(checks.columns) == ["name", "task", "check", "detail"]
+    assert list(checks.columns) == ["name", "task", "check", "severity", "detail"]
     assert list(pd.read_csv(out / "tables" / "top_k.csv").columns)[:4] == ["task", "variant", "rank", "name"]
 
 

@@ -123,6 +123,8 @@ def test_spearman_and_trend_match_scipy_and_medians():
     xs, ys = figures.trend(x, y, log_x=True)
     assert len(xs) == 6 and ys[0] == pytest.approx(np.median(y[:10])) and xs[0] == pytest.approx(np.exp(np.median(np.log(x[:10]))))
     assert figures.spearman([1, 2], [3, 4])[0] != figures.spearman([1, 2], [3, 4])[0]  # NaN: too few points
+    # three points in order: the exact p of the tables (2 of 3! pairings), never scipy's p = 0
+    assert figures.spearman([1, 2, 3], [1, 2, 3]) == pytest.approx((1.0, 1 / 3, 3))
 
 
 def test_panels_keep_their_size_and_wrap_at_four_columns(scale):

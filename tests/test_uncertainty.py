@@ -123,6 +123,9 @@ def test_report_pairs_models_on_their_test_predictions(tmp_path, capsys):
     page = (out / "report.html").read_text()
     first_screen = page[page.index("id='decision'"):page.index("id='footprint'")]
     assert "contenders (not distinguishable)" in first_screen and "1: big" in first_screen
+    assert "paired bootstrap over 400 test images" in first_screen  # how, under the table
+    assert page.count("recommended (by PePR-E)") == 1  # the decision table appears once (not again in the summary)
+    assert 'classList.toggle("enlarged")' in page and "figure img.enlarged{position:fixed" in page  # click to enlarge
 
 
 def test_n_test_flag_gives_binomial_intervals_and_a_missing_column_is_refused(tmp_path, capsys):
@@ -186,3 +189,75 @@ def test_margin_sensitivity_is_where_the_verdict_flips(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert f"Sensitivity (the margin from which each group's verdict is *not worse*; now 0.02" in summary
     assert f"task liver: {flip:.3g}" in summary
+
+
+def test_table_strings_are_text_and_any_column_name_is_a_group_key(tmp_path, capsys):
+    """Markdown, HTML and spreadsheet formulas in model names and group values stay text;
+    ``class`` and ``body part`` work as --by columns."""
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["![x](https://host/p.png)", "<b>b</b>", "=cmd|x", "a"] * 2,
+                  "test_accuracy": [0.8, 0.85, 0.9, 0.7, 0.6, 0.65, 0.7, 0.5], "energy_kwh": [1, 2, 3, 1.5] * 2,
+                  "class": ["<i>g</i>"] * 4 + ["[l](javascript:x)"] * 4, "body part": ["h"] * 8}).to_csv(table, index=False)
+    out = tmp_path / "r"
+    assert main(["report", str(table), "--by", "class", "--by", "body part", "--out", str(out)]) == 0, capsys.readouterr().err
+    page = (out / "report.html").read_text()
+    assert "https://host/p.png" not in page.replace("![x](https://host/p.png)", "")  # never a src or href
+    assert "<b>b</b>" not in page and "<i>g</i>" not in page and 'href="javascript' not in page
+    decision = (out / "tables" / "decision.csv").read_text()
+    assert "'=cmd|x" in decision and ",=cmd" not in decision  # a spreadsheet shows it, does not run it
+    from pepr.report.build import read_tables
+
+    assert "=cmd|x" in set(read_tables(out / "tables")["decision"]["best_model"])  # read back as written
+
+
+def test_a_failure_mid_report_leaves_out_as_it_was(tmp_path, monkeypatch, capsys):
+    from pepr.report import build
+
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["a", "b"], "test_accuracy": [0.9, 0.8], "energy_kwh": [1.0, 2.0]}).to_csv(table, index=False)
+    out = tmp_path / "r"
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full while writing summary.md")
+
+    monkeypatch.setattr(build, "write_summary", broken)
+    with pytest.raises(OSError, match="disk full"):
+        build.write_report(table, out, build.TableSpec(), build.ReportConfig())
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["t.csv"]  # no staging left
+    monkeypatch.undo()
+    assert main(["report", str(table), "--out", str(out)]) == 0
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    monkeypatch.setattr(build, "write_summary", broken)
+    with pytest.raises(OSError):
+        build.write_report(table, out, build.TableSpec(), build.ReportConfig())
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before  # the earlier report untouched
+
+
+def test_units_convert_the_totals_and_an_impossible_mix_is_refused(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": ["a", "b", "c"], "top1": [90.0, 85.0, 70.0], "co2": [500.0, 1500.0, 2000.0],
+                  "co2_kg": [0.5, 1.5, 2.0], "minutes": [60.0, 120.0, 30.0]}).to_csv(table, index=False)
+    out = tmp_path / "r"
+    grams = tmp_path / "grams.csv"
+    pd.read_csv(table).drop(columns="co2_kg").to_csv(grams, index=False)
+    assert main(["report", str(grams), "--performance", "top1:%", "--resource", "co2:g", "--resource", "minutes:min",
+                 "--out", str(out)]) == 0, capsys.readouterr().err
+    footprint = pd.read_csv(out / "tables" / "footprint.csv").iloc[0]
+    assert footprint["co2_kg"] == pytest.approx(4.0)  # 4,000 g
+    assert footprint["device_hours"] == pytest.approx(3.5)
+    assert pd.read_csv(out / "pepr.csv")["top1"].tolist() == [0.9, 0.85, 0.7]  # scored as fractions
+    bad = tmp_path / "bad"
+    assert main(["report", str(table), "--resource", "co2_kg:g", "--performance", "top1:%", "--out", str(bad)]) == 2
+    assert "the column's name says kg, the flag says g" in capsys.readouterr().err and not bad.exists()
+    assert main(["report", str(table), "--resource", "co2:furlongs", "--out", str(bad)]) == 2
+    assert "COL:UNIT" in capsys.readouterr().err
+
+
+def test_a_run_dominating_its_groups_range_is_noted(tmp_path, capsys):
+    table = tmp_path / "t.csv"
+    pd.DataFrame({"model": list("abcdef"), "test_accuracy": [0.8, 0.82, 0.79, 0.81, 0.83, 0.85],
+                  "energy_kwh": [1.0, 1.1, 1.05, 1.2, 1.15, 100.0]}).to_csv(table, index=False)
+    out = tmp_path / "r"
+    assert main(["report", str(table), "--out", str(out)]) == 0
+    text = (out / "summary.md").read_text()
+    assert "**Dominated range:**" in text and "5 of 6 runs have R < 0.05; the largest energy_kwh is f's, 100" in text

@@ -16,8 +16,9 @@ column, a performance in [0, 1] and one or more resource columns (energy, time, 
 Writes, under --out DIR:
   DIR/pepr.csv            the table plus X_norm and pepr_X per resource (scored within groups)
   DIR/summary.md          the decision per group first, the sweep's footprint, then the evidence
-  DIR/tables/*.csv        decision, footprint, measurement_checks, top_k, small_vs_large,
-                          size_trend, paired_init, paired_fraction, seed_ci, rank_ci, ...
+  DIR/tables/*.csv        decision (with contenders), intervals, footprint, measurement_checks,
+                          excluded_runs, verdict_changes, top_k, small_vs_large, size_trend,
+                          paired_init, paired_fraction, data_need, seed_ci, rank_ci, ...
   DIR/figures/*           PNG/PDF figures
   DIR/report.html         one self-contained page (opens offline)
 
@@ -41,9 +42,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("table", metavar="TABLE", help="runs table, .csv or .parquet (one row per run)")
     parser.add_argument("--out", metavar="DIR", required=True, help="folder to write the report into")
     parser.add_argument("--performance", metavar="COL", default=None,
-                        help="performance column, values in [0, 1] (default: test_accuracy)")
+                        help="performance column, values in [0, 1], or COL:%% for percentages (default: test_accuracy)")
     parser.add_argument("--resource", metavar="COL", action="append", default=[],
-                        help="resource column (repeatable; the first is the headline); default: the workflow's "
+                        help="resource column, COL or COL:UNIT (kWh, Wh, J, kg, g, s, min, h, MB, ...: totals are "
+                        "converted to kWh / kg CO2 / hours) (repeatable; the first is the headline); default: the workflow's "
                         f"resources present ({', '.join(SCORED_RESOURCES)} and amortised forms)")
     parser.add_argument("--by", metavar="COL", action="append", default=[],
                         help="group column PePR is normalised within (repeatable); default: those of "
@@ -117,7 +119,11 @@ def run(args: argparse.Namespace) -> int:
     from pepr.errors import PeprInputError
 
     _check_out(args.out)
-    spec = TableSpec(performance=args.performance, resources=tuple(args.resource), by=tuple(args.by),
+    from pepr.report.units import split_unit
+
+    performance, percent = split_unit(args.performance, "--performance") if args.performance else (None, None)
+    resources = [split_unit(value, "--resource") for value in args.resource]
+    spec = TableSpec(performance=performance, resources=tuple(c for c, _ in resources), by=tuple(args.by),
                      model=args.model, params=args.params, seed=args.seed, rename=_renames(args.rename))
     settings = {"bootstrap_resamples": args.bootstrap, "equivalence_margin": args.margin,
                 "exclude_flagged": True if args.exclude_flagged else None}
@@ -127,7 +133,8 @@ def run(args: argparse.Namespace) -> int:
         raise PeprInputError(str(exc).replace("report.bootstrap_resamples", "--bootstrap")
                              .replace("report.equivalence_margin", "--margin")) from None
     paths = write_report(args.table, args.out, spec, cfg, histories=args.histories, n_test=args.n_test,
-                         runs_root=args.runs)
+                         runs_root=args.runs, units={c: u for c, u in resources if u is not None},
+                         performance_percent=percent == "%")
     print(f"pepr report: wrote {len(paths)} files under {args.out} (start with {os.path.join(args.out, 'summary.md')} "
           f"or {os.path.join(args.out, 'report.html')})")
     return 0

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,7 +38,7 @@ __all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "r
 #: Columns of the tables that name models or levels: read back as text ("1.0" stays "1.0").
 TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason", "check",
                 "recommended_model", "best_model", "statement", "family", "contenders", "best_pepr_model",
-                "interval_method", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
+                "interval_method", "pretrained", "pretrained_fraction", "scratch_fraction", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
 #: Figures drawn against parameter counts: left out for a table without them.
 SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
 
@@ -79,6 +81,7 @@ def compute_tables(data: ReportData, with_changes: bool = True) -> dict[str, pd.
         "size_trend": tables.size_trend_table(df, cfg),
         "paired_init": tables.paired_table(df, cfg, "init"),
         "paired_fraction": tables.paired_table(df, cfg, "fraction"),
+        "data_need": tables.data_need_table(df, cfg),
         "seeds": tables.seed_table(df, cfg),
         "rank_ci": tables.rank_table(df, cfg),
         "peaks": data.peaks,
@@ -125,6 +128,29 @@ def _to_input_names(table: pd.DataFrame, data: ReportData) -> pd.DataFrame:
     return table.rename(columns={k: v for k, v in data.names.items() if k in table.columns})
 
 
+#: A spreadsheet runs a cell that starts with one of these as a formula.
+FORMULA_STARTS = ("=", "+", "-", "@")
+
+
+def _is_formula(value: object) -> bool:
+    if not isinstance(value, str) or not value.startswith(FORMULA_STARTS):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return True
+    return False
+
+
+def _formulas_as_text(table: pd.DataFrame) -> pd.DataFrame:
+    """Text cells a spreadsheet would run as a formula (a model named ``=cmd|...``) get a
+    leading apostrophe, as spreadsheets mark text; :func:`read_tables` takes it off again."""
+    out = table.copy()
+    for column in [c for c in out.columns if not pd.api.types.is_numeric_dtype(out[c])]:
+        out[column] = pd.Series([f"'{v}" if _is_formula(v) else v for v in out[column]], index=out.index, dtype=object)
+    return out
+
+
 def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[str, pd.DataFrame] | None = None) -> list[Path]:
     """Write every table (``computed``, None: :func:`compute_tables`) as CSV under ``out_dir``,
     in the input's column names; returns the paths."""
@@ -134,7 +160,7 @@ def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[st
     paths = []
     for name, table in (computed if computed is not None else compute_tables(data)).items():
         path = Path(out_dir) / TABLES[name]
-        write_table(_to_input_names(table.infer_objects(), data), path)
+        write_table(_formulas_as_text(_to_input_names(table.infer_objects(), data)), path)
         paths.append(path)
     return paths
 
@@ -156,6 +182,9 @@ def read_tables(tables_dir: str | os.PathLike, data: ReportData | None = None) -
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise PeprInputError(f"cannot read report table '{path}': {exc}; rebuild it (rule report_tables)") from None
         table = table.rename(columns=back)
+        for column in [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]:
+            table[column] = [v[1:] if isinstance(v, str) and v.startswith("'") and _is_formula(v[1:]) else v
+                             for v in table[column]]
         # Free-text columns: an empty note is "" (no caveat), not NaN, whatever pandas inferred.
         free = [c for c in table.columns if c.startswith("note") or c in ("reason", "detail", "kind", "model", "context", "statement")]
         for column in free:
@@ -198,19 +227,32 @@ def write_report(
     histories: str | os.PathLike | None = None,
     n_test: str | None = None,
     runs_root: str | os.PathLike | None = None,
+    units: dict[str, str] | None = None,
+    performance_percent: bool = False,
 ) -> list[Path]:
     """``pepr report``: check and score any runs table, then write ``out_dir/pepr.csv``,
     ``tables/*.csv``, ``figures/*``, ``summary.md`` and ``report.html``.
 
     ``n_test``: the column of test-set sizes for binomial intervals (must exist); ``runs_root``:
-    a workflow's ``results/runs`` folder, whose runs' test predictions give paired intervals.
+    a workflow's ``results/runs`` folder, whose runs' test predictions give paired intervals;
+    ``units``: resource column -> unit (:mod:`pepr.report.units`: totals in kWh, kg, hours);
+    ``performance_percent``: the performance column holds percentages (divided by 100 first).
 
     Everything that can be wrong with the input (the table, the histories, a column, a flag)
     is checked before ``out_dir`` is created, so a bad input writes nothing.
     """
     from pepr.report.html import write_report_page
 
+    from pepr.report import units as units_module
+
     raw = read_table(table)
+    units = dict(units or {})
+    for column, unit in units.items():
+        units_module.check_unit(column, unit)
+    if performance_percent:
+        original = {new: old for old, new in spec.rename}.get(spec.performance or "test_accuracy", spec.performance or "test_accuracy")
+        if original in raw.columns:
+            raw = raw.assign(**{original: pd.to_numeric(raw[original], errors="coerce") / 100})
     prepared = prepare_table(raw, spec, cfg, source=f"'{table}'")
     history_table = None
     if histories is not None:
@@ -221,13 +263,27 @@ def write_report(
         raise PeprInputError(f"--n-test {n_test!r}: no such column in '{table}'; name the column of test-set sizes")
     if runs_root is not None and not Path(runs_root).is_dir():
         raise PeprInputError(f"--runs '{runs_root}' is not a folder; give the workflow's results/runs folder")
-    data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root))
+    data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root),
+                               results=units_module.to_footprint_columns(data.results, units))
     computed = compute_tables(data)  # before any file: a failure here leaves nothing behind
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [write_pepr_table(prepared, out / "pepr.csv")]
-    paths += write_tables(data, out / "tables", computed)
-    paths += write_figures(data, out / "figures")
-    paths.append(write_summary(data, out / "tables", out / "summary.md"))
-    paths.append(Path(write_report_page(out, data.cfg, data=data)))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # Everything is written into a hidden sibling first and moved into --out only once complete:
+    # a failure mid-report (a figure, a full disk) leaves --out as it was.
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.pepr-report-", dir=out.parent))
+    try:
+        written = [write_pepr_table(prepared, staging / "pepr.csv")]
+        written += write_tables(data, staging / "tables", computed)
+        written += write_figures(data, staging / "figures")
+        written.append(write_summary(data, staging / "tables", staging / "summary.md"))
+        written.append(Path(write_report_page(staging, data.cfg, data=data)))
+        out.mkdir(exist_ok=True)
+        paths = []
+        for path in written:
+            target = out / Path(path).relative_to(staging)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(path, target)
+            paths.append(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     return paths

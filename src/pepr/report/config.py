@@ -19,6 +19,7 @@ TABLES: dict[str, str] = {
     "small_vs_large": "small_vs_large.csv",
     "paired_init": "paired_init.csv",
     "paired_fraction": "paired_fraction.csv",
+    "data_need": "data_need.csv",
     "seeds": "seed_ci.csv",
     "rank_ci": "rank_ci.csv",
     "peaks": "peak_epochs.csv",

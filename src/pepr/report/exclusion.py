@@ -90,7 +90,7 @@ def verdict_changes(data: ReportData, tables: dict[str, pd.DataFrame], compute) 
     keys = [*data.cfg.group, "context", "treatment", "baseline", "metric", "variant", "family", "test"]
     rows = []
     for name, column in [("decision", "recommended_model"), ("small_vs_large", "verdict_not_worse"),
-                         ("small_vs_large", "verdict_performance"), ("size_trend", "verdict"),
+                         ("small_vs_large", "verdict_performance"), ("size_trend", "diminishing_returns"),
                          ("paired_init", "verdict"), ("paired_fraction", "verdict")]:
         if column not in tables.get(name, pd.DataFrame()).columns or column not in before[name].columns:
             continue

@@ -35,12 +35,11 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.transforms import Bbox
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
-from scipy import stats as scipy_stats
 
 from pepr.columns import GROUP_COLUMNS
 from pepr.report.config import ReportConfig
 from pepr.report.data import co2_note, group_label, groups, energy_methods, fraction_label, load_model_metadata, report_variants
-from pepr.report.stats import epoch_curves, format_p, pareto_front
+from pepr.report.stats import epoch_curves, format_p, pareto_front, spearman_trend
 from pepr.report.tables import comparisons, model_means, model_pairs
 from pepr.results.runs import remove_stale_temporaries
 
@@ -274,14 +273,14 @@ def trend(x: np.ndarray, y: np.ndarray, log_x: bool = False) -> tuple[np.ndarray
 
 
 def spearman(x, y) -> tuple[float, float, int]:
-    """Spearman's rho, its p-value and n over the finite pairs (NaN when undefined)."""
+    """Spearman's rho, its p-value and n over the finite pairs (NaN when undefined), by
+    :func:`pepr.report.stats.spearman_trend` as the size-trend table computes it (unadjusted:
+    the table adds Holm over the groups)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     keep = np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
-    if len(x) < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
-        return math.nan, math.nan, int(len(x))
-    result = scipy_stats.spearmanr(x, y)
-    return float(result.statistic), float(result.pvalue), int(len(x))
+    # the tables' test (exact p for few points), so a figure never prints another p than they do
+    result = spearman_trend(x[keep], y[keep], 3)
+    return result.rho, result.p, result.n
 
 
 def _draw_trend(ax, x, y) -> None:

@@ -75,11 +75,12 @@ th{background:#eef2f7;position:sticky;top:0;cursor:pointer;user-select:none}th.a
 td.text{white-space:normal;min-width:260px;max-width:520px}td.num{text-align:right;font-variant-numeric:tabular-nums}tr:hover td{background:#f6f9ff}
 table.decision{font-size:14px}table.decision td,table.decision th{padding:5px 10px}table.decision th{white-space:normal;max-width:120px;vertical-align:bottom}table.decision td{white-space:normal;overflow-wrap:break-word}table.decision td.num{white-space:nowrap}table.decision td.text{min-width:220px;max-width:440px}
 details{margin:4px 0}summary{cursor:pointer;font-weight:600;font-size:14px;padding:3px 0}
-figure{margin:10px 0 24px}figure img,figure svg{max-width:100%;height:auto;border:1px solid #e2e8f0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
+figure{margin:10px 0 24px}figure img,figure svg{max-width:100%;height:auto;border:1px solid #e2e8f0}figure img{cursor:zoom-in}
+figure img.enlarged{position:fixed;inset:0;width:100vw;height:100vh;max-width:none;object-fit:contain;background:#fff;z-index:20;cursor:zoom-out;border:0}figcaption{font-size:13px;font-weight:600;margin-bottom:4px}
 .summary h1{font-size:20px;margin:10px 0 4px}.summary table{border-collapse:collapse;margin:6px 0}.summary td,.summary th{border:1px solid #e2e8f0;white-space:normal}.summary td{max-width:720px;overflow-wrap:break-word}
 """
 
-#: Sorts a table by the clicked column (numbers numerically, text alphabetically).
+#: Sorts a table by the clicked column (numbers numerically, text alphabetically); enlarges a clicked figure.
 SORT_SCRIPT = """
 document.querySelectorAll("table.sortable th").forEach(function (th) {
   th.addEventListener("click", function () {
@@ -94,6 +95,14 @@ document.querySelectorAll("table.sortable th").forEach(function (th) {
       return ascending ? c : -c; });
     rows.forEach(function (row) { body.appendChild(row); });
   });
+});
+// a figure enlarges to the whole window on click (and back on a second click or Escape)
+document.querySelectorAll("figure img").forEach(function (img) {
+  img.title = "click to enlarge";
+  img.addEventListener("click", function () { img.classList.toggle("enlarged"); });
+});
+document.addEventListener("keydown", function (e) {
+  if (e.key === "Escape") document.querySelectorAll("figure img.enlarged").forEach(function (i) { i.classList.remove("enlarged"); });
 });
 """
 
@@ -202,6 +211,18 @@ def decision_view(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
         view.insert(len(keys) + 5, "contenders (not distinguishable)", [
             _contenders_text(n, c) for n, c in zip(table["contenders"], table["n_contenders"])])
     return view.rename(columns=headers)
+
+
+def split_decision(summary: str) -> tuple[str, str]:
+    """summary.md without its decision section (the page shows the decision table once, on
+    top) and that section's notes on how the intervals were obtained (shown under it)."""
+    lines = summary.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith("## Decision")), None)
+    if start is None:
+        return summary, ""
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "**This sweep"))), len(lines))
+    notes = [line for line in lines[start + 1:end] if line.strip() and not line.startswith("|")]
+    return "\n".join([*lines[:start], *lines[end:]]) + "\n", "\n\n".join(notes)
 
 
 def _missing(what: str, how: str) -> str:
@@ -333,8 +354,13 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     ]
     summary_path = out_dir / "summary.md"
     if summary_path.is_file():
-        markdown = MarkdownIt("commonmark", {"html": False}).enable("table")
-        summary = f'<div class="summary">{markdown.render(summary_path.read_text(encoding="utf-8"))}</div>'
+        # summary.md writes no links or images of its own: any there come from the data (a model
+        # named ![x](https://host/p.png)) and stay text, so the page never loads anything remote
+        markdown = MarkdownIt("commonmark", {"html": False}).enable("table").disable(["image", "link", "autolink"])
+        findings, how = split_decision(summary_path.read_text(encoding="utf-8"))
+        if how:  # how the intervals were obtained: under the decision table it explains
+            answer.insert(2, f'<div class="note">{markdown.render(how)}</div>')
+        summary = f'<div class="summary">{markdown.render(findings)}</div>'
     else:
         summary = _missing("No summary.md.", "Build the summary first (pepr report / rule report_summary).")
     shown = data

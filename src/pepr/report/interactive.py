@@ -79,7 +79,7 @@ def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str
     fig = go.Figure()
     keys = groups(ok, group)
     frames = [group_rows(ok, key, group) for key in keys]
-    labels = [group_label(key, group) for key in keys]
+    labels = [html.escape(group_label(key, group)) for key in keys]  # data as text, never markup
     buttons = []
     trace_group = []
     for index, frame in enumerate(frames):
@@ -93,12 +93,13 @@ def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str
                 pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=float) for c, _ in hover]).astype(np.float32)
             fig.add_trace(go.Scatter(
                 x=part[x].to_numpy(dtype=np.float32), y=part[y].to_numpy(dtype=np.float32), mode="markers", name=name,
-                text=part["model"].tolist(), customdata=custom,
-                # why a measurement check flagged the run (shown on hover, as text: never markup)
-                hovertext=[f"<br>flagged: {html.escape(f)}" if f else "" for f in flags],
+                text=[html.escape(str(m)) for m in part["model"]], customdata=custom,  # data as text, never markup
+                # why a measurement check flagged the run (shown on hover, as text: never markup); per
+                # point only where some run of the trace is flagged (24,000 empty strings cost bytes)
+                hovertext=[f"<br>flagged: {html.escape(f)}" if f else "" for f in flags] if any(flags) else "",
                 hovertemplate=template.replace("%{meta}", labels[index]),
                 marker={"color": colours[name], "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "white"},
-                        "symbol": ["x" if f else "circle" for f in flags]},
+                        "symbol": ["x" if f else "circle" for f in flags] if any(flags) else "circle"},
                 visible=index == 0, legendgroup=name, showlegend=True,
             ))
             trace_group.append(index)

@@ -350,3 +350,42 @@ def spearman_trend(x: np.ndarray, y: np.ndarray, min_n: int) -> Trend:
         # Two-sided: pairings at least as extreme as the observed one (a small tolerance for ties).
         p = float(np.mean(np.abs(rhos) >= abs(observed) - 1e-12))
     return Trend(n, float(result.statistic), p, "")
+
+
+@dataclass(frozen=True)
+class Levelling:
+    """Whether ``y`` levels off as ``log10 x`` grows: the quadratic coefficient of an OLS fit
+    ``y ~ a + b t + c t^2`` (t = centred log10 x) and one-sided p-values for c < 0 (concave:
+    levels off) and c > 0 (accelerates); NaN with a ``note`` when no test was run."""
+
+    n: int
+    curvature: float
+    p_levels_off: float
+    p_accelerates: float
+    note: str
+
+
+def levelling_off(x: np.ndarray, y: np.ndarray, min_n: int) -> Levelling:
+    """The concave-vs-line test of diminishing returns (see :class:`Levelling`): a quadratic in
+    log10 of ``x`` against the line, by the t statistic of its quadratic term (n - 3 degrees of
+    freedom; needs at least max(min_n, 4) points and three distinct sizes)."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = ~(np.isnan(x) | np.isnan(y)) & (x > 0)
+    t, y = np.log10(x[keep]), y[keep]
+    n = int(len(t))
+    need = max(min_n, 4)
+    if n < need:
+        return Levelling(n, np.nan, np.nan, np.nan, f"n too small for a levelling-off test (need {need} models)")
+    if len(np.unique(t)) < 3:
+        return Levelling(n, np.nan, np.nan, np.nan, "fewer than three distinct sizes: no levelling-off test")
+    t = t - t.mean()
+    design = np.column_stack([np.ones(n), t, t**2])
+    coef, _, rank, _ = np.linalg.lstsq(design, y, rcond=None)
+    residual = y - design @ coef
+    dof = n - 3
+    sigma2 = float(residual @ residual) / dof
+    if rank < 3 or sigma2 == 0:
+        return Levelling(n, float(coef[2]) if rank == 3 else np.nan, np.nan, np.nan, "a perfect fit: no levelling-off test")
+    se = math.sqrt(sigma2 * np.linalg.inv(design.T @ design)[2, 2])
+    statistic = coef[2] / se
+    return Levelling(n, float(coef[2]), float(stats.t.cdf(statistic, dof)), float(stats.t.sf(statistic, dof)), "")

@@ -17,6 +17,12 @@ from pepr.report.stats import CANNOT_TELL, DIFFERENT, NOT_WORSE, WORSE, format_p
 from pepr.report.tables import BEST_PERFORMANCE, model_means
 
 
+def _rows(table: pd.DataFrame):
+    """The rows of ``table`` as Series (by column name: any group column, ``class`` or
+    ``body part`` too, where itertuples would rename it)."""
+    return (row for _, row in table.iterrows())
+
+
 def _num(value: float, digits: int = 3) -> str:
     return "n/a" if value is None or (isinstance(value, float) and np.isnan(value)) else f"{value:.{digits}g}"
 
@@ -179,7 +185,7 @@ def paired_lines(table: pd.DataFrame, cfg, label=str) -> list[str]:
 
 
 def _groups_text(rows: pd.DataFrame, cfg) -> str:
-    return "; ".join(group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group) for r in rows.itertuples(index=False))
+    return "; ".join(group_label(tuple(r[c] for c in cfg.group), cfg.group) for r in _rows(rows))
 
 
 def uninformative_groups(tables: dict[str, pd.DataFrame], cfg) -> set[tuple]:
@@ -209,8 +215,8 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         trend = trend[[tuple(k) not in guessing for k in trend[list(cfg.group)].itertuples(index=False)]] if len(trend) else trend
     mixed = svl[(svl["n_small"] > 0) & (svl["n_large"] > 0)]
     decided = {}
-    for row in mixed.itertuples(index=False):
-        key = tuple(getattr(row, c) for c in cfg.group)
+    for row in _rows(mixed):
+        key = tuple(row[c] for c in cfg.group)
         first = group_rows(top, key, cfg.group).query("variant == @cfg.resource_label and rank == 1")
         if len(first):
             decided[key] = bool(str(first.iloc[0]["small"]) == "True")
@@ -238,22 +244,22 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         worse = counted[counted["verdict_not_worse"] == WORSE]
         state = ("**holds**" if len(holds) == len(counted) else "**does not hold**" if len(worse) else "**cannot tell**")
         parts = []
-        for row in counted.itertuples(index=False):
-            key = tuple(getattr(row, c) for c in cfg.group)
+        for row in _rows(counted):
+            key = tuple(row[c] for c in cfg.group)
             parts.append(f"{group_label(key, cfg.group)}: {row.verdict_not_worse}, small - large {row.diff_performance:+.3g} "
                          f"({row.direction_performance}, difference Holm {format_p(row.p_holm_performance)})")
         lines.append(f"- {claim}: {state}: not worse in {len(holds)}, worse in {len(worse)}, cannot tell in "
                      f"{len(counted) - len(holds) - len(worse)} of {len(counted)} ({'; '.join(parts)}).")
         if "margin_not_worse_from" in counted.columns:
-            flips = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: "
+            flips = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: "
                      + ("no margin up to 1" if pd.isna(r.margin_not_worse_from) else f"{r.margin_not_worse_from:.3g}")
-                     for r in counted.itertuples(index=False)]
+                     for r in _rows(counted)]
             lines.append(f"  Sensitivity (the margin from which each group's verdict is *not worse*; now "
                          f"{cfg.equivalence_margin:g}, `--margin` / `report.equivalence_margin`): {'; '.join(flips)}.")
     if len(others):
         lines.append(f"  Not counted toward it ({', '.join(sorted(set(others['family'])))} groups): "
-                     + "; ".join(f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
-                                 f"{r.diff_performance:+.3g}" for r in others.itertuples(index=False)) + ".")
+                     + "; ".join(f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
+                                 f"{r.diff_performance:+.3g}" for r in _rows(others)) + ".")
 
     headline = f"pepr_{cfg.resource}"
     claim = f"*{cfg.resource_label} is higher for small models* (Welch t on model means, Holm over groups)"
@@ -265,13 +271,13 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         lower = tested[tested[f"direction_{headline}"] == "lower for small"]
         state = "**holds**" if len(higher) == len(tested) else "**does not hold**" if len(lower) else (
             f"**holds** in {len(higher)} of {len(tested)} groups" if len(higher) else "**cannot tell**")
-        parts = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: {getattr(r, f'diff_{headline}'):+.3g} "
-                 f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})" for r in tested.itertuples(index=False)]
+        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {getattr(r, f'diff_{headline}'):+.3g} "
+                 f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})" for r in _rows(tested)]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
 
-    claim = (f"*Diminishing returns with scale* ({cfg.resource_label} falls as parameters grow: Spearman's rho of "
-             f"parameters vs {cfg.resource_label} per group, Holm over groups; performance vs parameters beside it)")
-    tested = trend[trend["p_holm_pepr"].notna()] if len(trend) else trend
+    claim = (f"*Diminishing returns with scale* ({cfg.performance} levels off as parameters grow: a quadratic in "
+             f"log10 parameters against a line per group, one-sided test of its curvature, Holm over groups)")
+    tested = trend[trend["p_holm_levels_off"].notna()] if len(trend) else trend
     if tested.empty:
         note = trend["note"].iloc[0] if len(trend) else "no group with models"
         lines.append(f"- {claim}: **cannot tell** ({note}).")
@@ -280,10 +286,15 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
         no = tested[tested["diminishing_returns"] == "no"]
         state = "**holds**" if len(yes) == len(tested) else (f"**holds** in {len(yes)} of {len(tested)} groups" if len(yes)
                                                               else "**does not hold**" if len(no) else "**cannot tell**")
-        parts = [f"{group_label(tuple(getattr(r, c) for c in cfg.group), cfg.group)}: rho(PePR) {r.rho_pepr:+.2f} "
-                 f"(Holm {format_p(r.p_holm_pepr)}), rho({cfg.performance}) {r.rho_performance:+.2f} "
-                 f"(Holm {format_p(r.p_holm_performance)}, {r.trend_performance})" for r in tested.itertuples(index=False)]
+        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.diminishing_returns}, rho({cfg.performance}) "
+                 f"{r.rho_performance:+.2f} ({r.trend_performance}, Holm {format_p(r.p_holm_performance)}), curvature "
+                 f"{r.curvature_performance:+.3g} (levels off: Holm {format_p(r.p_holm_levels_off)})" for r in _rows(tested)]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
+    if len(trend) and trend["p_holm_pepr"].notna().any():
+        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: rho {r.rho_pepr:+.2f} (Holm "
+                 f"{format_p(r.p_holm_pepr)}, {r.trend_pepr})" for r in _rows(trend[trend["p_holm_pepr"].notna()])]
+        lines.append(f"  Separately, {cfg.resource_label} vs parameters (Spearman, Holm; it falls with size almost by "
+                     f"construction, as the resource grows with size): {'; '.join(parts)}.")
     return lines
 
 
@@ -313,7 +324,22 @@ def claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
             state = f"**does not hold** in any of {len(group)} contexts"
         lines.append(f"- *{treatment} improves {cfg.performance} over scratch* (paired t on model means, Holm over contexts): {state}.")
     lines.extend(_data_claim(df, cfg))
+    lines.extend(_data_need_lines(tables.get("data_need", pd.DataFrame()), cfg))
     return lines
+
+
+def _data_need_lines(table: pd.DataFrame, cfg) -> list[str]:
+    """The data-need claim (tables/data_need.csv): pretrained on the smallest fraction is on
+    par with scratch on the largest, paired by model."""
+    claim = (f"*Pretrained on the least data is on par with scratch on the most* (paired by model, {cfg.performance}, "
+             f"TOST margin {cfg.equivalence_margin:g}, Holm)")
+    if table.empty:
+        return [f"- {claim}: **cannot tell** (the sweep lacks pretrained runs on a smaller fraction or scratch runs on a larger one)."]
+    parts = [f"{r['dataset']}: {r['pretrained']} on {fraction_label(str(r['pretrained_fraction']))} vs scratch on "
+             f"{fraction_label(str(r['scratch_fraction']))}, {int(r['n_models'])} models, difference {r['mean_diff']:+.3g} "
+             f"({_ci(r['ci_low'], r['ci_high'])}): **{r['verdict']}**" + (f" ({r['note']})" if str(r['note']) not in ("", "nan") else "")
+             for r in _rows(table)]
+    return [f"- {claim}: {'; '.join(parts)}."]
 
 
 def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
@@ -392,8 +418,8 @@ def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[st
               f"{cfg.resource_label} {level} interval", "contenders", cfg.resource,
               f"best-{cfg.performance} model", f"its {cfg.performance}", f"its {cfg.resource}", "in short"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in decision.itertuples(index=False):
-        key = tuple(getattr(row, c) for c in cfg.group)
+    for row in _rows(decision):
+        key = tuple(row[c] for c in cfg.group)
         none = str(getattr(row, "uninformative", False)).lower() == "true"
         cells = [group_label(key, cfg.group), "none: no model beats guessing" if none else f"**{row.recommended_model}**",
                  _num(row.recommended_performance),
@@ -428,6 +454,32 @@ def footprint_line(tables: dict[str, pd.DataFrame]) -> str:
     pretraining = f", pretraining included ({_num(pre)} kWh)" if pre > 0 else ""
     return (f"**This sweep's footprint:** {', '.join(parts)} over {int(row['n_runs'])} runs{pretraining}; "
             f"energy {row['measurement']} ({row['energy_method']}).")
+
+
+#: A group's range is dominated when at least this share of its runs get R below DOMINATED_R.
+DOMINATED_SHARE, DOMINATED_R = 0.8, 0.05
+
+
+def dominated_line(data: ReportData) -> str:
+    """One sentence naming the groups where one run's headline resource dominates the range
+    (most runs get R near 0, so PePR there ranks almost by performance alone); "" when none."""
+    cfg, df = data.cfg, data.results
+    norm = f"{cfg.resource}_norm"
+    if norm not in df.columns:
+        return ""
+    ok = df[df["ok"]]
+    found = []
+    for key, group in ok.groupby(list(cfg.group), sort=False):
+        values = pd.to_numeric(group[norm], errors="coerce").dropna()
+        if len(values) >= 5 and (values < DOMINATED_R).mean() >= DOMINATED_SHARE:
+            top = group.loc[pd.to_numeric(group[cfg.resource], errors="coerce").idxmax()]
+            key = key if isinstance(key, tuple) else (key,)
+            found.append(f"{group_label(key, cfg.group)} ({int((values < DOMINATED_R).sum())} of {len(values)} runs have "
+                         f"R < {DOMINATED_R:g}; the largest {cfg.resource} is {top['model']}'s, {_num(top[cfg.resource])})")
+    if not found:
+        return ""
+    return (f"**Dominated range:** in {len(found)} group(s) one run's {cfg.resource} dominates the range, so PePR there "
+            f"ranks almost by performance alone: {'; '.join(found)}.")
 
 
 def checks_line(tables: dict[str, pd.DataFrame]) -> str:
@@ -466,6 +518,9 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     out += [f"## Decision: which model per group (by {cfg.resource_label}, `{cfg.resource}`)", "",
             *decision_lines(tables, data), ""]
     out += [footprint_line(tables), "", checks_line(tables), ""]
+    dominated = dominated_line(data)
+    if dominated:
+        out += [dominated, ""]
     keys = groups(df, cfg.group)
     levels = "; ".join(
         f"{c}: {', '.join(fraction_label(v) if c == 'fraction' else str(v) for v in dict.fromkeys(k[i] for k in keys))}"

@@ -28,6 +28,7 @@ from pepr.report.stats import (
     spearman_trend,
     welch_noninferiority,
     holm,
+    levelling_off,
     paired_effect,
     top_k_separable,
     verdict,
@@ -185,43 +186,57 @@ def _flip_margins(means: pd.DataFrame, table: pd.DataFrame, cfg: ReportConfig) -
     """Per group of the small-vs-large table: the smallest non-inferiority margin (one margin
     for every group, as the report uses) at which its verdict is "not worse", Holm within its
     family as the table's verdict; found by bisection, as every Holm-adjusted p falls when the
-    margin grows. NaN where no test runs, or not even a margin of 1 makes it hold. The
-    summary's sensitivity line quotes it."""
-    samples = []
-    for _, row in table.iterrows():
+    margin grows. NaN where no test runs (as :func:`welch_noninferiority`), or not even a
+    margin of 1 makes it hold. The summary's sensitivity line quotes it."""
+    from scipy import stats as scipy_stats
+
+    diff, se, dof = np.full(len(table), np.nan), np.full(len(table), np.nan), np.full(len(table), np.nan)
+    for i, (_, row) in enumerate(table.iterrows()):
         group = group_rows(means, tuple(row[c] for c in cfg.group), cfg.group)
-        samples.append((group.loc[group["small"] == True, cfg.performance].to_numpy(),  # noqa: E712 (nullable)
-                        group.loc[group["small"] == False, cfg.performance].to_numpy()))  # noqa: E712
-
-    def adjusted(margin: float) -> np.ndarray:
-        p = pd.Series([welch_noninferiority(a, b, margin, cfg.min_group).p_not_worse for a, b in samples], index=table.index)
-        return p.groupby(table["family"], sort=False).transform(lambda q: holm(q.to_numpy())).to_numpy()
-
-    widest = adjusted(1.0)
-    out = []
-    for i in range(len(table)):
-        if not widest[i] < cfg.alpha:
-            out.append(np.nan)
+        a = group.loc[group["small"] == True, cfg.performance].dropna().to_numpy(dtype=float)  # noqa: E712 (nullable)
+        b = group.loc[group["small"] == False, cfg.performance].dropna().to_numpy(dtype=float)  # noqa: E712
+        if min(len(a), len(b)) < cfg.min_group or (np.ptp(a) == 0 and np.ptp(b) == 0):
             continue
+        va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+        diff[i], se[i] = a.mean() - b.mean(), np.sqrt(va + vb)
+        dof[i] = (va + vb) ** 2 / (va**2 / (len(a) - 1) + vb**2 / (len(b) - 1))
+    families = [np.flatnonzero(table["family"].to_numpy() == f) for f in dict.fromkeys(table["family"])]
+
+    def adjusted(margins: np.ndarray) -> np.ndarray:
+        # Welch's one-sided test of small + margin > large: the p of scipy's ttest_ind, vectorised
+        p = scipy_stats.t.sf((diff + margins) / se, dof)
+        out = np.empty(len(p))
+        for members in families:
+            out[members] = holm(p[members])
+        return out
+
+    holds_at_one = adjusted(np.ones(len(table))) < cfg.alpha
+    out = np.full(len(table), np.nan)
+    for i in np.flatnonzero(holds_at_one):
         low, high = 0.0, 1.0
         for _ in range(20):  # 1e-6 of the performance scale: below any printed digit
             mid = (low + high) / 2
-            low, high = (low, mid) if adjusted(mid)[i] < cfg.alpha else (mid, high)
-        out.append(high)
-    return out
+            low, high = (low, mid) if adjusted(np.full(len(table), mid))[i] < cfg.alpha else (mid, high)
+        out[i] = high
+    return list(out)
 
 
 #: Columns of the size-trend table (Spearman of parameters vs performance and vs PePR).
 SIZE_TREND_COLUMNS = ["family", "n_models", "variant", "rho_performance", "p_performance", "p_holm_performance",
-                      "trend_performance", "rho_pepr", "p_pepr", "p_holm_pepr", "trend_pepr", "diminishing_returns", "note"]
+                      "trend_performance", "curvature_performance", "p_levels_off", "p_holm_levels_off",
+                      "p_accelerates", "p_holm_accelerates", "diminishing_returns", "rho_pepr", "p_pepr", "p_holm_pepr",
+                      "trend_pepr", "note"]
 
 
 def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """Per group: Spearman's rho of the models' parameter counts vs their performance and vs
     their headline PePR (one seed mean per model), two-sided p, Holm over the groups per
-    metric. ``diminishing_returns``: "yes" when PePR falls significantly with size (the
-    extra parameters cost more than the performance they add), "no" when it rises
-    significantly, else "cannot tell". Empty without parameter counts."""
+    metric; and whether performance levels off with size (:func:`levelling_off`: a quadratic
+    in log10 parameters against a line, one-sided p of the quadratic term, Holm over the
+    groups). ``diminishing_returns`` is the paper's claim about performance: "yes" when it
+    significantly levels off, "no" when it significantly accelerates, else "cannot tell".
+    PePR vs size (``trend_pepr``) is stated beside it, not as it (energy rises with size, so
+    PePR falls with size almost by construction). Empty without parameter counts."""
     if not cfg.params_known:
         return pd.DataFrame(columns=[*cfg.group, *SIZE_TREND_COLUMNS])
     means = model_means(df, cfg)
@@ -231,9 +246,12 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         group = group_rows(means, key, cfg.group)
         perf = spearman_trend(group["params"].to_numpy(), group[cfg.performance].to_numpy(), cfg.min_pairs)
         pepr = spearman_trend(group["params"].to_numpy(), group[headline].to_numpy(), cfg.min_pairs)
+        bend = levelling_off(group["params"].to_numpy(), group[cfg.performance].to_numpy(), cfg.min_pairs)
         rows.append({**dict(zip(cfg.group, key)), "family": init_family(key, cfg), "n_models": perf.n,
                      "variant": cfg.resource_label, "rho_performance": perf.rho, "p_performance": perf.p,
-                     "rho_pepr": pepr.rho, "p_pepr": pepr.p, "note": perf.note or pepr.note})
+                     "curvature_performance": bend.curvature, "p_levels_off": bend.p_levels_off,
+                     "p_accelerates": bend.p_accelerates, "rho_pepr": pepr.rho, "p_pepr": pepr.p,
+                     "note": "; ".join(n for n in dict.fromkeys([perf.note, pepr.note, bend.note]) if n)})
     table = pd.DataFrame(rows, columns=[*cfg.group, *SIZE_TREND_COLUMNS])
     if table.empty:
         return table
@@ -243,9 +261,11 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
                                   for r, p in zip(table["rho_performance"], table["p_holm_performance"])]
     table["trend_pepr"] = [direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
                            for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])]
+    table["p_holm_levels_off"] = holm(table["p_levels_off"].to_numpy(dtype=float))
+    table["p_holm_accelerates"] = holm(table["p_accelerates"].to_numpy(dtype=float))
     table["diminishing_returns"] = [
-        "cannot tell" if np.isnan(p) or p >= cfg.alpha else ("yes" if r < 0 else "no")
-        for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])
+        "yes" if p < cfg.alpha else "no" if q < cfg.alpha else "cannot tell"
+        for p, q in zip(table["p_holm_levels_off"].fillna(1.0), table["p_holm_accelerates"].fillna(1.0))
     ]
     return table
 
@@ -418,7 +438,7 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
         frame = ok.assign(_value=values)[lambda d: np.isfinite(d["_value"]) & (d["_value"] > 0)]
         if _is_memory(resource):
             # deterministic for one model, image size and batch: only equal across configurations
-            keys, apart = ["_value"], frame[config].astype(str).agg("/".join, axis=1)
+            keys, apart = ["_value"], frame.groupby(config, dropna=False, sort=False).ngroup()
         else:
             keys, apart = ["model", "_value"], frame["group_id"]
         # Vectorised first (tens of thousands of runs): only values shared across groups are walked.
@@ -435,7 +455,7 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
     # The same model's resources and performance all equal in two groups: a whole run copied.
     measured = [r for r in dict.fromkeys([*ADDITIVE_RESOURCES, *resources]) if r in ok.columns]
     if measured and cfg.performance in ok.columns:
-        signature = ok[["model", cfg.performance, *measured]].astype(str).agg("\x1f".join, axis=1)
+        signature = ok.groupby(["model", cfg.performance, *measured], sort=False).ngroup()
         spread = ok["group_id"].groupby(signature).transform("nunique")
         for _, same in ok[spread > 1].groupby(signature[spread > 1], sort=True):
             for index, r in same.iterrows():
@@ -684,6 +704,51 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
         verdict(p, q, cfg.alpha) if metric == cfg.performance else verdict(p, np.nan, cfg.alpha)
         for p, q, metric in zip(table["p_holm"], table["p_tost_holm"], table["metric"])
     ]
+    return table
+
+
+DATA_NEED_COLUMNS = ["dataset", "pretrained", "pretrained_fraction", "scratch_fraction", "n_models",
+                     "mean_pretrained", "mean_scratch", "mean_diff", "ci_low", "ci_high", "p", "p_tost", "p_holm",
+                     "p_tost_holm", "margin", "verdict", "note"]
+
+
+def data_need_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
+    """The paper's data-need claim: per dataset and pretrained init, the models pretrained and
+    fine-tuned on the smallest data fraction against the same models trained from scratch on
+    the largest, paired by model (seed means): mean difference of the performance, its CI,
+    paired t and TOST with ``report.equivalence_margin``, Holm over the comparisons, and the
+    verdict (equivalent / different / cannot tell). Empty unless init and fraction are both
+    group keys and both ends exist."""
+    if not {"init", "fraction"} <= set(cfg.group) or "scratch" not in set(df["init"]):
+        return pd.DataFrame(columns=DATA_NEED_COLUMNS)
+    means = model_means(df, cfg)
+    means = means.assign(fraction_value=pd.to_numeric(means["fraction"], errors="coerce"))
+    by_dataset = means.groupby("dataset", sort=True) if "dataset" in cfg.group else [("all", means)]
+    rows = []
+    for dataset, frame in by_dataset:
+        scratch = frame[frame["init"] == "scratch"]
+        if scratch.empty:
+            continue
+        largest = scratch.loc[scratch["fraction_value"].idxmax(), "fraction"]
+        baseline = scratch[scratch["fraction"] == largest].set_index("model")[cfg.performance]
+        for init in _ordered_inits(sorted(set(frame["init"]) - {"scratch"})):
+            pretrained = frame[frame["init"] == init]
+            smallest = pretrained.loc[pretrained["fraction_value"].idxmin(), "fraction"]
+            treated = pretrained[pretrained["fraction"] == smallest].set_index("model")[cfg.performance]
+            both = treated.index.intersection(baseline.index)
+            effect = paired_effect(treated[both].to_numpy(), baseline[both].to_numpy(), cfg.alpha, cfg.min_pairs,
+                                   cfg.equivalence_margin)
+            rows.append({"dataset": dataset, "pretrained": init, "pretrained_fraction": smallest,
+                         "scratch_fraction": largest, "n_models": len(both), "mean_pretrained": treated[both].mean(),
+                         "mean_scratch": baseline[both].mean(), "mean_diff": effect.estimate, "ci_low": effect.ci_low,
+                         "ci_high": effect.ci_high, "p": effect.p, "p_tost": effect.p_tost,
+                         "margin": cfg.equivalence_margin, "note": effect.note})
+    table = pd.DataFrame(rows, columns=DATA_NEED_COLUMNS)
+    if table.empty:
+        return table
+    table["p_holm"] = holm(table["p"].to_numpy(dtype=float))
+    table["p_tost_holm"] = holm(table["p_tost"].to_numpy(dtype=float))
+    table["verdict"] = [verdict(p, q, cfg.alpha) for p, q in zip(table["p_holm"], table["p_tost_holm"])]
     return table
 
 

@@ -222,23 +222,26 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
 
     counts = grouped.size().to_numpy()
     if len(models) and counts.min() >= 2:
-        values = {c: [g[c].to_numpy(dtype=float) for _, g in grouped] for c in [performance, *pepr_columns]}
+        columns = [performance, *pepr_columns]
+        mean, var = means[columns], grouped[columns].var(ddof=1)
+        n = counts.astype(float)
+        half_t = scipy_stats.t.ppf(1 - alpha / 2, n - 1)
 
         def t_interval(column: str) -> np.ndarray:
-            out = []
-            for v in values[column]:
-                half = scipy_stats.t.ppf(1 - alpha / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-                out.append((v.mean() - half, v.mean() + half))
-            return np.array(out)
+            half = half_t * np.sqrt(var[column].to_numpy(dtype=float) / n)
+            centre = mean[column].to_numpy(dtype=float)
+            return np.column_stack([centre - half, centre + half])
+
+        mean_of = {c: mean[c].to_numpy(dtype=float) for c in columns}
+        error_of = {c: var[c].to_numpy(dtype=float) / n for c in columns}  # squared standard errors
 
         def differ(column: str, a: int, b: int) -> bool:
-            va, vb = values[column][a], values[column][b]
-            ea, eb = va.var(ddof=1) / len(va), vb.var(ddof=1) / len(vb)
+            ma, mb = mean_of[column][a], mean_of[column][b]
+            ea, eb = error_of[column][a], error_of[column][b]
             if ea + eb == 0:
-                return bool(va.mean() != vb.mean())
-            dof = (ea + eb) ** 2 / (ea**2 / (len(va) - 1) + eb**2 / (len(vb) - 1))
-            half = scipy_stats.t.ppf(1 - alpha / 2, dof) * math.sqrt(ea + eb)
-            return bool(abs(va.mean() - vb.mean()) > half)
+                return bool(ma != mb)
+            dof = (ea + eb) ** 2 / (ea**2 / (n[a] - 1) + eb**2 / (n[b] - 1))
+            return bool(abs(ma - mb) > scipy_stats.t.ppf(1 - alpha / 2, dof) * math.sqrt(ea + eb))
 
         return GroupUncertainty(SEEDS, f"seeds (Student t; {counts.min()}-{counts.max()} seeds per model)", models,
                                 perf, t_interval(performance), pepr, {c: t_interval(c) for c in pepr_columns}, alpha, differ,
