@@ -137,6 +137,8 @@ RUN: dict[str, str] = {
     "--by task --out elsewhere_report": "its whole README block (the table written by the heredoc, then the "
     "report) runs in the scratch copy",
     ".venv/bin/snakemake --unlock": "parses the demo workflow in the scratch copy (slow tier)",
+    ".venv/bin/pepr replay results/histories.csv --rungs 1,3 --keep 0.34 --min-keep 2 --out replay/":
+        "on a constructed 4-epoch results/histories.csv in the scratch copy",
 }
 
 #: Commands not run here, with the reason.
@@ -358,3 +360,23 @@ def test_report_example_on_a_foreign_table(scratch_repo):
         assert (out / name).is_file(), name
     summary = (out / "summary.md").read_text(encoding="utf-8")
     assert "tiny" in summary and "liver" in summary
+
+
+def test_replay_command_replays_a_finished_sweeps_histories(scratch_repo):
+    """README's `pepr replay` example on a full sweep's per-epoch table (workflow columns)."""
+    import pandas as pd
+
+    rows = []
+    for index, model in enumerate(["a", "b", "c", "d", "e"]):
+        for epoch in range(1, 5):
+            accuracy = 0.5 + 0.05 * index + 0.01 * epoch
+            rows.append({"dataset": "synthetic", "init": "scratch", "fraction": 1.0, "model": model, "seed": 0,
+                         "epoch": epoch, "val_accuracy": accuracy, "test_accuracy": accuracy,
+                         "cumulative_energy_kwh": 0.001 * (1 + index) * epoch})
+    (scratch_repo / "results").mkdir(exist_ok=True)
+    pd.DataFrame(rows).to_csv(scratch_repo / "results" / "histories.csv", index=False)
+    done = _shell(_doc_command(".venv/bin/pepr replay"), scratch_repo)
+    assert done.returncode == 0, done.stderr
+    replayed = pd.read_csv(scratch_repo / "replay" / "replay.csv")
+    assert len(replayed) == 1 and replayed["best_full"].iloc[0] in "abcde"
+    assert 0 < replayed["resource_share"].iloc[0] < 1 and "pepr replay: 1 group(s)" in done.stdout
