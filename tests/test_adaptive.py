@@ -169,7 +169,7 @@ def test_adaptive_is_off_by_default_and_a_good_setting_passes():
     assert adaptive_settings({"adaptive": {"rungs": [], "keep": 0.34, "min_keep": 2}}) is None
     found = adaptive_settings({"adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 1, "resource": None,
                                             "select_by": "val_accuracy"}, "report": {"resource": "train_time_s"}})
-    assert found.resource == "train_time_s" and found.history_resource == "cumulative_time_s"
+    assert found.resource == "train_time_s" and found.select_by == "val_accuracy"
     assert found.policy == Policy(rungs=(1,), keep=0.5, min_keep=1)
 
 

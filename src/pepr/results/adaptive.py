@@ -142,11 +142,6 @@ class AdaptiveSettings:
     resource: str
     select_by: str
 
-    @property
-    def history_resource(self) -> str | None:
-        """history.csv's running total of the resource (None for a peak: the rung record has it)."""
-        return HISTORY_RESOURCE.get(self.resource)
-
 
 def adaptive_settings(config: Mapping[str, Any]) -> AdaptiveSettings | None:
     """The ``adaptive:`` settings of a defaults-filled, checked config; None for a full grid (no rungs)."""
@@ -297,14 +292,14 @@ class Columns:
     resource: str = "cumulative_energy_kwh"
 
 
-def _best_model(final: pd.DataFrame, cols: Columns, peak_resource: str) -> tuple[str | None, pd.Series]:
+def _best_model(final: pd.DataFrame, cols: Columns) -> tuple[str | None, pd.Series]:
     """Best model by mean PePR over its seeds (runs normalised together), and every model's mean PePR."""
     import pandas as pd
 
     if final.empty:
         return None, pd.Series(dtype=float)
     perf = final[cols.performance].to_numpy(dtype=float)
-    norm = _minmax(final[peak_resource].to_numpy(dtype=float))
+    norm = _minmax(final[cols.resource].to_numpy(dtype=float))
     pepr = pd.Series(perf / (1.0 + norm), index=final.index).groupby(final[cols.model]).mean()
     best = sorted(pepr.index, key=lambda m: (-pepr[m], str(m)))[0]
     return best, pepr
@@ -324,7 +319,7 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     last = history.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)
     full_spent = float(last[cols.resource].sum())
     final = last[last[cols.epoch] == epochs]
-    best_full, full_pepr = _best_model(final, cols, cols.resource)
+    best_full, full_pepr = _best_model(final, cols)
     alive = set(history[cols.model].unique())
     stop_epoch: dict[object, int] = {}
     decisions = {}
@@ -339,7 +334,7 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     stops = history[cols.model].map(lambda m: stop_epoch.get(m, epochs))
     reached = history[history[cols.epoch] <= stops]
     spent = float(reached.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)[cols.resource].sum())
-    recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols, cols.resource)
+    recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols)
     regret = float(full_pepr[best_full] - full_pepr[recommended]) if best_full is not None and recommended is not None else math.nan
     return {
         "best_full": best_full,
