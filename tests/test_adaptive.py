@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.results.adaptive import Columns, Policy, decide_rung, kept_count, policy_problems, replay, replay_group
+from pepr.results.adaptive import (
+    Columns,
+    Policy,
+    decide_rung,
+    kept_count,
+    policy_problems,
+    replay,
+    replay_group,
+)
 
 
 def histories(curves: dict[str, list[float]], cost: dict[str, float], seeds=(0,), group="g") -> pd.DataFrame:
