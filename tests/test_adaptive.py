@@ -303,3 +303,5 @@ def test_pepr_report_scores_finished_runs_and_shows_what_was_saved(tmp_path):
     assert "What the adaptive sweep saved" in page
     assert page.index("What the adaptive sweep saved") < page.index("id='summary'")
     assert "14 of 20 kWh (70%)" in page
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "8 runs (4 successful, 2 failed, 2 stopped at a rung by the adaptive sweep)" in summary
