@@ -6,7 +6,15 @@ import pandas as pd
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.results.adaptive import Columns, Policy, decide_rung, kept_count, policy_problems, replay, replay_group
+from pepr.results.adaptive import (
+    Columns,
+    Policy,
+    decide_rung,
+    kept_count,
+    policy_problems,
+    replay,
+    replay_group,
+)
 
 
 def histories(curves: dict[str, list[float]], cost: dict[str, float], seeds=(0,), group="g") -> pd.DataFrame:
@@ -169,7 +177,7 @@ def test_adaptive_is_off_by_default_and_a_good_setting_passes():
     assert adaptive_settings({"adaptive": {"rungs": [], "keep": 0.34, "min_keep": 2}}) is None
     found = adaptive_settings({"adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 1, "resource": None,
                                             "select_by": "val_accuracy"}, "report": {"resource": "train_time_s"}})
-    assert found.resource == "train_time_s" and found.history_resource == "cumulative_time_s"
+    assert found.resource == "train_time_s" and found.select_by == "val_accuracy"
     assert found.policy == Policy(rungs=(1,), keep=0.5, min_keep=1)
 
 
@@ -295,3 +303,5 @@ def test_pepr_report_scores_finished_runs_and_shows_what_was_saved(tmp_path):
     assert "What the adaptive sweep saved" in page
     assert page.index("What the adaptive sweep saved") < page.index("id='summary'")
     assert "14 of 20 kWh (70%)" in page
+    summary = (tmp_path / "report" / "summary.md").read_text()
+    assert "8 runs (4 successful, 2 failed, 2 stopped at a rung by the adaptive sweep)" in summary

@@ -16,7 +16,7 @@ from pepr.train.run import run_training
 from pepr.train.settings import TrainConfig
 
 TINY = "synthetic:n_train=96,n_val=32,n_test=48"
-QUIET = lambda message: None  # noqa: E731
+QUIET = lambda message: None
 
 
 def config(out: Path, **extra) -> TrainConfig:

@@ -146,6 +146,8 @@ RUN: dict[str, str] = {
     "--by task --out elsewhere_report": "its whole README block (the table written by the heredoc, then the "
     "report) runs in the scratch copy",
     ".venv/bin/snakemake --unlock": "parses the demo workflow in the scratch copy (slow tier)",
+    ".venv/bin/pepr replay results/histories.csv --rungs 1,3 --keep 0.34 --min-keep 2 --out replay/":
+        "on a constructed 4-epoch results/histories.csv in the scratch copy",
 }
 
 #: Commands not run here, with the reason.
@@ -451,3 +453,23 @@ def test_where_results_land_names_every_file_the_workflow_writes_into_results():
     listed = "\n".join(row.split("|")[1] for row in section.splitlines() if row.startswith("| `"))
     missing = sorted(name for name in written if f"`results/{name}`" not in listed and f"`{name}`" not in listed)
     assert not missing, f"README's 'Where results land' does not list: {missing}"
+
+
+def test_replay_command_replays_a_finished_sweeps_histories(scratch_repo):
+    """README's `pepr replay` example on a full sweep's per-epoch table (workflow columns)."""
+    import pandas as pd
+
+    rows = []
+    for index, model in enumerate(["a", "b", "c", "d", "e"]):
+        for epoch in range(1, 5):
+            accuracy = 0.5 + 0.05 * index + 0.01 * epoch
+            rows.append({"dataset": "synthetic", "init": "scratch", "fraction": 1.0, "model": model, "seed": 0,
+                         "epoch": epoch, "val_accuracy": accuracy, "test_accuracy": accuracy,
+                         "cumulative_energy_kwh": 0.001 * (1 + index) * epoch})
+    (scratch_repo / "results").mkdir(exist_ok=True)
+    pd.DataFrame(rows).to_csv(scratch_repo / "results" / "histories.csv", index=False)
+    done = _shell(_doc_command(".venv/bin/pepr replay"), scratch_repo)
+    assert done.returncode == 0, done.stderr
+    replayed = pd.read_csv(scratch_repo / "replay" / "replay.csv")
+    assert len(replayed) == 1 and replayed["best_full"].iloc[0] in "abcde"
+    assert 0 < replayed["resource_share"].iloc[0] < 1 and "pepr replay: 1 group(s)" in done.stdout

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from test_adaptive import histories
 
 from pepr.cli import main
-from test_adaptive import histories
 
 
 def run_cli(*argv):

@@ -5,6 +5,11 @@
 # data-dependent DAG): the next rung's train_to_rung jobs and train_model exist only for the kept
 # cells; a stopped cell's train_model records it (`--stopped-at N`: status "stopped", no training).
 # The helpers (rung_candidates, rung_inputs, adaptive_params, ...) are in common.smk.
+# select_rung is light (a few JSON files): local, never a cluster job.
+
+
+localrules:
+    select_rung,
 
 
 rule train_to_rung:

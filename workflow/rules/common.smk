@@ -189,13 +189,14 @@ def train_params(job, output):
 
 # ----- adaptive sweeps (pepr.results.adaptive): adaptive.smk's and train_model's helpers -----
 
+import functools
+
 import pepr.results.adaptive as pepr_adaptive
 import pepr.results.runs as pepr_runs
 
 # None for a full grid (adaptive.rungs empty, the default): nothing below changes its jobs.
 ADAPTIVE = pepr_adaptive.adaptive_settings(config)
 ADAPTIVE_RUNGS = [r for r in ADAPTIVE.policy.rungs] if ADAPTIVE else []
-ADAPTIVE_DIR = "results/adaptive"
 _GROUP_CELLS = {}
 for _cell in GRID.cells:
     _GROUP_CELLS.setdefault((_cell.dataset_name, _cell.init, pepr_runs.format_fraction(_cell.fraction)), []).append(_cell)
@@ -210,15 +211,18 @@ def rung_record_file(cell, rung):
     return f"{cell.directory}/{pepr_adaptive.rung_file(rung)}"
 
 
-def decision_file(dataset, init, fraction, rung):
-    return f"{ADAPTIVE_DIR}/{dataset}/{init}/{fraction}/{pepr_adaptive.rung_file(rung)}"
-
-
 def kept_models(dataset, init, fraction, rung):
     """The models kept at a rung, read from the checkpoint select_rung (Snakemake re-plans the
     jobs depending on it once it has run: the data-dependent part of the DAG)."""
     found = checkpoints.select_rung.get(dataset=dataset, init=init, fraction=fraction, rung=rung)
-    return set(pepr_adaptive.read_decision(found.output[0])["kept"])
+    path = found.output[0]
+    return _kept_in(path, os.stat(path).st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=4096)
+def _kept_in(path, mtime_ns):
+    """A decision file's kept models, read once per version of the file (every cell of a group asks)."""
+    return frozenset(pepr_adaptive.read_decision(path)["kept"])
 
 
 def rung_candidates(wildcards):
@@ -232,16 +236,14 @@ def rung_candidates(wildcards):
     return [rung_record_file(cell, rung) for cell in cells]
 
 
-def cell_fate(cell):
-    """(rung the cell stopped at or None, the decision files that say so): walks the group's
-    rungs; raises Snakemake's incomplete-checkpoint signal while a decision is still to come."""
+def stopped_at(cell):
+    """The rung an adaptive sweep stopped the cell at (None: it trains to the end); walks the
+    group's decisions, raising Snakemake's incomplete-checkpoint signal while one is to come."""
     group = (cell.dataset_name, cell.init, pepr_runs.format_fraction(cell.fraction))
-    files = []
     for rung in ADAPTIVE_RUNGS:
-        files.append(decision_file(*group, rung))
         if cell.model not in kept_models(*group, rung):
-            return rung, files
-    return None, files
+            return rung
+    return None
 
 
 def rung_inputs(wildcards):
@@ -263,12 +265,19 @@ def adaptive_train_inputs(wildcards):
     if not ADAPTIVE:
         return {}
     cell = cell_of(wildcards)
-    stopped, _ = cell_fate(cell)
+    stopped = stopped_at(cell)
     last = stopped if stopped is not None else ADAPTIVE_RUNGS[-1]
     return {"rung": rung_record_file(cell, last)}
 
 
-_NOT_RECORDED = type("NotRecordedParam", (), {"__str__": lambda self: "", "__format__": lambda self, spec: format("", spec)})
+class _NotRecorded:
+    """An empty params text Snakemake leaves out of its record (no builtin type)."""
+
+    def __str__(self):
+        return ""
+
+    def __format__(self, spec):
+        return format("", spec)
 
 
 def adaptive_flag(wildcards):
@@ -276,9 +285,9 @@ def adaptive_flag(wildcards):
     (recorded: a later decision that keeps it re-plans the cell, which continues from its
     checkpoint); nothing recorded otherwise, so full grids and kept cells keep their records."""
     if not ADAPTIVE:
-        return _NOT_RECORDED()
-    stopped, _ = cell_fate(cell_of(wildcards))
-    return f" --stopped-at {stopped}" if stopped is not None else _NOT_RECORDED()
+        return _NotRecorded()
+    stopped = stopped_at(cell_of(wildcards))
+    return f" --stopped-at {stopped}" if stopped is not None else _NotRecorded()
 
 
 def adaptive_params():

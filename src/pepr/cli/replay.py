@@ -90,7 +90,13 @@ def run(args: argparse.Namespace) -> int:
     """Check everything, replay, write DIR/replay.csv and print the totals."""
     import os
 
-    from pepr.results.adaptive import Columns, Policy, is_peak, prepare_histories, replay
+    from pepr.results.adaptive import (
+        Columns,
+        Policy,
+        is_peak,
+        prepare_histories,
+        replay,
+    )
     from pepr.results.tableio import read_table, write_table
 
     out = os.path.join(args.out, "replay.csv")

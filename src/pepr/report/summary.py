@@ -527,8 +527,11 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
         for i, c in enumerate(cfg.group))
     size = ("Small models: at most the median parameter count of their group's models. " if cfg.params_known else
             "The table has no parameter counts: the size-based analyses are skipped. ")
+    stopped = int((df["status"] == "stopped").sum())  # an adaptive sweep's: neither successful nor failed
+    runs_text = (f"{int(df['ok'].sum())} successful, {int((~df['ok']).sum()) - stopped} failed"
+                 + (f", {stopped} stopped at a rung by the adaptive sweep" if stopped else ""))
     out.append(
-        f"{len(df)} runs ({int(df['ok'].sum())} successful, {int((~df['ok']).sum())} failed) in {len(keys)} group(s) "
+        f"{len(df)} runs ({runs_text}) in {len(keys)} group(s) "
         f"({levels}), {df['model'].nunique()} models and {df['seed'].nunique()} seed(s). Performance: `{cfg.performance}`; "
         f"headline variant {cfg.resource_label} (`{cfg.resource}`). {size}Comparisons use one seed mean per model, p-values are Holm-adjusted over "
         f"groups (the {1 - cfg.alpha:.0%} confidence intervals are per group, not adjusted: read the p-value for "

@@ -38,6 +38,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pepr.columns import CUMULATIVE_COLUMNS, GROUP_COLUMNS, SCORED_RESOURCES
@@ -63,8 +65,6 @@ def rung_file(rung: int) -> str:
 def decision_path(run_dir: str | Path, rung: int) -> Path:
     """The group's decision file at ``rung`` for a run folder of the results layout
     (``results/runs/D/I/F/M/seedS`` -> ``results/adaptive/D/I/F/rungN.json``, rule select_rung's output)."""
-    from pathlib import Path
-
     run_dir = Path(run_dir)
     group = run_dir.parent.parent  # .../runs/D/I/F
     runs_root = group.parent.parent.parent
@@ -74,7 +74,6 @@ def decision_path(run_dir: str | Path, rung: int) -> Path:
 def read_rung(path: str | Path) -> dict[str, Any]:
     """A rung record; PeprInputError naming the file when it is missing or not one."""
     import json
-    from pathlib import Path
 
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
@@ -139,11 +138,6 @@ class AdaptiveSettings:
     resource: str
     select_by: str
 
-    @property
-    def history_resource(self) -> str | None:
-        """history.csv's running total of the resource (None for a peak: the rung record has it)."""
-        return HISTORY_RESOURCE.get(self.resource)
-
 
 def adaptive_settings(config: Mapping[str, Any]) -> AdaptiveSettings | None:
     """The ``adaptive:`` settings of a defaults-filled, checked config; None for a full grid (no rungs)."""
@@ -182,7 +176,7 @@ def kept_count(candidates: int, keep: float, min_keep: int) -> int:
     return min(candidates, max(min_keep, math.ceil(keep * candidates - 1e-9)))
 
 
-def _minmax(values: "np.ndarray") -> "np.ndarray":
+def _minmax(values: np.ndarray) -> np.ndarray:
     import numpy as np
 
     low, high = np.min(values), np.max(values)
@@ -294,16 +288,16 @@ class Columns:
     resource: str = "cumulative_energy_kwh"
 
 
-def _best_model(final: pd.DataFrame, cols: Columns, peak_resource: str) -> tuple[str | None, pd.Series]:
+def _best_model(final: pd.DataFrame, cols: Columns) -> tuple[str | None, pd.Series]:
     """Best model by mean PePR over its seeds (runs normalised together), and every model's mean PePR."""
     import pandas as pd
 
     if final.empty:
         return None, pd.Series(dtype=float)
     perf = final[cols.performance].to_numpy(dtype=float)
-    norm = _minmax(final[peak_resource].to_numpy(dtype=float))
+    norm = _minmax(final[cols.resource].to_numpy(dtype=float))
     pepr = pd.Series(perf / (1.0 + norm), index=final.index).groupby(final[cols.model]).mean()
-    best = sorted(pepr.index, key=lambda m: (-pepr[m], str(m)))[0]
+    best = min(pepr.index, key=lambda m: (-pepr[m], str(m)))
     return best, pepr
 
 
@@ -321,7 +315,7 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     last = history.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)
     full_spent = float(last[cols.resource].sum())
     final = last[last[cols.epoch] == epochs]
-    best_full, full_pepr = _best_model(final, cols, cols.resource)
+    best_full, full_pepr = _best_model(final, cols)
     alive = set(history[cols.model].unique())
     stop_epoch: dict[object, int] = {}
     decisions = {}
@@ -336,7 +330,7 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     stops = history[cols.model].map(lambda m: stop_epoch.get(m, epochs))
     reached = history[history[cols.epoch] <= stops]
     spent = float(reached.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)[cols.resource].sum())
-    recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols, cols.resource)
+    recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols)
     regret = float(full_pepr[best_full] - full_pepr[recommended]) if best_full is not None and recommended is not None else math.nan
     return {
         "best_full": best_full,
@@ -438,7 +432,7 @@ def prepare_histories(
 # --------------------------------------------------------------------------------------------
 
 
-def rung_histories(records: Sequence[Mapping[str, Any]], select_by: str, resource: str) -> "pd.DataFrame":
+def rung_histories(records: Sequence[Mapping[str, Any]], select_by: str, resource: str) -> pd.DataFrame:
     """The history rows of a group's rung records as one table (model, seed, epoch, status,
     ``select_by``, ``resource``); a peak resource (no history column) is the record's peak so far
     on every row. A failed record adds one row with status "failed" (it drops out)."""
@@ -504,7 +498,6 @@ def rung_summary(results_dir: str, in_progress: Sequence[str] = ()) -> list[str]
     decided, candidates kept and stopped. Empty when the results hold no rung record. Standard
     library only (globs and small JSON files)."""
     import glob
-    import json
     import os
     import re
 
@@ -535,7 +528,7 @@ def rung_summary(results_dir: str, in_progress: Sequence[str] = ()) -> list[str]
     return lines
 
 
-def expected_cost(estimate: "pd.DataFrame", policy: Policy, column: str = "est_energy_kwh",
+def expected_cost(estimate: pd.DataFrame, policy: Policy, column: str = "est_energy_kwh",
                   overhead_column: str = "job_overhead_s") -> dict[str, float]:
     """An adaptive sweep's cost next to the full grid's, from ``pepr estimate``'s per-job table.
 
@@ -562,7 +555,7 @@ def expected_cost(estimate: "pd.DataFrame", policy: Policy, column: str = "est_e
         per_epoch = (group[column] / group["epochs"]).groupby(group["model"]).sum().sort_values(ascending=False)
         bounds = [0, *rungs, epochs]
         count = len(per_epoch)
-        for start, end in zip(bounds, bounds[1:]):
+        for start, end in pairwise(bounds):
             span = end - start
             expected += count / len(per_epoch) * float(per_epoch.sum()) * span
             at_most += float(per_epoch.iloc[:count].sum()) * span
@@ -570,7 +563,7 @@ def expected_cost(estimate: "pd.DataFrame", policy: Policy, column: str = "est_e
     return {"full": full, "expected": expected, "at_most": at_most}
 
 
-def estimate_lines(estimate: "pd.DataFrame", policy: Policy) -> list[str]:
+def estimate_lines(estimate: pd.DataFrame, policy: Policy) -> list[str]:
     """``pepr estimate``'s lines on an adaptive sweep: expected and worst-case cost next to the full grid's."""
     lines = [f"ADAPTIVE SWEEP (rungs {', '.join(map(str, policy.rungs))}, keep {policy.keep:g}, min_keep {policy.min_keep}):"]
     for column, unit in (("est_device_hours", "device-h"), ("est_energy_kwh", "kWh"), ("est_co2_kg", "kg CO2")):

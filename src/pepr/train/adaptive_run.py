@@ -25,7 +25,13 @@ from pepr.columns import CUMULATIVE_COLUMNS
 from pepr.errors import PeprInputError
 from pepr.results import runs
 from pepr.results.adaptive import read_rung, rung_file
-from pepr.results.runs import HISTORY_COLUMNS, HISTORY_FILE, METRICS_FILE, RESULT_KEYS, json_safe
+from pepr.results.runs import (
+    HISTORY_COLUMNS,
+    HISTORY_FILE,
+    METRICS_FILE,
+    RESULT_KEYS,
+    json_safe,
+)
 
 #: Metrics of a history row a rung record copies (the selection metric is one of the val_ ones).
 RUNG_METRICS: tuple[str, ...] = tuple(c for c in HISTORY_COLUMNS if c.startswith(("val_", "test_")))
