@@ -32,6 +32,8 @@ rule train_to_rung:
         **rule_resources("train"),
     log:
         "results/logs/train_to_rung/{dataset}/{init}/{fraction}/{model}/seed{seed}/rung{rung}.log",
+    conda:
+        "../../envs/pepr.yaml"
     shell:
         RUNG_COMMAND
 
@@ -52,5 +54,7 @@ checkpoint select_rung:
         **rule_resources("default"),
     log:
         "results/logs/select_rung/{dataset}/{init}/{fraction}/rung{rung}.log",
+    conda:
+        "../../envs/pepr.yaml"
     script:
         "../../scripts/select_rung.py"

@@ -155,6 +155,16 @@ class DatasetKind:
         file (same name, same content) keeps its finished runs; None for the other kinds."""
         return None
 
+    def stored_image_shape(self, parsed: DatasetSpec, data_file: Path | None) -> tuple[int, int] | None:
+        """(height, width) the images are stored at, told without loading them (None: unknown).
+        Default: the spec's own size (MedMNIST's ``@SIZE``, ``size=`` of image folders)."""
+        return (int(parsed.size),) * 2 if parsed.size is not None else None
+
+    def training_class_counts(self, parsed: DatasetSpec, data_dir: Path | None) -> list[int] | None:
+        """Per-class counts of the training split as ``pepr train`` subsets it, told without
+        loading images; None when they cannot be told (image folders, multi-label, no file yet)."""
+        return None
+
     def prepare_problems(self, spec: str, data_dir: Path | None, workers: int | None) -> list[str]:
         """``pepr train``'s check of a ``converted`` kind's spec (parsed here: a malformed one is a
         problem too): converts when usable, returns the problems as readable lines."""

@@ -11,7 +11,7 @@ from typing import Any
 from pepr.datasets.base import DatasetKind, DatasetSpec, ImageData, facts_dict
 from pepr.datasets.medmnist_info import default_data_dir
 from pepr.datasets.medmnist_info import medmnist_info_module as _medmnist_info_module
-from pepr.datasets.npz import given_facts, label_facts, npz_problems, read_checked
+from pepr.datasets.npz import given_facts, label_facts, npz_problems, read_checked, train_class_counts
 from pepr.errors import PeprInputError
 
 #: Image sizes MedMNIST (v2 at 28 px, MedMNIST+ above) is published at.
@@ -121,6 +121,9 @@ class MedmnistKind(DatasetKind):
 
     def short_name(self, parsed: DatasetSpec) -> str:
         return parsed.flag if parsed.size == 28 else f"{parsed.flag}_{parsed.size}"
+
+    def training_class_counts(self, parsed: DatasetSpec, data_dir: Path | None) -> list[int] | None:
+        return train_class_counts(self.file(parsed, data_dir))
 
     def file(self, parsed: DatasetSpec, data_dir: Path | None) -> Path | None:
         return medmnist_file(parsed, data_dir)

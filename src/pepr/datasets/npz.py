@@ -242,6 +242,33 @@ def label_facts(path: Path, problems: list[str], num_classes: int | None) -> dic
     return facts_dict(len(train_labels), n_val, n_test, channels, num_classes, shape[1], tuple(counts), f"labels read from {path}")
 
 
+def stored_shape(path: Path) -> tuple[int, int] | None:
+    """(height, width) of ``train_images`` from its .npy header (no image is read); None when unreadable."""
+    try:
+        shape = npz_headers(path)["train_images"][0]
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return None
+    if len(shape) < 3:
+        return None
+    height, width = shape[-2:] if len(shape) == 3 or shape[-1] > 4 else shape[1:3]
+    return int(height), int(width)
+
+
+def train_class_counts(path: Path | None) -> list[int] | None:
+    """Per-class counts of a single-label npz's ``train_labels``; None when absent, unreadable or multi-label."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            labels = np.asarray(archive["train_labels"])
+    except (OSError, KeyError, ValueError):
+        return None  # the data checks name what is wrong with the file
+    if labels.ndim > 1 and labels.shape[1] > 1:
+        return None  # multi-label: pepr train's own subset rule
+    flat = labels.reshape(-1).astype(np.int64)
+    return [int(c) for c in np.bincount(flat[flat >= 0])] if flat.size else None
+
+
 class NpzKind(DatasetKind):
     """``npz:PATH``: the user's own file in the MedMNIST layout (a relative PATH is relative to the
     working directory)."""
@@ -304,6 +331,12 @@ class NpzKind(DatasetKind):
                 )
             return given_facts(path, given, int(given[3]) if len(given) > 3 else 0, int(given[4]) if len(given) > 4 else 1, 2)
         return label_facts(path, self.problems(parsed, data_dir, False), None)
+
+    def stored_image_shape(self, parsed: DatasetSpec, data_file: Path | None) -> tuple[int, int] | None:
+        return stored_shape(data_file) if data_file is not None else None
+
+    def training_class_counts(self, parsed: DatasetSpec, data_dir: Path | None) -> list[int] | None:
+        return train_class_counts(self.file(parsed, data_dir))
 
     def moved_file_stem(self, spec: str) -> str | None:
         return Path(spec.strip()[4:]).stem

@@ -215,6 +215,15 @@ class SyntheticKind(DatasetKind):
 
     name = "synthetic"
 
+    def stored_image_shape(self, parsed: DatasetSpec, data_file: Path | None) -> tuple[int, int] | None:
+        options = dict(parsed.options)
+        return (int(options["size"]),) * 2 if "size" in options else None
+
+    def training_class_counts(self, parsed: DatasetSpec, data_dir: Path | None) -> list[int] | None:
+        options = dict(parsed.options)
+        counts = _class_counts(int(options["n_train"]), int(options["classes"]), float(options["imbalance"]))
+        return [int(c) for c in counts]
+
     def matches(self, spec: str) -> bool:
         return spec == "synthetic" or spec.startswith("synthetic:")
 

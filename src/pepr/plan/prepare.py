@@ -276,28 +276,11 @@ def job_problems(config: Mapping[str, Any], cells: Iterable[Any], catalogue: Map
 def training_class_counts(spec: str, data_dir: str | os.PathLike | None) -> list[int] | None:
     """Per-class counts of a dataset's training split, as ``pepr train`` subsets it; None when
     they cannot be told without loading images (image folders, multi-label, a file not there yet)."""
-    import numpy as np
-
-    from pepr.datasets.core import dataset_file, parse_dataset_spec, synthetic_class_counts
+    from pepr.datasets.core import parse_dataset_spec
+    from pepr.datasets.registry import kind_of
 
     parsed = parse_dataset_spec(spec)
-    if parsed.kind == "synthetic":
-        options = dict(parsed.options)
-        return [int(c) for c in synthetic_class_counts(int(options["n_train"]), int(options["classes"]), float(options["imbalance"]))]
-    if parsed.kind not in ("medmnist", "npz"):
-        return None
-    path = dataset_file(parsed, Path(data_dir) if data_dir is not None else None)
-    if path is None or not Path(path).is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            labels = np.asarray(archive["train_labels"])
-    except (OSError, KeyError, ValueError):
-        return None  # the data checks name what is wrong with the file
-    if labels.ndim > 1 and labels.shape[1] > 1:
-        return None  # multi-label: pepr train's own subset rule
-    flat = labels.reshape(-1).astype(np.int64)
-    return [int(c) for c in np.bincount(flat[flat >= 0])] if flat.size else None
+    return kind_of(parsed).training_class_counts(parsed, Path(data_dir) if data_dir is not None else None)
 
 
 def fraction_problems(cells: Iterable[Any], data_dir: str | os.PathLike | None) -> list[str]:
@@ -341,8 +324,6 @@ def image_shape_problems(cells: Iterable[Any], data_dir: str | os.PathLike | Non
     found = []
     for spec in specs:
         parsed = parse_dataset_spec(spec)
-        if parsed.kind != "npz":
-            continue
         path = dataset_file(parsed, Path(data_dir) if data_dir is not None else None)
         shape = stored_image_shape(spec, str(path) if path is not None else None)
         if shape is not None and shape[0] != shape[1]:

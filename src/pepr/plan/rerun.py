@@ -161,25 +161,10 @@ def stored_image_shape(spec: Any, data_file: str | None) -> tuple[int, int] | No
     synthetic from the spec, npz from ``train_images``' header); None when it cannot be told."""
     try:
         from pepr.datasets.core import parse_dataset_spec
+        from pepr.datasets.registry import kind_of
 
         parsed = parse_dataset_spec(spec)
-        if parsed.kind == "synthetic":
-            options = dict(parsed.options)
-            return (int(options["size"]),) * 2 if "size" in options else None
-        if parsed.kind != "npz":
-            return (int(parsed.size),) * 2 if parsed.size is not None else None
-        if data_file is None:
-            return None
-        import zipfile
-
-        import numpy as np
-
-        with zipfile.ZipFile(data_file) as archive, archive.open("train_images.npy") as member:
-            version = np.lib.format.read_magic(member)
-            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape = read_header(member)[0]
-        height, width = shape[-2:] if len(shape) == 3 or shape[-1] > 4 else shape[1:3]
-        return int(height), int(width)
+        return kind_of(parsed).stored_image_shape(parsed, Path(data_file) if data_file is not None else None)
     except Exception:  # an unreadable spec or file: not known (the data checks name what is wrong)
         return None
 

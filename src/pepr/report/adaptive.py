@@ -20,13 +20,14 @@ import html
 
 import pandas as pd
 
+from pepr.columns import RESOURCES
 from pepr.report.config import ReportConfig
 
-#: Additive resources the savings are given in, with the footprint cards' units.
+#: Totals are shown as the footprint cards show them: time in device-hours.
+_SHOWN_AS = {"s": ("device-hours", 1 / 3600)}
+#: Additive scored resources the savings are given in: column -> (name, unit shown, factor to it).
 SAVED: dict[str, tuple[str, str, float]] = {
-    "energy_kwh": ("energy", "kWh", 1.0),
-    "co2_kg": ("CO2", "kg", 1.0),
-    "train_time_s": ("device time", "device-hours", 1 / 3600),
+    r.column: (r.name, *_SHOWN_AS.get(r.unit, (r.unit, 1.0))) for r in RESOURCES if r.additive and r.scored
 }
 
 

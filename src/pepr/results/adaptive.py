@@ -545,7 +545,7 @@ def expected_cost(estimate: pd.DataFrame, policy: Policy, column: str = "est_ene
     table = estimate[pd.to_numeric(estimate[column], errors="coerce").notna()]
     full = float(table[column].sum())
     expected = at_most = 0.0
-    for (_, init, _), group in table.groupby(["dataset", "init", "fraction"], sort=False):
+    for (_, init, _), group in table.groupby(list(GROUP_COLUMNS), sort=False):
         epochs = int(group["epochs"].max())
         rungs = [r for r in policy.rungs if r < epochs]
         if init == "pretrain" or not rungs:
