@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pepr.files import file_sha256
 from pepr.plan import rerun
 from pepr.results import runs
 from pepr.errors import PeprInputError
@@ -293,11 +294,11 @@ def test_file_sha256_is_cached_by_stat_and_recomputed_after_a_change(tmp_path):
     data = tmp_path / "d.npz"
     data.write_bytes(b"abc" * 1000)
     cache = tmp_path / "cache"
-    first = rerun.file_sha256(data, cache)
+    first = file_sha256(data, cache)
     assert first == hashlib.sha256(data.read_bytes()).hexdigest() and len(list(cache.iterdir())) == 1
-    assert rerun.file_sha256(data, cache) == first
+    assert file_sha256(data, cache) == first
     data.write_bytes(b"abd" * 1000)
-    assert rerun.file_sha256(data, cache) == hashlib.sha256(data.read_bytes()).hexdigest() != first
+    assert file_sha256(data, cache) == hashlib.sha256(data.read_bytes()).hexdigest() != first
 
 
 # ---------------------------------------------------------------------------------------------

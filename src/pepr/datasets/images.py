@@ -273,7 +273,7 @@ def _special_file(path: Path) -> str | None:
     """One line when ``path`` is a FIFO, device or socket (found with ``stat``, never opened)."""
     import stat
 
-    from pepr.plan.safeyaml import file_kind_problem
+    from pepr.files import file_kind_problem
 
     try:
         mode = os.stat(path).st_mode

@@ -57,7 +57,7 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
     if not path.exists():
         return [f"{where}: file not found"]
     from pepr.datasets import npzcheck
-    from pepr.plan.safeyaml import file_kind_problem
+    from pepr.files import file_kind_problem
 
     kind = file_kind_problem(path, "data file")  # a FIFO would block the read, a folder is no npz
     if kind:

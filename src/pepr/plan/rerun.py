@@ -39,8 +39,10 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pepr.files import file_sha256
+
 __all__ = [
-    "NOT_TRIGGERS", "paths_digest", "file_sha256", "DataDigests", "attach_record", "record_text", "equivalent",
+    "NOT_TRIGGERS", "paths_digest", "DataDigests", "attach_record", "record_text", "equivalent",
     "native_image_size", "stored_image_shape",
 ]
 
@@ -58,40 +60,6 @@ def paths_digest(paths: Iterable[str]) -> str:
     """A short digest of a list of paths (order-independent): the set of runs a rule reads."""
     joined = "\n".join(sorted(paths))
     return hashlib.sha256(joined.encode()).hexdigest()[:16]
-
-
-def file_sha256(path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> str | None:
-    """SHA-256 of a file's content (None when it does not exist).
-
-    With ``cache_dir`` the digest is remembered under a key of the file's path, size, inode,
-    mtime and ctime, so planning reads a data file once after it changed (a ``touch`` or ``cp``
-    costs one read of the file, then the same digest is found), not once per job.
-    """
-    path = Path(path)
-    try:
-        info = path.stat()
-    except OSError:
-        return None
-    cache_file = None
-    if cache_dir is not None:
-        key = json.dumps([os.path.abspath(path), info.st_size, info.st_ino, info.st_mtime_ns, info.st_ctime_ns])
-        cache_file = Path(cache_dir) / f"sha256-{hashlib.sha256(key.encode()).hexdigest()[:32]}.txt"
-        try:
-            cached = cache_file.read_text(encoding="ascii").strip()
-            if len(cached) == 64:
-                return cached
-        except (OSError, UnicodeDecodeError):
-            pass
-    with open(path, "rb") as handle:
-        digest = hashlib.file_digest(handle, "sha256").hexdigest()
-    if cache_file is not None:
-        try:
-            from pepr.results.runs import atomic_write_text
-
-            atomic_write_text(cache_file, digest + "\n")
-        except OSError:
-            pass  # a read-only .snakemake: digest again next time
-    return digest
 
 
 class DataDigests:

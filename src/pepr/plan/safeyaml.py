@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pepr.errors import PeprInputError
+from pepr.files import file_kind_problem
 
 #: Largest config file read (bytes): the paper's 1,040-job config is ~6 KB.
 MAX_FILE_BYTES = 1_000_000
@@ -40,30 +41,6 @@ _FLOAT_RE = re.compile(
         |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
-
-
-def file_kind_problem(path: str | os.PathLike, what: str) -> str | None:
-    """None when ``path`` is a regular file; otherwise one line saying what it is instead.
-
-    Uses ``os.stat`` (no open): opening a FIFO blocks until a writer comes, a device may stream
-    forever. A missing path is reported as not found.
-    """
-    try:
-        mode = os.stat(path).st_mode
-    except FileNotFoundError:
-        return f"{what} {path} not found"
-    except OSError as exc:
-        return f"{what} {path} cannot be read ({exc.strerror or exc})"
-    if stat.S_ISREG(mode):
-        return None
-    kind = (
-        "a directory" if stat.S_ISDIR(mode)
-        else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "a socket" if stat.S_ISSOCK(mode)
-        else "not a regular file"
-    )
-    return f"{what} {path} is {kind}, not a regular file; give a file"
 
 
 def _loader_class() -> type:

@@ -52,7 +52,7 @@ def report_setting_problems(settings: Mapping[str, Any]) -> list[str]:
 
 
 def _metadata_problem(path: Any) -> str | None:
-    from pepr.plan.safeyaml import file_kind_problem
+    from pepr.files import file_kind_problem
 
     if not isinstance(path, str) or not path:
         return f"report.model_metadata = {path!r}; give the path of a CSV with columns model, type, efficient"

@@ -70,7 +70,7 @@ def read_metrics(path: str | os.PathLike, keep: Sequence[str] = ()) -> dict[str,
 
     Raises PeprInputError naming the file when it is missing, not JSON, or not an object.
     """
-    from pepr.plan.safeyaml import file_kind_problem
+    from pepr.files import file_kind_problem
 
     problem = file_kind_problem(path, "metrics file")
     if problem and not problem.endswith("not found"):  # a FIFO would block the read

@@ -144,7 +144,7 @@ def read_carbon_intensity(path: "str | Path") -> IntensitySeries:
     from datetime import datetime, timezone
     from pathlib import Path
 
-    from pepr.plan.safeyaml import file_kind_problem
+    from pepr.files import file_kind_problem
 
     path = Path(path)
     kind = file_kind_problem(path, "carbon intensity file")  # a FIFO would block the read

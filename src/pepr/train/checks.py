@@ -94,7 +94,7 @@ def init_problems(init: Any, check_checkpoint: bool) -> tuple[str | None, list[s
         if not path:
             return "checkpoint", [f"init {init!r} names no checkpoint file; use checkpoint:PATH"]
         if check_checkpoint and not Path(path).is_file():
-            from pepr.plan.safeyaml import file_kind_problem
+            from pepr.files import file_kind_problem
 
             # a folder, FIFO or device is named as such, not "not found"
             problem = file_kind_problem(path, "checkpoint file") or f"checkpoint file {path} not found"

@@ -291,7 +291,7 @@ def training_identity(cfg: TrainConfig) -> dict[str, Any]:
     """What makes this training this training: :data:`IDENTITY_SETTINGS`, the dataset's declared
     name and the SHA-256 of its file (None for synthetic data, or a file not there yet), and for
     ``--init checkpoint:PATH`` the checkpoint file's SHA-256 instead of its path."""
-    from pepr.plan.rerun import file_sha256
+    from pepr.files import file_sha256
 
     identity: dict[str, Any] = {key: getattr(cfg, key) for key in IDENTITY_SETTINGS}
     identity["dataset"] = data_module.dataset_name(cfg.dataset)
@@ -350,7 +350,7 @@ def _failed_pretraining(cfg: TrainConfig) -> str | None:
     path = cfg.pretrain_metrics
     if path is None:
         return None
-    from pepr.plan.safeyaml import file_kind_problem
+    from pepr.files import file_kind_problem
 
     kind = file_kind_problem(path, "--pretrain-metrics")
     if kind and not kind.endswith("not found"):  # a FIFO would block the read
