@@ -72,6 +72,7 @@ IMPORT_TIME_PREFIXES = (
 )
 _MAX_MESSAGE = 1 << 22
 _MAX_SOCKET_PATH = 107  # Linux sun_path, less the terminating NUL
+_HIGH_FD = 100  # where a child parks descriptors while it puts the client's in place
 _FD_NAMES = ("stdin", "stdout", "stderr", "notify")
 
 
@@ -395,6 +396,10 @@ def _start_cell(connection: socket.socket, listener: socket.socket, lock: int) -
             listener.close()
             os.close(lock)  # the server's, not the cell's
             status = _run_cell(connection, request, fds)
+        except BaseException:  # noqa: BLE001 - reported on the cell's own stderr, then the exit status
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(status)
     for fd in fds:
@@ -428,17 +433,22 @@ def _reap(children: dict[int, socket.socket]) -> None:
 
 def _run_cell(connection: socket.socket, request: dict, fds: list[int]) -> int:
     """In the child: take the client's descriptors, directory and environment; run pepr train."""
+    import fcntl
     import signal
     import threading
 
-    for number, fd in zip((0, 1, 2), fds[:3]):
-        os.dup2(fd, number)
-    notify_fd = request.get("notify_fd")
-    if notify_fd is not None and len(fds) > 3:
-        os.dup2(fds[3], int(notify_fd))
+    # first out of the way of the numbers they are given (0, 1, 2 and the notice descriptor)
+    connection = socket.socket(fileno=fcntl.fcntl(connection.detach(), fcntl.F_DUPFD_CLOEXEC, _HIGH_FD))
+    moved = []
     for fd in fds:
-        if fd not in (0, 1, 2) and fd != notify_fd:
-            os.close(fd)
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD))
+        os.close(fd)
+    notify_fd = request.get("notify_fd")
+    targets = [0, 1, 2] + ([int(notify_fd)] if notify_fd is not None else [])
+    for source, target in zip(moved, targets):
+        os.dup2(source, target)
+    for fd in moved:
+        os.close(fd)
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own descriptors, kept open
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
