@@ -196,10 +196,11 @@ def _receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict, list[
 # --------------------------------------------------------------------------------------------
 
 
-def train_through_server(argv: Sequence[str], log: Callable[[str], None]) -> int | None:
+def train_through_server(argv: Sequence[str], log: Callable[[str], None], notify_variable: str | None = None) -> int | None:
     """Hand ``pepr train ARGV`` to this allocation's server (started when there is none) and
     return the cell's exit status; None when there is no allocation or no server can be had
-    (the caller then trains cold, in-process)."""
+    (the caller then trains cold, in-process). ``notify_variable`` names the environment
+    variable holding the failure-notice descriptor, passed along with stdin/stdout/stderr."""
     environ = dict(os.environ)
     key = allocation_key(environ)
     if key is None:
@@ -213,7 +214,7 @@ def train_through_server(argv: Sequence[str], log: Callable[[str], None]) -> int
         if sock is None:
             log(f"pepr train: no warm server at {path}; training in this process")
             return None
-        return _hand_over(sock, argv, environ, lambda pid: log(f"pepr train: cell trained by process {pid}, forked by the warm server of allocation {key}"))
+        return _hand_over(sock, argv, environ, notify_variable, lambda pid: log(f"pepr train: cell trained by process {pid}, forked by the warm server of allocation {key}"))
     except (OSError, ConnectionError, ValueError) as exc:
         log(f"pepr train: warm server unavailable ({type(exc).__name__}: {exc}); training in this process")
         return None
@@ -265,12 +266,10 @@ def _start_server(path: Path, key: str, environ: Mapping[str, str]) -> subproces
         )
 
 
-def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str], started: Callable[[int], None]) -> int:
+def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str], notify_variable: str | None, started: Callable[[int], None]) -> int:
     """Send the cell with this process's descriptors; wait for its exit status."""
-    from pepr.cli.train import NOTIFY_FD_VARIABLE
-
     fds = [0, 1, 2]
-    notify = environ.get(NOTIFY_FD_VARIABLE, "")
+    notify = environ.get(notify_variable, "") if notify_variable else ""
     notify_fd = int(notify) if notify.isdigit() and int(notify) > 2 else None
     if notify_fd is not None:
         try:
@@ -308,11 +307,11 @@ def prepare_process() -> None:
     settings; with a GPU, NVML handles must not cross a fork, so each child probes itself).
     Never CUDA: a context does not survive fork."""
     import pepr.cli
-    import pepr.cli.train
     import pepr.train.run  # noqa: F401
     from pepr.train import measure
     from pepr.train.imports import import_timm
 
+    pepr.cli.build_parser()  # every sub-command's module, as a child's pepr.cli.main needs them
     import_timm()
     measure.import_dependencies()
     if not any(Path(path).exists() for path in ("/dev/nvidiactl", "/proc/driver/nvidia")):
