@@ -307,7 +307,7 @@ def prepare_process() -> None:
     settings; with a GPU, NVML handles must not cross a fork, so each child probes itself).
     Never CUDA: a context does not survive fork."""
     import pepr.cli
-    import pepr.train.run  # noqa: F401
+    import pepr.train.run
     from pepr.train import measure
     from pepr.train.imports import import_timm
 
