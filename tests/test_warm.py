@@ -119,9 +119,15 @@ def test_warm_cell_measures_as_a_cold_one(tmp_path, allocation):
         assert metrics["peak_memory_mb"] == pytest.approx(reference["peak_memory_mb"], rel=0.10)
         assert metrics["eval_peak_memory_mb"] == pytest.approx(reference["eval_peak_memory_mb"], rel=0.10, abs=2)
         assert metrics["energy_method"] == reference["energy_method"]
-    # bad input in a warm cell: the same one-line error and exit 2 as a cold process
-    bad = _pepr_train(tmp_path / "bad", allocation, "--lr", "0")
+    # bad input in a warm cell: the same one-line error and exit 2 as a cold process, and the
+    # failure notice on the descriptor PEPR_NOTIFY_FD names (the train rules' terminal stream)
+    notice = tmp_path / "notice.txt"
+    missing = tmp_path / "missing.pt"  # found by the training's own checks, in the child (argparse's run in the client)
+    command = " ".join([sys.executable, "-m", "pepr.cli", "train", *CELL, "--out", str(tmp_path / "bad"), "--init", f"checkpoint:{missing}", f"3>{notice}"])
+    bad = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600, env={**allocation, "PEPR_NOTIFY_FD": "3"}, check=False)
     assert bad.returncode == 2 and "pepr train: error:" in bad.stderr, bad.stderr
+    assert "forked by the warm server" in bad.stderr
+    assert notice.read_text().startswith(f"pepr: {tmp_path / 'bad'} failed: "), notice.read_text()
 
 
 @pytest.mark.slow

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from pepr.train import warm
 
     if getattr(args, "_argv", None):  # an allocation's fork server, when there is one (pepr.train.warm)
-        status = warm.train_through_server(args._argv, lambda message: print(message, file=sys.stderr, flush=True))
+        status = warm.train_through_server(args._argv, lambda message: print(message, file=sys.stderr, flush=True), NOTIFY_FD_VARIABLE)
         if status is not None:
             return status
     from pepr.train.run import run_training

@@ -72,6 +72,7 @@ IMPORT_TIME_PREFIXES = (
 )
 _MAX_MESSAGE = 1 << 22
 _MAX_SOCKET_PATH = 107  # Linux sun_path, less the terminating NUL
+_HIGH_FD = 100  # where a child parks descriptors while it puts the client's in place
 _FD_NAMES = ("stdin", "stdout", "stderr", "notify")
 
 
@@ -195,10 +196,11 @@ def _receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict, list[
 # --------------------------------------------------------------------------------------------
 
 
-def train_through_server(argv: Sequence[str], log: Callable[[str], None]) -> int | None:
+def train_through_server(argv: Sequence[str], log: Callable[[str], None], notify_variable: str | None = None) -> int | None:
     """Hand ``pepr train ARGV`` to this allocation's server (started when there is none) and
     return the cell's exit status; None when there is no allocation or no server can be had
-    (the caller then trains cold, in-process)."""
+    (the caller then trains cold, in-process). ``notify_variable`` names the environment
+    variable holding the failure-notice descriptor, passed along with stdin/stdout/stderr."""
     environ = dict(os.environ)
     key = allocation_key(environ)
     if key is None:
@@ -212,7 +214,7 @@ def train_through_server(argv: Sequence[str], log: Callable[[str], None]) -> int
         if sock is None:
             log(f"pepr train: no warm server at {path}; training in this process")
             return None
-        return _hand_over(sock, argv, environ, lambda pid: log(f"pepr train: cell trained by process {pid}, forked by the warm server of allocation {key}"))
+        return _hand_over(sock, argv, environ, notify_variable, lambda pid: log(f"pepr train: cell trained by process {pid}, forked by the warm server of allocation {key}"))
     except (OSError, ConnectionError, ValueError) as exc:
         log(f"pepr train: warm server unavailable ({type(exc).__name__}: {exc}); training in this process")
         return None
@@ -264,12 +266,10 @@ def _start_server(path: Path, key: str, environ: Mapping[str, str]) -> subproces
         )
 
 
-def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str], started: Callable[[int], None]) -> int:
+def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str], notify_variable: str | None, started: Callable[[int], None]) -> int:
     """Send the cell with this process's descriptors; wait for its exit status."""
-    from pepr.cli.train import NOTIFY_FD_VARIABLE
-
     fds = [0, 1, 2]
-    notify = environ.get(NOTIFY_FD_VARIABLE, "")
+    notify = environ.get(notify_variable, "") if notify_variable else ""
     notify_fd = int(notify) if notify.isdigit() and int(notify) > 2 else None
     if notify_fd is not None:
         try:
@@ -307,11 +307,11 @@ def prepare_process() -> None:
     settings; with a GPU, NVML handles must not cross a fork, so each child probes itself).
     Never CUDA: a context does not survive fork."""
     import pepr.cli
-    import pepr.cli.train
-    import pepr.train.run  # noqa: F401
+    import pepr.train.run
     from pepr.train import measure
     from pepr.train.imports import import_timm
 
+    pepr.cli.build_parser()  # every sub-command's module, as a child's pepr.cli.main needs them
     import_timm()
     measure.import_dependencies()
     if not any(Path(path).exists() for path in ("/dev/nvidiactl", "/proc/driver/nvidia")):
@@ -395,6 +395,10 @@ def _start_cell(connection: socket.socket, listener: socket.socket, lock: int) -
             listener.close()
             os.close(lock)  # the server's, not the cell's
             status = _run_cell(connection, request, fds)
+        except BaseException:  # noqa: BLE001 - reported on the cell's own stderr, then the exit status
+            import traceback
+
+            traceback.print_exc()
         finally:
             os._exit(status)
     for fd in fds:
@@ -428,17 +432,22 @@ def _reap(children: dict[int, socket.socket]) -> None:
 
 def _run_cell(connection: socket.socket, request: dict, fds: list[int]) -> int:
     """In the child: take the client's descriptors, directory and environment; run pepr train."""
+    import fcntl
     import signal
     import threading
 
-    for number, fd in zip((0, 1, 2), fds[:3]):
-        os.dup2(fd, number)
-    notify_fd = request.get("notify_fd")
-    if notify_fd is not None and len(fds) > 3:
-        os.dup2(fds[3], int(notify_fd))
+    # first out of the way of the numbers they are given (0, 1, 2 and the notice descriptor)
+    connection = socket.socket(fileno=fcntl.fcntl(connection.detach(), fcntl.F_DUPFD_CLOEXEC, _HIGH_FD))
+    moved = []
     for fd in fds:
-        if fd not in (0, 1, 2) and fd != notify_fd:
-            os.close(fd)
+        moved.append(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, _HIGH_FD))
+        os.close(fd)
+    notify_fd = request.get("notify_fd")
+    targets = [0, 1, 2] + ([int(notify_fd)] if notify_fd is not None else [])
+    for source, target in zip(moved, targets):
+        os.dup2(source, target)
+    for fd in moved:
+        os.close(fd)
     sys.stdin = open(0, closefd=False)  # noqa: SIM115 - the process's own descriptors, kept open
     sys.stdout = open(1, "w", buffering=1, closefd=False)  # noqa: SIM115
     sys.stderr = open(2, "w", buffering=1, closefd=False)  # noqa: SIM115
