@@ -7,13 +7,16 @@ import pytest
 
 from pepr.errors import PeprInputError
 from pepr.results.adaptive import (
+    AdaptiveSettings,
     Columns,
     Policy,
+    decide_group,
     decide_rung,
     kept_count,
     policy_problems,
     replay,
     replay_group,
+    stopped_projections,
 )
 
 
@@ -112,6 +115,72 @@ def test_failed_and_stopped_runs_drop_out():
     assert list(table["model"]) == ["c"] and decisions(table) == {"c": "kept"}
     frame["status"] = "stopped"
     assert decide_rung(frame, rung=2, epochs=3, keep=0.5, min_keep=1).empty
+
+
+# Two cheap survivors 9% apart in cost, the group's range (set by the stopped models) far wider:
+# "y" is 2 points better at rung 3 and must not lose to "x" for being 9% dearer.
+SURVIVORS = {"x": [0.80] * 10, "y": [0.78, 0.80, 0.82, 0.83, 0.84, 0.84, 0.85, 0.85, 0.85, 0.85]}
+EXPENSIVE = {f"e{i}": [0.6] * 10 for i in range(1, 5)}
+SURVIVOR_COST = {"x": 1.0, "y": 1.09, "e1": 5.0, "e2": 6.0, "e3": 8.0, "e4": 10.0}
+
+
+def test_a_later_rung_normalises_over_every_candidate_the_group_started_with():
+    frame = histories({**SURVIVORS, **EXPENSIVE}, SURVIVOR_COST)
+    first = decide_rung(frame, rung=1, epochs=10, keep=0.25, min_keep=1, later_rung=True)
+    assert decisions(first) == {"x": "kept", "y": "kept", **dict.fromkeys(EXPENSIVE, "stopped")}
+    reference = stopped_projections(first)
+    assert reference == pytest.approx({"e1": 50.0, "e2": 60.0, "e3": 80.0, "e4": 100.0})  # 10 epochs projected
+    survivors = frame[frame["model"].isin(["x", "y"])]
+    table = decide_rung(survivors, rung=3, epochs=10, keep=0.25, min_keep=1, stopped=reference).set_index("model")
+    assert table.loc["y", "decision"] == "kept" and table.loc["x", "decision"] == "stopped"
+    # R over the range 10 (x) .. 100 (e4): y's 9% is a small R, not R = 1
+    assert table.loc["y", "projected_pepr"] == pytest.approx(0.82 / (1 + 0.9 / 90))
+    # normalised over the two survivors alone, y would score R = 1 and lose
+    alone = decide_rung(survivors, rung=3, epochs=10, keep=0.25, min_keep=1)
+    assert decisions(alone) == {"x": "kept", "y": "stopped"}
+
+
+def test_replay_carries_the_stopped_candidates_to_later_rungs():
+    result = replay_group(histories({**SURVIVORS, **EXPENSIVE}, SURVIVOR_COST), Policy(rungs=(1, 3), keep=0.25, min_keep=1),
+                          Columns(by=()))
+    assert decisions(result["rungs"][3]) == {"y": "kept", "x": "stopped"}
+    assert result["recommended"] == "y"
+
+
+def test_the_workflow_decision_uses_the_previous_rungs_stopped_candidates():
+    settings = AdaptiveSettings(Policy(rungs=(1, 3), keep=0.25, min_keep=1), "energy_kwh", "val_accuracy")
+    frame = histories({**SURVIVORS, **EXPENSIVE}, SURVIVOR_COST)
+
+    def records(rung, models):
+        return [{"model": m, "seed": 0, "status": "ok", "rung": rung,
+                 "history": frame[(frame["model"] == m) & (frame["epoch"] <= rung)].to_dict(orient="records")}
+                for m in models]
+
+    first = decide_group(records(1, sorted(SURVIVOR_COST)), rung=1, epochs=10, settings=settings)
+    assert first["kept"] == ["x", "y"] and first["stopped_projections"] == pytest.approx(
+        {"e1": 50.0, "e2": 60.0, "e3": 80.0, "e4": 100.0})
+    second = decide_group(records(3, first["kept"]), rung=3, epochs=10, settings=settings, previous=first)
+    assert second["kept"] == ["y"] and second["stopped"] == ["x"]
+    assert set(second["stopped_projections"]) == {"e1", "e2", "e3", "e4", "x"}
+    replayed = replay_group(frame, settings.policy, Columns(by=()))
+    assert [c["projected_pepr"] for c in second["candidates"]] == pytest.approx(
+        replayed["rungs"][3]["projected_pepr"].tolist())
+
+
+def test_no_signal_in_the_metric_defers_to_the_next_rung():
+    # every model at the majority-class rate after one epoch: cost alone would decide
+    curves = {"cheap": [0.74, 0.75, 0.76, 0.76], "good": [0.74, 0.85, 0.90, 0.92], "dear": [0.74, 0.80, 0.81, 0.81]}
+    cost = {"cheap": 1.0, "good": 1.1, "dear": 4.0}
+    deferred = decide_rung(histories(curves, cost), rung=1, epochs=4, keep=0.3, min_keep=1, later_rung=True)
+    assert decisions(deferred) == dict.fromkeys(curves, "kept")
+    assert deferred["reason"].str.startswith("no signal").all()
+    # at the last rung there is nothing to wait for: equal performance, PePR prefers the cheaper
+    last = decide_rung(histories(curves, cost), rung=1, epochs=4, keep=0.3, min_keep=1)
+    assert decisions(last) == {"cheap": "kept", "good": "stopped", "dear": "stopped"}
+    result = replay_group(histories(curves, cost), Policy(rungs=(1, 2), keep=0.3, min_keep=1), Columns(by=()))
+    assert decisions(result["rungs"][1]) == dict.fromkeys(curves, "kept")
+    assert decisions(result["rungs"][2]) == {"good": "kept", "cheap": "stopped", "dear": "stopped"}
+    assert result["recommended"] == "good"
 
 
 def test_policy_settings_are_checked():

@@ -529,3 +529,69 @@ def test_requeued_packed_allocation_restores_the_cell_it_had_finished(slurm_clus
     assert all(path.exists() for path in metrics.values())
     runs = pd.read_csv(tmp_path / "results" / "runs.csv")
     assert sorted(runs["seed"]) == list(seeds) and (runs["status"] == "ok").all(), runs
+
+
+# ------------------------------------------------------------------------------------------------
+# An adaptive sweep (config `adaptive:`) packed on SLURM: one rung, the checkpoint in between
+# ------------------------------------------------------------------------------------------------
+
+#: 3 tiny models, 2 epochs, one rung at epoch 1 keeping ceil(0.34 x 3) = 2: the rung jobs and then
+#: the train_model jobs (2 continue, 1 records its stop) each fit one allocation of K=4.
+ADAPTIVE_MODELS = ["mobilenetv3_small_050", "regnetx_002", "mobilenetv2_050"]
+ADAPTIVE_CONFIG = f"""\
+models: [{", ".join(ADAPTIVE_MODELS)}]
+datasets: ["synthetic:n_train=64,n_val=32,n_test=32"]
+inits: [scratch]
+fractions: [1.0]
+seeds: [0]
+epochs: 2
+batch_size: 32
+device: auto
+adaptive: {{rungs: [1], keep: 0.34, min_keep: 1}}
+"""
+ADAPTIVE_OVERRIDES = (
+    *PACKED_OVERRIDES[:PACKED_OVERRIDES.index("--set-threads")],
+    "train_to_rung:gpu=1", "train_to_rung:gpu_model=fake", "train_to_rung:mem_mb=1500", "train_to_rung:runtime=5",
+    "--set-threads", "train_model=1", "pretrain_source=1", "train_to_rung=1",
+    *PACKED_OVERRIDES[PACKED_OVERRIDES.index("--cores"):],
+)
+
+
+def test_adaptive_sweep_packs_its_rung_jobs_and_finishes_exactly_the_kept_cells(slurm_cluster, tmp_path):
+    """profiles/slurm on an adaptive sweep: the 3 rung jobs run packed in one allocation, the
+    checkpoint select_rung decides (locally) in the same run, exactly the kept cells train on
+    from their checkpoints, the stopped one is recorded without training, and a rerun plans nothing."""
+    import json
+
+    pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
+    (tmp_path / "config.yaml").write_text(ADAPTIVE_CONFIG)
+    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", *ADAPTIVE_OVERRIDES)
+    run = run_snakemake_on_slurm(tmp_path, *args, "results/runs.csv", timeout_s=300, profile=USER_PROFILE)
+
+    assert run.returncode == 0, run.output[-6000:]
+    states = run.sacct()
+    assert set(states.values()) == {"COMPLETED"}, states
+    assert all("gres/gpu=1" in tres for tres in run.sacct("AllocTRES").values())
+    # profiles/slurm packs the rung jobs in group "rung", the train_model jobs in group "train"
+    rung_logs = [p.read_text(errors="replace") for p in (tmp_path / ".snakemake" / "slurm_logs").glob("group_rung*/*.log")]
+    assert len(rung_logs) == 1 and rung_logs[0].count("localrule train_to_rung:") == 3, rung_logs
+    train_logs = list(_group_logs(tmp_path).values())
+    assert len(train_logs) == 1 and _cells_started(train_logs[0]) == 3, train_logs
+    assert len(states) == 2, states  # two allocations in all: the rung's, then the cells'
+    assert "select_rung" in run.output and not any("select_rung" in log for log in rung_logs + train_logs)
+
+    decision = json.loads((tmp_path / f"results/adaptive/{SYNTHETIC}/scratch/1.0/rung1.json").read_text())
+    assert len(decision["kept"]) == 2 and len(decision["stopped"]) == 1 and decision["failed"] == [], decision
+    runs = pd.read_csv(tmp_path / "results" / "runs.csv").set_index("model")
+    assert sorted(runs.index) == sorted(ADAPTIVE_MODELS)
+    for model in decision["kept"]:
+        assert runs.loc[model, "status"] == "ok" and runs.loc[model, "segments"] == 2, runs
+        history = pd.read_csv(tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/{model}/seed0/history.csv")
+        assert history["epoch"].tolist() == [1, 2]  # epoch 1 came from the rung, not trained again
+    stopped = decision["stopped"][0]
+    assert runs.loc[stopped, "status"] == "stopped" and runs.loc[stopped, "rung"] == 1, runs
+
+    dry = subprocess.run([sys.executable, "-m", "snakemake", "--profile", str(USER_PROFILE), *args, "-n",
+                          "results/runs.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
+    assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:] + dry.stderr[-3000:]

@@ -40,7 +40,7 @@ rule train_to_rung:
 
 checkpoint select_rung:
     input:
-        rung_candidates,
+        unpack(rung_candidates),
     output:
         decision="results/adaptive/{dataset}/{init}/{fraction}/rung{rung}.json",
     wildcard_constraints:

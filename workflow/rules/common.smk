@@ -226,14 +226,18 @@ def _kept_in(path, mtime_ns):
 
 
 def rung_candidates(wildcards):
-    """select_rung's input: the rung records of the group's candidates still in contention."""
+    """select_rung's input: the rung records of the group's candidates still in contention and,
+    after the first rung, the group's previous decision (its stopped candidates widen the range
+    the projected resource is normalised over)."""
     rung = int(wildcards.rung)
     cells = group_cells(wildcards)
     earlier = [r for r in ADAPTIVE_RUNGS if r < rung]
-    if earlier:
-        kept = kept_models(wildcards.dataset, wildcards.init, wildcards.fraction, earlier[-1])
-        cells = [cell for cell in cells if cell.model in kept]
-    return [rung_record_file(cell, rung) for cell in cells]
+    if not earlier:
+        return {"records": [rung_record_file(cell, rung) for cell in cells]}
+    kept = kept_models(wildcards.dataset, wildcards.init, wildcards.fraction, earlier[-1])
+    previous = checkpoints.select_rung.get(dataset=wildcards.dataset, init=wildcards.init,
+                                           fraction=wildcards.fraction, rung=earlier[-1]).output[0]
+    return {"records": [rung_record_file(cell, rung) for cell in cells if cell.model in kept], "previous": previous}
 
 
 def stopped_at(cell):

@@ -13,12 +13,23 @@ The projection (documented in the README, "Adaptive sweeps"):
 * resource = what the candidate spent up to the rung scaled to the full epochs
   (``spent * epochs / rung``: epochs of one run cost about the same), averaged over seeds; a peak
   (memory) is not scaled: it does not grow with epochs;
-* R = min-max normalisation of the projected resource over the group's candidates at this rung,
-  as PePR normalises over a group; projected PePR = performance / (1 + R).
+* R = min-max normalisation of the projected resource over *every candidate the group started
+  with*: the candidates still in contention at their projection now, the ones stopped at earlier
+  rungs at their projection from the rung where they stopped (``stopped``); projected PePR =
+  performance / (1 + R). The full grid's PePR normalises over the whole group too, so the
+  projection is on the scale the final score will use. Normalising over the survivors alone
+  would blow a small gap up: two survivors 9% apart in cost would score R = 0 and R = 1, and
+  which of two near-equal models is cheaper flips between measurements.
 
 The ``keep`` fraction (rounded up, never fewer than ``min_keep``, never more than there are)
 continues, best projected PePR first. Two rules keep more, never fewer:
 
+* *no signal*: when every candidate's selection metric is the same at a rung (e.g. all predict
+  the majority class after one epoch), the metric cannot tell them apart yet and ranking would be
+  by cost alone; if a later rung follows, every candidate continues and that rung decides (its
+  ``keep`` applies to all of them, so the sweep costs more than planned: the price of not
+  guessing). At the last rung there is no later evidence to wait for, and among equally
+  performing candidates PePR prefers the cheaper, so the ranking stands;
 * *ties*: a candidate whose projected PePR equals the last kept one's continues too (choosing
   between equals by name would be arbitrary);
 * *the trend guard*: from the second epoch on, each candidate's selection metric is also
@@ -176,10 +187,12 @@ def kept_count(candidates: int, keep: float, min_keep: int) -> int:
     return min(candidates, max(min_keep, math.ceil(keep * candidates - 1e-9)))
 
 
-def _minmax(values: np.ndarray) -> np.ndarray:
+def _minmax(values: np.ndarray, reference: Sequence[float] = ()) -> np.ndarray:
+    """Min-max normalisation of ``values`` over the range of ``values`` and ``reference`` together."""
     import numpy as np
 
-    low, high = np.min(values), np.max(values)
+    span = np.concatenate([np.asarray(values, dtype=float), np.asarray(list(reference), dtype=float)])
+    low, high = np.min(span), np.max(span)
     return (values - low) / (high - low) if high > low else np.zeros_like(values)
 
 
@@ -196,8 +209,15 @@ def decide_rung(
     model: str = "model",
     seed: str = "seed",
     epoch: str = "epoch",
+    stopped: Mapping[str, float] | None = None,
+    later_rung: bool = False,
 ) -> pd.DataFrame:
     """One group's decision at one rung: which candidates continue.
+
+    ``stopped`` maps the group's candidates stopped at earlier rungs to their projected resource
+    at the rung where they stopped: they take no part in the decision but widen the range R is
+    normalised over (see the module's docstring). ``later_rung``: whether the policy has a rung
+    after this one (with no signal in the metric, the decision waits for it).
 
     ``history`` holds one row per run (model x seed) and epoch of the group's runs still in
     contention, with the selection metric ``select_by`` and the running total ``resource`` (a
@@ -238,7 +258,7 @@ def decide_rung(
     table.index.name = "model"
     scale = 1.0 if peak else epochs / rung
     table["projected_resource"] = table["mean_spent"] * scale
-    norm = _minmax(table["projected_resource"].to_numpy(dtype=float))
+    norm = _minmax(table["projected_resource"].to_numpy(dtype=float), [float(v) for v in (stopped or {}).values()])
     table["projected_pepr"] = table["metric"].to_numpy() / (1.0 + norm)
     if rung >= 2 and epochs > rung:
         pace = (table["metric"] - table["first"]).clip(lower=0) / (rung - 1)
@@ -251,9 +271,13 @@ def decide_rung(
     count = kept_count(len(table), keep, min_keep)
     cutoff = table["projected_pepr"].iloc[count - 1]
     leader_trend = table["trend_pepr"].iloc[0]
+    no_signal = later_rung and len(table) > 1 and math.isclose(table["metric"].max(), table["metric"].min(), rel_tol=0, abs_tol=1e-12)
     decisions, reasons = [], []
     for position, row in table.iterrows():
-        if position < count:
+        if no_signal:
+            decisions.append(KEPT)
+            reasons.append(f"no signal: every candidate's {select_by} is {row['metric']:.4g}; a later rung decides")
+        elif position < count:
             decisions.append(KEPT)
             reasons.append(f"top {count} of {len(table)} by projected PePR")
         elif math.isclose(row["projected_pepr"], cutoff, rel_tol=1e-12, abs_tol=1e-12):
@@ -301,6 +325,16 @@ def _best_model(final: pd.DataFrame, cols: Columns) -> tuple[str | None, pd.Seri
     return best, pepr
 
 
+def stopped_projections(table: pd.DataFrame, earlier: Mapping[str, float] | None = None) -> dict[str, float]:
+    """The group's stopped candidates and their projected resource where they stopped: ``earlier``
+    (from previous rungs) plus those :func:`decide_rung`'s ``table`` stops now (``decide_rung``'s
+    ``stopped`` at the next rung)."""
+    found = {str(k): float(v) for k, v in (earlier or {}).items()}
+    stops = table[table["decision"] == STOPPED]
+    found.update({str(m): float(r) for m, r in zip(stops["model"], stops["projected_resource"])})
+    return found
+
+
 def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: bool = False) -> dict[str, object]:
     """What the adaptive policy does on one group's full per-epoch history.
 
@@ -318,12 +352,16 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     best_full, full_pepr = _best_model(final, cols)
     alive = set(history[cols.model].unique())
     stop_epoch: dict[object, int] = {}
+    reference: dict[str, float] = {}
     decisions = {}
-    for rung in (r for r in policy.rungs if r < epochs):
+    rungs = [r for r in policy.rungs if r < epochs]
+    for rung in rungs:
         table = decide_rung(history[history[cols.model].isin(alive)], rung=rung, epochs=epochs, keep=policy.keep,
                             min_keep=policy.min_keep, select_by=cols.select_by, resource=cols.resource, peak=peak,
-                            model=cols.model, seed=cols.seed, epoch=cols.epoch)
+                            model=cols.model, seed=cols.seed, epoch=cols.epoch, stopped=reference,
+                            later_rung=rung < rungs[-1])
         decisions[rung] = table
+        reference = stopped_projections(table, reference)
         stop_epoch.update(dict.fromkeys(table.loc[table["decision"] == STOPPED, "model"], rung))
         alive = set(table.loc[table["decision"] == KEPT, "model"])
     # each run spent its running total at the epoch it stopped (a failed run: at its last row)
@@ -452,17 +490,22 @@ def rung_histories(records: Sequence[Mapping[str, Any]], select_by: str, resourc
     return pd.DataFrame(rows, columns=["model", "seed", "status", "epoch", select_by, resource])
 
 
-def decide_group(records: Sequence[Mapping[str, Any]], *, rung: int, epochs: int, settings: AdaptiveSettings) -> dict[str, Any]:
+def decide_group(records: Sequence[Mapping[str, Any]], *, rung: int, epochs: int, settings: AdaptiveSettings,
+                 previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """A group's decision at ``rung`` from its candidates' rung records (:func:`decide_rung`),
     as the JSON the workflow keeps (``results/adaptive/<group>/rungN.json``): the settings, one
     entry per candidate (``model``, ``seeds``, ``metric``, ``spent``, ``projected_resource``,
     ``projected_pepr``, ``trend_pepr``, ``decision``, ``reason``), the models ``kept`` and
-    ``stopped``, and ``failed`` (models with no run reaching the rung)."""
+    ``stopped``, ``failed`` (models with no run reaching the rung) and ``stopped_projections``
+    (every candidate stopped so far with its projected resource where it stopped: the next
+    rung normalises over them). ``previous`` is the group's decision at the rung before."""
     from pepr.results.runs import json_safe
 
+    earlier = dict((previous or {}).get("stopped_projections") or {})
     history = rung_histories(records, settings.select_by, settings.resource)
     table = decide_rung(history, rung=rung, epochs=epochs, keep=settings.policy.keep, min_keep=settings.policy.min_keep,
-                        select_by=settings.select_by, resource=settings.resource, peak=is_peak(settings.resource))
+                        select_by=settings.select_by, resource=settings.resource, peak=is_peak(settings.resource),
+                        stopped=earlier, later_rung=any(r > rung for r in settings.policy.rungs))
     candidates = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
                   for row in table.to_dict(orient="records")]
     kept = [c["model"] for c in candidates if c["decision"] == KEPT]
@@ -472,14 +515,19 @@ def decide_group(records: Sequence[Mapping[str, Any]], *, rung: int, epochs: int
         "rung": rung, "epochs": epochs, "keep": settings.policy.keep, "min_keep": settings.policy.min_keep,
         "resource": settings.resource, "select_by": settings.select_by,
         "candidates": candidates, "kept": kept, "stopped": stopped, "failed": failed,
+        "stopped_projections": stopped_projections(table, earlier),
     })
 
 
-def write_decision(rung_files: Sequence[str], out: str, *, rung: int, epochs: int, settings: AdaptiveSettings) -> dict[str, Any]:
-    """Rule select_rung: read the rung records, decide (:func:`decide_group`), write ``out`` atomically."""
+def write_decision(rung_files: Sequence[str], out: str, *, rung: int, epochs: int, settings: AdaptiveSettings,
+                   previous: str | None = None) -> dict[str, Any]:
+    """Rule select_rung: read the rung records (and ``previous``, the group's decision at the
+    rung before, if any), decide (:func:`decide_group`), write ``out`` atomically."""
     from pepr.results.runs import atomic_write_json
 
-    decision = decide_group([read_rung(path) for path in rung_files], rung=rung, epochs=epochs, settings=settings)
+    before = read_decision(previous) if previous else None
+    decision = decide_group([read_rung(path) for path in rung_files], rung=rung, epochs=epochs, settings=settings,
+                            previous=before)
     atomic_write_json(out, decision)
     return decision
 
