@@ -505,7 +505,9 @@ def pooled(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     keys = groups(ok, cfg.group)
     pepr = f"pepr_{cfg.resource}"
     columns = [(cfg.performance, cfg.performance), (pepr, cfg.resource_label)]
-    fig, axes = _panels(len(columns), title_lines=1)
+    # The legend lists the groups (3 a row) and the trend key: room above the panels for its rows.
+    rows = math.ceil((min(len(keys), MAX_LEGEND - 1) + 1) / 3)
+    fig, axes = _panels(len(columns), title_lines=1 + math.ceil(1.4 * (rows - 1)))
     palette = sns.color_palette("husl" if len(keys) > 10 else "tab10", max(len(keys), 1))
     handles = []
     for colour, key in zip(palette, keys):
