@@ -188,6 +188,8 @@ BAD_CASES = {
     "column in two roles": (None, ["--by", "acc"], "both as --performance and as --by"),
     "unknown status": ("status", [], "unknown run status"),
     "bad histories": (None, ["--histories", "absent_hist.csv"], "does not exist"),
+    "bad combination": (None, ["--combine", "kwh:two,acc"], "--combine"),
+    "combination of an unscored column": (None, ["--combine", "kwh,n_params"], "add it with --resource"),
 }
 
 
