@@ -94,3 +94,9 @@ def test_combining_an_unscored_resource_is_refused_before_any_work():
         report_config_from({"report": {"combine": "energy_kwh,n_train"}})
     cfg = report_config_from({"report": {"combine": "energy_kwh,n_train", "resources": ["n_train"]}})
     assert cfg.resources == ("n_train",)
+
+
+def test_reserved_memory_of_a_cpu_sweep_is_refused_with_the_reason():
+    table = runs().assign(memory_reserved_epoch2_mb=None)
+    with pytest.raises(PeprInputError, match="GPU only"):
+        prepare_table(table, TableSpec(), ReportConfig(resources=("memory_reserved_epoch2_mb",)))

@@ -12,11 +12,10 @@ report. :func:`ReportConfig.from_mapping` validates a user's mapping and raises
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-import math
 
 from pepr.columns import COMBINED, GROUP_COLUMNS, REPORT_RESOURCE_LABELS, RESOURCE_LABELS, SCORED_COLUMNS
 from pepr.errors import PeprInputError

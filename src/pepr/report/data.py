@@ -475,6 +475,8 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     read as they are, and their absence is the error.
     """
     from pepr.results.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column
+
+    workflow_resources = {*RESOURCES, *(amortised_column(r) for r in AMORTISED_RESOURCES)}
     from pepr.plan.report_settings import parse_combine
     from pepr.results.scoring import combine as combine_scores
     from pepr.results.scoring import norm_column, pepr_column, score
@@ -533,6 +535,11 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     # The report's own resources (report.resources) are scored here even in a scored pepr.csv.
     extra = [column("report.resources", r, r, True) for r in cfg.resources if r not in resources]
     resources_all = [*resources, *extra]
+    for name in resources_all:
+        if name not in workflow_resources and pd.to_numeric(table[name], errors="coerce").isna().all():
+            raise PeprInputError(
+                f"{source}: resource '{name}' is empty in every run (memory_reserved_epoch2_mb is recorded on GPU "
+                "only); drop it from --resource / report.resources")
     combine = parse_combine(cfg.combine, "--combine")
     unscored = [c for c, _ in combine if c not in resources_all]
     if unscored:

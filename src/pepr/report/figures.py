@@ -521,7 +521,7 @@ def pooled(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
             if len(frame) >= 3:
                 tx, ty = trend(frame["params"].to_numpy(float), frame[column].to_numpy(float), log_x=True)
                 ax.plot(tx, ty, color=colour, linewidth=1.2, zorder=4)
-    for ax, (column, label) in zip(axes, columns):
+    for ax, (_, label) in zip(axes, columns):
         _set_log_axes(ax, ok["params"], [])
         ax.set(xlabel="trainable parameters" + (" (log)" if ax.get_xscale() == "log" else ""), ylabel=label,
                title=f"{label} vs model size, all groups")
