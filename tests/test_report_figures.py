@@ -148,6 +148,8 @@ def every_figure(scale):
         "pepr_vs_params": figures.pepr_vs_params(data.results, CFG),
         "pooled": figures.pooled(data.results, CFG),
         "init_comparison": figures.paired_comparison(paired_table(data.results, CFG, "init"), data.results, CFG, "init"),
+        "fraction_comparison": figures.paired_comparison(paired_table(data.results, CFG, "fraction"), data.results, CFG,
+                                                         "fraction"),
     }
     for fig in others.values():
         FigureCanvasAgg(fig).draw()

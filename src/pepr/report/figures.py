@@ -602,7 +602,7 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
                 if needs_log(all_values):  # log only when ratios span decades
                     ax.set_yscale("log")
             ax.set_xticks(range(len(contexts)), ["\n".join(textwrap.fill(part, 16) for part in c.split(" / ")) for c in contexts],
-                          fontsize=7)
+                          fontsize=8)
             ax.set_xlim(-0.6, max(len(contexts), 1) - 0.4)
             ax.margins(y=0.3)
             ax.set(ylabel=ylabel, title=f"{label(treatment)} vs {label(baseline)}")
