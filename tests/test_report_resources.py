@@ -100,3 +100,7 @@ def test_reserved_memory_of_a_cpu_sweep_is_refused_with_the_reason():
     table = runs().assign(memory_reserved_epoch2_mb=None)
     with pytest.raises(PeprInputError, match="GPU only"):
         prepare_table(table, TableSpec(), ReportConfig(resources=("memory_reserved_epoch2_mb",)))
+    # a sweep on device: cpu never records it: said at snakemake -n
+    with pytest.raises(PeprInputError, match="device: cpu"):
+        report_config_from({"device": "cpu", "report": {"resources": ["memory_reserved_epoch2_mb"]}})
+    assert report_config_from({"device": "cuda", "report": {"resources": ["memory_reserved_epoch2_mb"]}}).resources

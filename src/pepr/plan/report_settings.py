@@ -51,6 +51,9 @@ def parse_combine(text: str, what: str = "report.combine") -> tuple[tuple[str, f
     return tuple(pairs)
 
 
+#: Reserved GPU memory after epoch 2 (PePR-M (reserved)): recorded by GPU runs only.
+GPU_MEMORY = "memory_reserved_epoch2_mb"
+
 #: Settings that describe the table's shape; ``pepr report``'s flags set them, never a config.
 TABLE_SETTINGS = ("group", "params_known")
 
@@ -228,6 +231,9 @@ def report_config_from(config: Mapping[str, Any]) -> ReportConfig:
     if "performance" in scoring:
         values["performance"] = scoring["performance"]
     cfg = ReportConfig.from_mapping(values)
+    if GPU_MEMORY in cfg.resources and config.get("device") == "cpu":
+        raise PeprInputError(f"report.resources names {GPU_MEMORY}, which runs on device: cpu never record "
+                             "(reserved GPU memory); drop it, or train on a GPU")
     scored = [*SCORED_COLUMNS, *cfg.resources]
     unknown = [c for c, _ in parse_combine(cfg.combine) if c not in scored]
     if unknown:
