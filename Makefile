@@ -33,7 +33,7 @@ endif
 demo: install
 	$(BIN)/snakemake --cores $(CORES)
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
-	@echo "demo finished: see results/pepr.csv, results/summary.md and results/report.html"
+	@echo "demo finished: open results/pepr_report.html (the full report, rebuilt with the sweep); also results/report.html (Snakemake's report of this run), results/summary.md, results/pepr.csv"
 
 ## The whole test suite (lint, unit, CPU training smoke, end-to-end workflow; SLURM where its test
 ## cluster runs, see tests/slurm/start-slurm.sh).

@@ -47,7 +47,7 @@ def timed(stages: list, name: str, call):
 
 def build_with_functions(root: Path, bootstrap: int) -> list:
     """The report of ``root`` (pepr.csv + histories.csv) through the package functions."""
-    from pepr.report.build import load, write_figures, write_summary, write_tables
+    from pepr.report.build import figure_names, load, write_figures, write_summary, write_tables
     from pepr.report.config import ReportConfig
     from pepr.report.html import write_report_page
 
@@ -55,7 +55,7 @@ def build_with_functions(root: Path, bootstrap: int) -> list:
     stages: list = []
     data = timed(stages, "load pepr.csv + histories", lambda: load(root / "pepr.csv", root / "histories.csv", cfg))
     timed(stages, "tables", lambda: write_tables(data, root / "tables"))
-    timed(stages, "figures (8, PNG)", lambda: write_figures(data, root / "figures"))
+    timed(stages, f"figures ({len(figure_names(cfg))}, PNG)", lambda: write_figures(data, root / "figures"))
     timed(stages, "summary.md", lambda: write_summary(load(root / "pepr.csv", None, cfg), root / "tables", root / "summary.md"))
     timed(stages, "report.html (+ interactive)", lambda: write_report_page(root, cfg))
     timed(stages, "answer.html (compact, for Snakemake)", lambda: write_report_page(root, cfg, root / "answer.html", light=True))

@@ -121,7 +121,7 @@ def test_missing_optional_columns_no_params_no_status_no_seed_no_group(tmp_path,
     assert pd.read_csv(out / "tables" / "small_vs_large.csv").empty
     assert pd.read_csv(out / "tables" / "size_trend.csv").empty
     figures = {p.stem for p in (out / "figures").glob("*.png")}
-    assert figures and not figures & {"2_performance_vs_params", "3_pepr_vs_params", "8_energy_vs_params"}
+    assert figures and not figures & {"2_performance_vs_params", "3_pepr_vs_params", "8_energy_vs_params", "9_pooled_vs_params"}
     assert pd.read_csv(out / "tables" / "decision.csv")["recommended_model"].tolist() == ["tiny"]
     page = (out / "report.html").read_text(encoding="utf-8")  # no params: the plot against energy only
     assert page.count('class="plotly-graph-div"') == 1 and 'id="plot-performance_vs_resource"' in page
@@ -188,6 +188,8 @@ BAD_CASES = {
     "column in two roles": (None, ["--by", "acc"], "both as --performance and as --by"),
     "unknown status": ("status", [], "unknown run status"),
     "bad histories": (None, ["--histories", "absent_hist.csv"], "does not exist"),
+    "bad combination": (None, ["--combine", "kwh:two,acc"], "--combine"),
+    "combination of an unscored column": (None, ["--combine", "kwh,n_params"], "add it with --resource"),
 }
 
 

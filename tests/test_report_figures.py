@@ -1,11 +1,13 @@
 """The report's figures at both ends of the scale the report must hold (issue 15): 5 models in
 1 group up to 200 models in 12 groups. Held: legend size, bounded and non-overlapping labels,
 the log-axis rule, a trend with Spearman's rho in every scatter panel, panels that keep their
-size, and no empty panels when there are no histories."""
+size, tick labels legible (>= 9 px) in report.html at a 1400 px window, the pooled figure, and
+no empty panels when there are no histories."""
 
 from __future__ import annotations
 
 import os
+import re
 
 os.environ.setdefault("MPLBACKEND", "Agg")
 
@@ -17,7 +19,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from pepr.report import figures
 from pepr.report.build import load
 from pepr.report.config import ReportConfig
-from pepr.report.data import group_rows, groups
+from pepr.report.data import group_label, group_rows, groups
+from pepr.report.html import STYLE
+from pepr.report.tables import paired_table
 from report_scale import scaled_sweep
 
 CFG = ReportConfig(figure_formats=("png",), bootstrap_resamples=100)
@@ -127,7 +131,59 @@ def test_spearman_and_trend_match_scipy_and_medians():
     assert figures.spearman([1, 2, 3], [1, 2, 3]) == pytest.approx((1.0, 1 / 3, 3))
 
 
-def test_panels_keep_their_size_and_wrap_at_four_columns(scale):
+def page_width_px(window: int) -> float:
+    """Width report.html gives a figure in a browser window ``window`` px wide: main's
+    max-width less its side padding (figures are shown at most at their own size)."""
+    main = re.search(r"main\{padding:(\d+)px (\d+)px[^}]*max-width:(\d+)px", STYLE)
+    assert main, "report.html's CSS no longer sets main's padding and max-width"
+    scrollbar = 17
+    return min(window - scrollbar, int(main.group(3))) - 2 * int(main.group(2))
+
+
+@pytest.fixture(scope="module")
+def every_figure(scale):
+    """The scatter figures and the rest the page shows (every variant, pooled, paired)."""
+    data, drawn, _ = scale
+    others = {
+        "pepr_vs_params": figures.pepr_vs_params(data.results, CFG),
+        "pooled": figures.pooled(data.results, CFG),
+        "init_comparison": figures.paired_comparison(paired_table(data.results, CFG, "init"), data.results, CFG, "init"),
+        "fraction_comparison": figures.paired_comparison(paired_table(data.results, CFG, "fraction"), data.results, CFG,
+                                                         "fraction"),
+    }
+    for fig in others.values():
+        FigureCanvasAgg(fig).draw()
+    return {**drawn, **others}
+
+
+def test_tick_labels_are_at_least_9px_in_a_1400px_window(every_figure):
+    shown = page_width_px(1400)
+    for name, fig in every_figure.items():
+        width_px = fig.get_figwidth() * figures.DPI
+        scale_factor = min(1.0, shown / width_px)  # max-width:100%: shrunk to the page, never enlarged
+        ticks = [label for ax in panels(fig) for label in ax.get_xticklabels() + ax.get_yticklabels()
+                 if label.get_text()]
+        assert ticks or not any(ax.axison for ax in fig.axes), f"{name}: no tick labels drawn"
+        if not ticks:  # a note in place of panels (nothing to compare at this grid)
+            continue
+        smallest = min(label.get_fontsize() for label in ticks) * figures.DPI / 72 * scale_factor
+        assert smallest >= 9, f"{name}: tick labels {smallest:.1f} px at a 1400 px window ({width_px:.0f} px figure)"
+
+
+def test_pooled_figure_has_every_group_in_one_panel_per_claim(scale, every_figure):
+    data, _, n_groups = scale
+    drawn = every_figure
+    axes = panels(drawn["pooled"])
+    assert len(axes) == 2
+    for ax in axes:
+        # one scatter per group, each holding that group's models
+        assert len(ax.collections) == n_groups
+    legend = drawn["pooled"].legends[0]
+    labels = [group_label(k) for k in groups(data.results[data.results["ok"]])][:figures.MAX_LEGEND - 1]
+    assert [t.get_text() for t in legend.get_texts()][:-1] == labels
+
+
+def test_panels_keep_their_size_and_wrap_at_two_columns(scale):
     _, drawn, n_groups = scale
     fig = drawn["performance_vs_resource"]
     axes = panels(fig)

@@ -26,6 +26,8 @@ class Resource:
         estimate: the column of ``pepr estimate``'s table that predicts it; empty when none does.
         cumulative: the history.csv column holding its running total after each epoch; empty
             when history.csv has none (a peak, or a part of the energy).
+        deterministic: the same for every run of one configuration (the training images of a
+            group), so equal values across runs are expected, never a copied measurement.
     """
 
     column: str
@@ -36,6 +38,7 @@ class Resource:
     label: str = ""
     estimate: str = ""
     cumulative: str = ""
+    deterministic: bool = False
 
     @property
     def amortised(self) -> bool:
@@ -56,6 +59,23 @@ RESOURCES: tuple[Resource, ...] = (
              cumulative="cumulative_time_s"),
     Resource("peak_memory_mb", "peak memory", "MiB", additive=False, scored=True, label="PePR-M"),
 )
+
+#: Resources the report scores on request only (``pepr report --resource``, the workflow's
+#: ``report.resources``), never in pepr.csv: reserved GPU memory after epoch 2 (the paper's
+#: PePR-M on GPU, steadier than the peak) and the training images (data as a resource, PePR-D).
+REPORT_RESOURCES: tuple[Resource, ...] = (
+    Resource("memory_reserved_epoch2_mb", "reserved GPU memory (epoch 2)", "MiB", additive=False, scored=False,
+             label="PePR-M (reserved)"),
+    Resource("n_train", "training images", "images", additive=False, scored=False, label="PePR-D",
+             deterministic=True),
+)
+#: Their columns -> their variants' short labels.
+REPORT_RESOURCE_LABELS: dict[str, str] = {r.column: r.label for r in REPORT_RESOURCES}
+#: Resources equal by construction across runs of one configuration (never a copy).
+DETERMINISTIC_RESOURCES: tuple[str, ...] = tuple(r.column for r in (*RESOURCES, *REPORT_RESOURCES) if r.deterministic)
+#: The combined PePR's columns (``report.combine``): its resource R (the weighted mean of the
+#: normalised resources, already in [0, 1]) and its score P / (1 + R).
+COMBINED = "combined"
 
 #: Every resource column, as :data:`RESOURCES` orders them.
 RESOURCE_COLUMNS: tuple[str, ...] = tuple(r.column for r in RESOURCES)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 
-from pepr.columns import GROUP_COLUMNS, SCORED_RESOURCES
+from pepr.columns import GROUP_COLUMNS, REPORT_RESOURCES, SCORED_RESOURCES
 
 HELP = "report on any runs table: pepr.csv, tables, figures, summary.md, report.html"
 
@@ -46,7 +46,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resource", metavar="COL", action="append", default=[],
                         help="resource column, COL or COL:UNIT (kWh, Wh, J, kg, g, s, min, h, MB, ...: totals are "
                         "converted to kWh / kg CO2 / hours) (repeatable; the first is the headline); default: the workflow's "
-                        f"resources present ({', '.join(SCORED_RESOURCES)} and amortised forms)")
+                        f"resources present ({', '.join(SCORED_RESOURCES)} and amortised forms); also "
+                        f"{', '.join(f'{r.column} ({r.label})' for r in REPORT_RESOURCES)}")
+    parser.add_argument("--combine", metavar="COL[:W],COL[:W]", default=None,
+                        help="a combined PePR over scored resources: R = sum w_j R_j / sum w_j of their normalised "
+                        "values (weights default 1), PePR = P / (1 + R), e.g. --combine energy_kwh:2,train_time_s:1 "
+                        "(default: report.combine, none)")
     parser.add_argument("--by", metavar="COL", action="append", default=[],
                         help="group column PePR is normalised within (repeatable); default: those of "
                         f"{', '.join(GROUP_COLUMNS)} present (none: the whole table is one group)")
@@ -125,13 +130,14 @@ def run(args: argparse.Namespace) -> int:
     resources = [split_unit(value, "--resource") for value in args.resource]
     spec = TableSpec(performance=performance, resources=tuple(c for c, _ in resources), by=tuple(args.by),
                      model=args.model, params=args.params, seed=args.seed, rename=_renames(args.rename))
-    settings = {"bootstrap_resamples": args.bootstrap, "equivalence_margin": args.margin,
+    settings = {"bootstrap_resamples": args.bootstrap, "equivalence_margin": args.margin, "combine": args.combine,
                 "exclude_flagged": True if args.exclude_flagged else None}
     try:
         cfg = ReportConfig(**{k: v for k, v in settings.items() if v is not None})
     except PeprInputError as exc:  # named as the flags, not the config keys
         raise PeprInputError(str(exc).replace("report.bootstrap_resamples", "--bootstrap")
-                             .replace("report.equivalence_margin", "--margin")) from None
+                             .replace("report.equivalence_margin", "--margin")
+                             .replace("report.combine", "--combine")) from None
     paths = write_report(args.table, args.out, spec, cfg, histories=args.histories, n_test=args.n_test,
                          runs_root=args.runs, units={c: u for c, u in resources if u is not None},
                          performance_percent=percent == "%")

@@ -12,11 +12,12 @@ report. :func:`ReportConfig.from_mapping` validates a user's mapping and raises
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pepr.columns import GROUP_COLUMNS, RESOURCE_LABELS
+from pepr.columns import COMBINED, GROUP_COLUMNS, REPORT_RESOURCE_LABELS, RESOURCE_LABELS, SCORED_COLUMNS
 from pepr.errors import PeprInputError
 
 #: The resources of the four PePR variants of the paper, with their short labels.
@@ -25,8 +26,45 @@ STANDARD_RESOURCES: dict[str, str] = RESOURCE_LABELS
 #: The workflow's normalisation group: the columns whose rows PePR is normalised over.
 WORKFLOW_GROUP: tuple[str, ...] = GROUP_COLUMNS
 
+def parse_combine(text: str, what: str = "report.combine") -> tuple[tuple[str, float], ...]:
+    """``"energy_kwh,train_time_s"`` or ``"energy_kwh:2,train_time_s:1"`` -> ((column, weight), ...):
+    the resources of a combined PePR, each with its weight (1 when not given). Empty -> ()."""
+    if not isinstance(text, str):
+        raise PeprInputError(f"{what} = {text!r}; write COL[:WEIGHT],COL[:WEIGHT], e.g. energy_kwh,train_time_s")
+    if not text.strip():
+        return ()
+    pairs = []
+    for item in text.split(","):
+        column, sep, weight = item.strip().rpartition(":") if ":" in item else (item.strip(), "", "1")
+        try:
+            value = float(weight)
+        except ValueError:
+            value = math.nan
+        if not column.strip() or not (math.isfinite(value) and value >= 0):
+            raise PeprInputError(f"{what} {text!r}: {item.strip()!r} is not COL or COL:WEIGHT with a weight >= 0, "
+                                 "e.g. energy_kwh:2,train_time_s:1")
+        pairs.append((column.strip(), value))
+    names = [c for c, _ in pairs]
+    if len(pairs) < 2 or len(set(names)) != len(names) or not sum(w for _, w in pairs) > 0:
+        raise PeprInputError(f"{what} {text!r}: name two or more different resources, not all weighted 0, "
+                             "e.g. energy_kwh,train_time_s")
+    return tuple(pairs)
+
+
+#: Reserved GPU memory after epoch 2 (PePR-M (reserved)): recorded by GPU runs only.
+GPU_MEMORY = "memory_reserved_epoch2_mb"
+
 #: Settings that describe the table's shape; ``pepr report``'s flags set them, never a config.
 TABLE_SETTINGS = ("group", "params_known")
+
+
+def variant_label(resource: str) -> str:
+    """The short label of a resource's PePR variant: ``PePR-E``, ``PePR-D``, else ``PePR(column)``."""
+    if resource in STANDARD_RESOURCES:
+        return STANDARD_RESOURCES[resource]
+    if resource == COMBINED:
+        return "PePR-combined"
+    return REPORT_RESOURCE_LABELS.get(resource, f"PePR({resource})")
 
 
 @dataclass(frozen=True)
@@ -56,6 +94,12 @@ class ReportConfig:
             sharing their values); the workflow's are dataset, init, fraction. The names
             ``init`` and ``fraction`` carry meaning (pretrained vs scratch comparisons, data
             fractions); any other column is just a group key. Set by ``pepr report --by``.
+        resources: resources the report scores besides pepr.csv's (its PePR-E, -C, -T, -M), each
+            a column of pepr.csv: ``memory_reserved_epoch2_mb`` (PePR-M on reserved GPU memory,
+            as the paper measures it), ``n_train`` (data as a resource, PePR-D), ...
+        combine: a combined PePR, ``COL[:WEIGHT],COL[:WEIGHT]...`` (e.g. ``energy_kwh,train_time_s``):
+            R = sum w_j R_j / sum w_j over the resources' normalised values, PePR = P / (1 + R);
+            empty: none (``pepr report --combine``).
         exclude_flagged: score and report without the runs a measurement check flags as
             harmful (copied, duplicated, contended, implausible values); the summary says how
             many were left out and which recommendations changed (``pepr report --exclude-flagged``).
@@ -76,6 +120,8 @@ class ReportConfig:
     history_resource: str = "cumulative_energy_kwh"
     model_metadata: str | None = None
     figure_formats: tuple[str, ...] = field(default=("png", "pdf"))
+    resources: tuple[str, ...] = ()
+    combine: str = ""
     exclude_flagged: bool = False
     group: tuple[str, ...] = WORKFLOW_GROUP
     params_known: bool = True
@@ -110,6 +156,14 @@ class ReportConfig:
             problems.append(f"report.min_group = {self.min_group!r}; use an integer >= 2")
         if not isinstance(self.seed, int):
             problems.append(f"report.seed = {self.seed!r}; use an integer")
+        if (not isinstance(self.resources, tuple) or not all(isinstance(c, str) and c for c in self.resources)
+                or len(set(self.resources)) != len(self.resources)):
+            problems.append(f"report.resources = {list(self.resources)!r}; give distinct column names, "
+                            "e.g. [memory_reserved_epoch2_mb, n_train]")
+        try:
+            parse_combine(self.combine)
+        except PeprInputError as exc:
+            problems.append(str(exc))
         if not isinstance(self.exclude_flagged, bool):
             problems.append(f"report.exclude_flagged = {self.exclude_flagged!r}; use true or false")
         bad_formats = [f for f in self.figure_formats if f not in ("png", "pdf", "svg")]
@@ -123,7 +177,7 @@ class ReportConfig:
     @property
     def resource_label(self) -> str:
         """Short label of the headline variant, e.g. ``PePR-E``."""
-        return STANDARD_RESOURCES.get(self.resource, f"PePR({self.resource})")
+        return variant_label(self.resource)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> "ReportConfig":
@@ -148,6 +202,13 @@ class ReportConfig:
             if not isinstance(formats, (list, tuple)):
                 raise PeprInputError(f"report.figure_formats = {formats!r}; give a list, e.g. [png, pdf]")
             values["figure_formats"] = tuple(formats)
+        if "resources" in values:
+            resources = values["resources"]
+            if isinstance(resources, str):  # one resource written without a list
+                resources = [resources]
+            if not isinstance(resources, (list, tuple)):
+                raise PeprInputError(f"report.resources = {resources!r}; give a list, e.g. [memory_reserved_epoch2_mb]")
+            values["resources"] = tuple(resources)
         return cls(**values)
 
 
@@ -169,4 +230,15 @@ def report_config_from(config: Mapping[str, Any]) -> ReportConfig:
     values = dict(settings)
     if "performance" in scoring:
         values["performance"] = scoring["performance"]
-    return ReportConfig.from_mapping(values)
+    cfg = ReportConfig.from_mapping(values)
+    if GPU_MEMORY in cfg.resources and config.get("device") == "cpu":
+        raise PeprInputError(f"report.resources names {GPU_MEMORY}, which runs on device: cpu never record "
+                             "(reserved GPU memory); drop it, or train on a GPU")
+    scored = [*SCORED_COLUMNS, *cfg.resources]
+    unknown = [c for c, _ in parse_combine(cfg.combine) if c not in scored]
+    if unknown:
+        raise PeprInputError(
+            f"report.combine names {', '.join(unknown)}, which pepr.csv does not score; combine its scored "
+            f"resources ({', '.join(SCORED_COLUMNS)}) or add the column to report.resources"
+        )
+    return cfg

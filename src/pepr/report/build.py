@@ -40,7 +40,7 @@ TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", 
                 "recommended_model", "best_model", "statement", "family", "contenders", "best_pepr_model",
                 "interval_method", "pretrained", "pretrained_fraction", "scratch_fraction", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
 #: Figures drawn against parameter counts: left out for a table without them.
-SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space")
+SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space", "pooled")
 
 
 def write_histories(
@@ -119,6 +119,7 @@ def draw_figures(data: ReportData) -> dict:
         "performance_vs_resource": lambda: figures.performance_vs_resource(df, cfg),
         "epoch_pepr": lambda: figures.epoch_pepr(data.histories, data.peaks, df, cfg),
         "model_space": lambda: figures.model_space(df, cfg),
+        "pooled": lambda: figures.pooled(df, cfg),
     }
     return {name: draw[name]() for name in figure_names(cfg)}
 

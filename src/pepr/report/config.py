@@ -48,6 +48,7 @@ FIGURES: dict[str, str] = {
     "performance_vs_resource": "6_performance_vs_energy",
     "epoch_pepr": "7_epoch_pepr",
     "model_space": "8_energy_vs_params",
+    "pooled": "9_pooled_vs_params",
 }
 
 #: The gathered per-epoch histories of every run (one table, written by gather_histories).

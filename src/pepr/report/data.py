@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from pepr.columns import COMBINED
 from pepr.errors import PeprInputError
+from pepr.plan.report_settings import variant_label
 from pepr.results.aggregate import normalise_status
 from pepr.report.config import STANDARD_RESOURCES, WORKFLOW_GROUP, ReportConfig
 from pepr.results.runs import format_fraction, parse_run_path
@@ -211,9 +213,9 @@ def variants(df: pd.DataFrame) -> list[Variant]:
             # Without transfer runs the amortised score equals the plain one: nothing to show.
             if np.allclose(df[column].fillna(-1), df[f"pepr_{base}"].fillna(-1)):
                 continue
-            label = f"{STANDARD_RESOURCES.get(base, f'PePR({base})')} amortised"
+            label = f"{variant_label(base)} amortised"
         else:
-            label = f"PePR({resource})"
+            label = variant_label(resource)
         found.append(Variant(resource, column, label))
     return found
 
@@ -473,6 +475,10 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     read as they are, and their absence is the error.
     """
     from pepr.results.aggregate import AMORTISED_RESOURCES, RESOURCES, amortised_column
+
+    workflow_resources = {*RESOURCES, *(amortised_column(r) for r in AMORTISED_RESOURCES)}
+    from pepr.plan.report_settings import parse_combine
+    from pepr.results.scoring import combine as combine_scores
     from pepr.results.scoring import norm_column, pepr_column, score
 
     if len(raw) == 0:
@@ -526,6 +532,22 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
                 f"{source} has none of the workflow's resource columns ({', '.join(RESOURCES)}); "
                 "name yours with --resource COL (repeatable)"
             )
+    # The report's own resources (report.resources) are scored here even in a scored pepr.csv.
+    extra = [column("report.resources", r, r, True) for r in cfg.resources if r not in resources]
+    resources_all = [*resources, *extra]
+    for name in resources_all:
+        if name not in workflow_resources and pd.to_numeric(table[name], errors="coerce").isna().all():
+            raise PeprInputError(
+                f"{source}: resource '{name}' is empty in every run (memory_reserved_epoch2_mb is recorded on GPU "
+                "only); drop it from --resource / report.resources")
+    combine = parse_combine(cfg.combine, "--combine")
+    unscored = [c for c, _ in combine if c not in resources_all]
+    if unscored:
+        raise PeprInputError(f"--combine names {', '.join(unscored)}, which this report does not score; "
+                             f"add it with --resource COL, or combine among {', '.join(resources_all)}")
+    if combine and COMBINED in table.columns:
+        raise PeprInputError(f"{source} has a column '{COMBINED}', the name of the combined PePR; "
+                             f"rename it (--rename {COMBINED}={COMBINED}_input)")
     repeated = sorted({r for r in resources if resources.count(r) > 1})
     if repeated:
         raise PeprInputError(f"--resource {', '.join(repeated)} given more than once")
@@ -536,7 +558,7 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     if len(set(by)) != len(by):
         raise PeprInputError(f"--by: a group column is given more than once ({', '.join(by)})")
     roles = {"--model": [model], "--seed": [seed], "--params": [params], "--performance": [performance],
-             "--resource": resources, "--by": by}
+             "--resource": resources_all, "--by": by}
     seen: dict[str, str] = {}
     for flag, names in roles.items():
         for name in names:
@@ -568,7 +590,11 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
             "rebuild it with that rule (snakemake results/pepr.csv), or report on a runs table with pepr report"
         )
     given_scores = table[stale]
-    scored_input = table.drop(columns=stale)
+    # the report's own scores are always computed again
+    own_columns = [c for r in extra for c in (norm_column(r), pepr_column(r))]
+    if combine:
+        own_columns += [COMBINED, norm_column(COMBINED), pepr_column(COMBINED)]
+    scored_input = table.drop(columns=[*stale, *[c for c in own_columns if c in table.columns and c not in stale]])
     work = scored_input.rename(columns=to_report)
     if seed is None:
         work["seed"] = 0
@@ -602,15 +628,21 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     # Scored over the successful runs (failed ones keep empty scores), as pepr score scores a
     # table; rows are labelled by their run so that an error names the runs at fault.
     scored = work.copy()
+    new_columns += own_columns
     for name in new_columns:
         scored[name] = np.nan
+    labels = [f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
+              for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))]
+    successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
     if spec.scored:
-        result = given_scores.loc[ok].apply(pd.to_numeric, errors="coerce")
+        given = given_scores.loc[ok].apply(pd.to_numeric, errors="coerce").set_axis(successful.index, axis=0)
+        result = successful.assign(**{c: given[c].to_numpy() for c in given.columns})
+        if extra:
+            result = score(result, performance=performance, resources=extra, by=by)
     else:
-        labels = [f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
-                  for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))]
-        successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
-        result = score(successful, performance=performance, resources=resources, by=by)
+        result = score(successful, performance=performance, resources=resources_all, by=by)
+    if combine:
+        result = combine_scores(result, performance, combine, COMBINED)
     for name in new_columns:
         scored.loc[ok, name] = result[name].to_numpy()
     out = scored_input.copy()
@@ -622,7 +654,7 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     names = {role: name for name, role in to_report.items()}
     if not had_status:
         scored = scored.drop(columns=["status"])
-    return PreparedTable(out, scored, cfg, names, tuple(resources), tuple(synthetic))
+    return PreparedTable(out, scored, cfg, names, (*resources_all, *([COMBINED] if combine else [])), tuple(synthetic))
 
 
 def gather_histories(

@@ -47,8 +47,14 @@ from pepr.results.runs import remove_stale_temporaries
 MAX_LEGEND = 12
 #: Most models labelled in one panel.
 MAX_LABELS = 8
-#: Most panels side by side; more groups wrap onto further rows (panels never shrink).
-MAX_COLUMNS = 4
+#: Most panels side by side; more groups wrap onto further rows (panels never shrink). Two
+#: panels with their keys make a figure about 14 in (1,400 px) wide, which report.html shows at
+#: nearly its full size, so tick labels stay legible (>= 9 px) in a 1,400 px window.
+MAX_COLUMNS = 2
+#: Widest a figure may be (inches): wider ones would be shrunk in the page below legible size.
+MAX_WIDTH = 16.0
+#: Resolution of the saved PNGs (pixels per inch); the page shows them at most at this size.
+DPI = 100
 #: Size of one panel in inches (width, height), whatever the number of groups.
 PANEL = (4.0, 3.2)
 #: Extra width beside a panel for its key of labelled models.
@@ -218,7 +224,7 @@ def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[P
         remove_stale_temporaries(path)  # left by a report job killed mid-write
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            fig.savefig(tmp, dpi=100, format=fmt)  # constrained layout already fits the figure: no "tight" re-draw
+            fig.savefig(tmp, dpi=DPI, format=fmt)  # constrained layout already fits the figure: no "tight" re-draw
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -451,7 +457,7 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
     panel per group and column; with several columns, one figure row per group."""
     keys = groups(df[df["ok"]], cfg.group)
     ok = df[df["ok"]]
-    ncols = len(columns) if len(columns) > 1 else None
+    ncols = min(len(columns), MAX_COLUMNS) if len(columns) > 1 else None
     lines = _title_lines([_panel_title(k, group=cfg.group) for k in keys]) + (1 if len(columns) > 1 else 0)
     fig, axes = _panels(max(len(keys) * len(columns), 1), ncols=ncols, key=True, title_lines=lines)
     pending: list[tuple] = []
@@ -492,6 +498,46 @@ def pepr_vs_params(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     return _params_panels(df, cfg, [(v.column, v.label) for v in report_variants(df)])
 
 
+def pooled(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
+    """Figure 9, compact for a paper: performance and the headline PePR vs parameters, every
+    group's models (seed means) in one panel per claim, the group as hue and a trend per group."""
+    ok = df[df["ok"]]
+    keys = groups(ok, cfg.group)
+    pepr = f"pepr_{cfg.resource}"
+    columns = [(cfg.performance, cfg.performance), (pepr, cfg.resource_label)]
+    # The legend lists the groups (3 a row) and the trend key: room above the panels for its rows.
+    rows = math.ceil((min(len(keys), MAX_LEGEND - 1) + 1) / 3)
+    fig, axes = _panels(len(columns), title_lines=1 + math.ceil(1.4 * (rows - 1)))
+    palette = sns.color_palette("husl" if len(keys) > 10 else "tab10", max(len(keys), 1))
+    handles = []
+    for colour, key in zip(palette, keys):
+        label = group_label(key, cfg.group)
+        handles.append(Line2D([], [], color=colour, marker="o", linestyle="-", markersize=6, label=label))
+        means = _means(_cell_frame(ok, key, cfg.group), ["params", *(c for c, _ in columns)])
+        for ax, (column, _) in zip(axes, columns):
+            frame = means.dropna(subset=["params", column])
+            ax.scatter(frame["params"], frame[column], s=float(np.clip(1500 / max(len(frame), 1), 6, 24)),
+                       color=colour, alpha=0.7, linewidths=0.3, edgecolors="white", zorder=3)
+            if len(frame) >= 3:
+                tx, ty = trend(frame["params"].to_numpy(float), frame[column].to_numpy(float), log_x=True)
+                ax.plot(tx, ty, color=colour, linewidth=1.2, zorder=4)
+    for ax, (_, label) in zip(axes, columns):
+        _set_log_axes(ax, ok["params"], [])
+        ax.set(xlabel="trainable parameters" + (" (log)" if ax.get_xscale() == "log" else ""), ylabel=label,
+               title=f"{label} vs model size, all groups")
+        ax.title.set_fontsize(9)
+    trend_key = Line2D([], [], color="black", linewidth=1.2, label="trend per group (binned medians)")
+    handles = handles[:MAX_LEGEND - 1] + [trend_key]
+    if keys:
+        h = fig.get_figheight()
+        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.05 / h),
+                   bbox_transform=fig.transFigure, fontsize=8, frameon=False, ncols=min(len(handles), 3))
+    _footnote(fig, ["One point per model and group (seed means), coloured by group; lines: each group's trend "
+                    "(binned medians). PePR is normalised within each group, so compare its shape across groups, "
+                    "not its level." + (f" Legend: the first {MAX_LEGEND - 1} of {len(keys)} groups." if len(keys) >= MAX_LEGEND else "")])
+    return fig
+
+
 def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, factor: str) -> Figure:
     """Figures 4 and 5: each level of ``factor`` against its baseline, per context, on raw
     performance (difference) and the raw headline resource (ratio): one point per model (its
@@ -504,7 +550,10 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     context = [c for c in cfg.group if c != factor]
     n_contexts = df[context].drop_duplicates().shape[0]
     # Panels widen with the contexts on their x axis, so the context labels never overlap.
-    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=len(metrics), size=(max(5.2, 1.6 * n_contexts), 3.8),
+    size = (max(5.2, 1.6 * n_contexts), 3.8)
+    # The two metrics side by side while that fits the page; one under the other beyond.
+    ncols = len(metrics) if _LEFT + len(metrics) * (size[0] + _GAP_X + 0.3) <= MAX_WIDTH else 1
+    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=ncols, size=size,
                         title_lines=4)  # room for context tick labels of up to three lines
     label = fraction_label if factor == "fraction" else str
     classes = model_classes(df, cfg)
@@ -553,7 +602,7 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
                 if needs_log(all_values):  # log only when ratios span decades
                     ax.set_yscale("log")
             ax.set_xticks(range(len(contexts)), ["\n".join(textwrap.fill(part, 16) for part in c.split(" / ")) for c in contexts],
-                          fontsize=7)
+                          fontsize=8)
             ax.set_xlim(-0.6, max(len(contexts), 1) - 0.4)
             ax.margins(y=0.3)
             ax.set(ylabel=ylabel, title=f"{label(treatment)} vs {label(baseline)}")

@@ -58,6 +58,7 @@ FIGURE_TITLES = {
     "6_performance_vs_energy": "6. Performance vs energy, Pareto front",
     "7_epoch_pepr": "7. When training stops paying off (PePR per epoch)",
     "8_energy_vs_params": "8. The model space: energy vs model size",
+    "9_pooled_vs_params": "9. All groups in one panel: performance and PePR vs model size (compact, for a paper)",
 }
 
 STYLE = """

@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import pandas as pd
 
-from pepr.columns import ADDITIVE_RESOURCES
+from pepr.columns import ADDITIVE_RESOURCES, COMBINED, DETERMINISTIC_RESOURCES
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
 from pepr.report.data import (MEASURED_ON, co2_is_scaled_energy, energy_methods, group_label, group_rows,
                               groups, report_variants, run_columns)
@@ -430,7 +430,9 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
         return HARMLESS, "; harmless: same data size and a plausible implied power"
 
     known = list(dict.fromkeys([*resources, *[c for c in STANDARD_RESOURCES if c in df.columns]]))
-    copied = [r for r in known if r in ADDITIVE_RESOURCES or (r not in STANDARD_RESOURCES and not r.endswith("_amortised"))]
+    # Equal by construction (training images, a combination of normalised values): never a copy.
+    copied = [r for r in known if r in ADDITIVE_RESOURCES or (r not in STANDARD_RESOURCES and not r.endswith("_amortised")
+                                                                and r not in DETERMINISTIC_RESOURCES and r != COMBINED)]
     memory = [r for r in known if _is_memory(r)]
     config = [c for c in MEMORY_CONFIG if c in ok.columns]
     for resource in dict.fromkeys([*copied, *memory]):

@@ -9,6 +9,13 @@ For each run ``i`` in one cell (the ``by`` group) and each resource column ``r``
 expensive ``P / 2``. A cell whose resource is constant (``max == min``, e.g. a single run) gets
 ``r_norm = 0`` for every run, so each of its runs scores its own performance.
 
+A combined PePR over several resources averages their normalised values with weights ``w``::
+
+    R_i = sum_j w_j r_norm_j,i / sum_j w_j      pepr_combined_i = P_i / (1 + R_i)
+
+so R stays in [0, 1] (it is 0 only for a run cheapest on every resource) and equal weights
+count each resource alike whatever its unit (:func:`combine`).
+
 This module imports pandas and numpy only: scoring must stay light and never pull in torch.
 """
 
@@ -22,7 +29,7 @@ import pandas as pd
 from pepr.columns import RESOURCE_COLUMNS
 from pepr.errors import PeprInputError
 
-__all__ = ["score", "norm_column", "pepr_column", "validate_score_inputs"]
+__all__ = ["score", "combine", "norm_column", "pepr_column", "validate_score_inputs"]
 
 #: How many offending row labels an error message lists before it summarises the rest.
 _MAX_ROWS_IN_MESSAGE = 10
@@ -242,3 +249,26 @@ def score(
         out[norm_column(resource)] = normalised
         out[pepr_column(resource)] = perf / (1.0 + normalised)
     return out
+
+
+def combine(scored: pd.DataFrame, performance: str, weights: Sequence[tuple[str, float]], name: str) -> pd.DataFrame:
+    """``scored`` (the output of :func:`score`) plus the combined PePR of ``weights``' resources
+    ((column, weight) pairs, each already scored): ``name`` and ``<name>_norm`` hold
+    R = sum w_j r_norm_j / sum w_j, ``pepr_<name>`` holds P / (1 + R). A run lacking any of the
+    resources gets no combined score."""
+    if not weights:
+        raise PeprInputError("a combined PePR needs at least one resource")
+    missing = [c for c, _ in weights if norm_column(c) not in scored.columns]
+    if missing:
+        raise PeprInputError(f"combined PePR: resource(s) {', '.join(missing)} are not scored; score them first")
+    total = float(sum(w for _, w in weights))
+    if not total > 0 or any(not np.isfinite(w) or w < 0 for _, w in weights):
+        raise PeprInputError("combined PePR: weights must be finite, >= 0 and not all 0")
+    r = sum(w * pd.to_numeric(scored[norm_column(c)], errors="coerce").to_numpy(float) for c, w in weights) / total
+    perf = pd.to_numeric(scored[performance], errors="coerce").to_numpy(float)
+    out = scored.copy()
+    out[name] = r
+    out[norm_column(name)] = r
+    out[pepr_column(name)] = perf / (1.0 + r)
+    return out
+
