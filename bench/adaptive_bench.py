@@ -39,8 +39,16 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from benchlib import REPO_ROOT, machine_line, print_table
 
-MODELS = ["mobilenetv3_small_050", "mobilenetv2_050", "regnetx_002", "mnasnet_100", "efficientnet_b0", "resnet10t",
-          "resnet18", "resnet34"]
+MODELS = [
+    "mobilenetv3_small_050",
+    "mobilenetv2_050",
+    "regnetx_002",
+    "mnasnet_100",
+    "efficientnet_b0",
+    "resnet10t",
+    "resnet18",
+    "resnet34",
+]
 GROUP = ["dataset", "init", "fraction"]
 
 
@@ -58,9 +66,18 @@ def find_data_dir() -> Path | None:
 
 def sweep_config(args: argparse.Namespace, data_dir: Path, adaptive: bool) -> dict:
     config = {
-        "models": MODELS, "datasets": ["pneumoniamnist"], "inits": ["scratch"], "fractions": [args.fraction],
-        "seeds": [0], "epochs": args.epochs, "batch_size": 64, "device": "cpu", "data_dir": str(data_dir),
-        "resources": {kind: {"cpus": 1, "gpu": 0, "mem_mb": 3000, "runtime": 60} for kind in ("train", "pretrain", "default")},
+        "models": MODELS,
+        "datasets": ["pneumoniamnist"],
+        "inits": ["scratch"],
+        "fractions": [args.fraction],
+        "seeds": [0],
+        "epochs": args.epochs,
+        "batch_size": 64,
+        "device": "cpu",
+        "data_dir": str(data_dir),
+        "resources": {
+            kind: {"cpus": 1, "gpu": 0, "mem_mb": 3000, "runtime": 60} for kind in ("train", "pretrain", "default")
+        },
     }
     if adaptive:
         config["adaptive"] = {"rungs": args.rungs, "keep": args.keep, "min_keep": args.min_keep}
@@ -74,9 +91,24 @@ def run_sweep(work: Path, name: str, config: dict, cores: int, targets: list[str
     path.write_text(yaml.safe_dump(config))
     started = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"), "--directory", str(folder),
-         "--configfile", str(path), "--cores", str(cores), *targets],
-        cwd=REPO_ROOT, capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(REPO_ROOT / "Snakefile"),
+            "--directory",
+            str(folder),
+            "--configfile",
+            str(path),
+            "--cores",
+            str(cores),
+            *targets,
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode != 0:
         raise SystemExit(f"{name} sweep failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
@@ -109,16 +141,35 @@ def main() -> None:
         raise SystemExit("pneumoniamnist.npz not found: pass --data-dir or set PEPR_SHARED_DATA")
     work = args.work or Path(tempfile.mkdtemp(prefix="pepr-adaptive-bench-"))
     print(machine_line())
-    print(f"work folder: {work}; {len(MODELS)} models, PneumoniaMNIST 28 px, fraction {args.fraction}, "
-          f"{args.epochs} epochs; adaptive rungs {args.rungs}, keep {args.keep}, min_keep {args.min_keep}")
-    full_s = run_sweep(work, "full", sweep_config(args, data_dir, False), args.cores, ["results/runs.csv", "results/histories.csv"])
+    print(
+        f"work folder: {work}; {len(MODELS)} models, PneumoniaMNIST 28 px, fraction {args.fraction}, "
+        f"{args.epochs} epochs; adaptive rungs {args.rungs}, keep {args.keep}, min_keep {args.min_keep}"
+    )
+    full_s = run_sweep(
+        work, "full", sweep_config(args, data_dir, False), args.cores, ["results/runs.csv", "results/histories.csv"]
+    )
     adaptive_s = run_sweep(work, "adaptive", sweep_config(args, data_dir, True), args.cores, ["results/runs.csv"])
     full = pd.read_csv(work / "full" / "results" / "runs.csv")
     adaptive = pd.read_csv(work / "adaptive" / "results" / "runs.csv")
     replay_dir = work / "replay"
-    subprocess.run([sys.executable, "-m", "pepr.cli", "replay", str(work / "full" / "results" / "histories.csv"),
-                    "--rungs", ",".join(map(str, args.rungs)), "--keep", str(args.keep), "--min-keep", str(args.min_keep),
-                    "--out", str(replay_dir)], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pepr.cli",
+            "replay",
+            str(work / "full" / "results" / "histories.csv"),
+            "--rungs",
+            ",".join(map(str, args.rungs)),
+            "--keep",
+            str(args.keep),
+            "--min-keep",
+            str(args.min_keep),
+            "--out",
+            str(replay_dir),
+        ],
+        check=True,
+    )
     replayed = pd.read_csv(replay_dir / "replay.csv")
     rows = []
     for key, full_group in full.groupby(GROUP):
@@ -129,17 +180,38 @@ def main() -> None:
         regret = full_pepr[best_full] - full_pepr[recommended]
         replay_row = replayed[(replayed["dataset"] == key[0]) & (replayed["init"] == key[1])].iloc[0]
         stopped = part.loc[part["status"] == "stopped", ["model", "rung"]]
-        rows.append((
-            "/".join(map(str, key)), best_full, recommended, f"{share:.3f}", f"{regret:.4f}",
-            replay_row["recommended"], f"{replay_row['resource_share']:.3f}",
-            "yes" if replay_row["recommended"] == recommended else "no",
-            ", ".join(f"{m}@{int(r)}" for m, r in stopped.itertuples(index=False)),
-        ))
-    print_table("Adaptive sweep vs full grid (energy, PePR-E)", rows,
-                ("group", "best (full)", "recommended (adaptive)", "resource share", "PePR regret",
-                 "replay recommends", "replay share", "replay agrees", "stopped at rung"))
-    print(f"\nwall time: full grid {full_s:.0f} s, adaptive {adaptive_s:.0f} s (ratio {adaptive_s / full_s:.2f}); "
-          f"energy: full {full['energy_kwh'].sum():.4g} kWh, adaptive {adaptive['energy_kwh'].sum():.4g} kWh")
+        rows.append(
+            (
+                "/".join(map(str, key)),
+                best_full,
+                recommended,
+                f"{share:.3f}",
+                f"{regret:.4f}",
+                replay_row["recommended"],
+                f"{replay_row['resource_share']:.3f}",
+                "yes" if replay_row["recommended"] == recommended else "no",
+                ", ".join(f"{m}@{int(r)}" for m, r in stopped.itertuples(index=False)),
+            )
+        )
+    print_table(
+        "Adaptive sweep vs full grid (energy, PePR-E)",
+        rows,
+        (
+            "group",
+            "best (full)",
+            "recommended (adaptive)",
+            "resource share",
+            "PePR regret",
+            "replay recommends",
+            "replay share",
+            "replay agrees",
+            "stopped at rung",
+        ),
+    )
+    print(
+        f"\nwall time: full grid {full_s:.0f} s, adaptive {adaptive_s:.0f} s (ratio {adaptive_s / full_s:.2f}); "
+        f"energy: full {full['energy_kwh'].sum():.4g} kWh, adaptive {adaptive['energy_kwh'].sum():.4g} kWh"
+    )
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import pickle
 import pstats
 import statistics
 import sys
-import pickle
 import time
 from pathlib import Path
 
@@ -111,8 +111,12 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--profile", action="store_true", help="print the top functions of one pepr aggregation")
     parser.add_argument("--target-s", type=float, default=4.0, help="target wall seconds for new (default 4)")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="where the synthetic runs are kept for reuse (default: $TMPDIR/pepr-bench)")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where the synthetic runs are kept for reuse (default: $TMPDIR/pepr-bench)",
+    )
     args = parser.parse_args()
     print(machine_line())
     grid = SyntheticGrid(seeds=tuple(range(args.seeds)))
@@ -127,8 +131,10 @@ def main() -> int:
         with open(tmp_path / "runs.pickle", "wb") as handle:
             pickle.dump(runs, handle)
         mark_ready(tmp_path, repr(grid))
-        print(f"wrote {len(runs.metrics)} metrics.json (+{len(runs.pretrain_metrics)} pretraining) in "
-              f"{time.perf_counter() - start:.1f} s to {tmp_path} (kept for the next run)")
+        print(
+            f"wrote {len(runs.metrics)} metrics.json (+{len(runs.pretrain_metrics)} pretraining) in "
+            f"{time.perf_counter() - start:.1f} s to {tmp_path} (kept for the next run)"
+        )
     # Import pandas and pepr once up front so that neither candidate pays the import.
     import pandas  # noqa: F401
 
@@ -142,14 +148,20 @@ def main() -> int:
             wall0, cpu0 = time.perf_counter(), time.process_time()
             call()
             return time.perf_counter() - wall0, time.process_time() - cpu0
+
         return run
 
     old_dir = out / "old"
     old_dir.mkdir(exist_ok=True)
     candidates = {
-        "new (pyarrow CSV writer)": timed(lambda: pepr_aggregate(runs.metrics, runs.pretrain_metrics, runs.runs_root, out)),
-        "old (pandas to_csv writer)": timed(lambda: with_writer(pandas_write_csv, lambda: pepr_aggregate(
-            runs.metrics, runs.pretrain_metrics, runs.runs_root, old_dir))),
+        "new (pyarrow CSV writer)": timed(
+            lambda: pepr_aggregate(runs.metrics, runs.pretrain_metrics, runs.runs_root, out)
+        ),
+        "old (pandas to_csv writer)": timed(
+            lambda: with_writer(
+                pandas_write_csv, lambda: pepr_aggregate(runs.metrics, runs.pretrain_metrics, runs.runs_root, old_dir)
+            )
+        ),
         "floor (json.load + to_csv)": timed(lambda: floor_aggregate(runs.metrics, out / "floor.csv")),
     }
     busy0, total0 = cpu_times()
@@ -166,22 +178,35 @@ def main() -> int:
     print_table(
         f"Aggregation of {len(runs.metrics):,} runs -> runs.csv + pepr.csv ({args.repeats} interleaved repeats, median)",
         [
-            (label, f"{t.median:.2f}", t.spread, f"{statistics.median(t.cpu_s):.2f}", f"{cpu_share(t):.0%}",
-             f"{t.median / old_t.median:.2f}")
+            (
+                label,
+                f"{t.median:.2f}",
+                t.spread,
+                f"{statistics.median(t.cpu_s):.2f}",
+                f"{cpu_share(t):.0%}",
+                f"{t.median / old_t.median:.2f}",
+            )
             for label, t in timings.items()
         ],
         ("candidate", "median wall s", "min-max s", "median CPU s", "CPU share", "wall vs old"),
     )
     machine_busy = (busy1 - busy0) / (total1 - total0) if total1 > total0 else float("nan")
-    print(f"\nmachine CPU use during the runs: {machine_busy:.0%} of {os.cpu_count()} cores "
-          f"(this benchmark alone would be ~{1 / os.cpu_count():.0%}); {machine_line()}")
-    print(f"new / old = {new_t.median / old_t.median:.2f}x; runs.csv and pepr.csv: {len(new_csv)} rows, identical values from "
-          f"both writers; target new <= {args.target_s:g} s: {'MET' if new_t.median <= args.target_s else 'MISSED'} "
-          f"({new_t.median:.2f} s wall, {statistics.median(new_t.cpu_s):.2f} s CPU)")
+    print(
+        f"\nmachine CPU use during the runs: {machine_busy:.0%} of {os.cpu_count()} cores "
+        f"(this benchmark alone would be ~{1 / os.cpu_count():.0%}); {machine_line()}"
+    )
+    print(
+        f"new / old = {new_t.median / old_t.median:.2f}x; runs.csv and pepr.csv: {len(new_csv)} rows, identical values from "
+        f"both writers; target new <= {args.target_s:g} s: {'MET' if new_t.median <= args.target_s else 'MISSED'} "
+        f"({new_t.median:.2f} s wall, {statistics.median(new_t.cpu_s):.2f} s CPU)"
+    )
     stages = pepr_stages(runs.metrics, runs.pretrain_metrics, runs.runs_root, out)
     total = sum(t for _, t in stages)
-    print_table("Where pepr's aggregation time goes (one extra run)",
-                [(name, f"{t:.2f}", f"{t / total:.0%}") for name, t in stages], ("stage", "s", "share"))
+    print_table(
+        "Where pepr's aggregation time goes (one extra run)",
+        [(name, f"{t:.2f}", f"{t / total:.0%}") for name, t in stages],
+        ("stage", "s", "share"),
+    )
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()

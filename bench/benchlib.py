@@ -54,16 +54,13 @@ def run_command(cmd: Sequence[str], cwd: Path, env: dict[str, str] | None = None
     """
     before = os.times()
     start = time.perf_counter()
-    proc = subprocess.run(
-        list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    proc = subprocess.run(list(cmd), cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     wall = time.perf_counter() - start
     after = os.times()
     cpu = (after.children_user - before.children_user) + (after.children_system - before.children_system)
     if proc.returncode != 0:
         raise RuntimeError(
-            f"command failed with exit code {proc.returncode}: {' '.join(cmd)} (in {cwd})\n"
-            f"{proc.stdout[-4000:]}"
+            f"command failed with exit code {proc.returncode}: {' '.join(cmd)} (in {cwd})\n{proc.stdout[-4000:]}"
         )
     return wall, cpu, proc.stdout
 

@@ -43,7 +43,9 @@ import uuid
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_NPZ = Path(os.environ.get("PEPR_SHARED_DIR") or REPO_ROOT / ".." / "shared") / "data" / "medmnist" / "pneumoniamnist.npz"
+DEFAULT_NPZ = (
+    Path(os.environ.get("PEPR_SHARED_DIR") or REPO_ROOT / ".." / "shared") / "data" / "medmnist" / "pneumoniamnist.npz"
+)
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -55,7 +57,19 @@ def _env(**extra: str) -> dict[str, str]:
 def _train(out: Path, model: str, dataset: str, *flags: str, env: dict[str, str] | None = None) -> dict:
     """One ``pepr train`` process (cold unless ``env`` names a warm allocation); its metrics.json
     plus ``_wall_s``, the process's wall time."""
-    argv = [sys.executable, "-m", "pepr.cli", "train", "--model", model, "--dataset", dataset, "--out", str(out), *flags]
+    argv = [
+        sys.executable,
+        "-m",
+        "pepr.cli",
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        dataset,
+        "--out",
+        str(out),
+        *flags,
+    ]
     started = time.perf_counter()
     result = subprocess.run(argv, capture_output=True, text=True, env=env or _env(PEPR_WARM="0"), check=False)
     wall = time.perf_counter() - started
@@ -115,7 +129,9 @@ class Nvml:
         return f"mean {statistics.mean(self._samples):.0f}%, busy {100 * busy:.0f}% of {len(self._samples)} samples"
 
 
-def packed(tmp: Path, label: str, k: int, model: str, dataset: str, flags: list[str], env: dict[str, str], nvml: Nvml) -> tuple[float, float, str]:
+def packed(
+    tmp: Path, label: str, k: int, model: str, dataset: str, flags: list[str], env: dict[str, str], nvml: Nvml
+) -> tuple[float, float, str]:
     """K cells one after another (seeds 0..K-1) as a packed allocation runs them: total wall
     time, fixed cost per cell (wall minus training time) and GPU utilisation over the run."""
     nvml.start_sampling()
@@ -128,7 +144,9 @@ def packed(tmp: Path, label: str, k: int, model: str, dataset: str, flags: list[
     return wall, (wall - trained) / k, nvml.stop_sampling()
 
 
-def throughput(model_name: str, dataset: str, image_size: int, batch_size: int, device, precision_name: str, repeats: int) -> float:
+def throughput(
+    model_name: str, dataset: str, image_size: int, batch_size: int, device, precision_name: str, repeats: int
+) -> float:
     """Median over interleaved repeats of (pepr images/s) / (bare images/s)."""
     import timm
     import torch
@@ -185,12 +203,35 @@ def throughput(model_name: str, dataset: str, image_size: int, batch_size: int, 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--npz", type=Path, default=DEFAULT_NPZ, help="MedMNIST-layout npz for the real-data runs (default: PneumoniaMNIST in ../shared; synthetic data with --allow-cpu when absent)")
+    parser.add_argument(
+        "--npz",
+        type=Path,
+        default=DEFAULT_NPZ,
+        help="MedMNIST-layout npz for the real-data runs (default: PneumoniaMNIST in ../shared; synthetic data with --allow-cpu when absent)",
+    )
     parser.add_argument("--model", default="resnet18")
-    parser.add_argument("--epochs", type=int, default=None, help="real-data epochs (default: 10 on GPU, 2 with --quick, 1 with --allow-cpu)")
-    parser.add_argument("--k", type=int, default=None, help="cells of the packed allocation (default: 8, 4 with --quick, 2 with --allow-cpu)")
-    parser.add_argument("--quick", action="store_true", help="the 3-minute version: fewer repeats, K=4, 2 epochs, fp32 real-data run only")
-    parser.add_argument("--allow-cpu", action="store_true", help="run on CPU at tiny sizes (a smoke test of this script, no GPU figures)")
+    parser.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="real-data epochs (default: 10 on GPU, 2 with --quick, 1 with --allow-cpu)",
+    )
+    parser.add_argument(
+        "--k",
+        type=int,
+        default=None,
+        help="cells of the packed allocation (default: 8, 4 with --quick, 2 with --allow-cpu)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="the 3-minute version: fewer repeats, K=4, 2 epochs, fp32 real-data run only",
+    )
+    parser.add_argument(
+        "--allow-cpu",
+        action="store_true",
+        help="run on CPU at tiny sizes (a smoke test of this script, no GPU figures)",
+    )
     parser.add_argument("--repeats", type=int, default=None)
     args = parser.parse_args()
 
@@ -198,7 +239,10 @@ def main() -> int:
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.allow_cpu:
-        print("gpu_check: no CUDA device is visible here; run it on a GPU node, or pass --allow-cpu for a tiny CPU smoke run", file=sys.stderr)
+        print(
+            "gpu_check: no CUDA device is visible here; run it on a GPU node, or pass --allow-cpu for a tiny CPU smoke run",
+            file=sys.stderr,
+        )
         return 2
     small = not cuda
     if not args.npz.is_file() and not small:
@@ -213,7 +257,9 @@ def main() -> int:
     real = f"npz:{args.npz}" if args.npz.is_file() else "synthetic:size=28,n_train=256,n_val=64,n_test=64"
     threads = ["--threads", "2"] if small else []
     nvml = Nvml()
-    rows: list[tuple[str, str]] = [("device", torch.cuda.get_device_name(0) if cuda else "CPU (smoke run, --allow-cpu)")]
+    rows: list[tuple[str, str]] = [
+        ("device", torch.cuda.get_device_name(0) if cuda else "CPU (smoke run, --allow-cpu)")
+    ]
 
     precisions = ["fp32", "bf16"] if cuda else ["fp32"]
     for name in precisions:
@@ -232,33 +278,75 @@ def main() -> int:
     method = meter.method()
     meter.close()
     nvml_ok = "GPU NVML" in method and sample.gpu_energy_kwh > 0
-    rows.append(("energy of a timed span", f"{sample.energy_kwh:.3g} kWh (GPU {sample.gpu_energy_kwh:.3g} kWh): {method}"))
-    rows.append(("NVML GPU energy > 0", "yes" if nvml_ok else ("n/a on CPU" if not cuda else "NO - check NVML/CodeCarbon")))
+    rows.append(
+        ("energy of a timed span", f"{sample.energy_kwh:.3g} kWh (GPU {sample.gpu_energy_kwh:.3g} kWh): {method}")
+    )
+    rows.append(
+        ("NVML GPU energy > 0", "yes" if nvml_ok else ("n/a on CPU" if not cuda else "NO - check NVML/CodeCarbon"))
+    )
     if nvml_before is not None and nvml_after is not None:
         counter_kwh = (nvml_after - nvml_before) / 3.6e6
         ratio = sample.gpu_energy_kwh / counter_kwh if counter_kwh else float("nan")
-        rows.append(("GPU energy: CodeCarbon / NVML counter", f"{sample.gpu_energy_kwh:.3g} / {counter_kwh:.3g} kWh = {ratio:.3f} (target 0.9..1.1)"))
+        rows.append(
+            (
+                "GPU energy: CodeCarbon / NVML counter",
+                f"{sample.gpu_energy_kwh:.3g} / {counter_kwh:.3g} kWh = {ratio:.3f} (target 0.9..1.1)",
+            )
+        )
 
     tmp = Path(tempfile.mkdtemp(prefix="pepr-gpu-check-"))
     runtime = Path(tempfile.mkdtemp(prefix="pw-", dir="/tmp"))
     try:
         memory = {}
         for fraction in (1.0, 0.1):
-            memory[fraction] = _train(tmp / f"mem-{fraction}", args.model, synthetic, "--fraction", str(fraction), "--epochs", "2", *threads)
+            memory[fraction] = _train(
+                tmp / f"mem-{fraction}", args.model, synthetic, "--fraction", str(fraction), "--epochs", "2", *threads
+            )
         full, tenth = memory[1.0]["peak_memory_mb"], memory[0.1]["peak_memory_mb"]
-        rows.append(("working set MiB, fraction 1.0 / 0.1", f"{full:.0f} / {tenth:.0f} (ratio {tenth / full:.3f}, target 0.9..1.1)"))
+        rows.append(
+            (
+                "working set MiB, fraction 1.0 / 0.1",
+                f"{full:.0f} / {tenth:.0f} (ratio {tenth / full:.3f}, target 0.9..1.1)",
+            )
+        )
         rows.append(("memory_reserved_epoch2_mb (paper)", str(memory[1.0].get("memory_reserved_epoch2_mb"))))
         rows.append(("process peak RSS MiB, fraction 1.0", f"{memory[1.0]['process_peak_rss_mb']:.0f}"))
 
-        one = _train(tmp / "start-up", "mobilenetv3_small_050", "synthetic:size=28,n_train=64,n_val=32,n_test=32", "--epochs", "1", *threads)
-        rows.append(("per-cell start-up, one cold process", f"{one['_wall_s'] - one['train_time_s']:.1f} s of {one['_wall_s']:.1f} s wall"))
+        one = _train(
+            tmp / "start-up",
+            "mobilenetv3_small_050",
+            "synthetic:size=28,n_train=64,n_val=32,n_test=32",
+            "--epochs",
+            "1",
+            *threads,
+        )
+        rows.append(
+            (
+                "per-cell start-up, one cold process",
+                f"{one['_wall_s'] - one['train_time_s']:.1f} s of {one['_wall_s']:.1f} s wall",
+            )
+        )
 
         cell_flags = ["--epochs", "1", *threads] + (["--fraction", "0.1"] if small else [])
-        warm_env = _env(PEPR_WARM_KEY=f"gpu-check-{uuid.uuid4().hex[:8]}", XDG_RUNTIME_DIR=str(runtime), PEPR_WARM_IDLE_S="30")
-        cold_wall, cold_fixed, cold_util = packed(tmp, "cold", k, args.model, real, cell_flags, _env(PEPR_WARM="0"), nvml)
+        warm_env = _env(
+            PEPR_WARM_KEY=f"gpu-check-{uuid.uuid4().hex[:8]}", XDG_RUNTIME_DIR=str(runtime), PEPR_WARM_IDLE_S="30"
+        )
+        cold_wall, cold_fixed, cold_util = packed(
+            tmp, "cold", k, args.model, real, cell_flags, _env(PEPR_WARM="0"), nvml
+        )
         warm_wall, warm_fixed, warm_util = packed(tmp, "warm", k, args.model, real, cell_flags, warm_env, nvml)
-        rows.append((f"packed K={k} cold: wall, fixed cost per cell", f"{cold_wall:.1f} s, {cold_fixed:.1f} s/cell; GPU {cold_util}"))
-        rows.append((f"packed K={k} warm: wall, fixed cost per cell", f"{warm_wall:.1f} s, {warm_fixed:.1f} s/cell; GPU {warm_util}"))
+        rows.append(
+            (
+                f"packed K={k} cold: wall, fixed cost per cell",
+                f"{cold_wall:.1f} s, {cold_fixed:.1f} s/cell; GPU {cold_util}",
+            )
+        )
+        rows.append(
+            (
+                f"packed K={k} warm: wall, fixed cost per cell",
+                f"{warm_wall:.1f} s, {warm_fixed:.1f} s/cell; GPU {warm_util}",
+            )
+        )
         rows.append((f"packed K={k} warm / cold wall", f"{warm_wall / cold_wall:.2f}"))
         warm_metrics = json.loads((tmp / "warm-0" / "metrics.json").read_text())
         cold_metrics = json.loads((tmp / "cold-0" / "metrics.json").read_text())

@@ -48,7 +48,9 @@ def source_images(count: int, size: int) -> tuple[np.ndarray, np.ndarray, str]:
                 x, y = archive["train_images"], archive["train_labels"].reshape(-1)
             by_class = [np.flatnonzero(y == c) for c in (0, 1)]
             picked = np.array([by_class[i % 2][(i // 2) % len(by_class[i % 2])] for i in range(count)])
-            big = np.stack([np.asarray(Image.fromarray(x[i]).resize((size, size), Image.Resampling.BICUBIC)) for i in picked])
+            big = np.stack(
+                [np.asarray(Image.fromarray(x[i]).resize((size, size), Image.Resampling.BICUBIC)) for i in picked]
+            )
             return big, y[picked], f"real PneumoniaMNIST X-rays upscaled to {size} px ({path})"
     rng = np.random.default_rng(0)
     low = rng.integers(0, 256, (count, 14, 14)).astype(np.uint8)
@@ -114,14 +116,20 @@ def main() -> None:
         candidates[f"convert-{args.workers}"] = convert(args.workers)
     timings = interleave(candidates, args.repeats)
     print(machine_line())
-    print(f"{len(files)} PNG files of {args.size} px: {(root / 'what.txt').read_text()}; "
-          f"{sum(p.stat().st_size for p in files) / 2**20:.0f} MiB on disk")
+    print(
+        f"{len(files)} PNG files of {args.size} px: {(root / 'what.txt').read_text()}; "
+        f"{sum(p.stat().st_size for p in files) / 2**20:.0f} MiB on disk"
+    )
     floor = statistics.median(timings["pillow"].wall_s)
     rows = []
     for label, timing in timings.items():
         median = statistics.median(timing.wall_s)
         rows.append((label, f"{median:.2f}", f"{median / floor:.2f}x", ", ".join(f"{w:.2f}" for w in timing.wall_s)))
-    print_table("conversion vs Pillow decode alone (wall s, median of repeats)", rows, ("candidate", "median s", "vs pillow", "each"))
+    print_table(
+        "conversion vs Pillow decode alone (wall s, median of repeats)",
+        rows,
+        ("candidate", "median s", "vs pillow", "each"),
+    )
     assert images.is_current(spec, data_dir)
 
 
@@ -160,14 +168,23 @@ def peak_rss(root: Path, files: list[Path], args) -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
             wall = time.perf_counter()
             result = subprocess.run(
-                [sys.executable, "-c", _CHILD, f"csv:{manifest}", str(data_dir)], capture_output=True, text=True,
-                env={**os.environ, "PYTHONPATH": str(src)}, check=True,
+                [sys.executable, "-c", _CHILD, f"csv:{manifest}", str(data_dir)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "PYTHONPATH": str(src)},
+                check=True,
             )
             peak = int(result.stdout.split()[-1])
-            rows.append((label, str(count), f"{pixels / 2**20:.0f}", f"{peak / 2**20:.0f}", f"{time.perf_counter() - wall:.1f}"))
+            rows.append(
+                (label, str(count), f"{pixels / 2**20:.0f}", f"{peak / 2**20:.0f}", f"{time.perf_counter() - wall:.1f}")
+            )
     print(machine_line())
     print(f"{len(files)} PNG files of {args.size} px: {(root / 'what.txt').read_text()}")
-    print_table("peak RSS of a one-worker conversion (fresh process)", rows, ("source", "images", "pixels MiB", "peak RSS MiB", "wall s"))
+    print_table(
+        "peak RSS of a one-worker conversion (fresh process)",
+        rows,
+        ("source", "images", "pixels MiB", "peak RSS MiB", "wall s"),
+    )
 
 
 if __name__ == "__main__":

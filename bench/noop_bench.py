@@ -55,10 +55,18 @@ def planned_jobs(workdir: Path, config: Path | None) -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--results-from", type=Path, default=None,
-                        help="folder holding a finished sweep's results/ and .snakemake/ (e.g. the repo after `make demo`)")
-    parser.add_argument("--config", type=Path, default=REPO_ROOT / ".test" / "config.yaml",
-                        help="the config of that sweep (default: .test/config.yaml, run here if needed)")
+    parser.add_argument(
+        "--results-from",
+        type=Path,
+        default=None,
+        help="folder holding a finished sweep's results/ and .snakemake/ (e.g. the repo after `make demo`)",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=REPO_ROOT / ".test" / "config.yaml",
+        help="the config of that sweep (default: .test/config.yaml, run here if needed)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: $TMPDIR/pepr-bench)")
     args = parser.parse_args()
     print(machine_line())
@@ -73,7 +81,9 @@ def main() -> int:
             for name in ("results", ".snakemake"):
                 if not (source / name).is_dir():
                     raise SystemExit(f"{source / name} does not exist: run the sweep there first")
-                shutil.copytree(source / name, sweep / name, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete"))
+                shutil.copytree(
+                    source / name, sweep / name, symlinks=True, ignore=shutil.ignore_patterns("locks", "incomplete")
+                )
             print(f"copied the finished sweep from {source}")
         else:
             print(f"running the tiny sweep ({config.name}) once in {sweep} ...", flush=True)
@@ -94,9 +104,11 @@ def main() -> int:
         ],
         ("workflow", "median wall s", "min-max s", "median CPU s"),
     )
-    print(f"\npepr / bare = {pepr_t.median / bare_t.median:.2f}x wall, "
-          f"{_median(pepr_t.cpu_s) / _median(bare_t.cpu_s):.2f}x CPU; 0 jobs scheduled; target <= 10 s: "
-          f"{'MET' if pepr_t.median <= 10 else 'MISSED'} ({pepr_t.median:.2f} s)")
+    print(
+        f"\npepr / bare = {pepr_t.median / bare_t.median:.2f}x wall, "
+        f"{_median(pepr_t.cpu_s) / _median(bare_t.cpu_s):.2f}x CPU; 0 jobs scheduled; target <= 10 s: "
+        f"{'MET' if pepr_t.median <= 10 else 'MISSED'} ({pepr_t.median:.2f} s)"
+    )
     return 0
 
 

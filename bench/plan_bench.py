@@ -36,7 +36,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from bare_workflow import write_bare_workflow
 from benchlib import REPO_ROOT, cpu_share, interleave, machine_line, print_table, run_command, venv_bin, work_dir
 
@@ -74,7 +73,7 @@ def write_stand_in_npz(workdir: Path, config: Path) -> None:
     for spec in specs:
         if not str(spec).startswith("npz:"):
             continue
-        path = workdir / spec[len("npz:"):]
+        path = workdir / spec[len("npz:") :]
         path.parent.mkdir(parents=True, exist_ok=True)
         rng = np.random.default_rng(0)
         arrays = {}
@@ -91,8 +90,12 @@ def workflow_at(revision: str, out: Path) -> Path:
     import subprocess
 
     out.mkdir(parents=True)
-    archive = subprocess.run(["git", "archive", revision, "Snakefile", "workflow", "scripts"],
-                             cwd=REPO_ROOT, capture_output=True, check=False)
+    archive = subprocess.run(
+        ["git", "archive", revision, "Snakefile", "workflow", "scripts"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
     if archive.returncode != 0:
         raise SystemExit(f"--before {revision}: git archive failed: {archive.stderr.decode().strip()}")
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
@@ -103,8 +106,19 @@ def workflow_at(revision: str, out: Path) -> Path:
 
 def pepr_dry_run(config: Path, workdir: Path, snakefile: Path = REPO_ROOT / "Snakefile") -> tuple[float, float, str]:
     """One ``snakemake -n`` of pepr's workflow (``snakefile``) on ``config`` in ``workdir``."""
-    cmd = [venv_bin("snakemake"), "-s", str(snakefile), "-d", str(workdir),
-           "--configfile", str(config), "-n", "--quiet", "rules", "-c1"]
+    cmd = [
+        venv_bin("snakemake"),
+        "-s",
+        str(snakefile),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "-n",
+        "--quiet",
+        "rules",
+        "-c1",
+    ]
     return run_command(cmd, cwd=workdir)
 
 
@@ -120,15 +134,19 @@ def main() -> int:
     parser.add_argument("--paper-config", type=Path, default=REPO_ROOT / "config" / "paper.yaml")
     parser.add_argument("--profile", action="store_true")
     parser.add_argument(
-        "--ladder", action="store_true",
+        "--ladder",
+        action="store_true",
         help="also time bare workflows with pepr's Snakemake features (2 outputs + log + input/params "
         "functions + resources on a shell: rule, then the same with script:), to attribute pepr's extra "
         "time to Snakemake features or to pepr's code",
     )
-    parser.add_argument("--before", metavar="REV", default=None,
-                        help="also time pepr's workflow with the train rules of this git revision")
-    parser.add_argument("--workdir", type=Path, default=None,
-                        help="scratch folder (default: $TMPDIR/pepr-bench)")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        default=None,
+        help="also time pepr's workflow with the train rules of this git revision",
+    )
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: $TMPDIR/pepr-bench)")
     args = parser.parse_args()
     print(machine_line())
     rows = []
@@ -170,38 +188,64 @@ def main() -> int:
         pepr_t, bare_t = timings["pepr"], timings["bare"]
         for label in [name for name in candidates if name.startswith("bare+")]:
             ladder_t = timings[label]
-            ladder_rows.append((
-                grid, label, f"{ladder_t.median:.1f} / {_median(ladder_t.cpu_s):.1f}",
-                f"{_median(ladder_t.cpu_s) / _median(bare_t.cpu_s):.2f}",
-                f"{_median(pepr_t.cpu_s) / _median(ladder_t.cpu_s):.2f}",
-            ))
+            ladder_rows.append(
+                (
+                    grid,
+                    label,
+                    f"{ladder_t.median:.1f} / {_median(ladder_t.cpu_s):.1f}",
+                    f"{_median(ladder_t.cpu_s) / _median(bare_t.cpu_s):.2f}",
+                    f"{_median(pepr_t.cpu_s) / _median(ladder_t.cpu_s):.2f}",
+                )
+            )
         cpu_ratio = _median(pepr_t.cpu_s) / _median(bare_t.cpu_s)
         wall_ratio = pepr_t.median / bare_t.median
         share = cpu_share(pepr_t), cpu_share(bare_t)
-        rows.append((
-            grid, f"{jobs:,}", f"{cold_wall:.1f} / {cold_cpu:.1f}",
-            f"{pepr_t.median:.1f} / {_median(pepr_t.cpu_s):.1f}", f"{bare_t.median:.1f} / {_median(bare_t.cpu_s):.1f}",
-            f"{wall_ratio:.2f}", f"{cpu_ratio:.2f}", f"{share[0]:.2f} / {share[1]:.2f}",
-            f"{load_before:.2f} -> {load_after:.2f}",
-        ))
-        summary.append(f"{grid}: pepr / bare = {cpu_ratio:.2f}x CPU, {wall_ratio:.2f}x wall "
-                       f"(target <= {TARGET}x: {'MET' if cpu_ratio <= TARGET else 'MISSED'}); CPU share "
-                       f"pepr {share[0]:.2f}, bare {share[1]:.2f}; load average {load_before:.2f} -> {load_after:.2f}")
+        rows.append(
+            (
+                grid,
+                f"{jobs:,}",
+                f"{cold_wall:.1f} / {cold_cpu:.1f}",
+                f"{pepr_t.median:.1f} / {_median(pepr_t.cpu_s):.1f}",
+                f"{bare_t.median:.1f} / {_median(bare_t.cpu_s):.1f}",
+                f"{wall_ratio:.2f}",
+                f"{cpu_ratio:.2f}",
+                f"{share[0]:.2f} / {share[1]:.2f}",
+                f"{load_before:.2f} -> {load_after:.2f}",
+            )
+        )
+        summary.append(
+            f"{grid}: pepr / bare = {cpu_ratio:.2f}x CPU, {wall_ratio:.2f}x wall "
+            f"(target <= {TARGET}x: {'MET' if cpu_ratio <= TARGET else 'MISSED'}); CPU share "
+            f"pepr {share[0]:.2f}, bare {share[1]:.2f}; load average {load_before:.2f} -> {load_after:.2f}"
+        )
         for label in [name for name in candidates if name.startswith("pepr@")]:
             before_cpu = _median(timings[label].cpu_s)
-            summary.append(f"{grid}: {label} / bare = {before_cpu / _median(bare_t.cpu_s):.2f}x CPU; "
-                           f"pepr / {label} = {_median(pepr_t.cpu_s) / before_cpu:.2f}x CPU")
+            summary.append(
+                f"{grid}: {label} / bare = {before_cpu / _median(bare_t.cpu_s):.2f}x CPU; "
+                f"pepr / {label} = {_median(pepr_t.cpu_s) / before_cpu:.2f}x CPU"
+            )
         if args.profile:
             _profile(config, pepr_dir)
     print_table(
         f"snakemake -n ({args.repeats} interleaved repeats, median; wall s / CPU s)",
         rows,
-        ("grid", "jobs", "pepr cold", "pepr warm", "bare", "ratio wall", "ratio CPU", "CPU share pepr / bare", "load avg"),
+        (
+            "grid",
+            "jobs",
+            "pepr cold",
+            "pepr warm",
+            "bare",
+            "ratio wall",
+            "ratio CPU",
+            "CPU share pepr / bare",
+            "load avg",
+        ),
     )
     if ladder_rows:
         print_table(
             "Attribution: bare workflows with pepr's Snakemake features (wall s / CPU s; CPU ratios)",
-            ladder_rows, ("grid", "workflow", "time", "vs bare", "pepr vs this"),
+            ladder_rows,
+            ("grid", "workflow", "time", "vs bare", "pepr vs this"),
         )
     print()
     for line in summary:
@@ -218,8 +262,25 @@ def _median(values: list[float]) -> float:
 def _profile(config: Path, workdir: Path) -> None:
     """One warm pepr dry run under cProfile: the 25 functions with the most cumulative time."""
     prof = workdir.parent / "plan.prof"
-    cmd = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "snakemake", "-s", str(REPO_ROOT / "Snakefile"),
-           "-d", str(workdir), "--configfile", str(config), "-n", "--quiet", "rules", "-c1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "cProfile",
+        "-o",
+        str(prof),
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO_ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "-n",
+        "--quiet",
+        "rules",
+        "-c1",
+    ]
     run_command(cmd, cwd=workdir)
     import pstats
 

@@ -56,17 +56,34 @@ def build_with_functions(root: Path, bootstrap: int) -> list:
     data = timed(stages, "load pepr.csv + histories", lambda: load(root / "pepr.csv", root / "histories.csv", cfg))
     timed(stages, "tables", lambda: write_tables(data, root / "tables"))
     timed(stages, f"figures ({len(figure_names(cfg))}, PNG)", lambda: write_figures(data, root / "figures"))
-    timed(stages, "summary.md", lambda: write_summary(load(root / "pepr.csv", None, cfg), root / "tables", root / "summary.md"))
+    timed(
+        stages,
+        "summary.md",
+        lambda: write_summary(load(root / "pepr.csv", None, cfg), root / "tables", root / "summary.md"),
+    )
     timed(stages, "report.html (+ interactive)", lambda: write_report_page(root, cfg))
-    timed(stages, "answer.html (compact, for Snakemake)", lambda: write_report_page(root, cfg, root / "answer.html", light=True))
+    timed(
+        stages,
+        "answer.html (compact, for Snakemake)",
+        lambda: write_report_page(root, cfg, root / "answer.html", light=True),
+    )
     return stages
 
 
 def build_with_cli(root: Path) -> list:
     """The report through `pepr report` (one process, as a user runs it)."""
     stages: list = []
-    command = [sys.executable, "-m", "pepr.cli", "report", str(root / "pepr.csv"), "--histories", str(root / "histories.csv"),
-               "--out", str(root / "cli")]
+    command = [
+        sys.executable,
+        "-m",
+        "pepr.cli",
+        "report",
+        str(root / "pepr.csv"),
+        "--histories",
+        str(root / "histories.csv"),
+        "--out",
+        str(root / "cli"),
+    ]
     wall, before = time.perf_counter(), resource.getrusage(resource.RUSAGE_CHILDREN)
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
@@ -86,17 +103,28 @@ def page_parts(page: Path) -> dict[str, float]:
     js = len(get_plotlyjs().encode()) if "* plotly.js v" in text else 0
     images = sum(len(chunk.split('"', 1)[0]) for chunk in text.split("data:image/png;base64,")[1:])
     plots = sum(len(chunk.split("</script>", 1)[0]) for chunk in text.split('class="plotly-graph-div"')[1:])
-    return {"total": total / 1e6, "plotly.js": js / 1e6, "interactive data": plots / 1e6, "figures (base64)": images / 1e6,
-            "rest": (total - js - images - plots) / 1e6}
+    return {
+        "total": total / 1e6,
+        "plotly.js": js / 1e6,
+        "interactive data": plots / 1e6,
+        "figures (base64)": images / 1e6,
+        "rest": (total - js - images - plots) / 1e6,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scales", nargs="+", default=["131x8x1", "200x12x3", "200x12x10"], help="MODELSxGROUPSxSEEDS")
-    parser.add_argument("--bootstrap", type=int, default=2000, help="rank bootstrap resamples (the report's default 2000)")
+    parser.add_argument(
+        "--bootstrap", type=int, default=2000, help="rank bootstrap resamples (the report's default 2000)"
+    )
     parser.add_argument("--epochs", type=int, default=10, help="epochs per run in the histories")
-    parser.add_argument("--cli", action="store_true", help="build through `pepr report` instead of the package functions")
-    parser.add_argument("--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pepr-bench" / "report")
+    parser.add_argument(
+        "--cli", action="store_true", help="build through `pepr report` instead of the package functions"
+    )
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(os.environ.get("TMPDIR", "/tmp")) / "pepr-bench" / "report"
+    )
     args = parser.parse_args()
     from report_scale import scaled_sweep
 
@@ -119,13 +147,26 @@ def main() -> int:
         parts = page_parts(page)
         print("report.html MB: " + ", ".join(f"{k} {v:.1f}" for k, v in parts.items()))
         if (root / "answer.html").is_file():
-            print(f"answer.html: {(root / 'answer.html').stat().st_size / 1e6:.2f} MB (Chromium's data: URL limit in "
-                  "Snakemake's single-file report: 2.10 MB)")
-        summary_rows.append((scale, str(runs), f"{wall:.1f}", f"{cpu:.1f}", f"{parts['total']:.1f}",
-                             "yes" if wall <= TARGET_S and parts["total"] < TARGET_MB else "NO"))
+            print(
+                f"answer.html: {(root / 'answer.html').stat().st_size / 1e6:.2f} MB (Chromium's data: URL limit in "
+                "Snakemake's single-file report: 2.10 MB)"
+            )
+        summary_rows.append(
+            (
+                scale,
+                str(runs),
+                f"{wall:.1f}",
+                f"{cpu:.1f}",
+                f"{parts['total']:.1f}",
+                "yes" if wall <= TARGET_S and parts["total"] < TARGET_MB else "NO",
+            )
+        )
     print()
-    print_table(f"report build (targets: <= {TARGET_S:g} s, < {TARGET_MB:g} MB)", summary_rows,
-                ("scale", "runs", "wall s", "CPU s", "report.html MB", "within target"))
+    print_table(
+        f"report build (targets: <= {TARGET_S:g} s, < {TARGET_MB:g} MB)",
+        summary_rows,
+        ("scale", "runs", "wall s", "CPU s", "report.html MB", "within target"),
+    )
     return 0
 
 

@@ -26,7 +26,6 @@ import time
 from pathlib import Path
 
 import yaml
-
 from benchlib import REPO_ROOT, machine_line, print_table, run_command, venv_bin, work_dir
 from plan_bench import workflow_at, write_stand_in_npz
 
@@ -73,8 +72,20 @@ def write_medmnist_stand_in(path: Path) -> None:
 
 
 def dry_run(snakefile: Path, config: Path, workdir: Path) -> tuple[float, float, str]:
-    cmd = [venv_bin("snakemake"), "-s", str(snakefile), "-d", str(workdir), "--configfile", str(config),
-           "-n", "--quiet", "rules", "-c1", "results/runs.csv"]
+    cmd = [
+        venv_bin("snakemake"),
+        "-s",
+        str(snakefile),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "-n",
+        "--quiet",
+        "rules",
+        "-c1",
+        "results/runs.csv",
+    ]
     return run_command(cmd, cwd=workdir)
 
 
@@ -108,8 +119,20 @@ def main() -> int:
             target.write_text(json.dumps({"status": "ok"}) if path.endswith(".json") else "x\n")
     for path in medmnist + [p for p in extra if p.endswith(".pt")]:
         os.utime(workdir / path, (stamp, stamp))  # data older than the results, as after a sweep
-    touch = [venv_bin("snakemake"), "-s", str(before), "-d", str(workdir), "--configfile", str(config), "--touch",
-             *outputs, "--quiet", "all", "-c1"]
+    touch = [
+        venv_bin("snakemake"),
+        "-s",
+        str(before),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--touch",
+        *outputs,
+        "--quiet",
+        "all",
+        "-c1",
+    ]
     wall, cpu, out = run_command(touch, cwd=workdir)
     print(f"recorded metadata of {len(outputs)} outputs with {args.before}'s workflow ({wall:.0f} s)")
     candidates = {
@@ -138,13 +161,22 @@ def main() -> int:
     reference = min(c for _, c in table[f"{args.before} workflow"])
     print_table(
         "Planning a finished paper sweep (snakemake -n results/runs.csv)",
-        [(name, f"{min(w for w, _ in v):.2f}", f"{min(c for _, c in v):.2f}", f"{min(c for _, c in v) / reference:.2f}x")
-         for name, v in table.items()],
+        [
+            (
+                name,
+                f"{min(w for w, _ in v):.2f}",
+                f"{min(c for _, c in v):.2f}",
+                f"{min(c for _, c in v) / reference:.2f}x",
+            )
+            for name, v in table.items()
+        ],
         ("candidate", "best wall s", "best CPU s", "CPU vs before"),
     )
     sizes = sum((workdir / p).stat().st_size for p in medmnist)
-    print(f"{len(outputs) // 2} finished jobs, {len(medmnist)} MedMNIST stand-in files ({sizes / 1e6:.1f} MB), "
-          "0 training jobs planned by every candidate")
+    print(
+        f"{len(outputs) // 2} finished jobs, {len(medmnist)} MedMNIST stand-in files ({sizes / 1e6:.1f} MB), "
+        "0 training jobs planned by every candidate"
+    )
     return 0
 
 

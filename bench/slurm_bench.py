@@ -77,9 +77,22 @@ def sacct_jobs(run_id: str) -> list[dict[str, str]]:
     """SLURM's record of one run's allocations: raw id (= SLURM_JOB_ID inside, also for array
     tasks), JobID (``ARRAY_TASK`` for array tasks), Submit, Start, End."""
     out = subprocess.run(
-        ["sacct", "-X", "-n", "-P", "--starttime", "2020-01-01", "--name", run_id,
-         "-o", "JobIDRaw,JobID,Submit,Start,End"],
-        capture_output=True, text=True, check=True).stdout
+        [
+            "sacct",
+            "-X",
+            "-n",
+            "-P",
+            "--starttime",
+            "2020-01-01",
+            "--name",
+            run_id,
+            "-o",
+            "JobIDRaw,JobID,Submit,Start,End",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     keys = ("raw", "id", "submit", "start", "end")
     return [dict(zip(keys, line.split("|"))) for line in out.splitlines() if line]
 
@@ -93,12 +106,24 @@ def run_mode(mode: str, cells: int, sleep: float, k: int, root: Path, array_limi
     workdir = root / mode
     workdir.mkdir()
     (workdir / "Snakefile").write_text(TOY_SNAKEFILE.format(cells=cells, sleep=sleep))
-    extra = {"per-cell": [], "array": ["--slurm-array-jobs", "cell", "--slurm-array-limit", str(array_limit)],
-             "packed": ["--groups", "cell=train", "--group-components", f"train={k}", "--cores", "1",
-                        "--keep-incomplete"]}[mode]
+    extra = {
+        "per-cell": [],
+        "array": ["--slurm-array-jobs", "cell", "--slurm-array-limit", str(array_limit)],
+        "packed": ["--groups", "cell=train", "--group-components", f"train={k}", "--cores", "1", "--keep-incomplete"],
+    }[mode]
     # as many allocations in flight as there are cells: SLURM queues what the 2 slots cannot run
-    cmd = ["timeout", "-s", "INT", "3000", venv_bin("snakemake"), "--profile", str(CI_PROFILE),
-           "--jobs", str(cells), *extra]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "3000",
+        venv_bin("snakemake"),
+        "--profile",
+        str(CI_PROFILE),
+        "--jobs",
+        str(cells),
+        *extra,
+    ]
     busy0, total0 = machine_busy()
     t0 = time.time()
     wall, cpu, output = run_command(cmd, cwd=workdir)
@@ -106,8 +131,10 @@ def run_mode(mode: str, cells: int, sleep: float, k: int, root: Path, array_limi
     missing = sum(not (workdir / "out" / f"{i}.json").exists() for i in range(cells))
     if "SLURM run ID: " not in output or missing:
         # reported, not raised: the other modes still run (plugin 2.8.0's big arrays fail here)
-        print(f"{mode}: the sweep did not complete ({missing} of {cells} cells missing, "
-              f"{wall:.0f} s):\n{output[-1500:]}", flush=True)
+        print(
+            f"{mode}: the sweep did not complete ({missing} of {cells} cells missing, {wall:.0f} s):\n{output[-1500:]}",
+            flush=True,
+        )
         return {}
     run_id = output.split("SLURM run ID: ", 1)[1].split()[0]
     jobs = sacct_jobs(run_id)
@@ -142,11 +169,31 @@ def run_mode(mode: str, cells: int, sleep: float, k: int, root: Path, array_limi
     }
 
 
-def startup_run(config: Path, workdir: Path, target: str, snakefile: Path = REPO_ROOT / "Snakefile") -> tuple[float, float]:
+def startup_run(
+    config: Path, workdir: Path, target: str, snakefile: Path = REPO_ROOT / "Snakefile"
+) -> tuple[float, float]:
     """Wall and CPU seconds of the job-side Snakemake start-up for one train_model job."""
-    cmd = [venv_bin("snakemake"), "-s", str(snakefile), "-d", str(workdir),
-           "--configfile", str(config), "--target-jobs", target, "--allowed-rules", "train_model",
-           "--nolock", "--ignore-incomplete", "--mode", "remote", "-n", "--quiet", "rules", "-c1"]
+    cmd = [
+        venv_bin("snakemake"),
+        "-s",
+        str(snakefile),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "--target-jobs",
+        target,
+        "--allowed-rules",
+        "train_model",
+        "--nolock",
+        "--ignore-incomplete",
+        "--mode",
+        "remote",
+        "-n",
+        "--quiet",
+        "rules",
+        "-c1",
+    ]
     wall, cpu, output = run_command(cmd, cwd=workdir)
     if "train_model" not in output:
         raise RuntimeError(f"start-up run planned no train_model job:\n{output[-3000:]}")
@@ -155,8 +202,18 @@ def startup_run(config: Path, workdir: Path, target: str, snakefile: Path = REPO
 
 def first_cell_target(config: Path, workdir: Path) -> tuple[str, int]:
     """A --target-jobs spec for the grid's first training cell, and the number of jobs (dry run)."""
-    cmd = [venv_bin("snakemake"), "-s", str(REPO_ROOT / "Snakefile"), "-d", str(workdir),
-           "--configfile", str(config), "-n", "-c1", "--forceall"]
+    cmd = [
+        venv_bin("snakemake"),
+        "-s",
+        str(REPO_ROOT / "Snakefile"),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(config),
+        "-n",
+        "-c1",
+        "--forceall",
+    ]
     _, _, output = run_command(cmd, cwd=workdir)
     for block in output.split("rule train_model:")[1:]:
         line = next(x for x in block.splitlines() if x.strip().startswith("wildcards:"))
@@ -168,8 +225,10 @@ def first_cell_target(config: Path, workdir: Path) -> tuple[str, int]:
 
 def startup_part(root: Path, repeats: int, before: str | None = None) -> None:
     tiny = root / "config-tiny.yaml"
-    tiny.write_text("models: [mobilenetv3_small_050]\ndatasets: ['synthetic:n_train=64,n_val=32,n_test=32']\n"
-                    "inits: [scratch]\nfractions: [1.0]\nseeds: [0]\nepochs: 1\n")
+    tiny.write_text(
+        "models: [mobilenetv3_small_050]\ndatasets: ['synthetic:n_train=64,n_val=32,n_test=32']\n"
+        "inits: [scratch]\nfractions: [1.0]\nseeds: [0]\nepochs: 1\n"
+    )
     paper = REPO_ROOT / "config" / "paper-crossed.yaml"
     big = scaled_config(paper, [1.0, 0.5, 0.25, 0.1], list(range(8)), root / "config-25k.yaml")
     candidates = {"pepr": REPO_ROOT / "Snakefile"}
@@ -192,10 +251,15 @@ def startup_part(root: Path, repeats: int, before: str | None = None) -> None:
         for label, runs in timings.items():
             wall = statistics.median(w for w, _ in runs)
             cpu = statistics.median(c for _, c in runs)
-            rows.append((name, label, f"{jobs:,}", f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / base_cpu:.2f}x", f"{share:.2f}"))
-    print_table("Job-side Snakemake start-up for ONE train_model job (median of "
-                f"{repeats}; `--target-jobs ... --mode remote -n`)", rows,
-                ("grid", "workflow", "jobs in the workflow", "wall s", "CPU s", "CPU vs pepr", "machine busy"))
+            rows.append(
+                (name, label, f"{jobs:,}", f"{wall:.2f}", f"{cpu:.2f}", f"{cpu / base_cpu:.2f}x", f"{share:.2f}")
+            )
+    print_table(
+        "Job-side Snakemake start-up for ONE train_model job (median of "
+        f"{repeats}; `--target-jobs ... --mode remote -n`)",
+        rows,
+        ("grid", "workflow", "jobs in the workflow", "wall s", "CPU s", "CPU vs pepr", "machine busy"),
+    )
 
 
 def main() -> int:
@@ -203,16 +267,25 @@ def main() -> int:
     parser.add_argument("--cells", type=int, default=200)
     parser.add_argument("--sleep", type=float, default=1.0, help="seconds each toy cell 'trains'")
     parser.add_argument("--k", type=int, default=8, help="cells per packed allocation")
-    parser.add_argument("--modes", nargs="+", default=["per-cell", "array", "packed"],
-                        choices=["per-cell", "array", "packed"])
-    parser.add_argument("--array-limit", type=int, default=20,
-                        help="--slurm-array-limit: tasks per sbatch (plugin 2.8.0 runs ONE cell in every "
-                        "task of a 100-task array: its /dev/stdin fallback for long sbatch lines is broken)")
+    parser.add_argument(
+        "--modes", nargs="+", default=["per-cell", "array", "packed"], choices=["per-cell", "array", "packed"]
+    )
+    parser.add_argument(
+        "--array-limit",
+        type=int,
+        default=20,
+        help="--slurm-array-limit: tasks per sbatch (plugin 2.8.0 runs ONE cell in every "
+        "task of a 100-task array: its /dev/stdin fallback for long sbatch lines is broken)",
+    )
     parser.add_argument("--startup", action="store_true", help="also time the job start-up vs grid size")
     parser.add_argument("--no-scheduling", action="store_true", help="skip the SLURM part")
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--before", metavar="REV", default=None,
-                        help="with --startup: also time the workflow of git revision REV, side by side")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        default=None,
+        help="with --startup: also time the workflow of git revision REV, side by side",
+    )
     args = parser.parse_args()
     print(machine_line())
     with tempfile.TemporaryDirectory(prefix="pepr-slurm-bench-") as tmp:
@@ -225,14 +298,37 @@ def main() -> int:
                 if res:
                     results.append(res)
             base = results[0]["wall_s"]
-            rows = [(r["mode"], f"{r['wall_s']:.0f}", f"{r['wall_s'] / base:.2f}x", str(r["submissions"]),
-                     f"{r['cells_per_min_submitted']:.0f}", f"{r['queue_wait_s']:.1f}",
-                     f"{r['first_cell_startup_s']:.1f}", f"{r['next_cell_gap_s']:.1f}",
-                     f"{r['per_cell_slot_s']:.1f}", f"{r['machine_busy']:.2f}") for r in results]
-            print_table(f"{args.cells} toy cells ({args.sleep:g} s each) on the 2-slot CI cluster", rows,
-                        ("mode", "wall s", f"vs {results[0]['mode']}", "sbatch jobs", "cells submitted/min",
-                         "queue wait s (median)", "alloc start -> 1st cell s", "cell end -> next cell s",
-                         "slot s per cell", "machine busy"))
+            rows = [
+                (
+                    r["mode"],
+                    f"{r['wall_s']:.0f}",
+                    f"{r['wall_s'] / base:.2f}x",
+                    str(r["submissions"]),
+                    f"{r['cells_per_min_submitted']:.0f}",
+                    f"{r['queue_wait_s']:.1f}",
+                    f"{r['first_cell_startup_s']:.1f}",
+                    f"{r['next_cell_gap_s']:.1f}",
+                    f"{r['per_cell_slot_s']:.1f}",
+                    f"{r['machine_busy']:.2f}",
+                )
+                for r in results
+            ]
+            print_table(
+                f"{args.cells} toy cells ({args.sleep:g} s each) on the 2-slot CI cluster",
+                rows,
+                (
+                    "mode",
+                    "wall s",
+                    f"vs {results[0]['mode']}",
+                    "sbatch jobs",
+                    "cells submitted/min",
+                    "queue wait s (median)",
+                    "alloc start -> 1st cell s",
+                    "cell end -> next cell s",
+                    "slot s per cell",
+                    "machine busy",
+                ),
+            )
         if args.startup:
             startup_part(root, args.repeats, args.before)
     return 0

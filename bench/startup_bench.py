@@ -30,7 +30,16 @@ from pathlib import Path
 from benchlib import REPO_ROOT, interleave, machine_line, print_table, run_command
 
 MODEL = "mobilenetv3_small_050"
-CELL = ["--model", MODEL, "--dataset", "synthetic:size=28,n_train=64,n_val=32,n_test=32", "--epochs", "1", "--threads", "1"]
+CELL = [
+    "--model",
+    MODEL,
+    "--dataset",
+    "synthetic:size=28,n_train=64,n_val=32,n_test=32",
+    "--epochs",
+    "1",
+    "--threads",
+    "1",
+]
 BARE = f"import torch, timm; timm.create_model('{MODEL}', num_classes=2, in_chans=1)"
 
 
@@ -41,7 +50,9 @@ def _env(**extra: str) -> dict[str, str]:
 
 
 def _cell(out: Path, env: dict[str, str]) -> tuple[float, float]:
-    wall, cpu, _ = run_command([sys.executable, "-m", "pepr.cli", "train", *CELL, "--out", str(out), "--retrain"], REPO_ROOT, env)
+    wall, cpu, _ = run_command(
+        [sys.executable, "-m", "pepr.cli", "train", *CELL, "--out", str(out), "--retrain"], REPO_ROOT, env
+    )
     return wall, cpu
 
 
@@ -70,8 +81,14 @@ def warm_cells(scratch: Path, k: int) -> tuple[float, float]:
         os.environ.update(saved)
     before = os.times()
     started = time.perf_counter()
-    server = subprocess.Popen([sys.executable, "-m", "pepr.train.warm", str(path), f"key-{env['PEPR_WARM_KEY']}", "1"], env=env, cwd="/",
-                              stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [sys.executable, "-m", "pepr.train.warm", str(path), f"key-{env['PEPR_WARM_KEY']}", "1"],
+        env=env,
+        cwd="/",
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         for i in range(k):
             _cell(scratch / f"warm{i}", env)
@@ -109,15 +126,26 @@ def main() -> int:
     cpu = {label: statistics.median(t.cpu_s) for label, t in timings.items()}
     wall = {label: t.median for label, t in timings.items()}
     rows = [(label, f"{wall[label]:.2f}", f"{cpu[label]:.2f}", timings[label].spread) for label in timings]
-    print_table(f"Start-up, medians of {args.repeats} interleaved repeats", rows, ("candidate", "wall s", "CPU s", "wall min-max"))
+    print_table(
+        f"Start-up, medians of {args.repeats} interleaved repeats",
+        rows,
+        ("candidate", "wall s", "CPU s", "wall min-max"),
+    )
     cold, hot = f"K={args.k} cold", f"K={args.k} warm"
     ratios = [
-        ("pepr train / bare script", f"{cpu['pepr train'] / cpu['bare script']:.2f}", f"{wall['pepr train'] / wall['bare script']:.2f}", "<= 1.1"),
+        (
+            "pepr train / bare script",
+            f"{cpu['pepr train'] / cpu['bare script']:.2f}",
+            f"{wall['pepr train'] / wall['bare script']:.2f}",
+            "<= 1.1",
+        ),
         (f"K={args.k} warm / cold", f"{cpu[hot] / cpu[cold]:.2f}", f"{wall[hot] / wall[cold]:.2f}", "<= 0.4"),
         (f"per-cell fixed cost, warm (K={args.k})", f"{cpu[hot] / args.k:.2f} s", f"{wall[hot] / args.k:.2f} s", ""),
     ]
     print_table("Ratios", ratios, ("ratio", "CPU", "wall", "target"))
-    print(f"\nload average at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f} (shared machine: ratios, not absolute times)")
+    print(
+        f"\nload average at start {load_before:.2f}, at end {os.getloadavg()[0]:.2f} (shared machine: ratios, not absolute times)"
+    )
     return 0
 
 

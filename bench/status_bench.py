@@ -60,13 +60,25 @@ def build_sweep(root: Path, n_models: int) -> int:
             record = {
                 "status": "failed" if failed else "ok",
                 "reason": "Kernel size can't be greater than actual input size" if failed else "",
-                "model": model, "dataset": "pneumoniamnist", "init": init, "fraction": fraction, "seed": seed,
-                "epochs": 10, "params": 1_000_000 + index, "test_accuracy": None if failed else 0.8,
-                "test_balanced_accuracy": None if failed else 0.75, "test_auc": None if failed else 0.9,
-                "test_f1": None if failed else 0.7, "energy_kwh": None if failed else 0.01,
-                "cpu_energy_kwh": 0.008, "gpu_energy_kwh": 0.0, "ram_energy_kwh": 0.002,
-                "co2_kg": None if failed else 0.0015, "energy_method": "measured: NVML + RAPL",
-                "train_time_s": None if failed else 120.0 + index % 7, "peak_memory_mb": 900.0,
+                "model": model,
+                "dataset": "pneumoniamnist",
+                "init": init,
+                "fraction": fraction,
+                "seed": seed,
+                "epochs": 10,
+                "params": 1_000_000 + index,
+                "test_accuracy": None if failed else 0.8,
+                "test_balanced_accuracy": None if failed else 0.75,
+                "test_auc": None if failed else 0.9,
+                "test_f1": None if failed else 0.7,
+                "energy_kwh": None if failed else 0.01,
+                "cpu_energy_kwh": 0.008,
+                "gpu_energy_kwh": 0.0,
+                "ram_energy_kwh": 0.002,
+                "co2_kg": None if failed else 0.0015,
+                "energy_method": "measured: NVML + RAPL",
+                "train_time_s": None if failed else 120.0 + index % 7,
+                "peak_memory_mb": 900.0,
                 "config": {"model": model, "epochs": 10, "batch_size": 32, "lr": 0.0005},
                 "versions": {"torch": "2.14.1", "timm": "1.0.22", "pepr": "0.1.0"},
                 "energy_per_epoch": [0.001] * 10,
@@ -125,8 +137,10 @@ def main() -> int:
         print(machine_line())
         print(f"{cells} cells, {int(cells * 0.6)} with metrics.json, 40 running; {args.repeats} repeats, interleaved")
         floor_s = timings["floor"].median
-        rows = [(name, f"{t.median:.2f}", t.spread, f"{t.median / floor_s:.2f}x", f"{cpu_share(t):.2f}")
-                for name, t in timings.items()]
+        rows = [
+            (name, f"{t.median:.2f}", t.spread, f"{t.median / floor_s:.2f}x", f"{cpu_share(t):.2f}")
+            for name, t in timings.items()
+        ]
         print_table("pepr status, 25k cells", rows, ("candidate", "median s", "range", "vs floor", "CPU share"))
         print(f"warm / cold: {timings['warm'].median / timings['cold'].median:.2f}")
         print("status output (warm):")

@@ -41,8 +41,9 @@ class SyntheticGrid:
         return len(self.datasets) * len(self.inits) * len(self.fractions) * len(self.models) * len(self.seeds)
 
 
-def synthetic_metrics(dataset: str, init: str, fraction: float, model: str, seed: int, index: int,
-                      rng: random.Random) -> dict:
+def synthetic_metrics(
+    dataset: str, init: str, fraction: float, model: str, seed: int, index: int, rng: random.Random
+) -> dict:
     """One metrics.json payload with every key of the ARCHITECTURE.md contract."""
     failed = index % FAILED_EVERY == FAILED_EVERY - 1
     epochs = 10
@@ -117,8 +118,14 @@ class SyntheticRuns:
     runs_root: Path
 
 
-def write_synthetic_runs(results_dir: Path, grid: SyntheticGrid = SyntheticGrid(), *, seed: int = 0,
-                         with_history: bool = False, pretrain_source: str = "synthetic-classes4-seed1") -> SyntheticRuns:
+def write_synthetic_runs(
+    results_dir: Path,
+    grid: SyntheticGrid = SyntheticGrid(),
+    *,
+    seed: int = 0,
+    with_history: bool = False,
+    pretrain_source: str = "synthetic-classes4-seed1",
+) -> SyntheticRuns:
     """Write one metrics.json per run of ``grid`` under ``results_dir/runs``.
 
     When the grid has the ``transfer`` init, one pretraining run per model is written too

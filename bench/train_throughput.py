@@ -38,9 +38,9 @@ def main() -> None:
     import torch.nn.functional as F
 
     from pepr.datasets.core import load_dataset
-    from pepr.train.measure import EnergyMeter
     from pepr.train.devices import resolve_device
     from pepr.train.loop import select_precision, to_device, train_epoch
+    from pepr.train.measure import EnergyMeter
     from pepr.train.run import default_threads
 
     threads = args.threads or default_threads()
@@ -121,16 +121,22 @@ def main() -> None:
 
     loop_ratio = paired(rates["pepr"], rates["bare"])
     cc_loss = 1 - paired(rates["pepr+cc"], rates["pepr"])
-    print(f"model {args.model}, {n} images {args.image_size}px, batch {args.batch_size}, {threads} threads, device {device}, {args.repeats} interleaved repeats")
+    print(
+        f"model {args.model}, {n} images {args.image_size}px, batch {args.batch_size}, {threads} threads, device {device}, {args.repeats} interleaved repeats"
+    )
     for name, values in rates.items():
-        print(f"  {name:8s} images/s: median {statistics.median(values):8.1f}  (min {min(values):.1f}, max {max(values):.1f})")
+        print(
+            f"  {name:8s} images/s: median {statistics.median(values):8.1f}  (min {min(values):.1f}, max {max(values):.1f})"
+        )
     print(f"pepr loop / bare loop throughput ratio: {loop_ratio:.3f}   (target >= 0.97)")
     print(f"CodeCarbon throughput loss: {100 * cc_loss:+.2f}%   (target <= 2%)")
     print(
         f"same from process CPU time: pepr/bare {paired(cpu_rates['pepr'], cpu_rates['bare']):.3f}, "
         f"CodeCarbon loss {100 * (1 - paired(cpu_rates['pepr+cc'], cpu_rates['pepr'])):+.2f}%"
     )
-    print(f"process CPU share during the benchmark: {cpu_share:.2f} (~1 = quiet machine; lower = contended, ratios less reliable)")
+    print(
+        f"process CPU share during the benchmark: {cpu_share:.2f} (~1 = quiet machine; lower = contended, ratios less reliable)"
+    )
 
 
 if __name__ == "__main__":

@@ -14,4 +14,7 @@ from pepr.train.models import create_model
 # 224 px: the size every architecture (fixed-size ones included) accepts; the weights are the same.
 _, description = create_model(snakemake.wildcards.model, "imagenet", num_classes=2, in_chans=1, image_size=224)
 with open(snakemake.output[0], "w", encoding="utf-8") as marker:
-    json.dump({"model": snakemake.wildcards.model, "init": description, "hf_home": os.environ.get("HF_HOME", "(default)")}, marker)
+    json.dump(
+        {"model": snakemake.wildcards.model, "init": description, "hf_home": os.environ.get("HF_HOME", "(default)")},
+        marker,
+    )

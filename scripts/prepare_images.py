@@ -10,8 +10,8 @@ another version of the images (one sweep, one version of the data).
 import sys
 from pathlib import Path
 
-from pepr.errors import PeprInputError
 from pepr.datasets.images import prepare
+from pepr.errors import PeprInputError
 
 with open(snakemake.log[0], "w", encoding="utf-8") as log:
     try:

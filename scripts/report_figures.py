@@ -5,8 +5,8 @@ import os
 os.environ.setdefault("MPLBACKEND", "Agg")  # headless: never look for a display
 
 from pepr.report.build import load, write_figures
-from pepr.results.outputs import one_line_errors
 from pepr.report.config import ReportConfig
+from pepr.results.outputs import one_line_errors
 
 with one_line_errors("report_figures"):  # a bad setting or a full disk: one line, exit 2
     cfg = ReportConfig.from_mapping(snakemake.params.settings)

@@ -1,7 +1,7 @@
 """Rule script of gather_histories: every run's history.csv -> results/histories.csv (one table)."""
 
-from pepr.results.aggregate import CarbonSettings
 from pepr.report.build import write_histories
+from pepr.results.aggregate import CarbonSettings
 from pepr.results.outputs import one_line_errors
 
 with one_line_errors("gather_histories"):  # bad input or a failed write: one line, exit 2

@@ -26,7 +26,12 @@ GROUPS = {
     1: [("pneumoniamnist", "imagenet", "1.0")],
     2: [("pneumoniamnist", init, "1.0") for init in ("scratch", "imagenet")],
     8: [(d, i, f) for d in ("pneumoniamnist", "lidc") for i in ("scratch", "imagenet") for f in ("1.0", "0.1")],
-    12: [(d, i, f) for d in ("pneumoniamnist", "derma_mnist_224") for i in ("scratch", "imagenet") for f in ("1.0", "0.5", "0.1")],
+    12: [
+        (d, i, f)
+        for d in ("pneumoniamnist", "derma_mnist_224")
+        for i in ("scratch", "imagenet")
+        for f in ("1.0", "0.5", "0.1")
+    ],
 }
 
 
@@ -41,12 +46,15 @@ def model_names(n: int) -> list[tuple[str, float]]:
     return pairs
 
 
-def scaled_table(n_models: int, n_groups: int, n_seeds: int, rng_seed: int = 3, epochs: int = 0
-                 ) -> tuple[pd.DataFrame, pd.DataFrame | None]:
+def scaled_table(
+    n_models: int, n_groups: int, n_seeds: int, rng_seed: int = 3, epochs: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame | None]:
     """(pepr.csv-like table, gathered histories or None when ``epochs`` is 0)."""
     rng = np.random.default_rng(rng_seed)
     models = model_names(n_models)
-    groups = GROUPS.get(n_groups) or [("synthetic", "imagenet", f"{1 - k / (n_groups + 1):.3f}") for k in range(n_groups)]
+    groups = GROUPS.get(n_groups) or [
+        ("synthetic", "imagenet", f"{1 - k / (n_groups + 1):.3f}") for k in range(n_groups)
+    ]
     rows, index = [], 0
     for dataset, init, fraction in groups:
         frac = float(fraction)
@@ -55,21 +63,41 @@ def scaled_table(n_models: int, n_groups: int, n_seeds: int, rng_seed: int = 3, 
             quality = rng.normal(0, 0.015)
             for seed in range(n_seeds):
                 index += 1
-                base = {"dataset": dataset, "init": init, "fraction": fraction, "model": model, "seed": seed, "params": int(params)}
+                base = {
+                    "dataset": dataset,
+                    "init": init,
+                    "fraction": fraction,
+                    "model": model,
+                    "seed": seed,
+                    "params": int(params),
+                }
                 if index % 50 == 0:
-                    rows.append({**base, "status": "failed", "reason": "RuntimeError: CUDA out of memory", "energy_method": ""})
+                    rows.append(
+                        {**base, "status": "failed", "reason": "RuntimeError: CUDA out of memory", "energy_method": ""}
+                    )
                     continue
                 accuracy = 0.80 + 0.025 * np.tanh(size - 6.5) + (0.05 if init == "imagenet" else 0) - 0.04 * (1 - frac)
                 accuracy = float(np.clip(accuracy + quality + rng.normal(0, 0.008), 0.3, 0.995))
                 time = float(40 * frac * (params / 1e6) ** 0.7 * rng.lognormal(0, 0.1))
                 energy = time * 250 / 3.6e6 * rng.lognormal(0, 0.05)
-                rows.append({
-                    **base, "status": "ok", "reason": "", "test_accuracy": accuracy,
-                    "test_balanced_accuracy": accuracy - 0.03, "test_auc": min(1.0, accuracy + 0.05), "test_f1": accuracy - 0.02,
-                    "energy_kwh": energy, "co2_kg": energy * 0.2, "train_time_s": time,
-                    "peak_memory_mb": 300 + params / 2e4 * rng.lognormal(0, 0.05), "energy_method": METHOD,
-                    "device": "NVIDIA H100", "host": "node01",
-                })
+                rows.append(
+                    {
+                        **base,
+                        "status": "ok",
+                        "reason": "",
+                        "test_accuracy": accuracy,
+                        "test_balanced_accuracy": accuracy - 0.03,
+                        "test_auc": min(1.0, accuracy + 0.05),
+                        "test_f1": accuracy - 0.02,
+                        "energy_kwh": energy,
+                        "co2_kg": energy * 0.2,
+                        "train_time_s": time,
+                        "peak_memory_mb": 300 + params / 2e4 * rng.lognormal(0, 0.05),
+                        "energy_method": METHOD,
+                        "device": "NVIDIA H100",
+                        "host": "node01",
+                    }
+                )
     runs = pd.DataFrame(rows)
     ok = runs["status"] == "ok"
     scored = score(runs[ok], performance="test_accuracy", resources=RESOURCES, by=["dataset", "init", "fraction"])
@@ -81,16 +109,18 @@ def scaled_table(n_models: int, n_groups: int, n_seeds: int, rng_seed: int = 3, 
     reps = np.repeat(np.arange(len(good)), epochs)
     epoch = np.tile(e, len(good))
     final = good["test_accuracy"].to_numpy()[reps]
-    history = pd.DataFrame({
-        **{c: good[c].to_numpy()[reps] for c in ["dataset", "init", "fraction", "model", "seed"]},
-        "epoch": epoch,
-        "train_loss": 0.6 * np.exp(-0.4 * epoch),
-        "val_accuracy": final - 0.1 * np.exp(-1.2 * (epoch - 1)) - 0.01,
-        "test_accuracy": np.clip(final - 0.1 * np.exp(-1.2 * (epoch - 1)), 0, 1),
-        "epoch_time_s": good["train_time_s"].to_numpy()[reps] / epochs,
-        "cumulative_time_s": good["train_time_s"].to_numpy()[reps] * epoch / epochs,
-        "cumulative_energy_kwh": good["energy_kwh"].to_numpy()[reps] * epoch / epochs,
-    })
+    history = pd.DataFrame(
+        {
+            **{c: good[c].to_numpy()[reps] for c in ["dataset", "init", "fraction", "model", "seed"]},
+            "epoch": epoch,
+            "train_loss": 0.6 * np.exp(-0.4 * epoch),
+            "val_accuracy": final - 0.1 * np.exp(-1.2 * (epoch - 1)) - 0.01,
+            "test_accuracy": np.clip(final - 0.1 * np.exp(-1.2 * (epoch - 1)), 0, 1),
+            "epoch_time_s": good["train_time_s"].to_numpy()[reps] / epochs,
+            "cumulative_time_s": good["train_time_s"].to_numpy()[reps] * epoch / epochs,
+            "cumulative_energy_kwh": good["energy_kwh"].to_numpy()[reps] * epoch / epochs,
+        }
+    )
     return table, history
 
 

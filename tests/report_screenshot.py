@@ -85,7 +85,14 @@ def chromium_binary() -> str:
 
 def run_chromium(binary: str, page: Path, args: list[str], budget_ms: int) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory(prefix="pepr-chromium-") as profile:
-        command = [binary, *FLAGS, f"--user-data-dir={profile}", f"--virtual-time-budget={budget_ms}", *args, page.as_uri()]
+        command = [
+            binary,
+            *FLAGS,
+            f"--user-data-dir={profile}",
+            f"--virtual-time-budget={budget_ms}",
+            *args,
+            page.as_uri(),
+        ]
         return subprocess.run(command, capture_output=True, text=True, timeout=300)
 
 
@@ -98,7 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("report", type=Path, help="the HTML report (snakemake --report results/report.html)")
     parser.add_argument("--out", type=Path, default=Path("results/screenshots"), help="folder for the PNG screenshots")
-    parser.add_argument("--click", action="append", default=[], help="text of a menu entry to click (repeatable, in order)")
+    parser.add_argument(
+        "--click", action="append", default=[], help="text of a menu entry to click (repeatable, in order)"
+    )
     parser.add_argument("--size", default="1500,1100", help="window size WIDTH,HEIGHT")
     args = parser.parse_args(argv)
     if not args.report.is_file():
@@ -118,7 +127,9 @@ def main(argv: list[str] | None = None) -> int:
                 page.write_text(head + CLICKER % json.dumps(args.click[:index]) + "</body>" + tail, encoding="utf-8")
             budget = 6000 + 2000 * index
             shot = args.out / f"step{index}.png"
-            result = run_chromium(binary, page, [f"--window-size={args.size}", f"--screenshot={shot.resolve()}"], budget)
+            result = run_chromium(
+                binary, page, [f"--window-size={args.size}", f"--screenshot={shot.resolve()}"], budget
+            )
             if result.returncode != 0 or not shot.is_file():
                 problems.append(f"step {index}: chromium failed (exit {result.returncode}): {result.stderr[-500:]}")
                 continue

@@ -58,10 +58,21 @@ def make_sweep(
 
 
 def _run(root: Path, rng: np.random.Generator, init: str, fraction: str, model: str, params: int, seed: int) -> dict:
-    base = {"dataset": "pneumoniamnist", "init": init, "fraction": fraction, "model": model, "seed": seed, "params": params}
+    base = {
+        "dataset": "pneumoniamnist",
+        "init": init,
+        "fraction": fraction,
+        "model": model,
+        "seed": seed,
+        "params": params,
+    }
     if model == "convnext_atto":
-        return {**base, "status": "failed", "reason": "RuntimeError: Kernel size can't be greater than actual input size",
-                "energy_method": ""}
+        return {
+            **base,
+            "status": "failed",
+            "reason": "RuntimeError: Kernel size can't be greater than actual input size",
+            "energy_method": "",
+        }
     size = np.log10(params)
     accuracy_final = 0.78 + 0.02 * (size - 5.7) + (0.06 if init == "imagenet" else 0.0)
     accuracy_final -= 0.05 if fraction == "0.1" and init == "scratch" else (0.02 if fraction == "0.1" else 0.0)
@@ -71,25 +82,32 @@ def _run(root: Path, rng: np.random.Generator, init: str, fraction: str, model: 
     # Accuracy saturates: most of the gain comes in the first epochs.
     epochs = np.arange(1, EPOCHS + 1)
     accuracy = accuracy_final - 0.12 * np.exp(-1.3 * (epochs - 1)) + rng.normal(0, 0.004, EPOCHS)
-    history = pd.DataFrame({
-        "epoch": epochs,
-        "train_loss": 0.6 * np.exp(-0.4 * epochs),
-        "val_accuracy": accuracy - 0.01,
-        "test_accuracy": np.clip(accuracy, 0, 1),
-        "epoch_time_s": np.full(EPOCHS, epoch_time),
-        "cumulative_time_s": epoch_time * epochs,
-        "cumulative_energy_kwh": epoch_energy * epochs,
-    })
+    history = pd.DataFrame(
+        {
+            "epoch": epochs,
+            "train_loss": 0.6 * np.exp(-0.4 * epochs),
+            "val_accuracy": accuracy - 0.01,
+            "test_accuracy": np.clip(accuracy, 0, 1),
+            "epoch_time_s": np.full(EPOCHS, epoch_time),
+            "cumulative_time_s": epoch_time * epochs,
+            "cumulative_energy_kwh": epoch_energy * epochs,
+        }
+    )
     folder = root / "runs" / base["dataset"] / init / fraction / model / f"seed{seed}"
     folder.mkdir(parents=True, exist_ok=True)
     history.to_csv(folder / "history.csv", index=False)
     energy = float(history["cumulative_energy_kwh"].iloc[-1])
     return {
-        **base, "status": "ok", "reason": "",
+        **base,
+        "status": "ok",
+        "reason": "",
         "test_accuracy": float(history["test_accuracy"].iloc[-1]),
         "test_balanced_accuracy": float(history["test_accuracy"].iloc[-1]) - 0.05,
         "test_auc": min(1.0, float(history["test_accuracy"].iloc[-1]) + 0.08),
         "test_f1": float(history["test_accuracy"].iloc[-1]) - 0.02,
-        "energy_kwh": energy, "co2_kg": energy * 0.1517, "train_time_s": epoch_time * EPOCHS,
-        "peak_memory_mb": 300 + params / 2e4 + rng.normal(0, 5), "energy_method": METHOD,
+        "energy_kwh": energy,
+        "co2_kg": energy * 0.1517,
+        "train_time_s": epoch_time * EPOCHS,
+        "peak_memory_mb": 300 + params / 2e4 + rng.normal(0, 5),
+        "energy_method": METHOD,
     }

@@ -26,8 +26,17 @@ def histories(curves: dict[str, list[float]], cost: dict[str, float], seeds=(0,)
     for model, curve in curves.items():
         for seed in seeds:
             for epoch, value in enumerate(curve, start=1):
-                rows.append({"dataset": group, "model": model, "seed": seed, "epoch": epoch, "val_accuracy": value,
-                             "test_accuracy": value, "cumulative_energy_kwh": cost[model] * epoch})
+                rows.append(
+                    {
+                        "dataset": group,
+                        "model": model,
+                        "seed": seed,
+                        "epoch": epoch,
+                        "val_accuracy": value,
+                        "test_accuracy": value,
+                        "cumulative_energy_kwh": cost[model] * epoch,
+                    }
+                )
     return pd.DataFrame(rows)
 
 
@@ -36,8 +45,12 @@ def decisions(table: pd.DataFrame) -> dict[str, str]:
 
 
 def test_clear_winner_kept_the_rest_stopped():
-    curves = {"a": [0.9, 0.92, 0.93, 0.94], "b": [0.6, 0.61, 0.62, 0.62], "c": [0.5, 0.5, 0.5, 0.5],
-              "d": [0.55, 0.56, 0.56, 0.57]}
+    curves = {
+        "a": [0.9, 0.92, 0.93, 0.94],
+        "b": [0.6, 0.61, 0.62, 0.62],
+        "c": [0.5, 0.5, 0.5, 0.5],
+        "d": [0.55, 0.56, 0.56, 0.57],
+    }
     cost = {"a": 1.0, "b": 1.0, "c": 2.0, "d": 3.0}
     table = decide_rung(histories(curves, cost), rung=1, epochs=4, keep=0.25, min_keep=1)
     assert decisions(table) == {"a": "kept", "b": "stopped", "c": "stopped", "d": "stopped"}
@@ -48,8 +61,13 @@ def test_clear_winner_kept_the_rest_stopped():
 
 
 def test_projection_normalises_over_candidates_as_pepr_does():
-    table = decide_rung(histories({"cheap": [0.8, 0.8], "dear": [0.9, 0.9]}, {"cheap": 1.0, "dear": 5.0}),
-                        rung=1, epochs=2, keep=0.5, min_keep=1).set_index("model")
+    table = decide_rung(
+        histories({"cheap": [0.8, 0.8], "dear": [0.9, 0.9]}, {"cheap": 1.0, "dear": 5.0}),
+        rung=1,
+        epochs=2,
+        keep=0.5,
+        min_keep=1,
+    ).set_index("model")
     assert table.loc["cheap", "projected_pepr"] == pytest.approx(0.8)  # R = 0
     assert table.loc["dear", "projected_pepr"] == pytest.approx(0.45)  # R = 1
     assert table.loc["cheap", "decision"] == "kept"
@@ -64,8 +82,12 @@ def test_a_peak_resource_is_not_scaled():
 
 def test_late_bloomer_is_kept_by_the_trend_guard():
     # at the rung, "bloom" is behind "steady" but climbs fast and is as cheap: at its pace it leads
-    curves = {"steady": [0.80, 0.81, 0.81, 0.81, 0.81, 0.81], "bloom": [0.50, 0.60, 0.70, 0.80, 0.90, 0.95],
-              "slow": [0.50, 0.51, 0.52, 0.52, 0.52, 0.52], "dear": [0.80, 0.80, 0.80, 0.80, 0.80, 0.80]}
+    curves = {
+        "steady": [0.80, 0.81, 0.81, 0.81, 0.81, 0.81],
+        "bloom": [0.50, 0.60, 0.70, 0.80, 0.90, 0.95],
+        "slow": [0.50, 0.51, 0.52, 0.52, 0.52, 0.52],
+        "dear": [0.80, 0.80, 0.80, 0.80, 0.80, 0.80],
+    }
     cost = {"steady": 1.0, "bloom": 1.0, "slow": 1.0, "dear": 4.0}
     table = decide_rung(histories(curves, cost), rung=3, epochs=6, keep=0.25, min_keep=1)
     found = table.set_index("model")
@@ -91,8 +113,9 @@ def test_ties_at_the_cutoff_all_continue():
 
 
 def test_fewer_candidates_than_min_keep_all_continue():
-    table = decide_rung(histories({"a": [0.9, 0.9], "b": [0.1, 0.1]}, {"a": 1.0, "b": 9.0}),
-                        rung=1, epochs=2, keep=0.1, min_keep=3)
+    table = decide_rung(
+        histories({"a": [0.9, 0.9], "b": [0.1, 0.1]}, {"a": 1.0, "b": 9.0}), rung=1, epochs=2, keep=0.1, min_keep=3
+    )
     assert decisions(table) == {"a": "kept", "b": "kept"}
     assert kept_count(2, 0.1, 3) == 2 and kept_count(10, 0.34, 2) == 4 and kept_count(9, 1 / 3, 1) == 3
 
@@ -141,8 +164,11 @@ def test_a_later_rung_normalises_over_every_candidate_the_group_started_with():
 
 
 def test_replay_carries_the_stopped_candidates_to_later_rungs():
-    result = replay_group(histories({**SURVIVORS, **EXPENSIVE}, SURVIVOR_COST), Policy(rungs=(1, 3), keep=0.25, min_keep=1),
-                          Columns(by=()))
+    result = replay_group(
+        histories({**SURVIVORS, **EXPENSIVE}, SURVIVOR_COST),
+        Policy(rungs=(1, 3), keep=0.25, min_keep=1),
+        Columns(by=()),
+    )
     assert decisions(result["rungs"][3]) == {"y": "kept", "x": "stopped"}
     assert result["recommended"] == "y"
 
@@ -152,19 +178,28 @@ def test_the_workflow_decision_uses_the_previous_rungs_stopped_candidates():
     frame = histories({**SURVIVORS, **EXPENSIVE}, SURVIVOR_COST)
 
     def records(rung, models):
-        return [{"model": m, "seed": 0, "status": "ok", "rung": rung,
-                 "history": frame[(frame["model"] == m) & (frame["epoch"] <= rung)].to_dict(orient="records")}
-                for m in models]
+        return [
+            {
+                "model": m,
+                "seed": 0,
+                "status": "ok",
+                "rung": rung,
+                "history": frame[(frame["model"] == m) & (frame["epoch"] <= rung)].to_dict(orient="records"),
+            }
+            for m in models
+        ]
 
     first = decide_group(records(1, sorted(SURVIVOR_COST)), rung=1, epochs=10, settings=settings)
     assert first["kept"] == ["x", "y"] and first["stopped_projections"] == pytest.approx(
-        {"e1": 50.0, "e2": 60.0, "e3": 80.0, "e4": 100.0})
+        {"e1": 50.0, "e2": 60.0, "e3": 80.0, "e4": 100.0}
+    )
     second = decide_group(records(3, first["kept"]), rung=3, epochs=10, settings=settings, previous=first)
     assert second["kept"] == ["y"] and second["stopped"] == ["x"]
     assert set(second["stopped_projections"]) == {"e1", "e2", "e3", "e4", "x"}
     replayed = replay_group(frame, settings.policy, Columns(by=()))
     assert [c["projected_pepr"] for c in second["candidates"]] == pytest.approx(
-        replayed["rungs"][3]["projected_pepr"].tolist())
+        replayed["rungs"][3]["projected_pepr"].tolist()
+    )
 
 
 def test_no_signal_in_the_metric_defers_to_the_next_rung():
@@ -194,10 +229,16 @@ def test_policy_settings_are_checked():
 
 
 def test_replay_spends_a_share_and_finds_the_full_sweeps_best():
-    curves = {"a": [0.9, 0.92, 0.93, 0.94], "b": [0.6, 0.61, 0.62, 0.62], "c": [0.5, 0.5, 0.5, 0.5],
-              "d": [0.55, 0.56, 0.56, 0.57]}
+    curves = {
+        "a": [0.9, 0.92, 0.93, 0.94],
+        "b": [0.6, 0.61, 0.62, 0.62],
+        "c": [0.5, 0.5, 0.5, 0.5],
+        "d": [0.55, 0.56, 0.56, 0.57],
+    }
     cost = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 1.0}
-    result = replay_group(histories(curves, cost, seeds=(0, 1)), Policy(rungs=(1,), keep=0.25, min_keep=1), Columns(by=()))
+    result = replay_group(
+        histories(curves, cost, seeds=(0, 1)), Policy(rungs=(1,), keep=0.25, min_keep=1), Columns(by=())
+    )
     assert result["best_full"] == "a" and result["recommended"] == "a" and result["pepr_regret"] == 0
     # a trains 4 epochs, b, c, d one each, two seeds: (4 + 3) / 16
     assert result["spent"] == pytest.approx(14.0) and result["resource_share"] == pytest.approx(7 / 16)
@@ -206,8 +247,11 @@ def test_replay_spends_a_share_and_finds_the_full_sweeps_best():
 def test_replay_regret_when_the_policy_stops_the_best():
     # "late" is worst at the rung and best at the end: stopped at epoch 1 (no guard there)
     curves = {"early": [0.8, 0.8, 0.8], "late": [0.3, 0.7, 0.95], "mid": [0.5, 0.5, 0.5]}
-    table = replay(histories(curves, dict.fromkeys(curves, 1.0)), Policy(rungs=(1,), keep=0.33, min_keep=1),
-                   Columns(by=("dataset",)))
+    table = replay(
+        histories(curves, dict.fromkeys(curves, 1.0)),
+        Policy(rungs=(1,), keep=0.33, min_keep=1),
+        Columns(by=("dataset",)),
+    )
     row = table.iloc[0]
     assert (row["best_full"], row["recommended"]) == ("late", "early")
     assert row["pepr_regret"] == pytest.approx(0.15)
@@ -215,7 +259,9 @@ def test_replay_regret_when_the_policy_stops_the_best():
 
 
 def test_replay_one_row_per_group():
-    frame = pd.concat([histories({"a": [0.9, 0.9], "b": [0.5, 0.5]}, {"a": 1.0, "b": 1.0}, group=g) for g in ("x", "y")])
+    frame = pd.concat(
+        [histories({"a": [0.9, 0.9], "b": [0.5, 0.5]}, {"a": 1.0, "b": 1.0}, group=g) for g in ("x", "y")]
+    )
     table = replay(frame, Policy(rungs=(1,), keep=0.5, min_keep=1), Columns(by=("dataset",)))
     assert list(table["dataset"]) == ["x", "y"]
     assert list(table["recommended"]) == ["a", "a"]
@@ -244,8 +290,12 @@ def test_adaptive_is_off_by_default_and_a_good_setting_passes():
     assert config_problems_of() == []
     assert config_problems_of(epochs=10, adaptive={"rungs": [1, 3], "keep": 0.34}) == []
     assert adaptive_settings({"adaptive": {"rungs": [], "keep": 0.34, "min_keep": 2}}) is None
-    found = adaptive_settings({"adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 1, "resource": None,
-                                            "select_by": "val_accuracy"}, "report": {"resource": "train_time_s"}})
+    found = adaptive_settings(
+        {
+            "adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 1, "resource": None, "select_by": "val_accuracy"},
+            "report": {"resource": "train_time_s"},
+        }
+    )
     assert found.resource == "train_time_s" and found.select_by == "val_accuracy"
     assert found.policy == Policy(rungs=(1,), keep=0.5, min_keep=1)
 
@@ -272,8 +322,11 @@ def test_bad_adaptive_settings_are_refused_at_planning(adaptive, expected):
 def test_adaptive_checks_the_reports_resource_it_falls_back_to():
     from pepr.results.adaptive import adaptive_problems
 
-    config = {"epochs": 10, "adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 2, "resource": None,
-                                         "select_by": "test_accuracy"}, "report": {"resource": "flops"}}
+    config = {
+        "epochs": 10,
+        "adaptive": {"rungs": [1], "keep": 0.5, "min_keep": 2, "resource": None, "select_by": "test_accuracy"},
+        "report": {"resource": "flops"},
+    }
     problems = adaptive_problems(config)
     assert any("report.resource (adaptive.resource is not set) 'flops'" in p for p in problems)
     assert any("bias the reported test performance" in p for p in problems)
@@ -292,7 +345,14 @@ def test_pepr_status_counts_stopped_cells_and_shows_each_rung(tmp_path):
         (run / "rung1.json").write_text(json.dumps({"status": "ok", "rung": 1}))
         if status:
             (run / "metrics.json").write_text(json.dumps({"status": status, "reason": "", "energy_kwh": 1.0}))
-        jobs.append(("cell", f"runs/d/scratch/1.0/{model}/seed0", model, f"results/runs/d/scratch/1.0/{model}/seed0/metrics.json"))
+        jobs.append(
+            (
+                "cell",
+                f"runs/d/scratch/1.0/{model}/seed0",
+                model,
+                f"results/runs/d/scratch/1.0/{model}/seed0/metrics.json",
+            )
+        )
     decision = results / "adaptive" / "d" / "scratch" / "1.0" / "rung1.json"
     decision.parent.mkdir(parents=True)
     decision.write_text(json.dumps({"rung": 1, "kept": ["a", "c"], "stopped": ["b"], "failed": []}))
@@ -307,9 +367,29 @@ def test_expected_cost_of_an_adaptive_sweep_next_to_the_full_grid():
     from pepr.results.adaptive import estimate_lines, expected_cost
 
     # one group of 4 models at 1 kWh per epoch (the last 3 kWh), 10 epochs; one pretraining job
-    rows = [{"dataset": "d", "init": "scratch", "fraction": 1.0, "model": m, "seed": 0, "epochs": 10,
-             "est_energy_kwh": 10.0 * c} for m, c in zip("abcd", (1, 1, 1, 3))]
-    rows.append({"dataset": "s", "init": "pretrain", "fraction": 1.0, "model": "a", "seed": 0, "epochs": 10, "est_energy_kwh": 5.0})
+    rows = [
+        {
+            "dataset": "d",
+            "init": "scratch",
+            "fraction": 1.0,
+            "model": m,
+            "seed": 0,
+            "epochs": 10,
+            "est_energy_kwh": 10.0 * c,
+        }
+        for m, c in zip("abcd", (1, 1, 1, 3))
+    ]
+    rows.append(
+        {
+            "dataset": "s",
+            "init": "pretrain",
+            "fraction": 1.0,
+            "model": "a",
+            "seed": 0,
+            "epochs": 10,
+            "est_energy_kwh": 5.0,
+        }
+    )
     table = pd.DataFrame(rows)
     cost = expected_cost(table, Policy(rungs=(1, 3), keep=0.25, min_keep=1))
     assert cost["full"] == pytest.approx(65.0)
@@ -325,12 +405,31 @@ def test_expected_cost_of_an_adaptive_sweep_next_to_the_full_grid():
 def adaptive_runs() -> pd.DataFrame:
     rows = []
     for group in ("x", "y"):
-        for model, status, rung, acc, kwh, params in (("a", "ok", None, 0.9, 4.0, 1e6), ("b", "ok", None, 0.8, 2.0, 2e6),
-                                                      ("c", "stopped", 1, 0.5, 1.0, 3e6), ("d", "failed", None, None, None, 4e6)):
-            rows.append({"dataset": group, "init": "scratch", "fraction": 1.0, "model": model, "seed": 0, "status": status,
-                         "reason": "" if status == "ok" else status, "rung": rung, "epochs": 4, "params": params,
-                         "val_accuracy": acc, "test_accuracy": acc, "energy_kwh": kwh, "train_time_s": None if kwh is None else kwh * 3600,
-                         "projected_pepr": 0.25 if status == "stopped" else None})
+        for model, status, rung, acc, kwh, params in (
+            ("a", "ok", None, 0.9, 4.0, 1e6),
+            ("b", "ok", None, 0.8, 2.0, 2e6),
+            ("c", "stopped", 1, 0.5, 1.0, 3e6),
+            ("d", "failed", None, None, None, 4e6),
+        ):
+            rows.append(
+                {
+                    "dataset": group,
+                    "init": "scratch",
+                    "fraction": 1.0,
+                    "model": model,
+                    "seed": 0,
+                    "status": status,
+                    "reason": "" if status == "ok" else status,
+                    "rung": rung,
+                    "epochs": 4,
+                    "params": params,
+                    "val_accuracy": acc,
+                    "test_accuracy": acc,
+                    "energy_kwh": kwh,
+                    "train_time_s": None if kwh is None else kwh * 3600,
+                    "projected_pepr": 0.25 if status == "stopped" else None,
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -365,7 +464,9 @@ def test_pepr_report_scores_finished_runs_and_shows_what_was_saved(tmp_path):
     assert code == 0
     scored = pd.read_csv(tmp_path / "report" / "pepr.csv")
     assert scored.loc[scored["status"] == "stopped", "pepr_energy_kwh"].isna().all()
-    assert scored.loc[scored["model"] == "b", "pepr_energy_kwh"].tolist() == pytest.approx([0.8, 0.8])  # normalised over a, b
+    assert scored.loc[scored["model"] == "b", "pepr_energy_kwh"].tolist() == pytest.approx(
+        [0.8, 0.8]
+    )  # normalised over a, b
     failed = pd.read_csv(tmp_path / "report" / "tables" / "failed_runs.csv")
     assert set(failed["model"]) == {"d"}
     page = (tmp_path / "report" / "report.html").read_text()

@@ -10,18 +10,22 @@ from pathlib import Path
 import pytest
 
 from pepr.errors import PeprInputError
-from pepr.train.checks import training_problems
 from pepr.train.adaptive_run import rung_file
+from pepr.train.checks import training_problems
 from pepr.train.run import run_training
 from pepr.train.settings import TrainConfig
 
 TINY = "synthetic:n_train=96,n_val=32,n_test=48"
-QUIET = lambda message: None
+
+
+def QUIET(message):
+    """A log that says nothing."""
 
 
 def config(out: Path, **extra) -> TrainConfig:
-    return TrainConfig(model="test_resnet", dataset=TINY, epochs=3, batch_size=16, device="cpu", threads=1,
-                       out_dir=out, **extra)
+    return TrainConfig(
+        model="test_resnet", dataset=TINY, epochs=3, batch_size=16, device="cpu", threads=1, out_dir=out, **extra
+    )
 
 
 def history(out: Path) -> list[dict[str, str]]:
@@ -30,10 +34,18 @@ def history(out: Path) -> list[dict[str, str]]:
 
 
 def test_rung_flags_are_checked_against_epochs():
-    assert any("--stop-after must be an epoch in 1..epochs-1" in p
-               for p in training_problems({"model": "m", "dataset": "synthetic", "epochs": 3, "stop_after": 3}, check_data=False))
-    assert any("not both" in p for p in training_problems(
-        {"model": "m", "dataset": "synthetic", "epochs": 3, "stop_after": 1, "stopped_at": 1}, check_data=False))
+    assert any(
+        "--stop-after must be an epoch in 1..epochs-1" in p
+        for p in training_problems(
+            {"model": "m", "dataset": "synthetic", "epochs": 3, "stop_after": 3}, check_data=False
+        )
+    )
+    assert any(
+        "not both" in p
+        for p in training_problems(
+            {"model": "m", "dataset": "synthetic", "epochs": 3, "stop_after": 1, "stopped_at": 1}, check_data=False
+        )
+    )
 
 
 @pytest.mark.slow

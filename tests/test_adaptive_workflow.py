@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from test_workflow_local import REPO, check, planned_jobs, snakemake, snakemake_command
 
 pytestmark = pytest.mark.slow
@@ -25,10 +26,19 @@ DECISION = "results/adaptive/synthetic-n_test48-n_train96-n_val48/scratch/1.0/ru
 
 def adaptive_config(tmp_path: Path, name: str, epochs: int = 2, rungs=(1,), keep: float = 0.34) -> Path:
     config = {
-        "models": MODELS, "datasets": ["synthetic:n_train=96,n_val=48,n_test=48"], "inits": ["scratch"],
-        "fractions": [1.0], "seeds": [0], "epochs": epochs, "batch_size": 32, "device": "cpu", "data_dir": "data",
+        "models": MODELS,
+        "datasets": ["synthetic:n_train=96,n_val=48,n_test=48"],
+        "inits": ["scratch"],
+        "fractions": [1.0],
+        "seeds": [0],
+        "epochs": epochs,
+        "batch_size": 32,
+        "device": "cpu",
+        "data_dir": "data",
         "adaptive": {"rungs": list(rungs), "keep": keep, "min_keep": 1},
-        "resources": {kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")},
+        "resources": {
+            kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")
+        },
     }
     path = tmp_path / name
     path.write_text(yaml.safe_dump(config))
@@ -51,8 +61,14 @@ def sweep(tmp_path_factory):
     decision = json.loads((workdir / DECISION).read_text())
     second_plan = check(snakemake(workdir, "-n", "-p", "--cores", "2", "results/runs.csv", configfile=config))
     check(snakemake(workdir, "--cores", "2", "results/runs.csv", configfile=config))
-    return {"root": root, "config": config, "workdir": workdir, "first_plan": first_plan, "decision": decision,
-            "second_plan": second_plan.stdout + second_plan.stderr}
+    return {
+        "root": root,
+        "config": config,
+        "workdir": workdir,
+        "first_plan": first_plan,
+        "decision": decision,
+        "second_plan": second_plan.stdout + second_plan.stderr,
+    }
 
 
 def test_dry_run_plans_the_first_rung_only(sweep):
@@ -101,8 +117,13 @@ def test_kill_9_mid_rung_resumes_that_rung(tmp_path):
     workdir = tmp_path / "killed"
     workdir.mkdir()
     decision = DECISION.replace("rung1", "rung2")
-    driver = subprocess.Popen(snakemake_command(workdir, "--cores", "1", decision, configfile=config), cwd=REPO,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    driver = subprocess.Popen(
+        snakemake_command(workdir, "--cores", "1", decision, configfile=config),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 400
         while time.monotonic() < deadline and driver.poll() is None:
@@ -133,9 +154,25 @@ def test_pepr_replay_on_the_finished_sweep_makes_the_workflows_decision(sweep):
     config = adaptive_config(sweep["root"], "keep_all.yaml", keep=1.0)
     check(snakemake(workdir, "--cores", "1", "results/histories.csv", configfile=config))
     result = subprocess.run(
-        [sys.executable, "-m", "pepr.cli", "replay", str(workdir / "results" / "histories.csv"), "--rungs", "1",
-         "--keep", "0.34", "--min-keep", "1", "--out", str(workdir / "replay")],
-        capture_output=True, text=True, cwd=REPO, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pepr.cli",
+            "replay",
+            str(workdir / "results" / "histories.csv"),
+            "--rungs",
+            "1",
+            "--keep",
+            "0.34",
+            "--min-keep",
+            "1",
+            "--out",
+            str(workdir / "replay"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        check=False,
     )
     assert result.returncode == 0, result.stderr
     replayed = pd.read_csv(workdir / "replay" / "replay.csv")

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pepr.errors import PeprInputError
 from pepr.results.aggregate import (
     AMORTISED_RESOURCES,
     CELL_COLUMNS,
@@ -22,7 +23,6 @@ from pepr.results.aggregate import (
     score_runs,
     score_to_csv,
 )
-from pepr.errors import PeprInputError
 
 ROOT = "results/runs"
 
@@ -58,8 +58,15 @@ def write_run(base: Path, dataset: str, init: str, fraction: str, model: str, se
 def write_pretrain(base: Path, source: str, model: str, /, **metrics) -> str:
     folder = base / "results" / "pretrain" / source / model
     folder.mkdir(parents=True, exist_ok=True)
-    record = {"status": "ok", "reason": "", "model": model, "energy_kwh": 6.0, "co2_kg": 0.6,
-              "train_time_s": 60.0, "peak_memory_mb": 500.0}
+    record = {
+        "status": "ok",
+        "reason": "",
+        "model": model,
+        "energy_kwh": 6.0,
+        "co2_kg": 0.6,
+        "train_time_s": 60.0,
+        "peak_memory_mb": 500.0,
+    }
     record.update(metrics)
     (folder / "metrics.json").write_text(json.dumps(record))
     return str((folder / "metrics.json").relative_to(base))
@@ -70,8 +77,18 @@ def test_rows_are_cells_named_by_their_folder(tmp_path, monkeypatch):
     files = [
         write_run(tmp_path, "synthetic", "scratch", "1.0", "m2", 0, dataset="synthetic:n_train=10"),
         write_run(tmp_path, "synthetic", "scratch", "1.0", "m1", 0, test_accuracy=0.5, extra_metric=3),
-        write_run(tmp_path, "synthetic", "scratch", "0.1", "m1", 1,
-                  status="failed", reason="kernel larger than input", test_accuracy=None, energy_kwh=None),
+        write_run(
+            tmp_path,
+            "synthetic",
+            "scratch",
+            "0.1",
+            "m1",
+            1,
+            status="failed",
+            reason="kernel larger than input",
+            test_accuracy=None,
+            energy_kwh=None,
+        ),
     ]
     runs = collect_runs(files, runs_root=ROOT)
     assert list(runs.columns[:7]) == [*CELL_COLUMNS, "status", "reason"]
@@ -153,16 +170,62 @@ def make_runs(tmp_path: Path) -> pd.DataFrame:
     """Two cells with 3 successful runs each, one failed run, transfer rows with pretraining."""
     ck = "checkpoint:results/pretrain/src/{m}/model.pt"
     files = []
-    for i, (model, acc, energy, mem) in enumerate([("a", 0.9, 1.0, 100.0), ("b", 0.8, 3.0, 300.0), ("c", 0.6, 2.0, 200.0)]):
-        files.append(write_run(tmp_path, "d", "scratch", "1.0", model, 0, test_accuracy=acc, energy_kwh=energy,
-                               co2_kg=energy / 10, train_time_s=energy * 10, peak_memory_mb=mem))
-        files.append(write_run(tmp_path, "d", "transfer", "1.0", model, 0, init=ck.format(m=model), test_accuracy=acc,
-                               energy_kwh=energy / 2, co2_kg=energy / 20, train_time_s=energy * 5, peak_memory_mb=mem))
-    files.append(write_run(tmp_path, "d", "scratch", "1.0", "x", 0, status="failed", reason="cannot run",
-                           test_accuracy=None, energy_kwh=None, co2_kg=None, train_time_s=None, peak_memory_mb=None))
+    for _i, (model, acc, energy, mem) in enumerate(
+        [("a", 0.9, 1.0, 100.0), ("b", 0.8, 3.0, 300.0), ("c", 0.6, 2.0, 200.0)]
+    ):
+        files.append(
+            write_run(
+                tmp_path,
+                "d",
+                "scratch",
+                "1.0",
+                model,
+                0,
+                test_accuracy=acc,
+                energy_kwh=energy,
+                co2_kg=energy / 10,
+                train_time_s=energy * 10,
+                peak_memory_mb=mem,
+            )
+        )
+        files.append(
+            write_run(
+                tmp_path,
+                "d",
+                "transfer",
+                "1.0",
+                model,
+                0,
+                init=ck.format(m=model),
+                test_accuracy=acc,
+                energy_kwh=energy / 2,
+                co2_kg=energy / 20,
+                train_time_s=energy * 5,
+                peak_memory_mb=mem,
+            )
+        )
+    files.append(
+        write_run(
+            tmp_path,
+            "d",
+            "scratch",
+            "1.0",
+            "x",
+            0,
+            status="failed",
+            reason="cannot run",
+            test_accuracy=None,
+            energy_kwh=None,
+            co2_kg=None,
+            train_time_s=None,
+            peak_memory_mb=None,
+        )
+    )
     # pretraining cost differs per model: it changes the amortised ranking
-    pretrain = [write_pretrain(tmp_path, "src", m, energy_kwh=e, co2_kg=e / 10, train_time_s=e * 10)
-                for m, e in (("a", 10.0), ("b", 0.0), ("c", 1.0))]
+    pretrain = [
+        write_pretrain(tmp_path, "src", m, energy_kwh=e, co2_kg=e / 10, train_time_s=e * 10)
+        for m, e in (("a", 10.0), ("b", 0.0), ("c", 1.0))
+    ]
     return collect_runs(files, pretrain, runs_root=ROOT)
 
 
@@ -206,7 +269,9 @@ def test_scoring_by_another_performance_and_errors_name_the_run(tmp_path, monkey
     with pytest.warns(UserWarning, match="d/scratch/1.0/b/0"):
         scored = score_runs(runs, performance="test_auc", skip_undefined=True)
     unscored = scored[scored["model"] == "b"]
-    assert unscored["pepr_energy_kwh"].isna().all() and unscored["score_note"].str.contains("test_auc is undefined").all()
+    assert (
+        unscored["pepr_energy_kwh"].isna().all() and unscored["score_note"].str.contains("test_auc is undefined").all()
+    )
     with pytest.raises(PeprInputError, match="d/scratch/1.0/b/0"):  # pepr score on a user's table: still an error
         score_runs(runs, performance="test_auc")
     with pytest.raises(PeprInputError, match="unknown column"):
@@ -215,8 +280,10 @@ def test_scoring_by_another_performance_and_errors_name_the_run(tmp_path, monkey
 
 def test_all_runs_failed_gives_empty_scores(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    files = [write_run(tmp_path, "d", "scratch", "1.0", m, 0, status="failed", reason="r", test_accuracy=None)
-             for m in ("a", "b")]
+    files = [
+        write_run(tmp_path, "d", "scratch", "1.0", m, 0, status="failed", reason="r", test_accuracy=None)
+        for m in ("a", "b")
+    ]
     scored = score_runs(collect_runs(files, runs_root=ROOT))
     assert len(scored) == 2 and scored["pepr_energy_kwh"].isna().all()
 
@@ -262,9 +329,11 @@ def test_tables_are_readable_per_the_umask(tmp_path, monkeypatch, umask, mode):
 def test_status_spelling_is_normalised_never_dropped(tmp_path, monkeypatch):
     """Documented rule (normalise_status): case and spaces are ignored, so "OK" is scored."""
     monkeypatch.chdir(tmp_path)
-    files = [write_run(tmp_path, "d", "scratch", "1.0", "a", 0, status="OK", energy_kwh=1.0),
-             write_run(tmp_path, "d", "scratch", "1.0", "b", 0, status=" ok ", energy_kwh=3.0),
-             write_run(tmp_path, "d", "scratch", "1.0", "c", 0, status="FAILED", reason="oom")]
+    files = [
+        write_run(tmp_path, "d", "scratch", "1.0", "a", 0, status="OK", energy_kwh=1.0),
+        write_run(tmp_path, "d", "scratch", "1.0", "b", 0, status=" ok ", energy_kwh=3.0),
+        write_run(tmp_path, "d", "scratch", "1.0", "c", 0, status="FAILED", reason="oom"),
+    ]
     runs = collect_runs(files, runs_root=ROOT)
     assert runs["status"].tolist() == ["ok", "ok", "failed"]
     # a hand-edited runs table gets the same rule when scored
@@ -276,9 +345,11 @@ def test_status_spelling_is_normalised_never_dropped(tmp_path, monkeypatch):
 def test_a_stopped_run_is_kept_and_never_scored(tmp_path, monkeypatch):
     """An adaptive sweep's stopped run: a row of runs.csv, no PePR score (it has no final numbers)."""
     monkeypatch.chdir(tmp_path)
-    files = [write_run(tmp_path, "d", "scratch", "1.0", "a", 0, energy_kwh=1.0),
-             write_run(tmp_path, "d", "scratch", "1.0", "b", 0, energy_kwh=3.0),
-             write_run(tmp_path, "d", "scratch", "1.0", "c", 0, status="Stopped", energy_kwh=0.1)]
+    files = [
+        write_run(tmp_path, "d", "scratch", "1.0", "a", 0, energy_kwh=1.0),
+        write_run(tmp_path, "d", "scratch", "1.0", "b", 0, energy_kwh=3.0),
+        write_run(tmp_path, "d", "scratch", "1.0", "c", 0, status="Stopped", energy_kwh=0.1),
+    ]
     runs = collect_runs(files, runs_root=ROOT)
     assert runs["status"].tolist() == ["ok", "ok", "stopped"]
     scored = score_runs(runs)
@@ -303,18 +374,20 @@ def test_csv_writer_round_trip_gives_the_same_values_as_pandas(tmp_path):
 
     rng = np.random.default_rng(1)
     n = 12
-    table = pd.DataFrame({
-        "dataset": ["d"] * n,
-        "fraction": [1.0] * n,  # all whole numbers: arrow alone would write "1" and read back int
-        "seed": np.arange(n),
-        "test_accuracy": rng.random(n),
-        "co2_kg": rng.random(n) * 1e-9,
-        "pretrain_uses": np.where(np.arange(n) % 3 == 0, np.nan, 4.0),
-        "status": ["ok"] * (n - 1) + ["failed"],
-        "reason": [""] * (n - 1) + ['kernel, "7x7"\nlarger than image'],
-        "flag": np.arange(n) % 2 == 0,
-        "pretrain_source": pd.Series([None] * (n - 2) + ["src", "src"], dtype=object),
-    })
+    table = pd.DataFrame(
+        {
+            "dataset": ["d"] * n,
+            "fraction": [1.0] * n,  # all whole numbers: arrow alone would write "1" and read back int
+            "seed": np.arange(n),
+            "test_accuracy": rng.random(n),
+            "co2_kg": rng.random(n) * 1e-9,
+            "pretrain_uses": np.where(np.arange(n) % 3 == 0, np.nan, 4.0),
+            "status": ["ok"] * (n - 1) + ["failed"],
+            "reason": [""] * (n - 1) + ['kernel, "7x7"\nlarger than image'],
+            "flag": np.arange(n) % 2 == 0,
+            "pretrain_source": pd.Series([None] * (n - 2) + ["src", "src"], dtype=object),
+        }
+    )
     write_table(table, tmp_path / "arrow.csv")
     table.to_csv(tmp_path / "pandas.csv", index=False)
     back = read_table(tmp_path / "arrow.csv")
@@ -336,16 +409,24 @@ def test_histories_co2_follows_the_country_and_the_series_as_runs_csv_does(tmp_p
     whatever intensity training recorded; cumulative CO2 is their running sum."""
     import calendar
 
+    from pepr.report.data import gather_histories
     from pepr.results.aggregate import CarbonSettings
     from pepr.results.carbon import country_intensity_g_per_kwh
-    from pepr.report.data import gather_histories
     from pepr.results.runs import HISTORY_COLUMNS, history_csv
 
     run = tmp_path / "runs" / "ds" / "scratch" / "1.0" / "m" / "seed0"
     run.mkdir(parents=True)
     energies = [0.002, 0.003]
-    rows = [{**{c: "" for c in HISTORY_COLUMNS}, "epoch": i + 1, "epoch_energy_kwh": e,
-             "epoch_co2_kg": 99.0, "cumulative_co2_kg": 99.0 * (i + 1)} for i, e in enumerate(energies)]
+    rows = [
+        {
+            **{c: "" for c in HISTORY_COLUMNS},
+            "epoch": i + 1,
+            "epoch_energy_kwh": e,
+            "epoch_co2_kg": 99.0,
+            "cumulative_co2_kg": 99.0 * (i + 1),
+        }
+        for i, e in enumerate(energies)
+    ]
     (run / "history.csv").write_text(history_csv(rows))
     start = calendar.timegm((2026, 1, 1, 0, 0, 0))
     (run / "metrics.json").write_text(json.dumps({"status": "ok", "epoch_midpoints_unix": [start + 600, start + 4200]}))

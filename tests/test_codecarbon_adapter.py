@@ -28,13 +28,17 @@ def _version() -> str:
 
 def test_tracker_lists_its_hardware_in_private_hardware(hardware):
     meter, found = hardware
-    assert hasattr(meter._tracker, "_hardware"), f"codecarbon {_version()} has no OfflineEmissionsTracker._hardware: update EnergyMeter._hardware"
+    assert hasattr(meter._tracker, "_hardware"), (
+        f"codecarbon {_version()} has no OfflineEmissionsTracker._hardware: update EnergyMeter._hardware"
+    )
     assert "CPU" in found and "RAM" in found, f"codecarbon {_version()} measures {sorted(found)}"
 
 
 def test_cpu_mode_is_private_mode(hardware):
     _, found = hardware
-    assert isinstance(getattr(found["CPU"], "_mode", None), str), f"codecarbon {_version()}: CPU._mode is gone; EnergyMeter.method() reads it"
+    assert isinstance(getattr(found["CPU"], "_mode", None), str), (
+        f"codecarbon {_version()}: CPU._mode is gone; EnergyMeter.method() reads it"
+    )
 
 
 def test_cpu_tdp_is_private_tdp(hardware):
@@ -46,7 +50,9 @@ def test_cpu_tdp_is_private_tdp(hardware):
 
 def test_ram_forced_power_is_private_force_ram_power(hardware):
     _, found = hardware
-    assert hasattr(found["RAM"], "_force_ram_power"), f"codecarbon {_version()}: RAM._force_ram_power is gone; EnergyMeter.method() reads it"
+    assert hasattr(found["RAM"], "_force_ram_power"), (
+        f"codecarbon {_version()}: RAM._force_ram_power is gone; EnergyMeter.method() reads it"
+    )
 
 
 def test_gpu_names_come_from_public_fields():

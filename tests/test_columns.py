@@ -58,13 +58,26 @@ def test_every_reader_takes_the_columns_from_their_home():
 
     assert aggregate.RESOURCES == columns.SCORED_RESOURCES == ("energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb")
     assert aggregate.AMORTISED_RESOURCES == ("energy_kwh", "co2_kg", "train_time_s")
-    assert settings_checks.SCORED_RESOURCES == (*aggregate.RESOURCES, "energy_kwh_amortised", "co2_kg_amortised", "train_time_s_amortised")
-    assert report_settings.STANDARD_RESOURCES == {"energy_kwh": "PePR-E", "co2_kg": "PePR-C", "train_time_s": "PePR-T", "peak_memory_mb": "PePR-M"}
+    assert settings_checks.SCORED_RESOURCES == (
+        *aggregate.RESOURCES,
+        "energy_kwh_amortised",
+        "co2_kg_amortised",
+        "train_time_s_amortised",
+    )
+    assert report_settings.STANDARD_RESOURCES == {
+        "energy_kwh": "PePR-E",
+        "co2_kg": "PePR-C",
+        "train_time_s": "PePR-T",
+        "peak_memory_mb": "PePR-M",
+    }
     assert report_settings.WORKFLOW_GROUP == runs.GROUP_COLUMNS == aggregate.GROUP_COLUMNS == GROUP_COLUMNS
     assert set(RESOURCE_COLUMNS) <= set(runs.RESULT_KEYS) and len(set(runs.RESULT_KEYS)) == len(runs.RESULT_KEYS)
     assert set(columns.PERFORMANCE_COLUMNS) <= set(runs.RESULT_KEYS)
     assert all(scoring._is_measurement(c) for c in RESOURCE_COLUMNS)
-    assert set(tables.ADDITIVE_RESOURCES) >= set(columns.AMORTISED_RESOURCES) and "peak_memory_mb" not in tables.ADDITIVE_RESOURCES
+    assert (
+        set(tables.ADDITIVE_RESOURCES) >= set(columns.AMORTISED_RESOURCES)
+        and "peak_memory_mb" not in tables.ADDITIVE_RESOURCES
+    )
     assert {m for _, m, _ in compare.COMPARED} == {"energy_kwh", "co2_kg", "train_time_s"}
     assert {e for e, _, _ in compare.COMPARED} == {"est_energy_kwh", "est_co2_kg", "est_time_s"}
 

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 import pepr.plan.config as pepr_config
-import pepr.train.checks as train_checks
 import pepr.plan.grid as grid
 import pepr.plan.prepare as plan
+import pepr.train.checks as train_checks
 from pepr.errors import PeprInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,19 +98,25 @@ def test_imagenet_init_needs_pretrained_weights(schema):
     problem = only_problem(problems_of(schema, models=["mobilenetv2_035"], inits=["scratch", "imagenet"]))
     assert "no pretrained ImageNet weights" in problem and "exclude" in problem
     # excluding those cells makes the config valid
-    assert problems_of(
-        schema,
-        models=["mobilenetv2_035", "resnet18"],
-        inits=["scratch", "imagenet"],
-        exclude=[{"model": "mobilenetv2_035", "init": "imagenet"}],
-    ) == []
+    assert (
+        problems_of(
+            schema,
+            models=["mobilenetv2_035", "resnet18"],
+            inits=["scratch", "imagenet"],
+            exclude=[{"model": "mobilenetv2_035", "init": "imagenet"}],
+        )
+        == []
+    )
     # ... and so does an include that keeps only its scratch cells
-    assert problems_of(
-        schema,
-        models=["mobilenetv2_035", "resnet18"],
-        inits=["scratch", "imagenet"],
-        include=[{"model": "resnet18"}, {"model": "mobilenetv2_035", "init": "scratch"}],
-    ) == []
+    assert (
+        problems_of(
+            schema,
+            models=["mobilenetv2_035", "resnet18"],
+            inits=["scratch", "imagenet"],
+            include=[{"model": "resnet18"}, {"model": "mobilenetv2_035", "init": "scratch"}],
+        )
+        == []
+    )
 
 
 def test_dataset_problems(schema, tmp_path, monkeypatch):
@@ -147,7 +153,9 @@ def test_transfer_source_must_differ_from_targets(schema):
     assert "also a target dataset" in problem
     problem = only_problem(problems_of(schema, inits=["transfer"], transfer={"source": "synthetic:classes=99"}))
     assert problem.startswith("transfer.source:") and "classes=99" in problem
-    problem = only_problem(problems_of(schema, inits=["transfer"], transfer={"source": "synthetic:seed=5", "fraction": 2.0}))
+    problem = only_problem(
+        problems_of(schema, inits=["transfer"], transfer={"source": "synthetic:seed=5", "fraction": 2.0})
+    )
     assert problem.startswith("transfer.fraction:")
     # without the transfer init, the transfer settings are not used and not checked
     assert problems_of(schema, transfer={"source": "synthetic:classes=99"}) == []
@@ -191,9 +199,16 @@ def real_catalogue(tmp_path_factory):
 USER_DATA_PROBLEM = "datasets: dataset 'npz:data/lidc.npz': data/lidc.npz not found"
 
 
-@pytest.mark.parametrize("config_file", ["config/config.yaml", "config/paper.yaml",
-                                         "config/paper-crossed.yaml", "config/cpu-small.yaml",
-                                         ".test/config.yaml"])
+@pytest.mark.parametrize(
+    "config_file",
+    [
+        "config/config.yaml",
+        "config/paper.yaml",
+        "config/paper-crossed.yaml",
+        "config/cpu-small.yaml",
+        ".test/config.yaml",
+    ],
+)
 def test_shipped_configs_are_valid(schema, real_catalogue, config_file, monkeypatch):
     path = REPO / config_file
     monkeypatch.chdir(REPO)
@@ -219,9 +234,23 @@ def test_snakemake_refuses_a_bad_config_before_scheduling(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text('models: ["resnet18; rm -rf ~", resnet19]\ndatasets: [synthetic]\nfractions: [2]\n')
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(REPO / "Snakefile"),
-         "--directory", str(tmp_path), "--configfile", str(bad)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "1",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode != 0
     assert "has 3 problem(s); nothing was run" in result.stderr
@@ -238,16 +267,32 @@ TP_CATALOGUE = {
     "pretrained_tags": ["resnet18.a1_in1k", "resnet18.tv_in1k"],
 }
 TP_GOOD = {
-    "model": "resnet18", "dataset": "pneumoniamnist", "out_dir": "results/x", "init": "scratch",
-    "fraction": 1.0, "epochs": 1, "seed": 0, "data_dir": None, "image_size": 28, "batch_size": 8,
-    "lr": 1e-3, "device": "cpu", "country": "DNK", "save_model": None, "threads": None,
-    "precision": "fp32", "carbon_intensity": None,
+    "model": "resnet18",
+    "dataset": "pneumoniamnist",
+    "out_dir": "results/x",
+    "init": "scratch",
+    "fraction": 1.0,
+    "epochs": 1,
+    "seed": 0,
+    "data_dir": None,
+    "image_size": 28,
+    "batch_size": 8,
+    "lr": 1e-3,
+    "device": "cpu",
+    "country": "DNK",
+    "save_model": None,
+    "threads": None,
+    "precision": "fp32",
+    "carbon_intensity": None,
 }
 
 
 def test_good_settings_have_no_problems():
     assert training_problems(TP_GOOD, TP_CATALOGUE, check_data=False) == []
-    assert training_problems({**TP_GOOD, "model": "resnet18.a1_in1k", "init": "imagenet"}, TP_CATALOGUE, check_data=False) == []
+    assert (
+        training_problems({**TP_GOOD, "model": "resnet18.a1_in1k", "init": "imagenet"}, TP_CATALOGUE, check_data=False)
+        == []
+    )
 
 
 @pytest.mark.parametrize(
@@ -304,8 +349,10 @@ def test_dataset_checked_when_asked(tmp_path):
 
 
 def test_module_does_not_import_torch():
-    code = ("import sys, pepr.plan.config, pepr.train.checks; "
-            "assert 'torch' not in sys.modules and 'timm' not in sys.modules")
+    code = (
+        "import sys, pepr.plan.config, pepr.train.checks; "
+        "assert 'torch' not in sys.modules and 'timm' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
@@ -334,7 +381,10 @@ def test_workflow_planning_runs_the_training_checks(tmp_path, monkeypatch, chang
     "change, expected",
     [
         ({"seeds": [0, 2**32]}, "config key 'seeds.1': 4294967296 is greater than the maximum of 4294967295"),
-        ({"device": "cuda:99", "resources": {"train": {"gpu": 1}}}, "device: 'cuda:99' but each train job is given 1 GPU(s)"),
+        (
+            {"device": "cuda:99", "resources": {"train": {"gpu": 1}}},
+            "device: 'cuda:99' but each train job is given 1 GPU(s)",
+        ),
         ({"report": {"figure_formats": 5}}, "report.figure_formats = 5; give a list"),
         ({"report": {"figure_formats": ["gif"]}}, "report.figure_formats = ['gif']"),
         ({"report": {"top_k": 0}}, "report.top_k = 0"),
@@ -377,7 +427,8 @@ def test_validation_names_live_in_their_owning_module():
 
 
 @pytest.mark.parametrize(
-    "model", ["resnet18", "resnet18.a1_in1k", "resnet18.bogus_tag", "gluon_resnet34_v1b", "no_such_net", "botnet26t_256"]
+    "model",
+    ["resnet18", "resnet18.a1_in1k", "resnet18.bogus_tag", "gluon_resnet34_v1b", "no_such_net", "botnet26t_256"],
 )
 def test_pepr_trains_one_model_catalogue_agrees_with_the_full_one(real_catalogue, model):
     """pepr train asks timm about its one model (fast); the verdict is the workflow's."""

@@ -23,8 +23,6 @@ from pepr.datasets.core import (
 from pepr.errors import PeprInputError
 from shared_data import PNEUMONIA, absent
 
-
-
 # ------------------------------------------------------------------ spec grammar and names
 
 
@@ -155,8 +153,14 @@ BAD_FILES = {
         ),
         "at least 2 classes",
     ),
-    "class_absent_in_train": (dict(train_labels=(np.arange(20) % 2).reshape(-1, 1)), "classes [2] have no sample in train"),
-    "empty_split": (dict(test_images=np.zeros((0, 12, 12), np.uint8), test_labels=np.zeros((0, 1), np.uint8)), "test_images is empty"),
+    "class_absent_in_train": (
+        dict(train_labels=(np.arange(20) % 2).reshape(-1, 1)),
+        "classes [2] have no sample in train",
+    ),
+    "empty_split": (
+        dict(test_images=np.zeros((0, 12, 12), np.uint8), test_labels=np.zeros((0, 1), np.uint8)),
+        "test_images is empty",
+    ),
 }
 
 
@@ -203,7 +207,11 @@ def test_medmnist_checks_against_info(tmp_path):
     problems = dataset_problems("breastmnist", tmp_path)
     assert any("this dataset has 2 classes" in p for p in problems), problems
     colour = {f"{s}_images": np.zeros((n, 12, 12, 3), np.uint8) for s, n in (("train", 20), ("val", 6), ("test", 8))}
-    write_npz(tmp_path / "breastmnist_64.npz", **colour, **{f"{s}_labels": (np.arange(n) % 2).reshape(-1, 1) for s, n in (("train", 20), ("val", 6), ("test", 8))})
+    write_npz(
+        tmp_path / "breastmnist_64.npz",
+        **colour,
+        **{f"{s}_labels": (np.arange(n) % 2).reshape(-1, 1) for s, n in (("train", 20), ("val", 6), ("test", 8))},
+    )
     assert any("3 channels; this dataset has 1" in p for p in dataset_problems("breastmnist@64", tmp_path))
 
 
@@ -271,7 +279,9 @@ def test_synthetic_classes_differ_but_overlap():
     brightness = x.mean(axis=1)
     b0, b1 = brightness[data.train_y == 0], brightness[data.train_y == 1]
     # overall brightness alone must not separate the classes
-    threshold_accuracy = max(np.mean((brightness > t) == (data.train_y == 1)) for t in np.percentile(brightness, range(5, 96, 5)))
+    threshold_accuracy = max(
+        np.mean((brightness > t) == (data.train_y == 1)) for t in np.percentile(brightness, range(5, 96, 5))
+    )
     assert threshold_accuracy < 0.85
     assert abs(b0.mean() - b1.mean()) > 0  # but the classes are not identical
 
@@ -313,7 +323,19 @@ def test_no_dataset_kind_branch_outside_the_datasets_package():
         r"""kind\S*\s*(==|!=|\bin\b)\s*[(\[]?\s*["'](medmnist|npz|synthetic|folder|csv)["']"""
         r"""|startswith\(\s*["'](npz|folder|csv|synthetic):|pepr_images\.KINDS|images\.KINDS"""
     )
-    files = [p for p in (root / "src" / "pepr").rglob("*.py") if "datasets" not in p.relative_to(root / "src" / "pepr").parts]
-    files += list((root / "workflow").rglob("*.smk")) + [root / "workflow" / "Snakefile"] + list((root / "scripts").glob("*.py"))
-    found = [f"{p.relative_to(root)}:{n}: {line.strip()}" for p in files if p.is_file() for n, line in enumerate(p.read_text().splitlines(), 1) if branch.search(line)]
+    files = [
+        p for p in (root / "src" / "pepr").rglob("*.py") if "datasets" not in p.relative_to(root / "src" / "pepr").parts
+    ]
+    files += (
+        list((root / "workflow").rglob("*.smk"))
+        + [root / "workflow" / "Snakefile"]
+        + list((root / "scripts").glob("*.py"))
+    )
+    found = [
+        f"{p.relative_to(root)}:{n}: {line.strip()}"
+        for p in files
+        if p.is_file()
+        for n, line in enumerate(p.read_text().splitlines(), 1)
+        if branch.search(line)
+    ]
     assert not found, "dataset-kind branches outside pepr.datasets:\n" + "\n".join(found)

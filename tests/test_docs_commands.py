@@ -146,8 +146,7 @@ RUN: dict[str, str] = {
     "--by task --out elsewhere_report": "its whole README block (the table written by the heredoc, then the "
     "report) runs in the scratch copy",
     ".venv/bin/snakemake --unlock": "parses the demo workflow in the scratch copy (slow tier)",
-    ".venv/bin/pepr replay results/histories.csv --rungs 1,3 --keep 0.34 --min-keep 2 --out replay/":
-        "on a constructed 4-epoch results/histories.csv in the scratch copy",
+    ".venv/bin/pepr replay results/histories.csv --rungs 1,3 --keep 0.34 --min-keep 2 --out replay/": "on a constructed 4-epoch results/histories.csv in the scratch copy",
 }
 
 #: Commands not run here, with the reason.
@@ -160,14 +159,11 @@ SKIPPED: dict[str, str] = {
     ".venv/bin/snakemake --profile profiles/slurm --forcerun train_model --config retrain=true": "needs a SLURM cluster; retrain=true with --force is covered by "
     "tests/test_rerun_issue17.py::test_retraining_on_purpose_and_job_side_force",
     ".venv/bin/snakemake --cores 2 results/pretrain/<source>/<model>/metrics.json --forcerun "
-    "results/pretrain/<source>/<model>/metrics.json --allowed-rules pretrain_source --config retrain=false":
-        "a template (<source>, <model>); the exact fix is run by "
-        "tests/test_rerun_issue17.py::test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells",
-    ".venv/bin/snakemake --cores 2 --forcerun results/runs/<dataset>/<init>/<fraction>/<model>/seed0/metrics.json":
-        "a template (<dataset> ...): every spelling of it is run by tests/test_rerun_issue26.py::test_every_forcerun_form_retrains",
-    ".venv/bin/snakemake --cores 2 --forcerun pretrain_source train_model":
-        "retrains the demo sweep and its pretraining; rule forms are run by "
-        "tests/test_snakemake_adapter.py::test_rule_forcerun_and_forceall_retrain_and_warn_about_kept_pretraining",
+    "results/pretrain/<source>/<model>/metrics.json --allowed-rules pretrain_source --config retrain=false": "a template (<source>, <model>); the exact fix is run by "
+    "tests/test_rerun_issue17.py::test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells",
+    ".venv/bin/snakemake --cores 2 --forcerun results/runs/<dataset>/<init>/<fraction>/<model>/seed0/metrics.json": "a template (<dataset> ...): every spelling of it is run by tests/test_rerun_issue26.py::test_every_forcerun_form_retrains",
+    ".venv/bin/snakemake --cores 2 --forcerun pretrain_source train_model": "retrains the demo sweep and its pretraining; rule forms are run by "
+    "tests/test_snakemake_adapter.py::test_rule_forcerun_and_forceall_retrain_and_warn_about_kept_pretraining",
     "git clone <repo> pepr && cd pepr": "a template (<repo>): the cluster install steps",
     "python3 -m venv .venv": "cluster install step (CI builds its venv with `make install`)",
     ".venv/bin/pip install torch torchvision --index-url https://download.pytorch.org/whl/cu121": "cluster install step: needs download.pytorch.org (not reachable in CI)",
@@ -463,9 +459,19 @@ def test_replay_command_replays_a_finished_sweeps_histories(scratch_repo):
     for index, model in enumerate(["a", "b", "c", "d", "e"]):
         for epoch in range(1, 5):
             accuracy = 0.5 + 0.05 * index + 0.01 * epoch
-            rows.append({"dataset": "synthetic", "init": "scratch", "fraction": 1.0, "model": model, "seed": 0,
-                         "epoch": epoch, "val_accuracy": accuracy, "test_accuracy": accuracy,
-                         "cumulative_energy_kwh": 0.001 * (1 + index) * epoch})
+            rows.append(
+                {
+                    "dataset": "synthetic",
+                    "init": "scratch",
+                    "fraction": 1.0,
+                    "model": model,
+                    "seed": 0,
+                    "epoch": epoch,
+                    "val_accuracy": accuracy,
+                    "test_accuracy": accuracy,
+                    "cumulative_energy_kwh": 0.001 * (1 + index) * epoch,
+                }
+            )
     (scratch_repo / "results").mkdir(exist_ok=True)
     pd.DataFrame(rows).to_csv(scratch_repo / "results" / "histories.csv", index=False)
     done = _shell(_doc_command(".venv/bin/pepr replay"), scratch_repo)

@@ -4,9 +4,9 @@ lower bounds as pyproject.toml's dependencies and test extra, and every rule nam
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
 
+import tomllib
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +59,8 @@ def test_every_rule_runs_in_that_environment():
             if re.search(r"^    (shell|script):", body, flags=re.MULTILINE):
                 named = re.search(r'^    conda:\n        "([^"]+)"', body, flags=re.MULTILINE)
                 assert named, f"{path.name}: rule {name} names no conda environment"
-                assert (path.parent / named.group(1)).resolve() == REPO / "envs" / "pepr.yaml", f"{path.name}: rule {name}"
+                assert (path.parent / named.group(1)).resolve() == REPO / "envs" / "pepr.yaml", (
+                    f"{path.name}: rule {name}"
+                )
                 checked += 1
     assert checked >= 10  # the rules were found

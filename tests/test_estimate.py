@@ -22,8 +22,20 @@ SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 def make_job(**changes) -> est.Job:
     values = dict(
-        dataset="d", init="scratch", fraction=0.5, model="m", seed=0, epochs=3, image_size=28, batch_size=32,
-        eval_batch_size=256, n_train=100, n_val=300, n_test=50, in_chans=1, num_classes=2,
+        dataset="d",
+        init="scratch",
+        fraction=0.5,
+        model="m",
+        seed=0,
+        epochs=3,
+        image_size=28,
+        batch_size=32,
+        eval_batch_size=256,
+        n_train=100,
+        n_val=300,
+        n_test=50,
+        in_chans=1,
+        num_classes=2,
     )
     values.update(changes)
     return est.Job(**values)
@@ -31,9 +43,19 @@ def make_job(**changes) -> est.Job:
 
 def make_calibration(job: est.Job, **changes) -> est.Calibration:
     values = dict(
-        model=job.model, image_size=job.image_size, batch_size=job.batch_size, eval_batch_size=job.eval_batch_size,
-        in_chans=job.in_chans, num_classes=job.num_classes, device="cuda", status="ok", params=1000,
-        train_s_per_batch=0.5, eval_s_per_batch=0.25, power_w=200.0, power_method="given",
+        model=job.model,
+        image_size=job.image_size,
+        batch_size=job.batch_size,
+        eval_batch_size=job.eval_batch_size,
+        in_chans=job.in_chans,
+        num_classes=job.num_classes,
+        device="cuda",
+        status="ok",
+        params=1000,
+        train_s_per_batch=0.5,
+        eval_s_per_batch=0.25,
+        power_w=200.0,
+        power_method="given",
     )
     values.update(changes)
     return est.Calibration(**values)
@@ -65,8 +87,20 @@ def test_job_cost_is_exact_for_hand_made_calibration():
 
 @pytest.mark.parametrize(
     "n, batch, expected",
-    [(1, 32, 1), (32, 32, 1), (33, 32, 1), (34, 32, 2), (64, 32, 2), (65, 32, 2), (66, 32, 3), (97, 32, 3),
-     (100, 32, 4), (1, 1, 1), (2, 1, 1), (5, 1, 4)],
+    [
+        (1, 32, 1),
+        (32, 32, 1),
+        (33, 32, 1),
+        (34, 32, 2),
+        (64, 32, 2),
+        (65, 32, 2),
+        (66, 32, 3),
+        (97, 32, 3),
+        (100, 32, 4),
+        (1, 1, 1),
+        (2, 1, 1),
+        (5, 1, 4),
+    ],
 )
 def test_train_batches_follow_the_single_sample_merge_rule(n, batch, expected):
     assert est.train_batches(n, batch) == expected
@@ -91,9 +125,17 @@ def test_eval_batches_count_val_and_test_separately():
 
 def test_failed_model_is_listed_not_dropped():
     ok_job, bad_job = make_job(model="small"), make_job(model="big")
-    calibrations = [make_calibration(ok_job), make_calibration(bad_job, status="failed", reason="kernel > image",
-                                                               train_s_per_batch=math.nan, eval_s_per_batch=math.nan,
-                                                               power_w=math.nan)]
+    calibrations = [
+        make_calibration(ok_job),
+        make_calibration(
+            bad_job,
+            status="failed",
+            reason="kernel > image",
+            train_s_per_batch=math.nan,
+            eval_s_per_batch=math.nan,
+            power_w=math.nan,
+        ),
+    ]
     table = est.estimate_jobs([ok_job, bad_job, bad_job], calibrations, ASSUMPTIONS)
     assert list(table["model"]) == ["small", "big", "big"]
     assert table.loc[table["model"] == "big", "est_time_s"].isna().all()
@@ -216,19 +258,36 @@ def test_npz_dataset_without_its_file_needs_dataset_size(tmp_path, monkeypatch):
     from pepr.plan.config import load_config
 
     monkeypatch.chdir(tmp_path)
-    write_config(tmp_path / "c.yaml", "models: [resnet18]\ndatasets: ['npz:data/lidc.npz', pneumoniamnist]\n"
-                 "inits: [scratch]\nfractions: [1.0, 0.1]\nepochs: 2\n")
+    write_config(
+        tmp_path / "c.yaml",
+        "models: [resnet18]\ndatasets: ['npz:data/lidc.npz', pneumoniamnist]\n"
+        "inits: [scratch]\nfractions: [1.0, 0.1]\nepochs: 2\n",
+    )
     with pytest.raises(PeprInputError, match=r"--dataset-size lidc=TRAIN,VAL,TEST,SIZE"):
         est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache")
     with pytest.raises(PeprInputError, match="image size is unknown"):
-        est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache",
-                             dataset_sizes={"lidc": (600, 200, 200)})
+        est.jobs_from_config(
+            load_config(tmp_path / "c.yaml"),
+            SCHEMA,
+            cache_dir=tmp_path / "cache",
+            dataset_sizes={"lidc": (600, 200, 200)},
+        )
     with pytest.raises(PeprInputError, match="not a dataset of"):
-        est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache",
-                             dataset_sizes={"lidcc": (600, 200, 200, 64)})
-    grid_jobs = est.jobs_from_config(load_config(tmp_path / "c.yaml"), SCHEMA, cache_dir=tmp_path / "cache",
-                                     dataset_sizes={"lidc": (600, 200, 200, 64)})
-    lidc = sorted((j.fraction, j.n_train, j.n_val, j.image_size, j.in_chans) for j in grid_jobs.jobs if j.dataset == "lidc")
+        est.jobs_from_config(
+            load_config(tmp_path / "c.yaml"),
+            SCHEMA,
+            cache_dir=tmp_path / "cache",
+            dataset_sizes={"lidcc": (600, 200, 200, 64)},
+        )
+    grid_jobs = est.jobs_from_config(
+        load_config(tmp_path / "c.yaml"),
+        SCHEMA,
+        cache_dir=tmp_path / "cache",
+        dataset_sizes={"lidc": (600, 200, 200, 64)},
+    )
+    lidc = sorted(
+        (j.fraction, j.n_train, j.n_val, j.image_size, j.in_chans) for j in grid_jobs.jobs if j.dataset == "lidc"
+    )
     assert lidc == [(0.1, 60, 200, 64, 1), (1.0, 600, 200, 64, 1)]
     pneumonia = [j for j in grid_jobs.jobs if j.dataset == "pneumoniamnist" and j.fraction == 1.0][0]
     assert (pneumonia.n_train, pneumonia.image_size) == (4708, 28)
@@ -328,7 +387,9 @@ def test_comparison_figure_is_written(tmp_path):
 def test_compare_files_writes_table_and_figure(tmp_path):
     _estimate_table().to_csv(tmp_path / "estimate.csv", index=False)
     _runs_table().to_csv(tmp_path / "runs.csv", index=False)
-    table = est.compare_files(tmp_path / "estimate.csv", tmp_path / "runs.csv", tmp_path / "out.csv", tmp_path / "out.png")
+    table = est.compare_files(
+        tmp_path / "estimate.csv", tmp_path / "runs.csv", tmp_path / "out.csv", tmp_path / "out.png"
+    )
     assert (tmp_path / "out.csv").is_file() and (tmp_path / "out.png").is_file()
     assert set(table["model"]) == {"a", "b", "c"}
 
@@ -428,16 +489,19 @@ def _fake_estimate(calls, before_return=None):
             before_return()
         job = make_job()
         table = est.estimate_jobs([job], [make_calibration(job)], ASSUMPTIONS)
-        return est.EstimateResult(table=table, by_model=est.summarise_by_model(table), report="REPORT",
-                                  calibrations=[])
+        return est.EstimateResult(table=table, by_model=est.summarise_by_model(table), report="REPORT", calibrations=[])
+
     return run_estimate
 
 
-@pytest.mark.parametrize("output, message", [
-    ("folder.csv", "is a folder"),
-    ("afile.csv/estimate.csv", "is a file, not a folder"),
-    ("new.csv/", "is a folder"),
-])
+@pytest.mark.parametrize(
+    "output, message",
+    [
+        ("folder.csv", "is a folder"),
+        ("afile.csv/estimate.csv", "is a file, not a folder"),
+        ("new.csv/", "is a folder"),
+    ],
+)
 def test_cli_unwritable_output_exits_2_before_calibrating(tmp_path, monkeypatch, capsys, output, message):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "folder.csv").mkdir()
@@ -476,8 +540,19 @@ def test_cli_write_failing_after_calibration_saves_the_tables(tmp_path, monkeypa
     calls = []
     monkeypatch.setattr(est, "run_estimate", _fake_estimate(calls, output_folder_goes_away))
     config = write_config(tmp_path / "c.yaml", TINY_CONFIG)
-    code = main(["estimate", "--configfile", str(config), "--schema", str(SCHEMA),
-                 "-o", "out/estimate.csv", "--by-model", "by_model.csv"])
+    code = main(
+        [
+            "estimate",
+            "--configfile",
+            str(config),
+            "--schema",
+            str(SCHEMA),
+            "-o",
+            "out/estimate.csv",
+            "--by-model",
+            "by_model.csv",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 2 and len(calls) == 1
     assert "REPORT" in captured.out
@@ -525,8 +600,9 @@ def test_carbon_intensity_series_gives_its_time_weighted_mean(tmp_path):
     assert value == pytest.approx(200.0) and str(csv) in text
     job = make_job()
     assumptions = est.EstimateAssumptions(country="DNK", carbon_intensity_g_per_kwh=value, carbon_source=text)
-    report = est.format_report(est.estimate_jobs([job], [make_calibration(job)], assumptions), assumptions,
-                               device_label="cuda:0 (test)")
+    report = est.format_report(
+        est.estimate_jobs([job], [make_calibration(job)], assumptions), assumptions, device_label="cuda:0 (test)"
+    )
     assert f"CO2: 200 g/kWh, the time-weighted mean of the carbon intensity series {csv}" in report
     csv.write_text("timestamp,gco2_per_kwh\n2024-01-01T00:00:00Z,-5\n2024-01-01T01:00:00Z,300\n")
     with pytest.raises(PeprInputError, match="must be a number >= 0"):
@@ -540,18 +616,28 @@ def _jobs_with_times(seconds: list[float], failed: int = 0) -> pd.DataFrame:
         job = make_job(model=f"m{index}", epochs=1, n_train=10, batch_size=32, n_val=0, n_test=0)
         jobs.append(job)
         status = "failed" if index >= len(seconds) else "ok"
-        cals.append(make_calibration(job, train_s_per_batch=secs, eval_s_per_batch=0.0, status=status,
-                                     reason="oom" if status == "failed" else ""))
+        cals.append(
+            make_calibration(
+                job,
+                train_s_per_batch=secs,
+                eval_s_per_batch=0.0,
+                status=status,
+                reason="oom" if status == "failed" else "",
+            )
+        )
     assumptions = est.EstimateAssumptions(country="XYZ", carbon_intensity_g_per_kwh=100.0)
     return est.estimate_jobs(jobs, cals, assumptions)
 
 
-@pytest.mark.parametrize("seconds, minutes, k", [
-    ([240.0, 360.0], 30, 6),     # mean 300 s: 1800 / 300 = 6 cells per 30-min allocation
-    ([250.0, 350.0, 400.0], 30, 5),  # mean 333.3 s: floor(5.4) = 5
-    ([3000.0], 30, 1),           # a cell longer than the allocation: still 1
-    ([10.0], 60, 360),
-])
+@pytest.mark.parametrize(
+    "seconds, minutes, k",
+    [
+        ([240.0, 360.0], 30, 6),  # mean 300 s: 1800 / 300 = 6 cells per 30-min allocation
+        ([250.0, 350.0, 400.0], 30, 5),  # mean 333.3 s: floor(5.4) = 5
+        ([3000.0], 30, 1),  # a cell longer than the allocation: still 1
+        ([10.0], 60, 360),
+    ],
+)
 def test_k_fills_an_allocation_of_the_target_length(seconds, minutes, k):
     from pepr.estimate.cost import recommend_cells_per_allocation
 
@@ -567,7 +653,10 @@ def test_report_prints_k_with_its_formula_and_warns_on_long_cells():
     assumptions = est.EstimateAssumptions(country="XYZ", carbon_intensity_g_per_kwh=100.0, allocation_minutes=30)
     report = est.format_report(table, assumptions, device_label="cuda:0 (test)")
     assert "Cells per SLURM allocation: K = 6" in report
-    assert "K = max(1, floor(cluster.allocation_minutes x 60 / mean time per cell)) = max(1, floor(1800 s / 300.0 s)) = 6" in report
+    assert (
+        "K = max(1, floor(cluster.allocation_minutes x 60 / mean time per cell)) = max(1, floor(1800 s / 300.0 s)) = 6"
+        in report
+    )
     assert "lasts about 30.0 min" in report and "NOTE" not in report
     short = est.EstimateAssumptions(country="XYZ", carbon_intensity_g_per_kwh=100.0, allocation_minutes=5)
     report = est.format_report(table, short, device_label="cuda:0 (test)")

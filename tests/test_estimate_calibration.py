@@ -21,12 +21,22 @@ def test_real_calibration_of_a_small_model_and_a_failing_one():
     import torch
 
     torch.set_num_threads(1)
-    small = est.CalibrationSpec("mobilenetv3_small_050", image_size=28, batch_size=8, eval_batch_size=16, in_chans=1, num_classes=2)
-    too_small = est.CalibrationSpec("convnext_atto", image_size=28, batch_size=8, eval_batch_size=16, in_chans=1, num_classes=2)
+    small = est.CalibrationSpec(
+        "mobilenetv3_small_050", image_size=28, batch_size=8, eval_batch_size=16, in_chans=1, num_classes=2
+    )
+    too_small = est.CalibrationSpec(
+        "convnext_atto", image_size=28, batch_size=8, eval_batch_size=16, in_chans=1, num_classes=2
+    )
     lines: list[str] = []
     ok, failed = est.calibrate_models(
-        [small, too_small], "cpu", est.build_training_model, batches=2, warmup=1, min_seconds=0.0,
-        country="DNK", progress=lines.append,
+        [small, too_small],
+        "cpu",
+        est.build_training_model,
+        batches=2,
+        warmup=1,
+        min_seconds=0.0,
+        country="DNK",
+        progress=lines.append,
     )
     assert ok.ok and ok.spec == small
     assert ok.train_s_per_batch > 0 and ok.eval_s_per_batch > 0
@@ -41,8 +51,12 @@ def test_real_calibration_of_a_small_model_and_a_failing_one():
 
 
 def test_given_power_replaces_the_measurement():
-    spec = est.CalibrationSpec("mobilenetv3_small_050", image_size=16, batch_size=4, eval_batch_size=8, in_chans=3, num_classes=3)
-    (result,) = est.calibrate_models([spec], "cpu", est.build_training_model, batches=1, warmup=0, min_seconds=0.0, power_w=123.0)
+    spec = est.CalibrationSpec(
+        "mobilenetv3_small_050", image_size=16, batch_size=4, eval_batch_size=8, in_chans=3, num_classes=3
+    )
+    (result,) = est.calibrate_models(
+        [spec], "cpu", est.build_training_model, batches=1, warmup=0, min_seconds=0.0, power_w=123.0
+    )
     assert result.ok and result.power_w == 123.0 and "given" in result.power_method
 
 
@@ -63,10 +77,27 @@ cluster:
 def test_cli_end_to_end_on_a_tiny_config(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "tiny.yaml").write_text(TINY)
-    code = main([
-        "estimate", "--configfile", "tiny.yaml", "--schema", str(SCHEMA), "--batches", "1", "--warmup", "0",
-        "--min-seconds", "0", "--job-overhead-s", "5", "-o", "out/estimate.csv", "--by-model", "out/by_model.csv",
-    ])
+    code = main(
+        [
+            "estimate",
+            "--configfile",
+            "tiny.yaml",
+            "--schema",
+            str(SCHEMA),
+            "--batches",
+            "1",
+            "--warmup",
+            "0",
+            "--min-seconds",
+            "0",
+            "--job-overhead-s",
+            "5",
+            "-o",
+            "out/estimate.csv",
+            "--by-model",
+            "out/by_model.csv",
+        ]
+    )
     captured = capsys.readouterr()
     assert code == 0, captured.err
     table = pd.read_csv(tmp_path / "out" / "estimate.csv")
@@ -86,8 +117,9 @@ def test_cli_end_to_end_on_a_tiny_config(tmp_path, monkeypatch, capsys):
     assert f"Cells per SLURM allocation: K = {k}" in report
     assert f"floor(30 s / {mean:.1f} s)) = {k}" in report
     # a comparison against a fake "measured" table with the same keys
-    runs = ok[list(est.JOB_KEYS)].assign(status="ok", train_time_s=ok["est_time_s"] * 2,
-                                         energy_kwh=ok["est_energy_kwh"], co2_kg=ok["est_co2_kg"])
+    runs = ok[list(est.JOB_KEYS)].assign(
+        status="ok", train_time_s=ok["est_time_s"] * 2, energy_kwh=ok["est_energy_kwh"], co2_kg=ok["est_co2_kg"]
+    )
     comparison = est.compare_estimate(table, runs).set_index("model")
     assert comparison.loc["mobilenetv3_small_050", "ratio_time_s"] == pytest.approx(0.5)
     assert comparison.loc["mobilenetv3_small_050", "ratio_energy_kwh"] == pytest.approx(1.0)

@@ -37,8 +37,18 @@ def _workflow(tmp_path: Path) -> Path:
 
 def _snakemake(snakefile: Path, workdir: Path, *targets: str) -> subprocess.CompletedProcess:
     snakemake = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
-    cmd = [snakemake, "-s", str(snakefile), "-d", str(workdir), "--configfile", str(REPO / ".test" / "config.yaml"),
-           "--cores", "1", *targets]
+    cmd = [
+        snakemake,
+        "-s",
+        str(snakefile),
+        "-d",
+        str(workdir),
+        "--configfile",
+        str(REPO / ".test" / "config.yaml"),
+        "--cores",
+        "1",
+        *targets,
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -58,7 +68,9 @@ def test_estimate_cost_and_compare_estimate_rules(tmp_path):
     # A measured runs.csv as aggregate_runs would write it (times 25% above the estimate).
     ok = estimate[(estimate["status"] == "ok") & (estimate["init"] != "pretrain")]
     runs = ok[["dataset", "init", "fraction", "model", "seed"]].assign(
-        status="ok", train_time_s=ok["est_time_s"] * 1.25, energy_kwh=ok["est_energy_kwh"] * 1.25,
+        status="ok",
+        train_time_s=ok["est_time_s"] * 1.25,
+        energy_kwh=ok["est_energy_kwh"] * 1.25,
         co2_kg=ok["est_co2_kg"] * 1.25,
     )
     runs.to_csv(workdir / "results" / "runs.csv", index=False)

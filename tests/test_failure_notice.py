@@ -32,8 +32,13 @@ def test_failed_cell_prints_one_line_on_the_terminal_stream(tmp_path):
         f"'synthetic:n_train=40,n_val=20,n_test=20' --epochs 1 --device cpu --out {out} --threads 1 "
         f"3>&2 >> {log} 2>&1"
     )
-    done = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    done = subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert done.returncode == 0, done.stderr + log.read_text()
     lines = [line for line in done.stderr.splitlines() if line.startswith("pepr: ")]
     assert len(lines) == 1 and lines[0].startswith(f"pepr: {out} failed: "), done.stderr

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 
 import pepr.plan.config as pepr_config
-import pepr.train.checks as train_checks
 import pepr.plan.grid as grid
 import pepr.plan.prepare as plan
 import pepr.results.runs as runs
+import pepr.train.checks as train_checks
 from pepr.errors import PeprInputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,7 +67,13 @@ def test_grid_is_the_full_product_in_config_order(schema):
     g = grid.build_grid(config)
     assert len(g.cells) == 2 * 2 * 2 * 2 * 2
     first = g.cells[0]
-    assert (first.dataset, first.init, first.fraction, first.model, first.seed) == ("synthetic", "scratch", 1.0, "m1", 0)
+    assert (first.dataset, first.init, first.fraction, first.model, first.seed) == (
+        "synthetic",
+        "scratch",
+        1.0,
+        "m1",
+        0,
+    )
     assert first.key == "synthetic/scratch/1.0/m1/seed0"
     assert first.metrics == "results/runs/synthetic/scratch/1.0/m1/seed0/metrics.json"
     names = {c.dataset_name for c in g.cells}
@@ -121,9 +127,7 @@ def test_include_and_exclude_patterns(schema):
 
 
 def test_train_settings_hold_training_settings_only(schema):
-    config = completed(
-        schema, models=["m1"], datasets=["synthetic"], inits=["transfer"], epochs=2, report={"top_k": 3}
-    )
+    config = completed(schema, models=["m1"], datasets=["synthetic"], inits=["transfer"], epochs=2, report={"top_k": 3})
     g = grid.build_grid(config)
     cell = g.cells[0]
     settings = grid.train_settings(cell, config)
@@ -148,7 +152,9 @@ def test_train_settings_hold_training_settings_only(schema):
     # the settings are the TrainConfig fields (minus out_dir/threads), so every one has a flag
     import dataclasses
 
-    train = pytest.importorskip("pepr.train.run", reason="pepr's training side does not import (torch missing): make install")
+    train = pytest.importorskip(
+        "pepr.train.run", reason="pepr's training side does not import (torch missing): make install"
+    )
     fields = {f.name for f in dataclasses.fields(train.TrainConfig)}
     assert set(settings) | set(pre) <= fields
 
@@ -190,7 +196,9 @@ def test_prepare_grid_validates_once_then_uses_its_cache(tmp_path, monkeypatch):
     assert [c.key for c in g2.cells] == [c.key for c in g1.cells]
     # another config is validated afresh, and its problems are all raised at once
     with pytest.raises(PeprInputError) as info:
-        plan.prepare_grid({"models": ["m9", "bad name"], "datasets": ["synthetic"]}, SCHEMA_PATH, cache, source="x.yaml")
+        plan.prepare_grid(
+            {"models": ["m9", "bad name"], "datasets": ["synthetic"]}, SCHEMA_PATH, cache, source="x.yaml"
+        )
     assert len(calls) == 2
     message = str(info.value)
     assert "x.yaml has 2 problem(s)" in message and "'m9'" in message and "'bad name'" in message
@@ -218,8 +226,14 @@ def test_train_settings_text_is_the_pepr_train_command(schema, tmp_path):
     from pepr.cli import build_parser
 
     config = completed(
-        schema, models=["m1"], datasets=["synthetic:n_train=10,classes=3"], inits=["transfer"],
-        data_dir=str(tmp_path / "my data"), lr=0.1, image_size=32, precision="bf16",
+        schema,
+        models=["m1"],
+        datasets=["synthetic:n_train=10,classes=3"],
+        inits=["transfer"],
+        data_dir=str(tmp_path / "my data"),
+        lr=0.1,
+        image_size=32,
+        precision="bf16",
     )
     g = grid.build_grid(config)
     cell = g.cells[0]

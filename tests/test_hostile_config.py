@@ -24,8 +24,10 @@ from pepr.plan.safeyaml import MAX_EXPANDED_NODES, load_workflow_config, load_ya
 REPO = Path(__file__).resolve().parents[1]
 
 #: 383 bytes that stand for 9**9 = 387,420,489 strings (the "billion laughs" of YAML).
-ALIAS_BOMB = "models: [resnet18]\ndatasets: [synthetic]\n" + 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n' + "".join(
-    f"{n}: &{n} [{','.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi")
+ALIAS_BOMB = (
+    "models: [resnet18]\ndatasets: [synthetic]\n"
+    + 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]\n'
+    + "".join(f"{n}: &{n} [{','.join(['*' + p] * 9)}]\n" for p, n in zip("abcdefgh", "bcdefghi"))
 )
 #: The same with mappings: Snakemake's own config merge walks these (see test below).
 MAPPING_BOMB = "a: &a {k1: 1, k2: 1, k3: 1, k4: 1, k5: 1, k6: 1, k7: 1, k8: 1, k9: 1}\n" + "".join(
@@ -87,8 +89,23 @@ def _snakemake_n(tmp_path: Path, config_text: str) -> subprocess.CompletedProces
     config = tmp_path / "config.yaml"
     config.write_text(config_text)
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-n", "--cores", "1", "-s", str(REPO / "Snakefile"), "--directory", str(tmp_path), "--configfile", str(config)],
-        capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "1",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(tmp_path),
+            "--configfile",
+            str(config),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -106,7 +123,12 @@ def test_snakemake_n_refuses_the_alias_bomb_and_duplicates_and_takes_1e_minus_3(
         "report: {resource: energy_kwhh, history_performance: test_acc, model_metadata: nope.csv, seed: -1}\n",
     )
     assert typos.returncode != 0
-    for words in ("report.resource = 'energy_kwhh'", "report.history_performance = 'test_acc'", "report.model_metadata nope.csv not found", "report.seed = -1"):
+    for words in (
+        "report.resource = 'energy_kwhh'",
+        "report.history_performance = 'test_acc'",
+        "report.model_metadata nope.csv not found",
+        "report.seed = -1",
+    ):
         assert words in typos.stderr, typos.stderr[-3000:]
     assert "lr" not in typos.stderr.split("problem(s)")[-1].split("report.")[0]  # 1e-3 is a number: no lr problem
     good = _snakemake_n(tmp_path, "models: [resnet18]\ndatasets: [synthetic]\nepochs: 1\nlr: 1e-3\n")
@@ -215,9 +237,17 @@ def test_scoring_with_an_undefined_performance_scores_the_others(tmp_path):
 
     runs = pd.DataFrame(
         {
-            "dataset": ["d"] * 3, "init": ["scratch"] * 3, "fraction": [1.0] * 3, "model": ["a", "b", "c"], "seed": [0] * 3,
-            "status": ["ok", "ok", "failed"], "test_auc": [0.8, None, None],
-            "energy_kwh": [1.0, 2.0, None], "co2_kg": [1.0, 2.0, None], "train_time_s": [1.0, 2.0, None], "peak_memory_mb": [1.0, 2.0, None],
+            "dataset": ["d"] * 3,
+            "init": ["scratch"] * 3,
+            "fraction": [1.0] * 3,
+            "model": ["a", "b", "c"],
+            "seed": [0] * 3,
+            "status": ["ok", "ok", "failed"],
+            "test_auc": [0.8, None, None],
+            "energy_kwh": [1.0, 2.0, None],
+            "co2_kg": [1.0, 2.0, None],
+            "train_time_s": [1.0, 2.0, None],
+            "peak_memory_mb": [1.0, 2.0, None],
         }
     )
     with pytest.warns(UserWarning, match="1 run\\(s\\) have no test_auc and are not scored: d/scratch/1.0/b/0"):
@@ -232,10 +262,9 @@ def test_report_lists_a_run_with_undefined_performance_instead_of_stopping(tmp_p
     import pandas as pd
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from report_sweep import make_sweep
-
     from pepr.report.build import load, read_tables, write_summary, write_tables
     from pepr.report.config import ReportConfig
+    from report_sweep import make_sweep
 
     make_sweep(tmp_path, seeds=(0, 1))
     df = pd.read_csv(tmp_path / "pepr.csv", dtype={"fraction": str})

@@ -81,7 +81,9 @@ def test_a_label_of_ten_to_the_twelve(tmp_path):
     labels = np.array([0, 1, 0, 10**12], dtype=np.int64)
     path = real_npz(tmp_path / "label.npz", labels)
     problems = finishes_quickly(npz_problems, path)
-    assert problems == [f"{path}: a label is 1,000,000,000,000; labels are class indices 0..K-1 with K at most {npzcheck.MAX_CLASSES:,} (renumber the classes)"]
+    assert problems == [
+        f"{path}: a label is 1,000,000,000,000; labels are class indices 0..K-1 with K at most {npzcheck.MAX_CLASSES:,} (renumber the classes)"
+    ]
 
 
 def test_an_npz_path_that_is_a_fifo_is_refused_without_hanging(tmp_path):
@@ -112,7 +114,9 @@ def test_memory_check_before_reading(tmp_path, monkeypatch):
 def test_init_checkpoint_that_is_a_directory(tmp_path):
     from pepr.train.checks import training_problems
 
-    problems = training_problems({"model": "resnet18", "dataset": "synthetic", "init": f"checkpoint:{tmp_path}"}, check_data=False)
+    problems = training_problems(
+        {"model": "resnet18", "dataset": "synthetic", "init": f"checkpoint:{tmp_path}"}, check_data=False
+    )
     assert any("is a directory" in p and "not found" not in p for p in problems), problems
 
 
@@ -170,11 +174,15 @@ def test_carbon_series_ending_before_a_job_time_limit_is_a_planning_problem(tmp_
     from pepr.plan.prepare import _carbon_span_problems
 
     now = datetime.fromtimestamp(time.time(), tz=timezone.utc).replace(minute=0, second=0, microsecond=0)
-    rows = [f"{datetime.fromtimestamp(now.timestamp() + i * 900, tz=timezone.utc).isoformat()},100" for i in range(0, 6)]
+    rows = [
+        f"{datetime.fromtimestamp(now.timestamp() + i * 900, tz=timezone.utc).isoformat()},100" for i in range(0, 6)
+    ]
     path = tmp_path / "short.csv"
     path.write_text("timestamp,gco2_per_kwh\n" + "\n".join(rows) + "\n")  # covers the next ~1.5 h
     config = {"carbon_intensity": str(path), "resources": {"train": {"runtime": 600}}}
     problems = _carbon_span_problems(config)
-    assert len(problems) == 1 and "resources.train.runtime = 600 min" in problems[0] and "extend the series" in problems[0]
+    assert (
+        len(problems) == 1 and "resources.train.runtime = 600 min" in problems[0] and "extend the series" in problems[0]
+    )
     config["resources"]["train"]["runtime"] = 30
     assert _carbon_span_problems(config) == []

@@ -33,7 +33,20 @@ def run_cli(*argv: str) -> tuple[int, str]:
 
 
 def train(out: Path, *extra: str) -> tuple[int, str]:
-    return run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "2", "--threads", "1", "--out", str(out), *extra)
+    return run_cli(
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        TINY,
+        "--epochs",
+        "2",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    )
 
 
 def assert_one_line_error(code: int, err: str, *words: str) -> None:
@@ -56,8 +69,10 @@ def small_fs(tmp_path):
     """A 48 MiB tmpfs (room for the free-space checks of a tiny run, not for much more)."""
     where = tmp_path / f"fs-{uuid.uuid4().hex[:6]}"
     if not _mount_tmpfs(where, "size=48m"):
-        pytest.skip("cannot mount a tmpfs here: the full-disk tests need root with mount permission "
-                    "(CAP_SYS_ADMIN; in a container, --privileged)")
+        pytest.skip(
+            "cannot mount a tmpfs here: the full-disk tests need root with mount permission "
+            "(CAP_SYS_ADMIN; in a container, --privileged)"
+        )
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False)
 
@@ -67,8 +82,10 @@ def read_only_fs(tmp_path):
     where = tmp_path / f"ro-{uuid.uuid4().hex[:6]}"
     if not _mount_tmpfs(where, "ro,size=1m"):
         if os.geteuid() == 0:
-            pytest.skip("cannot mount a read-only tmpfs, and root ignores chmod: run as root with mount "
-                        "permission (CAP_SYS_ADMIN) or as a user other than root")
+            pytest.skip(
+                "cannot mount a read-only tmpfs, and root ignores chmod: run as root with mount "
+                "permission (CAP_SYS_ADMIN) or as a user other than root"
+            )
         where.chmod(0o555)
     yield where
     subprocess.run(["umount", "-l", str(where)], check=False) if os.geteuid() == 0 else where.chmod(0o755)
@@ -169,10 +186,14 @@ def test_disk_full_at_the_final_write_loses_no_epoch(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(out_dir) / "metrics.json"))
 
     monkeypatch.setattr(train_module.runs, "archive_result", full_disk)
-    code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
+    code, err = run_cli(
+        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out)
+    )
     assert_one_line_error(code, err, "metrics.json", "No space left on device", "resume.pt")
     monkeypatch.setattr(train_module.runs, "archive_result", real_write)
-    code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
+    code, err = run_cli(
+        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out)
+    )
     assert code == 0, err
     assert "1 epoch(s) done" in err and "epoch 1/1" not in err  # the one epoch was kept, not retrained
     assert (out / "metrics.json").is_file() and not (out / "resume.pt").exists()
@@ -209,7 +230,9 @@ def test_stale_temp_of_a_killed_save_is_removed_at_start(tmp_path):
     stale.write_bytes(b"")  # what a kill -9 during torch.save leaves
     other = out / ".resume.pt.4242.0123456789abcdef.tmp"  # pepr.results.runs' temp-name pattern
     other.write_bytes(b"")
-    code, err = run_cli("train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out))
+    code, err = run_cli(
+        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out)
+    )
     assert code == 0, err
     assert not stale.exists() and not other.exists() and "interrupted earlier" in err
 
@@ -233,8 +256,8 @@ def test_a_figure_write_failing_leaves_no_partial_file_and_one_line(tmp_path, mo
     matplotlib.use("Agg")
     import matplotlib.figure
 
-    from pepr.results.outputs import one_line_errors
     from pepr.report import figures
+    from pepr.results.outputs import one_line_errors
 
     fig = matplotlib.figure.Figure()
     fig.add_subplot().plot([0, 1])
@@ -250,5 +273,9 @@ def test_a_figure_write_failing_leaves_no_partial_file_and_one_line(tmp_path, mo
             figures.save(fig, tmp_path / "f", ["png"])
     assert stopped.value.code == 2
     err = capsys.readouterr().err
-    assert err.startswith("pepr report_figures: error: cannot write ") and "No space left" in err and err.count("\n") == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.png"] and (tmp_path / "f.png").read_bytes() == b"old figure"
+    assert (
+        err.startswith("pepr report_figures: error: cannot write ") and "No space left" in err and err.count("\n") == 1
+    )
+    assert (
+        sorted(p.name for p in tmp_path.iterdir()) == ["f.png"] and (tmp_path / "f.png").read_bytes() == b"old figure"
+    )

@@ -28,7 +28,9 @@ def read_metrics(out: Path) -> dict:
 
 
 def test_out_of_memory_reason_recognises_the_allocators():
-    cpu = RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes. Error code 12 (Cannot allocate memory)")
+    cpu = RuntimeError(
+        "[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: can't allocate memory: you tried to allocate 2147483648 bytes. Error code 12 (Cannot allocate memory)"
+    )
     assert "DefaultCPUAllocator" in out_of_memory_reason(cpu)
     assert out_of_memory_reason(MemoryError()) == "MemoryError"
     assert "out of memory" in out_of_memory_reason(RuntimeError("CUDA out of memory. Tried to allocate 20.00 MiB"))
@@ -39,12 +41,16 @@ def test_out_of_memory_reason_recognises_the_allocators():
 @pytest.mark.slow
 def test_diverged_training_is_a_failed_record_with_the_epoch(tmp_path):
     out = tmp_path / "diverged"
-    metrics = run_training(TrainConfig(model="test_resnet", dataset=TINY, epochs=2, lr=1e6, out_dir=out, threads=1), log=QUIET)
+    metrics = run_training(
+        TrainConfig(model="test_resnet", dataset=TINY, epochs=2, lr=1e6, out_dir=out, threads=1), log=QUIET
+    )
     assert metrics["status"] == "failed"
     assert "diverged in epoch" in metrics["reason"] and "lower lr" in metrics["reason"]
     written = read_metrics(out)
     assert written["status"] == "failed" and written["failed_epoch"] in (1, 2)
-    assert all(written[key] is None for key in RESULT_KEYS if key.startswith(("test_", "val_")))  # no constant guess recorded as "ok"
+    assert all(
+        written[key] is None for key in RESULT_KEYS if key.startswith(("test_", "val_"))
+    )  # no constant guess recorded as "ok"
     assert not (out / "resume.pt").exists()
 
 

@@ -147,7 +147,10 @@ def test_folder_of_real_xrays_is_converted_pixel_exact(tmp_path, xrays):
     info = images.read_info(path)
     assert info["class_names"] == list(CLASSES) and info["label_order"] == {"0": "normal", "1": "pneumonia"}
     assert info["counts"] == {"train": 56, "val": 8, "test": 16}  # 40 per class: 70/10/20 per class
-    assert all(counts == {"normal": n // 2, "pneumonia": n // 2} for counts, n in zip(info["class_counts"].values(), (56, 8, 16)))
+    assert all(
+        counts == {"normal": n // 2, "pneumonia": n // 2}
+        for counts, n in zip(info["class_counts"].values(), (56, 8, 16))
+    )
     with np.load(path) as archive:
         for split in ("train", "val", "test"):
             stored = archive[f"{split}_images"]
@@ -274,7 +277,9 @@ def test_16_bit_png_is_mapped_linearly_by_the_datasets_range(tmp_path):
                 np.testing.assert_array_equal(archive[f"{split}_images"][row], expected[relative])
 
 
-def write_dicom(path: Path, raw: np.ndarray, slope=1.0, intercept=0.0, center=None, width=None, photometric="MONOCHROME2"):
+def write_dicom(
+    path: Path, raw: np.ndarray, slope=1.0, intercept=0.0, center=None, width=None, photometric="MONOCHROME2"
+):
     pydicom = pytest.importorskip("pydicom", reason="pydicom (the 'dicom' extra) is not installed")
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
@@ -326,7 +331,9 @@ def test_resize_with_antialiasing_and_channel_conversion(tmp_path, xrays):
     with np.load(path) as archive:
         stored = archive["train_images"]
     assert stored.shape[1:] == (16, 16, 3) and info["size"] == 16 and info["channels"] == 3
-    source = Image.fromarray(written[info["files"]["train"][0]]).convert("RGB").resize((16, 16), Image.Resampling.LANCZOS)
+    source = (
+        Image.fromarray(written[info["files"]["train"][0]]).convert("RGB").resize((16, 16), Image.Resampling.LANCZOS)
+    )
     np.testing.assert_array_equal(stored[0], np.asarray(source))
 
 
@@ -411,7 +418,12 @@ def test_csv_label_not_in_class_list_missing_path_and_duplicate_split(tmp_path):
     root = tmp_path / "imgs"
     write_classes(root)
     rows = [[f"imgs/{c}/{i}.png", c, "train"] for c in "ab" for i in range(4)]
-    rows += [["imgs/a/4.png", "a", "val"], ["imgs/b/4.png", "b", "val"], ["imgs/a/5.png", "a", "test"], ["imgs/b/5.png", "zebra", "test"]]
+    rows += [
+        ["imgs/a/4.png", "a", "val"],
+        ["imgs/b/4.png", "b", "val"],
+        ["imgs/a/5.png", "a", "test"],
+        ["imgs/b/5.png", "zebra", "test"],
+    ]
     rows += [["imgs/a/missing.png", "a", "train"], ["imgs/a/0.png", "a", "test"]]
     manifest = write_manifest(tmp_path / "m.csv", rows)
     text = problems_text(f"csv:{manifest}", tmp_path / "data")
@@ -437,13 +449,18 @@ def test_identical_files_in_two_split_folders(tmp_path):
     assert any("warning: 1 group(s) of identical images" in line for line in logged)
     assert any("copy.png (test, a)" in line for line in logged)
     dropped = images.read_info(images.prepare(spec + ",dedupe=drop-train", tmp_path / "data", workers=1))
-    assert dropped["counts"]["train"] == 11 and dropped["dedupe"] == {"option": "drop-train", "dropped": ["train/a/3.png"]}
+    assert dropped["counts"]["train"] == 11 and dropped["dedupe"] == {
+        "option": "drop-train",
+        "dropped": ["train/a/3.png"],
+    }
 
 
 def test_single_class(tmp_path):
     root = tmp_path / "one"
     write_classes(root, classes=("only",))
-    assert "a single class (only); classification needs at least 2" in problems_text(f"folder:{root}", tmp_path / "data")
+    assert "a single class (only); classification needs at least 2" in problems_text(
+        f"folder:{root}", tmp_path / "data"
+    )
 
 
 def test_missing_folder_csv_and_data_dir_inside_the_images(tmp_path):
@@ -461,7 +478,19 @@ def test_pepr_train_exits_2_before_training_and_leaves_no_run_folder(tmp_path):
     write_classes(root, classes=("only",))
     err = io.StringIO()
     with redirect_stdout(io.StringIO()), redirect_stderr(err):
-        code = main(["train", "--model", "test_resnet", "--dataset", f"folder:{root}", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data")])
+        code = main(
+            [
+                "train",
+                "--model",
+                "test_resnet",
+                "--dataset",
+                f"folder:{root}",
+                "--out",
+                str(tmp_path / "run"),
+                "--data-dir",
+                str(tmp_path / "data"),
+            ]
+        )
     assert code == 2, err.getvalue()
     assert "a single class" in err.getvalue() and "Traceback" not in err.getvalue()
     assert not (tmp_path / "run").exists()
@@ -480,10 +509,22 @@ def test_pepr_train_on_real_xrays_as_png_16_bit_png_and_dicom(tmp_path, xrays):
     before = snapshot(root)
     out = tmp_path / "run"
     metrics = run_training(
-        TrainConfig(model="test_resnet", dataset=f"folder:{root}", out_dir=out, epochs=1, batch_size=16, data_dir=tmp_path / "data", threads=1),
+        TrainConfig(
+            model="test_resnet",
+            dataset=f"folder:{root}",
+            out_dir=out,
+            epochs=1,
+            batch_size=16,
+            data_dir=tmp_path / "data",
+            threads=1,
+        ),
         log=lambda message: None,
     )
-    assert metrics["status"] == "ok" and metrics["dataset_name"] == "xrays" and metrics["class_names"] == "normal; pneumonia"
+    assert (
+        metrics["status"] == "ok"
+        and metrics["dataset_name"] == "xrays"
+        and metrics["class_names"] == "normal; pneumonia"
+    )
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["dataset_info"]["counts"] == {"train": 56, "val": 8, "test": 16}
     assert saved["dataset_info"]["class_names"] == list(CLASSES)
@@ -497,25 +538,52 @@ def test_pepr_train_on_real_xrays_as_png_16_bit_png_and_dicom(tmp_path, xrays):
         for folder in (deep / CLASSES[label], ct / CLASSES[label]):
             folder.mkdir(parents=True, exist_ok=True)
         Image.fromarray(image.astype(np.uint16) * 257).save(deep / CLASSES[label] / f"{i}.png")
-        write_dicom(ct / CLASSES[label] / f"{i}.dcm", image.astype(np.uint16) * 4, slope=4.0, intercept=-1000.0, center=3000, width=4000)
+        write_dicom(
+            ct / CLASSES[label] / f"{i}.dcm",
+            image.astype(np.uint16) * 4,
+            slope=4.0,
+            intercept=-1000.0,
+            center=3000,
+            width=4000,
+        )
     for folder in (deep, ct):
         before = snapshot(folder)
         metrics = run_training(
-            TrainConfig(model="test_resnet", dataset=f"folder:{folder}", out_dir=tmp_path / f"run-{folder.name}", epochs=1, batch_size=16,
-                        data_dir=tmp_path / "data", threads=1),
+            TrainConfig(
+                model="test_resnet",
+                dataset=f"folder:{folder}",
+                out_dir=tmp_path / f"run-{folder.name}",
+                epochs=1,
+                batch_size=16,
+                data_dir=tmp_path / "data",
+                threads=1,
+            ),
             log=lambda message: None,
         )
         assert metrics["status"] == "ok" and metrics["n_train"] == 56 and metrics["channels"] == 1, folder
         assert snapshot(folder) == before
     with np.load(images.cache_path(f"folder:{deep}", tmp_path / "data")) as archive:
-        assert archive["train_images"].dtype == np.uint8 and archive["train_images"].max() > 200  # 16-bit range mapped to 0..255
+        assert (
+            archive["train_images"].dtype == np.uint8 and archive["train_images"].max() > 200
+        )  # 16-bit range mapped to 0..255
 
 
 # ------------------------------------------------------------------ through the workflow (slow)
 
 
 def _snakemake(workdir: Path, config: Path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir), "--configfile", str(config), *args]
+    command = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(config),
+        *args,
+    ]
     return subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=900)
 
 
@@ -538,9 +606,16 @@ def test_workflow_sweeps_folder_multilabel_csv_and_chestmnist(tmp_path, xrays):
     config = {
         "models": ["test_resnet"],
         "datasets": [f"folder:{xray_root}", f"csv:{manifest}", "chestmnist"],
-        "inits": ["scratch"], "fractions": [1.0], "seeds": [0], "epochs": 1, "batch_size": 16,
-        "device": "cpu", "data_dir": "data",
-        "resources": {kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")},
+        "inits": ["scratch"],
+        "fractions": [1.0],
+        "seeds": [0],
+        "epochs": 1,
+        "batch_size": 16,
+        "device": "cpu",
+        "data_dir": "data",
+        "resources": {
+            kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")
+        },
     }
     config_file = tmp_path / "images.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -608,7 +683,11 @@ def test_12_bit_png_folder_of_real_xrays_keeps_its_grey_levels(tmp_path, xrays):
     path = images.prepare(f"folder:{root}", tmp_path / "data", workers=1)
     info = images.read_info(path)
     with np.load(path) as archive:
-        pairs = [(archive[f"{split}_images"][row], sources[rel]) for split, files in info["files"].items() for row, rel in enumerate(files)]
+        pairs = [
+            (archive[f"{split}_images"][row], sources[rel])
+            for split, files in info["files"].items()
+            for row, rel in enumerate(files)
+        ]
     converted = np.concatenate([c.ravel() for c, _ in pairs]).astype(np.float64)
     source = np.concatenate([s.ravel() for _, s in pairs]).astype(np.float64)
     assert len(np.unique(converted)) >= 200
@@ -681,8 +760,14 @@ def test_fifo_in_an_image_folder_is_refused_within_seconds(tmp_path):
     os.mkfifo(root / "a" / "x.png")
     os.mkfifo(root / "b" / "noext")
     proc = subprocess.run(
-        [sys.executable, "-c", f"from pepr.datasets.core import dataset_problems; print(dataset_problems('folder:{root}', '{tmp_path / 'data'}'))"],
-        capture_output=True, text=True, timeout=60,
+        [
+            sys.executable,
+            "-c",
+            f"from pepr.datasets.core import dataset_problems; print(dataset_problems('folder:{root}', '{tmp_path / 'data'}'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 0, proc.stderr
     assert "x.png is a FIFO" in proc.stdout and "noext is a FIFO" in proc.stdout
@@ -718,7 +803,9 @@ def test_killed_conversions_temp_file_is_removed_and_a_rejected_spec_leaves_no_l
     spec = f"folder:{root},val=0.2,test=0.2"
     target = images.cache_path(spec, tmp_path / "data")
     target.parent.mkdir(parents=True)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    ).stdout.strip()
     stale = target.with_name(f".{target.name}.{dead}.tmp")
     stale.write_bytes(b"x" * 1000)
     images.prepare(spec, tmp_path / "data", workers=1)
@@ -769,9 +856,18 @@ def test_workflow_retrains_an_edited_folder_in_the_first_run(tmp_path, xrays):
     root = tmp_path / "xr"
     write_folder(root, (xrays[0][::4], xrays[1][::4]))
     config = {
-        "models": ["test_resnet"], "datasets": [f"folder:{root}"], "inits": ["scratch"], "fractions": [1.0], "seeds": [0],
-        "epochs": 1, "batch_size": 8, "device": "cpu", "data_dir": "data",
-        "resources": {kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")},
+        "models": ["test_resnet"],
+        "datasets": [f"folder:{root}"],
+        "inits": ["scratch"],
+        "fractions": [1.0],
+        "seeds": [0],
+        "epochs": 1,
+        "batch_size": 8,
+        "device": "cpu",
+        "data_dir": "data",
+        "resources": {
+            kind: {"cpus": 1, "gpu": 0, "mem_mb": 2000, "runtime": 10} for kind in ("train", "pretrain", "default")
+        },
     }
     config_file = tmp_path / "edit.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -819,7 +915,10 @@ def test_real_pneumoniamnist_with_cross_split_duplicates_trains_with_a_warning(t
     if not PNEUMONIA.is_file():
         pytest.skip(absent(PNEUMONIA))
     with np.load(PNEUMONIA) as archive:
-        arrays = {split: (archive[f"{split}_images"], archive[f"{split}_labels"].reshape(-1)) for split in ("train", "val", "test")}
+        arrays = {
+            split: (archive[f"{split}_images"], archive[f"{split}_labels"].reshape(-1))
+            for split in ("train", "val", "test")
+        }
     seen: dict[bytes, str] = {}
     leaks = []  # (split, index) of images whose bytes are in another split too
     for split, (x, _) in arrays.items():
@@ -833,14 +932,26 @@ def test_real_pneumoniamnist_with_cross_split_duplicates_trains_with_a_warning(t
     for split, (x, y) in arrays.items():
         keep = set(np.concatenate([np.flatnonzero(y == c)[:24] for c in (0, 1)]).tolist())
         keep |= {i for s, i in leaks if s == split}
-        keep |= {int(np.flatnonzero((x == arrays[s][0][i]).all(axis=(1, 2)))[0]) for s, i in leaks if (x == arrays[s][0][i]).all(axis=(1, 2)).any()}
+        keep |= {
+            int(np.flatnonzero((x == arrays[s][0][i]).all(axis=(1, 2)))[0])
+            for s, i in leaks
+            if (x == arrays[s][0][i]).all(axis=(1, 2)).any()
+        }
         for i in sorted(keep):
             folder = root / split / CLASSES[y[i]]
             folder.mkdir(parents=True, exist_ok=True)
             Image.fromarray(x[i]).save(folder / f"{i:04d}.png")
     logged = []
     metrics = run_training(
-        TrainConfig(model="test_resnet", dataset=f"folder:{root}", out_dir=tmp_path / "run", epochs=1, batch_size=16, data_dir=tmp_path / "data", threads=1),
+        TrainConfig(
+            model="test_resnet",
+            dataset=f"folder:{root}",
+            out_dir=tmp_path / "run",
+            epochs=1,
+            batch_size=16,
+            data_dir=tmp_path / "data",
+            threads=1,
+        ),
         log=logged.append,
     )
     assert metrics["status"] == "ok"
@@ -848,8 +959,15 @@ def test_real_pneumoniamnist_with_cross_split_duplicates_trains_with_a_warning(t
     assert info["duplicates"]["count"] >= 1 and info["dedupe"]["dropped"] == []
     assert any("identical images in more than one split" in line for line in logged)
     dedup = run_training(
-        TrainConfig(model="test_resnet", dataset=f"folder:{root},dedupe=drop-train", out_dir=tmp_path / "run2", epochs=1, batch_size=16,
-                    data_dir=tmp_path / "data", threads=1),
+        TrainConfig(
+            model="test_resnet",
+            dataset=f"folder:{root},dedupe=drop-train",
+            out_dir=tmp_path / "run2",
+            epochs=1,
+            batch_size=16,
+            data_dir=tmp_path / "data",
+            threads=1,
+        ),
         log=lambda message: None,
     )
     assert dedup["status"] == "ok" and dedup["n_train"] < metrics["n_train"]

@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from pepr.errors import PeprInputError
 from pepr.files import file_sha256
 from pepr.plan import rerun
 from pepr.results import runs
-from pepr.errors import PeprInputError
 
 TINY = "synthetic:n_train=64,n_val=32,n_test=32"
 
@@ -33,7 +33,20 @@ def run_cli(*args: str) -> tuple[int, str]:
 
 
 def train_args(out: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out), *extra]
+    return [
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        TINY,
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture
@@ -53,7 +66,9 @@ def sha(path: Path) -> str:
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["metrics.json", "history.csv", "resume.pt", ".pepr-train.lock", "previous", "model.pt"])
+@pytest.mark.parametrize(
+    "name", ["metrics.json", "history.csv", "resume.pt", ".pepr-train.lock", "previous", "model.pt"]
+)
 @pytest.mark.parametrize("where", ["runs", "pretrain"])
 def test_planted_link_is_refused_in_one_line_and_the_victim_is_untouched(tmp_path, victim, name, where):
     out = tmp_path / "results" / ("runs/d/scratch/1.0/m/seed0" if where == "runs" else "pretrain/src/m")
@@ -87,7 +102,9 @@ def test_hard_linked_lock_file_is_refused(tmp_path, victim):
     out.mkdir()
     before = sha(victim)
     os.link(victim, out / ".pepr-train.lock")
-    with pytest.raises(PeprInputError, match=r"\.pepr-train\.lock is not a plain file of its own \(hard-linked 2 times\)"):
+    with pytest.raises(
+        PeprInputError, match=r"\.pepr-train\.lock is not a plain file of its own \(hard-linked 2 times\)"
+    ):
         with runs.run_lock(out):
             pass
     assert sha(victim) == before
@@ -165,7 +182,19 @@ def test_changed_data_content_trains_and_the_same_content_restores(tmp_path):
         arrays[f"{split}_images"] = (rng.random((n, 16, 16)) * 255).astype(np.uint8)
     np.savez(data, **arrays)
     out = tmp_path / "run"
-    args = ["train", "--model", "test_resnet", "--dataset", f"npz:{data}", "--epochs", "1", "--threads", "1", "--out", str(out)]
+    args = [
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        f"npz:{data}",
+        "--epochs",
+        "1",
+        "--threads",
+        "1",
+        "--out",
+        str(out),
+    ]
     assert run_cli(*args)[0] == 0
     moved = tmp_path / "moved" / "cells.npz"
     moved.parent.mkdir()
@@ -186,8 +215,8 @@ def test_changed_data_content_trains_and_the_same_content_restores(tmp_path):
 def test_country_change_mid_resume_gives_one_intensity(tmp_path, monkeypatch):
     """Epochs 1-2 in DNK, interrupted, resumed in FRA: CO2 is every epoch's energy at FRA's
     intensity (not 151.65 g/kWh for two epochs and 40.7 for the others)."""
-    from pepr.train import run as train
     from pepr.results.carbon import country_intensity_g_per_kwh
+    from pepr.train import run as train
     from pepr.train.run import TrainConfig, run_training
 
     out = tmp_path / "run"
@@ -205,7 +234,9 @@ def test_country_change_mid_resume_gives_one_intensity(tmp_path, monkeypatch):
     assert (out / "resume.pt").is_file()
     monkeypatch.setattr(train, "_run_epoch", original)
     logs: list[str] = []
-    record = run_training(TrainConfig(model="test_resnet", dataset=TINY, out_dir=out, epochs=4, threads=1, country="FRA"), log=logs.append)
+    record = run_training(
+        TrainConfig(model="test_resnet", dataset=TINY, out_dir=out, epochs=4, threads=1, country="FRA"), log=logs.append
+    )
     assert any("resuming" in line for line in logs) and record["segments"] == 2
     fra = country_intensity_g_per_kwh("FRA")
     assert fra != country_intensity_g_per_kwh("DNK")
@@ -218,9 +249,19 @@ def test_country_change_mid_resume_gives_one_intensity(tmp_path, monkeypatch):
 def _metrics(root: Path, key: str, **values) -> str:
     path = root / key / "metrics.json"
     path.parent.mkdir(parents=True)
-    record = {"status": "ok", "reason": "", "model": key.split("/")[3], "seed": 0, "test_accuracy": 0.8,
-              "energy_kwh": 0.003, "co2_kg": 0.001, "train_time_s": 10.0, "peak_memory_mb": 50.0,
-              "energy_per_epoch": [0.001, 0.002], **values}
+    record = {
+        "status": "ok",
+        "reason": "",
+        "model": key.split("/")[3],
+        "seed": 0,
+        "test_accuracy": 0.8,
+        "energy_kwh": 0.003,
+        "co2_kg": 0.001,
+        "train_time_s": 10.0,
+        "peak_memory_mb": 50.0,
+        "energy_per_epoch": [0.001, 0.002],
+        **values,
+    }
     path.write_text(json.dumps(record))
     return str(path)
 
@@ -252,8 +293,20 @@ def test_aggregation_derives_co2_from_energy_with_the_configured_intensity(tmp_p
 def _settings(**changes):
     from pepr.plan.grid import TrainSettings
 
-    values = {"model": "m", "epochs": 10, "batch_size": 32, "lr": 0.0005, "image_size": None, "device": "auto",
-              "country": "DNK", "data_dir": "data", "dataset": "pneumoniamnist", "init": "scratch", "fraction": 1.0, "seed": 0}
+    values = {
+        "model": "m",
+        "epochs": 10,
+        "batch_size": 32,
+        "lr": 0.0005,
+        "image_size": None,
+        "device": "auto",
+        "country": "DNK",
+        "data_dir": "data",
+        "dataset": "pneumoniamnist",
+        "init": "scratch",
+        "fraction": 1.0,
+        "seed": 0,
+    }
     values.update(changes)
     return TrainSettings(values, out_dir="results/runs/x")
 

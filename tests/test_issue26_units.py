@@ -306,8 +306,9 @@ tableio.write_table(pd.DataFrame({{"a": [1]}}), {str(target)!r})
     os.kill(writer.pid, signal.SIGKILL)
     writer.wait()
     (leftover,) = target.parent.glob(".pepr.csv.*.tmp")
-    from pepr.results import tableio
     import pandas as pd
+
+    from pepr.results import tableio
 
     young = runs.remove_stale_temporaries(target)  # a writer's file younger than a minute is left alone
     assert young == [] and leftover.exists()

@@ -14,8 +14,8 @@ import pytest
 from pepr.errors import PeprInputError
 from pepr.results.carbon import epoch_co2_kg, read_carbon_intensity
 from pepr.train.measure import node_share, own_gpu_ids
-from pepr.train.settings import TrainConfig
 from pepr.train.run import run_training
+from pepr.train.settings import TrainConfig
 from shared_data import PNEUMONIA, absent
 
 QUIET = lambda message: None  # noqa: E731
@@ -34,7 +34,9 @@ def test_carbon_series_lookup_by_epoch_midpoint(tmp_path):
     )
     with pytest.raises(PeprInputError, match="line 3: timestamp .* is not after the previous row"):
         read_carbon_intensity(path)
-    path.write_text("timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,100\n2024-03-01T14:00:00+01:00,300\n2024-03-01T14:00:00,50\n")
+    path.write_text(
+        "timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,100\n2024-03-01T14:00:00+01:00,300\n2024-03-01T14:00:00,50\n"
+    )
     series = read_carbon_intensity(path)
     assert series.step_s == 3600 and series.source == f"series: {path}"
     # an epoch from 12:50 to 13:20 UTC has its midpoint at 13:05: the 13:00 value (300 g/kWh)
@@ -43,7 +45,10 @@ def test_carbon_series_lookup_by_epoch_midpoint(tmp_path):
     co2, intensity = epoch_co2_kg(0.5, _utc("2024-03-01T12:00:00"), _utc("2024-03-01T12:10:00"), series)
     assert intensity == 100 and co2 == pytest.approx(0.05)
     assert series.at(_utc("2024-03-01T14:59:00")) == 50  # within one step after the last row
-    with pytest.raises(PeprInputError, match="covers 2024-03-01T12:00:00\\+00:00 .. 2024-03-01T14:00:00\\+00:00 but the training ran at"):
+    with pytest.raises(
+        PeprInputError,
+        match="covers 2024-03-01T12:00:00\\+00:00 .. 2024-03-01T14:00:00\\+00:00 but the training ran at",
+    ):
         series.at(_utc("2024-03-01T15:30:00"))
 
 
@@ -52,8 +57,14 @@ def test_carbon_series_lookup_by_epoch_midpoint(tmp_path):
     [
         ("time,value\n", "needs the columns timestamp,gco2_per_kwh"),
         ("timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,100\n", "needs at least two rows"),
-        ("timestamp,gco2_per_kwh\nyesterday,1\n2024-03-01T12:00:00Z,100\n", "line 2: timestamp 'yesterday' is not ISO 8601"),
-        ("timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,-1\n2024-03-01T13:00:00Z,100\n", "line 2: gco2_per_kwh '-1' must be a number >= 0"),
+        (
+            "timestamp,gco2_per_kwh\nyesterday,1\n2024-03-01T12:00:00Z,100\n",
+            "line 2: timestamp 'yesterday' is not ISO 8601",
+        ),
+        (
+            "timestamp,gco2_per_kwh\n2024-03-01T12:00:00Z,-1\n2024-03-01T13:00:00Z,100\n",
+            "line 2: gco2_per_kwh '-1' must be a number >= 0",
+        ),
     ],
 )
 def test_carbon_series_errors(tmp_path, text, words):
@@ -84,8 +95,17 @@ def test_node_share_from_fake_environments():
 def test_carbon_series_sets_each_epochs_co2(tmp_path):
     now = datetime.now(timezone.utc).replace(microsecond=0)
     path = tmp_path / "grid.csv"
-    path.write_text(f"timestamp,gco2_per_kwh\n{now.replace(year=now.year - 1).isoformat()},1000\n{now.replace(minute=0, second=0).isoformat()},250\n")
-    cfg = TrainConfig(model="test_resnet", dataset="synthetic:n_train=64,n_val=16,n_test=16", epochs=2, out_dir=tmp_path / "run", threads=2, carbon_intensity=path)
+    path.write_text(
+        f"timestamp,gco2_per_kwh\n{now.replace(year=now.year - 1).isoformat()},1000\n{now.replace(minute=0, second=0).isoformat()},250\n"
+    )
+    cfg = TrainConfig(
+        model="test_resnet",
+        dataset="synthetic:n_train=64,n_val=16,n_test=16",
+        epochs=2,
+        out_dir=tmp_path / "run",
+        threads=2,
+        carbon_intensity=path,
+    )
     metrics = run_training(cfg, log=QUIET)
     assert metrics["carbon_intensity_source"] == f"series: {path}"
     assert metrics["co2_kg"] == pytest.approx(metrics["energy_kwh"] * 250 / 1000)
@@ -101,8 +121,22 @@ def _working_set(tmp_path, model: str, fraction: float) -> float:
 
     out = tmp_path / f"{model}-{fraction}"
     argv = [
-        sys.executable, "-m", "pepr.cli", "train", "--model", model, "--dataset", "synthetic:size=64,n_train=640,n_val=32,n_test=32",
-        "--fraction", str(fraction), "--epochs", "1", "--threads", "2", "--out", str(out),
+        sys.executable,
+        "-m",
+        "pepr.cli",
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        "synthetic:size=64,n_train=640,n_val=32,n_test=32",
+        "--fraction",
+        str(fraction),
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--out",
+        str(out),
     ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr
@@ -126,7 +160,14 @@ def test_series_that_does_not_cover_now_fails_before_training(tmp_path):
     path = tmp_path / "old.csv"
     path.write_text("timestamp,gco2_per_kwh\n2020-01-01T00:00:00Z,100\n2020-01-01T01:00:00Z,200\n")
     out = tmp_path / "run"
-    cfg = TrainConfig(model="test_resnet", dataset="synthetic:n_train=64,n_val=16,n_test=16", epochs=1, out_dir=out, threads=2, carbon_intensity=path)
+    cfg = TrainConfig(
+        model="test_resnet",
+        dataset="synthetic:n_train=64,n_val=16,n_test=16",
+        epochs=1,
+        out_dir=out,
+        threads=2,
+        carbon_intensity=path,
+    )
     with pytest.raises(PeprInputError, match="covers 2020-01-01T00:00:00\\+00:00 .. 2020-01-01T01:00:00\\+00:00"):
         run_training(cfg, log=QUIET)
     assert not (out / "metrics.json").exists()
@@ -163,14 +204,32 @@ def test_memory_reserved_epoch2_is_read_after_training_before_evaluation(tmp_pat
     monkeypatch.setattr(pepr.train.run, "train_epoch", train_epoch)
     monkeypatch.setattr(pepr.train.run, "evaluate", evaluate)
     monkeypatch.setattr(pepr.train.measure, "cuda_memory_reserved_mb", reserved)
-    cfg = TrainConfig(model="test_resnet", dataset="synthetic:n_train=64,n_val=16,n_test=16", epochs=3, out_dir=tmp_path / "run", threads=2)
+    cfg = TrainConfig(
+        model="test_resnet",
+        dataset="synthetic:n_train=64,n_val=16,n_test=16",
+        epochs=3,
+        out_dir=tmp_path / "run",
+        threads=2,
+    )
     metrics = run_training(cfg, log=QUIET)
     # epoch 1: train, val, test; epoch 2: train, the reading, val, test; epoch 3: no reading
-    assert calls == ["train", "evaluate", "evaluate", "train", "reserved", "evaluate", "evaluate", "train", "evaluate", "evaluate"]
+    assert calls == [
+        "train",
+        "evaluate",
+        "evaluate",
+        "train",
+        "reserved",
+        "evaluate",
+        "evaluate",
+        "train",
+        "evaluate",
+        "evaluate",
+    ]
     assert metrics["memory_reserved_epoch2_mb"] == 123.0
     monkeypatch.undo()
-    from pepr.train.measure import cuda_memory_reserved_mb
     import torch
+
+    from pepr.train.measure import cuda_memory_reserved_mb
 
     assert cuda_memory_reserved_mb(torch.device("cpu")) is None  # so a CPU run records null
 
@@ -202,7 +261,9 @@ def test_working_set_meter_counts_training_steps_and_measures_evaluation_apart()
     assert 60 <= first["peak_memory_mb"] < 120, first
     assert first["eval_peak_memory_mb"] >= 250, first
     assert second["peak_memory_mb"] == pytest.approx(first["peak_memory_mb"], abs=30), (first, second)
-    assert second["process_peak_rss_mb"] >= first["process_peak_rss_mb"] >= 256  # the whole process's peak survives the resets
+    assert (
+        second["process_peak_rss_mb"] >= first["process_peak_rss_mb"] >= 256
+    )  # the whole process's peak survives the resets
 
 
 _WINDOW_PROBE = r"""
@@ -246,7 +307,9 @@ print(json.dumps({
 @pytest.mark.slow
 def test_no_one_off_imports_inside_the_measured_windows(tmp_path):
     # a fresh process: in this one, other tests have imported scipy and torch._dynamo long ago
-    result = subprocess.run([sys.executable, "-c", _WINDOW_PROBE, str(tmp_path / "run")], capture_output=True, text=True, timeout=1800)
+    result = subprocess.run(
+        [sys.executable, "-c", _WINDOW_PROBE, str(tmp_path / "run")], capture_output=True, text=True, timeout=1800
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert not found["scipy"]  # the AUC's ranks are numpy's (scipy.stats used to be imported inside epoch 1)
@@ -257,8 +320,24 @@ def test_no_one_off_imports_inside_the_measured_windows(tmp_path):
 def _real_working_set(out: Path, model: str, fraction: float) -> float:
     """``peak_memory_mb`` of one `pepr train` process on real PneumoniaMNIST at 128 px, 1 epoch."""
     argv = [
-        sys.executable, "-m", "pepr.cli", "train", "--model", model, "--dataset", f"npz:{PNEUMONIA}", "--image-size", "128",
-        "--fraction", str(fraction), "--epochs", "1", "--threads", "2", "--out", str(out),
+        sys.executable,
+        "-m",
+        "pepr.cli",
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        f"npz:{PNEUMONIA}",
+        "--image-size",
+        "128",
+        "--fraction",
+        str(fraction),
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--out",
+        str(out),
     ]
     result = subprocess.run(argv, capture_output=True, text=True, timeout=1800)
     assert result.returncode == 0, result.stderr

@@ -23,11 +23,25 @@ def sweep(n_models: int = 6) -> pd.DataFrame:
         for i in range(n_models):
             seconds = 100.0 * (i + 1) * (1 if f == 0 else 0.1) + 7 * i + f
             watts = 100.0 + 3 * i + f
-            rows.append({"dataset": "ds", "init": "scratch", "fraction": fraction, "model": f"m{i}", "seed": 0,
-                         "status": "ok", "params": 1000 * (i + 1), "test_accuracy": 0.7 + 0.01 * i,
-                         "energy_kwh": watts * seconds / 3.6e6, "co2_kg": watts * seconds / 3.6e6 * 0.4,
-                         "train_time_s": seconds, "peak_memory_mb": 100.0 * (i + 1),
-                         "device": "cuda", "host": "node1", "energy_method": "measured: NVML + RAPL"})
+            rows.append(
+                {
+                    "dataset": "ds",
+                    "init": "scratch",
+                    "fraction": fraction,
+                    "model": f"m{i}",
+                    "seed": 0,
+                    "status": "ok",
+                    "params": 1000 * (i + 1),
+                    "test_accuracy": 0.7 + 0.01 * i,
+                    "energy_kwh": watts * seconds / 3.6e6,
+                    "co2_kg": watts * seconds / 3.6e6 * 0.4,
+                    "train_time_s": seconds,
+                    "peak_memory_mb": 100.0 * (i + 1),
+                    "device": "cuda",
+                    "host": "node1",
+                    "energy_method": "measured: NVML + RAPL",
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -48,7 +62,9 @@ def test_a_resource_copied_into_another_group_is_flagged_in_both():
     table = sweep()
     copy = table.index[(table["model"] == "m2") & (table["fraction"] == "1.0")][0]
     other = table.index[(table["model"] == "m2") & (table["fraction"] == "0.1")][0]
-    table.loc[other, ["energy_kwh", "co2_kg", "train_time_s"]] = table.loc[copy, ["energy_kwh", "co2_kg", "train_time_s"]]
+    table.loc[other, ["energy_kwh", "co2_kg", "train_time_s"]] = table.loc[
+        copy, ["energy_kwh", "co2_kg", "train_time_s"]
+    ]
     flagged, _ = checks(table)
     same = flagged[flagged["check"] == "identical_resource"]
     assert set(same["model"]) == {"m2"} and set(same["fraction"]) == {"1.0", "0.1"}
@@ -85,7 +101,10 @@ def test_zero_and_negative_resources_are_flagged_not_dropped():
     flagged, ctx = checks(table, spec)
     bad = flagged[flagged["check"] == "nonpositive_resource"]
     assert sorted(zip(bad["model"], bad["fraction"], bad["detail"].str.split(" = ").str[0])) == [
-        ("m1", "1.0", "energy_kwh"), ("m2", "1.0", "peak_memory_mb"), ("m3", "1.0", "co2_kg")]
+        ("m1", "1.0", "energy_kwh"),
+        ("m2", "1.0", "peak_memory_mb"),
+        ("m3", "1.0", "co2_kg"),
+    ]
     # Nothing dropped: every run is still scored.
     assert ctx["data"].results["pepr_energy_kwh"].notna().all() and len(ctx["data"].results) == len(table)
     assert "**Measurement checks:** 3 flag(s)" in summary_markdown(ctx["data"], ctx["tables"])
@@ -104,14 +123,30 @@ def test_runs_of_one_group_on_different_devices_or_hosts_are_flagged():
 def test_checks_use_the_input_column_names(tmp_path, capsys):
     from pepr.cli import main
 
-    table = sweep().rename(columns={"model": "name", "fraction": "share", "test_accuracy": "acc"}).drop(columns=["seed"])
+    table = (
+        sweep().rename(columns={"model": "name", "fraction": "share", "test_accuracy": "acc"}).drop(columns=["seed"])
+    )
     copy = table.index[(table["name"] == "m2") & (table["share"] == "1.0")][0]
     other = table.index[(table["name"] == "m2") & (table["share"] == "0.1")][0]
     table.loc[other, ["energy_kwh", "train_time_s"]] = table.loc[copy, ["energy_kwh", "train_time_s"]]
     table.to_csv(tmp_path / "runs.csv", index=False)
     out = tmp_path / "report"
-    code = main(["report", str(tmp_path / "runs.csv"), "--model", "name", "--performance", "acc", "--by", "dataset",
-                 "--by", "share", "--out", str(out)])
+    code = main(
+        [
+            "report",
+            str(tmp_path / "runs.csv"),
+            "--model",
+            "name",
+            "--performance",
+            "acc",
+            "--by",
+            "dataset",
+            "--by",
+            "share",
+            "--out",
+            str(out),
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     flagged = pd.read_csv(out / "tables" / "measurement_checks.csv")
     assert list(flagged.columns) == ["name", "dataset", "share", "check", "severity", "detail"]
@@ -125,9 +160,18 @@ def test_footprint_counts_every_run_and_each_pretraining_once():
     table = sweep()
     table.loc[0, "status"] = "failed"  # a failed run that spent energy still cost it
     # Two transfer runs share one pretraining of 0.2 kWh / 0.08 kg / 720 s.
-    table["pretrain_energy_kwh"], table["pretrain_co2_kg"], table["pretrain_train_time_s"] = float("nan"), float("nan"), float("nan")
+    table["pretrain_energy_kwh"], table["pretrain_co2_kg"], table["pretrain_train_time_s"] = (
+        float("nan"),
+        float("nan"),
+        float("nan"),
+    )
     table["pretrain_uses"] = float("nan")
-    table.loc[[1, 2], ["pretrain_energy_kwh", "pretrain_co2_kg", "pretrain_train_time_s", "pretrain_uses"]] = [0.2, 0.08, 720.0, 2]
+    table.loc[[1, 2], ["pretrain_energy_kwh", "pretrain_co2_kg", "pretrain_train_time_s", "pretrain_uses"]] = [
+        0.2,
+        0.08,
+        720.0,
+        2,
+    ]
     table.loc[3, "energy_method"] = "estimated: CodeCarbon cpu_load/TDP"
     data = prepare(prepare_table(table, TableSpec(), ReportConfig()), None)
     row = footprint_table(data.results).iloc[0]
@@ -138,7 +182,7 @@ def test_footprint_counts_every_run_and_each_pretraining_once():
     assert row["pretraining_energy_kwh"] == pytest.approx(0.2)
     assert row["measurement"] == f"measured ({len(table) - 1} runs) and estimated (1 runs)"
     text = summary_markdown(data, compute_tables(data))
-    first = text[:text.index("## Best model")]
+    first = text[: text.index("## Best model")]
     assert "**This sweep's footprint:**" in first and "pretraining included (0.2 kWh)" in first
 
 
@@ -155,7 +199,10 @@ def test_a_copy_of_a_plausible_power_is_harmless_an_energy_pasted_into_a_smaller
     assert "harmless: same data size" in harmless["detail"].iloc[0]
     harmful, _ = checks(_copy(sweep(), "m2", ["energy_kwh"]))  # a 100%-data energy in the 10% group
     same = harmful[harmful["check"] == "identical_resource"].set_index("fraction")
-    assert same.loc["0.1", "severity"] == "harmful" and "implied power is 6.6x its group's median" in same.loc["0.1", "detail"]
+    assert (
+        same.loc["0.1", "severity"] == "harmful"
+        and "implied power is 6.6x its group's median" in same.loc["0.1", "detail"]
+    )
     assert same.loc["1.0", "severity"] == "harmless"
     # the same copy with a plausible power, but between groups of different data sizes: harmful
     table = _copy(sweep(), "m2", ["energy_kwh", "co2_kg", "train_time_s"])
@@ -185,7 +232,9 @@ def test_a_whole_run_copied_into_another_group_is_a_duplicated_run():
     assert sorted(dup["fraction"]) == ["0.1", "1.0"] and set(dup["model"]) == {"m3"}
     assert (dup["severity"] == "harmful").all() and "a whole run copied" in dup["detail"].iloc[0]
     resources_only = _copy(sweep(), "m3", ["energy_kwh", "co2_kg", "train_time_s"])
-    resources_only.loc[(resources_only["model"] == "m3") & (resources_only["fraction"] == "0.1"), "test_accuracy"] -= 0.05
+    resources_only.loc[(resources_only["model"] == "m3") & (resources_only["fraction"] == "0.1"), "test_accuracy"] -= (
+        0.05
+    )
     assert "duplicated_run" not in set(checks(resources_only)[0]["check"])  # another accuracy: not a whole copy
 
 
@@ -209,7 +258,9 @@ def test_exclude_flagged_rescores_without_the_harmful_runs_and_says_what_changed
     table.to_csv(tmp_path / "runs.csv", index=False)
     kept, left = tmp_path / "kept", tmp_path / "left"
     assert main(["report", str(tmp_path / "runs.csv"), "--out", str(kept)]) == 0
-    assert main(["report", str(tmp_path / "runs.csv"), "--exclude-flagged", "--out", str(left)]) == 0, capsys.readouterr().err
+    assert main(["report", str(tmp_path / "runs.csv"), "--exclude-flagged", "--out", str(left)]) == 0, (
+        capsys.readouterr().err
+    )
     before = pd.read_csv(kept / "tables" / "decision.csv").set_index("fraction")
     after = pd.read_csv(left / "tables" / "decision.csv").set_index("fraction")
     assert before.loc[1.0, "recommended_model"] == "m5" and after.loc[1.0, "recommended_model"] != "m5"
@@ -238,7 +289,11 @@ def test_figures_mark_flagged_runs_and_the_hover_says_why():
 
     table = _copy(sweep(), "m2", ["energy_kwh"])
     data = prepare(prepare_table(table, TableSpec(), ReportConfig()), None)
-    assert data.results.set_index(["model", "fraction"]).loc[("m2", "0.1"), "flags"].startswith("identical_resource (harmful)")
+    assert (
+        data.results.set_index(["model", "fraction"])
+        .loc[("m2", "0.1"), "flags"]
+        .startswith("identical_resource (harmful)")
+    )
     fig = figures.performance_vs_resource(data.results, data.cfg)
     marked = [c for ax in fig.axes for c in ax.collections if c.get_gid() == figures.FLAGGED_GID]
     assert sum(len(c.get_offsets()) for c in marked) == 2  # both runs of the copy, in their groups' panels

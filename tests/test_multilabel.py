@@ -27,8 +27,18 @@ from pepr.errors import PeprInputError
 from pepr.train.metrics import multilabel_metrics
 
 FLAGS_2D = [
-    "pathmnist", "chestmnist", "dermamnist", "octmnist", "pneumoniamnist", "retinamnist",
-    "breastmnist", "bloodmnist", "tissuemnist", "organamnist", "organcmnist", "organsmnist",
+    "pathmnist",
+    "chestmnist",
+    "dermamnist",
+    "octmnist",
+    "pneumoniamnist",
+    "retinamnist",
+    "breastmnist",
+    "bloodmnist",
+    "tissuemnist",
+    "organamnist",
+    "organcmnist",
+    "organsmnist",
 ]
 
 
@@ -47,7 +57,9 @@ def test_multilabel_metrics_against_hand_computed():
 
 
 def test_multilabel_metrics_match_sklearn_when_present():
-    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed (optional cross-check): pip install scikit-learn")
+    metrics = pytest.importorskip(
+        "sklearn.metrics", reason="scikit-learn not installed (optional cross-check): pip install scikit-learn"
+    )
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, (200, 5))
     scores = np.clip(y * 0.3 + rng.random((200, 5)) * 0.7, 0, 1)
@@ -155,7 +167,15 @@ def test_chestmnist_layout_npz_trains_with_bce(tmp_path):
     write_multilabel_npz(data_dir / "chestmnist.npz", labels=14)
     out = tmp_path / "run"
     metrics = run_training(
-        TrainConfig(model="test_resnet", dataset="chestmnist", data_dir=data_dir, out_dir=out, epochs=1, batch_size=16, threads=1),
+        TrainConfig(
+            model="test_resnet",
+            dataset="chestmnist",
+            data_dir=data_dir,
+            out_dir=out,
+            epochs=1,
+            batch_size=16,
+            threads=1,
+        ),
         log=lambda message: None,
     )
     assert metrics["status"] == "ok" and metrics["task"] == "multi-label" and metrics["num_classes"] == 14

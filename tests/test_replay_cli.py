@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_adaptive import histories
 
 from pepr.cli import main
+from test_adaptive import histories
 
 
 def run_cli(*argv):
@@ -20,7 +20,12 @@ def run_cli(*argv):
     return code, out.getvalue(), err.getvalue()
 
 
-CURVES = {"a": [0.9, 0.92, 0.93, 0.94], "b": [0.6, 0.61, 0.62, 0.62], "c": [0.5, 0.5, 0.5, 0.5], "d": [0.55, 0.56, 0.56, 0.57]}
+CURVES = {
+    "a": [0.9, 0.92, 0.93, 0.94],
+    "b": [0.6, 0.61, 0.62, 0.62],
+    "c": [0.5, 0.5, 0.5, 0.5],
+    "d": [0.55, 0.56, 0.56, 0.57],
+}
 
 
 @pytest.fixture
@@ -34,7 +39,9 @@ def sweep(tmp_path) -> Path:
 
 
 def test_replay_writes_one_row_per_group_and_prints_totals(sweep, tmp_path):
-    code, out, err = run_cli("replay", sweep, "--rungs", "1", "--keep", "0.25", "--min-keep", "1", "--out", tmp_path / "r")
+    code, out, err = run_cli(
+        "replay", sweep, "--rungs", "1", "--keep", "0.25", "--min-keep", "1", "--out", tmp_path / "r"
+    )
     assert code == 0, err
     result = pd.read_csv(tmp_path / "r" / "replay.csv")
     assert list(result.columns[:3]) == ["dataset", "init", "fraction"]
@@ -49,8 +56,24 @@ def test_replay_parquet_and_other_column_names(sweep, tmp_path):
     table = pd.read_csv(sweep).rename(columns={"model": "name", "epoch": "ep", "cumulative_energy_kwh": "kwh"})
     path = tmp_path / "h.parquet"
     table.to_parquet(path)
-    code, _, err = run_cli("replay", path, "--model", "name", "--epoch", "ep", "--resource", "kwh", "--by", "dataset",
-                           "--rungs", "1,2", "--keep", "0.5", "--out", tmp_path / "r")
+    code, _, err = run_cli(
+        "replay",
+        path,
+        "--model",
+        "name",
+        "--epoch",
+        "ep",
+        "--resource",
+        "kwh",
+        "--by",
+        "dataset",
+        "--rungs",
+        "1,2",
+        "--keep",
+        "0.5",
+        "--out",
+        tmp_path / "r",
+    )
     assert code == 0, err
     assert list(pd.read_csv(tmp_path / "r" / "replay.csv").columns[:2]) == ["dataset", "best_full"]
 

@@ -20,11 +20,28 @@ import pytest
 from scipy import stats
 
 from pepr.errors import PeprInputError
-from pepr.report.build import compute_tables, load, read_tables, write_figures, write_histories, write_summary, write_tables
+from pepr.report.build import (
+    compute_tables,
+    load,
+    read_tables,
+    write_figures,
+    write_histories,
+    write_summary,
+    write_tables,
+)
 from pepr.report.config import FIGURES, TABLES, ReportConfig
 from pepr.report.data import load_model_metadata, model_family, report_variants, variants
-from pepr.report.stats import (bootstrap_rank_ci, epoch_curves, format_p, holm, paired_effect, peak_epochs,
-                               top_k_separable, verdict, welch_effect)
+from pepr.report.stats import (
+    bootstrap_rank_ci,
+    epoch_curves,
+    format_p,
+    holm,
+    paired_effect,
+    peak_epochs,
+    top_k_separable,
+    verdict,
+    welch_effect,
+)
 from pepr.results.scoring import score
 from report_sweep import METHOD, MODELS, make_sweep
 from shared_data import PAPER_MODELS, absent
@@ -104,7 +121,9 @@ def test_paired_effect_is_scipy_t_and_tost_is_two_shifted_one_sided_tests():
     half = stats.t.ppf(0.975, len(d) - 1) * d.std(ddof=1) / np.sqrt(len(d))
     assert effect.p == pytest.approx(ref.pvalue, rel=1e-12) and effect.estimate == pytest.approx(d.mean())
     assert (effect.ci_low, effect.ci_high) == (pytest.approx(d.mean() - half), pytest.approx(d.mean() + half))
-    tost = max(stats.ttest_1samp(d, -0.02, alternative="greater").pvalue, stats.ttest_1samp(d, 0.02, alternative="less").pvalue)
+    tost = max(
+        stats.ttest_1samp(d, -0.02, alternative="greater").pvalue, stats.ttest_1samp(d, 0.02, alternative="less").pvalue
+    )
     assert effect.p_tost == pytest.approx(tost, rel=1e-12)
     # by hand: t statistics of the two one-sided tests
     se = d.std(ddof=1) / np.sqrt(len(d))
@@ -123,7 +142,7 @@ def test_welch_effect_and_its_tost_against_scipy():
     assert (effect.ci_low, effect.ci_high) == (pytest.approx(ci.low), pytest.approx(ci.high))
     va, vb = small.var(ddof=1) / len(small), large.var(ddof=1) / len(large)
     se = np.sqrt(va + vb)
-    df = (va + vb) ** 2 / (va ** 2 / (len(small) - 1) + vb ** 2 / (len(large) - 1))  # Welch-Satterthwaite
+    df = (va + vb) ** 2 / (va**2 / (len(small) - 1) + vb**2 / (len(large) - 1))  # Welch-Satterthwaite
     diff = small.mean() - large.mean()
     by_hand = max(stats.t.sf((diff + 0.02) / se, df), stats.t.cdf((diff - 0.02) / se, df))
     assert effect.p_tost == pytest.approx(by_hand, rel=1e-10)
@@ -147,7 +166,10 @@ def test_too_few_pairs_gives_no_p_value():
     equal = paired_effect(np.ones(8), np.ones(8), 0.05, 3, margin=0.02)
     assert np.isnan(equal.p) and np.isnan(equal.p_tost) and "all pairs equal" in equal.note
     # NaN pairs are dropped before counting.
-    a, b = np.r_[np.linspace(0.5, 0.9, 7), np.nan], np.r_[np.linspace(0.4, 0.85, 7) + [0, .01, 0, .02, 0, .01, 0], 0.3]
+    a, b = (
+        np.r_[np.linspace(0.5, 0.9, 7), np.nan],
+        np.r_[np.linspace(0.4, 0.85, 7) + [0, 0.01, 0, 0.02, 0, 0.01, 0], 0.3],
+    )
     assert paired_effect(a, b, 0.05, 3).p == pytest.approx(stats.ttest_rel(a[:7], b[:7]).pvalue)
     assert np.isnan(welch_effect(np.array([0.8]), np.array([0.7, 0.75]), 0.05, 2).p)
     assert format_p(np.nan) == "no test" and format_p(0.0123) == "p = 0.012" and format_p(2e-5) == "p = 2.0e-05"
@@ -164,7 +186,9 @@ def test_pretrained_vs_scratch_is_tested_per_context_on_model_means(sweep, table
     rows = table[table["metric"] == "test_accuracy"].set_index("fraction")
     p_raw = {}
     for fraction in ["1.0", "0.1"]:
-        wide = means[means["fraction"] == fraction].pivot(index="model", columns="init", values="test_accuracy").dropna()
+        wide = (
+            means[means["fraction"] == fraction].pivot(index="model", columns="init", values="test_accuracy").dropna()
+        )
         ref = stats.ttest_rel(wide["imagenet"], wide["scratch"])
         row = rows.loc[fraction]
         assert (row["treatment"], row["baseline"]) == ("imagenet", "scratch")
@@ -172,14 +196,23 @@ def test_pretrained_vs_scratch_is_tested_per_context_on_model_means(sweep, table
         assert row["p"] == pytest.approx(ref.pvalue, rel=1e-12)
         d = wide["imagenet"] - wide["scratch"]
         assert row["mean_diff"] == pytest.approx(d.mean(), rel=1e-12)
-        tost = max(stats.ttest_1samp(d, -0.02, alternative="greater").pvalue, stats.ttest_1samp(d, 0.02, alternative="less").pvalue)
+        tost = max(
+            stats.ttest_1samp(d, -0.02, alternative="greater").pvalue,
+            stats.ttest_1samp(d, 0.02, alternative="less").pvalue,
+        )
         assert row["p_tost"] == pytest.approx(tost, rel=1e-12)
         p_raw[fraction] = ref.pvalue
     adjusted = hand_holm([p_raw["1.0"], p_raw["0.1"]])
-    assert rows.loc["1.0", "p_holm"] == pytest.approx(adjusted[0]) and rows.loc["0.1", "p_holm"] == pytest.approx(adjusted[1])
+    assert rows.loc["1.0", "p_holm"] == pytest.approx(adjusted[0]) and rows.loc["0.1", "p_holm"] == pytest.approx(
+        adjusted[1]
+    )
     assert set(rows["verdict"]) == {"different"}  # +6 to +9 accuracy points, far beyond the margin
     energy = table[(table["metric"] == "energy_kwh") & (table["fraction"] == "0.1")].iloc[0]
-    e = model_means(raw(sweep), "energy_kwh").query("fraction == '0.1'").pivot(index="model", columns="init", values="energy_kwh")
+    e = (
+        model_means(raw(sweep), "energy_kwh")
+        .query("fraction == '0.1'")
+        .pivot(index="model", columns="init", values="energy_kwh")
+    )
     # Resources are tested on the log scale: ratio = geometric mean of the per-model ratios.
     assert energy["p"] == pytest.approx(stats.ttest_rel(np.log(e["imagenet"]), np.log(e["scratch"])).pvalue, rel=1e-12)
     assert energy["ratio"] == pytest.approx(stats.gmean(e["imagenet"] / e["scratch"]), rel=1e-12)
@@ -211,8 +244,10 @@ def test_small_vs_large_split_per_cell_welch_holm_and_tost(sweep, tables, data):
         assert (row["n_small"], row["n_large"]) == (len(small), len(large)) == (4, 3)
         ref = stats.ttest_ind(small, large, equal_var=False)
         assert row["p_performance"] == pytest.approx(ref.pvalue, rel=1e-12)
-        tost = max(stats.ttest_ind(small + 0.02, large, equal_var=False, alternative="greater").pvalue,
-                   stats.ttest_ind(small - 0.02, large, equal_var=False, alternative="less").pvalue)
+        tost = max(
+            stats.ttest_ind(small + 0.02, large, equal_var=False, alternative="greater").pvalue,
+            stats.ttest_ind(small - 0.02, large, equal_var=False, alternative="less").pvalue,
+        )
         assert row["p_tost_performance"] == pytest.approx(tost, rel=1e-12)
         p_raw.append(ref.pvalue)
         p_tost.append(tost)
@@ -239,7 +274,7 @@ def test_small_large_split_uses_each_cells_own_parameter_counts(tmp_path):
 
 def test_top_k_order_is_the_seed_mean_order(sweep, tables):
     df = raw(sweep)
-    for variant, column in [("PePR-E", "pepr_energy_kwh"), ("PePR-M", "pepr_peak_memory_mb")]:
+    for _variant, column in [("PePR-E", "pepr_energy_kwh"), ("PePR-M", "pepr_peak_memory_mb")]:
         ok = df[(df["status"] == "ok") & (df["init"] == "imagenet") & (df["fraction"] == "0.1")]
         expected = ok.groupby("model")[column].mean().sort_values(ascending=False).head(5)
         got = tables["top_k"].query("init == 'imagenet' and fraction == '0.1' and variant == @variant")
@@ -279,7 +314,9 @@ def test_pepr_c_is_kept_when_a_carbon_intensity_series_was_used(tmp_path):
 
 def test_seed_confidence_interval_is_student_t(sweep, tables):
     df = raw(sweep)
-    values = df.query("status == 'ok' and init == 'scratch' and fraction == '1.0' and model == 'resnet18'")["test_accuracy"]
+    values = df.query("status == 'ok' and init == 'scratch' and fraction == '1.0' and model == 'resnet18'")[
+        "test_accuracy"
+    ]
     low, high = stats.t.interval(0.95, len(values) - 1, loc=values.mean(), scale=stats.sem(values))
     row = tables["seeds"].query("init == 'scratch' and fraction == '1.0' and model == 'resnet18'").iloc[0]
     assert row["n_seeds"] == 3
@@ -313,21 +350,32 @@ def test_rank_table_only_with_several_seeds(tmp_path, tables):
 
 def test_peak_epoch_and_savings_by_hand():
     # One cell, two runs, three epochs. Cumulative energy over the cell: min 1, max 6.
-    history = pd.DataFrame({
-        "dataset": "d", "init": "scratch", "fraction": "1.0", "seed": 0,
-        "model": ["a", "a", "a", "b", "b", "b"],
-        "epoch": [1, 2, 3, 1, 2, 3],
-        "test_accuracy": [0.60, 0.80, 0.82, 0.70, 0.72, 0.90],
-        "cumulative_energy_kwh": [1.0, 2.0, 3.0, 2.0, 4.0, 6.0],
-    })
+    history = pd.DataFrame(
+        {
+            "dataset": "d",
+            "init": "scratch",
+            "fraction": "1.0",
+            "seed": 0,
+            "model": ["a", "a", "a", "b", "b", "b"],
+            "epoch": [1, 2, 3, 1, 2, 3],
+            "test_accuracy": [0.60, 0.80, 0.82, 0.70, 0.72, 0.90],
+            "cumulative_energy_kwh": [1.0, 2.0, 3.0, 2.0, 4.0, 6.0],
+        }
+    )
     curves = epoch_curves(history, "test_accuracy", "cumulative_energy_kwh", CELL)
     # a: 0.6/1, 0.8/1.2 = 0.6667, 0.82/1.4 = 0.5857 -> peak epoch 2
     # b: 0.7/1.2 = 0.5833, 0.72/1.6 = 0.45, 0.9/2 = 0.45 -> peak epoch 1
-    np.testing.assert_allclose(curves["epoch_pepr"], [0.6, 0.8 / 1.2, 0.82 / 1.4, 0.7 / 1.2, 0.72 / 1.6, 0.9 / 2], rtol=1e-12)
+    np.testing.assert_allclose(
+        curves["epoch_pepr"], [0.6, 0.8 / 1.2, 0.82 / 1.4, 0.7 / 1.2, 0.72 / 1.6, 0.9 / 2], rtol=1e-12
+    )
     peaks = peak_epochs(curves, [*CELL, "model", "seed"], "test_accuracy", "cumulative_energy_kwh").set_index("model")
     assert peaks.loc["a", "peak_epoch"] == 2 and peaks.loc["b", "peak_epoch"] == 1
-    assert peaks.loc["a", "resource_saved"] == pytest.approx(1.0) and peaks.loc["b", "resource_saved"] == pytest.approx(4.0)
-    assert peaks.loc["a", "performance_cost"] == pytest.approx(0.02) and peaks.loc["b", "performance_cost"] == pytest.approx(0.2)
+    assert peaks.loc["a", "resource_saved"] == pytest.approx(1.0) and peaks.loc["b", "resource_saved"] == pytest.approx(
+        4.0
+    )
+    assert peaks.loc["a", "performance_cost"] == pytest.approx(0.02) and peaks.loc[
+        "b", "performance_cost"
+    ] == pytest.approx(0.2)
 
 
 def test_peak_epochs_from_the_fixture_histories(sweep, tables):
@@ -335,7 +383,16 @@ def test_peak_epochs_from_the_fixture_histories(sweep, tables):
     run = df.query("status == 'ok' and init == 'imagenet' and fraction == '1.0'")
     histories = []
     for _, row in run.iterrows():
-        h = pd.read_csv(sweep / "runs" / row["dataset"] / row["init"] / row["fraction"] / row["model"] / f"seed{row['seed']}" / "history.csv")
+        h = pd.read_csv(
+            sweep
+            / "runs"
+            / row["dataset"]
+            / row["init"]
+            / row["fraction"]
+            / row["model"]
+            / f"seed{row['seed']}"
+            / "history.csv"
+        )
         histories.append(h.assign(model=row["model"], seed=row["seed"]))
     allh = pd.concat(histories)
     low, high = allh["cumulative_energy_kwh"].min(), allh["cumulative_energy_kwh"].max()
@@ -346,7 +403,9 @@ def test_peak_epochs_from_the_fixture_histories(sweep, tables):
         best_epoch = int(h.loc[h["pepr"].to_numpy().argmax(), "epoch"])
         got = peaks[(peaks["model"] == model) & (peaks["seed"] == seed)].iloc[0]
         assert got["peak_epoch"] == best_epoch
-        assert got["resource_saved"] == pytest.approx(h["cumulative_energy_kwh"].iloc[-1] - h.loc[best_epoch - 1, "cumulative_energy_kwh"])
+        assert got["resource_saved"] == pytest.approx(
+            h["cumulative_energy_kwh"].iloc[-1] - h.loc[best_epoch - 1, "cumulative_energy_kwh"]
+        )
 
 
 # ---------------------------------------------------------------- failures, gaps, honesty
@@ -371,7 +430,9 @@ def test_failed_runs_and_missing_cells_are_listed(tmp_path):
     assert missing.query("kind == 'run not in results'")[["init", "fraction", "model", "detail"]].values.tolist() == [
         ["scratch", "1.0", "resnet18", "seed 1"]
     ]
-    assert missing.query("kind == 'group without successful run'")[["init", "fraction"]].values.tolist() == [["imagenet", "0.1"]]
+    assert missing.query("kind == 'group without successful run'")[["init", "fraction"]].values.tolist() == [
+        ["imagenet", "0.1"]
+    ]
     convnext = missing.query("kind == 'model without successful run in group'")
     assert set(convnext["model"]) == {"convnext_atto"} and len(convnext) == 3
     summary_path = write_summary(data, tmp_path / "tables", tmp_path / "summary.md")
@@ -383,6 +444,7 @@ def test_summary_reads_the_written_tables_and_states_tests_and_claims(data, tmp_
     write_tables(data, tmp_path / "tables")
     # The summary must not recompute the tables (the rank bootstrap above all): forbid it.
     import pepr.report.tables as report_tables
+
     monkeypatch.setattr(report_tables, "rank_table", lambda *a, **k: pytest.fail("summary recomputed rank_ci"))
     monkeypatch.setattr(report_tables, "paired_table", lambda *a, **k: pytest.fail("summary recomputed a paired table"))
     summary_data = load(sweep / "pepr.csv", None, data.cfg)
@@ -391,11 +453,18 @@ def test_summary_reads_the_written_tables_and_states_tests_and_claims(data, tmp_
     assert text.count("PePR-C ranks exactly as PePR-E") == 1 and "PePR-C:" not in text
     means = model_means(raw(sweep), "test_accuracy")
     wide = means[means["fraction"] == "1.0"].pivot(index="model", columns="init", values="test_accuracy")
-    p_other = stats.ttest_rel(*[means[means["fraction"] == "0.1"].pivot(index="model", columns="init", values="test_accuracy")[c]
-                                for c in ("imagenet", "scratch")]).pvalue
+    p_other = stats.ttest_rel(
+        *[
+            means[means["fraction"] == "0.1"].pivot(index="model", columns="init", values="test_accuracy")[c]
+            for c in ("imagenet", "scratch")
+        ]
+    ).pvalue
     p_holm = hand_holm([stats.ttest_rel(wide["imagenet"], wide["scratch"]).pvalue, p_other])[0]
     assert f"paired t Holm {format_p(p_holm)}" in text
-    assert "*imagenet improves test_accuracy over scratch* (paired t on model means, Holm over contexts): **holds** in all 2 contexts." in text
+    assert (
+        "*imagenet improves test_accuracy over scratch* (paired t on model means, Holm over contexts): **holds** in all 2 contexts."
+        in text
+    )
     # The best PePR-E model of each cell is mobilenetv3_small_050 (cheapest, accurate enough).
     assert text.count("PePR-E: **mobilenetv3_small_050**") == 4
     assert "*The best PePR-E model is a small one*: **holds** in all 4 groups with small and large models." in text
@@ -409,13 +478,19 @@ def test_summary_reads_the_written_tables_and_states_tests_and_claims(data, tmp_
     assert "Not counted toward it (scratch groups)" in text
     # Best small vs best large by accuracy, in one cell, recomputed here.
     ok = raw(sweep).query("status == 'ok'")
-    cell = ok.query("init == 'scratch' and fraction == '1.0'").groupby("model").agg(
-        params=("params", "first"), acc=("test_accuracy", "mean"), energy=("energy_kwh", "mean"))
+    cell = (
+        ok.query("init == 'scratch' and fraction == '1.0'")
+        .groupby("model")
+        .agg(params=("params", "first"), acc=("test_accuracy", "mean"), energy=("energy_kwh", "mean"))
+    )
     median = float(np.median([v for m, v in MODELS.items() if m != "convnext_atto"]))
     best_small = cell[cell["params"] <= median]["acc"].idxmax()
     best_large = cell[cell["params"] > median]["acc"].idxmax()
     saving = 1 - cell.loc[best_small, "energy"] / cell.loc[best_large, "energy"]
-    assert f"pneumoniamnist / scratch / 100% data (split at {median:,.0f} parameters): the best small model **{best_small}**" in text
+    assert (
+        f"pneumoniamnist / scratch / 100% data (split at {median:,.0f} parameters): the best small model **{best_small}**"
+        in text
+    )
     assert f"uses {saving:.0%} less energy_kwh than the best large model **{best_large}**" in text
 
 
@@ -425,8 +500,12 @@ def test_single_model_single_seed_sweep_builds_everything(tmp_path):
     df = pd.read_csv(tmp_path / "pepr.csv", dtype={"fraction": str})
     df = df[df["model"].isin(["mobilenetv3_small_050", "convnext_atto"])]
     ok = df["status"] == "ok"
-    rescored = score(df[ok].drop(columns=[c for c in df.columns if c.startswith("pepr_") or c.endswith("_norm")]),
-                     performance="test_accuracy", resources=["energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb"], by=CELL)
+    rescored = score(
+        df[ok].drop(columns=[c for c in df.columns if c.startswith("pepr_") or c.endswith("_norm")]),
+        performance="test_accuracy",
+        resources=["energy_kwh", "co2_kg", "train_time_s", "peak_memory_mb"],
+        by=CELL,
+    )
     pd.concat([rescored, df[~ok]]).to_csv(tmp_path / "pepr.csv", index=False)
     cfg = ReportConfig(figure_formats=("png",))
     data = load_sweep(tmp_path, cfg)
@@ -456,8 +535,18 @@ def test_bad_inputs_raise_clear_errors(sweep, tmp_path):
     # energy_method is optional (tables from elsewhere lack it): the report says "not recorded".
     df.drop(columns=["energy_method"]).to_csv(tmp_path / "nomethod.csv", index=False)
     assert set(load(tmp_path / "nomethod.csv", None, ReportConfig()).results["energy_method"]) == {""}
-    pd.DataFrame({"dataset": [], "init": [], "fraction": [], "model": [], "seed": [], "epoch": [], "test_accuracy": [],
-                  "cumulative_energy_kwh": []}).to_csv(tmp_path / "nohist.csv", index=False)
+    pd.DataFrame(
+        {
+            "dataset": [],
+            "init": [],
+            "fraction": [],
+            "model": [],
+            "seed": [],
+            "epoch": [],
+            "test_accuracy": [],
+            "cumulative_energy_kwh": [],
+        }
+    ).to_csv(tmp_path / "nohist.csv", index=False)
     with pytest.raises(PeprInputError, match="has no epochs in"):
         load(sweep / "pepr.csv", tmp_path / "nohist.csv", ReportConfig())
     with pytest.raises(PeprInputError, match="equivalence_margin"):
@@ -482,9 +571,19 @@ def test_bad_inputs_raise_clear_errors(sweep, tmp_path):
 
 
 def test_model_family_from_timm_names():
-    assert [model_family(m) for m in ["resnet18", "resnet50d", "mobilenetv3_small_050", "efficientnet_b0",
-                                      "vit_tiny_patch16_224", "convnext_atto", "regnetx_002", "densenet121"]] == [
-        "resnet", "resnet", "mobilenetv3", "efficientnet", "vit", "convnext", "regnetx", "densenet"]
+    assert [
+        model_family(m)
+        for m in [
+            "resnet18",
+            "resnet50d",
+            "mobilenetv3_small_050",
+            "efficientnet_b0",
+            "vit_tiny_patch16_224",
+            "convnext_atto",
+            "regnetx_002",
+            "densenet121",
+        ]
+    ] == ["resnet", "resnet", "mobilenetv3", "efficientnet", "vit", "convnext", "regnetx", "densenet"]
 
 
 @pytest.mark.skipif(not PAPER_MODELS.is_file(), reason=absent(PAPER_MODELS))
@@ -531,7 +630,9 @@ def test_gather_histories_tags_runs_and_skips_header_only_files(tmp_path):
     table = pd.read_csv(gathered(tmp_path), dtype={"fraction": str})
     assert "convnext_atto" not in set(table["model"]) and len(table) == 7 * 5  # 7 successful models x 5 epochs
     one = table.query("model == 'resnet18'").sort_values("epoch")
-    direct = pd.read_csv(tmp_path / "runs" / "pneumoniamnist" / "scratch" / "1.0" / "resnet18" / "seed0" / "history.csv")
+    direct = pd.read_csv(
+        tmp_path / "runs" / "pneumoniamnist" / "scratch" / "1.0" / "resnet18" / "seed0" / "history.csv"
+    )
     np.testing.assert_allclose(one["test_accuracy"], direct["test_accuracy"], rtol=1e-15)
     assert set(one["fraction"]) == {"1.0"} and set(one["seed"]) == {0}
     with pytest.raises(PeprInputError, match="not laid out"):
@@ -552,14 +653,16 @@ def test_figures_readable_at_12_cells_integer_epochs_and_distinct_family_members
     assert data.results[CELL].drop_duplicates().shape[0] == 12
     # A handful of colour classes, never one per model or family (issue 15): the legend stays short.
     assert len(set(figures.model_classes(data.results, data.cfg).values())) <= figures.MAX_LEGEND
-    for fig in [figures.epoch_pepr(data.histories, data.peaks, data.results, data.cfg),
-                figures.pepr_profile(data.results, data.cfg)]:
+    for fig in [
+        figures.epoch_pepr(data.histories, data.peaks, data.results, data.cfg),
+        figures.pepr_profile(data.results, data.cfg),
+    ]:
         fig.canvas.draw()
         axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_title()]
         assert len(axes) == 12
         boxes = [ax.title.get_window_extent() for ax in axes]
         for i, box in enumerate(boxes):  # no two panel titles overlap (3 columns)
-            assert not any(box.overlaps(other) for other in boxes[i + 1:])
+            assert not any(box.overlaps(other) for other in boxes[i + 1 :])
         if fig.axes[0].get_xlabel() == "epoch":
             ticks = [t for t in axes[0].get_xticks() if axes[0].get_xlim()[0] <= t <= axes[0].get_xlim()[1]]
             assert ticks and all(float(t).is_integer() for t in ticks)

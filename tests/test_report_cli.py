@@ -18,16 +18,26 @@ from pepr.cli import main
 from report_sweep import make_sweep
 
 #: A small results table that is not pepr's own (the README's example).
-FOREIGN = pd.DataFrame({
-    "name": ["tiny", "mid", "big", "tiny", "mid", "big"],
-    "acc": [0.80, 0.85, 0.86, 0.70, 0.75, 0.78],
-    "kwh": [0.010, 0.030, 0.090, 0.020, 0.040, 0.050],
-    "n_params": [1_000, 5_000, 20_000, 1_000, 5_000, 20_000],
-    "task": ["liver", "liver", "liver", "lung", "lung", "lung"],
-})
+FOREIGN = pd.DataFrame(
+    {
+        "name": ["tiny", "mid", "big", "tiny", "mid", "big"],
+        "acc": [0.80, 0.85, 0.86, 0.70, 0.75, 0.78],
+        "kwh": [0.010, 0.030, 0.090, 0.020, 0.040, 0.050],
+        "n_params": [1_000, 5_000, 20_000, 1_000, 5_000, 20_000],
+        "task": ["liver", "liver", "liver", "lung", "lung", "lung"],
+    }
+)
 FOREIGN_FLAGS = ["--model", "name", "--performance", "acc", "--resource", "kwh", "--params", "n_params", "--by", "task"]
-OUTPUTS = ["pepr.csv", "summary.md", "report.html", "tables/decision.csv", "tables/footprint.csv",
-           "tables/measurement_checks.csv", "tables/size_trend.csv", "tables/small_vs_large.csv"]
+OUTPUTS = [
+    "pepr.csv",
+    "summary.md",
+    "report.html",
+    "tables/decision.csv",
+    "tables/footprint.csv",
+    "tables/measurement_checks.csv",
+    "tables/size_trend.csv",
+    "tables/small_vs_large.csv",
+]
 
 
 def run_report(args: list[str], capsys) -> tuple[int, str, str]:
@@ -52,14 +62,27 @@ def test_foreign_table_with_its_own_column_names(tmp_path, capsys):
     assert decision.loc["liver", "recommended_model"] == "tiny" and decision.loc["liver", "best_model"] == "big"
     assert decision.loc["liver", "performance_share"] == pytest.approx(0.80 / 0.86)
     assert decision.loc["liver", "resource_share"] == pytest.approx(0.010 / 0.090)
-    assert decision.loc["liver", "statement"] == "tiny (uncertainty unknown): 93% of the best acc (big) at 11% of its kwh"
-    assert decision.loc["liver", "contenders"] == "unknown" and decision.loc["liver", "interval_method"].startswith("unknown")
-    assert decision.loc["lung", "statement"] == "tiny (uncertainty unknown): 90% of the best acc (big) at 40% of its kwh"
+    assert (
+        decision.loc["liver", "statement"] == "tiny (uncertainty unknown): 93% of the best acc (big) at 11% of its kwh"
+    )
+    assert decision.loc["liver", "contenders"] == "unknown" and decision.loc["liver", "interval_method"].startswith(
+        "unknown"
+    )
+    assert (
+        decision.loc["lung", "statement"] == "tiny (uncertainty unknown): 90% of the best acc (big) at 40% of its kwh"
+    )
     text = (out / "summary.md").read_text()
     # The decision comes first, then the footprint and the checks.
-    assert text.index("## Decision") < text.index("footprint") < text.index("Measurement checks") < text.index("## Best model")
-    assert ("| task liver | **tiny** | 0.8 | unknown | unknown | unknown | 0.01 | big | 0.86 | 0.09 | "
-            "93% of the best acc at 11% of its kwh |") in text
+    assert (
+        text.index("## Decision")
+        < text.index("footprint")
+        < text.index("Measurement checks")
+        < text.index("## Best model")
+    )
+    assert (
+        "| task liver | **tiny** | 0.8 | unknown | unknown | unknown | 0.01 | big | 0.86 | 0.09 | "
+        "93% of the best acc at 11% of its kwh |"
+    ) in text
     assert "--n-test COL" in text  # says how to get an interval
     assert "not known from this table" in text  # no energy_kwh/train_time_s columns: no totals invented
     checks = pd.read_csv(out / "tables" / "measurement_checks.csv")
@@ -88,23 +111,48 @@ def test_foreign_table_page_has_the_three_interactive_plots_in_its_own_names(tmp
     assert '"label":"task liver"' in page and '"label":"task lung"' in page  # one menu entry per group
     assert "3 runs" not in page and "6 runs, 3 models" in page
     # The decision table shows the group column first, then the sentence.
-    decision = page[page.index("id='decision'"):page.index("id='footprint'")]
+    decision = page[page.index("id='decision'") : page.index("id='footprint'")]
     headers = re.findall(r"<th>([^<]*)</th>", decision)
-    assert headers[:7] == ["task", "decision", "recommended (by PePR(kwh))", "acc", "acc interval", "PePR(kwh) interval", "contenders (not distinguishable)"], headers
+    assert headers[:7] == [
+        "task",
+        "decision",
+        "recommended (by PePR(kwh))",
+        "acc",
+        "acc interval",
+        "PePR(kwh) interval",
+        "contenders (not distinguishable)",
+    ], headers
     assert "Not known from this table" in page  # no energy_kwh / train_time_s: no totals invented
 
 
 def test_rename_gives_the_same_report_as_flags(tmp_path, capsys):
     FOREIGN.to_parquet(tmp_path / "results.parquet", index=False)  # Parquet input
     out = tmp_path / "renamed"
-    code, _, err = run_report([tmp_path / "results.parquet", "--rename", "name=model", "--rename", "acc=test_accuracy",
-                               "--rename", "kwh=energy_kwh", "--rename", "n_params=params", "--by", "task",
-                               "--out", out], capsys)
+    code, _, err = run_report(
+        [
+            tmp_path / "results.parquet",
+            "--rename",
+            "name=model",
+            "--rename",
+            "acc=test_accuracy",
+            "--rename",
+            "kwh=energy_kwh",
+            "--rename",
+            "n_params=params",
+            "--by",
+            "task",
+            "--out",
+            out,
+        ],
+        capsys,
+    )
     assert code == 0, err
     decision = pd.read_csv(out / "tables" / "decision.csv")
     assert decision["recommended_model"].tolist() == ["tiny", "tiny"]
-    assert decision["statement"].tolist() == ["tiny (uncertainty unknown): 93% of the best test_accuracy (big) at 11% of its energy_kwh",
-                                              "tiny (uncertainty unknown): 90% of the best test_accuracy (big) at 40% of its energy_kwh"]
+    assert decision["statement"].tolist() == [
+        "tiny (uncertainty unknown): 93% of the best test_accuracy (big) at 11% of its energy_kwh",
+        "tiny (uncertainty unknown): 90% of the best test_accuracy (big) at 40% of its energy_kwh",
+    ]
     assert "model" in pd.read_csv(out / "pepr.csv").columns
     footprint = pd.read_csv(out / "tables" / "footprint.csv").iloc[0]
     assert footprint["energy_kwh"] == pytest.approx(FOREIGN["kwh"].sum()) and footprint["measurement"] == "not recorded"
@@ -113,15 +161,21 @@ def test_rename_gives_the_same_report_as_flags(tmp_path, capsys):
 def test_missing_optional_columns_no_params_no_status_no_seed_no_group(tmp_path, capsys):
     FOREIGN.drop(columns=["n_params", "task"]).iloc[:3].to_csv(tmp_path / "bare.csv", index=False)
     out = tmp_path / "bare"
-    code, _, err = run_report([tmp_path / "bare.csv", "--model", "name", "--performance", "acc", "--resource", "kwh",
-                               "--out", out], capsys)
+    code, _, err = run_report(
+        [tmp_path / "bare.csv", "--model", "name", "--performance", "acc", "--resource", "kwh", "--out", out], capsys
+    )
     assert code == 0, err
     text = (out / "summary.md").read_text()
     assert "no parameter counts" in text and "skipped" in text
     assert pd.read_csv(out / "tables" / "small_vs_large.csv").empty
     assert pd.read_csv(out / "tables" / "size_trend.csv").empty
     figures = {p.stem for p in (out / "figures").glob("*.png")}
-    assert figures and not figures & {"2_performance_vs_params", "3_pepr_vs_params", "8_energy_vs_params", "9_pooled_vs_params"}
+    assert figures and not figures & {
+        "2_performance_vs_params",
+        "3_pepr_vs_params",
+        "8_energy_vs_params",
+        "9_pooled_vs_params",
+    }
     assert pd.read_csv(out / "tables" / "decision.csv")["recommended_model"].tolist() == ["tiny"]
     page = (out / "report.html").read_text(encoding="utf-8")  # no params: the plot against energy only
     assert page.count('class="plotly-graph-div"') == 1 and 'id="plot-performance_vs_resource"' in page
@@ -139,12 +193,20 @@ def test_status_any_case_and_histories_table(tmp_path, capsys):
         history = pd.read_csv(path)
         if len(history):
             parts = path.relative_to(tmp_path / "runs").parts
-            histories.append(history.assign(dataset=parts[0], init=parts[1], fraction=parts[2], arch=parts[3],
-                                            seed=int(parts[4].removeprefix("seed"))))
+            histories.append(
+                history.assign(
+                    dataset=parts[0],
+                    init=parts[1],
+                    fraction=parts[2],
+                    arch=parts[3],
+                    seed=int(parts[4].removeprefix("seed")),
+                )
+            )
     pd.concat(histories).to_csv(tmp_path / "histories.csv", index=False)
     out = tmp_path / "report"
-    code, _, err = run_report([tmp_path / "runs.csv", "--model", "arch", "--histories", tmp_path / "histories.csv",
-                               "--out", out], capsys)
+    code, _, err = run_report(
+        [tmp_path / "runs.csv", "--model", "arch", "--histories", tmp_path / "histories.csv", "--out", out], capsys
+    )
     assert code == 0, err
     scored = pd.read_csv(out / "pepr.csv")
     failed = scored["status"] == "FAILED"
@@ -231,9 +293,16 @@ def test_out_that_is_a_file_is_refused_before_reading(tmp_path, capsys):
 
 def test_report_cli_starts_without_torch(tmp_path):
     FOREIGN.to_csv(tmp_path / "results.csv", index=False)
-    code = ("import sys, runpy; sys.argv = ['pepr', 'report', sys.argv[1], '--out', sys.argv[2], "
-            + ", ".join(repr(f) for f in FOREIGN_FLAGS) + "]\n"
-            "from pepr.cli import main\nrc = main(sys.argv[1:])\nassert 'torch' not in sys.modules, 'torch imported'\nsys.exit(rc)")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "results.csv"), str(tmp_path / "r")],
-                            capture_output=True, text=True, env={**os.environ, "MPLBACKEND": "Agg"})
+    code = (
+        "import sys, runpy; sys.argv = ['pepr', 'report', sys.argv[1], '--out', sys.argv[2], "
+        + ", ".join(repr(f) for f in FOREIGN_FLAGS)
+        + "]\n"
+        "from pepr.cli import main\nrc = main(sys.argv[1:])\nassert 'torch' not in sys.modules, 'torch imported'\nsys.exit(rc)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "results.csv"), str(tmp_path / "r")],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MPLBACKEND": "Agg"},
+    )
     assert result.returncode == 0, result.stderr

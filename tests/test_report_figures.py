@@ -36,7 +36,9 @@ SCATTERS = {
 @pytest.fixture(scope="module", params=[(5, 1, 1), (200, 12, 1)], ids=["5models-1group", "200models-12groups"])
 def scale(request, tmp_path_factory):
     n_models, n_groups, n_seeds = request.param
-    pepr_csv, histories = scaled_sweep(tmp_path_factory.mktemp(f"scale{n_models}"), n_models, n_groups, n_seeds, epochs=3)
+    pepr_csv, histories = scaled_sweep(
+        tmp_path_factory.mktemp(f"scale{n_models}"), n_models, n_groups, n_seeds, epochs=3
+    )
     data = load(pepr_csv, histories, CFG)
     drawn = {name: draw(data.results, CFG) for name, draw in SCATTERS.items()}
     drawn["pepr_profile"] = figures.pepr_profile(data.results, CFG)
@@ -84,7 +86,11 @@ def test_labels_are_bounded_and_never_overprint(scale):
             # The numbers' circles (an annotation's own extent includes its leader line).
             boxes = [t.get_bbox_patch().get_window_extent(renderer) for t in labels]
             for i, box in enumerate(boxes):
-                assert not any(box.overlaps(other) for other in boxes[i + 1:]), (name, ax.get_title(), labels[i].get_text())
+                assert not any(box.overlaps(other) for other in boxes[i + 1 :]), (
+                    name,
+                    ax.get_title(),
+                    labels[i].get_text(),
+                )
             assert sorted(int(t.get_text()) for t in labels) == list(range(1, len(labels) + 1))
 
 
@@ -93,8 +99,11 @@ def test_axes_are_log_exactly_when_the_values_span_more_than_a_decade(scale):
     ok = data.results[data.results["ok"]]
     keys = groups(ok, data.cfg.group)
     scales = set()
-    for name, x, y in [("performance_vs_params", "params", None), ("performance_vs_resource", data.cfg.resource, None),
-                       ("model_space", "params", "energy_kwh")]:
+    for name, x, y in [
+        ("performance_vs_params", "params", None),
+        ("performance_vs_resource", data.cfg.resource, None),
+        ("model_space", "params", "energy_kwh"),
+    ]:
         axes = panels(drawn[name])
         assert len(axes) == len(keys)
         for ax, key in zip(axes, keys):
@@ -125,7 +134,11 @@ def test_spearman_and_trend_match_scipy_and_medians():
     expected = stats.spearmanr(x, y)
     assert (rho, p, n) == pytest.approx((expected.statistic, expected.pvalue, 60))
     xs, ys = figures.trend(x, y, log_x=True)
-    assert len(xs) == 6 and ys[0] == pytest.approx(np.median(y[:10])) and xs[0] == pytest.approx(np.exp(np.median(np.log(x[:10]))))
+    assert (
+        len(xs) == 6
+        and ys[0] == pytest.approx(np.median(y[:10]))
+        and xs[0] == pytest.approx(np.exp(np.median(np.log(x[:10]))))
+    )
     assert figures.spearman([1, 2], [3, 4])[0] != figures.spearman([1, 2], [3, 4])[0]  # NaN: too few points
     # three points in order: the exact p of the tables (2 of 3! pairings), never scipy's p = 0
     assert figures.spearman([1, 2, 3], [1, 2, 3]) == pytest.approx((1.0, 1 / 3, 3))
@@ -147,9 +160,12 @@ def every_figure(scale):
     others = {
         "pepr_vs_params": figures.pepr_vs_params(data.results, CFG),
         "pooled": figures.pooled(data.results, CFG),
-        "init_comparison": figures.paired_comparison(paired_table(data.results, CFG, "init"), data.results, CFG, "init"),
-        "fraction_comparison": figures.paired_comparison(paired_table(data.results, CFG, "fraction"), data.results, CFG,
-                                                         "fraction"),
+        "init_comparison": figures.paired_comparison(
+            paired_table(data.results, CFG, "init"), data.results, CFG, "init"
+        ),
+        "fraction_comparison": figures.paired_comparison(
+            paired_table(data.results, CFG, "fraction"), data.results, CFG, "fraction"
+        ),
     }
     for fig in others.values():
         FigureCanvasAgg(fig).draw()
@@ -161,8 +177,9 @@ def test_tick_labels_are_at_least_9px_in_a_1400px_window(every_figure):
     for name, fig in every_figure.items():
         width_px = fig.get_figwidth() * figures.DPI
         scale_factor = min(1.0, shown / width_px)  # max-width:100%: shrunk to the page, never enlarged
-        ticks = [label for ax in panels(fig) for label in ax.get_xticklabels() + ax.get_yticklabels()
-                 if label.get_text()]
+        ticks = [
+            label for ax in panels(fig) for label in ax.get_xticklabels() + ax.get_yticklabels() if label.get_text()
+        ]
         assert ticks or not any(ax.axison for ax in fig.axes), f"{name}: no tick labels drawn"
         if not ticks:  # a note in place of panels (nothing to compare at this grid)
             continue
@@ -179,7 +196,7 @@ def test_pooled_figure_has_every_group_in_one_panel_per_claim(scale, every_figur
         # one scatter per group, each holding that group's models
         assert len(ax.collections) == n_groups
     legend = drawn["pooled"].legends[0]
-    labels = [group_label(k) for k in groups(data.results[data.results["ok"]])][:figures.MAX_LEGEND - 1]
+    labels = [group_label(k) for k in groups(data.results[data.results["ok"]])][: figures.MAX_LEGEND - 1]
     assert [t.get_text() for t in legend.get_texts()][:-1] == labels
 
 

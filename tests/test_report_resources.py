@@ -17,11 +17,20 @@ from pepr.results.scoring import score
 def runs() -> pd.DataFrame:
     """One group of three runs: energy 1, 2, 3 (normalised 0, 0.5, 1), time 10, 30, 20
     (normalised 0, 1, 0.5), performance 0.9, 0.8, 0.7."""
-    return pd.DataFrame({
-        "dataset": "d", "init": "scratch", "fraction": "1.0", "model": ["a", "b", "c"], "seed": 0,
-        "test_accuracy": [0.9, 0.8, 0.7], "energy_kwh": [1.0, 2.0, 3.0], "train_time_s": [10.0, 30.0, 20.0],
-        "memory_reserved_epoch2_mb": [100.0, 300.0, 200.0], "n_train": [500, 500, 500],
-    })
+    return pd.DataFrame(
+        {
+            "dataset": "d",
+            "init": "scratch",
+            "fraction": "1.0",
+            "model": ["a", "b", "c"],
+            "seed": 0,
+            "test_accuracy": [0.9, 0.8, 0.7],
+            "energy_kwh": [1.0, 2.0, 3.0],
+            "train_time_s": [10.0, 30.0, 20.0],
+            "memory_reserved_epoch2_mb": [100.0, 300.0, 200.0],
+            "n_train": [500, 500, 500],
+        }
+    )
 
 
 def test_combined_pepr_is_the_weighted_mean_of_the_normalised_resources():
@@ -64,18 +73,24 @@ def test_workflow_report_resources_are_scored_beside_pepr_csvs_own_scores_which_
 def test_the_same_training_images_in_every_run_are_not_a_copied_measurement():
     from pepr.report.loading import prepare
 
-    data = prepare(prepare_table(runs(), TableSpec(resources=("energy_kwh", "n_train")), ReportConfig(bootstrap_resamples=100)), None)
+    data = prepare(
+        prepare_table(runs(), TableSpec(resources=("energy_kwh", "n_train")), ReportConfig(bootstrap_resamples=100)),
+        None,
+    )
     assert data.flags is not None
     assert not data.flags["detail"].astype(str).str.contains("n_train").any()
 
 
-@pytest.mark.parametrize("text, message", [
-    ("energy_kwh", "two or more"),
-    ("energy_kwh,energy_kwh", "two or more different"),
-    ("energy_kwh:x,train_time_s", "COL:WEIGHT"),
-    ("energy_kwh:-1,train_time_s", "weight >= 0"),
-    ("energy_kwh:0,train_time_s:0", "not all weighted 0"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("energy_kwh", "two or more"),
+        ("energy_kwh,energy_kwh", "two or more different"),
+        ("energy_kwh:x,train_time_s", "COL:WEIGHT"),
+        ("energy_kwh:-1,train_time_s", "weight >= 0"),
+        ("energy_kwh:0,train_time_s:0", "not all weighted 0"),
+    ],
+)
 def test_a_bad_combination_is_refused_in_one_line(text, message):
     with pytest.raises(PeprInputError, match=message):
         ReportConfig(combine=text)

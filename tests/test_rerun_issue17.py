@@ -124,7 +124,12 @@ def test_moving_data_dir_and_changing_country_retrain_nothing(finished_sweep, tm
     history = pd.read_csv(workdir / "results" / "histories.csv")
     assert history["cumulative_co2_kg"].iloc[-1] == pytest.approx(row["co2_kg"], rel=1e-6)
     # a real training setting still retrains
-    assert planned_jobs(workdir, "results/runs.csv", configfile=sweep_config(tmp_path, "e2.yaml", epochs=2)).get("train_model") == 1
+    assert (
+        planned_jobs(workdir, "results/runs.csv", configfile=sweep_config(tmp_path, "e2.yaml", epochs=2)).get(
+            "train_model"
+        )
+        == 1
+    )
 
 
 def test_retraining_on_purpose_and_job_side_force(finished_sweep):
@@ -133,7 +138,13 @@ def test_retraining_on_purpose_and_job_side_force(finished_sweep):
     workdir, config = finished_sweep
     metrics = next((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))
     target = str(metrics.relative_to(workdir))
-    log = workdir / "results" / "logs" / "train_model" / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
+    log = (
+        workdir
+        / "results"
+        / "logs"
+        / "train_model"
+        / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
+    )
     log = log.with_name(log.name + ".log")
 
     def run(*args):  # Snakemake empties a job's log before the job runs
@@ -160,7 +171,10 @@ def test_kill_window_restores_instead_of_retraining(tmp_path):
     config = sweep_config(tmp_path)
     process = subprocess.Popen(
         snakemake_command(tmp_path, "--cores", "1", "results/runs.csv", configfile=config),
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     runs = tmp_path / "results" / "runs"
     deadline = time.time() + 600
@@ -203,8 +217,10 @@ def old_sweep(tmp_path_factory):
     old.mkdir()
     archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_COMMIT], capture_output=True)
     if archive.returncode != 0:
-        pytest.skip(f"git history with commit {OLD_COMMIT} is not available here (a shallow clone or an export: "
-                    f"`git fetch --unshallow` in a clone gets it): {archive.stderr.decode()[:200]}")
+        pytest.skip(
+            f"git history with commit {OLD_COMMIT} is not available here (a shallow clone or an export: "
+            f"`git fetch --unshallow` in a clone gets it): {archive.stderr.decode()[:200]}"
+        )
     subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
     workdir = base / "sweep"
     (workdir / "data").mkdir(parents=True)
@@ -212,9 +228,25 @@ def old_sweep(tmp_path_factory):
     config = sweep_config(base, inits=["scratch", "transfer"])
     env = {**os.environ, "PYTHONPATH": str(old / "src")}
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(old / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(config), "--cores", "2", "results/runs.csv"],
-        cwd=old, capture_output=True, text=True, timeout=900, env=env,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(old / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config),
+            "--cores",
+            "2",
+            "results/runs.csv",
+        ],
+        cwd=old,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
     check(result)
     return workdir, config
@@ -246,7 +278,9 @@ def test_lost_transfer_checkpoint_of_an_old_sweep_names_the_fix(old_sweep, tmp_p
         result = snakemake(workdir, "-n", "--cores", "1", "results/runs.csv", configfile=config)
         assert result.returncode != 0
         text = result.stdout + result.stderr
-        assert f"{pretrain.relative_to(workdir)} is missing" in text and "--allowed-rules pretrain_source" in text, text[-3000:]
+        assert f"{pretrain.relative_to(workdir)} is missing" in text and "--allowed-rules pretrain_source" in text, (
+            text[-3000:]
+        )
     finally:
         pretrain.write_bytes(kept)
 
@@ -266,8 +300,21 @@ def test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells(
     text = result.stdout + result.stderr
     assert result.returncode != 0 and f"{pretrain.relative_to(tmp_path)} is missing" in text, text[-3000:]
     fix = str((pretrain.parent / "metrics.json").relative_to(tmp_path))
-    check(snakemake(tmp_path, "--cores", "1", fix, "--forcerun", fix, "--allowed-rules", "pretrain_source",
-                    "--config", "retrain=false", configfile=more_seeds))
+    check(
+        snakemake(
+            tmp_path,
+            "--cores",
+            "1",
+            fix,
+            "--forcerun",
+            fix,
+            "--allowed-rules",
+            "pretrain_source",
+            "--config",
+            "retrain=false",
+            configfile=more_seeds,
+        )
+    )
     assert hashlib.sha256(pretrain.read_bytes()).hexdigest() == weights
     log = next((tmp_path / "results" / "logs" / "pretrain_source").rglob("*.log")).read_text()
     assert "epoch 1/1" not in log and "restored the finished result" in log  # (Snakemake empties the log first)
@@ -290,6 +337,14 @@ def test_local_cuda_device_this_machine_lacks_stops_planning(tmp_path):
     # jobs given a GPU by a scheduler (profiles/slurm's set-resources) are not checked against
     # the planning machine (a login node often has none): cuda:0 plans
     config = sweep_config(tmp_path, "slurm.yaml", device="cuda:0")
-    result = snakemake(tmp_path, "-n", "--cores", "1", "--set-resources", "train_model:gpu=1", "pretrain_source:gpu=1",
-                       configfile=config)
+    result = snakemake(
+        tmp_path,
+        "-n",
+        "--cores",
+        "1",
+        "--set-resources",
+        "train_model:gpu=1",
+        "pretrain_source:gpu=1",
+        configfile=config,
+    )
     assert result.returncode == 0, (result.stdout + result.stderr)[-2000:]

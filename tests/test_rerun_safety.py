@@ -55,7 +55,7 @@ def test_user_placed_old_data_file_survives_a_real_run(tmp_path):
 # ---------------------------------------------------------------------------------------------
 
 #: workflow/rules/train.smk as sweeps were finished with it (commit 26e5975, `script:` rules).
-SCRIPT_RULES_TRAIN_SMK = '''
+SCRIPT_RULES_TRAIN_SMK = """
 def pretrain_inputs(wildcards):
     job = GRID.pretrain_job(wildcards.source, wildcards.model)
     return data_inputs(job.source)
@@ -114,10 +114,10 @@ rule train_model:
         "results/logs/train_model/{dataset}/{init}/{fraction}/{model}/seed{seed}.log",
     script:
         "../../scripts/train_model.py"
-'''
+"""
 
 #: scripts/train_model.py of that commit (its pepr.plan.grid.train_job, inlined: same TrainConfig).
-SCRIPT_RULES_TRAIN_SCRIPT = '''
+SCRIPT_RULES_TRAIN_SCRIPT = """
 import contextlib
 import traceback
 from pathlib import Path
@@ -134,7 +134,7 @@ with open(snakemake.log[0], "a", encoding="utf-8") as log, contextlib.redirect_s
     except BaseException:
         traceback.print_exc()
         raise
-'''
+"""
 
 
 @pytest.fixture(scope="module")
@@ -160,9 +160,24 @@ def script_rules_sweep(tmp_path_factory):
     config_file = base / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
     result = subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(old / "Snakefile"), "--directory", str(workdir),
-         "--configfile", str(config_file), "--cores", "2", "results/runs.csv"],
-        cwd=REPO, capture_output=True, text=True, timeout=900,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(old / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config_file),
+            "--cores",
+            "2",
+            "results/runs.csv",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=900,
     )
     check(result)
     return workdir, config_file

@@ -11,8 +11,8 @@ import pytest
 
 from pepr.errors import PeprInputError
 from pepr.train.resume import RunState, fingerprint, load_resume, save_resume
-from pepr.train.settings import TrainConfig
 from pepr.train.run import run_training
+from pepr.train.settings import TrainConfig
 
 TINY = "synthetic:n_train=96,n_val=32,n_test=48"
 
@@ -76,7 +76,14 @@ def test_foreign_weights_leave_the_model_untouched(tmp_path):
 
     other = torch.nn.Linear(5, 2)
     model, optimizer, generator = _tiny_parts()
-    save_resume(tmp_path / "resume.pt", {"seed": 0}, other, torch.optim.Adam(other.parameters()), generator, RunState(epochs_done=1))
+    save_resume(
+        tmp_path / "resume.pt",
+        {"seed": 0},
+        other,
+        torch.optim.Adam(other.parameters()),
+        generator,
+        RunState(epochs_done=1),
+    )
     before = model.weight.detach().clone()
     logs: list[str] = []
     assert load_resume(tmp_path / "resume.pt", {"seed": 0}, model, optimizer, generator, logs.append) == RunState()

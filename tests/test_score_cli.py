@@ -39,8 +39,9 @@ def table(tmp_path) -> Path:
 
 
 def test_stdout_csv_has_input_plus_new_columns(table):
-    code, out, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
-                             "--resource", "secs", "--by", "dataset")
+    code, out, err = run_cli(
+        "score", str(table), "--performance", "acc", "--resource", "kwh", "--resource", "secs", "--by", "dataset"
+    )
     assert code == 0, err
     result = pd.read_csv(io.StringIO(out))
     original = pd.read_csv(table)
@@ -76,31 +77,43 @@ def write(tmp_path, df, name="bad.csv"):
 
 BAD_CASES = {
     "unknown performance column": (
-        lambda p: pd.read_csv(p), ["--performance", "accuracy", "--resource", "kwh"],
-        "available columns: model, dataset, acc, kwh, secs"),
-    "unknown resource column": (
-        lambda p: pd.read_csv(p), ["--performance", "acc", "--resource", "energy"], "'energy'"),
+        lambda p: pd.read_csv(p),
+        ["--performance", "accuracy", "--resource", "kwh"],
+        "available columns: model, dataset, acc, kwh, secs",
+    ),
+    "unknown resource column": (lambda p: pd.read_csv(p), ["--performance", "acc", "--resource", "energy"], "'energy'"),
     "unknown by column": (
-        lambda p: pd.read_csv(p), ["--performance", "acc", "--resource", "kwh", "--by", "cell"], "'cell'"),
+        lambda p: pd.read_csv(p),
+        ["--performance", "acc", "--resource", "kwh", "--by", "cell"],
+        "'cell'",
+    ),
     "nan performance": (
         lambda p: pd.read_csv(p).assign(acc=[0.9, None, 0.7, None]),
-        ["--performance", "acc", "--resource", "kwh"], "rows 1, 3"),
+        ["--performance", "acc", "--resource", "kwh"],
+        "rows 1, 3",
+    ),
     "nan resource": (
         lambda p: pd.read_csv(p).assign(kwh=[None, 2.0, 3.0, 3.0]),
-        ["--performance", "acc", "--resource", "kwh"], "rows 0"),
+        ["--performance", "acc", "--resource", "kwh"],
+        "rows 0",
+    ),
     "performance as percent": (
         lambda p: pd.read_csv(p).assign(acc=[90, 80, 70, 60]),
-        ["--performance", "acc", "--resource", "kwh"], "[0, 1]"),
+        ["--performance", "acc", "--resource", "kwh"],
+        "[0, 1]",
+    ),
     "negative resource": (
         lambda p: pd.read_csv(p).assign(kwh=[1.0, -2.0, 3.0, 3.0]),
-        ["--performance", "acc", "--resource", "kwh"], "non-negative"),
+        ["--performance", "acc", "--resource", "kwh"],
+        "non-negative",
+    ),
     "non-numeric resource": (
         lambda p: pd.read_csv(p).assign(kwh=["1", "two", "3", "3"]),
-        ["--performance", "acc", "--resource", "kwh"], "non-numeric"),
-    "empty table": (
-        lambda p: pd.read_csv(p).iloc[0:0], ["--performance", "acc", "--resource", "kwh"], "no rows"),
-    "no resource": (
-        lambda p: pd.read_csv(p), ["--performance", "acc"], "no --resource"),
+        ["--performance", "acc", "--resource", "kwh"],
+        "non-numeric",
+    ),
+    "empty table": (lambda p: pd.read_csv(p).iloc[0:0], ["--performance", "acc", "--resource", "kwh"], "no rows"),
+    "no resource": (lambda p: pd.read_csv(p), ["--performance", "acc"], "no --resource"),
 }
 
 
@@ -137,8 +150,9 @@ def test_empty_csv_file(tmp_path):
 
 
 def test_unknown_extension(table, tmp_path):
-    code, _, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
-                           "-o", str(tmp_path / "out.xlsx"))
+    code, _, err = run_cli(
+        "score", str(table), "--performance", "acc", "--resource", "kwh", "-o", str(tmp_path / "out.xlsx")
+    )
     assert code == 2 and ".xlsx" in err
     assert not (tmp_path / "out.xlsx").exists()
 
@@ -167,14 +181,21 @@ def test_console_script_help_explains_formula_and_stays_light():
     assert "PePR_i = P_i / (1 + R_i)" in top
     # Building the whole CLI (every sub-command's parser) and scoring must never import torch.
     probe = subprocess.run(
-        [sys.executable, "-c",
-         "import sys; from pepr.cli import build_parser; build_parser(); "
-         "import pepr.results.scoring, pepr.results.tableio; print('torch' in sys.modules)"],
-        capture_output=True, text=True, check=True)
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pepr.cli import build_parser; build_parser(); "
+            "import pepr.results.scoring, pepr.results.tableio; print('torch' in sys.modules)",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert probe.stdout.strip() == "False"
 
 
 # --- issue 9 #7: every bad input and output exits 2 with one line ---------------------------
+
 
 def write_parquet(tmp_path, df, name="bad.parquet"):
     path = tmp_path / name
@@ -222,11 +243,14 @@ def test_boolean_performance_is_refused(table, tmp_path):
     assert "performance column 'acc' holds booleans" in err
 
 
-@pytest.mark.parametrize("values, word", [
-    (pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]), "dates"),
-    (pd.to_timedelta([1, 2, 3, 4], unit="s"), "durations"),
-    ([True, False, True, False], "booleans"),
-])
+@pytest.mark.parametrize(
+    "values, word",
+    [
+        (pd.to_datetime(["2024-01-01", "2024-01-02", "2024-01-03", "2024-01-04"]), "dates"),
+        (pd.to_timedelta([1, 2, 3, 4], unit="s"), "durations"),
+        ([True, False, True, False], "booleans"),
+    ],
+)
 def test_date_duration_and_boolean_resources_are_refused(table, tmp_path, values, word):
     bad = write_parquet(tmp_path, pd.read_csv(table).assign(kwh=values))
     code, _, err = run_cli("score", str(bad), "--performance", "acc", "--resource", "kwh")
@@ -244,35 +268,41 @@ def test_list_column_as_by_is_refused(table, tmp_path):
 def test_output_that_is_a_folder_is_refused_before_reading(tmp_path):
     folder = tmp_path / "scored.csv"
     folder.mkdir()
-    code, _, err = run_cli("score", str(tmp_path / "absent.csv"), "--performance", "acc", "--resource", "kwh",
-                           "-o", str(folder))
+    code, _, err = run_cli(
+        "score", str(tmp_path / "absent.csv"), "--performance", "acc", "--resource", "kwh", "-o", str(folder)
+    )
     one_line_exit_2(code, err)
     assert "is a folder" in err  # checked before the (absent) input is read
 
 
 def test_output_below_a_file_is_refused(table, tmp_path):
-    code, _, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
-                           "-o", str(table / "scored.csv"))
+    code, _, err = run_cli(
+        "score", str(table), "--performance", "acc", "--resource", "kwh", "-o", str(table / "scored.csv")
+    )
     one_line_exit_2(code, err)
     assert "is a file, not a folder" in err
 
 
 def test_output_with_trailing_slash_is_a_folder(table, tmp_path):
-    code, _, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
-                           "-o", str(tmp_path / "new.csv") + "/")
+    code, _, err = run_cli(
+        "score", str(table), "--performance", "acc", "--resource", "kwh", "-o", str(tmp_path / "new.csv") + "/"
+    )
     one_line_exit_2(code, err)
     assert "is a folder" in err and not (tmp_path / "new.csv").exists()
 
 
-@pytest.mark.skipif(hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
-                    reason="root writes into read-only folders: run the suite as a user other than root to check the refusal")
+@pytest.mark.skipif(
+    hasattr(__import__("os"), "geteuid") and __import__("os").geteuid() == 0,
+    reason="root writes into read-only folders: run the suite as a user other than root to check the refusal",
+)
 def test_read_only_output_folder_is_refused(table, tmp_path):
     folder = tmp_path / "ro"
     folder.mkdir()
     folder.chmod(0o500)
     try:
-        code, _, err = run_cli("score", str(table), "--performance", "acc", "--resource", "kwh",
-                               "-o", str(folder / "out.csv"))
+        code, _, err = run_cli(
+            "score", str(table), "--performance", "acc", "--resource", "kwh", "-o", str(folder / "out.csv")
+        )
     finally:
         folder.chmod(0o700)
     one_line_exit_2(code, err)
@@ -291,8 +321,24 @@ sys.exit(main(sys.argv[1:]))
 def test_full_disk_exits_2_and_keeps_the_old_table(table, tmp_path):
     out_path = tmp_path / "pepr.csv"
     out_path.write_text("precious\n")
-    proc = subprocess.run([sys.executable, "-c", FULL_DISK, "score", str(table), "--performance", "acc",
-                           "--resource", "kwh", "-o", str(out_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            FULL_DISK,
+            "score",
+            str(table),
+            "--performance",
+            "acc",
+            "--resource",
+            "kwh",
+            "-o",
+            str(out_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     one_line_exit_2(proc.returncode, proc.stderr)
     assert "cannot write table" in proc.stderr
     assert out_path.read_text() == "precious\n"
@@ -301,8 +347,13 @@ def test_full_disk_exits_2_and_keeps_the_old_table(table, tmp_path):
 
 def test_full_stdout_exits_2(table):
     with open("/dev/full", "w") as full:
-        proc = subprocess.run([sys.executable, "-m", "pepr.cli", "score", str(table), "--performance", "acc",
-                               "--resource", "kwh"], stdout=full, stderr=subprocess.PIPE, text=True, timeout=120)
+        proc = subprocess.run(
+            [sys.executable, "-m", "pepr.cli", "score", str(table), "--performance", "acc", "--resource", "kwh"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
     one_line_exit_2(proc.returncode, proc.stderr)
     assert "standard output" in proc.stderr
 
@@ -320,8 +371,18 @@ def test_status_column_scores_ok_rows_and_leaves_failed_rows_empty(tmp_path):
         }
     ).to_csv(path, index=False)
     out_path = tmp_path / "pepr.csv"
-    code, out, err = run_cli("score", str(path), "--performance", "test_accuracy", "--resource", "energy_kwh",
-                             "--by", "dataset", "-o", str(out_path))
+    code, out, err = run_cli(
+        "score",
+        str(path),
+        "--performance",
+        "test_accuracy",
+        "--resource",
+        "energy_kwh",
+        "--by",
+        "dataset",
+        "-o",
+        str(out_path),
+    )
     assert code == 0, err
     assert "scored the 3 rows with status 'ok'" in err
     result = pd.read_csv(out_path)
@@ -339,7 +400,9 @@ def test_status_column_without_any_ok_row_is_an_error(tmp_path):
 
 def test_status_column_still_checks_the_ok_rows_and_column_names(tmp_path):
     path = tmp_path / "runs.csv"
-    pd.DataFrame({"status": ["ok", "ok", "failed"], "acc": [0.5, np.nan, np.nan], "kwh": [1.0, 2.0, np.nan]}).to_csv(path, index=False)
+    pd.DataFrame({"status": ["ok", "ok", "failed"], "acc": [0.5, np.nan, np.nan], "kwh": [1.0, 2.0, np.nan]}).to_csv(
+        path, index=False
+    )
     code, _, err = run_cli("score", str(path), "--performance", "acc", "--resource", "kwh")
     assert code == 2 and "missing/NaN" in err and "row 1" in err and "row 2" not in err
     code, _, err = run_cli("score", str(path), "--performance", "acc", "--resource", "kwhh")

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pepr.plan.config import load_schema
-from pepr.train.devices import device_problems
-from pepr.plan.grid import TrainSettings
 from pepr.columns import MAX_SEED
+from pepr.plan.config import load_schema
+from pepr.plan.grid import TrainSettings
+from pepr.train.devices import device_problems
 from pepr.train.settings import PRECISIONS, flag_of, has_default, train_fields, workflow_fields
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,8 +54,9 @@ def test_every_setting_has_help_and_the_params_flags_come_from_the_fields():
 
 
 def test_train_flags_are_the_fields():
-    from pepr.cli.train import add_arguments
     import argparse
+
+    from pepr.cli.train import add_arguments
 
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -81,9 +82,25 @@ def _git_has(commit: str) -> bool:
 def _snakemake(snakefile: Path, workdir: Path, config: Path, src: Path, *args: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(src)}
     return subprocess.run(
-        [sys.executable, "-m", "snakemake", "-s", str(snakefile), "--directory", str(workdir), "--configfile",
-         str(config), "--cores", "2", *args],
-        cwd=workdir, capture_output=True, text=True, timeout=900, env=env,
+        [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-s",
+            str(snakefile),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(config),
+            "--cores",
+            "2",
+            *args,
+        ],
+        cwd=workdir,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
     )
 
 
@@ -92,8 +109,10 @@ def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
     """Finish a tiny sweep (1 model, scratch + transfer, 1 epoch, a tiny npz) with the workflow and
     code of 3a59573, then plan it with today's: not one training or pretraining job."""
     if not _git_has(BEFORE):
-        pytest.skip(f"commit {BEFORE} is not in this checkout's git history (a shallow clone or an export: "
-                    "`git fetch --unshallow` in a clone gets it)")
+        pytest.skip(
+            f"commit {BEFORE} is not in this checkout's git history (a shallow clone or an export: "
+            "`git fetch --unshallow` in a clone gets it)"
+        )
     from test_rerun_safety import _write_medmnist_like
 
     old = tmp_path / "old"
@@ -105,7 +124,9 @@ def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
     data = workdir / "tiny.npz"
     _write_medmnist_like(data, n=(40, 20, 20))
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
-    config.update(models=["mobilenetv3_small_050"], datasets=[f"npz:{data}"], inits=["scratch", "transfer"], fractions=[1.0])
+    config.update(
+        models=["mobilenetv3_small_050"], datasets=[f"npz:{data}"], inits=["scratch", "transfer"], fractions=[1.0]
+    )
     config["transfer"] = {"source": "synthetic:n_train=40,n_val=20,n_test=20", "epochs": 1}
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
@@ -165,9 +186,15 @@ def test_the_flag_parser_and_the_run_checks_read_the_same_limits():
     from pepr.cli.args import setting_parser
     from pepr.train.settings import limit_problem
 
-    cases = {"batch_size": ([2, 512], [1, 0, -4]), "epochs": ([1], [0]), "image_size": ([8, 1024], [7, 1025]),
-             "seed": ([0, MAX_SEED], [-1, MAX_SEED + 1]), "threads": ([1], [0]),
-             "fraction": ([1.0, 0.01], [0.0, 1.5]), "lr": ([1e-9], [0.0, -1.0, float("inf")])}
+    cases = {
+        "batch_size": ([2, 512], [1, 0, -4]),
+        "epochs": ([1], [0]),
+        "image_size": ([8, 1024], [7, 1025]),
+        "seed": ([0, MAX_SEED], [-1, MAX_SEED + 1]),
+        "threads": ([1], [0]),
+        "fraction": ([1.0, 0.01], [0.0, 1.5]),
+        "lr": ([1e-9], [0.0, -1.0, float("inf")]),
+    }
     for name, (good, bad) in cases.items():
         item = next(i for i in train_fields() if i.name == name)
         parse = setting_parser(item)

@@ -10,11 +10,11 @@ import json
 import re
 import subprocess
 import sys
-import tomllib
 from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+import tomllib
 
 from pepr.plan.workflow import SNAKEMAKE_BELOW, RetrainFlag
 

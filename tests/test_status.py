@@ -34,18 +34,42 @@ def cell_keys():
 def ok_metrics(model, seconds=30.0):
     """A metrics.json as pepr train writes it (top-level scalars plus the nested blocks)."""
     return {
-        "status": "ok", "reason": "", "model": model, "dataset": "synthetic:n_train=120", "init": "scratch",
-        "fraction": 1.0, "seed": 0, "epochs": 1, "params": 570000, "test_accuracy": 0.7, "test_auc": 0.8,
-        "energy_kwh": 0.001, "cpu_energy_kwh": 0.0008, "gpu_energy_kwh": 0.0, "ram_energy_kwh": 0.0002,
-        "co2_kg": 0.00015, "energy_method": "estimated: CodeCarbon cpu_load/TDP", "train_time_s": seconds,
-        "peak_memory_mb": 120.0, "config": {"model": model, "epochs": 1}, "versions": {"torch": "2.14.1"},
+        "status": "ok",
+        "reason": "",
+        "model": model,
+        "dataset": "synthetic:n_train=120",
+        "init": "scratch",
+        "fraction": 1.0,
+        "seed": 0,
+        "epochs": 1,
+        "params": 570000,
+        "test_accuracy": 0.7,
+        "test_auc": 0.8,
+        "energy_kwh": 0.001,
+        "cpu_energy_kwh": 0.0008,
+        "gpu_energy_kwh": 0.0,
+        "ram_energy_kwh": 0.0002,
+        "co2_kg": 0.00015,
+        "energy_method": "estimated: CodeCarbon cpu_load/TDP",
+        "train_time_s": seconds,
+        "peak_memory_mb": 120.0,
+        "config": {"model": model, "epochs": 1},
+        "versions": {"torch": "2.14.1"},
         "energy_per_epoch": [0.001],
     }
 
 
 def failed_metrics(model, reason="Kernel size can't be greater than actual input size"):
-    record = {"status": "failed", "reason": reason, "model": model, "dataset": "synthetic", "init": "scratch",
-              "fraction": 1.0, "seed": 0, "epochs": 1}
+    record = {
+        "status": "failed",
+        "reason": reason,
+        "model": model,
+        "dataset": "synthetic",
+        "init": "scratch",
+        "fraction": 1.0,
+        "seed": 0,
+        "epochs": 1,
+    }
     record.update(dict.fromkeys(("params", "test_accuracy", "energy_kwh", "co2_kg", "train_time_s")))
     return record
 
@@ -101,8 +125,7 @@ def test_finished_sweep(finished_sweep):
 
 def test_estimate_is_compared_when_present(finished_sweep):
     (finished_sweep / "results" / "estimate.csv").write_text(
-        "dataset,model,est_time_s,est_device_hours,est_energy_kwh,est_co2_kg\n"
-        "d,m,300,0.0833,0.01,0.0015\n"
+        "dataset,model,est_time_s,est_device_hours,est_energy_kwh,est_co2_kg\nd,m,300,0.0833,0.01,0.0015\n"
     )
     code, out, err = status(finished_sweep)
     assert code == 0, err
@@ -150,8 +173,10 @@ def test_failed_sweep_names_each_reason(tmp_path):
     crashed = keys[4]
     log = tmp_path / "results" / "logs" / "train_model" / (crashed.split("/", 1)[1] + ".log")
     log.parent.mkdir(parents=True)
-    log.write_text("epoch 1/1 ...\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
-                   "RuntimeError: CUDA error: an illegal memory access was encountered\n")
+    log.write_text(
+        'epoch 1/1 ...\nTraceback (most recent call last):\n  File "x.py", line 1\n'
+        "RuntimeError: CUDA error: an illegal memory access was encountered\n"
+    )
     code, out, err = status(tmp_path, "--max-listed", "3")
     assert code == 0, err
     assert "finished 0   failed 5   running 0   pending 5" in out
@@ -203,13 +228,23 @@ def test_status_imports_neither_torch_nor_pandas(finished_sweep):
         "heavy = sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'timm', 'pandas', 'codecarbon', 'snakemake'})\n"
         "print('HEAVY', heavy, rc)\n"
     )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert "HEAVY [] 0" in done.stdout, done.stdout + done.stderr
 
 
 def test_version_does_not_import_pandas():
     code = "import sys\nfrom pepr.cli import main\ntry:\n    main(['--version'])\nexcept SystemExit:\n    pass\nprint('HEAVY', sorted({m.split('.')[0] for m in sys.modules} & {'pandas', 'torch', 'numpy'}))\n"
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO / "src")})
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO / "src")},
+    )
     assert "HEAVY []" in done.stdout, done.stdout + done.stderr
 
 

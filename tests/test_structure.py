@@ -9,7 +9,15 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "src" / "pepr"
 
 #: The planning side: config -> validated grid -> the workflow's jobs.
-PLANNING = ("pepr.plan.prepare", "pepr.plan.grid", "pepr.plan.config", "pepr.train.settings", "pepr.train.checks", "pepr.train.devices", "pepr.plan.report_settings")
+PLANNING = (
+    "pepr.plan.prepare",
+    "pepr.plan.grid",
+    "pepr.plan.config",
+    "pepr.train.settings",
+    "pepr.train.checks",
+    "pepr.train.devices",
+    "pepr.plan.report_settings",
+)
 
 
 def module_name(path: Path) -> str:
@@ -51,7 +59,7 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         path.append(node)
         for target in sorted(graph.get(node, ())):
             if state.get(target) == 1:
-                return path[path.index(target):] + [target]
+                return path[path.index(target) :] + [target]
             if target not in state:
                 found = visit(target)
                 if found:

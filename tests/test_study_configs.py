@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 
 from pepr.plan.config import apply_defaults, load_config, load_schema
-from pepr.train.checks import timm_catalogue
 from pepr.plan.grid import build_grid
 from pepr.plan.prepare import config_problems
 from pepr.results.runs import format_fraction
+from pepr.train.checks import timm_catalogue
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -163,10 +163,23 @@ def test_paper_config_dry_run_plans_the_8_cells(workdir):
     per model in each of the paper's 8 cells, and nothing else trained."""
     result = subprocess.run(
         [
-            sys.executable, "-m", "snakemake", "-n", "--cores", "2", "-s", str(REPO / "Snakefile"),
-            "--directory", str(workdir), "--configfile", str(REPO / "config" / "paper.yaml"),
+            sys.executable,
+            "-m",
+            "snakemake",
+            "-n",
+            "--cores",
+            "2",
+            "-s",
+            str(REPO / "Snakefile"),
+            "--directory",
+            str(workdir),
+            "--configfile",
+            str(REPO / "config" / "paper.yaml"),
         ],
-        cwd=REPO, capture_output=True, text=True, timeout=600,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr

@@ -25,12 +25,12 @@ import pytest
 
 from pepr.cli import main
 from pepr.errors import PeprInputError
+from pepr.results.runs import HISTORY_COLUMNS, RESULT_KEYS
 from pepr.train.devices import resolve_device
 from pepr.train.loop import Precision, batch_order, select_precision
-from pepr.results.runs import HISTORY_COLUMNS, RESULT_KEYS
-from pepr.train.settings import TrainConfig
-from pepr.train.run import run_training, validate_train_config
 from pepr.train.metrics import classification_metrics
+from pepr.train.run import run_training, validate_train_config
+from pepr.train.settings import TrainConfig
 from shared_data import PNEUMONIA, absent
 
 TINY = "synthetic:n_train=96,n_val=32,n_test=48"
@@ -90,6 +90,7 @@ def test_classification_metrics_against_hand_computed():
     assert m["accuracy"] == pytest.approx(4 / 6)
     assert m["balanced_accuracy"] == pytest.approx((2 / 3 + 1 / 2 + 1) / 3)
     assert m["f1"] == pytest.approx((4 / 6 + 2 / 4 + 1) / 3)
+
     # one-vs-rest AUCs by pair counting: class0 [.8,.3,.5] vs [.2,.6,.1] -> 6/9;
     # class1 [.7,.3] vs [.1,.6,.2,.2] -> 7/8 (tie .2 counts 1/2 ... none here) ; class2 [.7] vs all -> 1
     def pair_auc(pos, neg):
@@ -100,7 +101,9 @@ def test_classification_metrics_against_hand_computed():
 
 
 def test_classification_metrics_binary_matches_sklearn():
-    metrics = pytest.importorskip("sklearn.metrics", reason="scikit-learn not installed (optional cross-check): pip install scikit-learn")
+    metrics = pytest.importorskip(
+        "sklearn.metrics", reason="scikit-learn not installed (optional cross-check): pip install scikit-learn"
+    )
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 200)
     p1 = np.clip(0.3 * y + rng.random(200) * 0.7, 0, 1)
@@ -151,14 +154,18 @@ def test_validate_lists_every_problem(tmp_path):
         "--save-model",
     ):
         assert words in message, words
-    missing_checkpoint = TrainConfig(model="resnet18", dataset="synthetic", init=f"checkpoint:{tmp_path}/x.pt", out_dir=tmp_path)
+    missing_checkpoint = TrainConfig(
+        model="resnet18", dataset="synthetic", init=f"checkpoint:{tmp_path}/x.pt", out_dir=tmp_path
+    )
     with pytest.raises(PeprInputError, match="checkpoint file .*x.pt not found"):
         validate_train_config(missing_checkpoint)
     with pytest.raises(PeprInputError, match="unknown init 'warm'"):
         validate_train_config(TrainConfig(model="resnet18", dataset="synthetic", init="warm", out_dir=tmp_path))
     # an architecture without ImageNet weights in timm
     with pytest.raises(PeprInputError, match="no pretrained weights"):
-        validate_train_config(TrainConfig(model="botnet50ts_256", dataset="synthetic", init="imagenet", out_dir=tmp_path))
+        validate_train_config(
+            TrainConfig(model="botnet50ts_256", dataset="synthetic", init="imagenet", out_dir=tmp_path)
+        )
 
 
 def test_bad_data_file_fails_before_training(tmp_path):
@@ -257,12 +264,30 @@ def test_smoke_run_writes_the_contract(smoke):
     on_disk = json.loads((cfg.out_dir / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(metrics))
     assert metrics["status"] == "ok" and metrics["reason"] == ""
-    for key in ("model", "dataset", "init", "fraction", "seed", "params", *RESULT_KEYS, "epochs", "image_size", "batch_size", "lr", "device", "host", "country", "n_train"):
+    for key in (
+        "model",
+        "dataset",
+        "init",
+        "fraction",
+        "seed",
+        "params",
+        *RESULT_KEYS,
+        "epochs",
+        "image_size",
+        "batch_size",
+        "lr",
+        "device",
+        "host",
+        "country",
+        "n_train",
+    ):
         assert key in metrics, key
     for key in ("test_accuracy", "test_balanced_accuracy", "test_auc", "test_f1", "val_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0, key
     assert metrics["energy_kwh"] > 0 and metrics["co2_kg"] > 0 and metrics["train_time_s"] > 0
-    assert metrics["energy_kwh"] == pytest.approx(metrics["cpu_energy_kwh"] + metrics["gpu_energy_kwh"] + metrics["ram_energy_kwh"])
+    assert metrics["energy_kwh"] == pytest.approx(
+        metrics["cpu_energy_kwh"] + metrics["gpu_energy_kwh"] + metrics["ram_energy_kwh"]
+    )
     assert metrics["energy_method"].startswith(("measured", "estimated"))
     # peak_memory_mb is the training's working set (not libraries and data): far below the process RSS
     assert 0 < metrics["peak_memory_mb"] < metrics["process_peak_rss_mb"] and metrics["process_peak_rss_mb"] > 100
@@ -283,7 +308,11 @@ def test_smoke_run_writes_the_contract(smoke):
     # nothing else in the run folder: no resume checkpoint left, no CodeCarbon files
     # (the lock file and the previous/<stamp>/ archive of this result are part of the run contract)
     assert sorted(p.name for p in cfg.out_dir.iterdir()) == [  # the lock file goes with the lock
-        "history.csv", "metrics.json", "previous", "test_predictions.npz"]
+        "history.csv",
+        "metrics.json",
+        "previous",
+        "test_predictions.npz",
+    ]
     (archived,) = (cfg.out_dir / "previous").iterdir()
     assert (archived / "metrics.json").read_text() == (cfg.out_dir / "metrics.json").read_text()
     assert (archived / "test_predictions.npz").read_bytes() == (cfg.out_dir / "test_predictions.npz").read_bytes()
@@ -321,7 +350,14 @@ def test_checkpoint_init_same_and_different_shapes(smoke, tmp_path):
     assert all(torch.equal(state[k], saved[k]) for k in untouched)
     # and a full fine-tuning run from it on a different dataset
     metrics = run_training(
-        TrainConfig(model="test_resnet", dataset=TINY + ",classes=3,channels=3", init=f"checkpoint:{cfg.save_model}", epochs=1, out_dir=tmp_path / "ft", threads=2),
+        TrainConfig(
+            model="test_resnet",
+            dataset=TINY + ",classes=3,channels=3",
+            init=f"checkpoint:{cfg.save_model}",
+            epochs=1,
+            out_dir=tmp_path / "ft",
+            threads=2,
+        ),
         log=QUIET,
     )
     assert metrics["status"] == "ok" and "classifier re-initialised" in metrics["init_description"]
@@ -333,7 +369,9 @@ def test_checkpoint_init_same_and_different_shapes(smoke, tmp_path):
 @pytest.mark.slow
 def test_model_that_cannot_take_28px_is_a_failed_record(tmp_path):
     out = tmp_path / "convnext"
-    code, err = run_cli("train", "--model", "convnext_atto", "--dataset", TINY, "--epochs", "1", "--out", str(out), "--threads", "2")
+    code, err = run_cli(
+        "train", "--model", "convnext_atto", "--dataset", TINY, "--epochs", "1", "--out", str(out), "--threads", "2"
+    )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["status"] == "failed"
@@ -342,7 +380,9 @@ def test_model_that_cannot_take_28px_is_a_failed_record(tmp_path):
     assert all(metrics[key] is None for key in RESULT_KEYS if key != "params")  # params: known before the probe
     assert read_history(out) == [] and (out / "history.csv").read_text().startswith("epoch,")
     # a model that cannot even be built for this size (ViT patch 16 on 28 px) is recorded too
-    metrics = run_training(TrainConfig(model="test_vit", dataset=TINY, epochs=1, out_dir=tmp_path / "vit", threads=2), log=QUIET)
+    metrics = run_training(
+        TrainConfig(model="test_vit", dataset=TINY, epochs=1, out_dir=tmp_path / "vit", threads=2), log=QUIET
+    )
     assert metrics["status"] == "failed" and "divisible by patch size" in metrics["reason"]
 
 
@@ -357,7 +397,22 @@ def test_resume_after_kill(tmp_path):
     and the result equals an uninterrupted run (same seed, CPU)."""
     dataset = "synthetic:n_train=600,n_val=32,n_test=48"
     out = tmp_path / "killed"
-    argv = [sys.executable, "-m", "pepr.cli", "train", "--model", "test_resnet", "--dataset", dataset, "--epochs", "3", "--out", str(out), "--threads", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "pepr.cli",
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        dataset,
+        "--epochs",
+        "3",
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+    ]
     process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 240
     while not (out / "resume.pt").exists():
@@ -369,7 +424,9 @@ def test_resume_after_kill(tmp_path):
     assert not (out / "metrics.json").exists()
 
     logs: list[str] = []
-    resumed = run_training(TrainConfig(model="test_resnet", dataset=dataset, epochs=3, out_dir=out, threads=1), log=logs.append)
+    resumed = run_training(
+        TrainConfig(model="test_resnet", dataset=dataset, epochs=3, out_dir=out, threads=1), log=logs.append
+    )
     assert any("resuming from" in line for line in logs), logs
     assert resumed["status"] == "ok" and resumed["segments"] == 2
     history = _history_table(out)
@@ -381,7 +438,9 @@ def test_resume_after_kill(tmp_path):
     assert resumed["energy_kwh"] == pytest.approx(history["epoch_energy_kwh"].sum())
     assert not (out / "resume.pt").exists()
 
-    straight = run_training(TrainConfig(model="test_resnet", dataset=dataset, epochs=3, out_dir=tmp_path / "straight", threads=1), log=QUIET)
+    straight = run_training(
+        TrainConfig(model="test_resnet", dataset=dataset, epochs=3, out_dir=tmp_path / "straight", threads=1), log=QUIET
+    )
     assert resumed["test_accuracy"] == straight["test_accuracy"]
     assert np.allclose(history["train_loss"], _history_table(tmp_path / "straight")["train_loss"], rtol=1e-5)
 
@@ -393,10 +452,19 @@ def test_stale_resume_checkpoint_of_other_settings_is_discarded(tmp_path):
     out = tmp_path / "run"
     out.mkdir()
     other = json.dumps({"model": "other"})
-    payload = {"fingerprint": other, "model": {}, "optimizer": {}, "generator": torch.get_rng_state(), "torch_rng": torch.get_rng_state(), "state": {}}
+    payload = {
+        "fingerprint": other,
+        "model": {},
+        "optimizer": {},
+        "generator": torch.get_rng_state(),
+        "torch_rng": torch.get_rng_state(),
+        "state": {},
+    }
     torch.save(payload, out / "resume.pt")
     logs: list[str] = []
-    metrics = run_training(TrainConfig(model="test_resnet", dataset=TINY, epochs=1, out_dir=out, threads=2), log=logs.append)
+    metrics = run_training(
+        TrainConfig(model="test_resnet", dataset=TINY, epochs=1, out_dir=out, threads=2), log=logs.append
+    )
     assert metrics["segments"] == 1
     assert any("saved with other settings" in line for line in logs)
     assert not list(out.glob("resume.pt*"))
@@ -410,7 +478,15 @@ def test_pneumoniamnist_learns(tmp_path):
     Accuracy alone is misleading (62.5% by always saying pneumonia): check AUC and balanced accuracy.
     """
     metrics = run_training(
-        TrainConfig(model="resnet18", dataset="pneumoniamnist", data_dir=PNEUMONIA.parent, fraction=0.25, epochs=2, out_dir=tmp_path / "pneu", threads=2),
+        TrainConfig(
+            model="resnet18",
+            dataset="pneumoniamnist",
+            data_dir=PNEUMONIA.parent,
+            fraction=0.25,
+            epochs=2,
+            out_dir=tmp_path / "pneu",
+            threads=2,
+        ),
         log=QUIET,
     )
     assert metrics["n_test"] == 624
@@ -424,7 +500,22 @@ def test_imagenet_init_offline_without_cache_is_a_clear_error(tmp_path):
     huggingface_hub reads HF_HUB_OFFLINE/HF_HUB_CACHE at import, hence a fresh process.
     """
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hf"), "HF_HOME": str(tmp_path / "hf")}
-    argv = [sys.executable, "-m", "pepr.cli", "train", "--model", "resnet18", "--init", "imagenet", "--dataset", TINY, "--epochs", "1", "--out", str(tmp_path / "o")]
+    argv = [
+        sys.executable,
+        "-m",
+        "pepr.cli",
+        "train",
+        "--model",
+        "resnet18",
+        "--init",
+        "imagenet",
+        "--dataset",
+        TINY,
+        "--epochs",
+        "1",
+        "--out",
+        str(tmp_path / "o"),
+    ]
     result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 2, result.stderr
     assert "ImageNet weights for 'resnet18' are not available offline" in result.stderr
@@ -451,8 +542,17 @@ def test_failed_pretraining_is_recorded_without_training(tmp_path):
     out = tmp_path / "cell"
     missing_checkpoint = tmp_path / "pretrain" / "model.pt"  # never written: the pretraining failed
     code, err = run_cli(
-        "train", "--model", "test_resnet", "--dataset", TINY, "--init", f"checkpoint:{missing_checkpoint}",
-        "--out", str(out), "--pretrain-metrics", str(source),
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        TINY,
+        "--init",
+        f"checkpoint:{missing_checkpoint}",
+        "--out",
+        str(out),
+        "--pretrain-metrics",
+        str(source),
     )
     assert code == 0, err
     metrics = json.loads((out / "metrics.json").read_text())
@@ -482,8 +582,21 @@ def test_ok_pretraining_saves_the_model_before_its_metrics_mark_it_finished(tmp_
 
     monkeypatch.setattr(models, "save_model", watching_save)
     code, err = run_cli(
-        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "2",
-        "--out", str(out), "--pretrain-metrics", str(source), "--save-model", str(weights),
+        "train",
+        "--model",
+        "test_resnet",
+        "--dataset",
+        TINY,
+        "--epochs",
+        "1",
+        "--threads",
+        "2",
+        "--out",
+        str(out),
+        "--pretrain-metrics",
+        str(source),
+        "--save-model",
+        str(weights),
     )
     assert code == 0, err
     assert seen == {"run folder finished": False, "archived": ["metrics.json"]}

@@ -67,7 +67,9 @@ print(json.dumps({"after_timm": after_timm, "fx": fx.has_fx_feature_extraction, 
 
 @pytest.mark.slow
 def test_timm_is_imported_without_torchvision_models_and_torchvision_still_imports_fully():
-    result = subprocess.run([sys.executable, "-c", _TIMM_PROBE], capture_output=True, text=True, check=False, timeout=600)
+    result = subprocess.run(
+        [sys.executable, "-c", _TIMM_PROBE], capture_output=True, text=True, check=False, timeout=600
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     # if this fails after a timm upgrade, timm needs more of torchvision at import: import_timm
@@ -91,7 +93,14 @@ print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
 def test_training_path_import_budget(tmp_path):
     # a fresh process, as one cell runs; PEPR_WARM=0: the cold path, in this process
     env = {**__import__("os").environ, "PEPR_WARM": "0"}
-    result = subprocess.run([sys.executable, "-c", _BUDGET_PROBE, str(tmp_path / "run")], capture_output=True, text=True, check=False, timeout=1200, env=env)
+    result = subprocess.run(
+        [sys.executable, "-c", _BUDGET_PROBE, str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1200,
+        env=env,
+    )
     assert result.returncode == 0, result.stderr
     found = json.loads(result.stdout.strip().splitlines()[-1])
     assert found["status"] == 0, result.stderr

@@ -39,7 +39,9 @@ def test_balanced_accuracy_on_resamples_matches_the_formula():
     whole = uncertainty.resampled_performance(correct, labels, "test_balanced_accuracy", np.ones((1, 6)))
     assert whole[0, 0] == pytest.approx((2 / 3 + 2 / 3) / 2)
     only_class_0 = np.array([[2.0, 1, 0, 0, 0, 0]])  # a resample without class 1: mean over class 0 only
-    assert uncertainty.resampled_performance(correct, labels, "test_balanced_accuracy", only_class_0)[0, 0] == pytest.approx(2 / 3)
+    assert uncertainty.resampled_performance(correct, labels, "test_balanced_accuracy", only_class_0)[
+        0, 0
+    ] == pytest.approx(2 / 3)
 
 
 def test_wilson_interval_against_the_textbook_value():
@@ -69,14 +71,18 @@ def test_binomial_contenders_from_the_test_set_size():
 
 
 def test_seed_intervals_and_welch_comparison():
-    df = _group(["a", "b", "c"], [(0.90, 0.91, 0.89), (0.895, 0.90, 0.905), (0.70, 0.71, 0.69)], [1.0, 2.0, 3.0], seeds=3)
+    df = _group(
+        ["a", "b", "c"], [(0.90, 0.91, 0.89), (0.895, 0.90, 0.905), (0.70, 0.71, 0.69)], [1.0, 2.0, 3.0], seeds=3
+    )
     unc = uncertainty.group_uncertainty(df, "acc", ["pepr_kwh"], 0.05, 200, 0, None, None)
     assert unc.method == uncertainty.SEEDS
     assert unc.distinguishable("acc", 0, 1) is False and unc.distinguishable("acc", 0, 2) is True
 
 
 def test_unknown_without_seeds_size_or_predictions():
-    unc = uncertainty.group_uncertainty(_group(["a", "b"], [0.9, 0.8], [1.0, 2.0]), "acc", ["pepr_kwh"], 0.05, 200, 0, None, None)
+    unc = uncertainty.group_uncertainty(
+        _group(["a", "b"], [0.9, 0.8], [1.0, 2.0]), "acc", ["pepr_kwh"], 0.05, 200, 0, None, None
+    )
     assert unc.method == uncertainty.UNKNOWN and unc.distinguishable("pepr_kwh", 0, 1) is None
     assert np.isnan(unc.performance_ci).all()
 
@@ -94,8 +100,18 @@ def _workflow_table(tmp_path, accuracies, energies, n=400, seed=0):
         folder = tmp_path / runs.run_folder(runs.cell_key("d", "scratch", "1.0", model, 0), "runs")
         folder.mkdir(parents=True)
         (folder / runs.PREDICTIONS_FILE).write_bytes(predictions.encode(labels, probs))
-        rows.append({"dataset": "d", "init": "scratch", "fraction": 1.0, "model": model, "seed": 0,
-                     "test_accuracy": right.mean(), "energy_kwh": energies[model], "params": 1000 * energies[model]})
+        rows.append(
+            {
+                "dataset": "d",
+                "init": "scratch",
+                "fraction": 1.0,
+                "model": model,
+                "seed": 0,
+                "test_accuracy": right.mean(),
+                "energy_kwh": energies[model],
+                "params": 1000 * energies[model],
+            }
+        )
     table = tmp_path / "runs.csv"
     pd.DataFrame(rows).to_csv(table, index=False)
     return table
@@ -104,7 +120,9 @@ def _workflow_table(tmp_path, accuracies, energies, n=400, seed=0):
 def test_report_pairs_models_on_their_test_predictions(tmp_path, capsys):
     """'big' is best by PePR-E, 'mid' (1 point lower, same images) cannot be told from it and is
     cheaper: recommended, with 'big' as its one contender; 'bad' is distinguishable."""
-    table = _workflow_table(tmp_path, {"big": 0.90, "mid": 0.89, "bad": 0.55}, {"big": 0.0010, "mid": 0.00099, "bad": 0.002})
+    table = _workflow_table(
+        tmp_path, {"big": 0.90, "mid": 0.89, "bad": 0.55}, {"big": 0.0010, "mid": 0.00099, "bad": 0.002}
+    )
     out = tmp_path / "report"
     assert main(["report", str(table), "--runs", str(tmp_path / "runs"), "--bootstrap", "500", "--out", str(out)]) == 0
     decision = pd.read_csv(out / "tables" / "decision.csv")
@@ -121,7 +139,7 @@ def test_report_pairs_models_on_their_test_predictions(tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "| **mid** |" in summary and "| 1: big |" in summary and "paired bootstrap over 400 test images" in summary
     page = (out / "report.html").read_text()
-    first_screen = page[page.index("id='decision'"):page.index("id='footprint'")]
+    first_screen = page[page.index("id='decision'") : page.index("id='footprint'")]
     assert "contenders (not distinguishable)" in first_screen and "1: big" in first_screen
     assert "paired bootstrap over 400 test images" in first_screen  # how, under the table
     assert page.count("recommended (by PePR-E)") == 1  # the decision table appears once (not again in the summary)
@@ -130,7 +148,9 @@ def test_report_pairs_models_on_their_test_predictions(tmp_path, capsys):
 
 def test_n_test_flag_gives_binomial_intervals_and_a_missing_column_is_refused(tmp_path, capsys):
     table = tmp_path / "t.csv"
-    pd.DataFrame({"model": ["a", "b", "c"], "acc": [0.9, 0.89, 0.6], "kwh": [0.5, 0.51, 1.0], "size": [300] * 3}).to_csv(table, index=False)
+    pd.DataFrame(
+        {"model": ["a", "b", "c"], "acc": [0.9, 0.89, 0.6], "kwh": [0.5, 0.51, 1.0], "size": [300] * 3}
+    ).to_csv(table, index=False)
     out = tmp_path / "r"
     args = ["report", str(table), "--performance", "acc", "--resource", "kwh"]
     assert main([*args, "--n-test", "nope", "--out", str(out)]) == 2
@@ -152,13 +172,28 @@ def _two_tasks(tmp_path, guess_task_perf=(0.52, 0.55, 0.50, 0.53, 0.51, 0.54)):
     rows = []
     for task, perf in [("liver", (0.80, 0.82, 0.81, 0.84, 0.86, 0.85)), ("guess", guess_task_perf)]:
         for i, p in enumerate(perf):
-            rows.append({"name": f"m{i}", "task": task, "auc": p, "kwh": 0.01 * (i + 1), "n": 1000 * (i + 1), "n_test": 100})
+            rows.append(
+                {"name": f"m{i}", "task": task, "auc": p, "kwh": 0.01 * (i + 1), "n": 1000 * (i + 1), "n_test": 100}
+            )
     path = tmp_path / "t.csv"
     pd.DataFrame(rows).to_csv(path, index=False)
     return path
 
 
-FLAGS = ["--model", "name", "--performance", "auc", "--resource", "kwh", "--params", "n", "--by", "task", "--n-test", "n_test"]
+FLAGS = [
+    "--model",
+    "name",
+    "--performance",
+    "auc",
+    "--resource",
+    "kwh",
+    "--params",
+    "n",
+    "--by",
+    "task",
+    "--n-test",
+    "n_test",
+]
 
 
 def test_a_group_at_chance_recommends_nothing_and_counts_toward_no_claim(tmp_path, capsys):
@@ -184,10 +219,12 @@ def test_margin_sensitivity_is_where_the_verdict_flips(tmp_path, capsys):
     for margin in (flip * 0.98, flip * 1.02):
         again = tmp_path / f"m{margin}"
         assert main(["report", str(table), *FLAGS, "--margin", f"{margin:.6f}", "--out", str(again)]) == 0
-        verdicts[margin] = pd.read_csv(again / "tables" / "small_vs_large.csv").set_index("task").loc["liver", "verdict_not_worse"]
+        verdicts[margin] = (
+            pd.read_csv(again / "tables" / "small_vs_large.csv").set_index("task").loc["liver", "verdict_not_worse"]
+        )
     assert list(verdicts.values()) == ["cannot tell", "not worse"]
     summary = (out / "summary.md").read_text()
-    assert f"Sensitivity (the margin from which each group's verdict is *not worse*; now 0.02" in summary
+    assert "Sensitivity (the margin from which each group's verdict is *not worse*; now 0.02" in summary
     assert f"task liver: {flip:.3g}" in summary
 
 
@@ -195,11 +232,19 @@ def test_table_strings_are_text_and_any_column_name_is_a_group_key(tmp_path, cap
     """Markdown, HTML and spreadsheet formulas in model names and group values stay text;
     ``class`` and ``body part`` work as --by columns."""
     table = tmp_path / "t.csv"
-    pd.DataFrame({"model": ["![x](https://host/p.png)", "<b>b</b>", "=cmd|x", "a"] * 2,
-                  "test_accuracy": [0.8, 0.85, 0.9, 0.7, 0.6, 0.65, 0.7, 0.5], "energy_kwh": [1, 2, 3, 1.5] * 2,
-                  "class": ["<i>g</i>"] * 4 + ["[l](javascript:x)"] * 4, "body part": ["h"] * 8}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "model": ["![x](https://host/p.png)", "<b>b</b>", "=cmd|x", "a"] * 2,
+            "test_accuracy": [0.8, 0.85, 0.9, 0.7, 0.6, 0.65, 0.7, 0.5],
+            "energy_kwh": [1, 2, 3, 1.5] * 2,
+            "class": ["<i>g</i>"] * 4 + ["[l](javascript:x)"] * 4,
+            "body part": ["h"] * 8,
+        }
+    ).to_csv(table, index=False)
     out = tmp_path / "r"
-    assert main(["report", str(table), "--by", "class", "--by", "body part", "--out", str(out)]) == 0, capsys.readouterr().err
+    assert main(["report", str(table), "--by", "class", "--by", "body part", "--out", str(out)]) == 0, (
+        capsys.readouterr().err
+    )
     page = (out / "report.html").read_text()
     assert "https://host/p.png" not in page.replace("![x](https://host/p.png)", "")  # never a src or href
     assert "<b>b</b>" not in page and "<i>g</i>" not in page and 'href="javascript' not in page
@@ -214,7 +259,9 @@ def test_a_failure_mid_report_leaves_out_as_it_was(tmp_path, monkeypatch, capsys
     from pepr.report import build
 
     table = tmp_path / "t.csv"
-    pd.DataFrame({"model": ["a", "b"], "test_accuracy": [0.9, 0.8], "energy_kwh": [1.0, 2.0]}).to_csv(table, index=False)
+    pd.DataFrame({"model": ["a", "b"], "test_accuracy": [0.9, 0.8], "energy_kwh": [1.0, 2.0]}).to_csv(
+        table, index=False
+    )
     out = tmp_path / "r"
 
     def broken(*args, **kwargs):
@@ -235,13 +282,35 @@ def test_a_failure_mid_report_leaves_out_as_it_was(tmp_path, monkeypatch, capsys
 
 def test_units_convert_the_totals_and_an_impossible_mix_is_refused(tmp_path, capsys):
     table = tmp_path / "t.csv"
-    pd.DataFrame({"model": ["a", "b", "c"], "top1": [90.0, 85.0, 70.0], "co2": [500.0, 1500.0, 2000.0],
-                  "co2_kg": [0.5, 1.5, 2.0], "minutes": [60.0, 120.0, 30.0]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "model": ["a", "b", "c"],
+            "top1": [90.0, 85.0, 70.0],
+            "co2": [500.0, 1500.0, 2000.0],
+            "co2_kg": [0.5, 1.5, 2.0],
+            "minutes": [60.0, 120.0, 30.0],
+        }
+    ).to_csv(table, index=False)
     out = tmp_path / "r"
     grams = tmp_path / "grams.csv"
     pd.read_csv(table).drop(columns="co2_kg").to_csv(grams, index=False)
-    assert main(["report", str(grams), "--performance", "top1:%", "--resource", "co2:g", "--resource", "minutes:min",
-                 "--out", str(out)]) == 0, capsys.readouterr().err
+    assert (
+        main(
+            [
+                "report",
+                str(grams),
+                "--performance",
+                "top1:%",
+                "--resource",
+                "co2:g",
+                "--resource",
+                "minutes:min",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    ), capsys.readouterr().err
     footprint = pd.read_csv(out / "tables" / "footprint.csv").iloc[0]
     assert footprint["co2_kg"] == pytest.approx(4.0)  # 4,000 g
     assert footprint["device_hours"] == pytest.approx(3.5)
@@ -255,8 +324,13 @@ def test_units_convert_the_totals_and_an_impossible_mix_is_refused(tmp_path, cap
 
 def test_a_run_dominating_its_groups_range_is_noted(tmp_path, capsys):
     table = tmp_path / "t.csv"
-    pd.DataFrame({"model": list("abcdef"), "test_accuracy": [0.8, 0.82, 0.79, 0.81, 0.83, 0.85],
-                  "energy_kwh": [1.0, 1.1, 1.05, 1.2, 1.15, 100.0]}).to_csv(table, index=False)
+    pd.DataFrame(
+        {
+            "model": list("abcdef"),
+            "test_accuracy": [0.8, 0.82, 0.79, 0.81, 0.83, 0.85],
+            "energy_kwh": [1.0, 1.1, 1.05, 1.2, 1.15, 100.0],
+        }
+    ).to_csv(table, index=False)
     out = tmp_path / "r"
     assert main(["report", str(table), "--out", str(out)]) == 0
     text = (out / "summary.md").read_text()

@@ -35,8 +35,18 @@ def group_table(init: str, shift: float, dataset: str = "ds") -> pd.DataFrame:
     for i, params in enumerate(PARAMS):
         small = i < 5
         acc = 0.80 + NOISE[i % 5] * (1 if small else -1) + (shift if small else 0.0)
-        rows.append({"dataset": dataset, "init": init, "fraction": "1.0", "model": f"m{i}", "seed": 0,
-                     "params": params, "test_accuracy": acc, "energy_kwh": 0.001 * (1 + i) ** 2})
+        rows.append(
+            {
+                "dataset": dataset,
+                "init": init,
+                "fraction": "1.0",
+                "model": f"m{i}",
+                "seed": 0,
+                "params": params,
+                "test_accuracy": acc,
+                "energy_kwh": 0.001 * (1 + i) ** 2,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -54,19 +64,26 @@ def test_noninferiority_is_the_one_sided_welch_test_with_the_margin():
     rng = np.random.default_rng(1)
     a, b = rng.normal(0.80, 0.01, 6), rng.normal(0.81, 0.01, 7)
     result = welch_noninferiority(a, b, 0.02, 2)
-    assert result.p_not_worse == pytest.approx(stats.ttest_ind(a + 0.02, b, equal_var=False, alternative="greater").pvalue, rel=1e-12)
-    assert result.p_worse == pytest.approx(stats.ttest_ind(a + 0.02, b, equal_var=False, alternative="less").pvalue, rel=1e-12)
+    assert result.p_not_worse == pytest.approx(
+        stats.ttest_ind(a + 0.02, b, equal_var=False, alternative="greater").pvalue, rel=1e-12
+    )
+    assert result.p_worse == pytest.approx(
+        stats.ttest_ind(a + 0.02, b, equal_var=False, alternative="less").pvalue, rel=1e-12
+    )
     assert noninferiority_verdict(0.01, 0.99, 0.05) == "not worse"
     assert noninferiority_verdict(0.99, 0.01, 0.05) == "worse"
     assert noninferiority_verdict(0.3, 0.7, 0.05) == "cannot tell"
     assert np.isnan(welch_noninferiority(a[:1], b, 0.02, 2).p_not_worse)
 
 
-@pytest.mark.parametrize("shift, not_worse, direction", [
-    (+0.06, "not worse", "small better"),
-    (0.0, "not worse", "no significant difference"),
-    (-0.10, "worse", "small worse"),
-])
+@pytest.mark.parametrize(
+    "shift, not_worse, direction",
+    [
+        (+0.06, "not worse", "small better"),
+        (0.0, "not worse", "no significant difference"),
+        (-0.10, "worse", "small worse"),
+    ],
+)
 def test_small_better_equal_worse_each_get_their_direction(shift, not_worse, direction):
     _, tables = report(group_table("imagenet", shift))
     row = svl_row(tables["small_vs_large"], "imagenet")
@@ -81,12 +98,21 @@ def test_small_better_equal_worse_each_get_their_direction(shift, not_worse, dir
 
 def test_mixed_inits_a_scratch_group_never_counts_toward_the_pretrained_claim():
     # Pretrained: small worse by far more than the margin; scratch: small clearly better.
-    table = pd.concat([group_table("imagenet", -0.10), group_table("scratch", +0.06),
-                       group_table("imagenet", -0.10, dataset="other")], ignore_index=True)
+    table = pd.concat(
+        [
+            group_table("imagenet", -0.10),
+            group_table("scratch", +0.06),
+            group_table("imagenet", -0.10, dataset="other"),
+        ],
+        ignore_index=True,
+    )
     data, tables = report(table)
     svl = tables["small_vs_large"]
     assert dict(zip(svl["init"] + "/" + svl["dataset"], svl["family"])) == {
-        "imagenet/ds": "pretrained", "imagenet/other": "pretrained", "scratch/ds": "scratch"}
+        "imagenet/ds": "pretrained",
+        "imagenet/other": "pretrained",
+        "scratch/ds": "scratch",
+    }
     # Holm runs within each family: the two pretrained groups form one family of 2 tests.
     pre = svl[svl["family"] == "pretrained"]
     raw = []
@@ -95,10 +121,17 @@ def test_mixed_inits_a_scratch_group_never_counts_toward_the_pretrained_claim():
         raw.append(stats.ttest_ind(acc[:5] + 0.02, acc[5:], equal_var=False, alternative="less").pvalue)
     assert pre.sort_values("dataset")["p_worse_holm"].to_numpy() == pytest.approx(holm(np.array(raw)), rel=1e-9)
     assert svl_row(svl, "scratch")["p_worse_holm"] == pytest.approx(
-        stats.ttest_ind(group_table("scratch", 0.06)["test_accuracy"].to_numpy()[:5] + 0.02,
-                        group_table("scratch", 0.06)["test_accuracy"].to_numpy()[5:], equal_var=False, alternative="less").pvalue)
+        stats.ttest_ind(
+            group_table("scratch", 0.06)["test_accuracy"].to_numpy()[:5] + 0.02,
+            group_table("scratch", 0.06)["test_accuracy"].to_numpy()[5:],
+            equal_var=False,
+            alternative="less",
+        ).pvalue
+    )
     text = summary_markdown(data, tables)
-    claim = next(line for line in text.splitlines() if line.startswith("- *Small models are not worse than large ones*"))
+    claim = next(
+        line for line in text.splitlines() if line.startswith("- *Small models are not worse than large ones*")
+    )
     assert "pretrained groups" in claim and "**does not hold**" in claim
     assert "not worse in 0, worse in 2, cannot tell in 0 of 2" in claim  # the scratch group is not among them
     assert "small worse" in claim and "-0.1" in claim  # sign and size stated
@@ -188,7 +221,7 @@ def test_spearman_p_is_exact_for_few_models():
     extreme = [abs(stats.spearmanr(x, y[list(p)]).statistic) >= abs(rho) - 1e-12 for p in permutations(range(6))]
     assert spearman_trend(x, y, 3).p == pytest.approx(np.mean(extreme))
     many = np.arange(20.0)
-    assert spearman_trend(many, many ** 2, 3).p > 0  # rho = 1: never an invented p = 0
+    assert spearman_trend(many, many**2, 3).p > 0  # rho = 1: never an invented p = 0
 
 
 def test_data_need_pairs_pretrained_on_the_least_data_with_scratch_on_the_most():
@@ -197,7 +230,12 @@ def test_data_need_pairs_pretrained_on_the_least_data_with_scratch_on_the_most()
     full["test_accuracy"] = few["test_accuracy"].to_numpy() + np.array([0.002, -0.001, 0.0, 0.001, -0.002] * 2)
     data, tables = report(pd.concat([few, full, group_table("scratch", 0.0).assign(fraction="0.1")], ignore_index=True))
     row = tables["data_need"].iloc[0]
-    assert (row["pretrained"], row["pretrained_fraction"], row["scratch_fraction"], row["n_models"]) == ("imagenet", "0.1", "1.0", 10)
+    assert (row["pretrained"], row["pretrained_fraction"], row["scratch_fraction"], row["n_models"]) == (
+        "imagenet",
+        "0.1",
+        "1.0",
+        10,
+    )
     diff = few["test_accuracy"].to_numpy() - full["test_accuracy"].to_numpy()
     assert row["mean_diff"] == pytest.approx(diff.mean())
     assert row["p"] == pytest.approx(stats.ttest_rel(few["test_accuracy"], full["test_accuracy"]).pvalue, rel=1e-9)

@@ -20,8 +20,12 @@ from pepr.train import warm
 
 
 def test_allocation_key_slurm_then_explicit_then_snakemake_driver():
-    snakemake = lambda: [(41, "/bin/bash -c pepr"), (40, "python /venv/bin/snakemake --cores 2")]
-    nothing = lambda: [(41, "/bin/bash"), (1, "init")]
+    def snakemake():
+        return [(41, "/bin/bash -c pepr"), (40, "python /venv/bin/snakemake --cores 2")]
+
+    def nothing():
+        return [(41, "/bin/bash"), (1, "init")]
+
     assert warm.allocation_key({"SLURM_JOB_ID": "123", "PEPR_WARM_KEY": "x"}, snakemake) == "slurm-123"
     assert warm.allocation_key({"PEPR_WARM_KEY": "x"}, snakemake) == "key-x"
     assert warm.allocation_key({}, snakemake) == "snakemake-40"
@@ -31,7 +35,9 @@ def test_allocation_key_slurm_then_explicit_then_snakemake_driver():
 
 def test_fingerprint_follows_import_time_environment_only():
     base = {"HF_HOME": "/a", "SLURM_PROCID": "0"}
-    assert warm.server_fingerprint(base) == warm.server_fingerprint({**base, "SLURM_PROCID": "1", "PEPR_WARM_IDLE_S": "5"})
+    assert warm.server_fingerprint(base) == warm.server_fingerprint(
+        {**base, "SLURM_PROCID": "1", "PEPR_WARM_IDLE_S": "5"}
+    )
     assert warm.server_fingerprint(base) != warm.server_fingerprint({**base, "HF_HOME": "/b"})
 
 
@@ -84,13 +90,27 @@ def test_messages_carry_descriptors(tmp_path):
 # End to end on CPU: a fork server for a test "allocation"
 # --------------------------------------------------------------------------------------------
 
-CELL = ["--model", "mobilenetv3_small_050", "--dataset", "synthetic:size=28,n_train=96,n_val=32,n_test=48", "--epochs", "2", "--threads", "1"]
+CELL = [
+    "--model",
+    "mobilenetv3_small_050",
+    "--dataset",
+    "synthetic:size=28,n_train=96,n_val=32,n_test=48",
+    "--epochs",
+    "2",
+    "--threads",
+    "1",
+]
 
 
 @pytest.fixture
 def allocation(short_runtime):
     """Environment of a test allocation: its own key and socket folder, a short idle timeout."""
-    env = {**os.environ, "PEPR_WARM_KEY": f"test-{uuid.uuid4().hex[:8]}", "XDG_RUNTIME_DIR": str(short_runtime), "PEPR_WARM_IDLE_S": "20"}
+    env = {
+        **os.environ,
+        "PEPR_WARM_KEY": f"test-{uuid.uuid4().hex[:8]}",
+        "XDG_RUNTIME_DIR": str(short_runtime),
+        "PEPR_WARM_IDLE_S": "20",
+    }
     env.pop("SLURM_JOB_ID", None)
     env.pop("PEPR_WARM", None)
     return env
@@ -123,8 +143,28 @@ def test_warm_cell_measures_as_a_cold_one(tmp_path, allocation):
     # failure notice on the descriptor PEPR_NOTIFY_FD names (the train rules' terminal stream)
     notice = tmp_path / "notice.txt"
     missing = tmp_path / "missing.pt"  # found by the training's own checks, in the child (argparse's run in the client)
-    command = " ".join([sys.executable, "-m", "pepr.cli", "train", *CELL, "--out", str(tmp_path / "bad"), "--init", f"checkpoint:{missing}", f"3>{notice}"])
-    bad = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=600, env={**allocation, "PEPR_NOTIFY_FD": "3"}, check=False)
+    command = " ".join(
+        [
+            sys.executable,
+            "-m",
+            "pepr.cli",
+            "train",
+            *CELL,
+            "--out",
+            str(tmp_path / "bad"),
+            "--init",
+            f"checkpoint:{missing}",
+            f"3>{notice}",
+        ]
+    )
+    bad = subprocess.run(
+        ["bash", "-c", command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**allocation, "PEPR_NOTIFY_FD": "3"},
+        check=False,
+    )
     assert bad.returncode == 2 and "pepr train: error:" in bad.stderr, bad.stderr
     assert "forked by the warm server" in bad.stderr
     assert notice.read_text().startswith(f"pepr: {tmp_path / 'bad'} failed: "), notice.read_text()
@@ -163,8 +203,16 @@ def test_a_killed_warm_cell_loses_nothing_of_the_others(tmp_path, allocation):
 def test_gpu_check_cpu_smoke_runs_every_section():
     # bench/gpu_check.py is run for real on a GPU machine; here its CPU smoke mode, tiny sizes
     script = Path(__file__).resolve().parents[1] / "bench" / "gpu_check.py"
-    result = subprocess.run([sys.executable, str(script), "--allow-cpu"], capture_output=True, text=True, timeout=1800, check=False)
+    result = subprocess.run(
+        [sys.executable, str(script), "--allow-cpu"], capture_output=True, text=True, timeout=1800, check=False
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    for line in ("throughput pepr/bare, fp32", "working set MiB, fraction 1.0 / 0.1", "per-cell start-up, one cold process",
-                 "packed K=2 cold", "packed K=2 warm", "seed 0 warm vs cold"):
+    for line in (
+        "throughput pepr/bare, fp32",
+        "working set MiB, fraction 1.0 / 0.1",
+        "per-cell start-up, one cold process",
+        "packed K=2 cold",
+        "packed K=2 warm",
+        "seed 0 warm vs cold",
+    ):
         assert line in result.stdout, result.stdout

@@ -30,14 +30,28 @@ OK_MODEL, FAILING_MODEL = "mobilenetv3_small_050", "convnext_atto"  # convnext_a
 
 def snakemake_command(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> list[str]:
     return [
-        sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-        "--configfile", str(configfile), *args,
+        sys.executable,
+        "-m",
+        "snakemake",
+        "-s",
+        str(REPO / "Snakefile"),
+        "--directory",
+        str(workdir),
+        "--configfile",
+        str(configfile),
+        *args,
     ]
 
 
-def snakemake(workdir: Path, *args: str, configfile: Path = TEST_CONFIG, timeout: int = 600) -> subprocess.CompletedProcess:
+def snakemake(
+    workdir: Path, *args: str, configfile: Path = TEST_CONFIG, timeout: int = 600
+) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        snakemake_command(workdir, *args, configfile=configfile), cwd=REPO, capture_output=True, text=True, timeout=timeout
+        snakemake_command(workdir, *args, configfile=configfile),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return result
 
@@ -95,13 +109,19 @@ def test_failed_cells_are_announced_as_they_fail_and_pepr_status_sees_the_finish
     seen = (sweep / "snakemake-output.txt").read_text()
     announced = re.findall(r"^pepr: (results/\S+) failed: (.+)$", seen, re.MULTILINE)
     assert sorted(path for path, _ in announced) == sorted(
-        [f"results/runs/synthetic-n_test60-n_train120-n_val60/{init}/{fraction}/{FAILING_MODEL}/seed0"
-         for init in ("scratch", "transfer") for fraction in ("1.0", "0.5")]
+        [
+            f"results/runs/synthetic-n_test60-n_train120-n_val60/{init}/{fraction}/{FAILING_MODEL}/seed0"
+            for init in ("scratch", "transfer")
+            for fraction in ("1.0", "0.5")
+        ]
         + [f"results/pretrain/synthetic-classes3-n_test30-n_train90-n_val30-seed1/{FAILING_MODEL}"]
     ), seen[-3000:]
     status = subprocess.run(
         [sys.executable, "-m", "pepr.cli", "status", "--configfile", str(TEST_CONFIG), "--no-squeue"],
-        cwd=sweep, capture_output=True, text=True, timeout=120,
+        cwd=sweep,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert status.returncode == 0, status.stderr
     assert "finished 5   failed 5   running 0   pending 0   (100% done)" in status.stdout
@@ -118,7 +138,9 @@ def test_sweep_writes_every_run_and_both_tables(sweep):
     dataset = runs["dataset"].iloc[0]
     assert dataset == "synthetic-n_test60-n_train120-n_val60"
     for row in runs.itertuples():
-        run_dir = sweep / "results" / "runs" / row.dataset / row.init / repr(row.fraction) / row.model / f"seed{row.seed}"
+        run_dir = (
+            sweep / "results" / "runs" / row.dataset / row.init / repr(row.fraction) / row.model / f"seed{row.seed}"
+        )
         assert (run_dir / "metrics.json").is_file() and (run_dir / "history.csv").is_file()
     # the failing model is listed, with its reason, and the sweep went on
     failed = runs[runs["model"] == FAILING_MODEL]
@@ -182,7 +204,10 @@ def test_kill_9_then_unlock_and_resume_gives_the_same_table(sweep, tmp_path):
     runs_dir = workdir / "results" / "runs"
     driver = subprocess.Popen(
         snakemake_command(workdir, "--cores", "2", "results/runs.csv"),
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 400

@@ -43,9 +43,11 @@ class SlurmRun:
     def sacct(self, field: str = "State") -> dict[str, str]:
         """SLURM's own record of this run's jobs: job id -> ``field`` (State: COMPLETED, FAILED...)."""
         out = subprocess.run(
-            ["sacct", "-X", "-n", "-P", "--starttime", "2020-01-01", "--name", self.run_id,
-             "-o", f"JobID,{field}"],
-            capture_output=True, text=True, check=True, timeout=30,
+            ["sacct", "-X", "-n", "-P", "--starttime", "2020-01-01", "--name", self.run_id, "-o", f"JobID,{field}"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
         ).stdout
         return dict(line.split("|", 1) for line in out.splitlines() if line)
 
@@ -57,26 +59,40 @@ def _daemon_logs() -> str:
 def _cancel_jobs(name_prefix: str) -> None:
     """scancel every job of ours still queued or running (a run killed before it could cancel them)."""
     out = subprocess.run(["squeue", "-h", "-o", "%A %j"], capture_output=True, text=True).stdout
-    ids = [job_id for job_id, _, name in (line.partition(" ") for line in out.splitlines())
-           if name.startswith(name_prefix)]
+    ids = [
+        job_id for job_id, _, name in (line.partition(" ") for line in out.splitlines()) if name.startswith(name_prefix)
+    ]
     if ids:
         subprocess.run(["scancel", *ids], check=False)
 
 
-def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240,
-                           profile: Path = CI_PROFILE) -> SlurmRun:
+def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240, profile: Path = CI_PROFILE) -> SlurmRun:
     """Run snakemake with the CI SLURM profile in ``workdir``; cancel leftover jobs afterwards.
 
     ``timeout -s INT``: on SIGINT snakemake scancels its jobs and exits, whereas SIGTERM waits for
     running jobs (and a status-polling hang would never end). ``-k`` is the last resort.
     """
     prefix = f"pepr_ci_{uuid.uuid4().hex[:12]}"
-    cmd = ["timeout", "-s", "INT", "-k", "30", str(timeout_s),
-           sys.executable, "-m", "snakemake", "--profile", str(profile),
-           "--slurm-jobname-prefix", prefix, *args]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        str(timeout_s),
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(profile),
+        "--slurm-jobname-prefix",
+        prefix,
+        *args,
+    ]
     try:
-        proc = subprocess.run(cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                              text=True, timeout=timeout_s + 60)
+        proc = subprocess.run(
+            cmd, cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout_s + 60
+        )
     finally:
         # what held the cluster's 2 slots at the end: a timeout with another session's jobs in
         # the queue (names not starting with this run's prefix) is contention, not a pepr bug
@@ -84,7 +100,8 @@ def run_snakemake_on_slurm(workdir: Path, *args: str, timeout_s: int = 240,
         _cancel_jobs(prefix)
     assert proc.returncode not in (124, 137), (
         f"snakemake on SLURM timed out after {timeout_s}s:\n{proc.stdout[-6000:]}\n"
-        f"SLURM queue at the timeout (this run's jobs are named {prefix}*):\n{queue}\n{_daemon_logs()}")
+        f"SLURM queue at the timeout (this run's jobs are named {prefix}*):\n{queue}\n{_daemon_logs()}"
+    )
     match = re.search(rf"SLURM run ID: ({prefix}_[0-9a-f-]+)", proc.stdout)
     assert match, f"the slurm executor did not start:\n{proc.stdout[-6000:]}"
     return SlurmRun(proc.returncode, proc.stdout, match.group(1))
@@ -200,8 +217,7 @@ def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_c
     pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(SWEEP_CONFIG)
     write_scans(tmp_path / "scans.npz", corrupt=True)
-    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "3",
-            "results/pepr.csv")
+    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "3", "results/pepr.csv")
 
     # 1. three training jobs on SLURM; the one on the corrupt file fails
     first = run_snakemake_on_slurm(tmp_path, *args, timeout_s=420)
@@ -210,7 +226,7 @@ def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_c
     failed = FAILED_JOB_RE.findall(first.output)
     assert len(failed) == 1 and failed[0][1] == "FAILED", first.output
     failed_id = failed[0][0]
-    error_block = first.output[first.output.index("Error in rule train_model"):]
+    error_block = first.output[first.output.index("Error in rule train_model") :]
     assert f"external_jobid: {failed_id}" in error_block and SCANS_CELL in error_block, first.output
     states = first.sacct()
     assert sorted(states.values()) == ["COMPLETED", "COMPLETED", "FAILED"], states
@@ -222,7 +238,9 @@ def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_c
     scans_logs = slurm_logs(tmp_path, "train_model")
     failed_log = [p for p in scans_logs if p.stem == failed_id]
     assert len(failed_log) == 1 and len(scans_logs) == 3, scans_logs
-    rule_log = tmp_path / SCANS_CELL.replace("results/runs/", "results/logs/train_model/").replace("/seed0", "/seed0.log")
+    rule_log = tmp_path / SCANS_CELL.replace("results/runs/", "results/logs/train_model/").replace(
+        "/seed0", "/seed0.log"
+    )
     assert "NaN or infinite values" in rule_log.read_text() + failed_log[0].read_text()
     assert not (tmp_path / SCANS_CELL / "metrics.json").exists()
     assert not (tmp_path / "results" / "runs.csv").exists()
@@ -237,8 +255,11 @@ def test_sweep_on_slurm_reports_the_failed_job_and_resumes_after_the_fix(slurm_c
     assert {cell: (tmp_path / cell / "metrics.json").stat().st_mtime_ns for cell in kept} == kept
 
     runs = pd.read_csv(tmp_path / "results" / "runs.csv").set_index(["dataset", "model"]).sort_index()
-    assert list(runs.index) == [("scans", "mobilenetv3_small_050"), (SYNTHETIC, "convnext_atto"),
-                                (SYNTHETIC, "mobilenetv3_small_050")]
+    assert list(runs.index) == [
+        ("scans", "mobilenetv3_small_050"),
+        (SYNTHETIC, "convnext_atto"),
+        (SYNTHETIC, "mobilenetv3_small_050"),
+    ]
     assert (runs["init"] == "scratch").all() and (runs["fraction"] == 1.0).all() and (runs["seed"] == 0).all()
     ok = runs[runs["status"] == "ok"]
     assert list(ok.index.get_level_values("model")) == ["mobilenetv3_small_050"] * 2
@@ -274,12 +295,27 @@ device: auto
 #: CI node: partition/account, the fake GPU type, 1 CPU per training job (and so `cores: 1`, which
 #: the profile requires to equal the training threads), short runtimes, 1 s status polls.
 PACKED_OVERRIDES = (
-    "--default-resources", "slurm_partition=debug", "slurm_account=root", "runtime=10", "mem_mb=2000",
-    "--set-resources", "train_model:gpu=1", "train_model:gpu_model=fake", "train_model:mem_mb=1500",
+    "--default-resources",
+    "slurm_partition=debug",
+    "slurm_account=root",
+    "runtime=10",
+    "mem_mb=2000",
+    "--set-resources",
+    "train_model:gpu=1",
+    "train_model:gpu_model=fake",
+    "train_model:mem_mb=1500",
     "train_model:runtime=5",
-    "--set-threads", "train_model=1", "pretrain_source=1",
-    "--cores", "1", "--jobs", "2", "--latency-wait", "10",
-    "--slurm-init-seconds-before-status-checks", "1",
+    "--set-threads",
+    "train_model=1",
+    "pretrain_source=1",
+    "--cores",
+    "1",
+    "--jobs",
+    "2",
+    "--latency-wait",
+    "10",
+    "--slurm-init-seconds-before-status-checks",
+    "1",
 )
 PACKED_CELL_RE = re.compile(rf"results/runs/{SYNTHETIC}/scratch/1\.0/mobilenetv3_small_050/seed(\d)/metrics\.json")
 
@@ -296,8 +332,9 @@ def _cells_started(log: str) -> int:
     return log.count("localrule train_model:")
 
 
-def _sweep_with_one_intervention(cmd: list[str], cwd: Path, prefix: str, act, *, within_s: float, wait_s: float,
-                                 poll_s: float) -> tuple[int, str, object, str]:
+def _sweep_with_one_intervention(
+    cmd: list[str], cwd: Path, prefix: str, act, *, within_s: float, wait_s: float, poll_s: float
+) -> tuple[int, str, object, str]:
     """Run a sweep on SLURM (its output read in the background) and call ``act()`` every
     ``poll_s`` until it returns something other than None (it intervened: a scancel, a requeue),
     the sweep ends or ``within_s`` pass; then wait up to ``wait_s`` for the sweep to end. This
@@ -323,7 +360,8 @@ def _sweep_with_one_intervention(cmd: list[str], cwd: Path, prefix: str, act, *,
 
 
 def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_only_unfinished_cells(
-        slurm_cluster, tmp_path):
+    slurm_cluster, tmp_path
+):
     """profiles/slurm packs K=4 cells into one allocation with ONE GPU, run one after another.
 
     Run 1: two allocations of 4 cells start; as soon as one of them has finished a cell and started
@@ -334,13 +372,35 @@ def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_
     pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(PACKED_CONFIG)
     all_seeds = set(range(8))
-    metrics = {seed: tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json"
-               for seed in all_seeds}
-    args = ("--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", *PACKED_OVERRIDES,
-            "results/runs.csv")
+    metrics = {
+        seed: tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json"
+        for seed in all_seeds
+    }
+    args = (
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        "config.yaml",
+        *PACKED_OVERRIDES,
+        "results/runs.csv",
+    )
     prefix = f"pepr_ci_{uuid.uuid4().hex[:12]}"
-    cmd = ["timeout", "-s", "INT", "-k", "30", "300", sys.executable, "-m", "snakemake",
-           "--profile", str(USER_PROFILE), "--slurm-jobname-prefix", prefix, *args]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "300",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(USER_PROFILE),
+        "--slurm-jobname-prefix",
+        prefix,
+        *args,
+    ]
 
     # 1. start the sweep; cancel one allocation mid-way (one cell done, the next one in flight)
     def cancel_an_allocation_in_its_second_cell() -> str | None:
@@ -351,7 +411,8 @@ def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_
         return None
 
     returncode, output, killed, _ = _sweep_with_one_intervention(
-        cmd, tmp_path, prefix, cancel_an_allocation_in_its_second_cell, within_s=280, wait_s=360, poll_s=0.3)
+        cmd, tmp_path, prefix, cancel_an_allocation_in_its_second_cell, within_s=280, wait_s=360, poll_s=0.3
+    )
     assert killed is not None, f"no allocation reached its second cell:\n{output[-6000:]}"
     assert returncode not in (0, 124, 137), output[-6000:]
     match = re.search(rf"SLURM run ID: ({prefix}_[0-9a-f-]+)", output)
@@ -382,8 +443,12 @@ def test_packed_sweep_runs_k_cells_per_allocation_and_a_killed_allocation_loses_
     assert second.returncode == 0, second.output[-6000:]
     assert list(second.sacct().values()) == ["COMPLETED"], second.output[-6000:]
     # (only "output:" lines: aggregate_runs' "input:" line names every cell)
-    resubmitted = {int(seed) for line in second.output.splitlines() if line.strip().startswith("output:")
-                   for seed in PACKED_CELL_RE.findall(line)}
+    resubmitted = {
+        int(seed)
+        for line in second.output.splitlines()
+        if line.strip().startswith("output:")
+        for seed in PACKED_CELL_RE.findall(line)
+    }
     assert resubmitted == all_seeds - done, (resubmitted, done)
     assert {seed: metrics[seed].stat().st_mtime_ns for seed in done} == kept
     assert all(path.exists() for path in metrics.values())
@@ -405,8 +470,18 @@ def test_array_sweep_submits_the_cells_as_one_slurm_array(slurm_cluster, tmp_pat
     pd = pytest.importorskip("pandas", reason="pandas not installed: make install")
     (tmp_path / "config.yaml").write_text(ARRAY_CONFIG)
     run = run_snakemake_on_slurm(
-        tmp_path, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", "--jobs", "4",
-        "--slurm-array-jobs", "train_model", "results/runs.csv", timeout_s=300)
+        tmp_path,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        "config.yaml",
+        "--jobs",
+        "4",
+        "--slurm-array-jobs",
+        "train_model",
+        "results/runs.csv",
+        timeout_s=300,
+    )
 
     assert run.returncode == 0, run.output[-6000:]
     states = run.sacct()
@@ -425,15 +500,26 @@ def test_arrays_and_packing_do_not_combine_packing_wins(slurm_cluster, tmp_path)
     name is the group's), so the 4 cells run packed in ONE allocation, not as an array."""
     (tmp_path / "config.yaml").write_text(ARRAY_CONFIG)
     run = run_snakemake_on_slurm(
-        tmp_path, "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml",
-        *PACKED_OVERRIDES, "--slurm-array-jobs", "train_model", "results/runs.csv",
-        timeout_s=300, profile=USER_PROFILE)
+        tmp_path,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        "config.yaml",
+        *PACKED_OVERRIDES,
+        "--slurm-array-jobs",
+        "train_model",
+        "results/runs.csv",
+        timeout_s=300,
+        profile=USER_PROFILE,
+    )
 
     assert run.returncode == 0, run.output[-6000:]
     states = run.sacct()
     assert list(states.values()) == ["COMPLETED"] and "_" not in next(iter(states)), states
-    assert all((tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json")
-               .exists() for seed in range(4))
+    assert all(
+        (tmp_path / f"results/runs/{SYNTHETIC}/scratch/1.0/mobilenetv3_small_050/seed{seed}/metrics.json").exists()
+        for seed in range(4)
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -460,9 +546,13 @@ def _start_requeued_now(job_id: str, wait_s: float = 60) -> None:
     back in the queue. Best effort: without it the test only waits longer."""
     deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
-        state = subprocess.run(["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True, timeout=30).stdout
+        state = subprocess.run(
+            ["squeue", "-h", "-j", job_id, "-o", "%T %r"], capture_output=True, text=True, timeout=30
+        ).stdout
         if state.startswith("PENDING"):
-            subprocess.run(["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True, text=True, timeout=30)
+            subprocess.run(
+                ["scontrol", "update", f"JobId={job_id}", "StartTime=now"], capture_output=True, text=True, timeout=30
+            )
             return
         time.sleep(0.5)
 
@@ -478,19 +568,38 @@ def test_requeued_packed_allocation_restores_the_cell_it_had_finished(slurm_clus
     (tmp_path / "config.yaml").write_text(REQUEUE_CONFIG)
     write_scans(tmp_path / "scans.npz", corrupt=False)
     seeds = range(4)
-    metrics = {seed: tmp_path / "results" / "runs" / REQUEUE_CELL.format(seed=seed) / "metrics.json"
-               for seed in seeds}
-    rule_logs = {seed: tmp_path / "results" / "logs" / "train_model" / (REQUEUE_CELL.format(seed=seed) + ".log")
-                 for seed in seeds}
+    metrics = {seed: tmp_path / "results" / "runs" / REQUEUE_CELL.format(seed=seed) / "metrics.json" for seed in seeds}
+    rule_logs = {
+        seed: tmp_path / "results" / "logs" / "train_model" / (REQUEUE_CELL.format(seed=seed) + ".log")
+        for seed in seeds
+    }
     prefix = f"pepr_ci_{uuid.uuid4().hex[:12]}"
     # --slurm-requeue = the profile's optional `slurm-requeue: true` (sbatch --requeue), as a user who
     # wants requeues sets it; this cluster's JobRequeue=1 (SLURM's default) would allow
     # `scontrol requeue` without it. SLURM holds a requeued job back ~2 min (its StartTime);
     # _start_requeued_now lets it start at once, as an admin's `scontrol update` would.
-    cmd = ["timeout", "-s", "INT", "-k", "30", "600", sys.executable, "-m", "snakemake",
-           "--profile", str(USER_PROFILE), "--slurm-jobname-prefix", prefix,
-           "--snakefile", str(REPO / "Snakefile"), "--configfile", "config.yaml", *PACKED_OVERRIDES,
-           "--slurm-requeue", "results/runs.csv"]
+    cmd = [
+        "timeout",
+        "-s",
+        "INT",
+        "-k",
+        "30",
+        "600",
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--profile",
+        str(USER_PROFILE),
+        "--slurm-jobname-prefix",
+        prefix,
+        "--snakefile",
+        str(REPO / "Snakefile"),
+        "--configfile",
+        "config.yaml",
+        *PACKED_OVERRIDES,
+        "--slurm-requeue",
+        "results/runs.csv",
+    ]
 
     def requeue_once_a_cell_has_finished() -> tuple[str, int, bytes, str] | None:
         """(allocation, seed of the finished cell, its metrics.json bytes, its rule log) once requeued."""
@@ -507,17 +616,24 @@ def test_requeued_packed_allocation_restores_the_cell_it_had_finished(slurm_clus
         return kept
 
     returncode, output, acted, queue = _sweep_with_one_intervention(
-        cmd, tmp_path, prefix, requeue_once_a_cell_has_finished, within_s=560, wait_s=620, poll_s=0.1)
+        cmd, tmp_path, prefix, requeue_once_a_cell_has_finished, within_s=560, wait_s=620, poll_s=0.1
+    )
     assert acted is not None, f"no cell finished:\n{output[-6000:]}\nqueue:\n{queue}\n{_daemon_logs()}"
     requeued, first_seed, first_bytes, first_log = acted
     assert returncode not in (124, 137), (
-        f"timed out:\n{output[-6000:]}\nqueue (this run's jobs are {prefix}*):\n{queue}\n{_daemon_logs()}")
+        f"timed out:\n{output[-6000:]}\nqueue (this run's jobs are {prefix}*):\n{queue}\n{_daemon_logs()}"
+    )
     assert returncode == 0, output[-6000:]
     assert first_log.count("epoch 1/1") == 1, first_log
 
     # SLURM's record: the allocation ran twice (its first run REQUEUED), the second completed
-    history = subprocess.run(["sacct", "-X", "-D", "-n", "-P", "-j", requeued, "-o", "JobID,State"],
-                             capture_output=True, text=True, check=True, timeout=30).stdout
+    history = subprocess.run(
+        ["sacct", "-X", "-D", "-n", "-P", "-j", requeued, "-o", "JobID,State"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    ).stdout
     assert [line.split("|")[1] for line in history.splitlines()] == ["REQUEUED", "COMPLETED"], history
     group_log = _group_logs(tmp_path)[requeued]
 
@@ -550,10 +666,16 @@ device: auto
 adaptive: {{rungs: [1], keep: 0.34, min_keep: 1}}
 """
 ADAPTIVE_OVERRIDES = (
-    *PACKED_OVERRIDES[:PACKED_OVERRIDES.index("--set-threads")],
-    "train_to_rung:gpu=1", "train_to_rung:gpu_model=fake", "train_to_rung:mem_mb=1500", "train_to_rung:runtime=5",
-    "--set-threads", "train_model=1", "pretrain_source=1", "train_to_rung=1",
-    *PACKED_OVERRIDES[PACKED_OVERRIDES.index("--cores"):],
+    *PACKED_OVERRIDES[: PACKED_OVERRIDES.index("--set-threads")],
+    "train_to_rung:gpu=1",
+    "train_to_rung:gpu_model=fake",
+    "train_to_rung:mem_mb=1500",
+    "train_to_rung:runtime=5",
+    "--set-threads",
+    "train_model=1",
+    "pretrain_source=1",
+    "train_to_rung=1",
+    *PACKED_OVERRIDES[PACKED_OVERRIDES.index("--cores") :],
 )
 
 
@@ -573,7 +695,9 @@ def test_adaptive_sweep_packs_its_rung_jobs_and_finishes_exactly_the_kept_cells(
     assert set(states.values()) == {"COMPLETED"}, states
     assert all("gres/gpu=1" in tres for tres in run.sacct("AllocTRES").values())
     # profiles/slurm packs the rung jobs in group "rung", the train_model jobs in group "train"
-    rung_logs = [p.read_text(errors="replace") for p in (tmp_path / ".snakemake" / "slurm_logs").glob("group_rung*/*.log")]
+    rung_logs = [
+        p.read_text(errors="replace") for p in (tmp_path / ".snakemake" / "slurm_logs").glob("group_rung*/*.log")
+    ]
     assert len(rung_logs) == 1 and rung_logs[0].count("localrule train_to_rung:") == 3, rung_logs
     train_logs = list(_group_logs(tmp_path).values())
     assert len(train_logs) == 1 and _cells_started(train_logs[0]) == 3, train_logs
@@ -591,7 +715,12 @@ def test_adaptive_sweep_packs_its_rung_jobs_and_finishes_exactly_the_kept_cells(
     stopped = decision["stopped"][0]
     assert runs.loc[stopped, "status"] == "stopped" and runs.loc[stopped, "rung"] == 1, runs
 
-    dry = subprocess.run([sys.executable, "-m", "snakemake", "--profile", str(USER_PROFILE), *args, "-n",
-                          "results/runs.csv"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    dry = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--profile", str(USER_PROFILE), *args, "-n", "results/runs.csv"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert dry.returncode == 0, dry.stdout[-3000:] + dry.stderr[-3000:]
     assert "Nothing to be done" in dry.stdout + dry.stderr, dry.stdout[-3000:] + dry.stderr[-3000:]

@@ -48,15 +48,39 @@ class Resource:
 
 #: Every resource a run records, in the order they appear in metrics.json and runs.csv.
 RESOURCES: tuple[Resource, ...] = (
-    Resource("energy_kwh", "energy", "kWh", additive=True, scored=True, label="PePR-E", estimate="est_energy_kwh",
-             cumulative="cumulative_energy_kwh"),
+    Resource(
+        "energy_kwh",
+        "energy",
+        "kWh",
+        additive=True,
+        scored=True,
+        label="PePR-E",
+        estimate="est_energy_kwh",
+        cumulative="cumulative_energy_kwh",
+    ),
     Resource("cpu_energy_kwh", "CPU energy", "kWh", additive=True, scored=False),
     Resource("gpu_energy_kwh", "GPU energy", "kWh", additive=True, scored=False),
     Resource("ram_energy_kwh", "RAM energy", "kWh", additive=True, scored=False),
-    Resource("co2_kg", "CO2", "kg CO2eq", additive=True, scored=True, label="PePR-C", estimate="est_co2_kg",
-             cumulative="cumulative_co2_kg"),
-    Resource("train_time_s", "training time", "s", additive=True, scored=True, label="PePR-T", estimate="est_time_s",
-             cumulative="cumulative_time_s"),
+    Resource(
+        "co2_kg",
+        "CO2",
+        "kg CO2eq",
+        additive=True,
+        scored=True,
+        label="PePR-C",
+        estimate="est_co2_kg",
+        cumulative="cumulative_co2_kg",
+    ),
+    Resource(
+        "train_time_s",
+        "training time",
+        "s",
+        additive=True,
+        scored=True,
+        label="PePR-T",
+        estimate="est_time_s",
+        cumulative="cumulative_time_s",
+    ),
     Resource("peak_memory_mb", "peak memory", "MiB", additive=False, scored=True, label="PePR-M"),
 )
 
@@ -64,10 +88,15 @@ RESOURCES: tuple[Resource, ...] = (
 #: ``report.resources``), never in pepr.csv: reserved GPU memory after epoch 2 (the paper's
 #: PePR-M on GPU, steadier than the peak) and the training images (data as a resource, PePR-D).
 REPORT_RESOURCES: tuple[Resource, ...] = (
-    Resource("memory_reserved_epoch2_mb", "reserved GPU memory (epoch 2)", "MiB", additive=False, scored=False,
-             label="PePR-M (reserved)"),
-    Resource("n_train", "training images", "images", additive=False, scored=False, label="PePR-D",
-             deterministic=True),
+    Resource(
+        "memory_reserved_epoch2_mb",
+        "reserved GPU memory (epoch 2)",
+        "MiB",
+        additive=False,
+        scored=False,
+        label="PePR-M (reserved)",
+    ),
+    Resource("n_train", "training images", "images", additive=False, scored=False, label="PePR-D", deterministic=True),
 )
 #: Their columns -> their variants' short labels.
 REPORT_RESOURCE_LABELS: dict[str, str] = {r.column: r.label for r in REPORT_RESOURCES}

@@ -25,10 +25,14 @@ def file_kind_problem(path: str | os.PathLike, what: str) -> str | None:
     if stat.S_ISREG(mode):
         return None
     kind = (
-        "a directory" if stat.S_ISDIR(mode)
-        else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
-        else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
-        else "a socket" if stat.S_ISSOCK(mode)
+        "a directory"
+        if stat.S_ISDIR(mode)
+        else "a FIFO (named pipe)"
+        if stat.S_ISFIFO(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
         else "not a regular file"
     )
     return f"{what} {path} is {kind}, not a regular file; give a file"

@@ -88,58 +88,114 @@ def default_schema() -> Path:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``pepr estimate``'s arguments."""
     parser.add_argument(
-        "--configfile", metavar="FILE", action="append", required=True,
+        "--configfile",
+        metavar="FILE",
+        action="append",
+        required=True,
         help="workflow config (YAML); repeat to merge several, later ones overriding earlier ones",
     )
     parser.add_argument(
-        "--schema", metavar="PATH", default=None,
+        "--schema",
+        metavar="PATH",
+        default=None,
         help=f"the workflow's config schema (default: {SCHEMA_IN_REPO} of the pepr checkout, else of the working directory)",
     )
-    parser.add_argument("--models", metavar="MODEL", nargs="+", default=None,
-                        help="calibrate and estimate only these models; a timm model that is not in the config "
-                        "is priced on the config's grid (its datasets, inits, fractions, seeds)")
     parser.add_argument(
-        "--dataset-size", metavar="NAME=TRAIN,VAL,TEST[,SIZE[,CHANNELS]]", action="append", default=[],
+        "--models",
+        metavar="MODEL",
+        nargs="+",
+        default=None,
+        help="calibrate and estimate only these models; a timm model that is not in the config "
+        "is priced on the config's grid (its datasets, inits, fractions, seeds)",
+    )
+    parser.add_argument(
+        "--dataset-size",
+        metavar="NAME=TRAIN,VAL,TEST[,SIZE[,CHANNELS]]",
+        action="append",
+        default=[],
         help="split sizes (and image side, channels) of a dataset whose file is not there yet, e.g. "
         "lidc=6000,2000,2000,128 for npz:data/lidc.npz; MedMNIST datasets need none (their published sizes "
         "are used) and present files are read; repeat for several",
     )
-    parser.add_argument("--max-models", metavar="N", type=positive_int, default=None,
-                        help="calibrate and estimate only the grid's first N models (config order)")
     parser.add_argument(
-        "--device", default=None,
+        "--max-models",
+        metavar="N",
+        type=positive_int,
+        default=None,
+        help="calibrate and estimate only the grid's first N models (config order)",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
         help="device to calibrate on: auto (cuda when available, else cpu), cpu, cuda, cuda:N "
         "(default: the config's device)",
     )
-    parser.add_argument("--batches", metavar="N", type=positive_int, default=5,
-                        help="timed training steps and eval batches per model, after warm-up (default: 5)")
-    parser.add_argument("--warmup", metavar="N", type=non_negative_int, default=2,
-                        help="untimed warm-up training steps per model (default: 2)")
     parser.add_argument(
-        "--min-seconds", metavar="S", type=non_negative_float, default=1.0,
+        "--batches",
+        metavar="N",
+        type=positive_int,
+        default=5,
+        help="timed training steps and eval batches per model, after warm-up (default: 5)",
+    )
+    parser.add_argument(
+        "--warmup",
+        metavar="N",
+        type=non_negative_int,
+        default=2,
+        help="untimed warm-up training steps per model (default: 2)",
+    )
+    parser.add_argument(
+        "--min-seconds",
+        metavar="S",
+        type=non_negative_float,
+        default=1.0,
         help="time training steps for at least S seconds (more than --batches if needed) so that the "
         "power reading covers a few samples (default: 1.0)",
     )
     parser.add_argument(
-        "--threads", metavar="N", type=positive_int, default=None,
+        "--threads",
+        metavar="N",
+        type=positive_int,
+        default=None,
         help="CPU threads for calibration on cpu (default: the config's resources.train.cpus, as the jobs use)",
     )
     parser.add_argument(
-        "--power-w", metavar="W", type=positive_float, default=None,
+        "--power-w",
+        metavar="W",
+        type=positive_float,
+        default=None,
         help="use this power draw (watts, whole device: e.g. the GPU's TDP) instead of measuring it with CodeCarbon",
     )
-    parser.add_argument("--country", metavar="ISO3", default=None,
-                        help="country whose grid carbon intensity sets CO2 (default: the config's country)")
     parser.add_argument(
-        "--job-overhead-s", metavar="S", type=non_negative_float, default=0.0,
+        "--country",
+        metavar="ISO3",
+        default=None,
+        help="country whose grid carbon intensity sets CO2 (default: the config's country)",
+    )
+    parser.add_argument(
+        "--job-overhead-s",
+        metavar="S",
+        type=non_negative_float,
+        default=0.0,
         help="seconds added per job for process start, imports, data loading and model creation (default: 0)",
     )
-    parser.add_argument("--pue", metavar="X", type=float, default=1.0,
-                        help="data-centre power usage effectiveness multiplying energy (default: 1.0 = device only)")
-    parser.add_argument("-o", "--output", metavar="OUT", default=None,
-                        help="write one row per job here (.csv or .parquet), e.g. results/estimate.csv")
-    parser.add_argument("--by-model", metavar="OUT", default=None,
-                        help="also write the per-model summary here (.csv or .parquet)")
+    parser.add_argument(
+        "--pue",
+        metavar="X",
+        type=float,
+        default=1.0,
+        help="data-centre power usage effectiveness multiplying energy (default: 1.0 = device only)",
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        metavar="OUT",
+        default=None,
+        help="write one row per job here (.csv or .parquet), e.g. results/estimate.csv",
+    )
+    parser.add_argument(
+        "--by-model", metavar="OUT", default=None, help="also write the per-model summary here (.csv or .parquet)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -158,15 +214,23 @@ def run(args: argparse.Namespace) -> int:
         raise PeprInputError(f"--pue must be a number >= 1.0, got {args.pue}")
 
     from pepr import estimate as est
-    from pepr.plan.config import load_config
     from pepr.estimate.jobs import parse_dataset_size
+    from pepr.plan.config import load_config
 
     dataset_sizes = dict(parse_dataset_size(text) for text in args.dataset_size)
 
     settings = est.EstimateSettings(
-        models=tuple(args.models) if args.models else None, max_models=args.max_models, device=args.device,
-        batches=args.batches, warmup=args.warmup, min_seconds=args.min_seconds, threads=args.threads,
-        power_w=args.power_w, country=args.country, job_overhead_s=args.job_overhead_s, pue=args.pue,
+        models=tuple(args.models) if args.models else None,
+        max_models=args.max_models,
+        device=args.device,
+        batches=args.batches,
+        warmup=args.warmup,
+        min_seconds=args.min_seconds,
+        threads=args.threads,
+        power_w=args.power_w,
+        country=args.country,
+        job_overhead_s=args.job_overhead_s,
+        pue=args.pue,
         dataset_sizes=tuple(dataset_sizes.items()),
     )
     config = load_config(args.configfile)
@@ -174,14 +238,19 @@ def run(args: argparse.Namespace) -> int:
     # (one with a Snakefile or a .snakemake/): elsewhere nothing is written into the folder.
     in_workflow = Path("Snakefile").is_file() or Path(".snakemake").is_dir()
     result = est.run_estimate(
-        config, args.schema or default_schema(), settings, source=", ".join(args.configfile),
+        config,
+        args.schema or default_schema(),
+        settings,
+        source=", ".join(args.configfile),
         cache_dir=Path(".snakemake") / "pepr" if in_workflow else None,
         progress=lambda line: print(f"pepr estimate: {line}", file=sys.stderr, flush=True),
     )
     print(result.report, flush=True)
     failures = []
-    for table, path, what in ((result.table, args.output, f"{len(result.table)} job rows"),
-                              (result.by_model, args.by_model, "the per-model summary")):
+    for table, path, what in (
+        (result.table, args.output, f"{len(result.table)} job rows"),
+        (result.by_model, args.by_model, "the per-model summary"),
+    ):
         if path is not None:
             failure = _write_keeping_calibration(table, path)
             if failure:

@@ -43,28 +43,62 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``pepr replay``'s arguments."""
     from pepr.cli.args import positive_int
 
-    parser.add_argument("histories", metavar="HISTORIES", help="per-epoch table, .csv or .parquet (one row per run and epoch)")
+    parser.add_argument(
+        "histories", metavar="HISTORIES", help="per-epoch table, .csv or .parquet (one row per run and epoch)"
+    )
     parser.add_argument("--out", metavar="DIR", required=True, help="folder to write replay.csv into")
-    parser.add_argument("--by", metavar="COL", action="append", default=[],
-                        help="group column (repeatable); default: those of dataset, init, fraction present "
-                        "(none: the whole table is one group)")
+    parser.add_argument(
+        "--by",
+        metavar="COL",
+        action="append",
+        default=[],
+        help="group column (repeatable); default: those of dataset, init, fraction present "
+        "(none: the whole table is one group)",
+    )
     parser.add_argument("--model", metavar="COL", default="model", help="model column (default: model)")
-    parser.add_argument("--seed", metavar="COL", default=None,
-                        help="seed column (default: seed when present; without one, each model has one run per group)")
+    parser.add_argument(
+        "--seed",
+        metavar="COL",
+        default=None,
+        help="seed column (default: seed when present; without one, each model has one run per group)",
+    )
     parser.add_argument("--epoch", metavar="COL", default="epoch", help="epoch column, 1-based (default: epoch)")
-    parser.add_argument("--select-by", metavar="COL", default="val_accuracy",
-                        help="metric the policy selects by at a rung, in [0, 1] (default: val_accuracy)")
-    parser.add_argument("--performance", metavar="COL", default="test_accuracy",
-                        help="performance the full sweep is scored by at its final epoch, in [0, 1] (default: test_accuracy)")
-    parser.add_argument("--resource", metavar="COL", default="cumulative_energy_kwh",
-                        help="cumulative resource column (default: cumulative_energy_kwh); a column naming "
-                        "memory is read as a peak and not scaled")
-    parser.add_argument("--rungs", metavar="E1,E2", type=_rungs, default=(1, 3),
-                        help="epochs at which candidates are compared, each below the final epoch (default: 1,3)")
-    parser.add_argument("--keep", metavar="F", type=float, default=0.34,
-                        help="fraction of candidates kept at each rung, in (0, 1] (default: 0.34)")
-    parser.add_argument("--min-keep", metavar="N", type=positive_int, default=2,
-                        help="never fewer candidates than this (default: 2)")
+    parser.add_argument(
+        "--select-by",
+        metavar="COL",
+        default="val_accuracy",
+        help="metric the policy selects by at a rung, in [0, 1] (default: val_accuracy)",
+    )
+    parser.add_argument(
+        "--performance",
+        metavar="COL",
+        default="test_accuracy",
+        help="performance the full sweep is scored by at its final epoch, in [0, 1] (default: test_accuracy)",
+    )
+    parser.add_argument(
+        "--resource",
+        metavar="COL",
+        default="cumulative_energy_kwh",
+        help="cumulative resource column (default: cumulative_energy_kwh); a column naming "
+        "memory is read as a peak and not scaled",
+    )
+    parser.add_argument(
+        "--rungs",
+        metavar="E1,E2",
+        type=_rungs,
+        default=(1, 3),
+        help="epochs at which candidates are compared, each below the final epoch (default: 1,3)",
+    )
+    parser.add_argument(
+        "--keep",
+        metavar="F",
+        type=float,
+        default=0.34,
+        help="fraction of candidates kept at each rung, in (0, 1] (default: 0.34)",
+    )
+    parser.add_argument(
+        "--min-keep", metavar="N", type=positive_int, default=2, help="never fewer candidates than this (default: 2)"
+    )
 
 
 def _check_out(out: str) -> None:
@@ -102,16 +136,29 @@ def run(args: argparse.Namespace) -> int:
     out = os.path.join(args.out, "replay.csv")
     _check_out(args.out)
     policy = Policy(rungs=tuple(args.rungs), keep=args.keep, min_keep=args.min_keep)
-    table, cols = prepare_histories(read_table(args.histories), Columns(
-        by=tuple(args.by), model=args.model, seed=args.seed or "seed", epoch=args.epoch, select_by=args.select_by,
-        performance=args.performance, resource=args.resource), policy, seed_given=args.seed is not None,
-        source=f"'{args.histories}'")
+    table, cols = prepare_histories(
+        read_table(args.histories),
+        Columns(
+            by=tuple(args.by),
+            model=args.model,
+            seed=args.seed or "seed",
+            epoch=args.epoch,
+            select_by=args.select_by,
+            performance=args.performance,
+            resource=args.resource,
+        ),
+        policy,
+        seed_given=args.seed is not None,
+        source=f"'{args.histories}'",
+    )
     result = replay(table, policy, cols, peak=is_peak(cols.resource))
     write_table(result, out)
     spent, full = result["spent"].sum(), result["full_spent"].sum()
     same = int((result["best_full"] == result["recommended"]).sum())
-    print(f"pepr replay: {len(result)} group(s); rungs {','.join(map(str, policy.rungs))}, keep {policy.keep:g}, "
-          f"min_keep {policy.min_keep}: spent {spent:.4g} of the full grid's {full:.4g} {cols.resource} "
-          f"(share {spent / full if full else float('nan'):.3f}); recommended the full grid's best in {same} of "
-          f"{len(result)} group(s), largest PePR regret {result['pepr_regret'].max():.4f}; wrote {out}")
+    print(
+        f"pepr replay: {len(result)} group(s); rungs {','.join(map(str, policy.rungs))}, keep {policy.keep:g}, "
+        f"min_keep {policy.min_keep}: spent {spent:.4g} of the full grid's {full:.4g} {cols.resource} "
+        f"(share {spent / full if full else float('nan'):.3f}); recommended the full grid's best in {same} of "
+        f"{len(result)} group(s), largest PePR regret {result['pepr_regret'].max():.4f}; wrote {out}"
+    )
     return 0

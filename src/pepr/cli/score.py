@@ -66,8 +66,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--output",
         metavar="OUT",
         default=None,
-        help="write the scored table here (.csv or .parquet, chosen by extension); "
-        "default: CSV on stdout",
+        help="write the scored table here (.csv or .parquet, chosen by extension); default: CSV on stdout",
     )
 
 
@@ -106,8 +105,8 @@ def _score_ok_rows(table, args: argparse.Namespace):
     Every named column must still exist (checked on the whole table, so a typo is reported even
     when no row is ok), and a table without any ok row is an error rather than an all-empty result.
     """
-    from pepr.results.aggregate import normalise_status, score_runs
     from pepr.errors import PeprInputError
+    from pepr.results.aggregate import normalise_status, score_runs
 
     unknown = [c for c in dict.fromkeys([args.performance, *args.resource, *args.by]) if c not in table.columns]
     if unknown:

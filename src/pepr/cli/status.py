@@ -36,23 +36,45 @@ examples:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Declare ``pepr status``'s arguments."""
     parser.add_argument(
-        "--configfile", metavar="FILE", action="append", default=None,
+        "--configfile",
+        metavar="FILE",
+        action="append",
+        default=None,
         help="the sweep's workflow config, as given to snakemake (default: config/config.yaml); "
         "repeat to merge several",
     )
-    parser.add_argument("--results", metavar="DIR", default="results",
-                        help="the results folder of the sweep (default: results)")
-    parser.add_argument("--snakemake-dir", metavar="DIR", default=".snakemake",
-                        help="Snakemake's state folder of the sweep (default: .snakemake)")
-    parser.add_argument("--estimate", metavar="CSV", default=None,
-                        help="per-job estimate table to compare with (default: RESULTS/estimate.csv when present)")
-    parser.add_argument("--parallel", metavar="N", type=int, default=None,
-                        help="jobs that run at once, for the ETA (default: the jobs running now, at least 1)")
+    parser.add_argument(
+        "--results", metavar="DIR", default="results", help="the results folder of the sweep (default: results)"
+    )
+    parser.add_argument(
+        "--snakemake-dir",
+        metavar="DIR",
+        default=".snakemake",
+        help="Snakemake's state folder of the sweep (default: .snakemake)",
+    )
+    parser.add_argument(
+        "--estimate",
+        metavar="CSV",
+        default=None,
+        help="per-job estimate table to compare with (default: RESULTS/estimate.csv when present)",
+    )
+    parser.add_argument(
+        "--parallel",
+        metavar="N",
+        type=int,
+        default=None,
+        help="jobs that run at once, for the ETA (default: the jobs running now, at least 1)",
+    )
     parser.add_argument("--no-squeue", action="store_true", help="do not ask SLURM's squeue about submitted jobs")
-    parser.add_argument("--max-listed", metavar="N", type=int, default=20,
-                        help="failed and running jobs listed by name (default: 20)")
-    parser.add_argument("-o", "--output", metavar="CSV", default=None, help="also write one row per job to this CSV file")
-    parser.add_argument("--schema", metavar="PATH", default=None, help="the workflow's config schema (default: the checkout's)")
+    parser.add_argument(
+        "--max-listed", metavar="N", type=int, default=20, help="failed and running jobs listed by name (default: 20)"
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="CSV", default=None, help="also write one row per job to this CSV file"
+    )
+    parser.add_argument(
+        "--schema", metavar="PATH", default=None, help="the workflow's config schema (default: the checkout's)"
+    )
 
 
 def sweep_jobs(config: dict, schema: Path) -> list[tuple[str, str, str, str]]:
@@ -82,9 +104,9 @@ def sweep_jobs(config: dict, schema: Path) -> list[tuple[str, str, str, str]]:
 
 def run(args: argparse.Namespace) -> int:
     """Print the sweep's status (and write the per-job table); PeprInputError on bad input."""
-    from pepr.plan.config import load_config
-    from pepr.errors import PeprInputError
     from pepr.cli.estimate import default_schema
+    from pepr.errors import PeprInputError
+    from pepr.plan.config import load_config
     from pepr.results.status import collect_status, format_status, write_status_table
 
     if args.parallel is not None and args.parallel < 1:
@@ -108,8 +130,12 @@ def run(args: argparse.Namespace) -> int:
         raise PeprInputError(f"--estimate '{estimate}' does not exist")
     smk = Path(args.snakemake_dir)
     status = collect_status(
-        jobs, results_dir=results, snakemake_dir=smk, estimate_csv=estimate if estimate.is_file() else None,
-        parallel=args.parallel or 1, use_squeue=not args.no_squeue,
+        jobs,
+        results_dir=results,
+        snakemake_dir=smk,
+        estimate_csv=estimate if estimate.is_file() else None,
+        parallel=args.parallel or 1,
+        use_squeue=not args.no_squeue,
         cache_file=smk / "pepr" / "status-cache.json" if smk.is_dir() else None,
     )
     print(format_status(status, max_listed=args.max_listed), flush=True)

@@ -70,7 +70,9 @@ def run(args: argparse.Namespace) -> int:
     from pepr.train import warm
 
     if getattr(args, "_argv", None):  # an allocation's fork server, when there is one (pepr.train.warm)
-        status = warm.train_through_server(args._argv, lambda message: print(message, file=sys.stderr, flush=True), NOTIFY_FD_VARIABLE)
+        status = warm.train_through_server(
+            args._argv, lambda message: print(message, file=sys.stderr, flush=True), NOTIFY_FD_VARIABLE
+        )
         if status is not None:
             return status
     from pepr.train.run import run_training
@@ -99,7 +101,9 @@ def run(args: argparse.Namespace) -> int:
         note = previous_result_note(cfg.out_dir)
         if note:
             print(f"pepr train: {note}", file=sys.stderr)
-        announce_failure(cfg.out_dir, f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": "))
+        announce_failure(
+            cfg.out_dir, f"crashed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".rstrip(": ")
+        )
         return 1
     if isinstance(record, dict) and str(record.get("status", "ok")).lower() != "ok":
         announce_failure(cfg.out_dir, str(record.get("reason") or "no reason recorded"))
@@ -151,4 +155,6 @@ def previous_result_note(out_dir: Path) -> str | None:
     if not kept:
         return None
     folder = kept[-1].parent  # stamps are UTC times: the last name is the newest
-    return f"the last finished result of this run is kept in {folder}/ (copy its files back into {out_dir}/ to restore it)"
+    return (
+        f"the last finished result of this run is kept in {folder}/ (copy its files back into {out_dir}/ to restore it)"
+    )

@@ -1,2 +1,1 @@
-"""Datasets: the dataset specs pepr accepts (MedMNIST, npz, synthetic, image folders and manifests).
-"""
+"""Datasets: the dataset specs pepr accepts (MedMNIST, npz, synthetic, image folders and manifests)."""

@@ -120,7 +120,13 @@ class DatasetKind:
         return []
 
     def load(
-        self, parsed: DatasetSpec, name: str, data_dir: Path | None, allow_download: bool, workers: int | None, log: Callable | None
+        self,
+        parsed: DatasetSpec,
+        name: str,
+        data_dir: Path | None,
+        allow_download: bool,
+        workers: int | None,
+        log: Callable | None,
     ) -> ImageData:
         """All three splits as arrays; PeprInputError listing every problem."""
         raise NotImplementedError
@@ -139,7 +145,9 @@ class DatasetKind:
         changed file re-validates (the workflow's validation cache)."""
         return []
 
-    def planned_digest(self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]) -> str | None:
+    def planned_digest(
+        self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]
+    ) -> str | None:
         """The content fingerprint planning records for the data a job reads (``file_digest``: the
         digest of a file, cached). Default: the digest of :meth:`file` (None without a file)."""
         path = self.file(parsed, data_dir)
@@ -172,13 +180,23 @@ class DatasetKind:
 
 
 def facts_dict(
-    n_train: int, n_val: int, n_test: int, channels: int, num_classes: int, stored_size: int,
-    train_class_counts: tuple[int, ...] | None, source: str,
+    n_train: int,
+    n_val: int,
+    n_test: int,
+    channels: int,
+    num_classes: int,
+    stored_size: int,
+    train_class_counts: tuple[int, ...] | None,
+    source: str,
 ) -> dict[str, Any]:
     """The dict :meth:`DatasetKind.facts` returns (one spelling of its keys)."""
     return {
-        "n_train": int(n_train), "n_val": int(n_val), "n_test": int(n_test), "channels": int(channels),
-        "num_classes": int(num_classes), "stored_size": int(stored_size),
+        "n_train": int(n_train),
+        "n_val": int(n_val),
+        "n_test": int(n_test),
+        "channels": int(channels),
+        "num_classes": int(num_classes),
+        "stored_size": int(stored_size),
         "train_class_counts": None if train_class_counts is None else tuple(int(c) for c in train_class_counts),
         "source": source,
     }

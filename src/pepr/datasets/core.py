@@ -150,7 +150,9 @@ def _multilabel_subset(labels: np.ndarray, fraction: float, seed: int) -> np.nda
         chosen.append(members[rng.permutation(len(members))[:keep]])
     picked = np.sort(np.concatenate(chosen))
     if len(picked) < 2:
-        raise PeprInputError(f"fraction {fraction} leaves {len(picked)} training image(s) of {len(labels)}; use a larger fraction")
+        raise PeprInputError(
+            f"fraction {fraction} leaves {len(picked)} training image(s) of {len(labels)}; use a larger fraction"
+        )
     return picked
 
 
@@ -175,4 +177,3 @@ def stratified_subset_size(class_counts: np.ndarray | list[int] | tuple[int, ...
     if fraction == 1.0:
         return sum(counts)
     return sum(stratified_keep(count, fraction, cls) for cls, count in enumerate(counts) if count > 0)
-

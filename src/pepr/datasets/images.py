@@ -64,8 +64,15 @@ KINDS = ("folder", "csv")
 #: ``fit``'s default is ``squash`` (resize to NxN, the aspect ratio not kept) because it is what
 #: every earlier conversion did: a default that changed would change finished sweeps' data.
 IMAGE_DEFAULTS: dict[str, Any] = {
-    "val": 0.1, "test": 0.2, "size": None, "channels": None, "seed": 0,
-    "fit": "squash", "window": None, "frame": None, "dedupe": None,
+    "val": 0.1,
+    "test": 0.2,
+    "size": None,
+    "channels": None,
+    "seed": 0,
+    "fit": "squash",
+    "window": None,
+    "frame": None,
+    "dedupe": None,
 }
 #: Options that enter the cache's settings only when given (specs written before they existed
 #: keep their converted file and its name).
@@ -145,7 +152,9 @@ def parse_image_spec(spec: str) -> ImageSpec:
     path_text = ",".join(parts[:split_at]).strip()
     example = "folder:data/xrays" if kind == "folder" else "csv:data/manifest.csv"
     if not path_text:
-        raise PeprInputError(f"dataset spec {spec!r}: give the {'folder' if kind == 'folder' else 'CSV file'} after '{kind}:', e.g. {example}")
+        raise PeprInputError(
+            f"dataset spec {spec!r}: give the {'folder' if kind == 'folder' else 'CSV file'} after '{kind}:', e.g. {example}"
+        )
     if kind == "csv" and not path_text.lower().endswith(".csv"):
         raise PeprInputError(f"dataset spec {spec!r}: the manifest must be a .csv file (columns path,label[,split])")
     explicit: dict[str, Any] = {}
@@ -160,7 +169,9 @@ def parse_image_spec(spec: str) -> ImageSpec:
             raise PeprInputError(f"dataset spec {spec!r}: unknown option {item.strip()!r}; known options: {known}")
     options = {**IMAGE_DEFAULTS, **explicit}
     if options["val"] + options["test"] >= 1.0:
-        raise PeprInputError(f"dataset spec {spec!r}: val={options['val']} + test={options['test']} leave no training images; keep their sum below 1")
+        raise PeprInputError(
+            f"dataset spec {spec!r}: val={options['val']} + test={options['test']} leave no training images; keep their sum below 1"
+        )
     non_default = tuple(sorted((k, v) for k, v in explicit.items() if v != IMAGE_DEFAULTS[k]))
     return ImageSpec(kind=kind, spec=spec, path=Path(path_text).expanduser(), explicit=non_default, **options)
 
@@ -181,7 +192,9 @@ def _option_value(spec: str, key: str, text: str) -> Any:
         except ValueError:
             bounds = None
         if bounds is None or not all(math.isfinite(b) for b in bounds) or bounds[0] >= bounds[1]:
-            raise PeprInputError(f"dataset spec {spec!r}: window={text!r} must be LOW:HIGH with LOW < HIGH, e.g. window=-1000:1040")
+            raise PeprInputError(
+                f"dataset spec {spec!r}: window={text!r} must be LOW:HIGH with LOW < HIGH, e.g. window=-1000:1040"
+            )
         return f"{bounds[0]:g}:{bounds[1]:g}"
     try:
         if key in ("val", "test"):
@@ -191,8 +204,14 @@ def _option_value(spec: str, key: str, text: str) -> Any:
             return value
         value = int(text)
     except ValueError:
-        ranges = {"val": "a ratio in [0, 1)", "test": "a ratio in [0, 1)", "size": "an integer >= 8", "channels": "1 or 3",
-                  "seed": "an integer >= 0", "frame": "a frame index >= 0"}
+        ranges = {
+            "val": "a ratio in [0, 1)",
+            "test": "a ratio in [0, 1)",
+            "size": "an integer >= 8",
+            "channels": "1 or 3",
+            "seed": "an integer >= 0",
+            "frame": "a frame index >= 0",
+        }
         raise PeprInputError(f"dataset spec {spec!r}: {key}={text!r} must be {ranges[key]}") from None
     if key == "size" and not (MIN_SIDE <= value <= MAX_SIDE):
         raise PeprInputError(f"dataset spec {spec!r}: size={value} must be in {MIN_SIDE}..{MAX_SIDE} pixels")
@@ -302,7 +321,9 @@ def _image_files(folder: Path, listing: Listing, exclude: Path | None) -> list[P
     found = []
     for root, dirs, names in os.walk(folder):
         root_path = Path(root)
-        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (exclude is None or (root_path / d).absolute() != exclude))
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and (exclude is None or (root_path / d).absolute() != exclude)
+        )
         for name in sorted(names):
             path = root_path / name
             if _is_hidden(path):
@@ -326,11 +347,15 @@ def _scan_folder(parsed: ImageSpec, exclude: Path | None) -> Listing:
     listing = Listing()
     root = parsed.path
     if not root.is_dir():
-        listing.problems.append(f"{root}: folder not found (folder: paths are relative to the working directory {Path.cwd()})")
+        listing.problems.append(
+            f"{root}: folder not found (folder: paths are relative to the working directory {Path.cwd()})"
+        )
         return listing
     split_dirs = {name: root / name for name in SPLIT_NAMES if (root / name).is_dir()}
     if split_dirs and "train" not in split_dirs:
-        listing.problems.append(f"{root}: has {', '.join(sorted(split_dirs))} folders but no 'train' folder; add {root / 'train'} or put the class folders directly in {root}")
+        listing.problems.append(
+            f"{root}: has {', '.join(sorted(split_dirs))} folders but no 'train' folder; add {root / 'train'} or put the class folders directly in {root}"
+        )
         return listing
     layout = split_dirs if split_dirs else {None: root}
     classes_by_split: dict[Any, list[str]] = {}
@@ -356,7 +381,9 @@ def _scan_folder(parsed: ImageSpec, exclude: Path | None) -> Listing:
                 continue
             files = _image_files(class_dir, listing, exclude)
             if not files:
-                listing.problems.append(f"{class_dir}: empty class folder (no PNG/JPEG/TIFF/BMP/DICOM image); add images or remove the folder")
+                listing.problems.append(
+                    f"{class_dir}: empty class folder (no PNG/JPEG/TIFF/BMP/DICOM image); add images or remove the folder"
+                )
             for path in files:
                 listing.files.append(path)
                 listing.labels.append(index[class_dir.name])
@@ -368,7 +395,9 @@ def _scan_csv(parsed: ImageSpec) -> Listing:
     listing = Listing()
     manifest = parsed.path
     if not manifest.is_file():
-        listing.problems.append(f"{manifest}: CSV file not found (csv: paths are relative to the working directory {Path.cwd()})")
+        listing.problems.append(
+            f"{manifest}: CSV file not found (csv: paths are relative to the working directory {Path.cwd()})"
+        )
         return listing
     listing.stamp_files.append(manifest)
     try:
@@ -376,14 +405,20 @@ def _scan_csv(parsed: ImageSpec) -> Listing:
             rows = list(csv.DictReader(handle))
             columns = [c.strip() for c in (rows[0].keys() if rows else [])]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        listing.problems.append(f"{manifest}: cannot be read as a UTF-8 CSV ({exc}); save it as CSV with a header row path,label[,split]")
+        listing.problems.append(
+            f"{manifest}: cannot be read as a UTF-8 CSV ({exc}); save it as CSV with a header row path,label[,split]"
+        )
         return listing
     rows = [{(k or "").strip(): (v or "").strip() if isinstance(v, str) else v for k, v in row.items()} for row in rows]
     if not rows:
-        listing.problems.append(f"{manifest}: no rows; the manifest needs a header path,label[,split] and one row per image")
+        listing.problems.append(
+            f"{manifest}: no rows; the manifest needs a header path,label[,split] and one row per image"
+        )
         return listing
     if "path" not in columns:
-        listing.problems.append(f"{manifest}: no 'path' column (columns: {', '.join(columns)}); the header must be path,label[,split]")
+        listing.problems.append(
+            f"{manifest}: no 'path' column (columns: {', '.join(columns)}); the header must be path,label[,split]"
+        )
         return listing
     if "label" in columns:
         mode = "label"
@@ -392,7 +427,9 @@ def _scan_csv(parsed: ImageSpec) -> Listing:
     else:
         label_columns = [c for c in columns if c not in ("path", "split")]
         if not label_columns:
-            listing.problems.append(f"{manifest}: no label column; add 'label' (one class per image), 'labels' (';'-separated) or one 0/1 column per label")
+            listing.problems.append(
+                f"{manifest}: no label column; add 'label' (one class per image), 'labels' (';'-separated) or one 0/1 column per label"
+            )
             return listing
         mode = "columns"
     has_split = "split" in columns
@@ -416,15 +453,24 @@ def _scan_csv(parsed: ImageSpec) -> Listing:
             listing.file_problem("special", f"{where}: {special}")
             continue
         if not path.is_file():
-            listing.file_problem("missing", f"{where}: {path} does not exist (paths are relative to {base} or absolute); fix the path or drop the row")
+            listing.file_problem(
+                "missing",
+                f"{where}: {path} does not exist (paths are relative to {base} or absolute); fix the path or drop the row",
+            )
             continue
         resolved = path.resolve()
         if resolved in seen:
             first_line, first_split = seen[resolved]
             if first_split != split and has_split:
-                listing.file_problem("duplicate", f"{path}: in split {first_split} (line {first_line}) and {split} (line {number}); a file may be in one split only")
+                listing.file_problem(
+                    "duplicate",
+                    f"{path}: in split {first_split} (line {first_line}) and {split} (line {number}); a file may be in one split only",
+                )
             else:
-                listing.file_problem("duplicate", f"{path}: listed twice (lines {first_line} and {number}); keep one row (multi-label: use the 'labels' column)")
+                listing.file_problem(
+                    "duplicate",
+                    f"{path}: listed twice (lines {first_line} and {number}); keep one row (multi-label: use the 'labels' column)",
+                )
             continue
         seen[resolved] = (number, split)
         if mode == "label":
@@ -440,7 +486,9 @@ def _scan_csv(parsed: ImageSpec) -> Listing:
             for column in label_columns:
                 text = row.get(column) or ""
                 if text not in ("0", "1"):
-                    listing.problems.append(f"{where}: label column {column!r} holds {text!r}; one-column-per-label manifests take 0 or 1")
+                    listing.problems.append(
+                        f"{where}: label column {column!r} holds {text!r}; one-column-per-label manifests take 0 or 1"
+                    )
                     break
                 values.append(int(text))
             else:
@@ -469,7 +517,9 @@ def _scan_csv(parsed: ImageSpec) -> Listing:
         listing.labels = [index[raw_labels[i]] for i in keep]
     elif mode == "labels":
         listing.multi_label = True
-        train_names = {name for names, split in zip(raw_labels, listing.splits) if split in (None, "train") for name in names}
+        train_names = {
+            name for names, split in zip(raw_labels, listing.splits) if split in (None, "train") for name in names
+        }
         listing.class_names = sorted(train_names)
         index = {name: i for i, name in enumerate(listing.class_names)}
         keep = []
@@ -686,9 +736,17 @@ def read_header(path: Path, data: bytes | None = None) -> Header:
         pydicom = _pydicom()
         try:
             ds = pydicom.dcmread(io.BytesIO(data) if data is not None else str(path), stop_before_pixels=True)
-            return Header(int(ds.Rows), int(ds.Columns), int(getattr(ds, "SamplesPerPixel", 1)), int(getattr(ds, "NumberOfFrames", 1) or 1), "dicom")
+            return Header(
+                int(ds.Rows),
+                int(ds.Columns),
+                int(getattr(ds, "SamplesPerPixel", 1)),
+                int(getattr(ds, "NumberOfFrames", 1) or 1),
+                "dicom",
+            )
         except Exception as exc:  # noqa: BLE001 - any failure on untrusted bytes is "unreadable"
-            raise ImageReadError(f"not a readable DICOM file ({type(exc).__name__}: {exc}); replace or remove it") from None
+            raise ImageReadError(
+                f"not a readable DICOM file ({type(exc).__name__}: {exc}); replace or remove it"
+            ) from None
     from PIL import Image
 
     try:
@@ -697,9 +755,13 @@ def read_header(path: Path, data: bytes | None = None) -> Header:
             mode = image.mode
             depth = "16-bit" if mode.startswith("I;16") or mode == "I" else "float" if mode == "F" else "8-bit"
             frames = int(getattr(image, "n_frames", 1) or 1)
-            return Header(height, width, _mode_channels(mode), frames, depth, _png_sbit(data) if data is not None else None)
+            return Header(
+                height, width, _mode_channels(mode), frames, depth, _png_sbit(data) if data is not None else None
+            )
     except Exception as exc:  # noqa: BLE001
-        raise ImageReadError(f"not a readable image ({type(exc).__name__}: {exc}); the file is damaged or not an image, replace or remove it") from None
+        raise ImageReadError(
+            f"not a readable image ({type(exc).__name__}: {exc}); the file is damaged or not an image, replace or remove it"
+        ) from None
 
 
 def _png_sbit(data: bytes) -> int | None:
@@ -752,7 +814,9 @@ def _dicom_pixels(path: Any, window: tuple[float, float] | None = None, frame: i
         raise ImageReadError(f"DICOM pixel data cannot be decoded ({type(exc).__name__}: {exc})") from None
     if int(getattr(ds, "NumberOfFrames", 1) or 1) > 1:
         if frame is None:
-            raise ImageReadError(f"is a multi-frame DICOM ({ds.NumberOfFrames} frames); add frame=K to the spec or export one 2D image per file")
+            raise ImageReadError(
+                f"is a multi-frame DICOM ({ds.NumberOfFrames} frames); add frame=K to the spec or export one 2D image per file"
+            )
         raw = raw[frame]
     if int(getattr(ds, "SamplesPerPixel", 1)) == 3:
         if raw.dtype != np.uint8:
@@ -766,7 +830,9 @@ def _dicom_pixels(path: Any, window: tuple[float, float] | None = None, frame: i
         # DICOM PS3.3 C.11.2.1.2.1 linear window, output 0..255
         low = center - 0.5 - (width - 1) / 2
         high = center - 0.5 + (width - 1) / 2
-        scaled = np.where(values <= low, 0.0, np.where(values > high, 255.0, ((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0))
+        scaled = np.where(
+            values <= low, 0.0, np.where(values > high, 255.0, ((values - (center - 0.5)) / (width - 1) + 0.5) * 255.0)
+        )
     else:
         lo, hi = float(values.min()), float(values.max())
         scaled = (values - lo) / (hi - lo) * 255.0 if hi > lo else np.zeros_like(values)
@@ -806,7 +872,9 @@ def _window(values: np.ndarray, value_range: tuple[float, float]) -> np.ndarray:
     return np.clip((values - low) / (high - low) * 255.0, 0.0, 255.0)
 
 
-def read_image(path: Path, channels: int, size: int | None, data: bytes | None = None, mapping: PixelMapping = PixelMapping()) -> np.ndarray:
+def read_image(
+    path: Path, channels: int, size: int | None, data: bytes | None = None, mapping: PixelMapping = PixelMapping()
+) -> np.ndarray:
     """Decode one image to uint8 (size, size, channels) (``size`` None: kept as stored), converted
     to ``channels``, its values mapped as ``mapping`` says and resized with antialiasing (fitted
     as ``mapping.fit`` says) when its size differs. ``data``: the file's bytes when already read."""
@@ -827,7 +895,9 @@ def read_image(path: Path, channels: int, size: int | None, data: bytes | None =
                 image = opened
                 mode = image.mode
                 high_depth = mode.startswith("I;16") or mode in ("I", "F")
-                if mapping.value_range is not None and (high_depth or (mapping.window and mode in ("L", "1", "LA", "La"))):
+                if mapping.value_range is not None and (
+                    high_depth or (mapping.window and mode in ("L", "1", "LA", "La"))
+                ):
                     grey = image if high_depth else image.convert("L")
                     array = np.asarray(grey, dtype=np.float64)
                     image = Image.fromarray(np.round(_window(array, mapping.value_range)).astype(np.uint8))
@@ -847,7 +917,9 @@ def read_image(path: Path, channels: int, size: int | None, data: bytes | None =
         except ImageReadError:
             raise
         except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, SyntaxError, ValueError... on bad bytes
-            raise ImageReadError(f"cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged or truncated, replace or remove it") from None
+            raise ImageReadError(
+                f"cannot be decoded ({type(exc).__name__}: {exc}); the file is damaged or truncated, replace or remove it"
+            ) from None
     if channels == 1 and image.mode != "L":
         image = image.convert("L")
     elif channels == 3 and image.mode != "RGB":
@@ -877,7 +949,9 @@ def _fit(image: Any, size: int, fit: str) -> Any:
     return resized.crop((left, top, left + size, top + size))
 
 
-def _read_chunk(paths: Sequence[str], channels: int, size: int, mapping: PixelMapping) -> tuple[np.ndarray, list[str | None]]:
+def _read_chunk(
+    paths: Sequence[str], channels: int, size: int, mapping: PixelMapping
+) -> tuple[np.ndarray, list[str | None]]:
     """Worker: decode a chunk of files -> (uint8 (n, size, size, channels), error or None per file)."""
     out = np.zeros((len(paths), size, size, channels), dtype=np.uint8)
     errors: list[str | None] = []
@@ -942,7 +1016,9 @@ def _pool(workers: int):
     import sys
 
     method = "spawn" if "torch" in sys.modules or "fork" not in multiprocessing.get_all_start_methods() else "fork"
-    with concurrent.futures.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method)) as pool:
+    with concurrent.futures.ProcessPoolExecutor(
+        max_workers=workers, mp_context=multiprocessing.get_context(method)
+    ) as pool:
         yield pool
 
 
@@ -989,7 +1065,9 @@ def _assign_splits(listing: Listing, parsed: ImageSpec) -> list[str]:
         carve = [i for i in range(len(splits))]
         val_ratio, test_ratio = parsed.val, parsed.test
     else:
-        carve = [i for i, s in enumerate(splits) if s == "train"] if ("val" not in present or "test" not in present) else []
+        carve = (
+            [i for i, s in enumerate(splits) if s == "train"] if ("val" not in present or "test" not in present) else []
+        )
         val_ratio = parsed.val if "val" not in present else 0.0
         test_ratio = parsed.test if "test" not in present else 0.0
         for i, s in enumerate(splits):
@@ -1077,7 +1155,9 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
                 continue
             height, width = header.height, header.width
             if min(height, width) < MIN_SIDE:
-                file_problems.setdefault("small", []).append(f"{listing.files[i]}: {width}x{height} px is under {MIN_SIDE} px; remove it or use larger crops")
+                file_problems.setdefault("small", []).append(
+                    f"{listing.files[i]}: {width}x{height} px is under {MIN_SIDE} px; remove it or use larger crops"
+                )
                 continue
             if max(height, width) > MAX_SIDE and parsed.size is None:
                 file_problems.setdefault("large", []).append(f"{listing.files[i]}: {width}x{height} px")
@@ -1086,7 +1166,9 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
                 file_problems.setdefault("frames", []).append(f"{listing.files[i]}: {header.frames} frames")
                 continue
             if parsed.frame is not None and parsed.frame >= header.frames:
-                file_problems.setdefault("frames", []).append(f"{listing.files[i]}: has {header.frames} frame(s), no frame {parsed.frame}")
+                file_problems.setdefault("frames", []).append(
+                    f"{listing.files[i]}: has {header.frames} frame(s), no frame {parsed.frame}"
+                )
                 continue
             shapes[i] = header
         _duplicates(checked, file_problems)
@@ -1097,7 +1179,11 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
             by_channels = collections.Counter(shape.channels for shape in shapes.values())
             if len(by_channels) > 1:
                 minority = min(by_channels, key=lambda c: (by_channels[c], c))
-                entries = [f"{listing.files[i]}: {'grey' if s.channels == 1 else 'colour'}" for i, s in shapes.items() if s.channels == minority]
+                entries = [
+                    f"{listing.files[i]}: {'grey' if s.channels == 1 else 'colour'}"
+                    for i, s in shapes.items()
+                    if s.channels == minority
+                ]
                 problems.append(
                     f"{parsed.path}: mixed channels: {by_channels[1]} grey and {by_channels[3]} colour images; add channels=1 or channels=3 "
                     f"to the spec (e.g. {parsed.kind}:{parsed.path},channels=1) to convert them all. The {by_channels[minority]} "
@@ -1125,7 +1211,18 @@ def check(spec: str, data_dir: Path | None, workers: int = 1, decode: bool = Tru
             checked.mapping, checked.intensity = _decide_mapping(parsed, shapes, texts, pool, workers)
         if decode:
             ok = sorted(set(shapes) - set(checked.dropped))
-            for part, (_, errors) in zip(_chunks_of(ok), _ordered(pool, _read_chunk, [[texts[i] for i in part] for part in _chunks_of(ok)], channels or 1, size or 8, checked.mapping, ahead=2 * workers)):
+            for part, (_, errors) in zip(
+                _chunks_of(ok),
+                _ordered(
+                    pool,
+                    _read_chunk,
+                    [[texts[i] for i in part] for part in _chunks_of(ok)],
+                    channels or 1,
+                    size or 8,
+                    checked.mapping,
+                    ahead=2 * workers,
+                ),
+            ):
                 for j, i in enumerate(part):
                     if errors[j] is not None:
                         file_problems.setdefault("unreadable", []).append(f"{listing.files[i]}: {errors[j]}")
@@ -1137,7 +1234,9 @@ def _chunks_of(items: Sequence[Any]) -> list[Sequence[Any]]:
     return [items[i : i + CHUNK] for i in range(0, len(items), CHUNK)]
 
 
-def _decide_mapping(parsed: ImageSpec, shapes: dict[int, Header], texts: list[str], pool, workers: int) -> tuple[PixelMapping, dict[str, Any]]:
+def _decide_mapping(
+    parsed: ImageSpec, shapes: dict[int, Header], texts: list[str], pool, workers: int
+) -> tuple[PixelMapping, dict[str, Any]]:
     """The dataset's value mapping and what the record says of it: ``window=`` when given;
     otherwise 16-bit/float images map the range their data uses (the sBIT bits all of them
     declare, else the dataset's min..max: one range for all, so their relative brightness
@@ -1157,9 +1256,16 @@ def _decide_mapping(parsed: ImageSpec, shapes: dict[int, Header], texts: list[st
     if len(sbits) == 1 and None not in sbits and all(shapes[i].depth == "16-bit" for i in deep):
         (bits,) = sbits
         value_range = (0.0, float(2**bits - 1))
-        intensity.update(source_range=list(value_range), mapping=f"PNG sBIT: {bits} significant bits, 0..{2**bits - 1} onto 0..255")
+        intensity.update(
+            source_range=list(value_range), mapping=f"PNG sBIT: {bits} significant bits, 0..{2**bits - 1} onto 0..255"
+        )
         return PixelMapping(value_range, False, **base), intensity
-    ranges = [r for part in _ordered(pool, _range_chunk, _chunks_of([texts[i] for i in deep]), parsed.frame, ahead=2 * workers) for r in part if r]
+    ranges = [
+        r
+        for part in _ordered(pool, _range_chunk, _chunks_of([texts[i] for i in deep]), parsed.frame, ahead=2 * workers)
+        for r in part
+        if r
+    ]
     low = min((r[0] for r in ranges), default=0.0)
     high = max((r[1] for r in ranges), default=255.0)
     high = high if high > low else low + 1.0
@@ -1197,21 +1303,23 @@ def _split_problems(listing: Listing, splits: list[str], parsed: ImageSpec, prob
     for split in SPLIT_NAMES:
         members = [i for i, s in enumerate(splits) if s == split]
         if not members:
-            hint = (
-                f"raise {split}= in the spec or add images" if split != "train" else "lower val= and test="
-            )
+            hint = f"raise {split}= in the spec or add images" if split != "train" else "lower val= and test="
             problems.append(f"{parsed.path}: the {split} split is empty ({len(splits)} images in all); {hint}")
             continue
         if split == "train" and listing.multi_label:
             positives = np.asarray([listing.labels[i] for i in members]).sum(axis=0) if members else []
             absent = [listing.class_names[c] for c in range(len(positives)) if positives[c] == 0]
             if absent:
-                problems.append(f"{parsed.path}: labels {', '.join(absent)} are never positive in the train split; add such images or drop the label")
+                problems.append(
+                    f"{parsed.path}: labels {', '.join(absent)} are never positive in the train split; add such images or drop the label"
+                )
         if split == "train" and not listing.multi_label:
             counts = collections.Counter(listing.labels[i] for i in members)
             absent = [listing.class_names[c] for c in range(n_classes) if counts[c] == 0]
             if absent and not listing.problems:  # an empty class folder is reported already
-                problems.append(f"{parsed.path}: classes {', '.join(absent)} have no training image; add some or drop the class")
+                problems.append(
+                    f"{parsed.path}: classes {', '.join(absent)} have no training image; add some or drop the class"
+                )
 
 
 def _duplicates(checked: Checked, file_problems: dict[str, list[str]]) -> None:
@@ -1244,7 +1352,10 @@ def duplicate_lines(checked: Checked, limit: int = MAX_LISTED) -> list[str]:
         f"(training goes on{'; dedupe=drop-train dropped ' + str(len(checked.dropped)) + ' train-side copies' if checked.dropped else '; add dedupe=drop-train to drop the train-side copies'}):"
     ]
     for members in checked.duplicates[:limit]:
-        lines.append("  " + ", ".join(f"{listing.files[i]} ({splits[i]}, {_label_text(listing.labels[i], names)})" for i in members))
+        lines.append(
+            "  "
+            + ", ".join(f"{listing.files[i]} ({splits[i]}, {_label_text(listing.labels[i], names)})" for i in members)
+        )
     if len(checked.duplicates) > limit:
         lines.append(f"  ... and {len(checked.duplicates) - limit} more groups")
     return lines
@@ -1257,7 +1368,9 @@ def _label_text(label: Any, names: list[str]) -> str:
 
 
 def _format(spec: str, problems: list[str]) -> str:
-    return f"dataset {spec!r} has problems; nothing was converted or trained:\n" + "\n".join(f"  - {p}" if not p.startswith("  ") else f"  {p}" for p in problems)
+    return f"dataset {spec!r} has problems; nothing was converted or trained:\n" + "\n".join(
+        f"  - {p}" if not p.startswith("  ") else f"  {p}" for p in problems
+    )
 
 
 def spec_problems(spec: str, data_dir: Path | None, workers: int | None = None) -> list[str]:
@@ -1341,7 +1454,9 @@ def prepare_problems(spec: str, data_dir: Path | None, workers: int | None = Non
     return group_problems(spec.strip(), problems)
 
 
-def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=None, by_workflow: bool = False) -> tuple[Path, list[str]]:
+def convert(
+    spec: str, data_dir: Path | None, workers: int | None = None, log=None, by_workflow: bool = False
+) -> tuple[Path, list[str]]:
     """The conversion behind :func:`prepare`: ``(cache path, problem lines)``; nothing is written
     when there are problems (and no lock file is left), temp files of killed conversions are
     removed first. The images are decoded a chunk at a time straight into the npz being
@@ -1367,14 +1482,18 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
             "source_digest": _source_digest(parsed, listing, checked.hashes),
             "converted_by": "workflow" if by_workflow else "pepr train",
             "settings": parsed.settings(),
-            "task": "multi-label" if listing.multi_label else ("binary-class" if len(listing.class_names) == 2 else "multi-class"),
+            "task": "multi-label"
+            if listing.multi_label
+            else ("binary-class" if len(listing.class_names) == 2 else "multi-class"),
             "class_names": listing.class_names,
             "label_order": {str(i): name for i, name in enumerate(listing.class_names)},
             "counts": {split: len(checked.members(split)) for split in SPLIT_NAMES},
             "class_counts": _class_counts(listing, checked.splits, checked.dropped),
             "size": checked.size,
             "channels": checked.channels,
-            "split_from": "listed" if all(s is not None for s in listing.splits) else f"seeded stratified split val={parsed.val:g}, test={parsed.test:g}, seed={parsed.seed}",
+            "split_from": "listed"
+            if all(s is not None for s in listing.splits)
+            else f"seeded stratified split val={parsed.val:g}, test={parsed.test:g}, seed={parsed.seed}",
             "source": str(parsed.path.absolute()),
             "n_files": len(listing.files),
             "ignored_files": listing.ignored,
@@ -1383,11 +1502,26 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
             # identical content in two splits or classes: each group as [file, split, class] rows
             "duplicates": {
                 "count": len(checked.duplicates),
-                "groups": [[[_relative(listing.files[i], source), checked.splits[i], _label_text(listing.labels[i], listing.class_names)] for i in members] for members in checked.duplicates],
+                "groups": [
+                    [
+                        [
+                            _relative(listing.files[i], source),
+                            checked.splits[i],
+                            _label_text(listing.labels[i], listing.class_names),
+                        ]
+                        for i in members
+                    ]
+                    for members in checked.duplicates
+                ],
             },
-            "dedupe": {"option": parsed.dedupe, "dropped": [_relative(listing.files[i], source) for i in checked.dropped]},
+            "dedupe": {
+                "option": parsed.dedupe,
+                "dropped": [_relative(listing.files[i], source) for i in checked.dropped],
+            },
             # row order of each split's arrays: which file each image came from
-            "files": {split: [_relative(listing.files[i], source) for i in checked.members(split)] for split in SPLIT_NAMES},
+            "files": {
+                split: [_relative(listing.files[i], source) for i in checked.members(split)] for split in SPLIT_NAMES
+            },
         }
         from pepr.results.runs import atomic_write_json
 
@@ -1395,8 +1529,10 @@ def convert(spec: str, data_dir: Path | None, workers: int | None = None, log=No
         if log is not None:
             for line in duplicate_lines(checked):
                 log(line)
-            log(f"converted {len(listing.files) - len(checked.dropped)} images of {spec} into {target} ({checked.size} px, "
-                f"{checked.channels} channel(s), {checked.intensity.get('mapping')})")
+            log(
+                f"converted {len(listing.files) - len(checked.dropped)} images of {spec} into {target} ({checked.size} px, "
+                f"{checked.channels} channel(s), {checked.intensity.get('mapping')})"
+            )
         return target, []
 
 
@@ -1412,17 +1548,37 @@ def _write_streaming(target: Path, checked: Checked, workers: int) -> list[str]:
     failed: list[str] = []
     tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
     try:
-        with _pool(max(1, min(workers, len(texts) // 64 or 1))) as pool, zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive:
+        with (
+            _pool(max(1, min(workers, len(texts) // 64 or 1))) as pool,
+            zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as archive,
+        ):
             for split in SPLIT_NAMES:
                 members = checked.members(split)
                 shape = (len(members), size, size) if channels == 1 else (len(members), size, size, channels)
                 info = zipfile.ZipInfo(f"{split}_images.npy", date_time=(1980, 1, 1, 0, 0, 0))
                 with archive.open(info, "w", force_zip64=True) as handle:
-                    np.lib.format.write_array_header_1_0(handle, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False, "shape": shape})
+                    np.lib.format.write_array_header_1_0(
+                        handle,
+                        {
+                            "descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)),
+                            "fortran_order": False,
+                            "shape": shape,
+                        },
+                    )
                     parts = _chunks_of(members)
-                    results = _ordered(pool, _read_chunk, [[texts[i] for i in part] for part in parts], channels, size, checked.mapping, ahead=2 * workers)
+                    results = _ordered(
+                        pool,
+                        _read_chunk,
+                        [[texts[i] for i in part] for part in parts],
+                        channels,
+                        size,
+                        checked.mapping,
+                        ahead=2 * workers,
+                    )
                     for part, (pixels, errors) in zip(parts, results):
-                        failed += [f"{listing.files[i]}: {errors[j]}" for j, i in enumerate(part) if errors[j] is not None]
+                        failed += [
+                            f"{listing.files[i]}: {errors[j]}" for j, i in enumerate(part) if errors[j] is not None
+                        ]
                         handle.write(np.ascontiguousarray(pixels[..., 0] if channels == 1 else pixels).tobytes())
                 labels = np.asarray([listing.labels[i] for i in members], dtype=np.int64).reshape(len(members), -1)
                 info = zipfile.ZipInfo(f"{split}_labels.npy", date_time=(1980, 1, 1, 0, 0, 0))
@@ -1507,8 +1663,14 @@ def dataset_facts(spec: str, data_dir: Path | None) -> dict[str, Any]:
         listing = checked.listing
         counts = {split: len(checked.members(split)) for split in SPLIT_NAMES}
         class_counts = _class_counts(listing, checked.splits, checked.dropped)
-        record = {"counts": counts, "class_counts": class_counts, "channels": checked.channels, "size": checked.size,
-                  "class_names": listing.class_names, "task": "multi-label" if listing.multi_label else "single-label"}
+        record = {
+            "counts": counts,
+            "class_counts": class_counts,
+            "channels": checked.channels,
+            "size": checked.size,
+            "class_names": listing.class_names,
+            "task": "multi-label" if listing.multi_label else "single-label",
+        }
     train_counts = record["class_counts"]["train"]
     return {
         "counts": record["counts"],
@@ -1516,7 +1678,9 @@ def dataset_facts(spec: str, data_dir: Path | None) -> dict[str, Any]:
         "size": int(record["size"]),
         "num_classes": len(record["class_names"]),
         # a multi-label fraction is stratified by first positive label, not by these counts
-        "train_class_counts": None if record["task"] == "multi-label" else tuple(int(train_counts[n]) for n in record["class_names"]),
+        "train_class_counts": None
+        if record["task"] == "multi-label"
+        else tuple(int(train_counts[n]) for n in record["class_names"]),
     }
 
 
@@ -1556,7 +1720,13 @@ class ImageKind(DatasetKind):
         return spec_problems(parsed.spec, data_dir)
 
     def load(
-        self, parsed: DatasetSpec, name: str, data_dir: Path | None, allow_download: bool, workers: int | None, log: Callable | None
+        self,
+        parsed: DatasetSpec,
+        name: str,
+        data_dir: Path | None,
+        allow_download: bool,
+        workers: int | None,
+        log: Callable | None,
     ) -> ImageData:
         import dataclasses
 
@@ -1570,9 +1740,11 @@ class ImageKind(DatasetKind):
         duplicates = info.get("duplicates") or {}
         if duplicates.get("count") and log is not None:  # said at every training on this data, not only at conversion
             dropped = (info.get("dedupe") or {}).get("dropped") or []
-            log(f"warning: {spec}: {duplicates['count']} group(s) of identical images in more than one split or class "
+            log(
+                f"warning: {spec}: {duplicates['count']} group(s) of identical images in more than one split or class "
                 f"({'dedupe=drop-train dropped ' + str(len(dropped)) + ' train-side copies' if dropped else 'kept; dedupe=drop-train drops the train-side copies'}); "
-                f"they are listed in {path.with_suffix('.json')} and in this run's dataset_info")
+                f"they are listed in {path.with_suffix('.json')} and in this run's dataset_info"
+            )
         class_names = tuple(info.get("class_names") or loaded.class_names)
         details = {
             "class_names": list(class_names),
@@ -1596,18 +1768,28 @@ class ImageKind(DatasetKind):
             details=details,
         )
 
-    def facts(self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None) -> dict[str, Any]:
+    def facts(
+        self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None
+    ) -> dict[str, Any]:
         facts = dataset_facts(parsed.spec, data_dir)
         counts = facts["counts"]
         return facts_dict(
-            counts["train"], counts["val"], counts["test"], facts["channels"], facts["num_classes"], facts["size"],
-            facts["train_class_counts"], f"images listed from {parsed.path}",
+            counts["train"],
+            counts["val"],
+            counts["test"],
+            facts["channels"],
+            facts["num_classes"],
+            facts["size"],
+            facts["train_class_counts"],
+            f"images listed from {parsed.path}",
         )
 
     def stamps(self, parsed: DatasetSpec, data_dir: Path | None) -> list[Any]:
         return [fingerprint(parsed.spec, data_dir)]
 
-    def planned_digest(self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]) -> str | None:
+    def planned_digest(
+        self, parsed: DatasetSpec, data_dir: Path | None, file_digest: Callable[[str], str | None]
+    ) -> str | None:
         return planned_digest(parsed.spec, data_dir, file_digest)
 
     def source_changed(self, parsed: DatasetSpec, data_dir: Path | None) -> bool:

@@ -31,7 +31,6 @@ def medmnist_info(flag: str) -> dict:
     return info[flag]
 
 
-
 def _parse_medmnist(spec: str) -> DatasetSpec:
     flag, sep, size_text = spec.partition("@")
     flag = flag.strip().lower()
@@ -64,7 +63,6 @@ def _parse_medmnist(spec: str) -> DatasetSpec:
 def medmnist_filename(flag: str, size: int) -> str:
     """MedMNIST's own file name for a flag at a size (``pneumoniamnist.npz``, ``pneumoniamnist_64.npz``)."""
     return f"{flag}.npz" if size == 28 else f"{flag}_{size}.npz"
-
 
 
 def medmnist_file(spec: DatasetSpec, data_dir: Path | None) -> Path:
@@ -103,7 +101,9 @@ def _download_medmnist(spec: DatasetSpec, data_dir: Path | None) -> None:
             f"({str(exc).strip().splitlines()[0]}); {download_hint(spec, data_dir)}"
         ) from exc
     if not path.exists():
-        raise PeprInputError(f"dataset {spec.spec!r}: the download did not produce {path}; {download_hint(spec, data_dir)}")
+        raise PeprInputError(
+            f"dataset {spec.spec!r}: the download did not produce {path}; {download_hint(spec, data_dir)}"
+        )
 
 
 class MedmnistKind(DatasetKind):
@@ -139,7 +139,13 @@ class MedmnistKind(DatasetKind):
         return [f"dataset {parsed.spec!r}: {problem}" for problem in problems]
 
     def load(
-        self, parsed: DatasetSpec, name: str, data_dir: Path | None, allow_download: bool, workers: int | None, log: Callable | None
+        self,
+        parsed: DatasetSpec,
+        name: str,
+        data_dir: Path | None,
+        allow_download: bool,
+        workers: int | None,
+        log: Callable | None,
     ) -> ImageData:
         path = medmnist_file(parsed, data_dir)
         if not path.exists() and allow_download:
@@ -149,11 +155,17 @@ class MedmnistKind(DatasetKind):
         class_names = tuple(info["label"][str(i)] for i in range(len(info["label"])))
         description = f"MedMNIST {parsed.flag} ({info['task']}) at {parsed.size} px from {path}"
         return ImageData(
-            name=name, num_classes=len(class_names), class_names=class_names, description=description,
-            multi_label=arrays["train_y"].ndim == 2, **arrays,
+            name=name,
+            num_classes=len(class_names),
+            class_names=class_names,
+            description=description,
+            multi_label=arrays["train_y"].ndim == 2,
+            **arrays,
         )
 
-    def facts(self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None) -> dict[str, Any]:
+    def facts(
+        self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None
+    ) -> dict[str, Any]:
         path = medmnist_file(parsed, data_dir)
         info = medmnist_info(parsed.flag)
         if not path.exists():
@@ -161,7 +173,13 @@ class MedmnistKind(DatasetKind):
                 return given_facts(path, given, int(parsed.size), int(info["n_channels"]), len(info["label"]))
             sizes = info["n_samples"]
             return facts_dict(
-                sizes["train"], sizes["val"], sizes["test"], info["n_channels"], len(info["label"]), parsed.size, None,
+                sizes["train"],
+                sizes["val"],
+                sizes["test"],
+                info["n_channels"],
+                len(info["label"]),
+                parsed.size,
+                None,
                 f"MedMNIST's published split sizes ({path} not present yet)",
             )
         return label_facts(path, self.problems(parsed, data_dir, False), len(info["label"]))

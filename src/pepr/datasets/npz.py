@@ -72,9 +72,7 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
     needed = [f"{split}_{what}" for split in SPLITS for what in ("images", "labels")]
     missing = [key for key in needed if key not in headers]
     if missing:
-        problems.append(
-            f"{where}: missing arrays {', '.join(missing)} (the MedMNIST layout needs {', '.join(needed)})"
-        )
+        problems.append(f"{where}: missing arrays {', '.join(missing)} (the MedMNIST layout needs {', '.join(needed)})")
     image_geometry: set[tuple[int, ...]] = set()
     for split in SPLITS:
         key = f"{split}_images"
@@ -113,7 +111,9 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
             problems.append(f"{where}: images have {geometry[2]} channels; this dataset has {expected_channels}")
     if problems:
         return problems
-    label_widths = {headers[f"{split}_labels"][0][1] if len(headers[f"{split}_labels"][0]) == 2 else 1 for split in SPLITS}
+    label_widths = {
+        headers[f"{split}_labels"][0][1] if len(headers[f"{split}_labels"][0]) == 2 else 1 for split in SPLITS
+    }
     if len(label_widths) > 1:
         return [
             f"{where}: the splits' label arrays have different widths {sorted(label_widths)}; single-label files hold "
@@ -147,7 +147,9 @@ def npz_problems(path: Path, expected_classes: int | None = None, expected_chann
     if not problems:
         absent = sorted(set(range(n_classes)) - set(np.unique(labels["train"]).tolist()))
         if absent:
-            problems.append(f"{where}: classes {absent} have no sample in train_labels (labels must be 0..K-1 with every class in train)")
+            problems.append(
+                f"{where}: classes {absent} have no sample in train_labels (labels must be 0..K-1 with every class in train)"
+            )
     return problems
 
 
@@ -160,13 +162,16 @@ def _multilabel_problems(path: Path, where: str, width: int, expected_classes: i
         for split in SPLITS:
             values = np.asarray(archive[f"{split}_labels"])
             if not np.all(np.isin(values, (0, 1))):
-                problems.append(f"{where}: {split}_labels has values other than 0 and 1; multi-label rows (N, L) hold 0/1 per label")
+                problems.append(
+                    f"{where}: {split}_labels has values other than 0 and 1; multi-label rows (N, L) hold 0/1 per label"
+                )
             elif split == "train":
                 never = np.flatnonzero(values.sum(axis=0) == 0).tolist()
                 if never:
-                    problems.append(f"{where}: labels {never} are never positive in train_labels; every label needs a positive training image")
+                    problems.append(
+                        f"{where}: labels {never} are never positive in train_labels; every label needs a positive training image"
+                    )
     return problems
-
 
 
 def _to_nchw(images: np.ndarray) -> np.ndarray:
@@ -196,7 +201,6 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-
 def read_checked(where: str, path: Path, problems: list[str]) -> dict[str, np.ndarray]:
     """The arrays of a checked npz file (``problems``: what its checks found; raised together as
     one PeprInputError), after checking that they fit this machine's memory."""
@@ -213,7 +217,13 @@ def read_checked(where: str, path: Path, problems: list[str]) -> dict[str, np.nd
 def given_facts(path: Path, given: Sequence[int], stored: int, channels: int, classes: int) -> dict[str, Any]:
     """Facts of a file that is not present, from the ``--dataset-size`` numbers."""
     return facts_dict(
-        given[0], given[1], given[2], channels, classes, stored, None,
+        given[0],
+        given[1],
+        given[2],
+        channels,
+        classes,
+        stored,
+        None,
         f"--dataset-size ({path} not present; {channels} channel(s), {classes} classes assumed)",
     )
 
@@ -232,14 +242,22 @@ def label_facts(path: Path, problems: list[str], num_classes: int | None) -> dic
         n_test = int(np.asarray(archive["test_labels"]).shape[0])
     if train_labels.ndim == 2 and train_labels.shape[1] > 1:  # multi-label rows: no class counts
         return facts_dict(
-            len(train_labels), n_val, n_test, channels, train_labels.shape[1], shape[1], None,
+            len(train_labels),
+            n_val,
+            n_test,
+            channels,
+            train_labels.shape[1],
+            shape[1],
+            None,
             f"labels read from {path} (multi-label)",
         )
     train_labels = train_labels.reshape(-1).astype(np.int64)
     if num_classes is None:
         num_classes = int(train_labels.max()) + 1
     counts = np.bincount(train_labels, minlength=num_classes)
-    return facts_dict(len(train_labels), n_val, n_test, channels, num_classes, shape[1], tuple(counts), f"labels read from {path}")
+    return facts_dict(
+        len(train_labels), n_val, n_test, channels, num_classes, shape[1], tuple(counts), f"labels read from {path}"
+    )
 
 
 def stored_shape(path: Path) -> tuple[int, int] | None:
@@ -298,11 +316,19 @@ class NpzKind(DatasetKind):
         path = parsed.path
         assert path is not None
         if not path.exists():
-            return [f"dataset {parsed.spec!r}: {path} not found (npz: paths are relative to the working directory {Path.cwd()})"]
+            return [
+                f"dataset {parsed.spec!r}: {path} not found (npz: paths are relative to the working directory {Path.cwd()})"
+            ]
         return [f"dataset {parsed.spec!r}: {problem}" for problem in npz_problems(path)]
 
     def load(
-        self, parsed: DatasetSpec, name: str, data_dir: Path | None, allow_download: bool, workers: int | None, log: Callable | None
+        self,
+        parsed: DatasetSpec,
+        name: str,
+        data_dir: Path | None,
+        allow_download: bool,
+        workers: int | None,
+        log: Callable | None,
     ) -> ImageData:
         path = parsed.path
         assert path is not None
@@ -315,10 +341,17 @@ class NpzKind(DatasetKind):
         class_names = tuple(str(i) for i in range(n_classes))
         description = f"npz file {path}" + (f" (multi-label, {n_classes} labels)" if multi_label else "")
         return ImageData(
-            name=name, num_classes=len(class_names), class_names=class_names, description=description, multi_label=multi_label, **arrays
+            name=name,
+            num_classes=len(class_names),
+            class_names=class_names,
+            description=description,
+            multi_label=multi_label,
+            **arrays,
         )
 
-    def facts(self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None) -> dict[str, Any]:
+    def facts(
+        self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None
+    ) -> dict[str, Any]:
         path = parsed.path
         assert path is not None
         if not path.exists():
@@ -329,7 +362,9 @@ class NpzKind(DatasetKind):
                     f"relative to, or give them: --dataset-size {name}=TRAIN,VAL,TEST,SIZE (images per split, "
                     "image side in pixels)"
                 )
-            return given_facts(path, given, int(given[3]) if len(given) > 3 else 0, int(given[4]) if len(given) > 4 else 1, 2)
+            return given_facts(
+                path, given, int(given[3]) if len(given) > 3 else 0, int(given[4]) if len(given) > 4 else 1, 2
+            )
         return label_facts(path, self.problems(parsed, data_dir, False), None)
 
     def stored_image_shape(self, parsed: DatasetSpec, data_file: Path | None) -> tuple[int, int] | None:

@@ -41,7 +41,9 @@ def header_limit_problems(where: str, headers: Mapping[str, tuple[tuple[int, ...
             )
         total += math.prod(shape) * getattr(dtype, "itemsize", 1)
     if not problems and total > MAX_TOTAL_BYTES:
-        problems.append(f"{where}: its arrays declare {_gib(total)} once read; pepr reads at most {_gib(MAX_TOTAL_BYTES)}")
+        problems.append(
+            f"{where}: its arrays declare {_gib(total)} once read; pepr reads at most {_gib(MAX_TOTAL_BYTES)}"
+        )
     return problems
 
 

@@ -49,9 +49,7 @@ def _parse_number(key: str, text: str, spec: str) -> int | float:
         value: int | float = int(text) if key in _SYNTHETIC_INT_KEYS else float(text)
     except ValueError:
         kind = "an integer" if key in _SYNTHETIC_INT_KEYS else "a number"
-        raise PeprInputError(
-            f"dataset spec {spec!r}: option {key}={text!r} must be {kind}"
-        ) from None
+        raise PeprInputError(f"dataset spec {spec!r}: option {key}={text!r} must be {kind}") from None
     low, high = _SYNTHETIC_LIMITS[key]
     if not (low <= value <= high) or value != value:  # value != value catches NaN
         raise PeprInputError(
@@ -64,7 +62,9 @@ def _parse_synthetic(spec: str) -> DatasetSpec:
     explicit: dict[str, int | float] = {}
     body = spec[len("synthetic:") :] if spec.startswith("synthetic:") else ""
     if spec.startswith("synthetic:") and not body:
-        raise PeprInputError(f"dataset spec {spec!r}: nothing after 'synthetic:'; use plain 'synthetic' or key=value pairs")
+        raise PeprInputError(
+            f"dataset spec {spec!r}: nothing after 'synthetic:'; use plain 'synthetic' or key=value pairs"
+        )
     for item in filter(None, (part.strip() for part in body.split(","))):
         key, sep, value = item.partition("=")
         key = key.strip()
@@ -141,7 +141,7 @@ def _render_lesions(rng: np.random.Generator, labels: np.ndarray, options: dict,
         severity = np.clip(severity, -0.3, 1.3)[:, None, None]
 
         def blob(centre_range: float, radius: tuple[float, float], sev: np.ndarray) -> np.ndarray:
-            cx, cy = (rng.uniform(-centre_range, centre_range, (2, n, 1, 1)))
+            cx, cy = rng.uniform(-centre_range, centre_range, (2, n, 1, 1))
             a = rng.uniform(*radius, (n, 1, 1))
             b = a / (1.0 + 1.5 * np.clip(sev, 0, None) + np.abs(rng.normal(0, 0.1, (n, 1, 1))))
             theta = rng.uniform(0, np.pi, (n, 1, 1))
@@ -234,15 +234,29 @@ class SyntheticKind(DatasetKind):
         return "-".join(["synthetic"] + [f"{key}{value:g}" for key, value in parsed.explicit_options])
 
     def load(
-        self, parsed: DatasetSpec, name: str, data_dir: Path | None, allow_download: bool, workers: int | None, log: Callable | None
+        self,
+        parsed: DatasetSpec,
+        name: str,
+        data_dir: Path | None,
+        allow_download: bool,
+        workers: int | None,
+        log: Callable | None,
     ) -> ImageData:
         return make_synthetic(dict(parsed.options), name=name)
 
-    def facts(self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None) -> dict[str, Any]:
+    def facts(
+        self, parsed: DatasetSpec, name: str, data_dir: Path | None, given: Sequence[int] | None
+    ) -> dict[str, Any]:
         options = dict(parsed.options)
         classes = int(options["classes"])
         counts = synthetic_class_counts(int(options["n_train"]), classes, float(options["imbalance"]))
         return facts_dict(
-            options["n_train"], options["n_val"], options["n_test"], options["channels"], classes, options["size"],
-            tuple(counts), "synthetic options",
+            options["n_train"],
+            options["n_val"],
+            options["n_test"],
+            options["channels"],
+            classes,
+            options["size"],
+            tuple(counts),
+            "synthetic options",
         )

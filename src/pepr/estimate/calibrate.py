@@ -91,7 +91,6 @@ class Calibration:
         return self.status == "ok"
 
 
-
 def calibration_specs(jobs: Iterable[Job]) -> list[CalibrationSpec]:
     """The distinct calibrations a list of jobs needs, in first-seen order (one per cost key,
     with the largest number of classes among its jobs)."""
@@ -99,7 +98,6 @@ def calibration_specs(jobs: Iterable[Job]) -> list[CalibrationSpec]:
     for job in jobs:
         classes[job.cost_key] = max(classes.get(job.cost_key, 0), job.num_classes)
     return [CalibrationSpec(*key, num_classes=n) for key, n in classes.items()]
-
 
 
 def _describe_failure(exc: BaseException, spec: CalibrationSpec, stage: str) -> str:
@@ -120,17 +118,24 @@ def _random_splits(spec: CalibrationSpec, device, n_train: int, n_eval: int):
     generator = torch.Generator().manual_seed(0)
 
     def images(n: int):
-        return torch.randint(0, 256, (n, spec.in_chans, spec.image_size, spec.image_size), generator=generator,
-                             dtype=torch.uint8).to(device)
+        return torch.randint(
+            0, 256, (n, spec.in_chans, spec.image_size, spec.image_size), generator=generator, dtype=torch.uint8
+        ).to(device)
 
     def labels(n: int):
         return torch.randint(0, spec.num_classes, (n,), generator=generator).to(device)
 
     eval_x = images(n_eval)
     return DeviceSplits(
-        train_x=images(n_train), train_y=labels(n_train), val_x=eval_x, val_y=labels(n_eval), test_x=eval_x,
-        test_y=labels(n_eval), mean=torch.full((1, spec.in_chans, 1, 1), 0.5, device=device),
-        std=torch.full((1, spec.in_chans, 1, 1), 0.25, device=device), scale=1.0 / 255.0,
+        train_x=images(n_train),
+        train_y=labels(n_train),
+        val_x=eval_x,
+        val_y=labels(n_eval),
+        test_x=eval_x,
+        test_y=labels(n_eval),
+        mean=torch.full((1, spec.in_chans, 1, 1), 0.5, device=device),
+        std=torch.full((1, spec.in_chans, 1, 1), 0.25, device=device),
+        scale=1.0 / 255.0,
     )
 
 
@@ -164,7 +169,9 @@ def calibrate_one(
     from pepr.train import loop
 
     if batches < 1 or warmup < 0 or min_seconds < 0:
-        raise PeprInputError(f"calibration needs batches >= 1, warmup >= 0, min_seconds >= 0 (got {batches}, {warmup}, {min_seconds})")
+        raise PeprInputError(
+            f"calibration needs batches >= 1, warmup >= 0, min_seconds >= 0 (got {batches}, {warmup}, {min_seconds})"
+        )
     device = torch.device(device_name)
     common = dict(asdict(spec), device=device_name)
     started = time.perf_counter()
@@ -183,8 +190,13 @@ def calibrate_one(
         n_eval_batches = max(1, batches // 2)
         stage = "creating the calibration batches"
         splits = _random_splits(spec, device, batches * spec.batch_size, n_eval_batches * spec.eval_batch_size)
-        warm = loop.DeviceSplits(**{**vars(splits), "train_x": splits.train_x[: max(warmup, 1) * spec.batch_size],
-                                     "train_y": splits.train_y[: max(warmup, 1) * spec.batch_size]})
+        warm = loop.DeviceSplits(
+            **{
+                **vars(splits),
+                "train_x": splits.train_x[: max(warmup, 1) * spec.batch_size],
+                "train_y": splits.train_y[: max(warmup, 1) * spec.batch_size],
+            }
+        )
         generator = torch.Generator().manual_seed(0)
         if cuda:
             torch.cuda.reset_peak_memory_stats(device)
@@ -272,7 +284,7 @@ class _MeasuredPower:
         self.meter.start()
         self.method = f"measured by CodeCarbon during calibration ({self.meter.method()})"
 
-    def __call__(self, task_name: str) -> "_PowerSpan":
+    def __call__(self, task_name: str) -> _PowerSpan:
         return _PowerSpan(self, task_name)
 
     def stop(self) -> None:
@@ -286,7 +298,7 @@ class _PowerSpan:
         self.owner, self.name = owner, f"calibrate:{name}"
         self.power_w, self.method = math.nan, owner.method
 
-    def __enter__(self) -> "_PowerSpan":
+    def __enter__(self) -> _PowerSpan:
         self.owner.meter.begin(self.name)
         return self
 
@@ -324,8 +336,15 @@ def calibrate_models(
     try:
         for index, spec in enumerate(specs, 1):
             result = calibrate_one(
-                spec, device_name, build_model, batches=batches, warmup=warmup, min_seconds=min_seconds,
-                lr=lr, power=power_source, precision=precision,
+                spec,
+                device_name,
+                build_model,
+                batches=batches,
+                warmup=warmup,
+                min_seconds=min_seconds,
+                lr=lr,
+                power=power_source,
+                precision=precision,
             )
             if power_w is not None and result.ok:
                 result = _replace(result, power_w=float(power_w), power_method=f"given: {power_w:g} W (--power-w)")
@@ -333,7 +352,8 @@ def calibrate_models(
             if progress is not None:
                 what = (
                     f"{result.train_s_per_batch * 1000:.1f} ms/train batch, {result.eval_s_per_batch * 1000:.1f} ms/eval batch, "
-                    f"{result.power_w:.0f} W" + (f", CPU share {result.cpu_share:.0%}" if result.cpu_share == result.cpu_share else "")
+                    f"{result.power_w:.0f} W"
+                    + (f", CPU share {result.cpu_share:.0%}" if result.cpu_share == result.cpu_share else "")
                     if result.ok
                     else f"FAILED: {result.reason}"
                 )
@@ -348,7 +368,6 @@ def _replace(calibration: Calibration, **changes) -> Calibration:
     values = {f.name: getattr(calibration, f.name) for f in fields(calibration)}
     values.update(changes)
     return Calibration(**values)
-
 
 
 def device_label(device: str, threads: int | None) -> str:
@@ -371,11 +390,9 @@ def device_label(device: str, threads: int | None) -> str:
     return f"cpu ({cpu}, {threads} thread(s))"
 
 
-
 def build_training_model(spec: CalibrationSpec):
     """Build a model exactly as pepr.train.run does (:func:`pepr.train.models.create_model`), randomly initialised."""
     from pepr.train.models import create_model
 
     model, _ = create_model(spec.model, "scratch", spec.num_classes, spec.in_chans, spec.image_size)
     return model
-

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 
 from pepr.columns import RESOURCES
-from pepr.results.aggregate import normalise_status
 from pepr.errors import PeprInputError
 from pepr.estimate.jobs import JOB_KEYS
+from pepr.results.aggregate import normalise_status
 
 #: (estimate column, measured runs.csv column, label) of every resource the estimate predicts.
 COMPARED = tuple((r.estimate, r.column, r.estimate.removeprefix("est_")) for r in RESOURCES if r.estimate)
@@ -19,7 +19,9 @@ COMPARED = tuple((r.estimate, r.column, r.estimate.removeprefix("est_")) for r i
 def _normalise_keys(df: pd.DataFrame, where: str) -> pd.DataFrame:
     missing = [k for k in JOB_KEYS if k not in df.columns]
     if missing:
-        raise PeprInputError(f"{where} lacks the column(s) {', '.join(missing)} that identify a run ({', '.join(JOB_KEYS)})")
+        raise PeprInputError(
+            f"{where} lacks the column(s) {', '.join(missing)} that identify a run ({', '.join(JOB_KEYS)})"
+        )
     out = df.copy()
     for key in ("dataset", "init", "model"):
         out[key] = out[key].astype(str)
@@ -86,11 +88,15 @@ def plot_comparison(comparison: pd.DataFrame, path: Path) -> None:
     data = comparison[(comparison["runs_compared"] > 0)]
     fig, ax = plt.subplots(figsize=(5.5, 5))
     if data.empty:
-        ax.text(0.5, 0.5, "no run has both an estimate and a measurement", ha="center", va="center", transform=ax.transAxes)
+        ax.text(
+            0.5, 0.5, "no run has both an estimate and a measurement", ha="center", va="center", transform=ax.transAxes
+        )
         ax.set_axis_off()
     else:
         # hours for real sweeps, seconds for small ones (so the tick labels stay readable)
-        unit, scale = ("h", 3600.0) if max(data["measured_time_s"].max(), data["est_time_s"].max()) >= 3600 else ("s", 1.0)
+        unit, scale = (
+            ("h", 3600.0) if max(data["measured_time_s"].max(), data["est_time_s"].max()) >= 3600 else ("s", 1.0)
+        )
         x = data["measured_time_s"] / scale
         y = data["est_time_s"] / scale
         ax.scatter(x, y, s=18)

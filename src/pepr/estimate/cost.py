@@ -61,7 +61,6 @@ class EstimateAssumptions:
         return self.carbon_source or f"the average grid intensity of {self.country} in CodeCarbon's energy-mix table"
 
 
-
 def carbon_intensity_g_per_kwh(country_iso_code: str) -> float:
     """Average grid carbon intensity (g CO2eq per kWh) of a country, from CodeCarbon's table.
 
@@ -71,7 +70,6 @@ def carbon_intensity_g_per_kwh(country_iso_code: str) -> float:
     from pepr.results.carbon import country_intensity_g_per_kwh
 
     return country_intensity_g_per_kwh(str(country_iso_code).strip().upper())
-
 
 
 def series_mean_g_per_kwh(times: Sequence[float], values: Sequence[float], step_s: float) -> float:
@@ -95,7 +93,9 @@ def carbon_intensity_from_series(path: str) -> tuple[float, str]:
     )
 
 
-def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assumptions: EstimateAssumptions) -> pd.DataFrame:
+def estimate_jobs(
+    jobs: Sequence[Job], calibrations: Sequence[Calibration], assumptions: EstimateAssumptions
+) -> pd.DataFrame:
     """One row per job: the job's columns, its calibration, and the estimated cost.
 
     Per job and epoch: :func:`train_batches` training steps and :func:`eval_batches` evaluation
@@ -144,8 +144,12 @@ def estimate_jobs(jobs: Sequence[Job], calibrations: Sequence[Calibration], assu
             )
         else:
             row.update(est_time_s=math.nan, est_device_hours=math.nan, est_energy_kwh=math.nan, est_co2_kg=math.nan)
-        row.update(country=assumptions.country, carbon_intensity_g_per_kwh=assumptions.carbon_intensity_g_per_kwh,
-                   job_overhead_s=assumptions.job_overhead_s, pue=assumptions.pue)
+        row.update(
+            country=assumptions.country,
+            carbon_intensity_g_per_kwh=assumptions.carbon_intensity_g_per_kwh,
+            job_overhead_s=assumptions.job_overhead_s,
+            pue=assumptions.pue,
+        )
         rows.append(row)
     columns = [f.name for f in fields(Job)]
     return pd.DataFrame(rows, columns=None if rows else columns)
@@ -236,7 +240,9 @@ def recommend_cells_per_allocation(estimate: pd.DataFrame, allocation_minutes: f
     within the target. None when no job has an estimate.
     """
     if not (allocation_minutes > 0 and math.isfinite(allocation_minutes)):
-        raise PeprInputError(f"cluster.allocation_minutes must be a positive number of minutes, got {allocation_minutes}")
+        raise PeprInputError(
+            f"cluster.allocation_minutes must be a positive number of minutes, got {allocation_minutes}"
+        )
     if estimate.empty or "est_time_s" not in estimate.columns:
         return None
     times = pd.to_numeric(estimate.loc[estimate["status"] == "ok", "est_time_s"], errors="coerce").dropna()
@@ -245,8 +251,13 @@ def recommend_cells_per_allocation(estimate: pd.DataFrame, allocation_minutes: f
         return None
     mean = float(times.mean())
     k = max(1, int(math.floor(allocation_minutes * 60.0 / mean)))
-    return AllocationAdvice(k=k, allocation_minutes=float(allocation_minutes), mean_cell_s=mean,
-                            max_cell_s=float(times.max()), jobs=int(len(times)))
+    return AllocationAdvice(
+        k=k,
+        allocation_minutes=float(allocation_minutes),
+        mean_cell_s=mean,
+        max_cell_s=float(times.max()),
+        jobs=int(len(times)),
+    )
 
 
 def _num(value: float) -> str:
@@ -277,7 +288,9 @@ def format_report(
     total = totals(estimate)
     hours_label = "GPU-h" if device_label.startswith("cuda") else "device-h"
     lines = [f"pepr estimate: {total['jobs']} jobs, {total['models']} models, calibrated on {device_label}", ""]
-    header = f"{'model':<34} {'jobs':>5} {'s/train batch':>13} {'power W':>8} {hours_label:>10} {'kWh':>10} {'kg CO2':>9}"
+    header = (
+        f"{'model':<34} {'jobs':>5} {'s/train batch':>13} {'power W':>8} {hours_label:>10} {'kWh':>10} {'kg CO2':>9}"
+    )
     lines += [header, "-" * len(header)]
     for row in summary.itertuples(index=False):
         if row.status == "failed":
@@ -336,4 +349,3 @@ def format_report(
     lines.append(f"  device: timings are for {device_label}; another GPU/CPU type needs its own calibration.")
     lines += [f"  {note}" for note in notes]
     return "\n".join(lines)
-

@@ -12,9 +12,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from pepr.train import loop
 from pepr.errors import PeprInputError
 from pepr.results.runs import IDENTITY_COLUMNS
+from pepr.train import loop
 
 #: Columns identifying one job, named as in ``results/runs.csv``.
 JOB_KEYS: tuple[str, ...] = IDENTITY_COLUMNS
@@ -60,7 +60,6 @@ class Job:
         it share one calibration (built with the largest number of classes among them).
         """
         return (self.model, self.image_size, self.batch_size, self.eval_batch_size, self.in_chans)
-
 
 
 def train_batches(n_train: int, batch_size: int) -> int:
@@ -122,7 +121,12 @@ def parse_dataset_size(text: str) -> tuple[str, tuple[int, ...]]:
         values = tuple(int(p) for p in parts)
     except ValueError:
         values = ()
-    if not name.strip() or len(values) not in (3, 4, 5) or min(values, default=0) < 0 or (len(values) > 3 and min(values[3:]) < 1):
+    if (
+        not name.strip()
+        or len(values) not in (3, 4, 5)
+        or min(values, default=0) < 0
+        or (len(values) > 3 and min(values[3:]) < 1)
+    ):
         raise PeprInputError(
             f"--dataset-size {text!r}: expected NAME=TRAIN,VAL,TEST[,SIZE[,CHANNELS]] with whole numbers, "
             "e.g. lidc=6000,2000,2000,128 (images per split, image side in pixels, channels)"
@@ -213,14 +217,18 @@ def jobs_from_config(
     grid = plan.prepare_grid(planned, schema_path, None, validate=False, source=source)
     config_set = set(config_models)
     grid_models = list(dict.fromkeys(cell.model for cell in grid.cells if cell.model in config_set))
-    all_job_count = sum(c.model in config_set for c in grid.cells) + sum(j.model in config_set for j in grid.pretrain_jobs)
+    all_job_count = sum(c.model in config_set for c in grid.cells) + sum(
+        j.model in config_set for j in grid.pretrain_jobs
+    )
     keep = grid_models
     notes: list[str] = []
     if models:
         keep = [m for m in dict.fromkeys(models)]
         absent = [m for m in keep if not any(cell.model == m for cell in grid.cells)]
         if absent:
-            raise PeprInputError(f"--models: {', '.join(absent)} keep no cell of {source} after its include/exclude filters")
+            raise PeprInputError(
+                f"--models: {', '.join(absent)} keep no cell of {source} after its include/exclude filters"
+            )
         if extra:
             notes.append(
                 f"{', '.join(extra)} not in the models of {source}: priced on its grid "
@@ -250,11 +258,20 @@ def jobs_from_config(
                 f"give it as the 4th number of --dataset-size {fact.name}=TRAIN,VAL,TEST,SIZE"
             )
         return Job(
-            dataset=fact.name, init=init, fraction=float(fraction), model=model, seed=int(seed), epochs=int(epochs),
-            image_size=image_size, batch_size=int(config["batch_size"]),
+            dataset=fact.name,
+            init=init,
+            fraction=float(fraction),
+            model=model,
+            seed=int(seed),
+            epochs=int(epochs),
+            image_size=image_size,
+            batch_size=int(config["batch_size"]),
             eval_batch_size=eval_batch_size(int(config["batch_size"])),
-            n_train=fact.train_size(float(fraction), int(seed)), n_val=fact.n_val, n_test=fact.n_test,
-            in_chans=fact.channels, num_classes=fact.num_classes,
+            n_train=fact.train_size(float(fraction), int(seed)),
+            n_val=fact.n_val,
+            n_test=fact.n_test,
+            in_chans=fact.channels,
+            num_classes=fact.num_classes,
         )
 
     for job in grid.pretrain_jobs:
@@ -263,8 +280,13 @@ def jobs_from_config(
     for cell in grid.cells:
         if cell.model in keep_set:
             jobs.append(make(cell.model, cell.dataset, cell.init, cell.fraction, cell.seed, config["epochs"]))
-    notes += [f"dataset {fact.name}: {fact.n_train}/{fact.n_val}/{fact.n_test} train/val/test images, "
-              f"{fact.channels} channel(s), {fact.num_classes} classes ({fact.source})" for fact in facts.values()]
+    notes += [
+        f"dataset {fact.name}: {fact.n_train}/{fact.n_val}/{fact.n_test} train/val/test images, "
+        f"{fact.channels} channel(s), {fact.num_classes} classes ({fact.source})"
+        for fact in facts.values()
+    ]
     if grid.pretrain_jobs:
         notes.append("jobs include the transfer strategy's pretraining runs (init 'pretrain').")
-    return GridJobs(jobs=jobs, grid_models=grid_models, grid_jobs=all_job_count, datasets=facts, config=config, notes=notes)
+    return GridJobs(
+        jobs=jobs, grid_models=grid_models, grid_jobs=all_job_count, datasets=facts, config=config, notes=notes
+    )

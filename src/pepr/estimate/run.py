@@ -10,7 +10,14 @@ from pathlib import Path
 import pandas as pd
 
 from pepr.errors import PeprInputError
-from pepr.estimate.calibrate import Calibration, CalibrationSpec, build_training_model, calibrate_models, calibration_specs, device_label
+from pepr.estimate.calibrate import (
+    Calibration,
+    CalibrationSpec,
+    build_training_model,
+    calibrate_models,
+    calibration_specs,
+    device_label,
+)
 from pepr.estimate.cost import (
     AllocationAdvice,
     EstimateAssumptions,
@@ -90,7 +97,12 @@ def run_estimate(
     raised as PeprInputError before the first calibration starts.
     """
     grid_jobs = jobs_from_config(
-        config, schema_path, source=source, models=settings.models, max_models=settings.max_models, cache_dir=cache_dir,
+        config,
+        schema_path,
+        source=source,
+        models=settings.models,
+        max_models=settings.max_models,
+        cache_dir=cache_dir,
         dataset_sizes=dict(settings.dataset_sizes),
     )
     config = grid_jobs.config
@@ -102,8 +114,11 @@ def run_estimate(
     else:
         intensity, carbon_source = carbon_intensity_g_per_kwh(country), ""
     assumptions = EstimateAssumptions(
-        country=country, carbon_intensity_g_per_kwh=intensity, carbon_source=carbon_source,
-        job_overhead_s=settings.job_overhead_s, pue=settings.pue,
+        country=country,
+        carbon_intensity_g_per_kwh=intensity,
+        carbon_source=carbon_source,
+        job_overhead_s=settings.job_overhead_s,
+        pue=settings.pue,
         allocation_minutes=float((config.get("cluster") or {}).get("allocation_minutes", 30)),
     )
     import torch
@@ -122,16 +137,26 @@ def run_estimate(
     if progress is not None:
         progress(f"calibrating {len(specs)} model/input combination(s) on {device} ...")
     calibrations = calibrate_models(
-        specs, device, build_model or build_training_model, batches=settings.batches, warmup=settings.warmup,
-        min_seconds=settings.min_seconds, lr=float(config["lr"]), power_w=settings.power_w, country=country,
-        progress=progress, precision=str(config.get("precision", "fp32")),
+        specs,
+        device,
+        build_model or build_training_model,
+        batches=settings.batches,
+        warmup=settings.warmup,
+        min_seconds=settings.min_seconds,
+        lr=float(config["lr"]),
+        power_w=settings.power_w,
+        country=country,
+        progress=progress,
+        precision=str(config.get("precision", "fp32")),
     )
     table = estimate_jobs(grid_jobs.jobs, calibrations, assumptions)
     notes = list(grid_jobs.notes)
     if threads is not None:
         job_threads = int(config["resources"]["train"]["cpus"])
         if threads == job_threads:
-            notes.append(f"CPU calibration used {threads} torch thread(s), as each training job does (resources.train.cpus).")
+            notes.append(
+                f"CPU calibration used {threads} torch thread(s), as each training job does (resources.train.cpus)."
+            )
         else:
             notes.append(
                 f"CPU calibration used {threads} torch thread(s) (--threads), but the training jobs are configured "
@@ -139,9 +164,12 @@ def run_estimate(
             )
     subset = len({job.model for job in grid_jobs.jobs}) < len(grid_jobs.grid_models)
     report = format_report(
-        table, assumptions, device_label=device_label(device, threads),
+        table,
+        assumptions,
+        device_label=device_label(device, threads),
         grid_models=len(grid_jobs.grid_models) if subset else None,
-        grid_jobs=grid_jobs.grid_jobs if subset else None, notes=notes,
+        grid_jobs=grid_jobs.grid_jobs if subset else None,
+        notes=notes,
     )
     from pepr.results.adaptive import adaptive_settings, estimate_lines
 
@@ -149,7 +177,9 @@ def run_estimate(
     if adaptive is not None:  # an adaptive sweep: its expected cost next to the full grid's
         report = report + "\n\n" + "\n".join(estimate_lines(table, adaptive.policy))
     return EstimateResult(
-        table=table, by_model=summarise_by_model(table), report=report, calibrations=calibrations,
+        table=table,
+        by_model=summarise_by_model(table),
+        report=report,
+        calibrations=calibrations,
         allocation=recommend_cells_per_allocation(table, assumptions.allocation_minutes),
     )
-

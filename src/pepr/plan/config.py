@@ -111,7 +111,6 @@ def schema_problems(config: Mapping[str, Any], schema: Mapping[str, Any]) -> lis
     return problems
 
 
-
 # --------------------------------------------------------------------------------------------
 # This machine's GPUs (a local sweep's cuda device is checked against them at planning)
 # --------------------------------------------------------------------------------------------
@@ -154,7 +153,11 @@ def local_device_problems(device: Any, environ: Mapping[str, str] | None = None)
     if index < count:
         return []
     if count == 0:
-        return [f"device: {text!r} but this machine has no CUDA GPU ({how}); the training jobs run here "
-                "(no GPU requested from a scheduler): use device: cpu or auto"]
-    return [f"device: {text!r} but this machine has {count} CUDA GPU(s) ({how}), cuda:0..cuda:{count - 1}; "
-            "use one of those, or device: cuda (or auto)"]
+        return [
+            f"device: {text!r} but this machine has no CUDA GPU ({how}); the training jobs run here "
+            "(no GPU requested from a scheduler): use device: cpu or auto"
+        ]
+    return [
+        f"device: {text!r} but this machine has {count} CUDA GPU(s) ({how}), cuda:0..cuda:{count - 1}; "
+        "use one of those, or device: cuda (or auto)"
+    ]

@@ -193,7 +193,9 @@ class Grid:
 
             parsed = parse_dataset_spec(spec)
             data_dir = self.config.get("data_dir")
-            self._source_changed[spec] = kind_of(parsed).source_changed(parsed, Path(data_dir) if data_dir is not None else None)
+            self._source_changed[spec] = kind_of(parsed).source_changed(
+                parsed, Path(data_dir) if data_dir is not None else None
+            )
         return self._source_changed[spec]
 
     @property
@@ -308,13 +310,16 @@ def dataset_info(specs: Iterable[str], data_dir: str | os.PathLike | None) -> di
         kind = kind_of(parsed)
         path = dataset_file(parsed, Path(data_dir) if data_dir is not None else None)
         info[spec] = {
-            "name": dataset_name(spec), "kind": parsed.kind, "file": str(path) if path is not None else None,
-            "fetched": kind.fetched, "converted": kind.converted,
+            "name": dataset_name(spec),
+            "kind": parsed.kind,
+            "file": str(path) if path is not None else None,
+            "fetched": kind.fetched,
+            "converted": kind.converted,
         }
     return info
 
 
-def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> "TrainSettings":
+def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> TrainSettings:
     """The ``pepr.train.settings.TrainConfig`` fields of a cell or pretraining job that the workflow sets.
 
     Only training settings go in (they are the train rules' ``params``, so Snakemake retrains a
@@ -337,7 +342,13 @@ def train_settings(cell: Cell | PretrainJob, config: Mapping[str, Any]) -> "Trai
         }
         pretrain_metrics = None
     else:
-        job = {"model": cell.model, "dataset": cell.dataset, "init": cell.init_arg, "fraction": cell.fraction, "seed": cell.seed}
+        job = {
+            "model": cell.model,
+            "dataset": cell.dataset,
+            "init": cell.init_arg,
+            "fraction": cell.fraction,
+            "seed": cell.seed,
+        }
         pretrain_metrics = cell.pretrain.metrics if cell.pretrain is not None else None
     settings: dict[str, Any] = {}
     for item in workflow_fields():
@@ -378,7 +389,9 @@ class TrainSettings(dict):
     #: come from the rule's output and threads).
     FLAGS: dict[str, str] = {item.name: flag_of(item) for item in workflow_fields()}
 
-    def __init__(self, settings: Mapping[str, Any], out_dir: str | None = None, pretrain_metrics: str | None = None) -> None:
+    def __init__(
+        self, settings: Mapping[str, Any], out_dir: str | None = None, pretrain_metrics: str | None = None
+    ) -> None:
         super().__init__(settings)
         unknown = sorted(set(self) - set(self.FLAGS))
         if unknown:  # a programming error: every setting must reach pepr train

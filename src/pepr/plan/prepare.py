@@ -26,14 +26,22 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pepr.plan.config import apply_defaults, load_schema, schema_problems
-from pepr.train.checks import _timm_version, model_problems, timm_catalogue, training_problems
-from pepr.train.settings import limits_text, setting, within_limits
-from pepr.train.devices import cuda_index, device_problems
 from pepr.errors import PeprInputError
-from pepr.plan.grid import INIT_STRATEGIES, Grid, build_grid, dataset_info, expand_cells, pattern_matches, train_settings
+from pepr.plan.config import apply_defaults, load_schema, schema_problems
+from pepr.plan.grid import (
+    INIT_STRATEGIES,
+    Grid,
+    build_grid,
+    dataset_info,
+    expand_cells,
+    pattern_matches,
+    train_settings,
+)
 from pepr.plan.report_settings import report_config_from
 from pepr.results.runs import atomic_write_json
+from pepr.train.checks import _timm_version, model_problems, timm_catalogue, training_problems
+from pepr.train.devices import cuda_index, device_problems
+from pepr.train.settings import limits_text, setting, within_limits
 
 #: Version of the checks behind a cached "validated" mark (part of its key): raise it when the
 #: checks grow, so a config validated by fewer checks is checked again. 2: report settings,
@@ -88,9 +96,17 @@ def config_problems(
     """
     in_schema = schema_problems(config, schema)
     problems = list(in_schema)
-    models = [m for m in config.get("models", []) if isinstance(m, str)] if isinstance(config.get("models"), list) else []
-    datasets = [d for d in config.get("datasets", []) if isinstance(d, str)] if isinstance(config.get("datasets"), list) else []
-    inits = [i for i in config.get("inits", []) if i in INIT_STRATEGIES] if isinstance(config.get("inits"), list) else []
+    models = (
+        [m for m in config.get("models", []) if isinstance(m, str)] if isinstance(config.get("models"), list) else []
+    )
+    datasets = (
+        [d for d in config.get("datasets", []) if isinstance(d, str)]
+        if isinstance(config.get("datasets"), list)
+        else []
+    )
+    inits = (
+        [i for i in config.get("inits", []) if i in INIT_STRATEGIES] if isinstance(config.get("inits"), list) else []
+    )
 
     # a run's fraction limits (TrainConfig's field) on the config's fractions, which the schema
     # leaves to this check (its message says what a fraction is); the seeds' are the schema's
@@ -98,7 +114,9 @@ def config_problems(
     fraction_span = limits_text(fraction_limits).removeprefix("in ")
     for fraction in config.get("fractions", []) if isinstance(config.get("fractions"), list) else []:
         if _is_number(fraction) and not within_limits(fraction_limits, fraction):
-            problems.append(f"fractions: {fraction!r} is outside {fraction_span}; use e.g. 1.0 for all training data, 0.1 for 10%")
+            problems.append(
+                f"fractions: {fraction!r} is outside {fraction_span}; use e.g. 1.0 for all training data, 0.1 for 10%"
+            )
     problems.extend(_device_index_problems(config))
     transfer = config.get("transfer") if isinstance(config.get("transfer"), dict) else {}
     fraction = transfer.get("fraction")
@@ -248,7 +266,9 @@ def _carbon_span_problems(config: Mapping[str, Any]) -> list[str]:
     except PeprInputError:
         return []
     now = time.time()
-    problem = series.span_problem(now, now + 60 * runtime, f"a job started now, within its time limit resources.train.runtime = {runtime:g} min")
+    problem = series.span_problem(
+        now, now + 60 * runtime, f"a job started now, within its time limit resources.train.runtime = {runtime:g} min"
+    )
     return [f"carbon_intensity: {problem}"] if problem else []
 
 
@@ -319,7 +339,10 @@ def image_shape_problems(cells: Iterable[Any], data_dir: str | os.PathLike | Non
     from pepr.plan.rerun import stored_image_shape
 
     specs = dict.fromkeys(
-        spec for cell in cells for spec in (cell.dataset, cell.pretrain.source if cell.pretrain is not None else None) if spec
+        spec
+        for cell in cells
+        for spec in (cell.dataset, cell.pretrain.source if cell.pretrain is not None else None)
+        if spec
     )
     found = []
     for spec in specs:

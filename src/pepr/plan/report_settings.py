@@ -26,6 +26,7 @@ STANDARD_RESOURCES: dict[str, str] = RESOURCE_LABELS
 #: The workflow's normalisation group: the columns whose rows PePR is normalised over.
 WORKFLOW_GROUP: tuple[str, ...] = GROUP_COLUMNS
 
+
 def parse_combine(text: str, what: str = "report.combine") -> tuple[tuple[str, float], ...]:
     """``"energy_kwh,train_time_s"`` or ``"energy_kwh:2,train_time_s:1"`` -> ((column, weight), ...):
     the resources of a combined PePR, each with its weight (1 when not given). Empty -> ()."""
@@ -41,13 +42,16 @@ def parse_combine(text: str, what: str = "report.combine") -> tuple[tuple[str, f
         except ValueError:
             value = math.nan
         if not column.strip() or not (math.isfinite(value) and value >= 0):
-            raise PeprInputError(f"{what} {text!r}: {item.strip()!r} is not COL or COL:WEIGHT with a weight >= 0, "
-                                 "e.g. energy_kwh:2,train_time_s:1")
+            raise PeprInputError(
+                f"{what} {text!r}: {item.strip()!r} is not COL or COL:WEIGHT with a weight >= 0, "
+                "e.g. energy_kwh:2,train_time_s:1"
+            )
         pairs.append((column.strip(), value))
     names = [c for c, _ in pairs]
     if len(pairs) < 2 or len(set(names)) != len(names) or not sum(w for _, w in pairs) > 0:
-        raise PeprInputError(f"{what} {text!r}: name two or more different resources, not all weighted 0, "
-                             "e.g. energy_kwh,train_time_s")
+        raise PeprInputError(
+            f"{what} {text!r}: name two or more different resources, not all weighted 0, e.g. energy_kwh,train_time_s"
+        )
     return tuple(pairs)
 
 
@@ -131,21 +135,26 @@ class ReportConfig:
         # Any column in [0, 1] (pepr report --performance); the workflow's schema lists its own.
         if not self.performance or not isinstance(self.performance, str):
             problems.append(f"report.performance = {self.performance!r}; use a column name such as 'test_accuracy'")
-        if (not isinstance(self.group, tuple) or not self.group
-                or not all(isinstance(c, str) and c for c in self.group) or len(set(self.group)) != len(self.group)):
+        if (
+            not isinstance(self.group, tuple)
+            or not self.group
+            or not all(isinstance(c, str) and c for c in self.group)
+            or len(set(self.group)) != len(self.group)
+        ):
             problems.append(f"report group columns {self.group!r}: give one or more distinct column names")
         if not self.resource or not isinstance(self.resource, str):
             problems.append("report.resource must be a column name such as 'energy_kwh'")
         if not isinstance(self.top_k, int) or self.top_k < 1:
             problems.append(f"report.top_k = {self.top_k!r}; use a positive integer")
         if not isinstance(self.bootstrap_resamples, int) or self.bootstrap_resamples < 100:
-            problems.append(
-                f"report.bootstrap_resamples = {self.bootstrap_resamples!r}; use an integer >= 100"
-            )
+            problems.append(f"report.bootstrap_resamples = {self.bootstrap_resamples!r}; use an integer >= 100")
         if not isinstance(self.alpha, (int, float)) or not 0 < self.alpha < 0.5:
             problems.append(f"report.alpha = {self.alpha!r}; use a number in (0, 0.5), e.g. 0.05")
-        if (isinstance(self.equivalence_margin, bool) or not isinstance(self.equivalence_margin, (int, float))
-                or not 0 < self.equivalence_margin < 1):
+        if (
+            isinstance(self.equivalence_margin, bool)
+            or not isinstance(self.equivalence_margin, (int, float))
+            or not 0 < self.equivalence_margin < 1
+        ):
             problems.append(
                 f"report.equivalence_margin = {self.equivalence_margin!r}; use a performance difference in (0, 1), e.g. 0.02"
             )
@@ -156,10 +165,15 @@ class ReportConfig:
             problems.append(f"report.min_group = {self.min_group!r}; use an integer >= 2")
         if not isinstance(self.seed, int):
             problems.append(f"report.seed = {self.seed!r}; use an integer")
-        if (not isinstance(self.resources, tuple) or not all(isinstance(c, str) and c for c in self.resources)
-                or len(set(self.resources)) != len(self.resources)):
-            problems.append(f"report.resources = {list(self.resources)!r}; give distinct column names, "
-                            "e.g. [memory_reserved_epoch2_mb, n_train]")
+        if (
+            not isinstance(self.resources, tuple)
+            or not all(isinstance(c, str) and c for c in self.resources)
+            or len(set(self.resources)) != len(self.resources)
+        ):
+            problems.append(
+                f"report.resources = {list(self.resources)!r}; give distinct column names, "
+                "e.g. [memory_reserved_epoch2_mb, n_train]"
+            )
         try:
             parse_combine(self.combine)
         except PeprInputError as exc:
@@ -168,9 +182,7 @@ class ReportConfig:
             problems.append(f"report.exclude_flagged = {self.exclude_flagged!r}; use true or false")
         bad_formats = [f for f in self.figure_formats if f not in ("png", "pdf", "svg")]
         if bad_formats or not self.figure_formats:
-            problems.append(
-                f"report.figure_formats = {list(self.figure_formats)!r}; use png, pdf and/or svg"
-            )
+            problems.append(f"report.figure_formats = {list(self.figure_formats)!r}; use png, pdf and/or svg")
         if problems:
             raise PeprInputError("bad report settings: " + "; ".join(problems))
 
@@ -180,7 +192,7 @@ class ReportConfig:
         return variant_label(self.resource)
 
     @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> "ReportConfig":
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> ReportConfig:
         """Build from the config's ``report:`` mapping (None or {} -> all defaults)."""
         if mapping is None:
             return cls()
@@ -191,9 +203,7 @@ class ReportConfig:
         known = {f.name for f in dataclasses.fields(cls)} - set(TABLE_SETTINGS)
         unknown = sorted(set(mapping) - known)
         if unknown:
-            raise PeprInputError(
-                f"unknown report setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
+            raise PeprInputError(f"unknown report setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
         values = dict(mapping)
         if "figure_formats" in values:
             formats = values["figure_formats"]
@@ -232,8 +242,10 @@ def report_config_from(config: Mapping[str, Any]) -> ReportConfig:
         values["performance"] = scoring["performance"]
     cfg = ReportConfig.from_mapping(values)
     if GPU_MEMORY in cfg.resources and config.get("device") == "cpu":
-        raise PeprInputError(f"report.resources names {GPU_MEMORY}, which runs on device: cpu never record "
-                             "(reserved GPU memory); drop it, or train on a GPU")
+        raise PeprInputError(
+            f"report.resources names {GPU_MEMORY}, which runs on device: cpu never record "
+            "(reserved GPU memory); drop it, or train on a GPU"
+        )
     scored = [*SCORED_COLUMNS, *cfg.resources]
     unknown = [c for c, _ in parse_combine(cfg.combine) if c not in scored]
     if unknown:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import ast
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -42,8 +41,14 @@ from typing import Any
 from pepr.files import file_sha256
 
 __all__ = [
-    "NOT_TRIGGERS", "paths_digest", "DataDigests", "attach_record", "record_text", "equivalent",
-    "native_image_size", "stored_image_shape",
+    "NOT_TRIGGERS",
+    "paths_digest",
+    "DataDigests",
+    "attach_record",
+    "record_text",
+    "equivalent",
+    "native_image_size",
+    "stored_image_shape",
 ]
 
 #: Settings that never retrain a finished cell (see the module docstring).
@@ -67,7 +72,9 @@ class DataDigests:
     (lazily: only when a finished cell's record is compared or a job's record is written)."""
 
     def __init__(
-        self, cache_dir: str | os.PathLike | None, planned: Mapping[str, Callable[[Callable[[str], str | None]], str | None]] | None = None
+        self,
+        cache_dir: str | os.PathLike | None,
+        planned: Mapping[str, Callable[[Callable[[str], str | None]], str | None]] | None = None,
     ) -> None:
         self.cache_dir = cache_dir
         self._known: dict[str, str | None] = {}
@@ -202,8 +209,12 @@ def record_text(settings: Any) -> str:
     current = dict(settings)
     for text in recorded() or ():
         old = _literal(text)
-        if old is not None and "model" in old and equivalent(
-            old, current, digest, data_newer, lambda: native_image_size(current.get("dataset"), data_file)
+        if (
+            old is not None
+            and "model" in old
+            and equivalent(
+                old, current, digest, data_newer, lambda: native_image_size(current.get("dataset"), data_file)
+            )
         ):
             return text
     found = digest()

@@ -38,11 +38,27 @@ def report_setting_problems(settings: Mapping[str, Any]) -> list[str]:
     """Problems of a ``report:`` mapping that only the run contract can find (empty: fine)."""
     problems: list[str] = []
     if "resource" in settings:
-        problems.append(_one_of("resource", settings["resource"], SCORED_RESOURCES, "a resource results/pepr.csv is scored on"))
+        problems.append(
+            _one_of("resource", settings["resource"], SCORED_RESOURCES, "a resource results/pepr.csv is scored on")
+        )
     if "history_performance" in settings:
-        problems.append(_one_of("history_performance", settings["history_performance"], HISTORY_PERFORMANCE, "a performance column of history.csv"))
+        problems.append(
+            _one_of(
+                "history_performance",
+                settings["history_performance"],
+                HISTORY_PERFORMANCE,
+                "a performance column of history.csv",
+            )
+        )
     if "history_resource" in settings:
-        problems.append(_one_of("history_resource", settings["history_resource"], HISTORY_RESOURCES, "a cumulative resource column of history.csv"))
+        problems.append(
+            _one_of(
+                "history_resource",
+                settings["history_resource"],
+                HISTORY_RESOURCES,
+                "a cumulative resource column of history.csv",
+            )
+        )
     seed = settings.get("seed")
     if "seed" in settings and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
         problems.append(f"report.seed = {seed!r}; use an integer in 0..{MAX_SEED}")

@@ -66,7 +66,10 @@ def savings_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         work[f"{resource}_spent"] = spent
         work[f"{resource}_full_projected"] = spent * scale
     table = work.groupby(group, sort=True).sum(numeric_only=True).reset_index()
-    total = {**{c: ("total" if i == 0 else "") for i, c in enumerate(group)}, **table.drop(columns=group).sum().to_dict()}
+    total = {
+        **{c: ("total" if i == 0 else "") for i, c in enumerate(group)},
+        **table.drop(columns=group).sum().to_dict(),
+    }
     table = pd.concat([table, pd.DataFrame([total])], ignore_index=True)
     for resource in present:
         full = table[f"{resource}_full_projected"]
@@ -86,17 +89,23 @@ def savings_html(table: pd.DataFrame | None) -> str:
             continue
         share = total[spent] / total[full] if total[full] else float("nan")
         text = f"{total[spent]:.4g} of {total[full]:.4g} {unit} ({share:.0%})"
-        cards.append(f'<div class="card"><div class="v">{html.escape(text)}</div>'
-                     f'<div class="l">{html.escape(label)}: spent of the projected full grid</div></div>')
+        cards.append(
+            f'<div class="card"><div class="v">{html.escape(text)}</div>'
+            f'<div class="l">{html.escape(label)}: spent of the projected full grid</div></div>'
+        )
     rows = []
     group = [c for c in table.columns if c != "n_stopped" and not c.endswith(("_spent", "_full_projected", "_share"))]
     for _, row in table.iloc[:-1].iterrows():
         name = " / ".join(str(row[c]) for c in group)
         shares = ", ".join(f"{SAVED[r][0]} {row[f'{r}_share']:.0%}" for r in SAVED if f"{r}_share" in table.columns)
-        rows.append(f"<li>{html.escape(name)}: {int(row['n_stopped'])} run(s) stopped; spent {html.escape(shares)} of the full grid</li>")
-    return ("<h3 id='adaptive'>What the adaptive sweep saved</h3>"
-            f'<div class="cards">{"".join(cards)}</div>'
-            f"<ul>{''.join(rows)}</ul>"
-            '<p class="note">The decision and scores above use the fully trained runs only; stopped runs have the '
-            "numbers of their rung's epoch (tables/adaptive_stopped.csv lists them with their projected PePR). The full "
-            "grid is projected: each stopped run's spending scaled from its rung to the full epochs.</p>")
+        rows.append(
+            f"<li>{html.escape(name)}: {int(row['n_stopped'])} run(s) stopped; spent {html.escape(shares)} of the full grid</li>"
+        )
+    return (
+        "<h3 id='adaptive'>What the adaptive sweep saved</h3>"
+        f'<div class="cards">{"".join(cards)}</div>'
+        f"<ul>{''.join(rows)}</ul>"
+        '<p class="note">The decision and scores above use the fully trained runs only; stopped runs have the '
+        "numbers of their rung's epoch (tables/adaptive_stopped.csv lists them with their projected PePR). The full "
+        "grid is projected: each stopped run's spending scaled from its rung to the full epochs.</p>"
+    )

@@ -22,6 +22,7 @@ from pepr.errors import PeprInputError
 from pepr.report import adaptive, exclusion, figures, tables, uncertainty
 from pepr.report.config import FIGURES, TABLES, ReportConfig
 from pepr.report.data import PreparedTable, ReportData, TableSpec, gather_histories, prepare_table, report_variants
+
 # load / prepare live in pepr.report.loading (the page loads the workflow's pepr.csv with them
 # too, and this module writes the page); they are the rule scripts' entry points from here.
 from pepr.report.loading import load, prepare
@@ -32,19 +33,58 @@ from pepr.results.tableio import read_table, write_table
 if TYPE_CHECKING:
     from pepr.results.aggregate import CarbonSettings
 
-__all__ = ["ReportData", "compute_tables", "draw_figures", "load", "prepare", "read_tables", "write_figures",
-           "write_histories", "write_pepr_table", "write_report", "write_summary", "write_tables"]
+__all__ = [
+    "ReportData",
+    "compute_tables",
+    "draw_figures",
+    "load",
+    "prepare",
+    "read_tables",
+    "write_figures",
+    "write_histories",
+    "write_pepr_table",
+    "write_report",
+    "write_summary",
+    "write_tables",
+]
 
 #: Columns of the tables that name models or levels: read back as text ("1.0" stays "1.0").
-TEXT_COLUMNS = ["model", "context", "treatment", "baseline", "variant", "kind", "detail", "reason", "check",
-                "recommended_model", "best_model", "statement", "family", "contenders", "best_pepr_model",
-                "interval_method", "pretrained", "pretrained_fraction", "scratch_fraction", "severity", "checks", "table", "where", "with_flagged", "without_flagged"]
+TEXT_COLUMNS = [
+    "model",
+    "context",
+    "treatment",
+    "baseline",
+    "variant",
+    "kind",
+    "detail",
+    "reason",
+    "check",
+    "recommended_model",
+    "best_model",
+    "statement",
+    "family",
+    "contenders",
+    "best_pepr_model",
+    "interval_method",
+    "pretrained",
+    "pretrained_fraction",
+    "scratch_fraction",
+    "severity",
+    "checks",
+    "table",
+    "where",
+    "with_flagged",
+    "without_flagged",
+]
 #: Figures drawn against parameter counts: left out for a table without them.
 SIZE_FIGURES = ("performance_vs_params", "pepr_vs_params", "model_space", "pooled")
 
 
 def write_histories(
-    paths: list[str | os.PathLike], runs_root: str | os.PathLike, out: str | os.PathLike, carbon: "CarbonSettings | None" = None
+    paths: list[str | os.PathLike],
+    runs_root: str | os.PathLike,
+    out: str | os.PathLike,
+    carbon: CarbonSettings | None = None,
 ) -> pd.DataFrame:
     """Gather every run's ``history.csv`` into one table at ``out`` (the gather_histories rule;
     ``carbon``: derive the per-epoch CO2 as aggregation does, see :func:`gather_histories`)."""
@@ -61,8 +101,9 @@ def uncertainties(data: ReportData) -> dict:
     columns = list(dict.fromkeys([f"pepr_{cfg.resource}", *(v.column for v in report_variants(df))]))
     n_test = data.n_test or ("n_test" if "n_test" in df.columns else None)
     predictions = uncertainty.load_predictions(df, data.runs_root)
-    return uncertainty.group_uncertainties(df, cfg.group, cfg.performance, columns, cfg.alpha,
-                                           cfg.bootstrap_resamples, cfg.seed, predictions, n_test)
+    return uncertainty.group_uncertainties(
+        df, cfg.group, cfg.performance, columns, cfg.alpha, cfg.bootstrap_resamples, cfg.seed, predictions, n_test
+    )
 
 
 def compute_tables(data: ReportData, with_changes: bool = True) -> dict[str, pd.DataFrame]:
@@ -93,8 +134,11 @@ def compute_tables(data: ReportData, with_changes: bool = True) -> dict[str, pd.
         "adaptive_savings": adaptive.savings_table(df, cfg),
         "adaptive_stopped": adaptive.stopped_table(df, cfg),
     }
-    computed["verdict_changes"] = (exclusion.verdict_changes(data, computed, compute_tables) if with_changes
-                                   else pd.DataFrame(columns=exclusion.CHANGE_COLUMNS))
+    computed["verdict_changes"] = (
+        exclusion.verdict_changes(data, computed, compute_tables)
+        if with_changes
+        else pd.DataFrame(columns=exclusion.CHANGE_COLUMNS)
+    )
     return computed
 
 
@@ -103,8 +147,11 @@ def figure_names(cfg: ReportConfig) -> list[str]:
     counts when the table has none and the init / fraction comparisons when those are not
     group keys (the workflow always draws all)."""
     factors = {"init_comparison": "init", "fraction_comparison": "fraction"}
-    return [name for name in FIGURES if (cfg.params_known or name not in SIZE_FIGURES)
-            and factors.get(name, cfg.group[0]) in cfg.group]
+    return [
+        name
+        for name in FIGURES
+        if (cfg.params_known or name not in SIZE_FIGURES) and factors.get(name, cfg.group[0]) in cfg.group
+    ]
 
 
 def draw_figures(data: ReportData) -> dict:
@@ -115,7 +162,9 @@ def draw_figures(data: ReportData) -> dict:
         "performance_vs_params": lambda: figures.performance_vs_params(df, cfg),
         "pepr_vs_params": lambda: figures.pepr_vs_params(df, cfg),
         "init_comparison": lambda: figures.paired_comparison(tables.paired_table(df, cfg, "init"), df, cfg, "init"),
-        "fraction_comparison": lambda: figures.paired_comparison(tables.paired_table(df, cfg, "fraction"), df, cfg, "fraction"),
+        "fraction_comparison": lambda: figures.paired_comparison(
+            tables.paired_table(df, cfg, "fraction"), df, cfg, "fraction"
+        ),
         "performance_vs_resource": lambda: figures.performance_vs_resource(df, cfg),
         "epoch_pepr": lambda: figures.epoch_pepr(data.histories, data.peaks, df, cfg),
         "model_space": lambda: figures.model_space(df, cfg),
@@ -152,7 +201,9 @@ def _formulas_as_text(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_tables(data: ReportData, out_dir: str | os.PathLike, computed: dict[str, pd.DataFrame] | None = None) -> list[Path]:
+def write_tables(
+    data: ReportData, out_dir: str | os.PathLike, computed: dict[str, pd.DataFrame] | None = None
+) -> list[Path]:
     """Write every table (``computed``, None: :func:`compute_tables`) as CSV under ``out_dir``,
     in the input's column names; returns the paths."""
     from pepr.results.outputs import check_output_folder
@@ -184,10 +235,15 @@ def read_tables(tables_dir: str | os.PathLike, data: ReportData | None = None) -
             raise PeprInputError(f"cannot read report table '{path}': {exc}; rebuild it (rule report_tables)") from None
         table = table.rename(columns=back)
         for column in [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]:
-            table[column] = [v[1:] if isinstance(v, str) and v.startswith("'") and _is_formula(v[1:]) else v
-                             for v in table[column]]
+            table[column] = [
+                v[1:] if isinstance(v, str) and v.startswith("'") and _is_formula(v[1:]) else v for v in table[column]
+            ]
         # Free-text columns: an empty note is "" (no caveat), not NaN, whatever pandas inferred.
-        free = [c for c in table.columns if c.startswith("note") or c in ("reason", "detail", "kind", "model", "context", "statement")]
+        free = [
+            c
+            for c in table.columns
+            if c.startswith("note") or c in ("reason", "detail", "kind", "model", "context", "statement")
+        ]
         for column in free:
             table[column] = table[column].astype(object).where(table[column].notna(), "")
         out[name] = table
@@ -242,30 +298,37 @@ def write_report(
     Everything that can be wrong with the input (the table, the histories, a column, a flag)
     is checked before ``out_dir`` is created, so a bad input writes nothing.
     """
-    from pepr.report.html import write_report_page
-
     from pepr.report import units as units_module
+    from pepr.report.html import write_report_page
 
     raw = read_table(table)
     units = dict(units or {})
     for column, unit in units.items():
         units_module.check_unit(column, unit)
     if performance_percent:
-        original = {new: old for old, new in spec.rename}.get(spec.performance or "test_accuracy", spec.performance or "test_accuracy")
+        original = {new: old for old, new in spec.rename}.get(
+            spec.performance or "test_accuracy", spec.performance or "test_accuracy"
+        )
         if original in raw.columns:
             raw = raw.assign(**{original: pd.to_numeric(raw[original], errors="coerce") / 100})
     prepared = prepare_table(raw, spec, cfg, source=f"'{table}'")
     history_table = None
     if histories is not None:
         history_table = read_table(histories)
-        history_table = history_table.rename(columns={old: new for old, new in spec.rename if old in history_table.columns})
+        history_table = history_table.rename(
+            columns={old: new for old, new in spec.rename if old in history_table.columns}
+        )
     data = prepare(prepared, history_table, None)
     if n_test is not None and n_test not in data.results.columns:
         raise PeprInputError(f"--n-test {n_test!r}: no such column in '{table}'; name the column of test-set sizes")
     if runs_root is not None and not Path(runs_root).is_dir():
         raise PeprInputError(f"--runs '{runs_root}' is not a folder; give the workflow's results/runs folder")
-    data = dataclasses.replace(data, n_test=n_test, runs_root=None if runs_root is None else str(runs_root),
-                               results=units_module.to_footprint_columns(data.results, units))
+    data = dataclasses.replace(
+        data,
+        n_test=n_test,
+        runs_root=None if runs_root is None else str(runs_root),
+        results=units_module.to_footprint_columns(data.results, units),
+    )
     computed = compute_tables(data)  # before any file: a failure here leaves nothing behind
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

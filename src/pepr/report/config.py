@@ -10,8 +10,16 @@ from __future__ import annotations
 from pepr.columns import PERFORMANCE_COLUMNS
 from pepr.plan.report_settings import STANDARD_RESOURCES, TABLE_SETTINGS, WORKFLOW_GROUP, ReportConfig
 
-__all__ = ["FIGURES", "HISTORIES_TABLE", "PERFORMANCE_COLUMNS", "STANDARD_RESOURCES", "TABLES", "TABLE_SETTINGS",
-           "WORKFLOW_GROUP", "ReportConfig"]
+__all__ = [
+    "FIGURES",
+    "HISTORIES_TABLE",
+    "PERFORMANCE_COLUMNS",
+    "STANDARD_RESOURCES",
+    "TABLES",
+    "TABLE_SETTINGS",
+    "WORKFLOW_GROUP",
+    "ReportConfig",
+]
 
 #: Table name -> file name under the tables folder (``results/tables``).
 TABLES: dict[str, str] = {

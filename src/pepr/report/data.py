@@ -7,12 +7,12 @@ Everything here is pandas/numpy only (the report never imports torch). Bad input
 from __future__ import annotations
 
 import csv
+import dataclasses
 import os
 import re
-import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources as importlib_resources
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -22,8 +22,8 @@ import pandas as pd
 from pepr.columns import COMBINED
 from pepr.errors import PeprInputError
 from pepr.plan.report_settings import variant_label
-from pepr.results.aggregate import normalise_status
 from pepr.report.config import STANDARD_RESOURCES, WORKFLOW_GROUP, ReportConfig
+from pepr.results.aggregate import normalise_status
 from pepr.results.runs import format_fraction, parse_run_path
 from pepr.results.tableio import read_table
 
@@ -138,8 +138,10 @@ def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the r
             f"{source} lacks column(s) {', '.join(absent)}; the report's performance is "
             f"'{cfg.performance}' and headline resource '{cfg.resource}'"
         )
-    numeric = [*(["params"] if cfg.params_known else []),
-               *[c for c in df.columns if c.startswith("pepr_") or c.endswith("_norm")]]
+    numeric = [
+        *(["params"] if cfg.params_known else []),
+        *[c for c in df.columns if c.startswith("pepr_") or c.endswith("_norm")],
+    ]
     numeric += [cfg.performance, cfg.resource, *[c for c in STANDARD_RESOURCES if c in df.columns]]
     for column in dict.fromkeys(numeric):
         df[column] = pd.to_numeric(df[column], errors="coerce")
@@ -150,7 +152,10 @@ def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the r
     if undefined.any():
         import warnings
 
-        warnings.warn(f"pepr report: {int(undefined.sum())} finished run(s) have no {cfg.performance}; listed as not scored", stacklevel=2)
+        warnings.warn(
+            f"pepr report: {int(undefined.sum())} finished run(s) have no {cfg.performance}; listed as not scored",
+            stacklevel=2,
+        )
         df.loc[undefined, "ok"] = False
         df.loc[undefined, "status"] = "failed"
         df.loc[undefined, "reason"] = f"finished, but {cfg.performance} is undefined (empty), so it is not scored"
@@ -170,7 +175,9 @@ def prepare_results(table: pd.DataFrame, cfg: ReportConfig, source: str = "the r
     # One text per group, for grouping where only "same group" matters.
     df["group_id"] = [group_label(tuple(k), cfg.group) for k in df[list(cfg.group)].itertuples(index=False)]
     order = _group_order(cfg.group)
-    return df.sort_values([*order, "model", "seed"], ascending=[*[c != "fraction_value" for c in order], True, True]).reset_index(drop=True)
+    return df.sort_values(
+        [*order, "model", "seed"], ascending=[*[c != "fraction_value" for c in order], True, True]
+    ).reset_index(drop=True)
 
 
 def _group_order(group: Sequence[str]) -> list[str]:
@@ -207,7 +214,7 @@ def variants(df: pd.DataFrame) -> list[Variant]:
     for column in df.columns:
         if not column.startswith("pepr_") or column in standard:
             continue
-        resource = column[len("pepr_"):]
+        resource = column[len("pepr_") :]
         base = resource.removesuffix("_amortised")
         if resource.endswith("_amortised") and f"pepr_{base}" in df.columns:
             # Without transfer runs the amortised score equals the plain one: nothing to show.
@@ -349,7 +356,9 @@ def co2_is_scaled_energy(df: pd.DataFrame) -> bool:
     ok = df[df["ok"]]
     if "co2_kg" not in ok.columns or "energy_kwh" not in ok.columns or ok.empty:
         return False
-    sources = ok["carbon_intensity_source"].astype(str) if "carbon_intensity_source" in ok.columns else pd.Series(dtype=str)
+    sources = (
+        ok["carbon_intensity_source"].astype(str) if "carbon_intensity_source" in ok.columns else pd.Series(dtype=str)
+    )
     if sources.str.startswith("series").any():
         return False
     by = ok["group_id"] if "group_id" in ok.columns else [ok[c] for c in GROUP]
@@ -371,8 +380,11 @@ def co2_note(df: pd.DataFrame) -> str:
     """One sentence on whether PePR-C carries information beyond PePR-E ("" when it does)."""
     if not co2_is_scaled_energy(df):
         return ""
-    sources = sorted({str(s) for s in df.loc[df["ok"], "carbon_intensity_source"].dropna()}) \
-        if "carbon_intensity_source" in df.columns else []
+    sources = (
+        sorted({str(s) for s in df.loc[df["ok"], "carbon_intensity_source"].dropna()})
+        if "carbon_intensity_source" in df.columns
+        else []
+    )
     origin = f" ({'; '.join(sources)})" if sources else ""
     return (
         f"No carbon-intensity time series was used: CO2 is energy times a constant intensity{origin}, "
@@ -485,7 +497,9 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         raise PeprInputError(f"{source} has no rows: there is no run to report on")
     columns = [str(c) for c in raw.columns]
     if len(set(columns)) != len(columns):
-        raise PeprInputError(f"{source} names a column more than once; rename the extra ones so every column is named once")
+        raise PeprInputError(
+            f"{source} names a column more than once; rename the extra ones so every column is named once"
+        )
     table = raw.copy()
     table.columns = columns
     renames: dict[str, str] = {}
@@ -493,7 +507,9 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         if not old or not new:
             raise PeprInputError(f"--rename {old}={new}: give OLD=NEW with both names")
         if old not in table.columns:
-            raise PeprInputError(f"--rename {old}={new}: {source} has no column '{old}'; its columns: {_columns_text(table.columns)}")
+            raise PeprInputError(
+                f"--rename {old}={new}: {source} has no column '{old}'; its columns: {_columns_text(table.columns)}"
+            )
         if old in renames:
             raise PeprInputError(f"--rename: column '{old}' is renamed twice")
         renames[old] = new
@@ -525,8 +541,14 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         resources = [column("--resource", r, r, True) for r in spec.resources]
     else:
         standard = [r for r in RESOURCES if r in table.columns]
-        resources = [*standard, *[amortised_column(r) for r in AMORTISED_RESOURCES
-                                  if r in standard and amortised_column(r) in table.columns]]
+        resources = [
+            *standard,
+            *[
+                amortised_column(r)
+                for r in AMORTISED_RESOURCES
+                if r in standard and amortised_column(r) in table.columns
+            ],
+        ]
         if not resources:
             raise PeprInputError(
                 f"{source} has none of the workflow's resource columns ({', '.join(RESOURCES)}); "
@@ -539,15 +561,20 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         if name not in workflow_resources and pd.to_numeric(table[name], errors="coerce").isna().all():
             raise PeprInputError(
                 f"{source}: resource '{name}' is empty in every run (memory_reserved_epoch2_mb is recorded on GPU "
-                "only); drop it from --resource / report.resources")
+                "only); drop it from --resource / report.resources"
+            )
     combine = parse_combine(cfg.combine, "--combine")
     unscored = [c for c, _ in combine if c not in resources_all]
     if unscored:
-        raise PeprInputError(f"--combine names {', '.join(unscored)}, which this report does not score; "
-                             f"add it with --resource COL, or combine among {', '.join(resources_all)}")
+        raise PeprInputError(
+            f"--combine names {', '.join(unscored)}, which this report does not score; "
+            f"add it with --resource COL, or combine among {', '.join(resources_all)}"
+        )
     if combine and COMBINED in table.columns:
-        raise PeprInputError(f"{source} has a column '{COMBINED}', the name of the combined PePR; "
-                             f"rename it (--rename {COMBINED}={COMBINED}_input)")
+        raise PeprInputError(
+            f"{source} has a column '{COMBINED}', the name of the combined PePR; "
+            f"rename it (--rename {COMBINED}={COMBINED}_input)"
+        )
     repeated = sorted({r for r in resources if resources.count(r) > 1})
     if repeated:
         raise PeprInputError(f"--resource {', '.join(repeated)} given more than once")
@@ -557,19 +584,29 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         by = [c for c in WORKFLOW_GROUP if c in table.columns]
     if len(set(by)) != len(by):
         raise PeprInputError(f"--by: a group column is given more than once ({', '.join(by)})")
-    roles = {"--model": [model], "--seed": [seed], "--params": [params], "--performance": [performance],
-             "--resource": resources_all, "--by": by}
+    roles = {
+        "--model": [model],
+        "--seed": [seed],
+        "--params": [params],
+        "--performance": [performance],
+        "--resource": resources_all,
+        "--by": by,
+    }
     seen: dict[str, str] = {}
     for flag, names in roles.items():
         for name in names:
             if name is None:
                 continue
             if name in seen and seen[name] != flag:
-                raise PeprInputError(f"column '{name}' is given both as {seen[name]} and as {flag}; each column has one role")
+                raise PeprInputError(
+                    f"column '{name}' is given both as {seen[name]} and as {flag}; each column has one role"
+                )
             seen[name] = flag
     # The report's own names for model, seed and parameters; a different column already
     # holding such a name would be overwritten.
-    to_report = {name: role for name, role in [(model, "model"), (seed, "seed"), (params, "params")] if name and name != role}
+    to_report = {
+        name: role for name, role in [(model, "model"), (seed, "seed"), (params, "params")] if name and name != role
+    }
     for name, role in to_report.items():
         if role in table.columns:
             raise PeprInputError(
@@ -580,7 +617,9 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     if not by:
         by = [ONE_GROUP]
         if ONE_GROUP in table.columns:
-            raise PeprInputError(f"{source} has a column '{ONE_GROUP}' but no group column; name the group columns with --by COL")
+            raise PeprInputError(
+                f"{source} has a column '{ONE_GROUP}' but no group column; name the group columns with --by COL"
+            )
     new_columns = [c for r in resources for c in (norm_column(r), pepr_column(r))]
     stale = [c for c in new_columns if c in table.columns]
     if spec.scored and len(stale) != len(new_columns):
@@ -613,7 +652,9 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     for role, name in [("model", model), *[(b, b) for b in by if b != ONE_GROUP]]:
         holes = work.index[ok & work[role].isna()]
         if len(holes):
-            raise PeprInputError(f"{source}: column '{name}' is empty in row(s) {', '.join(map(str, holes[:10]))}; every run needs one")
+            raise PeprInputError(
+                f"{source}: column '{name}' is empty in row(s) {', '.join(map(str, holes[:10]))}; every run needs one"
+            )
     if seed is None:
         counts = work[ok].groupby([*by, "model"]).size()
         if (counts > 1).any():
@@ -631,8 +672,10 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     new_columns += own_columns
     for name in new_columns:
         scored[name] = np.nan
-    labels = [f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
-              for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))]
+    labels = [
+        f"{m} in {group_label(tuple(k), by)}" + ("" if seed is None else f" seed {sd}")
+        for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))
+    ]
     successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
     if spec.scored:
         given = given_scores.loc[ok].apply(pd.to_numeric, errors="coerce").set_axis(successful.index, axis=0)
@@ -649,8 +692,9 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
     for name in new_columns:
         out[name] = scored[name].to_numpy()
     headline = cfg.resource if (cfg.resource in resources and not spec.resources) else resources[0]
-    cfg = dataclasses.replace(cfg, performance=performance, resource=headline, group=tuple(by),
-                              params_known=params is not None)
+    cfg = dataclasses.replace(
+        cfg, performance=performance, resource=headline, group=tuple(by), params_known=params is not None
+    )
     names = {role: name for name, role in to_report.items()}
     if not had_status:
         scored = scored.drop(columns=["status"])
@@ -658,7 +702,7 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
 
 
 def gather_histories(
-    paths: list[str | os.PathLike], runs_root: str | os.PathLike, carbon: "CarbonSettings | None" = None
+    paths: list[str | os.PathLike], runs_root: str | os.PathLike, carbon: CarbonSettings | None = None
 ) -> pd.DataFrame:
     """One table of every run's ``history.csv``, tagged with the run (dataset, init, fraction,
     model, seed) read from its path under ``runs_root``.
@@ -685,8 +729,15 @@ def gather_histories(
             # a damaged history costs the report that run's curves, not the whole report
             import warnings
 
-            reason = "is not UTF-8 text" if isinstance(exc, UnicodeDecodeError) else f"is not a pepr history CSV ({' '.join(str(exc).split())[:120]})"
-            warnings.warn(f"pepr: history '{path}' {reason}; skipped (its run has no per-epoch curves); re-run its training job to rebuild it", stacklevel=2)
+            reason = (
+                "is not UTF-8 text"
+                if isinstance(exc, UnicodeDecodeError)
+                else f"is not a pepr history CSV ({' '.join(str(exc).split())[:120]})"
+            )
+            warnings.warn(
+                f"pepr: history '{path}' {reason}; skipped (its run has no per-epoch curves); re-run its training job to rebuild it",
+                stacklevel=2,
+            )
             continue
         if not rows:
             continue
@@ -713,7 +764,7 @@ def gather_histories(
     return table
 
 
-def _derive_epoch_co2(header: list[str], rows: list[list[str]], path: Path, carbon: "CarbonSettings") -> None:
+def _derive_epoch_co2(header: list[str], rows: list[list[str]], path: Path, carbon: CarbonSettings) -> None:
     """Rewrite one history's CO2 columns (in place) from its ``epoch_energy_kwh`` with
     ``carbon``; left as recorded when a column is absent or an energy (or, for a series, an
     epoch midpoint) is unknown."""
@@ -787,4 +838,3 @@ def load_histories(path: str | os.PathLike | pd.DataFrame | None, df: pd.DataFra
             "re-run its training job (snakemake reruns it when its history.csv is deleted) or remove the run"
         )
     return tagged.sort_values([*run, "epoch"]).reset_index(drop=True)
-

@@ -28,8 +28,12 @@ def _rescore(df: pd.DataFrame, cfg: ReportConfig, resources: tuple[str, ...]) ->
     from pepr.results.scoring import norm_column, pepr_column, score
 
     ok = df["ok"]
-    scored = score(df.loc[ok, [*cfg.group, cfg.performance, *resources]], performance=cfg.performance,
-                   resources=list(resources), by=list(cfg.group))
+    scored = score(
+        df.loc[ok, [*cfg.group, cfg.performance, *resources]],
+        performance=cfg.performance,
+        resources=list(resources),
+        by=list(cfg.group),
+    )
     out = df.copy()
     for resource in resources:
         for column in (norm_column(resource), pepr_column(resource)):
@@ -89,14 +93,25 @@ def verdict_changes(data: ReportData, tables: dict[str, pd.DataFrame], compute) 
     before = compute(dataclasses.replace(data, results=data.with_flagged, with_flagged=None), with_changes=False)
     keys = [*data.cfg.group, "context", "treatment", "baseline", "metric", "variant", "family", "test"]
     rows = []
-    for name, column in [("decision", "recommended_model"), ("small_vs_large", "verdict_not_worse"),
-                         ("small_vs_large", "verdict_performance"), ("size_trend", "diminishing_returns"),
-                         ("paired_init", "verdict"), ("paired_fraction", "verdict")]:
+    for name, column in [
+        ("decision", "recommended_model"),
+        ("small_vs_large", "verdict_not_worse"),
+        ("small_vs_large", "verdict_performance"),
+        ("size_trend", "diminishing_returns"),
+        ("paired_init", "verdict"),
+        ("paired_fraction", "verdict"),
+    ]:
         if column not in tables.get(name, pd.DataFrame()).columns or column not in before[name].columns:
             continue
         old, new = _keyed(before[name], column, keys), _keyed(tables[name], column, keys)
         for where in sorted(set(old) | set(new)):
             if old.get(where) != new.get(where):
-                rows.append({"table": f"{name}.{column}", "where": where, "with_flagged": old.get(where, "(none)"),
-                             "without_flagged": new.get(where, "(none)")})
+                rows.append(
+                    {
+                        "table": f"{name}.{column}",
+                        "where": where,
+                        "with_flagged": old.get(where, "(none)"),
+                        "without_flagged": new.get(where, "(none)"),
+                    }
+                )
     return pd.DataFrame(rows, columns=CHANGE_COLUMNS)

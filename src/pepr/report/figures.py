@@ -33,12 +33,20 @@ import seaborn as sns
 from matplotlib.collections import LineCollection
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.transforms import Bbox
 from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter
+from matplotlib.transforms import Bbox
 
 from pepr.columns import GROUP_COLUMNS
 from pepr.report.config import ReportConfig
-from pepr.report.data import co2_note, group_label, groups, energy_methods, fraction_label, load_model_metadata, report_variants
+from pepr.report.data import (
+    co2_note,
+    energy_methods,
+    fraction_label,
+    group_label,
+    groups,
+    load_model_metadata,
+    report_variants,
+)
 from pepr.report.stats import epoch_curves, format_p, pareto_front, spearman_trend
 from pepr.report.tables import comparisons, model_means, model_pairs
 from pepr.results.runs import remove_stale_temporaries
@@ -84,15 +92,24 @@ def model_classes(df: pd.DataFrame, cfg: ReportConfig) -> dict[str, str]:
     """
     models = df.dropna(subset=["model"]).groupby("model")["params"].median()
     metadata = load_model_metadata(cfg.model_metadata)
-    known = {} if metadata is None else {
-        str(m): (str(t), int(e) == 1) for m, t, e in metadata[["model", "type", "efficient"]].itertuples(index=False)
-    }
+    known = (
+        {}
+        if metadata is None
+        else {
+            str(m): (str(t), int(e) == 1)
+            for m, t, e in metadata[["model", "type", "efficient"]].itertuples(index=False)
+        }
+    )
     if any(m in known for m in models.index):
-        return {m: (f"{known[m][0]}, efficient" if known[m][1] else known[m][0]) if m in known else NOT_IN_TABLE
-                for m in models.index}
+        return {
+            m: (f"{known[m][0]}, efficient" if known[m][1] else known[m][0]) if m in known else NOT_IN_TABLE
+            for m in models.index
+        }
     out = {}
     for model, params in models.items():
-        out[model] = next(label for bound, label in SIZE_BINS if params < bound) if np.isfinite(params) else "unknown size"
+        out[model] = (
+            next(label for bound, label in SIZE_BINS if params < bound) if np.isfinite(params) else "unknown size"
+        )
     return out
 
 
@@ -128,8 +145,14 @@ _LEFT, _GAP_X, _BOTTOM, _TITLE_LINE, _LEGEND, _XLABEL = 0.85, 0.85, 0.2, 0.16, 0
 _FOOT_LINE = 0.12
 
 
-def _panels(n: int, ncols: int | None = None, size: tuple[float, float] = PANEL,
-            key: bool = False, title_lines: int = 2, colorbar: bool = False) -> tuple[Figure, list]:
+def _panels(
+    n: int,
+    ncols: int | None = None,
+    size: tuple[float, float] = PANEL,
+    key: bool = False,
+    title_lines: int = 2,
+    colorbar: bool = False,
+) -> tuple[Figure, list]:
     """A figure of ``n`` panels of constant ``size``, ``ncols`` per row (default: up to
     :data:`MAX_COLUMNS`): the figure grows with n, never the panels shrink. ``key`` leaves
     :data:`KEY_WIDTH` beside each panel for its key; ``title_lines`` the lines of the panel
@@ -146,8 +169,14 @@ def _panels(n: int, ncols: int | None = None, size: tuple[float, float] = PANEL,
     height = top + nrows * size[1] + (nrows - 1) * gap_y + _XLABEL + _BOTTOM
     fig = Figure(figsize=(width, height))
     margins = {"left": _LEFT, "right": right, "top": top, "bottom": _XLABEL + _BOTTOM}
-    fig.subplots_adjust(left=_LEFT / width, right=1 - right / width, top=1 - top / height,
-                        bottom=margins["bottom"] / height, wspace=gap_x / size[0], hspace=gap_y / size[1])
+    fig.subplots_adjust(
+        left=_LEFT / width,
+        right=1 - right / width,
+        top=1 - top / height,
+        bottom=margins["bottom"] / height,
+        wspace=gap_x / size[0],
+        hspace=gap_y / size[1],
+    )
     fig.pepr_margins = margins  # read by _footnote, which grows the figure downwards
     axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
     for ax in axes[n:]:
@@ -195,22 +224,43 @@ def _footnote(fig: Figure, lines: Sequence[str]) -> None:
     fig.text(0.01, 0.08 / h, text, fontsize=7, ha="left", va="bottom")
 
 
-def _legend(fig: Figure, classes: dict[str, str], shown: set[str], extra: Sequence[Line2D] = (),
-            lines: bool = False) -> None:
+def _legend(
+    fig: Figure, classes: dict[str, str], shown: set[str], extra: Sequence[Line2D] = (), lines: bool = False
+) -> None:
     """One figure-level legend above the panels: the colour classes of the models drawn, then
     the line keys (trend, Pareto front, ...). At most :data:`MAX_LEGEND` entries."""
     colours = class_colours(classes)
     present = [c for c in class_order(classes) if any(classes.get(m) == c for m in shown)]
-    handles = [Line2D([], [], color=colours[c], marker=None if lines else "o", linestyle="-" if lines else "",
-                      markersize=6, label=c) for c in present]
+    handles = [
+        Line2D(
+            [],
+            [],
+            color=colours[c],
+            marker=None if lines else "o",
+            linestyle="-" if lines else "",
+            markersize=6,
+            label=c,
+        )
+        for c in present
+    ]
     flagged = any(c.get_gid() == FLAGGED_GID for ax in fig.axes for c in ax.collections)
-    key = [Line2D([], [], color="black", marker="x", linestyle="", markersize=6,
-                  label="flagged by a measurement check")] if flagged else []
-    handles = (handles + list(extra))[:MAX_LEGEND - len(key)] + key
+    key = (
+        [Line2D([], [], color="black", marker="x", linestyle="", markersize=6, label="flagged by a measurement check")]
+        if flagged
+        else []
+    )
+    handles = (handles + list(extra))[: MAX_LEGEND - len(key)] + key
     if handles:
         h = fig.get_figheight()
-        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.05 / h), bbox_transform=fig.transFigure,
-                   fontsize=8, frameon=False, ncols=min(len(handles), 6))
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1 - 0.05 / h),
+            bbox_transform=fig.transFigure,
+            fontsize=8,
+            frameon=False,
+            ncols=min(len(handles), 6),
+        )
 
 
 def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
@@ -294,10 +344,22 @@ def _draw_trend(ax, x, y) -> None:
     if len(xs):
         ax.plot(xs, ys, color="black", linewidth=1.3, linestyle="--", zorder=4)
     rho, p, n = spearman(x, y)
-    text = f"Spearman rho = {rho:+.2f}, {format_p(p)}, n = {n}" if np.isfinite(rho) else f"Spearman rho: undefined (n = {n})"
+    text = (
+        f"Spearman rho = {rho:+.2f}, {format_p(p)}, n = {n}"
+        if np.isfinite(rho)
+        else f"Spearman rho: undefined (n = {n})"
+    )
     # Beside the panel, under the key: never over the data.
-    ax.text(1.03, 0.0, text.replace(", p", "\np").replace(", n", ", n"), transform=ax.transAxes, fontsize=6.5,
-            va="bottom", ha="left", color="0.15")
+    ax.text(
+        1.03,
+        0.0,
+        text.replace(", p", "\np").replace(", n", ", n"),
+        transform=ax.transAxes,
+        fontsize=6.5,
+        va="bottom",
+        ha="left",
+        color="0.15",
+    )
 
 
 TREND_HANDLE = Line2D([], [], color="black", linestyle="--", linewidth=1.3, label="trend (binned medians)")
@@ -310,21 +372,32 @@ def _scatter(ax, frame: pd.DataFrame, x: str, y: str, classes: dict[str, str], s
     colours = class_colours(classes)
     n = len(frame)
     size = size or float(np.clip(2500 / max(n, 1), 8, 36))
-    ax.scatter(frame[x], frame[y], s=size, c=[colours[classes[m]] for m in frame["model"]], alpha=0.75,
-               linewidths=0.3, edgecolors="white", zorder=3)
+    ax.scatter(
+        frame[x],
+        frame[y],
+        s=size,
+        c=[colours[classes[m]] for m in frame["model"]],
+        alpha=0.75,
+        linewidths=0.3,
+        edgecolors="white",
+        zorder=3,
+    )
     if "flags" in frame.columns:
         # runs a measurement check flagged: marked, so a reader sees which points to doubt
         marked = frame[frame["flags"].astype(str) != ""]
         if len(marked):
-            ax.scatter(marked[x], marked[y], s=size * 1.3, marker="x", c="black", linewidths=0.9, zorder=4, gid=FLAGGED_GID)
+            ax.scatter(
+                marked[x], marked[y], s=size * 1.3, marker="x", c="black", linewidths=0.9, zorder=4, gid=FLAGGED_GID
+            )
 
 
 #: The gid of the markers of flagged runs (the legend adds their key when a figure has them).
 FLAGGED_GID = "pepr-flagged"
 
 
-def labelled_models(means: pd.DataFrame, performance: str, pepr: str | None, resource: str | None,
-                    top_k: int, limit: int = MAX_LABELS) -> list[tuple[str, str]]:
+def labelled_models(
+    means: pd.DataFrame, performance: str, pepr: str | None, resource: str | None, top_k: int, limit: int = MAX_LABELS
+) -> list[tuple[str, str]]:
     """The models worth a label in one panel, most important first, at most ``limit``:
     the best-performance model, the best by ``pepr``, the rest of the top-k by ``pepr`` and
     the Pareto front of (performance, ``resource``) (cheapest first). ``means``: one row per
@@ -361,16 +434,21 @@ def _label_panel(ax, means: pd.DataFrame, x: str, y: str, labels: list[tuple[str
         px, py = float(position.at[model, x]), float(position.at[model, y])
         ax.scatter([px], [py], s=42, facecolors="none", edgecolors="black", linewidths=0.9, zorder=5)
         pending.append((ax, number, px, py))
-    key = "\n".join(textwrap.shorten(f"{n:>2} {model} ({why})", 40, placeholder="...")
-                    for n, (model, why) in enumerate(labels, start=1))
+    key = "\n".join(
+        textwrap.shorten(f"{n:>2} {model} ({why})", 40, placeholder="...")
+        for n, (model, why) in enumerate(labels, start=1)
+    )
     ax.text(1.03, 1.0, key, transform=ax.transAxes, fontsize=6.3, va="top", ha="left", family="monospace")
     return pending
 
 
 #: Offsets tried for a numbered label, in points from its point: 12 directions at 5 distances,
 #: nearest first (diagonals first at each distance: they cover the fewest neighbours).
-_OFFSETS = [(r * math.cos(a), r * math.sin(a)) for r in (11, 19, 28, 38, 50)
-            for a in np.deg2rad([45, 135, 315, 225, 90, 270, 0, 180, 20, 160, 200, 340])]
+_OFFSETS = [
+    (r * math.cos(a), r * math.sin(a))
+    for r in (11, 19, 28, 38, 50)
+    for a in np.deg2rad([45, 135, 315, 225, 90, 270, 0, 180, 20, 160, 200, 340])
+]
 
 
 def _place_labels(fig: Figure, pending: list[tuple]) -> None:
@@ -392,21 +470,39 @@ def _place_labels(fig: Figure, pending: list[tuple]) -> None:
         taken = placed.setdefault(id(ax), [])
 
         def box_at(offset):
-            return Bbox.from_bounds(anchor[0] + offset[0] * points - size / 2, anchor[1] + offset[1] * points - size / 2, size, size)
+            return Bbox.from_bounds(
+                anchor[0] + offset[0] * points - size / 2, anchor[1] + offset[1] * points - size / 2, size, size
+            )
 
         def overlap(box):
-            return sum(max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0)) for o in taken)
+            return sum(
+                max(0.0, min(box.x1, o.x1) - max(box.x0, o.x0)) * max(0.0, min(box.y1, o.y1) - max(box.y0, o.y0))
+                for o in taken
+            )
 
         def inside(box):
             return frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
 
         free = [o for o in _OFFSETS if overlap(box_at(o)) == 0]
-        choice = next((o for o in free if inside(box_at(o))), free[0] if free else min(_OFFSETS, key=lambda o: overlap(box_at(o))))
+        choice = next(
+            (o for o in free if inside(box_at(o))), free[0] if free else min(_OFFSETS, key=lambda o: overlap(box_at(o)))
+        )
         taken.append(box_at(choice))
-        ax.annotate(str(number), (px, py), xytext=choice, textcoords="offset points", ha="center", va="center",
-                    fontsize=7, fontweight="bold", zorder=7, gid=LABEL_GID, annotation_clip=False,
-                    bbox={"boxstyle": "circle,pad=0.15", "facecolor": "white", "edgecolor": "0.3", "linewidth": 0.5},
-                    arrowprops={"arrowstyle": "-", "color": "0.3", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 2})
+        ax.annotate(
+            str(number),
+            (px, py),
+            xytext=choice,
+            textcoords="offset points",
+            ha="center",
+            va="center",
+            fontsize=7,
+            fontweight="bold",
+            zorder=7,
+            gid=LABEL_GID,
+            annotation_clip=False,
+            bbox={"boxstyle": "circle,pad=0.15", "facecolor": "white", "edgecolor": "0.3", "linewidth": 0.5},
+            arrowprops={"arrowstyle": "-", "color": "0.3", "linewidth": 0.5, "shrinkA": 0, "shrinkB": 2},
+        )
 
 
 #: gid of the numbered model labels (tests count them and check they do not overlap).
@@ -422,7 +518,12 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 1: contours of P / (1 + R) over (R, P), each group's runs as points on them,
     the top models numbered."""
     keys = groups(df[df["ok"]], cfg.group)
-    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]), colorbar=True)
+    fig, axes = _panels(
+        max(len(keys), 1),
+        key=True,
+        title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]),
+        colorbar=True,
+    )
     pending: list[tuple] = []
     grid_r, grid_p = np.meshgrid(np.linspace(0, 1, 201), np.linspace(0, 1, 201))
     classes = model_classes(df, cfg)
@@ -430,14 +531,25 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     r_col, pepr = f"{cfg.resource}_norm", f"pepr_{cfg.resource}"
     contours = None
     for ax, key in zip(axes, keys):
-        contours = ax.contourf(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0, 1, 11), cmap="YlGn", alpha=0.6)
-        ax.contour(grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0.1, 0.9, 9), colors="grey", linewidths=0.4)
+        contours = ax.contourf(
+            grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0, 1, 11), cmap="YlGn", alpha=0.6
+        )
+        ax.contour(
+            grid_r, grid_p, grid_p / (1 + grid_r), levels=np.linspace(0.1, 0.9, 9), colors="grey", linewidths=0.4
+        )
         frame = _cell_frame(ok, key, cfg.group)
         _scatter(ax, frame, r_col, cfg.performance, classes)
         means = _means(frame, [r_col, cfg.performance, pepr])
-        pending += _label_panel(ax, means, r_col, cfg.performance, labelled_models(means, cfg.performance, pepr, None, cfg.top_k))
-        ax.set(xlim=(-0.02, 1.02), ylim=(max(0.0, frame[cfg.performance].min() - 0.05), 1.0),
-               xlabel=f"R = normalised {cfg.resource}", ylabel=f"P = {cfg.performance}", title=_panel_title(key, group=cfg.group))
+        pending += _label_panel(
+            ax, means, r_col, cfg.performance, labelled_models(means, cfg.performance, pepr, None, cfg.top_k)
+        )
+        ax.set(
+            xlim=(-0.02, 1.02),
+            ylim=(max(0.0, frame[cfg.performance].min() - 0.05), 1.0),
+            xlabel=f"R = normalised {cfg.resource}",
+            ylabel=f"P = {cfg.performance}",
+            title=_panel_title(key, group=cfg.group),
+        )
         ax.title.set_fontsize(9)
     if contours is not None:
         # Beside the first row's last panel, past its key: it moves with the panels.
@@ -445,9 +557,15 @@ def pepr_profile(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         cax = corner.inset_axes([1.0 + (KEY_WIDTH + 0.25) / PANEL[0], 0.0, 0.14 / PANEL[0], 1.0])
         fig.colorbar(contours, cax=cax, label=f"{cfg.resource_label} = P / (1 + R)")
     _legend(fig, classes, set(ok["model"]))
-    _footnote(fig, ["Numbered: the best-performance model, the best by the headline PePR and the rest of the top-k "
-                    "(seed means; the key beside each panel). Points: every successful run.",
-                    energy_methods(df), _class_note(classes)])
+    _footnote(
+        fig,
+        [
+            "Numbered: the best-performance model, the best by the headline PePR and the rest of the top-k "
+            "(seed means; the key beside each panel). Points: every successful run.",
+            energy_methods(df),
+            _class_note(classes),
+        ],
+    )
     _place_labels(fig, pending)
     return fig
 
@@ -476,14 +594,28 @@ def _params_panels(df: pd.DataFrame, cfg: ReportConfig, columns: list[tuple[str,
         # Label by what this panel shows: performance panels the best P and best PePR; PePR
         # panels the top-k of that variant.
         score = column if column.startswith("pepr_") else pepr
-        pending += _label_panel(ax, means, "params", column, labelled_models(means, cfg.performance, score, None, cfg.top_k))
-        ax.set(xlabel="trainable parameters" + (" (log)" if ax.get_xscale() == "log" else ""), ylabel=label,
-               title=_panel_title(key, group=cfg.group) if len(columns) == 1 else f"{label}\n{_panel_title(key, group=cfg.group)}")
+        pending += _label_panel(
+            ax, means, "params", column, labelled_models(means, cfg.performance, score, None, cfg.top_k)
+        )
+        ax.set(
+            xlabel="trainable parameters" + (" (log)" if ax.get_xscale() == "log" else ""),
+            ylabel=label,
+            title=_panel_title(key, group=cfg.group)
+            if len(columns) == 1
+            else f"{label}\n{_panel_title(key, group=cfg.group)}",
+        )
         ax.title.set_fontsize(9)
     _legend(fig, classes, set(ok["model"]), [TREND_HANDLE, MEDIAN_HANDLE])
-    _footnote(fig, ["Dotted line: the group's median parameter count (small models at or left of it). Numbered: best "
-                    "performance, best PePR and the top-k (seed means; key beside each panel).",
-                    co2_note(df) if len(columns) > 1 else "", energy_methods(df), _class_note(classes)])
+    _footnote(
+        fig,
+        [
+            "Dotted line: the group's median parameter count (small models at or left of it). Numbered: best "
+            "performance, best PePR and the top-k (seed means; key beside each panel).",
+            co2_note(df) if len(columns) > 1 else "",
+            energy_methods(df),
+            _class_note(classes),
+        ],
+    )
     _place_labels(fig, pending)
     return fig
 
@@ -516,25 +648,49 @@ def pooled(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         means = _means(_cell_frame(ok, key, cfg.group), ["params", *(c for c, _ in columns)])
         for ax, (column, _) in zip(axes, columns):
             frame = means.dropna(subset=["params", column])
-            ax.scatter(frame["params"], frame[column], s=float(np.clip(1500 / max(len(frame), 1), 6, 24)),
-                       color=colour, alpha=0.7, linewidths=0.3, edgecolors="white", zorder=3)
+            ax.scatter(
+                frame["params"],
+                frame[column],
+                s=float(np.clip(1500 / max(len(frame), 1), 6, 24)),
+                color=colour,
+                alpha=0.7,
+                linewidths=0.3,
+                edgecolors="white",
+                zorder=3,
+            )
             if len(frame) >= 3:
                 tx, ty = trend(frame["params"].to_numpy(float), frame[column].to_numpy(float), log_x=True)
                 ax.plot(tx, ty, color=colour, linewidth=1.2, zorder=4)
     for ax, (_, label) in zip(axes, columns):
         _set_log_axes(ax, ok["params"], [])
-        ax.set(xlabel="trainable parameters" + (" (log)" if ax.get_xscale() == "log" else ""), ylabel=label,
-               title=f"{label} vs model size, all groups")
+        ax.set(
+            xlabel="trainable parameters" + (" (log)" if ax.get_xscale() == "log" else ""),
+            ylabel=label,
+            title=f"{label} vs model size, all groups",
+        )
         ax.title.set_fontsize(9)
     trend_key = Line2D([], [], color="black", linewidth=1.2, label="trend per group (binned medians)")
-    handles = handles[:MAX_LEGEND - 1] + [trend_key]
+    handles = handles[: MAX_LEGEND - 1] + [trend_key]
     if keys:
         h = fig.get_figheight()
-        fig.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 1 - 0.05 / h),
-                   bbox_transform=fig.transFigure, fontsize=8, frameon=False, ncols=min(len(handles), 3))
-    _footnote(fig, ["One point per model and group (seed means), coloured by group; lines: each group's trend "
-                    "(binned medians). PePR is normalised within each group, so compare its shape across groups, "
-                    "not its level." + (f" Legend: the first {MAX_LEGEND - 1} of {len(keys)} groups." if len(keys) >= MAX_LEGEND else "")])
+        fig.legend(
+            handles=handles,
+            loc="upper center",
+            bbox_to_anchor=(0.5, 1 - 0.05 / h),
+            bbox_transform=fig.transFigure,
+            fontsize=8,
+            frameon=False,
+            ncols=min(len(handles), 3),
+        )
+    _footnote(
+        fig,
+        [
+            "One point per model and group (seed means), coloured by group; lines: each group's trend "
+            "(binned medians). PePR is normalised within each group, so compare its shape across groups, "
+            "not its level."
+            + (f" Legend: the first {MAX_LEGEND - 1} of {len(keys)} groups." if len(keys) >= MAX_LEGEND else "")
+        ],
+    )
     return fig
 
 
@@ -545,23 +701,28 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
     ``table`` (the paired table). PePR is not shown: it is normalised within each group.
     """
     pairs_list = comparisons(df, factor)
-    metrics = [(cfg.performance, f"{cfg.performance}: treatment - baseline", "diff"),
-               (cfg.resource, f"{cfg.resource}: treatment / baseline", "ratio")]
+    metrics = [
+        (cfg.performance, f"{cfg.performance}: treatment - baseline", "diff"),
+        (cfg.resource, f"{cfg.resource}: treatment / baseline", "ratio"),
+    ]
     context = [c for c in cfg.group if c != factor]
     n_contexts = df[context].drop_duplicates().shape[0]
     # Panels widen with the contexts on their x axis, so the context labels never overlap.
     size = (max(5.2, 1.6 * n_contexts), 3.8)
     # The two metrics side by side while that fits the page; one under the other beyond.
     ncols = len(metrics) if _LEFT + len(metrics) * (size[0] + _GAP_X + 0.3) <= MAX_WIDTH else 1
-    fig, axes = _panels(max(len(pairs_list), 1) * len(metrics), ncols=ncols, size=size,
-                        title_lines=4)  # room for context tick labels of up to three lines
+    fig, axes = _panels(
+        max(len(pairs_list), 1) * len(metrics), ncols=ncols, size=size, title_lines=4
+    )  # room for context tick labels of up to three lines
     label = fraction_label if factor == "fraction" else str
     classes = model_classes(df, cfg)
     colours = class_colours(classes)
     if not pairs_list:  # a short note, not a page of empty panels
         only = sorted(set(df[factor]))
-        return _note_figure(f"{factor} comparison: not drawn",
-                            f"Only one {factor} level in this sweep ({', '.join(only)}): nothing to compare.")
+        return _note_figure(
+            f"{factor} comparison: not drawn",
+            f"Only one {factor} level in this sweep ({', '.join(only)}): nothing to compare.",
+        )
     shown = set()
     for row, (treatment, baseline) in enumerate(pairs_list):
         pairs = model_pairs(df, cfg, factor, treatment, baseline)
@@ -569,28 +730,54 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
         pairs = pairs.assign(context=pairs[context].astype(str).agg(" / ".join, axis=1)) if len(pairs) else pairs
         for col, (metric, ylabel, kind) in enumerate(metrics):
             ax = axes[row * len(metrics) + col]
-            rows = table[(table["treatment"] == treatment) & (table["baseline"] == baseline) & (table["metric"] == metric)]
+            rows = table[
+                (table["treatment"] == treatment) & (table["baseline"] == baseline) & (table["metric"] == metric)
+            ]
             all_values = []
             for x, name in enumerate(contexts):
                 group = pairs[pairs["context"] == name]
-                values = group[f"{metric}_a"] - group[f"{metric}_b"] if kind == "diff" else group[f"{metric}_a"] / group[f"{metric}_b"]
+                values = (
+                    group[f"{metric}_a"] - group[f"{metric}_b"]
+                    if kind == "diff"
+                    else group[f"{metric}_a"] / group[f"{metric}_b"]
+                )
                 all_values.extend(values)
                 jitter = np.random.default_rng(x).uniform(-0.18, 0.18, len(group))
                 shown.update(group["model"])
-                ax.scatter(x + jitter, values, s=float(np.clip(1200 / max(len(group), 1), 8, 30)), alpha=0.75,
-                           c=[colours[classes[m]] for m in group["model"]], linewidths=0.3, edgecolors="white", zorder=3)
+                ax.scatter(
+                    x + jitter,
+                    values,
+                    s=float(np.clip(1200 / max(len(group), 1), 8, 30)),
+                    alpha=0.75,
+                    c=[colours[classes[m]] for m in group["model"]],
+                    linewidths=0.3,
+                    edgecolors="white",
+                    zorder=3,
+                )
                 stat = rows[rows["context"] == name]
                 if len(stat):
                     r = stat.iloc[0]
                     if kind == "diff":
                         centre, low, high = r["mean_diff"], r["ci_low"], r["ci_high"]
-                        shown_p = f"TOST {format_p(r['p_tost_holm'])}" if r["verdict"] == "equivalent" else format_p(r["p_holm"])
+                        shown_p = (
+                            f"TOST {format_p(r['p_tost_holm'])}"
+                            if r["verdict"] == "equivalent"
+                            else format_p(r["p_holm"])
+                        )
                         text = f"{r['verdict']}\n{shown_p}"
                     else:
                         centre, low, high = r["ratio"], r["ratio_ci_low"], r["ratio_ci_high"]
                         text = f"x{r['ratio']:.3g}\n{format_p(r['p_holm'])}"
                     if not np.isnan(low):
-                        ax.errorbar(x + 0.3, centre, yerr=[[centre - low], [high - centre]], fmt="_", color="black", capsize=3, zorder=4)
+                        ax.errorbar(
+                            x + 0.3,
+                            centre,
+                            yerr=[[centre - low], [high - centre]],
+                            fmt="_",
+                            color="black",
+                            capsize=3,
+                            zorder=4,
+                        )
                     else:
                         ax.plot(x + 0.3, centre, "_", color="black", markersize=10, zorder=4)
                     ax.annotate(text, (x, 1.0), xycoords=("data", "axes fraction"), fontsize=6.5, ha="center", va="top")
@@ -601,20 +788,27 @@ def paired_comparison(table: pd.DataFrame, df: pd.DataFrame, cfg: ReportConfig, 
                 ax.axhline(1, color="0.5", linewidth=0.8)
                 if needs_log(all_values):  # log only when ratios span decades
                     ax.set_yscale("log")
-            ax.set_xticks(range(len(contexts)), ["\n".join(textwrap.fill(part, 16) for part in c.split(" / ")) for c in contexts],
-                          fontsize=8)
+            ax.set_xticks(
+                range(len(contexts)),
+                ["\n".join(textwrap.fill(part, 16) for part in c.split(" / ")) for c in contexts],
+                fontsize=8,
+            )
             ax.set_xlim(-0.6, max(len(contexts), 1) - 0.4)
             ax.margins(y=0.3)
             ax.set(ylabel=ylabel, title=f"{label(treatment)} vs {label(baseline)}")
             ax.title.set_fontsize(9)
     _legend(fig, classes, shown)
-    _footnote(fig, [
-        f"One point per model: its seed mean under both levels, within the same {' and '.join(context)} (the x axis); "
-        "successful under both. Bar: mean difference with its t CI; text: verdict of the paired t test and TOST "
-        f"(green band: equivalence margin +/-{cfg.equivalence_margin:g}), every p Holm-adjusted over the contexts; "
-        "resources: geometric-mean ratio with its CI, tested on the log scale. PePR is not compared across levels: it is normalised within each group.",
-        energy_methods(df), _class_note(classes),
-    ])
+    _footnote(
+        fig,
+        [
+            f"One point per model: its seed mean under both levels, within the same {' and '.join(context)} (the x axis); "
+            "successful under both. Bar: mean difference with its t CI; text: verdict of the paired t test and TOST "
+            f"(green band: equivalence margin +/-{cfg.equivalence_margin:g}), every p Holm-adjusted over the contexts; "
+            "resources: geometric-mean ratio with its CI, tested on the log scale. PePR is not compared across levels: it is normalised within each group.",
+            energy_methods(df),
+            _class_note(classes),
+        ],
+    )
     return fig
 
 
@@ -622,7 +816,9 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 6: performance vs the headline resource per group (log axis when it spans a
     decade), Pareto front, PePR iso-lines, trend and Spearman's rho."""
     keys = groups(df[df["ok"]], cfg.group)
-    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]))
+    fig, axes = _panels(
+        max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys])
+    )
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     ok = df[df["ok"]]
@@ -633,7 +829,11 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         _set_log_axes(ax, r, [])
         low, high = (r.min(), r.max()) if len(r) else (0.0, 1.0)
         span = high - low if high > low else 1.0
-        xs = np.geomspace(low, high, 100) if ax.get_xscale() == "log" else np.linspace(low, high if high > low else low + 1e-12, 100)
+        xs = (
+            np.geomspace(low, high, 100)
+            if ax.get_xscale() == "log"
+            else np.linspace(low, high if high > low else low + 1e-12, 100)
+        )
         bottom = max(0.0, float(p.min()) - 0.05) if len(p) else 0.0
         for level in np.round(np.linspace(0.1, 1.0, 10), 2):
             ys = level * (1 + (xs - low) / span)
@@ -646,18 +846,40 @@ def performance_vs_resource(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         if len(means):
             front = pareto_front(means[cfg.performance].to_numpy(), means[cfg.resource].to_numpy())
             on_front = means[front].sort_values(cfg.resource)
-            ax.step(on_front[cfg.resource], on_front[cfg.performance], where="post", color="tab:red", linewidth=1.2, zorder=4)
+            ax.step(
+                on_front[cfg.resource],
+                on_front[cfg.performance],
+                where="post",
+                color="tab:red",
+                linewidth=1.2,
+                zorder=4,
+            )
         _draw_trend(ax, r, p)
-        pending += _label_panel(ax, means, cfg.resource, cfg.performance,
-                     labelled_models(means, cfg.performance, pepr, cfg.resource, cfg.top_k))
-        ax.set(xlabel=cfg.resource + (" (log)" if ax.get_xscale() == "log" else ""), ylabel=cfg.performance,
-               title=_panel_title(key, group=cfg.group), ylim=(bottom, 1.01))
+        pending += _label_panel(
+            ax,
+            means,
+            cfg.resource,
+            cfg.performance,
+            labelled_models(means, cfg.performance, pepr, cfg.resource, cfg.top_k),
+        )
+        ax.set(
+            xlabel=cfg.resource + (" (log)" if ax.get_xscale() == "log" else ""),
+            ylabel=cfg.performance,
+            title=_panel_title(key, group=cfg.group),
+            ylim=(bottom, 1.01),
+        )
         ax.title.set_fontsize(9)
     _legend(fig, classes, set(ok["model"]), [TREND_HANDLE, PARETO_HANDLE])
-    _footnote(fig, [f"Grey lines: {cfg.resource_label} iso-lines P / (1 + R) = const (value printed at the end), "
-                    "R min-max normalised within the group. Red: Pareto front of the models' seed means (no model has higher "
-                    "performance at lower cost). Numbered: best performance, best PePR, top-k, Pareto front (key beside each panel).",
-                    energy_methods(df), _class_note(classes)])
+    _footnote(
+        fig,
+        [
+            f"Grey lines: {cfg.resource_label} iso-lines P / (1 + R) = const (value printed at the end), "
+            "R min-max normalised within the group. Red: Pareto front of the models' seed means (no model has higher "
+            "performance at lower cost). Numbered: best performance, best PePR, top-k, Pareto front (key beside each panel).",
+            energy_methods(df),
+            _class_note(classes),
+        ],
+    )
     _place_labels(fig, pending)
     return fig
 
@@ -676,11 +898,15 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
     """Figure 7: PePR per epoch (scored over all runs and epochs of the group), peaks marked.
     Without per-epoch histories: a note saying so, no empty panels."""
     if history is None or len(history) == 0 or history["epoch"].nunique() < 2:
-        return _note_figure("Epoch PePR: not drawn",
-                            "No per-epoch histories with two or more epochs were given, so PePR per epoch cannot be drawn. "
-                            "The workflow gathers every run's history.csv; `pepr report` takes them with --histories TABLE.")
+        return _note_figure(
+            "Epoch PePR: not drawn",
+            "No per-epoch histories with two or more epochs were given, so PePR per epoch cannot be drawn. "
+            "The workflow gathers every run's history.csv; `pepr report` takes them with --histories TABLE.",
+        )
     keys = groups(df[df["ok"]], cfg.group)
-    fig, axes = _panels(max(len(keys), 1), title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]) + 2)
+    fig, axes = _panels(
+        max(len(keys), 1), title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]) + 2
+    )
     classes = model_classes(df, cfg)
     colours = class_colours(classes)
     curves = epoch_curves(history, cfg.history_performance, cfg.history_resource, list(cfg.group))
@@ -691,7 +917,7 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
         cell_peaks = _cell_frame(peaks, key, cfg.group)
         # One LineCollection per panel: thousands of runs cost one artist, not one Line2D each.
         segments, run_colours = [], []
-        for (model, seed), run in frame.sort_values("epoch").groupby(["model", "seed"]):
+        for (model, _seed), run in frame.sort_values("epoch").groupby(["model", "seed"]):
             segments.append(run[["epoch", "epoch_pepr"]].to_numpy(dtype=float))
             run_colours.append(colours[classes.get(model, NOT_IN_TABLE)])
         ax.add_collection(LineCollection(segments, colors=run_colours, linewidths=width, alpha=alpha))
@@ -703,20 +929,31 @@ def epoch_pepr(history: pd.DataFrame, peaks: pd.DataFrame, df: pd.DataFrame, cfg
         cost = cell_peaks["performance_cost"].mean() if len(cell_peaks) else 0.0
         # performance_cost = last epoch's performance - the peak's: what stopping at the peak gives up.
         resource = cfg.history_resource.removeprefix("cumulative_")
-        outcome = (f"a mean {cfg.history_performance} loss of {cost:.3f}" if cost >= 0
-                   else f"a mean {cfg.history_performance} gain of {-cost:.3f}")
-        ax.set(xlabel="epoch", ylabel=f"epoch PePR ({cfg.history_resource})",
-               title=_panel_title(key, f"stopping at the peaks saves {saved:.3g} {resource} ({share:.0%}) for {outcome}",
-                                  cfg.group))
+        outcome = (
+            f"a mean {cfg.history_performance} loss of {cost:.3f}"
+            if cost >= 0
+            else f"a mean {cfg.history_performance} gain of {-cost:.3f}"
+        )
+        ax.set(
+            xlabel="epoch",
+            ylabel=f"epoch PePR ({cfg.history_resource})",
+            title=_panel_title(
+                key, f"stopping at the peaks saves {saved:.3g} {resource} ({share:.0%}) for {outcome}", cfg.group
+            ),
+        )
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.title.set_fontsize(8)
     star = Line2D([], [], color="black", marker="*", linestyle="", label="peak of a run")
     _legend(fig, classes, set(curves["model"]), [star], lines=True)
-    _footnote(fig, [
-        f"At each epoch: P = {cfg.history_performance} at that epoch, R = {cfg.history_resource} up to it, "
-        "min-max normalised over all runs and epochs of the group; black star: each run's peak (diminishing returns beyond).",
-        energy_methods(df), _class_note(classes),
-    ])
+    _footnote(
+        fig,
+        [
+            f"At each epoch: P = {cfg.history_performance} at that epoch, R = {cfg.history_resource} up to it, "
+            "min-max normalised over all runs and epochs of the group; black star: each run's peak (diminishing returns beyond).",
+            energy_methods(df),
+            _class_note(classes),
+        ],
+    )
     return fig
 
 
@@ -724,7 +961,9 @@ def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     """Figure 8 (the paper's model-space figure): training energy vs trainable parameters, log
     axes where they span a decade, one point per model (seed mean) and group, trend and rho."""
     keys = groups(df[df["ok"]], cfg.group)
-    fig, axes = _panels(max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys]))
+    fig, axes = _panels(
+        max(len(keys), 1), key=True, title_lines=_title_lines([_panel_title(k, group=cfg.group) for k in keys])
+    )
     pending: list[tuple] = []
     classes = model_classes(df, cfg)
     means = model_means(df, cfg)
@@ -739,17 +978,28 @@ def model_space(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
         ax.axvline(median, color="0.5", linestyle=":", linewidth=0.9)
         biggest = frame.sort_values([resource, "model"], ascending=[False, True])["model"].head(2)
         cheapest = frame.sort_values([resource, "model"])["model"].head(2)
-        labels = [(m, "most energy") for m in biggest] + [(m, "least energy") for m in cheapest if m not in set(biggest)]
+        labels = [(m, "most energy") for m in biggest] + [
+            (m, "least energy") for m in cheapest if m not in set(biggest)
+        ]
         labels = labelled_models(frame, cfg.performance, f"pepr_{cfg.resource}", None, 1, limit=2) + labels
         labels = list({m: (m, w) for m, w in reversed(labels)}.values())[::-1][:MAX_LABELS]
         pending += _label_panel(ax, frame, "params", resource, labels)
         log = " (log)"
-        ax.set(xlabel="trainable parameters" + (log if ax.get_xscale() == "log" else ""),
-               ylabel=f"training {resource}" + (log if ax.get_yscale() == "log" else ""), title=_panel_title(key, group=cfg.group))
+        ax.set(
+            xlabel="trainable parameters" + (log if ax.get_xscale() == "log" else ""),
+            ylabel=f"training {resource}" + (log if ax.get_yscale() == "log" else ""),
+            title=_panel_title(key, group=cfg.group),
+        )
         ax.title.set_fontsize(9)
     _legend(fig, classes, set(valid["model"]), [TREND_HANDLE, MEDIAN_HANDLE])
-    _footnote(fig, ["One point per model: its seed mean in the group. Dotted: the group's median parameter count (small models "
-                    "left of it). Numbered: best P, best PePR and the most and least energy-hungry models (key beside each panel).",
-                    energy_methods(df), _class_note(classes)])
+    _footnote(
+        fig,
+        [
+            "One point per model: its seed mean in the group. Dotted: the group's median parameter count (small models "
+            "left of it). Numbered: best P, best PePR and the most and least energy-hungry models (key beside each panel).",
+            energy_methods(df),
+            _class_note(classes),
+        ],
+    )
     _place_labels(fig, pending)
     return fig

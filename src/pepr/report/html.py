@@ -145,19 +145,30 @@ def _format(value) -> str:
 def table_html(table: pd.DataFrame, css_class: str = "sortable", max_rows: int = MAX_TABLE_ROWS) -> str:
     """``table`` as an HTML table (values escaped, numbers right-aligned, sortable headers)."""
     shown = table.head(max_rows)
-    numeric = {c for c in shown.columns if pd.api.types.is_numeric_dtype(shown[c]) and not pd.api.types.is_bool_dtype(shown[c])}
+    numeric = {
+        c for c in shown.columns if pd.api.types.is_numeric_dtype(shown[c]) and not pd.api.types.is_bool_dtype(shown[c])
+    }
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
     rows = []
     for values in shown.itertuples(index=False):
         cells = "".join(
-            f'<td class="num">{html.escape(_format(v))}</td>' if c in numeric else
-            f'<td class="text">{html.escape(_format(v))}</td>' if len(_format(v)) > 40 else f"<td>{html.escape(_format(v))}</td>"
-            for c, v in zip(shown.columns, values))
+            f'<td class="num">{html.escape(_format(v))}</td>'
+            if c in numeric
+            else f'<td class="text">{html.escape(_format(v))}</td>'
+            if len(_format(v)) > 40
+            else f"<td>{html.escape(_format(v))}</td>"
+            for c, v in zip(shown.columns, values)
+        )
         rows.append(f"<tr>{cells}</tr>")
-    more = (f'<p class="note">First {max_rows} of {len(table)} rows; the CSV file has them all.</p>'
-            if len(table) > max_rows else "")
-    return (f'<div class="tablewrap"><table class="sortable {css_class}"><thead><tr>{head}</tr></thead>'
-            f'<tbody>{"".join(rows)}</tbody></table></div>{more}')
+    more = (
+        f'<p class="note">First {max_rows} of {len(table)} rows; the CSV file has them all.</p>'
+        if len(table) > max_rows
+        else ""
+    )
+    return (
+        f'<div class="tablewrap"><table class="sortable {css_class}"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(rows)}</tbody></table></div>{more}"
+    )
 
 
 def _sentences_first(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
@@ -165,15 +176,28 @@ def _sentences_first(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     its energy") right after the group keys (``group``), where a reader looks first."""
     keys = [c for c in table.columns if c in group]
     # Text columns whatever their dtype (object, or pandas' string dtype).
-    long = [c for c in table.columns if c not in keys and not pd.api.types.is_numeric_dtype(table[c])
-            and not table[c].dropna().empty and table[c].dropna().astype(str).str.len().median() > 30]
+    long = [
+        c
+        for c in table.columns
+        if c not in keys
+        and not pd.api.types.is_numeric_dtype(table[c])
+        and not table[c].dropna().empty
+        and table[c].dropna().astype(str).str.len().median() > 30
+    ]
     return table[keys + long + [c for c in table.columns if c not in keys and c not in long]]
 
 
 #: The decision table's columns shown on the first screen, in order (decision.csv has them all:
 #: counts, PePR values and shares are in the Tables section).
-DECISION_VIEW = ("statement", "recommended_model", "recommended_performance", "recommended_resource",
-                 "best_model", "best_performance", "best_resource")
+DECISION_VIEW = (
+    "statement",
+    "recommended_model",
+    "recommended_performance",
+    "recommended_resource",
+    "best_model",
+    "best_performance",
+    "best_resource",
+)
 
 
 def _interval_text(low: object, high: object) -> str:
@@ -199,18 +223,41 @@ def decision_view(table: pd.DataFrame, group: list[str]) -> pd.DataFrame:
     perf = str(first.get("performance_metric", "performance"))
     resource = str(first.get("resource", "resource"))
     variant = str(first.get("variant", "PePR"))
-    headers = {"statement": "decision", "recommended_model": f"recommended (by {variant})",
-               "recommended_performance": perf, "recommended_resource": resource,
-               "best_model": f"best-{perf} model", "best_performance": f"its {perf}", "best_resource": f"its {resource}"}
+    headers = {
+        "statement": "decision",
+        "recommended_model": f"recommended (by {variant})",
+        "recommended_performance": perf,
+        "recommended_resource": resource,
+        "best_model": f"best-{perf} model",
+        "best_performance": f"its {perf}",
+        "best_resource": f"its {resource}",
+    }
     keys = [c for c in group if c in table.columns]
     view = table[[*keys, *DECISION_VIEW]].copy()
-    if {"recommended_performance_ci_low", "recommended_performance_ci_high", "contenders", "n_contenders"} <= set(table.columns):
-        view.insert(len(keys) + 3, f"{perf} interval", [
-            _interval_text(lo, hi) for lo, hi in zip(table["recommended_performance_ci_low"], table["recommended_performance_ci_high"])])
-        view.insert(len(keys) + 4, f"{variant} interval", [
-            _interval_text(lo, hi) for lo, hi in zip(table["recommended_pepr_ci_low"], table["recommended_pepr_ci_high"])])
-        view.insert(len(keys) + 5, "contenders (not distinguishable)", [
-            _contenders_text(n, c) for n, c in zip(table["contenders"], table["n_contenders"])])
+    if {"recommended_performance_ci_low", "recommended_performance_ci_high", "contenders", "n_contenders"} <= set(
+        table.columns
+    ):
+        view.insert(
+            len(keys) + 3,
+            f"{perf} interval",
+            [
+                _interval_text(lo, hi)
+                for lo, hi in zip(table["recommended_performance_ci_low"], table["recommended_performance_ci_high"])
+            ],
+        )
+        view.insert(
+            len(keys) + 4,
+            f"{variant} interval",
+            [
+                _interval_text(lo, hi)
+                for lo, hi in zip(table["recommended_pepr_ci_low"], table["recommended_pepr_ci_high"])
+            ],
+        )
+        view.insert(
+            len(keys) + 5,
+            "contenders (not distinguishable)",
+            [_contenders_text(n, c) for n, c in zip(table["contenders"], table["n_contenders"])],
+        )
     return view.rename(columns=headers)
 
 
@@ -222,7 +269,7 @@ def split_decision(summary: str) -> tuple[str, str]:
     if start is None:
         return summary, ""
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith(("## ", "**This sweep"))), len(lines))
-    notes = [line for line in lines[start + 1:end] if line.strip() and not line.startswith("|")]
+    notes = [line for line in lines[start + 1 : end] if line.strip() and not line.startswith("|")]
     return "\n".join([*lines[:start], *lines[end:]]) + "\n", "\n\n".join(notes)
 
 
@@ -252,15 +299,21 @@ def _totals(footprint: pd.DataFrame) -> str:
         pretraining = value(f"pretraining_{column}") if f"pretraining_{column}" in footprint else float("nan")
         if pd.notna(total) and pd.notna(pretraining) and pretraining > 0:
             label = f"{label} (incl. pretraining {pretraining:.3g} {unit})"
-        cards.append(f'<div class="card"><div class="v">{html.escape(text)}</div><div class="l">{html.escape(label)}</div></div>')
+        cards.append(
+            f'<div class="card"><div class="v">{html.escape(text)}</div><div class="l">{html.escape(label)}</div></div>'
+        )
     if not any(column in footprint for column in TOTALS):
         return _missing("The footprint table has none of the columns", f"{', '.join(TOTALS)}: no totals to show.")
     notes = []
     if not known:
-        notes.append("Not known from this table: it has none of the columns energy_kwh, co2_kg, train_time_s "
-                     "(pepr report --rename yours to them to get the totals)")
+        notes.append(
+            "Not known from this table: it has none of the columns energy_kwh, co2_kg, train_time_s "
+            "(pepr report --rename yours to them to get the totals)"
+        )
     else:
-        for column in (c for c in footprint.columns if re.search(r"measure|estimated|method|source|basis", str(c), re.I)):
+        for column in (
+            c for c in footprint.columns if re.search(r"measure|estimated|method|source|basis", str(c), re.I)
+        ):
             values = sorted({str(v) for v in footprint[column].dropna()})
             if values:
                 notes.append(f"{column}: {', '.join(values)}")
@@ -276,13 +329,15 @@ def _figure_html(path: Path) -> str:
         body = f'<img alt="{html.escape(title)}" src="data:image/png;base64,{data}">'
     else:  # svg inline, without its XML prolog and doctype
         text = path.read_text(encoding="utf-8")
-        body = text[text.find("<svg"):]
+        body = text[text.find("<svg") :]
     return f'<figure id="fig-{html.escape(path.stem)}"><figcaption>{html.escape(title)}</figcaption>{body}</figure>'
 
 
 def _figures(figures_dir: Path) -> str:
     if not figures_dir.is_dir():
-        return _missing(f"No figures folder ({figures_dir.name}/).", "Build the figures first (rule report_figures / pepr report).")
+        return _missing(
+            f"No figures folder ({figures_dir.name}/).", "Build the figures first (rule report_figures / pepr report)."
+        )
     stems = list(FIGURES.values())
     found: dict[str, Path] = {}
     for path in sorted(figures_dir.iterdir()):
@@ -316,14 +371,17 @@ def _interactive(data: ReportData) -> tuple[str, bool]:
     parts = [f"<h3>{html.escape(item.title)}</h3>{figure_fragment(item)}" for item in interactive_figures(data)]
     if not parts:
         return _missing("No interactive plot:", "the results have no successful run to plot."), False
-    note = ('<p class="note">Hover a point for its model, group, seed, parameters, performance, resources and PePR; '
-            "drag to zoom, shift-drag (or the toolbar) to pan, double-click to reset; the menu switches the group, the legend "
-            "hides a colour class.</p>")
+    note = (
+        '<p class="note">Hover a point for its model, group, seed, parameters, performance, resources and PePR; '
+        "drag to zoom, shift-drag (or the toolbar) to pan, double-click to reset; the menu switches the group, the legend "
+        "hides a colour class.</p>"
+    )
     return note + "".join(parts), bool(parts)
 
 
-def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None, *, light: bool = False,
-                       data: ReportData | None = None) -> str:
+def render_report_page(
+    out_dir: str | os.PathLike, cfg: ReportConfig | None = None, *, light: bool = False, data: ReportData | None = None
+) -> str:
     """The report page of ``out_dir`` as one HTML string (see the module docstring).
 
     ``data``: the loaded report (:func:`pepr.report.build.prepare`, what ``pepr report``
@@ -345,11 +403,15 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     footprint = _read_csv(tables_dir / FOOTPRINT_TABLE, text_columns)
     answer = [
         "<h2 id='decision'>Decision: which model, per group</h2>",
-        table_html(decision_view(decision, group), "decision", max_rows=max_rows) if decision is not None else
-        _missing(f"No tables/{DECISION_TABLE}.", "Build the report tables first (pepr report / rule report_tables)."),
+        table_html(decision_view(decision, group), "decision", max_rows=max_rows)
+        if decision is not None
+        else _missing(
+            f"No tables/{DECISION_TABLE}.", "Build the report tables first (pepr report / rule report_tables)."
+        ),
         "<h3 id='footprint'>What this sweep cost</h3>",
-        _totals(footprint) if footprint is not None else
-        _missing(f"No tables/{FOOTPRINT_TABLE}:", "the sweep's energy, CO2 and device-hours are unknown."),
+        _totals(footprint)
+        if footprint is not None
+        else _missing(f"No tables/{FOOTPRINT_TABLE}:", "the sweep's energy, CO2 and device-hours are unknown."),
         # an adaptive sweep: what stopping saved, beside the footprint (nothing for a full grid)
         adaptive_savings_html(_read_csv(tables_dir / TABLES["adaptive_savings"], text_columns)),
     ]
@@ -366,8 +428,13 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
         summary = _missing("No summary.md.", "Build the summary first (pepr report / rule report_summary).")
     shown = data
     if light:
-        plots, has_plots = ('<p class="note">Not in this compact page: open the full page (pepr_report.html in the '
-                            "results folder, or the report's \"Interactive plots\" entry) for the interactive plots.</p>"), False
+        plots, has_plots = (
+            (
+                '<p class="note">Not in this compact page: open the full page (pepr_report.html in the '
+                'results folder, or the report\'s "Interactive plots" entry) for the interactive plots.</p>'
+            ),
+            False,
+        )
         figures_html = '<p class="note">In the Snakemake report: see the Figures category.</p>'
     else:
         why_not = ""
@@ -380,7 +447,11 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
     table_parts = []
     for path in table_files:
         table = _read_csv(path, text_columns)
-        body = table_html(table, max_rows=max_rows) if table is not None else _missing(f"{path.name} could not be read.", "Rebuild it.")
+        body = (
+            table_html(table, max_rows=max_rows)
+            if table is not None
+            else _missing(f"{path.name} could not be read.", "Rebuild it.")
+        )
         rows = f"{len(table)} rows" if table is not None else "unreadable"
         table_parts.append(f"<details><summary>{html.escape(path.name)} ({rows})</summary>{body}</details>")
     if not table_parts:
@@ -397,32 +468,44 @@ def render_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = No
         from pepr.report.interactive import plotly_script
 
         scripts = plotly_script()
-    return "\n".join([
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
-        "<title>PePR report</title>",
-        f"<style>{STYLE}</style>",
-        # plotly.js first, inline: every plot below calls it as the page is parsed.
-        scripts,
-        "</head><body>",
-        f"<header><h1>PePR report</h1><p>Performance per resource unit (Selvan et al., arXiv 2403.12562): {html.escape(subtitle)}</p></header>",
-        '<nav><a href="#decision">Decision</a><a href="#footprint">Cost</a><a href="#summary">Summary</a>'
-        '<a href="#interactive">Interactive plots</a><a href="#figures">Figures</a><a href="#tables">Tables</a></nav>',
-        "<main>",
-        *answer,
-        "<h2 id='summary'>Summary</h2>", summary,
-        "<h2 id='interactive'>Interactive plots</h2>", plots,
-        "<h2 id='figures'>Figures</h2>", figures_html,
-        "<h2 id='tables'>Tables</h2>", '<p class="note">Click a column header to sort.</p>', *table_parts,
-        "</main>",
-        f"<script>{SORT_SCRIPT}</script>",
-        "</body></html>",
-    ])
+    return "\n".join(
+        [
+            "<!DOCTYPE html>",
+            '<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">',
+            "<title>PePR report</title>",
+            f"<style>{STYLE}</style>",
+            # plotly.js first, inline: every plot below calls it as the page is parsed.
+            scripts,
+            "</head><body>",
+            f"<header><h1>PePR report</h1><p>Performance per resource unit (Selvan et al., arXiv 2403.12562): {html.escape(subtitle)}</p></header>",
+            '<nav><a href="#decision">Decision</a><a href="#footprint">Cost</a><a href="#summary">Summary</a>'
+            '<a href="#interactive">Interactive plots</a><a href="#figures">Figures</a><a href="#tables">Tables</a></nav>',
+            "<main>",
+            *answer,
+            "<h2 id='summary'>Summary</h2>",
+            summary,
+            "<h2 id='interactive'>Interactive plots</h2>",
+            plots,
+            "<h2 id='figures'>Figures</h2>",
+            figures_html,
+            "<h2 id='tables'>Tables</h2>",
+            '<p class="note">Click a column header to sort.</p>',
+            *table_parts,
+            "</main>",
+            f"<script>{SORT_SCRIPT}</script>",
+            "</body></html>",
+        ]
+    )
 
 
-def write_report_page(out_dir: str | os.PathLike, cfg: ReportConfig | None = None,
-                      path: str | os.PathLike | None = None, *, light: bool = False,
-                      data: ReportData | None = None) -> Path:
+def write_report_page(
+    out_dir: str | os.PathLike,
+    cfg: ReportConfig | None = None,
+    path: str | os.PathLike | None = None,
+    *,
+    light: bool = False,
+    data: ReportData | None = None,
+) -> Path:
     """Write ``out_dir/report.html`` (or ``path``) atomically from the files in ``out_dir``;
     returns its path.
 

@@ -14,7 +14,6 @@ The fragments carry no JavaScript library: the page that holds them embeds plotl
 from __future__ import annotations
 
 import html
-
 from dataclasses import dataclass
 
 import numpy as np
@@ -74,8 +73,11 @@ def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str
     hover = _hover_columns(data)
     # A seed the input did not have (one run per model and group) is not shown as if it were.
     seed = "" if "seed" in data.synthetic else f" ({_input_name(data, 'seed')} %{{customdata[0]}})"
-    template = f"<b>%{{text}}</b>{seed}<br>%{{meta}}<br>" + "<br>".join(
-        f"{label}: %{{customdata[{i + 1}]:.4~g}}" for i, (_, label) in enumerate(hover)) + "%{hovertext}<extra>%{fullData.name}</extra>"
+    template = (
+        f"<b>%{{text}}</b>{seed}<br>%{{meta}}<br>"
+        + "<br>".join(f"{label}: %{{customdata[{i + 1}]:.4~g}}" for i, (_, label) in enumerate(hover))
+        + "%{hovertext}<extra>%{fullData.name}</extra>"
+    )
     fig = go.Figure()
     keys = groups(ok, group)
     frames = [group_rows(ok, key, group) for key in keys]
@@ -89,35 +91,81 @@ def _scatter_figure(data: ReportData, x: str, y: str, x_label: str, y_label: str
                 continue
             flags = [str(f) for f in part["flags"]] if "flags" in part.columns else [""] * len(part)
             # float32 (7 significant digits, the hover shows 4): half the page's bytes at 24,000 runs.
-            custom = np.column_stack([part["seed"].to_numpy(dtype=float)] + [
-                pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=float) for c, _ in hover]).astype(np.float32)
-            fig.add_trace(go.Scatter(
-                x=part[x].to_numpy(dtype=np.float32), y=part[y].to_numpy(dtype=np.float32), mode="markers", name=name,
-                text=[html.escape(str(m)) for m in part["model"]], customdata=custom,  # data as text, never markup
-                # why a measurement check flagged the run (shown on hover, as text: never markup); per
-                # point only where some run of the trace is flagged (24,000 empty strings cost bytes)
-                hovertext=[f"<br>flagged: {html.escape(f)}" if f else "" for f in flags] if any(flags) else "",
-                hovertemplate=template.replace("%{meta}", labels[index]),
-                marker={"color": colours[name], "size": 7, "opacity": 0.8, "line": {"width": 0.5, "color": "white"},
-                        "symbol": ["x" if f else "circle" for f in flags] if any(flags) else "circle"},
-                visible=index == 0, legendgroup=name, showlegend=True,
-            ))
+            custom = np.column_stack(
+                [part["seed"].to_numpy(dtype=float)]
+                + [pd.to_numeric(part[c], errors="coerce").to_numpy(dtype=float) for c, _ in hover]
+            ).astype(np.float32)
+            fig.add_trace(
+                go.Scatter(
+                    x=part[x].to_numpy(dtype=np.float32),
+                    y=part[y].to_numpy(dtype=np.float32),
+                    mode="markers",
+                    name=name,
+                    text=[html.escape(str(m)) for m in part["model"]],
+                    customdata=custom,  # data as text, never markup
+                    # why a measurement check flagged the run (shown on hover, as text: never markup); per
+                    # point only where some run of the trace is flagged (24,000 empty strings cost bytes)
+                    hovertext=[f"<br>flagged: {html.escape(f)}" if f else "" for f in flags] if any(flags) else "",
+                    hovertemplate=template.replace("%{meta}", labels[index]),
+                    marker={
+                        "color": colours[name],
+                        "size": 7,
+                        "opacity": 0.8,
+                        "line": {"width": 0.5, "color": "white"},
+                        "symbol": ["x" if f else "circle" for f in flags] if any(flags) else "circle",
+                    },
+                    visible=index == 0,
+                    legendgroup=name,
+                    showlegend=True,
+                )
+            )
             trace_group.append(index)
     for index, frame in enumerate(frames):
-        layout = {"xaxis.type": "log" if needs_log(frame[x]) else "linear",
-                  "yaxis.type": "log" if needs_log(frame[y]) else "linear"}
-        buttons.append({"label": labels[index], "method": "update",
-                        "args": [{"visible": [g == index for g in trace_group]}, layout]})
+        layout = {
+            "xaxis.type": "log" if needs_log(frame[x]) else "linear",
+            "yaxis.type": "log" if needs_log(frame[y]) else "linear",
+        }
+        buttons.append(
+            {
+                "label": labels[index],
+                "method": "update",
+                "args": [{"visible": [g == index for g in trace_group]}, layout],
+            }
+        )
     first = frames[0] if frames else ok
     fig.update_layout(
-        height=560, margin={"l": 60, "r": 20, "t": 70, "b": 55}, template="plotly_white",
+        height=560,
+        margin={"l": 60, "r": 20, "t": 70, "b": 55},
+        template="plotly_white",
         xaxis={"title": {"text": x_label}, "type": "log" if needs_log(first[x]) else "linear"},
         yaxis={"title": {"text": y_label}, "type": "log" if needs_log(first[y]) else "linear"},
-        legend={"title": {"text": "colour"}, "orientation": "v"}, hovermode="closest",
-        updatemenus=[{"buttons": buttons, "direction": "down", "x": 0.0, "xanchor": "left", "y": 1.14, "yanchor": "top",
-                      "showactive": True}] if len(buttons) > 1 else [],
-        annotations=[] if len(buttons) > 1 else [
-            {"text": labels[0] if labels else "", "x": 0, "xref": "paper", "y": 1.08, "yref": "paper", "showarrow": False}],
+        legend={"title": {"text": "colour"}, "orientation": "v"},
+        hovermode="closest",
+        updatemenus=[
+            {
+                "buttons": buttons,
+                "direction": "down",
+                "x": 0.0,
+                "xanchor": "left",
+                "y": 1.14,
+                "yanchor": "top",
+                "showactive": True,
+            }
+        ]
+        if len(buttons) > 1
+        else [],
+        annotations=[]
+        if len(buttons) > 1
+        else [
+            {
+                "text": labels[0] if labels else "",
+                "x": 0,
+                "xref": "paper",
+                "y": 1.08,
+                "yref": "paper",
+                "showarrow": False,
+            }
+        ],
     )
     return fig
 
@@ -134,14 +182,29 @@ def interactive_figures(data: ReportData) -> list[InteractiveFigure]:
     sized = cfg.params_known and "params" in df and df["params"].notna().any()
     params = _params_label(data)
     if sized:
-        out.append(InteractiveFigure("performance_vs_params", f"{cfg.performance} vs {params}",
-                                     _scatter_figure(data, "params", cfg.performance, params, cfg.performance)))
+        out.append(
+            InteractiveFigure(
+                "performance_vs_params",
+                f"{cfg.performance} vs {params}",
+                _scatter_figure(data, "params", cfg.performance, params, cfg.performance),
+            )
+        )
     if cfg.resource in df:
-        out.append(InteractiveFigure("performance_vs_resource", f"{cfg.performance} vs {cfg.resource}",
-                                     _scatter_figure(data, cfg.resource, cfg.performance, cfg.resource, cfg.performance)))
+        out.append(
+            InteractiveFigure(
+                "performance_vs_resource",
+                f"{cfg.performance} vs {cfg.resource}",
+                _scatter_figure(data, cfg.resource, cfg.performance, cfg.resource, cfg.performance),
+            )
+        )
     if sized and pepr in df:
-        out.append(InteractiveFigure("pepr_vs_params", f"{cfg.resource_label} vs {params}",
-                                     _scatter_figure(data, "params", pepr, params, cfg.resource_label)))
+        out.append(
+            InteractiveFigure(
+                "pepr_vs_params",
+                f"{cfg.resource_label} vs {params}",
+                _scatter_figure(data, "params", pepr, params, cfg.resource_label),
+            )
+        )
     return out
 
 

@@ -59,7 +59,9 @@ def prepare(
         peaks = peak_epochs(curves, run_columns(cfg), cfg.history_performance, cfg.history_resource)
     else:
         peaks = pd.DataFrame(columns=[*cfg.group, *tables.PEAK_COLUMNS])
-    data = ReportData(results, history, peaks, cfg, expected, dict(prepared.names), prepared.resources, prepared.synthetic)
+    data = ReportData(
+        results, history, peaks, cfg, expected, dict(prepared.names), prepared.resources, prepared.synthetic
+    )
     return annotate(data)  # measurement flags on every run; the harmful ones left out when configured
 
 

@@ -86,7 +86,9 @@ def paired_effect(a: np.ndarray, b: np.ndarray, alpha: float, min_pairs: int, ma
         lower = stats.ttest_1samp(diff, -margin, alternative="greater").pvalue
         upper = stats.ttest_1samp(diff, margin, alternative="less").pvalue
         p_tost = float(max(lower, upper))
-    return Effect(test, n, estimate, float(ci.low), float(ci.high), float(result.statistic), float(result.pvalue), p_tost, "")
+    return Effect(
+        test, n, estimate, float(ci.low), float(ci.high), float(result.statistic), float(result.pvalue), p_tost, ""
+    )
 
 
 def welch_effect(a: np.ndarray, b: np.ndarray, alpha: float, min_group: int, margin: float | None = None) -> Effect:
@@ -101,7 +103,9 @@ def welch_effect(a: np.ndarray, b: np.ndarray, alpha: float, min_group: int, mar
     estimate = float(a.mean() - b.mean()) if len(a) and len(b) else np.nan
     test = "Welch t"
     if min(len(a), len(b)) < min_group:
-        return _no_test(test, n, estimate, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})")
+        return _no_test(
+            test, n, estimate, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})"
+        )
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return _no_test(test, n, estimate, "no spread within either group: no test")
     result = stats.ttest_ind(a, b, equal_var=False)
@@ -111,7 +115,9 @@ def welch_effect(a: np.ndarray, b: np.ndarray, alpha: float, min_group: int, mar
         lower = stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
         upper = stats.ttest_ind(a - margin, b, equal_var=False, alternative="less").pvalue
         p_tost = float(max(lower, upper))
-    return Effect(test, n, estimate, float(ci.low), float(ci.high), float(result.statistic), float(result.pvalue), p_tost, "")
+    return Effect(
+        test, n, estimate, float(ci.low), float(ci.high), float(result.statistic), float(result.pvalue), p_tost, ""
+    )
 
 
 def holm(p: np.ndarray) -> np.ndarray:
@@ -165,9 +171,7 @@ def mean_ci(values: np.ndarray, alpha: float) -> tuple[float, float, float]:
     return mean, mean - half, mean + half
 
 
-def bootstrap_rank_ci(
-    values: dict[str, np.ndarray], resamples: int, alpha: float, seed: int
-) -> pd.DataFrame:
+def bootstrap_rank_ci(values: dict[str, np.ndarray], resamples: int, alpha: float, seed: int) -> pd.DataFrame:
     """Bootstrap (1 - alpha) intervals of each model's rank by mean score (rank 1 = best).
 
     Each resample draws every model's seeds with replacement, averages them and ranks the
@@ -212,8 +216,10 @@ def pareto_front(performance: np.ndarray, resource: np.ndarray) -> np.ndarray:
     resource = np.asarray(resource, dtype=float)
     mask = np.ones(len(performance), dtype=bool)
     for i in range(len(performance)):
-        dominated = (performance >= performance[i]) & (resource <= resource[i]) & (
-            (performance > performance[i]) | (resource < resource[i])
+        dominated = (
+            (performance >= performance[i])
+            & (resource <= resource[i])
+            & ((performance > performance[i]) | (resource < resource[i]))
         )
         mask[i] = not dominated.any()
     return mask
@@ -278,7 +284,9 @@ def welch_noninferiority(a: np.ndarray, b: np.ndarray, margin: float, min_group:
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     a, b = a[~np.isnan(a)], b[~np.isnan(b)]
     if min(len(a), len(b)) < min_group:
-        return NonInferiority(np.nan, np.nan, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})")
+        return NonInferiority(
+            np.nan, np.nan, f"n too small for a test (need {min_group} per group, have {len(a)} and {len(b)})"
+        )
     if np.ptp(a) == 0 and np.ptp(b) == 0:
         return NonInferiority(np.nan, np.nan, "no spread within either group: no test")
     not_worse = stats.ttest_ind(a + margin, b, equal_var=False, alternative="greater").pvalue
@@ -287,7 +295,7 @@ def welch_noninferiority(a: np.ndarray, b: np.ndarray, margin: float, min_group:
 
 
 def noninferiority_verdict(p_not_worse: float, p_worse: float, alpha: float) -> str:
-    """"not worse" when the non-inferiority test rejects a deficit of the margin or more;
+    """ "not worse" when the non-inferiority test rejects a deficit of the margin or more;
     "worse" when the mirror test shows a deficit larger than the margin; else "cannot tell".
     Pass Holm-adjusted p-values when the test is one of a family."""
     if not np.isnan(p_not_worse) and p_not_worse < alpha:
@@ -297,7 +305,9 @@ def noninferiority_verdict(p_not_worse: float, p_worse: float, alpha: float) -> 
     return CANNOT_TELL
 
 
-def direction(estimate: float, p: float, alpha: float, higher: str, lower: str, neither: str = "no significant difference") -> str:
+def direction(
+    estimate: float, p: float, alpha: float, higher: str, lower: str, neither: str = "no significant difference"
+) -> str:
     """Which way a tested difference goes: ``higher`` / ``lower`` when ``p`` < alpha (by the
     sign of ``estimate``), ``neither`` when not significant, "no test" when p is NaN."""
     if np.isnan(p):
@@ -385,7 +395,9 @@ def levelling_off(x: np.ndarray, y: np.ndarray, min_n: int) -> Levelling:
     dof = n - 3
     sigma2 = float(residual @ residual) / dof
     if rank < 3 or sigma2 == 0:
-        return Levelling(n, float(coef[2]) if rank == 3 else np.nan, np.nan, np.nan, "a perfect fit: no levelling-off test")
+        return Levelling(
+            n, float(coef[2]) if rank == 3 else np.nan, np.nan, np.nan, "a perfect fit: no levelling-off test"
+        )
     se = math.sqrt(sigma2 * np.linalg.inv(design.T @ design)[2, 2])
     statistic = coef[2] / se
     return Levelling(n, float(coef[2]), float(stats.t.cdf(statistic, dof)), float(stats.t.sf(statistic, dof)), "")

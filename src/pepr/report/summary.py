@@ -11,8 +11,16 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from pepr.report.data import (ReportData, co2_note, energy_methods, fraction_label, group_label, group_rows, groups,
-                              report_variants)
+from pepr.report.data import (
+    ReportData,
+    co2_note,
+    energy_methods,
+    fraction_label,
+    group_label,
+    group_rows,
+    groups,
+    report_variants,
+)
 from pepr.report.stats import CANNOT_TELL, DIFFERENT, NOT_WORSE, WORSE, format_p, holm, paired_effect, verdict
 from pepr.report.tables import BEST_PERFORMANCE, model_means
 
@@ -40,10 +48,12 @@ def md_table(table: pd.DataFrame, columns: list[str] | None = None) -> str:
     table = table[columns] if columns else table
     if table.empty:
         return "(none)\n"
+
     def fmt(value: object) -> str:
         if isinstance(value, (float, np.floating)):
             return "" if np.isnan(value) else f"{value:.4g}"
         return str(value).replace("|", "/")
+
     lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in table.itertuples(index=False)]
     return "\n".join(lines) + "\n"
@@ -66,13 +76,15 @@ def best_per_group(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[st
         head = group_top[(group_top["variant"] == cfg.resource_label) & (group_top["rank"] == 1)].iloc[0]
         best = group_top[group_top["variant"] == BEST_PERFORMANCE].iloc[0]
         best_text = (
-            "it is also the best-performance model" if best["model"] == head["model"] else
-            f"the best-performance model is **{best['model']}** ({cfg.performance} {_num(best[cfg.performance])}, "
+            "it is also the best-performance model"
+            if best["model"] == head["model"]
+            else f"the best-performance model is **{best['model']}** ({cfg.performance} {_num(best[cfg.performance])}, "
             f"{_num(best[cfg.resource])} {cfg.resource}{_params(best, ', ')}, {cfg.resource_label} rank "
             f"{int(best['headline_rank'])})"
         )
         lines.append(
-            f"- {group_label(key, cfg.group)}: " + "; ".join(parts)
+            f"- {group_label(key, cfg.group)}: "
+            + "; ".join(parts)
             + f". The best {cfg.resource_label} model has {cfg.performance} {_num(head[cfg.performance])}, "
             f"{_num(head[cfg.resource])} {cfg.resource}{_params(head, ' and ')}; {best_text}."
         )
@@ -103,15 +115,25 @@ def small_vs_large_lines(data: ReportData, tables: dict[str, pd.DataFrame]) -> l
         row = group_rows(svl, key, cfg.group).iloc[0]
         split = f"split at {row['median_params']:,.0f} parameters"
         if small.empty or large.empty:
-            lines.append(f"- {group_label(key, cfg.group)} ({split}): only {'small' if large.empty else 'large'} models succeeded; no comparison.")
+            lines.append(
+                f"- {group_label(key, cfg.group)} ({split}): only {'small' if large.empty else 'large'} models succeeded; no comparison."
+            )
             continue
         bs = small.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         bl = large.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         saving = 1 - bs[cfg.resource] / bl[cfg.resource] if bl[cfg.resource] > 0 else np.nan
         cost = bl[cfg.performance] - bs[cfg.performance]
         verb = "uses" if not np.isnan(saving) else "has"
-        amount = f"{abs(saving):.0%} {'less' if saving >= 0 else 'more'} {cfg.resource}" if not np.isnan(saving) else "unknown relative cost"
-        trade = f"at a {cfg.performance} cost of {cost:.3f}" if cost > 0 else f"and is {-cost:.3f} better in {cfg.performance}"
+        amount = (
+            f"{abs(saving):.0%} {'less' if saving >= 0 else 'more'} {cfg.resource}"
+            if not np.isnan(saving)
+            else "unknown relative cost"
+        )
+        trade = (
+            f"at a {cfg.performance} cost of {cost:.3f}"
+            if cost > 0
+            else f"and is {-cost:.3f} better in {cfg.performance}"
+        )
         lines.append(
             f"- {group_label(key, cfg.group)} ({split}): the best small model **{bs['model']}** ({cfg.performance} {_num(bs[cfg.performance])}, "
             f"{_num(bs[cfg.resource])} {cfg.resource}) {verb} {amount} than the best large model **{bl['model']}** "
@@ -122,21 +144,30 @@ def small_vs_large_lines(data: ReportData, tables: dict[str, pd.DataFrame]) -> l
 
 
 #: What the summary says where a table has no parameter counts.
-NO_PARAMS = ("- The table has no parameter counts (no `params` column; name one with `--params COL`): "
-             "the size-based analyses (small vs large, the size trend) are skipped.")
+NO_PARAMS = (
+    "- The table has no parameter counts (no `params` column; name one with `--params COL`): "
+    "the size-based analyses (small vs large, the size trend) are skipped."
+)
 
 
 def _not_worse_text(row: pd.Series, cfg) -> str:
     """The non-inferiority verdict of one group, with the sign and size of the difference."""
-    family = {"pretrained": "Holm over the pretrained groups", "scratch": "Holm over the scratch groups",
-              "all": "Holm over all groups"}.get(row["family"], "Holm")
+    family = {
+        "pretrained": "Holm over the pretrained groups",
+        "scratch": "Holm over the scratch groups",
+        "all": "Holm over all groups",
+    }.get(row["family"], "Holm")
     if np.isnan(row["p_not_worse"]):
         return f"Non-inferiority (margin {row['margin']:g}): {row['note_performance']}: **{CANNOT_TELL}**."
-    worded = {NOT_WORSE: f"small models are **not worse** than large by {row['margin']:g} or more",
-              WORSE: f"small models are **worse** than large by more than {row['margin']:g}",
-              CANNOT_TELL: f"**cannot tell** whether small models are within {row['margin']:g} of large"}[row["verdict_not_worse"]]
-    return (f"Non-inferiority ({family}): {worded} (difference {row['diff_performance']:+.3g}, "
-            f"{row['direction_performance']}; non-inferiority Holm {format_p(row['p_not_worse_holm'])}).")
+    worded = {
+        NOT_WORSE: f"small models are **not worse** than large by {row['margin']:g} or more",
+        WORSE: f"small models are **worse** than large by more than {row['margin']:g}",
+        CANNOT_TELL: f"**cannot tell** whether small models are within {row['margin']:g} of large",
+    }[row["verdict_not_worse"]]
+    return (
+        f"Non-inferiority ({family}): {worded} (difference {row['diff_performance']:+.3g}, "
+        f"{row['direction_performance']}; non-inferiority Holm {format_p(row['p_not_worse_holm'])})."
+    )
 
 
 def _pepr_svl_text(row: pd.Series, cfg) -> str:
@@ -144,8 +175,10 @@ def _pepr_svl_text(row: pd.Series, cfg) -> str:
     headline = f"pepr_{cfg.resource}"
     if np.isnan(row[f"p_{headline}"]):
         return f"{cfg.resource_label} small - large: {row[f'note_{headline}']}."
-    return (f"{cfg.resource_label} small - large {row[f'diff_{headline}']:+.3g} ({_ci(row[f'ci_low_{headline}'], row[f'ci_high_{headline}'])}, "
-            f"Welch t Holm {format_p(row[f'p_holm_{headline}'])}): **{row[f'direction_{headline}']}**.")
+    return (
+        f"{cfg.resource_label} small - large {row[f'diff_{headline}']:+.3g} ({_ci(row[f'ci_low_{headline}'], row[f'ci_high_{headline}'])}, "
+        f"Welch t Holm {format_p(row[f'p_holm_{headline}'])}): **{row[f'direction_{headline}']}**."
+    )
 
 
 def _svl_test(row: pd.Series, cfg) -> str:
@@ -174,11 +207,17 @@ def paired_lines(table: pd.DataFrame, cfg, label=str) -> list[str]:
             if perf["note"]:
                 text += f"{_num(perf['mean_treatment'])} vs {_num(perf['mean_baseline'])}; {perf['note']}: **{CANNOT_TELL}**"
             else:
-                text += (f"{perf['mean_diff']:+.3g} ({_ci(perf['ci_low'], perf['ci_high'])}), paired t Holm {format_p(perf['p_holm'])}, "
-                         f"TOST (margin {perf['margin']:g}) Holm {format_p(perf['p_tost_holm'])}: **{perf['verdict']}**")
+                text += (
+                    f"{perf['mean_diff']:+.3g} ({_ci(perf['ci_low'], perf['ci_high'])}), paired t Holm {format_p(perf['p_holm'])}, "
+                    f"TOST (margin {perf['margin']:g}) Holm {format_p(perf['p_tost_holm'])}: **{perf['verdict']}**"
+                )
             if len(resource):
                 r = resource.iloc[0]
-                test = r["note"] if r["note"] else f"CI [x{_num(r['ratio_ci_low'])}, x{_num(r['ratio_ci_high'])}], Holm {format_p(r['p_holm'])}"
+                test = (
+                    r["note"]
+                    if r["note"]
+                    else f"CI [x{_num(r['ratio_ci_low'])}, x{_num(r['ratio_ci_high'])}], Holm {format_p(r['p_holm'])}"
+                )
                 text += f"; {cfg.resource} x{_num(r['ratio'])} ({test})"
             lines.append(text + ".")
     return lines
@@ -209,10 +248,16 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     top, svl, trend = tables["top_k"], tables["small_vs_large"], tables["size_trend"]
     guessing = uninformative_groups(tables, cfg)
     if guessing:
-        lines.append(f"- Not counted toward any claim: {len(guessing)} group(s) where no model beats guessing "
-                     f"({'; '.join(group_label(k, cfg.group) for k in guessing)}).")
+        lines.append(
+            f"- Not counted toward any claim: {len(guessing)} group(s) where no model beats guessing "
+            f"({'; '.join(group_label(k, cfg.group) for k in guessing)})."
+        )
         svl = svl[[tuple(k) not in guessing for k in svl[list(cfg.group)].itertuples(index=False)]]
-        trend = trend[[tuple(k) not in guessing for k in trend[list(cfg.group)].itertuples(index=False)]] if len(trend) else trend
+        trend = (
+            trend[[tuple(k) not in guessing for k in trend[list(cfg.group)].itertuples(index=False)]]
+            if len(trend)
+            else trend
+        )
     mixed = svl[(svl["n_small"] > 0) & (svl["n_large"] > 0)]
     decided = {}
     for row in _rows(mixed):
@@ -225,8 +270,10 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     if not decided:
         lines.append(f"- {claim}: **cannot tell** (no group has successful small and large models).")
     elif not_small:
-        lines.append(f"- {claim}: **does not hold** in {len(not_small)} of {len(decided)} groups with small and large "
-                     f"models ({'; '.join(not_small)}).")
+        lines.append(
+            f"- {claim}: **does not hold** in {len(not_small)} of {len(decided)} groups with small and large "
+            f"models ({'; '.join(not_small)})."
+        )
     else:
         lines.append(f"- {claim}: **holds** in all {len(decided)} groups with small and large models.")
 
@@ -235,31 +282,47 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     counted = mixed[mixed["family"] == family]
     others = mixed[mixed["family"] != family]
     scope = "pretrained groups" if family == "pretrained" else "groups (the table does not say which init each used)"
-    claim = (f"*Small models are not worse than large ones* (non-inferiority: small - large > -{cfg.equivalence_margin:g} "
-             f"{cfg.performance}, Welch t on model means, Holm over the {scope})")
+    claim = (
+        f"*Small models are not worse than large ones* (non-inferiority: small - large > -{cfg.equivalence_margin:g} "
+        f"{cfg.performance}, Welch t on model means, Holm over the {scope})"
+    )
     if counted.empty:
         lines.append(f"- {claim}: **cannot tell** (no {scope.split(' (')[0]} with successful small and large models).")
     else:
         holds = counted[counted["verdict_not_worse"] == NOT_WORSE]
         worse = counted[counted["verdict_not_worse"] == WORSE]
-        state = ("**holds**" if len(holds) == len(counted) else "**does not hold**" if len(worse) else "**cannot tell**")
+        state = "**holds**" if len(holds) == len(counted) else "**does not hold**" if len(worse) else "**cannot tell**"
         parts = []
         for row in _rows(counted):
             key = tuple(row[c] for c in cfg.group)
-            parts.append(f"{group_label(key, cfg.group)}: {row.verdict_not_worse}, small - large {row.diff_performance:+.3g} "
-                         f"({row.direction_performance}, difference Holm {format_p(row.p_holm_performance)})")
-        lines.append(f"- {claim}: {state}: not worse in {len(holds)}, worse in {len(worse)}, cannot tell in "
-                     f"{len(counted) - len(holds) - len(worse)} of {len(counted)} ({'; '.join(parts)}).")
+            parts.append(
+                f"{group_label(key, cfg.group)}: {row.verdict_not_worse}, small - large {row.diff_performance:+.3g} "
+                f"({row.direction_performance}, difference Holm {format_p(row.p_holm_performance)})"
+            )
+        lines.append(
+            f"- {claim}: {state}: not worse in {len(holds)}, worse in {len(worse)}, cannot tell in "
+            f"{len(counted) - len(holds) - len(worse)} of {len(counted)} ({'; '.join(parts)})."
+        )
         if "margin_not_worse_from" in counted.columns:
-            flips = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: "
-                     + ("no margin up to 1" if pd.isna(r.margin_not_worse_from) else f"{r.margin_not_worse_from:.3g}")
-                     for r in _rows(counted)]
-            lines.append(f"  Sensitivity (the margin from which each group's verdict is *not worse*; now "
-                         f"{cfg.equivalence_margin:g}, `--margin` / `report.equivalence_margin`): {'; '.join(flips)}.")
+            flips = [
+                f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: "
+                + ("no margin up to 1" if pd.isna(r.margin_not_worse_from) else f"{r.margin_not_worse_from:.3g}")
+                for r in _rows(counted)
+            ]
+            lines.append(
+                f"  Sensitivity (the margin from which each group's verdict is *not worse*; now "
+                f"{cfg.equivalence_margin:g}, `--margin` / `report.equivalence_margin`): {'; '.join(flips)}."
+            )
     if len(others):
-        lines.append(f"  Not counted toward it ({', '.join(sorted(set(others['family'])))} groups): "
-                     + "; ".join(f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
-                                 f"{r.diff_performance:+.3g}" for r in _rows(others)) + ".")
+        lines.append(
+            f"  Not counted toward it ({', '.join(sorted(set(others['family'])))} groups): "
+            + "; ".join(
+                f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.verdict_not_worse}, "
+                f"{r.diff_performance:+.3g}"
+                for r in _rows(others)
+            )
+            + "."
+        )
 
     headline = f"pepr_{cfg.resource}"
     claim = f"*{cfg.resource_label} is higher for small models* (Welch t on model means, Holm over groups)"
@@ -269,14 +332,24 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     else:
         higher = tested[tested[f"direction_{headline}"] == "higher for small"]
         lower = tested[tested[f"direction_{headline}"] == "lower for small"]
-        state = "**holds**" if len(higher) == len(tested) else "**does not hold**" if len(lower) else (
-            f"**holds** in {len(higher)} of {len(tested)} groups" if len(higher) else "**cannot tell**")
-        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {getattr(r, f'diff_{headline}'):+.3g} "
-                 f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})" for r in _rows(tested)]
+        state = (
+            "**holds**"
+            if len(higher) == len(tested)
+            else "**does not hold**"
+            if len(lower)
+            else (f"**holds** in {len(higher)} of {len(tested)} groups" if len(higher) else "**cannot tell**")
+        )
+        parts = [
+            f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {getattr(r, f'diff_{headline}'):+.3g} "
+            f"(Holm {format_p(getattr(r, f'p_holm_{headline}'))})"
+            for r in _rows(tested)
+        ]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
 
-    claim = (f"*Diminishing returns with scale* ({cfg.performance} levels off as parameters grow: a quadratic in "
-             f"log10 parameters against a line per group, one-sided test of its curvature, Holm over groups)")
+    claim = (
+        f"*Diminishing returns with scale* ({cfg.performance} levels off as parameters grow: a quadratic in "
+        f"log10 parameters against a line per group, one-sided test of its curvature, Holm over groups)"
+    )
     tested = trend[trend["p_holm_levels_off"].notna()] if len(trend) else trend
     if tested.empty:
         note = trend["note"].iloc[0] if len(trend) else "no group with models"
@@ -284,17 +357,34 @@ def size_claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     else:
         yes = tested[tested["diminishing_returns"] == "yes"]
         no = tested[tested["diminishing_returns"] == "no"]
-        state = "**holds**" if len(yes) == len(tested) else (f"**holds** in {len(yes)} of {len(tested)} groups" if len(yes)
-                                                              else "**does not hold**" if len(no) else "**cannot tell**")
-        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.diminishing_returns}, rho({cfg.performance}) "
-                 f"{r.rho_performance:+.2f} ({r.trend_performance}, Holm {format_p(r.p_holm_performance)}), curvature "
-                 f"{r.curvature_performance:+.3g} (levels off: Holm {format_p(r.p_holm_levels_off)})" for r in _rows(tested)]
+        state = (
+            "**holds**"
+            if len(yes) == len(tested)
+            else (
+                f"**holds** in {len(yes)} of {len(tested)} groups"
+                if len(yes)
+                else "**does not hold**"
+                if len(no)
+                else "**cannot tell**"
+            )
+        )
+        parts = [
+            f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: {r.diminishing_returns}, rho({cfg.performance}) "
+            f"{r.rho_performance:+.2f} ({r.trend_performance}, Holm {format_p(r.p_holm_performance)}), curvature "
+            f"{r.curvature_performance:+.3g} (levels off: Holm {format_p(r.p_holm_levels_off)})"
+            for r in _rows(tested)
+        ]
         lines.append(f"- {claim}: {state} ({'; '.join(parts)}).")
     if len(trend) and trend["p_holm_pepr"].notna().any():
-        parts = [f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: rho {r.rho_pepr:+.2f} (Holm "
-                 f"{format_p(r.p_holm_pepr)}, {r.trend_pepr})" for r in _rows(trend[trend["p_holm_pepr"].notna()])]
-        lines.append(f"  Separately, {cfg.resource_label} vs parameters (Spearman, Holm; it falls with size almost by "
-                     f"construction, as the resource grows with size): {'; '.join(parts)}.")
+        parts = [
+            f"{group_label(tuple(r[c] for c in cfg.group), cfg.group)}: rho {r.rho_pepr:+.2f} (Holm "
+            f"{format_p(r.p_holm_pepr)}, {r.trend_pepr})"
+            for r in _rows(trend[trend["p_holm_pepr"].notna()])
+        ]
+        lines.append(
+            f"  Separately, {cfg.resource_label} vs parameters (Spearman, Holm; it falls with size almost by "
+            f"construction, as the resource grows with size): {'; '.join(parts)}."
+        )
     return lines
 
 
@@ -305,12 +395,18 @@ def claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
     lines = size_claims(data, tables)
     paired = tables["paired_init"]
     if "init" not in cfg.group:
-        lines.append("- *Pretraining improves performance*: **cannot tell** (the table has no `init` group column; "
-                     "`--rename` yours to `init`, with `scratch` for no pretraining).")
+        lines.append(
+            "- *Pretraining improves performance*: **cannot tell** (the table has no `init` group column; "
+            "`--rename` yours to `init`, with `scratch` for no pretraining)."
+        )
         return lines
-    pre = paired[(paired["treatment"] != "scratch") & (paired["baseline"] == "scratch") & (paired["metric"] == cfg.performance)]
+    pre = paired[
+        (paired["treatment"] != "scratch") & (paired["baseline"] == "scratch") & (paired["metric"] == cfg.performance)
+    ]
     if pre.empty:
-        lines.append("- *Pretraining improves performance*: **cannot tell** (the sweep has no pretrained/scratch pairs).")
+        lines.append(
+            "- *Pretraining improves performance*: **cannot tell** (the sweep has no pretrained/scratch pairs)."
+        )
     for treatment, group in pre.groupby("treatment"):
         better = group[(group["verdict"] == DIFFERENT) & (group["mean_diff"] > 0)]
         untested = group[group["verdict"] == CANNOT_TELL]
@@ -322,7 +418,9 @@ def claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
             state = f"**cannot tell** in all {len(group)} contexts"
         else:
             state = f"**does not hold** in any of {len(group)} contexts"
-        lines.append(f"- *{treatment} improves {cfg.performance} over scratch* (paired t on model means, Holm over contexts): {state}.")
+        lines.append(
+            f"- *{treatment} improves {cfg.performance} over scratch* (paired t on model means, Holm over contexts): {state}."
+        )
     lines.extend(_data_claim(df, cfg))
     lines.extend(_data_need_lines(tables.get("data_need", pd.DataFrame()), cfg))
     return lines
@@ -331,14 +429,21 @@ def claims(data: ReportData, tables: dict[str, pd.DataFrame]) -> list[str]:
 def _data_need_lines(table: pd.DataFrame, cfg) -> list[str]:
     """The data-need claim (tables/data_need.csv): pretrained on the smallest fraction is on
     par with scratch on the largest, paired by model."""
-    claim = (f"*Pretrained on the least data is on par with scratch on the most* (paired by model, {cfg.performance}, "
-             f"TOST margin {cfg.equivalence_margin:g}, Holm)")
+    claim = (
+        f"*Pretrained on the least data is on par with scratch on the most* (paired by model, {cfg.performance}, "
+        f"TOST margin {cfg.equivalence_margin:g}, Holm)"
+    )
     if table.empty:
-        return [f"- {claim}: **cannot tell** (the sweep lacks pretrained runs on a smaller fraction or scratch runs on a larger one)."]
-    parts = [f"{r['dataset']}: {r['pretrained']} on {fraction_label(str(r['pretrained_fraction']))} vs scratch on "
-             f"{fraction_label(str(r['scratch_fraction']))}, {int(r['n_models'])} models, difference {r['mean_diff']:+.3g} "
-             f"({_ci(r['ci_low'], r['ci_high'])}): **{r['verdict']}**" + (f" ({r['note']})" if str(r['note']) not in ("", "nan") else "")
-             for r in _rows(table)]
+        return [
+            f"- {claim}: **cannot tell** (the sweep lacks pretrained runs on a smaller fraction or scratch runs on a larger one)."
+        ]
+    parts = [
+        f"{r['dataset']}: {r['pretrained']} on {fraction_label(str(r['pretrained_fraction']))} vs scratch on "
+        f"{fraction_label(str(r['scratch_fraction']))}, {int(r['n_models'])} models, difference {r['mean_diff']:+.3g} "
+        f"({_ci(r['ci_low'], r['ci_high'])}): **{r['verdict']}**"
+        + (f" ({r['note']})" if str(r["note"]) not in ("", "nan") else "")
+        for r in _rows(table)
+    ]
     return [f"- {claim}: {'; '.join(parts)}."]
 
 
@@ -353,7 +458,9 @@ def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
     inits = set(ok["init"])
     fractions = sorted(set(ok["fraction_value"]))
     if "scratch" not in inits or len(inits) < 2 or len(fractions) < 2:
-        return ["- *Pretraining reduces the data needed*: **cannot tell** (needs scratch and a pretrained init at two data fractions)."]
+        return [
+            "- *Pretraining reduces the data needed*: **cannot tell** (needs scratch and a pretrained init at two data fractions)."
+        ]
     means = model_means(df, cfg).merge(df[["fraction", "fraction_value"]].drop_duplicates(), on="fraction")
     full = fractions[-1]
     lines = []
@@ -381,8 +488,10 @@ def _data_claim(df: pd.DataFrame, cfg) -> list[str]:
         parts = []
         for (context, effect), p in zip(results, adjusted):
             holds = verdict(p, np.nan, cfg.alpha) == DIFFERENT and effect.estimate < 0
-            parts.append(f"{context}: drop difference {effect.estimate:+.3g} ({_ci(effect.ci_low, effect.ci_high)}, "
-                         f"Holm {format_p(p)}) -> {'holds' if holds else ('cannot tell' if np.isnan(p) or p >= cfg.alpha else 'does not hold')}")
+            parts.append(
+                f"{context}: drop difference {effect.estimate:+.3g} ({_ci(effect.ci_low, effect.ci_high)}, "
+                f"Holm {format_p(p)}) -> {'holds' if holds else ('cannot tell' if np.isnan(p) or p >= cfg.alpha else 'does not hold')}"
+            )
         lines.append(f"- {claim}: " + "; ".join(parts) + ".")
     return lines
 
@@ -414,29 +523,54 @@ def decision_lines(tables: dict[str, pd.DataFrame], data: ReportData) -> list[st
     if decision.empty:
         return ["No group has a successful run: there is nothing to recommend."]
     level = f"{1 - cfg.alpha:.0%}"
-    header = ["group", f"recommended (by {cfg.resource_label})", cfg.performance, f"{level} interval",
-              f"{cfg.resource_label} {level} interval", "contenders", cfg.resource,
-              f"best-{cfg.performance} model", f"its {cfg.performance}", f"its {cfg.resource}", "in short"]
+    header = [
+        "group",
+        f"recommended (by {cfg.resource_label})",
+        cfg.performance,
+        f"{level} interval",
+        f"{cfg.resource_label} {level} interval",
+        "contenders",
+        cfg.resource,
+        f"best-{cfg.performance} model",
+        f"its {cfg.performance}",
+        f"its {cfg.resource}",
+        "in short",
+    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row in _rows(decision):
         key = tuple(row[c] for c in cfg.group)
         none = str(getattr(row, "uninformative", False)).lower() == "true"
-        cells = [group_label(key, cfg.group), "none: no model beats guessing" if none else f"**{row.recommended_model}**",
-                 _num(row.recommended_performance),
-                 _interval(row.recommended_performance_ci_low, row.recommended_performance_ci_high),
-                 _interval(row.recommended_pepr_ci_low, row.recommended_pepr_ci_high), _contenders_cell(row),
-                 _num(row.recommended_resource), row.best_model, _num(row.best_performance), _num(row.best_resource),
-                 (f"{_pct(row.performance_share)} of the best {cfg.performance} at {_pct(row.resource_share)} of its {cfg.resource}"
-                  if row.recommended_model != row.best_model else "the best-performance model itself")]
+        cells = [
+            group_label(key, cfg.group),
+            "none: no model beats guessing" if none else f"**{row.recommended_model}**",
+            _num(row.recommended_performance),
+            _interval(row.recommended_performance_ci_low, row.recommended_performance_ci_high),
+            _interval(row.recommended_pepr_ci_low, row.recommended_pepr_ci_high),
+            _contenders_cell(row),
+            _num(row.recommended_resource),
+            row.best_model,
+            _num(row.best_performance),
+            _num(row.best_resource),
+            (
+                f"{_pct(row.performance_share)} of the best {cfg.performance} at {_pct(row.resource_share)} of its {cfg.resource}"
+                if row.recommended_model != row.best_model
+                else "the best-performance model itself"
+            ),
+        ]
         lines.append("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
     methods = sorted({str(m) for m in decision["interval_method"].dropna()})
-    lines += ["", f"*Intervals ({level}):* {'; '.join(methods)}. Contenders are the models whose {cfg.resource_label} "
-              "cannot be told apart from the best one's (paired bootstrap over the same test images where every run "
-              "saved its test predictions, else Welch's t over seeds, else a binomial interval from the test-set size); "
-              "the recommended model is the cheapest of them."]
+    lines += [
+        "",
+        f"*Intervals ({level}):* {'; '.join(methods)}. Contenders are the models whose {cfg.resource_label} "
+        "cannot be told apart from the best one's (paired bootstrap over the same test images where every run "
+        "saved its test predictions, else Welch's t over seeds, else a binomial interval from the test-set size); "
+        "the recommended model is the cheapest of them.",
+    ]
     if any(m.startswith("unknown") for m in methods):
-        lines.append("Where the uncertainty is unknown (one run per model, no test predictions), give the test-set "
-                     "size (`pepr report --n-test COL`) or run several seeds.")
+        lines.append(
+            "Where the uncertainty is unknown (one run per model, no test predictions), give the test-set "
+            "size (`pepr report --n-test COL`) or run several seeds."
+        )
     return lines
 
 
@@ -444,16 +578,20 @@ def footprint_line(tables: dict[str, pd.DataFrame]) -> str:
     """The sweep's own cost in one sentence (total kWh, kg CO2, device-hours; measured or estimated)."""
     row = tables["footprint"].iloc[0]
     if all(pd.isna(row[c]) for c in ("energy_kwh", "co2_kg", "device_hours")):
-        return (f"**This sweep's footprint:** not known from this table ({int(row['n_runs'])} runs; it has none of the "
-                "columns energy_kwh, co2_kg, train_time_s: `--rename` yours to them to get the totals).")
+        return (
+            f"**This sweep's footprint:** not known from this table ({int(row['n_runs'])} runs; it has none of the "
+            "columns energy_kwh, co2_kg, train_time_s: `--rename` yours to them to get the totals)."
+        )
     parts = []
     for column, unit in [("energy_kwh", "kWh"), ("co2_kg", "kg CO2"), ("device_hours", "device-hours")]:
         value = row[column]
         parts.append(f"{_num(float(value), 3)} {unit}" if pd.notna(value) else f"{unit}: not recorded")
     pre = float(row["pretraining_energy_kwh"]) if pd.notna(row["pretraining_energy_kwh"]) else 0.0
     pretraining = f", pretraining included ({_num(pre)} kWh)" if pre > 0 else ""
-    return (f"**This sweep's footprint:** {', '.join(parts)} over {int(row['n_runs'])} runs{pretraining}; "
-            f"energy {row['measurement']} ({row['energy_method']}).")
+    return (
+        f"**This sweep's footprint:** {', '.join(parts)} over {int(row['n_runs'])} runs{pretraining}; "
+        f"energy {row['measurement']} ({row['energy_method']})."
+    )
 
 
 #: A group's range is dominated when at least this share of its runs get R below DOMINATED_R.
@@ -474,12 +612,16 @@ def dominated_line(data: ReportData) -> str:
         if len(values) >= 5 and (values < DOMINATED_R).mean() >= DOMINATED_SHARE:
             top = group.loc[pd.to_numeric(group[cfg.resource], errors="coerce").idxmax()]
             key = key if isinstance(key, tuple) else (key,)
-            found.append(f"{group_label(key, cfg.group)} ({int((values < DOMINATED_R).sum())} of {len(values)} runs have "
-                         f"R < {DOMINATED_R:g}; the largest {cfg.resource} is {top['model']}'s, {_num(top[cfg.resource])})")
+            found.append(
+                f"{group_label(key, cfg.group)} ({int((values < DOMINATED_R).sum())} of {len(values)} runs have "
+                f"R < {DOMINATED_R:g}; the largest {cfg.resource} is {top['model']}'s, {_num(top[cfg.resource])})"
+            )
     if not found:
         return ""
-    return (f"**Dominated range:** in {len(found)} group(s) one run's {cfg.resource} dominates the range, so PePR there "
-            f"ranks almost by performance alone: {'; '.join(found)}.")
+    return (
+        f"**Dominated range:** in {len(found)} group(s) one run's {cfg.resource} dominates the range, so PePR there "
+        f"ranks almost by performance alone: {'; '.join(found)}."
+    )
 
 
 def checks_line(tables: dict[str, pd.DataFrame]) -> str:
@@ -488,26 +630,42 @@ def checks_line(tables: dict[str, pd.DataFrame]) -> str:
     changed (tables measurement_checks, excluded_runs, verdict_changes)."""
     checks = tables["measurement_checks"]
     if checks.empty:
-        return ("**Measurement checks:** no run flagged (identical values across groups, duplicated runs, implied power, "
-                "non-positive values, contended runs, mixed devices).")
+        return (
+            "**Measurement checks:** no run flagged (identical values across groups, duplicated runs, implied power, "
+            "non-positive values, contended runs, mixed devices)."
+        )
     counts = checks["check"].value_counts()
     text = ", ".join(f"{name} {int(counts[name])}" for name in sorted(counts.index))
     severity = checks["severity"] if "severity" in checks.columns else pd.Series("harmful", index=checks.index)
     harmful = checks[severity == "harmful"]
     runs = len(harmful.drop_duplicates(subset=[c for c in harmful.columns if c not in ("check", "severity", "detail")]))
-    line = (f"**Measurement checks:** {len(checks)} flag(s) ({text}; {len(harmful)} harmful, on {runs} run(s)); "
-            "see `tables/measurement_checks.csv`.")
+    line = (
+        f"**Measurement checks:** {len(checks)} flag(s) ({text}; {len(harmful)} harmful, on {runs} run(s)); "
+        "see `tables/measurement_checks.csv`."
+    )
     excluded = tables.get("excluded_runs", pd.DataFrame())
     if excluded.empty:
-        return line + (" Flagged runs are kept in every score; `--exclude-flagged` (`report.exclude_flagged`) scores "
-                       "without the harmful ones." if runs else " Every flag is harmless: all runs are scored.")
+        return line + (
+            " Flagged runs are kept in every score; `--exclude-flagged` (`report.exclude_flagged`) scores "
+            "without the harmful ones."
+            if runs
+            else " Every flag is harmless: all runs are scored."
+        )
     changes = tables.get("verdict_changes", pd.DataFrame())
-    shown = "; ".join(f"{r['table']} at {r['where']}: {r['with_flagged']} -> {r['without_flagged']}"
-                      for _, r in changes.head(10).iterrows())
+    shown = "; ".join(
+        f"{r['table']} at {r['where']}: {r['with_flagged']} -> {r['without_flagged']}"
+        for _, r in changes.head(10).iterrows()
+    )
     more = f" and {len(changes) - 10} more" if len(changes) > 10 else ""
-    return (line + f" **{len(excluded)} run(s) flagged harmful were left out** of every score (`tables/excluded_runs.csv`); "
-            + (f"verdicts that changed: {shown}{more} (`tables/verdict_changes.csv`)." if len(changes)
-               else "no recommendation or verdict changed."))
+    return (
+        line
+        + f" **{len(excluded)} run(s) flagged harmful were left out** of every score (`tables/excluded_runs.csv`); "
+        + (
+            f"verdicts that changed: {shown}{more} (`tables/verdict_changes.csv`)."
+            if len(changes)
+            else "no recommendation or verdict changed."
+        )
+    )
 
 
 def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
@@ -515,8 +673,12 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     decision table and the sweep's footprint first, then the evidence."""
     cfg, df = data.cfg, data.results
     out = ["# pepr sweep: findings", ""]
-    out += [f"## Decision: which model per group (by {cfg.resource_label}, `{cfg.resource}`)", "",
-            *decision_lines(tables, data), ""]
+    out += [
+        f"## Decision: which model per group (by {cfg.resource_label}, `{cfg.resource}`)",
+        "",
+        *decision_lines(tables, data),
+        "",
+    ]
     out += [footprint_line(tables), "", checks_line(tables), ""]
     dominated = dominated_line(data)
     if dominated:
@@ -524,18 +686,23 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     keys = groups(df, cfg.group)
     levels = "; ".join(
         f"{c}: {', '.join(fraction_label(v) if c == 'fraction' else str(v) for v in dict.fromkeys(k[i] for k in keys))}"
-        for i, c in enumerate(cfg.group))
-    size = ("Small models: at most the median parameter count of their group's models. " if cfg.params_known else
-            "The table has no parameter counts: the size-based analyses are skipped. ")
+        for i, c in enumerate(cfg.group)
+    )
+    size = (
+        "Small models: at most the median parameter count of their group's models. "
+        if cfg.params_known
+        else "The table has no parameter counts: the size-based analyses are skipped. "
+    )
     stopped = int((df["status"] == "stopped").sum())  # an adaptive sweep's: neither successful nor failed
-    runs_text = (f"{int(df['ok'].sum())} successful, {int((~df['ok']).sum()) - stopped} failed"
-                 + (f", {stopped} stopped at a rung by the adaptive sweep" if stopped else ""))
+    runs_text = f"{int(df['ok'].sum())} successful, {int((~df['ok']).sum()) - stopped} failed" + (
+        f", {stopped} stopped at a rung by the adaptive sweep" if stopped else ""
+    )
     out.append(
         f"{len(df)} runs ({runs_text}) in {len(keys)} group(s) "
         f"({levels}), {df['model'].nunique()} models and {df['seed'].nunique()} seed(s). Performance: `{cfg.performance}`; "
         f"headline variant {cfg.resource_label} (`{cfg.resource}`). {size}Comparisons use one seed mean per model, p-values are Holm-adjusted over "
         f"groups (the {1 - cfg.alpha:.0%} confidence intervals are per group, not adjusted: read the p-value for "
-        f"significance), and \"on par\" means the TOST equivalence test with margin {cfg.equivalence_margin:g} rejects a larger "
+        f'significance), and "on par" means the TOST equivalence test with margin {cfg.equivalence_margin:g} rejects a larger '
         "difference. PePR is compared only within a group (it is normalised there); across init strategies and data fractions the summary "
         "compares raw performance and resources."
     )
@@ -544,9 +711,17 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
     out += ["", measurement + (f" {note}" if note else ""), ""]
     out += ["## Best model per group", "", *best_per_group(data, tables), ""]
     out += ["## Small vs large models", "", *small_vs_large_lines(data, tables), ""]
-    for title, factor, label in [("Pretrained vs scratch", "init", str), ("Data fractions", "fraction", fraction_label)]:
-        lines = (paired_lines(tables[f"paired_{factor}"], cfg, label) if factor in cfg.group else
-                 [f"- the table has no `{factor}` group column: nothing to compare (`--rename` yours to `{factor}` and `--by {factor}`)."])
+    for title, factor, label in [
+        ("Pretrained vs scratch", "init", str),
+        ("Data fractions", "fraction", fraction_label),
+    ]:
+        lines = (
+            paired_lines(tables[f"paired_{factor}"], cfg, label)
+            if factor in cfg.group
+            else [
+                f"- the table has no `{factor}` group column: nothing to compare (`--rename` yours to `{factor}` and `--by {factor}`)."
+            ]
+        )
         out += [f"## {title}", "", *lines, ""]
     out += ["## Seeds and statistical separability", ""]
     ranks = tables["rank_ci"]
@@ -561,9 +736,13 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
             separable = group["top_k_separable"].iloc[0]
             top = group.head(cfg.top_k)
             ranks_text = ", ".join(f"{r.model} {r.rank} [{r.rank_ci_low}-{r.rank_ci_high}]" for r in top.itertuples())
-            verdict_text = {"yes": "is statistically separable from the rest", "no": "is **not** statistically separable from the rest",
-                            }.get(separable, "covers every model (nothing to separate)")
-            out.append(f"- {group_label(key, cfg.group)}: {variant} rank with bootstrap {1 - cfg.alpha:.0%} CI: {ranks_text}; the top-{cfg.top_k} {verdict_text}.")
+            verdict_text = {
+                "yes": "is statistically separable from the rest",
+                "no": "is **not** statistically separable from the rest",
+            }.get(separable, "covers every model (nothing to separate)")
+            out.append(
+                f"- {group_label(key, cfg.group)}: {variant} rank with bootstrap {1 - cfg.alpha:.0%} CI: {ranks_text}; the top-{cfg.top_k} {verdict_text}."
+            )
     out.append("")
     peaks = tables["peaks"]
     out += ["## When to stop training", ""]
@@ -592,5 +771,9 @@ def summary_markdown(data: ReportData, tables: dict[str, pd.DataFrame]) -> str:
         axes = [*data.cfg.group, *(c for c in ("model", "seed") if c not in data.synthetic)]
         axes = [data.names.get(c, c) for c in axes if c not in data.synthetic]
         out.append(f"The planned grid was not given: expected = every {' x '.join(axes)} seen in the results.\n")
-    out.append(md_table(missing) if not missing.empty else "Nothing missing: every planned group has successful runs of every model.\n")
+    out.append(
+        md_table(missing)
+        if not missing.empty
+        else "Nothing missing: every planned group has successful runs of every model.\n"
+    )
     return "\n".join(out).rstrip() + "\n"

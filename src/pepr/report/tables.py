@@ -17,31 +17,51 @@ import pandas as pd
 
 from pepr.columns import ADDITIVE_RESOURCES, COMBINED, DETERMINISTIC_RESOURCES
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
-from pepr.report.data import (MEASURED_ON, co2_is_scaled_energy, energy_methods, group_label, group_rows,
-                              groups, report_variants, run_columns)
-from pepr.report.uncertainty import UNKNOWN, GroupUncertainty
-from pepr.train.measure import LOW_CPU_SHARE
+from pepr.report.data import (
+    MEASURED_ON,
+    co2_is_scaled_energy,
+    energy_methods,
+    group_label,
+    group_rows,
+    groups,
+    report_variants,
+    run_columns,
+)
 from pepr.report.stats import (
     bootstrap_rank_ci,
     direction,
-    noninferiority_verdict,
-    spearman_trend,
-    welch_noninferiority,
     holm,
     levelling_off,
+    noninferiority_verdict,
     paired_effect,
+    spearman_trend,
     top_k_separable,
     verdict,
     welch_effect,
+    welch_noninferiority,
 )
+from pepr.report.uncertainty import UNKNOWN, GroupUncertainty
+from pepr.train.measure import LOW_CPU_SHARE
 
 #: Preferred order of init strategies: earlier ones are the baseline of later ones.
 INIT_ORDER = ["scratch", "imagenet", "transfer"]
 #: The top-k table's label for the paper's extra row: the model of best performance P.
 BEST_PERFORMANCE = "best performance"
 #: Columns of the peak-epoch table (also when no history exists).
-PEAK_COLUMNS = ["model", "seed", "peak_epoch", "last_epoch", "peak_pepr", "last_pepr", "performance_at_peak",
-                "performance_at_last", "resource_at_peak", "resource_at_last", "resource_saved", "performance_cost"]
+PEAK_COLUMNS = [
+    "model",
+    "seed",
+    "peak_epoch",
+    "last_epoch",
+    "peak_pepr",
+    "last_pepr",
+    "performance_at_peak",
+    "performance_at_last",
+    "resource_at_peak",
+    "resource_at_last",
+    "resource_saved",
+    "performance_cost",
+]
 
 
 def _resources(df: pd.DataFrame, cfg: ReportConfig | None = None) -> list[str]:
@@ -59,8 +79,12 @@ def model_means(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     """Successful runs averaged over seeds: one row per (cell, model) with n_seeds, params,
     small (per cell), the performance, the raw resources and every PePR variant."""
     ok = df[df["ok"]]
-    value_columns = [cfg.performance, *_resources(df, cfg), f"pepr_{cfg.resource}",
-                     *[v.column for v in report_variants(df)]]
+    value_columns = [
+        cfg.performance,
+        *_resources(df, cfg),
+        f"pepr_{cfg.resource}",
+        *[v.column for v in report_variants(df)],
+    ]
     value_columns = list(dict.fromkeys(value_columns))
     grouped = ok.groupby([*cfg.group, "model"], sort=False)
     means = grouped[value_columns].mean()
@@ -85,10 +109,18 @@ def top_k_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 
     def row_of(key, label, rank, row, score, headline_rank):
         return {
-            **dict(zip(cfg.group, key)), "variant": label, "rank": rank, "model": row["model"], "score": score,
-            "headline_rank": headline_rank, "n_seeds": int(row["n_seeds"]), "params": _count(row["params"]),
-            "small": _flag(row["small"]), cfg.performance: row[cfg.performance],
-            **{r: row[r] for r in resources}, "energy_method": row["energy_method"],
+            **dict(zip(cfg.group, key)),
+            "variant": label,
+            "rank": rank,
+            "model": row["model"],
+            "score": score,
+            "headline_rank": headline_rank,
+            "n_seeds": int(row["n_seeds"]),
+            "params": _count(row["params"]),
+            "small": _flag(row["small"]),
+            cfg.performance: row[cfg.performance],
+            **{r: row[r] for r in resources},
+            "energy_method": row["energy_method"],
         }
 
     for key, group in means.groupby(list(cfg.group), sort=False):
@@ -102,8 +134,20 @@ def top_k_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
                 rows.append(row_of(key, variant.label, rank, row, row[variant.column], headline_rank[row["model"]]))
         best = group.sort_values([cfg.performance, "model"], ascending=[False, True]).iloc[0]
         rows.append(row_of(key, BEST_PERFORMANCE, 1, best, best[cfg.performance], headline_rank[best["model"]]))
-    columns = [*cfg.group, "variant", "rank", "model", "score", "headline_rank", "n_seeds", "params", "small",
-               cfg.performance, *resources, "energy_method"]
+    columns = [
+        *cfg.group,
+        "variant",
+        "rank",
+        "model",
+        "score",
+        "headline_rank",
+        "n_seeds",
+        "params",
+        "small",
+        cfg.performance,
+        *resources,
+        "energy_method",
+    ]
     return pd.DataFrame(rows, columns=columns)
 
 
@@ -138,19 +182,35 @@ def small_vs_large_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         group = group_rows(means, key, cfg.group)
         small, large = group[group["small"] == True], group[group["small"] == False]  # noqa: E712 (nullable)
         median = group_rows(df, key, cfg.group)["median_params"].iloc[0]
-        row = {**dict(zip(cfg.group, key)), "family": init_family(key, cfg), "median_params": median,
-               "n_small": len(small), "n_large": len(large)}
+        row = {
+            **dict(zip(cfg.group, key)),
+            "family": init_family(key, cfg),
+            "median_params": median,
+            "n_small": len(small),
+            "n_large": len(large),
+        }
         for column, name in [(cfg.performance, "performance"), (cfg.resource, cfg.resource), (headline, headline)]:
             row[f"small_mean_{name}"] = small[column].mean() if len(small) else np.nan
             row[f"large_mean_{name}"] = large[column].mean() if len(large) else np.nan
-        for column, name, margin in [(cfg.performance, "performance", cfg.equivalence_margin), (headline, headline, None)]:
+        for column, name, margin in [
+            (cfg.performance, "performance", cfg.equivalence_margin),
+            (headline, headline, None),
+        ]:
             effect = welch_effect(small[column].to_numpy(), large[column].to_numpy(), cfg.alpha, cfg.min_group, margin)
-            row.update({f"diff_{name}": effect.estimate, f"ci_low_{name}": effect.ci_low, f"ci_high_{name}": effect.ci_high,
-                        f"p_{name}": effect.p, f"note_{name}": effect.note})
+            row.update(
+                {
+                    f"diff_{name}": effect.estimate,
+                    f"ci_low_{name}": effect.ci_low,
+                    f"ci_high_{name}": effect.ci_high,
+                    f"p_{name}": effect.p,
+                    f"note_{name}": effect.note,
+                }
+            )
             if margin is not None:
                 row["p_tost_performance"] = effect.p_tost
-        ni = welch_noninferiority(small[cfg.performance].to_numpy(), large[cfg.performance].to_numpy(),
-                                  cfg.equivalence_margin, cfg.min_group)
+        ni = welch_noninferiority(
+            small[cfg.performance].to_numpy(), large[cfg.performance].to_numpy(), cfg.equivalence_margin, cfg.min_group
+        )
         row.update({"p_not_worse": ni.p_not_worse, "p_worse": ni.p_worse})
         row["energy_method"] = _methods(group_rows(df, key, cfg.group).loc[lambda d: d["ok"], "energy_method"])
         rows.append(row)
@@ -222,10 +282,26 @@ def _flip_margins(means: pd.DataFrame, table: pd.DataFrame, cfg: ReportConfig) -
 
 
 #: Columns of the size-trend table (Spearman of parameters vs performance and vs PePR).
-SIZE_TREND_COLUMNS = ["family", "n_models", "variant", "rho_performance", "p_performance", "p_holm_performance",
-                      "trend_performance", "curvature_performance", "p_levels_off", "p_holm_levels_off",
-                      "p_accelerates", "p_holm_accelerates", "diminishing_returns", "rho_pepr", "p_pepr", "p_holm_pepr",
-                      "trend_pepr", "note"]
+SIZE_TREND_COLUMNS = [
+    "family",
+    "n_models",
+    "variant",
+    "rho_performance",
+    "p_performance",
+    "p_holm_performance",
+    "trend_performance",
+    "curvature_performance",
+    "p_levels_off",
+    "p_holm_levels_off",
+    "p_accelerates",
+    "p_holm_accelerates",
+    "diminishing_returns",
+    "rho_pepr",
+    "p_pepr",
+    "p_holm_pepr",
+    "trend_pepr",
+    "note",
+]
 
 
 def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
@@ -247,20 +323,35 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
         perf = spearman_trend(group["params"].to_numpy(), group[cfg.performance].to_numpy(), cfg.min_pairs)
         pepr = spearman_trend(group["params"].to_numpy(), group[headline].to_numpy(), cfg.min_pairs)
         bend = levelling_off(group["params"].to_numpy(), group[cfg.performance].to_numpy(), cfg.min_pairs)
-        rows.append({**dict(zip(cfg.group, key)), "family": init_family(key, cfg), "n_models": perf.n,
-                     "variant": cfg.resource_label, "rho_performance": perf.rho, "p_performance": perf.p,
-                     "curvature_performance": bend.curvature, "p_levels_off": bend.p_levels_off,
-                     "p_accelerates": bend.p_accelerates, "rho_pepr": pepr.rho, "p_pepr": pepr.p,
-                     "note": "; ".join(n for n in dict.fromkeys([perf.note, pepr.note, bend.note]) if n)})
+        rows.append(
+            {
+                **dict(zip(cfg.group, key)),
+                "family": init_family(key, cfg),
+                "n_models": perf.n,
+                "variant": cfg.resource_label,
+                "rho_performance": perf.rho,
+                "p_performance": perf.p,
+                "curvature_performance": bend.curvature,
+                "p_levels_off": bend.p_levels_off,
+                "p_accelerates": bend.p_accelerates,
+                "rho_pepr": pepr.rho,
+                "p_pepr": pepr.p,
+                "note": "; ".join(n for n in dict.fromkeys([perf.note, pepr.note, bend.note]) if n),
+            }
+        )
     table = pd.DataFrame(rows, columns=[*cfg.group, *SIZE_TREND_COLUMNS])
     if table.empty:
         return table
     table["p_holm_performance"] = holm(table["p_performance"].to_numpy(dtype=float))
     table["p_holm_pepr"] = holm(table["p_pepr"].to_numpy(dtype=float))
-    table["trend_performance"] = [direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
-                                  for r, p in zip(table["rho_performance"], table["p_holm_performance"])]
-    table["trend_pepr"] = [direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
-                           for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])]
+    table["trend_performance"] = [
+        direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
+        for r, p in zip(table["rho_performance"], table["p_holm_performance"])
+    ]
+    table["trend_pepr"] = [
+        direction(r, p, cfg.alpha, "rises with size", "falls with size", "no significant trend")
+        for r, p in zip(table["rho_pepr"], table["p_holm_pepr"])
+    ]
     table["p_holm_levels_off"] = holm(table["p_levels_off"].to_numpy(dtype=float))
     table["p_holm_accelerates"] = holm(table["p_accelerates"].to_numpy(dtype=float))
     table["diminishing_returns"] = [
@@ -271,15 +362,35 @@ def size_trend_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
 
 
 #: Columns of the decision table after the group keys.
-DECISION_COLUMNS = ["n_models", "performance_metric", "resource", "variant", "recommended_model", "recommended_pepr",
-                    "recommended_pepr_ci_low", "recommended_pepr_ci_high", "recommended_performance",
-                    "recommended_performance_ci_low", "recommended_performance_ci_high", "recommended_resource",
-                    "contenders", "n_contenders", "best_pepr_model", "interval_method", "chance_performance",
-                    "uninformative", "best_model",
-                    "best_performance", "best_resource", "performance_share", "resource_share", "statement"]
+DECISION_COLUMNS = [
+    "n_models",
+    "performance_metric",
+    "resource",
+    "variant",
+    "recommended_model",
+    "recommended_pepr",
+    "recommended_pepr_ci_low",
+    "recommended_pepr_ci_high",
+    "recommended_performance",
+    "recommended_performance_ci_low",
+    "recommended_performance_ci_high",
+    "recommended_resource",
+    "contenders",
+    "n_contenders",
+    "best_pepr_model",
+    "interval_method",
+    "chance_performance",
+    "uninformative",
+    "best_model",
+    "best_performance",
+    "best_resource",
+    "performance_share",
+    "resource_share",
+    "statement",
+]
 
 
-def _contenders(unc: "GroupUncertainty | None", column: str, top: str) -> list[str] | None:
+def _contenders(unc: GroupUncertainty | None, column: str, top: str) -> list[str] | None:
     """The models whose ``column`` (a PePR) cannot be told apart from ``top``'s; None when the
     group's uncertainty is unknown."""
     if unc is None or unc.method == UNKNOWN or top not in unc.models:
@@ -288,7 +399,9 @@ def _contenders(unc: "GroupUncertainty | None", column: str, top: str) -> list[s
     return [m for b, m in enumerate(unc.models) if b != a and unc.distinguishable(column, a, b) is False]
 
 
-def decision_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tuple, GroupUncertainty] | None" = None) -> pd.DataFrame:
+def decision_table(
+    df: pd.DataFrame, cfg: ReportConfig, uncertainties: dict[tuple, GroupUncertainty] | None = None
+) -> pd.DataFrame:
     """Per group, the decision: the model of best seed-mean headline PePR and its
     *contenders* (the models not distinguishable from it, :mod:`pepr.report.uncertainty`); the
     recommended model is the cheapest (smallest headline resource) of them, with its
@@ -314,9 +427,11 @@ def decision_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tup
         chance = unc.chance if unc is not None else None
         uninformative = unc is not None and unc.uninformative()
         if uninformative:
-            statement = (f"no model beats guessing here: the best {cfg.performance} ({best['model']}, "
-                         f"{best[cfg.performance]:.3g}) lies within the {1 - cfg.alpha:.0%} interval of guessing "
-                         f"({chance[0]:.3g} [{chance[1]:.3g}, {chance[2]:.3g}]); no model is recommended")
+            statement = (
+                f"no model beats guessing here: the best {cfg.performance} ({best['model']}, "
+                f"{best[cfg.performance]:.3g}) lies within the {1 - cfg.alpha:.0%} interval of guessing "
+                f"({chance[0]:.3g} [{chance[1]:.3g}, {chance[2]:.3g}]); no model is recommended"
+            )
         else:
             if contenders is None:
                 name = f"{rec['model']} (uncertainty unknown)"
@@ -328,30 +443,49 @@ def decision_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tup
                 statement = f"{name} is both the best {cfg.resource_label} and the best-{cfg.performance} model"
             else:
                 share = "an unknown share" if np.isnan(res_share) else f"{res_share:.0%}"
-                statement = (f"{name}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
-                             f"at {share} of its {cfg.resource}")
+                statement = (
+                    f"{name}: {perf_share:.0%} of the best {cfg.performance} ({best['model']}) "
+                    f"at {share} of its {cfg.resource}"
+                )
         ci = {}
         if unc is not None and rec["model"] in unc.models:
             i = unc.models.index(rec["model"])
-            ci = {"recommended_pepr_ci_low": unc.pepr_ci[headline][i, 0], "recommended_pepr_ci_high": unc.pepr_ci[headline][i, 1],
-                  "recommended_performance_ci_low": unc.performance_ci[i, 0],
-                  "recommended_performance_ci_high": unc.performance_ci[i, 1]}
-        rows.append({**dict(zip(cfg.group, key)), "n_models": len(group), "performance_metric": cfg.performance,
-                     "resource": cfg.resource, "variant": cfg.resource_label,
-                     "recommended_model": "" if uninformative else rec["model"],
-                     "recommended_pepr": rec[headline], **ci, "recommended_performance": rec[cfg.performance],
-                     "recommended_resource": rec[cfg.resource],
-                     "contenders": "unknown" if contenders is None else "; ".join(others),
-                     "n_contenders": None if contenders is None else len(others), "best_pepr_model": top["model"],
-                     "interval_method": unc.detail if unc is not None else UNKNOWN,
-                     "chance_performance": chance[0] if chance is not None else np.nan, "uninformative": uninformative,
-                     "best_model": best["model"], "best_performance": best[cfg.performance],
-                     "best_resource": best[cfg.resource], "performance_share": perf_share,
-                     "resource_share": res_share, "statement": statement})
+            ci = {
+                "recommended_pepr_ci_low": unc.pepr_ci[headline][i, 0],
+                "recommended_pepr_ci_high": unc.pepr_ci[headline][i, 1],
+                "recommended_performance_ci_low": unc.performance_ci[i, 0],
+                "recommended_performance_ci_high": unc.performance_ci[i, 1],
+            }
+        rows.append(
+            {
+                **dict(zip(cfg.group, key)),
+                "n_models": len(group),
+                "performance_metric": cfg.performance,
+                "resource": cfg.resource,
+                "variant": cfg.resource_label,
+                "recommended_model": "" if uninformative else rec["model"],
+                "recommended_pepr": rec[headline],
+                **ci,
+                "recommended_performance": rec[cfg.performance],
+                "recommended_resource": rec[cfg.resource],
+                "contenders": "unknown" if contenders is None else "; ".join(others),
+                "n_contenders": None if contenders is None else len(others),
+                "best_pepr_model": top["model"],
+                "interval_method": unc.detail if unc is not None else UNKNOWN,
+                "chance_performance": chance[0] if chance is not None else np.nan,
+                "uninformative": uninformative,
+                "best_model": best["model"],
+                "best_performance": best[cfg.performance],
+                "best_resource": best[cfg.resource],
+                "performance_share": perf_share,
+                "resource_share": res_share,
+                "statement": statement,
+            }
+        )
     return pd.DataFrame(rows, columns=[*cfg.group, *DECISION_COLUMNS])
 
 
-def interval_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: "dict[tuple, GroupUncertainty]") -> pd.DataFrame:
+def interval_table(df: pd.DataFrame, cfg: ReportConfig, uncertainties: dict[tuple, GroupUncertainty]) -> pd.DataFrame:
     """Per group and model: how its interval was obtained, its performance and every PePR
     variant with their (1 - alpha) intervals (empty where unknown)."""
     frames = [unc.table(dict(zip(cfg.group, key))) for key, unc in uncertainties.items()]
@@ -398,7 +532,9 @@ def _implied_power(frame: pd.DataFrame) -> pd.Series:
     return (energy * 3.6e6 / seconds).where((energy > 0) & (seconds > 0))
 
 
-def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
+def run_flags(
+    df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthetic: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Every flag of the measurement checks, one row per flagged successful run and check:
     ``row`` (the run's index in ``df``), the run's columns, ``check``, ``severity``
     (:data:`HARMFUL` or :data:`HARMLESS`) and ``detail`` (several resources of one check joined
@@ -431,8 +567,17 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
 
     known = list(dict.fromkeys([*resources, *[c for c in STANDARD_RESOURCES if c in df.columns]]))
     # Equal by construction (training images, a combination of normalised values): never a copy.
-    copied = [r for r in known if r in ADDITIVE_RESOURCES or (r not in STANDARD_RESOURCES and not r.endswith("_amortised")
-                                                                and r not in DETERMINISTIC_RESOURCES and r != COMBINED)]
+    copied = [
+        r
+        for r in known
+        if r in ADDITIVE_RESOURCES
+        or (
+            r not in STANDARD_RESOURCES
+            and not r.endswith("_amortised")
+            and r not in DETERMINISTIC_RESOURCES
+            and r != COMBINED
+        )
+    ]
     memory = [r for r in known if _is_memory(r)]
     config = [c for c in MEMORY_CONFIG if c in ok.columns]
     for resource in dict.fromkeys([*copied, *memory]):
@@ -450,10 +595,16 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
                 others = same[apart[same.index] != apart[index]]
                 severity, why = copy_severity(index, others, resource)
                 whom = "as the same model in" if not _is_memory(resource) else "as"
-                names = sorted({(f"{o['model']} in " if _is_memory(resource) else "") + where(o) for _, o in others.iterrows()})
-                flag(index, "identical_resource", f"{resource} = {r['_value']!r} exactly {whom} {'; '.join(names)}: "
-                     f"a copied or reused measurement? (a fresh run never repeats a measured value to the last digit){why}",
-                     severity)
+                names = sorted(
+                    {(f"{o['model']} in " if _is_memory(resource) else "") + where(o) for _, o in others.iterrows()}
+                )
+                flag(
+                    index,
+                    "identical_resource",
+                    f"{resource} = {r['_value']!r} exactly {whom} {'; '.join(names)}: "
+                    f"a copied or reused measurement? (a fresh run never repeats a measured value to the last digit){why}",
+                    severity,
+                )
     # The same model's resources and performance all equal in two groups: a whole run copied.
     measured = [r for r in dict.fromkeys([*ADDITIVE_RESOURCES, *resources]) if r in ok.columns]
     if measured and cfg.performance in ok.columns:
@@ -462,16 +613,23 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
         for _, same in ok[spread > 1].groupby(signature[spread > 1], sort=True):
             for index, r in same.iterrows():
                 others = sorted({where(o) for _, o in same.iterrows() if o["group_id"] != r["group_id"]})
-                flag(index, "duplicated_run", f"{cfg.performance} and {', '.join(measured)} all equal the same model's in "
-                     f"{'; '.join(others)}: a whole run copied into another group")
+                flag(
+                    index,
+                    "duplicated_run",
+                    f"{cfg.performance} and {', '.join(measured)} all equal the same model's in "
+                    f"{'; '.join(others)}: a whole run copied into another group",
+                )
     for resource in known:
         values = pd.to_numeric(ok[resource], errors="coerce")
         for index in ok.index[~(np.isfinite(values) & (values > 0))]:
             shown = "empty" if pd.isna(values[index]) else repr(float(values[index]))
             if resource in resources and shown == "empty":
                 continue  # scoring already refuses an empty scored resource
-            flag(index, "nonpositive_resource", f"{resource} = {shown}: a real run costs more than nothing; "
-                 "the measurement failed or was not recorded")
+            flag(
+                index,
+                "nonpositive_resource",
+                f"{resource} = {shown}: a real run costs more than nothing; the measurement failed or was not recorded",
+            )
     if power.notna().any():
         device = ok["device"].astype(str) if "device" in ok.columns else pd.Series("", index=ok.index)
         usable = power.notna()
@@ -485,25 +643,38 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
             typical = float(np.exp(median))
             for index in watts.index[(np.abs(z) > POWER_Z) & (np.abs(log - median) > np.log(POWER_FACTOR))]:
                 on = f" on device {name}" if name else ""
-                flag(index, "implied_power", f"energy / time = {watts[index]:.3g} W, the sweep's median{on} is "
-                     f"{typical:.3g} W (robust z {z[index]:+.1f}): energy or time mismeasured, or another machine?")
+                flag(
+                    index,
+                    "implied_power",
+                    f"energy / time = {watts[index]:.3g} W, the sweep's median{on} is "
+                    f"{typical:.3g} W (robust z {z[index]:+.1f}): energy or time mismeasured, or another machine?",
+                )
     for column in [c for c in ("cpu_share", "gpu_share") if c in ok.columns]:
         share = pd.to_numeric(ok[column], errors="coerce")
         highest = share.groupby(ok["group_id"]).transform("max")
         contended = share.notna() & ((share < LOW_SHARE) | (share * SHARE_SPREAD < highest))
         for index in ok.index[contended]:
-            flag(index, "contended", f"{column} = {share[index]:.2f} (the group's highest {highest[index]:.2f}): the run "
-                 "shared its machine, so its time and estimated energy measured the neighbours too; rerun it alone")
+            flag(
+                index,
+                "contended",
+                f"{column} = {share[index]:.2f} (the group's highest {highest[index]:.2f}): the run "
+                "shared its machine, so its time and estimated energy measured the neighbours too; rerun it alone",
+            )
     if "duplicate_images" in ok.columns:  # folder:/csv: data with identical images across splits or classes
         counts = pd.to_numeric(ok["duplicate_images"], errors="coerce").fillna(0)
         for _, group in ok[counts > 0].groupby(list(cfg.group), sort=True):
             # harmless to the resource scores (every model of the group saw the same images); it
             # warns that the group's test performance may be optimistic
-            flag(group.index[0], "data_leak", f"{int(group['duplicate_images'].iloc[0])} group(s) of identical images in "
-                 "more than one split or class of this dataset (listed in the run's dataset_info); test scores may be "
-                 "optimistic. dedupe=drop-train in the dataset spec drops the train-side copies", HARMLESS)
+            flag(
+                group.index[0],
+                "data_leak",
+                f"{int(group['duplicate_images'].iloc[0])} group(s) of identical images in "
+                "more than one split or class of this dataset (listed in the run's dataset_info); test scores may be "
+                "optimistic. dedupe=drop-train in the dataset spec drops the train-side copies",
+                HARMLESS,
+            )
     for column in [c for c in MEASURED_ON if c in ok.columns]:
-        for key, group in ok.groupby(list(cfg.group), sort=False):
+        for _key, group in ok.groupby(list(cfg.group), sort=False):
             values = group[column].astype(str)
             counts = values.value_counts()
             if len(counts) < 2:
@@ -511,18 +682,25 @@ def run_flags(df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthet
             common = sorted(counts.index, key=lambda v: (-counts[v], v))[0]
             split = ", ".join(f"{v} ({counts[v]} runs)" for v in sorted(counts.index, key=lambda v: (-counts[v], v)))
             for index in group.index[values != common]:
-                flag(index, "mixed_devices", f"the group's runs were measured on different {column}s: {split}; "
-                     "PePR compares them as if on one machine", HARMLESS)
+                flag(
+                    index,
+                    "mixed_devices",
+                    f"the group's runs were measured on different {column}s: {split}; "
+                    "PePR compares them as if on one machine",
+                    HARMLESS,
+                )
     table = pd.DataFrame(rows, columns=["row", *run, "check", "severity", "detail"])
     if table.empty:
         return table
     # One row per run and check: several resources (or columns) of one check are one explanation.
     return table.groupby(["row", *run, "check"], sort=False, as_index=False).agg(
-        severity=("severity", lambda s: HARMFUL if (s == HARMFUL).any() else HARMLESS), detail=("detail", " | ".join))
+        severity=("severity", lambda s: HARMFUL if (s == HARMFUL).any() else HARMLESS), detail=("detail", " | ".join)
+    )
 
 
-def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: list[str],
-                             synthetic: tuple[str, ...] = ()) -> pd.DataFrame:
+def measurement_checks_table(
+    df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthetic: tuple[str, ...] = ()
+) -> pd.DataFrame:
     """Sanity checks of the measurements, one row per flagged successful run and check: the run
     (model, group keys, seed), ``check``, ``severity`` and ``detail``. A flag is *harmful*
     when the value distorts the scores (``report.exclude_flagged`` leaves those runs out),
@@ -546,7 +724,7 @@ def measurement_checks_table(df: pd.DataFrame, cfg: ReportConfig, resources: lis
 
 
 def _measured_or_estimated(methods: pd.Series) -> str:
-    """"measured", "estimated", "measured (N runs) and estimated (M runs)" or "not recorded"."""
+    """ "measured", "estimated", "measured (N runs) and estimated (M runs)" or "not recorded"."""
     kinds = methods.fillna("").astype(str).str.strip().str.lower()
     measured = int(kinds.str.startswith("measured").sum())
     estimated = int(kinds.str.startswith("estimated").sum())
@@ -560,8 +738,17 @@ def _measured_or_estimated(methods: pd.Series) -> str:
 
 
 #: Columns of the footprint table (one row: the sweep's totals).
-FOOTPRINT_COLUMNS = ["n_runs", "energy_kwh", "co2_kg", "device_hours", "pretraining_energy_kwh", "pretraining_co2_kg",
-                     "pretraining_device_hours", "measurement", "energy_method"]
+FOOTPRINT_COLUMNS = [
+    "n_runs",
+    "energy_kwh",
+    "co2_kg",
+    "device_hours",
+    "pretraining_energy_kwh",
+    "pretraining_co2_kg",
+    "pretraining_device_hours",
+    "measurement",
+    "energy_method",
+]
 
 
 def footprint_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -580,7 +767,9 @@ def footprint_table(df: pd.DataFrame) -> pd.DataFrame:
     def pretraining(column: str) -> float:
         if f"pretrain_{column}" not in df.columns or "pretrain_uses" not in df.columns:
             return 0.0
-        cost = pd.to_numeric(df[f"pretrain_{column}"], errors="coerce") / pd.to_numeric(df["pretrain_uses"], errors="coerce")
+        cost = pd.to_numeric(df[f"pretrain_{column}"], errors="coerce") / pd.to_numeric(
+            df["pretrain_uses"], errors="coerce"
+        )
         return float(cost[np.isfinite(cost)].sum())
 
     pre = {c: pretraining(c) for c in ADDITIVE_RESOURCES}
@@ -588,8 +777,11 @@ def footprint_table(df: pd.DataFrame) -> pd.DataFrame:
         "n_runs": len(df),
         "energy_kwh": total("energy_kwh") + pre["energy_kwh"] if "energy_kwh" in df.columns else np.nan,
         "co2_kg": total("co2_kg") + pre["co2_kg"] if "co2_kg" in df.columns else np.nan,
-        "device_hours": (total("train_time_s") + pre["train_time_s"]) / 3600 if "train_time_s" in df.columns else np.nan,
-        "pretraining_energy_kwh": pre["energy_kwh"], "pretraining_co2_kg": pre["co2_kg"],
+        "device_hours": (total("train_time_s") + pre["train_time_s"]) / 3600
+        if "train_time_s" in df.columns
+        else np.nan,
+        "pretraining_energy_kwh": pre["energy_kwh"],
+        "pretraining_co2_kg": pre["co2_kg"],
         "pretraining_device_hours": pre["train_time_s"] / 3600,
         "measurement": _measured_or_estimated(df["energy_method"]) if "energy_method" in df.columns else "not recorded",
         "energy_method": _methods(df["energy_method"]) if "energy_method" in df.columns else "not recorded",
@@ -633,9 +825,32 @@ def comparisons(df: pd.DataFrame, factor: str) -> list[tuple[str, str]]:
     return [(smaller, names[0]) for smaller in names[1:]]
 
 
-PAIRED_COLUMNS = ["factor", "treatment", "baseline", "context", "metric", "n_models", "mean_treatment", "mean_baseline",
-                  "mean_diff", "ci_low", "ci_high", "ratio", "ratio_ci_low", "ratio_ci_high", "test", "statistic", "p", "p_holm", "margin", "p_tost",
-                  "p_tost_holm", "verdict", "note", "energy_method"]
+PAIRED_COLUMNS = [
+    "factor",
+    "treatment",
+    "baseline",
+    "context",
+    "metric",
+    "n_models",
+    "mean_treatment",
+    "mean_baseline",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "ratio",
+    "ratio_ci_low",
+    "ratio_ci_high",
+    "test",
+    "statistic",
+    "p",
+    "p_holm",
+    "margin",
+    "p_tost",
+    "p_tost_holm",
+    "verdict",
+    "note",
+    "energy_method",
+]
 
 
 def model_pairs(df: pd.DataFrame, cfg: ReportConfig, factor: str, treatment: str, baseline: str) -> pd.DataFrame:
@@ -684,18 +899,32 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
                 with np.errstate(invalid="ignore"):
                     ratio = paired_effect(positive(a), positive(b), cfg.alpha, cfg.min_pairs)
                 tested = effect if performance else ratio
-                rows.append({
-                    "factor": factor, "treatment": treatment, "baseline": baseline,
-                    **dict(zip(context, key)), "context": " / ".join(map(str, key)), "metric": metric,
-                    "n_models": effect.n, "mean_treatment": float(np.nanmean(a)) if len(a) else np.nan,
-                    "mean_baseline": float(np.nanmean(b)) if len(b) else np.nan, "mean_diff": effect.estimate,
-                    "ci_low": effect.ci_low, "ci_high": effect.ci_high, "ratio": float(np.exp(ratio.estimate)),
-                    "ratio_ci_low": float(np.exp(ratio.ci_low)), "ratio_ci_high": float(np.exp(ratio.ci_high)),
-                    "test": "paired t on model means" if performance else "paired t on log model means (ratio)",
-                    "statistic": tested.statistic, "p": tested.p,
-                    "margin": margin if margin is not None else np.nan, "p_tost": effect.p_tost, "note": tested.note,
-                    "energy_method": _methods(group["energy_method_a"], group["energy_method_b"]),
-                })
+                rows.append(
+                    {
+                        "factor": factor,
+                        "treatment": treatment,
+                        "baseline": baseline,
+                        **dict(zip(context, key)),
+                        "context": " / ".join(map(str, key)),
+                        "metric": metric,
+                        "n_models": effect.n,
+                        "mean_treatment": float(np.nanmean(a)) if len(a) else np.nan,
+                        "mean_baseline": float(np.nanmean(b)) if len(b) else np.nan,
+                        "mean_diff": effect.estimate,
+                        "ci_low": effect.ci_low,
+                        "ci_high": effect.ci_high,
+                        "ratio": float(np.exp(ratio.estimate)),
+                        "ratio_ci_low": float(np.exp(ratio.ci_low)),
+                        "ratio_ci_high": float(np.exp(ratio.ci_high)),
+                        "test": "paired t on model means" if performance else "paired t on log model means (ratio)",
+                        "statistic": tested.statistic,
+                        "p": tested.p,
+                        "margin": margin if margin is not None else np.nan,
+                        "p_tost": effect.p_tost,
+                        "note": tested.note,
+                        "energy_method": _methods(group["energy_method_a"], group["energy_method_b"]),
+                    }
+                )
     table = pd.DataFrame(rows, columns=[*PAIRED_COLUMNS[:3], *context, *PAIRED_COLUMNS[3:]])
     if table.empty:
         return table
@@ -709,9 +938,25 @@ def paired_table(df: pd.DataFrame, cfg: ReportConfig, factor: str) -> pd.DataFra
     return table
 
 
-DATA_NEED_COLUMNS = ["dataset", "pretrained", "pretrained_fraction", "scratch_fraction", "n_models",
-                     "mean_pretrained", "mean_scratch", "mean_diff", "ci_low", "ci_high", "p", "p_tost", "p_holm",
-                     "p_tost_holm", "margin", "verdict", "note"]
+DATA_NEED_COLUMNS = [
+    "dataset",
+    "pretrained",
+    "pretrained_fraction",
+    "scratch_fraction",
+    "n_models",
+    "mean_pretrained",
+    "mean_scratch",
+    "mean_diff",
+    "ci_low",
+    "ci_high",
+    "p",
+    "p_tost",
+    "p_holm",
+    "p_tost_holm",
+    "margin",
+    "verdict",
+    "note",
+]
 
 
 def data_need_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
@@ -738,13 +983,27 @@ def data_need_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
             smallest = pretrained.loc[pretrained["fraction_value"].idxmin(), "fraction"]
             treated = pretrained[pretrained["fraction"] == smallest].set_index("model")[cfg.performance]
             both = treated.index.intersection(baseline.index)
-            effect = paired_effect(treated[both].to_numpy(), baseline[both].to_numpy(), cfg.alpha, cfg.min_pairs,
-                                   cfg.equivalence_margin)
-            rows.append({"dataset": dataset, "pretrained": init, "pretrained_fraction": smallest,
-                         "scratch_fraction": largest, "n_models": len(both), "mean_pretrained": treated[both].mean(),
-                         "mean_scratch": baseline[both].mean(), "mean_diff": effect.estimate, "ci_low": effect.ci_low,
-                         "ci_high": effect.ci_high, "p": effect.p, "p_tost": effect.p_tost,
-                         "margin": cfg.equivalence_margin, "note": effect.note})
+            effect = paired_effect(
+                treated[both].to_numpy(), baseline[both].to_numpy(), cfg.alpha, cfg.min_pairs, cfg.equivalence_margin
+            )
+            rows.append(
+                {
+                    "dataset": dataset,
+                    "pretrained": init,
+                    "pretrained_fraction": smallest,
+                    "scratch_fraction": largest,
+                    "n_models": len(both),
+                    "mean_pretrained": treated[both].mean(),
+                    "mean_scratch": baseline[both].mean(),
+                    "mean_diff": effect.estimate,
+                    "ci_low": effect.ci_low,
+                    "ci_high": effect.ci_high,
+                    "p": effect.p,
+                    "p_tost": effect.p_tost,
+                    "margin": cfg.equivalence_margin,
+                    "note": effect.note,
+                }
+            )
     table = pd.DataFrame(rows, columns=DATA_NEED_COLUMNS)
     if table.empty:
         return table
@@ -771,8 +1030,16 @@ def seed_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
             half = scipy_stats.t.ppf(1 - cfg.alpha / 2, n - 1) * sd / np.sqrt(n)
         half = half.where(n >= 2)
         out[f"{name}_mean"], out[f"{name}_ci_low"], out[f"{name}_ci_high"] = mean, mean - half, mean + half
-    columns = [*keys, "n_seeds", "performance_mean", "performance_ci_low", "performance_ci_high",
-               f"{headline}_mean", f"{headline}_ci_low", f"{headline}_ci_high"]
+    columns = [
+        *keys,
+        "n_seeds",
+        "performance_mean",
+        "performance_ci_low",
+        "performance_ci_high",
+        f"{headline}_mean",
+        f"{headline}_ci_low",
+        f"{headline}_ci_high",
+    ]
     return out.reset_index()[columns]
 
 
@@ -801,7 +1068,9 @@ def rank_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
                         "rank": int(row["rank"]),
                         "rank_ci_low": int(row["rank_low"]),
                         "rank_ci_high": int(row["rank_high"]),
-                        "top_k_separable": "n/a (no more than top_k models)" if separable is None else ("yes" if separable else "no"),
+                        "top_k_separable": "n/a (no more than top_k models)"
+                        if separable is None
+                        else ("yes" if separable else "no"),
                     }
                 )
     columns = [*cfg.group, "variant", "model", "n_seeds", "rank", "rank_ci_low", "rank_ci_high", "top_k_separable"]
@@ -824,9 +1093,7 @@ def missing_table(df: pd.DataFrame, cfg: ReportConfig, expected: pd.DataFrame | 
     group, run = list(cfg.group), run_columns(cfg)
     n = len(group)
     if expected is None:
-        expected = pd.DataFrame(
-            list(itertools.product(*[sorted(set(df[c])) for c in run])), columns=run
-        )
+        expected = pd.DataFrame(list(itertools.product(*[sorted(set(df[c])) for c in run])), columns=run)
     else:
         expected = expected[run].astype({**{c: str for c in group}, "model": str, "seed": int}).copy()
     present = set(map(tuple, df[run].itertuples(index=False)))
@@ -839,13 +1106,25 @@ def missing_table(df: pd.DataFrame, cfg: ReportConfig, expected: pd.DataFrame | 
     for planned in expected.itertuples(index=False):
         planned = tuple(planned)
         if planned not in present:
-            rows.append({**dict(zip(group, planned[:n])), "kind": "run not in results", "model": planned[n],
-                         "detail": f"seed {planned[n + 1]}"})
+            rows.append(
+                {
+                    **dict(zip(group, planned[:n])),
+                    "kind": "run not in results",
+                    "model": planned[n],
+                    "detail": f"seed {planned[n + 1]}",
+                }
+            )
     reasons = df[~df["ok"]].groupby([*group, "model"])["reason"].agg(lambda s: "; ".join(sorted(set(s))))
     for key in sorted(set(map(tuple, expected[[*group, "model"]].itertuples(index=False)))):
         if key[:n] in ok_groups and key not in ok_models:
-            rows.append({**dict(zip(group, key[:n])), "kind": "model without successful run in group", "model": key[n],
-                         "detail": reasons.get(key if n else key[0], "")})
+            rows.append(
+                {
+                    **dict(zip(group, key[:n])),
+                    "kind": "model without successful run in group",
+                    "model": key[n],
+                    "detail": reasons.get(key if n else key[0], ""),
+                }
+            )
     return pd.DataFrame(rows, columns=[*group, "kind", "model", "detail"])
 
 

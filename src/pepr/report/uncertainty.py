@@ -38,8 +38,18 @@ import pandas as pd
 
 from pepr.results.predictions import PER_IMAGE_METRICS, Predictions, performance_per_image
 
-__all__ = ["BOOTSTRAP", "SEEDS", "BINOMIAL", "UNKNOWN", "GroupUncertainty", "group_uncertainty",
-           "bootstrap_weights", "resampled_performance", "paired_difference_interval", "wilson"]
+__all__ = [
+    "BOOTSTRAP",
+    "SEEDS",
+    "BINOMIAL",
+    "UNKNOWN",
+    "GroupUncertainty",
+    "group_uncertainty",
+    "bootstrap_weights",
+    "resampled_performance",
+    "paired_difference_interval",
+    "wilson",
+]
 
 BOOTSTRAP, SEEDS, BINOMIAL, UNKNOWN = "paired bootstrap", "seeds", "binomial", "unknown"
 
@@ -140,7 +150,9 @@ def chance_level(metric: str, labels: np.ndarray | None, classes: int | None) ->
     return None
 
 
-def _chance(metric: str, labels: np.ndarray | None, classes: int | None, n: float | None, alpha: float) -> tuple[float, float, float] | None:
+def _chance(
+    metric: str, labels: np.ndarray | None, classes: int | None, n: float | None, alpha: float
+) -> tuple[float, float, float] | None:
     from scipy import stats as scipy_stats
 
     level = chance_level(metric, labels, classes)
@@ -150,8 +162,9 @@ def _chance(metric: str, labels: np.ndarray | None, classes: int | None, n: floa
     return level, float(low[0]), float(high[0])
 
 
-def _paired_inputs(runs: pd.DataFrame, models: list[str], metric: str,
-                   predictions: Mapping[object, Predictions]) -> tuple[np.ndarray, np.ndarray] | None:
+def _paired_inputs(
+    runs: pd.DataFrame, models: list[str], metric: str, predictions: Mapping[object, Predictions]
+) -> tuple[np.ndarray, np.ndarray] | None:
     """(per-image correctness averaged over each model's seeds (M, n), labels) when every run
     has predictions on the same test labels; else None."""
     if metric not in PER_IMAGE_METRICS:
@@ -176,9 +189,16 @@ def _paired_inputs(runs: pd.DataFrame, models: list[str], metric: str,
     return np.stack(rows), labels
 
 
-def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequence[str], cfg_alpha: float,
-                      resamples: int, seed: int, predictions: Mapping[object, Predictions] | None = None,
-                      n_test: str | None = None) -> GroupUncertainty:
+def group_uncertainty(
+    runs: pd.DataFrame,
+    performance: str,
+    pepr_columns: Sequence[str],
+    cfg_alpha: float,
+    resamples: int,
+    seed: int,
+    predictions: Mapping[object, Predictions] | None = None,
+    n_test: str | None = None,
+) -> GroupUncertainty:
     """The intervals of one group's successful ``runs`` (columns model, ``performance``, the
     ``pepr_columns``; ``n_test`` a test-set size column or None), by the first method that
     applies (see the module docstring); ``predictions``: run index -> its test predictions."""
@@ -192,10 +212,18 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
 
     labels_seen = next((p for p in (predictions or {}).values() if not p.multi_label), None)
     sizes_column = pd.to_numeric(runs[n_test], errors="coerce") if n_test and n_test in runs.columns else None
-    size = (len(labels_seen.labels) if labels_seen is not None
-            else (float(sizes_column.min()) if sizes_column is not None and sizes_column.notna().any() else None))
-    chance = _chance(performance, labels_seen.labels if labels_seen is not None else None,
-                     labels_seen.probabilities.shape[1] if labels_seen is not None else None, size, alpha)
+    size = (
+        len(labels_seen.labels)
+        if labels_seen is not None
+        else (float(sizes_column.min()) if sizes_column is not None and sizes_column.notna().any() else None)
+    )
+    chance = _chance(
+        performance,
+        labels_seen.labels if labels_seen is not None else None,
+        labels_seen.probabilities.shape[1] if labels_seen is not None else None,
+        size,
+        alpha,
+    )
     paired = _paired_inputs(runs, models, performance, predictions) if predictions else None
     if paired is not None:
         correct, labels = paired
@@ -214,9 +242,17 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
             return bool(not (low <= 0 <= high))
 
         return GroupUncertainty(
-            BOOTSTRAP, f"paired bootstrap over {len(labels)} test images, {resamples} resamples", models, perf,
+            BOOTSTRAP,
+            f"paired bootstrap over {len(labels)} test images, {resamples} resamples",
+            models,
+            perf,
             np.quantile(perf_draws, q, axis=1).T * (perf / np.where(point > 0, point, 1))[:, None],
-            pepr, {c: np.quantile(d, q, axis=1).T for c, d in pepr_draws.items()}, alpha, differ, chance)
+            pepr,
+            {c: np.quantile(d, q, axis=1).T for c, d in pepr_draws.items()},
+            alpha,
+            differ,
+            chance,
+        )
 
     from scipy import stats as scipy_stats
 
@@ -243,9 +279,18 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
             dof = (ea + eb) ** 2 / (ea**2 / (n[a] - 1) + eb**2 / (n[b] - 1))
             return bool(abs(ma - mb) > scipy_stats.t.ppf(1 - alpha / 2, dof) * math.sqrt(ea + eb))
 
-        return GroupUncertainty(SEEDS, f"seeds (Student t; {counts.min()}-{counts.max()} seeds per model)", models,
-                                perf, t_interval(performance), pepr, {c: t_interval(c) for c in pepr_columns}, alpha, differ,
-                                chance)
+        return GroupUncertainty(
+            SEEDS,
+            f"seeds (Student t; {counts.min()}-{counts.max()} seeds per model)",
+            models,
+            perf,
+            t_interval(performance),
+            pepr,
+            {c: t_interval(c) for c in pepr_columns},
+            alpha,
+            differ,
+            chance,
+        )
 
     sizes = pd.to_numeric(grouped[n_test].first(), errors="coerce").to_numpy(dtype=float) if n_test else None
     if sizes is not None and len(models) and np.all(sizes > 0):
@@ -262,11 +307,30 @@ def group_uncertainty(runs: pd.DataFrame, performance: str, pepr_columns: Sequen
             return bool(abs(pepr[column][a] - pepr[column][b]) > half)
 
         shown = f"{int(sizes.min())}" if sizes.min() == sizes.max() else f"{int(sizes.min())}-{int(sizes.max())}"
-        return GroupUncertainty(BINOMIAL, f"binomial (Wilson) from {shown} test images", models, perf, perf_ci, pepr,
-                                {c: perf_ci * factor[c][:, None] for c in pepr_columns}, alpha, differ, chance)
+        return GroupUncertainty(
+            BINOMIAL,
+            f"binomial (Wilson) from {shown} test images",
+            models,
+            perf,
+            perf_ci,
+            pepr,
+            {c: perf_ci * factor[c][:, None] for c in pepr_columns},
+            alpha,
+            differ,
+            chance,
+        )
 
-    return GroupUncertainty(UNKNOWN, "unknown: one run per model, no test predictions and no test-set size",
-                            models, perf, nan, pepr, {c: nan.copy() for c in pepr_columns}, alpha, chance=chance)
+    return GroupUncertainty(
+        UNKNOWN,
+        "unknown: one run per model, no test predictions and no test-set size",
+        models,
+        perf,
+        nan,
+        pepr,
+        {c: nan.copy() for c in pepr_columns},
+        alpha,
+        chance=chance,
+    )
 
 
 def load_predictions(df: pd.DataFrame, runs_root: str | None) -> dict[object, Predictions]:
@@ -295,9 +359,17 @@ def load_predictions(df: pd.DataFrame, runs_root: str | None) -> dict[object, Pr
     return found
 
 
-def group_uncertainties(df: pd.DataFrame, group: Sequence[str], performance: str, pepr_columns: Sequence[str],
-                        alpha: float, resamples: int, seed: int, predictions: Mapping[object, Predictions],
-                        n_test: str | None) -> dict[tuple, GroupUncertainty]:
+def group_uncertainties(
+    df: pd.DataFrame,
+    group: Sequence[str],
+    performance: str,
+    pepr_columns: Sequence[str],
+    alpha: float,
+    resamples: int,
+    seed: int,
+    predictions: Mapping[object, Predictions],
+    n_test: str | None,
+) -> dict[tuple, GroupUncertainty]:
     """:func:`group_uncertainty` of every group of the successful runs of ``df``, by group key."""
     ok = df[df["ok"]]
     out = {}

@@ -30,14 +30,23 @@ class Unit:
 _ENERGY, _CO2, _TIME, _MEMORY = "energy", "CO2", "time", "memory"
 #: Units by the spelling the flag and the column suffixes use (case-insensitive).
 UNITS: dict[str, Unit] = {
-    "kwh": Unit(_ENERGY, "energy_kwh", 1.0), "wh": Unit(_ENERGY, "energy_kwh", 1e-3),
-    "mwh": Unit(_ENERGY, "energy_kwh", 1e3), "j": Unit(_ENERGY, "energy_kwh", 1 / 3.6e6),
-    "kj": Unit(_ENERGY, "energy_kwh", 1 / 3.6e3), "mj": Unit(_ENERGY, "energy_kwh", 1 / 3.6),
-    "kg": Unit(_CO2, "co2_kg", 1.0), "g": Unit(_CO2, "co2_kg", 1e-3), "mg": Unit(_CO2, "co2_kg", 1e-6),
+    "kwh": Unit(_ENERGY, "energy_kwh", 1.0),
+    "wh": Unit(_ENERGY, "energy_kwh", 1e-3),
+    "mwh": Unit(_ENERGY, "energy_kwh", 1e3),
+    "j": Unit(_ENERGY, "energy_kwh", 1 / 3.6e6),
+    "kj": Unit(_ENERGY, "energy_kwh", 1 / 3.6e3),
+    "mj": Unit(_ENERGY, "energy_kwh", 1 / 3.6),
+    "kg": Unit(_CO2, "co2_kg", 1.0),
+    "g": Unit(_CO2, "co2_kg", 1e-3),
+    "mg": Unit(_CO2, "co2_kg", 1e-6),
     "t": Unit(_CO2, "co2_kg", 1e3),
-    "s": Unit(_TIME, "train_time_s", 1.0), "ms": Unit(_TIME, "train_time_s", 1e-3),
-    "min": Unit(_TIME, "train_time_s", 60.0), "h": Unit(_TIME, "train_time_s", 3600.0),
-    "mb": Unit(_MEMORY, "", 1.0), "mib": Unit(_MEMORY, "", 1.0), "gb": Unit(_MEMORY, "", 1.0),
+    "s": Unit(_TIME, "train_time_s", 1.0),
+    "ms": Unit(_TIME, "train_time_s", 1e-3),
+    "min": Unit(_TIME, "train_time_s", 60.0),
+    "h": Unit(_TIME, "train_time_s", 3600.0),
+    "mb": Unit(_MEMORY, "", 1.0),
+    "mib": Unit(_MEMORY, "", 1.0),
+    "gb": Unit(_MEMORY, "", 1.0),
     "gib": Unit(_MEMORY, "", 1.0),
 }
 
@@ -67,7 +76,8 @@ def check_unit(column: str, unit: str) -> None:
     if named is not None and named != unit:
         raise PeprInputError(
             f"--resource {column}:{unit}: the column's name says {named}, the flag says {unit}; "
-            f"rename the column (--rename {column}=NEW) or give its real unit")
+            f"rename the column (--rename {column}=NEW) or give its real unit"
+        )
 
 
 def to_footprint_columns(results: pd.DataFrame, units: dict[str, str]) -> pd.DataFrame:

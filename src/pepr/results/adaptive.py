@@ -89,8 +89,10 @@ def read_rung(path: str | Path) -> dict[str, Any]:
     try:
         record = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
-        raise PeprInputError(f"rung record {path} cannot be read ({type(exc).__name__}); run its rung job again "
-                             "(snakemake --forcerun it)") from None
+        raise PeprInputError(
+            f"rung record {path} cannot be read ({type(exc).__name__}); run its rung job again "
+            "(snakemake --forcerun it)"
+        ) from None
     if not isinstance(record, dict) or "status" not in record or "rung" not in record:
         raise PeprInputError(f"{path} is not a pepr rung record (no status or rung)")
     return record
@@ -128,7 +130,9 @@ def policy_problems(rungs: Sequence[object], keep: object, min_keep: object, epo
         elif list(rungs) != sorted(set(rungs)):
             problems.append(f"rungs {list(rungs)!r}: list each epoch once, in increasing order")
         elif epochs is not None and max(rungs) >= epochs:
-            problems.append(f"rungs {list(rungs)!r}: every rung must be below epochs ({epochs}); the last epoch is the full run")
+            problems.append(
+                f"rungs {list(rungs)!r}: every rung must be below epochs ({epochs}); the last epoch is the full run"
+            )
     if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0 < keep <= 1:
         problems.append(f"keep {keep!r}: give the fraction of candidates kept at each rung, in (0, 1], e.g. 0.34")
     if isinstance(min_keep, bool) or not isinstance(min_keep, int) or min_keep < 1:
@@ -156,8 +160,11 @@ def adaptive_settings(config: Mapping[str, Any]) -> AdaptiveSettings | None:
     if not given.get("rungs"):
         return None
     resource = given.get("resource") or (config.get("report") or {}).get("resource") or "energy_kwh"
-    return AdaptiveSettings(Policy(tuple(given["rungs"]), float(given["keep"]), int(given["min_keep"])),
-                            resource, given.get("select_by") or "val_accuracy")
+    return AdaptiveSettings(
+        Policy(tuple(given["rungs"]), float(given["keep"]), int(given["min_keep"])),
+        resource,
+        given.get("select_by") or "val_accuracy",
+    )
 
 
 def adaptive_problems(config: Mapping[str, Any]) -> list[str]:
@@ -168,17 +175,23 @@ def adaptive_problems(config: Mapping[str, Any]) -> list[str]:
     if not isinstance(given, Mapping) or not given.get("rungs"):
         return []
     epochs = config.get("epochs") if isinstance(config.get("epochs"), int) else None
-    problems = [f"adaptive.{p}" for p in policy_problems(given.get("rungs"), given.get("keep", 0.34),
-                                                            given.get("min_keep", 2), epochs)]
+    problems = [
+        f"adaptive.{p}"
+        for p in policy_problems(given.get("rungs"), given.get("keep", 0.34), given.get("min_keep", 2), epochs)
+    ]
     resource = given.get("resource") or (config.get("report") or {}).get("resource") or "energy_kwh"
     if resource not in ADAPTIVE_RESOURCES:
         where = "adaptive.resource" if given.get("resource") else "report.resource (adaptive.resource is not set)"
-        problems.append(f"{where} {resource!r}: an adaptive sweep projects one of {', '.join(ADAPTIVE_RESOURCES)}; "
-                        "set adaptive.resource")
+        problems.append(
+            f"{where} {resource!r}: an adaptive sweep projects one of {', '.join(ADAPTIVE_RESOURCES)}; "
+            "set adaptive.resource"
+        )
     select_by = given.get("select_by", "val_accuracy")
     if isinstance(select_by, str) and not select_by.startswith("val_"):
-        problems.append(f"adaptive.select_by {select_by!r}: select by a validation metric (val_accuracy, ...); "
-                        "selecting by the test set would bias the reported test performance")
+        problems.append(
+            f"adaptive.select_by {select_by!r}: select by a validation metric (val_accuracy, ...); "
+            "selecting by the test set would bias the reported test performance"
+        )
     return problems
 
 
@@ -230,7 +243,17 @@ def decide_rung(
     import numpy as np
     import pandas as pd
 
-    columns = ["model", "seeds", "metric", "spent", "projected_resource", "projected_pepr", "trend_pepr", "decision", "reason"]
+    columns = [
+        "model",
+        "seeds",
+        "metric",
+        "spent",
+        "projected_resource",
+        "projected_pepr",
+        "trend_pepr",
+        "decision",
+        "reason",
+    ]
     rows = history[history[epoch] <= rung]
     if "status" in rows.columns:
         rows = rows[rows["status"].astype(str).str.lower() == "ok"]
@@ -239,22 +262,26 @@ def decide_rung(
         return pd.DataFrame(columns=columns)
     first = rows[rows[epoch] == 1].set_index([model, seed])[select_by]
     runs = at_rung.set_index([model, seed])
-    per_run = pd.DataFrame({
-        "metric": pd.to_numeric(runs[select_by], errors="coerce"),
-        "spent": pd.to_numeric(runs[resource], errors="coerce"),
-        "first": pd.to_numeric(first.reindex(runs.index), errors="coerce"),
-    })
+    per_run = pd.DataFrame(
+        {
+            "metric": pd.to_numeric(runs[select_by], errors="coerce"),
+            "spent": pd.to_numeric(runs[resource], errors="coerce"),
+            "first": pd.to_numeric(first.reindex(runs.index), errors="coerce"),
+        }
+    )
     per_run = per_run.dropna(subset=["metric", "spent"])
     if per_run.empty:
         return pd.DataFrame(columns=columns)
     grouped = per_run.groupby(level=0, sort=True)
-    table = pd.DataFrame({
-        "seeds": grouped.size(),
-        "metric": grouped["metric"].mean(),
-        "spent": grouped["spent"].sum(),
-        "mean_spent": grouped["spent"].mean(),
-        "first": grouped["first"].mean(),
-    })
+    table = pd.DataFrame(
+        {
+            "seeds": grouped.size(),
+            "metric": grouped["metric"].mean(),
+            "spent": grouped["spent"].sum(),
+            "mean_spent": grouped["spent"].mean(),
+            "first": grouped["first"].mean(),
+        }
+    )
     table.index.name = "model"
     scale = 1.0 if peak else epochs / rung
     table["projected_resource"] = table["mean_spent"] * scale
@@ -271,7 +298,11 @@ def decide_rung(
     count = kept_count(len(table), keep, min_keep)
     cutoff = table["projected_pepr"].iloc[count - 1]
     leader_trend = table["trend_pepr"].iloc[0]
-    no_signal = later_rung and len(table) > 1 and math.isclose(table["metric"].max(), table["metric"].min(), rel_tol=0, abs_tol=1e-12)
+    no_signal = (
+        later_rung
+        and len(table) > 1
+        and math.isclose(table["metric"].max(), table["metric"].min(), rel_tol=0, abs_tol=1e-12)
+    )
     decisions, reasons = [], []
     for position, row in table.iterrows():
         if no_signal:
@@ -356,10 +387,21 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     decisions = {}
     rungs = [r for r in policy.rungs if r < epochs]
     for rung in rungs:
-        table = decide_rung(history[history[cols.model].isin(alive)], rung=rung, epochs=epochs, keep=policy.keep,
-                            min_keep=policy.min_keep, select_by=cols.select_by, resource=cols.resource, peak=peak,
-                            model=cols.model, seed=cols.seed, epoch=cols.epoch, stopped=reference,
-                            later_rung=rung < rungs[-1])
+        table = decide_rung(
+            history[history[cols.model].isin(alive)],
+            rung=rung,
+            epochs=epochs,
+            keep=policy.keep,
+            min_keep=policy.min_keep,
+            select_by=cols.select_by,
+            resource=cols.resource,
+            peak=peak,
+            model=cols.model,
+            seed=cols.seed,
+            epoch=cols.epoch,
+            stopped=reference,
+            later_rung=rung < rungs[-1],
+        )
         decisions[rung] = table
         reference = stopped_projections(table, reference)
         stop_epoch.update(dict.fromkeys(table.loc[table["decision"] == STOPPED, "model"], rung))
@@ -367,9 +409,15 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     # each run spent its running total at the epoch it stopped (a failed run: at its last row)
     stops = history[cols.model].map(lambda m: stop_epoch.get(m, epochs))
     reached = history[history[cols.epoch] <= stops]
-    spent = float(reached.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)[cols.resource].sum())
+    spent = float(
+        reached.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)[cols.resource].sum()
+    )
     recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols)
-    regret = float(full_pepr[best_full] - full_pepr[recommended]) if best_full is not None and recommended is not None else math.nan
+    regret = (
+        float(full_pepr[best_full] - full_pepr[recommended])
+        if best_full is not None and recommended is not None
+        else math.nan
+    )
     return {
         "best_full": best_full,
         "recommended": recommended,
@@ -392,7 +440,9 @@ def replay(history: pd.DataFrame, policy: Policy, cols: Columns, peak: bool = Fa
         key = key if isinstance(key, tuple) else (key,)
         result = replay_group(part, policy, cols, peak)
         rows.append({**dict(zip(cols.by, key)), **{k: v for k, v in result.items() if k != "rungs"}})
-    return pd.DataFrame(rows, columns=[*cols.by, "best_full", "recommended", "pepr_regret", "resource_share", "spent", "full_spent"])
+    return pd.DataFrame(
+        rows, columns=[*cols.by, "best_full", "recommended", "pepr_regret", "resource_share", "spent", "full_spent"]
+    )
 
 
 def prepare_histories(
@@ -423,13 +473,22 @@ def prepare_histories(
     if not seed_given and seed not in table.columns:
         seed = "_seed"
         table[seed] = 0
-    roles = {"--model": cols.model, "--seed": seed, "--epoch": cols.epoch, "--select-by": cols.select_by,
-             "--performance": cols.performance, "--resource": cols.resource, **{f"--by {b}": b for b in by}}
+    roles = {
+        "--model": cols.model,
+        "--seed": seed,
+        "--epoch": cols.epoch,
+        "--select-by": cols.select_by,
+        "--performance": cols.performance,
+        "--resource": cols.resource,
+        **{f"--by {b}": b for b in by},
+    }
     for flag, name in roles.items():
         if name not in table.columns:
             shown = ", ".join(list(table.columns)[:40])
-            raise PeprInputError(f"{source} has no column '{name}' ({flag.split()[0]}); name the right one with "
-                                 f"{flag.split()[0]} COL; its columns: {shown}")
+            raise PeprInputError(
+                f"{source} has no column '{name}' ({flag.split()[0]}); name the right one with "
+                f"{flag.split()[0]} COL; its columns: {shown}"
+            )
     named = [n for f, n in roles.items() if f not in ("--select-by", "--performance")]
     clash = sorted({n for n in named if named.count(n) > 1})
     if clash:
@@ -438,31 +497,46 @@ def prepare_histories(
         table["status"] = normalise_status(table["status"], where=source)
         table = table[table["status"] == "ok"]
         if table.empty:
-            raise PeprInputError(f"{source} has no successful run (every status is 'failed'): there is nothing to replay")
+            raise PeprInputError(
+                f"{source} has no successful run (every status is 'failed'): there is nothing to replay"
+            )
     validate_score_inputs(table, cols.performance, [cols.resource], by)
     if cols.select_by != cols.performance:
         validate_score_inputs(table, cols.select_by, [cols.resource], by)
     epochs = pd.to_numeric(table[cols.epoch], errors="coerce")
     bad = table.index[epochs.isna() | (epochs < 1) | (epochs % 1 != 0)]
     if len(bad):
-        raise PeprInputError(f"{source}: epoch column '{cols.epoch}' must hold whole numbers >= 1 (1 = the first epoch), "
-                             f"but row {bad[0]} holds {table.loc[bad[0], cols.epoch]!r}")
+        raise PeprInputError(
+            f"{source}: epoch column '{cols.epoch}' must hold whole numbers >= 1 (1 = the first epoch), "
+            f"but row {bad[0]} holds {table.loc[bad[0], cols.epoch]!r}"
+        )
     table[cols.epoch] = epochs.astype(int)
     key = [*by, cols.model, seed, cols.epoch]
     repeated = table.duplicated(subset=key)
     if repeated.any():
         row = table[repeated].iloc[0]
-        raise PeprInputError(f"{source}: run {row[cols.model]!r} seed {row[seed]!r} has epoch {row[cols.epoch]} twice"
-                             + ("" if seed_given or seed != "_seed" else "; name the seed column with --seed COL")
-                             + (f" in group {', '.join(str(row[b]) for b in by)}" if by else "")
-                             + "; one row per run and epoch")
+        raise PeprInputError(
+            f"{source}: run {row[cols.model]!r} seed {row[seed]!r} has epoch {row[cols.epoch]} twice"
+            + ("" if seed_given or seed != "_seed" else "; name the seed column with --seed COL")
+            + (f" in group {', '.join(str(row[b]) for b in by)}" if by else "")
+            + "; one row per run and epoch"
+        )
     finals = table.groupby(by, dropna=False)[cols.epoch].max() if by else pd.Series([table[cols.epoch].max()])
     shortest = int(finals.min())
     if max(policy.rungs) >= shortest:
-        raise PeprInputError(f"--rungs {','.join(map(str, policy.rungs))}: every rung must be below the final epoch, "
-                             f"but a group of {source} ends at epoch {shortest}; choose earlier rungs")
-    return table, Columns(by=tuple(by), model=cols.model, seed=seed, epoch=cols.epoch, select_by=cols.select_by,
-                          performance=cols.performance, resource=cols.resource)
+        raise PeprInputError(
+            f"--rungs {','.join(map(str, policy.rungs))}: every rung must be below the final epoch, "
+            f"but a group of {source} ends at epoch {shortest}; choose earlier rungs"
+        )
+    return table, Columns(
+        by=tuple(by),
+        model=cols.model,
+        seed=seed,
+        epoch=cols.epoch,
+        select_by=cols.select_by,
+        performance=cols.performance,
+        resource=cols.resource,
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -490,8 +564,14 @@ def rung_histories(records: Sequence[Mapping[str, Any]], select_by: str, resourc
     return pd.DataFrame(rows, columns=["model", "seed", "status", "epoch", select_by, resource])
 
 
-def decide_group(records: Sequence[Mapping[str, Any]], *, rung: int, epochs: int, settings: AdaptiveSettings,
-                 previous: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def decide_group(
+    records: Sequence[Mapping[str, Any]],
+    *,
+    rung: int,
+    epochs: int,
+    settings: AdaptiveSettings,
+    previous: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """A group's decision at ``rung`` from its candidates' rung records (:func:`decide_rung`),
     as the JSON the workflow keeps (``results/adaptive/<group>/rungN.json``): the settings, one
     entry per candidate (``model``, ``seeds``, ``metric``, ``spent``, ``projected_resource``,
@@ -503,31 +583,59 @@ def decide_group(records: Sequence[Mapping[str, Any]], *, rung: int, epochs: int
 
     earlier = dict((previous or {}).get("stopped_projections") or {})
     history = rung_histories(records, settings.select_by, settings.resource)
-    table = decide_rung(history, rung=rung, epochs=epochs, keep=settings.policy.keep, min_keep=settings.policy.min_keep,
-                        select_by=settings.select_by, resource=settings.resource, peak=is_peak(settings.resource),
-                        stopped=earlier, later_rung=any(r > rung for r in settings.policy.rungs))
-    candidates = [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-                  for row in table.to_dict(orient="records")]
+    table = decide_rung(
+        history,
+        rung=rung,
+        epochs=epochs,
+        keep=settings.policy.keep,
+        min_keep=settings.policy.min_keep,
+        select_by=settings.select_by,
+        resource=settings.resource,
+        peak=is_peak(settings.resource),
+        stopped=earlier,
+        later_rung=any(r > rung for r in settings.policy.rungs),
+    )
+    candidates = [
+        {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+        for row in table.to_dict(orient="records")
+    ]
     kept = [c["model"] for c in candidates if c["decision"] == KEPT]
     stopped = [c["model"] for c in candidates if c["decision"] == STOPPED]
     failed = sorted({str(r["model"]) for r in records} - set(kept) - set(stopped))
-    return json_safe({
-        "rung": rung, "epochs": epochs, "keep": settings.policy.keep, "min_keep": settings.policy.min_keep,
-        "resource": settings.resource, "select_by": settings.select_by,
-        "candidates": candidates, "kept": kept, "stopped": stopped, "failed": failed,
-        "stopped_projections": stopped_projections(table, earlier),
-    })
+    return json_safe(
+        {
+            "rung": rung,
+            "epochs": epochs,
+            "keep": settings.policy.keep,
+            "min_keep": settings.policy.min_keep,
+            "resource": settings.resource,
+            "select_by": settings.select_by,
+            "candidates": candidates,
+            "kept": kept,
+            "stopped": stopped,
+            "failed": failed,
+            "stopped_projections": stopped_projections(table, earlier),
+        }
+    )
 
 
-def write_decision(rung_files: Sequence[str], out: str, *, rung: int, epochs: int, settings: AdaptiveSettings,
-                   previous: str | None = None) -> dict[str, Any]:
+def write_decision(
+    rung_files: Sequence[str],
+    out: str,
+    *,
+    rung: int,
+    epochs: int,
+    settings: AdaptiveSettings,
+    previous: str | None = None,
+) -> dict[str, Any]:
     """Rule select_rung: read the rung records (and ``previous``, the group's decision at the
     rung before, if any), decide (:func:`decide_group`), write ``out`` atomically."""
     from pepr.results.runs import atomic_write_json
 
     before = read_decision(previous) if previous else None
-    decision = decide_group([read_rung(path) for path in rung_files], rung=rung, epochs=epochs, settings=settings,
-                            previous=before)
+    decision = decide_group(
+        [read_rung(path) for path in rung_files], rung=rung, epochs=epochs, settings=settings, previous=before
+    )
     atomic_write_json(out, decision)
     return decision
 
@@ -571,13 +679,16 @@ def rung_summary(results_dir: str, in_progress: Sequence[str] = ()) -> list[str]
         groups = decided.get(rung, [])
         kept = sum(len(d.get("kept", [])) for d in groups)
         stopped = sum(len(d.get("stopped", [])) for d in groups)
-        lines.append(f"  rung {rung}: {reached.get(rung, 0)} cell(s) reached it, {running.get(rung, 0)} running; "
-                     f"{len(groups)} group(s) decided: {kept} candidate(s) kept, {stopped} stopped")
+        lines.append(
+            f"  rung {rung}: {reached.get(rung, 0)} cell(s) reached it, {running.get(rung, 0)} running; "
+            f"{len(groups)} group(s) decided: {kept} candidate(s) kept, {stopped} stopped"
+        )
     return lines
 
 
-def expected_cost(estimate: pd.DataFrame, policy: Policy, column: str = "est_energy_kwh",
-                  overhead_column: str = "job_overhead_s") -> dict[str, float]:
+def expected_cost(
+    estimate: pd.DataFrame, policy: Policy, column: str = "est_energy_kwh", overhead_column: str = "job_overhead_s"
+) -> dict[str, float]:
     """An adaptive sweep's cost next to the full grid's, from ``pepr estimate``'s per-job table.
 
     Per group (dataset x init x fraction; pretraining jobs, init ``pretrain``, are not adaptive
@@ -613,14 +724,20 @@ def expected_cost(estimate: pd.DataFrame, policy: Policy, column: str = "est_ene
 
 def estimate_lines(estimate: pd.DataFrame, policy: Policy) -> list[str]:
     """``pepr estimate``'s lines on an adaptive sweep: expected and worst-case cost next to the full grid's."""
-    lines = [f"ADAPTIVE SWEEP (rungs {', '.join(map(str, policy.rungs))}, keep {policy.keep:g}, min_keep {policy.min_keep}):"]
+    lines = [
+        f"ADAPTIVE SWEEP (rungs {', '.join(map(str, policy.rungs))}, keep {policy.keep:g}, min_keep {policy.min_keep}):"
+    ]
     for column, unit in (("est_device_hours", "device-h"), ("est_energy_kwh", "kWh"), ("est_co2_kg", "kg CO2")):
         if column not in estimate.columns:
             continue
         cost = expected_cost(estimate, policy, column)
         share = cost["expected"] / cost["full"] if cost["full"] else float("nan")
-        lines.append(f"  {unit:>8}: expected ~{cost['expected']:.3g} ({share:.0%} of the full grid's {cost['full']:.3g}), "
-                     f"at most {cost['at_most']:.3g} if the most expensive candidates are kept")
-    lines.append("  (which candidates continue is decided from their measured numbers at each rung; stopped models get "
-                 "no final numbers)")
+        lines.append(
+            f"  {unit:>8}: expected ~{cost['expected']:.3g} ({share:.0%} of the full grid's {cost['full']:.3g}), "
+            f"at most {cost['at_most']:.3g} if the most expensive candidates are kept"
+        )
+    lines.append(
+        "  (which candidates continue is decided from their measured numbers at each rung; stopped models get "
+        "no final numbers)"
+    )
     return lines

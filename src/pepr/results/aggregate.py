@@ -81,7 +81,9 @@ def read_metrics(path: str | os.PathLike, keep: Sequence[str] = ()) -> dict[str,
     except FileNotFoundError:
         raise PeprInputError(f"metrics file '{path}' does not exist; re-run its training job") from None
     except RecursionError:
-        raise PeprInputError(f"metrics file '{path}' is nested too deeply to be a pepr metrics.json; delete it and re-run its training job") from None
+        raise PeprInputError(
+            f"metrics file '{path}' is nested too deeply to be a pepr metrics.json; delete it and re-run its training job"
+        ) from None
     except (OSError, ValueError) as exc:
         raise PeprInputError(
             f"metrics file '{path}' is not readable JSON ({exc}); delete it and re-run its training job"
@@ -115,24 +117,33 @@ class CarbonSettings:
         midpoints = metrics.get("epoch_midpoints_unix")
         per_epoch = self.epoch_co2(energies, midpoints if isinstance(midpoints, list) else None)
         if per_epoch is not None:
-            source = self.series.source if self.series is not None else f"country {self.country} ({self.intensity:g} g/kWh)"
+            source = (
+                self.series.source if self.series is not None else f"country {self.country} ({self.intensity:g} g/kWh)"
+            )
             return sum(per_epoch), source
         if self.series is None:
             return None, "energy not a number"
         recorded = metrics.get("co2_kg")
-        return (float(recorded) if isinstance(recorded, (int, float)) else None), "recorded at training (no epoch times for the series)"
-
+        return (
+            float(recorded) if isinstance(recorded, (int, float)) else None
+        ), "recorded at training (no epoch times for the series)"
 
     def epoch_co2(self, energies: Sequence[Any], midpoints: Sequence[Any] | None = None) -> list[float] | None:
         """Per-epoch CO2 in kg of the per-epoch energies (kWh), as :meth:`co2` derives the run's
         total: at the country's average, or at each epoch's midpoint (UTC epoch seconds) on the
         series; None when an energy is not a number, or the series has no time for every epoch."""
-        values = [float(e) for e in energies if isinstance(e, (int, float)) and not isinstance(e, bool) and np.isfinite(e)]
+        values = [
+            float(e) for e in energies if isinstance(e, (int, float)) and not isinstance(e, bool) and np.isfinite(e)
+        ]
         if len(values) != len(energies):
             return None
         if self.series is None:
             return [e * self.intensity / 1000.0 for e in values]
-        if midpoints is None or len(midpoints) != len(values) or not all(isinstance(m, (int, float)) for m in midpoints):
+        if (
+            midpoints is None
+            or len(midpoints) != len(values)
+            or not all(isinstance(m, (int, float)) for m in midpoints)
+        ):
             return None
         return [e * self.series.at(m) / 1000.0 for e, m in zip(values, midpoints)]
 
@@ -175,7 +186,11 @@ def normalise_status(
     canonical = status.astype("object").where(status.notna(), "failed").map(lambda value: str(value).strip().lower())
     unknown = ~canonical.isin(STATUSES)
     if unknown.any():
-        names = list(labels() if callable(labels) else labels) if labels is not None else [f"row {i}" for i in range(len(status))]
+        names = (
+            list(labels() if callable(labels) else labels)
+            if labels is not None
+            else [f"row {i}" for i in range(len(status))]
+        )
         bad = [f"{names[i]} ({status.iloc[i]!r})" for i in range(len(status)) if unknown.iloc[i]]
         more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
         raise PeprInputError(
@@ -257,7 +272,9 @@ def _derive_co2(metrics: dict[str, Any], carbon: CarbonSettings) -> None:
         metrics["carbon_intensity_g_per_kwh"] = 1000.0 * metrics["co2_kg"] / energy
 
 
-def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str], carbon: CarbonSettings | None = None) -> pd.DataFrame:
+def _add_pretrain_costs(
+    frame: pd.DataFrame, pretrain_files: Sequence[str], carbon: CarbonSettings | None = None
+) -> pd.DataFrame:
     by_model: dict[str, tuple[str, dict[str, Any]]] = {}
     for path in pretrain_files:
         model = parse_pretrain_path(path).model
@@ -297,7 +314,11 @@ def _add_pretrain_costs(frame: pd.DataFrame, pretrain_files: Sequence[str], carb
         columns["pretrain_uses"][rows] = int(uses[model])
     out = frame.assign(**columns)
     for resource in AMORTISED_RESOURCES:
-        base = pd.to_numeric(out[resource], errors="coerce") if resource in out.columns else pd.Series(np.nan, index=out.index)
+        base = (
+            pd.to_numeric(out[resource], errors="coerce")
+            if resource in out.columns
+            else pd.Series(np.nan, index=out.index)
+        )
         share = out[f"pretrain_{resource}"] / out["pretrain_uses"]
         out[amortised_column(resource)] = np.where(transfer, base + share, base)
     return out
@@ -333,12 +354,18 @@ def score_runs(
         out[pepr_column(resource)] = np.nan
     # A finished run whose performance is undefined (e.g. test_auc of a test set with one class)
     # cannot be scored: it keeps empty scores and says why in score_note, the others are scored.
-    undefined = ok & (pd.to_numeric(runs[performance], errors="coerce").isna() if skip_undefined and performance in runs.columns else False)
+    undefined = ok & (
+        pd.to_numeric(runs[performance], errors="coerce").isna()
+        if skip_undefined and performance in runs.columns
+        else False
+    )
     if undefined.any():  # the column appears only then: tables of fully defined sweeps keep their contract
         out["score_note"] = ""
         out.loc[undefined, "score_note"] = f"not scored: {performance} is undefined (empty) for this run"
         names = ", ".join(label for label, bad in zip(_run_labels(runs), undefined) if bad)
-        warnings.warn(f"pepr: {int(undefined.sum())} run(s) have no {performance} and are not scored: {names[:500]}", stacklevel=2)
+        warnings.warn(
+            f"pepr: {int(undefined.sum())} run(s) have no {performance} and are not scored: {names[:500]}", stacklevel=2
+        )
         ok = ok & ~undefined
     if ok.any():
         successful = runs.loc[ok]

@@ -58,7 +58,7 @@ def _energy_mix() -> dict[str, Any]:
 
 
 def epochs_co2_kg(
-    energies_kwh: "list[float]", midpoints: "list[float | None]", country: str, series: "IntensitySeries | None"
+    energies_kwh: list[float], midpoints: list[float | None], country: str, series: IntensitySeries | None
 ) -> tuple[list[float], str]:
     """CO2 (kg) of each epoch from its measured energy: the series' intensity at the epoch's
     wall-clock midpoint (UTC seconds) when a series is given, else ``country``'s average; and a
@@ -110,7 +110,6 @@ class IntensitySeries:
         index = bisect.bisect_right(self.times, when) - 1
         return self.values[max(index, 0)]
 
-
     def span_problem(self, start: float, end: float, planned: str) -> str | None:
         """One line when the series does not cover ``start`` .. ``end`` (UTC epoch seconds), the
         span a training is planned to take (``planned`` says how it was planned); else None."""
@@ -133,7 +132,7 @@ def _iso(seconds: float) -> str:
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
 
 
-def read_carbon_intensity(path: "str | Path") -> IntensitySeries:
+def read_carbon_intensity(path: str | Path) -> IntensitySeries:
     """Read and check a carbon-intensity CSV: columns ``timestamp`` (ISO 8601, with a time zone
     or UTC) and ``gco2_per_kwh`` (>= 0), at least two rows, strictly increasing times.
 
@@ -149,9 +148,13 @@ def read_carbon_intensity(path: "str | Path") -> IntensitySeries:
     path = Path(path)
     kind = file_kind_problem(path, "carbon intensity file")  # a FIFO would block the read
     if kind:
-        raise PeprInputError(f"carbon intensity file {path} cannot be read: not found" if kind.endswith("not found") else kind)
+        raise PeprInputError(
+            f"carbon intensity file {path} cannot be read: not found" if kind.endswith("not found") else kind
+        )
     if path.stat().st_size > MAX_INTENSITY_FILE_BYTES:
-        raise PeprInputError(f"carbon intensity file {path} is {path.stat().st_size:,} bytes; a series is at most {MAX_INTENSITY_FILE_BYTES:,}")
+        raise PeprInputError(
+            f"carbon intensity file {path} is {path.stat().st_size:,} bytes; a series is at most {MAX_INTENSITY_FILE_BYTES:,}"
+        )
     try:
         # utf-8-sig: spreadsheet exports start with a byte order mark, which is not part of the header
         with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -160,9 +163,13 @@ def read_carbon_intensity(path: "str | Path") -> IntensitySeries:
             reader.fieldnames = header
             rows = list(reader)
     except UnicodeDecodeError as exc:
-        raise PeprInputError(f"carbon intensity file {path} is not UTF-8 text (byte {exc.start}); export it as UTF-8 CSV") from None
+        raise PeprInputError(
+            f"carbon intensity file {path} is not UTF-8 text (byte {exc.start}); export it as UTF-8 CSV"
+        ) from None
     except (OSError, csv.Error) as exc:
-        raise PeprInputError(f"carbon intensity file {path} cannot be read as CSV ({type(exc).__name__}); it needs the columns timestamp,gco2_per_kwh") from None
+        raise PeprInputError(
+            f"carbon intensity file {path} cannot be read as CSV ({type(exc).__name__}); it needs the columns timestamp,gco2_per_kwh"
+        ) from None
     if not {"timestamp", "gco2_per_kwh"} <= set(header):
         # name only the expected columns that are missing: echoing the first line would print
         # a line of whatever file the flag points at
@@ -178,7 +185,9 @@ def read_carbon_intensity(path: "str | Path") -> IntensitySeries:
         try:
             stamp = datetime.fromisoformat(text.replace("Z", "+00:00"))
         except ValueError:
-            raise PeprInputError(f"{path} line {number}: timestamp {text[:40]!r} is not ISO 8601 (e.g. 2024-03-01T12:00:00+01:00)") from None
+            raise PeprInputError(
+                f"{path} line {number}: timestamp {text[:40]!r} is not ISO 8601 (e.g. 2024-03-01T12:00:00+01:00)"
+            ) from None
         if stamp.tzinfo is None:
             stamp = stamp.replace(tzinfo=timezone.utc)  # documented: no zone means UTC
         try:
@@ -186,9 +195,13 @@ def read_carbon_intensity(path: "str | Path") -> IntensitySeries:
         except ValueError:
             value = float("nan")
         if not (value >= 0.0 and value < float("inf")):
-            raise PeprInputError(f"{path} line {number}: gco2_per_kwh {(row.get('gco2_per_kwh') or '')[:40]!r} must be a number >= 0")
+            raise PeprInputError(
+                f"{path} line {number}: gco2_per_kwh {(row.get('gco2_per_kwh') or '')[:40]!r} must be a number >= 0"
+            )
         if times and stamp.timestamp() <= times[-1]:
-            raise PeprInputError(f"{path} line {number}: timestamp {text[:40]} is not after the previous row; sort the series by time")
+            raise PeprInputError(
+                f"{path} line {number}: timestamp {text[:40]} is not after the previous row; sort the series by time"
+            )
         times.append(stamp.timestamp())
         values.append(value)
     if len(times) < 2:

@@ -15,7 +15,19 @@ import shutil
 from pathlib import Path
 
 #: Errors of a write that the user fixes (space, permissions, a read-only mount, a quota).
-WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EACCES, errno.EPERM, errno.EROFS, errno.EDQUOT, errno.EFBIG, errno.ENOTDIR, errno.EISDIR, errno.EEXIST})
+WRITE_ERRNOS = frozenset(
+    {
+        errno.ENOSPC,
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.EDQUOT,
+        errno.EFBIG,
+        errno.ENOTDIR,
+        errno.EISDIR,
+        errno.EEXIST,
+    }
+)
 
 #: Free space a run folder needs at least before training starts (metrics, history, logs).
 MIN_FREE_BYTES = 16 * 2**20
@@ -41,7 +53,9 @@ def output_dir_problems(path: str | os.PathLike, flag: str = "--out") -> list[st
         return [f"{flag} {path}: {base} is not a folder, so {path} cannot be created; choose another path"]
     if not os.access(base, os.W_OK | os.X_OK):
         where = "is" if base == path.absolute() else f"cannot be created: {base} is"
-        return [f"{flag} {path} {where} not writable (permission or read-only file system); choose another folder or fix its permissions"]
+        return [
+            f"{flag} {path} {where} not writable (permission or read-only file system); choose another folder or fix its permissions"
+        ]
     try:
         if os.statvfs(base).f_flag & os.ST_RDONLY:
             return [f"{flag} {path}: {base} is on a read-only file system; choose another folder"]
@@ -50,7 +64,9 @@ def output_dir_problems(path: str | os.PathLike, flag: str = "--out") -> list[st
     return []
 
 
-def free_space_problem(path: str | os.PathLike, needed_bytes: int, flag: str = "--out", what: str = "its files") -> str | None:
+def free_space_problem(
+    path: str | os.PathLike, needed_bytes: int, flag: str = "--out", what: str = "its files"
+) -> str | None:
     """One line when the file system of ``path`` has less than ``needed_bytes`` free, else None."""
     base = nearest_existing(Path(path))
     try:
@@ -110,7 +126,7 @@ class one_line_errors:  # noqa: N801 - used as a context manager in rule scripts
     def __init__(self, name: str) -> None:
         self.name = name
 
-    def __enter__(self) -> "one_line_errors":
+    def __enter__(self) -> one_line_errors:
         return self
 
     def __exit__(self, kind: type | None, exc: BaseException | None, tb: object) -> bool:

@@ -220,7 +220,7 @@ def parse_run_path(path: str | os.PathLike, root: str | os.PathLike = RUNS_DIR) 
     path = os.fspath(path)
     prefix = os.fspath(root).rstrip("/") + "/"
     # Paths arrive below root as written: a prefix cut is ~10x cheaper than os.path.relpath.
-    relative = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+    relative = path[len(prefix) :] if path.startswith(prefix) else os.path.relpath(path, root)
     parts = relative.replace(os.sep, "/").split("/")
     if len(parts) != 6 or not parts[4].startswith("seed") or parts[0] == "..":
         raise PeprInputError(
@@ -311,7 +311,11 @@ def remove_stale_temporaries(path: str | os.PathLike, now: float | None = None) 
     for name in names:
         # ".NAME.PID.HEX.tmp" (pepr's atomic writes) or ".NAME.PID.tmp" (figures)
         middle = name[len(prefix) : -len(".tmp")].split(".")
-        if not middle[0].isdigit() or len(middle) > 2 or (len(middle) == 2 and not re.fullmatch(r"[0-9a-f]+", middle[1])):
+        if (
+            not middle[0].isdigit()
+            or len(middle) > 2
+            or (len(middle) == 2 and not re.fullmatch(r"[0-9a-f]+", middle[1]))
+        ):
             continue
         candidate = path.parent / name
         try:
@@ -515,7 +519,9 @@ def _archives(out_dir: Path) -> list[Path]:
     previous = out_dir / PREVIOUS_DIR
     if previous.is_symlink() or not previous.is_dir():
         return []
-    return [p for p in sorted(previous.iterdir(), key=lambda p: p.name, reverse=True) if not p.is_symlink() and p.is_dir()]
+    return [
+        p for p in sorted(previous.iterdir(), key=lambda p: p.name, reverse=True) if not p.is_symlink() and p.is_dir()
+    ]
 
 
 def _same_stat(a: os.stat_result, b: os.stat_result) -> bool:
@@ -581,7 +587,9 @@ def publish_finished(
 
 
 def archive_result(
-    out_dir: str | os.PathLike, metrics: Mapping[str, Any], history: Iterable[Mapping[str, Any]],
+    out_dir: str | os.PathLike,
+    metrics: Mapping[str, Any],
+    history: Iterable[Mapping[str, Any]],
     predictions: bytes | None = None,
 ) -> Path:
     """Write a finished run's history.csv, test_predictions.npz (``predictions``, when given) and
@@ -645,7 +653,9 @@ def finished_ok(path: str | os.PathLike) -> bool:
     return record is not None and record.get("status") == "ok"
 
 
-def find_finished(out_dir: str | os.PathLike, identity: Mapping[str, Any], weights_name: str | None = None) -> Path | None:
+def find_finished(
+    out_dir: str | os.PathLike, identity: Mapping[str, Any], weights_name: str | None = None
+) -> Path | None:
     """The newest ``previous/<stamp>/`` of ``out_dir`` holding a successful result of a training
     with exactly this ``identity`` (its ``training_identity``: resolved settings and data
     fingerprints), with its weights file ``weights_name`` when one is needed; else None.
@@ -703,7 +713,13 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
     created = not out_dir.exists()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / LOCK_FILE
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0)
+    flags = (
+        os.O_RDWR
+        | os.O_CREAT
+        | getattr(os, "O_NOFOLLOW", 0)
+        | getattr(os, "O_CLOEXEC", 0)
+        | getattr(os, "O_NONBLOCK", 0)
+    )
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as exc:
@@ -729,8 +745,7 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
             handle.seek(0)
             holder = handle.read(200).strip() or "another process"
             raise PeprInputError(
-                f"run folder {out_dir} is being trained by {holder}; wait for it to finish, "
-                "or stop that process first"
+                f"run folder {out_dir} is being trained by {holder}; wait for it to finish, or stop that process first"
             ) from None
         try:
             same = os.stat(path, follow_symlinks=False).st_ino == os.fstat(handle.fileno()).st_ino

@@ -75,11 +75,17 @@ def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(series) or _first_of_type(series, (bool, np.bool_)) is not None:
         raise PeprInputError(
             f"{role} column '{column}' holds booleans (True/False), not numbers; PePR needs "
-            + ("a performance in [0, 1] such as an accuracy" if role == "performance" else "a measured amount such as kWh or seconds")
+            + (
+                "a performance in [0, 1] such as an accuracy"
+                if role == "performance"
+                else "a measured amount such as kWh or seconds"
+            )
             + ": convert it to numbers first if that is really meant"
         )
-    if pd.api.types.is_datetime64_any_dtype(series) or pd.api.types.is_timedelta64_dtype(series) or (
-        _first_of_type(series, (pd.Timestamp, pd.Timedelta, np.datetime64, np.timedelta64)) is not None
+    if (
+        pd.api.types.is_datetime64_any_dtype(series)
+        or pd.api.types.is_timedelta64_dtype(series)
+        or (_first_of_type(series, (pd.Timestamp, pd.Timedelta, np.datetime64, np.timedelta64)) is not None)
     ):
         raise PeprInputError(
             f"{role} column '{column}' holds dates or durations, not numbers; convert it to a number "
@@ -108,9 +114,7 @@ def _numeric(df: pd.DataFrame, column: str, role: str) -> pd.Series:
         )
     infinite = series.index[~np.isfinite(series.to_numpy(dtype=float))]
     if len(infinite):
-        raise PeprInputError(
-            f"{role} column '{column}' has infinite values in rows {_describe_rows(infinite)}"
-        )
+        raise PeprInputError(f"{role} column '{column}' has infinite values in rows {_describe_rows(infinite)}")
     return series.astype(float)
 
 
@@ -271,4 +275,3 @@ def combine(scored: pd.DataFrame, performance: str, weights: Sequence[tuple[str,
     out[norm_column(name)] = r
     out[pepr_column(name)] = perf / (1.0 + r)
     return out
-

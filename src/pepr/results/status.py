@@ -131,8 +131,10 @@ class SweepStatus:
         if paired and all(c.key in self.estimated_times for c in left):
             scale = sum(m for m, _ in paired) / sum(e for _, e in paired)
             total = sum(self.estimated_times[c.key] for c in left) * scale
-            return total / parallel, (f"the estimate's time per job left x {scale:.2f} (measured / estimated "
-                                      f"over {len(paired)} finished jobs)")
+            return total / parallel, (
+                f"the estimate's time per job left x {scale:.2f} (measured / estimated "
+                f"over {len(paired)} finished jobs)"
+            )
         return mean * len(left) / parallel, "mean training time of the finished jobs"
 
     def eta_seconds(self) -> float | None:
@@ -210,7 +212,10 @@ def squeue_jobs(timeout_s: float = 5.0) -> dict[str, str] | None:
     try:
         done = subprocess.run(
             ["squeue", "--me", "--noheader", "--format=%i %T"],
-            capture_output=True, text=True, timeout=timeout_s, check=False,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            check=False,
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -339,8 +344,10 @@ def read_estimate(path: str | os.PathLike) -> tuple[dict[str, float], dict[str, 
                     if row["init"] == "pretrain":
                         job = f"pretrain/{row['dataset']}/{row['model']}"
                     else:
-                        job = (f"runs/{row['dataset']}/{row['init']}/{format_fraction(float(row['fraction']))}/"
-                               f"{row['model']}/seed{int(float(row['seed']))}")
+                        job = (
+                            f"runs/{row['dataset']}/{row['init']}/{format_fraction(float(row['fraction']))}/"
+                            f"{row['model']}/seed{int(float(row['seed']))}"
+                        )
                 except (TypeError, ValueError):
                     continue
                 if seconds == seconds and seconds > 0:  # not NaN (a model that could not calibrate)
@@ -379,8 +386,10 @@ def collect_status(
     unreadable = 0
     # plain strings and os.path in this loop: pathlib's objects cost ~3x the stat calls at 25k jobs
     results_text = os.fspath(results)
-    log_dirs = {"cell": os.path.join(results_text, "logs", "train_model"),
-                "pretrain": os.path.join(results_text, "logs", "pretrain_source")}
+    log_dirs = {
+        "cell": os.path.join(results_text, "logs", "train_model"),
+        "pretrain": os.path.join(results_text, "logs", "pretrain_source"),
+    }
     for kind, key, model, output in jobs:
         run_dir = f"{results_text}/{key}"
         metrics = f"{run_dir}/{METRICS_FILE}"
@@ -404,10 +413,19 @@ def collect_status(
             new_cache[key] = figures
             ok = figures["status"] == "ok"
             finished = "finished" if ok else ("stopped" if figures["status"] == "stopped" else "failed")
-            cells.append(CellState(
-                key, kind, model, finished, "" if ok else (figures["reason"] or "no reason recorded"),
-                figures.get("energy_kwh"), figures.get("co2_kg"), figures.get("train_time_s"), info.st_mtime,
-            ))
+            cells.append(
+                CellState(
+                    key,
+                    kind,
+                    model,
+                    finished,
+                    "" if ok else (figures["reason"] or "no reason recorded"),
+                    figures.get("energy_kwh"),
+                    figures.get("co2_kg"),
+                    figures.get("train_time_s"),
+                    info.st_mtime,
+                )
+            )
             continue
         cell = CellState(key, kind, model, "pending")
         log = f"{log_dirs[kind]}/{key.split('/', 1)[1]}.log"
@@ -439,7 +457,9 @@ def collect_status(
     if needs_squeue and use_squeue:
         queue = squeue_jobs()
         if queue is None:
-            notes.append("squeue did not answer (not installed, failed or slow): SLURM jobs counted as running from Snakemake's markers")
+            notes.append(
+                "squeue did not answer (not installed, failed or slow): SLURM jobs counted as running from Snakemake's markers"
+            )
         else:
             for cell in needs_squeue:
                 state = queue.get(str(cell.slurm_job))
@@ -458,9 +478,14 @@ def collect_status(
     adaptive = rung_summary(os.fspath(results), [output for output in markers if output.endswith(".json")])
     return SweepStatus(
         adaptive=adaptive,
-        cells=cells, results_dir=str(results), snakemake_running=locked, estimate=found[0] if found else None,
+        cells=cells,
+        results_dir=str(results),
+        snakemake_running=locked,
+        estimate=found[0] if found else None,
         estimated_times=found[1] if found else {},
-        estimate_source=str(estimate_csv) if found is not None else "", parallel=parallel, notes=notes,
+        estimate_source=str(estimate_csv) if found is not None else "",
+        parallel=parallel,
+        notes=notes,
     )
 
 
@@ -488,15 +513,23 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
     total = len(status.cells)
     lines = [f"pepr status: {total} jobs in {status.results_dir}/"]
     # "stopped" (an adaptive sweep's) only when there are such cells: a full grid's line is unchanged
-    counts = "   ".join(f"{state} {status.count(state)}" for state in STATES if state != "stopped" or status.count(state))
+    counts = "   ".join(
+        f"{state} {status.count(state)}" for state in STATES if state != "stopped" or status.count(state)
+    )
     done = status.count("finished") + status.count("stopped") + status.count("failed")
     lines.append(f"  {counts}   ({100.0 * done / total if total else 0:.0f}% done)")
     interrupted = [c for c in status.cells if c.state == "pending" and c.reason.startswith("interrupted")]
     if interrupted:
-        lines.append(f"  {len(interrupted)} pending job(s) were interrupted and continue from their checkpoint on the next run")
+        lines.append(
+            f"  {len(interrupted)} pending job(s) were interrupted and continue from their checkpoint on the next run"
+        )
     lines.append(
-        "  Snakemake: " + ("a run holds this folder (.snakemake/locks; after a kill -9 the lock is stale: "
-                            "`snakemake --unlock`)" if status.snakemake_running else "no run holds this folder")
+        "  Snakemake: "
+        + (
+            "a run holds this folder (.snakemake/locks; after a kill -9 the lock is stale: `snakemake --unlock`)"
+            if status.snakemake_running
+            else "no run holds this folder"
+        )
     )
     if status.adaptive:  # an adaptive sweep: where each rung stands
         lines.append("adaptive sweep:")
@@ -521,7 +554,9 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
                 continue
             models = sorted({c.model for c in cells})
             lines.append(f"  {len(cells)} jobs: {reason}")
-            lines.append(f"    models: {', '.join(models[:8])}" + (f" and {len(models) - 8} more" if len(models) > 8 else ""))
+            lines.append(
+                f"    models: {', '.join(models[:8])}" + (f" and {len(models) - 8} more" if len(models) > 8 else "")
+            )
             shown += 1
     running = [c for c in status.cells if c.state == "running"]
     if running:
@@ -534,14 +569,19 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
     spent = status.spent()
     lines.append("spent so far (jobs with a metrics.json):")
     estimate = status.estimate
-    for key, unit, est_key, fmt in (("energy_kwh", "kWh", "est_energy_kwh", "{:.4g}"), ("co2_kg", "kg CO2", "est_co2_kg", "{:.4g}"),
-                                     ("device_hours", "device-hours", "est_device_hours", "{:.4g}")):
+    for key, unit, est_key, fmt in (
+        ("energy_kwh", "kWh", "est_energy_kwh", "{:.4g}"),
+        ("co2_kg", "kg CO2", "est_co2_kg", "{:.4g}"),
+        ("device_hours", "device-hours", "est_device_hours", "{:.4g}"),
+    ):
         text = f"  {fmt.format(spent[key])} {unit}"
         if estimate is not None and estimate.get(est_key):
             text += f" of an estimated {fmt.format(estimate[est_key])} ({100.0 * spent[key] / estimate[est_key]:.0f}%)"
         lines.append(text)
     if estimate is None:
-        lines.append("  (no estimate to compare with: `pepr estimate --configfile ... -o results/estimate.csv` writes one)")
+        lines.append(
+            "  (no estimate to compare with: `pepr estimate --configfile ... -o results/estimate.csv` writes one)"
+        )
     else:
         lines.append(f"  estimate: {status.estimate_source}")
     eta = status.eta()
@@ -562,8 +602,9 @@ def format_status(status: SweepStatus, max_listed: int = 20) -> str:
 
 def write_status_table(status: SweepStatus, path: str | os.PathLike) -> None:
     """One row per job: key, kind, model, state, reason, energy_kwh, co2_kg, train_time_s, slurm_job."""
-    from pepr.results.runs import atomic_write_text
     import io
+
+    from pepr.results.runs import atomic_write_text
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
@@ -571,5 +612,7 @@ def write_status_table(status: SweepStatus, path: str | os.PathLike) -> None:
     for cell in status.cells:
         finished = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(cell.finished_at)) if cell.finished_at else ""
         figures = ["" if getattr(cell, key) is None else getattr(cell, key) for key in _FIGURES]
-        writer.writerow([cell.key, cell.kind, cell.model, cell.state, cell.reason, *figures, finished, cell.slurm_job or ""])
+        writer.writerow(
+            [cell.key, cell.kind, cell.model, cell.state, cell.reason, *figures, finished, cell.slurm_job or ""]
+        )
     atomic_write_text(path, buffer.getvalue())

@@ -153,7 +153,7 @@ def write_csv(df: pd.DataFrame, path: str | os.PathLike) -> None:
         df.to_csv(path, index=False)
         return
     whole = {}
-    for position, (name, column) in enumerate(df.items()):
+    for position, (_name, column) in enumerate(df.items()):
         if column.dtype.kind == "f":
             values = column.to_numpy()
             finite = values[np.isfinite(values)]

@@ -41,7 +41,9 @@ def _history_rows(history: Sequence[Mapping[str, Any]], last: int) -> list[dict[
     return [{c: row.get(c) for c in HISTORY_COLUMNS} for row in history if int(row["epoch"]) <= last]
 
 
-def rung_record(base: Mapping[str, Any], rung: int, history: Sequence[Mapping[str, Any]], peak_memory_mb: Any) -> dict[str, Any]:
+def rung_record(
+    base: Mapping[str, Any], rung: int, history: Sequence[Mapping[str, Any]], peak_memory_mb: Any
+) -> dict[str, Any]:
     """The rung record of a cell that reached epoch ``rung``: ``base`` (the cell and its settings),
     the metrics of that epoch, the resources spent up to it and its history rows."""
     rows = _history_rows(history, rung)
@@ -49,26 +51,36 @@ def rung_record(base: Mapping[str, Any], rung: int, history: Sequence[Mapping[st
         raise PeprInputError(f"the history has no epoch {rung}: the rung record needs every epoch up to it")
     at = rows[-1]
     record = {k: v for k, v in base.items() if k not in ("config", "versions", "history", "training_identity")}
-    record.update({
-        "status": "ok",
-        "reason": "",
-        "rung": rung,
-        "epoch": rung,
-        **{name: at.get(name) for name in RUNG_METRICS},
-        **{resource: at.get(cumulative) for resource, cumulative in CUMULATIVE_COLUMNS.items()},
-        "peak_memory_mb": peak_memory_mb,
-        "history": rows,
-    })
+    record.update(
+        {
+            "status": "ok",
+            "reason": "",
+            "rung": rung,
+            "epoch": rung,
+            **{name: at.get(name) for name in RUNG_METRICS},
+            **{resource: at.get(cumulative) for resource, cumulative in CUMULATIVE_COLUMNS.items()},
+            "peak_memory_mb": peak_memory_mb,
+            "history": rows,
+        }
+    )
     return json_safe(record)
 
 
-def write_rung(out_dir: Path, rung: int, base: Mapping[str, Any], history: Sequence[Mapping[str, Any]],
-               peak: Mapping[str, Any], log: Callable[[str], None]) -> dict[str, Any]:
+def write_rung(
+    out_dir: Path,
+    rung: int,
+    base: Mapping[str, Any],
+    history: Sequence[Mapping[str, Any]],
+    peak: Mapping[str, Any],
+    log: Callable[[str], None],
+) -> dict[str, Any]:
     """Write ``out_dir/rungN.json`` after training to epoch ``rung`` (``resume.pt`` is kept)."""
     record = rung_record(base, rung, history, peak.get("peak_memory_mb"))
     runs.atomic_write_json(out_dir / rung_file(rung), record)
-    log(f"rung {rung}: val acc {record.get('val_accuracy')}, {record['energy_kwh']:.3g} kWh so far; "
-        f"the checkpoint is kept for the next segment")
+    log(
+        f"rung {rung}: val acc {record.get('val_accuracy')}, {record['energy_kwh']:.3g} kWh so far; "
+        f"the checkpoint is kept for the next segment"
+    )
     return record
 
 
@@ -115,8 +127,11 @@ def _projection(out_dir: Path, rung: int, model: str) -> dict[str, Any]:
         entry = next(c for c in decision["candidates"] if c["model"] == model)
     except (OSError, ValueError, KeyError, TypeError, StopIteration):
         return {}
-    return {"projected_pepr": entry.get("projected_pepr"), "projected_resource": entry.get("projected_resource"),
-            "adaptive_resource": decision.get("resource")}
+    return {
+        "projected_pepr": entry.get("projected_pepr"),
+        "projected_resource": entry.get("projected_resource"),
+        "adaptive_resource": decision.get("resource"),
+    }
 
 
 def record_stopped(cfg: Any, versions: Mapping[str, str], log: Callable[[str], None]) -> dict[str, Any]:
@@ -135,14 +150,16 @@ def record_stopped(cfg: Any, versions: Mapping[str, str], log: Callable[[str], N
     record.update(found)
     record.update(_projection(cfg.out_dir, rung, cfg.model))
     epochs = cfg.epochs
-    record.update({
-        "status": "stopped",
-        "reason": f"stopped by the adaptive sweep at rung {rung} (epoch {rung} of {epochs}): its projected PePR "
-                  "was not among the kept candidates'; its numbers are those of epoch "
-                  f"{rung}, not of a finished run",
-        "config": cfg.as_dict(),
-        "versions": dict(versions),
-    })
+    record.update(
+        {
+            "status": "stopped",
+            "reason": f"stopped by the adaptive sweep at rung {rung} (epoch {rung} of {epochs}): its projected PePR "
+            "was not among the kept candidates'; its numbers are those of epoch "
+            f"{rung}, not of a finished run",
+            "config": cfg.as_dict(),
+            "versions": dict(versions),
+        }
+    )
     runs.publish_finished(cfg.out_dir, record, history)
     log(f"stopped at rung {rung}: recorded from {source}; the checkpoint is kept")
     return json_safe(record)

@@ -178,7 +178,9 @@ def training_problems(
     for key in PATH_KEYS:
         value = get(key)
         if value is not None and any(brace in str(value) for brace in "{}"):
-            problems.append(f"{key} {str(value)!r} contains '{{' or '}}'; rename it (Snakemake reads braces as wildcards)")
+            problems.append(
+                f"{key} {str(value)!r} contains '{{' or '}}'; rename it (Snakemake reads braces as wildcards)"
+            )
 
     init_kind, init_issues = init_problems(get("init"), check_checkpoint)
     problems.extend(init_issues)
@@ -191,7 +193,9 @@ def training_problems(
         from pepr.datasets.core import dataset_problems
 
         data_dir = get("data_dir")
-        problems.extend(dataset_problems(dataset, Path(data_dir) if data_dir is not None else None, allow_download=True))
+        problems.extend(
+            dataset_problems(dataset, Path(data_dir) if data_dir is not None else None, allow_download=True)
+        )
 
     if get("save_model") is not None:
         problems.extend(save_model_problems(get("save_model")))
@@ -254,7 +258,6 @@ def timm_catalogue(cache_dir: str | os.PathLike | None = None) -> dict[str, list
     return catalogue
 
 
-
 def model_catalogue(model: str) -> dict[str, list[str]]:
     """The part of :func:`timm_catalogue` that checking ``model`` needs (imports timm).
 
@@ -263,7 +266,6 @@ def model_catalogue(model: str) -> dict[str, list[str]]:
     timm's registry lists elsewhere) gets the full catalogue, for the alias and the hint.
     """
     import timm
-
     import timm.models
 
     arch = model.partition(".")[0]
@@ -274,6 +276,7 @@ def model_catalogue(model: str) -> dict[str, list[str]]:
         "pretrained": [arch] if timm.models.is_model_pretrained(arch) else [],
         "pretrained_tags": timm.list_pretrained(f"{arch}.*"),
     }
+
 
 def close_names(name: str, known: Iterable[str]) -> list[str]:
     import difflib

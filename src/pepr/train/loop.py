@@ -44,20 +44,20 @@ def select_precision(device_type: str, bf16_supported: bool, requested: str = "b
 class DeviceSplits:
     """All splits on the device, images (N, C, S, S) in their stored dtype, plus normalisation."""
 
-    train_x: "torch.Tensor"
-    train_y: "torch.Tensor"
-    val_x: "torch.Tensor"
-    val_y: "torch.Tensor"
-    test_x: "torch.Tensor"
-    test_y: "torch.Tensor"
-    mean: "torch.Tensor"  # (1, C, 1, 1), on the [0, 1] scale for uint8 data
-    std: "torch.Tensor"
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    mean: torch.Tensor  # (1, C, 1, 1), on the [0, 1] scale for uint8 data
+    std: torch.Tensor
     scale: float  # 1/255 for uint8 images, 1 for float images
     #: labels are (N, L) float 0/1 rows: BCE-with-logits and multi-label metrics
     multi_label: bool = False
 
 
-def _resize(images: "torch.Tensor", size: int, chunk: int = 1024) -> "torch.Tensor":
+def _resize(images: torch.Tensor, size: int, chunk: int = 1024) -> torch.Tensor:
     import torch
     import torch.nn.functional as F
 
@@ -69,7 +69,7 @@ def _resize(images: "torch.Tensor", size: int, chunk: int = 1024) -> "torch.Tens
     return torch.cat(out)
 
 
-def to_device(data: "data_module.ImageData", device: "torch.device", image_size: int) -> DeviceSplits:
+def to_device(data: data_module.ImageData, device: torch.device, image_size: int) -> DeviceSplits:
     """Move all splits to ``device`` once, resizing to ``image_size`` there if needed.
 
     Normalisation statistics are per channel over the (fraction-subset) train split.
@@ -87,10 +87,12 @@ def to_device(data: "data_module.ImageData", device: "torch.device", image_size:
         tensors[f"{split}_y"] = (y.float() if multi_label else y).to(device)
     scale = 1.0 / 255.0 if tensors["train_x"].dtype == torch.uint8 else 1.0
     mean, std = channel_stats(tensors["train_x"], scale)
-    return DeviceSplits(mean=mean, std=std, scale=scale, multi_label=bool(getattr(data, "multi_label", False)), **tensors)
+    return DeviceSplits(
+        mean=mean, std=std, scale=scale, multi_label=bool(getattr(data, "multi_label", False)), **tensors
+    )
 
 
-def loss(logits: "torch.Tensor", y: "torch.Tensor", multi_label: bool) -> "torch.Tensor":
+def loss(logits: torch.Tensor, y: torch.Tensor, multi_label: bool) -> torch.Tensor:
     """The training loss: cross-entropy over classes, or BCE-with-logits over labels (multi-label,
     as MedMNIST trains ChestMNIST)."""
     import torch.nn.functional as F
@@ -100,7 +102,7 @@ def loss(logits: "torch.Tensor", y: "torch.Tensor", multi_label: bool) -> "torch
     return F.cross_entropy(logits, y)
 
 
-def channel_stats(images: "torch.Tensor", scale: float, chunk: int = 2048) -> tuple["torch.Tensor", "torch.Tensor"]:
+def channel_stats(images: torch.Tensor, scale: float, chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-channel mean and (unbiased) std of ``images * scale``, each (1, C, 1, 1) float32.
 
     Summed chunk by chunk in float64: a float copy of a whole train split (10 GB for DermaMNIST
@@ -124,7 +126,7 @@ def channel_stats(images: "torch.Tensor", scale: float, chunk: int = 2048) -> tu
     return mean.float().view(1, -1, 1, 1), std.view(1, -1, 1, 1)
 
 
-def normalise(x: "torch.Tensor", splits: DeviceSplits, precision: Precision) -> "torch.Tensor":
+def normalise(x: torch.Tensor, splits: DeviceSplits, precision: Precision) -> torch.Tensor:
     """Scale and normalise a batch on its device (channels_last when the precision says so)."""
     import torch
 
@@ -134,7 +136,7 @@ def normalise(x: "torch.Tensor", splits: DeviceSplits, precision: Precision) -> 
     return x
 
 
-def autocast(device: "torch.device", precision: Precision):
+def autocast(device: torch.device, precision: Precision):
     import contextlib
 
     import torch
@@ -168,7 +170,7 @@ def eval_batch_count(n: int, batch_size: int) -> int:
     return -(-int(n) // int(batch_size))
 
 
-def batch_order(n: int, batch_size: int, generator: "torch.Generator") -> list["torch.Tensor"]:
+def batch_order(n: int, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
     """Shuffled index batches covering all ``n`` samples (the last batch may be smaller).
 
     A final batch of a single sample is merged into the previous one: BatchNorm cannot train on
@@ -185,11 +187,11 @@ def batch_order(n: int, batch_size: int, generator: "torch.Generator") -> list["
 
 
 def train_epoch(
-    model: "torch.nn.Module",
-    optimizer: "torch.optim.Optimizer",
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
     splits: DeviceSplits,
     batch_size: int,
-    generator: "torch.Generator",
+    generator: torch.Generator,
     precision: Precision,
 ) -> float:
     """One pass over the train split (Adam step per batch); returns the mean training loss.
@@ -217,8 +219,8 @@ def train_epoch(
 
 
 def predict(
-    model: "torch.nn.Module", x: "torch.Tensor", splits: DeviceSplits, precision: Precision, batch_size: int
-) -> "torch.Tensor":
+    model: torch.nn.Module, x: torch.Tensor, splits: DeviceSplits, precision: Precision, batch_size: int
+) -> torch.Tensor:
     """Logits (float32, on the device) for every image of ``x``; no dropped last batch."""
     import torch
 
@@ -232,7 +234,12 @@ def predict(
 
 
 def evaluate(
-    model: "torch.nn.Module", x: "torch.Tensor", y: "torch.Tensor", splits: DeviceSplits, precision: Precision, batch_size: int
+    model: torch.nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    splits: DeviceSplits,
+    precision: Precision,
+    batch_size: int,
 ) -> dict[str, float]:
     """Loss and classification metrics of the model on one split (multi-label: sigmoid scores,
     :func:`pepr.train.metrics.multilabel_metrics`)."""
@@ -244,10 +251,8 @@ def evaluate(
     return {"loss": value, **classification_metrics(y.cpu().numpy(), probs)}
 
 
-def sync(device: "torch.device") -> None:
+def sync(device: torch.device) -> None:
     import torch
 
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-

@@ -43,10 +43,8 @@ class EnergySample:
     co2_kg: float = 0.0
     duration_s: float = 0.0
 
-    def __add__(self, other: "EnergySample") -> "EnergySample":
-        return EnergySample(
-            **{name: getattr(self, name) + getattr(other, name) for name in self.__dataclass_fields__}
-        )
+    def __add__(self, other: EnergySample) -> EnergySample:
+        return EnergySample(**{name: getattr(self, name) + getattr(other, name) for name in self.__dataclass_fields__})
 
 
 class EnergyMeter:
@@ -183,13 +181,12 @@ def import_dependencies() -> None:
     """Import the libraries the training uses once its measured windows are open (CodeCarbon's
     tracker, torch's FLOP counter, ``torch._dynamo``), so their one-off import cost (hundreds of
     modules, tens of MiB resident) is not counted in the working-set memory of the run."""
-    from codecarbon import OfflineEmissionsTracker  # noqa: F401
-    from torch.utils.flop_counter import FlopCounterMode  # noqa: F401
-
     # torch.optim.Optimizer.step imports it at every call (a compiler graph break), and the FLOP
     # counter's dispatch mode at its first: without it here the first training step would pay
     # ~1 CPU s and ~60 MiB inside the measured windows
     import torch._dynamo  # noqa: F401
+    from codecarbon import OfflineEmissionsTracker  # noqa: F401
+    from torch.utils.flop_counter import FlopCounterMode  # noqa: F401
 
     try:  # torch.save's own lazy import (the resume checkpoint after each epoch)
         import torch.utils.serialization.config  # noqa: F401
@@ -197,7 +194,7 @@ def import_dependencies() -> None:
         pass
 
 
-def cuda_memory_reserved_mb(device: "torch.device") -> float | None:
+def cuda_memory_reserved_mb(device: torch.device) -> float | None:
     """``torch.cuda.memory_reserved`` of ``device`` in MiB (the paper's memory measure, read after
     the 2nd epoch's training); None on a device that is not CUDA."""
     if device.type != "cuda":
@@ -214,7 +211,7 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def flops_per_image(model: "torch.nn.Module", sample: "torch.Tensor") -> float:
+def flops_per_image(model: torch.nn.Module, sample: torch.Tensor) -> float:
     """Forward FLOPs for one image (``torch.utils.flop_counter``; a multiply-add counts as 2)."""
     import torch
     from torch.utils.flop_counter import FlopCounterMode
@@ -245,9 +242,11 @@ def contention_warning(share: float | None, threads: int) -> str | None:
     """The warning ``pepr train`` prints at the end of a contended run (None when it was not)."""
     if share is None or not share < LOW_CPU_SHARE:
         return None
-    return (f"warning: this run got {share:.0%} of its {threads} thread(s)' CPU time (below {LOW_CPU_SHARE:.0%}): "
-            "the machine was shared, so its time and estimated energy also measured the other processes; "
-            "rerun it on a quiet machine (or with fewer --threads) before comparing it")
+    return (
+        f"warning: this run got {share:.0%} of its {threads} thread(s)' CPU time (below {LOW_CPU_SHARE:.0%}): "
+        "the machine was shared, so its time and estimated energy also measured the other processes; "
+        "rerun it on a quiet machine (or with fewer --threads) before comparing it"
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -265,7 +264,7 @@ class NodeShare:
 
 
 def node_share(
-    environ: "Mapping[str, str]",
+    environ: Mapping[str, str],
     allowed_cores: int | None,
     node_cores: int,
     cgroup_memory_max: str | None,
@@ -296,7 +295,9 @@ def node_share(
         parts.append(f"CPU at {cpu:.3g} of the node ({cores} of {node_cores} cores)")
     if ram < 1.0:
         parts.append(f"RAM at {ram:.3g} of the node ({limit / 2**30:.1f} of {node_ram_bytes / 2**30:.1f} GiB)")
-    description = "; ".join(parts) if parts else "CPU/RAM charged for the whole node (job uses all of it or its share is unknown)"
+    description = (
+        "; ".join(parts) if parts else "CPU/RAM charged for the whole node (job uses all of it or its share is unknown)"
+    )
     return NodeShare(cpu=cpu, ram=ram, description=description)
 
 
@@ -393,7 +394,7 @@ class WorkingSetMeter:
     activations use). Elsewhere RSS sampled by a light background thread every 20 ms.
     """
 
-    def __init__(self, device: "torch.device", interval_s: float = 0.02) -> None:
+    def __init__(self, device: torch.device, interval_s: float = 0.02) -> None:
         import threading
 
         import torch
@@ -467,7 +468,9 @@ class WorkingSetMeter:
             release_free_memory()
         if self._kernel_peak:
             # the reset lowers ru_maxrss too: keep the whole process's peak so far
-            self.process_peak_before_mb = max(self.process_peak_before_mb, peak_rss_mb(), _rss_high_water_mark_mb() or 0.0)
+            self.process_peak_before_mb = max(
+                self.process_peak_before_mb, peak_rss_mb(), _rss_high_water_mark_mb() or 0.0
+            )
             _reset_rss_high_water_mark()
         self.peak_mb = current_rss_mb()
 
@@ -530,7 +533,7 @@ def _rss_high_water_mark_mb() -> float | None:
     return None
 
 
-def own_gpu_ids(device_type: str, device_index: int | None, environ: "Mapping[str, str]") -> list[int] | None:
+def own_gpu_ids(device_type: str, device_index: int | None, environ: Mapping[str, str]) -> list[int] | None:
     """The GPU(s) a job's energy should count: only the training's own device.
 
     With CUDA_VISIBLE_DEVICES set (SLURM sets it to the allocation) CodeCarbon already restricts

@@ -57,7 +57,7 @@ def architecture_name(model: str) -> str:
     return model.split(".", 1)[0]
 
 
-def _load_state_dict(path: Path) -> dict[str, "torch.Tensor"]:
+def _load_state_dict(path: Path) -> dict[str, torch.Tensor]:
     """Read a state dict from .safetensors or a torch file (unwrapping common containers)."""
     import torch
 
@@ -89,7 +89,7 @@ def _as_tuple(value: Any) -> tuple[str, ...]:
     return (value,) if isinstance(value, str) else tuple(value)
 
 
-def _load_checkpoint_into(model: "torch.nn.Module", path: Path, in_chans: int) -> str:
+def _load_checkpoint_into(model: torch.nn.Module, path: Path, in_chans: int) -> str:
     """Load a checkpoint into ``model`` adapting the classifier/first conv; returns a one-line summary."""
     import torch
 
@@ -142,7 +142,9 @@ class ModelInputError(Exception):
     """
 
 
-def create_model(model: str, init: str, num_classes: int, in_chans: int, image_size: int) -> tuple["torch.nn.Module", str]:
+def create_model(
+    model: str, init: str, num_classes: int, in_chans: int, image_size: int
+) -> tuple[torch.nn.Module, str]:
     """Build a timm model for ``in_chans`` x ``image_size`` inputs and ``num_classes`` outputs.
 
     ``img_size`` is passed to architectures that take it (ViTs and other fixed-grid models).
@@ -162,7 +164,7 @@ def create_model(model: str, init: str, num_classes: int, in_chans: int, image_s
     kwargs: dict[str, Any] = dict(num_classes=num_classes, in_chans=in_chans)
     pretrained = spec.kind == "imagenet"
 
-    def build(**extra: Any) -> "torch.nn.Module":
+    def build(**extra: Any) -> torch.nn.Module:
         return timm.create_model(model, pretrained=pretrained, **kwargs, **extra)
 
     try:
@@ -175,12 +177,14 @@ def create_model(model: str, init: str, num_classes: int, in_chans: int, image_s
     except OSError as exc:  # huggingface_hub raises OSError subclasses when weights are unavailable
         raise PeprInputError(
             f"ImageNet weights for {model!r} are not available offline ({type(exc).__name__}: {exc}); "
-            "download them once on a machine with internet (python -c \"import timm; "
+            'download them once on a machine with internet (python -c "import timm; '
             f"timm.create_model('{model}', pretrained=True)\") into the Hugging Face cache (HF_HOME) "
             "that this job sees, or use --init scratch"
         ) from exc
     except (RuntimeError, AssertionError, ValueError, TypeError) as exc:
-        raise ModelInputError(f"{model} cannot be built for {in_chans}x{image_size}x{image_size} input: {describe_exception(exc)}") from exc
+        raise ModelInputError(
+            f"{model} cannot be built for {in_chans}x{image_size}x{image_size} input: {describe_exception(exc)}"
+        ) from exc
     description = "ImageNet weights (timm)" if pretrained else "random init (scratch)"
     if spec.kind == "checkpoint":
         assert spec.path is not None
@@ -194,7 +198,7 @@ def describe_exception(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
-def save_model(model: "torch.nn.Module", path: Path) -> None:
+def save_model(model: torch.nn.Module, path: Path) -> None:
     """Save the weights as a plain state dict (``.safetensors`` by suffix, else ``torch.save``),
     atomically: into a new, unpredictably named sibling (``O_EXCL|O_NOFOLLOW``), then renamed
     onto ``path``, so a link planted at either name is never written through."""
@@ -214,6 +218,6 @@ def save_model(model: "torch.nn.Module", path: Path) -> None:
         write_new_then_replace(path, lambda handle: torch.save(state, handle))
 
 
-def count_trainable_parameters(model: "torch.nn.Module") -> int:
+def count_trainable_parameters(model: torch.nn.Module) -> int:
     """Number of trainable parameters."""
     return int(sum(p.numel() for p in model.parameters() if p.requires_grad))

@@ -25,7 +25,16 @@ RESUME_NAME = "resume.pt"
 
 #: Settings a resume checkpoint of an earlier pepr matched (still accepted, see :func:`load_resume`).
 FINGERPRINT_KEYS: tuple[str, ...] = (
-    "model", "dataset", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision",
+    "model",
+    "dataset",
+    "init",
+    "fraction",
+    "epochs",
+    "seed",
+    "image_size",
+    "batch_size",
+    "lr",
+    "precision",
 )
 
 
@@ -63,7 +72,9 @@ def legacy_fingerprint(settings: Mapping[str, Any]) -> str:
     return json.dumps(values, sort_keys=True, default=str)
 
 
-def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: Any, generator: Any, state: RunState) -> None:
+def save_resume(
+    path: Path, settings: Mapping[str, Any], model: Any, optimizer: Any, generator: Any, state: RunState
+) -> None:
     """Atomically save everything needed to continue after the finished epochs."""
     import torch
 
@@ -90,7 +101,11 @@ def save_resume(path: Path, settings: Mapping[str, Any], model: Any, optimizer: 
         write_new_then_replace(path, write)
     except RuntimeError as exc:  # torch's stream writer reports a failed write as RuntimeError
         if "write" in str(exc).lower():
-            raise OSError(errno.ENOSPC if _full(path) else errno.EIO, f"saving the resume state failed ({' '.join(str(exc).split())[:200]})", str(path)) from None
+            raise OSError(
+                errno.ENOSPC if _full(path) else errno.EIO,
+                f"saving the resume state failed ({' '.join(str(exc).split())[:200]})",
+                str(path),
+            ) from None
         raise
 
 
@@ -137,7 +152,9 @@ def _read_payload(path: Path) -> dict[str, Any]:
         raise _Unusable(f"unreadable ({type(exc).__name__}: {first_line[:200]})") from None
     if not isinstance(payload, dict):
         raise _Unusable(f"not a pepr resume file (holds a {type(payload).__name__})")
-    missing = [key for key in ("fingerprint", "model", "optimizer", "generator", "torch_rng", "state") if key not in payload]
+    missing = [
+        key for key in ("fingerprint", "model", "optimizer", "generator", "torch_rng", "state") if key not in payload
+    ]
     if missing:
         raise _Unusable(f"not a pepr resume file (missing {', '.join(missing)})")
     return payload
@@ -150,7 +167,9 @@ def _check_model_state(model: Any, saved: Any) -> None:
         raise _Unusable("its model weights do not match this model")
     for key, tensor in target.items():
         if getattr(saved[key], "shape", None) != tensor.shape:
-            raise _Unusable(f"its weight {key} has shape {tuple(getattr(saved[key], 'shape', ()))}, the model {tuple(tensor.shape)}")
+            raise _Unusable(
+                f"its weight {key} has shape {tuple(getattr(saved[key], 'shape', ()))}, the model {tuple(tensor.shape)}"
+            )
 
 
 def load_resume(

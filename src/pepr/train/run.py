@@ -47,9 +47,10 @@ import numpy as np
 
 from pepr.datasets import core as data_module
 from pepr.datasets.registry import kind_of
-from pepr.results import runs
-from pepr.train import adaptive_run
 from pepr.errors import PeprInputError
+from pepr.results import runs
+from pepr.results.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
+from pepr.train import adaptive_run
 from pepr.train.devices import resolve_device
 from pepr.train.loop import (
     DeviceSplits,
@@ -66,12 +67,10 @@ from pepr.train.loop import (
 from pepr.train.loop import autocast as _autocast
 from pepr.train.loop import loss as loss_function
 from pepr.train.resume import RunState, load_resume, remove_stale_temp_files, save_resume
-from pepr.results.runs import RESULT_KEYS, RESUME_FILE, failed_record, json_safe
 from pepr.train.settings import TrainConfig, train_fields
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,7 +115,9 @@ def _machine_problems(cfg: TrainConfig) -> list[str]:
     problems = []
     cores = os.cpu_count() or 1
     if isinstance(cfg.threads, int) and not isinstance(cfg.threads, bool) and cfg.threads > cores:
-        problems.append(f"--threads {cfg.threads} is more than the {cores} CPU cores of this machine; use at most {cores} (or leave it out: all cores this job may use)")
+        problems.append(
+            f"--threads {cfg.threads} is more than the {cores} CPU cores of this machine; use at most {cores} (or leave it out: all cores this job may use)"
+        )
     out_problems = output_dir_problems(cfg.out_dir, "--out")
     problems.extend(out_problems)
     if not out_problems:
@@ -133,7 +134,9 @@ def _check_room(cfg: TrainConfig, params: int | None) -> None:
     weights = 4 * int(params or 0)
     problems = [free_space_problem(cfg.out_dir, MIN_FREE_BYTES + 2 * 3 * weights, "--out", "resume.pt and the results")]
     if cfg.save_model is not None:
-        problems.append(free_space_problem(cfg.save_model.parent, MIN_FREE_BYTES + weights, "--save-model", "the model file"))
+        problems.append(
+            free_space_problem(cfg.save_model.parent, MIN_FREE_BYTES + weights, "--save-model", "the model file")
+        )
     found = [problem for problem in problems if problem]
     if found:
         raise PeprInputError("; ".join(found))
@@ -207,7 +210,9 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
         if cfg.stop_after is not None:
             reached = adaptive_run.rung_from_finished(cfg.out_dir, cfg.stop_after)
             if reached is not None:  # finished before (a full grid, a higher keep): the rung is in its history
-                log(f"pepr train: {cfg.out_dir} has finished; its rung-{cfg.stop_after} record is taken from its history")
+                log(
+                    f"pepr train: {cfg.out_dir} has finished; its rung-{cfg.stop_after} record is taken from its history"
+                )
                 return reached
         if not cfg.retrain:
             restored = _restore_finished(cfg, identity, log)
@@ -283,7 +288,16 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
 #: what a restored result and a resumed segment must share. Not country/carbon_intensity (CO2 is
 #: derived from the measured energy), not data_dir (where the data is), not threads or paths.
 IDENTITY_SETTINGS: tuple[str, ...] = (
-    "model", "init", "fraction", "epochs", "seed", "image_size", "batch_size", "lr", "precision", "device",
+    "model",
+    "init",
+    "fraction",
+    "epochs",
+    "seed",
+    "image_size",
+    "batch_size",
+    "lr",
+    "precision",
+    "device",
 )
 
 
@@ -300,7 +314,7 @@ def training_identity(cfg: TrainConfig) -> dict[str, Any]:
     identity["data_sha256"] = file_sha256(path) if path is not None else None
     if isinstance(cfg.init, str) and cfg.init.startswith("checkpoint:"):
         identity["init"] = "checkpoint"
-        identity["init_sha256"] = file_sha256(cfg.init[len("checkpoint:"):])
+        identity["init_sha256"] = file_sha256(cfg.init[len("checkpoint:") :])
     return json_safe(identity)
 
 
@@ -358,7 +372,9 @@ def _failed_pretraining(cfg: TrainConfig) -> str | None:
     try:
         source = json.loads(Path(path).read_text(encoding="utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
-        raise PeprInputError(f"--pretrain-metrics {path} cannot be read as JSON ({type(exc).__name__}); run the pretraining first") from None
+        raise PeprInputError(
+            f"--pretrain-metrics {path} cannot be read as JSON ({type(exc).__name__}); run the pretraining first"
+        ) from None
     if not isinstance(source, dict) or "status" not in source:
         raise PeprInputError(f"--pretrain-metrics {path} is not a pepr metrics.json (no status)")
     if source["status"] == "ok":
@@ -383,7 +399,7 @@ class _Setup:
     energy: Any = None  # measure.EnergyMeter, started before the memory baseline
 
     @classmethod
-    def build(cls, cfg: TrainConfig, log: Callable[[str], None]) -> "_Setup":
+    def build(cls, cfg: TrainConfig, log: Callable[[str], None]) -> _Setup:
         """Seed, pick device and precision, load the data and move them to the device."""
         import torch
 
@@ -406,7 +422,9 @@ class _Setup:
         dataset = data_module.load_dataset(cfg.dataset, cfg.data_dir, allow_download=True, workers=threads, log=log)
         height, width = dataset.image_size
         if cfg.image_size is None and height != width:
-            raise PeprInputError(f"dataset {cfg.dataset!r} has {height}x{width} images; pass --image-size to train on square images")
+            raise PeprInputError(
+                f"dataset {cfg.dataset!r} has {height}x{width} images; pass --image-size to train on square images"
+            )
         image_size = cfg.image_size or height
         dataset = dataset.with_train_subset(data_module.stratified_subset(dataset.train_y, cfg.fraction, cfg.seed))
         record = base_record(cfg) | {
@@ -426,7 +444,11 @@ class _Setup:
             "class_names": "; ".join(dataset.class_names),
             **({"dataset_info": dataset.details} if dataset.details else {}),
             # identical images across splits/classes (a scalar, so runs.csv carries it: the report's data_leak check)
-            **({"duplicate_images": dataset.details["duplicates"]["count"]} if (dataset.details.get("duplicates") or {}).get("count") else {}),
+            **(
+                {"duplicate_images": dataset.details["duplicates"]["count"]}
+                if (dataset.details.get("duplicates") or {}).get("count")
+                else {}
+            ),
         }
         log(
             f"pepr train: {cfg.model} on {dataset.description}, init {cfg.init}, fraction {cfg.fraction} "
@@ -448,7 +470,9 @@ class _Setup:
         gc.freeze()
 
         # CodeCarbon's hardware probing, lazy imports and threads: before the memory baseline
-        setup.energy = measure.EnergyMeter(cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ))
+        setup.energy = measure.EnergyMeter(
+            cfg.country, gpu_ids=measure.own_gpu_ids(device.type, device.index, os.environ)
+        )
         setup.energy.start()
         setup.memory = measure.WorkingSetMeter(device)  # baseline: data resident, no model yet
         return setup
@@ -457,8 +481,7 @@ class _Setup:
         """Create, place and probe the model; record its parameters, init and FLOPs."""
         import torch
 
-        from pepr.train import measure
-        from pepr.train import models
+        from pepr.train import measure, models
 
         channels, size = self.dataset.channels, self.image_size
         try:
@@ -474,7 +497,9 @@ class _Setup:
             raise _CannotRun(str(exc)) from exc
         except (RuntimeError, AssertionError, ValueError, IndexError, MemoryError) as exc:
             # raised by the probe pass: the architecture cannot run on this input/batch
-            raise _CannotRun(f"{cfg.model} cannot run on {channels}x{size}x{size} input at batch {cfg.batch_size}: {models.describe_exception(exc)}") from exc
+            raise _CannotRun(
+                f"{cfg.model} cannot run on {channels}x{size}x{size} input at batch {cfg.batch_size}: {models.describe_exception(exc)}"
+            ) from exc
         self.record["init_description"] = init_description
         # FLOPs in float32 (autocast does not change the count); layout as in training
         sample = normalise(self.splits.test_x[:1], self.splits, Precision(None, self.precision.channels_last))
@@ -482,7 +507,9 @@ class _Setup:
         return model
 
 
-def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], None], identity: dict[str, Any] | None = None) -> tuple[RunState, Any]:
+def _train(
+    cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], None], identity: dict[str, Any] | None = None
+) -> tuple[RunState, Any]:
     """The epochs (resumed where a previous segment stopped), each measured; returns the state."""
     import torch
 
@@ -505,7 +532,9 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
             epoch = state.epochs_done + 1
             # the paper's memory measure: reserved after the 2nd epoch's training, before its evaluation
             after_training = _read_reserved_epoch2(setup.device, state.peak) if epoch == 2 else None
-            row = _run_epoch(epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history, after_training)
+            row = _run_epoch(
+                epoch, segment, model, optimizer, setup, generator, cfg.batch_size, meter, state.history, after_training
+            )
             state.process_seconds += row["_process_s"]
             state.history.append(row)
             state.epochs_done = epoch
@@ -523,7 +552,9 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
                 # (this epoch is saved), not after hours of training
                 now = time.time()
                 planned_end = now + 1.25 * (cfg.epochs - epoch) * row["epoch_time_s"]
-                problem = setup.carbon.span_problem(now, planned_end, f"{cfg.epochs - epoch} more epoch(s) of {row['epoch_time_s']:.0f} s + 25%")
+                problem = setup.carbon.span_problem(
+                    now, planned_end, f"{cfg.epochs - epoch} more epoch(s) of {row['epoch_time_s']:.0f} s + 25%"
+                )
                 if problem:
                     raise PeprInputError(f"{problem}; epoch {epoch} is kept in {resume_path}")
         setup.record["energy_method"] = meter.method()
@@ -539,7 +570,8 @@ def _train(cfg: TrainConfig, setup: _Setup, model: Any, log: Callable[[str], Non
         if reason is None:
             raise
         raise _CannotRun(
-            f"out of memory in epoch {epoch} of {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px ({reason})", epoch
+            f"out of memory in epoch {epoch} of {cfg.model} at batch {cfg.batch_size}, {setup.image_size}px ({reason})",
+            epoch,
         ) from exc
     finally:
         meter.close()
@@ -585,7 +617,9 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> tu
     # resumed after a country (or series) change never mixes two intensities in one figure.
     midpoints = [row.get("_midpoint_unix") for row in history]
     try:
-        per_epoch_co2, _ = measure.epochs_co2_kg([row["epoch_energy_kwh"] for row in history], midpoints, cfg.country, setup.carbon)
+        per_epoch_co2, _ = measure.epochs_co2_kg(
+            [row["epoch_energy_kwh"] for row in history], midpoints, cfg.country, setup.carbon
+        )
     except PeprInputError:  # epochs of an earlier pepr's segment without their times: as measured
         per_epoch_co2 = [row["epoch_co2_kg"] for row in history]
     total = 0.0
@@ -630,7 +664,7 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _probe(model: "torch.nn.Module", splits: DeviceSplits, precision: Precision, batch_size: int) -> None:
+def _probe(model: torch.nn.Module, splits: DeviceSplits, precision: Precision, batch_size: int) -> None:
     """One forward/backward at the training batch size and one eval forward, state restored.
 
     Catches kernel-larger-than-image, fixed-input-size and out-of-memory cases before the run
@@ -654,10 +688,10 @@ def _probe(model: "torch.nn.Module", splits: DeviceSplits, precision: Precision,
 def _run_epoch(
     epoch: int,
     segment: int,
-    model: "torch.nn.Module",
-    optimizer: "torch.optim.Optimizer",
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
     setup: _Setup,
-    generator: "torch.Generator",
+    generator: torch.Generator,
     batch_size: int,
     meter: Any,
     history: list[dict[str, Any]],
@@ -700,7 +734,9 @@ def _run_epoch(
     else:  # CodeCarbon's country intensity, scaled to the charged energy
         co2 = raw.co2_kg * energy / raw.energy_kwh if raw.energy_kwh else 0.0
     epoch_time = finished - started
-    previous = history[-1] if history else {"cumulative_time_s": 0.0, "cumulative_energy_kwh": 0.0, "cumulative_co2_kg": 0.0}
+    previous = (
+        history[-1] if history else {"cumulative_time_s": 0.0, "cumulative_energy_kwh": 0.0, "cumulative_co2_kg": 0.0}
+    )
     return {
         "epoch": epoch,
         "segment": segment,
@@ -728,7 +764,7 @@ def _run_epoch(
     }
 
 
-def _weights_finite(model: "torch.nn.Module") -> float:
+def _weights_finite(model: torch.nn.Module) -> float:
     """0.0 when every parameter is finite, else NaN (one host sync for the whole model)."""
     import torch
 
@@ -742,7 +778,9 @@ def _check_finite(epoch: int, what: str, value: float, optimizer: Any) -> None:
     """A diverged model (NaN/inf loss or weights) is a failed record, never an "ok" of constant guesses."""
     if not math.isfinite(value):
         lr = optimizer.param_groups[0]["lr"]
-        raise _CannotRun(f"training diverged in epoch {epoch}: {what} is not finite (learning rate {lr:g}); lower lr", epoch)
+        raise _CannotRun(
+            f"training diverged in epoch {epoch}: {what} is not finite (learning rate {lr:g}); lower lr", epoch
+        )
 
 
 def _merge_peak(old: dict[str, float], new: dict[str, float]) -> dict[str, float]:

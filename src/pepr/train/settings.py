@@ -63,9 +63,17 @@ class TrainConfig:
     model: str = _setting(help="timm model name, e.g. resnet18", workflow="job")
     epochs: int = _setting(10, help="training epochs", workflow="sweep", parse="int", minimum=1)
     batch_size: int = _setting(
-        32, help="batch size", workflow="sweep", parse="int", minimum=2, why="BatchNorm needs 2 samples", label="batch size"
+        32,
+        help="batch size",
+        workflow="sweep",
+        parse="int",
+        minimum=2,
+        why="BatchNorm needs 2 samples",
+        label="batch size",
     )
-    lr: float = _setting(5e-4, help="Adam learning rate", workflow="sweep", parse="float", exclusive_minimum=0, label="learning rate")
+    lr: float = _setting(
+        5e-4, help="Adam learning rate", workflow="sweep", parse="float", exclusive_minimum=0, label="learning rate"
+    )
     image_size: int | None = _setting(
         None,
         help="train at this size (resized on the device; default: the stored size)",
@@ -77,9 +85,7 @@ class TrainConfig:
         label="image size",
         metavar="PX",
     )
-    device: str = _setting(
-        "auto", help="auto | cpu | cuda | cuda:N | mps (auto = cuda if available)", workflow="sweep"
-    )
+    device: str = _setting("auto", help="auto | cpu | cuda | cuda:N | mps (auto = cuda if available)", workflow="sweep")
     country: str = _setting(
         "DNK", help="country for the CO2 intensity, ISO 3166-1 alpha-3", workflow="sweep", metavar="ISO3"
     )
@@ -91,15 +97,22 @@ class TrainConfig:
         metavar="D",
     )
     dataset: str = _setting(help="dataset spec (see above)", workflow="job", metavar="SPEC")
-    init: str = _setting(
-        "scratch", help="scratch | imagenet | checkpoint:PATH", workflow="job", metavar="STRATEGY"
-    )
+    init: str = _setting("scratch", help="scratch | imagenet | checkpoint:PATH", workflow="job", metavar="STRATEGY")
     fraction: float = _setting(
-        1.0, help="stratified fraction of the train split, in (0, 1]", workflow="job", parse="float",
-        exclusive_minimum=0, maximum=1,
+        1.0,
+        help="stratified fraction of the train split, in (0, 1]",
+        workflow="job",
+        parse="float",
+        exclusive_minimum=0,
+        maximum=1,
     )
     seed: int = _setting(
-        0, help="seed for the subset, init and batch order", workflow="job", parse="int", minimum=0, maximum=MAX_SEED,
+        0,
+        help="seed for the subset, init and batch order",
+        workflow="job",
+        parse="int",
+        minimum=0,
+        maximum=MAX_SEED,
         why="numpy's seed range",
     )
     save_model: Path | None = _setting(

@@ -67,8 +67,23 @@ START_TIMEOUT_S = 180.0
 #: Environment variables read at import time by torch, timm, huggingface_hub or the C libraries:
 #: a client whose values differ gets another server.
 IMPORT_TIME_PREFIXES = (
-    "HF_", "HUGGINGFACE", "TORCH", "PYTORCH", "TIMM", "PYTHON", "OMP_", "MKL_", "KMP_", "OPENBLAS",
-    "CUDA_", "NVIDIA_", "LD_", "XDG_CACHE_HOME", "HOME", "TMPDIR", "PEPR_",
+    "HF_",
+    "HUGGINGFACE",
+    "TORCH",
+    "PYTORCH",
+    "TIMM",
+    "PYTHON",
+    "OMP_",
+    "MKL_",
+    "KMP_",
+    "OPENBLAS",
+    "CUDA_",
+    "NVIDIA_",
+    "LD_",
+    "XDG_CACHE_HOME",
+    "HOME",
+    "TMPDIR",
+    "PEPR_",
 )
 _MAX_MESSAGE = 1 << 22
 _MAX_SOCKET_PATH = 107  # Linux sun_path, less the terminating NUL
@@ -76,7 +91,9 @@ _HIGH_FD = 100  # where a child parks descriptors while it puts the client's in 
 _FD_NAMES = ("stdin", "stdout", "stderr", "notify")
 
 
-def allocation_key(environ: Mapping[str, str], ancestors: Callable[[], Sequence[tuple[int, str]]] | None = None) -> str | None:
+def allocation_key(
+    environ: Mapping[str, str], ancestors: Callable[[], Sequence[tuple[int, str]]] | None = None
+) -> str | None:
     """Name of the allocation this process belongs to, or None (then training is cold).
 
     ``SLURM_JOB_ID`` (every job of a packed allocation has it), else ``PEPR_WARM_KEY``, else
@@ -196,7 +213,9 @@ def _receive_message(sock: socket.socket, max_fds: int = 0) -> tuple[dict, list[
 # --------------------------------------------------------------------------------------------
 
 
-def train_through_server(argv: Sequence[str], log: Callable[[str], None], notify_variable: str | None = None) -> int | None:
+def train_through_server(
+    argv: Sequence[str], log: Callable[[str], None], notify_variable: str | None = None
+) -> int | None:
     """Hand ``pepr train ARGV`` to this allocation's server (started when there is none) and
     return the cell's exit status; None when there is no allocation or no server can be had
     (the caller then trains cold, in-process). ``notify_variable`` names the environment
@@ -214,7 +233,15 @@ def train_through_server(argv: Sequence[str], log: Callable[[str], None], notify
         if sock is None:
             log(f"pepr train: no warm server at {path}; training in this process")
             return None
-        return _hand_over(sock, argv, environ, notify_variable, lambda pid: log(f"pepr train: cell trained by process {pid}, forked by the warm server of allocation {key}"))
+        return _hand_over(
+            sock,
+            argv,
+            environ,
+            notify_variable,
+            lambda pid: log(
+                f"pepr train: cell trained by process {pid}, forked by the warm server of allocation {key}"
+            ),
+        )
     except (OSError, ConnectionError, ValueError) as exc:
         log(f"pepr train: warm server unavailable ({type(exc).__name__}: {exc}); training in this process")
         return None
@@ -261,12 +288,30 @@ def _start_server(path: Path, key: str, environ: Mapping[str, str]) -> subproces
     log_file = path.with_suffix(".log")
     with open(log_file, "ab") as log:
         return subprocess.Popen(
-            [sys.executable, "-m", "pepr.train.warm", str(path), key, environ.get(IDLE_VARIABLE, "") or str(IDLE_TIMEOUT_S)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=log, close_fds=True, start_new_session=True, cwd="/",
+            [
+                sys.executable,
+                "-m",
+                "pepr.train.warm",
+                str(path),
+                key,
+                environ.get(IDLE_VARIABLE, "") or str(IDLE_TIMEOUT_S),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+            close_fds=True,
+            start_new_session=True,
+            cwd="/",
         )
 
 
-def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, str], notify_variable: str | None, started: Callable[[int], None]) -> int:
+def _hand_over(
+    sock: socket.socket,
+    argv: Sequence[str],
+    environ: Mapping[str, str],
+    notify_variable: str | None,
+    started: Callable[[int], None],
+) -> int:
     """Send the cell with this process's descriptors; wait for its exit status."""
     fds = [0, 1, 2]
     notify = environ.get(notify_variable, "") if notify_variable else ""
@@ -289,7 +334,11 @@ def _hand_over(sock: socket.socket, argv: Sequence[str], environ: Mapping[str, s
         try:
             reply, _ = _receive_message(sock)
         except (OSError, ConnectionError, ValueError):
-            print("pepr train: lost the warm server while it trained this cell (the server was killed)", file=sys.stderr, flush=True)
+            print(
+                "pepr train: lost the warm server while it trained this cell (the server was killed)",
+                file=sys.stderr,
+                flush=True,
+            )
             return 1
     return int(reply["status"])
 
