@@ -274,7 +274,7 @@ def test_small_large_split_uses_each_cells_own_parameter_counts(tmp_path):
 
 def test_top_k_order_is_the_seed_mean_order(sweep, tables):
     df = raw(sweep)
-    for _variant, column in [("PePR-E", "pepr_energy_kwh"), ("PePR-M", "pepr_peak_memory_mb")]:
+    for variant, column in [("PePR-E", "pepr_energy_kwh"), ("PePR-M", "pepr_peak_memory_mb")]:  # noqa: B007 - read by the query string below (@variant)
         ok = df[(df["status"] == "ok") & (df["init"] == "imagenet") & (df["fraction"] == "0.1")]
         expected = ok.groupby("model")[column].mean().sort_values(ascending=False).head(5)
         got = tables["top_k"].query("init == 'imagenet' and fraction == '0.1' and variant == @variant")
