@@ -146,7 +146,7 @@ def script_rules_sweep(tmp_path_factory):
 
     base = tmp_path_factory.mktemp("script-rules")
     old = base / "workflow-copy"
-    for name in ("workflow", "profiles", "config", "scripts"):
+    for name in ("workflow", "profiles", "config", "scripts", "envs"):
         shutil.copytree(REPO / name, old / name)
     # the earlier workflow had no adaptive stage (its rules build on today's train.smk commands)
     snakefile = (REPO / "Snakefile").read_text().replace('include: "workflow/rules/adaptive.smk"\n', "")

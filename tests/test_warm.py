@@ -216,3 +216,14 @@ def test_gpu_check_cpu_smoke_runs_every_section():
         "seed 0 warm vs cold",
     ):
         assert line in result.stdout, result.stdout
+
+
+def test_only_a_command_running_snakemake_is_a_driver():
+    assert warm.runs_snakemake("/venv/bin/python /venv/bin/snakemake --cores 2")
+    assert warm.runs_snakemake("python -m snakemake -s Snakefile")
+    assert warm.runs_snakemake("/venv/bin/python /venv/lib/python3.11/site-packages/snakemake/__main__.py -s S")
+    assert warm.runs_snakemake("snakemake --profile profiles/slurm")
+    # a test run or a folder that merely names snakemake trains cold
+    assert not warm.runs_snakemake("/venv/bin/python -m pytest -q tests/test_snakemake_adapter.py tests/test_train.py")
+    assert not warm.runs_snakemake("python /home/u/snakemake-runs/train.py")
+    assert warm.allocation_key({}, lambda: [(7, "python -m pytest tests/test_snakemake_adapter.py")]) is None

@@ -39,7 +39,7 @@ from pepr.plan.grid import (
 )
 from pepr.plan.report_settings import report_config_from
 from pepr.results.runs import atomic_write_json
-from pepr.train.checks import _timm_version, model_problems, timm_catalogue, training_problems
+from pepr.train.checks import _timm_version, country_problems, model_problems, timm_catalogue, training_problems
 from pepr.train.devices import cuda_index, device_problems
 from pepr.train.settings import limits_text, setting, within_limits
 
@@ -118,6 +118,11 @@ def config_problems(
                 f"fractions: {fraction!r} is outside {fraction_span}; use e.g. 1.0 for all training data, 0.1 for 10%"
             )
     problems.extend(_device_index_problems(config))
+    country_flagged = any(problem.startswith("config key 'country'") for problem in in_schema)
+    if in_schema and isinstance(config.get("country"), str) and not country_flagged:
+        # the per-job checks below need a schema-valid config; a grid-wide setting they would
+        # reject is still listed now, so one message names every problem
+        problems.extend(country_problems(config["country"]))
     transfer = config.get("transfer") if isinstance(config.get("transfer"), dict) else {}
     fraction = transfer.get("fraction")
     if "transfer" in inits and _is_number(fraction) and not within_limits(fraction_limits, fraction):

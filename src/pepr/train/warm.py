@@ -110,9 +110,24 @@ def allocation_key(
     if explicit:
         return f"key-{explicit}"
     for pid, command in (ancestors or _proc_ancestors)():
-        if "snakemake" in command:
+        if runs_snakemake(command):
             return f"snakemake-{pid}"
     return None
+
+
+def runs_snakemake(command: str) -> bool:
+    """Whether a command line runs the Snakemake program (``snakemake ...``, ``python
+    .../bin/snakemake ...``, ``python -m snakemake ...``, ``.../snakemake/__main__.py``). Judged on
+    the program and module words, not a substring: a pytest run of ``tests/test_snakemake_x.py``
+    or a project folder named ``snakemake-runs`` is no driver."""
+    words = command.split()[:4]
+    for index, word in enumerate(words):
+        name = os.path.basename(word)
+        if name == "snakemake" or (word == "-m" and words[index + 1 : index + 2] == ["snakemake"]):
+            return True
+        if name == "__main__.py" and os.path.basename(os.path.dirname(word)) == "snakemake":
+            return True
+    return False
 
 
 def _proc_ancestors(limit: int = 4) -> list[tuple[int, str]]:
