@@ -8,7 +8,8 @@ Runs the same config twice with the workflow (local executor): once as a full gr
 * ``resource share`` = energy the adaptive sweep spent (every run: finished, stopped, failed) /
   energy the full grid spent, both as measured (CodeCarbon);
 * ``PePR regret`` = PePR-E of the full grid's best model minus PePR-E of the adaptive sweep's
-  recommendation (the best PePR among its finished runs), both scored on the full grid;
+  recommendation (the best PePR among its finished runs, scored as its pepr.csv is), both scored
+  on the full grid;
 * ``pepr replay`` on the full grid's results/histories.csv with the same rungs/keep: its
   recommendation and share, and whether it agrees with the adaptive run's choice.
 
@@ -116,12 +117,13 @@ def run_sweep(work: Path, name: str, config: dict, cores: int, targets: list[str
 
 
 def best_model(runs: pd.DataFrame) -> tuple[str, pd.Series]:
-    """Best model by PePR-E (test accuracy, energy) over the ok runs, and every model's PePR."""
-    from pepr.results.scoring import score
+    """Best model by PePR-E (test accuracy, energy) over the ok runs, scored as the workflow's
+    pepr.csv is (an adaptive sweep's stopped runs widen the range at their projected full cost),
+    and every finished model's PePR."""
+    from pepr.results.aggregate import score_runs
 
-    ok = runs[runs["status"] == "ok"].reset_index(drop=True)
-    scored = score(ok, performance="test_accuracy", resources=["energy_kwh"])
-    pepr = scored.groupby("model")["pepr_energy_kwh"].mean()
+    scored = score_runs(runs, performance="test_accuracy", resources=["energy_kwh"], amortised=(), by=GROUP)
+    pepr = scored[scored["status"] == "ok"].groupby("model")["pepr_energy_kwh"].mean()
     return min(pepr.index, key=lambda m: (-pepr[m], m)), pepr
 
 

@@ -258,6 +258,64 @@ def test_replay_regret_when_the_policy_stops_the_best():
     assert row["resource_share"] == pytest.approx(5 / 9)
 
 
+def test_finished_runs_are_scored_over_the_whole_groups_range():
+    # "accurate" and "cheap" survive rung 1; normalised over the two alone, accurate's 30% extra
+    # energy would be R = 1 and cheap would win; over the group (the stopped big models at their
+    # projected full cost) it is R = 0.03, as in the full grid, and the policy picks the same model
+    curves = {"accurate": [0.9] * 4, "cheap": [0.8] * 4, "big1": [0.85] * 4, "big2": [0.85] * 4}
+    cost = {"accurate": 1.3, "cheap": 1.0, "big1": 10.0, "big2": 12.0}
+    result = replay_group(histories(curves, cost), Policy(rungs=(1,), keep=0.5, min_keep=1), Columns(by=()))
+    assert set(result["rungs"][1].query("decision == 'kept'")["model"]) == {"accurate", "cheap"}
+    assert result["best_full"] == "accurate" and result["recommended"] == "accurate"
+    assert result["pepr_regret"] == 0
+
+
+def test_workflow_scores_use_the_stopped_runs_projected_cost_and_replay_agrees():
+    from pepr.results.adaptive import projected_full_runs
+    from pepr.results.aggregate import score_runs
+
+    base = {"dataset": "d", "init": "scratch", "fraction": 1.0, "seed": 0, "epochs": 4}
+    runs = pd.DataFrame(
+        [
+            {**base, "model": "accurate", "status": "ok", "test_accuracy": 0.9, "energy_kwh": 5.2, "rung": None},
+            {**base, "model": "cheap", "status": "ok", "test_accuracy": 0.8, "energy_kwh": 4.0, "rung": None},
+            {**base, "model": "big1", "status": "stopped", "test_accuracy": 0.85, "energy_kwh": 10.0, "rung": 1},
+            {**base, "model": "big2", "status": "Stopped", "test_accuracy": 0.85, "energy_kwh": 12.0, "rung": 1},
+        ]
+    )
+    projected = projected_full_runs(runs, ["energy_kwh", "peak_memory_mb"])
+    assert projected["model"].tolist() == ["big1", "big2"]
+    assert projected["energy_kwh"].tolist() == pytest.approx([40.0, 48.0])
+    scored = score_runs(runs, resources=["energy_kwh"], amortised=()).set_index("model")
+    assert scored.loc["accurate", "energy_kwh_norm"] == pytest.approx(1.2 / 44)
+    assert scored.loc["accurate", "pepr_energy_kwh"] > scored.loc["cheap", "pepr_energy_kwh"]
+    assert scored.loc[["big1", "big2"], "pepr_energy_kwh"].isna().all()
+    # a full grid (nothing stopped) is scored as before
+    finished = score_runs(runs.iloc[:2], resources=["energy_kwh"], amortised=()).set_index("model")
+    assert finished.loc["accurate", "energy_kwh_norm"] == pytest.approx(1.0)
+
+
+def test_projection_scales_spending_not_peaks_nor_the_pretraining_share():
+    from pepr.results.adaptive import projected_full_runs
+
+    runs = pd.DataFrame(
+        {
+            "status": ["stopped", "ok"],
+            "rung": [2, None],
+            "epochs": [10, 10],
+            "energy_kwh": [1.0, 5.0],
+            "energy_kwh_amortised": [1.5, 5.5],  # 0.5 kWh of shared pretraining
+            "peak_memory_mb": [300.0, 310.0],
+        }
+    )
+    projected = projected_full_runs(runs, ["energy_kwh", "energy_kwh_amortised", "peak_memory_mb"])
+    assert len(projected) == 1
+    row = projected.iloc[0]
+    assert row["energy_kwh"] == pytest.approx(5.0)
+    assert row["energy_kwh_amortised"] == pytest.approx(5.5)
+    assert row["peak_memory_mb"] == pytest.approx(300.0)
+
+
 def test_replay_one_row_per_group():
     frame = pd.concat(
         [histories({"a": [0.9, 0.9], "b": [0.5, 0.5]}, {"a": 1.0, "b": 1.0}, group=g) for g in ("x", "y")]

@@ -163,3 +163,26 @@ def test_most_expensive_scores_half():
     df = pd.DataFrame({"p": [0.8, 0.6], "r": [1.0, 9.0]})
     out = score(df, performance="p", resources=["r"])
     assert math.isclose(out["pepr_r"].iloc[1], 0.3, abs_tol=1e-15)
+
+
+def test_reference_rows_widen_their_cell_range_without_being_scored():
+    table = hand_table()
+    # cell x gains a reference at 9 (its max was 3); cell y's reference value is empty: ignored
+    reference = pd.DataFrame({"cell": ["x", "y", "z"], "energy": [9.0, float("nan"), 100.0]})
+    out = score(table, performance="acc", resources=["energy"], by=["cell"], reference=reference)
+    assert len(out) == len(table)
+    assert out["energy_norm"].tolist() == pytest.approx([0.0, 2 / 8, 1 / 8, 0.0, 0.0])
+    assert out["pepr_energy"].iloc[1] == pytest.approx(0.8 / (1 + 2 / 8))
+    # a reference of a cell with no scored run changes nothing; an empty reference neither
+    same = score(table, performance="acc", resources=["energy"], by=["cell"], reference=reference.iloc[2:])
+    plain = score(table, performance="acc", resources=["energy"], by=["cell"])
+    pd.testing.assert_frame_equal(same, plain)
+    pd.testing.assert_frame_equal(score(table, "acc", ["energy"], ["cell"], reference=reference.iloc[:0]), plain)
+    # no groups: the whole table's range, widened
+    whole = score(table, performance="acc", resources=["energy"], reference=pd.DataFrame({"energy": [0.0]}))
+    assert whole["energy_norm"].tolist() == pytest.approx([0.2, 0.6, 0.4, 1.0, 1.0])
+
+
+def test_reference_rows_must_carry_the_cell_and_resource_columns():
+    with pytest.raises(PeprInputError, match="reference rows lack the column"):
+        score(hand_table(), "acc", ["energy"], ["cell"], reference=pd.DataFrame({"energy": [1.0]}))

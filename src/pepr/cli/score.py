@@ -106,7 +106,8 @@ def _score_ok_rows(table, args: argparse.Namespace):
     when no row is ok), and a table without any ok row is an error rather than an all-empty result.
     """
     from pepr.errors import PeprInputError
-    from pepr.results.aggregate import normalise_status, score_runs
+    from pepr.results.aggregate import score_runs
+    from pepr.results.runs import normalise_status
 
     unknown = [c for c in dict.fromkeys([args.performance, *args.resource, *args.by]) if c not in table.columns]
     if unknown:

@@ -10,7 +10,7 @@ import pandas as pd
 from pepr.columns import RESOURCES
 from pepr.errors import PeprInputError
 from pepr.estimate.jobs import JOB_KEYS
-from pepr.results.aggregate import normalise_status
+from pepr.results.runs import normalise_status
 
 #: (estimate column, measured runs.csv column, label) of every resource the estimate predicts.
 COMPARED = tuple((r.estimate, r.column, r.estimate.removeprefix("est_")) for r in RESOURCES if r.estimate)

@@ -2,7 +2,9 @@
 
 An adaptive sweep (:mod:`pepr.results.adaptive`) leaves runs with ``status: "stopped"``: they
 have numbers of their rung's epoch only, so the decision, the PePR scores and the statistics use
-the fully trained runs (stopped runs are not ``ok``, like failed ones). This module adds:
+the fully trained runs (stopped runs are not ``ok``, like failed ones; they widen their group's
+normalisation range at their projected full-run cost, :func:`pepr.results.adaptive.projected_full_runs`).
+This module adds:
 
 * :func:`stopped_table`: the stopped runs with their rung, selection metric at it, resource spent
   and projected PePR (from the group's decision, as recorded in their metrics.json);
@@ -22,6 +24,7 @@ import pandas as pd
 
 from pepr.columns import RESOURCES
 from pepr.report.config import ReportConfig
+from pepr.results.adaptive import full_run_scale
 
 #: Totals are shown as the footprint cards show them: time in device-hours.
 _SHOWN_AS = {"s": ("device-hours", 1 / 3600)}
@@ -54,10 +57,7 @@ def savings_table(df: pd.DataFrame, cfg: ReportConfig) -> pd.DataFrame:
     stopped = _stopped(df)
     if not stopped.any() or "rung" not in df.columns or "epochs" not in df.columns:
         return pd.DataFrame(columns=[*group, "n_stopped"])
-    scale = pd.Series(1.0, index=df.index)
-    rung = pd.to_numeric(df["rung"], errors="coerce")
-    epochs = pd.to_numeric(df["epochs"], errors="coerce")
-    scale[stopped] = (epochs / rung)[stopped]
+    scale = full_run_scale(df)
     work = df[group].copy()
     work["n_stopped"] = stopped.astype(int)
     present = [r for r in SAVED if r in df.columns]
@@ -105,7 +105,8 @@ def savings_html(table: pd.DataFrame | None) -> str:
         "<h3 id='adaptive'>What the adaptive sweep saved</h3>"
         f'<div class="cards">{"".join(cards)}</div>'
         f"<ul>{''.join(rows)}</ul>"
-        '<p class="note">The decision and scores above use the fully trained runs only; stopped runs have the '
+        '<p class="note">The decision and scores above use the fully trained runs only (normalised over the '
+        "group's range with stopped runs at their projected full cost); stopped runs have the "
         "numbers of their rung's epoch (tables/adaptive_stopped.csv lists them with their projected PePR). The full "
         "grid is projected: each stopped run's spending scaled from its rung to the full epochs.</p>"
     )

@@ -23,8 +23,7 @@ from pepr.columns import COMBINED
 from pepr.errors import PeprInputError
 from pepr.plan.report_settings import variant_label
 from pepr.report.config import STANDARD_RESOURCES, WORKFLOW_GROUP, ReportConfig
-from pepr.results.aggregate import normalise_status
-from pepr.results.runs import format_fraction, parse_run_path
+from pepr.results.runs import format_fraction, normalise_status, parse_run_path
 from pepr.results.tableio import read_table
 
 if TYPE_CHECKING:
@@ -490,6 +489,7 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
 
     workflow_resources = {*RESOURCES, *(amortised_column(r) for r in AMORTISED_RESOURCES)}
     from pepr.plan.report_settings import parse_combine
+    from pepr.results.adaptive import projected_full_runs
     from pepr.results.scoring import combine as combine_scores
     from pepr.results.scoring import norm_column, pepr_column, score
 
@@ -677,13 +677,16 @@ def prepare_table(raw: pd.DataFrame, spec: TableSpec, cfg: ReportConfig, source:
         for m, sd, k in zip(work.loc[ok, "model"], work.loc[ok, "seed"], work.loc[ok, by].itertuples(index=False))
     ]
     successful = work.loc[ok].set_axis(pd.Index(labels, name="run"), axis=0)
+    # an adaptive sweep's stopped runs widen their cell's range at their projected full-run cost,
+    # as the workflow's scores do
+    stopped = projected_full_runs(work, resources_all)
     if spec.scored:
         given = given_scores.loc[ok].apply(pd.to_numeric, errors="coerce").set_axis(successful.index, axis=0)
         result = successful.assign(**{c: given[c].to_numpy() for c in given.columns})
         if extra:
-            result = score(result, performance=performance, resources=extra, by=by)
+            result = score(result, performance=performance, resources=extra, by=by, reference=stopped)
     else:
-        result = score(successful, performance=performance, resources=resources_all, by=by)
+        result = score(successful, performance=performance, resources=resources_all, by=by, reference=stopped)
     if combine:
         result = combine_scores(result, performance, combine, COMBINED)
     for name in new_columns:

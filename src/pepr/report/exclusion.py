@@ -25,6 +25,7 @@ CHANGE_COLUMNS = ["table", "where", "with_flagged", "without_flagged"]
 
 def _rescore(df: pd.DataFrame, cfg: ReportConfig, resources: tuple[str, ...]) -> pd.DataFrame:
     """PePR of every resource recomputed over the successful runs left, within each group."""
+    from pepr.results.adaptive import projected_full_runs
     from pepr.results.scoring import norm_column, pepr_column, score
 
     ok = df["ok"]
@@ -33,6 +34,7 @@ def _rescore(df: pd.DataFrame, cfg: ReportConfig, resources: tuple[str, ...]) ->
         performance=cfg.performance,
         resources=list(resources),
         by=list(cfg.group),
+        reference=projected_full_runs(df, list(resources)),
     )
     out = df.copy()
     for resource in resources:

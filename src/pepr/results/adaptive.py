@@ -39,6 +39,12 @@ continues, best projected PePR first. Two rules keep more, never fewer:
   to rescue a late bloomer (a cheap model still climbing fast), never to stop anyone. One epoch
   shows no pace, so the guard does not act at a rung of epoch 1.
 
+The answer of an adaptive group is the best PePR among its fully trained runs, normalised over
+the group's whole range: a stopped run enters the range (never the scores) at its projected
+full-run resource (:func:`projected_full_runs`, the reference rows of
+:func:`pepr.results.scoring.score`), as the rungs did; the workflow's pepr.csv, the report,
+``pepr score`` and :func:`replay` all score so.
+
 Failed runs drop out (a candidate whose every seed failed is no candidate); a run without a row
 at the rung epoch failed before it. Light: pandas and numpy only, never torch, and only inside
 the functions that need them: planning imports this module for :func:`adaptive_problems`.
@@ -53,7 +59,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pepr.columns import CUMULATIVE_COLUMNS, GROUP_COLUMNS, SCORED_RESOURCES
+from pepr.columns import AMORTISED_RESOURCES, CUMULATIVE_COLUMNS, GROUP_COLUMNS, SCORED_RESOURCES, amortised_column
 from pepr.errors import PeprInputError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -101,6 +107,47 @@ def read_rung(path: str | Path) -> dict[str, Any]:
 def is_peak(resource: str) -> bool:
     """Whether a resource is a peak (memory), which an adaptive projection does not scale."""
     return "memory" in resource.lower()
+
+
+def full_run_scale(runs: pd.DataFrame) -> pd.Series:
+    """Per row of a runs table, the factor from what a run spent to what its full run would spend:
+    ``epochs / rung`` for a stopped run (epochs of one run cost about the same, as the policy
+    projects), 1 for every other run (and for a stopped run whose rung or epochs is unknown)."""
+    import pandas as pd
+
+    scale = pd.Series(1.0, index=runs.index)
+    if "status" not in runs.columns or "rung" not in runs.columns or "epochs" not in runs.columns:
+        return scale
+    stopped = runs["status"].astype(str).str.strip().str.lower() == STOPPED
+    ratio = pd.to_numeric(runs["epochs"], errors="coerce") / pd.to_numeric(runs["rung"], errors="coerce")
+    usable = stopped & ratio.notna() & (ratio >= 1)
+    scale[usable] = ratio[usable]
+    return scale
+
+
+def projected_full_runs(runs: pd.DataFrame, columns: Sequence[str]) -> pd.DataFrame:
+    """The stopped runs of a runs table, each resource of ``columns`` at its projected full-run value.
+
+    A stopped run spent ``r`` by its rung; its full run would have spent ``r * epochs / rung``
+    (a peak such as memory stays ``r``; an amortised column adds the scaled own part to the
+    pretraining share, which does not grow). These are the reference rows :func:`pepr.results.scoring.score`
+    takes: an adaptive sweep's finished runs are then normalised over the range of the whole cell
+    (the range the rungs' decisions used), not over the few finished runs alone, where a small gap
+    between two cheap survivors would become R = 0 against R = 1. Empty without stopped runs."""
+    import pandas as pd
+
+    scale = full_run_scale(runs)
+    stopped = scale.index[scale > 1] if len(scale) else scale.index
+    out = runs.loc[stopped].copy()
+    own_of = {amortised_column(r): r for r in AMORTISED_RESOURCES}
+    for column in columns:
+        if column not in out.columns or is_peak(column):
+            continue
+        own = own_of.get(column, column)
+        value = pd.to_numeric(runs.loc[stopped, column], errors="coerce")
+        own_value = pd.to_numeric(runs.loc[stopped, own], errors="coerce") if own in runs.columns else value
+        out[column] = value + own_value * (scale[stopped] - 1.0)
+    return out
 
 
 @dataclass(frozen=True)
@@ -343,14 +390,15 @@ class Columns:
     resource: str = "cumulative_energy_kwh"
 
 
-def _best_model(final: pd.DataFrame, cols: Columns) -> tuple[str | None, pd.Series]:
-    """Best model by mean PePR over its seeds (runs normalised together), and every model's mean PePR."""
+def _best_model(final: pd.DataFrame, cols: Columns, reference: Sequence[float] = ()) -> tuple[str | None, pd.Series]:
+    """Best model by mean PePR over its seeds (runs normalised together, over the range of
+    ``reference`` too), and every model's mean PePR."""
     import pandas as pd
 
     if final.empty:
         return None, pd.Series(dtype=float)
     perf = final[cols.performance].to_numpy(dtype=float)
-    norm = _minmax(final[cols.resource].to_numpy(dtype=float))
+    norm = _minmax(final[cols.resource].to_numpy(dtype=float), reference)
     pepr = pd.Series(perf / (1.0 + norm), index=final.index).groupby(final[cols.model]).mean()
     best = min(pepr.index, key=lambda m: (-pepr[m], str(m)))
     return best, pepr
@@ -372,7 +420,8 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     The full sweep's final epoch is the group's last; a run without it failed (it drops out of
     the full sweep's scores and spent what its last row says). Returns ``best_full`` (best mean
     PePR over the full sweep's finished runs), ``recommended`` (best mean PePR over the runs the
-    policy trains to the end, normalised among them as the adaptive report does), ``pepr_regret``
+    policy trains to the end, normalised over the group's range with the stopped runs at their
+    projected full-run resource, as the adaptive sweep's scores are), ``pepr_regret``
     (full-sweep PePR of ``best_full`` minus that of ``recommended``), ``spent``, ``full_spent``,
     ``resource_share`` and ``rungs`` (the decisions per rung, :func:`decide_rung`'s tables).
     """
@@ -409,10 +458,14 @@ def replay_group(history: pd.DataFrame, policy: Policy, cols: Columns, peak: boo
     # each run spent its running total at the epoch it stopped (a failed run: at its last row)
     stops = history[cols.model].map(lambda m: stop_epoch.get(m, epochs))
     reached = history[history[cols.epoch] <= stops]
-    spent = float(
-        reached.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)[cols.resource].sum()
-    )
-    recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols)
+    reached_last = reached.sort_values(cols.epoch).groupby([cols.model, cols.seed], sort=False).tail(1)
+    spent = float(reached_last[cols.resource].sum())
+    # the finished runs are scored over the whole group's range, stopped runs at their projected
+    # full-run resource (as the workflow's scores are: projected_full_runs)
+    stopped_runs = reached_last[reached_last[cols.model].isin(stop_epoch)]
+    scale = 1.0 if peak else epochs / stopped_runs[cols.model].map(stop_epoch).astype(float)
+    stopped_range = (stopped_runs[cols.resource].astype(float) * scale).tolist()
+    recommended, _ = _best_model(final[final[cols.model].isin(alive)], cols, stopped_range)
     regret = (
         float(full_pepr[best_full] - full_pepr[recommended])
         if best_full is not None and recommended is not None
@@ -460,8 +513,7 @@ def prepare_histories(
     """
     import pandas as pd
 
-    from pepr.results.aggregate import normalise_status
-    from pepr.results.runs import GROUP_COLUMNS
+    from pepr.results.runs import GROUP_COLUMNS, normalise_status
     from pepr.results.scoring import validate_score_inputs
 
     if len(raw) == 0:

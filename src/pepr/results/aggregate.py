@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -35,7 +35,8 @@ import pandas as pd
 
 from pepr.columns import AMORTISED_RESOURCES, GROUP_COLUMNS, IDENTITY_COLUMNS, SCORED_RESOURCES, amortised_column
 from pepr.errors import PeprInputError
-from pepr.results.runs import parse_pretrain_path, parse_run_path
+from pepr.results.adaptive import projected_full_runs
+from pepr.results.runs import normalise_status, parse_pretrain_path, parse_run_path
 from pepr.results.scoring import norm_column, pepr_column, score
 
 __all__ = [
@@ -45,7 +46,6 @@ __all__ = [
     "AMORTISED_RESOURCES",
     "read_metrics",
     "CarbonSettings",
-    "normalise_status",
     "collect_runs",
     "score_runs",
     "aggregate_to_csv",
@@ -163,41 +163,6 @@ def _bounded_int(text: str) -> int:
 
 def _no_constant(text: str) -> float:
     raise ValueError(f"{text} is not a number pepr writes (metrics.json holds null for undefined values)")
-
-
-#: The run statuses of the metrics.json contract ("stopped": an adaptive sweep stopped the run at
-#: a rung; like "failed" it is never scored as a finished run).
-STATUSES: tuple[str, ...] = ("ok", "failed", "stopped")
-
-
-def normalise_status(
-    status: pd.Series,
-    labels: Sequence[str] | Callable[[], Sequence[str]] | None = None,
-    where: str = "the runs table",
-) -> pd.Series:
-    """Statuses as the contract spells them: "ok" or "failed".
-
-    Rule: case and surrounding spaces are ignored ("OK", " Ok " count as "ok"; "FAILED" as
-    "failed"), so a hand-edited or foreign record is never dropped for its spelling; a missing
-    status counts as "failed" (the run did not finish). Any other value (e.g. "running") raises
-    PeprInputError naming the runs (``labels``, one per row, or a function returning them, only
-    called then; else the row numbers) and values.
-    """
-    canonical = status.astype("object").where(status.notna(), "failed").map(lambda value: str(value).strip().lower())
-    unknown = ~canonical.isin(STATUSES)
-    if unknown.any():
-        names = (
-            list(labels() if callable(labels) else labels)
-            if labels is not None
-            else [f"row {i}" for i in range(len(status))]
-        )
-        bad = [f"{names[i]} ({status.iloc[i]!r})" for i in range(len(status)) if unknown.iloc[i]]
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise PeprInputError(
-            f"{where}: unknown run status in {', '.join(bad[:5])}{more}; a status must be "
-            "'ok', 'failed' or 'stopped' (any case)"
-        )
-    return canonical
 
 
 def collect_runs(
@@ -372,7 +337,9 @@ def score_runs(
         # Label rows by their run so that an error message names the runs at fault.
         labels = pd.Index(_run_labels(successful), name="run")
         labelled = successful.set_axis(labels, axis=0)
-        scored = score(labelled, performance=performance, resources=resource_columns, by=list(by))
+        # an adaptive sweep's stopped runs widen their cell's range at their projected full-run cost
+        stopped = projected_full_runs(runs, resource_columns)
+        scored = score(labelled, performance=performance, resources=resource_columns, by=list(by), reference=stopped)
         for resource in resource_columns:
             for column in (norm_column(resource), pepr_column(resource)):
                 out.loc[ok, column] = scored[column].to_numpy()

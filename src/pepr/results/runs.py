@@ -33,10 +33,13 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # pragma: no cover
+    import pandas as pd
 
 from pepr.columns import GROUP_COLUMNS, IDENTITY_COLUMNS, PERFORMANCE_COLUMNS, RESOURCE_COLUMNS
 from pepr.errors import PeprInputError
@@ -769,3 +772,38 @@ def run_lock(out_dir: str | os.PathLike) -> Iterator[None]:
                 with contextlib.suppress(OSError):
                     out_dir.rmdir()  # only when the training left nothing in the folder it made
         handle.close()
+
+
+#: The run statuses of the metrics.json contract ("stopped": an adaptive sweep stopped the run at
+#: a rung; like "failed" it is never scored as a finished run).
+STATUSES: tuple[str, ...] = ("ok", "failed", "stopped")
+
+
+def normalise_status(
+    status: pd.Series,
+    labels: Sequence[str] | Callable[[], Sequence[str]] | None = None,
+    where: str = "the runs table",
+) -> pd.Series:
+    """Statuses as the contract spells them: "ok", "failed" or "stopped".
+
+    Rule: case and surrounding spaces are ignored ("OK", " Ok " count as "ok"; "FAILED" as
+    "failed"), so a hand-edited or foreign record is never dropped for its spelling; a missing
+    status counts as "failed" (the run did not finish). Any other value (e.g. "running") raises
+    PeprInputError naming the runs (``labels``, one per row, or a function returning them, only
+    called then; else the row numbers) and values.
+    """
+    canonical = status.astype("object").where(status.notna(), "failed").map(lambda value: str(value).strip().lower())
+    unknown = ~canonical.isin(STATUSES)
+    if unknown.any():
+        names = (
+            list(labels() if callable(labels) else labels)
+            if labels is not None
+            else [f"row {i}" for i in range(len(status))]
+        )
+        bad = [f"{names[i]} ({status.iloc[i]!r})" for i in range(len(status)) if unknown.iloc[i]]
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise PeprInputError(
+            f"{where}: unknown run status in {', '.join(bad[:5])}{more}; a status must be "
+            "'ok', 'failed' or 'stopped' (any case)"
+        )
+    return canonical

@@ -219,6 +219,7 @@ def score(
     performance: str = "test_accuracy",
     resources: Sequence[str] = ("energy_kwh",),
     by: Sequence[str] | None = None,
+    reference: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Return ``df`` plus, per resource ``X``, the columns ``X_norm`` and ``pepr_X``.
 
@@ -227,6 +228,12 @@ def score(
     within each group of ``by`` (the whole table when ``by`` is empty or None); a group whose
     resource is constant gets ``X_norm = 0``.
 
+    ``reference`` (optional; rows with the ``by`` and resource columns) widens each group's
+    range without being scored: an adaptive sweep's stopped runs at their projected full-run
+    resources (:func:`pepr.results.adaptive.projected_full_runs`), so that the finished runs are
+    scored on the scale of the whole cell, as the full grid would score them. Its empty values
+    are ignored; a reference row of a group with no scored run changes nothing.
+
     Raises :class:`PeprInputError` for bad input (see :func:`validate_score_inputs`).
     """
     if isinstance(resources, str):
@@ -234,18 +241,16 @@ def score(
     resources = list(resources)
     by = [by] if isinstance(by, str) else list(by or [])
     validate_score_inputs(df, performance, resources, by)
+    if reference is not None:
+        absent = [c for c in [*by, *resources] if c not in reference.columns]
+        if absent:
+            raise PeprInputError(f"the reference rows lack the column(s) {', '.join(absent)} the scores need")
 
     out = df.copy()
     perf = _numeric(df, performance, "performance").to_numpy()
     for resource in resources:
         values = _numeric(df, resource, "resource")
-        if by:
-            grouped = values.groupby([df[c] for c in by], sort=False, dropna=False)
-            low = grouped.transform("min").to_numpy()
-            high = grouped.transform("max").to_numpy()
-        else:
-            low = np.full(len(values), values.min())
-            high = np.full(len(values), values.max())
+        low, high = _cell_range(df, values, by, reference, resource)
         span = high - low
         # A constant cell has no spread to normalise by: every run counts as the cheapest.
         safe_span = np.where(span > 0, span, 1.0)
@@ -253,6 +258,32 @@ def score(
         out[norm_column(resource)] = normalised
         out[pepr_column(resource)] = perf / (1.0 + normalised)
     return out
+
+
+def _cell_range(
+    df: pd.DataFrame, values: pd.Series, by: list[str], reference: pd.DataFrame | None, resource: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's cell minimum and maximum of ``values``, over the cell's rows and its ``reference`` rows."""
+    extra = None
+    if reference is not None and len(reference):
+        extra = pd.to_numeric(reference[resource], errors="coerce")
+        keep = extra.notna().to_numpy()
+        extra, reference = extra[keep], reference[keep]
+    if not by:
+        pool = values if extra is None or extra.empty else pd.concat([values, extra], ignore_index=True)
+        return np.full(len(values), pool.min()), np.full(len(values), pool.max())
+    keys = [df[c] for c in by]
+    if extra is not None and not extra.empty:
+        # cells keyed alike in both tables; the reference only lowers a minimum or raises a maximum
+        pool = pd.concat([values.reset_index(drop=True), extra.reset_index(drop=True)], ignore_index=True)
+        keys = [
+            pd.concat([df[c].reset_index(drop=True), reference[c].reset_index(drop=True)], ignore_index=True)
+            for c in by
+        ]
+        grouped = pool.groupby(keys, sort=False, dropna=False)
+        return grouped.transform("min").to_numpy()[: len(values)], grouped.transform("max").to_numpy()[: len(values)]
+    grouped = values.groupby(keys, sort=False, dropna=False)
+    return grouped.transform("min").to_numpy(), grouped.transform("max").to_numpy()
 
 
 def combine(scored: pd.DataFrame, performance: str, weights: Sequence[tuple[str, float]], name: str) -> pd.DataFrame:
