@@ -207,15 +207,39 @@ def test_no_signal_in_the_metric_defers_to_the_next_rung():
     curves = {"cheap": [0.74, 0.75, 0.76, 0.76], "good": [0.74, 0.85, 0.90, 0.92], "dear": [0.74, 0.80, 0.81, 0.81]}
     cost = {"cheap": 1.0, "good": 1.1, "dear": 4.0}
     deferred = decide_rung(histories(curves, cost), rung=1, epochs=4, keep=0.3, min_keep=1, later_rung=True)
-    assert decisions(deferred) == dict.fromkeys(curves, "kept")
+    # cheap and good could still win; dear (R = 1) could not even with a perfect metric:
+    # 1 / (1 + 1) = 0.5 < the leader's 0.74, whatever the later rungs show
+    assert decisions(deferred) == {"cheap": "kept", "good": "kept", "dear": "stopped"}
     assert deferred["reason"].str.startswith("no signal").all()
+    assert "even a perfect val_accuracy would give PePR 0.5000" in deferred.set_index("model").loc["dear", "reason"]
     # at the last rung there is nothing to wait for: equal performance, PePR prefers the cheaper
     last = decide_rung(histories(curves, cost), rung=1, epochs=4, keep=0.3, min_keep=1)
     assert decisions(last) == {"cheap": "kept", "good": "stopped", "dear": "stopped"}
     result = replay_group(histories(curves, cost), Policy(rungs=(1, 2), keep=0.3, min_keep=1), Columns(by=()))
-    assert decisions(result["rungs"][1]) == dict.fromkeys(curves, "kept")
-    assert decisions(result["rungs"][2]) == {"good": "kept", "cheap": "stopped", "dear": "stopped"}
+    assert decisions(result["rungs"][1]) == {"cheap": "kept", "good": "kept", "dear": "stopped"}
+    assert decisions(result["rungs"][2]) == {"good": "kept", "cheap": "stopped"}
     assert result["recommended"] == "good"
+
+
+def test_no_signal_keeps_every_candidate_that_could_still_win_and_min_keep():
+    curves = {"a": [0.74, 0.9], "b": [0.74, 0.8], "c": [0.74, 0.8]}
+    # projected costs 2, 2.2 and 2.6 in a range of 2..10 (a candidate stopped earlier): c's
+    # R = 0.075, a perfect metric would give 0.93 >= the leader's 0.74 -> it could still win
+    close = decide_rung(
+        histories(curves, {"a": 1.0, "b": 1.1, "c": 1.3}),
+        rung=1,
+        epochs=2,
+        keep=0.3,
+        min_keep=1,
+        stopped={"big": 10.0},
+        later_rung=True,
+    )
+    assert decisions(close) == dict.fromkeys(curves, "kept")
+    # every other candidate is out of reach, min_keep still holds
+    far = decide_rung(
+        histories(curves, {"a": 1.0, "b": 5.0, "c": 9.0}), rung=1, epochs=2, keep=0.3, min_keep=2, later_rung=True
+    )
+    assert decisions(far) == {"a": "kept", "b": "kept", "c": "stopped"}
 
 
 def test_policy_settings_are_checked():

@@ -26,10 +26,13 @@ continues, best projected PePR first. Two rules keep more, never fewer:
 
 * *no signal*: when every candidate's selection metric is the same at a rung (e.g. all predict
   the majority class after one epoch), the metric cannot tell them apart yet and ranking would be
-  by cost alone; if a later rung follows, every candidate continues and that rung decides (its
-  ``keep`` applies to all of them, so the sweep costs more than planned: the price of not
-  guessing). At the last rung there is no later evidence to wait for, and among equally
-  performing candidates PePR prefers the cheaper, so the ranking stands;
+  by cost alone; if a later rung follows, every candidate that could still win continues and
+  that rung decides (its ``keep`` applies to all of them, so the sweep costs more than planned:
+  the price of not guessing). "Could still win": a perfect metric (performance is at most 1)
+  would give it PePR ``1 / (1 + R)``; a candidate for which even that is below the leader's
+  projected PePR cannot win whatever the later rungs show, and stops (never fewer than
+  ``min_keep`` continue). At the last rung there is no later evidence to wait for, and among
+  equally performing candidates PePR prefers the cheaper, so the ranking stands;
 * *ties*: a candidate whose projected PePR equals the last kept one's continues too (choosing
   between equals by name would be arbitrary);
 * *the trend guard*: from the second epoch on, each candidate's selection metric is also
@@ -334,6 +337,7 @@ def decide_rung(
     table["projected_resource"] = table["mean_spent"] * scale
     norm = _minmax(table["projected_resource"].to_numpy(dtype=float), [float(v) for v in (stopped or {}).values()])
     table["projected_pepr"] = table["metric"].to_numpy() / (1.0 + norm)
+    table["r_norm"] = norm
     if rung >= 2 and epochs > rung:
         pace = (table["metric"] - table["first"]).clip(lower=0) / (rung - 1)
         trend = np.minimum(1.0, table["metric"] + pace.fillna(0) * (epochs - rung))
@@ -350,11 +354,23 @@ def decide_rung(
         and len(table) > 1
         and math.isclose(table["metric"].max(), table["metric"].min(), rel_tol=0, abs_tol=1e-12)
     )
+    # with no signal, a candidate that could not reach the leader's projected PePR even with a
+    # perfect metric (performance <= 1, so PePR <= 1 / (1 + R)) cannot win: no later rung can change that
+    leader_pepr = table["projected_pepr"].iloc[0]
+    best_possible = max(1.0, float(table["metric"].max())) / (1.0 + table["r_norm"].to_numpy(dtype=float))
+    can_win = best_possible >= leader_pepr - 1e-12
+    no_signal_keep = max(int(can_win.sum()), min(min_keep, len(table)))
     decisions, reasons = [], []
     for position, row in table.iterrows():
-        if no_signal:
+        if no_signal and position < no_signal_keep:
             decisions.append(KEPT)
             reasons.append(f"no signal: every candidate's {select_by} is {row['metric']:.4g}; a later rung decides")
+        elif no_signal:
+            decisions.append(STOPPED)
+            reasons.append(
+                f"no signal, and even a perfect {select_by} would give PePR {best_possible[position]:.4f}, "
+                f"below the leader's projected {leader_pepr:.4f}"
+            )
         elif position < count:
             decisions.append(KEPT)
             reasons.append(f"top {count} of {len(table)} by projected PePR")
