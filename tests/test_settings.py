@@ -8,7 +8,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -80,27 +79,12 @@ def _git_has(commit: str) -> bool:
 
 
 def _snakemake(snakefile: Path, workdir: Path, config: Path, src: Path, *args: str) -> subprocess.CompletedProcess:
+    """The workflow of ``snakefile`` with the package of ``src`` on ``config``, 2 cores."""
+    from test_workflow_local import snakemake
+
     env = {**os.environ, "PYTHONPATH": str(src)}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(snakefile),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config),
-            "--cores",
-            "2",
-            *args,
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
+    return snakemake(
+        workdir, "--cores", "2", *args, configfile=config, snakefile=snakefile, cwd=workdir, timeout=900, env=env
     )
 
 
@@ -113,7 +97,7 @@ def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
             f"commit {BEFORE} is not in this checkout's git history (a shallow clone or an export: "
             "`git fetch --unshallow` in a clone gets it)"
         )
-    from test_rerun_safety import _write_medmnist_like
+    from test_finished_runs_workflow import write_medmnist_like
 
     old = tmp_path / "old"
     old.mkdir()
@@ -122,7 +106,7 @@ def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
     workdir = tmp_path / "sweep"
     workdir.mkdir()
     data = workdir / "tiny.npz"
-    _write_medmnist_like(data, n=(40, 20, 20))
+    write_medmnist_like(data, n=(40, 20, 20))
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config.update(
         models=["mobilenetv3_small_050"], datasets=[f"npz:{data}"], inits=["scratch", "transfer"], fractions=[1.0]

@@ -28,13 +28,16 @@ TEST_CONFIG = REPO / ".test" / "config.yaml"
 OK_MODEL, FAILING_MODEL = "mobilenetv3_small_050", "convnext_atto"  # convnext_atto cannot take 28 px
 
 
-def snakemake_command(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> list[str]:
+def snakemake_command(
+    workdir: Path, *args: str, configfile: Path = TEST_CONFIG, snakefile: Path = REPO / "Snakefile"
+) -> list[str]:
+    """Snakemake (this interpreter's) running ``snakefile`` on ``configfile`` in ``workdir``, then ``args``."""
     return [
         sys.executable,
         "-m",
         "snakemake",
         "-s",
-        str(REPO / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(workdir),
         "--configfile",
@@ -44,21 +47,35 @@ def snakemake_command(workdir: Path, *args: str, configfile: Path = TEST_CONFIG)
 
 
 def snakemake(
-    workdir: Path, *args: str, configfile: Path = TEST_CONFIG, timeout: int = 600
+    workdir: Path,
+    *args: str,
+    configfile: Path = TEST_CONFIG,
+    timeout: int = 600,
+    snakefile: Path = REPO / "Snakefile",
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        snakemake_command(workdir, *args, configfile=configfile),
-        cwd=REPO,
+    """Run :func:`snakemake_command` to its end (from ``cwd``, with ``env``: an earlier workflow
+    is run with its own ``src/`` on PYTHONPATH); its output captured as text."""
+    return subprocess.run(
+        snakemake_command(workdir, *args, configfile=configfile, snakefile=snakefile),
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
-    return result
 
 
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     return result
+
+
+def train_model_log(workdir: Path, run_dir: Path) -> Path:
+    """The train_model rule's log of the run folder ``run_dir`` (workflow/rules/train.smk's ``log:``)."""
+    log = workdir / "results" / "logs" / "train_model" / run_dir.relative_to(workdir / "results" / "runs")
+    return log.with_name(log.name + ".log")
 
 
 def planned_jobs(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> dict[str, int]:

@@ -1,4 +1,4 @@
-"""Issue 17 end to end: a finished cell is never trained twice (workflow runs, slow).
+"""End to end: a finished cell is never trained twice (workflow runs, slow).
 
 * the kill window: the sweep's process group SIGKILLed the moment a metrics.json appears, then
   --unlock + --rerun-incomplete restores the cell from previous/ instead of training it again;
@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,16 @@ import numpy as np
 import pytest
 import yaml
 
-from test_workflow_local import OK_MODEL, REPO, TEST_CONFIG, check, planned_jobs, snakemake, snakemake_command
+from test_workflow_local import (
+    OK_MODEL,
+    REPO,
+    TEST_CONFIG,
+    check,
+    planned_jobs,
+    snakemake,
+    snakemake_command,
+    train_model_log,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -138,14 +146,7 @@ def test_retraining_on_purpose_and_job_side_force(finished_sweep):
     workdir, config = finished_sweep
     metrics = next((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))
     target = str(metrics.relative_to(workdir))
-    log = (
-        workdir
-        / "results"
-        / "logs"
-        / "train_model"
-        / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
-    )
-    log = log.with_name(log.name + ".log")
+    log = train_model_log(workdir, metrics.parent)
 
     def run(*args):  # Snakemake empties a job's log before the job runs
         check(snakemake(workdir, "--cores", "1", target, *args, configfile=config))
@@ -206,7 +207,7 @@ def test_kill_window_restores_instead_of_retraining(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# A sweep finished with the code of commit 3a59573 (before this issue)
+# A sweep finished with the code of commit 3a59573 (before params records were compared by content)
 # ---------------------------------------------------------------------------------------------
 
 
@@ -227,28 +228,19 @@ def old_sweep(tmp_path_factory):
     write_medmnist_like(workdir / "data" / "pneumoniamnist.npz", n=(200, 60, 60))
     config = sweep_config(base, inits=["scratch", "transfer"])
     env = {**os.environ, "PYTHONPATH": str(old / "src")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(old / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config),
+    check(
+        snakemake(
+            workdir,
             "--cores",
             "2",
             "results/runs.csv",
-        ],
-        cwd=old,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
+            configfile=config,
+            snakefile=old / "Snakefile",
+            cwd=old,
+            timeout=900,
+            env=env,
+        )
     )
-    check(result)
     return workdir, config
 
 
