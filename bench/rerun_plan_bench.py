@@ -40,8 +40,8 @@ from benchlib import (
 
 
 def finished_outputs(config_path: Path, workdir: Path) -> tuple[list[str], list[str]]:
-    """(training outputs, other files a finished sweep has) of the config, via pepr.plan.grid."""
-    from pepr.plan.grid import prepare_grid
+    """(training outputs, other files a finished sweep has) of the config, via pepr.plan.prepare."""
+    from pepr.plan.prepare import prepare_grid
 
     config = yaml.safe_load(config_path.read_text())
     cwd = os.getcwd()

@@ -32,9 +32,11 @@ from test_workflow_local import (
     REPO,
     TEST_CONFIG,
     check,
+    earlier_checkout,
     planned_jobs,
     snakemake,
     snakemake_command,
+    snakemake_of,
     train_model_log,
 )
 
@@ -214,33 +216,12 @@ def test_kill_window_restores_instead_of_retraining(tmp_path):
 @pytest.fixture(scope="module")
 def old_sweep(tmp_path_factory):
     base = tmp_path_factory.mktemp("old-sweep")
-    old = base / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_COMMIT], capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(
-            f"git history with commit {OLD_COMMIT} is not available here (a shallow clone or an export: "
-            f"`git fetch --unshallow` in a clone gets it): {archive.stderr.decode()[:200]}"
-        )
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    old = earlier_checkout(OLD_COMMIT, base / "old")
     workdir = base / "sweep"
     (workdir / "data").mkdir(parents=True)
     write_medmnist_like(workdir / "data" / "pneumoniamnist.npz", n=(200, 60, 60))
     config = sweep_config(base, inits=["scratch", "transfer"])
-    env = {**os.environ, "PYTHONPATH": str(old / "src")}
-    check(
-        snakemake(
-            workdir,
-            "--cores",
-            "2",
-            "results/runs.csv",
-            configfile=config,
-            snakefile=old / "Snakefile",
-            cwd=old,
-            timeout=900,
-            env=env,
-        )
-    )
+    check(snakemake_of(old, workdir, "--cores", "2", "results/runs.csv", configfile=config))
     return workdir, config
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -70,6 +71,32 @@ def snakemake(
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     return result
+
+
+def earlier_checkout(commit: str, dest: Path) -> Path:
+    """The files of this repository at git ``commit``, extracted into ``dest``; skips the test where
+    the history lacks it (no git, a shallow clone or an export), saying how to get it."""
+    archive = None
+    if shutil.which("git") is not None:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True)
+    if archive is None or archive.returncode != 0:
+        why = archive.stderr.decode()[:200] if archive is not None else "git is not installed"
+        pytest.skip(
+            f"git history with commit {commit} is not available here (a shallow clone or an export: "
+            f"`git fetch --unshallow` in a clone gets it): {why}"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def snakemake_of(checkout: Path, workdir: Path, *args: str, configfile: Path) -> subprocess.CompletedProcess:
+    """:func:`snakemake` with the workflow and the package of an earlier ``checkout``
+    (:func:`earlier_checkout`): how a sweep was finished before an upgrade."""
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    return snakemake(
+        workdir, *args, configfile=configfile, snakefile=checkout / "Snakefile", cwd=checkout, timeout=900, env=env
+    )
 
 
 def train_model_log(workdir: Path, run_dir: Path) -> Path:
