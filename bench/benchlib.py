@@ -1,4 +1,6 @@
-"""Shared helpers for the benchmarks in ``bench/``: side-by-side timing and result printing.
+"""Shared helpers for the benchmarks in ``bench/``: side-by-side timing and result printing, and
+the set-up several of them build (Snakemake commands on pepr's workflow, the workflow of an
+earlier git revision, scaled configs, stand-in data files).
 
 The machine these run on is shared and noisy, so every benchmark measures its candidates
 interleaved in one run (A, B, A, B, ...) and reports the median of each plus their ratio;
@@ -25,6 +27,26 @@ def venv_bin(name: str) -> str:
     """Path of an executable installed beside the running Python (the project's venv)."""
     candidate = Path(sys.executable).parent / name
     return str(candidate) if candidate.exists() else name
+
+
+#: Snakemake's options for a dry run that prints only the jobs per rule, on one core.
+DRY_RUN = ("-n", "--quiet", "rules", "-c1")
+
+
+def workflow_command(
+    config: Path,
+    workdir: Path,
+    *options: str,
+    snakefile: Path = REPO_ROOT / "Snakefile",
+    launcher: Sequence[str] | None = None,
+) -> list[str]:
+    """Snakemake running the workflow ``snakefile`` (pepr's) on ``config`` in ``workdir``, then ``options``.
+
+    ``launcher`` starts Snakemake (default: the venv's ``snakemake``; e.g. ``python -m cProfile
+    -o FILE -m snakemake`` to profile it).
+    """
+    launch = list(launcher) if launcher is not None else [venv_bin("snakemake")]
+    return [*launch, "-s", str(snakefile), "-d", str(workdir), "--configfile", str(config), *options]
 
 
 @dataclass
@@ -133,3 +155,57 @@ def work_dir(name: str, stamp: str, base: Path | None = None) -> tuple[Path, boo
 def mark_ready(root: Path, stamp: str) -> None:
     """Record that ``root`` holds complete generated inputs for ``stamp`` (see :func:`work_dir`)."""
     (root / ".stamp").write_text(stamp)
+
+
+def scaled_config(paper_config: Path, fractions: list[float], seeds: list[int], out: Path) -> Path:
+    """The paper config with other fractions and seeds, every cell crossed (no include/exclude):
+    a bigger grid of the same models."""
+    import yaml
+
+    config = yaml.safe_load(paper_config.read_text())
+    config["fractions"] = fractions
+    config["seeds"] = seeds
+    config.pop("include", None)
+    config.pop("exclude", None)
+    out.write_text(yaml.safe_dump(config, sort_keys=False))
+    return out
+
+
+def write_stand_in_npz(workdir: Path, config: Path) -> None:
+    """A tiny MedMNIST-layout file for every ``npz:`` dataset of ``config`` (relative paths are
+    read from the working directory); planning only reads its header."""
+    import numpy as np
+    import yaml
+
+    specs = yaml.safe_load(config.read_text()).get("datasets", [])
+    for spec in specs:
+        if not str(spec).startswith("npz:"):
+            continue
+        path = workdir / spec[len("npz:") :]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rng = np.random.default_rng(0)
+        arrays = {}
+        for split, count in (("train", 40), ("val", 20), ("test", 20)):
+            arrays[f"{split}_images"] = rng.integers(0, 256, (count, 64, 64), dtype=np.uint8)
+            arrays[f"{split}_labels"] = (np.arange(count) % 2).reshape(count, 1).astype(np.uint8)
+        np.savez(path, **arrays)
+
+
+def workflow_at(revision: str, out: Path) -> Path:
+    """The workflow (Snakefile, workflow/, scripts/) of git ``revision`` in ``out``, with the
+    current config/ and profiles/ (the package is this checkout's). Returns its Snakefile."""
+    import shutil
+
+    out.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "archive", revision, "Snakefile", "workflow", "scripts"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=False,
+    )
+    if archive.returncode != 0:
+        raise SystemExit(f"--before {revision}: git archive failed: {archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
+    for name in ("profiles", "config"):
+        shutil.copytree(REPO_ROOT / name, out / name)
+    return out / "Snakefile"

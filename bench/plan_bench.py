@@ -35,9 +35,22 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from bare_workflow import write_bare_workflow
-from benchlib import REPO_ROOT, cpu_share, interleave, machine_line, print_table, run_command, venv_bin, work_dir
+from benchlib import (
+    DRY_RUN,
+    REPO_ROOT,
+    cpu_share,
+    interleave,
+    machine_line,
+    print_table,
+    run_command,
+    scaled_config,
+    venv_bin,
+    work_dir,
+    workflow_at,
+    workflow_command,
+    write_stand_in_npz,
+)
 
 #: Issue 11's target: pepr plans at most this many times bare Snakemake's CPU time.
 TARGET = 1.15
@@ -52,79 +65,14 @@ def job_count(output: str) -> int:
     return int(match[-1])
 
 
-def scaled_config(paper_config: Path, fractions: list[float], seeds: list[int], out: Path) -> Path:
-    """The paper config with other fractions and seeds, every cell crossed (no include/exclude):
-    a bigger grid of the same models."""
-    config = yaml.safe_load(paper_config.read_text())
-    config["fractions"] = fractions
-    config["seeds"] = seeds
-    config.pop("include", None)
-    config.pop("exclude", None)
-    out.write_text(yaml.safe_dump(config, sort_keys=False))
-    return out
-
-
-def write_stand_in_npz(workdir: Path, config: Path) -> None:
-    """A tiny MedMNIST-layout file for every ``npz:`` dataset of ``config`` (relative paths are
-    read from the working directory); planning only reads its header."""
-    import numpy as np
-
-    specs = yaml.safe_load(config.read_text()).get("datasets", [])
-    for spec in specs:
-        if not str(spec).startswith("npz:"):
-            continue
-        path = workdir / spec[len("npz:") :]
-        path.parent.mkdir(parents=True, exist_ok=True)
-        rng = np.random.default_rng(0)
-        arrays = {}
-        for split, count in (("train", 40), ("val", 20), ("test", 20)):
-            arrays[f"{split}_images"] = rng.integers(0, 256, (count, 64, 64), dtype=np.uint8)
-            arrays[f"{split}_labels"] = (np.arange(count) % 2).reshape(count, 1).astype(np.uint8)
-        np.savez(path, **arrays)
-
-
-def workflow_at(revision: str, out: Path) -> Path:
-    """The workflow (Snakefile, workflow/, scripts/) of git ``revision`` in ``out``, with the
-    current config/ and profiles/ (the package is this checkout's). Returns its Snakefile."""
-    import shutil
-    import subprocess
-
-    out.mkdir(parents=True)
-    archive = subprocess.run(
-        ["git", "archive", revision, "Snakefile", "workflow", "scripts"],
-        cwd=REPO_ROOT,
-        capture_output=True,
-        check=False,
-    )
-    if archive.returncode != 0:
-        raise SystemExit(f"--before {revision}: git archive failed: {archive.stderr.decode().strip()}")
-    subprocess.run(["tar", "-x", "-C", str(out)], input=archive.stdout, check=True)
-    for name in ("profiles", "config"):
-        shutil.copytree(REPO_ROOT / name, out / name)
-    return out / "Snakefile"
-
-
 def pepr_dry_run(config: Path, workdir: Path, snakefile: Path = REPO_ROOT / "Snakefile") -> tuple[float, float, str]:
     """One ``snakemake -n`` of pepr's workflow (``snakefile``) on ``config`` in ``workdir``."""
-    cmd = [
-        venv_bin("snakemake"),
-        "-s",
-        str(snakefile),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "-n",
-        "--quiet",
-        "rules",
-        "-c1",
-    ]
-    return run_command(cmd, cwd=workdir)
+    return run_command(workflow_command(config, workdir, *DRY_RUN, snakefile=snakefile), cwd=workdir)
 
 
 def bare_dry_run(workdir: Path) -> tuple[float, float, str]:
     """One ``snakemake -n`` of the bare workflow in ``workdir``."""
-    return run_command([venv_bin("snakemake"), "-n", "--quiet", "rules", "-c1"], cwd=workdir)
+    return run_command([venv_bin("snakemake"), *DRY_RUN], cwd=workdir)
 
 
 def main() -> int:
@@ -262,26 +210,8 @@ def _median(values: list[float]) -> float:
 def _profile(config: Path, workdir: Path) -> None:
     """One warm pepr dry run under cProfile: the 25 functions with the most cumulative time."""
     prof = workdir.parent / "plan.prof"
-    cmd = [
-        sys.executable,
-        "-m",
-        "cProfile",
-        "-o",
-        str(prof),
-        "-m",
-        "snakemake",
-        "-s",
-        str(REPO_ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "-n",
-        "--quiet",
-        "rules",
-        "-c1",
-    ]
-    run_command(cmd, cwd=workdir)
+    profiled = [sys.executable, "-m", "cProfile", "-o", str(prof), "-m", "snakemake"]
+    run_command(workflow_command(config, workdir, *DRY_RUN, launcher=profiled), cwd=workdir)
     import pstats
 
     print(f"\n#### cProfile of one warm pepr dry run ({config.name})\n")

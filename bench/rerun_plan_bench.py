@@ -26,13 +26,22 @@ import time
 from pathlib import Path
 
 import yaml
-from benchlib import REPO_ROOT, machine_line, print_table, run_command, venv_bin, work_dir
-from plan_bench import workflow_at, write_stand_in_npz
+from benchlib import (
+    DRY_RUN,
+    REPO_ROOT,
+    machine_line,
+    print_table,
+    run_command,
+    work_dir,
+    workflow_at,
+    workflow_command,
+    write_stand_in_npz,
+)
 
 
 def finished_outputs(config_path: Path, workdir: Path) -> tuple[list[str], list[str]]:
-    """(training outputs, other files a finished sweep has) of the config, via pepr.plan.grid."""
-    from pepr.plan.grid import prepare_grid
+    """(training outputs, other files a finished sweep has) of the config, via pepr.plan.prepare."""
+    from pepr.plan.prepare import prepare_grid
 
     config = yaml.safe_load(config_path.read_text())
     cwd = os.getcwd()
@@ -72,21 +81,10 @@ def write_medmnist_stand_in(path: Path) -> None:
 
 
 def dry_run(snakefile: Path, config: Path, workdir: Path) -> tuple[float, float, str]:
-    cmd = [
-        venv_bin("snakemake"),
-        "-s",
-        str(snakefile),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "-n",
-        "--quiet",
-        "rules",
-        "-c1",
-        "results/runs.csv",
-    ]
-    return run_command(cmd, cwd=workdir)
+    """One ``snakemake -n results/runs.csv`` of the workflow ``snakefile`` on ``config`` in ``workdir``."""
+    return run_command(
+        workflow_command(config, workdir, *DRY_RUN, "results/runs.csv", snakefile=snakefile), cwd=workdir
+    )
 
 
 def training_jobs(output: str) -> int:
@@ -119,20 +117,7 @@ def main() -> int:
             target.write_text(json.dumps({"status": "ok"}) if path.endswith(".json") else "x\n")
     for path in medmnist + [p for p in extra if p.endswith(".pt")]:
         os.utime(workdir / path, (stamp, stamp))  # data older than the results, as after a sweep
-    touch = [
-        venv_bin("snakemake"),
-        "-s",
-        str(before),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "--touch",
-        *outputs,
-        "--quiet",
-        "all",
-        "-c1",
-    ]
+    touch = workflow_command(config, workdir, "--touch", *outputs, "--quiet", "all", "-c1", snakefile=before)
     wall, cpu, out = run_command(touch, cwd=workdir)
     print(f"recorded metadata of {len(outputs)} outputs with {args.before}'s workflow ({wall:.0f} s)")
     candidates = {

@@ -44,8 +44,18 @@ import time
 from datetime import datetime
 from pathlib import Path
 
-from benchlib import REPO_ROOT, machine_line, print_table, run_command, venv_bin
-from plan_bench import scaled_config, workflow_at, write_stand_in_npz
+from benchlib import (
+    DRY_RUN,
+    REPO_ROOT,
+    machine_line,
+    print_table,
+    run_command,
+    scaled_config,
+    venv_bin,
+    workflow_at,
+    workflow_command,
+    write_stand_in_npz,
+)
 
 CI_PROFILE = REPO_ROOT / "tests" / "slurm" / "profile"
 
@@ -173,14 +183,9 @@ def startup_run(
     config: Path, workdir: Path, target: str, snakefile: Path = REPO_ROOT / "Snakefile"
 ) -> tuple[float, float]:
     """Wall and CPU seconds of the job-side Snakemake start-up for one train_model job."""
-    cmd = [
-        venv_bin("snakemake"),
-        "-s",
-        str(snakefile),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(config),
+    cmd = workflow_command(
+        config,
+        workdir,
         "--target-jobs",
         target,
         "--allowed-rules",
@@ -189,11 +194,9 @@ def startup_run(
         "--ignore-incomplete",
         "--mode",
         "remote",
-        "-n",
-        "--quiet",
-        "rules",
-        "-c1",
-    ]
+        *DRY_RUN,
+        snakefile=snakefile,
+    )
     wall, cpu, output = run_command(cmd, cwd=workdir)
     if "train_model" not in output:
         raise RuntimeError(f"start-up run planned no train_model job:\n{output[-3000:]}")
@@ -202,19 +205,7 @@ def startup_run(
 
 def first_cell_target(config: Path, workdir: Path) -> tuple[str, int]:
     """A --target-jobs spec for the grid's first training cell, and the number of jobs (dry run)."""
-    cmd = [
-        venv_bin("snakemake"),
-        "-s",
-        str(REPO_ROOT / "Snakefile"),
-        "-d",
-        str(workdir),
-        "--configfile",
-        str(config),
-        "-n",
-        "-c1",
-        "--forceall",
-    ]
-    _, _, output = run_command(cmd, cwd=workdir)
+    _, _, output = run_command(workflow_command(config, workdir, "-n", "-c1", "--forceall"), cwd=workdir)
     for block in output.split("rule train_model:")[1:]:
         line = next(x for x in block.splitlines() if x.strip().startswith("wildcards:"))
         spec = line.split("wildcards:", 1)[1].strip().replace(" ", "")

@@ -231,27 +231,11 @@ def test_real_catalogue_knows_deprecated_aliases_and_pretrained_weights(real_cat
 
 @pytest.mark.slow
 def test_snakemake_refuses_a_bad_config_before_scheduling(tmp_path):
+    from test_workflow_local import snakemake
+
     bad = tmp_path / "bad.yaml"
     bad.write_text('models: ["resnet18; rm -rf ~", resnet19]\ndatasets: [synthetic]\nfractions: [2]\n')
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--cores",
-            "1",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = snakemake(tmp_path, "-n", "--cores", "1", configfile=bad, timeout=300)
     assert result.returncode != 0
     assert "has 3 problem(s); nothing was run" in result.stderr
     assert "'resnet18; rm -rf ~' is not a valid model name" in result.stderr

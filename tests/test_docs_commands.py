@@ -157,11 +157,11 @@ SKIPPED: dict[str, str] = {
     ".venv/bin/snakemake --cores 2 --rerun-incomplete": WORKFLOW_TESTS + " (kill -9 + resume)",
     ".venv/bin/snakemake --cores 2 --forcerun train_model": "retrains the demo sweep: covered by tests/test_rerun_safety.py",
     ".venv/bin/snakemake --profile profiles/slurm --forcerun train_model --config retrain=true": "needs a SLURM cluster; retrain=true with --force is covered by "
-    "tests/test_rerun_issue17.py::test_retraining_on_purpose_and_job_side_force",
+    "tests/test_finished_runs_workflow.py::test_retraining_on_purpose_and_job_side_force",
     ".venv/bin/snakemake --cores 2 results/pretrain/<source>/<model>/metrics.json --forcerun "
     "results/pretrain/<source>/<model>/metrics.json --allowed-rules pretrain_source --config retrain=false": "a template (<source>, <model>); the exact fix is run by "
-    "tests/test_rerun_issue17.py::test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells",
-    ".venv/bin/snakemake --cores 2 --forcerun results/runs/<dataset>/<init>/<fraction>/<model>/seed0/metrics.json": "a template (<dataset> ...): every spelling of it is run by tests/test_rerun_issue26.py::test_every_forcerun_form_retrains",
+    "tests/test_finished_runs_workflow.py::test_lost_transfer_checkpoint_is_restored_without_replanning_finished_cells",
+    ".venv/bin/snakemake --cores 2 --forcerun results/runs/<dataset>/<init>/<fraction>/<model>/seed0/metrics.json": "a template (<dataset> ...): every spelling of it is run by tests/test_rerun_promises_workflow.py::test_every_forcerun_form_retrains",
     ".venv/bin/snakemake --cores 2 --forcerun pretrain_source train_model": "retrains the demo sweep and its pretraining; rule forms are run by "
     "tests/test_snakemake_adapter.py::test_rule_forcerun_and_forceall_retrain_and_warn_about_kept_pretraining",
     "git clone <repo> pepr && cd pepr": "a template (<repo>): the cluster install steps",

@@ -86,27 +86,11 @@ def test_workflow_config_merges_files_then_command_line(tmp_path):
 
 
 def _snakemake_n(tmp_path: Path, config_text: str) -> subprocess.CompletedProcess:
+    from test_workflow_local import snakemake
+
     config = tmp_path / "config.yaml"
     config.write_text(config_text)
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--cores",
-            "1",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(tmp_path),
-            "--configfile",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return snakemake(tmp_path, "-n", "--cores", "1", configfile=config, timeout=120)
 
 
 @pytest.mark.slow

@@ -8,45 +8,24 @@ resume.pt, the final metrics write) is also simulated by patching, so it is test
 from __future__ import annotations
 
 import errno
-import io
 import os
 import shutil
 import subprocess
 import uuid
-from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
 
 import pepr.train.run as train_module
-from pepr.cli import main
 from pepr.results.outputs import output_dir_problems, write_failure_message
+from test_train import run_cli, train_argv
 
 TINY = "synthetic:n_train=64,n_val=16,n_test=32"
 
 
-def run_cli(*argv: str) -> tuple[int, str]:
-    err = io.StringIO()
-    with redirect_stdout(io.StringIO()), redirect_stderr(err):
-        code = main(list(argv))
-    return code, err.getvalue()
-
-
 def train(out: Path, *extra: str) -> tuple[int, str]:
-    return run_cli(
-        "train",
-        "--model",
-        "test_resnet",
-        "--dataset",
-        TINY,
-        "--epochs",
-        "2",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-        *extra,
-    )
+    """A 2-epoch tiny ``pepr train`` into ``out`` (a resume checkpoint is written between the epochs)."""
+    return run_cli(*train_argv(out, *extra, dataset=TINY, epochs=2))
 
 
 def assert_one_line_error(code: int, err: str, *words: str) -> None:
@@ -186,14 +165,10 @@ def test_disk_full_at_the_final_write_loses_no_epoch(tmp_path, monkeypatch):
         raise OSError(errno.ENOSPC, "No space left on device", str(Path(out_dir) / "metrics.json"))
 
     monkeypatch.setattr(train_module.runs, "archive_result", full_disk)
-    code, err = run_cli(
-        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out)
-    )
+    code, err = run_cli(*train_argv(out, dataset=TINY))
     assert_one_line_error(code, err, "metrics.json", "No space left on device", "resume.pt")
     monkeypatch.setattr(train_module.runs, "archive_result", real_write)
-    code, err = run_cli(
-        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out)
-    )
+    code, err = run_cli(*train_argv(out, dataset=TINY))
     assert code == 0, err
     assert "1 epoch(s) done" in err and "epoch 1/1" not in err  # the one epoch was kept, not retrained
     assert (out / "metrics.json").is_file() and not (out / "resume.pt").exists()
@@ -230,9 +205,7 @@ def test_stale_temp_of_a_killed_save_is_removed_at_start(tmp_path):
     stale.write_bytes(b"")  # what a kill -9 during torch.save leaves
     other = out / ".resume.pt.4242.0123456789abcdef.tmp"  # pepr.results.runs' temp-name pattern
     other.write_bytes(b"")
-    code, err = run_cli(
-        "train", "--model", "test_resnet", "--dataset", TINY, "--epochs", "1", "--threads", "1", "--out", str(out)
-    )
+    code, err = run_cli(*train_argv(out, dataset=TINY))
     assert code == 0, err
     assert not stale.exists() and not other.exists() and "interrupted earlier" in err
 

@@ -12,29 +12,24 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
-import sys
 
 import pytest
 import yaml
 
-from test_workflow_local import TEST_CONFIG, check, planned_jobs, snakemake
+from test_finished_runs_workflow import write_medmnist_like
+from test_workflow_local import OK_MODEL, REPO, TEST_CONFIG, check, planned_jobs, snakemake, train_model_log
 
 pytestmark = pytest.mark.slow
 
-
-def _write_medmnist_like(path, n=(60, 30, 30), seed=0):
-    """A 2-class 28 px file with MedMNIST's keys (train/val/test images + labels), small."""
-    from test_rerun_issue17 import write_medmnist_like
-
-    write_medmnist_like(path, n=n, seed=seed)
+#: Images per split of the small MedMNIST-like files these sweeps train on.
+SMALL = (60, 30, 30)
 
 
 def test_user_placed_old_data_file_survives_a_real_run(tmp_path):
     data = tmp_path / "data"
     data.mkdir()
     placed = data / "pneumoniamnist.npz"
-    _write_medmnist_like(placed)
+    write_medmnist_like(placed, n=SMALL)
     os.utime(placed, (1_000_000_000, 1_000_000_000))  # 2001: older than any script
     digest = hashlib.sha256(placed.read_bytes()).hexdigest()
     config = yaml.safe_load(TEST_CONFIG.read_text())
@@ -142,8 +137,6 @@ def script_rules_sweep(tmp_path_factory):
     """A tiny sweep (scratch + transfer, on an npz file) finished by the earlier `script:` rules."""
     import shutil
 
-    from test_workflow_local import OK_MODEL, REPO
-
     base = tmp_path_factory.mktemp("script-rules")
     old = base / "workflow-copy"
     for name in ("workflow", "profiles", "config", "scripts", "envs"):
@@ -156,32 +149,22 @@ def script_rules_sweep(tmp_path_factory):
     workdir = base / "sweep"
     workdir.mkdir()
     data = workdir / "cells.npz"
-    _write_medmnist_like(data)
+    write_medmnist_like(data, n=SMALL)
     config = yaml.safe_load(TEST_CONFIG.read_text())
     config.update(datasets=[f"npz:{data}"], inits=["scratch", "transfer"], fractions=[1.0], models=[OK_MODEL])
     config_file = base / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(old / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config_file),
+    check(
+        snakemake(
+            workdir,
             "--cores",
             "2",
             "results/runs.csv",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=900,
+            configfile=config_file,
+            snakefile=old / "Snakefile",
+            timeout=900,
+        )
     )
-    check(result)
     return workdir, config_file
 
 
@@ -213,6 +196,5 @@ def test_forced_rerun_that_fails_keeps_the_previous_result(script_rules_sweep):
     kept = list((run_dir / "previous").glob("*/metrics.json"))
     assert len(kept) == 1 and kept[0].read_text() == finished
     assert (kept[0].parent / "history.csv").is_file()
-    log = workdir / "results" / "logs" / "train_model" / run_dir.relative_to(workdir / "results" / "runs")
-    text = log.with_name(log.name + ".log").read_text()
+    text = train_model_log(workdir, run_dir).read_text()
     assert f"the last finished result of this run is kept in {kept[0].parent.relative_to(workdir)}/" in text, text

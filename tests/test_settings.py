@@ -4,11 +4,7 @@ of 3a59573 (before the settings moved) plans no training with today's code."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -72,57 +68,18 @@ def test_schema_and_code_agree_on_device_syntax(device):
     assert bool(re.fullmatch(pattern, device)) == (device_problems(device) == []), device
 
 
-def _git_has(commit: str) -> bool:
-    if shutil.which("git") is None:
-        return False
-    result = subprocess.run(["git", "-C", str(REPO), "cat-file", "-e", f"{commit}^{{commit}}"], capture_output=True)
-    return result.returncode == 0
-
-
-def _snakemake(snakefile: Path, workdir: Path, config: Path, src: Path, *args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(src)}
-    return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(snakefile),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config),
-            "--cores",
-            "2",
-            *args,
-        ],
-        cwd=workdir,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-
-
 @pytest.mark.slow
 def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
     """Finish a tiny sweep (1 model, scratch + transfer, 1 epoch, a tiny npz) with the workflow and
     code of 3a59573, then plan it with today's: not one training or pretraining job."""
-    if not _git_has(BEFORE):
-        pytest.skip(
-            f"commit {BEFORE} is not in this checkout's git history (a shallow clone or an export: "
-            "`git fetch --unshallow` in a clone gets it)"
-        )
-    from test_rerun_safety import _write_medmnist_like
+    from test_finished_runs_workflow import write_medmnist_like
+    from test_workflow_local import check, earlier_checkout, planned_jobs, snakemake_of
 
-    old = tmp_path / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", BEFORE], capture_output=True, check=True)
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    old = earlier_checkout(BEFORE, tmp_path / "old")
     workdir = tmp_path / "sweep"
     workdir.mkdir()
     data = workdir / "tiny.npz"
-    _write_medmnist_like(data, n=(40, 20, 20))
+    write_medmnist_like(data, n=(40, 20, 20))
     config = yaml.safe_load((REPO / ".test" / "config.yaml").read_text())
     config.update(
         models=["mobilenetv3_small_050"], datasets=[f"npz:{data}"], inits=["scratch", "transfer"], fractions=[1.0]
@@ -131,15 +88,12 @@ def test_a_sweep_finished_before_issue_18_plans_no_training(tmp_path):
     config_file = tmp_path / "config.yaml"
     config_file.write_text(yaml.safe_dump(config))
 
-    finished = _snakemake(old / "Snakefile", workdir, config_file, old / "src", "results/runs.csv")
-    assert finished.returncode == 0, finished.stderr[-6000:]
+    check(snakemake_of(old, workdir, "--cores", "2", "results/runs.csv", configfile=config_file))
     assert len(list((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))) == 2
     assert len(list((workdir / "results" / "pretrain").glob("*/*/metrics.json"))) == 1
 
-    planned = _snakemake(REPO / "Snakefile", workdir, config_file, REPO / "src", "-n", "results/runs.csv")
-    text = planned.stdout + planned.stderr
-    assert planned.returncode == 0, text[-6000:]
-    assert not re.search(r"^(train_model|pretrain_source)\s+\d+", text, flags=re.MULTILINE), text[-4000:]
+    counts = planned_jobs(workdir, "results/runs.csv", configfile=config_file)
+    assert not {"train_model", "pretrain_source"} & set(counts), counts
 
 
 #: Bounds of a number setting, as JSON Schema and TrainConfig's field metadata both name them.

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import csv
 import re
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -161,26 +159,9 @@ def test_cpu_small_models_are_the_papers_smallest_that_run_at_28px():
 def test_paper_config_dry_run_plans_the_8_cells(workdir):
     """`snakemake -n --configfile config/paper.yaml` with a stand-in LIDC file: one train_model job
     per model in each of the paper's 8 cells, and nothing else trained."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-n",
-            "--cores",
-            "2",
-            "-s",
-            str(REPO / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(REPO / "config" / "paper.yaml"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    from test_workflow_local import snakemake
+
+    result = snakemake(workdir, "-n", "--cores", "2", configfile=REPO / "config" / "paper.yaml")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     text = result.stdout + result.stderr
     train_jobs = re.findall(

@@ -38,6 +38,7 @@ QUIET = lambda message: None  # noqa: E731 - training logs are not under test he
 
 
 def run_cli(*argv: str) -> tuple[int, str]:
+    """``pepr ARGV`` in this process: (exit code, what it wrote on stderr); stdout is dropped."""
     err = io.StringIO()
     with redirect_stdout(io.StringIO()), redirect_stderr(err):
         try:
@@ -45,6 +46,26 @@ def run_cli(*argv: str) -> tuple[int, str]:
         except SystemExit as exc:  # argparse errors
             code = exc.code
     return code, err.getvalue()
+
+
+def train_argv(
+    out: Path, *extra: str, model: str = "test_resnet", dataset: str = TINY, epochs: int = 1, threads: int = 1
+) -> list[str]:
+    """``pepr train``'s arguments for a short run of ``model`` on ``dataset`` into ``out``, then ``extra``."""
+    return [
+        "train",
+        "--model",
+        model,
+        "--dataset",
+        dataset,
+        "--epochs",
+        str(epochs),
+        "--threads",
+        str(threads),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def read_history(out_dir: Path) -> list[dict[str, str]]:
@@ -581,23 +602,7 @@ def test_ok_pretraining_saves_the_model_before_its_metrics_mark_it_finished(tmp_
         real_save(model, path)
 
     monkeypatch.setattr(models, "save_model", watching_save)
-    code, err = run_cli(
-        "train",
-        "--model",
-        "test_resnet",
-        "--dataset",
-        TINY,
-        "--epochs",
-        "1",
-        "--threads",
-        "2",
-        "--out",
-        str(out),
-        "--pretrain-metrics",
-        str(source),
-        "--save-model",
-        str(weights),
-    )
+    code, err = run_cli(*train_argv(out, "--pretrain-metrics", str(source), "--save-model", str(weights), threads=2))
     assert code == 0, err
     assert seen == {"run folder finished": False, "archived": ["metrics.json"]}
     metrics = json.loads((out / "metrics.json").read_text())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,13 +29,16 @@ TEST_CONFIG = REPO / ".test" / "config.yaml"
 OK_MODEL, FAILING_MODEL = "mobilenetv3_small_050", "convnext_atto"  # convnext_atto cannot take 28 px
 
 
-def snakemake_command(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> list[str]:
+def snakemake_command(
+    workdir: Path, *args: str, configfile: Path = TEST_CONFIG, snakefile: Path = REPO / "Snakefile"
+) -> list[str]:
+    """Snakemake (this interpreter's) running ``snakefile`` on ``configfile`` in ``workdir``, then ``args``."""
     return [
         sys.executable,
         "-m",
         "snakemake",
         "-s",
-        str(REPO / "Snakefile"),
+        str(snakefile),
         "--directory",
         str(workdir),
         "--configfile",
@@ -44,21 +48,61 @@ def snakemake_command(workdir: Path, *args: str, configfile: Path = TEST_CONFIG)
 
 
 def snakemake(
-    workdir: Path, *args: str, configfile: Path = TEST_CONFIG, timeout: int = 600
+    workdir: Path,
+    *args: str,
+    configfile: Path = TEST_CONFIG,
+    timeout: int = 600,
+    snakefile: Path = REPO / "Snakefile",
+    cwd: Path = REPO,
+    env: dict[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        snakemake_command(workdir, *args, configfile=configfile),
-        cwd=REPO,
+    """Run :func:`snakemake_command` to its end (from ``cwd``, with ``env``: an earlier workflow
+    is run with its own ``src/`` on PYTHONPATH); its output captured as text."""
+    return subprocess.run(
+        snakemake_command(workdir, *args, configfile=configfile, snakefile=snakefile),
+        cwd=cwd,
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
-    return result
 
 
 def check(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, f"snakemake failed:\n{result.stdout[-4000:]}\n{result.stderr[-6000:]}"
     return result
+
+
+def earlier_checkout(commit: str, dest: Path) -> Path:
+    """The files of this repository at git ``commit``, extracted into ``dest``; skips the test where
+    the history lacks it (no git, a shallow clone or an export), saying how to get it."""
+    archive = None
+    if shutil.which("git") is not None:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", commit], capture_output=True)
+    if archive is None or archive.returncode != 0:
+        why = archive.stderr.decode()[:200] if archive is not None else "git is not installed"
+        pytest.skip(
+            f"git history with commit {commit} is not available here (a shallow clone or an export: "
+            f"`git fetch --unshallow` in a clone gets it): {why}"
+        )
+    dest.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
+    return dest
+
+
+def snakemake_of(checkout: Path, workdir: Path, *args: str, configfile: Path) -> subprocess.CompletedProcess:
+    """:func:`snakemake` with the workflow and the package of an earlier ``checkout``
+    (:func:`earlier_checkout`): how a sweep was finished before an upgrade."""
+    env = {**os.environ, "PYTHONPATH": str(checkout / "src")}
+    return snakemake(
+        workdir, *args, configfile=configfile, snakefile=checkout / "Snakefile", cwd=checkout, timeout=900, env=env
+    )
+
+
+def train_model_log(workdir: Path, run_dir: Path) -> Path:
+    """The train_model rule's log of the run folder ``run_dir`` (workflow/rules/train.smk's ``log:``)."""
+    log = workdir / "results" / "logs" / "train_model" / run_dir.relative_to(workdir / "results" / "runs")
+    return log.with_name(log.name + ".log")
 
 
 def planned_jobs(workdir: Path, *args: str, configfile: Path = TEST_CONFIG) -> dict[str, int]:

@@ -2,6 +2,7 @@
 
 Each raises :class:`argparse.ArgumentTypeError`, which argparse prints as ``--flag: message``.
 :func:`setting_parser` derives a ``pepr train`` flag's parser from its setting's field.
+:func:`check_out_folder` is the ``--out DIR`` check of the sub-commands that write a folder.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -75,3 +77,20 @@ def setting_parser(item: dataclasses.Field) -> Callable[[str], Any] | None:
         return value
 
     return parse
+
+
+def check_out_folder(out: str) -> None:
+    """Raise PeprInputError unless ``--out`` ``out`` is a folder, or can be made as one, and is
+    writable; checked without creating anything (``pepr report``, ``pepr replay``)."""
+    from pepr.errors import PeprInputError
+
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise PeprInputError(f"--out '{out}' is a file; give a folder")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise PeprInputError(f"--out '{out}': '{probe}' is a file, not a folder")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise PeprInputError(f"--out '{out}': '{probe}' is not writable; choose a writable folder")

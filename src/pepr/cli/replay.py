@@ -101,29 +101,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_out(out: str) -> None:
-    """The output folder must be a folder (or creatable) and writable; checked without creating it."""
-    import os
-    from pathlib import Path
-
-    from pepr.errors import PeprInputError
-
-    path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise PeprInputError(f"--out '{out}' is a file; give a folder")
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise PeprInputError(f"--out '{out}': '{probe}' is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PeprInputError(f"--out '{out}': '{probe}' is not writable; choose a writable folder")
-
-
 def run(args: argparse.Namespace) -> int:
     """Check everything, replay, write DIR/replay.csv and print the totals."""
     import os
 
+    from pepr.cli.args import check_out_folder
     from pepr.results.adaptive import (
         Columns,
         Policy,
@@ -134,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
     from pepr.results.tableio import read_table, write_table
 
     out = os.path.join(args.out, "replay.csv")
-    _check_out(args.out)
+    check_out_folder(args.out)
     policy = Policy(rungs=tuple(args.rungs), keep=args.keep, min_keep=args.min_keep)
     table, cols = prepare_histories(
         read_table(args.histories),

@@ -149,27 +149,21 @@ def _renames(values: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def _check_out(out: str) -> None:
-    """The output folder must be creatable and writable; checked without creating it."""
+    """The output folder must be creatable and writable, and hold no other files than an earlier
+    report; checked without creating it."""
     from pathlib import Path
 
+    from pepr.cli.args import check_out_folder
     from pepr.errors import PeprInputError
 
     path = Path(out)
-    if path.exists() and not path.is_dir():
-        raise PeprInputError(f"--out '{out}' is a file; give a folder")
     # A folder of other files is not ours to write into (a previous report is: it is rebuilt).
     if path.is_dir() and any(path.iterdir()) and not (path / "summary.md").is_file():
         raise PeprInputError(
             f"--out '{out}' already holds other files; choose a new or empty folder "
             "(a folder with an earlier pepr report is rebuilt in place)"
         )
-    probe = path
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise PeprInputError(f"--out '{out}': '{probe}' is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise PeprInputError(f"--out '{out}': '{probe}' is not writable; choose a writable folder")
+    check_out_folder(out)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -251,16 +251,22 @@ def _legend(
     )
     handles = (handles + list(extra))[: MAX_LEGEND - len(key)] + key
     if handles:
-        h = fig.get_figheight()
-        fig.legend(
-            handles=handles,
-            loc="upper center",
-            bbox_to_anchor=(0.5, 1 - 0.05 / h),
-            bbox_transform=fig.transFigure,
-            fontsize=8,
-            frameon=False,
-            ncols=min(len(handles), 6),
-        )
+        _legend_above(fig, handles, max_columns=6)
+
+
+def _legend_above(fig: Figure, handles: Sequence[Line2D], max_columns: int) -> None:
+    """``handles`` as one figure-level legend centred above the panels (in the room their
+    title lines leave), at most ``max_columns`` entries a row."""
+    h = fig.get_figheight()
+    fig.legend(
+        handles=handles,
+        loc="upper center",
+        bbox_to_anchor=(0.5, 1 - 0.05 / h),
+        bbox_transform=fig.transFigure,
+        fontsize=8,
+        frameon=False,
+        ncols=min(len(handles), max_columns),
+    )
 
 
 def save(fig: Figure, stem: str | os.PathLike, formats: Sequence[str]) -> list[Path]:
@@ -672,16 +678,7 @@ def pooled(df: pd.DataFrame, cfg: ReportConfig) -> Figure:
     trend_key = Line2D([], [], color="black", linewidth=1.2, label="trend per group (binned medians)")
     handles = handles[: MAX_LEGEND - 1] + [trend_key]
     if keys:
-        h = fig.get_figheight()
-        fig.legend(
-            handles=handles,
-            loc="upper center",
-            bbox_to_anchor=(0.5, 1 - 0.05 / h),
-            bbox_transform=fig.transFigure,
-            fontsize=8,
-            frameon=False,
-            ncols=min(len(handles), 3),
-        )
+        _legend_above(fig, handles, max_columns=3)
     _footnote(
         fig,
         [

@@ -1,6 +1,6 @@
-"""Issue 17, fast tier: links planted in a run folder, restore instead of retrain, one CO2
-intensity per run (also after a country change mid-resume), CO2 derived at aggregation, pepr's
-params record (what is a rerun trigger), the local GPU check."""
+"""A finished run is never lost or trained twice, fast tier: links planted in a run folder,
+restore instead of retrain, one CO2 intensity per run (also after a country change mid-resume),
+CO2 derived at aggregation, pepr's params record (what is a rerun trigger), the local GPU check."""
 
 from __future__ import annotations
 
@@ -16,37 +16,9 @@ from pepr.errors import PeprInputError
 from pepr.files import file_sha256
 from pepr.plan import rerun
 from pepr.results import runs
+from test_train import run_cli, train_argv
 
 TINY = "synthetic:n_train=64,n_val=32,n_test=32"
-
-
-def run_cli(*args: str) -> tuple[int, str]:
-    import contextlib
-    import io
-
-    from pepr.cli import main
-
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return code, err.getvalue()
-
-
-def train_args(out: Path, *extra: str) -> list[str]:
-    return [
-        "train",
-        "--model",
-        "test_resnet",
-        "--dataset",
-        TINY,
-        "--epochs",
-        "1",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-        *extra,
-    ]
 
 
 @pytest.fixture
@@ -62,7 +34,7 @@ def sha(path: Path) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# 7. No write follows a link
+# No write follows a link
 # ---------------------------------------------------------------------------------------------
 
 
@@ -76,7 +48,7 @@ def test_planted_link_is_refused_in_one_line_and_the_victim_is_untouched(tmp_pat
     target = victim.parent if name == "previous" else victim
     before = sha(victim)
     (out / name).symlink_to(target)
-    code, err = run_cli(*train_args(out, "--save-model", str(out / "model.pt")))
+    code, err = run_cli(*train_argv(out, "--save-model", str(out / "model.pt"), dataset=TINY))
     assert code == 2, err
     # the error is one line naming the link (main's failure notice may add its own line)
     errors = [line for line in err.splitlines() if line.startswith("pepr train: error:")]
@@ -92,7 +64,7 @@ def test_fixed_temporary_names_are_not_used(tmp_path, victim):
     before = sha(victim)
     (out / "model.pt.tmp").symlink_to(victim)
     (out / f".resume.pt.tmp{os.getpid()}").symlink_to(victim)
-    code, err = run_cli(*train_args(out, "--save-model", str(out / "model.pt")))
+    code, err = run_cli(*train_argv(out, "--save-model", str(out / "model.pt"), dataset=TINY))
     assert code == 0, err
     assert sha(victim) == before and (out / "model.pt").is_file() and not (out / "model.pt").is_symlink()
 
@@ -149,27 +121,27 @@ def test_archive_refuses_a_linked_previous_and_never_copies_onto_a_link(tmp_path
 
 
 # ---------------------------------------------------------------------------------------------
-# 1. A finished training is restored, never redone (unless --retrain)
+# A finished training is restored, never redone (unless --retrain)
 # ---------------------------------------------------------------------------------------------
 
 
 def test_finished_result_is_restored_after_snakemake_deleted_it_and_retrain_trains(tmp_path):
     out = tmp_path / "run"
-    code, err = run_cli(*train_args(out))
+    code, err = run_cli(*train_argv(out, dataset=TINY))
     assert code == 0 and "epoch 1/1" in err
     finished = {name: (out / name).read_bytes() for name in ("metrics.json", "history.csv")}
     for name in finished:  # what Snakemake does before re-running an incomplete or forced job
         (out / name).unlink()
-    code, err = run_cli(*train_args(out))
+    code, err = run_cli(*train_argv(out, dataset=TINY))
     assert code == 0 and "restored the finished result" in err and "epoch 1/1" not in err, err
     assert {name: (out / name).read_bytes() for name in finished} == finished
     assert len(list((out / "previous").iterdir())) == 1
-    code, err = run_cli(*train_args(out, "--retrain"))
+    code, err = run_cli(*train_argv(out, "--retrain", dataset=TINY))
     assert code == 0 and "epoch 1/1" in err and "restored" not in err
     assert len(list((out / "previous").iterdir())) == 2
-    code, err = run_cli(*train_args(out, "--lr", "0.001"))  # another training setting: trains
+    code, err = run_cli(*train_argv(out, "--lr", "0.001", dataset=TINY))  # another training setting: trains
     assert code == 0 and "epoch 1/1" in err and "restored" not in err
-    code, err = run_cli(*train_args(out, "--country", "FRA"))  # not a training setting: restores
+    code, err = run_cli(*train_argv(out, "--country", "FRA", dataset=TINY))  # not a training setting: restores
     assert code == 0 and "restored the finished result" in err
 
 
@@ -182,19 +154,7 @@ def test_changed_data_content_trains_and_the_same_content_restores(tmp_path):
         arrays[f"{split}_images"] = (rng.random((n, 16, 16)) * 255).astype(np.uint8)
     np.savez(data, **arrays)
     out = tmp_path / "run"
-    args = [
-        "train",
-        "--model",
-        "test_resnet",
-        "--dataset",
-        f"npz:{data}",
-        "--epochs",
-        "1",
-        "--threads",
-        "1",
-        "--out",
-        str(out),
-    ]
+    args = train_argv(out, dataset=f"npz:{data}")
     assert run_cli(*args)[0] == 0
     moved = tmp_path / "moved" / "cells.npz"
     moved.parent.mkdir()
@@ -208,7 +168,7 @@ def test_changed_data_content_trains_and_the_same_content_restores(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# 4. One intensity per run, CO2 derived at aggregation
+# One intensity per run, CO2 derived at aggregation
 # ---------------------------------------------------------------------------------------------
 
 
@@ -286,7 +246,7 @@ def test_aggregation_derives_co2_from_energy_with_the_configured_intensity(tmp_p
 
 
 # ---------------------------------------------------------------------------------------------
-# 2/4. The params record: what is a rerun trigger
+# The params record: what is a rerun trigger
 # ---------------------------------------------------------------------------------------------
 
 
@@ -355,7 +315,7 @@ def test_file_sha256_is_cached_by_stat_and_recomputed_after_a_change(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# 5. A local cuda device is checked against this machine
+# A local cuda device is checked against this machine
 # ---------------------------------------------------------------------------------------------
 
 

@@ -1,4 +1,4 @@
-"""Issue 17 end to end: a finished cell is never trained twice (workflow runs, slow).
+"""End to end: a finished cell is never trained twice (workflow runs, slow).
 
 * the kill window: the sweep's process group SIGKILLed the moment a metrics.json appears, then
   --unlock + --rerun-incomplete restores the cell from previous/ instead of training it again;
@@ -20,7 +20,6 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -28,7 +27,18 @@ import numpy as np
 import pytest
 import yaml
 
-from test_workflow_local import OK_MODEL, REPO, TEST_CONFIG, check, planned_jobs, snakemake, snakemake_command
+from test_workflow_local import (
+    OK_MODEL,
+    REPO,
+    TEST_CONFIG,
+    check,
+    earlier_checkout,
+    planned_jobs,
+    snakemake,
+    snakemake_command,
+    snakemake_of,
+    train_model_log,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -138,14 +148,7 @@ def test_retraining_on_purpose_and_job_side_force(finished_sweep):
     workdir, config = finished_sweep
     metrics = next((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))
     target = str(metrics.relative_to(workdir))
-    log = (
-        workdir
-        / "results"
-        / "logs"
-        / "train_model"
-        / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
-    )
-    log = log.with_name(log.name + ".log")
+    log = train_model_log(workdir, metrics.parent)
 
     def run(*args):  # Snakemake empties a job's log before the job runs
         check(snakemake(workdir, "--cores", "1", target, *args, configfile=config))
@@ -206,49 +209,19 @@ def test_kill_window_restores_instead_of_retraining(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# A sweep finished with the code of commit 3a59573 (before this issue)
+# A sweep finished with the code of commit 3a59573 (before params records were compared by content)
 # ---------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
 def old_sweep(tmp_path_factory):
     base = tmp_path_factory.mktemp("old-sweep")
-    old = base / "old"
-    old.mkdir()
-    archive = subprocess.run(["git", "-C", str(REPO), "archive", OLD_COMMIT], capture_output=True)
-    if archive.returncode != 0:
-        pytest.skip(
-            f"git history with commit {OLD_COMMIT} is not available here (a shallow clone or an export: "
-            f"`git fetch --unshallow` in a clone gets it): {archive.stderr.decode()[:200]}"
-        )
-    subprocess.run(["tar", "-x", "-C", str(old)], input=archive.stdout, check=True)
+    old = earlier_checkout(OLD_COMMIT, base / "old")
     workdir = base / "sweep"
     (workdir / "data").mkdir(parents=True)
     write_medmnist_like(workdir / "data" / "pneumoniamnist.npz", n=(200, 60, 60))
     config = sweep_config(base, inits=["scratch", "transfer"])
-    env = {**os.environ, "PYTHONPATH": str(old / "src")}
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "-s",
-            str(old / "Snakefile"),
-            "--directory",
-            str(workdir),
-            "--configfile",
-            str(config),
-            "--cores",
-            "2",
-            "results/runs.csv",
-        ],
-        cwd=old,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env=env,
-    )
-    check(result)
+    check(snakemake_of(old, workdir, "--cores", "2", "results/runs.csv", configfile=config))
     return workdir, config
 
 

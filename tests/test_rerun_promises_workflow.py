@@ -8,28 +8,21 @@ from pathlib import Path
 
 import pytest
 
-from test_rerun_issue17 import sweep_config, write_medmnist_like
-from test_workflow_local import check, planned_jobs, snakemake
+from test_finished_runs_workflow import sweep_config, write_medmnist_like
+from test_workflow_local import check, planned_jobs, snakemake, train_model_log
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("finished26")
+    workdir = tmp_path_factory.mktemp("finished")
     (workdir / "data").mkdir()
     write_medmnist_like(workdir / "data" / "pneumoniamnist.npz", n=(200, 60, 60))
     config = sweep_config(workdir)
     check(snakemake(workdir, "--cores", "2", "results/runs.csv", configfile=config))
     metrics = next((workdir / "results" / "runs").glob("*/*/*/*/seed0/metrics.json"))
-    log = (
-        workdir
-        / "results"
-        / "logs"
-        / "train_model"
-        / Path(*metrics.parent.relative_to(workdir / "results" / "runs").parts)
-    )
-    return workdir, config, metrics, log.with_name(log.name + ".log")
+    return workdir, config, metrics, train_model_log(workdir, metrics.parent)
 
 
 @pytest.mark.parametrize("form", ["relative", "dot", "absolute", "history", "rule", "R"])
@@ -124,11 +117,8 @@ TRAIN_INPUT_CHECKS = {
 
 @pytest.mark.parametrize("name", sorted(TRAIN_INPUT_CHECKS))
 def test_every_job_level_input_check_is_made_at_planning(tmp_path, name):
-    import contextlib
-    import io
-
-    from pepr.cli import main
-    from test_issue26_units import planning_problems
+    from test_rerun_promises import planning_problems
+    from test_train import run_cli, train_argv
 
     files = {
         "cells": str(_npz(tmp_path / "cells.npz", [0] * 50 + [1] * 3)),
@@ -147,24 +137,6 @@ def test_every_job_level_input_check_is_made_at_planning(tmp_path, name):
     config = {"datasets": [f"npz:{files['cells']}"], "models": ["resnet18"], **changes}
     planned = planning_problems(**config)
     assert any(text in problem for problem in planned), (name, planned)
-    args = [
-        "train",
-        "--model",
-        "resnet18",
-        "--dataset",
-        f"npz:{files['cells']}",
-        "--epochs",
-        "1",
-        "--threads",
-        "1",
-        "--out",
-        str(tmp_path / "out"),
-        *flags,
-    ]
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err):
-        try:
-            code = main(args)
-        except SystemExit as exc:  # refused by the flag parser itself
-            code = exc.code
-    assert code == 2 and text in err.getvalue(), (name, err.getvalue())
+    # run_cli also takes argparse's exit: some values are refused by the flag parser itself
+    code, err = run_cli(*train_argv(tmp_path / "out", *flags, model="resnet18", dataset=f"npz:{files['cells']}"))
+    assert code == 2 and text in err, (name, err)

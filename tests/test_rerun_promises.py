@@ -143,22 +143,34 @@ def test_half_a_result_without_an_archive_is_lost(tmp_path):
     assert runs.result_damage(out) == "lost"
 
 
+#: The one cell :func:`one_cell_status` asks about, below results/.
+CELL = "runs/d/scratch/1.0/m/seed0"
+
+
+def one_cell_status(root: Path):
+    """``pepr status``'s view of :data:`CELL` in the sweep folder ``root`` (no squeue)."""
+    from pepr.results import status
+
+    found = status.collect_status(
+        [("cell", CELL, "m", f"results/{CELL}/metrics.json")],
+        results_dir=root / "results",
+        snakemake_dir=root / ".snakemake",
+        use_squeue=False,
+    )
+    (cell,) = found.cells
+    return cell
+
+
 def test_status_never_opens_a_fifo_and_advises_the_repair(tmp_path):
     from pepr.results import status
 
-    out = tmp_path / "results" / "runs" / "d" / "scratch" / "1.0" / "m" / "seed0"
+    out = tmp_path / "results" / CELL
     out.mkdir(parents=True)
     os.mkfifo(out / "metrics.json")
     os.mkfifo(out / ".pepr-train.lock")
     with pytest.raises(OSError, match="not a regular file"):
         status.open_regular(out / "metrics.json")
-    found = status.collect_status(
-        [("cell", "runs/d/scratch/1.0/m/seed0", "m", "results/runs/d/scratch/1.0/m/seed0/metrics.json")],
-        results_dir=tmp_path / "results",
-        snakemake_dir=tmp_path / ".snakemake",
-        use_squeue=False,
-    )
-    (cell,) = found.cells
+    cell = one_cell_status(tmp_path)
     assert cell.state == "failed" and "is not a regular file" in cell.reason
     assert "run the same snakemake command" in cell.reason and "previous/" in cell.reason
 
@@ -320,16 +332,8 @@ tableio.write_table(pd.DataFrame({{"a": [1]}}), {str(target)!r})
 
 
 def test_status_says_a_lost_result_is_restored_by_the_next_run(tmp_path):
-    from pepr.results import status
-
-    out = tmp_path / "results" / "runs" / "d" / "scratch" / "1.0" / "m" / "seed0"
+    out = tmp_path / "results" / CELL
     runs.publish_finished(out, METRICS, HISTORY)
     (out / "metrics.json").unlink()
-    found = status.collect_status(
-        [("cell", "runs/d/scratch/1.0/m/seed0", "m", "results/runs/d/scratch/1.0/m/seed0/metrics.json")],
-        results_dir=tmp_path / "results",
-        snakemake_dir=tmp_path / ".snakemake",
-        use_squeue=False,
-    )
-    (cell,) = found.cells
+    cell = one_cell_status(tmp_path)
     assert cell.state == "pending" and "restores the copy kept in its previous/" in cell.reason
