@@ -6,7 +6,7 @@ the test suite before and after a start-up change::
 
     git worktree add --detach /tmp/before REV^ && git worktree add --detach /tmp/after REV
     .venv/bin/python bench/checkout_ab.py /tmp/before /tmp/after --repeats 1 \\
-        --clean results --clean data -- snakemake --cores 2
+        --clean results --clean data --clean .snakemake -- snakemake --cores 2
 
 Each checkout runs the command from its root with ``PYTHONPATH=<checkout>/src`` (so the shared
 virtual environment runs that checkout's pepr) and this interpreter's ``bin`` first on ``PATH``;
@@ -84,11 +84,12 @@ def main() -> None:
     parser.add_argument("after", type=Path, help="checkout measured second")
     parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--clean", action="append", default=[], help="folder (relative) removed before each run")
-    parser.add_argument("command", nargs=argparse.REMAINDER, help="after --: the command")
-    args = parser.parse_args()
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
+    argv = sys.argv[1:]
+    if "--" not in argv or argv.index("--") == len(argv) - 1:
         parser.error("give the command after --")
+    split = argv.index("--")
+    args = parser.parse_args(argv[:split])
+    command = argv[split + 1 :]
     for checkout in (args.before, args.after):
         if not (checkout / "src" / "pepr").is_dir():
             parser.error(f"{checkout} is not a pepr checkout (no src/pepr)")
