@@ -146,44 +146,58 @@ def _working_set(tmp_path, model: str, fraction: float) -> float:
 
 @pytest.mark.slow
 def test_working_set_memory_ignores_data_size_and_sees_model_size(tmp_path):
-    # One process per fraction, as the workflow runs them. What varied before (one run in a few
-    # read ~12% high, always upwards, more on a busy machine: 279-313 MiB for this cell) was
-    # glibc's dynamic mmap threshold: once the data preparation freed its large arrays the
-    # threshold rose, the training's tensors came from the heap and per-thread arenas, and the
-    # resident pages at the peak followed the order threads freed and reused blocks.
-    # pepr.train.measure.pin_allocator fixes the threshold before anything is allocated: every
-    # large block is mapped and unmapped on its own, and the same cell reads within 0.5%, with a
-    # CPU hog beside it too (BENCHMARKS.md). CUDA allocator statistics are exact (bench/gpu_check.py).
+    # One process per fraction, as the workflow runs them. What varied (one run in a few read
+    # 10-20% high, always upwards, more on a busy machine: 271-332 MiB for this cell) was glibc's
+    # malloc: its dynamic mmap threshold, raised by the data preparation's frees, and the arena
+    # it gives each new thread (torch's, CodeCarbon's), so blocks and free pages were laid out
+    # differently from run to run. pepr.train.measure.pin_allocator fixes both before anything
+    # is allocated (one threshold, one arena, no automatic trimming): the same cell then reads
+    # within ~2%, ~6% with a CPU hog beside it (BENCHMARKS.md). CUDA statistics are exact.
     full = _working_set(tmp_path, "resnet18", 1.0)
     tenth = _working_set(tmp_path, "resnet18", 0.1)
-    assert tenth == pytest.approx(full, rel=0.05), (full, tenth)
+    assert tenth == pytest.approx(full, rel=0.10), (full, tenth)
     small = _working_set(tmp_path, "mobilenetv3_small_050", 1.0)
     assert small < 0.6 * full, (small, full)
 
 
 _ALLOCATOR_PROBE = r"""
-import ctypes, json, sys
+import ctypes, json, os, re, sys, tempfile, threading
 from pepr.train import measure
 
 libc = ctypes.CDLL(None)
 libc.malloc.restype, libc.malloc.argtypes = ctypes.c_void_p, [ctypes.c_size_t]
 libc.free.argtypes = [ctypes.c_void_p]
+libc.fopen.restype, libc.fopen.argtypes = ctypes.c_void_p, [ctypes.c_char_p, ctypes.c_char_p]
+libc.fclose.argtypes = [ctypes.c_void_p]
+libc.malloc_info.argtypes = [ctypes.c_int, ctypes.c_void_p]
 class Info(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost".split()]
 libc.mallinfo2.restype = Info
 
-def mapped_on_its_own() -> bool:
-    # a freed 8 MiB mapped block raises glibc's dynamic threshold above 1 MiB: a 1 MiB block then
-    # comes from the heap, unless the threshold is pinned
-    libc.free(libc.malloc(8 << 20))
+def mapped(size):  # whether a block of this size gets a mapping of its own
     before = libc.mallinfo2().hblks
-    block = libc.malloc(1 << 20)
-    mapped = libc.mallinfo2().hblks == before + 1
+    block = libc.malloc(size)
+    found = libc.mallinfo2().hblks == before + 1
     libc.free(block)
-    return mapped
+    return found
+
+def heaps():  # arenas glibc has, after a second thread allocated while the main one holds the heap
+    def allocate():
+        libc.free(libc.malloc(4096))
+    worker = threading.Thread(target=allocate)
+    worker.start()
+    worker.join()
+    path = os.path.join(tempfile.mkdtemp(), "malloc.xml")
+    handle = libc.fopen(path.encode(), b"w")
+    libc.malloc_info(0, handle)
+    libc.fclose(handle)
+    return len(re.findall(r'<heap nr="', open(path).read()))
 
 reason = measure.pin_allocator() if sys.argv[1] == "pin" else "not pinned"
-print(json.dumps({"reason": reason, "mapped": mapped_on_its_own(), "again": measure.pin_allocator()}))
+# a freed 4 MiB mapped block raises glibc's dynamic threshold to 4 MiB unless it is pinned
+libc.free(libc.malloc(4 << 20))
+print(json.dumps({"reason": reason, "8 MiB mapped": mapped(8 << 20), "40 MiB mapped": mapped(40 << 20),
+                  "heaps": heaps(), "again": measure.pin_allocator()}))
 """
 
 
@@ -197,8 +211,8 @@ def _glibc_with_mallinfo2() -> bool:
 
 
 @pytest.mark.skipif(not _glibc_with_mallinfo2(), reason="needs glibc 2.33 or later (mallinfo2)")
-def test_pinned_allocator_maps_large_blocks_whatever_was_freed_before():
-    # a fresh process, with none of the variables that would configure glibc's malloc themselves
+def test_pinned_allocator_settings_are_in_effect():
+    # fresh processes, with none of the variables that would configure glibc's malloc themselves
     env = {key: value for key, value in os.environ.items() if not key.startswith(("MALLOC_", "GLIBC_TUNABLES"))}
     found = {}
     for mode in ("default", "pin"):  # pinned first thing, as pepr train and the warm server do
@@ -207,10 +221,16 @@ def test_pinned_allocator_maps_large_blocks_whatever_was_freed_before():
         )
         assert result.returncode == 0, result.stderr
         found[mode] = json.loads(result.stdout.strip().splitlines()[-1])
-    assert found["default"] == {"reason": "not pinned", "mapped": False, "again": None}, (
-        found
-    )  # the probe sees the difference
-    assert found["pin"] == {"reason": None, "mapped": True, "again": None}, found
+    # glibc's default: 8 MiB mapped (threshold 4 MiB after the free), a second thread gets its own heap
+    assert found["default"]["8 MiB mapped"] and found["default"]["heaps"] >= 2, found
+    # pinned: tensor-sized blocks from the one heap, whatever was freed before; 32 MiB and up mapped
+    assert found["pin"] == {
+        "reason": None,
+        "8 MiB mapped": False,
+        "40 MiB mapped": True,
+        "heaps": 1,
+        "again": None,
+    }, found
 
 
 def test_pin_allocator_off_glibc_says_why_and_training_logs_it(tmp_path, monkeypatch):
