@@ -365,12 +365,13 @@ def pin_allocator() -> str | None:
     CodeCarbon's) allocate, which varies between runs of the same cell, more on a busy machine:
     its working set read 271-332 MiB (22%). Pinned: one fixed threshold, one arena, no automatic
     trimming (pepr trims at its baseline and before each epoch), set before anything large is
-    allocated; the same cell then reads within ~2% (the threshold alone, threads keeping their
-    arenas: 17%). Every parameter is set explicitly, so ``MALLOC_*`` environment variables or
-    ``GLIBC_TUNABLES`` cannot change the measurement. Called before the training path's imports,
-    in a cold ``pepr train`` and in the warm server alike (a forked child inherits it). A lower
-    threshold (128 KiB: every tensor mapped on its own) reads within 0.2% but trains ~1.6x
-    slower, each tensor's pages faulted in anew.
+    allocated; the same cell then reads within ~2% on a quiet machine (the threshold alone,
+    threads keeping their arenas: 17%), though still ~6% beside a CPU hog. Every parameter is
+    set explicitly, so ``MALLOC_*`` environment variables or ``GLIBC_TUNABLES`` cannot change
+    the measurement. Called before the training path's imports, in a cold ``pepr train`` and in
+    the warm server alike (a forked child inherits it). A lower threshold (128 KiB: every tensor
+    mapped on its own) reads within 0.3% but trains ~1.6x slower, each tensor's pages faulted in
+    anew at every step.
     Idempotent; process-wide (a Python caller of :func:`pepr.train.run.run_training` keeps it).
     """
     import ctypes
