@@ -152,7 +152,7 @@ def test_working_set_memory_ignores_data_size_and_sees_model_size(tmp_path):
     # it gives each new thread (torch's, CodeCarbon's), so blocks and free pages were laid out
     # differently from run to run. pepr.train.measure.pin_allocator fixes both before anything
     # is allocated (one threshold, one arena, no automatic trimming): the same cell then reads
-    # within ~2%, ~6% with a CPU hog beside it (BENCHMARKS.md). CUDA statistics are exact.
+    # within ~2-4%, ~6% with a CPU hog beside it (BENCHMARKS.md). CUDA statistics are exact.
     full = _working_set(tmp_path, "resnet18", 1.0)
     tenth = _working_set(tmp_path, "resnet18", 0.1)
     assert tenth == pytest.approx(full, rel=0.10), (full, tenth)
@@ -451,13 +451,13 @@ def _real_working_set(out: Path, model: str, fraction: float) -> float:
 
 @pytest.fixture(scope="module")
 def real_working_set(tmp_path_factory):
-    """``(model, fraction) -> peak_memory_mb``, each run once per test module."""
-    cache: dict[tuple[str, float], float] = {}
+    """``(model, fraction, repeat) -> peak_memory_mb``, each run once per test module."""
+    cache: dict[tuple[str, float, int], float] = {}
 
-    def measure(model: str, fraction: float) -> float:
-        key = (model, fraction)
+    def measure(model: str, fraction: float, repeat: int = 0) -> float:
+        key = (model, fraction, repeat)
         if key not in cache:
-            cache[key] = _real_working_set(tmp_path_factory.mktemp(f"{model}-{fraction}"), model, fraction)
+            cache[key] = _real_working_set(tmp_path_factory.mktemp(f"{model}-{fraction}-{repeat}"), model, fraction)
         return cache[key]
 
     return measure
@@ -467,11 +467,12 @@ def real_working_set(tmp_path_factory):
 @NEEDS_PNEUMONIA
 def test_real_data_working_set_does_not_follow_the_data_size(real_working_set):
     # issue 15: 547 MiB at fraction 1.0 vs 408 MiB at 0.1 before the allocator's free pages were
-    # returned at the baseline; one process per fraction (the allocator pinned, see above).
+    # returned at the baseline. Still the smaller of two processes per fraction: at 128 px the
+    # pinned allocator's remaining heap noise read 623 vs 560 MiB once (BENCHMARKS.md).
     # Fractions 0.5 and 0.05 (half the training time of 1.0 and 0.1): their training images on
     # the device still differ by ~2,100 x 64 KiB = ~130 MiB, over three times the 10% tolerance.
-    half = real_working_set("resnet18", 0.5)
-    twentieth = real_working_set("resnet18", 0.05)
+    half = min(real_working_set("resnet18", 0.5, i) for i in range(2))
+    twentieth = min(real_working_set("resnet18", 0.05, i) for i in range(2))
     assert twentieth == pytest.approx(half, rel=0.10), (half, twentieth)
 
 
@@ -480,6 +481,6 @@ def test_real_data_working_set_does_not_follow_the_data_size(real_working_set):
 def test_real_data_working_set_follows_the_model(real_working_set):
     # resnet18: 11.2 M parameters (weights, gradients, Adam state ~180 MiB) and far larger
     # activations than mobilenetv3_small_050 (0.57 M); issue 15 measured only 2.24x before
-    large = real_working_set("resnet18", 0.05)
+    large = min(real_working_set("resnet18", 0.05, i) for i in range(2))
     small = real_working_set("mobilenetv3_small_050", 0.05)
     assert large >= 2.5 * small, (large, small)

@@ -365,7 +365,7 @@ def pin_allocator() -> str | None:
     CodeCarbon's) allocate, which varies between runs of the same cell, more on a busy machine:
     its working set read 271-332 MiB (22%). Pinned: one fixed threshold, one arena, no automatic
     trimming (pepr trims at its baseline and before each epoch), set before anything large is
-    allocated; the same cell then reads within ~2% on a quiet machine (the threshold alone,
+    allocated; the same cell then reads within ~2-4% on a quiet machine (the threshold alone,
     threads keeping their arenas: 17%), though still ~6% beside a CPU hog. Every parameter is
     set explicitly, so ``MALLOC_*`` environment variables or ``GLIBC_TUNABLES`` cannot change
     the measurement. Called before the training path's imports, in a cold ``pepr train`` and in
