@@ -199,6 +199,12 @@ def run_training(cfg: TrainConfig, log: Callable[[str], None] = _stderr_log) -> 
     record with ``status == "failed"`` and the reason; so does a transfer cell whose pretraining
     (``cfg.pretrain_metrics``) failed. Other errors propagate.
     """
+    from pepr.train import measure
+
+    # before torch's import and the data: the allocator then places every block of the run alike
+    unpinned = measure.pin_allocator()
+    if unpinned:
+        log(f"pepr train: {unpinned}; the CPU working-set memory may vary a little between runs of one cell")
     failed_source = _failed_pretraining(cfg)
     if failed_source is None:
         validate_train_config(cfg)  # before the lock: bad input leaves no run folder behind

@@ -369,10 +369,14 @@ def prepare_process() -> None:
     training modules) and, on a machine without NVIDIA devices, CodeCarbon's hardware probe
     (CodeCarbon keeps its outcome per process and reuses it for a tracker with the same
     settings; with a GPU, NVML handles must not cross a fork, so each child probes itself).
-    Never CUDA: a context does not survive fork."""
+    Never CUDA: a context does not survive fork. First of all the allocator's thresholds are
+    pinned (:func:`pepr.train.measure.pin_allocator`), as a cold ``pepr train`` pins them before
+    its imports: a child inherits them with the heap, so it allocates as a cold process does."""
+    from pepr.train import measure
+
+    measure.pin_allocator()  # the child logs the reason when this cannot be done (off glibc)
     import pepr.cli
     import pepr.train.run
-    from pepr.train import measure
     from pepr.train.imports import import_timm
 
     pepr.cli.build_parser()  # every sub-command's module, as a child's pepr.cli.main needs them
