@@ -1,14 +1,16 @@
-"""The training process's allocator pinned (:func:`pepr.train.measure.pin_allocator`) vs glibc's
-default: training speed and how reproducible the working-set memory is.
+"""How pepr reads a CPU training's working set, side by side: as shipped (glibc's malloc pinned by
+:func:`pepr.train.measure.pin_allocator`, the working set read as the C heap's bytes in use),
+glibc's malloc unpinned (``default``), and the pinned allocator read from the resident set
+(``rss``: the RSS high-water mark, pepr's measure before it read the heap, and its fallback off
+glibc 2.33). Training speed and how reproducible the working set is.
 
 Each candidate trains the same cell (resnet18, 640 synthetic 64 px images, at fractions 1.0 and
-0.1 by default) in its own cold process, as the workflow runs them; ``default`` is the same
-``pepr train`` with the pinning replaced by a no-op (glibc's dynamic mmap threshold, as before
-the fix). The candidates are interleaved in a shuffled order on every repeat. Reported: per
-candidate the spread (max/min - 1) of ``peak_memory_mb`` over every run, all fractions together
-(the data size must not move it: target <= 2% pinned), and the medians of the paired ratios
-pinned/default of the epochs' wall time (``train_time_s``) and process CPU time (target <= 1.03:
-the fix must cost no training speed worth naming; on a shared machine read the CPU ratio at
+0.1 by default) in its own cold process, as the workflow runs them. The candidates are
+interleaved in a shuffled order on every repeat. Reported: per candidate the spread (max/min -
+1) of ``peak_memory_mb`` over every run, all fractions together (the data size must not move
+it: target <= 2% as shipped), and the medians of the paired ratios of the first candidate to
+each other of the epochs' wall time (``train_time_s``) and process CPU time (target <= 1.03:
+the measure must cost no training speed worth naming; on a shared machine read the CPU ratio at
 ``--threads 1``, which OpenMP spin-waiting does not inflate). ``--hog`` runs a CPU-bound process
 beside them, as on a busy machine.
 
@@ -30,12 +32,16 @@ from pathlib import Path
 
 from benchlib import REPO_ROOT, machine_line
 
-#: The child: ``pepr train`` in-process, with the pinning left out for ``default``.
+#: The child: ``pepr train`` in-process, with the pinning left out for ``default`` and the working
+#: set read from the resident set (the RSS fallback, pepr's CPU measure before it read the heap's
+#: bytes in use) for ``rss``.
 CHILD = """
 import sys
 from pepr.train import measure
 if sys.argv[1] == "default":
     measure.pin_allocator = lambda: None
+if sys.argv[1] == "rss":
+    measure.heap_reader = lambda: None
 from pepr.cli import main
 sys.exit(main(sys.argv[2:]))
 """
@@ -73,12 +79,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--fractions", type=float, nargs="+", default=[1.0, 0.1])
     parser.add_argument("--hog", action="store_true", help="a CPU-bound process beside the cells (a busy machine)")
+    parser.add_argument(
+        "--variants",
+        nargs="+",
+        choices=("pinned", "default", "rss"),
+        default=["pinned", "default", "rss"],
+        help="pinned: as shipped; default: glibc's malloc as it comes; rss: pinned, working set read from the RSS",
+    )
     args = parser.parse_args()
 
     env = {key: value for key, value in os.environ.items() if key not in ("SLURM_JOB_ID", "PEPR_WARM_KEY")}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT / "src"), env.get("PYTHONPATH", "")]))
     env["PEPR_WARM"] = "0"  # one cold process per cell
-    variants = ("pinned", "default")
+    variants = tuple(args.variants)
     memory: dict[str, list[float]] = {name: [] for name in variants}
     times: dict[tuple[str, float], list[float]] = {}
     shares: list[float] = []
@@ -120,15 +133,17 @@ def main() -> None:
             f"  {variant:8s} peak_memory_mb: {min(values):.1f}-{max(values):.1f} MiB, "
             f"spread {100 * (max(values) / min(values) - 1):.1f}%  ({', '.join(f'{v:.0f}' for v in values)})"
         )
-    for index, what in enumerate(("wall", "CPU")):  # CPU: the epochs' process CPU time (cpu_share x wall x threads)
-        ratios = [
-            pinned[index] / default[index]
-            for fraction in args.fractions
-            for pinned, default in zip(times[("pinned", fraction)], times[("default", fraction)])
-        ]
-        print(
-            f"training {what} time pinned/default: median of paired ratios {statistics.median(ratios):.3f} (target <= 1.03)"
-        )
+    for other in variants[1:]:
+        for index, what in enumerate(("wall", "CPU")):  # CPU: the epochs' process CPU time (cpu_share x wall x threads)
+            ratios = [
+                first[index] / second[index]
+                for fraction in args.fractions
+                for first, second in zip(times[(variants[0], fraction)], times[(other, fraction)])
+            ]
+            print(
+                f"training {what} time {variants[0]}/{other}: median of paired ratios {statistics.median(ratios):.3f}"
+                " (target <= 1.03)"
+            )
     print(f"median cpu_share of the cells: {statistics.median(shares):.2f} (~1 = quiet machine)")
 
 

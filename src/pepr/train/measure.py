@@ -14,10 +14,11 @@ against the installed release by tests/test_codecarbon_adapter.py).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import resource
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -362,16 +363,18 @@ def pin_allocator() -> str | None:
     thread an arena (heap) of its own, and returns the heap's top when a free leaves enough of
     it. Where a training's tensors then live (mapped, or in which heap) and which free pages stay
     resident depend on the data preparation's frees and on the order threads (torch's,
-    CodeCarbon's) allocate, which varies between runs of the same cell, more on a busy machine:
-    its working set read 271-332 MiB (22%). Pinned: one fixed threshold, one arena, no automatic
-    trimming (pepr trims at its baseline and before each epoch), set before anything large is
-    allocated; the same cell then reads within ~2-4% on a quiet machine (the threshold alone,
-    threads keeping their arenas: 17%), though still ~6% beside a CPU hog. Every parameter is
-    set explicitly, so ``MALLOC_*`` environment variables or ``GLIBC_TUNABLES`` cannot change
-    the measurement. Called before the training path's imports, in a cold ``pepr train`` and in
-    the warm server alike (a forked child inherits it). A lower threshold (128 KiB: every tensor
-    mapped on its own) reads within 0.3% but trains ~1.6x slower, each tensor's pages faulted in
-    anew at every step.
+    CodeCarbon's) allocate, which varies between runs of the same cell. Pinned: one fixed
+    threshold, one arena, no automatic trimming (pepr trims at its baseline and before each
+    epoch), set before anything large is allocated, so every run of a cell allocates alike. The
+    working set itself is read as the heap's bytes in use (:class:`WorkingSetMeter`), which
+    fragmentation does not move; the pinning keeps the process's RSS (``process_peak_rss_mb``) and
+    the RSS fallback off glibc 2.33 as steady as glibc allows (the same cell's RSS working set
+    read within ~2-4% on a quiet machine, against 22% unpinned, though 15-22% beside a CPU hog).
+    Every parameter is set explicitly, so ``MALLOC_*`` environment variables or
+    ``GLIBC_TUNABLES`` cannot change the measurement. Called before the training path's imports,
+    in a cold ``pepr train`` and in the warm server alike (a forked child inherits it). A lower
+    threshold (128 KiB: every tensor mapped on its own) trains ~1.6x slower, each tensor's pages
+    faulted in anew at every step.
     Idempotent; process-wide (a Python caller of :func:`pepr.train.run.run_training` keeps it).
     """
     import ctypes
@@ -432,8 +435,65 @@ def _file_backed_rss_mb() -> float | None:
     return sum(found.values()) if len(found) == 2 else None
 
 
+class _MallInfo2(ctypes.Structure):
+    """glibc's ``struct mallinfo2`` (malloc.h, glibc >= 2.33): every field a ``size_t``."""
+
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def heap_reader() -> Callable[[], float] | None:
+    """A function returning the bytes the C allocator has handed out and not yet freed, in MiB
+    (glibc's ``mallinfo2``: in-use chunks of every heap plus the separately mapped blocks); None
+    without glibc 2.33 or later.
+
+    This is what the training's tensors, autograd graph and buffers occupy, whatever the heap's
+    layout: the same cell reads the same here, while its resident memory also carries the free
+    pages fragmentation leaves between live blocks, which vary from run to run with the order of
+    frees and threads (more on a busy machine)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
+        mallinfo2 = libc.mallinfo2
+    except (OSError, AttributeError):
+        return None
+    mallinfo2.argtypes = []
+    mallinfo2.restype = _MallInfo2
+
+    def in_use_mb() -> float:
+        info = mallinfo2()
+        return (info.uordblks + info.hblkhd) / 2**20
+
+    return in_use_mb
+
+
+#: The memory sampler waits at least this many times as long as its last reading took.
+SAMPLER_DUTY_FACTOR = 50
+
+#: How the working set was measured, per method (``memory_method`` in the run record).
+MEMORY_METHODS = {
+    "cuda": "CUDA allocated (torch.cuda.max_memory_allocated)",
+    "heap": "C heap in use (glibc mallinfo2, sampled every 20 ms and at each phase's end)",
+    "rss_peak": "RSS high-water mark less library pages (the C heap's in-use bytes not readable here)",
+    "rss_sampled": "RSS sampled every 20 ms (no resettable high-water mark here)",
+}
+
+
 class WorkingSetMeter:
-    """Peak memory of the training itself: peak during the training steps minus what was resident
+    """Peak memory of the training itself: peak during the training steps minus what was in use
     before the model was built (data, libraries).
 
     The model's creation and probe pass and every epoch's training steps
@@ -441,52 +501,86 @@ class WorkingSetMeter:
     them are measured apart (``eval_peak_memory_mb``): they run at pepr's own evaluation batch
     (at least 256), which is not the model's training working set.
 
-    CUDA: allocator statistics (peak stats are reset once the data are on the device and around
-    each phase). CPU on Linux: the kernel's RSS high-water mark, reset at the baseline and around
-    each phase, after the allocator's free memory was returned to the OS
-    (:func:`release_free_memory`), less the library code paged in since the baseline
-    (file-backed pages: the anonymous memory is what the model, its gradients, optimizer state and
-    activations use). Elsewhere RSS sampled by a light background thread every 20 ms.
+    How (``method``, recorded as ``memory_method``):
+
+    - CUDA: allocator statistics (peak stats are reset once the data are on the device and around
+      each phase): the bytes the tensors occupy.
+    - CPU with glibc (``heap``): the same quantity on the host, the C allocator's bytes in use
+      (:func:`heap_reader`), read by a light thread every 20 ms (less often when a reading
+      takes over 2% of that) and at the end of each phase,
+      minus those at the baseline. Not the resident set: that also holds the free pages the
+      heap's fragmentation leaves behind, which for one cell varied by 15% between runs (and
+      more on a busy machine) while the bytes in use stayed within 1%.
+    - Elsewhere on Linux (``rss_peak``): the kernel's RSS high-water mark, reset at the baseline
+      and around each phase, after the allocator's free memory was returned to the OS
+      (:func:`release_free_memory`), less the library code paged in since the baseline.
+    - Otherwise (``rss_sampled``): RSS sampled by the thread every 20 ms.
     """
 
-    def __init__(self, device: torch.device, interval_s: float = 0.02) -> None:
+    def __init__(self, device: torch.device, interval_s: float | None = None) -> None:
         import threading
 
         import torch
 
         self.device = device
-        self.interval_s = interval_s
         self._stop = threading.Event()
+        self._lock = threading.Lock()  # the sampler and the phase changes update one peak
         self._thread: Any = None
         self._file_baseline_mb: float | None = None
         self._reserved_peak_mb = 0.0
+        self._heap = None if device.type == "cuda" else heap_reader()
+        self._kernel_peak = False
         if device.type == "cuda":
+            self.method = "cuda"
             torch.cuda.synchronize(device)
             torch.cuda.reset_peak_memory_stats(device)
             self.baseline_mb = torch.cuda.memory_allocated(device) / 2**20
         else:
             release_free_memory()
-            self.baseline_mb = current_rss_mb()
-            self._file_baseline_mb = _file_backed_rss_mb()
+            if self._heap is not None:
+                self.method = "heap"
+                self.baseline_mb = self._heap()
+            else:
+                self.baseline_mb = current_rss_mb()
+                self._file_baseline_mb = _file_backed_rss_mb()
+                # Linux can reset the kernel's RSS high-water mark: then the training's peak is
+                # exact (a sampler misses the short backward-pass peaks of a run with few batches)
+                self._kernel_peak = _reset_rss_high_water_mark()
+                self.method = "rss_peak" if self._kernel_peak else "rss_sampled"
+        self.interval_s = interval_s if interval_s is not None else 0.02
         self.process_peak_before_mb = peak_rss_mb()
-        # Linux can reset the kernel's RSS high-water mark: then the training's peak is exact
-        # (a sampler misses the short backward-pass peaks of a run with few batches)
-        self._kernel_peak = device.type != "cuda" and _reset_rss_high_water_mark()
         self.peak_mb = self.baseline_mb  # the sampler's peak of the current phase
         self.train_peak_mb = self.baseline_mb
         self.eval_peak_mb = self.baseline_mb
         self._phase = "train"  # model creation and probe count with the training
 
+    @property
+    def description(self) -> str:
+        """How the working set is measured, in words (``memory_method``)."""
+        return MEMORY_METHODS[self.method]
+
+    def _now_mb(self) -> float:
+        return self._heap() if self._heap is not None else current_rss_mb()
+
     def _sample(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.peak_mb = max(self.peak_mb, current_rss_mb())
+        import time
+
+        wait = self.interval_s
+        while not self._stop.wait(wait):
+            started = time.perf_counter()
+            value = self._now_mb()
+            # mallinfo2 walks the heap's free chunks under its lock (~0.3 ms for a resnet18 on
+            # CPU): never more than 2% of the time, so the training it measures is not slowed
+            wait = max(self.interval_s, SAMPLER_DUTY_FACTOR * (time.perf_counter() - started))
+            with self._lock:
+                self.peak_mb = max(self.peak_mb, value)
 
     def start(self) -> None:
-        """Begin sampling (CPU); CUDA needs no thread."""
+        """Begin sampling (CPU, unless the kernel's high-water mark is read); CUDA needs no thread."""
         import threading
 
-        if self.device.type != "cuda" and not self._kernel_peak and self._thread is None:
-            self._thread = threading.Thread(target=self._sample, name="pepr-rss", daemon=True)
+        if self.method in ("heap", "rss_sampled") and self._thread is None:
+            self._thread = threading.Thread(target=self._sample, name="pepr-memory", daemon=True)
             self._thread.start()
 
     def stop(self) -> None:
@@ -497,14 +591,16 @@ class WorkingSetMeter:
             self._thread = None
 
     def _phase_peak_mb(self) -> float:
-        """Peak since the last reset (CUDA allocated, else RSS)."""
+        """Peak since the last reset (CUDA allocated, else heap in use or RSS)."""
         import torch
 
-        if self.device.type == "cuda":
+        if self.method == "cuda":
             self._reserved_peak_mb = max(self._reserved_peak_mb, torch.cuda.max_memory_reserved(self.device) / 2**20)
             return torch.cuda.max_memory_allocated(self.device) / 2**20
         high_water = _rss_high_water_mark_mb() if self._kernel_peak else None
-        return max(self.peak_mb, current_rss_mb(), high_water or 0.0)
+        now = self._now_mb()
+        with self._lock:
+            return max(self.peak_mb, now, high_water or 0.0)
 
     def _close_phase(self) -> None:
         peak = self._phase_peak_mb()
@@ -516,7 +612,7 @@ class WorkingSetMeter:
     def _reset_peak(self, release: bool) -> None:
         import torch
 
-        if self.device.type == "cuda":
+        if self.method == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return
         if release:
@@ -527,7 +623,9 @@ class WorkingSetMeter:
                 self.process_peak_before_mb, peak_rss_mb(), _rss_high_water_mark_mb() or 0.0
             )
             _reset_rss_high_water_mark()
-        self.peak_mb = current_rss_mb()
+        now = self._now_mb()
+        with self._lock:
+            self.peak_mb = now
 
     def begin_training(self) -> None:
         """The training steps of an epoch start: close the evaluation phase, return the memory
@@ -549,9 +647,9 @@ class WorkingSetMeter:
         self._close_phase()
         paged_in = 0.0  # library code faulted in since the baseline (file-backed RSS growth)
         extra: dict[str, float] = {}
-        if self.device.type == "cuda":
+        if self.method == "cuda":
             extra["peak_memory_reserved_mb"] = self._reserved_peak_mb
-        else:
+        elif self.method != "heap":
             file_now = _file_backed_rss_mb()
             if self._file_baseline_mb is not None and file_now is not None:
                 # file pages only grow here (code is not evicted on a machine with free memory),

@@ -646,6 +646,7 @@ def _results(cfg: TrainConfig, setup: _Setup, model: Any, state: RunState) -> tu
         "ram_energy_kwh": sum(row["_ram_kwh"] for row in history),
         "co2_kg": co2,
         "energy_method": f"{setup.record.get('energy_method', 'not measured')}; {share.description}",
+        "memory_method": setup.memory.description,
         "cpu_share_of_node": share.cpu,
         "ram_share_of_node": share.ram,
         "carbon_intensity_source": setup.carbon.source if setup.carbon else f"CodeCarbon country {cfg.country}",
