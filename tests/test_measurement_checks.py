@@ -120,6 +120,25 @@ def test_runs_of_one_group_on_different_devices_or_hosts_are_flagged():
     assert "node1 (5 runs), node7 (1 runs)" in mixed["detail"].iloc[0]
 
 
+def test_runs_of_one_group_with_memory_measured_another_way_are_flagged():
+    # a sweep resumed after an upgrade: the finished runs read the resident set (no
+    # memory_method column in their metrics), the new ones the heap's bytes in use
+    heap = "C heap in use (glibc mallinfo2, sampled every 20 ms and at each phase's end)"
+    table = sweep().assign(memory_method=heap)
+    table.loc[(table["fraction"] == "1.0") & table["model"].isin(["m0", "m1"]), "memory_method"] = None
+    table.loc[table["fraction"] == "0.1", "memory_method"] = None  # one way throughout: fine
+    flagged, _ = checks(table, TableSpec(resources=("energy_kwh", "peak_memory_mb")))
+    mixed = flagged[flagged["check"] == "mixed_memory_methods"]
+    assert sorted(mixed["model"]) == ["m0", "m1"] and set(mixed["fraction"]) == {"1.0"}
+    assert set(mixed["severity"]) == {"harmful"}  # PePR-M is scored: the ranking is distorted
+    detail = mixed["detail"].iloc[0]
+    assert detail.startswith("peak_memory_mb measured as not recorded (an earlier pepr")
+    assert f"{heap} (4 runs)" in detail and "--forcerun" in detail
+    # memory not scored: the flag only explains
+    flagged, _ = checks(table, TableSpec(resources=("energy_kwh",)))
+    assert set(flagged.loc[flagged["check"] == "mixed_memory_methods", "severity"]) == {"harmless"}
+
+
 def test_checks_use_the_input_column_names(tmp_path, capsys):
     from pepr.cli import main
 

@@ -38,6 +38,11 @@ RUN = [*GROUP, "model", "seed"]
 PACKAGED_METADATA = "paper_models.csv"
 #: Columns a run may carry that say where it was measured (checked for mixing within a group).
 MEASURED_ON = ("device", "host", "gpu_model")
+#: Column saying how a run's working set was measured (pepr.train.measure.MEMORY_METHODS); runs
+#: without it were trained by a pepr that read the CPU working set from the resident set.
+MEMORY_METHOD = "memory_method"
+#: What a run without ``memory_method`` is counted as.
+MEMORY_METHOD_UNRECORDED = "not recorded (an earlier pepr: on CPU the resident set)"
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from pepr.columns import ADDITIVE_RESOURCES, COMBINED, DETERMINISTIC_RESOURCES
 from pepr.report.config import STANDARD_RESOURCES, ReportConfig
 from pepr.report.data import (
     MEASURED_ON,
+    MEMORY_METHOD,
+    MEMORY_METHOD_UNRECORDED,
     co2_is_scaled_energy,
     energy_methods,
     group_label,
@@ -689,6 +691,27 @@ def run_flags(
                     "PePR compares them as if on one machine",
                     HARMLESS,
                 )
+    memory_columns = [r for r in known if _is_memory(r)]
+    if memory_columns and MEMORY_METHOD in ok.columns:
+        # A resident set also counts the heap's free pages (5-20% more, varying): runs measured
+        # one way and the other cannot be ranked by memory against each other.
+        methods = ok[MEMORY_METHOD].where(ok[MEMORY_METHOD].notna(), MEMORY_METHOD_UNRECORDED).astype(str)
+        scored = any(r in resources for r in memory_columns)
+        for _key, group in methods.groupby(ok["group_id"], sort=False):
+            counts = group.value_counts()
+            if len(counts) < 2:
+                continue
+            ranked = sorted(counts.index, key=lambda v: (-counts[v], v))
+            split = "; ".join(f"{v} ({counts[v]} runs)" for v in ranked)
+            for index in group.index[group != ranked[0]]:
+                flag(
+                    index,
+                    "mixed_memory_methods",
+                    f"{', '.join(memory_columns)} measured as {group[index]}, the group's other runs otherwise: "
+                    f"{split}. Their memory is not comparable; retrain the group's runs measured the other "
+                    "way (snakemake --forcerun on their metrics.json) so every run is measured alike",
+                    HARMFUL if scored else HARMLESS,
+                )
     table = pd.DataFrame(rows, columns=["row", *run, "check", "severity", "detail"])
     if table.empty:
         return table
@@ -718,7 +741,10 @@ def measurement_checks_table(
     group's highest); ``mixed_devices`` (harmless: a group's runs measured on different
     devices/hosts/GPU models, the runs not on the most common one flagged); ``data_leak``
     (harmless: one row per group whose dataset holds identical images in two splits or classes,
-    ``duplicate_images`` in runs.csv).
+    ``duplicate_images`` in runs.csv); ``mixed_memory_methods`` (a group's working sets
+    measured in different ways, ``memory_method``, e.g. runs of an earlier pepr that read the CPU
+    resident set beside runs that read the heap's bytes in use; the runs not on the group's most
+    common method flagged, harmful when a memory resource is scored).
     """
     return run_flags(df, cfg, resources, synthetic).drop(columns="row")
 
