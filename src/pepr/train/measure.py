@@ -355,6 +355,17 @@ MMAP_MAX = 65536
 ARENA_MAX = 1
 
 
+def _glibc_function(name: str) -> Any:
+    """glibc's C function ``name`` (a ctypes function), or None off glibc or where this glibc
+    lacks it (``mallinfo2`` came with 2.33)."""
+    try:
+        libc = ctypes.CDLL(None)
+        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
+        return getattr(libc, name)
+    except (OSError, AttributeError):
+        return None
+
+
 def pin_allocator() -> str | None:
     """Fix glibc malloc's behaviour for this process so its memory is measured the same way every
     time; None when done, else why not (the allocator is then left as it is).
@@ -377,13 +388,8 @@ def pin_allocator() -> str | None:
     faulted in anew at every step.
     Idempotent; process-wide (a Python caller of :func:`pepr.train.run.run_training` keeps it).
     """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return f"not glibc ({sys.platform}): the C allocator's thresholds are left as they are"
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int
@@ -406,13 +412,11 @@ def release_free_memory() -> bool:
     pages are then reused by the training without showing in its RSS, by an amount that depends
     on the data size: trimmed first, every page the training uses is counted. No-op without glibc.
     """
-    import ctypes
     import gc
 
     gc.collect()
-    try:
-        trim = ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (macOS, musl)
+    trim = _glibc_function("malloc_trim")
+    if trim is None:  # not glibc (macOS, musl)
         return False
     trim.argtypes = [ctypes.c_size_t]
     trim.restype = ctypes.c_int
@@ -464,11 +468,8 @@ def heap_reader() -> Callable[[], float] | None:
     layout: the same cell reads the same here, while its resident memory also carries the free
     pages fragmentation leaves between live blocks, which vary from run to run with the order of
     frees and threads (more on a busy machine)."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.gnu_get_libc_version  # noqa: B018 - only glibc has it
-        mallinfo2 = libc.mallinfo2
-    except (OSError, AttributeError):
+    mallinfo2 = _glibc_function("mallinfo2")
+    if mallinfo2 is None:
         return None
     mallinfo2.argtypes = []
     mallinfo2.restype = _MallInfo2
