@@ -11,6 +11,8 @@ equivalence test with ``report.equivalence_margin``.
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -534,6 +536,19 @@ def _implied_power(frame: pd.DataFrame) -> pd.Series:
     return (energy * 3.6e6 / seconds).where((energy > 0) & (seconds > 0))
 
 
+def _off_the_common_value(values: pd.Series, groups: pd.Series, separator: str) -> Iterator[tuple[Any, str, str]]:
+    """In every group whose runs hold more than one value: each run not on the group's most common
+    value (ties: the first in sort order), as ``(index, its value, "a (n runs)<sep>b (m runs)")``."""
+    for _key, group in values.groupby(groups, sort=False):
+        counts = group.value_counts()
+        if len(counts) < 2:
+            continue
+        ranked = sorted(counts.index, key=lambda v: (-counts[v], v))
+        split = separator.join(f"{v} ({counts[v]} runs)" for v in ranked)
+        for index in group.index[group != ranked[0]]:
+            yield index, group[index], split
+
+
 def run_flags(
     df: pd.DataFrame, cfg: ReportConfig, resources: list[str], synthetic: tuple[str, ...] = ()
 ) -> pd.DataFrame:
@@ -676,42 +691,29 @@ def run_flags(
                 HARMLESS,
             )
     for column in [c for c in MEASURED_ON if c in ok.columns]:
-        for _key, group in ok.groupby(list(cfg.group), sort=False):
-            values = group[column].astype(str)
-            counts = values.value_counts()
-            if len(counts) < 2:
-                continue
-            common = sorted(counts.index, key=lambda v: (-counts[v], v))[0]
-            split = ", ".join(f"{v} ({counts[v]} runs)" for v in sorted(counts.index, key=lambda v: (-counts[v], v)))
-            for index in group.index[values != common]:
-                flag(
-                    index,
-                    "mixed_devices",
-                    f"the group's runs were measured on different {column}s: {split}; "
-                    "PePR compares them as if on one machine",
-                    HARMLESS,
-                )
+        for index, _value, split in _off_the_common_value(ok[column].astype(str), ok["group_id"], ", "):
+            flag(
+                index,
+                "mixed_devices",
+                f"the group's runs were measured on different {column}s: {split}; "
+                "PePR compares them as if on one machine",
+                HARMLESS,
+            )
     memory_columns = [r for r in known if _is_memory(r)]
     if memory_columns and MEMORY_METHOD in ok.columns:
         # A resident set also counts the heap's free pages (5-20% more, varying): runs measured
         # one way and the other cannot be ranked by memory against each other.
         methods = ok[MEMORY_METHOD].where(ok[MEMORY_METHOD].notna(), MEMORY_METHOD_UNRECORDED).astype(str)
         scored = any(r in resources for r in memory_columns)
-        for _key, group in methods.groupby(ok["group_id"], sort=False):
-            counts = group.value_counts()
-            if len(counts) < 2:
-                continue
-            ranked = sorted(counts.index, key=lambda v: (-counts[v], v))
-            split = "; ".join(f"{v} ({counts[v]} runs)" for v in ranked)
-            for index in group.index[group != ranked[0]]:
-                flag(
-                    index,
-                    "mixed_memory_methods",
-                    f"{', '.join(memory_columns)} measured as {group[index]}, the group's other runs otherwise: "
-                    f"{split}. Their memory is not comparable; retrain the group's runs measured the other "
-                    "way (snakemake --forcerun on their metrics.json) so every run is measured alike",
-                    HARMFUL if scored else HARMLESS,
-                )
+        for index, method, split in _off_the_common_value(methods, ok["group_id"], "; "):
+            flag(
+                index,
+                "mixed_memory_methods",
+                f"{', '.join(memory_columns)} measured as {method}, the group's other runs otherwise: "
+                f"{split}. Their memory is not comparable; retrain the group's runs measured the other "
+                "way (snakemake --forcerun on their metrics.json) so every run is measured alike",
+                HARMFUL if scored else HARMLESS,
+            )
     table = pd.DataFrame(rows, columns=["row", *run, "check", "severity", "detail"])
     if table.empty:
         return table
