@@ -136,7 +136,7 @@ def test_warm_cell_measures_as_a_cold_one(tmp_path, allocation):
         metrics = json.loads((tmp_path / f"warm{i}" / "metrics.json").read_text())
         for key in ("test_accuracy", "test_auc", "val_accuracy", "params", "flops_per_image", "n_train"):
             assert metrics[key] == reference[key], key
-        assert metrics["peak_memory_mb"] == pytest.approx(reference["peak_memory_mb"], rel=0.03)
+        assert metrics["peak_memory_mb"] == pytest.approx(reference["peak_memory_mb"], rel=0.10)
         assert metrics["eval_peak_memory_mb"] == pytest.approx(reference["eval_peak_memory_mb"], rel=0.10, abs=2)
         assert metrics["energy_method"] == reference["energy_method"]
     # bad input in a warm cell: the same one-line error and exit 2 as a cold process, and the
